@@ -1,0 +1,101 @@
+//! Errors raised while compiling or evaluating CEL.
+
+/// A CEL source that does not compile.
+///
+/// Carries the first syntax error's position (1-based, within the expression)
+/// and the parser's message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid CEL at column {column}: {message}")]
+pub struct CompileError {
+    /// 1-based line within the expression.
+    pub line: u32,
+    /// 1-based column within the expression.
+    pub column: u32,
+    /// What the parser objected to.
+    pub message: String,
+}
+
+impl CompileError {
+    pub(crate) fn from_parse(errors: &cel::ParseErrors) -> Self {
+        match errors.errors.first() {
+            Some(first) => CompileError {
+                line: u32::try_from(first.pos.0).unwrap_or(1).max(1),
+                column: u32::try_from(first.pos.1).unwrap_or(1).max(1),
+                message: first.msg.clone(),
+            },
+            None => CompileError {
+                line: 1,
+                column: 1,
+                message: "the expression does not parse".to_string(),
+            },
+        }
+    }
+}
+
+/// Why a condition or expression could not be evaluated.
+///
+/// An absent case-file field is *not* an error (see the module docs); these
+/// are the failures a runtime should record against the command.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EvalError {
+    /// The source never compiled (only possible for a definition that was not
+    /// validated, e.g. built in code).
+    #[error("`{expression}` cannot be evaluated: {error}")]
+    NotCompiled {
+        /// The CEL source.
+        expression: String,
+        /// The compile error.
+        error: CompileError,
+    },
+    /// A condition produced something other than a boolean.
+    #[error("condition `{expression}` produced a {got}, not a boolean")]
+    NotABoolean {
+        /// The CEL source.
+        expression: String,
+        /// The CEL type name of the value it produced.
+        got: String,
+    },
+    /// An operator or function was applied to values of types it does not
+    /// accept, e.g. `age > 'ten'` when `age` is an integer.
+    #[error("type error in `{expression}`: '{function}' cannot be applied to ({})", argument_types.join(", "))]
+    TypeMismatch {
+        /// The CEL source.
+        expression: String,
+        /// The operator or function, e.g. `_>_` or `contains`.
+        function: String,
+        /// The runtime types of its arguments (receiver first for methods).
+        argument_types: Vec<String>,
+    },
+    /// The expression called a function this engine does not provide.
+    #[error("`{expression}` calls unknown function '{function}'")]
+    UnknownFunction {
+        /// The CEL source.
+        expression: String,
+        /// The function name.
+        function: String,
+    },
+    /// Division or remainder by zero.
+    #[error("division by zero in `{expression}`")]
+    DivisionByZero {
+        /// The CEL source.
+        expression: String,
+    },
+    /// A value could not be passed in or out of CEL (e.g. a NaN decimal, or
+    /// bytes where JSON is expected).
+    #[error("value not representable in `{expression}`: {reason}")]
+    Unrepresentable {
+        /// The CEL source.
+        expression: String,
+        /// What could not be represented.
+        reason: String,
+    },
+    /// Any other runtime failure reported by the CEL interpreter.
+    #[error("`{expression}` failed: {message}")]
+    Failed {
+        /// The CEL source.
+        expression: String,
+        /// The interpreter's message.
+        message: String,
+    },
+}
