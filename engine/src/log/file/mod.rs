@@ -1,0 +1,410 @@
+//! [`LogStore`]: the embedded, durable event store.
+//!
+//! The source of truth is a folder of append-only segment files (`segment`),
+//! written by one thread with group commit (`writer`). sled holds only derived
+//! state (`index`): stream, event-id and tenant indexes plus an "indexed
+//! through" marker written in the same batch as the entries it covers. sled's
+//! `flush` is not an fsync, so sled is never the only copy of anything: on
+//! open, the log is re-indexed from the marker to its end (`recovery`).
+
+pub mod fs;
+mod index;
+mod recovery;
+mod segment;
+mod writer;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+
+use async_trait::async_trait;
+use tokio::sync::{oneshot, watch};
+
+use self::fs::{LogFs, OsFs};
+use self::index::Index;
+use self::segment::{RecordReader, Segments};
+use self::writer::{AppendRequest, Message};
+use super::append::Limits;
+use super::error::LogError;
+use super::types::{
+    AppendResult, Direction, EventData, ExpectedVersion, GlobalPosition, RecordedEvent, StreamId,
+    StreamVersion, TenantId,
+};
+use super::EventStore;
+
+/// Settings of a [`LogStore`].
+#[derive(Debug, Clone)]
+pub struct LogStoreConfig {
+    /// A new segment file is started once the current one reaches this size.
+    /// Default 256 MiB.
+    pub segment_size: u64,
+    /// Limits on appends and reads.
+    pub limits: Limits,
+    /// sled's page cache, in bytes. Default 64 MiB.
+    pub index_cache_bytes: u64,
+    /// A group commit stops gathering appends beyond this many payload bytes.
+    /// Default 8 MiB.
+    pub max_group_bytes: usize,
+}
+
+impl Default for LogStoreConfig {
+    fn default() -> Self {
+        LogStoreConfig {
+            segment_size: 256 * 1024 * 1024,
+            limits: Limits::default(),
+            index_cache_bytes: 64 * 1024 * 1024,
+            max_group_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// State shared between the writer thread and readers.
+pub(crate) struct Shared {
+    /// Last acknowledged position + 1 (0: empty log).
+    head_plus_one: AtomicU64,
+}
+
+impl Shared {
+    fn head(&self) -> Option<GlobalPosition> {
+        match self.head_plus_one.load(Ordering::Acquire) {
+            0 => None,
+            n => Some(GlobalPosition(n - 1)),
+        }
+    }
+
+    fn set_head(&self, head: GlobalPosition) {
+        self.head_plus_one.store(head.0 + 1, Ordering::Release);
+    }
+}
+
+/// The embedded durable event store: segment files plus sled indexes.
+///
+/// Cheap to clone; clones share one writer. Open it once per data directory
+/// (a lock file keeps a second store out). Layout: `<data>/log/*.seg`,
+/// `<data>/index/` (sled) and `<data>/LOCK`.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), casebook_engine::log::LogError> {
+/// use casebook_engine::log::*;
+/// let store = LogStore::open("/var/lib/casebook")?;
+/// let stream: StreamId = "kent/case/C-1".parse().unwrap();
+/// let meta = Metadata::new(ActorId::new("pc-1"), Source::system("casebook"));
+/// let event = EventData::new("CaseOpened", b"{}".to_vec(), meta);
+/// store.append(&stream, ExpectedVersion::NoStream, vec![event]).await?;
+/// store.close().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct LogStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    segments: Arc<Segments>,
+    index: Arc<Index>,
+    shared: Arc<Shared>,
+    head_rx: watch::Receiver<Option<GlobalPosition>>,
+    tx: Mutex<Option<mpsc::Sender<Message>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    limits: Limits,
+    _lock: Option<File>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(tx) = tx {
+            let (done, _) = oneshot::channel();
+            let _ = tx.send(Message::Shutdown(done));
+        }
+        let handle = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl LogStore {
+    /// Opens (or creates) a store in `dir` with default settings, recovering
+    /// from any crash. See [`LogStore::open_with`].
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, LogError> {
+        Self::open_with(dir, LogStoreConfig::default())
+    }
+
+    /// Opens (or creates) a store in `dir`.
+    ///
+    /// Recovery: removes sled's stale `snap.*.generating` files, cuts a torn
+    /// tail off the last segment, and indexes every record the index does not
+    /// cover yet.
+    ///
+    /// Errors: [`LogError::Locked`] if another store has the directory open;
+    /// [`LogError::Corrupted`] for damage anywhere but an unsynced tail (the
+    /// error names the segment and offset); [`LogError::UnsupportedFormat`];
+    /// I/O and index errors.
+    pub fn open_with(dir: impl AsRef<Path>, config: LogStoreConfig) -> Result<Self, LogError> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir)
+            .map_err(|e| LogError::io(format!("creating {}", dir.display()), e))?;
+        let lock_path = dir.join("LOCK");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| LogError::io(format!("opening {}", lock_path.display()), e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(LogError::Locked { path: lock_path })
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(LogError::io(format!("locking {}", lock_path.display()), e))
+            }
+        }
+        let fs = OsFs::new(dir.join("log"))
+            .map_err(|e| LogError::io(format!("creating {}", dir.join("log").display()), e))?;
+        Self::open_parts(Arc::new(fs), &dir.join("index"), config, Some(lock))
+    }
+
+    /// Opens a store whose segment files live behind `fs` and whose index lives
+    /// in `index_dir`. This is the seam tests use to simulate power cuts; the
+    /// caller is responsible for not opening the same files twice.
+    pub fn open_with_fs(
+        fs: Arc<dyn LogFs>,
+        index_dir: impl AsRef<Path>,
+        config: LogStoreConfig,
+    ) -> Result<Self, LogError> {
+        Self::open_parts(fs, index_dir.as_ref(), config, None)
+    }
+
+    fn open_parts(
+        fs: Arc<dyn LogFs>,
+        index_dir: &Path,
+        config: LogStoreConfig,
+        lock: Option<File>,
+    ) -> Result<Self, LogError> {
+        let index = Arc::new(Index::new(recovery::open_sled(
+            index_dir,
+            config.index_cache_bytes,
+        )?)?);
+        let segments = Arc::new(Segments::new(fs));
+        let recovered = recovery::recover(&segments, &index)?;
+        let shared = Arc::new(Shared {
+            head_plus_one: AtomicU64::new(recovered.next_position),
+        });
+        let (head_tx, head_rx) = watch::channel(shared.head());
+        let writer = writer::Writer {
+            segments: Arc::clone(&segments),
+            index: Arc::clone(&index),
+            shared: Arc::clone(&shared),
+            head_tx,
+            segment: recovered.segment,
+            file: recovered.file,
+            offset: recovered.offset,
+            next_position: recovered.next_position,
+            segment_size: config.segment_size.max(segment::HEADER_LEN + 1),
+            max_group_bytes: config.max_group_bytes.max(1),
+            heads: Default::default(),
+        };
+        let (tx, rx) = mpsc::channel();
+        let handle = std::thread::Builder::new()
+            .name("casebook-log-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| LogError::io("starting the log writer thread", e))?;
+        Ok(LogStore {
+            inner: Arc::new(Inner {
+                segments,
+                index,
+                shared,
+                head_rx,
+                tx: Mutex::new(Some(tx)),
+                writer: Mutex::new(Some(handle)),
+                limits: config.limits,
+                _lock: lock,
+            }),
+        })
+    }
+
+    /// Stops the writer after the appends already queued, and flushes the index.
+    /// Later appends on any clone fail with [`LogError::Closed`]; subscriptions
+    /// end with it. The directory stays locked until the last clone is dropped.
+    pub async fn close(&self) -> Result<(), LogError> {
+        let tx = self
+            .inner
+            .tx
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(tx) = tx {
+            let (done, wait) = oneshot::channel();
+            if tx.send(Message::Shutdown(done)).is_ok() {
+                let _ = wait.await;
+            }
+        }
+        self.inner.index.flush().await
+    }
+
+    /// Reads every record of every segment and checks its checksum and
+    /// position order — a full scrub, for operators. Returns the number of
+    /// events checked.
+    ///
+    /// Errors: [`LogError::Corrupted`] naming the first damaged record.
+    pub async fn verify(&self) -> Result<u64, LogError> {
+        let segments = Arc::clone(&self.inner.segments);
+        let head = self.inner.shared.head();
+        tokio::task::spawn_blocking(move || recovery::verify(&segments, head))
+            .await
+            .map_err(|e| LogError::io("verifying the log", std::io::Error::other(e.to_string())))?
+    }
+
+    /// Where the segment files of segment `n` live (for operators and tests).
+    pub fn segment_path(&self, n: u64) -> PathBuf {
+        self.inner.segments.fs.path(n)
+    }
+
+    fn read_stream_blocking(
+        &self,
+        stream: &StreamId,
+        direction: Direction,
+        from: StreamVersion,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, LogError> {
+        let locs = self
+            .inner
+            .index
+            .stream_events(stream, direction, from, limit)?;
+        let mut reader = RecordReader::new(&self.inner.segments);
+        let mut out = Vec::with_capacity(locs.len());
+        let mut cached: Option<(index::RecordLoc, segment::RecordBody)> = None;
+        for loc in locs {
+            if cached.as_ref().map(|(l, _)| *l) != Some(loc.record) {
+                let body = reader.read(loc.record.segment, loc.record.offset)?;
+                cached = Some((loc.record, body));
+            }
+            let Some((_, body)) = &cached else { continue };
+            let event = body.event(loc.index as usize).ok_or_else(|| {
+                self.inner.segments.corrupted(
+                    loc.record.segment,
+                    loc.record.offset,
+                    format!(
+                        "the index names event {} of a record that has fewer",
+                        loc.index
+                    ),
+                )
+            })?;
+            out.push(event);
+        }
+        Ok(out)
+    }
+
+    fn read_all_blocking(
+        &self,
+        tenant: &TenantId,
+        from: GlobalPosition,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, LogError> {
+        let mut reader = RecordReader::new(&self.inner.segments);
+        let mut out = Vec::with_capacity(limit.min(4096));
+        for entry in self.inner.index.tenant_records(tenant, from) {
+            let (first, loc, count) = entry?;
+            if first.0 + u64::from(count) <= from.0 {
+                continue;
+            }
+            let body = reader.read(loc.segment, loc.offset)?;
+            if body.first_position != first || body.stream.tenant() != tenant {
+                return Err(self.inner.segments.corrupted(
+                    loc.segment,
+                    loc.offset,
+                    "the record does not match its index entry",
+                ));
+            }
+            for event in body.into_events() {
+                if event.position >= from {
+                    out.push(event);
+                    if out.len() == limit {
+                        return Ok(out);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn join_error(e: tokio::task::JoinError) -> LogError {
+    LogError::io("a blocking read task", std::io::Error::other(e.to_string()))
+}
+
+#[async_trait]
+impl EventStore for LogStore {
+    async fn append(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+    ) -> Result<AppendResult, LogError> {
+        self.inner.limits.check_append(stream, &events)?;
+        let (reply, wait) = oneshot::channel();
+        let request = Message::Append(AppendRequest {
+            stream: stream.clone(),
+            expected,
+            events,
+            reply,
+        });
+        {
+            let tx = self.inner.tx.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(tx) = tx.as_ref() else {
+                return Err(LogError::Closed);
+            };
+            tx.send(request).map_err(|_| LogError::Closed)?;
+        }
+        wait.await.map_err(|_| LogError::Closed)?
+    }
+
+    async fn read_stream(
+        &self,
+        stream: &StreamId,
+        direction: Direction,
+        from: StreamVersion,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, LogError> {
+        self.inner.limits.check_read(limit)?;
+        self.read_stream_blocking(stream, direction, from, limit)
+    }
+
+    async fn read_all(
+        &self,
+        tenant: &TenantId,
+        from: GlobalPosition,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, LogError> {
+        self.inner.limits.check_read(limit)?;
+        let this = self.clone();
+        let tenant = tenant.clone();
+        tokio::task::spawn_blocking(move || this.read_all_blocking(&tenant, from, limit))
+            .await
+            .map_err(join_error)?
+    }
+
+    async fn stream_version(&self, stream: &StreamId) -> Result<Option<StreamVersion>, LogError> {
+        self.inner.index.stream_head(stream)
+    }
+
+    fn head_position(&self) -> Option<GlobalPosition> {
+        self.inner.shared.head()
+    }
+
+    fn watch_head(&self) -> watch::Receiver<Option<GlobalPosition>> {
+        self.inner.head_rx.clone()
+    }
+
+    fn limits(&self) -> Limits {
+        self.inner.limits
+    }
+
+    fn to_dyn(&self) -> Arc<dyn EventStore> {
+        Arc::new(self.clone())
+    }
+}

@@ -1,0 +1,320 @@
+//! The single writer thread: group commit.
+//!
+//! Every append goes through one thread. It takes all the appends waiting in
+//! its queue, checks each against the streams' versions (including earlier
+//! appends of the same group), writes all their records with one write and one
+//! `fdatasync`, then indexes them in one sled batch, publishes the new head,
+//! and only then answers the callers. Nothing is acknowledged before it is on
+//! stable storage.
+
+use std::collections::HashMap;
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use tokio::sync::{oneshot, watch};
+
+use super::fs::SegmentFile;
+use super::index::{EventLoc, Index, Marker, RecordLoc};
+use super::segment::{encode_record, header, RecordBodyRef, RecordReader, Segments, HEADER_LEN};
+use super::Shared;
+use crate::log::append::{check_expected, find_duplicate};
+use crate::log::error::LogError;
+use crate::log::types::{
+    AppendResult, EventData, EventId, ExpectedVersion, GlobalPosition, RecordedEvent, StreamId,
+    StreamVersion, Timestamp,
+};
+
+/// Stream heads kept in memory before the cache is cleared.
+const HEAD_CACHE_LIMIT: usize = 200_000;
+
+pub(crate) struct AppendRequest {
+    pub stream: StreamId,
+    pub expected: ExpectedVersion,
+    pub events: Vec<EventData>,
+    pub reply: oneshot::Sender<Result<AppendResult, LogError>>,
+}
+
+pub(crate) enum Message {
+    Append(AppendRequest),
+    Shutdown(oneshot::Sender<()>),
+}
+
+pub(crate) struct Writer {
+    pub segments: Arc<Segments>,
+    pub index: Arc<Index>,
+    pub shared: Arc<Shared>,
+    pub head_tx: watch::Sender<Option<GlobalPosition>>,
+    pub segment: u64,
+    pub file: Arc<dyn SegmentFile>,
+    pub offset: u64,
+    pub next_position: u64,
+    pub segment_size: u64,
+    pub max_group_bytes: usize,
+    pub heads: HashMap<StreamId, StreamVersion>,
+}
+
+/// An append accepted into the current group.
+struct Accepted {
+    request: AppendRequest,
+    loc: RecordLoc,
+    first_version: StreamVersion,
+    first_position: GlobalPosition,
+}
+
+enum Outcome {
+    Write(usize),
+    Done(
+        oneshot::Sender<Result<AppendResult, LogError>>,
+        Result<AppendResult, LogError>,
+    ),
+}
+
+impl Writer {
+    pub fn run(mut self, rx: mpsc::Receiver<Message>) {
+        let mut failed: Option<String> = None;
+        let mut buf = Vec::with_capacity(1 << 20);
+        while let Ok(first) = rx.recv() {
+            let mut group = Vec::new();
+            let mut shutdown = None;
+            let mut bytes = 0;
+            let mut next = Some(first);
+            while let Some(message) = next.take() {
+                match message {
+                    Message::Append(r) => {
+                        bytes += r.events.iter().map(EventData::size).sum::<usize>();
+                        group.push(r);
+                    }
+                    Message::Shutdown(done) => {
+                        shutdown = Some(done);
+                        break;
+                    }
+                }
+                if bytes < self.max_group_bytes {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if let Some(reason) = &failed {
+                for r in group {
+                    let _ = r.reply.send(Err(LogError::Failed {
+                        reason: reason.clone(),
+                    }));
+                }
+            } else if let Err(e) = self.commit_group(group, &mut buf) {
+                failed = Some(e);
+            }
+            if let Some(done) = shutdown {
+                let _ = done.send(());
+                return;
+            }
+        }
+    }
+
+    /// Commits one group; `Err` means the store must stop accepting appends.
+    fn commit_group(&mut self, group: Vec<AppendRequest>, buf: &mut Vec<u8>) -> Result<(), String> {
+        buf.clear();
+        let recorded = Timestamp::now();
+        let mut accepted: Vec<Accepted> = Vec::with_capacity(group.len());
+        let mut pending: HashMap<EventId, (usize, usize)> = HashMap::new();
+        let mut outcomes = Vec::with_capacity(group.len());
+        for request in group {
+            match self.admit(&request, &accepted, &pending) {
+                Ok(Some(original)) => outcomes.push(Outcome::Done(request.reply, Ok(original))),
+                Ok(None) => {
+                    let first_version = self
+                        .heads
+                        .get(&request.stream)
+                        .map_or(StreamVersion::START, |v| v.next());
+                    let first_position = GlobalPosition(self.next_position);
+                    let loc = RecordLoc {
+                        segment: self.segment,
+                        offset: self.offset + buf.len() as u64,
+                    };
+                    let body = RecordBodyRef {
+                        stream: &request.stream,
+                        first_version,
+                        first_position,
+                        recorded,
+                        events: &request.events,
+                    };
+                    let before = buf.len();
+                    if let Err(e) = encode_record(&body, buf) {
+                        buf.truncate(before);
+                        outcomes.push(Outcome::Done(request.reply, Err(e)));
+                        continue;
+                    }
+                    let count = request.events.len() as u64;
+                    self.next_position += count;
+                    self.heads.insert(
+                        request.stream.clone(),
+                        StreamVersion(first_version.0 + count - 1),
+                    );
+                    for (i, e) in request.events.iter().enumerate() {
+                        pending.insert(e.id, (accepted.len(), i));
+                    }
+                    outcomes.push(Outcome::Write(accepted.len()));
+                    accepted.push(Accepted {
+                        request,
+                        loc,
+                        first_version,
+                        first_position,
+                    });
+                }
+                Err(e) => outcomes.push(Outcome::Done(request.reply, Err(e))),
+            }
+        }
+
+        let mut fatal = None;
+        if !accepted.is_empty() {
+            if let Err(e) = self.write_and_index(buf, &accepted) {
+                fatal = Some(e.to_string());
+            }
+        }
+        let mut replies: Vec<Option<Accepted>> = accepted.into_iter().map(Some).collect();
+        for outcome in outcomes {
+            match outcome {
+                Outcome::Done(reply, result) => {
+                    let result = match (&fatal, result) {
+                        // A duplicate of an event in this failed group was never stored.
+                        (Some(reason), Ok(_)) => Err(LogError::Failed {
+                            reason: reason.clone(),
+                        }),
+                        (_, r) => r,
+                    };
+                    let _ = reply.send(result);
+                }
+                Outcome::Write(i) => {
+                    let Some(a) = replies[i].take() else { continue };
+                    let result = match &fatal {
+                        Some(reason) => Err(LogError::Failed {
+                            reason: reason.clone(),
+                        }),
+                        None => {
+                            let count = a.request.events.len() as u64;
+                            Ok(AppendResult {
+                                first_position: a.first_position,
+                                last_position: GlobalPosition(a.first_position.0 + count - 1),
+                                version: StreamVersion(a.first_version.0 + count - 1),
+                            })
+                        }
+                    };
+                    let _ = a.request.reply.send(result);
+                }
+            }
+        }
+        if let Some(reason) = fatal {
+            return Err(reason);
+        }
+        if self.offset >= self.segment_size {
+            self.roll().map_err(|e| e.to_string())?;
+        }
+        if self.heads.len() > HEAD_CACHE_LIMIT {
+            self.heads.clear();
+        }
+        Ok(())
+    }
+
+    /// Checks one append against the stored log and the group so far.
+    /// `Ok(Some)` is a repeat of an earlier append.
+    fn admit(
+        &mut self,
+        request: &AppendRequest,
+        accepted: &[Accepted],
+        pending: &HashMap<EventId, (usize, usize)>,
+    ) -> Result<Option<AppendResult>, LogError> {
+        let segments = Arc::clone(&self.segments);
+        let index = Arc::clone(&self.index);
+        let mut reader = RecordReader::new(&segments);
+        let original = find_duplicate(&request.stream, &request.events, |id| {
+            if let Some(&(a, i)) = pending.get(&id) {
+                let a = &accepted[a];
+                let e = &a.request.events[i];
+                return Ok(Some(RecordedEvent {
+                    stream: a.request.stream.clone(),
+                    version: StreamVersion(a.first_version.0 + i as u64),
+                    position: GlobalPosition(a.first_position.0 + i as u64),
+                    recorded: Timestamp(0),
+                    id: e.id,
+                    event_type: e.event_type.clone(),
+                    payload: e.payload.clone(),
+                    metadata: e.metadata.clone(),
+                }));
+            }
+            match index.event(id)? {
+                None => Ok(None),
+                Some(EventLoc { record, index }) => Ok(reader
+                    .read(record.segment, record.offset)?
+                    .event(index as usize)),
+            }
+        })?;
+        if original.is_some() {
+            return Ok(original);
+        }
+        let actual = match self.heads.get(&request.stream) {
+            Some(v) => Some(*v),
+            None => {
+                let v = self.index.stream_head(&request.stream)?;
+                if let Some(v) = v {
+                    self.heads.insert(request.stream.clone(), v);
+                }
+                v
+            }
+        };
+        check_expected(&request.stream, request.expected, actual)?;
+        Ok(None)
+    }
+
+    fn write_and_index(&mut self, buf: &[u8], accepted: &[Accepted]) -> Result<(), LogError> {
+        let path = || self.segments.fs.path(self.segment).display().to_string();
+        self.file
+            .write_all_at(buf, self.offset)
+            .map_err(|e| LogError::io(format!("writing to {}", path()), e))?;
+        self.file
+            .sync_data()
+            .map_err(|e| LogError::io(format!("syncing {}", path()), e))?;
+        self.offset += buf.len() as u64;
+
+        let mut batch = sled::Batch::default();
+        for a in accepted {
+            Index::add_entries(
+                &mut batch,
+                a.loc,
+                &a.request.stream,
+                a.first_version,
+                a.first_position,
+                a.request.events.iter().map(|e| e.id),
+            );
+        }
+        let head = GlobalPosition(self.next_position - 1);
+        Index::set_marker(
+            &mut batch,
+            Marker {
+                position: head,
+                segment: self.segment,
+                offset: self.offset,
+            },
+        );
+        self.index.apply(batch)?;
+        self.shared.set_head(head);
+        self.head_tx.send_replace(Some(head));
+        Ok(())
+    }
+
+    /// Starts a new segment: header synced, then the directory synced.
+    fn roll(&mut self) -> Result<(), LogError> {
+        let number = self.segment + 1;
+        let fs = &self.segments.fs;
+        let path = fs.path(number).display().to_string();
+        let file = fs
+            .create(number)
+            .map_err(|e| LogError::io(format!("creating {path}"), e))?;
+        file.write_all_at(&header(number), 0)
+            .and_then(|_| file.sync_data())
+            .and_then(|_| fs.sync_dir())
+            .map_err(|e| LogError::io(format!("initialising {path}"), e))?;
+        self.segments.insert(number, Arc::clone(&file));
+        self.segment = number;
+        self.file = file;
+        self.offset = HEADER_LEN;
+        Ok(())
+    }
+}
