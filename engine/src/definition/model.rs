@@ -1,0 +1,571 @@
+//! The case definition model: plain data, keyed items, compiled conditions.
+//!
+//! Every type here deserializes from TOML or JSON with unknown fields denied,
+//! and serializes to the same shape (the runtime stores definitions as events).
+//! Nothing is checked on deserialization beyond shape;
+//! [`CaseDefinition::validate`] checks the rest.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::keys::{CaseTypeKey, DeadlineKey, FieldKey, ItemKey, RoleKey, ServiceName};
+use super::period::Period;
+use crate::rules::{Condition, Expression};
+use crate::security::Classification;
+
+/// A case type: its case file, its plan (stages, activities, milestones),
+/// deadlines and permissions.
+///
+/// The case plan is the root stage: activities, stages and milestones may sit
+/// directly in the case or inside (nested) stages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaseDefinition {
+    /// The case type's key, e.g. `burglary`.
+    pub key: CaseTypeKey,
+    /// Human-readable name.
+    pub name: String,
+    /// Author-given version; a runtime keeps every deployed version.
+    pub version: u32,
+    /// What the case type is for.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The classification a new case carries.
+    #[serde(default)]
+    pub default_classification: Classification,
+    /// How long cases are kept (MoPI).
+    pub retention: Retention,
+    /// The roles this definition refers to. When non-empty, every role
+    /// reference must be one of these.
+    #[serde(default)]
+    pub roles: Vec<RoleKey>,
+    /// Who may perform each case-level action.
+    #[serde(default)]
+    pub permissions: CasePermissions,
+    /// The case file's fields.
+    #[serde(default)]
+    pub fields: Vec<FieldDef>,
+    /// The external services service tasks may call, with their contracts.
+    #[serde(default)]
+    pub services: Vec<ServiceDef>,
+    /// Whether the case completes by itself (see CASE-SEMANTICS.md).
+    #[serde(default)]
+    pub autocomplete: bool,
+    /// Exit criteria of the case as a whole.
+    #[serde(default)]
+    pub exit: Vec<Sentry>,
+    /// Case-level deadlines (measured from case opening unless `from` says
+    /// otherwise; met when the case completes unless `until` says otherwise).
+    #[serde(default)]
+    pub deadlines: Vec<Deadline>,
+    /// Activities directly in the case plan.
+    #[serde(default)]
+    pub activities: Vec<Activity>,
+    /// Stages directly in the case plan.
+    #[serde(default)]
+    pub stages: Vec<Stage>,
+    /// Milestones directly in the case plan.
+    #[serde(default)]
+    pub milestones: Vec<Milestone>,
+}
+
+/// A Management of Police Information retention group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MopiGroup {
+    /// Serious offences / public protection: retain until the subject is 100,
+    /// review every 10 years.
+    Group1,
+    /// Other sexual or violent offences: review after a 10-year clear period.
+    Group2,
+    /// Everything else: review after 6 years.
+    Group3,
+}
+
+impl MopiGroup {
+    /// The default review period for the group (a tenant may configure it).
+    pub fn default_review(self) -> Period {
+        match self {
+            MopiGroup::Group1 | MopiGroup::Group2 => Period::new("P10Y"),
+            MopiGroup::Group3 => Period::new("P6Y"),
+        }
+    }
+}
+
+/// The retention class of a case type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    /// The MoPI group.
+    pub group: MopiGroup,
+    /// Overrides the group's review period, e.g. `P3Y`.
+    #[serde(default)]
+    pub review_after: Option<Period>,
+}
+
+impl Retention {
+    /// The review period in force: `review_after`, else the group's default.
+    pub fn review_period(&self) -> Period {
+        self.review_after
+            .clone()
+            .unwrap_or_else(|| self.group.default_review())
+    }
+}
+
+/// Roles allowed to perform each case-level action. An action with no roles
+/// may be performed by no one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CasePermissions {
+    /// Open a case of this type.
+    #[serde(default)]
+    pub open: Vec<RoleKey>,
+    /// Change case-file fields outside a task's form.
+    #[serde(default)]
+    pub update_case_file: Vec<RoleKey>,
+    /// Plan a discretionary item (each item may narrow this with `planners`).
+    #[serde(default)]
+    pub add_discretionary: Vec<RoleKey>,
+    /// Add a note.
+    #[serde(default)]
+    pub add_note: Vec<RoleKey>,
+    /// Suspend the case.
+    #[serde(default)]
+    pub suspend: Vec<RoleKey>,
+    /// Resume a suspended case.
+    #[serde(default)]
+    pub resume: Vec<RoleKey>,
+    /// Close the case.
+    #[serde(default)]
+    pub close: Vec<RoleKey>,
+    /// Reopen a closed case.
+    #[serde(default)]
+    pub reopen: Vec<RoleKey>,
+    /// Link a POLE entity to the case.
+    #[serde(default)]
+    pub link_entity: Vec<RoleKey>,
+}
+
+impl CasePermissions {
+    /// Each action's name and its roles, in declaration order.
+    pub fn actions(&self) -> [(&'static str, &[RoleKey]); 9] {
+        [
+            ("open", &self.open),
+            ("update_case_file", &self.update_case_file),
+            ("add_discretionary", &self.add_discretionary),
+            ("add_note", &self.add_note),
+            ("suspend", &self.suspend),
+            ("resume", &self.resume),
+            ("close", &self.close),
+            ("reopen", &self.reopen),
+            ("link_entity", &self.link_entity),
+        ]
+    }
+}
+
+/// The type of a case-file field (or a service parameter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldType {
+    /// Free text (a CEL string).
+    Text,
+    /// A whole number (CEL int).
+    Integer,
+    /// A decimal number (CEL double).
+    Decimal,
+    /// True or false.
+    Boolean,
+    /// A calendar date, `YYYY-MM-DD`.
+    Date,
+    /// An instant, RFC 3339 in UTC.
+    DateTime,
+    /// One of the field's `values`.
+    Enumeration,
+    /// A WGS84 point: `{ lat, lon }`.
+    GeoPoint,
+    /// A list of `element`s.
+    List,
+    /// A reference to a POLE person (its id, a string).
+    Person,
+    /// A reference to a POLE object.
+    Object,
+    /// A reference to a POLE location.
+    Location,
+}
+
+impl FieldType {
+    /// The name used in definitions and messages, e.g. `date_time`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FieldType::Text => "text",
+            FieldType::Integer => "integer",
+            FieldType::Decimal => "decimal",
+            FieldType::Boolean => "boolean",
+            FieldType::Date => "date",
+            FieldType::DateTime => "date_time",
+            FieldType::Enumeration => "enumeration",
+            FieldType::GeoPoint => "geo_point",
+            FieldType::List => "list",
+            FieldType::Person => "person",
+            FieldType::Object => "object",
+            FieldType::Location => "location",
+        }
+    }
+}
+
+/// A case-file field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldDef {
+    /// The key conditions and mappings use.
+    pub key: FieldKey,
+    /// The field's type.
+    #[serde(rename = "type")]
+    pub ty: FieldType,
+    /// Allowed values, for an enumeration or a list of enumeration values.
+    #[serde(default)]
+    pub values: Vec<String>,
+    /// The element type of a list (not itself a list).
+    #[serde(default)]
+    pub element: Option<FieldType>,
+    /// Whether the field must be supplied when a case is opened.
+    #[serde(default)]
+    pub required: bool,
+    /// A classification above the case's, for restricted fields.
+    #[serde(default)]
+    pub classification: Option<Classification>,
+    /// Label for forms.
+    #[serde(default)]
+    pub label: Option<String>,
+    /// Help text.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// An external service's contract, as service tasks use it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceDef {
+    /// The service's name, e.g. `gis.locate_ward`.
+    pub name: ServiceName,
+    /// What it does.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Parameters it accepts, by name.
+    #[serde(default)]
+    pub inputs: BTreeMap<String, ParamDef>,
+    /// Result keys it returns, by name.
+    #[serde(default)]
+    pub outputs: BTreeMap<String, ParamDef>,
+}
+
+/// A service parameter or result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParamDef {
+    /// Its type.
+    #[serde(rename = "type")]
+    pub ty: FieldType,
+    /// Allowed values, for an enumeration.
+    #[serde(default)]
+    pub values: Vec<String>,
+    /// Element type, for a list.
+    #[serde(default)]
+    pub element: Option<FieldType>,
+    /// For an input: whether every service task must map it.
+    #[serde(default)]
+    pub required: bool,
+}
+
+/// What kind of work an activity is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActivityKind {
+    /// Active until a person completes it (using its `form`).
+    HumanTask,
+    /// Calls `service`; active until the invocation completes or fails.
+    ServiceTask,
+    /// Completes within the command that activates it, after applying `set`.
+    Automatic,
+}
+
+/// A case-file field shown on a human task's form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FormField {
+    /// The case-file field.
+    pub field: FieldKey,
+    /// Whether the task cannot be completed without it.
+    #[serde(default)]
+    pub required: bool,
+    /// Shown but not editable.
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// A unit of work in the plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Activity {
+    /// Key, unique across the plan.
+    pub key: ItemKey,
+    /// Human-readable name.
+    pub name: String,
+    /// What the work is.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Human task, service task or automatic step.
+    pub kind: ActivityKind,
+    /// Candidate roles: who may claim, start and complete it.
+    #[serde(default)]
+    pub roles: Vec<RoleKey>,
+    /// Human task: the case-file fields on its form.
+    #[serde(default)]
+    pub form: Vec<FormField>,
+    /// Service task: the service to call.
+    #[serde(default)]
+    pub service: Option<ServiceName>,
+    /// Service task: parameter -> CEL expression over the case file.
+    #[serde(default)]
+    pub input: BTreeMap<String, Expression>,
+    /// Service task: result key -> case-file field it is stored in.
+    #[serde(default)]
+    pub output: BTreeMap<String, FieldKey>,
+    /// Automatic step: case-file field -> CEL expression whose value it takes.
+    #[serde(default)]
+    pub set: BTreeMap<FieldKey, Expression>,
+    /// Must complete (or be terminal) before its stage can autocomplete.
+    #[serde(default)]
+    pub required: bool,
+    /// May run more than once (see CASE-SEMANTICS.md, Repetition).
+    #[serde(default)]
+    pub repeatable: bool,
+    /// Entered items wait in *enabled* for a person to start them.
+    #[serde(default)]
+    pub manual_activation: bool,
+    /// Not in the plan until a caseworker plans it.
+    #[serde(default)]
+    pub discretionary: bool,
+    /// Discretionary: when it may be planned.
+    #[serde(default)]
+    pub applicability: Option<Condition>,
+    /// Discretionary: roles that may plan it.
+    #[serde(default)]
+    pub planners: Vec<RoleKey>,
+    /// Entry criteria (ORed).
+    #[serde(default)]
+    pub entry: Vec<Sentry>,
+    /// Exit criteria (ORed).
+    #[serde(default)]
+    pub exit: Vec<Sentry>,
+    /// SLA deadlines (from activation, met on completion, by default).
+    #[serde(default)]
+    pub deadlines: Vec<Deadline>,
+}
+
+/// A container of plan items.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stage {
+    /// Key, unique across the plan.
+    pub key: ItemKey,
+    /// Human-readable name.
+    pub name: String,
+    /// What the stage covers.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Must complete before its parent can autocomplete.
+    #[serde(default)]
+    pub required: bool,
+    /// May run more than once.
+    #[serde(default)]
+    pub repeatable: bool,
+    /// Entered stages wait in *enabled* for a person to start them.
+    #[serde(default)]
+    pub manual_activation: bool,
+    /// Not in the plan until a caseworker plans it.
+    #[serde(default)]
+    pub discretionary: bool,
+    /// Discretionary: when it may be planned.
+    #[serde(default)]
+    pub applicability: Option<Condition>,
+    /// Discretionary: roles that may plan it.
+    #[serde(default)]
+    pub planners: Vec<RoleKey>,
+    /// Completes by itself when nothing required remains (see CASE-SEMANTICS.md).
+    #[serde(default)]
+    pub autocomplete: bool,
+    /// Entry criteria (ORed).
+    #[serde(default)]
+    pub entry: Vec<Sentry>,
+    /// Exit criteria (ORed).
+    #[serde(default)]
+    pub exit: Vec<Sentry>,
+    /// SLA deadlines (from activation, met on completion, by default).
+    #[serde(default)]
+    pub deadlines: Vec<Deadline>,
+    /// Activities in the stage.
+    #[serde(default)]
+    pub activities: Vec<Activity>,
+    /// Nested stages.
+    #[serde(default)]
+    pub stages: Vec<Stage>,
+    /// Milestones in the stage.
+    #[serde(default)]
+    pub milestones: Vec<Milestone>,
+}
+
+/// A point of progress: *reached*, never completed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Milestone {
+    /// Key, unique across the plan.
+    pub key: ItemKey,
+    /// Human-readable name.
+    pub name: String,
+    /// What reaching it means.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Must be reached before its stage can autocomplete.
+    #[serde(default)]
+    pub required: bool,
+    /// May be reached more than once.
+    #[serde(default)]
+    pub repeatable: bool,
+    /// When it is reached (ORed). Without any, it is reached as soon as its
+    /// stage is active.
+    #[serde(default)]
+    pub entry: Vec<Sentry>,
+    /// When it stops waiting (ORed).
+    #[serde(default)]
+    pub exit: Vec<Sentry>,
+}
+
+/// An entry or exit criterion: on-parts ANDed, plus an optional condition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sentry {
+    /// Occurrences that must all have happened (they latch).
+    #[serde(default)]
+    pub on: Vec<OnPart>,
+    /// A CEL condition that must hold when the sentry is evaluated (never
+    /// latches).
+    #[serde(default, rename = "if")]
+    pub condition: Option<Condition>,
+}
+
+/// An occurrence a sentry listens for. Written `{ completed = "grade" }`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnPart {
+    /// An activity or stage completed.
+    Completed(ItemKey),
+    /// An activity or stage was terminated.
+    Terminated(ItemKey),
+    /// A milestone was reached.
+    Reached(ItemKey),
+    /// A case-file field changed.
+    Changed(FieldKey),
+}
+
+/// An occurrence a deadline is measured from or until. Written
+/// `"case_opened"`, `"case_closed"` or `{ reached = "charged" }`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Occurrence {
+    /// The case was opened.
+    CaseOpened,
+    /// The case was completed or closed.
+    CaseClosed,
+    /// An activity or stage became active.
+    Activated(ItemKey),
+    /// An activity or stage completed.
+    Completed(ItemKey),
+    /// A milestone was reached.
+    Reached(ItemKey),
+    /// A case-file field changed.
+    Changed(FieldKey),
+}
+
+/// A priority a case can be raised to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    /// Routine.
+    Low,
+    /// The default.
+    Normal,
+    /// Ahead of normal work.
+    High,
+    /// Now.
+    Urgent,
+}
+
+/// What happens when a deadline passes. Written `{ notify = ["supervisor"] }`,
+/// `{ raise_priority = "urgent" }` or `{ start = "supervisor_review" }`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Escalation {
+    /// Alert everyone holding these roles.
+    Notify(Vec<RoleKey>),
+    /// Raise the case's priority to this level (never lowers it).
+    RaisePriority(Priority),
+    /// Start (plan and activate) this activity or stage.
+    Start(ItemKey),
+}
+
+/// An SLA deadline.
+///
+/// The clock runs `within` (a fixed period) or `working_days` (counting only
+/// working days, so bank holidays come from the tenant's calendar) from `from`;
+/// the deadline is met when `until` occurs. Defaults: `from` is the owning
+/// item's activation (case opening for a case-level deadline); `until` is the
+/// owning item's completion (case closure for a case-level deadline).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deadline {
+    /// Key, unique across the definition.
+    pub key: DeadlineKey,
+    /// Human-readable name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A fixed period, e.g. `PT1H` or `48h` (no years or months).
+    #[serde(default)]
+    pub within: Option<Period>,
+    /// A number of working days.
+    #[serde(default)]
+    pub working_days: Option<u32>,
+    /// When the clock starts (see the type's docs for the default).
+    #[serde(default)]
+    pub from: Option<Occurrence>,
+    /// When the deadline is met (see the type's docs for the default).
+    #[serde(default)]
+    pub until: Option<Occurrence>,
+    /// The deadline applies only when this holds as the clock starts.
+    #[serde(default, rename = "if")]
+    pub condition: Option<Condition>,
+    /// What to do when it passes.
+    pub escalate: Vec<Escalation>,
+}
+
+/// How long a deadline runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlaPeriod {
+    /// A fixed duration.
+    Fixed(time::Duration),
+    /// Working days.
+    WorkingDays(u32),
+}
+
+impl Deadline {
+    /// The deadline's period, if exactly one of `within` / `working_days` is
+    /// set and valid (always so in a validated definition).
+    pub fn period(&self) -> Option<SlaPeriod> {
+        match (&self.within, self.working_days) {
+            (Some(p), None) => p.duration().map(SlaPeriod::Fixed),
+            (None, Some(d)) => Some(SlaPeriod::WorkingDays(d)),
+            _ => None,
+        }
+    }
+}

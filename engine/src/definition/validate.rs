@@ -1,0 +1,832 @@
+//! Validation: every rule a definition must follow, every problem collected.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::error::{Problem, ProblemKind};
+use super::keys::{
+    check_condition_name, check_identifier, check_service_name, FieldKey, ItemKey, RoleKey,
+};
+use super::model::{
+    Activity, ActivityKind, CaseDefinition, Deadline, Escalation, FieldDef, FieldType, Milestone,
+    Occurrence, OnPart, ParamDef, Sentry, ServiceDef, Stage,
+};
+use super::plan::PlanItem;
+use crate::rules::{
+    self, Condition, Expected, Expression, FieldInfo, LiteralFormat, Schema, StaticType,
+};
+
+/// Checks everything; returns the problems in document order.
+pub(crate) fn validate(def: &CaseDefinition) -> Vec<Problem> {
+    let mut v = Validator::new(def);
+    v.header();
+    v.roles();
+    v.fields();
+    v.services();
+    v.permissions();
+    v.plan();
+    v.problems
+}
+
+/// What the validator knows about a plan item.
+struct ItemInfo<'a> {
+    item: PlanItem<'a>,
+    /// Enclosing stages, innermost last.
+    ancestors: Vec<&'a ItemKey>,
+}
+
+struct Validator<'a> {
+    def: &'a CaseDefinition,
+    problems: Vec<Problem>,
+    schema: Schema,
+    items: BTreeMap<&'a str, ItemInfo<'a>>,
+    deadline_keys: BTreeMap<&'a str, String>,
+}
+
+/// The condition-checker's view of a value type.
+fn field_info(ty: FieldType, values: &[String], element: Option<FieldType>) -> FieldInfo {
+    fn static_type(ty: FieldType, element: Option<FieldType>) -> StaticType {
+        match ty {
+            FieldType::Text
+            | FieldType::Date
+            | FieldType::DateTime
+            | FieldType::Enumeration
+            | FieldType::Person
+            | FieldType::Object
+            | FieldType::Location => StaticType::String,
+            FieldType::Integer => StaticType::Int,
+            FieldType::Decimal => StaticType::Double,
+            FieldType::Boolean => StaticType::Bool,
+            FieldType::GeoPoint => StaticType::GeoPoint,
+            FieldType::List => StaticType::List(Box::new(match element {
+                Some(e) if e != FieldType::List => static_type(e, None),
+                _ => StaticType::Dyn,
+            })),
+        }
+    }
+    let format = match (ty, element) {
+        (FieldType::Date, _) | (FieldType::List, Some(FieldType::Date)) => {
+            Some(LiteralFormat::Date)
+        }
+        (FieldType::DateTime, _) | (FieldType::List, Some(FieldType::DateTime)) => {
+            Some(LiteralFormat::DateTime)
+        }
+        _ => None,
+    };
+    FieldInfo {
+        ty: static_type(ty, element),
+        kind: ty.as_str().to_string(),
+        values: values.to_vec(),
+        format,
+    }
+}
+
+/// Sorts a condition checker's message into a problem kind.
+fn kind_of(message: &str) -> ProblemKind {
+    if message.starts_with("unknown field") {
+        ProblemKind::UnknownField
+    } else if message.starts_with("unknown") {
+        ProblemKind::UnknownReference
+    } else {
+        ProblemKind::TypeMismatch
+    }
+}
+
+impl<'a> Validator<'a> {
+    fn new(def: &'a CaseDefinition) -> Self {
+        let mut schema = Schema::default();
+        for f in &def.fields {
+            schema
+                .fields
+                .entry(f.key.as_str().to_string())
+                .or_insert_with(|| field_info(f.ty, &f.values, f.element));
+        }
+        let mut items = BTreeMap::new();
+        let entries = def.plan_items();
+        for entry in &entries {
+            let key = entry.item.key().as_str();
+            schema.items.insert(key.to_string());
+            if let PlanItem::Milestone(_) = entry.item {
+                schema.milestones.insert(key.to_string());
+            }
+        }
+        for entry in entries {
+            let mut ancestors = Vec::new();
+            let mut parent = entry.parent;
+            while let Some(p) = parent {
+                ancestors.insert(0, p);
+                parent = def.item(p.as_str()).and_then(|e| e.parent);
+            }
+            items.entry(entry.item.key().as_str()).or_insert(ItemInfo {
+                item: entry.item,
+                ancestors,
+            });
+        }
+        Validator {
+            def,
+            problems: Vec::new(),
+            schema,
+            items,
+            deadline_keys: BTreeMap::new(),
+        }
+    }
+
+    fn push(&mut self, path: impl Into<String>, kind: ProblemKind, message: impl Into<String>) {
+        self.problems.push(Problem::new(path, kind, message));
+    }
+
+    fn not_empty(&mut self, path: String, value: &str) {
+        if value.trim().is_empty() {
+            self.push(path, ProblemKind::Invalid, "must not be empty");
+        }
+    }
+
+    fn header(&mut self) {
+        let def = self.def;
+        if let Err(m) = check_identifier(def.key.as_str()) {
+            self.push("key", ProblemKind::InvalidIdentifier, m);
+        }
+        self.not_empty("name".into(), &def.name);
+        if def.version == 0 {
+            self.push("version", ProblemKind::Invalid, "must be at least 1");
+        }
+        if let Some(p) = &def.retention.review_after {
+            if let Err(m) = p.parts() {
+                self.push("retention.review_after", ProblemKind::Invalid, m);
+            }
+        }
+    }
+
+    fn roles(&mut self) {
+        let mut seen = BTreeSet::new();
+        for (i, r) in self.def.roles.iter().enumerate() {
+            if let Err(m) = check_identifier(r.as_str()) {
+                self.push(format!("roles[{i}]"), ProblemKind::InvalidIdentifier, m);
+            }
+            if !seen.insert(r.as_str()) {
+                self.push(
+                    format!("roles[{i}]"),
+                    ProblemKind::Duplicate,
+                    format!("duplicate role '{r}'"),
+                );
+            }
+        }
+    }
+
+    fn role_ref(&mut self, path: String, role: &RoleKey) {
+        if !self.def.roles.is_empty() && !self.def.roles.contains(role) {
+            self.push(
+                path,
+                ProblemKind::UnknownReference,
+                format!("unknown role '{role}'"),
+            );
+        }
+    }
+
+    fn role_refs(&mut self, path: &str, roles: &[RoleKey]) {
+        for (i, r) in roles.iter().enumerate() {
+            self.role_ref(format!("{path}[{i}]"), r);
+        }
+    }
+
+    /// The rules on `values` and `element` shared by fields and parameters.
+    fn value_type(
+        &mut self,
+        path: &str,
+        ty: FieldType,
+        values: &[String],
+        element: Option<FieldType>,
+    ) {
+        let enumerated = ty == FieldType::Enumeration
+            || (ty == FieldType::List && element == Some(FieldType::Enumeration));
+        if ty == FieldType::List {
+            match element {
+                None => self.push(
+                    format!("{path}.element"),
+                    ProblemKind::Invalid,
+                    "a list needs an element type",
+                ),
+                Some(FieldType::List) => self.push(
+                    format!("{path}.element"),
+                    ProblemKind::Invalid,
+                    "lists of lists are not supported",
+                ),
+                Some(_) => {}
+            }
+        } else if element.is_some() {
+            self.push(
+                format!("{path}.element"),
+                ProblemKind::Invalid,
+                "only a list has an element type",
+            );
+        }
+        if enumerated && values.is_empty() {
+            self.push(
+                format!("{path}.values"),
+                ProblemKind::Invalid,
+                "an enumeration needs at least one value",
+            );
+        }
+        if !enumerated && !values.is_empty() {
+            self.push(
+                format!("{path}.values"),
+                ProblemKind::Invalid,
+                "only an enumeration (or a list of enumeration values) has values",
+            );
+        }
+        let mut seen = BTreeSet::new();
+        for (i, value) in values.iter().enumerate() {
+            if value.trim().is_empty() {
+                self.push(
+                    format!("{path}.values[{i}]"),
+                    ProblemKind::Invalid,
+                    "must not be empty",
+                );
+            }
+            if !seen.insert(value.as_str()) {
+                self.push(
+                    format!("{path}.values[{i}]"),
+                    ProblemKind::Duplicate,
+                    format!("duplicate value '{value}'"),
+                );
+            }
+        }
+    }
+
+    fn fields(&mut self) {
+        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, f) in self.def.fields.iter().enumerate() {
+            let path = format!("fields[{i}]");
+            if let Err(m) = check_condition_name(f.key.as_str()) {
+                self.push(format!("{path}.key"), ProblemKind::InvalidIdentifier, m);
+            }
+            if let Some(first) = seen.insert(f.key.as_str(), i) {
+                self.push(
+                    format!("{path}.key"),
+                    ProblemKind::Duplicate,
+                    format!(
+                        "duplicate field '{}' (first declared at fields[{first}])",
+                        f.key
+                    ),
+                );
+            }
+            self.value_type(&path, f.ty, &f.values, f.element);
+            if let Some(c) = f.classification {
+                if c < self.def.default_classification {
+                    self.push(
+                        format!("{path}.classification"),
+                        ProblemKind::Invalid,
+                        format!(
+                            "{c} is below the case's default classification {}; a field can only raise it",
+                            self.def.default_classification
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    fn services(&mut self) {
+        let mut seen = BTreeSet::new();
+        for (i, s) in self.def.services.iter().enumerate() {
+            let path = format!("services[{i}]");
+            if let Err(m) = check_service_name(s.name.as_str()) {
+                self.push(format!("{path}.name"), ProblemKind::InvalidIdentifier, m);
+            }
+            if !seen.insert(s.name.as_str()) {
+                self.push(
+                    format!("{path}.name"),
+                    ProblemKind::Duplicate,
+                    format!("duplicate service '{}'", s.name),
+                );
+            }
+            for (group, params) in [("inputs", &s.inputs), ("outputs", &s.outputs)] {
+                for (name, p) in params {
+                    let ppath = format!("{path}.{group}.{name}");
+                    if let Err(m) = check_identifier(name) {
+                        self.push(ppath.clone(), ProblemKind::InvalidIdentifier, m);
+                    }
+                    self.value_type(&ppath, p.ty, &p.values, p.element);
+                }
+            }
+        }
+    }
+
+    fn permissions(&mut self) {
+        for (action, roles) in self.def.permissions.actions() {
+            self.role_refs(&format!("permissions.{action}"), roles);
+        }
+    }
+
+    fn plan(&mut self) {
+        let def = self.def;
+        let mut keys: BTreeMap<&str, String> = BTreeMap::new();
+        for entry in def.plan_items() {
+            let key = entry.item.key();
+            if let Err(m) = check_condition_name(key.as_str()) {
+                self.push(
+                    format!("{}.key", entry.path),
+                    ProblemKind::InvalidIdentifier,
+                    m,
+                );
+            }
+            if let Some(first) = keys.get(key.as_str()) {
+                self.push(
+                    format!("{}.key", entry.path),
+                    ProblemKind::Duplicate,
+                    format!("duplicate key '{key}' (already used at {first})"),
+                );
+            } else {
+                keys.insert(key.as_str(), entry.path.clone());
+            }
+            self.not_empty(format!("{}.name", entry.path), entry.item.name());
+            match entry.item {
+                PlanItem::Activity(a) => self.activity(&entry.path, a),
+                PlanItem::Stage(s) => self.stage(&entry.path, s),
+                PlanItem::Milestone(m) => self.milestone(&entry.path, m),
+            }
+        }
+        for (i, s) in def.exit.iter().enumerate() {
+            self.sentry(&format!("exit[{i}]"), s, None, false);
+        }
+        for (i, d) in def.deadlines.iter().enumerate() {
+            self.deadline(&format!("deadlines[{i}]"), d, None);
+        }
+    }
+
+    fn control(
+        &mut self,
+        path: &str,
+        key: &ItemKey,
+        discretionary: bool,
+        applicability: Option<&Condition>,
+        planners: &[RoleKey],
+        entry: &[Sentry],
+    ) {
+        if discretionary && !entry.is_empty() {
+            self.push(
+                format!("{path}.entry"),
+                ProblemKind::Invalid,
+                "a discretionary item cannot have entry criteria: it starts when a caseworker plans it",
+            );
+        }
+        if !discretionary && applicability.is_some() {
+            self.push(
+                format!("{path}.applicability"),
+                ProblemKind::Invalid,
+                "only a discretionary item has an applicability rule",
+            );
+        }
+        if !discretionary && !planners.is_empty() {
+            self.push(
+                format!("{path}.planners"),
+                ProblemKind::Invalid,
+                "only a discretionary item has planners",
+            );
+        }
+        if let Some(c) = applicability {
+            self.condition(&format!("{path}.applicability"), c);
+        }
+        self.role_refs(&format!("{path}.planners"), planners);
+        let _ = key;
+    }
+
+    fn activity(&mut self, path: &str, a: &'a Activity) {
+        self.role_refs(&format!("{path}.roles"), &a.roles);
+        self.control(
+            path,
+            &a.key,
+            a.discretionary,
+            a.applicability.as_ref(),
+            &a.planners,
+            &a.entry,
+        );
+        if a.kind == ActivityKind::HumanTask {
+            if a.roles.is_empty() {
+                self.push(
+                    format!("{path}.roles"),
+                    ProblemKind::Invalid,
+                    "a human task needs at least one candidate role",
+                );
+            }
+            let mut seen = BTreeSet::new();
+            for (i, f) in a.form.iter().enumerate() {
+                let fpath = format!("{path}.form[{i}].field");
+                self.field_ref(&fpath, &f.field);
+                if !seen.insert(f.field.as_str()) {
+                    self.push(
+                        fpath,
+                        ProblemKind::Duplicate,
+                        format!("duplicate form field '{}'", f.field),
+                    );
+                }
+            }
+        } else if !a.form.is_empty() {
+            self.push(
+                format!("{path}.form"),
+                ProblemKind::Invalid,
+                "only a human task has a form",
+            );
+        }
+        if a.kind == ActivityKind::ServiceTask {
+            self.service_task(path, a);
+        } else {
+            if a.service.is_some() {
+                self.push(
+                    format!("{path}.service"),
+                    ProblemKind::Invalid,
+                    "only a service task calls a service",
+                );
+            }
+            if !a.input.is_empty() {
+                self.push(
+                    format!("{path}.input"),
+                    ProblemKind::Invalid,
+                    "only a service task has an input mapping",
+                );
+            }
+            if !a.output.is_empty() {
+                self.push(
+                    format!("{path}.output"),
+                    ProblemKind::Invalid,
+                    "only a service task has an output mapping",
+                );
+            }
+        }
+        if a.kind == ActivityKind::Automatic {
+            for (field, expr) in &a.set {
+                let spath = format!("{path}.set.{field}");
+                match self.def.field(field.as_str()) {
+                    None => self.push(
+                        spath,
+                        ProblemKind::UnknownField,
+                        format!("unknown field '{field}'"),
+                    ),
+                    Some(f) => {
+                        let info = field_info(f.ty, &f.values, f.element);
+                        let what = format!("field '{field}'");
+                        self.expression(
+                            &spath,
+                            expr,
+                            Expected::Like {
+                                what: &what,
+                                info: &info,
+                            },
+                        );
+                    }
+                }
+            }
+        } else if !a.set.is_empty() {
+            self.push(
+                format!("{path}.set"),
+                ProblemKind::Invalid,
+                "only an automatic step sets fields",
+            );
+        }
+        self.sentries(path, &a.key, &a.entry, &a.exit);
+        for (i, d) in a.deadlines.iter().enumerate() {
+            self.deadline(&format!("{path}.deadlines[{i}]"), d, Some(&a.key));
+        }
+    }
+
+    fn service_task(&mut self, path: &str, a: &Activity) {
+        let Some(name) = &a.service else {
+            self.push(
+                format!("{path}.service"),
+                ProblemKind::Invalid,
+                "a service task needs a service",
+            );
+            return;
+        };
+        let def = self.def;
+        let Some(service) = def.services.iter().find(|s| &s.name == name) else {
+            self.push(
+                format!("{path}.service"),
+                ProblemKind::UnknownReference,
+                format!("unknown service '{name}': declare it under [[services]]"),
+            );
+            return;
+        };
+        self.inputs(path, a, service);
+        for (result, field) in &a.output {
+            let opath = format!("{path}.output.{result}");
+            let Some(param) = service.outputs.get(result) else {
+                self.push(
+                    opath,
+                    ProblemKind::UnknownReference,
+                    format!("service '{name}' has no output '{result}'"),
+                );
+                continue;
+            };
+            match def.field(field.as_str()) {
+                None => self.push(
+                    opath,
+                    ProblemKind::UnknownField,
+                    format!("unknown field '{field}'"),
+                ),
+                Some(f) => {
+                    if let Some(m) = assign_mismatch(param, f) {
+                        self.push(
+                            opath,
+                            ProblemKind::TypeMismatch,
+                            format!("type mismatch: output '{result}' of service '{name}' is {m}"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn inputs(&mut self, path: &str, a: &Activity, service: &ServiceDef) {
+        let name = &service.name;
+        for (param, expr) in &a.input {
+            let ipath = format!("{path}.input.{param}");
+            match service.inputs.get(param) {
+                None => self.push(
+                    ipath,
+                    ProblemKind::UnknownReference,
+                    format!("service '{name}' has no input '{param}'"),
+                ),
+                Some(p) => {
+                    let info = field_info(p.ty, &p.values, p.element);
+                    let what = format!("input '{param}' of service '{name}'");
+                    self.expression(
+                        &ipath,
+                        expr,
+                        Expected::Like {
+                            what: &what,
+                            info: &info,
+                        },
+                    );
+                }
+            }
+        }
+        for (param, p) in &service.inputs {
+            if p.required && !a.input.contains_key(param) {
+                self.push(
+                    format!("{path}.input"),
+                    ProblemKind::Invalid,
+                    format!("required input '{param}' of service '{name}' is not mapped"),
+                );
+            }
+        }
+    }
+
+    fn stage(&mut self, path: &str, s: &'a Stage) {
+        self.control(
+            path,
+            &s.key,
+            s.discretionary,
+            s.applicability.as_ref(),
+            &s.planners,
+            &s.entry,
+        );
+        if s.activities.is_empty() && s.stages.is_empty() && s.milestones.is_empty() {
+            self.push(
+                path,
+                ProblemKind::Invalid,
+                "a stage needs at least one activity, stage or milestone",
+            );
+        }
+        self.sentries(path, &s.key, &s.entry, &s.exit);
+        for (i, d) in s.deadlines.iter().enumerate() {
+            self.deadline(&format!("{path}.deadlines[{i}]"), d, Some(&s.key));
+        }
+    }
+
+    fn milestone(&mut self, path: &str, m: &'a Milestone) {
+        self.sentries(path, &m.key, &m.entry, &m.exit);
+    }
+
+    fn sentries(&mut self, path: &str, owner: &ItemKey, entry: &[Sentry], exit: &[Sentry]) {
+        for (i, s) in entry.iter().enumerate() {
+            self.sentry(&format!("{path}.entry[{i}]"), s, Some(owner), true);
+        }
+        for (i, s) in exit.iter().enumerate() {
+            self.sentry(&format!("{path}.exit[{i}]"), s, Some(owner), false);
+        }
+    }
+
+    fn field_ref(&mut self, path: &str, field: &FieldKey) {
+        if !self.def.has_field(field) {
+            self.push(
+                path,
+                ProblemKind::UnknownField,
+                format!("unknown field '{field}'"),
+            );
+        }
+    }
+
+    /// Checks a reference to a plan item that must be (or must not be) a milestone.
+    fn item_ref(&mut self, path: &str, key: &ItemKey, want_milestone: bool, verb: &str) {
+        match self.items.get(key.as_str()).map(|i| i.item) {
+            None => self.push(
+                path,
+                ProblemKind::UnknownReference,
+                format!("unknown plan item '{key}'"),
+            ),
+            Some(PlanItem::Milestone(_)) if !want_milestone => self.push(
+                path,
+                ProblemKind::UnknownReference,
+                format!("'{key}' is a milestone, which is reached, not {verb}: use reached"),
+            ),
+            Some(item) if want_milestone && !matches!(item, PlanItem::Milestone(_)) => self.push(
+                path,
+                ProblemKind::UnknownReference,
+                format!("'{key}' is a {}, not a milestone", item.kind_name()),
+            ),
+            Some(_) => {}
+        }
+    }
+
+    fn sentry(&mut self, path: &str, s: &Sentry, owner: Option<&ItemKey>, is_entry: bool) {
+        if s.on.is_empty() && s.condition.is_none() {
+            self.push(
+                path,
+                ProblemKind::Invalid,
+                "a sentry needs at least one 'on' part or an 'if' condition",
+            );
+        }
+        for (j, on) in s.on.iter().enumerate() {
+            let (variant, key) = match on {
+                OnPart::Completed(k) => ("completed", Some(k)),
+                OnPart::Terminated(k) => ("terminated", Some(k)),
+                OnPart::Reached(k) => ("reached", Some(k)),
+                OnPart::Changed(f) => {
+                    self.field_ref(&format!("{path}.on[{j}].changed"), f);
+                    ("changed", None)
+                }
+            };
+            let Some(key) = key else { continue };
+            let opath = format!("{path}.on[{j}].{variant}");
+            self.item_ref(&opath, key, variant == "reached", variant);
+            if owner == Some(key) {
+                self.push(
+                    opath,
+                    ProblemKind::SelfReference,
+                    format!("a sentry cannot listen to its own item '{key}'"),
+                );
+            } else if is_entry && variant == "completed" {
+                let encloses = owner
+                    .and_then(|o| self.items.get(o.as_str()))
+                    .is_some_and(|info| info.ancestors.contains(&key));
+                if encloses {
+                    self.push(
+                        opath,
+                        ProblemKind::Invalid,
+                        format!("'{key}' encloses this item, so its completion can never start it"),
+                    );
+                }
+            }
+        }
+        if let Some(c) = &s.condition {
+            self.condition(&format!("{path}.if"), c);
+        }
+    }
+
+    fn condition(&mut self, path: &str, c: &Condition) {
+        if let Some(e) = c.compile_error() {
+            self.push(path, ProblemKind::InvalidCel, e.to_string());
+            return;
+        }
+        for m in rules::check_condition(c, &self.schema) {
+            self.push(path, kind_of(&m), m);
+        }
+    }
+
+    fn expression(&mut self, path: &str, e: &Expression, expected: Expected<'_>) {
+        if let Some(err) = e.compile_error() {
+            self.push(path, ProblemKind::InvalidCel, err.to_string());
+            return;
+        }
+        for m in rules::check_expression(e, &self.schema, expected) {
+            self.push(path, kind_of(&m), m);
+        }
+    }
+
+    fn occurrence(&mut self, path: &str, o: &Occurrence) {
+        match o {
+            Occurrence::CaseOpened | Occurrence::CaseClosed => {}
+            Occurrence::Activated(k) => {
+                self.item_ref(&format!("{path}.activated"), k, false, "activated")
+            }
+            Occurrence::Completed(k) => {
+                self.item_ref(&format!("{path}.completed"), k, false, "completed")
+            }
+            Occurrence::Reached(k) => self.item_ref(&format!("{path}.reached"), k, true, "reached"),
+            Occurrence::Changed(f) => self.field_ref(&format!("{path}.changed"), f),
+        }
+    }
+
+    fn deadline(&mut self, path: &str, d: &'a Deadline, owner: Option<&ItemKey>) {
+        if let Err(m) = check_identifier(d.key.as_str()) {
+            self.push(format!("{path}.key"), ProblemKind::InvalidIdentifier, m);
+        }
+        if let Some(first) = self.deadline_keys.get(d.key.as_str()) {
+            let message = format!("duplicate deadline '{}' (already used at {first})", d.key);
+            self.push(format!("{path}.key"), ProblemKind::Duplicate, message);
+        } else {
+            self.deadline_keys.insert(d.key.as_str(), path.to_string());
+        }
+        match (&d.within, d.working_days) {
+            (Some(_), Some(_)) => self.push(
+                path,
+                ProblemKind::Invalid,
+                "give either 'within' or 'working_days', not both",
+            ),
+            (None, None) => self.push(
+                path,
+                ProblemKind::Invalid,
+                "a deadline needs 'within' or 'working_days'",
+            ),
+            (Some(p), None) => match p.parts() {
+                Err(m) => self.push(format!("{path}.within"), ProblemKind::Invalid, m),
+                Ok(parts) if parts.is_calendar() => self.push(
+                    format!("{path}.within"),
+                    ProblemKind::Invalid,
+                    format!(
+                        "'{p}' has years or months, whose length varies: use days or working_days"
+                    ),
+                ),
+                Ok(_) => {}
+            },
+            (None, Some(0)) => self.push(
+                format!("{path}.working_days"),
+                ProblemKind::Invalid,
+                "must be at least 1",
+            ),
+            (None, Some(_)) => {}
+        }
+        if let Some(o) = &d.from {
+            self.occurrence(&format!("{path}.from"), o);
+        }
+        if let Some(o) = &d.until {
+            self.occurrence(&format!("{path}.until"), o);
+        }
+        if let Some(c) = &d.condition {
+            self.condition(&format!("{path}.if"), c);
+        }
+        if d.escalate.is_empty() {
+            self.push(
+                format!("{path}.escalate"),
+                ProblemKind::Invalid,
+                "a deadline needs at least one escalation",
+            );
+        }
+        for (j, e) in d.escalate.iter().enumerate() {
+            let epath = format!("{path}.escalate[{j}]");
+            match e {
+                Escalation::Notify(roles) => {
+                    if roles.is_empty() {
+                        self.push(
+                            format!("{epath}.notify"),
+                            ProblemKind::Invalid,
+                            "name at least one role to notify",
+                        );
+                    }
+                    self.role_refs(&format!("{epath}.notify"), roles);
+                }
+                Escalation::RaisePriority(_) => {}
+                Escalation::Start(k) => {
+                    let spath = format!("{epath}.start");
+                    self.item_ref(&spath, k, false, "started");
+                    if owner == Some(k) {
+                        self.push(
+                            spath,
+                            ProblemKind::SelfReference,
+                            format!("a deadline cannot start its own item '{k}'"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Why a service result cannot be stored in a field, if it cannot.
+fn assign_mismatch(param: &ParamDef, field: &FieldDef) -> Option<String> {
+    let same =
+        param.ty == field.ty && (param.ty != FieldType::List || param.element == field.element);
+    let widening = param.ty == FieldType::Integer && field.ty == FieldType::Decimal;
+    if !same && !widening {
+        return Some(format!(
+            "{} but field '{}' is {}",
+            param.ty.as_str(),
+            field.key,
+            field.ty.as_str()
+        ));
+    }
+    let extra: Vec<&str> = param
+        .values
+        .iter()
+        .filter(|v| !field.values.contains(v))
+        .map(String::as_str)
+        .collect();
+    if !extra.is_empty() {
+        return Some(format!(
+            "an enumeration with values field '{}' does not allow: {}",
+            field.key,
+            extra.join(", ")
+        ));
+    }
+    None
+}
