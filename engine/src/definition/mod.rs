@@ -12,7 +12,8 @@
 //!   [`CasePermissions`]. Items refer to each other by key.
 //! - `plan`: navigation for a runtime — [`CaseDefinition::plan_items`],
 //!   [`CaseDefinition::item`], [`CaseDefinition::children`], [`PlanItem`].
-//! - `validate`: the rules; `parse`: the formats; `fingerprint`: a stable
+//! - `validate`: the rules; `parse`: the formats; `stored`: MessagePack for
+//!   events ([`CaseDefinition::to_msgpack`]); `fingerprint`: a stable
 //!   content hash ([`CaseDefinition::fingerprint`]).
 //!
 //! Conditions and expressions in the model are [`crate::rules::Condition`] and
@@ -27,6 +28,7 @@ mod model;
 mod parse;
 mod period;
 mod plan;
+mod stored;
 mod validate;
 
 pub use error::{DefinitionError, Problem, ProblemKind};

@@ -100,7 +100,11 @@ pub fn check_condition(condition: &Condition, schema: &Schema) -> Vec<String> {
 }
 
 /// Checks an expression against what its result must be.
-pub fn check_expression(expression: &Expression, schema: &Schema, expected: Expected<'_>) -> Vec<String> {
+pub fn check_expression(
+    expression: &Expression,
+    schema: &Schema,
+    expected: Expected<'_>,
+) -> Vec<String> {
     expression
         .ast()
         .map(|ast| check_ast(ast, schema, expected))
@@ -131,7 +135,9 @@ fn check_ast(ast: &IdedExpr, schema: &Schema, expected: Expected<'_>) -> Vec<Str
         Expected::Boolean => {
             if !matches!(info.ty, StaticType::Bool | StaticType::Dyn) {
                 let d = checker.describe(&info);
-                checker.push(format!("a condition must be a boolean, but this one is {d}"));
+                checker.push(format!(
+                    "a condition must be a boolean, but this one is {d}"
+                ));
             }
         }
         Expected::Like { what, info: target } => {
@@ -219,7 +225,11 @@ impl Checker<'_> {
     }
 
     fn is_bound(&self, name: &str) -> Option<&StaticType> {
-        self.bound.iter().rev().find(|(n, _)| n == name).map(|(_, t)| t)
+        self.bound
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t)
     }
 
     /// Checks a string literal compared with (or assigned to) something whose
@@ -235,13 +245,17 @@ impl Checker<'_> {
             Some(LiteralFormat::Date) => {
                 let fmt = time::macros::format_description!("[year]-[month]-[day]");
                 if time::Date::parse(lit, fmt).is_err() {
-                    self.push(format!("'{lit}' is not a date (YYYY-MM-DD) as {what} requires"));
+                    self.push(format!(
+                        "'{lit}' is not a date (YYYY-MM-DD) as {what} requires"
+                    ));
                 }
             }
             Some(LiteralFormat::DateTime) => {
                 let fmt = time::format_description::well_known::Rfc3339;
                 if time::OffsetDateTime::parse(lit, &fmt).is_err() {
-                    self.push(format!("'{lit}' is not an RFC 3339 date-time as {what} requires"));
+                    self.push(format!(
+                        "'{lit}' is not an RFC 3339 date-time as {what} requires"
+                    ));
                 }
             }
             None => {}
@@ -267,7 +281,8 @@ impl Checker<'_> {
                 About::State(_) => {
                     for lit in &lits {
                         if !ItemState::ALL.iter().any(|s| s.as_str() == lit) {
-                            let all: Vec<&str> = ItemState::ALL.iter().map(|s| s.as_str()).collect();
+                            let all: Vec<&str> =
+                                ItemState::ALL.iter().map(|s| s.as_str()).collect();
                             self.push(format!(
                                 "'{lit}' is not a plan item state (one of: {})",
                                 all.join(", ")
@@ -430,7 +445,13 @@ impl Checker<'_> {
         }
     }
 
-    fn call(&mut self, func: &str, target: Option<Info>, args: &[Info], arg_exprs: &[IdedExpr]) -> Info {
+    fn call(
+        &mut self,
+        func: &str,
+        target: Option<Info>,
+        args: &[Info],
+        arg_exprs: &[IdedExpr],
+    ) -> Info {
         use StaticType as T;
         match (func, args) {
             ("_==_" | "_!=_" | "_<_" | "_<=_" | "_>_" | "_>=_", [a, b]) => {
@@ -481,13 +502,16 @@ impl Checker<'_> {
                 if let Some(t) = &target {
                     if !matches!(t.ty, T::String | T::Dyn) {
                         let d = self.describe(t);
-                        self.push(format!("type mismatch: '{func}' needs a string, but {d} is not one"));
+                        self.push(format!(
+                            "type mismatch: '{func}' needs a string, but {d} is not one"
+                        ));
                     }
                 }
                 Info::of(T::Bool)
             }
             _ => {
-                let operator = func.starts_with('_') || func.starts_with('@') || func.ends_with('_');
+                let operator =
+                    func.starts_with('_') || func.starts_with('@') || func.ends_with('_');
                 if !operator && !SUPPORTED_FUNCTIONS.contains(&func) {
                     self.push(format!("unknown function '{func}'"));
                 }
@@ -553,14 +577,35 @@ mod tests {
             values: values.iter().map(|v| v.to_string()).collect(),
             format,
         };
-        s.fields.insert("age".into(), f(StaticType::Int, "integer", &[], None));
-        s.fields.insert("name".into(), f(StaticType::String, "text", &[], None));
-        s.fields.insert("risk".into(), f(StaticType::String, "enumeration", &["standard", "medium", "high"], None));
-        s.fields.insert("seen".into(), f(StaticType::String, "date", &[], Some(LiteralFormat::Date)));
-        s.fields.insert("loc".into(), f(StaticType::GeoPoint, "geo point", &[], None));
+        s.fields
+            .insert("age".into(), f(StaticType::Int, "integer", &[], None));
+        s.fields
+            .insert("name".into(), f(StaticType::String, "text", &[], None));
+        s.fields.insert(
+            "risk".into(),
+            f(
+                StaticType::String,
+                "enumeration",
+                &["standard", "medium", "high"],
+                None,
+            ),
+        );
+        s.fields.insert(
+            "seen".into(),
+            f(StaticType::String, "date", &[], Some(LiteralFormat::Date)),
+        );
+        s.fields.insert(
+            "loc".into(),
+            f(StaticType::GeoPoint, "geo point", &[], None),
+        );
         s.fields.insert(
             "flags".into(),
-            f(StaticType::List(Box::new(StaticType::String)), "list", &["a", "b"], None),
+            f(
+                StaticType::List(Box::new(StaticType::String)),
+                "list",
+                &["a", "b"],
+                None,
+            ),
         );
         s.items.insert("attend".into());
         s.items.insert("review".into());
@@ -593,7 +638,10 @@ mod tests {
     #[test]
     fn reports_unknown_names() {
         assert_eq!(msgs("risky == 'high'"), ["unknown field 'risky'"]);
-        assert_eq!(msgs("state.atend == 'active'"), ["unknown plan item 'atend'"]);
+        assert_eq!(
+            msgs("state.atend == 'active'"),
+            ["unknown plan item 'atend'"]
+        );
         assert_eq!(msgs("'revue' in reached"), ["unknown milestone 'revue'"]);
         assert_eq!(msgs("max(age, 1) > 2"), ["unknown function 'max'"]);
         assert_eq!(msgs("name.matches('x')"), ["unknown function 'matches'"]);
@@ -601,7 +649,10 @@ mod tests {
 
     #[test]
     fn reports_type_mismatches() {
-        assert_eq!(msgs("age == 'ten'"), ["type mismatch: cannot compare integer field 'age' with a string"]);
+        assert_eq!(
+            msgs("age == 'ten'"),
+            ["type mismatch: cannot compare integer field 'age' with a string"]
+        );
         assert_eq!(
             msgs("risk == 'hgh'"),
             ["'hgh' is not a value of enumeration field 'risk' (allowed: standard, medium, high)"]
@@ -610,11 +661,23 @@ mod tests {
             msgs("risk in ['high', 'extreme']"),
             ["'extreme' is not a value of enumeration field 'risk' (allowed: standard, medium, high)"]
         );
-        assert_eq!(msgs("seen > '01/02/2024'"), ["'01/02/2024' is not a date (YYYY-MM-DD) as date field 'seen' requires"]);
-        assert_eq!(msgs("age"), ["a condition must be a boolean, but this one is integer field 'age'"]);
+        assert_eq!(
+            msgs("seen > '01/02/2024'"),
+            ["'01/02/2024' is not a date (YYYY-MM-DD) as date field 'seen' requires"]
+        );
+        assert_eq!(
+            msgs("age"),
+            ["a condition must be a boolean, but this one is integer field 'age'"]
+        );
         assert_eq!(msgs("state.attend == 'done'").len(), 1);
-        assert_eq!(msgs("loc.x > 1.0"), ["geo point field 'loc' has no member 'x' (use lat or lon)"]);
-        assert_eq!(msgs("name && true"), ["type mismatch: text field 'name' is not a boolean"]);
+        assert_eq!(
+            msgs("loc.x > 1.0"),
+            ["geo point field 'loc' has no member 'x' (use lat or lon)"]
+        );
+        assert_eq!(
+            msgs("name && true"),
+            ["type mismatch: text field 'name' is not a boolean"]
+        );
     }
 
     #[test]
@@ -632,6 +695,14 @@ mod tests {
             ["type mismatch: the expression yields text field 'name' but field 'count' is an integer"]
         );
         let e = Expression::compile("age + 1").unwrap();
-        assert!(check_expression(&e, &schema(), Expected::Like { what, info: &target }).is_empty());
+        assert!(check_expression(
+            &e,
+            &schema(),
+            Expected::Like {
+                what,
+                info: &target
+            }
+        )
+        .is_empty());
     }
 }

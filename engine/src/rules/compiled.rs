@@ -81,7 +81,9 @@ impl Cel {
             .map(|program| {
                 let fields = free_identifiers(program.expression())
                     .into_iter()
-                    .filter(|n| !RESERVED.contains(&n.as_str()) && !TYPE_NAMES.contains(&n.as_str()))
+                    .filter(|n| {
+                        !RESERVED.contains(&n.as_str()) && !TYPE_NAMES.contains(&n.as_str())
+                    })
                     .collect();
                 Arc::new(Compiled { program, fields })
             });
@@ -115,7 +117,10 @@ impl Cel {
                     .iter()
                     .map(|(k, s)| (k.clone(), Value::from(s.as_str())))
                     .collect(),
-                plan.reached.iter().map(|m| Value::from(m.as_str())).collect(),
+                plan.reached
+                    .iter()
+                    .map(|m| Value::from(m.as_str()))
+                    .collect(),
             ),
             None => (std::collections::HashMap::new(), Vec::new()),
         };
@@ -123,7 +128,9 @@ impl Cel {
         ctx.add_variable_from_value("reached", reached);
         match compiled.program.execute(&ctx) {
             Ok(value) => Ok(Some(value)),
-            Err(ExecutionError::UndeclaredReference(name)) if compiled.fields.contains(name.as_str()) => {
+            Err(ExecutionError::UndeclaredReference(name))
+                if compiled.fields.contains(name.as_str()) =>
+            {
                 Ok(None)
             }
             Err(ExecutionError::NoSuchKey(_)) => Ok(None),
@@ -300,7 +307,11 @@ impl Condition {
 
     /// The compiled program's syntax tree (for static checks).
     pub(crate) fn ast(&self) -> Option<&IdedExpr> {
-        self.0.compiled.as_ref().ok().map(|c| c.program.expression())
+        self.0
+            .compiled
+            .as_ref()
+            .ok()
+            .map(|c| c.program.expression())
     }
 
     /// Evaluates the condition.
@@ -405,7 +416,11 @@ impl Expression {
 
     /// The compiled program's syntax tree (for static checks).
     pub(crate) fn ast(&self) -> Option<&IdedExpr> {
-        self.0.compiled.as_ref().ok().map(|c| c.program.expression())
+        self.0
+            .compiled
+            .as_ref()
+            .ok()
+            .map(|c| c.program.expression())
     }
 
     /// Evaluates the expression; `Ok(None)` when a value it needs is absent.
@@ -417,12 +432,14 @@ impl Expression {
     pub fn evaluate(&self, scope: &Scope<'_>) -> Result<Option<serde_json::Value>, EvalError> {
         match self.0.run(scope)? {
             None => Ok(None),
-            Some(value) => cel_to_json(&value)
-                .map(Some)
-                .map_err(|reason| EvalError::Unrepresentable {
-                    expression: self.0.source.clone(),
-                    reason,
-                }),
+            Some(value) => {
+                cel_to_json(&value)
+                    .map(Some)
+                    .map_err(|reason| EvalError::Unrepresentable {
+                        expression: self.0.source.clone(),
+                        reason,
+                    })
+            }
         }
     }
 }
@@ -459,7 +476,9 @@ mod tests {
     use serde_json::json;
 
     fn eval(src: &str, file: serde_json::Value) -> Result<bool, EvalError> {
-        Condition::compile(src).expect("compiles").evaluate(&Scope::case_file(&file))
+        Condition::compile(src)
+            .expect("compiles")
+            .evaluate(&Scope::case_file(&file))
     }
 
     #[test]
@@ -475,7 +494,10 @@ mod tests {
         assert_eq!(eval("age >= 18", json!({"age": 3})), Ok(false));
         assert_eq!(eval("score > 2.5", json!({"score": 3})), Ok(true));
         assert_eq!(eval("'a' in tags", json!({"tags": ["a", "b"]})), Ok(true));
-        assert_eq!(eval("loc.lat > 51.0", json!({"loc": {"lat": 51.5, "lon": 0.1}})), Ok(true));
+        assert_eq!(
+            eval("loc.lat > 51.0", json!({"loc": {"lat": 51.5, "lon": 0.1}})),
+            Ok(true)
+        );
     }
 
     #[test]
@@ -485,7 +507,13 @@ mod tests {
         assert_eq!(eval("!(age >= 18)", json!({})), Ok(false));
         assert_eq!(eval("loc.lat > 1.0", json!({"loc": {}})), Ok(false));
         // CEL's commutative || still lets a present field decide.
-        assert_eq!(eval("age >= 18 || grade == 'immediate'", json!({"grade": "immediate"})), Ok(true));
+        assert_eq!(
+            eval(
+                "age >= 18 || grade == 'immediate'",
+                json!({"grade": "immediate"})
+            ),
+            Ok(true)
+        );
     }
 
     #[test]
@@ -499,9 +527,16 @@ mod tests {
                 argument_types: vec!["int".into(), "string".into()],
             }
         );
-        assert!(matches!(eval("age", json!({"age": 3})), Err(EvalError::NotABoolean { got, .. }) if got == "int"));
-        assert!(matches!(eval("1 / n == 1", json!({"n": 0})), Err(EvalError::DivisionByZero { .. })));
-        assert!(matches!(eval("max(1, 2) == 2", json!({})), Err(EvalError::UnknownFunction { function, .. }) if function == "max"));
+        assert!(
+            matches!(eval("age", json!({"age": 3})), Err(EvalError::NotABoolean { got, .. }) if got == "int")
+        );
+        assert!(matches!(
+            eval("1 / n == 1", json!({"n": 0})),
+            Err(EvalError::DivisionByZero { .. })
+        ));
+        assert!(
+            matches!(eval("max(1, 2) == 2", json!({})), Err(EvalError::UnknownFunction { function, .. }) if function == "max")
+        );
     }
 
     #[test]
@@ -522,7 +557,10 @@ mod tests {
 
     #[test]
     fn references_exclude_comprehension_variables_and_reserved_names() {
-        let c = Condition::compile("tags.exists(t, t == flag) && state.x == 'active' && type(n) == int").unwrap();
+        let c = Condition::compile(
+            "tags.exists(t, t == flag) && state.x == 'active' && type(n) == int",
+        )
+        .unwrap();
         assert_eq!(c.fields().collect::<Vec<_>>(), ["flag", "n", "tags"]);
     }
 
@@ -531,7 +569,10 @@ mod tests {
         let c = Condition::compile_lenient("age >");
         let err = c.compile_error().expect("an error");
         assert_eq!(err.column, 6);
-        assert!(matches!(c.evaluate(&Scope::case_file(&json!({}))), Err(EvalError::NotCompiled { .. })));
+        assert!(matches!(
+            c.evaluate(&Scope::case_file(&json!({}))),
+            Err(EvalError::NotCompiled { .. })
+        ));
         assert!(Condition::compile("age >").is_err());
     }
 
@@ -553,7 +594,11 @@ mod tests {
             "'abc'.startsWith('a')",
             "'abc'.endsWith('c')",
         ] {
-            assert_eq!(Condition::compile(src).unwrap().evaluate(&scope), Ok(true), "{src}");
+            assert_eq!(
+                Condition::compile(src).unwrap().evaluate(&scope),
+                Ok(true),
+                "{src}"
+            );
         }
         assert_eq!(SUPPORTED_FUNCTIONS.len(), 12);
     }
@@ -561,10 +606,16 @@ mod tests {
     #[test]
     fn expressions_yield_json_or_none_when_absent() {
         let e = Expression::compile("count + 1").unwrap();
-        assert_eq!(e.evaluate(&Scope::case_file(&json!({"count": 1}))), Ok(Some(json!(2))));
+        assert_eq!(
+            e.evaluate(&Scope::case_file(&json!({"count": 1}))),
+            Ok(Some(json!(2)))
+        );
         assert_eq!(e.evaluate(&Scope::case_file(&json!({}))), Ok(None));
         let b = Expression::compile("b'x'").unwrap();
-        assert!(matches!(b.evaluate(&Scope::case_file(&json!({}))), Err(EvalError::Unrepresentable { .. })));
+        assert!(matches!(
+            b.evaluate(&Scope::case_file(&json!({}))),
+            Err(EvalError::Unrepresentable { .. })
+        ));
     }
 
     #[test]

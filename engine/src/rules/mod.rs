@@ -41,8 +41,15 @@ mod error;
 mod scope;
 mod value;
 
-pub use check::{check_condition, check_expression, compatible, Expected, FieldInfo, LiteralFormat, Schema, StaticType};
+pub use check::{
+    check_condition, check_expression, compatible, Expected, FieldInfo, LiteralFormat, Schema,
+    StaticType,
+};
 pub use compiled::{Condition, Expression, SUPPORTED_FUNCTIONS};
 pub use error::{CompileError, EvalError};
 pub use scope::{ItemState, PlanState, Scope};
 pub use value::{cel_to_json, json_to_cel};
+
+/// Re-exported because [`Scope`] and [`Expression::evaluate`] speak
+/// `serde_json::Value`: callers can build case files without a direct dependency.
+pub use serde_json;

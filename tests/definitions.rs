@@ -1,0 +1,869 @@
+//! Case definitions end to end: the bundled definitions, every validation
+//! error class with its exact path and message, malformed documents, and CEL
+//! evaluation semantics.
+
+use std::path::PathBuf;
+
+use casebook_engine::definition::{CaseDefinition, DefinitionError, ProblemKind};
+
+fn definitions_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/definitions")
+}
+
+fn load(name: &str) -> CaseDefinition {
+    let path = definitions_dir().join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    CaseDefinition::from_toml(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+#[test]
+fn burglary_validates() {
+    let def = load("burglary.toml");
+    assert_eq!(def.key.as_str(), "burglary");
+}
+
+#[allow(dead_code)]
+fn problems(err: &DefinitionError) -> Vec<(String, ProblemKind, String)> {
+    err.problems
+        .iter()
+        .map(|p| (p.path.clone(), p.kind, p.message.clone()))
+        .collect()
+}
+
+#[test]
+fn missing_person_validates() {
+    load("missing-person.toml");
+}
+
+#[test]
+fn domestic_abuse_validates() {
+    load("domestic-abuse.toml");
+}
+
+#[test]
+fn foi_request_validates() {
+    load("foi-request.toml");
+}
+
+// ------------------------------------------------------------------ helpers
+
+/// A small valid definition; tests append to its last stage.
+const BASE: &str = r#"
+key = "test_case"
+name = "Test case"
+version = 1
+retention = { group = "group3" }
+roles = ["officer", "supervisor"]
+
+[[fields]]
+key = "risk"
+type = "enumeration"
+values = ["low", "high"]
+
+[[fields]]
+key = "age"
+type = "integer"
+
+[[fields]]
+key = "ward"
+type = "text"
+
+[[services]]
+name = "gis.locate"
+[services.inputs]
+point = { type = "text", required = true }
+[services.outputs]
+ward = { type = "text" }
+count = { type = "integer" }
+
+[[stages]]
+key = "main"
+name = "Main"
+autocomplete = true
+
+  [[stages.activities]]
+  key = "assess"
+  name = "Assess"
+  kind = "human_task"
+  roles = ["officer"]
+  form = [{ field = "risk" }, { field = "age" }]
+"#;
+
+fn with(extra: &str) -> String {
+    format!("{BASE}\n{extra}")
+}
+
+fn expect_err(source: &str) -> DefinitionError {
+    match CaseDefinition::from_toml(source) {
+        Ok(_) => panic!("expected the definition to be rejected"),
+        Err(e) => e,
+    }
+}
+
+fn only_problem(source: &str) -> (String, ProblemKind, String) {
+    let err = expect_err(source);
+    let mut all = problems(&err);
+    assert_eq!(all.len(), 1, "expected exactly one problem, got:\n{err}");
+    all.remove(0)
+}
+
+fn p(path: &str, kind: ProblemKind, message: &str) -> (String, ProblemKind, String) {
+    (path.to_string(), kind, message.to_string())
+}
+
+#[test]
+fn base_definition_is_valid() {
+    let def = CaseDefinition::from_toml(BASE).expect("valid");
+    assert_eq!(def.plan_items().len(), 2);
+}
+
+// ------------------------------------------------------------------ malformed documents
+
+#[test]
+fn malformed_toml_reports_line_and_column() {
+    let err = expect_err("key = \"x\"\nname = \n");
+    assert_eq!(err.problems.len(), 1);
+    let problem = &err.problems[0];
+    assert_eq!(problem.kind, ProblemKind::Syntax);
+    assert_eq!(problem.path, "");
+    assert_eq!(problem.location.map(|l| l.0), Some(2));
+    assert!(err.to_string().contains("line 2, column"), "{err}");
+}
+
+#[test]
+fn unknown_toml_key_is_a_syntax_problem_with_its_position() {
+    let err = expect_err(&BASE.replacen("version = 1", "version = 1\ncolour = \"red\"", 1));
+    let problem = &err.problems[0];
+    assert_eq!(problem.kind, ProblemKind::Syntax);
+    assert!(
+        problem.message.starts_with("unknown field `colour`"),
+        "{}",
+        problem.message
+    );
+    assert_eq!(problem.location, Some((5, 1)));
+}
+
+#[test]
+fn malformed_json_reports_line_and_column() {
+    let err = CaseDefinition::from_json("{\n  \"key\": \"x\",\n}").unwrap_err();
+    let problem = &err.problems[0];
+    assert_eq!(problem.kind, ProblemKind::Syntax);
+    assert_eq!(problem.location, Some((3, 1)));
+    assert_eq!(problem.message, "trailing comma");
+}
+
+#[test]
+fn json_with_a_missing_field_is_a_syntax_problem() {
+    let err = CaseDefinition::from_json(r#"{"key": "x", "name": "X", "version": 1}"#).unwrap_err();
+    assert_eq!(err.problems[0].message, "missing field `retention`");
+}
+
+// ------------------------------------------------------------------ one test per error class
+
+#[test]
+fn unknown_item_reference() {
+    let src = with(
+        r#"
+  [[stages.activities]]
+  key = "review"
+  name = "Review"
+  kind = "human_task"
+  roles = ["supervisor"]
+  entry = [{ on = [{ completed = "asess" }] }]
+"#,
+    );
+    assert_eq!(
+        only_problem(&src),
+        p(
+            "stages[0].activities[1].entry[0].on[0].completed",
+            ProblemKind::UnknownReference,
+            "unknown plan item 'asess'"
+        )
+    );
+}
+
+#[test]
+fn milestone_referenced_as_completed() {
+    let src = with(
+        r#"
+  [[stages.milestones]]
+  key = "assessed"
+  name = "Assessed"
+  entry = [{ on = [{ completed = "assess" }] }]
+
+  [[stages.milestones]]
+  key = "done"
+  name = "Done"
+  entry = [{ on = [{ completed = "assessed" }] }]
+"#,
+    );
+    assert_eq!(
+        only_problem(&src),
+        p(
+            "stages[0].milestones[1].entry[0].on[0].completed",
+            ProblemKind::UnknownReference,
+            "'assessed' is a milestone, which is reached, not completed: use reached"
+        )
+    );
+}
+
+#[test]
+fn unknown_role_reference() {
+    let src = with(
+        r#"
+  [[stages.activities]]
+  key = "review"
+  name = "Review"
+  kind = "human_task"
+  roles = ["inspector"]
+"#,
+    );
+    assert_eq!(
+        only_problem(&src),
+        p(
+            "stages[0].activities[1].roles[0]",
+            ProblemKind::UnknownReference,
+            "unknown role 'inspector'"
+        )
+    );
+}
+
+#[test]
+fn unknown_form_field() {
+    let src = with(
+        r#"
+  [[stages.activities]]
+  key = "review"
+  name = "Review"
+  kind = "human_task"
+  roles = ["supervisor"]
+  form = [{ field = "outcome" }]
+"#,
+    );
+    assert_eq!(
+        only_problem(&src),
+        p(
+            "stages[0].activities[1].form[0].field",
+            ProblemKind::UnknownField,
+            "unknown field 'outcome'"
+        )
+    );
+}
+
+#[test]
+fn duplicate_keys_across_the_plan() {
+    let src = with(
+        r#"
+  [[stages.milestones]]
+  key = "assess"
+  name = "Assessed"
+"#,
+    );
+    assert_eq!(
+        only_problem(&src),
+        p(
+            "stages[0].milestones[0].key",
+            ProblemKind::Duplicate,
+            "duplicate key 'assess' (already used at stages[0].activities[0])"
+        )
+    );
+}
+
+#[test]
+fn duplicate_field() {
+    let src = BASE.replacen("key = \"age\"", "key = \"risk\"", 1);
+    let err = expect_err(&src);
+    assert!(
+        err.has(
+            "fields[1].key",
+            "duplicate field 'risk' (first declared at fields[0])"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn cel_that_does_not_compile() {
+    let src = with(
+        r#"
+  [[stages.activities]]
+  key = "review"
+  name = "Review"
+  kind = "human_task"
+  roles = ["supervisor"]
+  entry = [{ if = "age >" }]
+"#,
+    );
+    let (path, kind, message) = only_problem(&src);
+    assert_eq!(path, "stages[0].activities[1].entry[0].if");
+    assert_eq!(kind, ProblemKind::InvalidCel);
+    assert!(
+        message.starts_with("invalid CEL at column 6: Syntax error"),
+        "{message}"
+    );
+}
+
+#[test]
+fn cel_that_reads_an_unknown_field() {
+    let src = with(
+        r#"
+  [[stages.activities]]
+  key = "review"
+  name = "Review"
+  kind = "human_task"
+  roles = ["supervisor"]
+  entry = [{ if = "risky == 'high'" }]
+"#,
+    );
+    assert_eq!(
+        only_problem(&src),
+        p(
+            "stages[0].activities[1].entry[0].if",
+            ProblemKind::UnknownField,
+            "unknown field 'risky'"
+        )
+    );
+}
+
+#[test]
+fn comparing_an_integer_field_with_a_string() {
+    let src = with(
+        r#"
+  [[stages.activities]]
+  key = "review"
+  name = "Review"
+  kind = "human_task"
+  roles = ["supervisor"]
+  entry = [{ on = [{ completed = "assess" }], if = "age > '17'" }]
+"#,
+    );
+    assert_eq!(
+        only_problem(&src),
+        p(
+            "stages[0].activities[1].entry[0].if",
+            ProblemKind::TypeMismatch,
+            "type mismatch: cannot compare integer field 'age' with a string"
+        )
+    );
+}
+
+#[test]
+fn enumeration_value_not_allowed() {
+    let src = with(
+        r#"
+  [[stages.activities]]
+  key = "review"
+  name = "Review"
+  kind = "human_task"
+  roles = ["supervisor"]
+  entry = [{ if = "risk == 'medium'" }]
+"#,
+    );
+    assert_eq!(
+        only_problem(&src),
+        p(
+            "stages[0].activities[1].entry[0].if",
+            ProblemKind::TypeMismatch,
+            "'medium' is not a value of enumeration field 'risk' (allowed: low, high)"
+        )
+    );
+}
+
+#[test]
+fn output_mapping_into_a_field_of_another_type() {
+    let src = with(
+        r#"
+  [[stages.activities]]
+  key = "locate"
+  name = "Locate"
+  kind = "service_task"
+  service = "gis.locate"
+  input = { point = "ward" }
+  output = { count = "ward" }
+"#,
+    );
+    assert_eq!(
+        only_problem(&src),
+        p(
+            "stages[0].activities[1].output.count",
+            ProblemKind::TypeMismatch,
+            "type mismatch: output 'count' of service 'gis.locate' is integer but field 'ward' is text"
+        )
+    );
+}
+
+#[test]
+fn input_mapping_of_the_wrong_type_and_missing_required_input() {
+    let src = with(
+        r#"
+  [[stages.activities]]
+  key = "locate"
+  name = "Locate"
+  kind = "service_task"
+  service = "gis.locate"
+  input = { pointt = "age" }
+"#,
+    );
+    let err = expect_err(&src);
+    assert_eq!(
+        problems(&err),
+        vec![
+            p(
+                "stages[0].activities[1].input.pointt",
+                ProblemKind::UnknownReference,
+                "service 'gis.locate' has no input 'pointt'"
+            ),
+            p(
+                "stages[0].activities[1].input",
+                ProblemKind::Invalid,
+                "required input 'point' of service 'gis.locate' is not mapped"
+            ),
+        ]
+    );
+    let src = with(
+        r#"
+  [[stages.activities]]
+  key = "locate"
+  name = "Locate"
+  kind = "service_task"
+  service = "gis.locate"
+  input = { point = "age" }
+"#,
+    );
+    assert_eq!(
+        only_problem(&src),
+        p(
+            "stages[0].activities[1].input.point",
+            ProblemKind::TypeMismatch,
+            "type mismatch: the expression yields integer field 'age' but input 'point' of service 'gis.locate' is a text"
+        )
+    );
+}
+
+#[test]
+fn invalid_identifiers() {
+    let src = with(
+        r#"
+  [[stages.activities]]
+  key = "Review-Case"
+  name = "Review"
+  kind = "human_task"
+  roles = ["supervisor"]
+"#,
+    );
+    assert_eq!(
+        only_problem(&src),
+        p(
+            "stages[0].activities[1].key",
+            ProblemKind::InvalidIdentifier,
+            "'Review-Case' is not a valid identifier: use a lower-case letter followed by lower-case letters, digits or '_' (at most 64)"
+        )
+    );
+    let src = BASE.replacen("key = \"ward\"", "key = \"state\"", 1);
+    let err = expect_err(&src);
+    assert!(
+        err.has(
+            "fields[2].key",
+            "'state' is reserved in conditions; choose another name"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn sentry_on_its_own_item() {
+    let src = with(
+        r#"
+  [[stages.activities]]
+  key = "review"
+  name = "Review"
+  kind = "human_task"
+  roles = ["supervisor"]
+  exit = [{ on = [{ completed = "review" }] }]
+"#,
+    );
+    assert_eq!(
+        only_problem(&src),
+        p(
+            "stages[0].activities[1].exit[0].on[0].completed",
+            ProblemKind::SelfReference,
+            "a sentry cannot listen to its own item 'review'"
+        )
+    );
+}
+
+#[test]
+fn discretionary_item_with_entry_criteria() {
+    let src = with(
+        r#"
+  [[stages.activities]]
+  key = "forensics"
+  name = "Forensics"
+  kind = "human_task"
+  roles = ["officer"]
+  discretionary = true
+  planners = ["supervisor"]
+  entry = [{ on = [{ completed = "assess" }] }]
+"#,
+    );
+    assert_eq!(
+        only_problem(&src),
+        p(
+            "stages[0].activities[1].entry",
+            ProblemKind::Invalid,
+            "a discretionary item cannot have entry criteria: it starts when a caseworker plans it"
+        )
+    );
+}
+
+#[test]
+fn applicability_on_a_non_discretionary_item() {
+    let src = with(
+        r#"
+  [[stages.activities]]
+  key = "forensics"
+  name = "Forensics"
+  kind = "human_task"
+  roles = ["officer"]
+  applicability = "risk == 'high'"
+"#,
+    );
+    assert_eq!(
+        only_problem(&src),
+        p(
+            "stages[0].activities[1].applicability",
+            ProblemKind::Invalid,
+            "only a discretionary item has an applicability rule"
+        )
+    );
+}
+
+#[test]
+fn entry_on_the_enclosing_stage_completing_can_never_fire() {
+    let src = with(
+        r#"
+  [[stages.activities]]
+  key = "wrap_up"
+  name = "Wrap up"
+  kind = "automatic"
+  entry = [{ on = [{ completed = "main" }] }]
+"#,
+    );
+    assert_eq!(
+        only_problem(&src),
+        p(
+            "stages[0].activities[1].entry[0].on[0].completed",
+            ProblemKind::Invalid,
+            "'main' encloses this item, so its completion can never start it"
+        )
+    );
+}
+
+#[test]
+fn deadline_problems() {
+    let src = with(
+        r#"
+    [[stages.activities.deadlines]]
+    key = "both"
+    within = "PT1H"
+    working_days = 2
+    escalate = [{ notify = ["supervisor"] }]
+
+    [[stages.activities.deadlines]]
+    key = "monthly"
+    within = "P1M"
+    escalate = [{ start = "assess" }]
+
+    [[stages.activities.deadlines]]
+    key = "bad"
+    within = "an hour"
+    escalate = []
+"#,
+    );
+    let err = expect_err(&src);
+    assert_eq!(
+        problems(&err),
+        vec![
+            p(
+                "stages[0].activities[0].deadlines[0]",
+                ProblemKind::Invalid,
+                "give either 'within' or 'working_days', not both"
+            ),
+            p(
+                "stages[0].activities[0].deadlines[1].within",
+                ProblemKind::Invalid,
+                "'P1M' has years or months, whose length varies: use days or working_days"
+            ),
+            p(
+                "stages[0].activities[0].deadlines[1].escalate[0].start",
+                ProblemKind::SelfReference,
+                "a deadline cannot start its own item 'assess'"
+            ),
+            p(
+                "stages[0].activities[0].deadlines[2].within",
+                ProblemKind::Invalid,
+                "'an hour' is not a period: use ISO 8601 (e.g. 'PT1H', 'P5D', 'P6Y') or a number with s, m, h, d or w (e.g. '48h')"
+            ),
+            p(
+                "stages[0].activities[0].deadlines[2].escalate",
+                ProblemKind::Invalid,
+                "a deadline needs at least one escalation"
+            ),
+        ]
+    );
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let src = with(
+        r#"
+  [[stages.activities]]
+  key = "review"
+  name = ""
+  kind = "human_task"
+  entry = [{ if = "risky" }, { on = [{ reached = "nowhere" }] }]
+  exit = [{}]
+"#,
+    );
+    let err = expect_err(&src);
+    assert_eq!(
+        problems(&err),
+        vec![
+            p(
+                "stages[0].activities[1].name",
+                ProblemKind::Invalid,
+                "must not be empty"
+            ),
+            p(
+                "stages[0].activities[1].roles",
+                ProblemKind::Invalid,
+                "a human task needs at least one candidate role"
+            ),
+            p(
+                "stages[0].activities[1].entry[0].if",
+                ProblemKind::UnknownField,
+                "unknown field 'risky'"
+            ),
+            p(
+                "stages[0].activities[1].entry[1].on[0].reached",
+                ProblemKind::UnknownReference,
+                "unknown plan item 'nowhere'"
+            ),
+            p(
+                "stages[0].activities[1].exit[0]",
+                ProblemKind::Invalid,
+                "a sentry needs at least one 'on' part or an 'if' condition"
+            ),
+        ]
+    );
+    let text = err.to_string();
+    assert!(
+        text.starts_with("invalid case definition (5 problems):"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\n  - stages[0].activities[1].entry[0].if: unknown field 'risky'"),
+        "{text}"
+    );
+}
+
+#[test]
+fn field_classification_below_the_case_default() {
+    let src = BASE
+        .replacen(
+            "retention = ",
+            "default_classification = \"OFFICIAL-SENSITIVE\"\nretention = ",
+            1,
+        )
+        .replacen(
+            "type = \"integer\"",
+            "type = \"integer\"\nclassification = \"OFFICIAL\"",
+            1,
+        );
+    assert_eq!(
+        only_problem(&src),
+        p(
+            "fields[1].classification",
+            ProblemKind::Invalid,
+            "OFFICIAL is below the case's default classification OFFICIAL-SENSITIVE; a field can only raise it"
+        )
+    );
+}
+
+// ------------------------------------------------------------------ model properties
+
+fn bundled() -> Vec<(String, CaseDefinition)> {
+    let mut out = Vec::new();
+    let entries = std::fs::read_dir(definitions_dir()).expect("examples/definitions exists");
+    for entry in entries {
+        let path = entry.expect("dir entry").path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            out.push((name.clone(), load(&name)));
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[test]
+fn every_bundled_definition_validates() {
+    let names: Vec<String> = bundled().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        [
+            "burglary.toml",
+            "domestic-abuse.toml",
+            "foi-request.toml",
+            "missing-person.toml"
+        ]
+    );
+}
+
+#[test]
+fn bundled_definitions_round_trip_through_message_pack_and_json() {
+    for (name, def) in bundled() {
+        let bytes = def.to_msgpack().expect("encode");
+        let back = CaseDefinition::from_msgpack(&bytes).expect("decode");
+        assert_eq!(back, def, "{name}");
+        assert_eq!(back.fingerprint(), def.fingerprint(), "{name}");
+        let json = def.canonical_json();
+        let from_json =
+            CaseDefinition::from_json(&json).expect("canonical JSON is a valid definition");
+        assert_eq!(from_json, def, "{name}");
+    }
+}
+
+#[test]
+fn fingerprint_ignores_layout_but_not_content() {
+    let a = CaseDefinition::from_toml(BASE).expect("valid");
+    let reformatted = format!(
+        "# a comment\n{}",
+        BASE.replace("autocomplete = true", "autocomplete   =   true # same")
+    );
+    let b = CaseDefinition::from_toml(&reformatted).expect("valid");
+    assert_eq!(a.fingerprint(), b.fingerprint());
+    let changed =
+        CaseDefinition::from_toml(&BASE.replacen("version = 1", "version = 2", 1)).expect("valid");
+    assert_ne!(a.fingerprint(), changed.fingerprint());
+    assert_eq!(a.fingerprint().to_string().len(), 64);
+}
+
+#[test]
+fn plan_navigation_finds_items_and_parents() {
+    let def = load("burglary.toml");
+    let entry = def.item("forensic_examination").expect("declared");
+    assert_eq!(entry.parent.map(|k| k.as_str()), Some("investigation"));
+    assert!(entry.item.discretionary());
+    assert_eq!(entry.path, "stages[2].activities[2]");
+    let top: Vec<&str> = def
+        .children(None)
+        .iter()
+        .map(|e| e.item.key().as_str())
+        .collect();
+    assert_eq!(
+        top,
+        ["report", "attendance", "investigation", "victim_updates"]
+    );
+}
+
+// ------------------------------------------------------------------ CEL semantics
+
+use casebook_engine::rules::serde_json::json;
+use casebook_engine::rules::{Condition, EvalError, ItemState, PlanState, Scope};
+
+#[test]
+fn condition_over_an_absent_field_is_false() {
+    let cond = Condition::compile("grade == 'immediate'").expect("compiles");
+    assert_eq!(cond.evaluate(&Scope::case_file(&json!({}))), Ok(false));
+    assert_eq!(
+        cond.evaluate(&Scope::case_file(&json!({"grade": null}))),
+        Ok(false)
+    );
+    assert_eq!(
+        cond.evaluate(&Scope::case_file(&json!({"grade": "immediate"}))),
+        Ok(true)
+    );
+    let negated = Condition::compile("grade != 'immediate'").expect("compiles");
+    assert_eq!(negated.evaluate(&Scope::case_file(&json!({}))), Ok(false));
+}
+
+#[test]
+fn runtime_type_errors_are_typed() {
+    let cond = Condition::compile("age > 17").expect("compiles");
+    let err = cond
+        .evaluate(&Scope::case_file(&json!({"age": "seventeen"})))
+        .unwrap_err();
+    assert_eq!(
+        err,
+        EvalError::TypeMismatch {
+            expression: "age > 17".into(),
+            function: "_>_".into(),
+            argument_types: vec!["string".into(), "int".into()],
+        }
+    );
+    let not_bool = Condition::compile("age + 1").expect("compiles");
+    assert!(matches!(
+        not_bool.evaluate(&Scope::case_file(&json!({"age": 1}))),
+        Err(EvalError::NotABoolean { got, .. }) if got == "int"
+    ));
+}
+
+#[test]
+fn bundled_conditions_evaluate_against_a_case_file_and_plan() {
+    let def = load("missing-person.toml");
+    let stage = def.item("high_risk_response").expect("declared");
+    let by_age = stage.item.entry()[1]
+        .condition
+        .as_ref()
+        .expect("an if-part");
+    let file = json!({"age": 15, "vulnerabilities": ["child_exploitation"]});
+    assert_eq!(by_age.evaluate(&Scope::case_file(&file)), Ok(true));
+    let file = json!({"age": 15});
+    assert_eq!(by_age.evaluate(&Scope::case_file(&file)), Ok(false));
+
+    let plan_cond =
+        Condition::compile("state.record_report == 'completed' && 'risk_assessed' in reached")
+            .expect("compiles");
+    let mut plan = PlanState::default();
+    plan.states
+        .insert("record_report".into(), ItemState::Completed);
+    let file = json!({});
+    assert_eq!(
+        plan_cond.evaluate(&Scope::case_file(&file).with_plan(&plan)),
+        Ok(false)
+    );
+    plan.reached.insert("risk_assessed".into());
+    assert_eq!(
+        plan_cond.evaluate(&Scope::case_file(&file).with_plan(&plan)),
+        Ok(true)
+    );
+}
+
+#[test]
+fn automatic_step_expression_computes_a_value() {
+    let def = load("domestic-abuse.toml");
+    let entry = def.item("grade_risk").expect("declared");
+    let casebook_engine::definition::PlanItem::Activity(activity) = entry.item else {
+        panic!("grade_risk is an activity");
+    };
+    let expr = activity.set.values().next().expect("one assignment");
+    let high = json!({"dash_score": 15});
+    assert_eq!(
+        expr.evaluate(&Scope::case_file(&high)),
+        Ok(Some(json!("high")))
+    );
+    let medium = json!({"dash_score": 11, "professional_judgement_high": false});
+    assert_eq!(
+        expr.evaluate(&Scope::case_file(&medium)),
+        Ok(Some(json!("medium")))
+    );
+    let judged = json!({"dash_score": 3, "professional_judgement_high": true});
+    assert_eq!(
+        expr.evaluate(&Scope::case_file(&judged)),
+        Ok(Some(json!("high")))
+    );
+}
