@@ -185,10 +185,8 @@ impl Eq for Cel {}
 pub(crate) fn free_identifiers(expr: &IdedExpr) -> BTreeSet<String> {
     fn walk(expr: &IdedExpr, bound: &mut Vec<String>, out: &mut BTreeSet<String>) {
         match &expr.expr {
-            Expr::Ident(name) => {
-                if !bound.iter().any(|b| b == name) {
-                    out.insert(name.clone());
-                }
+            Expr::Ident(name) if !bound.iter().any(|b| b == name) => {
+                out.insert(name.clone());
             }
             Expr::Call(call) => {
                 if let Some(target) = &call.target {
