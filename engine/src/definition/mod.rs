@@ -7,7 +7,7 @@
 //! path of the offending field.
 //!
 //! Layout:
-//! - [`model`](self#types): the plain-data model — case file ([`FieldDef`]),
+//! - `model`: the plain-data model — case file ([`FieldDef`]),
 //!   plan ([`Activity`], [`Stage`], [`Milestone`]), [`Sentry`]s, [`Deadline`]s,
 //!   [`CasePermissions`]. Items refer to each other by key.
 //! - `plan`: navigation for a runtime — [`CaseDefinition::plan_items`],
