@@ -7,8 +7,8 @@
 //! - [`log`]: the append-only event log — [`log::EventStore`], the embedded
 //!   durable [`log::LogStore`] and the in-memory [`log::MemoryStore`];
 //! - [`security`]: classifications;
-//! - [`definition`] and [`rules`]: case definitions as metadata and their CEL
-//!   conditions.
+//! - [`definition`] (case definitions as metadata) and [`rules`] (their CEL
+//!   conditions).
 //!
 //! ```
 //! use casebook::log::{ActorId, EventData, EventStore, ExpectedVersion, MemoryStore, Metadata, Source, StreamId};

@@ -235,14 +235,18 @@ impl fmt::Display for GlobalPosition {
 }
 
 /// The unique id of an event, chosen by the writer so that retries are idempotent.
+///
+/// [`EventId::new`] makes time-ordered (UUID v7) ids: they sort by creation
+/// time, and consecutive ids land next to each other in the event-id index,
+/// which makes indexing them cheaper than random ids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct EventId(pub Uuid);
 
 impl EventId {
-    /// A fresh random (v4) id.
+    /// A fresh time-ordered (v7) id.
     pub fn new() -> Self {
-        EventId(Uuid::new_v4())
+        EventId(Uuid::now_v7())
     }
 }
 

@@ -7,9 +7,12 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `S` tenant `0` category `0` id `0` version(BE u64) | segment, offset, index in record, position |
+//! | `S` tenant `0` category `0` id `0` first version(BE u64) | segment, offset, event count |
 //! | `E` event id (16 bytes) | segment, offset, index in record |
 //! | `T` tenant `0` first position(BE u64) | segment, offset, event count |
+//!
+//! Stream and tenant entries are one per record (one per append), not one per
+//! event: sled inserts are the costliest part of an append.
 //! | `M` | last indexed position, segment, offset just past its record |
 //!
 //! Identifier parts never contain a 0 byte (they are validated), so the
@@ -147,27 +150,24 @@ impl Index {
         first_position: GlobalPosition,
         ids: impl Iterator<Item = EventId>,
     ) {
-        let prefix = stream_prefix(stream);
         let mut count = 0u32;
-        for (i, id) in ids.enumerate() {
-            let mut key = Vec::with_capacity(prefix.len() + 8);
-            key.extend_from_slice(&prefix);
-            key.extend_from_slice(&(first_version.0 + i as u64).to_be_bytes());
-            let mut value = [0u8; 28];
+        for id in ids {
+            let mut value = [0u8; 20];
             value[..8].copy_from_slice(&loc.segment.to_be_bytes());
             value[8..16].copy_from_slice(&loc.offset.to_be_bytes());
-            value[16..20].copy_from_slice(&(i as u32).to_be_bytes());
-            value[20..28].copy_from_slice(&(first_position.0 + i as u64).to_be_bytes());
-            batch.insert(key, &value[..]);
-            batch.insert(&event_key(id)[..], &value[..20]);
+            value[16..20].copy_from_slice(&count.to_be_bytes());
+            batch.insert(&event_key(id)[..], &value[..]);
             count += 1;
         }
-        let mut key = tenant_prefix(stream.tenant());
-        key.extend_from_slice(&first_position.0.to_be_bytes());
         let mut value = [0u8; 20];
         value[..8].copy_from_slice(&loc.segment.to_be_bytes());
         value[8..16].copy_from_slice(&loc.offset.to_be_bytes());
         value[16..20].copy_from_slice(&count.to_be_bytes());
+        let mut key = stream_prefix(stream);
+        key.extend_from_slice(&first_version.0.to_be_bytes());
+        batch.insert(key, &value[..]);
+        let mut key = tenant_prefix(stream.tenant());
+        key.extend_from_slice(&first_position.0.to_be_bytes());
         batch.insert(key, &value[..]);
     }
 
@@ -185,11 +185,33 @@ impl Index {
             .map_err(|e| LogError::index("writing index entries", e))
     }
 
+    fn record_entry(
+        k: &[u8],
+        v: &[u8],
+        prefix_len: usize,
+        what: &str,
+    ) -> Result<(u64, RecordLoc, u32), LogError> {
+        if v.len() != 20 || k.len() != prefix_len + 8 {
+            return Err(bad_entry(what));
+        }
+        Ok((
+            u64_at(k, prefix_len),
+            RecordLoc {
+                segment: u64_at(v, 0),
+                offset: u64_at(v, 8),
+            },
+            u32_at(v, 16),
+        ))
+    }
+
     pub fn stream_head(&self, stream: &StreamId) -> Result<Option<StreamVersion>, LogError> {
         let prefix = stream_prefix(stream);
         match self.tree.scan_prefix(&prefix).next_back() {
             None => Ok(None),
-            Some(Ok((k, _))) => Ok(Some(StreamVersion(u64_at(&k, prefix.len())))),
+            Some(Ok((k, v))) => {
+                let (first, _, count) = Self::record_entry(&k, &v, prefix.len(), "stream")?;
+                Ok(Some(StreamVersion(first + u64::from(count).max(1) - 1)))
+            }
             Some(Err(e)) => Err(LogError::index("reading a stream head", e)),
         }
     }
@@ -208,24 +230,44 @@ impl Index {
             k.extend_from_slice(&v.to_be_bytes());
             k
         };
-        let range: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> =
-            match direction {
-                Direction::Forward => Box::new(self.tree.range(key(from.0)..=key(u64::MAX))),
-                Direction::Backward => Box::new(self.tree.range(key(0)..=key(from.0)).rev()),
-            };
+        let err = |e| LogError::index("reading a stream", e);
         let mut out = Vec::new();
-        for item in range.take(limit) {
-            let (_, v) = item.map_err(|e| LogError::index("reading a stream", e))?;
-            if v.len() != 28 {
-                return Err(bad_entry("stream"));
+        match direction {
+            Direction::Forward => {
+                // The record holding `from` may start before it.
+                let start = match self.tree.range(key(0)..=key(from.0)).next_back() {
+                    Some(item) => u64_at(&item.map_err(err)?.0, prefix.len()),
+                    None => from.0,
+                };
+                for item in self.tree.range(key(start)..=key(u64::MAX)) {
+                    let (k, v) = item.map_err(err)?;
+                    let (first, record, count) =
+                        Self::record_entry(&k, &v, prefix.len(), "stream")?;
+                    for index in 0..count {
+                        if first + u64::from(index) >= from.0 {
+                            out.push(EventLoc { record, index });
+                            if out.len() == limit {
+                                return Ok(out);
+                            }
+                        }
+                    }
+                }
             }
-            out.push(EventLoc {
-                record: RecordLoc {
-                    segment: u64_at(&v, 0),
-                    offset: u64_at(&v, 8),
-                },
-                index: u32_at(&v, 16),
-            });
+            Direction::Backward => {
+                for item in self.tree.range(key(0)..=key(from.0)).rev() {
+                    let (k, v) = item.map_err(err)?;
+                    let (first, record, count) =
+                        Self::record_entry(&k, &v, prefix.len(), "stream")?;
+                    for index in (0..count).rev() {
+                        if first + u64::from(index) <= from.0 {
+                            out.push(EventLoc { record, index });
+                            if out.len() == limit {
+                                return Ok(out);
+                            }
+                        }
+                    }
+                }
+            }
         }
         Ok(out)
     }
@@ -275,17 +317,8 @@ impl Index {
             .range(key(start)..=key(u64::MAX))
             .map(move |item| {
                 let (k, v) = item.map_err(|e| LogError::index("reading a tenant's records", e))?;
-                if v.len() != 20 {
-                    return Err(bad_entry("tenant record"));
-                }
-                Ok((
-                    GlobalPosition(u64_at(&k, prefix_len)),
-                    RecordLoc {
-                        segment: u64_at(&v, 0),
-                        offset: u64_at(&v, 8),
-                    },
-                    u32_at(&v, 16),
-                ))
+                let (first, loc, count) = Self::record_entry(&k, &v, prefix_len, "tenant record")?;
+                Ok((GlobalPosition(first), loc, count))
             })
     }
 
