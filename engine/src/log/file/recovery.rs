@@ -16,7 +16,9 @@ use std::sync::Arc;
 
 use super::fs::SegmentFile;
 use super::index::{Index, Marker, RecordLoc};
-use super::segment::{check_header, header, RecordReader, Scanned, Segments, HEADER_LEN};
+use super::segment::{
+    check_header, header, parse_record, RecordReader, Scanned, Segments, HEADER_LEN,
+};
 use crate::log::error::LogError;
 use crate::log::types::GlobalPosition;
 
@@ -44,11 +46,28 @@ pub(crate) fn open_sled(dir: &Path, cache_bytes: u64) -> Result<sled::Db, LogErr
             }
         }
     }
-    sled::Config::new()
-        .path(dir)
-        .cache_capacity(cache_bytes)
-        .open()
-        .map_err(|e| LogError::index(format!("opening {}", dir.display()), e))
+    // sled 0.34 does not join its background threads when a Db is dropped, so
+    // right after a store in this process closes, sled's own file lock can
+    // still be held for a moment (upstream #1234). Our LOCK file (or the
+    // caller, for `open_with_fs`) already guarantees that no live store uses
+    // this index, so waiting for that lock to go is safe.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            .open()
+        {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            Err(e) => return Err(LogError::index(format!("opening {}", dir.display()), e)),
+        }
+    }
 }
 
 fn read_header(
@@ -195,8 +214,10 @@ pub(crate) fn recover(segments: &Segments, index: &Index) -> Result<Recovered, L
             Scanned::Damaged(reason) if segment < last => {
                 return Err(segments.corrupted(segment, offset, reason));
             }
-            Scanned::Damaged(_) => {
-                // A torn tail: written but never synced, so never acknowledged.
+            Scanned::Damaged(reason) => {
+                // A torn tail — written but never synced, so never acknowledged —
+                // unless a later group follows the damage: then it was synced.
+                check_torn_tail(segments, segment, offset, &reason)?;
                 let file = segments.get(segment)?;
                 file.set_len(offset)
                     .and_then(|_| file.sync_data())
@@ -214,6 +235,51 @@ pub(crate) fn recover(segments: &Segments, index: &Index) -> Result<Recovered, L
         offset,
         next_position,
     })
+}
+
+/// Damage at `offset` of the last segment is a torn tail only if it lies in
+/// the last group commit: every valid record after it must belong to a group
+/// that began at or before `offset`. A record of a group that began after the
+/// damage proves the damaged group was synced before it (the writer syncs a
+/// group before writing the next), so the damage is corruption.
+fn check_torn_tail(
+    segments: &Segments,
+    segment: u64,
+    offset: u64,
+    reason: &str,
+) -> Result<(), LogError> {
+    let file = segments.get(segment)?;
+    let len = file
+        .len()
+        .map_err(|e| LogError::io("reading a segment's length", e))?;
+    let mut rest = vec![0u8; len.saturating_sub(offset) as usize];
+    let n = file.read_at(&mut rest, offset).map_err(|e| {
+        LogError::io(
+            format!("reading {}", segments.fs.path(segment).display()),
+            e,
+        )
+    })?;
+    rest.truncate(n);
+    let mut at = 1;
+    while at < rest.len() {
+        match parse_record(&rest[at..]) {
+            Some((body, size)) => {
+                if body.group_start > offset {
+                    return Err(segments.corrupted(
+                        segment,
+                        offset,
+                        format!(
+                            "{reason}; a later group commit at offset {} is intact, so this record had been synced",
+                            body.group_start
+                        ),
+                    ));
+                }
+                at += size;
+            }
+            None => at += 1,
+        }
+    }
+    Ok(())
 }
 
 fn finish_batch(

@@ -79,6 +79,9 @@ pub(crate) struct RecordBodyRef<'a> {
     pub first_version: StreamVersion,
     pub first_position: GlobalPosition,
     pub recorded: Timestamp,
+    /// Offset in the segment where this record's group commit began: lets
+    /// recovery tell a torn last group from damage in an earlier, synced one.
+    pub group_start: u64,
     pub events: &'a [EventData],
 }
 
@@ -89,6 +92,7 @@ pub(crate) struct RecordBody {
     pub first_version: StreamVersion,
     pub first_position: GlobalPosition,
     pub recorded: Timestamp,
+    pub group_start: u64,
     pub events: Vec<EventData>,
 }
 
@@ -101,6 +105,7 @@ impl RecordBody {
             first_position,
             recorded,
             events,
+            ..
         } = self;
         events
             .into_iter()
@@ -148,6 +153,24 @@ pub(crate) fn encode_record(body: &RecordBodyRef<'_>, out: &mut Vec<u8>) -> Resu
     crc = crc32c::crc32c_append(crc, &out[start + FRAME_LEN..]);
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
     Ok(())
+}
+
+/// Parses and checks a frame at the start of `bytes`; returns the body and
+/// the frame's total length, or `None` if no valid record starts there.
+pub(crate) fn parse_record(bytes: &[u8]) -> Option<(RecordBody, usize)> {
+    let frame = bytes.get(..FRAME_LEN)?;
+    let len = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]);
+    let crc = u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    if len == 0 || len > MAX_RECORD_LEN {
+        return None;
+    }
+    let body = bytes.get(FRAME_LEN..FRAME_LEN + len as usize)?;
+    if crc32c::crc32c_append(crc32c::crc32c(&len.to_le_bytes()), body) != crc {
+        return None;
+    }
+    decode_body(body)
+        .ok()
+        .map(|b| (b, FRAME_LEN + len as usize))
 }
 
 /// Decodes a checked record body (format byte + rmp).

@@ -93,7 +93,9 @@ impl Writer {
                     next = rx.try_recv().ok();
                 }
             }
-            if let Some(reason) = &failed {
+            if group.is_empty() {
+                // Only a shutdown: nothing to write.
+            } else if let Some(reason) = &failed {
                 for r in group {
                     let _ = r.reply.send(Err(LogError::Failed {
                         reason: reason.clone(),
@@ -113,6 +115,7 @@ impl Writer {
     fn commit_group(&mut self, group: Vec<AppendRequest>, buf: &mut Vec<u8>) -> Result<(), String> {
         buf.clear();
         let recorded = Timestamp::now();
+        let group_start = self.offset;
         let mut accepted: Vec<Accepted> = Vec::with_capacity(group.len());
         let mut pending: HashMap<EventId, (usize, usize)> = HashMap::new();
         let mut outcomes = Vec::with_capacity(group.len());
@@ -134,6 +137,7 @@ impl Writer {
                         first_version,
                         first_position,
                         recorded,
+                        group_start,
                         events: &request.events,
                     };
                     let before = buf.len();
