@@ -63,7 +63,7 @@ fn raw_file(c: &mut Criterion, tallies: &Tallies) {
         .append(true)
         .open(dir.path().join("raw.log"))
         .unwrap();
-    let rec = vec![0x5au8; PAYLOAD];
+    let rec = [0x5au8; PAYLOAD];
     let mut group = c.benchmark_group("baseline");
     group.throughput(Throughput::Elements(RECORDS_PER_SYNC as u64));
     group.bench_function("raw_file_fdatasync_per_64", |b| {
@@ -120,7 +120,7 @@ fn raw_file(c: &mut Criterion, tallies: &Tallies) {
 fn raw_sled(c: &mut Criterion, tallies: &Tallies) {
     let dir = bench_dir();
     let db = sled::open(dir.path().join("sled")).unwrap();
-    let rec = vec![0x5au8; PAYLOAD];
+    let rec = [0x5au8; PAYLOAD];
     let mut key = 0u64;
     let mut group = c.benchmark_group("baseline");
     group.throughput(Throughput::Elements(SLED_BATCH as u64));

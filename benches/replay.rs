@@ -23,6 +23,9 @@ const EVENTS: u64 = 1_000_000;
 const PER_APPEND: usize = 500;
 const PAGE: usize = 10_000;
 
+/// (measurement name, events read, time taken) per criterion sample batch.
+type Rates = Arc<Mutex<Vec<(&'static str, u64, Duration)>>>;
+
 fn tenant() -> TenantId {
     TenantId::new("west-midlands").unwrap()
 }
@@ -94,7 +97,7 @@ fn main() {
     let store = build(&rt);
     let files = segment_files();
     let bytes: u64 = files.iter().map(|f| f.metadata().unwrap().len()).sum();
-    let rates: Arc<Mutex<Vec<(&str, u64, Duration)>>> = Arc::default();
+    let rates: Rates = Arc::default();
     let mut c = Criterion::default()
         .sample_size(10)
         .warm_up_time(Duration::from_secs(2))

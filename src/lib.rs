@@ -4,9 +4,9 @@
 //! This facade re-exports the engine ([`casebook_engine`]) so that embedding
 //! users depend on one crate:
 //!
-//! - [`log`]: the append-only event log — [`log::EventStore`], the embedded
+//! - [`log`] — the append-only event log — [`log::EventStore`], the embedded
 //!   durable [`log::LogStore`] and the in-memory [`log::MemoryStore`];
-//! - [`security`]: classifications;
+//! - [`security`] — classifications, vetting and principals;
 //! - [`definition`] (case definitions as metadata) and [`rules`] (their CEL
 //!   conditions).
 //!
@@ -27,3 +27,8 @@
 //! ```
 
 pub use casebook_engine::{definition, log, rules, security};
+
+/// The README's code examples, compiled as doctests so the README stays true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
