@@ -6,7 +6,11 @@
 //!   [`log::MemoryStore`] and [`log::LogStore`] (durable segment files plus sled
 //!   indexes).
 //! - [`security`]: classifications (and, later, principals, roles and audit).
+//! - [`case`]: the pure case runtime — commands are decided into events
+//!   (with the cascade their sentries cause), events fold into
+//!   [`case::CaseState`], and principals read a [`case::CaseView`].
 
+pub mod case;
 pub mod definition;
 pub mod log;
 pub mod rules;

@@ -1,0 +1,162 @@
+//! Case commands: what a person (or the orchestration layer) asks of a case.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::definition::{FieldKey, ItemKey};
+use crate::security::Classification;
+
+use super::event::{EntityRole, PoleRef};
+use super::state::InstanceId;
+
+/// A plan item as a command names it: by key, and by instance when the item
+/// is repeatable and several instances qualify.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemRef {
+    /// The item's key in the definition.
+    pub key: ItemKey,
+    /// A specific instance; `None` picks the one instance the action applies to.
+    #[serde(default)]
+    pub instance: Option<InstanceId>,
+}
+
+impl ItemRef {
+    /// The single instance of `key` the action applies to.
+    pub fn key(key: impl Into<String>) -> Self {
+        ItemRef {
+            key: ItemKey::new(key.into()),
+            instance: None,
+        }
+    }
+
+    /// A specific instance.
+    pub fn instance(key: impl Into<String>, instance: InstanceId) -> Self {
+        ItemRef {
+            key: ItemKey::new(key.into()),
+            instance: Some(instance),
+        }
+    }
+}
+
+impl From<&str> for ItemRef {
+    fn from(key: &str) -> Self {
+        ItemRef::key(key)
+    }
+}
+
+/// A request to change a case. See [`super::decide`] for who may issue each
+/// command and from which states.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CaseCommand {
+    /// Open the case with an initial case file (every `required` field).
+    /// The tenant is the principal's.
+    Open {
+        /// Initial values by field key.
+        case_file: BTreeMap<FieldKey, serde_json::Value>,
+        /// A classification above the definition's default, if needed.
+        classification: Option<Classification>,
+    },
+    /// Change case-file fields outside a task's form (`null` clears a field
+    /// that is not required).
+    UpdateCaseFile {
+        /// New values by field key.
+        changes: BTreeMap<FieldKey, serde_json::Value>,
+    },
+    /// Start an enabled item (manual activation): enabled -> active.
+    Start {
+        /// The activity or stage.
+        item: ItemRef,
+    },
+    /// Claim an enabled or active activity for oneself.
+    Claim {
+        /// The activity.
+        item: ItemRef,
+    },
+    /// Assign an enabled or active activity to someone.
+    Assign {
+        /// The activity.
+        item: ItemRef,
+        /// The assignee's principal id.
+        assignee: String,
+    },
+    /// Complete an active human or service task (with outputs), or a stage
+    /// whose required work is done.
+    Complete {
+        /// The activity or stage.
+        item: ItemRef,
+        /// Human task: form field -> value. Service task: result key -> value
+        /// (mapped into the case file by the task's `output`). Stage: empty.
+        outputs: BTreeMap<String, serde_json::Value>,
+    },
+    /// Record that an active activity failed.
+    Fail {
+        /// The activity.
+        item: ItemRef,
+        /// Why.
+        reason: String,
+    },
+    /// End a non-terminal item (and its descendants): terminated.
+    Terminate {
+        /// The item.
+        item: ItemRef,
+    },
+    /// Choose not to do an enabled item: disabled.
+    Disable {
+        /// The item.
+        item: ItemRef,
+    },
+    /// Suspend an activity or a stage (and its non-terminal children).
+    SuspendItem {
+        /// The item.
+        item: ItemRef,
+    },
+    /// Resume a suspended activity or stage, restoring previous states.
+    ResumeItem {
+        /// The item.
+        item: ItemRef,
+    },
+    /// Plan a discretionary activity or stage into its stage (or the case).
+    AddDiscretionary {
+        /// The discretionary item.
+        item: ItemKey,
+        /// The stage it goes into, if the caller wants it checked; it must be
+        /// the stage the definition places it in (`None`: use that stage).
+        stage: Option<ItemKey>,
+    },
+    /// Reach a milestone that is waiting for its entry criteria by hand.
+    ReachMilestone {
+        /// The milestone.
+        item: ItemRef,
+    },
+    /// Link a POLE entity with a role.
+    LinkEntity {
+        /// The entity.
+        entity: PoleRef,
+        /// Its role in the case.
+        role: EntityRole,
+    },
+    /// Add a note.
+    AddNote {
+        /// The text.
+        text: String,
+    },
+    /// Suspend the case: every non-terminal item is suspended.
+    Suspend,
+    /// Resume the case: every item the case suspension suspended returns to
+    /// its previous state.
+    Resume,
+    /// Complete the case by hand (nothing active, required work terminal).
+    CompleteCase,
+    /// Close the case: every non-terminal item is terminated.
+    Close {
+        /// Why, if given.
+        reason: Option<String>,
+    },
+    /// Reopen a completed, terminated or closed case.
+    Reopen {
+        /// Why, if given.
+        reason: Option<String>,
+    },
+}

@@ -1,0 +1,1510 @@
+//! Deciding: a command, checked against the definition, the case's state and
+//! the principal, becomes events — with the whole cascade of transitions its
+//! sentries cause, run to a fixpoint within a per-command bound.
+//!
+//! The cascade works on a copy of the state: every event is applied the moment
+//! it is decided (with the same [`CaseState::apply`] replay uses), so the events
+//! returned replay to exactly the state the decision saw.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use crate::definition::{
+    Activity, ActivityKind, CaseDefinition, Deadline, FieldDef, FieldKey, ItemKey, Occurrence,
+    PlanItem, RoleKey, SlaPeriod,
+};
+use crate::log::Timestamp;
+use crate::rules::{Condition, ItemState, Scope};
+use crate::security::{Classification, Principal};
+
+use super::command::{CaseCommand, ItemRef};
+use super::error::{field_display, CaseError};
+use super::event::{CaseEvent, DeadlineDue, DefinitionRef, EntityRole, PoleRef, SuspendedBy};
+use super::state::{CaseState, CaseStatus, InstanceId, ItemInstance, Occurred};
+use super::values::check_value;
+
+/// Most events one command may produce, cascade included. A definition that
+/// loops (a repeatable automatic step retriggering itself) fails the command
+/// with [`CaseError::CascadeLimit`] instead of running forever.
+pub const CASCADE_LIMIT: usize = 10_000;
+
+/// The role the orchestration layer's principal holds: it alone completes or
+/// fails service tasks and automatic steps that declare no candidate roles.
+pub const SYSTEM_ROLE: &str = "casebook_system";
+
+/// Longest note accepted, in bytes.
+pub const MAX_NOTE_LEN: usize = 20_000;
+
+/// Longest principal id, entity id or reason accepted, in bytes.
+pub const MAX_ID_LEN: usize = 128;
+
+/// Decides a command: returns every event it causes (the command's own facts,
+/// then the transitions, milestones and deadlines its cascade causes, in the
+/// order they happened), or an error and no events.
+///
+/// `def` must be the definition the case was opened with (for `Open`: the one
+/// to open it with); `now` is the clock value recorded in the events (notes,
+/// opening time, deadline starts).
+///
+/// # Who may do what
+/// The principal's tenant must be the case's; their clearance must cover the
+/// case's classification, and every field they write. Roles:
+/// `Open`, `UpdateCaseFile`, `AddNote`, `LinkEntity`, `Suspend`, `Resume`,
+/// `Close`, `Reopen` need the definition's case permission of the same name;
+/// `CompleteCase` needs `close`. Activity actions (start, claim, complete,
+/// fail, disable) need one of the activity's `roles` ([`SYSTEM_ROLE`] when it
+/// declares none); stage and milestone actions need `update_case_file`;
+/// `Terminate` and `Assign` also allow `close` roles; `SuspendItem` /
+/// `ResumeItem` need `suspend` / `resume`; `AddDiscretionary` needs an
+/// `add_discretionary` role that is also among the item's `planners` (when
+/// it lists any).
+///
+/// # Errors
+/// Every [`CaseError`] but `InconsistentHistory`: tenant, clearance and role
+/// errors first, then the case's status, then the command's validity against
+/// the definition and the plan, then anything the cascade runs into
+/// ([`CaseError::CascadeLimit`], [`CaseError::RuleFailed`],
+/// [`CaseError::AutomaticStepFailed`]).
+pub fn decide(
+    def: &CaseDefinition,
+    state: &CaseState,
+    principal: &Principal,
+    command: CaseCommand,
+    now: Timestamp,
+) -> Result<Vec<CaseEvent>, CaseError> {
+    let mut cx = Cx::new(def, state.clone(), principal, now);
+    cx.command(command)?;
+    cx.run()?;
+    Ok(cx.events)
+}
+
+struct Cx<'a> {
+    def: &'a CaseDefinition,
+    index: BTreeMap<&'a str, (PlanItem<'a>, Option<&'a ItemKey>)>,
+    deadlines: Vec<(Option<&'a ItemKey>, &'a Deadline)>,
+    state: CaseState,
+    principal: &'a Principal,
+    now: Timestamp,
+    events: Vec<CaseEvent>,
+    queue: VecDeque<InstanceId>,
+    queued: BTreeSet<InstanceId>,
+    case_exit_dirty: bool,
+}
+
+fn occurrence_matches(o: &Occurrence, occ: &Occurred) -> bool {
+    match (o, occ) {
+        (Occurrence::CaseOpened, Occurred::CaseOpened)
+        | (Occurrence::CaseClosed, Occurred::CaseEnded) => true,
+        (Occurrence::Activated(k), Occurred::Activated(x, _))
+        | (Occurrence::Completed(k), Occurred::Completed(x, _))
+        | (Occurrence::Reached(k), Occurred::Reached(x, _)) => k == x,
+        (Occurrence::Changed(f), Occurred::Changed(g)) => f == g,
+        _ => false,
+    }
+}
+
+fn roles_of(a: &Activity) -> Vec<RoleKey> {
+    if a.roles.is_empty() {
+        vec![RoleKey::new(SYSTEM_ROLE)]
+    } else {
+        a.roles.clone()
+    }
+}
+
+fn check_text(what: &str, text: &str, max: usize) -> Result<(), CaseError> {
+    if text.trim().is_empty() {
+        return Err(CaseError::InvalidCommand {
+            reason: format!("{what} must not be empty"),
+        });
+    }
+    if text.len() > max {
+        return Err(CaseError::InvalidCommand {
+            reason: format!("{what} is longer than {max} bytes"),
+        });
+    }
+    Ok(())
+}
+
+impl<'a> Cx<'a> {
+    fn new(
+        def: &'a CaseDefinition,
+        state: CaseState,
+        principal: &'a Principal,
+        now: Timestamp,
+    ) -> Self {
+        let mut index = BTreeMap::new();
+        let mut deadlines: Vec<(Option<&'a ItemKey>, &'a Deadline)> =
+            def.deadlines.iter().map(|d| (None, d)).collect();
+        for e in def.plan_items() {
+            index.insert(e.item.key().as_str(), (e.item, e.parent));
+            for d in e.item.deadlines() {
+                deadlines.push((Some(e.item.key()), d));
+            }
+        }
+        Cx {
+            def,
+            index,
+            deadlines,
+            state,
+            principal,
+            now,
+            events: Vec::new(),
+            queue: VecDeque::new(),
+            queued: BTreeSet::new(),
+            case_exit_dirty: false,
+        }
+    }
+
+    // ------------------------------------------------------------ helpers
+
+    fn entry(&self, key: &str) -> Result<(PlanItem<'a>, Option<&'a ItemKey>), CaseError> {
+        self.index
+            .get(key)
+            .copied()
+            .ok_or_else(|| CaseError::UnknownItem {
+                item: key.to_string(),
+            })
+    }
+
+    fn inst(&self, id: InstanceId) -> Result<ItemInstance, CaseError> {
+        self.state
+            .item(id)
+            .cloned()
+            .ok_or_else(|| CaseError::InconsistentHistory {
+                event: "decide".into(),
+                reason: format!("no instance {id}"),
+            })
+    }
+
+    fn require(&self, action: String, roles: &[RoleKey]) -> Result<(), CaseError> {
+        if roles.iter().any(|r| self.principal.has_role(r.as_str())) {
+            Ok(())
+        } else {
+            Err(CaseError::Forbidden {
+                action,
+                needed: roles.to_vec(),
+            })
+        }
+    }
+
+    fn item_roles(&self, item: PlanItem<'_>) -> Vec<RoleKey> {
+        match item {
+            PlanItem::Activity(a) => roles_of(a),
+            _ => self.def.permissions.update_case_file.clone(),
+        }
+    }
+
+    fn with_close(&self, mut roles: Vec<RoleKey>) -> Vec<RoleKey> {
+        for r in &self.def.permissions.close {
+            if !roles.contains(r) {
+                roles.push(r.clone());
+            }
+        }
+        roles
+    }
+
+    fn require_active(&self) -> Result<(), CaseError> {
+        match self.state.status {
+            CaseStatus::Active => Ok(()),
+            CaseStatus::Suspended => Err(CaseError::CaseSuspended),
+            CaseStatus::NotOpened => Err(CaseError::NotOpened),
+            status => Err(CaseError::CaseClosed { status }),
+        }
+    }
+
+    fn require_running(&self) -> Result<(), CaseError> {
+        match self.state.status {
+            CaseStatus::Active | CaseStatus::Suspended => Ok(()),
+            CaseStatus::NotOpened => Err(CaseError::NotOpened),
+            status => Err(CaseError::CaseClosed { status }),
+        }
+    }
+
+    fn eval(&self, c: &Condition, owner: impl FnOnce() -> String) -> Result<bool, CaseError> {
+        let file = self.state.case_file_json();
+        let plan = self.state.plan_state();
+        c.evaluate(&Scope::case_file(&file).with_plan(&plan))
+            .map_err(|error| CaseError::RuleFailed {
+                owner: owner(),
+                error,
+            })
+    }
+
+    /// Checks a value a principal writes into a field.
+    fn check_write(
+        &self,
+        key: &FieldKey,
+        value: &serde_json::Value,
+        case_class: Classification,
+    ) -> Result<&'a FieldDef, CaseError> {
+        let fd = self
+            .def
+            .field(key.as_str())
+            .ok_or_else(|| CaseError::invalid_field(key.as_str(), "unknown field"))?;
+        let needed = fd.classification.unwrap_or_default().max(case_class);
+        if !self.principal.may_see(needed) {
+            return Err(CaseError::InsufficientClearance {
+                subject: field_display(key),
+                needed,
+                held: self.principal.clearance,
+            });
+        }
+        if value.is_null() {
+            if fd.required {
+                return Err(CaseError::invalid_field(
+                    key.as_str(),
+                    "the field is required and cannot be cleared",
+                ));
+            }
+        } else {
+            check_value(fd, value).map_err(|r| CaseError::invalid_field(key.as_str(), r))?;
+        }
+        Ok(fd)
+    }
+
+    /// Finds the instance a command means.
+    fn resolve(
+        &self,
+        r: &ItemRef,
+        allowed: &[ItemState],
+        action: &str,
+    ) -> Result<InstanceId, CaseError> {
+        self.entry(r.key.as_str())?;
+        if let Some(id) = r.instance {
+            let inst = self
+                .state
+                .item(id)
+                .filter(|i| i.key == r.key)
+                .ok_or_else(|| CaseError::UnknownInstance {
+                    item: r.key.clone(),
+                    instance: id,
+                })?;
+            if !allowed.contains(&inst.state) {
+                return Err(CaseError::IllegalTransition {
+                    item: r.key.clone(),
+                    from: inst.state,
+                    action: action.to_string(),
+                });
+            }
+            return Ok(id);
+        }
+        let all: Vec<&ItemInstance> = self.state.instances(r.key.as_str()).collect();
+        let ok: Vec<InstanceId> = all
+            .iter()
+            .filter(|i| allowed.contains(&i.state))
+            .map(|i| i.id)
+            .collect();
+        match (ok.as_slice(), all.last()) {
+            ([one], _) => Ok(*one),
+            ([], Some(latest)) => Err(CaseError::IllegalTransition {
+                item: r.key.clone(),
+                from: latest.state,
+                action: action.to_string(),
+            }),
+            ([], None) => Err(CaseError::ItemNotInPlan {
+                item: r.key.clone(),
+            }),
+            (many, _) => Err(CaseError::AmbiguousItem {
+                item: r.key.clone(),
+                instances: many.to_vec(),
+            }),
+        }
+    }
+
+    fn check_claim(&self, inst: &ItemInstance) -> Result<(), CaseError> {
+        match &inst.claimed_by {
+            Some(by) if by != &self.principal.subject => Err(CaseError::ClaimedByAnother {
+                item: inst.key.clone(),
+                claimed_by: by.clone(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn queue(&mut self, id: InstanceId) {
+        if self.queued.insert(id) {
+            self.queue.push_back(id);
+        }
+    }
+
+    fn descendants(&self, id: InstanceId) -> Vec<InstanceId> {
+        let mut set = BTreeSet::from([id]);
+        let mut out = Vec::new();
+        for i in &self.state.items {
+            if let Some(p) = i.parent {
+                if set.contains(&p) {
+                    set.insert(i.id);
+                    out.push(i.id);
+                }
+            }
+        }
+        out
+    }
+
+    fn parent_active(&self, parent: Option<InstanceId>) -> bool {
+        match parent {
+            None => self.state.status == CaseStatus::Active,
+            Some(p) => self
+                .state
+                .item(p)
+                .is_some_and(|i| i.state == ItemState::Active),
+        }
+    }
+
+    // ------------------------------------------------------------ emitting
+
+    fn emit(&mut self, event: CaseEvent) -> Result<(), CaseError> {
+        if self.events.len() >= CASCADE_LIMIT {
+            let last = match &event {
+                CaseEvent::PlanItemCreated { item, .. }
+                | CaseEvent::PlanItemActivated { item, .. }
+                | CaseEvent::PlanItemCompleted { item, .. }
+                | CaseEvent::PlanItemEnabled { item, .. } => item.to_string(),
+                other => other.type_name().to_string(),
+            };
+            return Err(CaseError::CascadeLimit {
+                limit: CASCADE_LIMIT,
+                last,
+            });
+        }
+        let occurred = self.state.apply_inner(self.def, &event)?;
+        self.events.push(event);
+        for occ in &occurred {
+            self.react(occ)?;
+        }
+        Ok(())
+    }
+
+    /// Queues the sentries an occurrence may fire, and runs deadline clocks.
+    fn react(&mut self, occ: &Occurred) -> Result<(), CaseError> {
+        let mut to_queue = Vec::new();
+        match occ {
+            Occurred::Changed(_) => {
+                for i in &self.state.items {
+                    if i.is_terminal() {
+                        continue;
+                    }
+                    if let Some((item, _)) = self.index.get(i.key.as_str()) {
+                        if !item.exit().is_empty() || (i.is_waiting() && !item.entry().is_empty()) {
+                            to_queue.push(i.id);
+                        }
+                    }
+                }
+                if !self.def.exit.is_empty() {
+                    self.case_exit_dirty = true;
+                }
+            }
+            Occurred::Completed(..) | Occurred::Terminated(..) | Occurred::Reached(..) => {
+                let listens = |s: &crate::definition::Sentry| {
+                    s.on.iter().any(|on| {
+                        matches!(
+                            (occ, on),
+                            (Occurred::Completed(k, _), crate::definition::OnPart::Completed(o))
+                                | (Occurred::Terminated(k, _), crate::definition::OnPart::Terminated(o))
+                                | (Occurred::Reached(k, _), crate::definition::OnPart::Reached(o))
+                                if k == o
+                        )
+                    })
+                };
+                for i in &self.state.items {
+                    if i.is_terminal() {
+                        continue;
+                    }
+                    if let Some((item, _)) = self.index.get(i.key.as_str()) {
+                        if item.entry().iter().chain(item.exit()).any(listens) {
+                            to_queue.push(i.id);
+                        }
+                    }
+                }
+                if self.def.exit.iter().any(listens) {
+                    self.case_exit_dirty = true;
+                }
+            }
+            _ => {}
+        }
+        for id in to_queue {
+            self.queue(id);
+        }
+        self.run_deadlines(occ)
+    }
+
+    fn run_deadlines(&mut self, occ: &Occurred) -> Result<(), CaseError> {
+        let mut out = Vec::new();
+        // Met or cancelled first: an occurrence ends clocks before it starts any.
+        for running in &self.state.deadlines {
+            let Some((owner, d)) = self
+                .deadlines
+                .iter()
+                .find(|(_, d)| d.key == running.deadline)
+            else {
+                continue;
+            };
+            let met = match (&d.until, owner) {
+                (Some(u), _) => occurrence_matches(u, occ),
+                (None, None) => *occ == Occurred::CaseEnded,
+                (None, Some(key)) => matches!(occ, Occurred::Completed(k, id)
+                    if k == *key && running.instance.is_none_or(|r| r == *id)),
+            };
+            let owner_ended = matches!(occ, Occurred::Terminated(_, id) | Occurred::Ended(id)
+                if running.instance == Some(*id));
+            if met {
+                out.push(CaseEvent::DeadlineMet {
+                    deadline: running.deadline.clone(),
+                    instance: running.instance,
+                });
+            } else if owner_ended || *occ == Occurred::CaseEnded {
+                out.push(CaseEvent::DeadlineCancelled {
+                    deadline: running.deadline.clone(),
+                    instance: running.instance,
+                });
+            }
+        }
+        for (owner, d) in self.deadlines.clone() {
+            let instance = match (&d.from, owner) {
+                (Some(from), _) => occurrence_matches(from, occ).then_some(None),
+                (None, None) => (*occ == Occurred::CaseOpened).then_some(None),
+                (None, Some(key)) => match occ {
+                    Occurred::Activated(k, id) if k == key => Some(Some(*id)),
+                    _ => None,
+                },
+            };
+            let Some(instance) = instance else { continue };
+            if self
+                .state
+                .deadlines
+                .iter()
+                .any(|r| r.deadline == d.key && r.instance == instance)
+            {
+                continue;
+            }
+            if let Some(c) = &d.condition {
+                if !self.eval(c, || format!("deadline '{}'", d.key))? {
+                    continue;
+                }
+            }
+            let due = match d.period() {
+                Some(SlaPeriod::Fixed(dur)) => {
+                    let micros = i64::try_from(dur.whole_microseconds()).unwrap_or(i64::MAX);
+                    DeadlineDue::At {
+                        due: Timestamp(self.now.0.saturating_add(micros)),
+                    }
+                }
+                Some(SlaPeriod::WorkingDays(days)) => DeadlineDue::WorkingDays {
+                    days,
+                    from: self.now,
+                },
+                None => continue,
+            };
+            out.push(CaseEvent::DeadlineSet {
+                deadline: d.key.clone(),
+                item: owner.cloned(),
+                instance,
+                due,
+            });
+        }
+        for e in out {
+            self.emit(e)?;
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ lifecycle
+
+    /// Creates an instance in `parent`; enters it at once when it has no entry
+    /// criteria. A repetition's new instance is not evaluated at creation, so
+    /// a condition-only sentry fires at most once per occurrence.
+    fn create(
+        &mut self,
+        key: &ItemKey,
+        parent: Option<InstanceId>,
+        discretionary: bool,
+        repetition: bool,
+    ) -> Result<InstanceId, CaseError> {
+        let (item, _) = self.entry(key.as_str())?;
+        let id = self.state.next_instance_id();
+        self.emit(CaseEvent::PlanItemCreated {
+            instance: id,
+            item: key.clone(),
+            parent,
+            discretionary,
+        })?;
+        if item.entry().is_empty() {
+            self.enter(id)?;
+            if !item.exit().is_empty() {
+                self.queue(id);
+            }
+        } else if !repetition {
+            self.queue(id);
+        }
+        Ok(id)
+    }
+
+    /// An entry criterion fired (or a person reached a milestone).
+    fn fire_entry(&mut self, id: InstanceId) -> Result<(), CaseError> {
+        let inst = self.inst(id)?;
+        let (item, _) = self.entry(inst.key.as_str())?;
+        if item.repeatable() && !item.entry().is_empty() && self.parent_active(inst.parent) {
+            self.create(&inst.key, inst.parent, inst.discretionary, true)?;
+        }
+        self.enter(id)
+    }
+
+    fn enter(&mut self, id: InstanceId) -> Result<(), CaseError> {
+        let inst = self.inst(id)?;
+        let (item, _) = self.entry(inst.key.as_str())?;
+        match item {
+            PlanItem::Milestone(_) => {
+                self.emit(CaseEvent::MilestoneReached {
+                    instance: id,
+                    item: inst.key.clone(),
+                })?;
+                Ok(())
+            }
+            _ if item.manual_activation() => self.emit(CaseEvent::PlanItemEnabled {
+                instance: id,
+                item: inst.key.clone(),
+            }),
+            _ => self.activate(id),
+        }
+    }
+
+    fn activate(&mut self, id: InstanceId) -> Result<(), CaseError> {
+        let inst = self.inst(id)?;
+        let (item, _) = self.entry(inst.key.as_str())?;
+        self.emit(CaseEvent::PlanItemActivated {
+            instance: id,
+            item: inst.key.clone(),
+        })?;
+        match item {
+            PlanItem::Stage(s) => {
+                for child in self.def.children(Some(s.key.as_str())) {
+                    if !child.item.discretionary() {
+                        self.create(child.item.key(), Some(id), false, false)?;
+                    }
+                }
+                let planned: Vec<ItemKey> = self
+                    .state
+                    .planned
+                    .iter()
+                    .filter(|p| p.stage.as_ref() == Some(&s.key))
+                    .map(|p| p.item.clone())
+                    .collect();
+                for key in planned {
+                    self.create(&key, Some(id), true, false)?;
+                }
+                Ok(())
+            }
+            PlanItem::Activity(a) if a.kind == ActivityKind::Automatic => self.run_automatic(id, a),
+            _ => Ok(()),
+        }
+    }
+
+    fn run_automatic(&mut self, id: InstanceId, a: &'a Activity) -> Result<(), CaseError> {
+        let file = self.state.case_file_json();
+        let plan = self.state.plan_state();
+        let scope = Scope::case_file(&file).with_plan(&plan);
+        let mut outputs = BTreeMap::new();
+        for (field, expr) in &a.set {
+            let value = expr
+                .evaluate(&scope)
+                .map_err(|error| CaseError::RuleFailed {
+                    owner: format!("set.{field} of '{}'", a.key),
+                    error,
+                })?;
+            let Some(value) = value.filter(|v| !v.is_null()) else {
+                continue;
+            };
+            let fd =
+                self.def
+                    .field(field.as_str())
+                    .ok_or_else(|| CaseError::AutomaticStepFailed {
+                        item: a.key.clone(),
+                        reason: format!("unknown field '{field}'"),
+                    })?;
+            check_value(fd, &value).map_err(|r| CaseError::AutomaticStepFailed {
+                item: a.key.clone(),
+                reason: format!("field '{field}': {r}"),
+            })?;
+            outputs.insert(field.clone(), value);
+        }
+        self.emit(CaseEvent::PlanItemCompleted {
+            instance: id,
+            item: a.key.clone(),
+            outputs,
+        })?;
+        self.after_complete(id)
+    }
+
+    /// Repetition without entry criteria: a new instance when one completes.
+    fn after_complete(&mut self, id: InstanceId) -> Result<(), CaseError> {
+        let inst = self.inst(id)?;
+        let (item, _) = self.entry(inst.key.as_str())?;
+        if item.repeatable()
+            && item.entry().is_empty()
+            && !inst.discretionary
+            && !matches!(item, PlanItem::Milestone(_))
+            && self.parent_active(inst.parent)
+        {
+            self.create(&inst.key, inst.parent, false, true)?;
+        }
+        Ok(())
+    }
+
+    /// Terminates an item and every non-terminal descendant (innermost first).
+    fn terminate(&mut self, id: InstanceId) -> Result<(), CaseError> {
+        let mut ids = self.descendants(id);
+        ids.reverse();
+        ids.push(id);
+        for d in ids {
+            let inst = self.inst(d)?;
+            if !inst.is_terminal() {
+                self.emit(CaseEvent::PlanItemTerminated {
+                    instance: d,
+                    item: inst.key,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn terminate_children(&mut self, parent: Option<InstanceId>) -> Result<(), CaseError> {
+        let ids: Vec<InstanceId> = self
+            .state
+            .children(parent)
+            .filter(|i| !i.is_terminal())
+            .map(|i| i.id)
+            .collect();
+        for id in ids {
+            self.terminate(id)?;
+        }
+        Ok(())
+    }
+
+    /// Why a container (a stage instance, or the case plan) cannot complete.
+    /// `by_person`: the rule for a person completing it; otherwise the
+    /// autocomplete rule given by `autocomplete`.
+    fn completion_blocker(
+        &self,
+        parent: Option<InstanceId>,
+        autocomplete: bool,
+        by_person: bool,
+    ) -> Option<String> {
+        let children: Vec<&ItemInstance> = self.state.children(parent).collect();
+        if let Some(c) = children
+            .iter()
+            .find(|c| matches!(c.state, ItemState::Active | ItemState::Suspended))
+        {
+            return Some(format!("'{}' is {}", c.key, c.state));
+        }
+        for c in &children {
+            let required = self
+                .index
+                .get(c.key.as_str())
+                .is_some_and(|(item, _)| item.required());
+            let first = children
+                .iter()
+                .filter(|o| o.key == c.key)
+                .map(|o| o.id)
+                .min()
+                == Some(c.id);
+            if required && first && !c.is_terminal() {
+                return Some(format!("required '{}' is {}", c.key, c.state));
+            }
+        }
+        if !by_person && !autocomplete {
+            if let Some(c) = children.iter().find(|c| !c.is_terminal()) {
+                return Some(format!("'{}' is {}", c.key, c.state));
+            }
+        }
+        None
+    }
+
+    fn complete_stage(&mut self, id: InstanceId) -> Result<(), CaseError> {
+        self.terminate_children(Some(id))?;
+        let inst = self.inst(id)?;
+        self.emit(CaseEvent::PlanItemCompleted {
+            instance: id,
+            item: inst.key,
+            outputs: BTreeMap::new(),
+        })?;
+        self.after_complete(id)
+    }
+
+    fn completable_stage(&self) -> Option<InstanceId> {
+        self.state.items.iter().rev().find_map(|i| {
+            if i.state != ItemState::Active {
+                return None;
+            }
+            match self.index.get(i.key.as_str()) {
+                Some((PlanItem::Stage(s), _)) => self
+                    .completion_blocker(Some(i.id), s.autocomplete, false)
+                    .is_none()
+                    .then_some(i.id),
+                _ => None,
+            }
+        })
+    }
+
+    fn case_exit_holds(&self) -> Result<bool, CaseError> {
+        for (j, s) in self.def.exit.iter().enumerate() {
+            let latched = self
+                .state
+                .case_exit_latches
+                .get(j)
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
+            if self.sentry_holds(s, latched, || format!("case exit[{j}]"))? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn sentry_holds(
+        &self,
+        s: &crate::definition::Sentry,
+        latched: &[bool],
+        owner: impl FnOnce() -> String,
+    ) -> Result<bool, CaseError> {
+        if s.on.is_empty() && s.condition.is_none() {
+            return Ok(false);
+        }
+        if latched.len() != s.on.len() || !latched.iter().all(|b| *b) {
+            return Ok(false);
+        }
+        match &s.condition {
+            None => Ok(true),
+            Some(c) => self.eval(c, owner),
+        }
+    }
+
+    fn evaluate(&mut self, id: InstanceId) -> Result<(), CaseError> {
+        let inst = self.inst(id)?;
+        if inst.is_terminal() {
+            return Ok(());
+        }
+        let (item, _) = self.entry(inst.key.as_str())?;
+        for (j, s) in item.exit().iter().enumerate() {
+            let latched = inst.exit_latches.get(j).map(Vec::as_slice).unwrap_or(&[]);
+            if self.sentry_holds(s, latched, || format!("exit[{j}] of '{}'", inst.key))? {
+                return self.terminate(id);
+            }
+        }
+        if inst.state == ItemState::Available {
+            for (j, s) in item.entry().iter().enumerate() {
+                let latched = inst.entry_latches.get(j).map(Vec::as_slice).unwrap_or(&[]);
+                if self.sentry_holds(s, latched, || format!("entry[{j}] of '{}'", inst.key))? {
+                    return self.fire_entry(id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the cascade to a fixpoint: sentries first, then stage
+    /// autocompletion (innermost first), then the case's completion, then its
+    /// exit criteria — so a command that both completes the case and fires
+    /// its exit criterion completes it.
+    fn run(&mut self) -> Result<(), CaseError> {
+        loop {
+            if self.state.status != CaseStatus::Active {
+                return Ok(());
+            }
+            if let Some(id) = self.queue.pop_front() {
+                self.queued.remove(&id);
+                self.evaluate(id)?;
+                continue;
+            }
+            if let Some(id) = self.completable_stage() {
+                self.complete_stage(id)?;
+                continue;
+            }
+            if self.state.reopened {
+                return Ok(());
+            }
+            if self
+                .completion_blocker(None, self.def.autocomplete, false)
+                .is_none()
+            {
+                self.terminate_children(None)?;
+                return self.emit(CaseEvent::CaseCompleted {});
+            }
+            if std::mem::take(&mut self.case_exit_dirty) {
+                if self.case_exit_holds()? {
+                    self.terminate_children(None)?;
+                    self.emit(CaseEvent::CaseTerminated {})?;
+                }
+                continue;
+            }
+            return Ok(());
+        }
+    }
+
+    // ------------------------------------------------------------ commands
+
+    fn command(&mut self, command: CaseCommand) -> Result<(), CaseError> {
+        if let CaseCommand::Open {
+            case_file,
+            classification,
+        } = command
+        {
+            return self.open(case_file, classification);
+        }
+        self.guard()?;
+        let def = self.def;
+        let p = &def.permissions;
+        match command {
+            CaseCommand::Open { .. } => Err(CaseError::AlreadyOpened),
+            CaseCommand::UpdateCaseFile { changes } => {
+                self.require("update the case file".into(), &p.update_case_file)?;
+                self.require_active()?;
+                if changes.is_empty() {
+                    return Err(CaseError::InvalidCommand {
+                        reason: "no fields to update".into(),
+                    });
+                }
+                let mut changed = BTreeMap::new();
+                for (k, v) in changes {
+                    self.check_write(&k, &v, self.state.classification)?;
+                    let current = self.state.case_file.get(&k);
+                    let same = match current {
+                        None => v.is_null(),
+                        Some(c) => *c == v,
+                    };
+                    if !same {
+                        changed.insert(k, v);
+                    }
+                }
+                if changed.is_empty() {
+                    return Ok(());
+                }
+                self.emit(CaseEvent::CaseFileUpdated { changes: changed })
+            }
+            CaseCommand::Start { item } => self.start(&item),
+            CaseCommand::Claim { item } => self.claim(&item, None),
+            CaseCommand::Assign { item, assignee } => self.claim(&item, Some(assignee)),
+            CaseCommand::Complete { item, outputs } => self.complete(&item, outputs),
+            CaseCommand::Fail { item, reason } => self.fail(&item, reason),
+            CaseCommand::Terminate { item } => {
+                let (def_item, _) = self.entry(item.key.as_str())?;
+                let roles = self.with_close(self.item_roles(def_item));
+                self.require(format!("terminate {}", item.key), &roles)?;
+                self.require_active()?;
+                let id = self.resolve(
+                    &item,
+                    &[
+                        ItemState::Available,
+                        ItemState::Enabled,
+                        ItemState::Active,
+                        ItemState::Suspended,
+                    ],
+                    "terminate",
+                )?;
+                self.terminate(id)
+            }
+            CaseCommand::Disable { item } => {
+                let (def_item, _) = self.entry(item.key.as_str())?;
+                self.require(format!("disable {}", item.key), &self.item_roles(def_item))?;
+                self.require_active()?;
+                let id = self.resolve(&item, &[ItemState::Enabled], "disable")?;
+                self.emit(CaseEvent::PlanItemDisabled {
+                    instance: id,
+                    item: item.key.clone(),
+                })
+            }
+            CaseCommand::SuspendItem { item } => self.suspend_item(&item),
+            CaseCommand::ResumeItem { item } => self.resume_item(&item),
+            CaseCommand::AddDiscretionary { item, stage } => self.add_discretionary(&item, stage),
+            CaseCommand::ReachMilestone { item } => {
+                let (def_item, _) = self.entry(item.key.as_str())?;
+                if !matches!(def_item, PlanItem::Milestone(_)) {
+                    return Err(CaseError::WrongItemKind {
+                        item: item.key.clone(),
+                        kind: def_item.kind_name().into(),
+                        action: "reach".into(),
+                    });
+                }
+                self.require(format!("reach {}", item.key), &p.update_case_file)?;
+                self.require_active()?;
+                let id = self.resolve(&item, &[ItemState::Available], "reach")?;
+                self.fire_entry(id)
+            }
+            CaseCommand::LinkEntity { entity, role } => self.link(entity, role),
+            CaseCommand::AddNote { text } => {
+                self.require("add a note".into(), &p.add_note)?;
+                self.require_running()?;
+                check_text("a note", &text, MAX_NOTE_LEN)?;
+                self.emit(CaseEvent::NoteAdded {
+                    text,
+                    by: self.principal.subject.clone(),
+                    at: self.now,
+                })
+            }
+            CaseCommand::Suspend => {
+                self.require("suspend the case".into(), &p.suspend)?;
+                self.require_active()?;
+                let ids: Vec<(InstanceId, ItemKey)> = self
+                    .state
+                    .items
+                    .iter()
+                    .filter(|i| !i.is_terminal() && i.state != ItemState::Suspended)
+                    .map(|i| (i.id, i.key.clone()))
+                    .collect();
+                for (id, key) in ids {
+                    self.emit(CaseEvent::PlanItemSuspended {
+                        instance: id,
+                        item: key,
+                        by: SuspendedBy::Case,
+                    })?;
+                }
+                self.emit(CaseEvent::CaseSuspended {})
+            }
+            CaseCommand::Resume => {
+                self.require("resume the case".into(), &p.resume)?;
+                if self.state.status != CaseStatus::Suspended {
+                    return Err(CaseError::IllegalCaseTransition {
+                        from: self.state.status,
+                        action: "resume".into(),
+                    });
+                }
+                self.emit(CaseEvent::CaseResumed {})?;
+                self.resume_where(|i| i.suspended_by == Some(SuspendedBy::Case))?;
+                self.case_exit_dirty = !self.def.exit.is_empty();
+                Ok(())
+            }
+            CaseCommand::CompleteCase => {
+                self.require("complete the case".into(), &p.close)?;
+                self.require_active()?;
+                if let Some(reason) = self.completion_blocker(None, self.def.autocomplete, true) {
+                    return Err(CaseError::NotCompletable {
+                        item: "the case".into(),
+                        reason,
+                    });
+                }
+                self.terminate_children(None)?;
+                self.emit(CaseEvent::CaseCompleted {})
+            }
+            CaseCommand::Close { reason } => {
+                self.require("close the case".into(), &p.close)?;
+                if let Some(r) = &reason {
+                    check_text("a reason", r, MAX_NOTE_LEN)?;
+                }
+                match self.state.status {
+                    CaseStatus::Active | CaseStatus::Suspended => {
+                        self.terminate_children(None)?;
+                    }
+                    CaseStatus::Completed | CaseStatus::Terminated => {}
+                    from => {
+                        return Err(CaseError::IllegalCaseTransition {
+                            from,
+                            action: "close".into(),
+                        })
+                    }
+                }
+                self.emit(CaseEvent::CaseClosed { reason })
+            }
+            CaseCommand::Reopen { reason } => {
+                self.require("reopen the case".into(), &p.reopen)?;
+                if let Some(r) = &reason {
+                    check_text("a reason", r, MAX_NOTE_LEN)?;
+                }
+                if !self.state.status.is_ended() {
+                    return Err(CaseError::IllegalCaseTransition {
+                        from: self.state.status,
+                        action: "reopen".into(),
+                    });
+                }
+                self.emit(CaseEvent::CaseReopened { reason })
+            }
+        }
+    }
+
+    /// Tenant, definition and clearance checks for every command but `Open`.
+    fn guard(&self) -> Result<(), CaseError> {
+        if self.state.status == CaseStatus::NotOpened {
+            return Err(CaseError::NotOpened);
+        }
+        if self.state.tenant.as_ref() != Some(&self.principal.tenant) {
+            return Err(CaseError::WrongTenant {
+                tenant: self.principal.tenant.clone(),
+            });
+        }
+        if let Some(d) = &self.state.definition {
+            if d.key != self.def.key || d.version != self.def.version {
+                return Err(CaseError::DefinitionMismatch {
+                    expected: d.to_string(),
+                    found: format!("{} v{}", self.def.key, self.def.version),
+                });
+            }
+        }
+        if !self.principal.may_see(self.state.classification) {
+            return Err(CaseError::InsufficientClearance {
+                subject: "the case".into(),
+                needed: self.state.classification,
+                held: self.principal.clearance,
+            });
+        }
+        Ok(())
+    }
+
+    fn open(
+        &mut self,
+        case_file: BTreeMap<FieldKey, serde_json::Value>,
+        classification: Option<Classification>,
+    ) -> Result<(), CaseError> {
+        if self.state.status != CaseStatus::NotOpened {
+            return Err(CaseError::AlreadyOpened);
+        }
+        self.require(
+            format!("open a {} case", self.def.key),
+            &self.def.permissions.open,
+        )?;
+        let class = classification.unwrap_or(self.def.default_classification);
+        if class < self.def.default_classification {
+            return Err(CaseError::InvalidCommand {
+                reason: format!(
+                    "a {} case is at least {}; {class} is below it",
+                    self.def.key, self.def.default_classification
+                ),
+            });
+        }
+        if !self.principal.may_see(class) {
+            return Err(CaseError::InsufficientClearance {
+                subject: "the case".into(),
+                needed: class,
+                held: self.principal.clearance,
+            });
+        }
+        let mut file = BTreeMap::new();
+        for (k, v) in case_file {
+            self.check_write(&k, &v, class)?;
+            if !v.is_null() {
+                file.insert(k, v);
+            }
+        }
+        if let Some(missing) = self
+            .def
+            .fields
+            .iter()
+            .find(|f| f.required && !file.contains_key(&f.key))
+        {
+            return Err(CaseError::invalid_field(
+                missing.key.as_str(),
+                "required when the case is opened",
+            ));
+        }
+        self.emit(CaseEvent::CaseOpened {
+            tenant: self.principal.tenant.clone(),
+            definition: DefinitionRef {
+                key: self.def.key.clone(),
+                version: self.def.version,
+                fingerprint: self.def.fingerprint(),
+            },
+            case_file: file,
+            classification: class,
+            opened_at: self.now,
+        })?;
+        for child in self.def.children(None) {
+            if !child.item.discretionary() {
+                self.create(child.item.key(), None, false, false)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn start(&mut self, r: &ItemRef) -> Result<(), CaseError> {
+        let (item, _) = self.entry(r.key.as_str())?;
+        if matches!(item, PlanItem::Milestone(_)) {
+            return Err(CaseError::WrongItemKind {
+                item: r.key.clone(),
+                kind: "milestone".into(),
+                action: "start".into(),
+            });
+        }
+        self.require(format!("start {}", r.key), &self.item_roles(item))?;
+        self.require_active()?;
+        let id = self.resolve(r, &[ItemState::Enabled], "start")?;
+        self.check_claim(&self.inst(id)?)?;
+        self.activate(id)
+    }
+
+    fn claim(&mut self, r: &ItemRef, assignee: Option<String>) -> Result<(), CaseError> {
+        let (item, _) = self.entry(r.key.as_str())?;
+        let PlanItem::Activity(a) = item else {
+            return Err(CaseError::WrongItemKind {
+                item: r.key.clone(),
+                kind: item.kind_name().into(),
+                action: if assignee.is_some() {
+                    "assign"
+                } else {
+                    "claim"
+                }
+                .into(),
+            });
+        };
+        let allowed = [ItemState::Enabled, ItemState::Active];
+        match assignee {
+            None => {
+                self.require(format!("claim {}", r.key), &roles_of(a))?;
+                self.require_active()?;
+                let id = self.resolve(r, &allowed, "claim")?;
+                let inst = self.inst(id)?;
+                self.check_claim(&inst)?;
+                if inst.claimed_by.as_deref() == Some(self.principal.subject.as_str()) {
+                    return Ok(());
+                }
+                self.emit(CaseEvent::ActivityClaimed {
+                    instance: id,
+                    item: r.key.clone(),
+                    by: self.principal.subject.clone(),
+                })
+            }
+            Some(assignee) => {
+                self.require(format!("assign {}", r.key), &self.with_close(roles_of(a)))?;
+                self.require_active()?;
+                check_text("an assignee", &assignee, MAX_ID_LEN)?;
+                let id = self.resolve(r, &allowed, "assign")?;
+                self.emit(CaseEvent::ActivityAssigned {
+                    instance: id,
+                    item: r.key.clone(),
+                    assignee,
+                    by: self.principal.subject.clone(),
+                })
+            }
+        }
+    }
+
+    fn complete(
+        &mut self,
+        r: &ItemRef,
+        outputs: BTreeMap<String, serde_json::Value>,
+    ) -> Result<(), CaseError> {
+        let (item, _) = self.entry(r.key.as_str())?;
+        match item {
+            PlanItem::Milestone(_) => Err(CaseError::WrongItemKind {
+                item: r.key.clone(),
+                kind: "milestone".into(),
+                action: "complete (use reach)".into(),
+            }),
+            PlanItem::Stage(s) => {
+                self.require(format!("complete {}", r.key), &self.item_roles(item))?;
+                self.require_active()?;
+                if !outputs.is_empty() {
+                    return Err(CaseError::InvalidCommand {
+                        reason: "a stage has no outputs".into(),
+                    });
+                }
+                let id = self.resolve(r, &[ItemState::Active], "complete")?;
+                if let Some(reason) = self.completion_blocker(Some(id), s.autocomplete, true) {
+                    return Err(CaseError::NotCompletable {
+                        item: format!("stage '{}'", r.key),
+                        reason,
+                    });
+                }
+                self.complete_stage(id)
+            }
+            PlanItem::Activity(a) => {
+                self.require(format!("complete {}", r.key), &roles_of(a))?;
+                self.require_active()?;
+                if a.kind == ActivityKind::Automatic {
+                    return Err(CaseError::WrongItemKind {
+                        item: r.key.clone(),
+                        kind: "automatic step".into(),
+                        action: "complete (it completes by itself)".into(),
+                    });
+                }
+                let id = self.resolve(r, &[ItemState::Active], "complete")?;
+                self.check_claim(&self.inst(id)?)?;
+                let mapped = self.map_outputs(a, outputs)?;
+                self.emit(CaseEvent::PlanItemCompleted {
+                    instance: id,
+                    item: r.key.clone(),
+                    outputs: mapped,
+                })?;
+                self.after_complete(id)
+            }
+        }
+    }
+
+    /// Checks a completion's outputs against the task's form or the service
+    /// task's output mapping, and maps them to case-file fields.
+    fn map_outputs(
+        &self,
+        a: &Activity,
+        outputs: BTreeMap<String, serde_json::Value>,
+    ) -> Result<BTreeMap<FieldKey, serde_json::Value>, CaseError> {
+        let mut mapped = BTreeMap::new();
+        match a.kind {
+            ActivityKind::HumanTask => {
+                for (k, v) in outputs {
+                    let form = a
+                        .form
+                        .iter()
+                        .find(|f| f.field == k.as_str())
+                        .ok_or_else(|| {
+                            CaseError::invalid_field(&k, format!("not on the form of '{}'", a.key))
+                        })?;
+                    if form.read_only {
+                        return Err(CaseError::invalid_field(
+                            &k,
+                            format!("read-only on the form of '{}'", a.key),
+                        ));
+                    }
+                    let key = FieldKey::new(k);
+                    self.check_write(&key, &v, self.state.classification)?;
+                    mapped.insert(key, v);
+                }
+                for f in a.form.iter().filter(|f| f.required) {
+                    let present = match mapped.get(&f.field) {
+                        Some(v) => !v.is_null(),
+                        None => self.state.case_file.contains_key(&f.field),
+                    };
+                    if !present {
+                        return Err(CaseError::invalid_field(
+                            f.field.as_str(),
+                            format!("required by the form of '{}'", a.key),
+                        ));
+                    }
+                }
+            }
+            ActivityKind::ServiceTask => {
+                for (k, v) in outputs {
+                    let target = a.output.get(k.as_str()).ok_or_else(|| {
+                        CaseError::invalid_field(
+                            &k,
+                            format!("not a result '{}' maps into the case file", a.key),
+                        )
+                    })?;
+                    if v.is_null() {
+                        continue;
+                    }
+                    self.check_write(target, &v, self.state.classification)?;
+                    mapped.insert(target.clone(), v);
+                }
+            }
+            ActivityKind::Automatic => {}
+        }
+        Ok(mapped)
+    }
+
+    fn fail(&mut self, r: &ItemRef, reason: String) -> Result<(), CaseError> {
+        let (item, _) = self.entry(r.key.as_str())?;
+        let PlanItem::Activity(a) = item else {
+            return Err(CaseError::WrongItemKind {
+                item: r.key.clone(),
+                kind: item.kind_name().into(),
+                action: "fail".into(),
+            });
+        };
+        self.require(format!("fail {}", r.key), &roles_of(a))?;
+        self.require_active()?;
+        check_text("a failure reason", &reason, MAX_NOTE_LEN)?;
+        let id = self.resolve(r, &[ItemState::Active], "fail")?;
+        self.emit(CaseEvent::PlanItemFailed {
+            instance: id,
+            item: r.key.clone(),
+            reason,
+        })
+    }
+
+    fn suspend_item(&mut self, r: &ItemRef) -> Result<(), CaseError> {
+        let (item, _) = self.entry(r.key.as_str())?;
+        if matches!(item, PlanItem::Milestone(_)) {
+            return Err(CaseError::WrongItemKind {
+                item: r.key.clone(),
+                kind: "milestone".into(),
+                action: "suspend".into(),
+            });
+        }
+        self.require(format!("suspend {}", r.key), &self.def.permissions.suspend)?;
+        self.require_active()?;
+        let id = self.resolve(
+            r,
+            &[ItemState::Available, ItemState::Enabled, ItemState::Active],
+            "suspend",
+        )?;
+        self.emit(CaseEvent::PlanItemSuspended {
+            instance: id,
+            item: r.key.clone(),
+            by: SuspendedBy::Command,
+        })?;
+        for d in self.descendants(id) {
+            let inst = self.inst(d)?;
+            if !inst.is_terminal() && inst.state != ItemState::Suspended {
+                self.emit(CaseEvent::PlanItemSuspended {
+                    instance: d,
+                    item: inst.key,
+                    by: SuspendedBy::Stage { instance: id },
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn resume_item(&mut self, r: &ItemRef) -> Result<(), CaseError> {
+        self.entry(r.key.as_str())?;
+        self.require(format!("resume {}", r.key), &self.def.permissions.resume)?;
+        self.require_active()?;
+        let id = self.resolve(r, &[ItemState::Suspended], "resume")?;
+        let inst = self.inst(id)?;
+        if inst.suspended_by != Some(SuspendedBy::Command) {
+            return Err(CaseError::InvalidCommand {
+                reason: format!(
+                    "'{}' was suspended with its stage; resume the stage instead",
+                    r.key
+                ),
+            });
+        }
+        self.resume_where(|i| i.id == id)?;
+        self.resume_where(|i| i.suspended_by == Some(SuspendedBy::Stage { instance: id }))
+    }
+
+    /// Resumes every suspended instance matching `which` to its previous
+    /// state, and queues its sentries (a sentry that targeted it while it was
+    /// suspended takes effect now).
+    fn resume_where(&mut self, which: impl Fn(&ItemInstance) -> bool) -> Result<(), CaseError> {
+        let ids: Vec<(InstanceId, ItemKey, ItemState)> = self
+            .state
+            .items
+            .iter()
+            .filter(|i| i.state == ItemState::Suspended && which(i))
+            .map(|i| (i.id, i.key.clone(), i.previous.unwrap_or(ItemState::Active)))
+            .collect();
+        for (id, key, restored) in ids {
+            self.emit(CaseEvent::PlanItemResumed {
+                instance: id,
+                item: key,
+                restored,
+            })?;
+            self.queue(id);
+        }
+        Ok(())
+    }
+
+    fn add_discretionary(
+        &mut self,
+        key: &ItemKey,
+        stage: Option<ItemKey>,
+    ) -> Result<(), CaseError> {
+        let (item, parent) = self.entry(key.as_str())?;
+        if !item.discretionary() {
+            return Err(CaseError::NotDiscretionary { item: key.clone() });
+        }
+        let (applicability, planners) = match item {
+            PlanItem::Activity(a) => (a.applicability.as_ref(), a.planners.as_slice()),
+            PlanItem::Stage(s) => (s.applicability.as_ref(), s.planners.as_slice()),
+            PlanItem::Milestone(_) => (None, &[][..]),
+        };
+        let needed: Vec<RoleKey> = if planners.is_empty() {
+            self.def.permissions.add_discretionary.clone()
+        } else {
+            self.def
+                .permissions
+                .add_discretionary
+                .iter()
+                .filter(|r| planners.contains(r))
+                .cloned()
+                .collect()
+        };
+        self.require(format!("plan {key}"), &needed)?;
+        self.require_active()?;
+        if let Some(s) = &stage {
+            if Some(s) != parent {
+                return Err(CaseError::InvalidCommand {
+                    reason: match parent {
+                        Some(p) => format!("'{key}' is planned into stage '{p}', not '{s}'"),
+                        None => format!("'{key}' is planned into the case plan, not '{s}'"),
+                    },
+                });
+            }
+        }
+        if let Some(c) = applicability {
+            if !self.eval(c, || format!("applicability of '{key}'"))? {
+                return Err(CaseError::NotApplicable {
+                    item: key.clone(),
+                    condition: c.source().to_string(),
+                });
+            }
+        }
+        // Where it goes: the case plan, the stage's active instance, or
+        // pending until the stage activates.
+        let target: Option<Option<InstanceId>> = match parent {
+            None => Some(None),
+            Some(stage_key) => match self.state.latest(stage_key.as_str()) {
+                Some(s) if s.state == ItemState::Active => Some(Some(s.id)),
+                Some(s) if s.state == ItemState::Suspended => {
+                    return Err(CaseError::IllegalTransition {
+                        item: stage_key.clone(),
+                        from: s.state,
+                        action: format!("plan '{key}' into"),
+                    })
+                }
+                Some(s)
+                    if s.is_terminal()
+                        && !self
+                            .index
+                            .get(stage_key.as_str())
+                            .is_some_and(|(i, _)| i.repeatable()) =>
+                {
+                    return Err(CaseError::IllegalTransition {
+                        item: stage_key.clone(),
+                        from: s.state,
+                        action: format!("plan '{key}' into"),
+                    })
+                }
+                _ => None,
+            },
+        };
+        if !item.repeatable() {
+            let pending = self.state.planned.iter().any(|p| &p.item == key);
+            let existing = match target {
+                Some(parent_id) => self.state.children(parent_id).any(|i| &i.key == key),
+                None => false,
+            };
+            if pending || existing {
+                return Err(CaseError::AlreadyPlanned { item: key.clone() });
+            }
+        }
+        self.emit(CaseEvent::DiscretionaryItemPlanned {
+            item: key.clone(),
+            stage: parent.cloned(),
+            by: self.principal.subject.clone(),
+        })?;
+        if let Some(parent_id) = target {
+            self.create(key, parent_id, true, false)?;
+        }
+        Ok(())
+    }
+
+    fn link(&mut self, entity: PoleRef, role: EntityRole) -> Result<(), CaseError> {
+        self.require("link an entity".into(), &self.def.permissions.link_entity)?;
+        self.require_running()?;
+        check_text("an entity id", &entity.id, MAX_ID_LEN)?;
+        if let EntityRole::Other(name) = &role {
+            crate::definition::check_identifier(name)
+                .map_err(|reason| CaseError::InvalidCommand { reason })?;
+        }
+        if let Some(kind) = role.required_kind() {
+            if kind != entity.kind {
+                return Err(CaseError::InvalidCommand {
+                    reason: format!(
+                        "the role {role:?} needs a {kind:?} entity, not a {:?}",
+                        entity.kind
+                    ),
+                });
+            }
+        }
+        if self
+            .state
+            .entities
+            .iter()
+            .any(|l| l.entity == entity && l.role == role)
+        {
+            return Ok(());
+        }
+        self.emit(CaseEvent::EntityLinked {
+            entity,
+            role,
+            by: self.principal.subject.clone(),
+        })
+    }
+}

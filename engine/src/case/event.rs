@@ -1,0 +1,374 @@
+//! Case events: every fact about a case, one variant per fact.
+//!
+//! Events are what the log stores; [`super::CaseState::apply`] folds them into
+//! state. A command's events include every transition its cascade caused, so
+//! replaying them reproduces the state exactly.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::definition::{CaseTypeKey, DeadlineKey, FieldKey, Fingerprint, ItemKey};
+use crate::log::codec::DomainEvent;
+use crate::log::{TenantId, Timestamp};
+use crate::rules::ItemState;
+use crate::security::Classification;
+
+use super::state::InstanceId;
+
+/// Which definition version a case runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DefinitionRef {
+    /// The case type.
+    pub key: CaseTypeKey,
+    /// The definition version.
+    pub version: u32,
+    /// The definition's content hash.
+    pub fingerprint: Fingerprint,
+}
+
+impl fmt::Display for DefinitionRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} v{}", self.key, self.version)
+    }
+}
+
+/// When a deadline falls due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeadlineDue {
+    /// A fixed instant (the clock start plus a fixed period).
+    At {
+        /// The due instant.
+        due: Timestamp,
+    },
+    /// A number of working days from a start; the tenant calendar (held by
+    /// the orchestration layer) turns it into an instant.
+    WorkingDays {
+        /// Working days allowed.
+        days: u32,
+        /// When the clock started.
+        from: Timestamp,
+    },
+}
+
+/// Why an item was suspended (and so what resumes it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SuspendedBy {
+    /// A person suspended this item.
+    Command,
+    /// Its enclosing stage (this instance) was suspended.
+    Stage {
+        /// The stage instance.
+        instance: InstanceId,
+    },
+    /// The case was suspended.
+    Case,
+}
+
+/// The POLE entity kinds a case links to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PoleKind {
+    /// A person.
+    Person,
+    /// An object (property, vehicle, weapon...).
+    Object,
+    /// A location.
+    Location,
+    /// An event (another incident).
+    Event,
+}
+
+/// A reference to a POLE entity held elsewhere (the entity store).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PoleRef {
+    /// What kind of entity.
+    pub kind: PoleKind,
+    /// Its id in the entity store.
+    pub id: String,
+}
+
+/// The role an entity plays in a case.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntityRole {
+    /// A person harmed (person).
+    Victim,
+    /// A person who saw or knows something (person).
+    Witness,
+    /// A person suspected of the offence (person).
+    Suspect,
+    /// The person who reported the matter (person).
+    ReportingPerson,
+    /// The officer responsible for the investigation (person).
+    OfficerInCase,
+    /// The person who is missing (person).
+    MissingPerson,
+    /// Where it happened (location).
+    Scene,
+    /// Property stolen, damaged or recovered (object).
+    Property,
+    /// Any other role, named by an identifier.
+    Other(String),
+}
+
+impl EntityRole {
+    /// The entity kind the role requires, if it requires one.
+    pub fn required_kind(&self) -> Option<PoleKind> {
+        match self {
+            EntityRole::Victim
+            | EntityRole::Witness
+            | EntityRole::Suspect
+            | EntityRole::ReportingPerson
+            | EntityRole::OfficerInCase
+            | EntityRole::MissingPerson => Some(PoleKind::Person),
+            EntityRole::Scene => Some(PoleKind::Location),
+            EntityRole::Property => Some(PoleKind::Object),
+            EntityRole::Other(_) => None,
+        }
+    }
+}
+
+/// Every fact about a case.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CaseEvent {
+    /// The case was opened.
+    CaseOpened {
+        /// The owning tenant.
+        tenant: TenantId,
+        /// The definition version the case runs for its whole life.
+        definition: DefinitionRef,
+        /// The initial case file.
+        case_file: BTreeMap<FieldKey, serde_json::Value>,
+        /// The case's classification.
+        classification: Classification,
+        /// When it was opened.
+        opened_at: Timestamp,
+    },
+    /// Case-file fields were changed outside a task (only changed values;
+    /// `null` clears a field).
+    CaseFileUpdated {
+        /// The new values.
+        changes: BTreeMap<FieldKey, serde_json::Value>,
+    },
+    /// A plan item instance was created, *available*.
+    PlanItemCreated {
+        /// The new instance.
+        instance: InstanceId,
+        /// Its definition key.
+        item: ItemKey,
+        /// Its enclosing stage instance (`None`: the case plan).
+        parent: Option<InstanceId>,
+        /// Whether a caseworker planned it.
+        discretionary: bool,
+    },
+    /// Entered an item with manual activation: *enabled*.
+    PlanItemEnabled {
+        /// The instance.
+        instance: InstanceId,
+        /// Its key.
+        item: ItemKey,
+    },
+    /// The item became *active*.
+    PlanItemActivated {
+        /// The instance.
+        instance: InstanceId,
+        /// Its key.
+        item: ItemKey,
+    },
+    /// The item *completed*; `outputs` are written to the case file (a
+    /// task's form values, a service's mapped results, an automatic step's `set`).
+    PlanItemCompleted {
+        /// The instance.
+        instance: InstanceId,
+        /// Its key.
+        item: ItemKey,
+        /// Case-file values the completion writes.
+        outputs: BTreeMap<FieldKey, serde_json::Value>,
+    },
+    /// The item was *terminated* (exit criterion, container end, person).
+    PlanItemTerminated {
+        /// The instance.
+        instance: InstanceId,
+        /// Its key.
+        item: ItemKey,
+    },
+    /// The item *failed* (e.g. a service invocation failed).
+    PlanItemFailed {
+        /// The instance.
+        instance: InstanceId,
+        /// Its key.
+        item: ItemKey,
+        /// Why.
+        reason: String,
+    },
+    /// The item was *suspended*.
+    PlanItemSuspended {
+        /// The instance.
+        instance: InstanceId,
+        /// Its key.
+        item: ItemKey,
+        /// What suspended it.
+        by: SuspendedBy,
+    },
+    /// The item was resumed to the state it had before suspension.
+    PlanItemResumed {
+        /// The instance.
+        instance: InstanceId,
+        /// Its key.
+        item: ItemKey,
+        /// The state it returns to.
+        restored: ItemState,
+    },
+    /// A person chose not to do an enabled item: *disabled*.
+    PlanItemDisabled {
+        /// The instance.
+        instance: InstanceId,
+        /// Its key.
+        item: ItemKey,
+    },
+    /// A milestone was reached.
+    MilestoneReached {
+        /// The instance.
+        instance: InstanceId,
+        /// Its key.
+        item: ItemKey,
+    },
+    /// A person claimed an activity.
+    ActivityClaimed {
+        /// The instance.
+        instance: InstanceId,
+        /// Its key.
+        item: ItemKey,
+        /// Who claimed it.
+        by: String,
+    },
+    /// An activity was assigned to someone.
+    ActivityAssigned {
+        /// The instance.
+        instance: InstanceId,
+        /// Its key.
+        item: ItemKey,
+        /// Who it is assigned to.
+        assignee: String,
+        /// Who assigned it.
+        by: String,
+    },
+    /// A caseworker planned a discretionary item; it materialises (a
+    /// `PlanItemCreated`) when its stage is active.
+    DiscretionaryItemPlanned {
+        /// The item.
+        item: ItemKey,
+        /// The stage it goes into (`None`: the case plan).
+        stage: Option<ItemKey>,
+        /// Who planned it.
+        by: String,
+    },
+    /// A POLE entity was linked to the case.
+    EntityLinked {
+        /// The entity.
+        entity: PoleRef,
+        /// Its role.
+        role: EntityRole,
+        /// Who linked it.
+        by: String,
+    },
+    /// A note was added.
+    NoteAdded {
+        /// The text.
+        text: String,
+        /// The author.
+        by: String,
+        /// When.
+        at: Timestamp,
+    },
+    /// The case was suspended.
+    CaseSuspended {},
+    /// The case was resumed.
+    CaseResumed {},
+    /// The case completed (autocomplete or a person).
+    CaseCompleted {},
+    /// A case exit criterion ended the case.
+    CaseTerminated {},
+    /// The case was closed.
+    CaseClosed {
+        /// Why, if given.
+        reason: Option<String>,
+    },
+    /// The case was reopened.
+    CaseReopened {
+        /// Why, if given.
+        reason: Option<String>,
+    },
+    /// An SLA clock started.
+    DeadlineSet {
+        /// The deadline.
+        deadline: DeadlineKey,
+        /// Its owning item, for an item deadline.
+        item: Option<ItemKey>,
+        /// The owning instance, for a deadline measured from the owner's activation.
+        instance: Option<InstanceId>,
+        /// When it falls due.
+        due: DeadlineDue,
+    },
+    /// A deadline was met (its `until` occurred).
+    DeadlineMet {
+        /// The deadline.
+        deadline: DeadlineKey,
+        /// The owning instance, as set.
+        instance: Option<InstanceId>,
+    },
+    /// A deadline stopped running without being met (its owner ended).
+    DeadlineCancelled {
+        /// The deadline.
+        deadline: DeadlineKey,
+        /// The owning instance, as set.
+        instance: Option<InstanceId>,
+    },
+}
+
+impl CaseEvent {
+    /// The event's type name as stored in the log, e.g. `CaseOpened`.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            CaseEvent::CaseOpened { .. } => "CaseOpened",
+            CaseEvent::CaseFileUpdated { .. } => "CaseFileUpdated",
+            CaseEvent::PlanItemCreated { .. } => "PlanItemCreated",
+            CaseEvent::PlanItemEnabled { .. } => "PlanItemEnabled",
+            CaseEvent::PlanItemActivated { .. } => "PlanItemActivated",
+            CaseEvent::PlanItemCompleted { .. } => "PlanItemCompleted",
+            CaseEvent::PlanItemTerminated { .. } => "PlanItemTerminated",
+            CaseEvent::PlanItemFailed { .. } => "PlanItemFailed",
+            CaseEvent::PlanItemSuspended { .. } => "PlanItemSuspended",
+            CaseEvent::PlanItemResumed { .. } => "PlanItemResumed",
+            CaseEvent::PlanItemDisabled { .. } => "PlanItemDisabled",
+            CaseEvent::MilestoneReached { .. } => "MilestoneReached",
+            CaseEvent::ActivityClaimed { .. } => "ActivityClaimed",
+            CaseEvent::ActivityAssigned { .. } => "ActivityAssigned",
+            CaseEvent::DiscretionaryItemPlanned { .. } => "DiscretionaryItemPlanned",
+            CaseEvent::EntityLinked { .. } => "EntityLinked",
+            CaseEvent::NoteAdded { .. } => "NoteAdded",
+            CaseEvent::CaseSuspended {} => "CaseSuspended",
+            CaseEvent::CaseResumed {} => "CaseResumed",
+            CaseEvent::CaseCompleted {} => "CaseCompleted",
+            CaseEvent::CaseTerminated {} => "CaseTerminated",
+            CaseEvent::CaseClosed { .. } => "CaseClosed",
+            CaseEvent::CaseReopened { .. } => "CaseReopened",
+            CaseEvent::DeadlineSet { .. } => "DeadlineSet",
+            CaseEvent::DeadlineMet { .. } => "DeadlineMet",
+            CaseEvent::DeadlineCancelled { .. } => "DeadlineCancelled",
+        }
+    }
+}
+
+impl DomainEvent for CaseEvent {
+    const SCHEMA_VERSION: u16 = 1;
+
+    fn event_type(&self) -> &'static str {
+        self.type_name()
+    }
+}

@@ -1,0 +1,1462 @@
+//! Specifications of the case runtime: one test per rule of
+//! CASE-SEMANTICS.md, security, replay and property tests.
+
+use serde_json::json;
+
+use super::testing::{complete, open, start, update, who, Given, NOW};
+use super::*;
+use crate::definition::{ItemKey, RoleKey};
+use crate::log::codec::DomainEvent;
+use crate::log::{ActorId, Metadata, Source, TenantId};
+use crate::rules::ItemState;
+use crate::security::Classification;
+
+const HEADER: &str = r#"
+key = "t"
+name = "Test"
+version = 1
+[retention]
+group = "group3"
+[permissions]
+open = ["w"]
+update_case_file = ["w"]
+add_discretionary = ["w"]
+add_note = ["w"]
+suspend = ["w"]
+resume = ["w"]
+close = ["w"]
+reopen = ["w"]
+link_entity = ["w"]
+"#;
+
+fn given(body: &str) -> Given {
+    Given::definition(&format!("autocomplete = true\n{HEADER}\n{body}"), &["w"])
+}
+
+fn given_top(top: &str, body: &str) -> Given {
+    Given::definition(
+        &format!("autocomplete = true\n{top}\n{HEADER}\n{body}"),
+        &["w"],
+    )
+}
+
+fn given_no_autocomplete(body: &str) -> Given {
+    Given::definition(&format!("{HEADER}\n{body}"), &["w"])
+}
+
+const FLAG: &str = r#"
+[[fields]]
+key = "flag"
+type = "boolean"
+[[fields]]
+key = "note"
+type = "text"
+[[fields]]
+key = "count"
+type = "integer"
+"#;
+
+// ------------------------------------------------------------------ entry
+
+#[test]
+fn an_item_without_entry_criteria_is_entered_when_its_stage_is_active() {
+    given(&format!(
+        r#"{FLAG}
+[[activities]]
+key = "a"
+name = "A"
+kind = "human_task"
+roles = ["w"]
+"#
+    ))
+    .when(open(json!({})))
+    .then(&["case opened", "created a#1", "activated a#1"]);
+}
+
+#[test]
+fn an_item_with_entry_criteria_waits_in_available() {
+    let g = given(&format!(
+        r#"{FLAG}
+[[activities]]
+key = "a"
+name = "A"
+kind = "human_task"
+roles = ["w"]
+[[activities]]
+key = "b"
+name = "B"
+kind = "human_task"
+roles = ["w"]
+entry = [{{ on = [{{ completed = "a" }}] }}]
+"#
+    ));
+    g.when(open(json!({})))
+        .then(&["case opened", "created a#1", "activated a#1", "created b#2"]);
+    g.opened(json!({}))
+        .when(complete("a", json!({})))
+        .then(&["completed a#1", "activated b#2"]);
+}
+
+#[test]
+fn children_of_an_inactive_stage_do_not_exist_and_cannot_be_acted_on() {
+    let g = given(&format!(
+        r#"{FLAG}
+[[activities]]
+key = "a"
+name = "A"
+kind = "human_task"
+roles = ["w"]
+[[stages]]
+key = "s"
+name = "S"
+entry = [{{ on = [{{ completed = "a" }}] }}]
+  [[stages.activities]]
+  key = "x"
+  name = "X"
+  kind = "human_task"
+  roles = ["w"]
+"#
+    ))
+    .opened(json!({}));
+    g.when(complete("x", json!({})))
+        .then_error(CaseError::ItemNotInPlan { item: "x".into() });
+    g.when(complete("a", json!({}))).then(&[
+        "completed a#1",
+        "activated s#2",
+        "created x#3",
+        "activated x#3",
+    ]);
+}
+
+#[test]
+fn manual_activation_enables_and_a_person_starts_it() {
+    let g = given(&format!(
+        r#"{FLAG}
+[[activities]]
+key = "m"
+name = "M"
+kind = "human_task"
+roles = ["w"]
+manual_activation = true
+required = true
+"#
+    ))
+    .opened(json!({}));
+    assert_eq!(g.state().state_of("m"), Some(ItemState::Enabled));
+    g.when(complete("m", json!({})))
+        .then_error(CaseError::IllegalTransition {
+            item: "m".into(),
+            from: ItemState::Enabled,
+            action: "complete".into(),
+        });
+    let g = g.when(start("m")).and();
+    g.when(CaseCommand::Disable { item: "m".into() })
+        .then_error(CaseError::IllegalTransition {
+            item: "m".into(),
+            from: ItemState::Active,
+            action: "disable".into(),
+        });
+    g.when(complete("m", json!({})))
+        .then(&["completed m#1", "case completed"]);
+}
+
+#[test]
+fn a_disabled_item_counts_as_terminal() {
+    given(&format!(
+        r#"{FLAG}
+[[activities]]
+key = "m"
+name = "M"
+kind = "human_task"
+roles = ["w"]
+manual_activation = true
+required = true
+[[activities]]
+key = "n"
+name = "N"
+kind = "human_task"
+roles = ["w"]
+"#
+    ))
+    .opened(json!({}))
+    .command(complete("n", json!({})))
+    .when(CaseCommand::Disable { item: "m".into() })
+    .then(&["disabled m#1", "case completed"]);
+}
+
+// ------------------------------------------------------------------ sentries
+
+fn latching() -> Given {
+    given(&format!(
+        r#"{FLAG}
+[[activities]]
+key = "a"
+name = "A"
+kind = "human_task"
+roles = ["w"]
+[[activities]]
+key = "b"
+name = "B"
+kind = "human_task"
+roles = ["w"]
+required = true
+entry = [{{ on = [{{ completed = "a" }}], if = "flag == true" }}]
+"#
+    ))
+}
+
+#[test]
+fn on_parts_latch_and_the_if_part_is_re_evaluated_after_a_case_file_change() {
+    // The flag is absent: the condition is false, not an error.
+    let g = latching()
+        .opened(json!({}))
+        .when(complete("a", json!({})))
+        .and();
+    assert_eq!(g.state().state_of("b"), Some(ItemState::Available));
+    g.when(update(json!({ "flag": false })))
+        .then(&["updated flag"]);
+    g.command(update(json!({ "flag": false })))
+        .when(update(json!({ "flag": true })))
+        .then(&["updated flag", "activated b#2"]);
+}
+
+#[test]
+fn if_parts_never_latch() {
+    // The condition was true once, before the on-part occurred; it is false
+    // when the on-part occurs, so the sentry does not fire.
+    let g = latching()
+        .opened(json!({}))
+        .command(update(json!({ "flag": true })))
+        .command(update(json!({ "flag": false })));
+    g.when(complete("a", json!({}))).then(&["completed a#1"]);
+}
+
+#[test]
+fn on_parts_in_one_sentry_are_anded_and_criteria_are_ored() {
+    let g = given(&format!(
+        r#"{FLAG}
+[[activities]]
+key = "a"
+name = "A"
+kind = "human_task"
+roles = ["w"]
+[[activities]]
+key = "b"
+name = "B"
+kind = "human_task"
+roles = ["w"]
+[[activities]]
+key = "both"
+name = "Both"
+kind = "human_task"
+roles = ["w"]
+entry = [{{ on = [{{ completed = "a" }}, {{ completed = "b" }}] }}]
+[[activities]]
+key = "either"
+name = "Either"
+kind = "human_task"
+roles = ["w"]
+entry = [{{ on = [{{ completed = "a" }}] }}, {{ on = [{{ completed = "b" }}] }}]
+"#
+    ))
+    .opened(json!({}));
+    let g = g.when(complete("a", json!({}))).and();
+    assert_eq!(g.state().state_of("both"), Some(ItemState::Available));
+    assert_eq!(g.state().state_of("either"), Some(ItemState::Active));
+    g.when(complete("b", json!({})))
+        .then_includes(&["completed b#2", "activated both#3"]);
+}
+
+#[test]
+fn an_if_only_sentry_is_evaluated_when_its_item_is_created() {
+    let g = given(&format!(
+        r#"{FLAG}
+[[activities]]
+key = "c"
+name = "C"
+kind = "human_task"
+roles = ["w"]
+required = true
+entry = [{{ if = "flag == true" }}]
+"#
+    ));
+    g.when(open(json!({ "flag": true })))
+        .then(&["case opened", "created c#1", "activated c#1"]);
+    g.when(open(json!({})))
+        .then(&["case opened", "created c#1"]);
+}
+
+#[test]
+fn an_on_part_on_a_field_change_fires_with_the_changed_value() {
+    given(&format!(
+        r#"{FLAG}
+[[activities]]
+key = "c"
+name = "C"
+kind = "human_task"
+roles = ["w"]
+required = true
+entry = [{{ on = [{{ changed = "note" }}], if = "note == 'go'" }}]
+"#
+    ))
+    .opened(json!({}))
+    .when(update(json!({ "note": "go" })))
+    .then(&["updated note", "activated c#1"]);
+}
+
+#[test]
+fn an_occurrence_from_an_earlier_command_is_not_replayed_to_an_item_created_later() {
+    // `late` is created when stage s activates, after `a` completed in an
+    // earlier command; it never sees that completion.
+    let g = given(&format!(
+        r#"{FLAG}
+[[activities]]
+key = "a"
+name = "A"
+kind = "human_task"
+roles = ["w"]
+[[activities]]
+key = "go"
+name = "Go"
+kind = "human_task"
+roles = ["w"]
+[[stages]]
+key = "s"
+name = "S"
+entry = [{{ on = [{{ completed = "go" }}] }}]
+  [[stages.activities]]
+  key = "late"
+  name = "Late"
+  kind = "human_task"
+  roles = ["w"]
+  entry = [{{ on = [{{ completed = "a" }}] }}]
+"#
+    ))
+    .opened(json!({}))
+    .command(complete("a", json!({})));
+    let then = g.when(complete("go", json!({})));
+    then.then_includes(&["activated s#3", "created late#4"]);
+    then.then_excludes(&["activated late#4"]);
+}
+
+// ------------------------------------------------------------------ exit
+
+#[test]
+fn exit_terminates_the_item_and_its_descendants_and_ignores_terminal_items() {
+    let g = given(&format!(
+        r#"{FLAG}
+[[activities]]
+key = "a"
+name = "A"
+kind = "human_task"
+roles = ["w"]
+[[activities]]
+key = "done"
+name = "Done"
+kind = "human_task"
+roles = ["w"]
+exit = [{{ on = [{{ completed = "a" }}] }}]
+[[stages]]
+key = "s"
+name = "S"
+exit = [{{ on = [{{ completed = "a" }}] }}]
+  [[stages.activities]]
+  key = "x"
+  name = "X"
+  kind = "human_task"
+  roles = ["w"]
+  [[stages.stages]]
+  key = "inner"
+  name = "Inner"
+    [[stages.stages.activities]]
+    key = "y"
+    name = "Y"
+    kind = "human_task"
+    roles = ["w"]
+"#
+    ))
+    .opened(json!({}))
+    .command(complete("done", json!({})));
+    g.when(complete("a", json!({}))).then(&[
+        "completed a#1",
+        "terminated y#6",
+        "terminated inner#5",
+        "terminated x#4",
+        "terminated s#3",
+        "case completed",
+    ]);
+}
+
+#[test]
+fn an_if_only_exit_fires_after_a_case_file_change() {
+    given(&format!(
+        r#"{FLAG}
+[[activities]]
+key = "a"
+name = "A"
+kind = "human_task"
+roles = ["w"]
+required = true
+exit = [{{ if = "flag == true" }}]
+"#
+    ))
+    .opened(json!({}))
+    .when(update(json!({ "flag": true })))
+    .then(&["updated flag", "terminated a#1", "case completed"]);
+}
+
+// ------------------------------------------------------------------ completion
+
+fn stage_with(autocomplete: bool) -> String {
+    format!(
+        r#"{FLAG}
+[[stages]]
+key = "s"
+name = "S"
+autocomplete = {autocomplete}
+  [[stages.activities]]
+  key = "r"
+  name = "Required"
+  kind = "human_task"
+  roles = ["w"]
+  required = true
+  [[stages.activities]]
+  key = "opt"
+  name = "Optional, waiting"
+  kind = "human_task"
+  roles = ["w"]
+  entry = [{{ if = "flag == true" }}]
+  [[stages.activities]]
+  key = "en"
+  name = "Optional, enabled"
+  kind = "human_task"
+  roles = ["w"]
+  manual_activation = true
+"#
+    )
+}
+
+#[test]
+fn autocomplete_on_completes_when_required_work_is_done_and_terminates_the_rest() {
+    given_no_autocomplete(&stage_with(true))
+        .opened(json!({}))
+        .when(complete("r", json!({})))
+        .then(&[
+            "completed r#2",
+            "terminated opt#3",
+            "terminated en#4",
+            "completed s#1",
+            "case completed",
+        ]);
+}
+
+#[test]
+fn autocomplete_off_waits_for_every_child_or_a_person() {
+    let g = given_no_autocomplete(&stage_with(false)).opened(json!({}));
+    g.when(complete("s", json!({})))
+        .then_error(CaseError::NotCompletable {
+            item: "stage 's'".into(),
+            reason: "'r' is active".into(),
+        });
+    let g = g.when(complete("r", json!({}))).and();
+    assert_eq!(g.state().state_of("s"), Some(ItemState::Active));
+    // The case (autocomplete off) completes by itself: every child is terminal.
+    g.when(complete("s", json!({}))).then(&[
+        "terminated opt#3",
+        "terminated en#4",
+        "completed s#1",
+        "case completed",
+    ]);
+}
+
+#[test]
+fn autocomplete_off_completes_by_itself_when_every_child_is_terminal() {
+    given_no_autocomplete(&stage_with(false))
+        .opened(json!({}))
+        .command(complete("r", json!({})))
+        .command(CaseCommand::Disable { item: "en".into() })
+        .when(CaseCommand::Terminate { item: "opt".into() })
+        .then(&["terminated opt#3", "completed s#1", "case completed"]);
+}
+
+#[test]
+fn a_case_completing_and_exiting_in_one_command_is_completed() {
+    given_top(
+        r#"exit = [{ on = [{ completed = "a" }] }]"#,
+        &format!(
+            r#"{FLAG}
+[[activities]]
+key = "a"
+name = "A"
+kind = "human_task"
+roles = ["w"]
+required = true
+"#
+        ),
+    )
+    .opened(json!({}))
+    .when(complete("a", json!({})))
+    .then(&["completed a#1", "case completed"]);
+}
+
+#[test]
+fn a_case_exit_criterion_terminates_the_case() {
+    let g = given_top(
+        r#"exit = [{ if = "flag == true" }]"#,
+        &format!(
+            r#"{FLAG}
+[[activities]]
+key = "a"
+name = "A"
+kind = "human_task"
+roles = ["w"]
+required = true
+"#
+        ),
+    )
+    .opened(json!({}));
+    let then = g.when(update(json!({ "flag": true })));
+    then.then(&["updated flag", "terminated a#1", "case terminated"]);
+    assert_eq!(then.state().status, CaseStatus::Terminated);
+}
+
+// ------------------------------------------------------------------ repetition
+
+#[test]
+fn repetition_with_entry_criteria_creates_a_new_instance_each_time_it_fires() {
+    let g = given(&format!(
+        r#"{FLAG}
+[[activities]]
+key = "keep"
+name = "Keep the case open"
+kind = "human_task"
+roles = ["w"]
+required = true
+[[activities]]
+key = "rep"
+name = "Rep"
+kind = "human_task"
+roles = ["w"]
+repeatable = true
+entry = [{{ on = [{{ changed = "note" }}] }}]
+"#
+    ))
+    .opened(json!({}));
+    let g = g.when(update(json!({ "note": "1" }))).and();
+    g.when(update(json!({ "note": "2" }))).then(&[
+        "updated note",
+        "created rep#4",
+        "activated rep#3",
+    ]);
+}
+
+#[test]
+fn repetition_without_entry_criteria_follows_completion_never_termination() {
+    let g = given(&format!(
+        r#"{FLAG}
+[[activities]]
+key = "keep"
+name = "Keep the case open"
+kind = "human_task"
+roles = ["w"]
+required = true
+[[activities]]
+key = "search"
+name = "Search"
+kind = "human_task"
+roles = ["w"]
+repeatable = true
+manual_activation = true
+"#
+    ))
+    .opened(json!({}))
+    .command(start("search"));
+    g.when(complete("search", json!({}))).then(&[
+        "completed search#2",
+        "created search#3",
+        "enabled search#3",
+    ]);
+    g.when(CaseCommand::Terminate {
+        item: "search".into(),
+    })
+    .then(&["terminated search#2"]);
+}
+
+#[test]
+fn only_the_first_instance_of_a_required_repeatable_item_is_required() {
+    given(&format!(
+        r#"{FLAG}
+[[activities]]
+key = "rep"
+name = "Rep"
+kind = "human_task"
+roles = ["w"]
+repeatable = true
+required = true
+entry = [{{ on = [{{ changed = "note" }}] }}]
+"#
+    ))
+    .opened(json!({}))
+    .command(update(json!({ "note": "x" })))
+    .when(complete("rep", json!({})))
+    .then(&["completed rep#1", "terminated rep#2", "case completed"]);
+}
+
+#[test]
+fn a_condition_only_repeatable_item_activates_once_per_occurrence() {
+    let g = given(&format!(
+        r#"{FLAG}
+[[activities]]
+key = "keep"
+name = "Keep"
+kind = "human_task"
+roles = ["w"]
+required = true
+[[activities]]
+key = "rep"
+name = "Rep"
+kind = "human_task"
+roles = ["w"]
+repeatable = true
+entry = [{{ if = "flag == true" }}]
+"#
+    ))
+    .opened(json!({}));
+    let then = g.when(update(json!({ "flag": true })));
+    then.then(&["updated flag", "created rep#3", "activated rep#2"]);
+    // The next case-file change is a new occurrence.
+    then.and().when(update(json!({ "note": "n" }))).then(&[
+        "updated note",
+        "created rep#4",
+        "activated rep#3",
+    ]);
+}
+
+#[test]
+fn a_looping_cascade_fails_the_command_at_the_bound() {
+    let g = given(&format!(
+        r#"{FLAG}
+[[activities]]
+key = "keep"
+name = "Keep"
+kind = "human_task"
+roles = ["w"]
+required = true
+[[activities]]
+key = "bump"
+name = "Bump"
+kind = "automatic"
+repeatable = true
+set = {{ count = "count + 1" }}
+entry = [{{ on = [{{ changed = "count" }}] }}]
+"#
+    ))
+    .opened(json!({}));
+    let err = g.when(update(json!({ "count": 0 }))).error();
+    assert!(
+        matches!(err, CaseError::CascadeLimit { limit: CASCADE_LIMIT, ref last } if last == "bump"),
+        "{err}"
+    );
+}
+
+// ------------------------------------------------------------------ automatic, service
+
+#[test]
+fn an_automatic_step_completes_in_the_command_that_activates_it_applying_set() {
+    let g = given(&format!(
+        r#"{FLAG}
+[[activities]]
+key = "a"
+name = "A"
+kind = "human_task"
+roles = ["w"]
+form = [{{ field = "count", required = true }}]
+[[activities]]
+key = "auto"
+name = "Auto"
+kind = "automatic"
+set = {{ note = "count > 3 ? 'big' : 'small'" }}
+entry = [{{ on = [{{ completed = "a" }}] }}]
+"#
+    ))
+    .opened(json!({}));
+    let then = g.when(complete("a", json!({ "count": 5 })));
+    then.then(&[
+        "completed a#1",
+        "activated auto#2",
+        "completed auto#2",
+        "case completed",
+    ]);
+    assert_eq!(then.state().case_file.get("note"), Some(&json!("big")));
+}
+
+const SERVICE: &str = r#"
+[[fields]]
+key = "ward"
+type = "text"
+[[services]]
+name = "gis.locate"
+[services.outputs]
+ward = { type = "text" }
+[[activities]]
+key = "locate"
+name = "Locate"
+kind = "service_task"
+service = "gis.locate"
+output = { ward = "ward" }
+"#;
+
+#[test]
+fn a_service_task_stays_active_until_the_system_completes_or_fails_it() {
+    let g = given(SERVICE).opened(json!({}));
+    assert_eq!(g.state().state_of("locate"), Some(ItemState::Active));
+    let system = who(&[SYSTEM_ROLE]);
+    g.when(complete("locate", json!({ "ward": "Bishopsgate" })))
+        .then_error(CaseError::Forbidden {
+            action: "complete locate".into(),
+            needed: vec![RoleKey::new(SYSTEM_ROLE)],
+        });
+    let then = g.when_as(
+        &system,
+        complete("locate", json!({ "ward": "Bishopsgate" })),
+    );
+    then.then(&["completed locate#1", "case completed"]);
+    assert_eq!(
+        then.state().case_file.get("ward"),
+        Some(&json!("Bishopsgate"))
+    );
+    g.when_as(&system, complete("locate", json!({ "beat": "x" })))
+        .then_error(CaseError::InvalidField {
+            field: "beat".into(),
+            reason: "not a result 'locate' maps into the case file".into(),
+        });
+    g.when_as(
+        &system,
+        CaseCommand::Fail {
+            item: "locate".into(),
+            reason: "timeout".into(),
+        },
+    )
+    .then(&["failed locate#1", "case completed"]);
+}
+
+// ------------------------------------------------------------------ discretionary
+
+const DISCRETIONARY: &str = r#"
+[[fields]]
+key = "dwelling"
+type = "boolean"
+[[activities]]
+key = "go"
+name = "Go"
+kind = "human_task"
+roles = ["w"]
+[[activities]]
+key = "keep"
+name = "Keep"
+kind = "human_task"
+roles = ["w"]
+required = true
+[[stages]]
+key = "inv"
+name = "Investigation"
+entry = [{ on = [{ completed = "go" }] }]
+  [[stages.activities]]
+  key = "main"
+  name = "Main"
+  kind = "human_task"
+  roles = ["w"]
+  required = true
+  [[stages.activities]]
+  key = "h2h"
+  name = "House to house"
+  kind = "human_task"
+  roles = ["w"]
+  discretionary = true
+  planners = ["w"]
+  applicability = "dwelling == true"
+"#;
+
+#[test]
+fn a_discretionary_item_planned_into_an_inactive_stage_materialises_when_it_activates() {
+    let g = given(DISCRETIONARY).opened(json!({ "dwelling": true }));
+    let g = g
+        .when(CaseCommand::AddDiscretionary {
+            item: "h2h".into(),
+            stage: Some("inv".into()),
+        })
+        .and();
+    assert_eq!(g.state().planned.len(), 1);
+    g.when(CaseCommand::AddDiscretionary {
+        item: "h2h".into(),
+        stage: None,
+    })
+    .then_error(CaseError::AlreadyPlanned { item: "h2h".into() });
+    let then = g.when(complete("go", json!({})));
+    then.then_includes(&[
+        "activated inv#3",
+        "created main#4",
+        "created h2h#5",
+        "activated h2h#5",
+    ]);
+    assert!(then.state().planned.is_empty());
+}
+
+#[test]
+fn a_discretionary_item_needs_its_applicability_rule_and_a_planner_role() {
+    let g = given(DISCRETIONARY).opened(json!({ "dwelling": false }));
+    g.when(CaseCommand::AddDiscretionary {
+        item: "h2h".into(),
+        stage: None,
+    })
+    .then_error(CaseError::NotApplicable {
+        item: "h2h".into(),
+        condition: "dwelling == true".into(),
+    });
+    g.when_as(
+        &who(&["other"]),
+        CaseCommand::AddDiscretionary {
+            item: "h2h".into(),
+            stage: None,
+        },
+    )
+    .then_error(CaseError::Forbidden {
+        action: "plan h2h".into(),
+        needed: vec![RoleKey::new("w")],
+    });
+    g.when(CaseCommand::AddDiscretionary {
+        item: "main".into(),
+        stage: None,
+    })
+    .then_error(CaseError::NotDiscretionary {
+        item: "main".into(),
+    });
+}
+
+#[test]
+fn a_discretionary_item_planned_into_an_active_stage_starts_at_once() {
+    given(DISCRETIONARY)
+        .opened(json!({ "dwelling": true }))
+        .command(complete("go", json!({})))
+        .when(CaseCommand::AddDiscretionary {
+            item: "h2h".into(),
+            stage: None,
+        })
+        .then(&["planned h2h", "created h2h#5", "activated h2h#5"]);
+}
+
+// ------------------------------------------------------------------ suspension
+
+#[test]
+fn suspending_and_resuming_the_case_restores_every_previous_state() {
+    let g = latching().opened(json!({}));
+    let g = g.when(CaseCommand::Suspend).and();
+    assert_eq!(g.state().status, CaseStatus::Suspended);
+    g.when(complete("a", json!({})))
+        .then_error(CaseError::CaseSuspended);
+    g.when(CaseCommand::Resume).then(&[
+        "case resumed",
+        "resumed a#1 to active",
+        "resumed b#2 to available",
+    ]);
+}
+
+#[test]
+fn a_sentry_that_targets_a_suspended_item_takes_effect_on_resume() {
+    let g = given(&format!(
+        r#"{FLAG}
+[[activities]]
+key = "a"
+name = "A"
+kind = "human_task"
+roles = ["w"]
+[[stages]]
+key = "s"
+name = "S"
+  [[stages.activities]]
+  key = "x"
+  name = "X"
+  kind = "human_task"
+  roles = ["w"]
+  entry = [{{ on = [{{ completed = "a" }}] }}]
+  [[stages.activities]]
+  key = "y"
+  name = "Y"
+  kind = "human_task"
+  roles = ["w"]
+"#
+    ))
+    .opened(json!({}));
+    let g = g.when(CaseCommand::SuspendItem { item: "s".into() }).and();
+    g.when(CaseCommand::ResumeItem { item: "x".into() }).error();
+    // `a` completes while x waits suspended: the on-part latches.
+    let g = g.when(complete("a", json!({}))).and();
+    assert_eq!(g.state().state_of("x"), Some(ItemState::Suspended));
+    g.when(CaseCommand::ResumeItem { item: "s".into() }).then(&[
+        "resumed s#2 to active",
+        "resumed x#3 to available",
+        "resumed y#4 to active",
+        "activated x#3",
+    ]);
+}
+
+// ------------------------------------------------------------------ close, reopen
+
+#[test]
+fn closing_terminates_every_non_terminal_item_and_reopen_allows_work_again() {
+    let g = latching().opened(json!({})).command(CaseCommand::Suspend);
+    let then = g.when(CaseCommand::Close { reason: None });
+    then.then(&["terminated a#1", "terminated b#2", "case closed"]);
+    let g = then.and();
+    g.when(update(json!({ "flag": true })))
+        .then_error(CaseError::CaseClosed {
+            status: CaseStatus::Closed,
+        });
+    g.when(CaseCommand::Close { reason: None })
+        .then_error(CaseError::IllegalCaseTransition {
+            from: CaseStatus::Closed,
+            action: "close".into(),
+        });
+    let g = g
+        .when(CaseCommand::Reopen {
+            reason: Some("new evidence".into()),
+        })
+        .and();
+    // A reopened case does not autocomplete: it waits for a person.
+    g.when(update(json!({ "note": "evidence" })))
+        .then(&["updated note"]);
+    g.when(CaseCommand::CompleteCase).then(&["case completed"]);
+}
+
+// ------------------------------------------------------------------ deadlines
+
+#[test]
+fn deadlines_start_from_activation_and_are_met_on_completion() {
+    let g = given(&format!(
+        r#"{FLAG}
+[[deadlines]]
+key = "case_wd"
+working_days = 5
+escalate = [{{ notify = ["w"] }}]
+[[activities]]
+key = "a"
+name = "A"
+kind = "human_task"
+roles = ["w"]
+required = true
+  [[activities.deadlines]]
+  key = "a_1h"
+  within = "PT1H"
+  escalate = [{{ notify = ["w"] }}]
+  [[activities.deadlines]]
+  key = "a_if"
+  within = "PT1H"
+  if = "flag == true"
+  escalate = [{{ notify = ["w"] }}]
+"#
+    ));
+    let then = g.when(open(json!({})));
+    then.then(&[
+        "case opened",
+        "deadline set case_wd",
+        "created a#1",
+        "activated a#1",
+        "deadline set a_1h",
+    ]);
+    let state = then.state();
+    let due: Vec<DeadlineDue> = state.deadlines.iter().map(|d| d.due).collect();
+    assert_eq!(
+        due,
+        [
+            DeadlineDue::WorkingDays { days: 5, from: NOW },
+            DeadlineDue::At {
+                due: crate::log::Timestamp(NOW.0 + 3_600_000_000)
+            }
+        ]
+    );
+    then.and().when(complete("a", json!({}))).then(&[
+        "completed a#1",
+        "deadline met a_1h",
+        "case completed",
+        "deadline met case_wd",
+    ]);
+}
+
+#[test]
+fn an_item_deadline_is_cancelled_when_its_item_is_terminated() {
+    given(&format!(
+        r#"{FLAG}
+[[activities]]
+key = "a"
+name = "A"
+kind = "human_task"
+roles = ["w"]
+required = true
+  [[activities.deadlines]]
+  key = "a_1h"
+  within = "PT1H"
+  escalate = [{{ notify = ["w"] }}]
+"#
+    ))
+    .opened(json!({}))
+    .when(CaseCommand::Terminate { item: "a".into() })
+    .then(&[
+        "terminated a#1",
+        "deadline cancelled a_1h",
+        "case completed",
+    ]);
+}
+
+// ------------------------------------------------------------------ validation
+
+const TYPED: &str = r#"
+[[fields]]
+key = "grade"
+type = "enumeration"
+values = ["immediate", "priority"]
+required = true
+[[fields]]
+key = "age"
+type = "integer"
+[[fields]]
+key = "secret_note"
+type = "text"
+classification = "SECRET"
+[[fields]]
+key = "shown"
+type = "text"
+[[activities]]
+key = "a"
+name = "A"
+kind = "human_task"
+roles = ["w"]
+required = true
+form = [{ field = "age", required = true }, { field = "grade", read_only = true }]
+"#;
+
+#[test]
+fn commands_are_validated_against_the_definition() {
+    let g = given(TYPED);
+    g.when(open(json!({}))).then_error(CaseError::InvalidField {
+        field: "grade".into(),
+        reason: "required when the case is opened".into(),
+    });
+    g.when(open(json!({ "grade": "urgent" })))
+        .then_error(CaseError::InvalidField {
+            field: "grade".into(),
+            reason: "expected one of [immediate, priority], got \"urgent\"".into(),
+        });
+    let g = g.opened(json!({ "grade": "immediate" }));
+    g.when(update(json!({ "colour": "red" })))
+        .then_error(CaseError::InvalidField {
+            field: "colour".into(),
+            reason: "unknown field".into(),
+        });
+    g.when(update(json!({ "age": "ten" })))
+        .then_error(CaseError::InvalidField {
+            field: "age".into(),
+            reason: "expected an integer, got \"ten\"".into(),
+        });
+    g.when(update(json!({ "grade": null })))
+        .then_error(CaseError::InvalidField {
+            field: "grade".into(),
+            reason: "the field is required and cannot be cleared".into(),
+        });
+    g.when(complete("a", json!({})))
+        .then_error(CaseError::InvalidField {
+            field: "age".into(),
+            reason: "required by the form of 'a'".into(),
+        });
+    g.when(complete("a", json!({ "age": 3, "grade": "priority" })))
+        .then_error(CaseError::InvalidField {
+            field: "grade".into(),
+            reason: "read-only on the form of 'a'".into(),
+        });
+    g.when(complete("a", json!({ "age": 3, "shown": "x" })))
+        .then_error(CaseError::InvalidField {
+            field: "shown".into(),
+            reason: "not on the form of 'a'".into(),
+        });
+    g.when(complete("nope", json!({})))
+        .then_error(CaseError::UnknownItem {
+            item: "nope".into(),
+        });
+    g.when(open(json!({ "grade": "immediate" })))
+        .then_error(CaseError::AlreadyOpened);
+    g.when(update(json!({ "age": 3 }))).then(&["updated age"]);
+    // An update that changes nothing records nothing.
+    g.command(update(json!({ "age": 3 })))
+        .when(update(json!({ "age": 3 })))
+        .then(&[]);
+}
+
+#[test]
+fn a_command_before_open_is_rejected() {
+    given(TYPED)
+        .when(update(json!({ "age": 1 })))
+        .then_error(CaseError::NotOpened);
+}
+
+#[test]
+fn ambiguous_and_unknown_instances_are_typed_errors() {
+    let g = given(&format!(
+        r#"{FLAG}
+[[activities]]
+key = "keep"
+name = "Keep"
+kind = "human_task"
+roles = ["w"]
+required = true
+[[activities]]
+key = "rep"
+name = "Rep"
+kind = "human_task"
+roles = ["w"]
+repeatable = true
+entry = [{{ on = [{{ changed = "note" }}] }}]
+"#
+    ))
+    .opened(json!({}))
+    .command(update(json!({ "note": "1" })))
+    .command(update(json!({ "note": "2" })));
+    g.when(complete("rep", json!({})))
+        .then_error(CaseError::AmbiguousItem {
+            item: "rep".into(),
+            instances: vec![InstanceId(2), InstanceId(3)],
+        });
+    g.when(CaseCommand::Complete {
+        item: ItemRef::instance("rep", InstanceId(9)),
+        outputs: Default::default(),
+    })
+    .then_error(CaseError::UnknownInstance {
+        item: "rep".into(),
+        instance: InstanceId(9),
+    });
+    g.when(CaseCommand::Complete {
+        item: ItemRef::instance("rep", InstanceId(3)),
+        outputs: Default::default(),
+    })
+    .then(&["completed rep#3"]);
+}
+
+#[test]
+fn claims_are_exclusive() {
+    let g = given(TYPED)
+        .opened(json!({ "grade": "immediate" }))
+        .command(CaseCommand::Claim { item: "a".into() });
+    let other = Principal::new(TenantId::new("kent").unwrap(), "pc-2")
+        .with_roles(["w"])
+        .with_clearance(Classification::Secret);
+    g.when_as(&other, complete("a", json!({ "age": 1 })))
+        .then_error(CaseError::ClaimedByAnother {
+            item: "a".into(),
+            claimed_by: "pc-1".into(),
+        });
+    g.when(CaseCommand::Claim { item: "a".into() }).then(&[]);
+    g.when(CaseCommand::Assign {
+        item: "a".into(),
+        assignee: "pc-2".into(),
+    })
+    .then(&["assigned a#1 to pc-2"]);
+}
+
+#[test]
+fn entities_and_notes_are_recorded_and_checked() {
+    let g = given(TYPED).opened(json!({ "grade": "immediate" }));
+    let victim = PoleRef {
+        kind: PoleKind::Person,
+        id: "P-1".into(),
+    };
+    let then = g.when(CaseCommand::LinkEntity {
+        entity: victim.clone(),
+        role: EntityRole::Victim,
+    });
+    then.then(&["linked P-1 as Victim"]);
+    then.and()
+        .when(CaseCommand::LinkEntity {
+            entity: victim.clone(),
+            role: EntityRole::Victim,
+        })
+        .then(&[]);
+    g.when(CaseCommand::LinkEntity {
+        entity: victim,
+        role: EntityRole::Scene,
+    })
+    .error();
+    g.when(CaseCommand::AddNote { text: "  ".into() }).error();
+    let then = g.when(CaseCommand::AddNote {
+        text: "Victim called back".into(),
+    });
+    then.then(&["note added"]);
+    assert_eq!(then.state().notes[0].at, NOW);
+}
+
+// ------------------------------------------------------------------ security
+
+use crate::security::Principal;
+
+#[test]
+fn roles_clearance_and_tenant_are_enforced() {
+    let g = given(TYPED).opened(json!({ "grade": "immediate" }));
+    g.when_as(&who(&["visitor"]), update(json!({ "age": 1 })))
+        .then_error(CaseError::Forbidden {
+            action: "update the case file".into(),
+            needed: vec![RoleKey::new("w")],
+        });
+    let low = who(&["w"]).with_clearance(Classification::Official);
+    g.when_as(&low, update(json!({ "secret_note": "x" })))
+        .then_error(CaseError::InsufficientClearance {
+            subject: "field 'secret_note'".into(),
+            needed: Classification::Secret,
+            held: Classification::Official,
+        });
+    let elsewhere = Principal::new(TenantId::new("essex").unwrap(), "pc-9")
+        .with_roles(["w"])
+        .with_clearance(Classification::TopSecret);
+    g.when_as(&elsewhere, update(json!({ "age": 1 })))
+        .then_error(CaseError::WrongTenant {
+            tenant: TenantId::new("essex").unwrap(),
+        });
+    assert!(matches!(
+        g.state().view_for(&g.def, &elsewhere),
+        Err(CaseError::WrongTenant { .. })
+    ));
+}
+
+#[test]
+fn a_case_above_the_principals_clearance_cannot_be_acted_on_or_read() {
+    let g = given(TYPED).command(CaseCommand::Open {
+        case_file: super::testing::fields(json!({ "grade": "immediate" })),
+        classification: Some(Classification::OfficialSensitive),
+    });
+    let low = who(&["w"]).with_clearance(Classification::Official);
+    let expected = CaseError::InsufficientClearance {
+        subject: "the case".into(),
+        needed: Classification::OfficialSensitive,
+        held: Classification::Official,
+    };
+    g.when_as(&low, CaseCommand::AddNote { text: "x".into() })
+        .then_error(expected.clone());
+    assert_eq!(g.state().view_for(&g.def, &low), Err(expected));
+    g.when_as(&low, open(json!({ "grade": "immediate" })))
+        .then_error(CaseError::AlreadyOpened);
+    given(TYPED)
+        .when_as(
+            &low,
+            CaseCommand::Open {
+                case_file: super::testing::fields(json!({ "grade": "immediate" })),
+                classification: Some(Classification::Secret),
+            },
+        )
+        .then_error(CaseError::InsufficientClearance {
+            subject: "the case".into(),
+            needed: Classification::Secret,
+            held: Classification::Official,
+        });
+}
+
+#[test]
+fn a_view_withholds_fields_above_the_readers_clearance() {
+    let g = given(TYPED)
+        .opened(json!({ "grade": "immediate", "secret_note": "informant", "shown": "yes" }));
+    let low = who(&["w"]).with_clearance(Classification::Official);
+    let view = g.state().view_for(&g.def, &low).unwrap();
+    assert_eq!(view.case_file.get("shown"), Some(&json!("yes")));
+    assert!(!view.case_file.contains_key("secret_note"));
+    assert!(!format!("{view:?}").contains("informant"));
+    let high = who(&["w"]);
+    let view = g.state().view_for(&g.def, &high).unwrap();
+    assert_eq!(view.case_file.get("secret_note"), Some(&json!("informant")));
+}
+
+// ------------------------------------------------------------------ storage
+
+#[test]
+fn events_round_trip_through_the_codec_and_state_through_a_snapshot() {
+    let g = given(DISCRETIONARY)
+        .opened(json!({ "dwelling": true }))
+        .command(CaseCommand::AddDiscretionary {
+            item: "h2h".into(),
+            stage: None,
+        })
+        .command(complete("go", json!({})))
+        .command(CaseCommand::LinkEntity {
+            entity: PoleRef {
+                kind: PoleKind::Location,
+                id: "L-1".into(),
+            },
+            role: EntityRole::Other("search_area".into()),
+        });
+    for e in &g.events {
+        let meta = Metadata::new(ActorId::new("pc-1"), Source::system("test"));
+        let data = e.to_event_data(meta).unwrap();
+        assert_eq!(data.event_type, e.type_name());
+        assert_eq!(
+            &CaseEvent::decode_payload(&data.event_type, &data.payload).unwrap(),
+            e
+        );
+    }
+    // Given the same events, a fresh specification reaches the same state.
+    let copy = given(DISCRETIONARY).events(g.events.clone());
+    let state = g.state();
+    assert_eq!(copy.state(), state);
+    let bytes = rmp_serde::to_vec_named(&state).unwrap();
+    let back: CaseState = rmp_serde::from_slice(&bytes).unwrap();
+    assert_eq!(back, state);
+    let json = serde_json::to_string(&state).unwrap();
+    let back: CaseState = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, state);
+}
+
+#[test]
+fn replay_rejects_another_definition_and_inconsistent_histories() {
+    let g = given(TYPED).opened(json!({ "grade": "immediate" }));
+    let other = super::testing::definition(&format!("autocomplete = true\n{HEADER}\n{FLAG}\n[[activities]]\nkey = \"a\"\nname = \"A\"\nkind = \"human_task\"\nroles = [\"w\"]\n"));
+    assert!(matches!(
+        CaseState::replay(&other, &g.events),
+        Err(CaseError::DefinitionMismatch { .. })
+    ));
+    let bogus = [CaseEvent::PlanItemActivated {
+        instance: InstanceId(1),
+        item: ItemKey::new("a"),
+    }];
+    assert!(matches!(
+        CaseState::replay(&g.def, &bogus),
+        Err(CaseError::InconsistentHistory { .. })
+    ));
+}
+
+// ------------------------------------------------------------------ properties
+
+mod properties {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::super::testing::{definition, fields, outputs, who, NOW};
+    use super::super::*;
+    use crate::definition::CaseDefinition;
+
+    fn burglary() -> CaseDefinition {
+        definition(include_str!("../../../examples/definitions/burglary.toml"))
+    }
+
+    const ITEMS: [&str; 12] = [
+        "record_report",
+        "locate",
+        "grade_incident",
+        "attend_scene",
+        "record_crime",
+        "investigate",
+        "decide_outcome",
+        "forensic_examination",
+        "house_to_house",
+        "agree_update_plan",
+        "inform_victim_of_outcome",
+        "victim_update",
+    ];
+
+    fn value() -> impl Strategy<Value = serde_json::Value> {
+        prop_oneof![
+            Just(json!(null)),
+            Just(json!(true)),
+            Just(json!(false)),
+            Just(json!("immediate")),
+            Just(json!("referred")),
+            Just(json!("charged")),
+            Just(json!("no_further_action")),
+            Just(json!("phone")),
+            Just(json!("dwelling")),
+            Just(json!("CR/1")),
+            Just(json!("2026-01-05T09:00:00Z")),
+            Just(json!(3)),
+            Just(json!(2.5)),
+            Just(json!({ "lat": 51.5, "lon": -0.1 })),
+            Just(json!(["O-1"])),
+            Just(json!("forced_door")),
+        ]
+    }
+
+    fn field() -> impl Strategy<Value = &'static str> {
+        prop_oneof![
+            Just("grade"),
+            Just("outcome"),
+            Just("forensic_opportunity"),
+            Just("victim_contact"),
+            Just("attended_at"),
+            Just("entry_method"),
+            Just("crime_number"),
+            Just("incident_point"),
+            Just("stolen_items"),
+            Just("premises_type"),
+            Just("unknown_field"),
+        ]
+    }
+
+    fn command() -> impl Strategy<Value = (usize, CaseCommand)> {
+        let item = (0..ITEMS.len()).prop_map(|i| ItemRef::key(ITEMS[i]));
+        let outs = proptest::collection::btree_map(field().prop_map(String::from), value(), 0..4);
+        prop_oneof![
+            3 => (field(), value()).prop_map(|(f, v)| (0, CaseCommand::UpdateCaseFile { changes: fields(json!({ f: v })) })),
+            1 => item.clone().prop_map(|i| (0, CaseCommand::Start { item: i })),
+            1 => item.clone().prop_map(|i| (0, CaseCommand::Claim { item: i })),
+            5 => (item.clone(), outs, 0..3usize).prop_map(|(i, o, who)| (who, CaseCommand::Complete { item: i, outputs: o })),
+            1 => item.clone().prop_map(|i| (1, CaseCommand::Fail { item: i, reason: "down".into() })),
+            1 => item.clone().prop_map(|i| (0, CaseCommand::Terminate { item: i })),
+            1 => item.clone().prop_map(|i| (0, CaseCommand::Disable { item: i })),
+            1 => item.clone().prop_map(|i| (0, CaseCommand::SuspendItem { item: i })),
+            1 => item.prop_map(|i| (0, CaseCommand::ResumeItem { item: i })),
+            1 => prop_oneof![Just("forensic_examination"), Just("house_to_house"), Just("record_report")]
+                .prop_map(|k| (0, CaseCommand::AddDiscretionary { item: k.into(), stage: None })),
+            1 => Just((0, CaseCommand::ReachMilestone { item: "charged".into() })),
+            1 => Just((0, CaseCommand::Suspend)),
+            1 => Just((0, CaseCommand::Resume)),
+            1 => Just((0, CaseCommand::Close { reason: None })),
+            1 => Just((0, CaseCommand::Reopen { reason: None })),
+            1 => Just((0, CaseCommand::CompleteCase)),
+            1 => Just((0, CaseCommand::AddNote { text: "n".into() })),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        #[test]
+        fn random_commands_never_panic_and_replay_matches(cmds in proptest::collection::vec(command(), 1..40)) {
+            let def = burglary();
+            let everyone = who(&["call_handler", "dispatcher", "response_officer", "investigator", "supervisor", "csi", "victim_care"]);
+            let system = who(&[SYSTEM_ROLE]);
+            let open = CaseCommand::Open {
+                case_file: fields(json!({
+                    "reported_at": "2026-01-05T08:55:00Z",
+                    "incident_location": "L-1",
+                    "premises_type": "dwelling",
+                    "victim": "P-1",
+                    "victim_vulnerable": false,
+                })),
+                classification: None,
+            };
+            let mut state = CaseState::default();
+            let mut log = Vec::new();
+            for e in decide(&def, &state, &everyone, open, NOW).unwrap() {
+                state.apply(&def, &e).unwrap();
+                log.push(e);
+            }
+            for (who_idx, cmd) in cmds {
+                let principal = if who_idx == 1 { &system } else { &everyone };
+                let before = state.clone();
+                match decide(&def, &state, principal, cmd, NOW) {
+                    Ok(events) => {
+                        for e in &events {
+                            state.apply(&def, e).unwrap();
+                        }
+                        log.extend(events);
+                    }
+                    Err(_) => prop_assert_eq!(&state, &before),
+                }
+            }
+            let replayed = CaseState::replay(&def, &log).unwrap();
+            prop_assert_eq!(replayed, state);
+            let _ = outputs(json!({}));
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! Case-file values: checking a JSON value against a field's type.
+
+use serde_json::Value;
+
+use crate::definition::{FieldDef, FieldType};
+
+/// Longest text value accepted.
+pub const MAX_TEXT_LEN: usize = 100_000;
+/// Longest POLE reference id accepted.
+pub const MAX_REF_LEN: usize = 128;
+/// Most list elements accepted.
+pub const MAX_LIST_LEN: usize = 10_000;
+
+/// Checks a (non-null) value against a field definition.
+///
+/// # Errors
+/// A message saying what the field expects, e.g. `expected an integer, got "ten"`.
+pub fn check_value(field: &FieldDef, value: &Value) -> Result<(), String> {
+    check_typed(field.ty, &field.values, field.element, value, true)
+}
+
+fn describe(v: &Value) -> String {
+    let s = v.to_string();
+    if s.len() > 60 {
+        format!(
+            "{}...",
+            &s[..s.char_indices().nth(57).map_or(s.len(), |(i, _)| i)]
+        )
+    } else {
+        s
+    }
+}
+
+fn check_typed(
+    ty: FieldType,
+    values: &[String],
+    element: Option<FieldType>,
+    v: &Value,
+    top: bool,
+) -> Result<(), String> {
+    let expected = |what: &str| Err(format!("expected {what}, got {}", describe(v)));
+    match ty {
+        FieldType::Text => match v.as_str() {
+            Some(s) if s.len() <= MAX_TEXT_LEN => Ok(()),
+            Some(_) => Err(format!("text longer than {MAX_TEXT_LEN} bytes")),
+            None => expected("text"),
+        },
+        FieldType::Integer => {
+            if v.as_i64().is_some() {
+                Ok(())
+            } else {
+                expected("an integer")
+            }
+        }
+        FieldType::Decimal => {
+            if v.is_number() {
+                Ok(())
+            } else {
+                expected("a number")
+            }
+        }
+        FieldType::Boolean => {
+            if v.is_boolean() {
+                Ok(())
+            } else {
+                expected("true or false")
+            }
+        }
+        FieldType::Date => {
+            let fmt = time::macros::format_description!("[year]-[month]-[day]");
+            match v.as_str() {
+                Some(s) if s.len() == 10 && time::Date::parse(s, &fmt).is_ok() => Ok(()),
+                _ => expected("a date YYYY-MM-DD"),
+            }
+        }
+        FieldType::DateTime => {
+            let ok = v.as_str().is_some_and(|s| {
+                (s.ends_with('Z') || s.ends_with('z'))
+                    && time::OffsetDateTime::parse(
+                        s,
+                        &time::format_description::well_known::Rfc3339,
+                    )
+                    .is_ok()
+            });
+            if ok {
+                Ok(())
+            } else {
+                expected("an RFC 3339 date-time in UTC, e.g. 2026-03-01T14:05:00Z")
+            }
+        }
+        FieldType::Enumeration => match v.as_str() {
+            Some(s) if values.iter().any(|a| a == s) => Ok(()),
+            _ => Err(format!(
+                "expected one of [{}], got {}",
+                values.join(", "),
+                describe(v)
+            )),
+        },
+        FieldType::GeoPoint => {
+            let obj = match v.as_object() {
+                Some(o) if o.len() == 2 => o,
+                _ => return expected("a geo point {lat, lon}"),
+            };
+            let lat = obj.get("lat").and_then(Value::as_f64);
+            let lon = obj.get("lon").and_then(Value::as_f64);
+            match (lat, lon) {
+                (Some(lat), Some(lon))
+                    if (-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon) =>
+                {
+                    Ok(())
+                }
+                _ => expected("a geo point {lat: -90..90, lon: -180..180}"),
+            }
+        }
+        FieldType::List => {
+            let Some(items) = v.as_array() else {
+                return expected("a list");
+            };
+            if !top {
+                return Err("lists cannot be nested".to_string());
+            }
+            if items.len() > MAX_LIST_LEN {
+                return Err(format!("a list longer than {MAX_LIST_LEN} elements"));
+            }
+            let Some(el) = element else {
+                return Err("the field's element type is not defined".to_string());
+            };
+            for (i, item) in items.iter().enumerate() {
+                check_typed(el, values, None, item, false)
+                    .map_err(|e| format!("element {i}: {e}"))?;
+            }
+            Ok(())
+        }
+        FieldType::Person | FieldType::Object | FieldType::Location => match v.as_str() {
+            Some(s) if !s.trim().is_empty() && s.len() <= MAX_REF_LEN => Ok(()),
+            _ => expected(&format!(
+                "a {} reference (an id of 1 to {MAX_REF_LEN} bytes)",
+                ty.as_str()
+            )),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::definition::FieldKey;
+    use serde_json::json;
+
+    fn field(ty: FieldType) -> FieldDef {
+        FieldDef {
+            key: FieldKey::new("f"),
+            ty,
+            values: vec!["a".into(), "b".into()],
+            element: Some(FieldType::Enumeration),
+            required: false,
+            classification: None,
+            label: None,
+            description: None,
+        }
+    }
+
+    #[test]
+    fn values_are_checked_against_types() {
+        let ok = [
+            (FieldType::Text, json!("x")),
+            (FieldType::Integer, json!(3)),
+            (FieldType::Decimal, json!(3)),
+            (FieldType::Decimal, json!(2.5)),
+            (FieldType::Boolean, json!(true)),
+            (FieldType::Date, json!("2026-02-28")),
+            (FieldType::DateTime, json!("2026-02-28T10:00:00Z")),
+            (FieldType::Enumeration, json!("a")),
+            (FieldType::GeoPoint, json!({"lat": 51.5, "lon": -0.1})),
+            (FieldType::List, json!(["a", "b"])),
+            (FieldType::Person, json!("P-1")),
+        ];
+        for (ty, v) in ok {
+            assert_eq!(check_value(&field(ty), &v), Ok(()), "{ty:?} {v}");
+        }
+        let bad = [
+            (FieldType::Text, json!(1)),
+            (FieldType::Integer, json!(2.5)),
+            (FieldType::Integer, json!("3")),
+            (FieldType::Boolean, json!("true")),
+            (FieldType::Date, json!("2026-02-30")),
+            (FieldType::DateTime, json!("2026-02-28T10:00:00+01:00")),
+            (FieldType::Enumeration, json!("c")),
+            (FieldType::GeoPoint, json!({"lat": 91, "lon": 0})),
+            (FieldType::List, json!(["a", "z"])),
+            (FieldType::Location, json!("")),
+        ];
+        for (ty, v) in bad {
+            assert!(check_value(&field(ty), &v).is_err(), "{ty:?} {v}");
+        }
+    }
+}

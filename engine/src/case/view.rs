@@ -1,0 +1,129 @@
+//! Reading a case: what a principal may see of it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::definition::{CaseDefinition, FieldKey, ItemKey};
+use crate::log::Timestamp;
+use crate::rules::ItemState;
+use crate::security::{Classification, Principal};
+
+use super::error::CaseError;
+use super::event::DefinitionRef;
+use super::state::{
+    CaseState, CaseStatus, EntityLink, InstanceId, Note, PlannedItem, RunningDeadline,
+};
+
+/// One plan item instance as a reader sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ItemView {
+    /// The instance id.
+    pub instance: InstanceId,
+    /// The item's key.
+    pub item: ItemKey,
+    /// The enclosing stage instance.
+    pub parent: Option<InstanceId>,
+    /// Its state.
+    pub state: ItemState,
+    /// Whether a caseworker planned it.
+    pub discretionary: bool,
+    /// Who claimed or was assigned it.
+    pub claimed_by: Option<String>,
+}
+
+/// A case as one principal may see it: fields above their clearance are
+/// left out entirely (not masked), so their values and presence do not leak.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaseView {
+    /// The case's status.
+    pub status: CaseStatus,
+    /// The definition it runs.
+    pub definition: Option<DefinitionRef>,
+    /// Its classification.
+    pub classification: Classification,
+    /// When it was opened.
+    pub opened_at: Option<Timestamp>,
+    /// The case-file fields the reader may see.
+    pub case_file: BTreeMap<FieldKey, serde_json::Value>,
+    /// Every plan item instance.
+    pub items: Vec<ItemView>,
+    /// Milestones reached.
+    pub reached: BTreeSet<ItemKey>,
+    /// Discretionary items waiting for their stage.
+    pub planned: Vec<PlannedItem>,
+    /// Linked entities.
+    pub entities: Vec<EntityLink>,
+    /// Notes.
+    pub notes: Vec<Note>,
+    /// Running deadlines.
+    pub deadlines: Vec<RunningDeadline>,
+}
+
+impl CaseState {
+    /// The case as `principal` may see it.
+    ///
+    /// # Errors
+    /// [`CaseError::NotOpened`]; [`CaseError::WrongTenant`] for a principal
+    /// of another tenant; [`CaseError::InsufficientClearance`] when the case's
+    /// classification is above the principal's clearance.
+    pub fn view_for(
+        &self,
+        def: &CaseDefinition,
+        principal: &Principal,
+    ) -> Result<CaseView, CaseError> {
+        if self.status == CaseStatus::NotOpened {
+            return Err(CaseError::NotOpened);
+        }
+        if self.tenant.as_ref() != Some(&principal.tenant) {
+            return Err(CaseError::WrongTenant {
+                tenant: principal.tenant.clone(),
+            });
+        }
+        if !principal.may_see(self.classification) {
+            return Err(CaseError::InsufficientClearance {
+                subject: "the case".into(),
+                needed: self.classification,
+                held: principal.clearance,
+            });
+        }
+        let case_file = self
+            .case_file
+            .iter()
+            .filter(|(k, _)| {
+                def.field(k.as_str()).is_some_and(|f| {
+                    principal.may_see(
+                        f.classification
+                            .unwrap_or_default()
+                            .max(self.classification),
+                    )
+                })
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Ok(CaseView {
+            status: self.status,
+            definition: self.definition.clone(),
+            classification: self.classification,
+            opened_at: self.opened_at,
+            case_file,
+            items: self
+                .items
+                .iter()
+                .map(|i| ItemView {
+                    instance: i.id,
+                    item: i.key.clone(),
+                    parent: i.parent,
+                    state: i.state,
+                    discretionary: i.discretionary,
+                    claimed_by: i.claimed_by.clone(),
+                })
+                .collect(),
+            reached: self.reached.clone(),
+            planned: self.planned.clone(),
+            entities: self.entities.clone(),
+            notes: self.notes.clone(),
+            deadlines: self.deadlines.clone(),
+        })
+    }
+}
