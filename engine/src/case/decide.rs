@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::definition::{
     Activity, ActivityKind, CaseDefinition, Deadline, FieldDef, FieldKey, ItemKey, Occurrence,
-    PlanItem, RoleKey, SlaPeriod,
+    OnPart, PlanItem, RoleKey, SlaPeriod,
 };
 use crate::log::Timestamp;
 use crate::rules::{Condition, ItemState, Scope};
@@ -88,6 +88,8 @@ struct Cx<'a> {
     queue: VecDeque<InstanceId>,
     queued: BTreeSet<InstanceId>,
     case_exit_dirty: bool,
+    /// On-parts that occurred in this command so far (for items created later in it).
+    seen: Vec<OnPart>,
 }
 
 fn occurrence_matches(o: &Occurrence, occ: &Occurred) -> bool {
@@ -151,6 +153,7 @@ impl<'a> Cx<'a> {
             queue: VecDeque::new(),
             queued: BTreeSet::new(),
             case_exit_dirty: false,
+            seen: Vec::new(),
         }
     }
 
@@ -376,6 +379,11 @@ impl<'a> Cx<'a> {
 
     /// Queues the sentries an occurrence may fire, and runs deadline clocks.
     fn react(&mut self, occ: &Occurred) -> Result<(), CaseError> {
+        if let Some(on) = occ.on_part() {
+            if !self.seen.contains(&on) {
+                self.seen.push(on);
+            }
+        }
         let mut to_queue = Vec::new();
         match occ {
             Occurred::Changed(_) => {
@@ -521,11 +529,28 @@ impl<'a> Cx<'a> {
     ) -> Result<InstanceId, CaseError> {
         let (item, _) = self.entry(key.as_str())?;
         let id = self.state.next_instance_id();
+        // Earlier occurrences of this command are visible to a new item,
+        // except to a repetition's new instance: it listens only for later ones.
+        let seen: Vec<OnPart> = if repetition {
+            Vec::new()
+        } else {
+            self.seen
+                .iter()
+                .filter(|on| {
+                    item.entry()
+                        .iter()
+                        .chain(item.exit())
+                        .any(|s| s.on.contains(on))
+                })
+                .cloned()
+                .collect()
+        };
         self.emit(CaseEvent::PlanItemCreated {
             instance: id,
             item: key.clone(),
             parent,
             discretionary,
+            seen,
         })?;
         if item.entry().is_empty() {
             self.enter(id)?;

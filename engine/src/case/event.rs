@@ -9,7 +9,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::definition::{CaseTypeKey, DeadlineKey, FieldKey, Fingerprint, ItemKey};
+use crate::definition::{CaseTypeKey, DeadlineKey, FieldKey, Fingerprint, ItemKey, OnPart};
 use crate::log::codec::DomainEvent;
 use crate::log::{TenantId, Timestamp};
 use crate::rules::ItemState;
@@ -165,6 +165,11 @@ pub enum CaseEvent {
         parent: Option<InstanceId>,
         /// Whether a caseworker planned it.
         discretionary: bool,
+        /// On-parts of its sentries that already occurred earlier in the same
+        /// command: the new instance starts with them latched. (Occurrences
+        /// of earlier commands are never replayed to it.)
+        #[serde(default)]
+        seen: Vec<OnPart>,
     },
     /// Entered an item with manual activation: *enabled*.
     PlanItemEnabled {

@@ -178,6 +178,17 @@ pub(crate) enum Occurred {
 }
 
 impl Occurred {
+    /// The on-part this occurrence satisfies, if any.
+    pub(crate) fn on_part(&self) -> Option<OnPart> {
+        match self {
+            Occurred::Completed(k, _) => Some(OnPart::Completed(k.clone())),
+            Occurred::Terminated(k, _) => Some(OnPart::Terminated(k.clone())),
+            Occurred::Reached(k, _) => Some(OnPart::Reached(k.clone())),
+            Occurred::Changed(f) => Some(OnPart::Changed(f.clone())),
+            _ => None,
+        }
+    }
+
     fn matches(&self, on: &OnPart) -> bool {
         match (self, on) {
             (Occurred::Completed(k, _), OnPart::Completed(o))
@@ -233,6 +244,16 @@ fn latch(latches: &mut [Vec<bool>], sentries: &[Sentry], occ: &Occurred) {
     for (row, sentry) in latches.iter_mut().zip(sentries) {
         for (slot, on) in row.iter_mut().zip(&sentry.on) {
             if occ.matches(on) {
+                *slot = true;
+            }
+        }
+    }
+}
+
+fn latch_on(latches: &mut [Vec<bool>], sentries: &[Sentry], seen: &OnPart) {
+    for (row, sentry) in latches.iter_mut().zip(sentries) {
+        for (slot, on) in row.iter_mut().zip(&sentry.on) {
+            if on == seen {
                 *slot = true;
             }
         }
@@ -435,6 +456,7 @@ impl CaseState {
                 item,
                 parent,
                 discretionary,
+                seen,
             } => {
                 if *instance != self.next_id() {
                     return Err(inconsistent(
@@ -460,7 +482,7 @@ impl CaseState {
                         self.planned.remove(pos);
                     }
                 }
-                self.items.push(ItemInstance {
+                let mut inst = ItemInstance {
                     id: *instance,
                     key: item.clone(),
                     parent: *parent,
@@ -471,7 +493,12 @@ impl CaseState {
                     claimed_by: None,
                     entry_latches: latches(entry.item.entry()),
                     exit_latches: latches(entry.item.exit()),
-                });
+                };
+                for on in seen {
+                    latch_on(&mut inst.entry_latches, entry.item.entry(), on);
+                    latch_on(&mut inst.exit_latches, entry.item.exit(), on);
+                }
+                self.items.push(inst);
             }
             CaseEvent::PlanItemEnabled { instance, .. } => {
                 self.set_state(event, *instance, ItemState::Enabled)?;

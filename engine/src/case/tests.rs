@@ -339,6 +339,43 @@ entry = [{{ on = [{{ completed = "go" }}] }}]
     then.then_excludes(&["activated late#4"]);
 }
 
+#[test]
+fn an_occurrence_earlier_in_the_same_command_is_seen_by_an_item_created_later() {
+    // The stage activates because `found` completed; its milestone, created
+    // in the same command, listens for that same completion and is reached.
+    let g = given(&format!(
+        r#"{FLAG}
+[[activities]]
+key = "found"
+name = "Found"
+kind = "human_task"
+roles = ["w"]
+[[stages]]
+key = "closure"
+name = "Closure"
+entry = [{{ on = [{{ completed = "found" }}] }}]
+  [[stages.activities]]
+  key = "interview"
+  name = "Interview"
+  kind = "human_task"
+  roles = ["w"]
+  [[stages.milestones]]
+  key = "found_milestone"
+  name = "Found"
+  entry = [{{ on = [{{ completed = "found" }}] }}]
+"#
+    ))
+    .opened(json!({}));
+    g.when(complete("found", json!({}))).then(&[
+        "completed found#1",
+        "activated closure#2",
+        "created interview#3",
+        "activated interview#3",
+        "created found_milestone#4",
+        "reached found_milestone#4",
+    ]);
+}
+
 // ------------------------------------------------------------------ exit
 
 #[test]
