@@ -1,17 +1,25 @@
 //! The Casebook engine: an event-sourced adaptive case management core.
 //!
 //! Layout, one folder per concept:
+//! - [`engine`]: [`Engine`], the one entry point for embedding users — deploy
+//!   definitions, open cases, execute commands, read views.
 //! - [`log`]: the append-only event log — identifiers, the [`log::EventStore`]
 //!   trait, the typed event codec, subscriptions, and two stores:
 //!   [`log::MemoryStore`] and [`log::LogStore`] (durable segment files plus sled
 //!   indexes).
-//! - [`security`]: classifications (and, later, principals, roles and audit).
+//! - [`definition`] and [`rules`]: case definitions as metadata, and the CEL
+//!   conditions in them.
 //! - [`case`]: the pure case runtime — commands are decided into events
 //!   (with the cascade their sentries cause), events fold into
 //!   [`case::CaseState`], and principals read a [`case::CaseView`].
+//! - [`security`]: classifications, vetting and the [`security::Principal`]
+//!   every call takes.
 
 pub mod case;
 pub mod definition;
+pub mod engine;
 pub mod log;
 pub mod rules;
 pub mod security;
+
+pub use engine::Engine;

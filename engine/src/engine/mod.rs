@@ -1,0 +1,766 @@
+//! [`Engine`]: the one entry point for embedding users.
+//!
+//! It ties the event log, case definitions and the case runtime together:
+//! deploy definitions (stored as events, versioned per tenant), open cases,
+//! execute commands, and read a case as the caller may see it. Every call
+//! takes a [`Principal`]; every stream it touches is the principal's tenant's,
+//! so no call can reach another tenant's data.
+//!
+//! Streams: `<tenant>/definition/<case type>` holds `DefinitionDeployed`
+//! events; `<tenant>/case/<case id>` holds a case's events. A command loads
+//! the case (snapshot + newer events), runs [`crate::case::decide`], and
+//! appends everything it returns in one append with the version it loaded
+//! (retrying on a concurrent change, which is safe because `decide` is pure).
+
+mod error;
+mod snapshots;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use serde::{Deserialize, Serialize};
+
+pub use error::EngineError;
+pub use snapshots::{MemorySnapshots, SledSnapshots, SnapshotStore};
+
+use crate::case::{decide, CaseCommand, CaseEvent, CaseState, CaseView, DefinitionRef};
+use crate::definition::{CaseDefinition, FieldKey, Fingerprint, Format};
+use crate::log::codec::DomainEvent;
+use crate::log::{
+    CorrelationId, Direction, EventStore, ExpectedVersion, GlobalPosition, LogError, LogStore,
+    MemoryStore, Metadata, Source, StreamId, StreamVersion, TenantId, Timestamp,
+};
+use crate::security::{Classification, Principal};
+
+/// The role that may deploy case definitions.
+pub const ADMIN_ROLE: &str = "administrator";
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// A snapshot is written each time a case crosses a multiple of this many
+    /// events. 0 turns snapshots off. Default 100.
+    pub snapshot_every: u64,
+    /// Attempts at a command when other commands change the case meanwhile.
+    pub max_attempts: u32,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            snapshot_every: 100,
+            max_attempts: 8,
+        }
+    }
+}
+
+/// Provenance a caller may give with a command.
+#[derive(Debug, Clone, Default)]
+pub struct CommandContext {
+    /// Why (recorded on every event of the command).
+    pub reason: Option<String>,
+    /// The originating system and its reference (default: `casebook`).
+    pub source: Option<Source>,
+    /// Ties the command to a wider request (default: a fresh id).
+    pub correlation_id: Option<CorrelationId>,
+}
+
+/// A request to open a case.
+#[derive(Debug, Clone)]
+pub struct OpenCase {
+    /// The case type key.
+    pub case_type: String,
+    /// The definition version (default: the latest deployed).
+    pub version: Option<u32>,
+    /// The case id (default: generated, e.g. `burglary-0193…`).
+    pub case_id: Option<String>,
+    /// The initial case file.
+    pub case_file: BTreeMap<FieldKey, serde_json::Value>,
+    /// A classification above the definition's default, if needed.
+    pub classification: Option<Classification>,
+    /// Provenance.
+    pub context: CommandContext,
+}
+
+impl OpenCase {
+    /// Opens a case of `case_type` at its latest version with this case file.
+    pub fn new(
+        case_type: impl Into<String>,
+        case_file: BTreeMap<FieldKey, serde_json::Value>,
+    ) -> Self {
+        OpenCase {
+            case_type: case_type.into(),
+            version: None,
+            case_id: None,
+            case_file,
+            classification: None,
+            context: CommandContext::default(),
+        }
+    }
+}
+
+/// What a command did.
+#[derive(Debug, Clone)]
+pub struct CaseOutcome {
+    /// The case.
+    pub case_id: String,
+    /// Every event the command appended (the command's own and its cascade).
+    pub events: Vec<CaseEvent>,
+    /// The case's version after the command.
+    pub version: StreamVersion,
+    /// The global position of the last event appended (for read-your-writes).
+    pub position: Option<GlobalPosition>,
+}
+
+/// A deployed case definition version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deployment {
+    /// The case type.
+    pub key: String,
+    /// The version.
+    pub version: u32,
+    /// Its content hash.
+    pub fingerprint: Fingerprint,
+    /// Whether this call deployed it (false: it was deployed already).
+    pub newly_deployed: bool,
+}
+
+/// A case as loaded: its definition, state and version.
+#[derive(Debug, Clone)]
+pub struct LoadedCase {
+    /// The definition version the case runs.
+    pub definition: Arc<CaseDefinition>,
+    /// The case's state.
+    pub state: CaseState,
+    /// The version of its last event.
+    pub version: StreamVersion,
+    /// Whether loading started from a snapshot.
+    pub from_snapshot: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum DefinitionEvent {
+    Deployed {
+        key: String,
+        version: u32,
+        fingerprint: Fingerprint,
+        format: String,
+        source: String,
+    },
+}
+
+impl DomainEvent for DefinitionEvent {
+    const SCHEMA_VERSION: u16 = 1;
+    fn event_type(&self) -> &'static str {
+        "DefinitionDeployed"
+    }
+}
+
+const SNAPSHOT_FORMAT: u16 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    format: u16,
+    definition: DefinitionRef,
+    state: CaseState,
+}
+
+type DefinitionCache = HashMap<(TenantId, String, u32), Arc<CaseDefinition>>;
+
+/// The Casebook engine. Cheap to clone; clones share everything.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// use casebook_engine::engine::{Engine, OpenCase};
+/// use casebook_engine::definition::Format;
+/// use casebook_engine::security::Principal;
+/// use casebook_engine::log::TenantId;
+///
+/// let engine = Engine::in_memory();
+/// let kent = TenantId::new("kent").unwrap();
+/// let admin = Principal::new(kent.clone(), "admin-1").with_roles(["administrator"]);
+/// let source = include_str!("../../../examples/definitions/foi-request.toml");
+/// let deployed = engine.deploy(&admin, source, Format::Toml).await.unwrap();
+/// assert!(deployed.newly_deployed);
+/// // Deploying the same document again is a no-op.
+/// assert!(!engine.deploy(&admin, source, Format::Toml).await.unwrap().newly_deployed);
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn EventStore>,
+    log: Option<LogStore>,
+    snapshots: Arc<dyn SnapshotStore>,
+    sled_snapshots: Option<Arc<SledSnapshots>>,
+    definitions: RwLock<DefinitionCache>,
+    config: EngineConfig,
+}
+
+impl Engine {
+    /// An engine on the embedded durable store in `dir` (`<dir>/log`,
+    /// `<dir>/index`, `<dir>/snapshots`).
+    ///
+    /// Errors: those of [`LogStore::open`]; [`EngineError::Snapshot`].
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, EngineError> {
+        Self::open_with(dir, EngineConfig::default())
+    }
+
+    /// [`Engine::open`] with settings.
+    pub fn open_with(dir: impl AsRef<Path>, config: EngineConfig) -> Result<Self, EngineError> {
+        let log = LogStore::open(dir.as_ref())?;
+        let snapshots = Arc::new(SledSnapshots::open(&dir.as_ref().join("snapshots"))?);
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                store: Arc::new(log.clone()),
+                log: Some(log),
+                snapshots: Arc::clone(&snapshots) as Arc<dyn SnapshotStore>,
+                sled_snapshots: Some(snapshots),
+                definitions: RwLock::default(),
+                config,
+            }),
+        })
+    }
+
+    /// An engine that keeps everything in memory (tests, examples).
+    pub fn in_memory() -> Self {
+        Self::with_store(Arc::new(MemoryStore::new()), EngineConfig::default())
+    }
+
+    /// An engine on any event store, with in-memory snapshots.
+    pub fn with_store(store: Arc<dyn EventStore>, config: EngineConfig) -> Self {
+        Engine {
+            inner: Arc::new(Inner {
+                store,
+                log: None,
+                snapshots: Arc::new(MemorySnapshots::default()),
+                sled_snapshots: None,
+                definitions: RwLock::default(),
+                config,
+            }),
+        }
+    }
+
+    /// The event store underneath (for subscriptions and projections).
+    pub fn store(&self) -> Arc<dyn EventStore> {
+        Arc::clone(&self.inner.store)
+    }
+
+    /// Closes the durable store (if any) after queued appends, and flushes snapshots.
+    pub async fn close(&self) -> Result<(), EngineError> {
+        if let Some(log) = &self.inner.log {
+            log.close().await?;
+        }
+        if let Some(s) = &self.inner.sled_snapshots {
+            s.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Deploys a case definition for the principal's tenant.
+    ///
+    /// The document is parsed and validated; a valid one is stored as a
+    /// `DefinitionDeployed` event. Deploying the same content again returns
+    /// the existing deployment (`newly_deployed: false`). Running cases keep
+    /// the version they started with.
+    ///
+    /// Errors: [`EngineError::Forbidden`] without the `administrator` role;
+    /// [`EngineError::InvalidDefinition`] listing every problem;
+    /// [`EngineError::DefinitionVersionConflict`] for a deployed version with
+    /// other content; [`EngineError::DefinitionVersionNotIncreasing`].
+    pub async fn deploy(
+        &self,
+        principal: &Principal,
+        source: &str,
+        format: Format,
+    ) -> Result<Deployment, EngineError> {
+        if !principal.has_role(ADMIN_ROLE) {
+            return Err(EngineError::Forbidden {
+                principal: principal.to_string(),
+                action: "deploy case definitions".into(),
+                needed: vec![ADMIN_ROLE.into()],
+            });
+        }
+        let def = CaseDefinition::parse(source, format)?;
+        let key = def.key.as_str().to_string();
+        let fingerprint = def.fingerprint();
+        let stream = StreamId::new(principal.tenant.clone(), "definition", &key)?;
+        for _ in 0..self.inner.config.max_attempts {
+            let deployed = self.deployed(&stream).await?;
+            if let Some((_, fp, _, _)) = deployed.iter().find(|d| d.0 == def.version) {
+                if *fp == fingerprint {
+                    return Ok(Deployment {
+                        key,
+                        version: def.version,
+                        fingerprint,
+                        newly_deployed: false,
+                    });
+                }
+                return Err(EngineError::DefinitionVersionConflict {
+                    key,
+                    version: def.version,
+                });
+            }
+            if let Some(latest) = deployed.iter().map(|d| d.0).max() {
+                if def.version < latest {
+                    return Err(EngineError::DefinitionVersionNotIncreasing {
+                        key,
+                        version: def.version,
+                        latest,
+                    });
+                }
+            }
+            let event = DefinitionEvent::Deployed {
+                key: key.clone(),
+                version: def.version,
+                fingerprint,
+                format: match format {
+                    Format::Toml => "toml".into(),
+                    Format::Json => "json".into(),
+                },
+                source: source.to_string(),
+            };
+            let metadata = Metadata::new(principal.actor(), Source::system("casebook"))
+                .with_reason(format!("deploy {key} version {}", def.version));
+            let expected = match deployed.len() {
+                0 => ExpectedVersion::NoStream,
+                n => ExpectedVersion::Exact(StreamVersion(n as u64 - 1)),
+            };
+            match self
+                .inner
+                .store
+                .append(&stream, expected, vec![event.to_event_data(metadata)?])
+                .await
+            {
+                Ok(_) => {
+                    let version = def.version;
+                    self.cache(&principal.tenant, Arc::new(def));
+                    return Ok(Deployment {
+                        key,
+                        version,
+                        fingerprint,
+                        newly_deployed: true,
+                    });
+                }
+                Err(LogError::WrongExpectedVersion { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(EngineError::Contended {
+            case_id: stream.to_string(),
+            attempts: self.inner.config.max_attempts,
+        })
+    }
+
+    /// The deployed versions of a case type: `(version, fingerprint)`, oldest first.
+    pub async fn deployments(
+        &self,
+        principal: &Principal,
+        case_type: &str,
+    ) -> Result<Vec<(u32, Fingerprint)>, EngineError> {
+        let stream = StreamId::new(principal.tenant.clone(), "definition", case_type)?;
+        Ok(self
+            .deployed(&stream)
+            .await?
+            .into_iter()
+            .map(|d| (d.0, d.1))
+            .collect())
+    }
+
+    /// A deployed definition of the principal's tenant (latest if `version` is None).
+    ///
+    /// Errors: [`EngineError::UnknownDefinition`].
+    pub async fn definition(
+        &self,
+        principal: &Principal,
+        case_type: &str,
+        version: Option<u32>,
+    ) -> Result<Arc<CaseDefinition>, EngineError> {
+        self.definition_for(&principal.tenant, case_type, version)
+            .await
+    }
+
+    async fn definition_for(
+        &self,
+        tenant: &TenantId,
+        case_type: &str,
+        version: Option<u32>,
+    ) -> Result<Arc<CaseDefinition>, EngineError> {
+        let unknown = || EngineError::UnknownDefinition {
+            tenant: tenant.clone(),
+            key: case_type.to_string(),
+            version,
+        };
+        if let Some(v) = version {
+            let cached = self
+                .inner
+                .definitions
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&(tenant.clone(), case_type.to_string(), v))
+                .cloned();
+            if let Some(def) = cached {
+                return Ok(def);
+            }
+        }
+        let stream =
+            StreamId::new(tenant.clone(), "definition", case_type).map_err(|_| unknown())?;
+        let deployed = self.deployed(&stream).await?;
+        let pick = match version {
+            Some(v) => deployed.into_iter().find(|d| d.0 == v),
+            None => deployed.into_iter().max_by_key(|d| d.0),
+        };
+        let (_, fingerprint, format, source) = pick.ok_or_else(unknown)?;
+        let def = CaseDefinition::parse(&source, format)?;
+        if def.fingerprint() != fingerprint {
+            return Err(EngineError::Snapshot(format!(
+                "the stored document of {case_type} no longer parses to the deployed definition (fingerprint changed)"
+            )));
+        }
+        let def = Arc::new(def);
+        self.cache(tenant, Arc::clone(&def));
+        Ok(def)
+    }
+
+    fn cache(&self, tenant: &TenantId, def: Arc<CaseDefinition>) {
+        self.inner
+            .definitions
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                (tenant.clone(), def.key.as_str().to_string(), def.version),
+                def,
+            );
+    }
+
+    /// Every deployment in a definition stream: (version, fingerprint, format, source).
+    async fn deployed(
+        &self,
+        stream: &StreamId,
+    ) -> Result<Vec<(u32, Fingerprint, Format, String)>, EngineError> {
+        let events = self
+            .inner
+            .store
+            .read_stream(
+                stream,
+                Direction::Forward,
+                StreamVersion::START,
+                self.inner.store.limits().max_read_limit,
+            )
+            .await?;
+        events
+            .iter()
+            .map(|e| {
+                let DefinitionEvent::Deployed {
+                    version,
+                    fingerprint,
+                    format,
+                    source,
+                    ..
+                } = DefinitionEvent::from_recorded(e)?;
+                let format = if format == "json" {
+                    Format::Json
+                } else {
+                    Format::Toml
+                };
+                Ok((version, fingerprint, format, source))
+            })
+            .collect()
+    }
+
+    /// Opens a case. The case's tenant is the principal's.
+    ///
+    /// Errors: [`EngineError::UnknownDefinition`]; [`EngineError::CaseExists`];
+    /// [`EngineError::InvalidId`]; [`EngineError::Case`] for a rejected open
+    /// (roles, clearance, missing or mistyped fields).
+    pub async fn open_case(
+        &self,
+        principal: &Principal,
+        request: OpenCase,
+    ) -> Result<CaseOutcome, EngineError> {
+        let def = self
+            .definition_for(&principal.tenant, &request.case_type, request.version)
+            .await?;
+        let case_id = match request.case_id {
+            Some(id) => id,
+            None => format!("{}-{}", def.key.as_str(), uuid::Uuid::now_v7().simple()),
+        };
+        let stream = StreamId::new(principal.tenant.clone(), "case", &case_id)?;
+        let state = CaseState::default();
+        let command = CaseCommand::Open {
+            case_file: request.case_file,
+            classification: request.classification,
+        };
+        let events = decide(&def, &state, principal, command, Timestamp::now())?;
+        match self
+            .append(
+                &def,
+                state,
+                &stream,
+                None,
+                events,
+                principal,
+                &request.context,
+            )
+            .await
+        {
+            Err(EngineError::Log(LogError::WrongExpectedVersion { .. })) => {
+                Err(EngineError::CaseExists { case_id })
+            }
+            other => other.map(|(version, position, events)| CaseOutcome {
+                case_id,
+                events,
+                version,
+                position,
+            }),
+        }
+    }
+
+    /// Executes a command on a case of the principal's tenant.
+    ///
+    /// Errors: [`EngineError::UnknownCase`]; [`EngineError::Case`] when the
+    /// runtime rejects the command (nothing is appended);
+    /// [`EngineError::Contended`] if other commands keep changing the case.
+    pub async fn execute(
+        &self,
+        principal: &Principal,
+        case_id: &str,
+        command: CaseCommand,
+        context: CommandContext,
+    ) -> Result<CaseOutcome, EngineError> {
+        let stream = self.case_stream(principal, case_id)?;
+        for _ in 0..self.inner.config.max_attempts {
+            let loaded = self.load_stream(&stream, case_id).await?;
+            let events = decide(
+                &loaded.definition,
+                &loaded.state,
+                principal,
+                command.clone(),
+                Timestamp::now(),
+            )?;
+            match self
+                .append(
+                    &loaded.definition,
+                    loaded.state,
+                    &stream,
+                    Some(loaded.version),
+                    events,
+                    principal,
+                    &context,
+                )
+                .await
+            {
+                Ok((version, position, events)) => {
+                    return Ok(CaseOutcome {
+                        case_id: case_id.to_string(),
+                        events,
+                        version,
+                        position,
+                    })
+                }
+                Err(EngineError::Log(LogError::WrongExpectedVersion { .. })) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(EngineError::Contended {
+            case_id: case_id.to_string(),
+            attempts: self.inner.config.max_attempts,
+        })
+    }
+
+    /// The case as the principal may see it: fields above their clearance
+    /// are withheld.
+    ///
+    /// Errors: [`EngineError::UnknownCase`]; [`EngineError::Case`] for
+    /// insufficient clearance.
+    pub async fn view(
+        &self,
+        principal: &Principal,
+        case_id: &str,
+    ) -> Result<CaseView, EngineError> {
+        let stream = self.case_stream(principal, case_id)?;
+        let loaded = self.load_stream(&stream, case_id).await?;
+        Ok(loaded.state.view_for(&loaded.definition, principal)?)
+    }
+
+    /// Loads a case's full state (snapshot plus newer events). For embedding
+    /// code that needs more than [`Engine::view`]; the clearance check of
+    /// `view` applies.
+    pub async fn load(
+        &self,
+        principal: &Principal,
+        case_id: &str,
+    ) -> Result<LoadedCase, EngineError> {
+        let stream = self.case_stream(principal, case_id)?;
+        let loaded = self.load_stream(&stream, case_id).await?;
+        loaded.state.view_for(&loaded.definition, principal)?;
+        Ok(loaded)
+    }
+
+    /// Loads a case ignoring snapshots (to measure and to check them).
+    pub async fn load_without_snapshot(
+        &self,
+        principal: &Principal,
+        case_id: &str,
+    ) -> Result<LoadedCase, EngineError> {
+        let stream = self.case_stream(principal, case_id)?;
+        let loaded = self.replay(&stream, case_id, None).await?;
+        loaded.state.view_for(&loaded.definition, principal)?;
+        Ok(loaded)
+    }
+
+    fn case_stream(&self, principal: &Principal, case_id: &str) -> Result<StreamId, EngineError> {
+        StreamId::new(principal.tenant.clone(), "case", case_id).map_err(|_| {
+            EngineError::UnknownCase {
+                tenant: principal.tenant.clone(),
+                case_id: case_id.to_string(),
+            }
+        })
+    }
+
+    async fn load_stream(
+        &self,
+        stream: &StreamId,
+        case_id: &str,
+    ) -> Result<LoadedCase, EngineError> {
+        let snapshot = match self.inner.snapshots.get(stream) {
+            Ok(Some((version, bytes))) => rmp_serde::from_slice::<Snapshot>(&bytes)
+                .ok()
+                .filter(|s| s.format == SNAPSHOT_FORMAT)
+                .map(|s| (version, s)),
+            // Snapshots are derived: a failing snapshot store only costs a replay.
+            _ => None,
+        };
+        match snapshot {
+            Some((version, s)) => {
+                let def = self
+                    .definition_for(
+                        stream.tenant(),
+                        s.definition.key.as_str(),
+                        Some(s.definition.version),
+                    )
+                    .await?;
+                if def.fingerprint() == s.definition.fingerprint {
+                    return self
+                        .replay(stream, case_id, Some((def, s.state, version)))
+                        .await;
+                }
+                self.replay(stream, case_id, None).await
+            }
+            None => self.replay(stream, case_id, None).await,
+        }
+    }
+
+    async fn replay(
+        &self,
+        stream: &StreamId,
+        case_id: &str,
+        start: Option<(Arc<CaseDefinition>, CaseState, StreamVersion)>,
+    ) -> Result<LoadedCase, EngineError> {
+        let from_snapshot = start.is_some();
+        let (mut def, mut state, mut version) = match start {
+            Some((d, s, v)) => (Some(d), s, Some(v)),
+            None => (None, CaseState::default(), None),
+        };
+        let page = self.inner.store.limits().max_read_limit;
+        loop {
+            let from = version.map_or(StreamVersion::START, StreamVersion::next);
+            let events = self
+                .inner
+                .store
+                .read_stream(stream, Direction::Forward, from, page)
+                .await?;
+            for recorded in &events {
+                let event = CaseEvent::from_recorded(recorded)?;
+                if def.is_none() {
+                    let CaseEvent::CaseOpened { definition, .. } = &event else {
+                        return Err(crate::case::CaseError::NotOpened.into());
+                    };
+                    def = Some(
+                        self.definition_for(
+                            stream.tenant(),
+                            definition.key.as_str(),
+                            Some(definition.version),
+                        )
+                        .await?,
+                    );
+                }
+                if let Some(d) = &def {
+                    state.apply(d, &event)?;
+                }
+                version = Some(recorded.version);
+            }
+            if events.len() < page {
+                break;
+            }
+        }
+        match (def, version) {
+            (Some(definition), Some(version)) => Ok(LoadedCase {
+                definition,
+                state,
+                version,
+                from_snapshot,
+            }),
+            _ => Err(EngineError::UnknownCase {
+                tenant: stream.tenant().clone(),
+                case_id: case_id.to_string(),
+            }),
+        }
+    }
+
+    /// Appends a command's events with provenance, then snapshots if due.
+    #[allow(clippy::too_many_arguments)]
+    async fn append(
+        &self,
+        def: &Arc<CaseDefinition>,
+        mut state: CaseState,
+        stream: &StreamId,
+        loaded_version: Option<StreamVersion>,
+        events: Vec<CaseEvent>,
+        principal: &Principal,
+        context: &CommandContext,
+    ) -> Result<(StreamVersion, Option<GlobalPosition>, Vec<CaseEvent>), EngineError> {
+        if events.is_empty() {
+            return Ok((loaded_version.unwrap_or(StreamVersion::START), None, events));
+        }
+        for e in &events {
+            state.apply(def, e)?;
+        }
+        let mut metadata = Metadata::new(
+            principal.actor(),
+            context
+                .source
+                .clone()
+                .unwrap_or_else(|| Source::system("casebook")),
+        )
+        .with_classification(state.classification)
+        .with_correlation(context.correlation_id.unwrap_or_default());
+        metadata.reason = context.reason.clone();
+        let data = events
+            .iter()
+            .map(|e| e.to_event_data(metadata.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let expected = loaded_version.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
+        let result = self.inner.store.append(stream, expected, data).await?;
+        let every = self.inner.config.snapshot_every;
+        let before = loaded_version.map_or(0, |v| v.0 + 1);
+        if every > 0 && (result.version.0 + 1) / every > before / every {
+            if let Some(definition) = state.definition.clone() {
+                let snapshot = Snapshot {
+                    format: SNAPSHOT_FORMAT,
+                    definition,
+                    state,
+                };
+                if let Ok(bytes) = rmp_serde::to_vec_named(&snapshot) {
+                    // A failed snapshot costs only a longer replay later.
+                    let _ = self.inner.snapshots.put(stream, result.version, bytes);
+                }
+            }
+        }
+        Ok((result.version, Some(result.last_position), events))
+    }
+}

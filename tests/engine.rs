@@ -1,0 +1,537 @@
+//! The `Engine` end to end on the embedded store: deploying definitions,
+//! working a bundled case type from open to close, reopening the store,
+//! tenant and clearance isolation, concurrency and snapshots.
+
+use std::collections::BTreeMap;
+
+use casebook::case::{CaseCommand, CaseError, CaseStatus, ItemRef};
+use casebook::definition::{FieldKey, Format};
+use casebook::engine::{CommandContext, EngineConfig, EngineError, OpenCase};
+use casebook::log::{Direction, StreamId, StreamVersion, TenantId};
+use casebook::rules::serde_json::{json, Value};
+use casebook::security::{Classification, Principal};
+use casebook::Engine;
+
+const FOI: &str = include_str!("../examples/definitions/foi-request.toml");
+
+fn kent() -> TenantId {
+    TenantId::new("kent").unwrap()
+}
+
+fn admin(tenant: TenantId) -> Principal {
+    Principal::new(tenant, "admin-1").with_roles(["administrator"])
+}
+
+fn foi_officer() -> Principal {
+    Principal::new(kent(), "foi-7").with_roles(["foi_officer"])
+}
+
+fn manager() -> Principal {
+    Principal::new(kent(), "foi-mgr-2").with_roles(["foi_manager"])
+}
+
+fn fields(v: Value) -> BTreeMap<FieldKey, Value> {
+    v.as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (FieldKey::new(k.clone()), v.clone()))
+        .collect()
+}
+
+fn outputs(v: Value) -> BTreeMap<String, Value> {
+    v.as_object().unwrap().clone().into_iter().collect()
+}
+
+fn complete(item: &str, out: Value) -> CaseCommand {
+    CaseCommand::Complete {
+        item: ItemRef::key(item),
+        outputs: outputs(out),
+    }
+}
+
+fn ctx(reason: &str) -> CommandContext {
+    CommandContext {
+        reason: Some(reason.into()),
+        ..CommandContext::default()
+    }
+}
+
+fn state_of(view: &casebook::case::CaseView, item: &str) -> String {
+    view.items
+        .iter()
+        .rev()
+        .find(|i| i.item.as_str() == item)
+        .map(|i| format!("{:?}", i.state))
+        .unwrap_or_else(|| "absent".into())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploying_definitions_is_checked_versioned_and_idempotent() {
+    let engine = Engine::in_memory();
+    let err = engine
+        .deploy(&foi_officer(), FOI, Format::Toml)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::Forbidden { .. }), "{err}");
+
+    let broken = FOI.replace(
+        "if = \"information_held != 'not_held'\"",
+        "if = \"informaton_held != 'not_held'\"",
+    );
+    let err = engine
+        .deploy(&admin(kent()), &broken, Format::Toml)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("informaton_held"), "{err}");
+    assert!(matches!(err, EngineError::InvalidDefinition(_)));
+    let err = engine
+        .deploy(&admin(kent()), "key = [", Format::Toml)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::InvalidDefinition(_)), "{err}");
+
+    let first = engine
+        .deploy(&admin(kent()), FOI, Format::Toml)
+        .await
+        .unwrap();
+    assert!(first.newly_deployed);
+    assert_eq!(first.version, 1);
+    let again = engine
+        .deploy(&admin(kent()), FOI, Format::Toml)
+        .await
+        .unwrap();
+    assert!(!again.newly_deployed);
+    assert_eq!(again.fingerprint, first.fingerprint);
+
+    let case_file =
+        fields(json!({"requester": "P-1", "received_on": "2026-11-02", "request_text": "x"}));
+    let mut on_v1 = OpenCase::new("foi_request", case_file.clone());
+    on_v1.case_id = Some("FOI-V1".into());
+    engine.open_case(&foi_officer(), on_v1).await.unwrap();
+
+    let changed = FOI.replace("working_days = 20", "working_days = 21");
+    let err = engine
+        .deploy(&admin(kent()), &changed, Format::Toml)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            EngineError::DefinitionVersionConflict { version: 1, .. }
+        ),
+        "{err}"
+    );
+    let v3 = changed.replacen("version = 1", "version = 3", 1);
+    assert_eq!(
+        engine
+            .deploy(&admin(kent()), &v3, Format::Toml)
+            .await
+            .unwrap()
+            .version,
+        3
+    );
+    let v2 = FOI.replacen("version = 1", "version = 2", 1);
+    let err = engine
+        .deploy(&admin(kent()), &v2, Format::Toml)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            EngineError::DefinitionVersionNotIncreasing { latest: 3, .. }
+        ),
+        "{err}"
+    );
+    let versions = engine
+        .deployments(&foi_officer(), "foi_request")
+        .await
+        .unwrap();
+    assert_eq!(versions.iter().map(|v| v.0).collect::<Vec<_>>(), [1, 3]);
+    assert_eq!(
+        engine
+            .definition(&foi_officer(), "foi_request", None)
+            .await
+            .unwrap()
+            .version,
+        3
+    );
+    // A running case keeps the version it started with; new cases get the latest.
+    engine
+        .execute(
+            &foi_officer(),
+            "FOI-V1",
+            CaseCommand::AddNote {
+                text: "still v1".into(),
+            },
+            ctx("note"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        engine
+            .load(&foi_officer(), "FOI-V1")
+            .await
+            .unwrap()
+            .definition
+            .version,
+        1
+    );
+    let on_latest = engine
+        .open_case(&foi_officer(), OpenCase::new("foi_request", case_file))
+        .await
+        .unwrap();
+    assert!(on_latest.case_id.starts_with("foi_request-"));
+    assert_eq!(
+        engine
+            .load(&foi_officer(), &on_latest.case_id)
+            .await
+            .unwrap()
+            .definition
+            .version,
+        3
+    );
+
+    // Definitions are per tenant.
+    let essex = TenantId::new("essex").unwrap();
+    let err = engine
+        .definition(&Principal::new(essex, "x"), "foi_request", None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, EngineError::UnknownDefinition { .. }),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_foi_request_runs_from_open_to_close_on_the_embedded_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    engine
+        .deploy(&admin(kent()), FOI, Format::Toml)
+        .await
+        .unwrap();
+
+    let mut open = OpenCase::new(
+        "foi_request",
+        fields(
+            json!({"requester": "P-1001", "received_on": "2026-11-02", "request_text": "Number of burglaries in Canterbury in 2025"}),
+        ),
+    );
+    open.case_id = Some("FOI-2026-0042".into());
+    open.context = ctx("request received by email");
+    let opened = engine
+        .open_case(&foi_officer(), open.clone())
+        .await
+        .unwrap();
+    assert_eq!(opened.case_id, "FOI-2026-0042");
+    let err = engine.open_case(&foi_officer(), open).await.unwrap_err();
+    assert!(matches!(err, EngineError::CaseExists { .. }), "{err}");
+
+    let view = engine.view(&foi_officer(), "FOI-2026-0042").await.unwrap();
+    assert_eq!(view.status, CaseStatus::Active);
+    assert_eq!(state_of(&view, "log_request"), "Active");
+    assert!(view
+        .deadlines
+        .iter()
+        .any(|d| d.deadline.as_str() == "statutory_20_working_days"));
+
+    let id = "FOI-2026-0042";
+    engine
+        .execute(
+            &foi_officer(),
+            id,
+            complete(
+                "log_request",
+                json!({"requester": "P-1001", "received_on": "2026-11-02", "request_text": "Number of burglaries in Canterbury in 2025", "valid_request": true, "clarification_needed": false}),
+            ),
+            ctx("logged"),
+        )
+        .await
+        .unwrap();
+    // The sentry on log_request's completion fired in the same command.
+    let view = engine.view(&foi_officer(), id).await.unwrap();
+    assert_eq!(state_of(&view, "search_for_information"), "Active");
+    assert_eq!(state_of(&view, "seek_clarification"), "Available");
+
+    // A wrong role is refused and appends nothing.
+    let before = engine.load(&foi_officer(), id).await.unwrap().version;
+    let err = engine
+        .execute(
+            &manager(),
+            id,
+            complete(
+                "search_for_information",
+                json!({"information_held": "held"}),
+            ),
+            ctx("x"),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, EngineError::Case(CaseError::Forbidden { .. })),
+        "{err}"
+    );
+    assert_eq!(
+        engine.load(&foi_officer(), id).await.unwrap().version,
+        before
+    );
+
+    engine
+        .execute(
+            &foi_officer(),
+            id,
+            complete(
+                "search_for_information",
+                json!({"information_held": "held", "estimated_cost_hours": 6.5}),
+            ),
+            ctx("searched"),
+        )
+        .await
+        .unwrap();
+    engine
+        .execute(
+            &foi_officer(),
+            id,
+            complete(
+                "consider_exemptions",
+                json!({"exemptions": ["s40_personal_data"]}),
+            ),
+            ctx("considered"),
+        )
+        .await
+        .unwrap();
+    // A discretionary activity, planned because an exemption applies.
+    engine
+        .execute(
+            &foi_officer(),
+            id,
+            CaseCommand::AddDiscretionary {
+                item: "legal_advice".into(),
+                stage: None,
+            },
+            ctx("s40 needs legal advice"),
+        )
+        .await
+        .unwrap();
+    let legal = Principal::new(kent(), "legal-3").with_roles(["legal_adviser"]);
+    engine
+        .execute(
+            &legal,
+            id,
+            complete("legal_advice", json!({})),
+            ctx("advised"),
+        )
+        .await
+        .unwrap();
+    engine
+        .execute(
+            &manager(),
+            id,
+            complete(
+                "approve_response",
+                json!({"response_type": "partly_disclosed"}),
+            ),
+            ctx("approved"),
+        )
+        .await
+        .unwrap();
+    let sent = engine
+        .execute(
+            &foi_officer(),
+            id,
+            complete("send_response", json!({"response_sent_on": "2026-11-20"})),
+            ctx("sent"),
+        )
+        .await
+        .unwrap();
+    let view = engine.view(&foi_officer(), id).await.unwrap();
+    assert!(
+        view.reached.iter().any(|m| m.as_str() == "response_sent"),
+        "{:?}",
+        view.reached
+    );
+    assert!(sent.position.is_some());
+    if view.status != CaseStatus::Completed {
+        engine
+            .execute(
+                &manager(),
+                id,
+                CaseCommand::Close {
+                    reason: Some("responded".into()),
+                },
+                ctx("closed"),
+            )
+            .await
+            .unwrap();
+    }
+    let status = engine.view(&foi_officer(), id).await.unwrap().status;
+    assert!(
+        matches!(status, CaseStatus::Completed | CaseStatus::Closed),
+        "{status:?}"
+    );
+
+    // Every event carries provenance.
+    let stream = StreamId::new(kent(), "case", id).unwrap();
+    let events = engine
+        .store()
+        .read_stream(&stream, Direction::Forward, StreamVersion::START, 1000)
+        .await
+        .unwrap();
+    assert!(events
+        .iter()
+        .all(|e| e.metadata.source.system == "casebook" && e.metadata.reason.is_some()));
+    assert!(events.iter().any(|e| e.metadata.actor.0 == "legal-3"));
+    let total = events.len();
+
+    // Durable: a new engine on the same directory sees the same case.
+    engine.close().await.unwrap();
+    drop(engine);
+    let engine = Engine::open(dir.path()).unwrap();
+    let reloaded = engine.load(&foi_officer(), id).await.unwrap();
+    assert_eq!(reloaded.version, StreamVersion(total as u64 - 1));
+    assert_eq!(
+        engine.view(&foi_officer(), id).await.unwrap().status,
+        status
+    );
+    engine.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_and_clearances_are_enforced_by_the_engine() {
+    let engine = Engine::in_memory();
+    engine
+        .deploy(&admin(kent()), FOI, Format::Toml)
+        .await
+        .unwrap();
+    let essex = TenantId::new("essex").unwrap();
+    engine
+        .deploy(&admin(essex.clone()), FOI, Format::Toml)
+        .await
+        .unwrap();
+    let mut open = OpenCase::new(
+        "foi_request",
+        fields(json!({"requester": "P-1", "received_on": "2026-11-02", "request_text": "x"})),
+    );
+    open.case_id = Some("FOI-1".into());
+    open.classification = Some(Classification::OfficialSensitive);
+    let officer = foi_officer().with_clearance(Classification::OfficialSensitive);
+    engine.open_case(&officer, open).await.unwrap();
+
+    // Another tenant's officer cannot even find it.
+    let essex_officer = Principal::new(essex, "foi-9")
+        .with_roles(["foi_officer"])
+        .with_clearance(Classification::TopSecret);
+    let err = engine.view(&essex_officer, "FOI-1").await.unwrap_err();
+    assert!(matches!(err, EngineError::UnknownCase { .. }), "{err}");
+    let err = engine
+        .execute(
+            &essex_officer,
+            "FOI-1",
+            CaseCommand::AddNote { text: "hi".into() },
+            ctx("x"),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::UnknownCase { .. }), "{err}");
+
+    // Clearance below the case's classification: refused.
+    let err = engine.view(&foi_officer(), "FOI-1").await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            EngineError::Case(CaseError::InsufficientClearance { .. })
+        ),
+        "{err}"
+    );
+    let err = engine
+        .execute(
+            &foi_officer(),
+            "FOI-1",
+            CaseCommand::AddNote { text: "hi".into() },
+            ctx("x"),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            EngineError::Case(CaseError::InsufficientClearance { .. })
+        ),
+        "{err}"
+    );
+    assert!(engine.view(&officer, "FOI-1").await.is_ok());
+
+    // Unknown cases and bad ids are typed errors.
+    let err = engine.view(&officer, "FOI-404").await.unwrap_err();
+    assert!(matches!(err, EngineError::UnknownCase { .. }), "{err}");
+    let err = engine.view(&officer, "../etc/passwd").await.unwrap_err();
+    assert!(matches!(err, EngineError::UnknownCase { .. }), "{err}");
+    let err = engine
+        .open_case(&officer, OpenCase::new("no_such_type", BTreeMap::new()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, EngineError::UnknownDefinition { .. }),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_commands_on_one_case_all_land_and_snapshots_match_replay() {
+    let engine = Engine::with_store(
+        std::sync::Arc::new(casebook::log::MemoryStore::new()),
+        EngineConfig {
+            snapshot_every: 25,
+            max_attempts: 64,
+        },
+    );
+    engine
+        .deploy(&admin(kent()), FOI, Format::Toml)
+        .await
+        .unwrap();
+    let mut open = OpenCase::new(
+        "foi_request",
+        fields(json!({"requester": "P-1", "received_on": "2026-11-02", "request_text": "x"})),
+    );
+    open.case_id = Some("FOI-2".into());
+    engine.open_case(&foi_officer(), open).await.unwrap();
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let engine = engine.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..10 {
+                engine
+                    .execute(
+                        &foi_officer(),
+                        "FOI-2",
+                        CaseCommand::AddNote {
+                            text: format!("note {w}-{i}"),
+                        },
+                        ctx("note"),
+                    )
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let with = engine.load(&foi_officer(), "FOI-2").await.unwrap();
+    let without = engine
+        .load_without_snapshot(&foi_officer(), "FOI-2")
+        .await
+        .unwrap();
+    assert!(
+        with.from_snapshot,
+        "a case past 25 events loads from a snapshot"
+    );
+    assert!(!without.from_snapshot);
+    assert_eq!(with.version, without.version);
+    assert_eq!(
+        casebook::rules::serde_json::to_value(&with.state).unwrap(),
+        casebook::rules::serde_json::to_value(&without.state).unwrap()
+    );
+    assert_eq!(with.state.notes.len(), 80);
+}
