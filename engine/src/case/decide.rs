@@ -90,6 +90,9 @@ struct Cx<'a> {
     case_exit_dirty: bool,
     /// On-parts that occurred in this command so far (for items created later in it).
     seen: Vec<OnPart>,
+    /// Repetitions to create (item, parent), deferred to the cascade loop so
+    /// that a looping definition meets the bound instead of deep recursion.
+    repeats: VecDeque<(ItemKey, Option<InstanceId>)>,
 }
 
 fn occurrence_matches(o: &Occurrence, occ: &Occurred) -> bool {
@@ -154,6 +157,7 @@ impl<'a> Cx<'a> {
             queued: BTreeSet::new(),
             case_exit_dirty: false,
             seen: Vec::new(),
+            repeats: VecDeque::new(),
         }
     }
 
@@ -667,9 +671,8 @@ impl<'a> Cx<'a> {
             && item.entry().is_empty()
             && !inst.discretionary
             && !matches!(item, PlanItem::Milestone(_))
-            && self.parent_active(inst.parent)
         {
-            self.create(&inst.key, inst.parent, false, true)?;
+            self.repeats.push_back((inst.key, inst.parent));
         }
         Ok(())
     }
@@ -833,6 +836,12 @@ impl<'a> Cx<'a> {
         loop {
             if self.state.status != CaseStatus::Active {
                 return Ok(());
+            }
+            if let Some((key, parent)) = self.repeats.pop_front() {
+                if self.parent_active(parent) {
+                    self.create(&key, parent, false, true)?;
+                }
+                continue;
             }
             if let Some(id) = self.queue.pop_front() {
                 self.queued.remove(&id);
