@@ -720,3 +720,40 @@ fn another_tenant_cannot_touch_or_read_a_case() {
         Err(CaseError::WrongTenant { .. })
     ));
 }
+
+#[test]
+fn a_referred_burglary_ends_after_grading() {
+    let mut case = Case::new(load("burglary.toml"));
+    let call_handler = officer("ch-1", &["call_handler"], Classification::Official);
+    case.run(
+        &call_handler,
+        CaseCommand::Open {
+            case_file: file(json!({
+                "reported_at": "2026-01-05T08:50:00Z",
+                "incident_location": "L-100",
+                "premises_type": "commercial",
+                "victim": "P-1",
+                "victim_vulnerable": false,
+            })),
+            classification: None,
+        },
+    );
+    case.complete(
+        &call_handler,
+        "record_report",
+        json!({ "offenders_on_scene": false }),
+    );
+    // No map position: the GIS lookup's condition is false, so it waits.
+    assert_eq!(case.state_of("locate"), Some(ItemState::Available));
+    let events = case.complete(
+        &call_handler,
+        "grade_incident",
+        json!({ "grade": "referred" }),
+    );
+    // The grade change fires the victim-updates exit criterion; attendance
+    // never starts; every required stage is terminal, so the case completes.
+    assert_eq!(case.state_of("victim_updates"), Some(ItemState::Terminated));
+    assert_eq!(case.state_of("attendance"), Some(ItemState::Terminated));
+    assert!(events.contains(&CaseEvent::CaseCompleted {}));
+    case.check_replay();
+}

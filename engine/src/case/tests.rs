@@ -376,6 +376,41 @@ entry = [{{ on = [{{ completed = "found" }}] }}]
     ]);
 }
 
+#[test]
+fn a_person_reaches_a_waiting_milestone() {
+    let g = given(&format!(
+        r#"{FLAG}
+[[activities]]
+key = "a"
+name = "A"
+kind = "human_task"
+roles = ["w"]
+required = true
+[[milestones]]
+key = "m"
+name = "M"
+entry = [{{ if = "flag == true" }}]
+"#
+    ))
+    .opened(json!({}));
+    g.when(CaseCommand::ReachMilestone { item: "a".into() })
+        .then_error(CaseError::WrongItemKind {
+            item: "a".into(),
+            kind: "activity".into(),
+            action: "reach".into(),
+        });
+    let then = g.when(CaseCommand::ReachMilestone { item: "m".into() });
+    then.then(&["reached m#2"]);
+    assert!(then.state().reached.contains("m"));
+    then.and()
+        .when(CaseCommand::ReachMilestone { item: "m".into() })
+        .then_error(CaseError::IllegalTransition {
+            item: "m".into(),
+            from: ItemState::Completed,
+            action: "reach".into(),
+        });
+}
+
 // ------------------------------------------------------------------ exit
 
 #[test]
