@@ -10,7 +10,8 @@ use casebook_engine::case::{
     ItemRef, PoleKind, PoleRef, SYSTEM_ROLE,
 };
 use casebook_engine::definition::{CaseDefinition, FieldKey};
-use casebook_engine::log::{TenantId, Timestamp};
+use casebook_engine::log::codec::DomainEvent;
+use casebook_engine::log::{ActorId, Metadata, Source, TenantId, Timestamp};
 use casebook_engine::rules::serde_json::{json, Value};
 use casebook_engine::rules::ItemState;
 use casebook_engine::security::{Classification, Principal};
@@ -91,9 +92,22 @@ impl Case {
         self.state.state_of(item)
     }
 
+    /// Replaying the log reproduces the state, every event survives the
+    /// log codec, and the state survives a JSON snapshot.
     fn check_replay(&self) {
         let replayed = CaseState::replay(&self.def, &self.log).expect("replay");
         assert_eq!(replayed, self.state);
+        for e in &self.log {
+            let meta = Metadata::new(ActorId::new("test"), Source::system("case_runtime"));
+            let data = e.to_event_data(meta).expect("encode");
+            let back = CaseEvent::decode_payload(&data.event_type, &data.payload).expect("decode");
+            assert_eq!(&back, e);
+        }
+        let snapshot =
+            casebook_engine::rules::serde_json::to_string(&self.state).expect("snapshot");
+        let restored: CaseState =
+            casebook_engine::rules::serde_json::from_str(&snapshot).expect("restore");
+        assert_eq!(restored, self.state);
     }
 }
 
