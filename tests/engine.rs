@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use casebook::case::{CaseCommand, CaseError, CaseStatus, ItemRef};
 use casebook::definition::{FieldKey, Format};
-use casebook::engine::{CommandContext, EngineConfig, EngineError, OpenCase};
+use casebook::engine::{CommandContext, EngineConfig, EngineError, LoadStart, OpenCase};
 use casebook::log::{Direction, StreamId, StreamVersion, TenantId};
 use casebook::rules::serde_json::{json, Value};
 use casebook::security::{Classification, Principal};
@@ -484,6 +484,7 @@ async fn concurrent_commands_on_one_case_all_land_and_snapshots_match_replay() {
         EngineConfig {
             snapshot_every: 25,
             max_attempts: 64,
+            cached_cases: 10_000,
         },
     );
     engine
@@ -523,15 +524,61 @@ async fn concurrent_commands_on_one_case_all_land_and_snapshots_match_replay() {
         .load_without_snapshot(&foi_officer(), "FOI-2")
         .await
         .unwrap();
-    assert!(
-        with.from_snapshot,
-        "a case past 25 events loads from a snapshot"
-    );
-    assert!(!without.from_snapshot);
-    assert_eq!(with.version, without.version);
     assert_eq!(
-        casebook::rules::serde_json::to_value(&with.state).unwrap(),
-        casebook::rules::serde_json::to_value(&without.state).unwrap()
+        with.start,
+        LoadStart::Cache,
+        "a case just written loads from the cache"
     );
+    assert_eq!(without.start, LoadStart::Log);
+    assert_eq!(with.version, without.version);
+    let json = |s: &casebook::case::CaseState| casebook::rules::serde_json::to_value(s).unwrap();
+    assert_eq!(json(&with.state), json(&without.state));
     assert_eq!(with.state.notes.len(), 80);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_case_loads_from_its_stored_snapshot_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = EngineConfig {
+        snapshot_every: 25,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::open_with(dir.path(), config.clone()).unwrap();
+    engine
+        .deploy(&admin(kent()), FOI, Format::Toml)
+        .await
+        .unwrap();
+    let mut open = OpenCase::new(
+        "foi_request",
+        fields(json!({"requester": "P-1", "received_on": "2026-11-02", "request_text": "x"})),
+    );
+    open.case_id = Some("FOI-3".into());
+    engine.open_case(&foi_officer(), open).await.unwrap();
+    for i in 0..60 {
+        let text = format!("note {i}");
+        engine
+            .execute(
+                &foi_officer(),
+                "FOI-3",
+                CaseCommand::AddNote { text },
+                ctx("note"),
+            )
+            .await
+            .unwrap();
+    }
+    engine.close().await.unwrap();
+    drop(engine);
+
+    let engine = Engine::open_with(dir.path(), config).unwrap();
+    let loaded = engine.load(&foi_officer(), "FOI-3").await.unwrap();
+    assert_eq!(loaded.start, LoadStart::Snapshot);
+    let replayed = engine
+        .load_without_snapshot(&foi_officer(), "FOI-3")
+        .await
+        .unwrap();
+    assert_eq!(loaded.version, replayed.version);
+    let json = |s: &casebook::case::CaseState| casebook::rules::serde_json::to_value(s).unwrap();
+    assert_eq!(json(&loaded.state), json(&replayed.state));
+    assert_eq!(loaded.state.notes.len(), 60);
+    engine.close().await.unwrap();
 }

@@ -86,4 +86,7 @@ pub enum EngineError {
     /// The snapshot store failed (snapshots are derived; the log is intact).
     #[error("snapshot store error: {0}")]
     Snapshot(String),
+    /// The projection store failed (projections are derived; the log is intact).
+    #[error(transparent)]
+    Projection(#[from] crate::projection::ProjectionError),
 }

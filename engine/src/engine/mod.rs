@@ -13,11 +13,12 @@
 //! (retrying on a concurrent change, which is safe because `decide` is pure).
 
 mod error;
+mod queries;
 mod snapshots;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -44,6 +45,10 @@ pub struct EngineConfig {
     pub snapshot_every: u64,
     /// Attempts at a command when other commands change the case meanwhile.
     pub max_attempts: u32,
+    /// Case states kept in memory after a command, so the next command on a
+    /// hot case reads only the events appended since. 0 turns it off.
+    /// Default 10,000.
+    pub cached_cases: usize,
 }
 
 impl Default for EngineConfig {
@@ -51,6 +56,7 @@ impl Default for EngineConfig {
         EngineConfig {
             snapshot_every: 100,
             max_attempts: 8,
+            cached_cases: 10_000,
         }
     }
 }
@@ -135,8 +141,19 @@ pub struct LoadedCase {
     pub state: CaseState,
     /// The version of its last event.
     pub version: StreamVersion,
-    /// Whether loading started from a snapshot.
-    pub from_snapshot: bool,
+    /// Where loading started.
+    pub start: LoadStart,
+}
+
+/// Where loading a case started before reading newer events from the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoadStart {
+    /// A state kept in memory from a recent command.
+    Cache,
+    /// A stored snapshot.
+    Snapshot,
+    /// The case's first event.
+    Log,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -159,14 +176,26 @@ impl DomainEvent for DefinitionEvent {
 
 const SNAPSHOT_FORMAT: u16 = 1;
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct Snapshot {
     format: u16,
     definition: DefinitionRef,
     state: CaseState,
 }
 
+/// [`Snapshot`] as written, borrowing the state.
+#[derive(Serialize)]
+struct SnapshotRef<'a> {
+    format: u16,
+    definition: &'a DefinitionRef,
+    state: &'a CaseState,
+}
+
 type DefinitionCache = HashMap<(TenantId, String, u32), Arc<CaseDefinition>>;
+
+/// Recently written case states: a case's state at a version is a fact, so a
+/// cached state plus the events appended after it is the current state.
+type StateCache = HashMap<StreamId, (StreamVersion, Arc<CaseDefinition>, CaseState)>;
 
 /// The Casebook engine. Cheap to clone; clones share everything.
 ///
@@ -198,12 +227,14 @@ struct Inner {
     snapshots: Arc<dyn SnapshotStore>,
     sled_snapshots: Option<Arc<SledSnapshots>>,
     definitions: RwLock<DefinitionCache>,
+    projections: queries::ProjectionSlot,
+    states: Mutex<StateCache>,
     config: EngineConfig,
 }
 
 impl Engine {
     /// An engine on the embedded durable store in `dir` (`<dir>/log`,
-    /// `<dir>/index`, `<dir>/snapshots`).
+    /// `<dir>/index`, `<dir>/snapshots`, `<dir>/projections`).
     ///
     /// Errors: those of [`LogStore::open`]; [`EngineError::Snapshot`].
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, EngineError> {
@@ -221,6 +252,8 @@ impl Engine {
                 snapshots: Arc::clone(&snapshots) as Arc<dyn SnapshotStore>,
                 sled_snapshots: Some(snapshots),
                 definitions: RwLock::default(),
+                projections: queries::ProjectionSlot::durable(dir.as_ref().join("projections")),
+                states: Mutex::default(),
                 config,
             }),
         })
@@ -240,6 +273,8 @@ impl Engine {
                 snapshots: Arc::new(MemorySnapshots::default()),
                 sled_snapshots: None,
                 definitions: RwLock::default(),
+                projections: queries::ProjectionSlot::default(),
+                states: Mutex::default(),
                 config,
             }),
         }
@@ -250,8 +285,10 @@ impl Engine {
         Arc::clone(&self.inner.store)
     }
 
-    /// Closes the durable store (if any) after queued appends, and flushes snapshots.
+    /// Stops the projection runners, closes the durable store (if any)
+    /// after queued appends, and flushes snapshots and projections.
     pub async fn close(&self) -> Result<(), EngineError> {
+        self.close_projections().await?;
         if let Some(log) = &self.inner.log {
             log.close().await?;
         }
@@ -534,7 +571,7 @@ impl Engine {
     ) -> Result<CaseOutcome, EngineError> {
         let stream = self.case_stream(principal, case_id)?;
         for _ in 0..self.inner.config.max_attempts {
-            let loaded = self.load_stream(&stream, case_id).await?;
+            let loaded = self.load_stream(&stream, case_id, true).await?;
             let events = decide(
                 &loaded.definition,
                 &loaded.state,
@@ -583,7 +620,7 @@ impl Engine {
         case_id: &str,
     ) -> Result<CaseView, EngineError> {
         let stream = self.case_stream(principal, case_id)?;
-        let loaded = self.load_stream(&stream, case_id).await?;
+        let loaded = self.load_stream(&stream, case_id, false).await?;
         Ok(loaded.state.view_for(&loaded.definition, principal)?)
     }
 
@@ -596,19 +633,20 @@ impl Engine {
         case_id: &str,
     ) -> Result<LoadedCase, EngineError> {
         let stream = self.case_stream(principal, case_id)?;
-        let loaded = self.load_stream(&stream, case_id).await?;
+        let loaded = self.load_stream(&stream, case_id, false).await?;
         loaded.state.view_for(&loaded.definition, principal)?;
         Ok(loaded)
     }
 
-    /// Loads a case ignoring snapshots (to measure and to check them).
+    /// Loads a case from its first event, ignoring cached states and
+    /// snapshots (to measure and to check them).
     pub async fn load_without_snapshot(
         &self,
         principal: &Principal,
         case_id: &str,
     ) -> Result<LoadedCase, EngineError> {
         let stream = self.case_stream(principal, case_id)?;
-        let loaded = self.replay(&stream, case_id, None).await?;
+        let loaded = self.replay(&stream, case_id, None, LoadStart::Log).await?;
         loaded.state.view_for(&loaded.definition, principal)?;
         Ok(loaded)
     }
@@ -622,11 +660,33 @@ impl Engine {
         })
     }
 
+    /// Loads a case: from the state cache, a snapshot, or its first event.
+    /// `take` removes the cached state instead of copying it (a command will
+    /// put the new state back), which saves copying a large state twice.
     async fn load_stream(
         &self,
         stream: &StreamId,
         case_id: &str,
+        take: bool,
     ) -> Result<LoadedCase, EngineError> {
+        let cached = {
+            let mut states = self.inner.states.lock().unwrap_or_else(|p| p.into_inner());
+            if take {
+                states.remove(stream)
+            } else {
+                states.get(stream).cloned()
+            }
+        };
+        if let Some((version, def, state)) = cached {
+            return self
+                .replay(
+                    stream,
+                    case_id,
+                    Some((def, state, version)),
+                    LoadStart::Cache,
+                )
+                .await;
+        }
         let snapshot = match self.inner.snapshots.get(stream) {
             Ok(Some((version, bytes))) => rmp_serde::from_slice::<Snapshot>(&bytes)
                 .ok()
@@ -646,12 +706,17 @@ impl Engine {
                     .await?;
                 if def.fingerprint() == s.definition.fingerprint {
                     return self
-                        .replay(stream, case_id, Some((def, s.state, version)))
+                        .replay(
+                            stream,
+                            case_id,
+                            Some((def, s.state, version)),
+                            LoadStart::Snapshot,
+                        )
                         .await;
                 }
-                self.replay(stream, case_id, None).await
+                self.replay(stream, case_id, None, LoadStart::Log).await
             }
-            None => self.replay(stream, case_id, None).await,
+            None => self.replay(stream, case_id, None, LoadStart::Log).await,
         }
     }
 
@@ -660,8 +725,8 @@ impl Engine {
         stream: &StreamId,
         case_id: &str,
         start: Option<(Arc<CaseDefinition>, CaseState, StreamVersion)>,
+        from: LoadStart,
     ) -> Result<LoadedCase, EngineError> {
-        let from_snapshot = start.is_some();
         let (mut def, mut state, mut version) = match start {
             Some((d, s, v)) => (Some(d), s, Some(v)),
             None => (None, CaseState::default(), None),
@@ -703,7 +768,7 @@ impl Engine {
                 definition,
                 state,
                 version,
-                from_snapshot,
+                start: from,
             }),
             _ => Err(EngineError::UnknownCase {
                 tenant: stream.tenant().clone(),
@@ -749,17 +814,26 @@ impl Engine {
         let every = self.inner.config.snapshot_every;
         let before = loaded_version.map_or(0, |v| v.0 + 1);
         if every > 0 && (result.version.0 + 1) / every > before / every {
-            if let Some(definition) = state.definition.clone() {
-                let snapshot = Snapshot {
+            if let Some(definition) = &state.definition {
+                let snapshot = SnapshotRef {
                     format: SNAPSHOT_FORMAT,
                     definition,
-                    state,
+                    state: &state,
                 };
                 if let Ok(bytes) = rmp_serde::to_vec_named(&snapshot) {
                     // A failed snapshot costs only a longer replay later.
                     let _ = self.inner.snapshots.put(stream, result.version, bytes);
                 }
             }
+        }
+        let limit = self.inner.config.cached_cases;
+        if limit > 0 {
+            let mut states = self.inner.states.lock().unwrap_or_else(|p| p.into_inner());
+            if states.len() >= limit && !states.contains_key(stream) {
+                // Crude but bounded: start afresh rather than track recency.
+                states.clear();
+            }
+            states.insert(stream.clone(), (result.version, Arc::clone(def), state));
         }
         Ok((result.version, Some(result.last_position), events))
     }

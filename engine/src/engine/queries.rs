@@ -1,0 +1,333 @@
+//! Reads from the projections — case view, timeline, case search, work queue,
+//! deadlines — projection status and operations, and the work-queue actions
+//! (claim, reassign), which go through [`Engine::execute`].
+//!
+//! The engine owns one [`ProjectionHost`] with the built-in projections,
+//! opened on first use: `<data>/projections` for [`Engine::open`], a
+//! temporary sled database otherwise. Each tenant's runners start the first
+//! time the tenant is queried. Every query is scoped to the principal's
+//! tenant (it reads that tenant's trees only) and to their clearance.
+
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{CaseOutcome, CommandContext, Engine, EngineError, Inner, ADMIN_ROLE};
+use crate::case::{CaseCommand, CaseError, InstanceId, ItemRef};
+use crate::definition::CaseDefinition;
+use crate::log::{GlobalPosition, TenantId};
+use crate::projection::builtin::{self, DefinitionResolver, SearchConfig};
+use crate::projection::query::{
+    CaseSummary, DeadlineEntry, DeadlineQuery, Page, PageRequest, ProjectedCase, SearchQuery,
+    TimelineEntry, WorkItem, WorkQueueQuery,
+};
+use crate::projection::{
+    cases, timeline, Consistency, ProjectionError, ProjectionHost, ProjectionStatus, QueryError,
+};
+use crate::security::Principal;
+
+/// Where the engine's projections live, opened on first use.
+#[derive(Default)]
+pub(super) struct ProjectionSlot {
+    dir: Option<PathBuf>,
+    host: OnceLock<ProjectionHost>,
+    opening: std::sync::Mutex<()>,
+}
+
+impl ProjectionSlot {
+    /// Projections in a sled database in `dir`.
+    pub(super) fn durable(dir: PathBuf) -> Self {
+        ProjectionSlot {
+            dir: Some(dir),
+            ..ProjectionSlot::default()
+        }
+    }
+}
+
+/// Resolves definitions through the engine without keeping it alive.
+struct EngineDefinitions(Weak<Inner>);
+
+#[async_trait]
+impl DefinitionResolver for EngineDefinitions {
+    async fn definition(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+        version: u32,
+    ) -> Result<Arc<CaseDefinition>, String> {
+        let inner = self.0.upgrade().ok_or("the engine has been dropped")?;
+        Engine { inner }
+            .definition_for(tenant, key, Some(version))
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+fn unknown_case(principal: &Principal, case_id: &str) -> QueryError {
+    QueryError::UnknownCase {
+        tenant: principal.tenant.clone(),
+        case_id: case_id.to_string(),
+    }
+}
+
+fn require_admin(principal: &Principal, action: &str) -> Result<(), QueryError> {
+    if principal.has_role(ADMIN_ROLE) {
+        return Ok(());
+    }
+    Err(QueryError::Forbidden {
+        principal: principal.to_string(),
+        action: action.into(),
+        needed: vec![ADMIN_ROLE.into()],
+    })
+}
+
+impl Engine {
+    /// The engine's projection host (opening it on first use).
+    ///
+    /// Errors: [`QueryError::Projection`] if its database cannot be opened.
+    pub fn projections(&self) -> Result<&ProjectionHost, QueryError> {
+        let slot = &self.inner.projections;
+        if let Some(h) = slot.host.get() {
+            return Ok(h);
+        }
+        let _guard = slot.opening.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = slot.host.get() {
+            return Ok(h);
+        }
+        let resolver = Arc::new(EngineDefinitions(Arc::downgrade(&self.inner)));
+        let projections = builtin::projections(resolver, SearchConfig::default());
+        let host = match &slot.dir {
+            Some(dir) => ProjectionHost::open(dir, self.store(), projections)?,
+            None => ProjectionHost::temporary(self.store(), projections)?,
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            host.start_known()?;
+        }
+        Ok(slot.host.get_or_init(|| host))
+    }
+
+    /// Stops the projection runners and flushes their database (part of
+    /// [`Engine::close`]).
+    pub(super) async fn close_projections(&self) -> Result<(), ProjectionError> {
+        match self.inner.projections.host.get() {
+            Some(h) => h.shutdown().await,
+            None => Ok(()),
+        }
+    }
+
+    async fn read_tree(
+        &self,
+        name: &str,
+        principal: &Principal,
+        consistency: Consistency,
+    ) -> Result<Arc<crate::projection::Generation>, QueryError> {
+        self.projections()?
+            .read(name, &principal.tenant, consistency)
+            .await
+    }
+
+    /// The case as the `cases` projection holds it, as `principal` may see
+    /// it (one lookup). Fields above the reader's clearance are left out; a
+    /// case above it reads as unknown.
+    ///
+    /// Errors: [`QueryError::UnknownCase`]; consistency errors
+    /// ([`QueryError::Timeout`], [`QueryError::Faulted`]); [`QueryError::Corrupt`].
+    pub async fn case_view(
+        &self,
+        principal: &Principal,
+        case_id: &str,
+        consistency: Consistency,
+    ) -> Result<ProjectedCase, QueryError> {
+        let gen = self.read_tree(cases::NAME, principal, consistency).await?;
+        let record = cases::load_case(&gen.tree, case_id)?
+            .ok_or_else(|| unknown_case(principal, case_id))?;
+        let Some(dref) = &record.state.definition else {
+            return Err(unknown_case(principal, case_id));
+        };
+        let def = self
+            .definition_for(&principal.tenant, dref.key.as_str(), Some(dref.version))
+            .await
+            .map_err(|e| QueryError::Corrupt(e.to_string()))?;
+        match record.state.view_for(&def, principal) {
+            Ok(view) => Ok(ProjectedCase {
+                view,
+                version: record.version,
+                position: record.position,
+            }),
+            Err(CaseError::InsufficientClearance { .. } | CaseError::WrongTenant { .. }) => {
+                Err(unknown_case(principal, case_id))
+            }
+            Err(e) => Err(QueryError::Corrupt(e.to_string())),
+        }
+    }
+
+    /// A case's history in human terms, oldest first.
+    ///
+    /// Errors: [`QueryError::UnknownCase`]; page errors; consistency errors.
+    pub async fn timeline(
+        &self,
+        principal: &Principal,
+        case_id: &str,
+        page: PageRequest,
+        consistency: Consistency,
+    ) -> Result<Page<TimelineEntry>, QueryError> {
+        let gen = self
+            .read_tree(timeline::NAME, principal, consistency)
+            .await?;
+        timeline::read(&gen.tree, case_id, principal, &page)
+    }
+
+    /// Searches the principal's tenant's cases (only those within their
+    /// clearance are returned or counted).
+    ///
+    /// Errors: [`QueryError::UnknownCaseType`]; the validation errors of
+    /// [`cases::search`]; consistency errors.
+    pub async fn search_cases(
+        &self,
+        principal: &Principal,
+        query: &SearchQuery,
+        consistency: Consistency,
+    ) -> Result<Page<CaseSummary>, QueryError> {
+        query.page.check()?;
+        let def = match &query.case_type {
+            Some(t) => Some(
+                self.definition_for(&principal.tenant, t, None)
+                    .await
+                    .map_err(|_| QueryError::UnknownCaseType {
+                        tenant: principal.tenant.clone(),
+                        case_type: t.clone(),
+                    })?,
+            ),
+            None => None,
+        };
+        let gen = self.read_tree(cases::NAME, principal, consistency).await?;
+        cases::search(&gen.tree, query, def.as_deref(), principal)
+    }
+
+    /// Open human tasks by role or assignee, earliest due first.
+    ///
+    /// Errors: page errors; consistency errors.
+    pub async fn work_queue(
+        &self,
+        principal: &Principal,
+        query: &WorkQueueQuery,
+        consistency: Consistency,
+    ) -> Result<Page<WorkItem>, QueryError> {
+        query.page.check()?;
+        let gen = self.read_tree(cases::NAME, principal, consistency).await?;
+        cases::work_queue(&gen.tree, query, principal)
+    }
+
+    /// Running SLA and Victims' Code deadlines due by a time, earliest first,
+    /// marked overdue against the query's `now`.
+    ///
+    /// Errors: page errors; consistency errors.
+    pub async fn deadlines(
+        &self,
+        principal: &Principal,
+        query: &DeadlineQuery,
+        consistency: Consistency,
+    ) -> Result<Page<DeadlineEntry>, QueryError> {
+        query.page.check()?;
+        let gen = self.read_tree(cases::NAME, principal, consistency).await?;
+        cases::deadlines(&gen.tree, query, principal)
+    }
+
+    /// Claims an open task for the principal (an [`Engine::execute`] of
+    /// [`CaseCommand::Claim`]).
+    ///
+    /// Errors: those of [`Engine::execute`]; [`EngineError::Case`] if the
+    /// instance does not exist.
+    pub async fn claim_task(
+        &self,
+        principal: &Principal,
+        case_id: &str,
+        instance: InstanceId,
+        context: CommandContext,
+    ) -> Result<CaseOutcome, EngineError> {
+        let item = self.task_ref(principal, case_id, instance).await?;
+        self.execute(principal, case_id, CaseCommand::Claim { item }, context)
+            .await
+    }
+
+    /// Assigns an open task to `assignee` (an [`Engine::execute`] of
+    /// [`CaseCommand::Assign`]).
+    ///
+    /// Errors: as [`Engine::claim_task`].
+    pub async fn reassign_task(
+        &self,
+        principal: &Principal,
+        case_id: &str,
+        instance: InstanceId,
+        assignee: &str,
+        context: CommandContext,
+    ) -> Result<CaseOutcome, EngineError> {
+        let item = self.task_ref(principal, case_id, instance).await?;
+        let command = CaseCommand::Assign {
+            item,
+            assignee: assignee.to_string(),
+        };
+        self.execute(principal, case_id, command, context).await
+    }
+
+    async fn task_ref(
+        &self,
+        principal: &Principal,
+        case_id: &str,
+        instance: InstanceId,
+    ) -> Result<ItemRef, EngineError> {
+        let loaded = self.load(principal, case_id).await?;
+        let inst = loaded.state.item(instance).ok_or_else(|| {
+            EngineError::Case(CaseError::InconsistentHistory {
+                event: "claim".into(),
+                reason: format!("case {case_id} has no plan item instance {instance}"),
+            })
+        })?;
+        Ok(ItemRef::instance(inst.key.as_str(), instance))
+    }
+
+    /// The status of the principal's tenant's projections.
+    ///
+    /// Errors: [`QueryError::Projection`].
+    pub fn projection_status(
+        &self,
+        principal: &Principal,
+    ) -> Result<Vec<ProjectionStatus>, QueryError> {
+        Ok(self.projections()?.status(&principal.tenant)?)
+    }
+
+    /// Rebuilds one of the tenant's projections in the background; the
+    /// current generation serves until the new one has caught up.
+    ///
+    /// Errors: [`QueryError::Forbidden`] without the `administrator` role;
+    /// [`QueryError::Projection`] for an unknown projection.
+    pub fn rebuild_projection(&self, principal: &Principal, name: &str) -> Result<(), QueryError> {
+        require_admin(principal, "rebuild projections")?;
+        Ok(self.projections()?.rebuild(name, &principal.tenant, None)?)
+    }
+
+    /// Resumes a faulted projection of the tenant from its checkpoint.
+    ///
+    /// Errors: as [`Engine::rebuild_projection`].
+    pub fn retry_projection(&self, principal: &Principal, name: &str) -> Result<(), QueryError> {
+        require_admin(principal, "retry projections")?;
+        Ok(self.projections()?.retry(name, &principal.tenant)?)
+    }
+
+    /// Waits until every projection of the principal's tenant has reached
+    /// `position` (read-your-writes after a command).
+    ///
+    /// Errors: [`QueryError::Timeout`]; [`QueryError::Faulted`].
+    pub async fn wait_for_projections(
+        &self,
+        principal: &Principal,
+        position: GlobalPosition,
+        timeout: Duration,
+    ) -> Result<(), QueryError> {
+        self.projections()?
+            .wait_all(&principal.tenant, position, timeout)
+            .await
+    }
+}
