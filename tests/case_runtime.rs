@@ -1,6 +1,9 @@
-//! The case runtime end to end through its pure API: each bundled definition
-//! walked from open to close, with a discretionary activity and sentries
-//! firing, replay checked against the incrementally built state.
+//! The case runtime end to end: each bundled definition walked from open to
+//! close, with a discretionary activity and sentries firing, replay checked
+//! against the incrementally built state. Every command also runs through an
+//! `Engine` on the embedded durable store (a temp dir), which must accept and
+//! reject the same commands, produce the same events and end in the same
+//! state as the pure runtime.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -9,12 +12,14 @@ use casebook_engine::case::{
     decide, CaseCommand, CaseError, CaseEvent, CaseState, CaseStatus, DeadlineDue, EntityRole,
     ItemRef, PoleKind, PoleRef, SYSTEM_ROLE,
 };
-use casebook_engine::definition::{CaseDefinition, FieldKey};
+use casebook_engine::definition::{CaseDefinition, FieldKey, Format};
+use casebook_engine::engine::{CommandContext, EngineError, OpenCase};
 use casebook_engine::log::codec::DomainEvent;
 use casebook_engine::log::{ActorId, Metadata, Source, TenantId, Timestamp};
 use casebook_engine::rules::serde_json::{json, Value};
 use casebook_engine::rules::ItemState;
 use casebook_engine::security::{Classification, Principal};
+use casebook_engine::Engine;
 
 const NOW: Timestamp = Timestamp(1_767_603_600_000_000);
 
@@ -46,16 +51,78 @@ fn file(v: Value) -> BTreeMap<FieldKey, Value> {
         .collect()
 }
 
+/// The same case worked through an `Engine` on the embedded store.
+struct Mirror {
+    rt: tokio::runtime::Runtime,
+    engine: Engine,
+    _dir: tempfile::TempDir,
+}
+
+const CASE_ID: &str = "CASE-1";
+
+impl Mirror {
+    fn new(def: &CaseDefinition) -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let engine = Engine::open(dir.path()).expect("open engine");
+        let admin = officer("admin", &["administrator"], Classification::Official);
+        // Deployed in its canonical JSON form, so modified copies work too.
+        let json = casebook_engine::rules::serde_json::to_string(def).expect("json");
+        rt.block_on(engine.deploy(&admin, &json, Format::Json))
+            .expect("deploy");
+        Mirror {
+            rt,
+            engine,
+            _dir: dir,
+        }
+    }
+
+    fn run(
+        &self,
+        def: &CaseDefinition,
+        who: &Principal,
+        cmd: CaseCommand,
+    ) -> Result<Vec<CaseEvent>, EngineError> {
+        let context = CommandContext {
+            reason: Some("case_runtime walk".into()),
+            ..CommandContext::default()
+        };
+        let outcome = match cmd {
+            CaseCommand::Open {
+                case_file,
+                classification,
+            } => {
+                let mut open = OpenCase::new(def.key.as_str(), case_file);
+                open.version = Some(def.version);
+                open.case_id = Some(CASE_ID.into());
+                open.classification = classification;
+                open.context = context;
+                self.rt.block_on(self.engine.open_case(who, open))
+            }
+            cmd => self
+                .rt
+                .block_on(self.engine.execute(who, CASE_ID, cmd, context)),
+        };
+        outcome.map(|o| o.events)
+    }
+}
+
 /// A case being worked: its definition, state and full event log.
 struct Case {
     def: CaseDefinition,
     state: CaseState,
     log: Vec<CaseEvent>,
+    mirror: Mirror,
 }
 
 impl Case {
     fn new(def: CaseDefinition) -> Self {
         Case {
+            mirror: Mirror::new(&def),
             def,
             state: CaseState::default(),
             log: Vec::new(),
@@ -63,7 +130,20 @@ impl Case {
     }
 
     fn try_run(&mut self, who: &Principal, cmd: CaseCommand) -> Result<Vec<CaseEvent>, CaseError> {
-        let events = decide(&self.def, &self.state, who, cmd, NOW)?;
+        let label = format!("{cmd:?}");
+        let mirrored = self.mirror.run(&self.def, who, cmd.clone());
+        let events = decide(&self.def, &self.state, who, cmd, NOW);
+        match (&events, &mirrored) {
+            // Timestamps differ (the engine uses the clock), the facts do not.
+            (Ok(pure), Ok(engine)) => assert_eq!(
+                pure.iter().map(CaseEvent::type_name).collect::<Vec<_>>(),
+                engine.iter().map(CaseEvent::type_name).collect::<Vec<_>>(),
+                "{label}: the engine appended other events"
+            ),
+            (Err(_), Err(_)) => {}
+            (pure, engine) => panic!("{label}: pure runtime {pure:?}, engine {engine:?}"),
+        }
+        let events = events?;
         for e in &events {
             self.state.apply(&self.def, e).expect("apply");
         }
@@ -97,6 +177,16 @@ impl Case {
     fn check_replay(&self) {
         let replayed = CaseState::replay(&self.def, &self.log).expect("replay");
         assert_eq!(replayed, self.state);
+        // The engine's durable copy ends in the same plan and status.
+        let reader = officer("auditor", &[], Classification::TopSecret);
+        let stored = self
+            .mirror
+            .rt
+            .block_on(self.mirror.engine.load(&reader, CASE_ID))
+            .expect("load from the embedded store");
+        assert_eq!(stored.state.status, self.state.status);
+        assert_eq!(stored.state.plan_state(), self.state.plan_state());
+        assert_eq!(stored.state.case_file_json(), self.state.case_file_json());
         for e in &self.log {
             let meta = Metadata::new(ActorId::new("test"), Source::system("case_runtime"));
             let data = e.to_event_data(meta).expect("encode");
