@@ -725,9 +725,16 @@ fn foi_to_response(def: CaseDefinition) -> (Case, Vec<CaseEvent>) {
 
 #[test]
 fn foi_request_with_legal_advice_to_closure_and_reopening() {
-    let (mut case, events) = foi_to_response(load("foi-request.toml"));
-    // The case autocompletes: the optional review stage, still waiting for
-    // a review request, does not block it (CASE-SEMANTICS.md) and is terminated.
+    // With case autocomplete on, the optional review stage, still waiting
+    // for a review request, would not block completion (CASE-SEMANTICS.md)
+    // and would be terminated.
+    let text = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/definitions/foi-request.toml"),
+    )
+    .unwrap()
+    .replacen("autocomplete = false", "autocomplete = true", 1);
+    let def = CaseDefinition::from_toml(&text).unwrap();
+    let (mut case, events) = foi_to_response(def);
     assert!(events.contains(&CaseEvent::CaseCompleted {}));
     assert_eq!(
         case.state_of("internal_review"),
@@ -754,15 +761,9 @@ fn foi_request_with_legal_advice_to_closure_and_reopening() {
 }
 
 #[test]
-fn foi_internal_review_runs_when_the_case_does_not_autocomplete() {
-    // With case autocomplete off, the waiting review keeps the case open.
-    let text = std::fs::read_to_string(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/definitions/foi-request.toml"),
-    )
-    .unwrap()
-    .replacen("autocomplete = true", "autocomplete = false", 1);
-    let def = CaseDefinition::from_toml(&text).unwrap();
-    let (mut case, events) = foi_to_response(def);
+fn foi_internal_review_runs_after_the_response() {
+    // The bundled FOI case does not autocomplete: the waiting review keeps it open.
+    let (mut case, events) = foi_to_response(load("foi-request.toml"));
     assert!(!events.contains(&CaseEvent::CaseCompleted {}));
     // The review's on-parts latch (response sent); it waits for the request.
     assert_eq!(case.state_of("internal_review"), Some(ItemState::Available));
