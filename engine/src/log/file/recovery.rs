@@ -82,7 +82,12 @@ fn read_header(
     Ok(check_header(&h[..n], number))
 }
 
-fn create_segment(segments: &Segments, number: u64) -> Result<Arc<dyn SegmentFile>, LogError> {
+/// Creates segment `number` with its header, syncs it and the directory,
+/// and registers it.
+pub(crate) fn create_segment(
+    segments: &Segments,
+    number: u64,
+) -> Result<Arc<dyn SegmentFile>, LogError> {
     let fs = &segments.fs;
     let path = fs.path(number).display().to_string();
     let file = fs

@@ -15,7 +15,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::fs::SegmentFile;
 use super::index::{EventLoc, Index, Marker, RecordLoc};
-use super::segment::{encode_record, header, RecordBodyRef, RecordReader, Segments, HEADER_LEN};
+use super::segment::{encode_record, RecordBodyRef, RecordReader, Segments, HEADER_LEN};
 use super::Shared;
 use crate::log::append::{check_expected, find_duplicate};
 use crate::log::error::LogError;
@@ -306,16 +306,7 @@ impl Writer {
     /// Starts a new segment: header synced, then the directory synced.
     fn roll(&mut self) -> Result<(), LogError> {
         let number = self.segment + 1;
-        let fs = &self.segments.fs;
-        let path = fs.path(number).display().to_string();
-        let file = fs
-            .create(number)
-            .map_err(|e| LogError::io(format!("creating {path}"), e))?;
-        file.write_all_at(&header(number), 0)
-            .and_then(|_| file.sync_data())
-            .and_then(|_| fs.sync_dir())
-            .map_err(|e| LogError::io(format!("initialising {path}"), e))?;
-        self.segments.insert(number, Arc::clone(&file));
+        let file = super::recovery::create_segment(&self.segments, number)?;
         self.segment = number;
         self.file = file;
         self.offset = HEADER_LEN;
