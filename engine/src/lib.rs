@@ -12,6 +12,10 @@
 //! - [`case`]: the pure case runtime — commands are decided into events
 //!   (with the cascade their sentries cause), events fold into
 //!   [`case::CaseState`], and principals read a [`case::CaseView`].
+//! - [`projection`]: durable read models built from the log — the
+//!   [`projection::Projection`] trait, runners with checkpoints written
+//!   atomically with their data, background rebuilds, and the built-in case
+//!   view, timeline, case search, work queue and deadline views.
 //! - [`security`]: classifications, vetting and the [`security::Principal`]
 //!   every call takes.
 
@@ -19,6 +23,7 @@ pub mod case;
 pub mod definition;
 pub mod engine;
 pub mod log;
+pub mod projection;
 pub mod rules;
 pub mod security;
 

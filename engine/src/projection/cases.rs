@@ -1,0 +1,1152 @@
+//! The `cases` projection: each case's current state, and the rows derived
+//! from it — the case search index, the work queue and the deadline list.
+//!
+//! One fold per case feeds all four views, so each event is decoded and
+//! applied once. For every case a batch touches, the handler derives the full
+//! set of rows the case should have (summary, index keys, work items,
+//! deadlines) before and after the batch and writes only the difference.
+//!
+//! Tree layout (one tree per tenant and generation; `+` joins encoded parts,
+//! see `keys`):
+//!
+//! | prefix | key | value |
+//! |---|---|---|
+//! | `C` | case id | [`CaseRecord`] (state, version, position) |
+//! | `S` | case id | [`CaseSummary`] |
+//! | `I` | attribute + value + case id | — (`t` type, `s` status, `g` active stage, `o` opened, `u` updated) |
+//! | `F` | case type + field + value + case id | — (one per list element) |
+//! | `T` | word + case id | lowest classification of the fields holding it |
+//! | `W` | role + due + case id + instance | [`WorkItem`] |
+//! | `A` | assignee + due + case id + instance | [`WorkItem`] |
+//! | `L` | due + case id + deadline + instance | [`DeadlineEntry`] |
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use super::builtin::{DefinitionCache, DefinitionResolver, SearchConfig};
+use super::error::QueryError;
+use super::keys::{self, f64_bytes, prefix_end, Key};
+use super::query::{
+    CaseSummary, DeadlineEntry, DeadlineQuery, FieldCondition, Page, SearchOrder, SearchQuery,
+    TimeRange, WorkItem, WorkQueueQuery,
+};
+use super::{Changes, Handler, Projection};
+use crate::case::{CaseEvent, CaseState, CaseStatus, DeadlineDue};
+use crate::definition::{ActivityKind, CaseDefinition, FieldDef, FieldType, PlanItem};
+use crate::log::codec::DomainEvent;
+use crate::log::{GlobalPosition, RecordedEvent, StreamVersion, TenantId, Timestamp};
+use crate::rules::ItemState;
+use crate::security::{Classification, Principal};
+
+/// The projection's name.
+pub const NAME: &str = "cases";
+/// The projection's version (bump when its rows change shape or meaning).
+pub const VERSION: u32 = 1;
+
+/// Longest string value put in the field index (longer values are found by
+/// text search only).
+pub const MAX_INDEXED_STRING: usize = 256;
+/// Most distinct words indexed per case.
+pub const MAX_WORDS_PER_CASE: usize = 2_000;
+/// Cases kept decoded in memory by a handler between batches.
+const CACHE_CASES: usize = 20_000;
+
+const P_CASE: u8 = b'C';
+const P_SUMMARY: u8 = b'S';
+const P_INDEX: u8 = b'I';
+const P_FIELD: u8 = b'F';
+const P_TEXT: u8 = b'T';
+const P_ROLE: u8 = b'W';
+const P_ASSIGNEE: u8 = b'A';
+const P_DEADLINE: u8 = b'L';
+
+const A_TYPE: &[u8] = b"t";
+const A_STATUS: &[u8] = b"s";
+const A_STAGE: &[u8] = b"g";
+const A_OPENED: &[u8] = b"o";
+const A_UPDATED: &[u8] = b"u";
+
+/// A case as stored: its state and where it is in the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CaseRecord {
+    /// The folded state.
+    pub state: CaseState,
+    /// The version of its last event.
+    pub version: StreamVersion,
+    /// The global position of its last event.
+    pub position: GlobalPosition,
+    /// When its last event was recorded.
+    pub updated_at: Timestamp,
+}
+
+/// The `cases` projection (case view, search, work queue, deadlines).
+pub struct CasesProjection {
+    resolver: Arc<dyn DefinitionResolver>,
+    config: Arc<SearchConfig>,
+}
+
+impl CasesProjection {
+    /// The projection, resolving definitions with `resolver`.
+    pub fn new(resolver: Arc<dyn DefinitionResolver>, config: Arc<SearchConfig>) -> Self {
+        CasesProjection { resolver, config }
+    }
+}
+
+impl Projection for CasesProjection {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn version(&self) -> u32 {
+        VERSION
+    }
+
+    fn handler(&self, tree: sled::Tree) -> Box<dyn Handler> {
+        Box::new(CasesHandler {
+            tree,
+            defs: DefinitionCache::new(Arc::clone(&self.resolver)),
+            infos: HashMap::new(),
+            config: Arc::clone(&self.config),
+            cache: HashMap::new(),
+            pending: HashMap::new(),
+            written: Vec::new(),
+        })
+    }
+}
+
+/// What entry derivation needs of a definition, computed once per version.
+struct DefInfo {
+    def: Arc<CaseDefinition>,
+    stages: HashSet<String>,
+    /// Human task key -> (name, roles).
+    tasks: HashMap<String, (String, Vec<String>)>,
+    deadline_names: HashMap<String, String>,
+    text_fields: Vec<String>,
+}
+
+impl DefInfo {
+    fn new(def: Arc<CaseDefinition>, config: &SearchConfig) -> Self {
+        let mut stages = HashSet::new();
+        let mut tasks = HashMap::new();
+        let mut deadline_names = HashMap::new();
+        for d in &def.deadlines {
+            if let Some(n) = &d.name {
+                deadline_names.insert(d.key.as_str().to_string(), n.clone());
+            }
+        }
+        for entry in def.plan_items() {
+            match entry.item {
+                PlanItem::Stage(s) => {
+                    stages.insert(s.key.as_str().to_string());
+                }
+                PlanItem::Activity(a) if a.kind == ActivityKind::HumanTask => {
+                    let roles = a.roles.iter().map(|r| r.as_str().to_string()).collect();
+                    tasks.insert(a.key.as_str().to_string(), (a.name.clone(), roles));
+                }
+                _ => {}
+            }
+            for d in entry.item.deadlines() {
+                if let Some(n) = &d.name {
+                    deadline_names.insert(d.key.as_str().to_string(), n.clone());
+                }
+            }
+        }
+        let text_fields = config
+            .text_fields_of(&def)
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        DefInfo {
+            def,
+            stages,
+            tasks,
+            deadline_names,
+            text_fields,
+        }
+    }
+}
+
+/// A case as the handler keeps it: record, definition and its current rows.
+struct Held {
+    record: CaseRecord,
+    info: Option<Arc<DefInfo>>,
+    rows: BTreeMap<Vec<u8>, Vec<u8>>,
+}
+
+struct CasesHandler {
+    tree: sled::Tree,
+    defs: DefinitionCache,
+    infos: HashMap<(String, u32), Arc<DefInfo>>,
+    config: Arc<SearchConfig>,
+    /// Committed cases (what the tree holds).
+    cache: HashMap<String, Arc<Held>>,
+    /// Cases this batch changed: (rows before the batch, record now).
+    pending: HashMap<String, (Option<Arc<Held>>, CaseRecord, Option<Arc<DefInfo>>)>,
+    /// Written but not yet committed.
+    written: Vec<(String, Arc<Held>)>,
+}
+
+impl CasesHandler {
+    async fn info(
+        &mut self,
+        tenant: &TenantId,
+        state: &CaseState,
+    ) -> Result<Option<Arc<DefInfo>>, String> {
+        let Some(r) = &state.definition else {
+            return Ok(None);
+        };
+        let k = (r.key.as_str().to_string(), r.version);
+        if let Some(i) = self.infos.get(&k) {
+            return Ok(Some(Arc::clone(i)));
+        }
+        let def = self.defs.get(tenant, r.key.as_str(), r.version).await?;
+        let info = Arc::new(DefInfo::new(def, &self.config));
+        self.infos.insert(k, Arc::clone(&info));
+        Ok(Some(info))
+    }
+
+    /// The committed state of a case: from memory, else from the tree.
+    async fn held(
+        &mut self,
+        tenant: &TenantId,
+        case_id: &str,
+    ) -> Result<Option<Arc<Held>>, String> {
+        if let Some(h) = self.cache.get(case_id) {
+            return Ok(Some(Arc::clone(h)));
+        }
+        let Some(bytes) = self
+            .tree
+            .get(Key::new(P_CASE).raw(case_id.as_bytes()).0)
+            .map_err(|e| e.to_string())?
+        else {
+            return Ok(None);
+        };
+        let record: CaseRecord = rmp_serde::from_slice(&bytes)
+            .map_err(|e| format!("stored case {case_id} does not decode: {e}"))?;
+        let info = self.info(tenant, &record.state).await?;
+        let rows = rows(case_id, &record, info.as_deref());
+        Ok(Some(Arc::new(Held { record, info, rows })))
+    }
+}
+
+#[async_trait]
+impl Handler for CasesHandler {
+    async fn apply(&mut self, event: &RecordedEvent) -> Result<(), String> {
+        if event.stream.category() != "case" {
+            return Ok(());
+        }
+        let case_id = event.stream.id();
+        let tenant = event.stream.tenant().clone();
+        let decoded = CaseEvent::from_recorded(event).map_err(|e| e.to_string())?;
+        if !self.pending.contains_key(case_id) {
+            let before = self.held(&tenant, case_id).await?;
+            let (record, info) = match &before {
+                Some(h) => (h.record.clone(), h.info.clone()),
+                None => (
+                    CaseRecord {
+                        state: CaseState::default(),
+                        version: event.version,
+                        position: event.position,
+                        updated_at: event.recorded,
+                    },
+                    None,
+                ),
+            };
+            self.pending
+                .insert(case_id.to_string(), (before, record, info));
+        }
+        let mut info = self.pending.get(case_id).and_then(|p| p.2.clone());
+        if let CaseEvent::CaseOpened { definition, .. } = &decoded {
+            let state = CaseState {
+                definition: Some(definition.clone()),
+                ..CaseState::default()
+            };
+            info = self.info(&tenant, &state).await?;
+        }
+        let Some(info) = info else {
+            return Err(format!(
+                "{} at version {} of case {case_id} comes before CaseOpened",
+                decoded.type_name(),
+                event.version.0
+            ));
+        };
+        let Some(p) = self.pending.get_mut(case_id) else {
+            return Err("internal: pending case vanished".into());
+        };
+        p.1.state
+            .apply(&info.def, &decoded)
+            .map_err(|e| format!("case {case_id}: {e}"))?;
+        p.1.version = event.version;
+        p.1.position = event.position;
+        p.1.updated_at = event.recorded;
+        p.2 = Some(info);
+        Ok(())
+    }
+
+    fn write(&mut self, changes: &mut Changes) -> Result<(), String> {
+        for (case_id, (before, record, info)) in self.pending.drain() {
+            let new_rows = rows(&case_id, &record, info.as_deref());
+            let empty = BTreeMap::new();
+            let old_rows = before.as_ref().map_or(&empty, |h| &h.rows);
+            for k in old_rows.keys() {
+                if !new_rows.contains_key(k) {
+                    changes.remove(k)?;
+                }
+            }
+            for (k, v) in &new_rows {
+                if old_rows.get(k) != Some(v) {
+                    changes.insert(k, v)?;
+                }
+            }
+            let bytes = rmp_serde::to_vec_named(&record).map_err(|e| e.to_string())?;
+            changes.insert(&Key::new(P_CASE).raw(case_id.as_bytes()).0, bytes)?;
+            self.written.push((
+                case_id,
+                Arc::new(Held {
+                    record,
+                    info,
+                    rows: new_rows,
+                }),
+            ));
+        }
+        Ok(())
+    }
+
+    fn committed(&mut self) {
+        if self.cache.len() + self.written.len() > CACHE_CASES {
+            self.cache.clear();
+        }
+        for (id, held) in self.written.drain(..) {
+            self.cache.insert(id, held);
+        }
+    }
+
+    fn discarded(&mut self) {
+        self.pending.clear();
+        self.written.clear();
+        // The tree is the truth; cached rows of a failed batch are not.
+        self.cache.clear();
+    }
+}
+
+fn class_byte(c: Classification) -> u8 {
+    Classification::ALL
+        .iter()
+        .position(|x| *x == c)
+        .unwrap_or(Classification::ALL.len() - 1) as u8
+}
+
+/// Encodes a field value for the index, or `None` if it is not indexed.
+fn encode_value(ty: FieldType, v: &serde_json::Value) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    match ty {
+        FieldType::Boolean => {
+            out.push(keys::TAG_BOOL);
+            out.push(u8::from(v.as_bool()?));
+        }
+        FieldType::Integer | FieldType::Decimal => {
+            let x = v.as_f64()?;
+            if x.is_nan() {
+                return None;
+            }
+            out.push(keys::TAG_NUMBER);
+            out.extend_from_slice(&f64_bytes(x));
+        }
+        FieldType::DateTime => {
+            let s = v.as_str()?;
+            let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+                .ok()?;
+            out.push(keys::TAG_INSTANT);
+            let micros = (t.unix_timestamp_nanos() / 1000) as i64;
+            out.extend_from_slice(&Key::default().i64(micros).0);
+        }
+        FieldType::Text
+        | FieldType::Enumeration
+        | FieldType::Date
+        | FieldType::Person
+        | FieldType::Object
+        | FieldType::Location => {
+            let s = v.as_str()?;
+            if s.len() > MAX_INDEXED_STRING {
+                return None;
+            }
+            out.push(keys::TAG_STRING);
+            keys::push_str(&mut out, s);
+        }
+        FieldType::GeoPoint | FieldType::List => return None,
+    }
+    Some(out)
+}
+
+/// Lower-case words of 2 to 40 letters or digits.
+pub fn words(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| (2..=40).contains(&w.chars().count()))
+        .map(str::to_lowercase)
+}
+
+/// Monday-to-Friday working days after `from` (bank holidays are the tenant
+/// calendar's; this is the ordering estimate).
+pub fn add_working_days(from: Timestamp, days: u32) -> Timestamp {
+    const DAY: i64 = 86_400_000_000;
+    let mut day = from.0.div_euclid(DAY);
+    let offset = from.0.rem_euclid(DAY);
+    // 1970-01-01 was a Thursday: weekday 0 = Monday.
+    let weekday = |d: i64| (d + 3).rem_euclid(7);
+    let mut left = i64::from(days);
+    day += (left / 5) * 7;
+    left %= 5;
+    while left > 0 {
+        day += 1;
+        if weekday(day) < 5 {
+            left -= 1;
+        }
+    }
+    while weekday(day) >= 5 && days > 0 {
+        day += 1;
+    }
+    Timestamp(day.saturating_mul(DAY).saturating_add(offset))
+}
+
+fn due_at(due: &DeadlineDue) -> Timestamp {
+    match *due {
+        DeadlineDue::At { due } => due,
+        DeadlineDue::WorkingDays { days, from } => add_working_days(from, days),
+    }
+}
+
+fn field_class(def: &FieldDef, case: Classification) -> Classification {
+    def.classification.unwrap_or_default().max(case)
+}
+
+/// Every row a case should have, derived from its record.
+fn rows(case_id: &str, record: &CaseRecord, info: Option<&DefInfo>) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let state = &record.state;
+    let (Some(info), Some(dref), Some(opened)) = (info, &state.definition, state.opened_at) else {
+        return out;
+    };
+    let def = &info.def;
+    let case_type = dref.key.as_str();
+    let id = case_id.as_bytes();
+    let active_stages: BTreeSet<&str> = state
+        .items
+        .iter()
+        .filter(|i| i.state == ItemState::Active && info.stages.contains(i.key.as_str()))
+        .map(|i| i.key.as_str())
+        .collect();
+    let summary = CaseSummary {
+        case_id: case_id.to_string(),
+        case_type: case_type.to_string(),
+        definition_version: dref.version,
+        status: state.status,
+        classification: state.classification,
+        opened_at: opened,
+        updated_at: record.updated_at,
+        active_stages: active_stages.iter().map(|s| s.to_string()).collect(),
+        version: record.version,
+    };
+    if let Ok(bytes) = rmp_serde::to_vec_named(&summary) {
+        out.insert(Key::new(P_SUMMARY).raw(id).0, bytes);
+    }
+    let index = |attr: &[u8]| Key::new(P_INDEX).raw(attr);
+    out.insert(index(A_TYPE).str(case_type).raw(id).0, vec![]);
+    out.insert(index(A_STATUS).str(state.status.as_str()).raw(id).0, vec![]);
+    for s in &active_stages {
+        out.insert(index(A_STAGE).str(s).raw(id).0, vec![]);
+    }
+    out.insert(index(A_OPENED).i64(opened.0).raw(id).0, vec![]);
+    out.insert(index(A_UPDATED).i64(record.updated_at.0).raw(id).0, vec![]);
+
+    // Case-file fields and words.
+    let mut words_seen: BTreeMap<String, Classification> = BTreeMap::new();
+    for (key, value) in &state.case_file {
+        let Some(fdef) = def.field(key.as_str()) else {
+            continue;
+        };
+        let prefix = Key::new(P_FIELD).str(case_type).str(key.as_str());
+        let elements: Vec<(&serde_json::Value, FieldType)> = match (fdef.ty, value) {
+            (FieldType::List, serde_json::Value::Array(items)) => {
+                let el = fdef.element.unwrap_or(FieldType::Text);
+                items.iter().map(|v| (v, el)).collect()
+            }
+            (ty, v) => vec![(v, ty)],
+        };
+        for (v, ty) in elements {
+            if let Some(enc) = encode_value(ty, v) {
+                out.insert(prefix.clone().raw(&enc).raw(id).0, vec![]);
+            }
+        }
+        if info.text_fields.iter().any(|f| f == key.as_str()) {
+            let class = field_class(fdef, state.classification);
+            let text = match value {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            for w in words(&text) {
+                if words_seen.len() >= MAX_WORDS_PER_CASE && !words_seen.contains_key(&w) {
+                    break;
+                }
+                let e = words_seen.entry(w).or_insert(class);
+                *e = (*e).min(class);
+            }
+        }
+    }
+    for (w, class) in words_seen {
+        out.insert(Key::new(P_TEXT).str(&w).raw(id).0, vec![class_byte(class)]);
+    }
+
+    // Deadlines (while the case runs).
+    if !state.status.is_ended() {
+        for d in &state.deadlines {
+            let at = due_at(&d.due);
+            let entry = DeadlineEntry {
+                case_id: case_id.to_string(),
+                case_type: case_type.to_string(),
+                deadline: d.deadline.clone(),
+                name: info.deadline_names.get(d.deadline.as_str()).cloned(),
+                item: d.item.clone(),
+                instance: d.instance,
+                due: d.due,
+                due_at: at,
+                overdue: false,
+                classification: state.classification,
+            };
+            if let Ok(bytes) = rmp_serde::to_vec_named(&entry) {
+                let key = Key::new(P_DEADLINE)
+                    .i64(at.0)
+                    .str(case_id)
+                    .str(d.deadline.as_str())
+                    .u32(d.instance.map_or(0, |i| i.0));
+                out.insert(key.0, bytes);
+            }
+        }
+    }
+
+    // Open human tasks (while the case is active).
+    if state.status == CaseStatus::Active {
+        for inst in &state.items {
+            if !matches!(inst.state, ItemState::Enabled | ItemState::Active) {
+                continue;
+            }
+            let Some((name, roles)) = info.tasks.get(inst.key.as_str()) else {
+                continue;
+            };
+            let due = state
+                .deadlines
+                .iter()
+                .filter(|d| d.instance == Some(inst.id))
+                .map(|d| due_at(&d.due))
+                .min();
+            let item = WorkItem {
+                case_id: case_id.to_string(),
+                case_type: case_type.to_string(),
+                instance: inst.id,
+                item: inst.key.clone(),
+                name: name.clone(),
+                state: inst.state,
+                roles: roles.clone(),
+                assignee: inst.claimed_by.clone(),
+                due,
+                classification: state.classification,
+            };
+            let Ok(bytes) = rmp_serde::to_vec_named(&item) else {
+                continue;
+            };
+            let due_key = due.map_or(i64::MAX, |d| d.0);
+            for role in roles {
+                let key = Key::new(P_ROLE)
+                    .str(role)
+                    .i64(due_key)
+                    .str(case_id)
+                    .u32(inst.id.0);
+                out.insert(key.0, bytes.clone());
+            }
+            if let Some(who) = &inst.claimed_by {
+                let key = Key::new(P_ASSIGNEE)
+                    .str(who)
+                    .i64(due_key)
+                    .str(case_id)
+                    .u32(inst.id.0);
+                out.insert(key.0, bytes.clone());
+            }
+        }
+    }
+    out
+}
+
+// ------------------------------------------------------------------ reads
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> QueryError {
+    QueryError::Corrupt(format!("{what}: {e}"))
+}
+
+/// The stored record of a case, if the projection has it.
+///
+/// Errors: [`QueryError::Corrupt`] for an undecodable row.
+pub fn load_case(tree: &sled::Tree, case_id: &str) -> Result<Option<CaseRecord>, QueryError> {
+    match tree.get(Key::new(P_CASE).raw(case_id.as_bytes()).0)? {
+        None => Ok(None),
+        Some(bytes) => rmp_serde::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| corrupt(case_id, e)),
+    }
+}
+
+fn load_summary(tree: &sled::Tree, case_id: &[u8]) -> Result<Option<CaseSummary>, QueryError> {
+    match tree.get(Key::new(P_SUMMARY).raw(case_id).0)? {
+        None => Ok(None),
+        Some(bytes) => rmp_serde::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| corrupt("case summary", e)),
+    }
+}
+
+/// Case ids of the keys in `[from, to)`, each key being `prefix_len` bytes of
+/// index part and then the case id.
+fn ids_in_range(
+    tree: &sled::Tree,
+    from: Vec<u8>,
+    to: Vec<u8>,
+    skip: impl Fn(&[u8]) -> Option<usize>,
+    out: &mut HashSet<Vec<u8>>,
+    within: Option<&HashSet<Vec<u8>>>,
+    value_ok: impl Fn(&[u8]) -> bool,
+) -> Result<(), QueryError> {
+    for kv in tree.range(from..to) {
+        let (k, v) = kv?;
+        if !value_ok(&v) {
+            continue;
+        }
+        let Some(n) = skip(&k) else {
+            continue;
+        };
+        let id = &k[n..];
+        if within.is_none_or(|w| w.contains(id)) {
+            out.insert(id.to_vec());
+        }
+    }
+    Ok(())
+}
+
+/// One search condition as key ranges (any range matches) over keys whose
+/// case id starts at a computable offset.
+struct Predicate {
+    ranges: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Where the case id starts, given a key in the range.
+    id_at: IdAt,
+    /// Minimum clearance byte check on the value (text index).
+    max_class: Option<u8>,
+}
+
+#[derive(Clone, Copy)]
+enum IdAt {
+    /// Fixed prefix length (every key the same length before the id).
+    Fixed(usize),
+    /// After one encoded string following a fixed prefix.
+    AfterString(usize),
+}
+
+impl IdAt {
+    fn offset(self, key: &[u8]) -> Option<usize> {
+        match self {
+            IdAt::Fixed(n) => Some(n).filter(|n| *n <= key.len()),
+            IdAt::AfterString(n) => {
+                let (_, rest) = keys::take_str(key.get(n..)?)?;
+                Some(key.len() - rest.len())
+            }
+        }
+    }
+}
+
+fn eq_predicate(prefix: Vec<u8>, values: &[Vec<u8>]) -> Predicate {
+    let len = prefix.len();
+    let mut ranges = Vec::new();
+    let mut id_at = IdAt::Fixed(len);
+    for v in values {
+        let mut start = prefix.clone();
+        start.extend_from_slice(v);
+        id_at = IdAt::Fixed(start.len());
+        let end = prefix_end(&start);
+        ranges.push((start, end));
+    }
+    Predicate {
+        ranges,
+        id_at,
+        max_class: None,
+    }
+}
+
+fn time_predicate(attr: &[u8], range: &TimeRange) -> Predicate {
+    let prefix = Key::new(P_INDEX).raw(attr).0;
+    let from = Key(prefix.clone())
+        .i64(range.from.map_or(i64::MIN, |t| t.0))
+        .0;
+    let to = match range.to {
+        Some(t) if t.0 < i64::MAX => Key(prefix.clone()).i64(t.0 + 1).0,
+        _ => prefix_end(&prefix),
+    };
+    Predicate {
+        ranges: vec![(from, to)],
+        id_at: IdAt::Fixed(prefix.len() + 8),
+        max_class: None,
+    }
+}
+
+fn check_field_value(
+    case_type: &str,
+    fdef: &FieldDef,
+    v: &serde_json::Value,
+) -> Result<Vec<u8>, QueryError> {
+    let ty = match fdef.ty {
+        FieldType::List => fdef.element.unwrap_or(FieldType::Text),
+        t => t,
+    };
+    let as_field = FieldDef {
+        ty,
+        element: None,
+        ..fdef.clone()
+    };
+    crate::case::check_value(&as_field, v).map_err(|message| QueryError::WrongType {
+        field: fdef.key.as_str().to_string(),
+        message,
+    })?;
+    encode_value(ty, v).ok_or_else(|| QueryError::Unsupported {
+        field: fdef.key.as_str().to_string(),
+        field_type: fdef.ty.as_str().to_string(),
+        operation: format!("searching ({case_type}: this value is not indexed)"),
+    })
+}
+
+/// Runs a case search against a `cases` tree. `def` is the latest definition
+/// of the query's case type (needed when it filters on fields or text).
+///
+/// Errors: [`QueryError::PageSize`], [`QueryError::Offset`],
+/// [`QueryError::FieldNeedsCaseType`], [`QueryError::UnknownField`],
+/// [`QueryError::WrongType`], [`QueryError::Unsupported`],
+/// [`QueryError::FieldNotVisible`], [`QueryError::Invalid`].
+pub fn search(
+    tree: &sled::Tree,
+    query: &SearchQuery,
+    def: Option<&CaseDefinition>,
+    principal: &Principal,
+) -> Result<Page<CaseSummary>, QueryError> {
+    query.page.check()?;
+    let mut preds: Vec<Predicate> = Vec::new();
+    // Most selective conditions first: they bound the candidate set.
+    if let Some(text) = &query.text {
+        let ws: BTreeSet<String> = words(text).collect();
+        if ws.is_empty() {
+            return Err(QueryError::Invalid {
+                parameter: "text".into(),
+                message: "give at least one word of 2 to 40 letters or digits".into(),
+            });
+        }
+        for w in ws {
+            let start = Key::new(P_TEXT).str(&w).0;
+            let n = start.len();
+            preds.push(Predicate {
+                ranges: vec![(start.clone(), prefix_end(&start))],
+                id_at: IdAt::Fixed(n),
+                max_class: Some(class_byte(principal.clearance)),
+            });
+        }
+    }
+    for filter in &query.fields {
+        let Some(case_type) = &query.case_type else {
+            return Err(QueryError::FieldNeedsCaseType {
+                field: filter.field.clone(),
+            });
+        };
+        let Some(def) = def else {
+            return Err(QueryError::FieldNeedsCaseType {
+                field: filter.field.clone(),
+            });
+        };
+        let Some(fdef) = def.field(&filter.field) else {
+            return Err(QueryError::UnknownField {
+                case_type: case_type.clone(),
+                field: filter.field.clone(),
+                known: def
+                    .fields
+                    .iter()
+                    .map(|f| f.key.as_str().to_string())
+                    .collect(),
+            });
+        };
+        let needed = fdef.classification.unwrap_or_default();
+        if !principal.may_see(needed) {
+            return Err(QueryError::FieldNotVisible {
+                field: filter.field.clone(),
+                needed,
+            });
+        }
+        if fdef.ty == FieldType::GeoPoint {
+            return Err(QueryError::Unsupported {
+                field: filter.field.clone(),
+                field_type: fdef.ty.as_str().to_string(),
+                operation: "filtering".into(),
+            });
+        }
+        let prefix = Key::new(P_FIELD).str(case_type).str(&filter.field).0;
+        match &filter.condition {
+            FieldCondition::Equals(v) => {
+                let enc = check_field_value(case_type, fdef, v)?;
+                preds.push(eq_predicate(prefix, &[enc]));
+            }
+            FieldCondition::OneOf(vs) => {
+                if vs.is_empty() || vs.len() > 100 {
+                    return Err(QueryError::Invalid {
+                        parameter: format!("one_of on {}", filter.field),
+                        message: "give 1 to 100 values".into(),
+                    });
+                }
+                let encs = vs
+                    .iter()
+                    .map(|v| check_field_value(case_type, fdef, v))
+                    .collect::<Result<Vec<_>, _>>()?;
+                // Equal-length encodings share one id offset; strings differ,
+                // so each range gets its own predicate pass below.
+                let mut p = eq_predicate(prefix.clone(), &encs);
+                if encs.iter().any(|e| e.len() != encs[0].len()) {
+                    p.id_at = IdAt::AfterString(prefix.len() + 1);
+                }
+                preds.push(p);
+            }
+            FieldCondition::Between { from, to } => {
+                let ty = match fdef.ty {
+                    FieldType::List => fdef.element.unwrap_or(FieldType::Text),
+                    t => t,
+                };
+                if matches!(ty, FieldType::Boolean | FieldType::GeoPoint) {
+                    return Err(QueryError::Unsupported {
+                        field: filter.field.clone(),
+                        field_type: fdef.ty.as_str().to_string(),
+                        operation: "ranges".into(),
+                    });
+                }
+                if from.is_none() && to.is_none() {
+                    return Err(QueryError::Invalid {
+                        parameter: format!("range on {}", filter.field),
+                        message: "give a lower bound, an upper bound or both".into(),
+                    });
+                }
+                let lo = from
+                    .as_ref()
+                    .map(|v| check_field_value(case_type, fdef, v))
+                    .transpose()?;
+                let hi = to
+                    .as_ref()
+                    .map(|v| check_field_value(case_type, fdef, v))
+                    .transpose()?;
+                if let (Some(a), Some(b)) = (&lo, &hi) {
+                    if a > b {
+                        return Err(QueryError::Invalid {
+                            parameter: format!("range on {}", filter.field),
+                            message: "the lower bound is above the upper bound".into(),
+                        });
+                    }
+                }
+                let tag = lo.as_ref().or(hi.as_ref()).map_or(0, |e| e[0]);
+                let mut start = prefix.clone();
+                match lo {
+                    Some(l) => start.extend_from_slice(&l),
+                    None => start.push(tag),
+                }
+                let end = match hi {
+                    Some(h) => prefix_end(&[prefix.as_slice(), &h].concat()),
+                    None => prefix_end(&[prefix.as_slice(), &[tag]].concat()),
+                };
+                let id_at = if tag == keys::TAG_STRING {
+                    IdAt::AfterString(prefix.len() + 1)
+                } else if tag == keys::TAG_BOOL {
+                    IdAt::Fixed(prefix.len() + 2)
+                } else {
+                    IdAt::Fixed(prefix.len() + 9)
+                };
+                preds.push(Predicate {
+                    ranges: vec![(start, end)],
+                    id_at,
+                    max_class: None,
+                });
+            }
+        }
+    }
+    if let Some(stage) = &query.stage {
+        if let Some(def) = def {
+            if !def
+                .plan_items()
+                .iter()
+                .any(|e| matches!(e.item, PlanItem::Stage(_)) && e.item.key().as_str() == stage)
+            {
+                return Err(QueryError::Invalid {
+                    parameter: "stage".into(),
+                    message: format!("case type {} has no stage {stage}", def.key),
+                });
+            }
+        }
+        preds.push(eq_predicate(
+            Key::new(P_INDEX).raw(A_STAGE).0,
+            &[Key::default().str(stage).0],
+        ));
+    }
+    if let Some(r) = &query.opened {
+        check_range("opened", r)?;
+        preds.push(time_predicate(A_OPENED, r));
+    }
+    if let Some(r) = &query.updated {
+        check_range("updated", r)?;
+        preds.push(time_predicate(A_UPDATED, r));
+    }
+    if !query.status.is_empty() {
+        let vals: Vec<Vec<u8>> = query
+            .status
+            .iter()
+            .map(|s| Key::default().str(s.as_str()).0)
+            .collect();
+        let mut p = eq_predicate(Key::new(P_INDEX).raw(A_STATUS).0, &vals);
+        p.id_at = IdAt::AfterString(1 + A_STATUS.len());
+        preds.push(p);
+    }
+    if let Some(t) = &query.case_type {
+        preds.push(eq_predicate(
+            Key::new(P_INDEX).raw(A_TYPE).0,
+            &[Key::default().str(t).0],
+        ));
+    }
+
+    // Intersect the candidate sets, most selective first.
+    let mut candidates: Option<HashSet<Vec<u8>>> = None;
+    for p in &preds {
+        let mut found = HashSet::new();
+        for (from, to) in &p.ranges {
+            let max = p.max_class;
+            ids_in_range(
+                tree,
+                from.clone(),
+                to.clone(),
+                |k| p.id_at.offset(k),
+                &mut found,
+                candidates.as_ref(),
+                |v| max.is_none_or(|m| v.first().is_some_and(|c| *c <= m)),
+            )?;
+        }
+        if found.is_empty() {
+            return Ok(Page {
+                items: vec![],
+                next_offset: None,
+                total: Some(0),
+            });
+        }
+        candidates = Some(found);
+    }
+    let mut hits: Vec<CaseSummary> = Vec::new();
+    match candidates {
+        Some(ids) => {
+            for id in ids {
+                if let Some(s) = load_summary(tree, &id)? {
+                    if principal.may_see(s.classification) {
+                        hits.push(s);
+                    }
+                }
+            }
+        }
+        None => {
+            let start = vec![P_SUMMARY];
+            for kv in tree.range(start.clone()..prefix_end(&start)) {
+                let (_, v) = kv?;
+                let s: CaseSummary =
+                    rmp_serde::from_slice(&v).map_err(|e| corrupt("case summary", e))?;
+                if principal.may_see(s.classification) {
+                    hits.push(s);
+                }
+            }
+        }
+    }
+    match query.order {
+        SearchOrder::OpenedDescending => {
+            hits.sort_by(|a, b| (b.opened_at, &b.case_id).cmp(&(a.opened_at, &a.case_id)))
+        }
+        SearchOrder::OpenedAscending => {
+            hits.sort_by(|a, b| (a.opened_at, &a.case_id).cmp(&(b.opened_at, &b.case_id)))
+        }
+        SearchOrder::UpdatedDescending => {
+            hits.sort_by(|a, b| (b.updated_at, &b.case_id).cmp(&(a.updated_at, &a.case_id)))
+        }
+        SearchOrder::UpdatedAscending => {
+            hits.sort_by(|a, b| (a.updated_at, &a.case_id).cmp(&(b.updated_at, &b.case_id)))
+        }
+        SearchOrder::CaseId => hits.sort_by(|a, b| a.case_id.cmp(&b.case_id)),
+    }
+    let total = hits.len();
+    let end = (query.page.offset + query.page.limit).min(total);
+    let items = hits
+        .into_iter()
+        .skip(query.page.offset)
+        .take(query.page.limit)
+        .collect();
+    Ok(Page {
+        items,
+        next_offset: (end < total).then_some(end),
+        total: Some(total),
+    })
+}
+
+fn check_range(name: &str, r: &TimeRange) -> Result<(), QueryError> {
+    if let (Some(a), Some(b)) = (r.from, r.to) {
+        if a > b {
+            return Err(QueryError::Invalid {
+                parameter: name.into(),
+                message: "the range starts after it ends".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Scans rows of one prefix in key order, keeping those `keep` accepts,
+/// until a page (plus one, to know whether there is more) is full.
+fn scan_page<T: serde::de::DeserializeOwned>(
+    iter: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
+    page: &super::query::PageRequest,
+    mut keep: impl FnMut(&T) -> bool,
+) -> Result<Page<T>, QueryError> {
+    let mut items = Vec::new();
+    let mut matched = 0usize;
+    let mut more = false;
+    for kv in iter {
+        let (_, v) = kv?;
+        let item: T = rmp_serde::from_slice(&v).map_err(|e| corrupt("row", e))?;
+        if !keep(&item) {
+            continue;
+        }
+        matched += 1;
+        if matched <= page.offset {
+            continue;
+        }
+        if items.len() == page.limit {
+            more = true;
+            break;
+        }
+        items.push(item);
+    }
+    let next = page.offset + items.len();
+    Ok(Page {
+        items,
+        next_offset: more.then_some(next),
+        total: None,
+    })
+}
+
+/// Lists open human tasks (ordered by due date, undated last).
+///
+/// Errors: [`QueryError::PageSize`], [`QueryError::Offset`].
+pub fn work_queue(
+    tree: &sled::Tree,
+    query: &WorkQueueQuery,
+    principal: &Principal,
+) -> Result<Page<WorkItem>, QueryError> {
+    query.page.check()?;
+    let keep = |w: &WorkItem| {
+        principal.may_see(w.classification)
+            && query.case_type.as_ref().is_none_or(|t| *t == w.case_type)
+            && (!query.unassigned_only || w.assignee.is_none())
+            && query
+                .assignee
+                .as_ref()
+                .is_none_or(|a| w.assignee.as_ref() == Some(a))
+    };
+    let scan = |prefix: Vec<u8>| {
+        let end = prefix_end(&prefix);
+        tree.range(prefix..end)
+    };
+    match (&query.role, &query.assignee) {
+        (Some(role), _) => scan_page(scan(Key::new(P_ROLE).str(role).0), &query.page, keep),
+        (None, Some(who)) => scan_page(scan(Key::new(P_ASSIGNEE).str(who).0), &query.page, keep),
+        (None, None) => {
+            // The caller's roles: merge their queues by due date.
+            let mut all: BTreeMap<(i64, String, u32), WorkItem> = BTreeMap::new();
+            // Each role's first offset + limit + 1 tasks are enough to fill
+            // the merged page and know whether there is more.
+            let cap = super::query::PageRequest {
+                offset: 0,
+                limit: query.page.offset + query.page.limit + 1,
+            };
+            for role in &principal.roles {
+                let p: Page<WorkItem> = scan_page(scan(Key::new(P_ROLE).str(role).0), &cap, keep)?;
+                for w in p.items {
+                    let k = (
+                        w.due.map_or(i64::MAX, |d| d.0),
+                        w.case_id.clone(),
+                        w.instance.0,
+                    );
+                    all.insert(k, w);
+                }
+            }
+            let total = all.len();
+            let items: Vec<WorkItem> = all
+                .into_values()
+                .skip(query.page.offset)
+                .take(query.page.limit)
+                .collect();
+            let next = query.page.offset + items.len();
+            Ok(Page {
+                items,
+                next_offset: (next < total).then_some(next),
+                total: None,
+            })
+        }
+    }
+}
+
+/// Lists running deadlines due by `query.due_before`, earliest first.
+///
+/// Errors: [`QueryError::PageSize`], [`QueryError::Offset`].
+pub fn deadlines(
+    tree: &sled::Tree,
+    query: &DeadlineQuery,
+    principal: &Principal,
+) -> Result<Page<DeadlineEntry>, QueryError> {
+    query.page.check()?;
+    let start = vec![P_DEADLINE];
+    let end = match query.due_before.0.checked_add(1) {
+        Some(t) => Key::new(P_DEADLINE).i64(t).0,
+        None => prefix_end(&start),
+    };
+    let mut page = scan_page(tree.range(start..end), &query.page, |d: &DeadlineEntry| {
+        principal.may_see(d.classification)
+            && query.case_type.as_ref().is_none_or(|t| *t == d.case_type)
+    })?;
+    for d in &mut page.items {
+        d.overdue = d.due_at < query.now;
+    }
+    Ok(page)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn working_days_skip_weekends() {
+        const DAY: i64 = 86_400_000_000;
+        // 2026-01-02 is a Friday (day 20455 since the epoch).
+        let friday = Timestamp(20_455 * DAY + 3_600_000_000);
+        let next = add_working_days(friday, 1);
+        assert_eq!(next.0 - friday.0, 3 * DAY, "Friday + 1 = Monday");
+        assert_eq!(add_working_days(friday, 5).0 - friday.0, 7 * DAY);
+        assert_eq!(add_working_days(friday, 0), friday);
+        assert_eq!(add_working_days(friday, 6).0 - friday.0, 10 * DAY);
+        // Huge counts neither loop for long nor overflow into a panic.
+        let _ = add_working_days(friday, u32::MAX);
+    }
+
+    #[test]
+    fn words_are_lowercased_and_bounded() {
+        let w: Vec<String> = words("Break-in at 12 HIGH St; x").collect();
+        assert_eq!(w, ["break", "in", "at", "12", "high", "st"]);
+    }
+}

@@ -1,0 +1,637 @@
+//! [`ProjectionHost`]: the projection database, its runners, status and control.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use super::error::{ProjectionError, QueryError};
+use super::runner::{self, Control, Progress, RunnerCtx};
+use super::Projection;
+use crate::log::{EventStore, GlobalPosition, TenantId};
+
+/// Events per batch (one sled batch, one checkpoint) by default.
+pub const DEFAULT_BATCH_SIZE: usize = 512;
+
+/// How fresh a query's answer must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Consistency {
+    /// Whatever the projection holds now (it may be behind the log).
+    #[default]
+    Eventual,
+    /// Wait until the projection has reached `position` (e.g. the position an
+    /// append returned), for at most `timeout`.
+    AtLeast {
+        /// The global position to reach.
+        position: GlobalPosition,
+        /// How long to wait.
+        timeout: Duration,
+    },
+}
+
+impl Consistency {
+    /// Waits for `position` for up to 5 seconds.
+    pub fn at_least(position: GlobalPosition) -> Self {
+        Consistency::AtLeast {
+            position,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What a projection runner is doing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// Applying events that are already in the log.
+    CatchingUp,
+    /// Caught up; applying events as they are appended.
+    Live,
+    /// Live (the serving generation) while a new generation is being built.
+    Rebuilding,
+    /// Stopped at an event it could not apply; [`ProjectionHost::retry`] resumes it.
+    Faulted {
+        /// The failing event's position.
+        position: GlobalPosition,
+        /// Why it failed.
+        error: String,
+    },
+    /// The host was shut down (or the log closed).
+    Stopped,
+}
+
+/// A rebuild in progress.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RebuildStatus {
+    /// The version being built.
+    pub version: u32,
+    /// The generation being built.
+    pub generation: u64,
+    /// The last event applied to it.
+    pub position: Option<GlobalPosition>,
+    /// Its recent speed.
+    pub events_per_second: f64,
+    /// Set if the rebuild itself is faulted: (position, error).
+    pub fault: Option<(GlobalPosition, String)>,
+}
+
+/// The state of one projection for one tenant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProjectionStatus {
+    /// The projection.
+    pub projection: String,
+    /// The tenant.
+    pub tenant: TenantId,
+    /// The version of the serving generation.
+    pub version: u32,
+    /// The serving generation.
+    pub generation: u64,
+    /// What it is doing.
+    pub state: RunState,
+    /// The checkpoint: the last of the tenant's events applied.
+    pub position: Option<GlobalPosition>,
+    /// The global position it has caught up through (events of other tenants
+    /// up to here count as passed).
+    pub reached: Option<GlobalPosition>,
+    /// The log's head.
+    pub head: Option<GlobalPosition>,
+    /// Global positions between `reached` and the head.
+    pub lag: u64,
+    /// Recent speed (over the last few seconds).
+    pub events_per_second: f64,
+    /// A rebuild in progress, if any.
+    pub rebuild: Option<RebuildStatus>,
+}
+
+/// One generation of one projection for one tenant: a tree and the version
+/// that built it.
+#[derive(Debug)]
+pub struct Generation {
+    /// The generation number (unique in the database).
+    pub number: u64,
+    /// The projection version that builds it.
+    pub version: u32,
+    /// Its storage.
+    pub tree: sled::Tree,
+}
+
+/// Where a generation is recorded in the `meta` tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct GenRef {
+    pub number: u64,
+    pub version: u32,
+}
+
+/// A runner's record in the `meta` tree.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct MetaRecord {
+    pub active: Option<GenRef>,
+    pub building: Option<GenRef>,
+}
+
+/// A runner's shared face: what queries and operators see of it.
+pub(crate) struct Runner {
+    pub name: String,
+    pub tenant: TenantId,
+    pub serving: RwLock<Option<Arc<Generation>>>,
+    pub progress: watch::Sender<Progress>,
+    pub status: Mutex<ProjectionStatus>,
+    pub control: mpsc::UnboundedSender<Control>,
+}
+
+struct HostInner {
+    db: sled::Db,
+    meta: sled::Tree,
+    store: Arc<dyn EventStore>,
+    projections: Vec<Arc<dyn Projection>>,
+    runners: Mutex<HashMap<(String, TenantId), Arc<Runner>>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    shutdown: watch::Sender<bool>,
+    batch_size: usize,
+}
+
+/// The projection database and its runners (one per projection per tenant).
+/// Cheap to clone; clones share everything.
+///
+/// Runners start when a tenant is first used ([`ProjectionHost::ensure`]; every
+/// query does it) and, for tenants this database already knows, when
+/// [`ProjectionHost::start_known`] is called inside a Tokio runtime.
+#[derive(Clone)]
+pub struct ProjectionHost {
+    inner: Arc<HostInner>,
+}
+
+fn meta_key(name: &str, tenant: &TenantId) -> Vec<u8> {
+    format!("r\0{name}\0{tenant}").into_bytes()
+}
+
+fn tenant_key(tenant: &TenantId) -> Vec<u8> {
+    format!("t\0{tenant}").into_bytes()
+}
+
+pub(crate) fn tree_name(name: &str, tenant: &TenantId, number: u64) -> String {
+    format!("{name}/{tenant}/{number}")
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// Opens sled after removing stale `snap.*.generating` files (sled 0.34.7
+/// refuses to open with them after a crash during a previous open), waiting
+/// out sled's own lock, which lingers for a moment after a Db is dropped.
+fn open_sled(dir: &Path) -> Result<sled::Db, ProjectionError> {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with("snap.") && name.ends_with(".generating") {
+                std::fs::remove_file(entry.path()).map_err(|e| {
+                    ProjectionError::Store(format!(
+                        "removing stale {}: {e}",
+                        entry.path().display()
+                    ))
+                })?;
+            }
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match sled::Config::new()
+            .path(dir)
+            .cache_capacity(64 * 1024 * 1024)
+            .open()
+        {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(e) => {
+                return Err(ProjectionError::Store(format!(
+                    "opening {}: {e}",
+                    dir.display()
+                )))
+            }
+        }
+    }
+}
+
+impl ProjectionHost {
+    /// A host on a sled database in `dir` (created if absent).
+    ///
+    /// Errors: [`ProjectionError::Store`]; [`ProjectionError::InvalidName`] /
+    /// [`ProjectionError::DuplicateName`] for bad registrations.
+    pub fn open(
+        dir: impl AsRef<Path>,
+        store: Arc<dyn EventStore>,
+        projections: Vec<Arc<dyn Projection>>,
+    ) -> Result<Self, ProjectionError> {
+        let db = open_sled(dir.as_ref())?;
+        Self::with_db(db, store, projections, DEFAULT_BATCH_SIZE)
+    }
+
+    /// A host on a temporary sled database (deleted when dropped).
+    pub fn temporary(
+        store: Arc<dyn EventStore>,
+        projections: Vec<Arc<dyn Projection>>,
+    ) -> Result<Self, ProjectionError> {
+        let db = sled::Config::new()
+            .temporary(true)
+            .cache_capacity(64 * 1024 * 1024)
+            .open()?;
+        Self::with_db(db, store, projections, DEFAULT_BATCH_SIZE)
+    }
+
+    /// A host on an open sled database, applying up to `batch_size` events
+    /// per batch.
+    pub fn with_db(
+        db: sled::Db,
+        store: Arc<dyn EventStore>,
+        projections: Vec<Arc<dyn Projection>>,
+        batch_size: usize,
+    ) -> Result<Self, ProjectionError> {
+        let mut seen = std::collections::BTreeSet::new();
+        for p in &projections {
+            if !valid_name(p.name()) {
+                return Err(ProjectionError::InvalidName(p.name().to_string()));
+            }
+            if !seen.insert(p.name().to_string()) {
+                return Err(ProjectionError::DuplicateName(p.name().to_string()));
+            }
+        }
+        let meta = db.open_tree("meta")?;
+        Ok(ProjectionHost {
+            inner: Arc::new(HostInner {
+                db,
+                meta,
+                store,
+                projections,
+                runners: Mutex::default(),
+                tasks: Mutex::default(),
+                shutdown: watch::channel(false).0,
+                batch_size: batch_size.max(1),
+            }),
+        })
+    }
+
+    /// The registered projections' names.
+    pub fn names(&self) -> Vec<String> {
+        self.inner
+            .projections
+            .iter()
+            .map(|p| p.name().to_string())
+            .collect()
+    }
+
+    /// Tenants this database has projections for.
+    pub fn known_tenants(&self) -> Vec<TenantId> {
+        self.inner
+            .meta
+            .scan_prefix(b"t\0")
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter_map(|k| TenantId::new(String::from_utf8_lossy(&k[2..])).ok())
+            .collect()
+    }
+
+    /// Starts the runners of every known tenant (needs a Tokio runtime).
+    pub fn start_known(&self) -> Result<(), ProjectionError> {
+        for tenant in self.known_tenants() {
+            self.ensure(&tenant)?;
+        }
+        Ok(())
+    }
+
+    /// Starts the tenant's runners if they are not running (needs a Tokio
+    /// runtime). Cheap when they are.
+    ///
+    /// Errors: [`ProjectionError::ShutDown`]; [`ProjectionError::Store`].
+    pub fn ensure(&self, tenant: &TenantId) -> Result<(), ProjectionError> {
+        if *self.inner.shutdown.borrow() {
+            return Err(ProjectionError::ShutDown);
+        }
+        let mut runners = self.inner.runners.lock().unwrap_or_else(|p| p.into_inner());
+        if self
+            .inner
+            .projections
+            .iter()
+            .all(|p| runners.contains_key(&(p.name().to_string(), tenant.clone())))
+        {
+            return Ok(());
+        }
+        let handle = tokio::runtime::Handle::try_current().map_err(|_| {
+            ProjectionError::Store("projection runners need a Tokio runtime".into())
+        })?;
+        self.inner.meta.insert(tenant_key(tenant), &[])?;
+        for projection in &self.inner.projections {
+            let key = (projection.name().to_string(), tenant.clone());
+            if runners.contains_key(&key) {
+                continue;
+            }
+            let (runner, ctx) = self.prepare(Arc::clone(projection), tenant)?;
+            runners.insert(key, runner);
+            let task = handle.spawn(runner::run(ctx));
+            self.inner
+                .tasks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(task);
+        }
+        Ok(())
+    }
+
+    /// Decides the runner's generations from the `meta` tree (resuming a
+    /// rebuild a crash interrupted) and drops trees no record refers to.
+    fn prepare(
+        &self,
+        projection: Arc<dyn Projection>,
+        tenant: &TenantId,
+    ) -> Result<(Arc<Runner>, RunnerCtx), ProjectionError> {
+        let inner = &self.inner;
+        let name = projection.name().to_string();
+        let key = meta_key(&name, tenant);
+        let mut record: MetaRecord = match inner.meta.get(&key)? {
+            Some(bytes) => rmp_serde::from_slice(&bytes).unwrap_or_default(),
+            None => MetaRecord::default(),
+        };
+        let version = projection.version();
+        if record.active.is_some_and(|g| g.version != version) {
+            record.active = None;
+        }
+        if record.building.is_some_and(|g| g.version != version) {
+            record.building = None;
+        }
+        if record.active.is_none() {
+            // A rebuild of this version that was under way becomes the
+            // active generation; otherwise start one from the beginning.
+            record.active = match record.building.take() {
+                Some(b) => Some(b),
+                None => Some(GenRef {
+                    number: inner.db.generate_id()?,
+                    version,
+                }),
+            };
+        }
+        inner
+            .meta
+            .insert(&key, rmp_serde::to_vec(&record).map_err(store_err)?)?;
+        // Drop the trees of generations no longer recorded.
+        let prefix = format!("{name}/{tenant}/");
+        let keep: Vec<String> = [record.active, record.building]
+            .into_iter()
+            .flatten()
+            .map(|g| tree_name(&name, tenant, g.number))
+            .collect();
+        for t in inner.db.tree_names() {
+            let t = String::from_utf8_lossy(&t).to_string();
+            if t.starts_with(&prefix) && !keep.contains(&t) {
+                inner.db.drop_tree(t.as_bytes())?;
+            }
+        }
+        let open = |g: GenRef| -> Result<Arc<Generation>, ProjectionError> {
+            Ok(Arc::new(Generation {
+                number: g.number,
+                version: g.version,
+                tree: inner.db.open_tree(tree_name(&name, tenant, g.number))?,
+            }))
+        };
+        let active = match record.active {
+            Some(g) => open(g)?,
+            None => return Err(ProjectionError::Store("no active generation".into())),
+        };
+        let building = record.building.map(open).transpose()?;
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let runner = Arc::new(Runner {
+            name: name.clone(),
+            tenant: tenant.clone(),
+            serving: RwLock::new(Some(Arc::clone(&active))),
+            progress: watch::channel(Progress::default()).0,
+            status: Mutex::new(ProjectionStatus {
+                projection: name,
+                tenant: tenant.clone(),
+                version: active.version,
+                generation: active.number,
+                state: RunState::CatchingUp,
+                position: None,
+                reached: None,
+                head: inner.store.head_position(),
+                lag: 0,
+                events_per_second: 0.0,
+                rebuild: None,
+            }),
+            control,
+        });
+        let ctx = RunnerCtx {
+            runner: Arc::clone(&runner),
+            store: Arc::clone(&inner.store),
+            db: inner.db.clone(),
+            meta: inner.meta.clone(),
+            meta_key: key,
+            projection: Arc::clone(&projection),
+            active,
+            building: building.map(|b| (b, projection)),
+            control: control_rx,
+            shutdown: inner.shutdown.subscribe(),
+            batch_size: inner.batch_size,
+        };
+        Ok((runner, ctx))
+    }
+
+    fn runner(&self, name: &str, tenant: &TenantId) -> Result<Arc<Runner>, ProjectionError> {
+        self.ensure(tenant)?;
+        self.inner
+            .runners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(name.to_string(), tenant.clone()))
+            .cloned()
+            .ok_or_else(|| ProjectionError::UnknownProjection {
+                name: name.to_string(),
+                known: self.names(),
+            })
+    }
+
+    /// The tree a query of `name` for `tenant` should read, once the
+    /// consistency asked for holds.
+    ///
+    /// Errors: [`QueryError::Timeout`]; [`QueryError::Faulted`] when waiting
+    /// on a faulted projection; [`QueryError::NotReady`];
+    /// [`QueryError::Projection`] for an unknown projection.
+    pub async fn read(
+        &self,
+        name: &str,
+        tenant: &TenantId,
+        consistency: Consistency,
+    ) -> Result<Arc<Generation>, QueryError> {
+        if let Consistency::AtLeast { position, timeout } = consistency {
+            self.wait_for(name, tenant, position, timeout).await?;
+        }
+        let runner = self.runner(name, tenant)?;
+        let serving = runner
+            .serving
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        serving.ok_or_else(|| QueryError::NotReady {
+            projection: name.to_string(),
+        })
+    }
+
+    /// Waits until the tenant's projection `name` has reached `position`.
+    ///
+    /// Errors: [`QueryError::Timeout`]; [`QueryError::Faulted`] if it is
+    /// (or becomes) faulted before reaching it.
+    pub async fn wait_for(
+        &self,
+        name: &str,
+        tenant: &TenantId,
+        position: GlobalPosition,
+        timeout: Duration,
+    ) -> Result<(), QueryError> {
+        let runner = self.runner(name, tenant)?;
+        let mut rx = runner.progress.subscribe();
+        let reached = |p: &Progress| p.reached.is_some_and(|r| r >= position);
+        let waited = tokio::time::timeout(
+            timeout,
+            rx.wait_for(|p| reached(p) || p.fault.is_some() || p.stopped),
+        )
+        .await
+        .map(|r| r.map(|_| ()));
+        let progress = rx.borrow().clone();
+        if reached(&progress) {
+            return Ok(());
+        }
+        if let Some((at, error)) = progress.fault {
+            return Err(QueryError::Faulted {
+                projection: name.to_string(),
+                position: at,
+                error,
+            });
+        }
+        if progress.stopped || matches!(waited, Ok(Err(_))) {
+            return Err(ProjectionError::ShutDown.into());
+        }
+        Err(QueryError::Timeout {
+            projection: name.to_string(),
+            reached: progress.reached,
+            wanted: position,
+        })
+    }
+
+    /// Waits until every projection of the tenant has reached `position`.
+    ///
+    /// Errors: as [`ProjectionHost::wait_for`].
+    pub async fn wait_all(
+        &self,
+        tenant: &TenantId,
+        position: GlobalPosition,
+        timeout: Duration,
+    ) -> Result<(), QueryError> {
+        for name in self.names() {
+            self.wait_for(&name, tenant, position, timeout).await?;
+        }
+        Ok(())
+    }
+
+    /// The status of every projection of the tenant (starting them if needed).
+    ///
+    /// Errors: [`ProjectionError::ShutDown`]; [`ProjectionError::Store`].
+    pub fn status(&self, tenant: &TenantId) -> Result<Vec<ProjectionStatus>, ProjectionError> {
+        self.ensure(tenant)?;
+        let head = self.inner.store.head_position();
+        let runners = self.inner.runners.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<ProjectionStatus> = runners
+            .values()
+            .filter(|r| &r.tenant == tenant)
+            .map(|r| {
+                let mut s = r.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                s.head = head;
+                s.lag = lag(s.reached, head);
+                s
+            })
+            .collect();
+        out.sort_by(|a, b| a.projection.cmp(&b.projection));
+        Ok(out)
+    }
+
+    /// Rebuilds the tenant's projection `name` from position 0 into a fresh
+    /// generation while the current one keeps serving; swaps when caught up.
+    /// With `replacement`, the new generation is built by that projection (a
+    /// new version under the same name), which then replaces the old one. A
+    /// rebuild already under way is abandoned and started again.
+    ///
+    /// Errors: [`ProjectionError::UnknownProjection`] (also for a replacement
+    /// whose name differs); [`ProjectionError::ShutDown`].
+    pub fn rebuild(
+        &self,
+        name: &str,
+        tenant: &TenantId,
+        replacement: Option<Arc<dyn Projection>>,
+    ) -> Result<(), ProjectionError> {
+        if let Some(r) = &replacement {
+            if r.name() != name {
+                return Err(ProjectionError::UnknownProjection {
+                    name: r.name().to_string(),
+                    known: vec![name.to_string()],
+                });
+            }
+        }
+        let runner = self.runner(name, tenant)?;
+        runner
+            .control
+            .send(Control::Rebuild(replacement))
+            .map_err(|_| ProjectionError::ShutDown)
+    }
+
+    /// Resumes a faulted projection (and a faulted rebuild) from its checkpoint.
+    ///
+    /// Errors: [`ProjectionError::UnknownProjection`]; [`ProjectionError::ShutDown`].
+    pub fn retry(&self, name: &str, tenant: &TenantId) -> Result<(), ProjectionError> {
+        let runner = self.runner(name, tenant)?;
+        runner
+            .control
+            .send(Control::Retry)
+            .map_err(|_| ProjectionError::ShutDown)
+    }
+
+    /// Stops every runner, waits for them, and flushes the database.
+    pub async fn shutdown(&self) -> Result<(), ProjectionError> {
+        self.inner.shutdown.send_replace(true);
+        let tasks: Vec<JoinHandle<()>> =
+            std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in tasks {
+            let _ = t.await;
+        }
+        self.inner.db.flush_async().await?;
+        Ok(())
+    }
+}
+
+impl Drop for HostInner {
+    fn drop(&mut self) {
+        self.shutdown.send_replace(true);
+    }
+}
+
+pub(crate) fn lag(reached: Option<GlobalPosition>, head: Option<GlobalPosition>) -> u64 {
+    match (reached, head) {
+        (_, None) => 0,
+        (None, Some(h)) => h.0 + 1,
+        (Some(r), Some(h)) => h.0.saturating_sub(r.0),
+    }
+}
+
+pub(crate) fn store_err(e: impl std::fmt::Display) -> ProjectionError {
+    ProjectionError::Store(e.to_string())
+}

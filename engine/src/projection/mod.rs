@@ -1,0 +1,147 @@
+//! Projections: durable read models built from the log, rebuildable without downtime.
+//!
+//! A [`Projection`] declares a name and a version and, for one tenant, makes a
+//! [`Handler`] that folds events into the projection's own sled tree. A runner
+//! (one per projection **per tenant**: the log is read per tenant, so a
+//! tenant's read models live in their own trees and a fault in one tenant's
+//! projection stops nothing else) catches up from its checkpoint, then follows
+//! the live subscription.
+//!
+//! - **Exactly once.** Each batch of events is written as one `sled::Batch`
+//!   that carries the projection's changes *and* its checkpoint (the position
+//!   of the last event applied), so after any crash the runner resumes from a
+//!   checkpoint that matches the data: no event is skipped or applied twice.
+//!   sled's flush is not an fsync, so a crash may lose the last writes — data
+//!   and checkpoint together — and the runner simply re-applies them.
+//! - **Rebuild without downtime.** [`ProjectionHost::rebuild`] builds a new
+//!   generation (the same or a new version) from position 0 in a fresh tree
+//!   while the current generation keeps serving and following the log; when
+//!   the new one has caught up, the host records it as active and swaps it in
+//!   for queries in one step, then drops the old tree.
+//! - **Status and faults.** [`ProjectionStatus`] reports position, lag,
+//!   events/s and state. A handler error faults that runner alone (the good
+//!   part of the batch is committed first, so the reported position is the
+//!   failing event); [`ProjectionHost::retry`] resumes it from its checkpoint.
+//! - **Read-your-writes.** An append returns its global position;
+//!   [`ProjectionHost::wait_for`] waits, with a timeout, until a tenant's
+//!   projection has reached it (events of other tenants count as passed).
+//!
+//! Built-in projections (see [`builtin`]): [`cases`] (case view, case search
+//! index, work queue, deadlines — one fold of each case feeds all four) and
+//! [`timeline`] (each case's history in human terms). [`query`] holds the
+//! query types and the typed [`QueryError`].
+//!
+//! Storage: one sled database (`<data>/projections` for a durable engine, a
+//! temporary one in memory otherwise); a `meta` tree records each runner's
+//! active generation and any rebuild in progress; each generation is one tree
+//! named `<projection>/<tenant>/<generation>`.
+
+pub mod builtin;
+pub mod cases;
+mod error;
+mod host;
+pub(crate) mod keys;
+pub mod query;
+mod runner;
+pub mod timeline;
+
+use async_trait::async_trait;
+
+use crate::log::RecordedEvent;
+
+pub use error::{ProjectionError, QueryError};
+pub use host::{
+    Consistency, Generation, ProjectionHost, ProjectionStatus, RebuildStatus, RunState,
+    DEFAULT_BATCH_SIZE,
+};
+
+/// Keys starting with this byte are the framework's (the checkpoint).
+pub const RESERVED_PREFIX: u8 = 0x00;
+
+/// A read model built from the log.
+///
+/// The name identifies the projection's storage; the version says which
+/// storage layout and logic its handlers write. When a host opens storage
+/// built by another version (an upgrade across a restart), that generation
+/// is dropped and rebuilt from position 0; to upgrade with no gap in
+/// service, hand the new version to [`ProjectionHost::rebuild`] at run time
+/// so the old one keeps serving until the new one has caught up.
+pub trait Projection: Send + Sync + 'static {
+    /// A stable name, e.g. `cases` (letters, digits, `_`, `-`).
+    fn name(&self) -> &str;
+
+    /// The version of the projection's logic and storage layout.
+    fn version(&self) -> u32;
+
+    /// A handler that writes into `tree` (one generation of one tenant).
+    fn handler(&self, tree: sled::Tree) -> Box<dyn Handler>;
+}
+
+/// Folds events into one generation's tree, a batch at a time.
+///
+/// The runner calls [`Handler::apply`] for each event of a batch, then
+/// [`Handler::write`] once, commits the batch with the checkpoint, and calls
+/// [`Handler::committed`]; if anything failed it calls [`Handler::discarded`]
+/// instead, and the handler must forget whatever the batch changed in memory.
+#[async_trait]
+pub trait Handler: Send {
+    /// Takes one event into the batch in progress. An error faults the
+    /// projection at this event.
+    async fn apply(&mut self, event: &RecordedEvent) -> Result<(), String>;
+
+    /// Writes the batch's changes.
+    fn write(&mut self, changes: &mut Changes) -> Result<(), String>;
+
+    /// The batch was committed.
+    fn committed(&mut self) {}
+
+    /// The batch was thrown away (an error, or a retry).
+    fn discarded(&mut self) {}
+}
+
+/// The writes of one batch, committed atomically with the checkpoint.
+#[derive(Default)]
+pub struct Changes {
+    batch: sled::Batch,
+    count: usize,
+}
+
+impl Changes {
+    /// Sets `key` to `value`.
+    ///
+    /// Errors: a key starting with [`RESERVED_PREFIX`] (the framework's own).
+    pub fn insert(&mut self, key: &[u8], value: impl AsRef<[u8]>) -> Result<(), String> {
+        check_key(key)?;
+        self.batch.insert(key, value.as_ref());
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Removes `key`.
+    ///
+    /// Errors: a key starting with [`RESERVED_PREFIX`].
+    pub fn remove(&mut self, key: &[u8]) -> Result<(), String> {
+        check_key(key)?;
+        self.batch.remove(key);
+        self.count += 1;
+        Ok(())
+    }
+
+    /// How many writes the batch holds.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether the batch holds no writes.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+}
+
+fn check_key(key: &[u8]) -> Result<(), String> {
+    match key.first() {
+        None => Err("empty key".into()),
+        Some(&RESERVED_PREFIX) => Err("keys starting with 0x00 are reserved".into()),
+        Some(_) => Ok(()),
+    }
+}

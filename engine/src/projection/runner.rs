@@ -1,0 +1,538 @@
+//! The runner task: catch up from the checkpoint, follow the live log, build a
+//! new generation beside the serving one and swap when it has caught up.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+
+use super::host::{lag, store_err, tree_name, GenRef, Generation, MetaRecord, Runner};
+use super::host::{RebuildStatus, RunState};
+use super::{Changes, Handler, Projection};
+use crate::log::{
+    EventStore, GlobalPosition, LogError, RecordedEvent, Subscription, SubscriptionStart,
+};
+
+/// The checkpoint key in every generation's tree.
+pub(crate) const CHECKPOINT_KEY: &[u8] = b"\x00checkpoint";
+
+/// What an operator asks of a runner.
+pub(crate) enum Control {
+    Retry,
+    Rebuild(Option<Arc<dyn Projection>>),
+}
+
+/// The serving generation's progress, for read-your-writes waits.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Progress {
+    pub reached: Option<GlobalPosition>,
+    pub fault: Option<(GlobalPosition, String)>,
+    pub stopped: bool,
+}
+
+pub(crate) struct RunnerCtx {
+    pub runner: Arc<Runner>,
+    pub store: Arc<dyn EventStore>,
+    pub db: sled::Db,
+    pub meta: sled::Tree,
+    pub meta_key: Vec<u8>,
+    pub projection: Arc<dyn Projection>,
+    pub active: Arc<Generation>,
+    pub building: Option<(Arc<Generation>, Arc<dyn Projection>)>,
+    pub control: mpsc::UnboundedReceiver<Control>,
+    pub shutdown: watch::Receiver<bool>,
+    pub batch_size: usize,
+}
+
+/// Events applied per second over a sliding window.
+#[derive(Default)]
+struct Rate {
+    samples: VecDeque<(Instant, u64)>,
+    total: u64,
+}
+
+impl Rate {
+    const WINDOW: Duration = Duration::from_secs(5);
+
+    fn add(&mut self, n: u64) {
+        let now = Instant::now();
+        if self.samples.is_empty() {
+            self.samples.push_back((now, self.total));
+        }
+        self.total += n;
+        self.samples.push_back((now, self.total));
+        while self.samples.len() > 2 && now.duration_since(self.samples[0].0) > Self::WINDOW {
+            self.samples.pop_front();
+        }
+    }
+
+    fn per_second(&self) -> f64 {
+        let (Some(first), Some(last)) = (self.samples.front(), self.samples.back()) else {
+            return 0.0;
+        };
+        if last.0.elapsed() > Self::WINDOW {
+            return 0.0;
+        }
+        let span = last.0.duration_since(first.0).as_secs_f64();
+        if span <= 0.0 {
+            return 0.0;
+        }
+        (last.1 - first.1) as f64 / span
+    }
+}
+
+/// One generation being written: its handler and its place in the log.
+struct Lane {
+    gen: Arc<Generation>,
+    projection: Arc<dyn Projection>,
+    handler: Box<dyn Handler>,
+    sub: Subscription,
+    checkpoint: Option<GlobalPosition>,
+    reached: Option<GlobalPosition>,
+    caught_up: bool,
+    fault: Option<(GlobalPosition, String)>,
+    rate: Rate,
+}
+
+fn read_checkpoint(tree: &sled::Tree) -> Result<Option<GlobalPosition>, String> {
+    match tree.get(CHECKPOINT_KEY).map_err(|e| e.to_string())? {
+        None => Ok(None),
+        Some(v) => {
+            let bytes: [u8; 8] = v
+                .as_ref()
+                .try_into()
+                .map_err(|_| "malformed checkpoint".to_string())?;
+            Ok(Some(GlobalPosition(u64::from_be_bytes(bytes))))
+        }
+    }
+}
+
+impl Lane {
+    async fn open(
+        store: &Arc<dyn EventStore>,
+        runner: &Runner,
+        gen: Arc<Generation>,
+        projection: Arc<dyn Projection>,
+        batch_size: usize,
+    ) -> Result<Lane, LogError> {
+        let (checkpoint, fault) = match read_checkpoint(&gen.tree) {
+            Ok(c) => (c, None),
+            Err(e) => (None, Some((GlobalPosition::START, e))),
+        };
+        let start = checkpoint.map_or(SubscriptionStart::Beginning, SubscriptionStart::After);
+        let sub = store
+            .subscribe_all(runner.tenant.clone(), start)
+            .await?
+            .with_page_size(batch_size);
+        Ok(Lane {
+            handler: projection.handler(gen.tree.clone()),
+            gen,
+            projection,
+            sub,
+            checkpoint,
+            reached: checkpoint,
+            caught_up: false,
+            fault,
+            rate: Rate::default(),
+        })
+    }
+
+    /// Applies up to one batch. Returns how many events it applied; sets
+    /// `caught_up` when the log had nothing more for this tenant.
+    async fn step(
+        &mut self,
+        store: &Arc<dyn EventStore>,
+        batch_size: usize,
+    ) -> Result<usize, LogError> {
+        if self.fault.is_some() {
+            return Ok(0);
+        }
+        let head = store.head_position();
+        let mut events = Vec::new();
+        let mut exhausted = false;
+        while events.len() < batch_size {
+            match self.sub.try_next().await {
+                Ok(Some(e)) => events.push(e),
+                Ok(None) => {
+                    exhausted = true;
+                    break;
+                }
+                Err(LogError::Closed) => return Err(LogError::Closed),
+                Err(e) => {
+                    let at = self.checkpoint.map_or(GlobalPosition::START, |c| c.next());
+                    self.fault = Some((at, format!("reading the log: {e}")));
+                    break;
+                }
+            }
+        }
+        let applied = if events.is_empty() {
+            0
+        } else {
+            self.apply_batch(&events).await
+        };
+        if exhausted && self.fault.is_none() {
+            // Every event of this tenant up to `head` has been applied.
+            self.reached = self.reached.max(head);
+            self.caught_up = true;
+        } else {
+            self.caught_up = false;
+        }
+        Ok(applied)
+    }
+
+    async fn apply_batch(&mut self, events: &[RecordedEvent]) -> usize {
+        let mut failed = None;
+        for (i, e) in events.iter().enumerate() {
+            if let Err(msg) = self.handler.apply(e).await {
+                failed = Some((i, msg));
+                break;
+            }
+        }
+        let Some((index, message)) = failed else {
+            return match self.commit(events) {
+                Ok(()) => events.len(),
+                Err(msg) => {
+                    self.fault = Some((events[0].position, msg));
+                    0
+                }
+            };
+        };
+        // Commit the good events before the failing one, so the fault names
+        // the failing event and the checkpoint sits just before it.
+        self.handler.discarded();
+        let good = &events[..index];
+        let mut applied = 0;
+        let mut error = (events[index].position, message);
+        if !good.is_empty() {
+            let mut again = Ok(());
+            for e in good {
+                if let Err(msg) = self.handler.apply(e).await {
+                    again = Err((e.position, msg));
+                    break;
+                }
+            }
+            match again {
+                Ok(()) => match self.commit(good) {
+                    Ok(()) => applied = good.len(),
+                    Err(msg) => error = (good[0].position, msg),
+                },
+                Err(e) => {
+                    self.handler.discarded();
+                    error = e;
+                }
+            }
+        }
+        self.fault = Some(error);
+        applied
+    }
+
+    /// Writes the handler's changes and the checkpoint in one sled batch.
+    fn commit(&mut self, events: &[RecordedEvent]) -> Result<(), String> {
+        let Some(last) = events.last() else {
+            return Ok(());
+        };
+        let mut changes = Changes::default();
+        if let Err(e) = self.handler.write(&mut changes) {
+            self.handler.discarded();
+            return Err(e);
+        }
+        changes
+            .batch
+            .insert(CHECKPOINT_KEY, &last.position.0.to_be_bytes());
+        if let Err(e) = self.gen.tree.apply_batch(changes.batch) {
+            self.handler.discarded();
+            return Err(format!("writing the projection: {e}"));
+        }
+        self.handler.committed();
+        self.checkpoint = Some(last.position);
+        self.reached = self.reached.max(Some(last.position));
+        self.rate.add(events.len() as u64);
+        Ok(())
+    }
+}
+
+struct Task {
+    ctx: RunnerCtx,
+    active: Option<Lane>,
+    building: Option<Lane>,
+    stopped: bool,
+}
+
+/// Runs one projection for one tenant until shutdown or the log closes.
+pub(crate) async fn run(ctx: RunnerCtx) {
+    let mut task = Task {
+        active: None,
+        building: None,
+        stopped: false,
+        ctx,
+    };
+    if let Err(e) = task.open_lanes().await {
+        task.fault_active(GlobalPosition::START, format!("subscribing: {e}"));
+    }
+    let mut head = task.ctx.store.watch_head();
+    loop {
+        while let Ok(c) = task.ctx.control.try_recv() {
+            task.handle(c).await;
+        }
+        if *task.ctx.shutdown.borrow() {
+            break;
+        }
+        head.borrow_and_update();
+        let mut busy = false;
+        let store = Arc::clone(&task.ctx.store);
+        let batch = task.ctx.batch_size;
+        if let Some(lane) = task.active.as_mut() {
+            match lane.step(&store, batch).await {
+                Ok(n) => busy |= n > 0 && !lane.caught_up,
+                Err(_) => break,
+            }
+        }
+        if let Some(lane) = task.building.as_mut() {
+            match lane.step(&store, batch).await {
+                Ok(_) => busy |= !lane.caught_up && lane.fault.is_none(),
+                Err(_) => break,
+            }
+            task.maybe_swap();
+        }
+        task.publish();
+        if busy {
+            tokio::task::yield_now().await;
+            continue;
+        }
+        tokio::select! {
+            changed = head.changed() => if changed.is_err() { break },
+            c = task.ctx.control.recv() => match c {
+                Some(c) => task.handle(c).await,
+                None => break,
+            },
+            _ = task.ctx.shutdown.changed() => {}
+        }
+    }
+    task.stopped = true;
+    task.publish();
+}
+
+impl Task {
+    async fn open_lanes(&mut self) -> Result<(), LogError> {
+        let c = &self.ctx;
+        self.active = Some(
+            Lane::open(
+                &c.store,
+                &c.runner,
+                Arc::clone(&c.active),
+                Arc::clone(&c.projection),
+                c.batch_size,
+            )
+            .await?,
+        );
+        if let Some((gen, projection)) = &c.building {
+            self.building = Some(
+                Lane::open(
+                    &c.store,
+                    &c.runner,
+                    Arc::clone(gen),
+                    Arc::clone(projection),
+                    c.batch_size,
+                )
+                .await?,
+            );
+        }
+        Ok(())
+    }
+
+    fn fault_active(&mut self, at: GlobalPosition, error: String) {
+        match self.active.as_mut() {
+            Some(lane) => lane.fault = Some((at, error)),
+            None => {
+                self.ctx
+                    .runner
+                    .progress
+                    .send_modify(|p| p.fault = Some((at, error)));
+            }
+        }
+    }
+
+    async fn handle(&mut self, control: Control) {
+        match control {
+            Control::Retry => {
+                let c = &self.ctx;
+                let reopen = |lane: &Lane| (Arc::clone(&lane.gen), Arc::clone(&lane.projection));
+                let active = match &self.active {
+                    Some(l) if l.fault.is_none() => None,
+                    Some(l) => Some(reopen(l)),
+                    None => Some((Arc::clone(&c.active), Arc::clone(&c.projection))),
+                };
+                if let Some((gen, projection)) = active {
+                    match Lane::open(&c.store, &c.runner, gen, projection, c.batch_size).await {
+                        Ok(lane) => self.active = Some(lane),
+                        Err(e) => self.fault_active(GlobalPosition::START, e.to_string()),
+                    }
+                    self.ctx.runner.progress.send_modify(|p| p.fault = None);
+                }
+                let c = &self.ctx;
+                if let Some(l) = self.building.as_ref().filter(|l| l.fault.is_some()) {
+                    let (gen, projection) = reopen(l);
+                    if let Ok(lane) =
+                        Lane::open(&c.store, &c.runner, gen, projection, c.batch_size).await
+                    {
+                        self.building = Some(lane);
+                    }
+                }
+            }
+            Control::Rebuild(replacement) => {
+                if let Err(e) = self.start_rebuild(replacement).await {
+                    if let Some(l) = self.building.as_mut() {
+                        l.fault = Some((GlobalPosition::START, e));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn start_rebuild(
+        &mut self,
+        replacement: Option<Arc<dyn Projection>>,
+    ) -> Result<(), String> {
+        let projection = match replacement {
+            Some(p) => p,
+            None => match &self.active {
+                Some(l) => Arc::clone(&l.projection),
+                None => Arc::clone(&self.ctx.projection),
+            },
+        };
+        let c = &self.ctx;
+        let number = c.db.generate_id().map_err(|e| e.to_string())?;
+        let old_build = self.building.take().map(|l| l.gen.number);
+        let active = self.active.as_ref().map(|l| GenRef {
+            number: l.gen.number,
+            version: l.gen.version,
+        });
+        let record = MetaRecord {
+            active,
+            building: Some(GenRef {
+                number,
+                version: projection.version(),
+            }),
+        };
+        // Record the new generation before writing into it, so a crash can
+        // never leave a tree nobody knows about.
+        write_meta(&c.meta, &c.meta_key, &record)?;
+        if let Some(n) = old_build {
+            let _ =
+                c.db.drop_tree(tree_name(&c.runner.name, &c.runner.tenant, n).as_bytes());
+        }
+        let tree =
+            c.db.open_tree(tree_name(&c.runner.name, &c.runner.tenant, number))
+                .map_err(|e| e.to_string())?;
+        let gen = Arc::new(Generation {
+            number,
+            version: projection.version(),
+            tree,
+        });
+        let lane = Lane::open(&c.store, &c.runner, gen, projection, c.batch_size)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.building = Some(lane);
+        Ok(())
+    }
+
+    /// Swaps the new generation in once it has caught up with the log (and
+    /// so with the serving generation).
+    fn maybe_swap(&mut self) {
+        let Some(build) = self.building.as_ref() else {
+            return;
+        };
+        let active_reached = self.active.as_ref().and_then(|l| l.reached);
+        if !build.caught_up || build.fault.is_some() || build.reached < active_reached {
+            return;
+        }
+        let record = MetaRecord {
+            active: Some(GenRef {
+                number: build.gen.number,
+                version: build.gen.version,
+            }),
+            building: None,
+        };
+        if let Err(e) = write_meta(&self.ctx.meta, &self.ctx.meta_key, &record) {
+            if let Some(b) = self.building.as_mut() {
+                b.fault = Some((b.reached.unwrap_or(GlobalPosition::START), e));
+            }
+            return;
+        }
+        let Some(build) = self.building.take() else {
+            return;
+        };
+        *self
+            .ctx
+            .runner
+            .serving
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&build.gen));
+        let old = self.active.replace(build);
+        if let Some(old) = old {
+            let name = tree_name(
+                &self.ctx.runner.name,
+                &self.ctx.runner.tenant,
+                old.gen.number,
+            );
+            drop(old);
+            // Queries that still hold the old tree finish on it; sled keeps
+            // a dropped tree's data readable through existing handles.
+            let _ = self.ctx.db.drop_tree(name.as_bytes());
+        }
+    }
+
+    fn publish(&self) {
+        let runner = &self.ctx.runner;
+        let head = self.ctx.store.head_position();
+        let mut status = runner.status.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(a) = &self.active {
+            status.version = a.gen.version;
+            status.generation = a.gen.number;
+            status.position = a.checkpoint;
+            status.reached = a.reached;
+            status.events_per_second = a.rate.per_second();
+            status.state = match (&a.fault, &self.building) {
+                _ if self.stopped => RunState::Stopped,
+                (Some((position, error)), _) => RunState::Faulted {
+                    position: *position,
+                    error: error.clone(),
+                },
+                (None, Some(_)) if a.caught_up => RunState::Rebuilding,
+                (None, _) if a.caught_up => RunState::Live,
+                (None, _) => RunState::CatchingUp,
+            };
+        } else if self.stopped {
+            status.state = RunState::Stopped;
+        }
+        status.head = head;
+        status.lag = lag(status.reached, head);
+        status.rebuild = self.building.as_ref().map(|b| RebuildStatus {
+            version: b.gen.version,
+            generation: b.gen.number,
+            position: b.checkpoint,
+            events_per_second: b.rate.per_second(),
+            fault: b.fault.clone(),
+        });
+        drop(status);
+        let progress = Progress {
+            reached: self.active.as_ref().and_then(|a| a.reached),
+            fault: self.active.as_ref().and_then(|a| a.fault.clone()),
+            stopped: self.stopped,
+        };
+        runner.progress.send_if_modified(|p| {
+            let changed = p.reached != progress.reached
+                || p.fault != progress.fault
+                || p.stopped != progress.stopped;
+            *p = progress;
+            changed
+        });
+    }
+}
+
+fn write_meta(meta: &sled::Tree, key: &[u8], record: &MetaRecord) -> Result<(), String> {
+    let bytes = rmp_serde::to_vec(record).map_err(|e| store_err(e).to_string())?;
+    meta.insert(key, bytes).map_err(|e| e.to_string())?;
+    Ok(())
+}

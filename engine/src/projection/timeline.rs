@@ -1,0 +1,365 @@
+//! The `timeline` projection: each case's history in human terms, with actor,
+//! time, provenance and reason for every entry.
+//!
+//! Tree layout: `K` + case id -> [`TimelineCase`] (the case's definition and
+//! current classification); `E` + case id + position -> a stored entry. The
+//! text never contains case-file values; changed fields are listed by name
+//! with their classification so a reader only sees the names they may see.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use super::builtin::{DefinitionCache, DefinitionResolver};
+use super::error::QueryError;
+use super::keys::{prefix_end, Key};
+use super::query::{Page, PageRequest, TimelineEntry};
+use super::{Changes, Handler, Projection};
+use crate::case::{CaseEvent, DefinitionRef};
+use crate::definition::CaseDefinition;
+use crate::log::codec::DomainEvent;
+use crate::log::{GlobalPosition, RecordedEvent, StreamVersion, Timestamp};
+use crate::security::{Classification, Principal};
+
+/// The projection's name.
+pub const NAME: &str = "timeline";
+/// The projection's version.
+pub const VERSION: u32 = 1;
+
+const P_CASE: u8 = b'K';
+const P_ENTRY: u8 = b'E';
+
+/// What the timeline keeps about a case.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimelineCase {
+    /// Its definition.
+    pub definition: DefinitionRef,
+    /// Its classification now.
+    pub classification: Classification,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Stored {
+    position: GlobalPosition,
+    version: StreamVersion,
+    at: Timestamp,
+    actor: String,
+    event_type: String,
+    summary: String,
+    fields: Vec<(String, Classification)>,
+    source: String,
+    source_reference: Option<String>,
+    reason: Option<String>,
+    correlation_id: String,
+    classification: Classification,
+}
+
+/// The `timeline` projection.
+pub struct TimelineProjection {
+    resolver: Arc<dyn DefinitionResolver>,
+}
+
+impl TimelineProjection {
+    /// The projection, naming items with definitions from `resolver`.
+    pub fn new(resolver: Arc<dyn DefinitionResolver>) -> Self {
+        TimelineProjection { resolver }
+    }
+}
+
+impl Projection for TimelineProjection {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn version(&self) -> u32 {
+        VERSION
+    }
+
+    fn handler(&self, tree: sled::Tree) -> Box<dyn Handler> {
+        Box::new(TimelineHandler {
+            tree,
+            defs: DefinitionCache::new(Arc::clone(&self.resolver)),
+            cases: HashMap::new(),
+            pending_cases: HashMap::new(),
+            entries: Vec::new(),
+        })
+    }
+}
+
+struct TimelineHandler {
+    tree: sled::Tree,
+    defs: DefinitionCache,
+    cases: HashMap<String, TimelineCase>,
+    pending_cases: HashMap<String, TimelineCase>,
+    entries: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+fn item_name(def: &CaseDefinition, key: &str) -> String {
+    def.item(key)
+        .map_or_else(|| key.to_string(), |e| e.item.name().to_string())
+}
+
+fn describe(def: &CaseDefinition, event: &CaseEvent) -> String {
+    let name = |k: &crate::definition::ItemKey| format!("'{}'", item_name(def, k.as_str()));
+    match event {
+        CaseEvent::CaseOpened {
+            definition,
+            classification,
+            ..
+        } => format!(
+            "{} opened ({} version {}, {classification})",
+            def.name, definition.key, definition.version
+        ),
+        CaseEvent::CaseFileUpdated { .. } => "Case file updated".into(),
+        CaseEvent::PlanItemCreated {
+            item,
+            discretionary,
+            ..
+        } => format!(
+            "{} {} added to the plan",
+            if *discretionary {
+                "Discretionary item"
+            } else {
+                "Item"
+            },
+            name(item)
+        ),
+        CaseEvent::PlanItemEnabled { item, .. } => format!("{} is ready to start", name(item)),
+        CaseEvent::PlanItemActivated { item, .. } => format!("{} started", name(item)),
+        CaseEvent::PlanItemCompleted { item, .. } => format!("{} completed", name(item)),
+        CaseEvent::PlanItemTerminated { item, .. } => format!("{} ended", name(item)),
+        CaseEvent::PlanItemFailed { item, reason, .. } => {
+            format!("{} failed: {reason}", name(item))
+        }
+        CaseEvent::PlanItemSuspended { item, .. } => format!("{} suspended", name(item)),
+        CaseEvent::PlanItemResumed { item, .. } => format!("{} resumed", name(item)),
+        CaseEvent::PlanItemDisabled { item, .. } => format!("{} will not be done", name(item)),
+        CaseEvent::MilestoneReached { item, .. } => format!("Milestone {} reached", name(item)),
+        CaseEvent::ActivityClaimed { item, by, .. } => format!("{} claimed by {by}", name(item)),
+        CaseEvent::ActivityAssigned {
+            item, assignee, by, ..
+        } => format!("{} assigned to {assignee} by {by}", name(item)),
+        CaseEvent::DiscretionaryItemPlanned { item, by, .. } => {
+            format!("{} planned by {by}", name(item))
+        }
+        CaseEvent::EntityLinked { entity, role, by } => {
+            format!(
+                "{:?} {} linked as {:?} by {by}",
+                entity.kind, entity.id, role
+            )
+        }
+        CaseEvent::NoteAdded { text, by, .. } => format!("Note by {by}: {text}"),
+        CaseEvent::CaseSuspended {} => "Case suspended".into(),
+        CaseEvent::CaseResumed {} => "Case resumed".into(),
+        CaseEvent::CaseCompleted {} => "Case completed".into(),
+        CaseEvent::CaseTerminated {} => "Case ended by an exit criterion".into(),
+        CaseEvent::CaseClosed { reason } => match reason {
+            Some(r) => format!("Case closed: {r}"),
+            None => "Case closed".into(),
+        },
+        CaseEvent::CaseReopened { reason } => match reason {
+            Some(r) => format!("Case reopened: {r}"),
+            None => "Case reopened".into(),
+        },
+        CaseEvent::DeadlineSet { deadline, .. } => format!("Deadline {deadline} started"),
+        CaseEvent::DeadlineMet { deadline, .. } => format!("Deadline {deadline} met"),
+        CaseEvent::DeadlineCancelled { deadline, .. } => {
+            format!("Deadline {deadline} no longer applies")
+        }
+    }
+}
+
+fn changed_fields(event: &CaseEvent) -> Vec<&crate::definition::FieldKey> {
+    match event {
+        CaseEvent::CaseOpened { case_file, .. } => case_file.keys().collect(),
+        CaseEvent::CaseFileUpdated { changes } => changes.keys().collect(),
+        CaseEvent::PlanItemCompleted { outputs, .. } => outputs.keys().collect(),
+        _ => vec![],
+    }
+}
+
+impl TimelineHandler {
+    fn case(&mut self, case_id: &str) -> Result<Option<TimelineCase>, String> {
+        if let Some(c) = self.pending_cases.get(case_id).or(self.cases.get(case_id)) {
+            return Ok(Some(c.clone()));
+        }
+        match self
+            .tree
+            .get(Key::new(P_CASE).raw(case_id.as_bytes()).0)
+            .map_err(|e| e.to_string())?
+        {
+            None => Ok(None),
+            Some(b) => rmp_serde::from_slice(&b)
+                .map(Some)
+                .map_err(|e| format!("stored timeline case {case_id}: {e}")),
+        }
+    }
+}
+
+#[async_trait]
+impl Handler for TimelineHandler {
+    async fn apply(&mut self, event: &RecordedEvent) -> Result<(), String> {
+        if event.stream.category() != "case" {
+            return Ok(());
+        }
+        let case_id = event.stream.id();
+        let decoded = CaseEvent::from_recorded(event).map_err(|e| e.to_string())?;
+        let mut case = match &decoded {
+            CaseEvent::CaseOpened {
+                definition,
+                classification,
+                ..
+            } => TimelineCase {
+                definition: definition.clone(),
+                classification: *classification,
+            },
+            other => self.case(case_id)?.ok_or_else(|| {
+                format!(
+                    "{} at version {} of case {case_id} comes before CaseOpened",
+                    other.type_name(),
+                    event.version.0
+                )
+            })?,
+        };
+        case.classification = event.metadata.classification.max(case.classification);
+        let def = self
+            .defs
+            .get(
+                event.stream.tenant(),
+                case.definition.key.as_str(),
+                case.definition.version,
+            )
+            .await?;
+        let fields = changed_fields(&decoded)
+            .into_iter()
+            .map(|k| {
+                let c = def
+                    .field(k.as_str())
+                    .and_then(|f| f.classification)
+                    .unwrap_or_default();
+                (k.as_str().to_string(), c)
+            })
+            .collect();
+        let m = &event.metadata;
+        let stored = Stored {
+            position: event.position,
+            version: event.version,
+            at: event.recorded,
+            actor: m.actor.0.clone(),
+            event_type: event.event_type.clone(),
+            summary: describe(&def, &decoded),
+            fields,
+            source: m.source.system.clone(),
+            source_reference: m.source.reference.clone(),
+            reason: m.reason.clone(),
+            correlation_id: m.correlation_id.0.to_string(),
+            classification: m.classification,
+        };
+        let bytes = rmp_serde::to_vec_named(&stored).map_err(|e| e.to_string())?;
+        let key = Key::new(P_ENTRY)
+            .str(case_id)
+            .raw(&event.position.0.to_be_bytes())
+            .0;
+        self.entries.push((key, bytes));
+        self.pending_cases.insert(case_id.to_string(), case);
+        Ok(())
+    }
+
+    fn write(&mut self, changes: &mut Changes) -> Result<(), String> {
+        for (k, v) in self.entries.drain(..) {
+            changes.insert(&k, v)?;
+        }
+        for (id, case) in &self.pending_cases {
+            let bytes = rmp_serde::to_vec_named(case).map_err(|e| e.to_string())?;
+            changes.insert(&Key::new(P_CASE).raw(id.as_bytes()).0, bytes)?;
+        }
+        Ok(())
+    }
+
+    fn committed(&mut self) {
+        if self.cases.len() > 50_000 {
+            self.cases.clear();
+        }
+        self.cases.extend(self.pending_cases.drain());
+    }
+
+    fn discarded(&mut self) {
+        self.entries.clear();
+        self.pending_cases.clear();
+    }
+}
+
+/// A case's timeline as `principal` may read it, oldest first.
+///
+/// Errors: [`QueryError::UnknownCase`] for a case the projection does not
+/// have or the reader may not see; [`QueryError::PageSize`],
+/// [`QueryError::Offset`]; [`QueryError::Corrupt`].
+pub fn read(
+    tree: &sled::Tree,
+    case_id: &str,
+    principal: &Principal,
+    page: &PageRequest,
+) -> Result<Page<TimelineEntry>, QueryError> {
+    page.check()?;
+    let unknown = || QueryError::UnknownCase {
+        tenant: principal.tenant.clone(),
+        case_id: case_id.to_string(),
+    };
+    let case: TimelineCase = match tree.get(Key::new(P_CASE).raw(case_id.as_bytes()).0)? {
+        Some(b) => rmp_serde::from_slice(&b)
+            .map_err(|e| QueryError::Corrupt(format!("timeline case {case_id}: {e}")))?,
+        None => return Err(unknown()),
+    };
+    if !principal.may_see(case.classification) {
+        return Err(unknown());
+    }
+    let start = Key::new(P_ENTRY).str(case_id).0;
+    let end = prefix_end(&start);
+    let mut items = Vec::new();
+    let mut seen = 0usize;
+    let mut more = false;
+    for kv in tree.range(start..end) {
+        let (_, v) = kv?;
+        let s: Stored = rmp_serde::from_slice(&v)
+            .map_err(|e| QueryError::Corrupt(format!("timeline entry: {e}")))?;
+        if !principal.may_see(s.classification) {
+            continue;
+        }
+        seen += 1;
+        if seen <= page.offset {
+            continue;
+        }
+        if items.len() == page.limit {
+            more = true;
+            break;
+        }
+        let fields = s
+            .fields
+            .iter()
+            .filter(|(_, c)| principal.may_see((*c).max(s.classification)))
+            .map(|(f, _)| f.clone())
+            .collect();
+        items.push(TimelineEntry {
+            position: s.position,
+            version: s.version,
+            at: s.at,
+            actor: s.actor,
+            event_type: s.event_type,
+            summary: s.summary,
+            fields,
+            source: s.source,
+            source_reference: s.source_reference,
+            reason: s.reason,
+            correlation_id: s.correlation_id,
+            classification: s.classification,
+        });
+    }
+    let next = page.offset + items.len();
+    Ok(Page {
+        items,
+        next_offset: more.then_some(next),
+        total: None,
+    })
+}

@@ -1,0 +1,1308 @@
+//! Projections end to end: the built-in views follow the log, answer
+//! read-your-writes queries, stay inside the caller's tenant and clearance,
+//! reject bad queries with typed errors, rebuild without downtime (swapping
+//! only once caught up), fault alone and retry, and are exactly right after a
+//! rebuild (property test) and after the process is killed during catch-up
+//! or during a rebuild (crash test: the child is this test binary re-run with
+//! `CASEBOOK_PROJ_CRASH_DIR` set and filtered to `projection_crash_child`).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use casebook::case::{CaseCommand, CaseStatus, ItemRef};
+use casebook::definition::{FieldKey, Format};
+use casebook::engine::{CommandContext, OpenCase};
+use casebook::log::{
+    ActorId, Direction, EventData, EventStore, ExpectedVersion, GlobalPosition, MemoryStore,
+    Metadata, RecordedEvent, Source, StreamId, StreamVersion, TenantId, Timestamp,
+};
+use casebook::projection::query::{
+    DeadlineQuery, FieldCondition, FieldFilter, PageRequest, SearchOrder, SearchQuery, TimeRange,
+    WorkQueueQuery,
+};
+use casebook::projection::{
+    Changes, Consistency, Handler, Projection, ProjectionHost, QueryError, RunState,
+};
+use casebook::rules::serde_json::{json, Value};
+use casebook::security::{Classification, Principal};
+use casebook::Engine;
+use proptest::prelude::*;
+
+const INCIDENT: &str = include_str!("common/incident.toml");
+const WAIT: Duration = Duration::from_secs(20);
+
+fn tenant(name: &str) -> TenantId {
+    TenantId::new(name).unwrap()
+}
+
+fn admin(t: &str) -> Principal {
+    Principal::new(tenant(t), "admin-1").with_roles(["administrator"])
+}
+
+fn handler(t: &str) -> Principal {
+    Principal::new(tenant(t), "pc-101").with_roles(["handler"])
+}
+
+fn supervisor(t: &str) -> Principal {
+    Principal::new(tenant(t), "sgt-7")
+        .with_roles(["supervisor"])
+        .with_clearance(Classification::Secret)
+}
+
+fn fields(v: Value) -> BTreeMap<FieldKey, Value> {
+    v.as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (FieldKey::new(k.clone()), v.clone()))
+        .collect()
+}
+
+fn ctx(reason: &str) -> CommandContext {
+    CommandContext {
+        reason: Some(reason.into()),
+        ..CommandContext::default()
+    }
+}
+
+async fn open_incident(engine: &Engine, t: &str, id: &str, file: Value) -> GlobalPosition {
+    let mut req = OpenCase::new("incident", fields(file));
+    req.case_id = Some(id.into());
+    req.context = ctx("reported by phone");
+    let opener = handler(t).with_clearance(Classification::Secret);
+    engine
+        .open_case(&opener, req)
+        .await
+        .unwrap()
+        .position
+        .unwrap()
+}
+
+async fn setup(engine: &Engine, t: &str) {
+    engine
+        .deploy(&admin(t), INCIDENT, Format::Toml)
+        .await
+        .unwrap();
+}
+
+fn fresh(p: GlobalPosition) -> Consistency {
+    Consistency::AtLeast {
+        position: p,
+        timeout: WAIT,
+    }
+}
+
+/// Every key and value of the tenant's serving generation of `name`.
+async fn dump(engine: &Engine, t: &str, name: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let gen = engine
+        .projections()
+        .unwrap()
+        .read(name, &tenant(t), Consistency::Eventual)
+        .await
+        .unwrap();
+    gen.tree
+        .iter()
+        .map(|kv| {
+            let (k, v) = kv.unwrap();
+            (k.to_vec(), v.to_vec())
+        })
+        .collect()
+}
+
+async fn wait_head(engine: &Engine, t: &str) {
+    if let Some(head) = engine.store().head_position() {
+        engine
+            .wait_for_projections(&admin(t), head, WAIT)
+            .await
+            .unwrap();
+    }
+}
+
+/// Rebuilds every projection of the tenant and waits for the swap.
+async fn rebuild_all(engine: &Engine, t: &str) {
+    let before: Vec<u64> = engine
+        .projection_status(&admin(t))
+        .unwrap()
+        .iter()
+        .map(|s| s.generation)
+        .collect();
+    for name in engine.projections().unwrap().names() {
+        engine.rebuild_projection(&admin(t), &name).unwrap();
+    }
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let status = engine.projection_status(&admin(t)).unwrap();
+        let swapped = status
+            .iter()
+            .zip(&before)
+            .all(|(s, b)| s.generation != *b && s.rebuild.is_none());
+        if swapped {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "rebuild never swapped: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn built_in_views_follow_the_log_with_read_your_writes() {
+    let engine = Engine::in_memory();
+    setup(&engine, "kent").await;
+    let p = open_incident(
+        &engine,
+        "kent",
+        "INC-1",
+        json!({"summary": "Shed break-in, bicycle taken", "ward": "north", "informant": "Source X"}),
+    )
+    .await;
+    let opened_later = open_incident(
+        &engine,
+        "kent",
+        "INC-2",
+        json!({"summary": "Graffiti on the bus shelter", "ward": "south", "loss": 120.5}),
+    )
+    .await;
+    assert!(opened_later > p);
+
+    // Case view: the same as the engine's own (log-replayed) view.
+    let projected = engine
+        .case_view(&handler("kent"), "INC-1", fresh(opened_later))
+        .await
+        .unwrap();
+    let direct = engine.view(&handler("kent"), "INC-1").await.unwrap();
+    assert_eq!(projected.view, direct);
+    assert!(!projected.view.case_file.contains_key("informant"));
+    let secret = engine
+        .case_view(&supervisor("kent"), "INC-1", Consistency::Eventual)
+        .await
+        .unwrap();
+    assert_eq!(secret.view.case_file["informant"], json!("Source X"));
+
+    // Work queue: the open assessment tasks, by role; then claim and reassign.
+    let q = WorkQueueQuery {
+        role: Some("handler".into()),
+        ..Default::default()
+    };
+    let queue = engine
+        .work_queue(&handler("kent"), &q, Consistency::Eventual)
+        .await
+        .unwrap();
+    assert_eq!(queue.items.len(), 2, "{queue:?}");
+    assert!(queue.items.iter().all(|w| w.item.as_str() == "assess"));
+    assert!(queue.items.iter().all(|w| w.due.is_some()));
+    assert!(queue.items[0].due <= queue.items[1].due);
+    let task = queue.items[0].clone();
+    assert_eq!(task.case_id, "INC-1", "the earliest due comes first");
+    let out = engine
+        .claim_task(&handler("kent"), &task.case_id, task.instance, ctx("mine"))
+        .await
+        .unwrap();
+    let mine = WorkQueueQuery {
+        assignee: Some("pc-101".into()),
+        ..Default::default()
+    };
+    let claimed = engine
+        .work_queue(&handler("kent"), &mine, fresh(out.position.unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(claimed.items.len(), 1);
+    assert_eq!(claimed.items[0].case_id, task.case_id);
+    let out = engine
+        .reassign_task(
+            &handler("kent"),
+            &task.case_id,
+            task.instance,
+            "pc-202",
+            ctx("leave"),
+        )
+        .await
+        .unwrap();
+    let now_mine = engine
+        .work_queue(&handler("kent"), &mine, fresh(out.position.unwrap()))
+        .await
+        .unwrap();
+    assert!(now_mine.items.is_empty());
+    let unassigned = engine
+        .work_queue(
+            &handler("kent"),
+            &WorkQueueQuery {
+                role: Some("handler".into()),
+                unassigned_only: true,
+                ..Default::default()
+            },
+            Consistency::Eventual,
+        )
+        .await
+        .unwrap();
+    assert_eq!(unassigned.items.len(), 1);
+
+    // Completing the assessment moves the case on: review for supervisors.
+    let pc202 = Principal::new(tenant("kent"), "pc-202").with_roles(["handler"]);
+    let out = engine
+        .execute(
+            &pc202,
+            "INC-1",
+            CaseCommand::Complete {
+                item: ItemRef::key("assess"),
+                outputs: [("loss".to_string(), json!(300))].into_iter().collect(),
+            },
+            ctx("assessed"),
+        )
+        .await
+        .unwrap();
+    let pos = out.position.unwrap();
+    let review = engine
+        .work_queue(&supervisor("kent"), &WorkQueueQuery::default(), fresh(pos))
+        .await
+        .unwrap();
+    assert_eq!(review.items.len(), 1);
+    assert_eq!(review.items[0].item.as_str(), "review");
+
+    // Search: by field, range, stage, status and text, sorted and paged.
+    let search = |q: SearchQuery| {
+        let engine = engine.clone();
+        async move {
+            engine
+                .search_cases(&handler("kent"), &q, fresh(pos))
+                .await
+                .unwrap()
+        }
+    };
+    let ids = |p: casebook::projection::query::Page<casebook::projection::query::CaseSummary>| {
+        p.items.into_iter().map(|s| s.case_id).collect::<Vec<_>>()
+    };
+    let base = SearchQuery {
+        case_type: Some("incident".into()),
+        ..Default::default()
+    };
+    assert_eq!(ids(search(base.clone()).await), ["INC-2", "INC-1"]);
+    let mut q = base.clone();
+    q.order = SearchOrder::OpenedAscending;
+    assert_eq!(ids(search(q).await), ["INC-1", "INC-2"]);
+    let mut q = base.clone();
+    q.fields = vec![FieldFilter::equals("ward", json!("north"))];
+    assert_eq!(ids(search(q).await), ["INC-1"]);
+    let mut q = base.clone();
+    q.fields = vec![FieldFilter {
+        field: "loss".into(),
+        condition: FieldCondition::Between {
+            from: Some(json!(100)),
+            to: Some(json!(200)),
+        },
+    }];
+    assert_eq!(ids(search(q).await), ["INC-2"]);
+    let mut q = base.clone();
+    q.stage = Some("followup".into());
+    assert_eq!(ids(search(q).await), ["INC-1"]);
+    let mut q = base.clone();
+    q.text = Some("BICYCLE shed".into());
+    assert_eq!(ids(search(q).await), ["INC-1"]);
+    let mut q = base.clone();
+    q.status = vec![CaseStatus::Closed];
+    assert!(ids(search(q).await).is_empty());
+    let mut q = base.clone();
+    q.opened = Some(TimeRange {
+        from: Some(Timestamp(0)),
+        to: Some(Timestamp::now()),
+    });
+    q.page = PageRequest {
+        offset: 1,
+        limit: 1,
+    };
+    let page = search(q).await;
+    assert_eq!(page.total, Some(2));
+    assert_eq!(page.next_offset, None);
+    assert_eq!(ids(page), ["INC-1"]);
+
+    // Deadlines: due within a week and a day; overdue against a later "now".
+    let week = 8 * 86_400_000_000;
+    let dl = engine
+        .deadlines(
+            &handler("kent"),
+            &DeadlineQuery {
+                due_before: Timestamp(Timestamp::now().0 + week),
+                now: Timestamp(Timestamp::now().0 + week),
+                case_type: None,
+                page: PageRequest::default(),
+            },
+            fresh(pos),
+        )
+        .await
+        .unwrap();
+    let keys: Vec<&str> = dl.items.iter().map(|d| d.deadline.as_str()).collect();
+    assert_eq!(
+        keys.iter().filter(|k| **k == "resolve").count(),
+        2,
+        "{keys:?}"
+    );
+    assert_eq!(keys.iter().filter(|k| **k == "assess_within_1h").count(), 1);
+    assert!(dl.items.iter().all(|d| d.overdue));
+    assert!(dl.items.windows(2).all(|w| w[0].due_at <= w[1].due_at));
+
+    // Timeline: every event with actor, time, provenance and reason.
+    let tl = engine
+        .timeline(
+            &handler("kent"),
+            "INC-1",
+            PageRequest::first(100),
+            fresh(pos),
+        )
+        .await
+        .unwrap();
+    let stream = StreamId::new(tenant("kent"), "case", "INC-1").unwrap();
+    let events = engine
+        .store()
+        .read_stream(&stream, Direction::Forward, StreamVersion::START, 1000)
+        .await
+        .unwrap();
+    assert_eq!(tl.items.len(), events.len());
+    for (entry, event) in tl.items.iter().zip(&events) {
+        assert_eq!(entry.position, event.position);
+        assert_eq!(entry.actor, event.metadata.actor.0);
+        assert_eq!(entry.at, event.recorded);
+        assert_eq!(entry.source, "casebook");
+    }
+    assert!(
+        tl.items[0].summary.starts_with("Incident opened"),
+        "{}",
+        tl.items[0].summary
+    );
+    assert_eq!(tl.items[0].reason.as_deref(), Some("reported by phone"));
+    assert!(!tl.items[0].fields.contains(&"informant".to_string()));
+    assert!(tl
+        .items
+        .iter()
+        .any(|e| e.summary == "'Assess the incident' claimed by pc-101"));
+
+    // Status: both projections live, nothing behind.
+    let status = engine.projection_status(&admin("kent")).unwrap();
+    assert_eq!(status.len(), 2);
+    for s in &status {
+        assert_eq!(s.state, RunState::Live, "{s:?}");
+        assert_eq!(s.lag, 0);
+        assert!(s.position.is_some());
+    }
+    engine.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_query_stays_in_its_tenant_and_clearance() {
+    let engine = Engine::in_memory();
+    setup(&engine, "kent").await;
+    setup(&engine, "essex").await;
+    open_incident(
+        &engine,
+        "kent",
+        "K-1",
+        json!({"summary": "kent burglary", "ward": "north", "informant": "alpha bravo"}),
+    )
+    .await;
+    // A SECRET case in kent.
+    let mut req = OpenCase::new(
+        "incident",
+        fields(json!({"summary": "covert matter", "ward": "north"})),
+    );
+    req.case_id = Some("K-SECRET".into());
+    req.classification = Some(Classification::Secret);
+    let secret_opener = handler("kent").with_clearance(Classification::Secret);
+    engine.open_case(&secret_opener, req).await.unwrap();
+    let last = open_incident(
+        &engine,
+        "essex",
+        "E-1",
+        json!({"summary": "essex burglary", "ward": "north"}),
+    )
+    .await;
+    let c = fresh(last);
+    let kent = handler("kent");
+    let essex = handler("essex");
+    for p in [&kent, &essex] {
+        engine.wait_for_projections(p, last, WAIT).await.unwrap();
+    }
+
+    // Case view and timeline: another tenant's case does not exist.
+    for (who, id) in [(&essex, "K-1"), (&kent, "E-1"), (&kent, "K-SECRET")] {
+        let err = engine.case_view(who, id, c).await.unwrap_err();
+        assert!(matches!(err, QueryError::UnknownCase { .. }), "{err}");
+        let err = engine
+            .timeline(who, id, PageRequest::default(), c)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, QueryError::UnknownCase { .. }), "{err}");
+    }
+    assert!(engine
+        .case_view(&secret_opener, "K-SECRET", c)
+        .await
+        .is_ok());
+
+    // Search: only the own tenant's cases, only within clearance.
+    let all = SearchQuery {
+        case_type: Some("incident".into()),
+        ..Default::default()
+    };
+    let ids = |p: casebook::projection::query::Page<casebook::projection::query::CaseSummary>| {
+        p.items.into_iter().map(|s| s.case_id).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(engine.search_cases(&kent, &all, c).await.unwrap()),
+        ["K-1"]
+    );
+    assert_eq!(
+        ids(engine.search_cases(&essex, &all, c).await.unwrap()),
+        ["E-1"]
+    );
+    let mut both = ids(engine.search_cases(&secret_opener, &all, c).await.unwrap());
+    both.sort();
+    assert_eq!(both, ["K-1", "K-SECRET"]);
+    let text = SearchQuery {
+        text: Some("burglary".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(engine.search_cases(&essex, &text, c).await.unwrap()),
+        ["E-1"]
+    );
+    // Words of a SECRET field are not searchable below SECRET; filtering on
+    // the field is refused outright.
+    let words = SearchQuery {
+        text: Some("bravo".into()),
+        ..Default::default()
+    };
+    assert!(ids(engine.search_cases(&kent, &words, c).await.unwrap()).is_empty());
+    assert_eq!(
+        ids(engine
+            .search_cases(&supervisor("kent"), &words, c)
+            .await
+            .unwrap()),
+        ["K-1"]
+    );
+    let mut by_informant = all.clone();
+    by_informant.fields = vec![FieldFilter::equals("informant", json!("alpha bravo"))];
+    let err = engine
+        .search_cases(&kent, &by_informant, c)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, QueryError::FieldNotVisible { .. }), "{err}");
+
+    // Work queue and deadlines: own tenant, within clearance.
+    let q = WorkQueueQuery {
+        role: Some("handler".into()),
+        ..Default::default()
+    };
+    let kq = engine.work_queue(&kent, &q, c).await.unwrap();
+    assert_eq!(
+        kq.items
+            .iter()
+            .map(|w| w.case_id.as_str())
+            .collect::<Vec<_>>(),
+        ["K-1"]
+    );
+    let eq = engine.work_queue(&essex, &q, c).await.unwrap();
+    assert_eq!(
+        eq.items
+            .iter()
+            .map(|w| w.case_id.as_str())
+            .collect::<Vec<_>>(),
+        ["E-1"]
+    );
+    assert_eq!(
+        engine
+            .work_queue(&secret_opener, &q, c)
+            .await
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
+    let dq = DeadlineQuery {
+        due_before: Timestamp(i64::MAX),
+        now: Timestamp::now(),
+        case_type: None,
+        page: PageRequest::default(),
+    };
+    let kd = engine.deadlines(&kent, &dq, c).await.unwrap();
+    assert!(kd.items.iter().all(|d| d.case_id == "K-1"));
+    assert_eq!(kd.items.len(), 2);
+    let ed = engine.deadlines(&essex, &dq, c).await.unwrap();
+    assert!(ed.items.iter().all(|d| d.case_id == "E-1"));
+
+    // Status and operations: own tenant only; operations need the admin role.
+    assert!(engine
+        .projection_status(&essex)
+        .unwrap()
+        .iter()
+        .all(|s| s.tenant == tenant("essex")));
+    let err = engine.rebuild_projection(&kent, "cases").unwrap_err();
+    assert!(matches!(err, QueryError::Forbidden { .. }), "{err}");
+    engine.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_queries_get_typed_errors() {
+    let engine = Engine::in_memory();
+    setup(&engine, "kent").await;
+    let p = open_incident(
+        &engine,
+        "kent",
+        "K-1",
+        json!({"summary": "x", "ward": "east"}),
+    )
+    .await;
+    let c = fresh(p);
+    let who = handler("kent");
+    let base = SearchQuery {
+        case_type: Some("incident".into()),
+        ..Default::default()
+    };
+    let run = |q: SearchQuery| {
+        let engine = engine.clone();
+        let who = who.clone();
+        async move { engine.search_cases(&who, &q, c).await.unwrap_err() }
+    };
+    let with = |f: FieldFilter| {
+        let mut q = base.clone();
+        q.fields = vec![f];
+        q
+    };
+    let err = run(with(FieldFilter::equals("colour", json!("red")))).await;
+    assert!(
+        matches!(&err, QueryError::UnknownField { field, .. } if field == "colour"),
+        "{err}"
+    );
+    let err = run(with(FieldFilter::equals("loss", json!("lots")))).await;
+    assert!(
+        matches!(&err, QueryError::WrongType { field, .. } if field == "loss"),
+        "{err}"
+    );
+    let err = run(with(FieldFilter::equals("ward", json!("middle")))).await;
+    assert!(matches!(err, QueryError::WrongType { .. }), "{err}");
+    let err = run(with(FieldFilter::equals("seen_at", json!("yesterday")))).await;
+    assert!(matches!(err, QueryError::WrongType { .. }), "{err}");
+    let err = run(with(FieldFilter {
+        field: "loss".into(),
+        condition: FieldCondition::Between {
+            from: Some(json!(10)),
+            to: Some(json!(1)),
+        },
+    }))
+    .await;
+    assert!(matches!(err, QueryError::Invalid { .. }), "{err}");
+    let err = run(with(FieldFilter {
+        field: "loss".into(),
+        condition: FieldCondition::OneOf(vec![]),
+    }))
+    .await;
+    assert!(matches!(err, QueryError::Invalid { .. }), "{err}");
+    let mut q = base.clone();
+    q.case_type = None;
+    q.fields = vec![FieldFilter::equals("ward", json!("east"))];
+    assert!(matches!(
+        run(q).await,
+        QueryError::FieldNeedsCaseType { .. }
+    ));
+    let mut q = base.clone();
+    q.case_type = Some("no_such_type".into());
+    assert!(matches!(run(q).await, QueryError::UnknownCaseType { .. }));
+    let mut q = base.clone();
+    q.stage = Some("nowhere".into());
+    assert!(matches!(run(q).await, QueryError::Invalid { .. }));
+    let mut q = base.clone();
+    q.text = Some("!! ?".into());
+    assert!(matches!(run(q).await, QueryError::Invalid { .. }));
+    for limit in [0, 1_000_000, usize::MAX] {
+        let mut q = base.clone();
+        q.page.limit = limit;
+        assert!(matches!(run(q).await, QueryError::PageSize { .. }));
+        let wq = WorkQueueQuery {
+            page: PageRequest { offset: 0, limit },
+            ..Default::default()
+        };
+        let err = engine.work_queue(&who, &wq, c).await.unwrap_err();
+        assert!(matches!(err, QueryError::PageSize { .. }), "{err}");
+        let err = engine
+            .timeline(&who, "K-1", PageRequest { offset: 0, limit }, c)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, QueryError::PageSize { .. }), "{err}");
+    }
+    let mut q = base.clone();
+    q.page.offset = usize::MAX;
+    assert!(matches!(run(q).await, QueryError::Offset { .. }));
+    // Waiting for a position the log never reaches times out with a clear error.
+    let err = engine
+        .case_view(
+            &who,
+            "K-1",
+            Consistency::AtLeast {
+                position: GlobalPosition(p.0 + 1000),
+                timeout: Duration::from_millis(50),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, QueryError::Timeout { .. }), "{err}");
+    let err = engine
+        .rebuild_projection(&admin("kent"), "nope")
+        .unwrap_err();
+    assert!(matches!(err, QueryError::Projection(_)), "{err}");
+    engine.close().await.unwrap();
+}
+
+// ------------------------------------------------------------ framework
+
+/// Counts events per stream; `version` 2 counts twice, so tests can tell
+/// which generation answers. A per-batch delay makes rebuilds observable.
+struct Counter {
+    version: u32,
+    delay: Duration,
+    fail_on: Option<&'static str>,
+    batches: Arc<AtomicU64>,
+}
+
+struct CounterHandler {
+    tree: sled::Tree,
+    step: u64,
+    delay: Duration,
+    fail_on: Option<&'static str>,
+    pending: BTreeMap<String, u64>,
+    batches: Arc<AtomicU64>,
+}
+
+impl Projection for Counter {
+    fn name(&self) -> &str {
+        "counter"
+    }
+    fn version(&self) -> u32 {
+        self.version
+    }
+    fn handler(&self, tree: sled::Tree) -> Box<dyn Handler> {
+        Box::new(CounterHandler {
+            tree,
+            step: u64::from(self.version),
+            delay: self.delay,
+            fail_on: self.fail_on,
+            pending: BTreeMap::new(),
+            batches: Arc::clone(&self.batches),
+        })
+    }
+}
+
+#[async_trait]
+impl Handler for CounterHandler {
+    async fn apply(&mut self, event: &RecordedEvent) -> Result<(), String> {
+        if Some(event.event_type.as_str()) == self.fail_on {
+            return Err(format!("cannot count {}", event.event_type));
+        }
+        let key = event.stream.id().to_string();
+        let current = match self.pending.get(&key) {
+            Some(n) => *n,
+            None => self
+                .tree
+                .get(key.as_bytes())
+                .map_err(|e| e.to_string())?
+                .map_or(0, |v| u64::from_be_bytes(v.as_ref().try_into().unwrap())),
+        };
+        self.pending.insert(key, current + self.step);
+        Ok(())
+    }
+    fn write(&mut self, changes: &mut Changes) -> Result<(), String> {
+        if !self.delay.is_zero() {
+            std::thread::sleep(self.delay);
+        }
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        for (k, v) in &self.pending {
+            changes.insert(k.as_bytes(), v.to_be_bytes())?;
+        }
+        Ok(())
+    }
+    fn committed(&mut self) {
+        self.pending.clear();
+    }
+    fn discarded(&mut self) {
+        self.pending.clear();
+    }
+}
+
+fn count(gen: &casebook::projection::Generation, stream: &str) -> u64 {
+    gen.tree
+        .get(stream.as_bytes())
+        .unwrap()
+        .map_or(0, |v| u64::from_be_bytes(v.as_ref().try_into().unwrap()))
+}
+
+async fn append_n(
+    store: &MemoryStore,
+    t: &str,
+    stream: &str,
+    n: usize,
+    ty: &str,
+) -> GlobalPosition {
+    let s = StreamId::new(tenant(t), "test", stream).unwrap();
+    let meta = Metadata::new(ActorId::new("pc-1"), Source::system("test"));
+    let mut last = GlobalPosition(0);
+    for chunk in 0..n.div_ceil(100) {
+        let k = (n - chunk * 100).min(100);
+        let events = (0..k)
+            .map(|_| EventData::new(ty, vec![1], meta.clone()))
+            .collect();
+        last = store
+            .append(&s, ExpectedVersion::Any, events)
+            .await
+            .unwrap()
+            .last_position;
+    }
+    last
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_serves_the_old_generation_until_the_new_one_has_caught_up() {
+    let store = MemoryStore::new();
+    let batches = Arc::new(AtomicU64::new(0));
+    let v1: Arc<dyn Projection> = Arc::new(Counter {
+        version: 1,
+        delay: Duration::ZERO,
+        fail_on: None,
+        batches: Arc::clone(&batches),
+    });
+    let db = sled::Config::new().temporary(true).open().unwrap();
+    let host = ProjectionHost::with_db(db, Arc::new(store.clone()), vec![v1], 50).unwrap();
+    let kent = tenant("kent");
+    let last = append_n(&store, "kent", "s1", 2000, "Counted").await;
+    let gen = host.read("counter", &kent, fresh(last)).await.unwrap();
+    assert_eq!(count(&gen, "s1"), 2000);
+
+    // Version 2 rebuilds slowly (50 events per 2 ms batch) while appends go on.
+    let v2: Arc<dyn Projection> = Arc::new(Counter {
+        version: 2,
+        delay: Duration::from_millis(2),
+        fail_on: None,
+        batches: Arc::clone(&batches),
+    });
+    host.rebuild("counter", &kent, Some(v2)).unwrap();
+    let mut appended = 2000u64;
+    let mut answers_during = 0;
+    loop {
+        let p = append_n(&store, "kent", "s1", 10, "Counted").await;
+        appended += 10;
+        // Read-your-writes holds throughout: the serving generation follows
+        // the live log while the new one is built.
+        let gen = host.read("counter", &kent, fresh(p)).await.unwrap();
+        let n = count(&gen, "s1");
+        let status = host.status(&kent).unwrap().remove(0);
+        if gen.version == 1 {
+            assert_eq!(n, appended, "v1 must answer completely while v2 builds");
+            answers_during += 1;
+            if status.rebuild.is_some() {
+                assert_eq!(status.state, RunState::Rebuilding);
+            }
+        } else {
+            // Swapped: v2 is complete (it counts each event twice).
+            assert_eq!(n, 2 * appended);
+            assert_eq!(status.version, 2);
+            assert!(status.rebuild.is_none());
+            break;
+        }
+        assert!(appended < 20_000, "the rebuild never finished");
+    }
+    assert!(
+        answers_during > 5,
+        "queries were answered during the rebuild"
+    );
+    host.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_faulted_projection_stops_alone_and_resumes_on_retry() {
+    let store = MemoryStore::new();
+    let batches = Arc::new(AtomicU64::new(0));
+    let failing: Arc<dyn Projection> = Arc::new(Counter {
+        version: 1,
+        delay: Duration::ZERO,
+        fail_on: Some("Poison"),
+        batches: Arc::clone(&batches),
+    });
+    let host = ProjectionHost::temporary(Arc::new(store.clone()), vec![failing]).unwrap();
+    let kent = tenant("kent");
+    let essex = tenant("essex");
+    append_n(&store, "kent", "s1", 10, "Counted").await;
+    let poison = append_n(&store, "kent", "s1", 1, "Poison").await;
+    append_n(&store, "kent", "s1", 10, "Counted").await;
+    let e = append_n(&store, "essex", "s1", 5, "Counted").await;
+
+    // Kent faults at the poison event, after committing the ten before it.
+    let err = host.wait_for("counter", &kent, e, WAIT).await.unwrap_err();
+    match err {
+        QueryError::Faulted { position, .. } => assert_eq!(position, poison),
+        other => panic!("expected a fault, got {other}"),
+    }
+    let status = host.status(&kent).unwrap().remove(0);
+    assert!(
+        matches!(&status.state, RunState::Faulted { position, error } if *position == poison && error.contains("Poison")),
+        "{status:?}"
+    );
+    assert_eq!(status.position, Some(GlobalPosition(poison.0 - 1)));
+    let gen = host
+        .read("counter", &kent, Consistency::Eventual)
+        .await
+        .unwrap();
+    assert_eq!(count(&gen, "s1"), 10);
+    // Essex goes on.
+    let gen = host.read("counter", &essex, fresh(e)).await.unwrap();
+    assert_eq!(count(&gen, "s1"), 5);
+
+    // Retrying hits the same event again (the cause is not fixed)...
+    host.retry("counter", &kent).unwrap();
+    let err = host.wait_for("counter", &kent, e, WAIT).await.unwrap_err();
+    assert!(matches!(err, QueryError::Faulted { .. }));
+    // ...and a rebuild with a fixed version replaces it.
+    let fixed: Arc<dyn Projection> = Arc::new(Counter {
+        version: 2,
+        delay: Duration::ZERO,
+        fail_on: None,
+        batches,
+    });
+    host.rebuild("counter", &kent, Some(fixed)).unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let s = host.status(&kent).unwrap().remove(0);
+        if s.version == 2 && s.state == RunState::Live {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{s:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let gen = host.read("counter", &kent, fresh(e)).await.unwrap();
+    assert_eq!(count(&gen, "s1"), 2 * 21);
+    host.shutdown().await.unwrap();
+}
+
+// ------------------------------------------------------- property test
+
+#[derive(Debug, Clone)]
+enum Step {
+    Update(usize, u8, u16),
+    Claim(usize),
+    Assign(usize, u8),
+    CompleteAssess(usize, u16),
+    CompleteReview(usize),
+    Note(usize),
+    Suspend(usize),
+    Resume(usize),
+    Close(usize),
+    Reopen(usize),
+    Wait,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    let case = 0usize..6;
+    prop_oneof![
+        3 => (case.clone(), 0u8..4, any::<u16>()).prop_map(|(c, w, l)| Step::Update(c, w, l)),
+        2 => case.clone().prop_map(Step::Claim),
+        1 => (case.clone(), 0u8..3).prop_map(|(c, a)| Step::Assign(c, a)),
+        2 => (case.clone(), any::<u16>()).prop_map(|(c, l)| Step::CompleteAssess(c, l)),
+        1 => case.clone().prop_map(Step::CompleteReview),
+        1 => case.clone().prop_map(Step::Note),
+        1 => case.clone().prop_map(Step::Suspend),
+        1 => case.clone().prop_map(Step::Resume),
+        1 => case.clone().prop_map(Step::Close),
+        1 => case.clone().prop_map(Step::Reopen),
+        1 => Just(Step::Wait),
+    ]
+}
+
+async fn run_history(engine: &Engine, t: &str, steps: &[Step]) {
+    let wards = ["north", "south", "east", "west"];
+    for c in 0..6 {
+        open_incident(
+            engine,
+            t,
+            &format!("C-{c}"),
+            json!({"summary": format!("case number {c} shed"), "ward": wards[c % 4]}),
+        )
+        .await;
+    }
+    let h = handler(t);
+    let s = supervisor(t);
+    for st in steps {
+        let (who, id, cmd) = match st {
+            Step::Update(c, w, l) => (
+                &h,
+                *c,
+                CaseCommand::UpdateCaseFile {
+                    changes: fields(
+                        json!({"ward": wards[*w as usize], "loss": *l, "summary": format!("update {l} van")}),
+                    ),
+                },
+            ),
+            Step::Claim(c) => (
+                &h,
+                *c,
+                CaseCommand::Claim {
+                    item: ItemRef::key("assess"),
+                },
+            ),
+            Step::Assign(c, a) => (
+                &h,
+                *c,
+                CaseCommand::Assign {
+                    item: ItemRef::key("assess"),
+                    assignee: format!("pc-{a}"),
+                },
+            ),
+            Step::CompleteAssess(c, l) => (
+                &h,
+                *c,
+                CaseCommand::Complete {
+                    item: ItemRef::key("assess"),
+                    outputs: [("loss".to_string(), json!(*l))].into_iter().collect(),
+                },
+            ),
+            Step::CompleteReview(c) => (
+                &s,
+                *c,
+                CaseCommand::Complete {
+                    item: ItemRef::key("review"),
+                    outputs: BTreeMap::new(),
+                },
+            ),
+            Step::Note(c) => (
+                &h,
+                *c,
+                CaseCommand::AddNote {
+                    text: "called back".into(),
+                },
+            ),
+            Step::Suspend(c) => (&s, *c, CaseCommand::Suspend),
+            Step::Resume(c) => (&s, *c, CaseCommand::Resume),
+            Step::Close(c) => (
+                &s,
+                *c,
+                CaseCommand::Close {
+                    reason: Some("done".into()),
+                },
+            ),
+            Step::Reopen(c) => (&s, *c, CaseCommand::Reopen { reason: None }),
+            Step::Wait => {
+                wait_head(engine, t).await;
+                continue;
+            }
+        };
+        // Rejected commands append nothing; that is part of the history.
+        let _ = engine
+            .execute(who, &format!("C-{id}"), cmd, ctx("prop"))
+            .await;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    #[test]
+    fn a_rebuilt_view_equals_the_incrementally_built_one(steps in prop::collection::vec(step(), 1..40)) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let engine = Engine::in_memory();
+            setup(&engine, "kent").await;
+            // Start the runners first, so they build incrementally as the
+            // history is written.
+            engine.projection_status(&admin("kent")).unwrap();
+            run_history(&engine, "kent", &steps).await;
+            wait_head(&engine, "kent").await;
+            let cases_live = dump(&engine, "kent", "cases").await;
+            let timeline_live = dump(&engine, "kent", "timeline").await;
+            for c in 0..6 {
+                let id = format!("C-{c}");
+                let projected = engine
+                    .case_view(&supervisor("kent"), &id, Consistency::Eventual)
+                    .await
+                    .unwrap();
+                let direct = engine.view(&supervisor("kent"), &id).await.unwrap();
+                assert_eq!(projected.view, direct, "{id}");
+            }
+            rebuild_all(&engine, "kent").await;
+            wait_head(&engine, "kent").await;
+            assert_eq!(dump(&engine, "kent", "cases").await, cases_live);
+            assert_eq!(dump(&engine, "kent", "timeline").await, timeline_live);
+            engine.close().await.unwrap();
+        });
+    }
+}
+
+// ---------------------------------------------------------- crash test
+
+const CRASH_ENV: &str = "CASEBOOK_PROJ_CRASH_DIR";
+const CRASH_MODE: &str = "CASEBOOK_PROJ_CRASH_MODE";
+const CRASH_CASES: usize = 300;
+
+/// Child: `build` writes the log; `catch-up` starts the projections on it;
+/// `rebuild` waits until they are live and rebuilds them. It prints its
+/// progress until the parent kills it.
+#[test]
+fn projection_crash_child() {
+    let Ok(dir) = std::env::var(CRASH_ENV) else {
+        return;
+    };
+    let mode = std::env::var(CRASH_MODE).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let engine = Engine::open(&dir).unwrap();
+        let t = "kent";
+        match mode.as_str() {
+            "build" => {
+                setup(&engine, t).await;
+                let mut tasks = Vec::new();
+                for w in 0..10 {
+                    let engine = engine.clone();
+                    tasks.push(tokio::spawn(async move {
+                        for c in (w..CRASH_CASES).step_by(10) {
+                            let id = format!("C-{c}");
+                            open_incident(
+                                &engine,
+                                t,
+                                &id,
+                                json!({"summary": format!("crash case {c}"), "ward": "north"}),
+                            )
+                            .await;
+                            for i in 0..6u32 {
+                                let cmd = match i % 3 {
+                                    0 => CaseCommand::UpdateCaseFile {
+                                        changes: fields(json!({"loss": c as u32 * 10 + i})),
+                                    },
+                                    1 => CaseCommand::AddNote {
+                                        text: format!("note {i}"),
+                                    },
+                                    _ => CaseCommand::Assign {
+                                        item: ItemRef::key("assess"),
+                                        assignee: format!("pc-{i}"),
+                                    },
+                                };
+                                engine
+                                    .execute(&handler(t), &id, cmd, ctx("crash"))
+                                    .await
+                                    .unwrap();
+                            }
+                            if c % 3 == 0 {
+                                let pc5 = Principal::new(tenant(t), "pc-5").with_roles(["handler"]);
+                                engine
+                                    .execute(
+                                        &pc5,
+                                        &id,
+                                        CaseCommand::Complete {
+                                            item: ItemRef::key("assess"),
+                                            outputs: BTreeMap::new(),
+                                        },
+                                        ctx("crash"),
+                                    )
+                                    .await
+                                    .unwrap();
+                            }
+                        }
+                    }));
+                }
+                for task in tasks {
+                    task.await.unwrap();
+                }
+                engine.close().await.unwrap();
+                println!("BUILT");
+            }
+            "catch-up" | "rebuild" => {
+                if mode == "rebuild" {
+                    wait_head(&engine, t).await;
+                    for name in ["cases", "timeline"] {
+                        engine.rebuild_projection(&admin(t), name).unwrap();
+                    }
+                }
+                println!("READY");
+                loop {
+                    let status = engine.projection_status(&admin(t)).unwrap();
+                    let line: Vec<String> = status
+                        .iter()
+                        .map(|s| {
+                            format!(
+                                "{}:{}:{}",
+                                s.projection,
+                                s.position.map_or(0, |p| p.0),
+                                s.rebuild
+                                    .as_ref()
+                                    .and_then(|r| r.position)
+                                    .map_or(0, |p| p.0)
+                            )
+                        })
+                        .collect();
+                    println!("STATUS {}", line.join(" "));
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+            other => panic!("unknown mode {other}"),
+        }
+    });
+}
+
+fn run_child(dir: &std::path::Path, mode: &str, kill_after_ready: Option<Duration>) -> Vec<String> {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "projection_crash_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CRASH_ENV, dir)
+        .env(CRASH_MODE, mode)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn child");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = Vec::new();
+    match kill_after_ready {
+        Some(d) => {
+            // Start the clock at READY, so the kill lands while the
+            // projections work.
+            let deadline = std::time::Instant::now() + Duration::from_secs(120);
+            while let Ok(line) = rx.recv_timeout(deadline - std::time::Instant::now()) {
+                let ready = line.ends_with("READY");
+                lines.push(line);
+                if ready {
+                    break;
+                }
+            }
+            std::thread::sleep(d);
+            child.kill().expect("SIGKILL the child");
+            assert!(!child.wait().unwrap().success());
+        }
+        None => assert!(child.wait().unwrap().success(), "{mode} child failed"),
+    }
+    reader.join().unwrap();
+    lines.extend(rx.try_iter());
+    lines
+}
+
+/// The tree dumps of both projections, and the per-case checks against the log.
+async fn check_exact(engine: &Engine) -> (Vec<(Vec<u8>, Vec<u8>)>, Vec<(Vec<u8>, Vec<u8>)>) {
+    let t = "kent";
+    wait_head(engine, t).await;
+    for c in 0..CRASH_CASES {
+        let id = format!("C-{c}");
+        let projected = engine
+            .case_view(&supervisor(t), &id, Consistency::Eventual)
+            .await
+            .unwrap();
+        let direct = engine
+            .load_without_snapshot(&supervisor(t), &id)
+            .await
+            .unwrap();
+        assert_eq!(projected.version, direct.version, "{id}");
+        assert_eq!(
+            projected.view,
+            direct
+                .state
+                .view_for(&direct.definition, &supervisor(t))
+                .unwrap(),
+            "{id}"
+        );
+        let tl = engine
+            .timeline(
+                &supervisor(t),
+                &id,
+                PageRequest::first(1000),
+                Consistency::Eventual,
+            )
+            .await
+            .unwrap();
+        let stream = StreamId::new(tenant(t), "case", &id).unwrap();
+        let events = engine
+            .store()
+            .read_stream(&stream, Direction::Forward, StreamVersion::START, 1000)
+            .await
+            .unwrap();
+        let positions: Vec<GlobalPosition> = tl.items.iter().map(|e| e.position).collect();
+        let expected: Vec<GlobalPosition> = events.iter().map(|e| e.position).collect();
+        assert_eq!(
+            positions, expected,
+            "{id}: timeline entries skipped or doubled"
+        );
+    }
+    (
+        dump(engine, t, "cases").await,
+        dump(engine, t, "timeline").await,
+    )
+}
+
+#[test]
+fn views_are_exact_after_sigkill_during_catch_up_and_rebuild() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = run_child(dir.path(), "build", None);
+    assert!(lines.iter().any(|l| l.ends_with("BUILT")), "{lines:?}");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut rng = fastrand::Rng::with_seed(0x9e37 ^ u64::from(std::process::id()));
+    let mut killed_mid_way = 0;
+    for (round, mode) in [
+        "catch-up", "catch-up", "catch-up", "rebuild", "rebuild", "rebuild",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let kill_after = Duration::from_millis(rng.u64(0..40));
+        let lines = run_child(dir.path(), mode, Some(kill_after));
+        assert!(
+            lines.iter().any(|l| l.ends_with("READY")),
+            "round {round}: the child never started: {:?}",
+            &lines[..lines.len().min(5)]
+        );
+        // Did the kill land while the child was still applying events?
+        let statuses: Vec<&String> = lines.iter().filter(|l| l.starts_with("STATUS")).collect();
+        if statuses.len() >= 2 && statuses.first() != statuses.last() {
+            killed_mid_way += 1;
+        }
+        if *mode == "catch-up" && round == 2 {
+            // After the catch-up rounds, check the views before the rebuild rounds.
+            rt.block_on(async {
+                let engine = Engine::open(dir.path()).unwrap();
+                check_exact(&engine).await;
+                engine.close().await.unwrap();
+            });
+        }
+    }
+    rt.block_on(async {
+        let engine = Engine::open(dir.path()).unwrap();
+        let (cases, timeline) = check_exact(&engine).await;
+        // The reference: a rebuild from scratch in this process.
+        rebuild_all(&engine, "kent").await;
+        let (cases2, timeline2) = check_exact(&engine).await;
+        assert!(cases == cases2, "cases view differs from a clean rebuild");
+        assert!(
+            timeline == timeline2,
+            "timeline differs from a clean rebuild"
+        );
+        engine.close().await.unwrap();
+    });
+    assert!(
+        killed_mid_way >= 1,
+        "no kill landed while the projections were working"
+    );
+}
