@@ -1096,7 +1096,7 @@ fn projection_crash_child() {
                                     .await
                                     .unwrap();
                             }
-                            if c % 3 == 0 {
+                            if c.is_multiple_of(3) {
                                 let pc5 = Principal::new(tenant(t), "pc-5").with_roles(["handler"]);
                                 engine
                                     .execute(

@@ -176,6 +176,9 @@ struct Held {
     rows: BTreeMap<Vec<u8>, Vec<u8>>,
 }
 
+/// A case this batch changes: its committed rows, its record now, its definition.
+type Pending = (Option<Arc<Held>>, CaseRecord, Option<Arc<DefInfo>>);
+
 struct CasesHandler {
     tree: sled::Tree,
     defs: DefinitionCache,
@@ -184,7 +187,7 @@ struct CasesHandler {
     /// Committed cases (what the tree holds).
     cache: HashMap<String, Arc<Held>>,
     /// Cases this batch changed: (rows before the batch, record now).
-    pending: HashMap<String, (Option<Arc<Held>>, CaseRecord, Option<Arc<DefInfo>>)>,
+    pending: HashMap<String, Pending>,
     /// Written but not yet committed.
     written: Vec<(String, Arc<Held>)>,
 }

@@ -256,6 +256,7 @@ struct Task {
     ctx: RunnerCtx,
     active: Option<Lane>,
     building: Option<Lane>,
+    retired: Vec<Arc<Generation>>,
     stopped: bool,
 }
 
@@ -264,6 +265,7 @@ pub(crate) async fn run(ctx: RunnerCtx) {
     let mut task = Task {
         active: None,
         building: None,
+        retired: Vec::new(),
         stopped: false,
         ctx,
     };
@@ -279,6 +281,7 @@ pub(crate) async fn run(ctx: RunnerCtx) {
             break;
         }
         head.borrow_and_update();
+        task.drop_retired();
         let mut busy = false;
         let store = Arc::clone(&task.ctx.store);
         let batch = task.ctx.batch_size;
@@ -471,16 +474,26 @@ impl Task {
             .unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&build.gen));
         let old = self.active.replace(build);
         if let Some(old) = old {
-            let name = tree_name(
-                &self.ctx.runner.name,
-                &self.ctx.runner.tenant,
-                old.gen.number,
-            );
-            drop(old);
-            // Queries that still hold the old tree finish on it; sled keeps
-            // a dropped tree's data readable through existing handles.
-            let _ = self.ctx.db.drop_tree(name.as_bytes());
+            // Queries may still be reading the old tree; it is dropped once
+            // the last of them lets go (see `drop_retired`).
+            self.retired.push(Arc::clone(&old.gen));
         }
+        self.drop_retired();
+    }
+
+    /// Drops the trees of replaced generations that no query holds any more
+    /// (a crash before that leaves them to the host's clean-up at start).
+    fn drop_retired(&mut self) {
+        let db = &self.ctx.db;
+        let runner = &self.ctx.runner;
+        self.retired.retain(|gen| {
+            if Arc::strong_count(gen) > 1 {
+                return true;
+            }
+            let name = tree_name(&runner.name, &runner.tenant, gen.number);
+            let _ = db.drop_tree(name.as_bytes());
+            false
+        });
     }
 
     fn publish(&self) {

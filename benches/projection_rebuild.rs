@@ -1,0 +1,127 @@
+//! `projection_rebuild`: rebuild the `cases` projection (case view, search
+//! index, work queue, deadlines) from position 0 over about 1M events, against
+//! a plain `read_all` of the same events in the same run.
+//!
+//! The store (100,000 cases) is built once under
+//! `target/bench-data/projection-1m` and reused. A rebuild of 1M events takes
+//! seconds, so each measurement is a whole pass, timed directly and
+//! alternated with the baseline (`PASSES`, default 3) rather than sampled by
+//! criterion. Prints events/s for both and the ratio (goal: at least 30%).
+//!
+//! ```text
+//! cargo bench --bench projection_rebuild
+//! ```
+
+#[path = "support/projection_data.rs"]
+mod data;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use casebook::definition::CaseDefinition;
+use casebook::log::{EventStore, GlobalPosition, TenantId};
+use casebook::projection::builtin::{DefinitionResolver, SearchConfig};
+use casebook::projection::cases::CasesProjection;
+use casebook::projection::{Projection, ProjectionHost, DEFAULT_BATCH_SIZE};
+use casebook::security::Principal;
+use casebook::Engine;
+
+struct Definitions(Engine);
+
+#[async_trait]
+impl DefinitionResolver for Definitions {
+    async fn definition(
+        &self,
+        tenant: &TenantId,
+        key: &str,
+        version: u32,
+    ) -> Result<Arc<CaseDefinition>, String> {
+        self.0
+            .definition(&Principal::new(tenant.clone(), "bench"), key, Some(version))
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
+fn read_all(rt: &tokio::runtime::Runtime, store: &Arc<dyn EventStore>) -> (u64, Duration) {
+    let started = Instant::now();
+    let count = rt.block_on(async {
+        let mut from = GlobalPosition::START;
+        let mut count = 0u64;
+        loop {
+            let page = store.read_all(&data::tenant(), from, 10_000).await.unwrap();
+            let Some(last) = page.last() else { break };
+            from = last.position.next();
+            count += page.len() as u64;
+        }
+        count
+    });
+    (count, started.elapsed())
+}
+
+fn rebuild(rt: &tokio::runtime::Runtime, engine: &Engine) -> Duration {
+    let resolver: Arc<dyn DefinitionResolver> = Arc::new(Definitions(engine.clone()));
+    let cases: Arc<dyn Projection> = Arc::new(CasesProjection::new(
+        resolver,
+        Arc::new(SearchConfig::default()),
+    ));
+    let db = sled::Config::new()
+        .temporary(true)
+        .cache_capacity(256 * 1024 * 1024)
+        .open()
+        .unwrap();
+    let host =
+        ProjectionHost::with_db(db, engine.store(), vec![cases], DEFAULT_BATCH_SIZE).unwrap();
+    let head = data::head(engine);
+    rt.block_on(async {
+        let started = Instant::now();
+        host.ensure(&data::tenant()).unwrap();
+        host.wait_for("cases", &data::tenant(), head, Duration::from_secs(3600))
+            .await
+            .unwrap();
+        let elapsed = started.elapsed();
+        host.shutdown().await.unwrap();
+        elapsed
+    })
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let engine = data::open(&rt);
+    let store = engine.store();
+    let events = data::head(&engine).0 + 1;
+    let mut baseline = Vec::new();
+    let mut rebuilds = Vec::new();
+    let passes: usize = std::env::var("PASSES")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(3);
+    // Warm the page cache and the definition cache.
+    let (count, _) = read_all(&rt, &store);
+    assert_eq!(count, events);
+    for _ in 0..passes {
+        baseline.push(read_all(&rt, &store).1);
+        rebuilds.push(rebuild(&rt, &engine));
+    }
+    let rate = |d: &[Duration]| {
+        let total: Duration = d.iter().sum();
+        events as f64 * d.len() as f64 / total.as_secs_f64()
+    };
+    let raw = rate(&baseline);
+    let ours = rate(&rebuilds);
+    println!(
+        "\nprojection_rebuild summary: {events} events, {} cases, {passes} passes",
+        data::CASES
+    );
+    println!("read_all:              {raw:.0} events/s ({baseline:?})");
+    println!(
+        "rebuild cases view+search: {ours:.0} events/s = {:.1}% of read_all ({rebuilds:?})",
+        100.0 * ours / raw
+    );
+    rt.block_on(engine.close()).unwrap();
+}
