@@ -904,23 +904,34 @@ pub fn search(
         check_range("updated", r)?;
         preds.push(time_predicate(A_UPDATED, r));
     }
-    if !query.status.is_empty() {
-        let vals: Vec<Vec<u8>> = query
-            .status
-            .iter()
-            .map(|s| Key::default().str(s.as_str()).0)
-            .collect();
-        let mut p = eq_predicate(Key::new(P_INDEX).raw(A_STATUS).0, &vals);
-        p.id_at = IdAt::AfterString(1 + A_STATUS.len());
-        preds.push(p);
+    // Type and status match most cases: when another condition already
+    // bounds the candidates, check them on each candidate's summary instead
+    // of collecting their (large) index ranges.
+    let post_filter = !preds.is_empty();
+    if !post_filter {
+        if !query.status.is_empty() {
+            let vals: Vec<Vec<u8>> = query
+                .status
+                .iter()
+                .map(|s| Key::default().str(s.as_str()).0)
+                .collect();
+            let mut p = eq_predicate(Key::new(P_INDEX).raw(A_STATUS).0, &vals);
+            p.id_at = IdAt::AfterString(1 + A_STATUS.len());
+            preds.push(p);
+        }
+        if let Some(t) = &query.case_type {
+            preds.push(eq_predicate(
+                Key::new(P_INDEX).raw(A_TYPE).0,
+                &[Key::default().str(t).0],
+            ));
+        }
     }
-    if let Some(t) = &query.case_type {
-        preds.push(eq_predicate(
-            Key::new(P_INDEX).raw(A_TYPE).0,
-            &[Key::default().str(t).0],
-        ));
-    }
-
+    let keep = |s: &CaseSummary| {
+        principal.may_see(s.classification)
+            && (!post_filter
+                || (query.case_type.as_ref().is_none_or(|t| *t == s.case_type)
+                    && (query.status.is_empty() || query.status.contains(&s.status))))
+    };
     // Intersect the candidate sets, most selective first.
     let mut candidates: Option<HashSet<Vec<u8>>> = None;
     for p in &preds {
@@ -951,7 +962,7 @@ pub fn search(
         Some(ids) => {
             for id in ids {
                 if let Some(s) = load_summary(tree, &id)? {
-                    if principal.may_see(s.classification) {
+                    if keep(&s) {
                         hits.push(s);
                     }
                 }
@@ -963,7 +974,7 @@ pub fn search(
                 let (_, v) = kv?;
                 let s: CaseSummary =
                     rmp_serde::from_slice(&v).map_err(|e| corrupt("case summary", e))?;
-                if principal.may_see(s.classification) {
+                if keep(&s) {
                     hits.push(s);
                 }
             }
