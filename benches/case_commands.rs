@@ -56,7 +56,7 @@ async fn open_case(engine: &Engine, id: &str) {
 
 /// Alternates a case-file update (re-evaluates every waiting sentry) and a note.
 fn command(i: usize) -> CaseCommand {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         let changes = [(FieldKey::new("estimated_cost_hours"), json!(i as f64 / 2.0))]
             .into_iter()
             .collect();
