@@ -1,50 +1,51 @@
-//! Quickstart: open the embedded store, record a burglary case's first events,
-//! read them back and follow the log live.
+//! Quickstart: the engine on its embedded store with the bundled example
+//! definitions. Deploys every definition in `examples/definitions/` for the
+//! tenant `kent`, opens a Freedom of Information request and works it through
+//! its sentries, a discretionary activity and a supervisor's approval, then
+//! prints the case as an officer sees it, the timeline and the work queue.
 //!
 //! ```text
 //! cargo run --release --example quickstart [DATA_DIR]
 //! ```
 //!
-//! The data directory defaults to `./casebook-data`; run it twice and the
-//! second run finds the first run's case still there.
+//! The data directory defaults to `./casebook-data`. Run it again: the
+//! definitions are already deployed (deploying is idempotent) and the earlier
+//! cases are still there.
 
-use casebook::log::codec::DomainEvent;
-use casebook::log::{
-    ActorId, CorrelationId, Direction, EventStore, ExpectedVersion, GlobalPosition, LogStore,
-    Metadata, Source, StreamId, StreamVersion, SubscriptionStart, TenantId,
-};
-use casebook::security::Classification;
-use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
 
-/// The events of a burglary report, as a force's systems would record them.
-#[derive(Debug, Serialize, Deserialize)]
-enum BurglaryEvent {
-    Reported {
-        crime_reference: String,
-        address: String,
-        reported_by: String,
-    },
-    Graded {
-        grade: String,
-        attend_within_minutes: u32,
-    },
-    OfficerAttended {
-        collar_number: String,
-    },
-    ForensicsRequested {
-        scene: String,
-    },
+use casebook::case::{CaseCommand, ItemRef};
+use casebook::definition::{FieldKey, Format};
+use casebook::engine::{CommandContext, OpenCase};
+use casebook::log::{Source, TenantId};
+use casebook::projection::query::{PageRequest, WorkQueueQuery};
+use casebook::projection::Consistency;
+use casebook::rules::serde_json::{json, Value};
+use casebook::security::{Classification, Principal};
+use casebook::Engine;
+
+fn case_file(v: Value) -> BTreeMap<FieldKey, Value> {
+    v.as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (FieldKey::new(k.clone()), v.clone()))
+        .collect()
 }
 
-impl DomainEvent for BurglaryEvent {
-    const SCHEMA_VERSION: u16 = 1;
-    fn event_type(&self) -> &'static str {
-        match self {
-            BurglaryEvent::Reported { .. } => "BurglaryReported",
-            BurglaryEvent::Graded { .. } => "IncidentGraded",
-            BurglaryEvent::OfficerAttended { .. } => "OfficerAttended",
-            BurglaryEvent::ForensicsRequested { .. } => "ForensicsRequested",
-        }
+fn outputs(v: Value) -> BTreeMap<String, Value> {
+    v.as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+fn because(reason: &str) -> CommandContext {
+    CommandContext {
+        reason: Some(reason.into()),
+        source: Some(Source::system("quickstart")),
+        ..CommandContext::default()
     }
 }
 
@@ -53,107 +54,192 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "casebook-data".into());
-    let store = LogStore::open(&dir)?;
-    let tenant = TenantId::new("west-midlands")?;
-    let case_number = format!(
-        "BUR-{}",
-        casebook::log::Timestamp::now().as_micros() % 1_000_000
-    );
-    let case = StreamId::new(tenant.clone(), "case", &case_number)?;
+    let engine = Engine::open(&dir)?;
+    let kent = TenantId::new("kent")?;
 
-    // Follow the tenant's whole log from wherever it ends now.
-    let mut live = store
-        .subscribe_all(tenant.clone(), SubscriptionStart::End)
-        .await?;
-
-    let correlation = CorrelationId::new();
-    let call_handler = Metadata::new(
-        ActorId::new("ch-0417"),
-        Source::with_reference("command-and-control", "CAD-2026-11-23-0042"),
-    )
-    .with_correlation(correlation)
-    .with_reason("999 call: burglary in progress reported");
-    let events = [
-        BurglaryEvent::Reported {
-            crime_reference: format!("CR/{case_number}/26"),
-            address: "14 Hagley Road, Birmingham B16 8TT".into(),
-            reported_by: "occupier".into(),
-        },
-        BurglaryEvent::Graded {
-            grade: "Immediate".into(),
-            attend_within_minutes: 15,
-        },
-    ]
-    .iter()
-    .map(|e| e.to_event_data(call_handler.clone()))
-    .collect::<Result<Vec<_>, _>>()?;
-    let opened = store
-        .append(&case, ExpectedVersion::NoStream, events)
-        .await?;
-    println!(
-        "opened {case} at positions {}..={}",
-        opened.first_position, opened.last_position
-    );
-
-    let officer = Metadata::new(ActorId::new("pc-4521"), Source::system("casebook-mobile"))
-        .with_correlation(correlation)
-        .with_classification(Classification::OfficialSensitive);
-    let more = vec![
-        BurglaryEvent::OfficerAttended {
-            collar_number: "4521".into(),
-        }
-        .to_event_data(officer.clone())?,
-        BurglaryEvent::ForensicsRequested {
-            scene: "rear kitchen window".into(),
-        }
-        .to_event_data(officer.with_reason("point of entry, glove marks visible"))?,
-    ];
-    let updated = store
-        .append(&case, ExpectedVersion::Exact(opened.version), more)
-        .await?;
-    println!("case {case} is now at version {}", updated.version);
-
-    println!("\n{case}, oldest first:");
-    for e in store
-        .read_stream(&case, Direction::Forward, StreamVersion::START, 100)
-        .await?
-    {
-        let event = BurglaryEvent::from_recorded(&e)?;
-        let m = &e.metadata;
+    // 1. Deploy the bundled definitions (a no-op when already deployed).
+    let admin = Principal::new(kent.clone(), "admin-1").with_roles(["administrator"]);
+    let definitions = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/definitions");
+    let mut files: Vec<_> = std::fs::read_dir(&definitions)?.collect::<Result<_, _>>()?;
+    files.sort_by_key(|f| f.path());
+    for file in files {
+        let source = std::fs::read_to_string(file.path())?;
+        let d = engine.deploy(&admin, &source, Format::Toml).await?;
+        let what = if d.newly_deployed {
+            "deployed"
+        } else {
+            "already deployed"
+        };
         println!(
-            "  v{} @{} {} by {} [{}] via {}{}{}\n      {:?}",
-            e.version,
-            e.position,
-            e.recorded,
-            m.actor,
-            m.classification,
-            m.source.system,
-            m.source
-                .reference
-                .as_deref()
-                .map(|r| format!(" ({r})"))
-                .unwrap_or_default(),
-            m.reason
-                .as_deref()
-                .map(|r| format!(" because: {r}"))
-                .unwrap_or_default(),
-            event,
+            "{what:>16}: {} v{} ({})",
+            d.key,
+            d.version,
+            &d.fingerprint.to_string()[..12]
         );
     }
 
-    println!("\nthe same events, as a live subscriber saw them:");
-    for _ in 0..4 {
-        let e = live.next().await?;
-        println!("  @{} {} {}", e.position, e.stream, e.event_type);
+    // 2. Open an FOI request and work it.
+    let officer = Principal::new(kent.clone(), "foi-7")
+        .with_roles(["foi_officer"])
+        .with_clearance(Classification::OfficialSensitive);
+    let manager = Principal::new(kent.clone(), "foi-mgr-2").with_roles(["foi_manager"]);
+    let legal = Principal::new(kent.clone(), "legal-3").with_roles(["legal_adviser"]);
+    let request = json!({
+        "requester": "P-1001",
+        "received_on": "2026-11-02",
+        "request_text": "How many burglaries were recorded in Canterbury in 2025?",
+    });
+    let mut open = OpenCase::new("foi_request", case_file(request.clone()));
+    open.context = because("request received by email");
+    let opened = engine.open_case(&officer, open).await?;
+    let id = opened.case_id.clone();
+    println!("\nopened {id}");
+
+    let mut logged = request.clone();
+    logged["valid_request"] = json!(true);
+    logged["clarification_needed"] = json!(false);
+    let steps: Vec<(&Principal, CaseCommand, &str)> = vec![
+        (
+            &officer,
+            complete("log_request", logged),
+            "request logged and acknowledged",
+        ),
+        (
+            &officer,
+            complete(
+                "search_for_information",
+                json!({"information_held": "held", "estimated_cost_hours": 6.5}),
+            ),
+            "records searched",
+        ),
+        (
+            &officer,
+            complete(
+                "consider_exemptions",
+                json!({"exemptions": ["s40_personal_data"]}),
+            ),
+            "names of victims are personal data",
+        ),
+        (
+            &officer,
+            CaseCommand::AddDiscretionary {
+                item: "legal_advice".into(),
+                stage: None,
+            },
+            "s40 needs legal advice",
+        ),
+        (
+            &legal,
+            complete("legal_advice", json!({})),
+            "advice given: redact names",
+        ),
+        (
+            &manager,
+            complete(
+                "approve_response",
+                json!({"response_type": "partly_disclosed"}),
+            ),
+            "approved with redactions",
+        ),
+        (
+            &officer,
+            complete("send_response", json!({"response_sent_on": "2026-11-20"})),
+            "response emailed",
+        ),
+    ];
+    let mut last = opened.position;
+    for (who, command, reason) in steps {
+        let label = format!("{command:?}");
+        let done = engine.execute(who, &id, command, because(reason)).await?;
+        let label: String = label.chars().take(60).collect();
+        println!("  {:<62} -> {} event(s)", label, done.events.len());
+        last = done.position.or(last);
     }
 
-    let all = store
-        .read_all(&tenant, GlobalPosition::START, 10_000)
+    // 3. Read it back: the case view, the timeline and the work queue.
+    let view = engine.view(&officer, &id).await?;
+    println!(
+        "\n{id}: {:?}, classification {}",
+        view.status, view.classification
+    );
+    for item in &view.items {
+        println!("  {:<28} {:?}", item.item.as_str(), item.state);
+    }
+    println!(
+        "  milestones reached: {:?}",
+        view.reached.iter().map(|m| m.as_str()).collect::<Vec<_>>()
+    );
+
+    // A second request, just received: its first task waits in the queue.
+    let mut second = OpenCase::new(
+        "foi_request",
+        case_file(json!({
+            "requester": "P-2002",
+            "received_on": "2026-11-21",
+            "request_text": "Response times to Immediate-graded calls, October 2026",
+        })),
+    );
+    second.context = because("request received by post");
+    last = engine.open_case(&officer, second).await?.position.or(last);
+
+    let consistency = match last {
+        Some(position) => Consistency::AtLeast {
+            position,
+            timeout: Duration::from_secs(10),
+        },
+        None => Consistency::Eventual,
+    };
+    let timeline = engine
+        .timeline(
+            &officer,
+            &id,
+            PageRequest {
+                offset: 0,
+                limit: 100,
+            },
+            consistency,
+        )
+        .await?;
+    println!("\ntimeline ({} entries):", timeline.items.len());
+    for entry in &timeline.items {
+        println!(
+            "  {} {:<10} {:<46} {}",
+            entry.at,
+            entry.actor,
+            entry.summary.chars().take(46).collect::<String>(),
+            entry.reason.as_deref().unwrap_or("")
+        );
+    }
+
+    let queue = engine
+        .work_queue(
+            &officer,
+            &WorkQueueQuery {
+                role: Some("foi_officer".into()),
+                assignee: None,
+                case_type: None,
+                unassigned_only: false,
+                page: PageRequest::default(),
+            },
+            consistency,
+        )
         .await?;
     println!(
-        "\n{} events for tenant {tenant} in {dir} (run again: they are still there)",
-        all.len()
+        "\nopen tasks for foi_officer across all cases: {}",
+        queue.items.len()
     );
-    store.close().await?;
+    for task in queue.items.iter().take(5) {
+        println!("  {} {} ({:?})", task.case_id, task.name, task.state);
+    }
+
+    engine.close().await?;
+    println!("\ndata in {dir}; run again to add another case");
     Ok(())
+}
+
+fn complete(item: &str, out: Value) -> CaseCommand {
+    CaseCommand::Complete {
+        item: ItemRef::key(item),
+        outputs: outputs(out),
+    }
 }

@@ -12,7 +12,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
         let name = entry.file_name();
         let name = name.to_string_lossy();
         if path.is_dir() {
-            if name != "target" && !name.starts_with('.') && name != "casebook-data" {
+            if name != "target" && !name.starts_with('.') && !name.starts_with("casebook-") {
                 rust_files(&path, out);
             }
         } else if name.ends_with(".rs") {
