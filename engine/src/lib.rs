@@ -21,6 +21,7 @@
 
 pub mod case;
 pub mod definition;
+mod embedded;
 pub mod engine;
 pub mod log;
 pub mod projection;

@@ -61,12 +61,9 @@ pub struct SledSnapshots {
 impl SledSnapshots {
     /// Opens (or creates) the snapshot database in `dir`.
     pub fn open(dir: &Path) -> Result<Self, EngineError> {
-        sled::Config::new()
-            .path(dir)
-            .cache_capacity(16 * 1024 * 1024)
-            .open()
+        crate::embedded::open_sled(dir, 16 * 1024 * 1024)
             .map(|db| SledSnapshots { db })
-            .map_err(|e| EngineError::Snapshot(format!("opening {}: {e}", dir.display())))
+            .map_err(|e| EngineError::Snapshot(e.to_string()))
     }
 
     /// Flushes to disk (at close).

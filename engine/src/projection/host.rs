@@ -185,46 +185,10 @@ fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
-/// Opens sled after removing stale `snap.*.generating` files (sled 0.34.7
-/// refuses to open with them after a crash during a previous open), waiting
-/// out sled's own lock, which lingers for a moment after a Db is dropped.
+/// Opens the projections' sled database (see [`crate::embedded::open_sled`]).
 fn open_sled(dir: &Path) -> Result<sled::Db, ProjectionError> {
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with("snap.") && name.ends_with(".generating") {
-                std::fs::remove_file(entry.path()).map_err(|e| {
-                    ProjectionError::Store(format!(
-                        "removing stale {}: {e}",
-                        entry.path().display()
-                    ))
-                })?;
-            }
-        }
-    }
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match sled::Config::new()
-            .path(dir)
-            .cache_capacity(64 * 1024 * 1024)
-            .open()
-        {
-            Ok(db) => return Ok(db),
-            Err(sled::Error::Io(e))
-                if e.to_string().contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            Err(e) => {
-                return Err(ProjectionError::Store(format!(
-                    "opening {}: {e}",
-                    dir.display()
-                )))
-            }
-        }
-    }
+    crate::embedded::open_sled(dir, 64 * 1024 * 1024)
+        .map_err(|e| ProjectionError::Store(e.to_string()))
 }
 
 impl ProjectionHost {

@@ -32,42 +32,16 @@ pub(crate) struct Recovered {
     pub next_position: u64,
 }
 
-/// Opens sled after removing the `snap.*.generating` files that a crash during
-/// a previous open can leave, which make sled 0.34.7 refuse to open.
+/// Opens the index's sled database (see [`crate::embedded::open_sled`]).
 pub(crate) fn open_sled(dir: &Path, cache_bytes: u64) -> Result<sled::Db, LogError> {
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with("snap.") && name.ends_with(".generating") {
-                std::fs::remove_file(entry.path()).map_err(|e| {
-                    LogError::io(format!("removing stale {}", entry.path().display()), e)
-                })?;
-            }
+    crate::embedded::open_sled(dir, cache_bytes).map_err(|e| match e {
+        crate::embedded::OpenSledError::RemoveStale { path, source } => {
+            LogError::io(format!("removing stale {}", path.display()), source)
         }
-    }
-    // sled 0.34 does not join its background threads when a Db is dropped, so
-    // right after a store in this process closes, sled's own file lock can
-    // still be held for a moment (upstream #1234). Our LOCK file (or the
-    // caller, for `open_with_fs`) already guarantees that no live store uses
-    // this index, so waiting for that lock to go is safe.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match sled::Config::new()
-            .path(dir)
-            .cache_capacity(cache_bytes)
-            .open()
-        {
-            Ok(db) => return Ok(db),
-            Err(sled::Error::Io(e))
-                if e.to_string().contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(2));
-            }
-            Err(e) => return Err(LogError::index(format!("opening {}", dir.display()), e)),
+        crate::embedded::OpenSledError::Open { path, source } => {
+            LogError::index(format!("opening {}", path.display()), source)
         }
-    }
+    })
 }
 
 fn read_header(
