@@ -11,7 +11,6 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::time::Duration;
 
 use casebook::log::{
     AppendResult, Direction, EventData, EventId, EventStore, ExpectedVersion, GlobalPosition,
@@ -289,23 +288,10 @@ fn log_config() -> LogStoreConfig {
     }
 }
 
-/// Opens a LogStore, waiting (at most ~10 s) until sled's lock on the index
-/// folder is free. Dropping a sled 0.34 `Db` does not wait for its background
-/// threads, which hold the database's `flock` a moment longer
-/// (spacejam/sled#1234, #1289), so a reopen right after a drop can fail with
-/// "could not acquire lock". This waits for that condition, not for a time.
+/// Opens a LogStore on `dir` (the store itself waits out sled's lock,
+/// which lingers a moment after the previous store on `dir` was dropped).
 fn open_log(dir: &Path) -> LogStore {
-    for _ in 0..10_000 {
-        match LogStore::open_with(dir, log_config()) {
-            Err(LogError::Index { source, .. })
-                if source.to_string().contains("could not acquire lock") =>
-            {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            other => return other.expect("open the store"),
-        }
-    }
-    panic!("sled's lock on {} was never released", dir.display());
+    LogStore::open_with(dir, log_config()).expect("open the store")
 }
 
 impl Subject {

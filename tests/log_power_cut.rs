@@ -424,35 +424,16 @@ fn config(segment_size: u64) -> LogStoreConfig {
     }
 }
 
-/// Runs `open` until sled's lock on the index folder is free, for at most
-/// ~10 s. Dropping a sled 0.34 `Db` does not wait for its background threads,
-/// which hold the database's `flock` a moment longer (spacejam/sled#1234,
-/// #1289), so an open right after a drop can fail with "could not acquire
-/// lock". This waits for that condition; it is not a timing assumption.
-fn wait_for_index<T>(mut open: impl FnMut() -> Result<T, LogError>) -> Result<T, LogError> {
-    for _ in 0..10_000 {
-        match open() {
-            Err(LogError::Index { source, .. })
-                if source.to_string().contains("could not acquire lock") =>
-            {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            other => return other,
-        }
-    }
-    open()
-}
-
 fn open(sim: &SimFs, index: &Path, segment_size: u64) -> LogStore {
     try_open(sim, index, segment_size).expect("open the store")
 }
 
 fn try_open(sim: &SimFs, index: &Path, segment_size: u64) -> Result<LogStore, LogError> {
-    wait_for_index(|| LogStore::open_with_fs(sim.as_dyn(), index, config(segment_size)))
+    LogStore::open_with_fs(sim.as_dyn(), index, config(segment_size))
 }
 
 fn open_dir(dir: &Path) -> LogStore {
-    wait_for_index(|| LogStore::open_with(dir, config(4096))).expect("open the store")
+    LogStore::open_with(dir, config(4096)).expect("open the store")
 }
 
 /// An event of a few hundred bytes, so that small segments fill quickly.
