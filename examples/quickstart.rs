@@ -217,6 +217,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             &WorkQueueQuery {
                 role: Some("foi_officer".into()),
                 assignee: None,
+                team: None,
                 case_type: None,
                 unassigned_only: false,
                 page: PageRequest::default(),
@@ -229,7 +230,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         queue.items.len()
     );
     for task in queue.items.iter().take(5) {
-        println!("  {} {} ({:?})", task.case_id, task.name, task.state);
+        println!(
+            "  {} {} ({:?}, team {})",
+            task.case_id,
+            task.name,
+            task.state,
+            task.team.as_deref().unwrap_or("-")
+        );
     }
 
     engine.close().await?;

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use casebook_engine::definition::{CaseDefinition, DefinitionError, ProblemKind};
+use casebook_engine::definition::{CaseDefinition, DefinitionError, PlanItem, ProblemKind};
 
 fn definitions_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/definitions")
@@ -866,4 +866,85 @@ fn automatic_step_expression_computes_a_value() {
         expr.evaluate(&Scope::case_file(&judged)),
         Ok(Some(json!("high")))
     );
+}
+
+// ------------------------------------------------------------------ teams
+
+#[test]
+fn human_tasks_go_to_their_own_team_else_the_definitions() {
+    let def = load("burglary.toml");
+    let team = |key: &str| {
+        let Some(PlanItem::Activity(a)) = def.item(key).map(|e| e.item) else {
+            panic!("{key} is an activity");
+        };
+        def.team_of(a).map(|t| t.as_str().to_string())
+    };
+    assert_eq!(def.team.as_ref().map(|t| t.as_str()), Some("cid"));
+    assert_eq!(team("investigate").as_deref(), Some("cid"));
+    assert_eq!(team("record_report").as_deref(), Some("control_room"));
+    assert_eq!(team("victim_update").as_deref(), Some("victim_care"));
+    let mp = load("missing-person.toml");
+    assert_eq!(
+        mp.team.as_ref().map(|t| t.as_str()),
+        Some("missing_persons")
+    );
+
+    let plain = CaseDefinition::from_toml(BASE).expect("valid");
+    let Some(PlanItem::Activity(assess)) = plain.item("assess").map(|e| e.item) else {
+        panic!("assess is an activity");
+    };
+    assert_eq!(plain.team_of(assess), None);
+}
+
+#[test]
+fn teams_are_identifiers_and_only_on_human_tasks() {
+    let bad_top = BASE.replacen("version = 1", "version = 1\nteam = \"Major Crime\"", 1);
+    let (path, kind, message) = only_problem(&bad_top);
+    assert_eq!(path, "team");
+    assert_eq!(kind, ProblemKind::InvalidIdentifier);
+    assert!(message.contains("'Major Crime'"), "{message}");
+
+    let bad_task = BASE.replacen(
+        "roles = [\"officer\"]\n",
+        "roles = [\"officer\"]\n  team = \"cid-1\"\n",
+        1,
+    );
+    assert_eq!(
+        only_problem(&bad_task).0,
+        "stages[0].activities[0].team".to_string()
+    );
+
+    let on_service = with(
+        r#"
+  [[stages.activities]]
+  key = "locate"
+  name = "Locate"
+  kind = "service_task"
+  service = "gis.locate"
+  input = { point = "ward" }
+  team = "cid"
+"#,
+    );
+    assert_eq!(
+        only_problem(&on_service),
+        p(
+            "stages[0].activities[1].team",
+            ProblemKind::Invalid,
+            "only a human task goes to a team's work queue"
+        )
+    );
+}
+
+#[test]
+fn teams_leave_older_definitions_fingerprints_alone_and_round_trip() {
+    let plain = CaseDefinition::from_toml(BASE).expect("valid");
+    assert!(!plain.canonical_json().contains("team"));
+    let with_team =
+        CaseDefinition::from_toml(&BASE.replacen("version = 1", "version = 1\nteam = \"cid\"", 1))
+            .expect("valid");
+    assert_ne!(plain.fingerprint(), with_team.fingerprint());
+    for def in [&plain, &with_team] {
+        let named = def.to_msgpack().expect("encodes");
+        assert_eq!(&CaseDefinition::from_msgpack(&named).expect("decodes"), def);
+    }
 }

@@ -544,6 +544,237 @@ async fn every_query_stays_in_its_tenant_and_clearance() {
     engine.close().await.unwrap();
 }
 
+fn team_query(team: &str) -> WorkQueueQuery {
+    WorkQueueQuery {
+        team: Some(team.into()),
+        ..Default::default()
+    }
+}
+
+fn queue_ids(
+    page: &casebook::projection::query::Page<casebook::projection::query::WorkItem>,
+) -> Vec<String> {
+    let mut ids: Vec<String> = page
+        .items
+        .iter()
+        .map(|w| format!("{}:{}", w.case_id, w.item))
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_queues_by_team_follow_routing_within_tenant_and_clearance() {
+    let engine = Engine::in_memory();
+    setup(&engine, "kent").await;
+    setup(&engine, "essex").await;
+    open_incident(
+        &engine,
+        "kent",
+        "K-1",
+        json!({"summary": "a", "ward": "north"}),
+    )
+    .await;
+    let mut req = OpenCase::new("incident", fields(json!({"summary": "b", "ward": "north"})));
+    req.case_id = Some("K-SECRET".into());
+    req.classification = Some(Classification::Secret);
+    let secret_opener = handler("kent").with_clearance(Classification::Secret);
+    engine.open_case(&secret_opener, req).await.unwrap();
+    let last = open_incident(
+        &engine,
+        "essex",
+        "E-1",
+        json!({"summary": "c", "ward": "east"}),
+    )
+    .await;
+    let c = fresh(last);
+    let kent = handler("kent");
+    let essex = handler("essex");
+    for p in [&kent, &essex] {
+        engine.wait_for_projections(p, last, WAIT).await.unwrap();
+    }
+
+    // The definition's team: the assessments wait in the response queue,
+    // each tenant seeing its own, each reader only within clearance.
+    let response = engine
+        .work_queue(&kent, &team_query("response"), c)
+        .await
+        .unwrap();
+    assert_eq!(queue_ids(&response), ["K-1:assess"]);
+    assert_eq!(response.items[0].team.as_deref(), Some("response"));
+    assert_eq!(
+        queue_ids(
+            &engine
+                .work_queue(&secret_opener, &team_query("response"), c)
+                .await
+                .unwrap()
+        ),
+        ["K-1:assess", "K-SECRET:assess"]
+    );
+    assert_eq!(
+        queue_ids(
+            &engine
+                .work_queue(&essex, &team_query("response"), c)
+                .await
+                .unwrap()
+        ),
+        ["E-1:assess"]
+    );
+    assert!(engine
+        .work_queue(&kent, &team_query("cid"), c)
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+
+    // Claimed, then routed to CID: it leaves the response queue and waits
+    // unassigned in CID's; the claim is released.
+    let task = response.items[0].clone();
+    engine
+        .claim_task(&kent, "K-1", task.instance, ctx("mine"))
+        .await
+        .unwrap();
+    let out = engine
+        .reassign_task_to_team(
+            &supervisor("kent"),
+            "K-1",
+            task.instance,
+            "cid",
+            ctx("needs detectives"),
+        )
+        .await
+        .unwrap();
+    let c = fresh(out.position.unwrap());
+    assert_eq!(
+        queue_ids(
+            &engine
+                .work_queue(&kent, &team_query("response"), c)
+                .await
+                .unwrap()
+        ),
+        Vec::<String>::new()
+    );
+    let cid = engine
+        .work_queue(&kent, &team_query("cid"), c)
+        .await
+        .unwrap();
+    assert_eq!(queue_ids(&cid), ["K-1:assess"]);
+    assert_eq!(cid.items[0].team.as_deref(), Some("cid"));
+    assert_eq!(cid.items[0].assignee, None);
+    let mine = WorkQueueQuery {
+        assignee: Some("pc-101".into()),
+        ..Default::default()
+    };
+    assert!(engine
+        .work_queue(&kent, &mine, c)
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    // Team combines with role and case type; other tenants see nothing of it.
+    let by_role = |role: &str| WorkQueueQuery {
+        role: Some(role.into()),
+        team: Some("cid".into()),
+        case_type: Some("incident".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        queue_ids(
+            &engine
+                .work_queue(&kent, &by_role("handler"), c)
+                .await
+                .unwrap()
+        ),
+        ["K-1:assess"]
+    );
+    assert!(engine
+        .work_queue(&kent, &by_role("supervisor"), c)
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    assert!(engine
+        .work_queue(&essex, &team_query("cid"), c)
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    // The case view and the timeline show the routing.
+    let view = engine.case_view(&kent, "K-1", c).await.unwrap();
+    let assess = view
+        .view
+        .items
+        .iter()
+        .find(|i| i.item.as_str() == "assess")
+        .unwrap();
+    assert_eq!(assess.team.as_deref(), Some("cid"));
+    let tl = engine
+        .timeline(&kent, "K-1", PageRequest::first(100), c)
+        .await
+        .unwrap();
+    assert!(tl.items.iter().any(|e| e.summary
+        == "'Assess the incident' routed to team cid by sgt-7"
+        && e.reason.as_deref() == Some("needs detectives")));
+
+    // A task-level team: the supervisor review goes to CID by definition.
+    let out = engine
+        .execute(
+            &kent,
+            "K-1",
+            CaseCommand::Complete {
+                item: ItemRef::key("assess"),
+                outputs: BTreeMap::new(),
+            },
+            ctx("assessed"),
+        )
+        .await
+        .unwrap();
+    let c = fresh(out.position.unwrap());
+    assert_eq!(
+        queue_ids(
+            &engine
+                .work_queue(&kent, &team_query("cid"), c)
+                .await
+                .unwrap()
+        ),
+        ["K-1:review"]
+    );
+
+    // Bad team names are refused, in queries and in routing.
+    let err = engine
+        .work_queue(&kent, &team_query("Major Crime"), c)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, QueryError::Invalid { parameter, .. } if parameter == "team"),
+        "{err}"
+    );
+    let review = engine
+        .work_queue(&kent, &team_query("cid"), c)
+        .await
+        .unwrap()
+        .items[0]
+        .clone();
+    let err = engine
+        .reassign_task_to_team(&supervisor("kent"), "K-1", review.instance, "", ctx("x"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("team"), "{err}");
+    // Another tenant cannot route kent's task.
+    let err = engine
+        .reassign_task_to_team(
+            &supervisor("essex"),
+            "K-1",
+            review.instance,
+            "cid",
+            ctx("x"),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("K-1"), "{err}");
+    engine.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_queries_get_typed_errors() {
     let engine = Engine::in_memory();

@@ -81,6 +81,14 @@ pub enum CaseCommand {
         /// The assignee's principal id.
         assignee: String,
     },
+    /// Route an enabled or active human task to another team's work queue
+    /// (whoever held it is released: the new team picks it up).
+    AssignTeam {
+        /// The human task.
+        item: ItemRef,
+        /// The team's key (an identifier, e.g. `missing_persons`).
+        team: String,
+    },
     /// Complete an active human or service task (with outputs), or a stage
     /// whose required work is done.
     Complete {

@@ -9,8 +9,8 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::definition::{
-    Activity, ActivityKind, CaseDefinition, Deadline, FieldDef, FieldKey, ItemKey, Occurrence,
-    OnPart, PlanItem, RoleKey, SlaPeriod,
+    check_identifier, Activity, ActivityKind, CaseDefinition, Deadline, FieldDef, FieldKey,
+    ItemKey, Occurrence, OnPart, PlanItem, RoleKey, SlaPeriod,
 };
 use crate::log::Timestamp;
 use crate::rules::{Condition, ItemState, Scope};
@@ -916,6 +916,7 @@ impl<'a> Cx<'a> {
             CaseCommand::Start { item } => self.start(&item),
             CaseCommand::Claim { item } => self.claim(&item, None),
             CaseCommand::Assign { item, assignee } => self.claim(&item, Some(assignee)),
+            CaseCommand::AssignTeam { item, team } => self.assign_team(&item, team),
             CaseCommand::Complete { item, outputs } => self.complete(&item, outputs),
             CaseCommand::Fail { item, reason } => self.fail(&item, reason),
             CaseCommand::Terminate { item } => {
@@ -1205,6 +1206,40 @@ impl<'a> Cx<'a> {
                 })
             }
         }
+    }
+
+    fn assign_team(&mut self, r: &ItemRef, team: String) -> Result<(), CaseError> {
+        let (item, _) = self.entry(r.key.as_str())?;
+        let a = match item {
+            PlanItem::Activity(a) if a.kind == ActivityKind::HumanTask => a,
+            other => {
+                return Err(CaseError::WrongItemKind {
+                    item: r.key.clone(),
+                    kind: other.kind_name().into(),
+                    action: "route to a team (only human tasks have a team)".into(),
+                })
+            }
+        };
+        self.require(format!("assign {}", r.key), &self.with_close(roles_of(a)))?;
+        self.require_active()?;
+        check_identifier(&team).map_err(|reason| CaseError::InvalidCommand {
+            reason: format!("team: {reason}"),
+        })?;
+        let id = self.resolve(r, &[ItemState::Enabled, ItemState::Active], "assign")?;
+        let inst = self.inst(id)?;
+        let current = inst
+            .team
+            .as_deref()
+            .or(self.def.team_of(a).map(|t| t.as_str()));
+        if current == Some(team.as_str()) && inst.claimed_by.is_none() {
+            return Ok(());
+        }
+        self.emit(CaseEvent::ActivityTeamAssigned {
+            instance: id,
+            item: r.key.clone(),
+            team,
+            by: self.principal.subject.clone(),
+        })
     }
 
     fn complete(

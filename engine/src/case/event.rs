@@ -263,6 +263,18 @@ pub enum CaseEvent {
         /// Who assigned it.
         by: String,
     },
+    /// A human task was routed to a team's work queue (and released by
+    /// whoever held it).
+    ActivityTeamAssigned {
+        /// The instance.
+        instance: InstanceId,
+        /// Its key.
+        item: ItemKey,
+        /// The team.
+        team: String,
+        /// Who routed it.
+        by: String,
+    },
     /// A caseworker planned a discretionary item; it materialises (a
     /// `PlanItemCreated`) when its stage is active.
     DiscretionaryItemPlanned {
@@ -354,6 +366,7 @@ impl CaseEvent {
             CaseEvent::MilestoneReached { .. } => "MilestoneReached",
             CaseEvent::ActivityClaimed { .. } => "ActivityClaimed",
             CaseEvent::ActivityAssigned { .. } => "ActivityAssigned",
+            CaseEvent::ActivityTeamAssigned { .. } => "ActivityTeamAssigned",
             CaseEvent::DiscretionaryItemPlanned { .. } => "DiscretionaryItemPlanned",
             CaseEvent::EntityLinked { .. } => "EntityLinked",
             CaseEvent::NoteAdded { .. } => "NoteAdded",

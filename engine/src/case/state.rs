@@ -5,7 +5,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::definition::{CaseDefinition, DeadlineKey, FieldKey, ItemKey, OnPart, PlanItem, Sentry};
+use crate::definition::{
+    ActivityKind, CaseDefinition, DeadlineKey, FieldKey, ItemKey, OnPart, PlanItem, Sentry,
+};
 use crate::log::{TenantId, Timestamp};
 use crate::rules::{ItemState, PlanState};
 use crate::security::Classification;
@@ -103,9 +105,26 @@ pub struct ItemInstance {
     pub entry_latches: Vec<Vec<bool>>,
     /// Latched on-parts of each exit criterion.
     pub exit_latches: Vec<Vec<bool>>,
+    /// The team it was routed to at run time (`None`: the definition's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
 }
 
 impl ItemInstance {
+    /// The team whose work queue the instance is in: the team it was routed
+    /// to, else (for a human task) its definition's `team`.
+    pub fn team<'d>(&'d self, def: &'d CaseDefinition) -> Option<&'d str> {
+        if let Some(t) = &self.team {
+            return Some(t);
+        }
+        match def.item(self.key.as_str()).map(|e| e.item) {
+            Some(PlanItem::Activity(a)) if a.kind == ActivityKind::HumanTask => {
+                def.team_of(a).map(|t| t.as_str())
+            }
+            _ => None,
+        }
+    }
+
     /// Whether the instance is terminal.
     pub fn is_terminal(&self) -> bool {
         is_terminal(self.state)
@@ -493,6 +512,7 @@ impl CaseState {
                     claimed_by: None,
                     entry_latches: latches(entry.item.entry()),
                     exit_latches: latches(entry.item.exit()),
+                    team: None,
                 };
                 for on in seen {
                     latch_on(&mut inst.entry_latches, entry.item.entry(), on);
@@ -573,6 +593,13 @@ impl CaseState {
                     .item_mut(*instance)
                     .ok_or_else(|| inconsistent(event, format!("no instance {instance}")))?;
                 inst.claimed_by = Some(assignee.clone());
+            }
+            CaseEvent::ActivityTeamAssigned { instance, team, .. } => {
+                let inst = self
+                    .item_mut(*instance)
+                    .ok_or_else(|| inconsistent(event, format!("no instance {instance}")))?;
+                inst.team = Some(team.clone());
+                inst.claimed_by = None;
             }
             CaseEvent::DiscretionaryItemPlanned { item, stage, .. } => {
                 self.planned.push(PlannedItem {

@@ -67,6 +67,12 @@ pub(crate) fn brief(e: &CaseEvent) -> String {
             assignee,
             ..
         } => format!("assigned {item}{instance} to {assignee}"),
+        CaseEvent::ActivityTeamAssigned {
+            instance,
+            item,
+            team,
+            ..
+        } => format!("routed {item}{instance} to team {team}"),
         CaseEvent::DiscretionaryItemPlanned { item, .. } => format!("planned {item}"),
         CaseEvent::EntityLinked { entity, role, .. } => format!("linked {} as {role:?}", entity.id),
         CaseEvent::NoteAdded { .. } => "note added".into(),

@@ -1250,6 +1250,35 @@ fn claims_are_exclusive() {
 }
 
 #[test]
+fn routing_a_task_to_a_team_releases_its_claim() {
+    let g = given(TYPED)
+        .opened(json!({ "grade": "immediate" }))
+        .command(CaseCommand::Claim { item: "a".into() });
+    let route = || CaseCommand::AssignTeam {
+        item: "a".into(),
+        team: "cid".into(),
+    };
+    g.when(route()).then(&["routed a#1 to team cid"]);
+    let routed = g.when(route()).and();
+    assert_eq!(routed.state().items[0].team.as_deref(), Some("cid"));
+    assert_eq!(routed.state().items[0].claimed_by, None);
+    // Routed again to the same team while unclaimed: nothing to record.
+    routed.when(route()).then(&[]);
+    // The claim was released: someone else may now claim it.
+    let other = Principal::new(TenantId::new("kent").unwrap(), "pc-2")
+        .with_roles(["w"])
+        .with_clearance(Classification::Secret);
+    routed
+        .when_as(&other, CaseCommand::Claim { item: "a".into() })
+        .then(&["claimed a#1 by pc-2"]);
+    g.when(CaseCommand::AssignTeam {
+        item: "a".into(),
+        team: "Not a team".into(),
+    })
+    .error();
+}
+
+#[test]
 fn entities_and_notes_are_recorded_and_checked() {
     let g = given(TYPED).opened(json!({ "grade": "immediate" }));
     let victim = PoleRef {

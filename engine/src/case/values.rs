@@ -157,6 +157,7 @@ mod tests {
             classification: None,
             label: None,
             description: None,
+            search: None,
         }
     }
 

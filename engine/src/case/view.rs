@@ -30,6 +30,8 @@ pub struct ItemView {
     pub discretionary: bool,
     /// Who claimed or was assigned it.
     pub claimed_by: Option<String>,
+    /// The team whose work queue it is in (human tasks).
+    pub team: Option<String>,
 }
 
 /// A case as one principal may see it: fields above their clearance are
@@ -117,6 +119,7 @@ impl CaseState {
                     state: i.state,
                     discretionary: i.discretionary,
                     claimed_by: i.claimed_by.clone(),
+                    team: i.team(def).map(str::to_string),
                 })
                 .collect(),
             reached: self.reached.clone(),

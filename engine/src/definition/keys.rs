@@ -167,6 +167,11 @@ key_type!(
     RoleKey
 );
 key_type!(
+    /// The key of a team, e.g. `cid` or `missing_persons`: a work queue that
+    /// human tasks are routed to.
+    TeamKey
+);
+key_type!(
     /// The key of an SLA deadline, unique in the definition.
     DeadlineKey
 );

@@ -35,12 +35,12 @@ pub use error::{DefinitionError, Problem, ProblemKind};
 pub use fingerprint::Fingerprint;
 pub use keys::{
     check_condition_name, check_identifier, check_service_name, CaseTypeKey, DeadlineKey, FieldKey,
-    ItemKey, RoleKey, ServiceName, MAX_IDENTIFIER_LEN,
+    ItemKey, RoleKey, ServiceName, TeamKey, MAX_IDENTIFIER_LEN,
 };
 pub use model::{
     Activity, ActivityKind, CaseDefinition, CasePermissions, Deadline, Escalation, FieldDef,
-    FieldType, FormField, Milestone, MopiGroup, Occurrence, OnPart, ParamDef, Priority, Retention,
-    Sentry, ServiceDef, SlaPeriod, Stage,
+    FieldSearch, FieldType, FormField, Milestone, MopiGroup, Occurrence, OnPart, ParamDef,
+    Priority, Retention, Sentry, ServiceDef, SlaPeriod, Stage,
 };
 pub use parse::Format;
 pub use period::{Period, PeriodParts};

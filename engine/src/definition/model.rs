@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::keys::{CaseTypeKey, DeadlineKey, FieldKey, ItemKey, RoleKey, ServiceName};
+use super::keys::{CaseTypeKey, DeadlineKey, FieldKey, ItemKey, RoleKey, ServiceName, TeamKey};
 use super::period::Period;
 use crate::rules::{Condition, Expression};
 use crate::security::Classification;
@@ -68,6 +68,19 @@ pub struct CaseDefinition {
     /// Milestones directly in the case plan.
     #[serde(default)]
     pub milestones: Vec<Milestone>,
+    /// The team whose work queue a human task goes to when the task names
+    /// none, e.g. `cid`. (Last, and left out when absent, so definitions
+    /// written before teams keep their fingerprint and stored form.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<TeamKey>,
+}
+
+impl CaseDefinition {
+    /// The team a human task is routed to: its own `team`, else the
+    /// definition's.
+    pub fn team_of<'a>(&'a self, activity: &'a Activity) -> Option<&'a TeamKey> {
+        activity.team.as_ref().or(self.team.as_ref())
+    }
 }
 
 /// A Management of Police Information retention group.
@@ -241,6 +254,27 @@ pub struct FieldDef {
     /// Help text.
     #[serde(default)]
     pub description: Option<String>,
+    /// How case search indexes the field beyond its value: `text` indexes
+    /// its words for text search. (Last, and left out when absent, so older
+    /// definitions keep their fingerprint and stored form.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<FieldSearch>,
+}
+
+impl FieldDef {
+    /// Whether text search covers the field (`search = "text"`).
+    pub fn text_searchable(&self) -> bool {
+        self.search == Some(FieldSearch::Text)
+    }
+}
+
+/// How case search indexes a field beyond its value (which every field of an
+/// indexable type gets, for filters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldSearch {
+    /// Its words are indexed for text search (`SearchQuery::text`).
+    Text,
 }
 
 /// An external service's contract, as service tasks use it.
@@ -362,6 +396,12 @@ pub struct Activity {
     /// SLA deadlines (from activation, met on completion, by default).
     #[serde(default)]
     pub deadlines: Vec<Deadline>,
+    /// Human task: the team whose work queue it goes to (default: the
+    /// definition's `team`). A supervisor can route a task to another team
+    /// at run time. (Last, and left out when absent: see
+    /// [`CaseDefinition::team`].)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<TeamKey>,
 }
 
 /// A container of plan items.

@@ -45,5 +45,25 @@ mod tests {
             def
         );
         assert!(CaseDefinition::from_msgpack(b"\x01\x02").is_err());
+
+        // Teams and search flags are trailing, defaulted fields: present or
+        // absent, both encodings read back.
+        let with_both = CaseDefinition::from_toml(
+            "key = 'k'\nname = 'K'\nversion = 1\nretention = { group = 'group1' }\nteam = 'cid'\n\
+             [[activities]]\nkey = 'a'\nname = 'A'\nkind = 'human_task'\nroles = ['r']\nteam = 'ppu'\n\
+             [[activities]]\nkey = 'b'\nname = 'B'\nkind = 'human_task'\nroles = ['r']\n\
+             [[fields]]\nkey = 'x'\ntype = 'text'\nsearch = 'text'\n\
+             [[fields]]\nkey = 'y'\ntype = 'text'",
+        )
+        .expect("valid");
+        for encoded in [
+            with_both.to_msgpack().expect("encodes"),
+            rmp_serde::to_vec(&with_both).expect("encodes"),
+        ] {
+            assert_eq!(
+                CaseDefinition::from_msgpack(&encoded).expect("decodes"),
+                with_both
+            );
+        }
     }
 }

@@ -42,6 +42,15 @@ struct Validator<'a> {
     deadline_keys: BTreeMap<&'a str, String>,
 }
 
+/// Whether a field's values are words (what text search indexes).
+fn has_words(ty: FieldType, element: Option<FieldType>) -> bool {
+    match ty {
+        FieldType::Text | FieldType::Enumeration => true,
+        FieldType::List => matches!(element, Some(FieldType::Text | FieldType::Enumeration)),
+        _ => false,
+    }
+}
+
 /// The condition-checker's view of a value type.
 fn field_info(ty: FieldType, values: &[String], element: Option<FieldType>) -> FieldInfo {
     fn static_type(ty: FieldType, element: Option<FieldType>) -> StaticType {
@@ -148,6 +157,11 @@ impl<'a> Validator<'a> {
         self.not_empty("name".into(), &def.name);
         if def.version == 0 {
             self.push("version", ProblemKind::Invalid, "must be at least 1");
+        }
+        if let Some(t) = &def.team {
+            if let Err(m) = check_identifier(t.as_str()) {
+                self.push("team", ProblemKind::InvalidIdentifier, m);
+            }
         }
         if let Some(p) = &def.retention.review_after {
             if let Err(m) = p.parts() {
@@ -270,6 +284,16 @@ impl<'a> Validator<'a> {
                 );
             }
             self.value_type(&path, f.ty, &f.values, f.element);
+            if f.text_searchable() && !has_words(f.ty, f.element) {
+                self.push(
+                    format!("{path}.search"),
+                    ProblemKind::Invalid,
+                    format!(
+                        "text search needs words: use it on a text or enumeration field (or a list of them), not {}",
+                        f.ty.as_str()
+                    ),
+                );
+            }
             if let Some(c) = f.classification {
                 if c < self.def.default_classification {
                     self.push(
@@ -392,6 +416,17 @@ impl<'a> Validator<'a> {
 
     fn activity(&mut self, path: &str, a: &'a Activity) {
         self.role_refs(&format!("{path}.roles"), &a.roles);
+        if let Some(t) = &a.team {
+            if let Err(m) = check_identifier(t.as_str()) {
+                self.push(format!("{path}.team"), ProblemKind::InvalidIdentifier, m);
+            } else if a.kind != ActivityKind::HumanTask {
+                self.push(
+                    format!("{path}.team"),
+                    ProblemKind::Invalid,
+                    "only a human task goes to a team's work queue",
+                );
+            }
+        }
         self.control(
             path,
             &a.key,

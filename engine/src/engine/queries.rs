@@ -1,6 +1,6 @@
 //! Reads from the projections — case view, timeline, case search, work queue,
 //! deadlines — projection status and operations, and the work-queue actions
-//! (claim, reassign), which go through [`Engine::execute`].
+//! (claim, reassign to a person or a team), which go through [`Engine::execute`].
 //!
 //! The engine owns one [`ProjectionHost`] with the built-in projections,
 //! opened on first use: `<data>/projections` for [`Engine::open`], a
@@ -206,9 +206,10 @@ impl Engine {
         cases::search(&gen.tree, query, def.as_deref(), principal)
     }
 
-    /// Open human tasks by role or assignee, earliest due first.
+    /// Open human tasks by role, team or assignee, earliest due first.
     ///
-    /// Errors: page errors; consistency errors.
+    /// Errors: page errors; [`QueryError::Invalid`] for a team that is not
+    /// an identifier; consistency errors.
     pub async fn work_queue(
         &self,
         principal: &Principal,
@@ -268,6 +269,28 @@ impl Engine {
         let command = CaseCommand::Assign {
             item,
             assignee: assignee.to_string(),
+        };
+        self.execute(principal, case_id, command, context).await
+    }
+
+    /// Routes an open human task to another team's work queue (an
+    /// [`Engine::execute`] of [`CaseCommand::AssignTeam`]); whoever held it
+    /// is released, so it waits unassigned in the new team's queue.
+    ///
+    /// Errors: as [`Engine::claim_task`]; [`EngineError::Case`] for a team
+    /// that is not an identifier or an item that is not a human task.
+    pub async fn reassign_task_to_team(
+        &self,
+        principal: &Principal,
+        case_id: &str,
+        instance: InstanceId,
+        team: &str,
+        context: CommandContext,
+    ) -> Result<CaseOutcome, EngineError> {
+        let item = self.task_ref(principal, case_id, instance).await?;
+        let command = CaseCommand::AssignTeam {
+            item,
+            team: team.to_string(),
         };
         self.execute(principal, case_id, command, context).await
     }

@@ -18,6 +18,7 @@
 //! | `T` | word + case id | lowest classification of the fields holding it |
 //! | `W` | role + due + case id + instance | [`WorkItem`] |
 //! | `A` | assignee + due + case id + instance | [`WorkItem`] |
+//! | `M` | team + due + case id + instance | [`WorkItem`] |
 //! | `L` | due + case id + deadline + instance | [`DeadlineEntry`] |
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -44,7 +45,7 @@ use crate::security::{Classification, Principal};
 /// The projection's name.
 pub const NAME: &str = "cases";
 /// The projection's version (bump when its rows change shape or meaning).
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// Longest string value put in the field index (longer values are found by
 /// text search only).
@@ -61,6 +62,7 @@ const P_FIELD: u8 = b'F';
 const P_TEXT: u8 = b'T';
 const P_ROLE: u8 = b'W';
 const P_ASSIGNEE: u8 = b'A';
+const P_TEAM: u8 = b'M';
 const P_DEADLINE: u8 = b'L';
 
 const A_TYPE: &[u8] = b"t";
@@ -121,8 +123,8 @@ impl Projection for CasesProjection {
 struct DefInfo {
     def: Arc<CaseDefinition>,
     stages: HashSet<String>,
-    /// Human task key -> (name, roles).
-    tasks: HashMap<String, (String, Vec<String>)>,
+    /// Human task key -> its name, roles and default team.
+    tasks: HashMap<String, TaskInfo>,
     deadline_names: HashMap<String, String>,
     text_fields: Vec<String>,
 }
@@ -144,7 +146,15 @@ impl DefInfo {
                 }
                 PlanItem::Activity(a) if a.kind == ActivityKind::HumanTask => {
                     let roles = a.roles.iter().map(|r| r.as_str().to_string()).collect();
-                    tasks.insert(a.key.as_str().to_string(), (a.name.clone(), roles));
+                    let team = def.team_of(a).map(|t| t.as_str().to_string());
+                    tasks.insert(
+                        a.key.as_str().to_string(),
+                        TaskInfo {
+                            name: a.name.clone(),
+                            roles,
+                            team,
+                        },
+                    );
                 }
                 _ => {}
             }
@@ -167,6 +177,13 @@ impl DefInfo {
             text_fields,
         }
     }
+}
+
+/// What the work queue shows of a human task's definition.
+struct TaskInfo {
+    name: String,
+    roles: Vec<String>,
+    team: Option<String>,
 }
 
 /// A case as the handler keeps it: record, definition and its current rows.
@@ -535,9 +552,10 @@ fn rows(case_id: &str, record: &CaseRecord, info: Option<&DefInfo>) -> BTreeMap<
             if !matches!(inst.state, ItemState::Enabled | ItemState::Active) {
                 continue;
             }
-            let Some((name, roles)) = info.tasks.get(inst.key.as_str()) else {
+            let Some(task) = info.tasks.get(inst.key.as_str()) else {
                 continue;
             };
+            let team = inst.team.clone().or_else(|| task.team.clone());
             let due = state
                 .deadlines
                 .iter()
@@ -549,9 +567,10 @@ fn rows(case_id: &str, record: &CaseRecord, info: Option<&DefInfo>) -> BTreeMap<
                 case_type: case_type.to_string(),
                 instance: inst.id,
                 item: inst.key.clone(),
-                name: name.clone(),
+                name: task.name.clone(),
                 state: inst.state,
-                roles: roles.clone(),
+                roles: task.roles.clone(),
+                team: team.clone(),
                 assignee: inst.claimed_by.clone(),
                 due,
                 classification: state.classification,
@@ -560,7 +579,7 @@ fn rows(case_id: &str, record: &CaseRecord, info: Option<&DefInfo>) -> BTreeMap<
                 continue;
             };
             let due_key = due.map_or(i64::MAX, |d| d.0);
-            for role in roles {
+            for role in &task.roles {
                 let key = Key::new(P_ROLE)
                     .str(role)
                     .i64(due_key)
@@ -571,6 +590,14 @@ fn rows(case_id: &str, record: &CaseRecord, info: Option<&DefInfo>) -> BTreeMap<
             if let Some(who) = &inst.claimed_by {
                 let key = Key::new(P_ASSIGNEE)
                     .str(who)
+                    .i64(due_key)
+                    .str(case_id)
+                    .u32(inst.id.0);
+                out.insert(key.0, bytes.clone());
+            }
+            if let Some(team) = &team {
+                let key = Key::new(P_TEAM)
+                    .str(team)
                     .i64(due_key)
                     .str(case_id)
                     .u32(inst.id.0);
@@ -1057,16 +1084,27 @@ fn scan_page<T: serde::de::DeserializeOwned>(
 
 /// Lists open human tasks (ordered by due date, undated last).
 ///
-/// Errors: [`QueryError::PageSize`], [`QueryError::Offset`].
+/// Errors: [`QueryError::PageSize`], [`QueryError::Offset`];
+/// [`QueryError::Invalid`] for a team that is not an identifier.
 pub fn work_queue(
     tree: &sled::Tree,
     query: &WorkQueueQuery,
     principal: &Principal,
 ) -> Result<Page<WorkItem>, QueryError> {
     query.page.check()?;
+    if let Some(team) = &query.team {
+        crate::definition::check_identifier(team).map_err(|message| QueryError::Invalid {
+            parameter: "team".into(),
+            message,
+        })?;
+    }
     let keep = |w: &WorkItem| {
         principal.may_see(w.classification)
             && query.case_type.as_ref().is_none_or(|t| *t == w.case_type)
+            && query
+                .team
+                .as_ref()
+                .is_none_or(|t| w.team.as_ref() == Some(t))
             && (!query.unassigned_only || w.assignee.is_none())
             && query
                 .assignee
@@ -1077,10 +1115,13 @@ pub fn work_queue(
         let end = prefix_end(&prefix);
         tree.range(prefix..end)
     };
-    match (&query.role, &query.assignee) {
-        (Some(role), _) => scan_page(scan(Key::new(P_ROLE).str(role).0), &query.page, keep),
-        (None, Some(who)) => scan_page(scan(Key::new(P_ASSIGNEE).str(who).0), &query.page, keep),
-        (None, None) => {
+    match (&query.role, &query.assignee, &query.team) {
+        (Some(role), _, _) => scan_page(scan(Key::new(P_ROLE).str(role).0), &query.page, keep),
+        (None, Some(who), _) => scan_page(scan(Key::new(P_ASSIGNEE).str(who).0), &query.page, keep),
+        (None, None, Some(team)) => {
+            scan_page(scan(Key::new(P_TEAM).str(team).0), &query.page, keep)
+        }
+        (None, None, None) => {
             // The caller's roles: merge their queues by due date.
             let mut all: BTreeMap<(i64, String, u32), WorkItem> = BTreeMap::new();
             // Each role's first offset + limit + 1 tasks are enough to fill

@@ -183,10 +183,14 @@ pub struct SearchQuery {
 /// Which open human tasks to list.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkQueueQuery {
-    /// Tasks this role may do (none given and no assignee: the caller's roles).
+    /// Tasks this role may do (none given, and no assignee or team: the
+    /// caller's roles).
     pub role: Option<String>,
     /// Tasks claimed by or assigned to this principal id.
     pub assignee: Option<String>,
+    /// Tasks in this team's queue (the definition's team, or the team a
+    /// task was routed to).
+    pub team: Option<String>,
     /// Only tasks of this case type.
     pub case_type: Option<String>,
     /// Only tasks nobody has claimed.
@@ -212,6 +216,9 @@ pub struct WorkItem {
     pub state: ItemState,
     /// Roles that may do it.
     pub roles: Vec<String>,
+    /// The team whose queue it is in, if any.
+    #[serde(default)]
+    pub team: Option<String>,
     /// Who claimed or was assigned it.
     pub assignee: Option<String>,
     /// Its earliest running deadline, if any.

@@ -141,6 +141,9 @@ fn describe(def: &CaseDefinition, event: &CaseEvent) -> String {
         CaseEvent::ActivityAssigned {
             item, assignee, by, ..
         } => format!("{} assigned to {assignee} by {by}", name(item)),
+        CaseEvent::ActivityTeamAssigned { item, team, by, .. } => {
+            format!("{} routed to team {team} by {by}", name(item))
+        }
         CaseEvent::DiscretionaryItemPlanned { item, by, .. } => {
             format!("{} planned by {by}", name(item))
         }
