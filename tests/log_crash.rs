@@ -23,6 +23,9 @@ const WRITERS: u64 = 32;
 fn config() -> LogStoreConfig {
     LogStoreConfig {
         segment_size: 256 * 1024,
+        // Small index tables, so kills land during index flushes and merges.
+        index_table_events: 64,
+        index_flush_after: std::time::Duration::from_millis(5),
         ..LogStoreConfig::default()
     }
 }

@@ -284,6 +284,10 @@ fn log_config() -> LogStoreConfig {
     LogStoreConfig {
         segment_size: 4096,
         index_cache_bytes: 4 * 1024 * 1024,
+        // Tiny index tables: reads cross memory and sled, and event-id runs
+        // are merged, within one case.
+        index_table_events: 3,
+        index_flush_after: std::time::Duration::from_millis(2),
         ..LogStoreConfig::default()
     }
 }

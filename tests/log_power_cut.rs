@@ -420,6 +420,8 @@ fn config(segment_size: u64) -> LogStoreConfig {
     LogStoreConfig {
         segment_size,
         index_cache_bytes: 4 * 1024 * 1024,
+        index_table_events: 4,
+        index_flush_after: std::time::Duration::from_millis(2),
         ..LogStoreConfig::default()
     }
 }

@@ -29,6 +29,10 @@ pub async fn log_store() -> Fixture {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = LogStoreConfig {
         segment_size: 64 * 1024,
+        // Small index tables, flushed often: every test also reads across
+        // entries in memory and in sled while flushes and merges run.
+        index_table_events: 5,
+        index_flush_after: std::time::Duration::from_millis(1),
         ..LogStoreConfig::default()
     };
     let store = LogStore::open_with(dir.path(), config).expect("open log store");

@@ -3,9 +3,10 @@
 //! The source of truth is a folder of append-only segment files (`segment`),
 //! written by one thread with group commit (`writer`). sled holds only derived
 //! state (`index`): stream, event-id and tenant indexes plus an "indexed
-//! through" marker written in the same batch as the entries it covers. sled's
-//! `flush` is not an fsync, so sled is never the only copy of anything: on
-//! open, the log is re-indexed from the marker to its end (`recovery`).
+//! through" marker written in the same batch as the entries it covers; recent
+//! entries live in memory until a background thread flushes them coarsely.
+//! sled's `flush` is not an fsync, so sled is never the only copy of anything:
+//! on open, the log is re-indexed from the marker to its end (`recovery`).
 
 pub mod fs;
 mod index;
@@ -47,6 +48,12 @@ pub struct LogStoreConfig {
     /// A group commit stops gathering appends beyond this many payload bytes.
     /// Default 8 MiB.
     pub max_group_bytes: usize,
+    /// Index entries of recent appends are kept in memory and written to sled
+    /// in one batch once this many events have gathered. Default 16,384.
+    /// Smaller tables mean more, smaller sled writes.
+    pub index_table_events: u64,
+    /// ... or once the oldest of them is this old. Default 500 ms.
+    pub index_flush_after: std::time::Duration,
 }
 
 impl Default for LogStoreConfig {
@@ -56,6 +63,8 @@ impl Default for LogStoreConfig {
             limits: Limits::default(),
             index_cache_bytes: 64 * 1024 * 1024,
             max_group_bytes: 8 * 1024 * 1024,
+            index_table_events: index::FLUSH_EVENTS,
+            index_flush_after: index::FLUSH_AFTER,
         }
     }
 }
@@ -185,10 +194,13 @@ impl LogStore {
         config: LogStoreConfig,
         lock: Option<File>,
     ) -> Result<Self, LogError> {
-        let index = Arc::new(Index::new(recovery::open_sled(
-            index_dir,
-            config.index_cache_bytes,
-        )?)?);
+        let index = Arc::new(Index::new(
+            recovery::open_sled(index_dir, config.index_cache_bytes)?,
+            index::Tuning {
+                table_events: config.index_table_events.max(1),
+                flush_after: config.index_flush_after,
+            },
+        )?);
         let segments = Arc::new(Segments::new(fs));
         let recovered = recovery::recover(&segments, &index)?;
         let shared = Arc::new(Shared {
@@ -243,7 +255,10 @@ impl LogStore {
                 let _ = wait.await;
             }
         }
-        self.inner.index.flush().await
+        let index = Arc::clone(&self.inner.index);
+        tokio::task::spawn_blocking(move || index.flush())
+            .await
+            .map_err(join_error)?
     }
 
     /// Reads every record of every segment and checks its checksum and
@@ -307,8 +322,7 @@ impl LogStore {
     ) -> Result<Vec<RecordedEvent>, LogError> {
         let mut reader = RecordReader::new(&self.inner.segments);
         let mut out = Vec::with_capacity(limit.min(4096));
-        for entry in self.inner.index.tenant_records(tenant, from) {
-            let (first, loc, count) = entry?;
+        for (first, loc, count) in self.inner.index.tenant_records(tenant, from, limit)? {
             if first.0 + u64::from(count) <= from.0 {
                 continue;
             }

@@ -15,15 +15,15 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::fs::SegmentFile;
-use super::index::{Index, Marker, RecordLoc};
+use super::index::{Index, IndexedRecord, Marker, RecordLoc};
 use super::segment::{
     check_header, header, parse_record, RecordReader, Scanned, Segments, HEADER_LEN,
 };
 use crate::log::error::LogError;
 use crate::log::types::GlobalPosition;
 
-/// Records indexed per sled batch while re-indexing.
-const REINDEX_BATCH: usize = 4096;
+/// Records handed to the index at a time while re-indexing.
+const REINDEX_BATCH: usize = 1024;
 
 pub(crate) struct Recovered {
     pub segment: u64,
@@ -161,8 +161,7 @@ pub(crate) fn recover(segments: &Segments, index: &Index) -> Result<Recovered, L
     };
 
     let mut reader = RecordReader::new(segments);
-    let mut batch = sled::Batch::default();
-    let mut in_batch = 0;
+    let mut pending: Vec<IndexedRecord> = Vec::new();
     loop {
         match reader.scan(segment, offset)? {
             Scanned::Record(body, next) => {
@@ -176,13 +175,17 @@ pub(crate) fn recover(segments: &Segments, index: &Index) -> Result<Recovered, L
                         ),
                     ));
                 }
-                Index::add_record(&mut batch, RecordLoc { segment, offset }, &body);
                 next_position += body.events.len() as u64;
+                pending.push(IndexedRecord {
+                    loc: RecordLoc { segment, offset },
+                    ids: body.events.iter().map(|e| e.id).collect(),
+                    stream: body.stream,
+                    first_version: body.first_version,
+                    first_position: body.first_position,
+                });
                 offset = next;
-                in_batch += 1;
-                if in_batch == REINDEX_BATCH {
-                    finish_batch(index, &mut batch, next_position, segment, offset)?;
-                    in_batch = 0;
+                if pending.len() == REINDEX_BATCH {
+                    add_pending(index, &mut pending, next_position, segment, offset)?;
                 }
             }
             Scanned::End if segment < last => {
@@ -205,8 +208,8 @@ pub(crate) fn recover(segments: &Segments, index: &Index) -> Result<Recovered, L
             }
         }
     }
-    if in_batch > 0 {
-        finish_batch(index, &mut batch, next_position, segment, offset)?;
+    if !pending.is_empty() {
+        add_pending(index, &mut pending, next_position, segment, offset)?;
     }
     Ok(Recovered {
         file: segments.get(segment)?,
@@ -261,22 +264,23 @@ fn check_torn_tail(
     Ok(())
 }
 
-fn finish_batch(
+fn add_pending(
     index: &Index,
-    batch: &mut sled::Batch,
+    pending: &mut Vec<IndexedRecord>,
     next_position: u64,
     segment: u64,
     offset: u64,
 ) -> Result<(), LogError> {
-    Index::set_marker(
-        batch,
+    index.add(
+        pending,
         Marker {
             position: GlobalPosition(next_position - 1),
             segment,
             offset,
         },
-    );
-    index.apply(std::mem::take(batch))
+    )?;
+    pending.clear();
+    Ok(())
 }
 
 /// Scans every record of every segment; returns the number of events.

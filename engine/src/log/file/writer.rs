@@ -3,9 +3,9 @@
 //! Every append goes through one thread. It takes all the appends waiting in
 //! its queue, checks each against the streams' versions (including earlier
 //! appends of the same group), writes all their records with one write and one
-//! `fdatasync`, then indexes them in one sled batch, publishes the new head,
-//! and only then answers the callers. Nothing is acknowledged before it is on
-//! stable storage.
+//! `fdatasync`, then adds them to the index's in-memory table (sled is written
+//! later, in the background), publishes the new head, and only then answers
+//! the callers. Nothing is acknowledged before it is on stable storage.
 
 use std::collections::HashMap;
 use std::sync::mpsc;
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use tokio::sync::{oneshot, watch};
 
 use super::fs::SegmentFile;
-use super::index::{EventLoc, Index, Marker, RecordLoc};
+use super::index::{EventLoc, Index, IndexedRecord, Marker, RecordLoc};
 use super::segment::{encode_record, RecordBodyRef, RecordReader, Segments, HEADER_LEN};
 use super::Shared;
 use crate::log::append::{check_expected, find_duplicate};
@@ -277,27 +277,25 @@ impl Writer {
             .map_err(|e| LogError::io(format!("syncing {}", path()), e))?;
         self.offset += buf.len() as u64;
 
-        let mut batch = sled::Batch::default();
-        for a in accepted {
-            Index::add_entries(
-                &mut batch,
-                a.loc,
-                &a.request.stream,
-                a.first_version,
-                a.first_position,
-                a.request.events.iter().map(|e| e.id),
-            );
-        }
+        let records: Vec<IndexedRecord> = accepted
+            .iter()
+            .map(|a| IndexedRecord {
+                loc: a.loc,
+                stream: a.request.stream.clone(),
+                first_version: a.first_version,
+                first_position: a.first_position,
+                ids: a.request.events.iter().map(|e| e.id).collect(),
+            })
+            .collect();
         let head = GlobalPosition(self.next_position - 1);
-        Index::set_marker(
-            &mut batch,
+        self.index.add(
+            &records,
             Marker {
                 position: head,
                 segment: self.segment,
                 offset: self.offset,
             },
-        );
-        self.index.apply(batch)?;
+        )?;
         self.shared.set_head(head);
         self.head_tx.send_replace(Some(head));
         Ok(())
