@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use casebook::definition::CaseDefinition;
 use casebook::log::{EventStore, GlobalPosition, TenantId};
-use casebook::projection::builtin::{DefinitionResolver, SearchConfig};
+use casebook::projection::builtin::DefinitionResolver;
 use casebook::projection::cases::CasesProjection;
 use casebook::projection::{Projection, ProjectionHost, DEFAULT_BATCH_SIZE};
 use casebook::security::Principal;
@@ -62,10 +62,7 @@ fn read_all(rt: &tokio::runtime::Runtime, store: &Arc<dyn EventStore>) -> (u64, 
 
 fn rebuild(rt: &tokio::runtime::Runtime, engine: &Engine) -> Duration {
     let resolver: Arc<dyn DefinitionResolver> = Arc::new(Definitions(engine.clone()));
-    let cases: Arc<dyn Projection> = Arc::new(CasesProjection::new(
-        resolver,
-        Arc::new(SearchConfig::default()),
-    ));
+    let cases: Arc<dyn Projection> = Arc::new(CasesProjection::new(resolver));
     let db = sled::Config::new()
         .temporary(true)
         .cache_capacity(256 * 1024 * 1024)

@@ -948,3 +948,61 @@ fn teams_leave_older_definitions_fingerprints_alone_and_round_trip() {
         assert_eq!(&CaseDefinition::from_msgpack(&named).expect("decodes"), def);
     }
 }
+
+// ------------------------------------------------------------------ text search
+
+#[test]
+fn text_search_is_for_fields_with_words() {
+    let marked = |field: &str| {
+        BASE.replacen(
+            &format!("key = \"{field}\"\n"),
+            &format!("key = \"{field}\"\nsearch = \"text\"\n"),
+            1,
+        )
+    };
+    let def = CaseDefinition::from_toml(&marked("ward")).expect("a text field may be searchable");
+    let searchable: Vec<&str> = def
+        .fields
+        .iter()
+        .filter(|f| f.text_searchable())
+        .map(|f| f.key.as_str())
+        .collect();
+    assert_eq!(searchable, ["ward"]);
+    assert!(
+        CaseDefinition::from_toml(&marked("risk")).is_ok(),
+        "enumerations have words"
+    );
+    assert_eq!(
+        only_problem(&marked("age")),
+        p(
+            "fields[1].search",
+            ProblemKind::Invalid,
+            "text search needs words: use it on a text or enumeration field (or a list of them), not integer"
+        )
+    );
+    let list = |element: &str| {
+        with(&format!(
+            "[[fields]]\nkey = \"aliases\"\ntype = \"list\"\nelement = \"{element}\"\nsearch = \"text\"\n"
+        ))
+    };
+    let aliases = CaseDefinition::from_toml(&list("text")).expect("a list of text has words");
+    assert!(aliases
+        .field("aliases")
+        .expect("declared")
+        .text_searchable());
+    assert_eq!(only_problem(&list("integer")).0, "fields[3].search");
+    let (_, kind, _) = only_problem(&BASE.replacen(
+        "key = \"ward\"\n",
+        "key = \"ward\"\nsearch = \"fuzzy\"\n",
+        1,
+    ));
+    assert_eq!(kind, ProblemKind::Syntax);
+    // Absent, it is not part of the canonical form (older fingerprints hold).
+    let plain = CaseDefinition::from_toml(BASE).expect("valid");
+    assert!(!plain.canonical_json().contains("search"));
+    assert_ne!(plain.fingerprint(), def.fingerprint());
+    assert_eq!(
+        CaseDefinition::from_msgpack(&def.to_msgpack().expect("encodes")).expect("decodes"),
+        def
+    );
+}

@@ -776,6 +776,141 @@ async fn work_queues_by_team_follow_routing_within_tenant_and_clearance() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_search_covers_exactly_the_fields_marked_search_text() {
+    let engine = Engine::in_memory();
+    setup(&engine, "kent").await;
+    // The same case type without any field marked for text search.
+    let plain = INCIDENT
+        .replace("key = \"incident\"", "key = \"plain_incident\"")
+        .replace("search = \"text\"", "");
+    engine
+        .deploy(&admin("kent"), &plain, Format::Toml)
+        .await
+        .unwrap();
+    open_incident(
+        &engine,
+        "kent",
+        "K-1",
+        json!({"summary": "Shed break-in, bicycle taken", "ward": "north",
+               "notes": "zebra crossing nearby", "informant": "alpha bravo"}),
+    )
+    .await;
+    let last = open_incident(
+        &engine,
+        "kent",
+        "K-2",
+        json!({"summary": "Graffiti on the bus shelter", "ward": "south", "notes": "bicycle"}),
+    )
+    .await;
+    let c = fresh(last);
+    let kent = handler("kent");
+    let ids = |p: casebook::projection::query::Page<casebook::projection::query::CaseSummary>| {
+        let mut v: Vec<String> = p.items.into_iter().map(|s| s.case_id).collect();
+        v.sort();
+        v
+    };
+    let text = |t: &str| SearchQuery {
+        case_type: Some("incident".into()),
+        text: Some(t.into()),
+        ..Default::default()
+    };
+    let words_in = |field: &str, t: &str| SearchQuery {
+        case_type: Some("incident".into()),
+        fields: vec![FieldFilter {
+            field: field.into(),
+            condition: FieldCondition::Words(t.into()),
+        }],
+        ..Default::default()
+    };
+
+    // Marked fields are word-indexed; the unmarked `notes` is not.
+    assert_eq!(
+        ids(engine
+            .search_cases(&kent, &text("bicycle"), c)
+            .await
+            .unwrap()),
+        ["K-1"]
+    );
+    assert!(ids(engine.search_cases(&kent, &text("zebra"), c).await.unwrap()).is_empty());
+    assert_eq!(
+        ids(engine
+            .search_cases(&supervisor("kent"), &text("alpha shed"), c)
+            .await
+            .unwrap()),
+        ["K-1"],
+        "words may come from different marked fields"
+    );
+    // Words in one field: `alpha` is in the informant, not the summary.
+    assert_eq!(
+        ids(engine
+            .search_cases(&kent, &words_in("summary", "SHED bicycle"), c)
+            .await
+            .unwrap()),
+        ["K-1"]
+    );
+    assert!(ids(engine
+        .search_cases(&supervisor("kent"), &words_in("summary", "alpha"), c)
+        .await
+        .unwrap())
+    .is_empty());
+    assert_eq!(
+        ids(engine
+            .search_cases(&supervisor("kent"), &words_in("informant", "bravo"), c)
+            .await
+            .unwrap()),
+        ["K-1"]
+    );
+    let err = engine
+        .search_cases(&kent, &words_in("informant", "bravo"), c)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, QueryError::FieldNotVisible { .. }), "{err}");
+
+    // Text over a field not marked: a typed error naming the ones that are.
+    for field in ["notes", "ward"] {
+        let err = engine
+            .search_cases(&kent, &words_in(field, "zebra"), c)
+            .await
+            .unwrap_err();
+        match &err {
+            QueryError::NotTextSearchable {
+                case_type,
+                field: f,
+                searchable,
+            } => {
+                assert_eq!(case_type, "incident");
+                assert_eq!(f, field);
+                assert_eq!(searchable, &["summary", "informant"]);
+            }
+            other => panic!("expected NotTextSearchable, got {other}"),
+        }
+        assert!(err.to_string().contains("search = \"text\""), "{err}");
+    }
+    // Text over a case type that marks no field, and words that are no words.
+    let mut q = text("bicycle");
+    q.case_type = Some("plain_incident".into());
+    let err = engine.search_cases(&kent, &q, c).await.unwrap_err();
+    assert!(
+        matches!(&err, QueryError::Invalid { parameter, message }
+            if parameter == "text" && message.contains("plain_incident")),
+        "{err}"
+    );
+    let err = engine
+        .search_cases(&kent, &words_in("summary", " - "), c)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, QueryError::Invalid { .. }), "{err}");
+    let mut q = words_in("summary", "shed");
+    q.case_type = None;
+    let err = engine.search_cases(&kent, &q, c).await.unwrap_err();
+    assert!(
+        matches!(err, QueryError::FieldNeedsCaseType { .. }),
+        "{err}"
+    );
+    engine.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_queries_get_typed_errors() {
     let engine = Engine::in_memory();
     setup(&engine, "kent").await;

@@ -18,7 +18,7 @@ use super::{CaseOutcome, CommandContext, Engine, EngineError, Inner, ADMIN_ROLE}
 use crate::case::{CaseCommand, CaseError, InstanceId, ItemRef};
 use crate::definition::CaseDefinition;
 use crate::log::{GlobalPosition, TenantId};
-use crate::projection::builtin::{self, DefinitionResolver, SearchConfig};
+use crate::projection::builtin::{self, DefinitionResolver};
 use crate::projection::query::{
     CaseSummary, DeadlineEntry, DeadlineQuery, Page, PageRequest, ProjectedCase, SearchQuery,
     TimelineEntry, WorkItem, WorkQueueQuery,
@@ -97,7 +97,7 @@ impl Engine {
             return Ok(h);
         }
         let resolver = Arc::new(EngineDefinitions(Arc::downgrade(&self.inner)));
-        let projections = builtin::projections(resolver, SearchConfig::default());
+        let projections = builtin::projections(resolver);
         let host = match &slot.dir {
             Some(dir) => ProjectionHost::open(dir, self.store(), projections)?,
             None => ProjectionHost::temporary(self.store(), projections)?,

@@ -1,7 +1,6 @@
-//! What the built-in projections need from outside: deployed definitions and
-//! search settings; and the list an engine registers.
+//! What the built-in projections need from outside (deployed definitions) and
+//! the list an engine registers.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -9,7 +8,7 @@ use async_trait::async_trait;
 use super::cases::CasesProjection;
 use super::timeline::TimelineProjection;
 use super::Projection;
-use crate::definition::{CaseDefinition, FieldType};
+use crate::definition::CaseDefinition;
 use crate::log::TenantId;
 
 /// Looks up deployed case definitions (the engine's cache, in practice).
@@ -26,42 +25,13 @@ pub trait DefinitionResolver: Send + Sync + 'static {
     ) -> Result<Arc<CaseDefinition>, String>;
 }
 
-/// Search settings.
-#[derive(Debug, Clone, Default)]
-pub struct SearchConfig {
-    /// Case type -> the case-file fields whose words are indexed for text
-    /// search. A case type not listed here indexes all its `text` fields.
-    pub text_fields: BTreeMap<String, Vec<String>>,
-}
-
-impl SearchConfig {
-    /// The text-indexed fields of a definition.
-    pub fn text_fields_of<'d>(&self, def: &'d CaseDefinition) -> Vec<&'d str> {
-        match self.text_fields.get(def.key.as_str()) {
-            Some(list) => def
-                .fields
-                .iter()
-                .filter(|f| list.iter().any(|l| l == f.key.as_str()))
-                .map(|f| f.key.as_str())
-                .collect(),
-            None => def
-                .fields
-                .iter()
-                .filter(|f| f.ty == FieldType::Text)
-                .map(|f| f.key.as_str())
-                .collect(),
-        }
-    }
-}
-
 /// The built-in projections: [`super::cases`] and [`super::timeline`].
-pub fn projections(
-    resolver: Arc<dyn DefinitionResolver>,
-    config: SearchConfig,
-) -> Vec<Arc<dyn Projection>> {
-    let config = Arc::new(config);
+///
+/// What the search index word-indexes is the definitions' business: each
+/// case-file field marked `search = "text"`.
+pub fn projections(resolver: Arc<dyn DefinitionResolver>) -> Vec<Arc<dyn Projection>> {
     vec![
-        Arc::new(CasesProjection::new(Arc::clone(&resolver), config)),
+        Arc::new(CasesProjection::new(Arc::clone(&resolver))),
         Arc::new(TimelineProjection::new(resolver)),
     ]
 }

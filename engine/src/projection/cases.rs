@@ -15,7 +15,7 @@
 //! | `S` | case id | [`CaseSummary`] |
 //! | `I` | attribute + value + case id | — (`t` type, `s` status, `g` active stage, `o` opened, `u` updated) |
 //! | `F` | case type + field + value + case id | — (one per list element) |
-//! | `T` | word + case id | lowest classification of the fields holding it |
+//! | `T` | word + case id | lowest classification of the fields holding it, then those fields' keys |
 //! | `W` | role + due + case id + instance | [`WorkItem`] |
 //! | `A` | assignee + due + case id + instance | [`WorkItem`] |
 //! | `M` | team + due + case id + instance | [`WorkItem`] |
@@ -27,7 +27,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::builtin::{DefinitionCache, DefinitionResolver, SearchConfig};
+use super::builtin::{DefinitionCache, DefinitionResolver};
 use super::error::QueryError;
 use super::keys::{self, f64_bytes, prefix_end, Key};
 use super::query::{
@@ -85,15 +85,17 @@ pub struct CaseRecord {
 }
 
 /// The `cases` projection (case view, search, work queue, deadlines).
+///
+/// Text search covers the case-file fields each definition marks
+/// `search = "text"`.
 pub struct CasesProjection {
     resolver: Arc<dyn DefinitionResolver>,
-    config: Arc<SearchConfig>,
 }
 
 impl CasesProjection {
     /// The projection, resolving definitions with `resolver`.
-    pub fn new(resolver: Arc<dyn DefinitionResolver>, config: Arc<SearchConfig>) -> Self {
-        CasesProjection { resolver, config }
+    pub fn new(resolver: Arc<dyn DefinitionResolver>) -> Self {
+        CasesProjection { resolver }
     }
 }
 
@@ -111,7 +113,6 @@ impl Projection for CasesProjection {
             tree,
             defs: DefinitionCache::new(Arc::clone(&self.resolver)),
             infos: HashMap::new(),
-            config: Arc::clone(&self.config),
             cache: HashMap::new(),
             pending: HashMap::new(),
             written: Vec::new(),
@@ -130,7 +131,7 @@ struct DefInfo {
 }
 
 impl DefInfo {
-    fn new(def: Arc<CaseDefinition>, config: &SearchConfig) -> Self {
+    fn new(def: Arc<CaseDefinition>) -> Self {
         let mut stages = HashSet::new();
         let mut tasks = HashMap::new();
         let mut deadline_names = HashMap::new();
@@ -164,10 +165,11 @@ impl DefInfo {
                 }
             }
         }
-        let text_fields = config
-            .text_fields_of(&def)
-            .into_iter()
-            .map(str::to_string)
+        let text_fields = def
+            .fields
+            .iter()
+            .filter(|f| f.text_searchable())
+            .map(|f| f.key.as_str().to_string())
             .collect();
         DefInfo {
             def,
@@ -200,7 +202,6 @@ struct CasesHandler {
     tree: sled::Tree,
     defs: DefinitionCache,
     infos: HashMap<(String, u32), Arc<DefInfo>>,
-    config: Arc<SearchConfig>,
     /// Committed cases (what the tree holds).
     cache: HashMap<String, Arc<Held>>,
     /// Cases this batch changed: (rows before the batch, record now).
@@ -223,7 +224,7 @@ impl CasesHandler {
             return Ok(Some(Arc::clone(i)));
         }
         let def = self.defs.get(tenant, r.key.as_str(), r.version).await?;
-        let info = Arc::new(DefInfo::new(def, &self.config));
+        let info = Arc::new(DefInfo::new(def));
         self.infos.insert(k, Arc::clone(&info));
         Ok(Some(info))
     }
@@ -481,8 +482,8 @@ fn rows(case_id: &str, record: &CaseRecord, info: Option<&DefInfo>) -> BTreeMap<
     out.insert(index(A_OPENED).i64(opened.0).raw(id).0, vec![]);
     out.insert(index(A_UPDATED).i64(record.updated_at.0).raw(id).0, vec![]);
 
-    // Case-file fields and words.
-    let mut words_seen: BTreeMap<String, Classification> = BTreeMap::new();
+    // Case-file fields and words (with the fields holding each word).
+    let mut words_seen: BTreeMap<String, (Classification, BTreeSet<&str>)> = BTreeMap::new();
     for (key, value) in &state.case_file {
         let Some(fdef) = def.field(key.as_str()) else {
             continue;
@@ -510,13 +511,18 @@ fn rows(case_id: &str, record: &CaseRecord, info: Option<&DefInfo>) -> BTreeMap<
                 if words_seen.len() >= MAX_WORDS_PER_CASE && !words_seen.contains_key(&w) {
                     break;
                 }
-                let e = words_seen.entry(w).or_insert(class);
-                *e = (*e).min(class);
+                let e = words_seen.entry(w).or_insert((class, BTreeSet::new()));
+                e.0 = e.0.min(class);
+                e.1.insert(key.as_str());
             }
         }
     }
-    for (w, class) in words_seen {
-        out.insert(Key::new(P_TEXT).str(&w).raw(id).0, vec![class_byte(class)]);
+    for (w, (class, in_fields)) in words_seen {
+        let mut value = vec![class_byte(class)];
+        for f in in_fields {
+            keys::push_str(&mut value, f);
+        }
+        out.insert(Key::new(P_TEXT).str(&w).raw(id).0, value);
     }
 
     // Deadlines (while the case runs).
@@ -670,6 +676,8 @@ struct Predicate {
     id_at: IdAt,
     /// Minimum clearance byte check on the value (text index).
     max_class: Option<u8>,
+    /// Text index: the word must be in this field (encoded key).
+    in_field: Option<Vec<u8>>,
 }
 
 #[derive(Clone, Copy)]
@@ -707,7 +715,53 @@ fn eq_predicate(prefix: Vec<u8>, values: &[Vec<u8>]) -> Predicate {
         ranges,
         id_at,
         max_class: None,
+        in_field: None,
     }
+}
+
+/// Whether a text-index value (class byte, then field keys) lists `field`.
+fn word_in_field(value: &[u8], field: &[u8]) -> bool {
+    let mut rest = value.get(1..).unwrap_or_default();
+    while !rest.is_empty() {
+        let Some((_, after)) = keys::take_str(rest) else {
+            return false;
+        };
+        if &rest[..rest.len() - after.len()] == field {
+            return true;
+        }
+        rest = after;
+    }
+    false
+}
+
+/// One predicate per word, over the text index.
+fn word_predicates(
+    text: &str,
+    parameter: &str,
+    principal: &Principal,
+    in_field: Option<&str>,
+) -> Result<Vec<Predicate>, QueryError> {
+    let ws: BTreeSet<String> = words(text).collect();
+    if ws.is_empty() {
+        return Err(QueryError::Invalid {
+            parameter: parameter.into(),
+            message: "give at least one word of 2 to 40 letters or digits".into(),
+        });
+    }
+    let in_field = in_field.map(|f| Key::default().str(f).0);
+    Ok(ws
+        .into_iter()
+        .map(|w| {
+            let start = Key::new(P_TEXT).str(&w).0;
+            let n = start.len();
+            Predicate {
+                ranges: vec![(start.clone(), prefix_end(&start))],
+                id_at: IdAt::Fixed(n),
+                max_class: Some(class_byte(principal.clearance)),
+                in_field: in_field.clone(),
+            }
+        })
+        .collect())
 }
 
 fn time_predicate(attr: &[u8], range: &TimeRange) -> Predicate {
@@ -723,6 +777,7 @@ fn time_predicate(attr: &[u8], range: &TimeRange) -> Predicate {
         ranges: vec![(from, to)],
         id_at: IdAt::Fixed(prefix.len() + 8),
         max_class: None,
+        in_field: None,
     }
 }
 
@@ -768,22 +823,15 @@ pub fn search(
     let mut preds: Vec<Predicate> = Vec::new();
     // Most selective conditions first: they bound the candidate set.
     if let Some(text) = &query.text {
-        let ws: BTreeSet<String> = words(text).collect();
-        if ws.is_empty() {
-            return Err(QueryError::Invalid {
-                parameter: "text".into(),
-                message: "give at least one word of 2 to 40 letters or digits".into(),
-            });
+        if let Some(def) = def {
+            if !def.fields.iter().any(|f| f.text_searchable()) {
+                return Err(QueryError::Invalid {
+                    parameter: "text".into(),
+                    message: format!("case type {} marks no field search = \"text\"", def.key),
+                });
+            }
         }
-        for w in ws {
-            let start = Key::new(P_TEXT).str(&w).0;
-            let n = start.len();
-            preds.push(Predicate {
-                ranges: vec![(start.clone(), prefix_end(&start))],
-                id_at: IdAt::Fixed(n),
-                max_class: Some(class_byte(principal.clearance)),
-            });
-        }
+        preds.extend(word_predicates(text, "text", principal, None)?);
     }
     for filter in &query.fields {
         let Some(case_type) = &query.case_type else {
@@ -823,6 +871,26 @@ pub fn search(
         }
         let prefix = Key::new(P_FIELD).str(case_type).str(&filter.field).0;
         match &filter.condition {
+            FieldCondition::Words(text) => {
+                if !fdef.text_searchable() {
+                    return Err(QueryError::NotTextSearchable {
+                        case_type: case_type.clone(),
+                        field: filter.field.clone(),
+                        searchable: def
+                            .fields
+                            .iter()
+                            .filter(|f| f.text_searchable())
+                            .map(|f| f.key.as_str().to_string())
+                            .collect(),
+                    });
+                }
+                preds.extend(word_predicates(
+                    text,
+                    &format!("words in {}", filter.field),
+                    principal,
+                    Some(&filter.field),
+                )?);
+            }
             FieldCondition::Equals(v) => {
                 let enc = check_field_value(case_type, fdef, v)?;
                 preds.push(eq_predicate(prefix, &[enc]));
@@ -901,6 +969,7 @@ pub fn search(
                     ranges: vec![(start, end)],
                     id_at,
                     max_class: None,
+                    in_field: None,
                 });
             }
         }
@@ -972,7 +1041,10 @@ pub fn search(
                 |k| p.id_at.offset(k),
                 &mut found,
                 candidates.as_ref(),
-                |v| max.is_none_or(|m| v.first().is_some_and(|c| *c <= m)),
+                |v| {
+                    max.is_none_or(|m| v.first().is_some_and(|c| *c <= m))
+                        && p.in_field.as_ref().is_none_or(|f| word_in_field(v, f))
+                },
             )?;
         }
         if found.is_empty() {
@@ -1197,6 +1269,23 @@ mod tests {
         assert_eq!(add_working_days(friday, 6).0 - friday.0, 10 * DAY);
         // Huge counts neither loop for long nor overflow into a panic.
         let _ = add_working_days(friday, u32::MAX);
+    }
+
+    #[test]
+    fn text_rows_list_the_fields_holding_the_word() {
+        let mut value = vec![0u8];
+        keys::push_str(&mut value, "informant");
+        keys::push_str(&mut value, "summary");
+        let enc = |f: &str| Key::default().str(f).0;
+        assert!(word_in_field(&value, &enc("summary")));
+        assert!(word_in_field(&value, &enc("informant")));
+        assert!(!word_in_field(&value, &enc("summ")));
+        assert!(!word_in_field(&value, &enc("notes")));
+        assert!(!word_in_field(&[0u8], &enc("summary")));
+        assert!(
+            !word_in_field(&[0u8, b'x'], &enc("x")),
+            "garbage reads as absent"
+        );
     }
 
     #[test]

@@ -75,6 +75,16 @@ pub enum QueryError {
         /// The operation asked for.
         operation: String,
     },
+    /// Text search on a field its definition does not mark `search = "text"`.
+    #[error("field {field} of case type {case_type} is not text-searchable (mark it search = \"text\" in the definition); text-searchable fields: {searchable:?}")]
+    NotTextSearchable {
+        /// The case type.
+        case_type: String,
+        /// The field asked for.
+        field: String,
+        /// The fields that are.
+        searchable: Vec<String>,
+    },
     /// The query filters on case-file fields without naming a case type.
     #[error("filtering on case-file field {field} needs a case type")]
     FieldNeedsCaseType {

@@ -102,6 +102,9 @@ pub enum FieldCondition {
     Equals(serde_json::Value),
     /// The field equals one of the values.
     OneOf(Vec<serde_json::Value>),
+    /// The field holds every one of these words (only for a field its
+    /// definition marks `search = "text"`).
+    Words(String),
     /// The field lies in the inclusive range (numbers, dates, date-times,
     /// text); an open end is `None`.
     Between {
@@ -172,7 +175,8 @@ pub struct SearchQuery {
     pub opened: Option<TimeRange>,
     /// When the case last changed.
     pub updated: Option<TimeRange>,
-    /// Words that must all occur in the case type's text-indexed fields.
+    /// Words that must all occur in the case's text-searchable fields (those
+    /// its definition marks `search = "text"`; together, not each in one).
     pub text: Option<String>,
     /// The order.
     pub order: SearchOrder,
