@@ -22,9 +22,10 @@ use crate::log::types::GlobalPosition;
 
 pub(crate) const MARKER_KEY: &[u8] = b"M";
 pub(crate) const FORMAT_KEY: &[u8] = b"V";
-/// Format 1 had one sled entry per record and per event id; format 2 keeps
-/// recent entries in memory and flushes them coarsely.
-pub(crate) const FORMAT: u32 = 2;
+/// Format 1 had one sled entry per record and per event id; format 2 kept
+/// recent entries in memory and flushed them coarsely; format 3 blocks the
+/// event-id runs' Bloom filters.
+pub(crate) const FORMAT: u32 = 3;
 pub(crate) const RUN_PREFIX: &[u8] = b"R";
 pub(crate) const PAGE_PREFIX: &[u8] = b"P";
 

@@ -439,8 +439,9 @@ impl Index {
             Arc::clone(&st.runs)
         };
         let key = *id.0.as_bytes();
+        let hash = runs::IdHash::of(&key);
         for run in runs.iter().rev() {
-            if let Some(loc) = run.get(&self.shared.tree, &key)? {
+            if let Some(loc) = run.get(&self.shared.tree, &key, hash)? {
                 return Ok(Some(loc));
             }
         }
