@@ -16,7 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use casebook::case::{CaseCommand, CaseStatus, ItemRef};
 use casebook::definition::{FieldKey, Format};
-use casebook::engine::{CommandContext, OpenCase};
+use casebook::engine::{CommandContext, EngineConfig, OpenCase};
 use casebook::log::{
     ActorId, Direction, EventData, EventStore, ExpectedVersion, GlobalPosition, MemoryStore,
     Metadata, RecordedEvent, Source, StreamId, StreamVersion, TenantId, Timestamp,
@@ -907,6 +907,90 @@ async fn text_search_covers_exactly_the_fields_marked_search_text() {
         matches!(err, QueryError::FieldNeedsCaseType { .. }),
         "{err}"
     );
+    engine.close().await.unwrap();
+}
+
+/// Polls, with no query, until every running projection of the tenant has
+/// reached the log's head; returns the statuses.
+async fn running_caught_up(
+    engine: &Engine,
+    t: &str,
+) -> Vec<casebook::projection::ProjectionStatus> {
+    let host = engine.projections().unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let status = host.running_status(&tenant(t));
+        let head = engine.store().head_position();
+        if status.len() == 2 && status.iter().all(|s| s.reached >= head) {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "runners did not start or catch up by themselves: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runners_start_when_the_engine_opens_and_keep_up_with_no_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let engine = Engine::open(dir.path()).unwrap();
+        setup(&engine, "kent").await;
+        open_incident(
+            &engine,
+            "kent",
+            "K-1",
+            json!({"summary": "a", "ward": "north"}),
+        )
+        .await;
+        wait_head(&engine, "kent").await;
+        engine.close().await.unwrap();
+    }
+    let engine = Engine::open(dir.path()).unwrap();
+    // Nobody has queried or written through this engine: kent's runners
+    // were started by opening it.
+    let status = engine
+        .projections()
+        .unwrap()
+        .running_status(&tenant("kent"));
+    assert_eq!(status.len(), 2, "{status:?}");
+    // Another writer on the same log (this engine sees no call at all):
+    // the views follow.
+    let writer = Engine::with_store(engine.store(), EngineConfig::default());
+    open_incident(
+        &writer,
+        "kent",
+        "K-2",
+        json!({"summary": "b", "ward": "south"}),
+    )
+    .await;
+    let status = running_caught_up(&engine, "kent").await;
+    assert!(
+        status.iter().all(|s| s.state == RunState::Live),
+        "{status:?}"
+    );
+    let gen = engine
+        .projections()
+        .unwrap()
+        .running_status(&tenant("kent"));
+    assert!(gen.iter().all(|s| s.position.is_some()));
+    // A tenant new to this engine: its first write starts its runners.
+    assert!(engine
+        .projections()
+        .unwrap()
+        .running_status(&tenant("essex"))
+        .is_empty());
+    setup(&engine, "essex").await;
+    running_caught_up(&engine, "essex").await;
+    // Only now a query: it finds K-2 without waiting.
+    let view = engine
+        .case_view(&handler("kent"), "K-2", Consistency::Eventual)
+        .await
+        .unwrap();
+    assert_eq!(view.view.case_file["summary"], json!("b"));
+    writer.close().await.unwrap();
     engine.close().await.unwrap();
 }
 

@@ -236,7 +236,14 @@ impl Engine {
     /// An engine on the embedded durable store in `dir` (`<dir>/log`,
     /// `<dir>/index`, `<dir>/snapshots`, `<dir>/projections`).
     ///
-    /// Errors: those of [`LogStore::open`]; [`EngineError::Snapshot`].
+    /// Opened inside a Tokio runtime, it starts the projection runners of
+    /// every tenant the projection database knows, so views keep up with the
+    /// log whether or not anyone reads them (outside a runtime, they start
+    /// at the first engine call that runs in one).
+    ///
+    /// Errors: those of [`LogStore::open`]; [`EngineError::Snapshot`];
+    /// [`EngineError::Projection`] if the projection database cannot be
+    /// opened.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, EngineError> {
         Self::open_with(dir, EngineConfig::default())
     }
@@ -245,7 +252,7 @@ impl Engine {
     pub fn open_with(dir: impl AsRef<Path>, config: EngineConfig) -> Result<Self, EngineError> {
         let log = LogStore::open(dir.as_ref())?;
         let snapshots = Arc::new(SledSnapshots::open(&dir.as_ref().join("snapshots"))?);
-        Ok(Engine {
+        let engine = Engine {
             inner: Arc::new(Inner {
                 store: Arc::new(log.clone()),
                 log: Some(log),
@@ -256,7 +263,9 @@ impl Engine {
                 states: Mutex::default(),
                 config,
             }),
-        })
+        };
+        engine.start_projections()?;
+        Ok(engine)
     }
 
     /// An engine that keeps everything in memory (tests, examples).
@@ -266,7 +275,7 @@ impl Engine {
 
     /// An engine on any event store, with in-memory snapshots.
     pub fn with_store(store: Arc<dyn EventStore>, config: EngineConfig) -> Self {
-        Engine {
+        let engine = Engine {
             inner: Arc::new(Inner {
                 store,
                 log: None,
@@ -277,7 +286,11 @@ impl Engine {
                 states: Mutex::default(),
                 config,
             }),
-        }
+        };
+        // A temporary projection database that fails to open is reported
+        // by the first query.
+        let _ = engine.start_projections();
+        engine
     }
 
     /// The event store underneath (for subscriptions and projections).
@@ -376,6 +389,7 @@ impl Engine {
                 Ok(_) => {
                     let version = def.version;
                     self.cache(&principal.tenant, Arc::new(def));
+                    self.follow_tenant(&principal.tenant);
                     return Ok(Deployment {
                         key,
                         version,
@@ -811,6 +825,7 @@ impl Engine {
             .collect::<Result<Vec<_>, _>>()?;
         let expected = loaded_version.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
         let result = self.inner.store.append(stream, expected, data).await?;
+        self.follow_tenant(stream.tenant());
         let every = self.inner.config.snapshot_every;
         let before = loaded_version.map_or(0, |v| v.0 + 1);
         if every > 0 && (result.version.0 + 1) / every > before / every {

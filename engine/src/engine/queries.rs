@@ -2,13 +2,17 @@
 //! deadlines — projection status and operations, and the work-queue actions
 //! (claim, reassign to a person or a team), which go through [`Engine::execute`].
 //!
-//! The engine owns one [`ProjectionHost`] with the built-in projections,
-//! opened on first use: `<data>/projections` for [`Engine::open`], a
-//! temporary sled database otherwise. Each tenant's runners start the first
-//! time the tenant is queried. Every query is scoped to the principal's
-//! tenant (it reads that tenant's trees only) and to their clearance.
+//! The engine owns one [`ProjectionHost`] with the built-in projections:
+//! `<data>/projections` for [`Engine::open`], a temporary sled database
+//! otherwise. Runners start when the engine opens (inside a Tokio runtime;
+//! else at the first engine call that runs in one) for every tenant the
+//! projection database knows, and for a new tenant at its first write or
+//! query — so views follow the log with no reader. Every query is scoped to
+//! the principal's tenant (it reads that tenant's trees only) and to their
+//! clearance.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -34,6 +38,8 @@ pub(super) struct ProjectionSlot {
     dir: Option<PathBuf>,
     host: OnceLock<ProjectionHost>,
     opening: std::sync::Mutex<()>,
+    /// Whether the runners of the known tenants have been started.
+    started: AtomicBool,
 }
 
 impl ProjectionSlot {
@@ -84,7 +90,8 @@ fn require_admin(principal: &Principal, action: &str) -> Result<(), QueryError> 
 }
 
 impl Engine {
-    /// The engine's projection host (opening it on first use).
+    /// The engine's projection host (opening its database on first use; it
+    /// starts no runner: opening the engine, writes and queries do).
     ///
     /// Errors: [`QueryError::Projection`] if its database cannot be opened.
     pub fn projections(&self) -> Result<&ProjectionHost, QueryError> {
@@ -102,10 +109,46 @@ impl Engine {
             Some(dir) => ProjectionHost::open(dir, self.store(), projections)?,
             None => ProjectionHost::temporary(self.store(), projections)?,
         };
-        if tokio::runtime::Handle::try_current().is_ok() {
-            host.start_known()?;
-        }
         Ok(slot.host.get_or_init(|| host))
+    }
+
+    /// Opens the projection host and, inside a Tokio runtime, starts the
+    /// runners of every tenant it knows (once; later calls are cheap).
+    ///
+    /// Errors: [`ProjectionError`] if the database cannot be opened or a
+    /// runner cannot start.
+    pub(super) fn start_projections(&self) -> Result<(), ProjectionError> {
+        let host = self.projections().map_err(|e| match e {
+            QueryError::Projection(p) => p,
+            other => ProjectionError::Store(other.to_string()),
+        })?;
+        let slot = &self.inner.projections;
+        if slot.started.load(Ordering::Acquire) || tokio::runtime::Handle::try_current().is_err() {
+            return Ok(());
+        }
+        let _guard = slot.opening.lock().unwrap_or_else(|p| p.into_inner());
+        if !slot.started.load(Ordering::Acquire) {
+            host.start_known()?;
+            slot.started.store(true, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// The projection host, with the known tenants' runners started.
+    fn host(&self) -> Result<&ProjectionHost, QueryError> {
+        self.start_projections()?;
+        self.projections()
+    }
+
+    /// Starts the runners of the known tenants and of `tenant` after a
+    /// write (a failure here must not fail the write that succeeded: the
+    /// next query reports it).
+    pub(super) fn follow_tenant(&self, tenant: &TenantId) {
+        if self.start_projections().is_ok() {
+            if let Ok(host) = self.projections() {
+                let _ = host.ensure(tenant);
+            }
+        }
     }
 
     /// Stops the projection runners and flushes their database (part of
@@ -123,7 +166,7 @@ impl Engine {
         principal: &Principal,
         consistency: Consistency,
     ) -> Result<Arc<crate::projection::Generation>, QueryError> {
-        self.projections()?
+        self.host()?
             .read(name, &principal.tenant, consistency)
             .await
     }
@@ -318,7 +361,7 @@ impl Engine {
         &self,
         principal: &Principal,
     ) -> Result<Vec<ProjectionStatus>, QueryError> {
-        Ok(self.projections()?.status(&principal.tenant)?)
+        Ok(self.host()?.status(&principal.tenant)?)
     }
 
     /// Rebuilds one of the tenant's projections in the background; the
@@ -328,7 +371,7 @@ impl Engine {
     /// [`QueryError::Projection`] for an unknown projection.
     pub fn rebuild_projection(&self, principal: &Principal, name: &str) -> Result<(), QueryError> {
         require_admin(principal, "rebuild projections")?;
-        Ok(self.projections()?.rebuild(name, &principal.tenant, None)?)
+        Ok(self.host()?.rebuild(name, &principal.tenant, None)?)
     }
 
     /// Resumes a faulted projection of the tenant from its checkpoint.
@@ -336,7 +379,7 @@ impl Engine {
     /// Errors: as [`Engine::rebuild_projection`].
     pub fn retry_projection(&self, principal: &Principal, name: &str) -> Result<(), QueryError> {
         require_admin(principal, "retry projections")?;
-        Ok(self.projections()?.retry(name, &principal.tenant)?)
+        Ok(self.host()?.retry(name, &principal.tenant)?)
     }
 
     /// Waits until every projection of the principal's tenant has reached
@@ -349,7 +392,7 @@ impl Engine {
         position: GlobalPosition,
         timeout: Duration,
     ) -> Result<(), QueryError> {
-        self.projections()?
+        self.host()?
             .wait_all(&principal.tenant, position, timeout)
             .await
     }

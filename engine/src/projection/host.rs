@@ -513,6 +513,12 @@ impl ProjectionHost {
     /// Errors: [`ProjectionError::ShutDown`]; [`ProjectionError::Store`].
     pub fn status(&self, tenant: &TenantId) -> Result<Vec<ProjectionStatus>, ProjectionError> {
         self.ensure(tenant)?;
+        Ok(self.running_status(tenant))
+    }
+
+    /// The status of the tenant's runners that are running, without
+    /// starting any (empty if none is).
+    pub fn running_status(&self, tenant: &TenantId) -> Vec<ProjectionStatus> {
         let head = self.inner.store.head_position();
         let runners = self.inner.runners.lock().unwrap_or_else(|p| p.into_inner());
         let mut out: Vec<ProjectionStatus> = runners
@@ -526,7 +532,7 @@ impl ProjectionHost {
             })
             .collect();
         out.sort_by(|a, b| a.projection.cmp(&b.projection));
-        Ok(out)
+        out
     }
 
     /// Rebuilds the tenant's projection `name` from position 0 into a fresh
