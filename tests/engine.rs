@@ -485,6 +485,7 @@ async fn concurrent_commands_on_one_case_all_land_and_snapshots_match_replay() {
             snapshot_every: 25,
             max_attempts: 64,
             cached_cases: 10_000,
+            ..EngineConfig::default()
         },
     );
     engine

@@ -1268,6 +1268,212 @@ async fn a_rebuild_serves_the_old_generation_until_the_new_one_has_caught_up() {
     host.shutdown().await.unwrap();
 }
 
+/// Counts each stream's events `version` times (so tests can tell which
+/// version built a generation); while `hold` is set its handler waits before
+/// applying anything, so a rebuild can be held mid-way.
+struct Gated {
+    version: u32,
+    hold: Arc<std::sync::atomic::AtomicBool>,
+}
+
+struct GatedHandler {
+    tree: sled::Tree,
+    step: u64,
+    hold: Arc<std::sync::atomic::AtomicBool>,
+    pending: BTreeMap<String, u64>,
+}
+
+impl Projection for Gated {
+    fn name(&self) -> &str {
+        "gated"
+    }
+    fn version(&self) -> u32 {
+        self.version
+    }
+    fn handler(&self, tree: sled::Tree) -> Box<dyn Handler> {
+        Box::new(GatedHandler {
+            tree,
+            step: u64::from(self.version),
+            hold: Arc::clone(&self.hold),
+            pending: BTreeMap::new(),
+        })
+    }
+}
+
+#[async_trait]
+impl Handler for GatedHandler {
+    async fn apply(&mut self, event: &RecordedEvent) -> Result<(), String> {
+        while self.hold.load(Ordering::Acquire) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let key = event.stream.to_string();
+        let current = match self.pending.get(&key) {
+            Some(n) => *n,
+            None => self
+                .tree
+                .get(key.as_bytes())
+                .map_err(|e| e.to_string())?
+                .map_or(0, |v| u64::from_be_bytes(v.as_ref().try_into().unwrap())),
+        };
+        self.pending.insert(key, current + self.step);
+        Ok(())
+    }
+    fn write(&mut self, changes: &mut Changes) -> Result<(), String> {
+        for (k, v) in &self.pending {
+            changes.insert(k.as_bytes(), v.to_be_bytes())?;
+        }
+        Ok(())
+    }
+    fn committed(&mut self) {
+        self.pending.clear();
+    }
+    fn discarded(&mut self) {
+        self.pending.clear();
+    }
+}
+
+fn gated_count(gen: &casebook::projection::Generation, stream: &str) -> u64 {
+    gen.tree
+        .get(stream.as_bytes())
+        .unwrap()
+        .map_or(0, |v| u64::from_be_bytes(v.as_ref().try_into().unwrap()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_projection_version_rebuilds_across_a_restart_while_the_old_one_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let hold = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let config = |version: u32| EngineConfig {
+        projections: vec![Arc::new(Gated {
+            version,
+            hold: Arc::clone(&hold),
+        })],
+        ..EngineConfig::default()
+    };
+    let kent = tenant("kent");
+    let stream = "kent/case/K-1";
+    let events_of = |engine: &Engine| {
+        let engine = engine.clone();
+        async move {
+            let id = StreamId::new(tenant("kent"), "case", "K-1").unwrap();
+            engine
+                .store()
+                .read_stream(&id, Direction::Forward, StreamVersion::START, 1000)
+                .await
+                .unwrap()
+                .len() as u64
+        }
+    };
+
+    // Version 1 builds and serves.
+    let (n, v1_generation) = {
+        let engine = Engine::open_with(dir.path(), config(1)).unwrap();
+        setup(&engine, "kent").await;
+        let last = open_incident(
+            &engine,
+            "kent",
+            "K-1",
+            json!({"summary": "a", "ward": "north"}),
+        )
+        .await;
+        let gen = engine
+            .projections()
+            .unwrap()
+            .read("gated", &kent, fresh(last))
+            .await
+            .unwrap();
+        let n = events_of(&engine).await;
+        assert_eq!((gen.version, gated_count(&gen, stream)), (1, n));
+        let number = gen.number;
+        drop(gen);
+        engine.close().await.unwrap();
+        (n, number)
+    };
+
+    // Reopened with version 2, held: version 1 keeps serving (frozen at
+    // its checkpoint) while version 2 rebuilds from position 0 beside it.
+    hold.store(true, Ordering::Release);
+    let engine = Engine::open_with(dir.path(), config(2)).unwrap();
+    let host = engine.projections().unwrap().clone();
+    let gated_status = |engine: &Engine| {
+        engine
+            .projection_status(&admin("kent"))
+            .unwrap()
+            .into_iter()
+            .find(|s| s.projection == "gated")
+            .unwrap()
+    };
+    let status = gated_status(&engine);
+    assert_eq!(
+        (status.version, status.generation),
+        (1, v1_generation),
+        "{status:?}"
+    );
+    assert_eq!(status.state, RunState::Rebuilding, "{status:?}");
+    assert_eq!(
+        status.rebuild.as_ref().map(|r| r.version),
+        Some(2),
+        "{status:?}"
+    );
+    let gen = host
+        .read("gated", &kent, Consistency::Eventual)
+        .await
+        .unwrap();
+    assert_eq!((gen.version, gated_count(&gen, stream)), (1, n));
+    drop(gen);
+    // A write meanwhile: the old generation still answers (without it);
+    // a read-your-writes wait is for the new version, which is held.
+    let out = engine
+        .execute(
+            &handler("kent"),
+            "K-1",
+            CaseCommand::AddNote {
+                text: "called the victim".into(),
+            },
+            ctx("update"),
+        )
+        .await
+        .unwrap();
+    let p = out.position.unwrap();
+    let err = host
+        .wait_for("gated", &kent, p, Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, QueryError::Timeout { .. }), "{err}");
+    let gen = host
+        .read("gated", &kent, Consistency::Eventual)
+        .await
+        .unwrap();
+    assert_eq!((gen.version, gated_count(&gen, stream)), (1, n));
+    drop(gen);
+    // The other projections are not held back.
+    let view = engine
+        .case_view(&handler("kent"), "K-1", fresh(p))
+        .await
+        .unwrap();
+    assert_eq!(view.view.notes.len(), 1);
+
+    // Released: version 2 catches up and swaps in, complete.
+    hold.store(false, Ordering::Release);
+    let gen = host.read("gated", &kent, fresh(p)).await.unwrap();
+    assert_eq!(gen.version, 2);
+    assert_eq!(gated_count(&gen, stream), 2 * events_of(&engine).await);
+    let v2_generation = gen.number;
+    drop(gen);
+    let status = gated_status(&engine);
+    assert_eq!(status.version, 2);
+    assert!(status.rebuild.is_none(), "{status:?}");
+    engine.close().await.unwrap();
+    drop((host, engine));
+
+    // Opened again with version 2: it serves at once, nothing to rebuild.
+    let engine = Engine::open_with(dir.path(), config(2)).unwrap();
+    let status = gated_status(&engine);
+    assert_eq!((status.version, status.generation), (2, v2_generation));
+    assert!(status.rebuild.is_none(), "{status:?}");
+    engine.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_faulted_projection_stops_alone_and_resumes_on_retry() {
     let store = MemoryStore::new();

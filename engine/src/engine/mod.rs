@@ -49,6 +49,11 @@ pub struct EngineConfig {
     /// hot case reads only the events appended since. 0 turns it off.
     /// Default 10,000.
     pub cached_cases: usize,
+    /// Read models the engine hosts beside the built-in ones (names must
+    /// differ from theirs and each other). A new version of one rebuilds in
+    /// the background at the next open while the old one serves (see
+    /// [`crate::projection::Projection`]). Default: none.
+    pub projections: Vec<Arc<dyn crate::projection::Projection>>,
 }
 
 impl Default for EngineConfig {
@@ -57,6 +62,7 @@ impl Default for EngineConfig {
             snapshot_every: 100,
             max_attempts: 8,
             cached_cases: 10_000,
+            projections: Vec::new(),
         }
     }
 }

@@ -104,7 +104,8 @@ impl Engine {
             return Ok(h);
         }
         let resolver = Arc::new(EngineDefinitions(Arc::downgrade(&self.inner)));
-        let projections = builtin::projections(resolver);
+        let mut projections = builtin::projections(resolver);
+        projections.extend(self.inner.config.projections.iter().cloned());
         let host = match &slot.dir {
             Some(dir) => ProjectionHost::open(dir, self.store(), projections)?,
             None => ProjectionHost::temporary(self.store(), projections)?,

@@ -330,12 +330,27 @@ impl ProjectionHost {
             None => MetaRecord::default(),
         };
         let version = projection.version();
-        if record.active.is_some_and(|g| g.version != version) {
-            record.active = None;
-        }
         if record.building.is_some_and(|g| g.version != version) {
             record.building = None;
         }
+        // An older generation this version can read keeps serving (frozen)
+        // while this version builds its own: an upgrade with no gap.
+        let frozen = match record.active {
+            Some(g) if g.version != version && projection.can_serve(g.version) => {
+                if record.building.is_none() {
+                    record.building = Some(GenRef {
+                        number: inner.db.generate_id()?,
+                        version,
+                    });
+                }
+                true
+            }
+            Some(g) if g.version != version => {
+                record.active = None;
+                false
+            }
+            _ => false,
+        };
         if record.active.is_none() {
             // A rebuild of this version that was under way becomes the
             // active generation; otherwise start one from the beginning.
@@ -375,6 +390,15 @@ impl ProjectionHost {
             None => return Err(ProjectionError::Store("no active generation".into())),
         };
         let building = record.building.map(open).transpose()?;
+        // Until the runner's first report: where the trees stand.
+        let checkpoint = runner::read_checkpoint(&active.tree).ok().flatten();
+        let rebuild = building.as_ref().map(|b| RebuildStatus {
+            version: b.version,
+            generation: b.number,
+            position: runner::read_checkpoint(&b.tree).ok().flatten(),
+            events_per_second: 0.0,
+            fault: None,
+        });
         let (control, control_rx) = mpsc::unbounded_channel();
         let runner = Arc::new(Runner {
             name: name.clone(),
@@ -386,13 +410,17 @@ impl ProjectionHost {
                 tenant: tenant.clone(),
                 version: active.version,
                 generation: active.number,
-                state: RunState::CatchingUp,
-                position: None,
-                reached: None,
+                state: if frozen {
+                    RunState::Rebuilding
+                } else {
+                    RunState::CatchingUp
+                },
+                position: checkpoint,
+                reached: checkpoint,
                 head: inner.store.head_position(),
                 lag: 0,
                 events_per_second: 0.0,
-                rebuild: None,
+                rebuild,
             }),
             control,
         });
@@ -404,6 +432,7 @@ impl ProjectionHost {
             meta_key: key,
             projection: Arc::clone(&projection),
             active,
+            frozen,
             building: building.map(|b| (b, projection)),
             control: control_rx,
             shutdown: inner.shutdown.subscribe(),

@@ -61,11 +61,19 @@ pub const RESERVED_PREFIX: u8 = 0x00;
 /// A read model built from the log.
 ///
 /// The name identifies the projection's storage; the version says which
-/// storage layout and logic its handlers write. When a host opens storage
-/// built by another version (an upgrade across a restart), that generation
-/// is dropped and rebuilt from position 0; to upgrade with no gap in
-/// service, hand the new version to [`ProjectionHost::rebuild`] at run time
-/// so the old one keeps serving until the new one has caught up.
+/// storage layout and logic its handlers write.
+///
+/// **Upgrades.** When a host opens storage built by an older version that
+/// this one [can serve](Projection::can_serve) (an upgrade across a
+/// restart), the old generation keeps serving queries — frozen at its
+/// checkpoint, since only its own version's code could follow the log —
+/// while the new version rebuilds from position 0 in a fresh tree; the host
+/// swaps when the new one has caught up. Read-your-writes waits are
+/// answered by the new generation, once swapped in. Storage of a version it
+/// cannot serve (a newer one, after a downgrade, or an incompatible layout)
+/// is dropped and rebuilt from position 0 with nothing served meanwhile. At
+/// run time, [`ProjectionHost::rebuild`] with a replacement upgrades with
+/// the old version following the log throughout.
 pub trait Projection: Send + Sync + 'static {
     /// A stable name, e.g. `cases` (letters, digits, `_`, `-`).
     fn name(&self) -> &str;
@@ -75,6 +83,18 @@ pub trait Projection: Send + Sync + 'static {
 
     /// A handler that writes into `tree` (one generation of one tenant).
     fn handler(&self, tree: sled::Tree) -> Box<dyn Handler>;
+
+    /// Whether this version's queries can read a generation built by
+    /// `stored` while its own is being built. Default: any older version.
+    fn can_serve(&self, stored: u32) -> bool {
+        stored < self.version()
+    }
+}
+
+impl std::fmt::Debug for dyn Projection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} v{}", self.name(), self.version())
+    }
 }
 
 /// Folds events into one generation's tree, a batch at a time.

@@ -39,6 +39,10 @@ pub(crate) struct RunnerCtx {
     pub meta_key: Vec<u8>,
     pub projection: Arc<dyn Projection>,
     pub active: Arc<Generation>,
+    /// The active generation was built by an older version: it serves as it
+    /// is (no handler of its version exists to follow the log) until the
+    /// building one swaps in.
+    pub frozen: bool,
     pub building: Option<(Arc<Generation>, Arc<dyn Projection>)>,
     pub control: mpsc::UnboundedReceiver<Control>,
     pub shutdown: watch::Receiver<bool>,
@@ -93,9 +97,11 @@ struct Lane {
     caught_up: bool,
     fault: Option<(GlobalPosition, String)>,
     rate: Rate,
+    /// Serves without following the log (an older version's generation).
+    frozen: bool,
 }
 
-fn read_checkpoint(tree: &sled::Tree) -> Result<Option<GlobalPosition>, String> {
+pub(crate) fn read_checkpoint(tree: &sled::Tree) -> Result<Option<GlobalPosition>, String> {
     match tree.get(CHECKPOINT_KEY).map_err(|e| e.to_string())? {
         None => Ok(None),
         Some(v) => {
@@ -135,7 +141,15 @@ impl Lane {
             caught_up: false,
             fault,
             rate: Rate::default(),
+            frozen: false,
         })
+    }
+
+    /// A lane that serves `gen` as it is and never applies an event.
+    fn frozen(mut self) -> Lane {
+        self.frozen = true;
+        self.caught_up = true;
+        self
     }
 
     /// Applies up to one batch. Returns how many events it applied; sets
@@ -145,7 +159,7 @@ impl Lane {
         store: &Arc<dyn EventStore>,
         batch_size: usize,
     ) -> Result<usize, LogError> {
-        if self.fault.is_some() {
+        if self.fault.is_some() || self.frozen {
             return Ok(0);
         }
         let head = store.head_position();
@@ -319,16 +333,15 @@ pub(crate) async fn run(ctx: RunnerCtx) {
 impl Task {
     async fn open_lanes(&mut self) -> Result<(), LogError> {
         let c = &self.ctx;
-        self.active = Some(
-            Lane::open(
-                &c.store,
-                &c.runner,
-                Arc::clone(&c.active),
-                Arc::clone(&c.projection),
-                c.batch_size,
-            )
-            .await?,
-        );
+        let active = Lane::open(
+            &c.store,
+            &c.runner,
+            Arc::clone(&c.active),
+            Arc::clone(&c.projection),
+            c.batch_size,
+        )
+        .await?;
+        self.active = Some(if c.frozen { active.frozen() } else { active });
         if let Some((gen, projection)) = &c.building {
             self.building = Some(
                 Lane::open(
@@ -366,8 +379,11 @@ impl Task {
                     Some(l) => Some(reopen(l)),
                     None => Some((Arc::clone(&c.active), Arc::clone(&c.projection))),
                 };
+                let frozen = self.active.as_ref().is_some_and(|l| l.frozen)
+                    || (self.active.is_none() && c.frozen);
                 if let Some((gen, projection)) = active {
                     match Lane::open(&c.store, &c.runner, gen, projection, c.batch_size).await {
+                        Ok(lane) if frozen => self.active = Some(lane.frozen()),
                         Ok(lane) => self.active = Some(lane),
                         Err(e) => self.fault_active(GlobalPosition::START, e.to_string()),
                     }
