@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::sync::mpsc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, watch};
 
@@ -26,6 +27,12 @@ use crate::log::types::{
 
 /// Stream heads kept in memory before the cache is cleared.
 const HEAD_CACHE_LIMIT: usize = 200_000;
+/// How long the idle writer polls for the next append before it sleeps:
+/// a caller that appends again right after its answer is taken without the
+/// cost of waking a sleeping thread.
+const SPIN: Duration = Duration::from_micros(50);
+/// The longest a group waits for stragglers (see [`Writer::gather`]).
+const MAX_GATHER_WAIT: Duration = Duration::from_micros(500);
 
 pub(crate) struct AppendRequest {
     pub stream: StreamId,
@@ -69,30 +76,37 @@ enum Outcome {
     ),
 }
 
+/// The next message: polled for [`SPIN`], then waited for.
+fn next_message(rx: &mpsc::Receiver<Message>) -> Option<Message> {
+    let start = Instant::now();
+    loop {
+        match rx.try_recv() {
+            Ok(m) => return Some(m),
+            Err(mpsc::TryRecvError::Disconnected) => return None,
+            Err(mpsc::TryRecvError::Empty) if start.elapsed() < SPIN => {
+                std::thread::yield_now();
+            }
+            Err(mpsc::TryRecvError::Empty) => return rx.recv().ok(),
+        }
+    }
+}
+
+/// What the writer learnt from the last group, to size the next.
+#[derive(Default)]
+struct Pace {
+    /// Appends in the last group.
+    appends: usize,
+    /// How long its `fdatasync` took.
+    sync: Duration,
+}
+
 impl Writer {
     pub fn run(mut self, rx: mpsc::Receiver<Message>) {
         let mut failed: Option<String> = None;
         let mut buf = Vec::with_capacity(1 << 20);
-        while let Ok(first) = rx.recv() {
-            let mut group = Vec::new();
-            let mut shutdown = None;
-            let mut bytes = 0;
-            let mut next = Some(first);
-            while let Some(message) = next.take() {
-                match message {
-                    Message::Append(r) => {
-                        bytes += r.events.iter().map(EventData::size).sum::<usize>();
-                        group.push(r);
-                    }
-                    Message::Shutdown(done) => {
-                        shutdown = Some(done);
-                        break;
-                    }
-                }
-                if bytes < self.max_group_bytes {
-                    next = rx.try_recv().ok();
-                }
-            }
+        let mut pace = Pace::default();
+        while let Some(first) = next_message(&rx) {
+            let (group, shutdown) = self.gather(&rx, first, &pace);
             if group.is_empty() {
                 // Only a shutdown: nothing to write.
             } else if let Some(reason) = &failed {
@@ -101,8 +115,12 @@ impl Writer {
                         reason: reason.clone(),
                     }));
                 }
-            } else if let Err(e) = self.commit_group(group, &mut buf) {
-                failed = Some(e);
+            } else {
+                let appends = group.len();
+                match self.commit_group(group, &mut buf) {
+                    Ok(sync) => pace = Pace { appends, sync },
+                    Err(e) => failed = Some(e),
+                }
             }
             if let Some(done) = shutdown {
                 let _ = done.send(());
@@ -111,8 +129,59 @@ impl Writer {
         }
     }
 
-    /// Commits one group; `Err` means the store must stop accepting appends.
-    fn commit_group(&mut self, group: Vec<AppendRequest>, buf: &mut Vec<u8>) -> Result<(), String> {
+    /// Gathers a group: everything already queued and, when the last group
+    /// was larger than what is queued now, the stragglers of the same crowd
+    /// of callers — waiting at most as long as the last `fdatasync` took
+    /// (capped by [`MAX_GATHER_WAIT`]). Callers answered together append
+    /// again together, but not quite at once; without the wait, groups
+    /// alternate between a handful and the rest, and each pays a full sync.
+    /// A lone caller never waits: its last group had one append.
+    fn gather(
+        &self,
+        rx: &mpsc::Receiver<Message>,
+        first: Message,
+        pace: &Pace,
+    ) -> (Vec<AppendRequest>, Option<oneshot::Sender<()>>) {
+        let mut group = Vec::new();
+        let mut bytes = 0;
+        let deadline = Instant::now() + pace.sync.min(MAX_GATHER_WAIT);
+        let want = pace.appends * 3 / 4;
+        let mut next = Some(first);
+        while let Some(message) = next.take() {
+            match message {
+                Message::Append(r) => {
+                    bytes += r.events.iter().map(EventData::size).sum::<usize>();
+                    group.push(r);
+                }
+                Message::Shutdown(done) => return (group, Some(done)),
+            }
+            if bytes >= self.max_group_bytes {
+                break;
+            }
+            next = match rx.try_recv() {
+                Ok(m) => Some(m),
+                Err(mpsc::TryRecvError::Disconnected) => None,
+                Err(mpsc::TryRecvError::Empty) if group.len() < want => {
+                    let now = Instant::now();
+                    if now < deadline {
+                        rx.recv_timeout(deadline - now).ok()
+                    } else {
+                        None
+                    }
+                }
+                Err(mpsc::TryRecvError::Empty) => None,
+            };
+        }
+        (group, None)
+    }
+
+    /// Commits one group; returns how long its sync took. `Err` means the
+    /// store must stop accepting appends.
+    fn commit_group(
+        &mut self,
+        group: Vec<AppendRequest>,
+        buf: &mut Vec<u8>,
+    ) -> Result<Duration, String> {
         buf.clear();
         let recorded = Timestamp::now();
         let group_start = self.offset;
@@ -168,9 +237,11 @@ impl Writer {
         }
 
         let mut fatal = None;
+        let mut sync = Duration::ZERO;
         if !accepted.is_empty() {
-            if let Err(e) = self.write_and_index(buf, &accepted) {
-                fatal = Some(e.to_string());
+            match self.write_and_index(buf, &accepted) {
+                Ok(took) => sync = took,
+                Err(e) => fatal = Some(e.to_string()),
             }
         }
         let mut replies: Vec<Option<Accepted>> = accepted.into_iter().map(Some).collect();
@@ -214,7 +285,7 @@ impl Writer {
         if self.heads.len() > HEAD_CACHE_LIMIT {
             self.heads.clear();
         }
-        Ok(())
+        Ok(sync)
     }
 
     /// Checks one append against the stored log and the group so far.
@@ -267,14 +338,18 @@ impl Writer {
         Ok(None)
     }
 
-    fn write_and_index(&mut self, buf: &[u8], accepted: &[Accepted]) -> Result<(), LogError> {
+    /// Writes and syncs the group's records and indexes them; returns how
+    /// long the write and sync took.
+    fn write_and_index(&mut self, buf: &[u8], accepted: &[Accepted]) -> Result<Duration, LogError> {
         let path = || self.segments.fs.path(self.segment).display().to_string();
+        let started = Instant::now();
         self.file
             .write_all_at(buf, self.offset)
             .map_err(|e| LogError::io(format!("writing to {}", path()), e))?;
         self.file
             .sync_data()
             .map_err(|e| LogError::io(format!("syncing {}", path()), e))?;
+        let took = started.elapsed();
         self.offset += buf.len() as u64;
 
         let records: Vec<IndexedRecord> = accepted
@@ -298,7 +373,7 @@ impl Writer {
         )?;
         self.shared.set_head(head);
         self.head_tx.send_replace(Some(head));
-        Ok(())
+        Ok(took)
     }
 
     /// Starts a new segment: header synced, then the directory synced.
