@@ -994,6 +994,191 @@ async fn runners_start_when_the_engine_opens_and_keep_up_with_no_reader() {
     engine.close().await.unwrap();
 }
 
+const FOI: &str = include_str!("../examples/definitions/foi-request.toml");
+
+/// Counts, independently of the engine, the working days in `(from, to]`
+/// (weekdays that are neither bank holidays nor in `extra`), and whether
+/// `to` is itself one.
+fn working_days_between(from: Timestamp, to: Timestamp, extra: &[i64]) -> (i64, bool) {
+    use casebook::projection::calendar::{day_number, ENGLAND_AND_WALES_BANK_HOLIDAYS};
+    let holidays: Vec<i64> = ENGLAND_AND_WALES_BANK_HOLIDAYS
+        .iter()
+        .map(|&(y, m, d)| {
+            day_number(
+                casebook::projection::calendar::Date::from_calendar_date(
+                    y,
+                    m.try_into().unwrap(),
+                    d,
+                )
+                .unwrap(),
+            )
+        })
+        .collect();
+    let working =
+        |day: i64| (day + 3).rem_euclid(7) < 5 && !holidays.contains(&day) && !extra.contains(&day);
+    const DAY: i64 = 86_400_000_000;
+    let (a, b) = (from.0.div_euclid(DAY), to.0.div_euclid(DAY));
+    assert_eq!(
+        from.0.rem_euclid(DAY),
+        to.0.rem_euclid(DAY),
+        "same time of day"
+    );
+    (
+        (a + 1..=b).filter(|d| working(*d)).count() as i64,
+        working(b),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn working_day_deadlines_follow_bank_holidays_and_the_tenants_calendar() {
+    use casebook::case::DeadlineDue;
+    use casebook::projection::calendar::{date_of, Date, WorkingCalendar};
+    let engine = Engine::in_memory();
+    for t in ["kent", "essex"] {
+        engine.deploy(&admin(t), FOI, Format::Toml).await.unwrap();
+    }
+    let foi = |t: &str| Principal::new(tenant(t), "foi-7").with_roles(["foi_officer"]);
+    let open = |t: &'static str| {
+        let engine = engine.clone();
+        async move {
+            let mut req = OpenCase::new(
+                "foi_request",
+                fields(json!({"requester": "P-1", "received_on": "2026-11-02",
+                              "request_text": "burglary figures"})),
+            );
+            req.case_id = Some(format!("FOI-{t}"));
+            engine
+                .open_case(&foi(t), req)
+                .await
+                .unwrap()
+                .position
+                .unwrap()
+        }
+    };
+    open("kent").await;
+    let p = open("essex").await;
+    let statutory = |t: &'static str, c: Consistency| {
+        let engine = engine.clone();
+        async move {
+            let page = engine
+                .deadlines(
+                    &foi(t),
+                    &DeadlineQuery {
+                        due_before: Timestamp(i64::MAX),
+                        now: Timestamp::now(),
+                        case_type: Some("foi_request".into()),
+                        page: PageRequest::default(),
+                    },
+                    c,
+                )
+                .await
+                .unwrap();
+            page.items
+                .into_iter()
+                .find(|d| d.deadline.as_str() == "statutory_20_working_days")
+                .unwrap()
+        }
+    };
+    let before = statutory("kent", fresh(p)).await;
+    let DeadlineDue::WorkingDays { days: 20, from } = before.due else {
+        panic!("a working-day deadline: {:?}", before.due);
+    };
+    assert_eq!(working_days_between(from, before.due_at, &[]), (20, true));
+
+    // Kent closes for the next 30 calendar days (after the clock started):
+    // the running deadline moves past them; Essex's does not.
+    const DAY: i64 = 86_400_000_000;
+    let first = from.0.div_euclid(DAY) + 1;
+    let closed: Vec<i64> = (first..first + 30).collect();
+    let dates: Vec<Date> = closed.iter().map(|d| date_of(*d).unwrap()).collect();
+    let err = engine
+        .set_non_working_days(&foi("kent"), &dates, ctx("closure"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("administrator"), "{err}");
+    let at = engine
+        .set_non_working_days(&admin("kent"), &dates, ctx("force closure"))
+        .await
+        .unwrap();
+    assert_eq!(
+        engine.working_calendar(&admin("kent")).await.unwrap(),
+        WorkingCalendar::with_non_working_days(dates.clone())
+    );
+    assert_eq!(
+        engine.working_calendar(&admin("essex")).await.unwrap(),
+        WorkingCalendar::default()
+    );
+    let after = statutory("kent", fresh(at)).await;
+    assert_eq!(after.due, before.due, "the runtime's record is unchanged");
+    assert!(after.due_at.0 > before.due_at.0 + 20 * DAY, "{after:?}");
+    assert_eq!(
+        working_days_between(from, after.due_at, &closed),
+        (20, true)
+    );
+    let essex = statutory("essex", fresh(at)).await;
+    let DeadlineDue::WorkingDays {
+        from: essex_from, ..
+    } = essex.due
+    else {
+        panic!("a working-day deadline: {:?}", essex.due);
+    };
+    assert_eq!(
+        working_days_between(essex_from, essex.due_at, &[]),
+        (20, true)
+    );
+    assert!(essex.due_at.0 < after.due_at.0);
+    // A case opened after the change is counted with the calendar too.
+    let mut req = OpenCase::new(
+        "foi_request",
+        fields(json!({"requester": "P-2", "received_on": "2026-11-03",
+                      "request_text": "stop and search"})),
+    );
+    req.case_id = Some("FOI-kent-2".into());
+    let p2 = engine
+        .open_case(&foi("kent"), req)
+        .await
+        .unwrap()
+        .position
+        .unwrap();
+    let later = engine
+        .deadlines(
+            &foi("kent"),
+            &DeadlineQuery {
+                due_before: Timestamp(i64::MAX),
+                now: Timestamp::now(),
+                case_type: None,
+                page: PageRequest::first(100),
+            },
+            fresh(p2),
+        )
+        .await
+        .unwrap();
+    let mut counted = 0;
+    for d in later.items.iter().filter(|d| d.case_id == "FOI-kent-2") {
+        let DeadlineDue::WorkingDays { days, from } = d.due else {
+            continue;
+        };
+        let extra: Vec<i64> = closed.clone();
+        assert_eq!(
+            working_days_between(from, d.due_at, &extra),
+            (i64::from(days), true)
+        );
+        counted += 1;
+    }
+    assert_eq!(counted, 2, "both statutory clocks of the new case");
+    // The calendar is in the log: a rebuild derives the same times.
+    let kept = dump(&engine, "kent", "cases").await;
+    rebuild_all(&engine, "kent").await;
+    assert_eq!(dump(&engine, "kent", "cases").await, kept);
+    // Cleared again: back to bank holidays and weekends only.
+    let at = engine
+        .set_non_working_days(&admin("kent"), &[], ctx("reopened"))
+        .await
+        .unwrap();
+    assert_eq!(statutory("kent", fresh(at)).await.due_at, before.due_at);
+    engine.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_queries_get_typed_errors() {
     let engine = Engine::in_memory();

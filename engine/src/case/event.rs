@@ -43,8 +43,8 @@ pub enum DeadlineDue {
         /// The due instant.
         due: Timestamp,
     },
-    /// A number of working days from a start; the tenant calendar (held by
-    /// the orchestration layer) turns it into an instant.
+    /// A number of working days from a start; the tenant's working-day
+    /// calendar (`projection::calendar`) turns it into an instant.
     WorkingDays {
         /// Working days allowed.
         days: u32,

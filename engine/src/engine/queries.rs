@@ -11,6 +11,7 @@
 //! the principal's tenant (it reads that tenant's trees only) and to their
 //! clearance.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
@@ -21,8 +22,12 @@ use async_trait::async_trait;
 use super::{CaseOutcome, CommandContext, Engine, EngineError, Inner, ADMIN_ROLE};
 use crate::case::{CaseCommand, CaseError, InstanceId, ItemRef};
 use crate::definition::CaseDefinition;
-use crate::log::{GlobalPosition, TenantId};
+use crate::log::codec::DomainEvent;
+use crate::log::{
+    Direction, ExpectedVersion, GlobalPosition, Metadata, Source, StreamId, TenantId,
+};
 use crate::projection::builtin::{self, DefinitionResolver};
+use crate::projection::calendar::{self, CalendarEvent, WorkingCalendar};
 use crate::projection::query::{
     CaseSummary, DeadlineEntry, DeadlineQuery, Page, PageRequest, ProjectedCase, SearchQuery,
     TimelineEntry, WorkItem, WorkQueueQuery,
@@ -353,6 +358,85 @@ impl Engine {
             })
         })?;
         Ok(ItemRef::instance(inst.key.as_str(), instance))
+    }
+
+    /// Sets the tenant's own non-working days (replacing any earlier list),
+    /// on top of weekends and the England and Wales bank holidays, for every
+    /// deadline counted in working days. Stored as a `NonWorkingDaysSet`
+    /// event in `<tenant>/calendar/working-days`; the deadline and work
+    /// queue views re-derive the due times of running working-day deadlines
+    /// when they reach it. Returns the event's position (for
+    /// read-your-writes waits).
+    ///
+    /// Errors: [`EngineError::Forbidden`] without the `administrator` role;
+    /// [`EngineError::Log`] (including a list too large for one event).
+    pub async fn set_non_working_days(
+        &self,
+        principal: &Principal,
+        days: &[calendar::Date],
+        context: CommandContext,
+    ) -> Result<GlobalPosition, EngineError> {
+        if !principal.has_role(ADMIN_ROLE) {
+            return Err(EngineError::Forbidden {
+                principal: principal.to_string(),
+                action: "set the working-day calendar".into(),
+                needed: vec![ADMIN_ROLE.into()],
+            });
+        }
+        let set: BTreeSet<calendar::Date> = days.iter().copied().collect();
+        let event = CalendarEvent::NonWorkingDaysSet {
+            days: set.into_iter().map(calendar::format_date).collect(),
+        };
+        let stream = StreamId::new(
+            principal.tenant.clone(),
+            calendar::CATEGORY,
+            calendar::STREAM_ID,
+        )?;
+        let mut metadata = Metadata::new(
+            principal.actor(),
+            context.source.unwrap_or_else(|| Source::system("casebook")),
+        )
+        .with_correlation(context.correlation_id.unwrap_or_default());
+        metadata.reason = context.reason;
+        let result = self
+            .store()
+            .append(
+                &stream,
+                ExpectedVersion::Any,
+                vec![event.to_event_data(metadata)?],
+            )
+            .await?;
+        self.follow_tenant(&principal.tenant);
+        Ok(result.last_position)
+    }
+
+    /// The tenant's working-day calendar as last set (weekends and the
+    /// England and Wales bank holidays if never set).
+    ///
+    /// Errors: [`EngineError::Log`]; [`EngineError::Codec`] for an event
+    /// that does not decode; [`EngineError::Snapshot`] for a stored day that
+    /// is not a date.
+    pub async fn working_calendar(
+        &self,
+        principal: &Principal,
+    ) -> Result<WorkingCalendar, EngineError> {
+        let stream = StreamId::new(
+            principal.tenant.clone(),
+            calendar::CATEGORY,
+            calendar::STREAM_ID,
+        )?;
+        let Some(version) = self.store().stream_version(&stream).await? else {
+            return Ok(WorkingCalendar::default());
+        };
+        let last = self
+            .store()
+            .read_stream(&stream, Direction::Forward, version, 1)
+            .await?;
+        match last.first() {
+            None => Ok(WorkingCalendar::default()),
+            Some(e) => WorkingCalendar::from_event(&CalendarEvent::from_recorded(e)?)
+                .map_err(EngineError::Snapshot),
+        }
     }
 
     /// The status of the principal's tenant's projections.

@@ -20,6 +20,13 @@
 //! | `A` | assignee + due + case id + instance | [`WorkItem`] |
 //! | `M` | team + due + case id + instance | [`WorkItem`] |
 //! | `L` | due + case id + deadline + instance | [`DeadlineEntry`] |
+//! | `K` | case id | — (its rows depend on the working-day calendar) |
+//! | `Y` | — | the tenant's [`WorkingCalendar`] as of the checkpoint |
+//!
+//! Working-day deadlines are turned into instants with the tenant's
+//! [`WorkingCalendar`] (see [`super::calendar`]), which the handler follows
+//! from the tenant's calendar events: when it changes, every case listed
+//! under `K` is re-derived in the same batch.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -28,6 +35,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::builtin::{DefinitionCache, DefinitionResolver};
+use super::calendar::{self, CalendarEvent, WorkingCalendar};
 use super::error::QueryError;
 use super::keys::{self, f64_bytes, prefix_end, Key};
 use super::query::{
@@ -64,6 +72,8 @@ const P_ROLE: u8 = b'W';
 const P_ASSIGNEE: u8 = b'A';
 const P_TEAM: u8 = b'M';
 const P_DEADLINE: u8 = b'L';
+const P_WORKDAYS: u8 = b'K';
+const CALENDAR_KEY: &[u8] = b"Y";
 
 const A_TYPE: &[u8] = b"t";
 const A_STATUS: &[u8] = b"s";
@@ -109,8 +119,15 @@ impl Projection for CasesProjection {
     }
 
     fn handler(&self, tree: sled::Tree) -> Box<dyn Handler> {
+        let (calendar, fault) = match load_calendar(&tree) {
+            Ok(c) => (c, None),
+            Err(e) => (WorkingCalendar::default(), Some(e)),
+        };
         Box::new(CasesHandler {
             tree,
+            calendar,
+            calendar_changed: false,
+            fault,
             defs: DefinitionCache::new(Arc::clone(&self.resolver)),
             infos: HashMap::new(),
             cache: HashMap::new(),
@@ -200,6 +217,12 @@ type Pending = (Option<Arc<Held>>, CaseRecord, Option<Arc<DefInfo>>);
 
 struct CasesHandler {
     tree: sled::Tree,
+    /// The tenant's working-day calendar (as committed, or as this batch
+    /// changed it).
+    calendar: WorkingCalendar,
+    calendar_changed: bool,
+    /// The stored calendar could not be read: every event fails with this.
+    fault: Option<String>,
     defs: DefinitionCache,
     infos: HashMap<(String, u32), Arc<DefInfo>>,
     /// Committed cases (what the tree holds).
@@ -211,6 +234,38 @@ struct CasesHandler {
 }
 
 impl CasesHandler {
+    /// The tenant's calendar changes: every committed case whose rows it
+    /// shapes joins the batch with its rows as committed (derived with the
+    /// old calendar), so that `write` replaces them with rows derived with
+    /// the new one.
+    async fn calendar_changes(
+        &mut self,
+        tenant: &TenantId,
+        calendar: WorkingCalendar,
+    ) -> Result<(), String> {
+        let prefix = [P_WORKDAYS];
+        let mut ids = Vec::new();
+        for k in self.tree.scan_prefix(prefix).keys() {
+            let k = k.map_err(|e| e.to_string())?;
+            let id = String::from_utf8(k[1..].to_vec())
+                .map_err(|_| "a stored case id is not UTF-8".to_string())?;
+            ids.push(id);
+        }
+        for id in ids {
+            if self.pending.contains_key(&id) {
+                continue;
+            }
+            if let Some(held) = self.held(tenant, &id).await? {
+                let record = held.record.clone();
+                let info = held.info.clone();
+                self.pending.insert(id, (Some(held), record, info));
+            }
+        }
+        self.calendar = calendar;
+        self.calendar_changed = true;
+        Ok(())
+    }
+
     async fn info(
         &mut self,
         tenant: &TenantId,
@@ -248,7 +303,7 @@ impl CasesHandler {
         let record: CaseRecord = rmp_serde::from_slice(&bytes)
             .map_err(|e| format!("stored case {case_id} does not decode: {e}"))?;
         let info = self.info(tenant, &record.state).await?;
-        let rows = rows(case_id, &record, info.as_deref());
+        let rows = rows(case_id, &record, info.as_deref(), &self.calendar);
         Ok(Some(Arc::new(Held { record, info, rows })))
     }
 }
@@ -256,11 +311,19 @@ impl CasesHandler {
 #[async_trait]
 impl Handler for CasesHandler {
     async fn apply(&mut self, event: &RecordedEvent) -> Result<(), String> {
+        if let Some(e) = &self.fault {
+            return Err(e.clone());
+        }
+        let tenant = event.stream.tenant().clone();
+        if event.stream.category() == calendar::CATEGORY {
+            let decoded = CalendarEvent::from_recorded(event).map_err(|e| e.to_string())?;
+            let new = WorkingCalendar::from_event(&decoded)?;
+            return self.calendar_changes(&tenant, new).await;
+        }
         if event.stream.category() != "case" {
             return Ok(());
         }
         let case_id = event.stream.id();
-        let tenant = event.stream.tenant().clone();
         let decoded = CaseEvent::from_recorded(event).map_err(|e| e.to_string())?;
         if !self.pending.contains_key(case_id) {
             let before = self.held(&tenant, case_id).await?;
@@ -308,8 +371,12 @@ impl Handler for CasesHandler {
     }
 
     fn write(&mut self, changes: &mut Changes) -> Result<(), String> {
+        if self.calendar_changed {
+            let bytes = rmp_serde::to_vec_named(&self.calendar).map_err(|e| e.to_string())?;
+            changes.insert(CALENDAR_KEY, bytes)?;
+        }
         for (case_id, (before, record, info)) in self.pending.drain() {
-            let new_rows = rows(&case_id, &record, info.as_deref());
+            let new_rows = rows(&case_id, &record, info.as_deref(), &self.calendar);
             let empty = BTreeMap::new();
             let old_rows = before.as_ref().map_or(&empty, |h| &h.rows);
             for k in old_rows.keys() {
@@ -337,6 +404,7 @@ impl Handler for CasesHandler {
     }
 
     fn committed(&mut self) {
+        self.calendar_changed = false;
         if self.cache.len() + self.written.len() > CACHE_CASES {
             self.cache.clear();
         }
@@ -348,6 +416,13 @@ impl Handler for CasesHandler {
     fn discarded(&mut self) {
         self.pending.clear();
         self.written.clear();
+        if self.calendar_changed {
+            self.calendar_changed = false;
+            match load_calendar(&self.tree) {
+                Ok(c) => self.calendar = c,
+                Err(e) => self.fault = Some(e),
+            }
+        }
         // The tree is the truth; cached rows of a failed batch are not.
         self.cache.clear();
     }
@@ -409,33 +484,10 @@ pub fn words(text: &str) -> impl Iterator<Item = String> + '_ {
         .map(str::to_lowercase)
 }
 
-/// Monday-to-Friday working days after `from` (bank holidays are the tenant
-/// calendar's; this is the ordering estimate).
-pub fn add_working_days(from: Timestamp, days: u32) -> Timestamp {
-    const DAY: i64 = 86_400_000_000;
-    let mut day = from.0.div_euclid(DAY);
-    let offset = from.0.rem_euclid(DAY);
-    // 1970-01-01 was a Thursday: weekday 0 = Monday.
-    let weekday = |d: i64| (d + 3).rem_euclid(7);
-    let mut left = i64::from(days);
-    day += (left / 5) * 7;
-    left %= 5;
-    while left > 0 {
-        day += 1;
-        if weekday(day) < 5 {
-            left -= 1;
-        }
-    }
-    while weekday(day) >= 5 && days > 0 {
-        day += 1;
-    }
-    Timestamp(day.saturating_mul(DAY).saturating_add(offset))
-}
-
-fn due_at(due: &DeadlineDue) -> Timestamp {
+fn due_at(due: &DeadlineDue, calendar: &WorkingCalendar) -> Timestamp {
     match *due {
         DeadlineDue::At { due } => due,
-        DeadlineDue::WorkingDays { days, from } => add_working_days(from, days),
+        DeadlineDue::WorkingDays { days, from } => calendar.add_working_days(from, days),
     }
 }
 
@@ -443,8 +495,22 @@ fn field_class(def: &FieldDef, case: Classification) -> Classification {
     def.classification.unwrap_or_default().max(case)
 }
 
+/// The tenant's calendar as a tree stores it (none stored: the default).
+fn load_calendar(tree: &sled::Tree) -> Result<WorkingCalendar, String> {
+    match tree.get(CALENDAR_KEY).map_err(|e| e.to_string())? {
+        None => Ok(WorkingCalendar::default()),
+        Some(bytes) => rmp_serde::from_slice(&bytes)
+            .map_err(|e| format!("stored working-day calendar does not decode: {e}")),
+    }
+}
+
 /// Every row a case should have, derived from its record.
-fn rows(case_id: &str, record: &CaseRecord, info: Option<&DefInfo>) -> BTreeMap<Vec<u8>, Vec<u8>> {
+fn rows(
+    case_id: &str,
+    record: &CaseRecord,
+    info: Option<&DefInfo>,
+    calendar: &WorkingCalendar,
+) -> BTreeMap<Vec<u8>, Vec<u8>> {
     let mut out = BTreeMap::new();
     let state = &record.state;
     let (Some(info), Some(dref), Some(opened)) = (info, &state.definition, state.opened_at) else {
@@ -527,8 +593,15 @@ fn rows(case_id: &str, record: &CaseRecord, info: Option<&DefInfo>) -> BTreeMap<
 
     // Deadlines (while the case runs).
     if !state.status.is_ended() {
+        if state
+            .deadlines
+            .iter()
+            .any(|d| matches!(d.due, DeadlineDue::WorkingDays { .. }))
+        {
+            out.insert(Key::new(P_WORKDAYS).raw(id).0, vec![]);
+        }
         for d in &state.deadlines {
-            let at = due_at(&d.due);
+            let at = due_at(&d.due, calendar);
             let entry = DeadlineEntry {
                 case_id: case_id.to_string(),
                 case_type: case_type.to_string(),
@@ -566,7 +639,7 @@ fn rows(case_id: &str, record: &CaseRecord, info: Option<&DefInfo>) -> BTreeMap<
                 .deadlines
                 .iter()
                 .filter(|d| d.instance == Some(inst.id))
-                .map(|d| due_at(&d.due))
+                .map(|d| due_at(&d.due, calendar))
                 .min();
             let item = WorkItem {
                 case_id: case_id.to_string(),
@@ -1256,20 +1329,6 @@ pub fn deadlines(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn working_days_skip_weekends() {
-        const DAY: i64 = 86_400_000_000;
-        // 2026-01-02 is a Friday (day 20455 since the epoch).
-        let friday = Timestamp(20_455 * DAY + 3_600_000_000);
-        let next = add_working_days(friday, 1);
-        assert_eq!(next.0 - friday.0, 3 * DAY, "Friday + 1 = Monday");
-        assert_eq!(add_working_days(friday, 5).0 - friday.0, 7 * DAY);
-        assert_eq!(add_working_days(friday, 0), friday);
-        assert_eq!(add_working_days(friday, 6).0 - friday.0, 10 * DAY);
-        // Huge counts neither loop for long nor overflow into a panic.
-        let _ = add_working_days(friday, u32::MAX);
-    }
 
     #[test]
     fn text_rows_list_the_fields_holding_the_word() {

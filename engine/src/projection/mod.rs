@@ -29,7 +29,8 @@
 //! Built-in projections (see [`builtin`]): [`cases`] (case view, case search
 //! index, work queue, deadlines — one fold of each case feeds all four) and
 //! [`timeline`] (each case's history in human terms). [`query`] holds the
-//! query types and the typed [`QueryError`].
+//! query types and the typed [`QueryError`]; [`calendar`] the working-day
+//! calendar deadlines are counted with.
 //!
 //! Storage: one sled database (`<data>/projections` for a durable engine, a
 //! temporary one in memory otherwise); a `meta` tree records each runner's
@@ -37,6 +38,7 @@
 //! named `<projection>/<tenant>/<generation>`.
 
 pub mod builtin;
+pub mod calendar;
 pub mod cases;
 mod error;
 mod host;

@@ -261,9 +261,10 @@ pub struct DeadlineEntry {
     pub instance: Option<InstanceId>,
     /// When it falls due, as the case runtime set it.
     pub due: DeadlineDue,
-    /// The due instant used for ordering: exact for fixed periods; for
-    /// working days, counting Monday to Friday (bank holidays are the
-    /// tenant calendar's, held by the orchestration layer).
+    /// The due instant: exact for fixed periods; for working days, counted
+    /// with the tenant's working-day calendar (weekends, England and Wales
+    /// bank holidays and the tenant's own non-working days; see
+    /// [`super::calendar`]).
     pub due_at: Timestamp,
     /// Whether `due_at` is before the query's `now`.
     pub overdue: bool,

@@ -1,0 +1,338 @@
+//! Working-day calendars: deadlines counted in working days (Victims' Code,
+//! FOI's 20 working days) skip weekends, the bank holidays of England and
+//! Wales, and a tenant's own non-working days.
+//!
+//! A tenant's non-working days are events (`NonWorkingDaysSet` in the
+//! stream `<tenant>/calendar/working-days`), so the `cases` projection sees
+//! each change at its place in the log: it re-derives the due times of
+//! every running working-day deadline when the calendar changes, and a
+//! rebuild reproduces exactly the same times.
+
+use std::collections::BTreeSet;
+use std::sync::OnceLock;
+
+use serde::{Deserialize, Serialize};
+
+use crate::log::codec::DomainEvent;
+use crate::log::Timestamp;
+
+pub use time::{Date, Month};
+
+/// The stream category of calendar events.
+pub const CATEGORY: &str = "calendar";
+/// The id of a tenant's working-day calendar stream.
+pub const STREAM_ID: &str = "working-days";
+
+/// Bank holidays in England and Wales, 2025 to 2028 (substitute days
+/// included), as `(year, month, day)`.
+///
+/// Source: GOV.UK, "UK bank holidays", <https://www.gov.uk/bank-holidays>
+/// (`https://www.gov.uk/bank-holidays.json`, division `england-and-wales`).
+/// Extending the list changes due times, so it goes with a new version of
+/// the `cases` projection.
+pub const ENGLAND_AND_WALES_BANK_HOLIDAYS: &[(i32, u8, u8)] = &[
+    (2025, 1, 1),   // New Year's Day
+    (2025, 4, 18),  // Good Friday
+    (2025, 4, 21),  // Easter Monday
+    (2025, 5, 5),   // Early May bank holiday
+    (2025, 5, 26),  // Spring bank holiday
+    (2025, 8, 25),  // Summer bank holiday
+    (2025, 12, 25), // Christmas Day
+    (2025, 12, 26), // Boxing Day
+    (2026, 1, 1),   // New Year's Day
+    (2026, 4, 3),   // Good Friday
+    (2026, 4, 6),   // Easter Monday
+    (2026, 5, 4),   // Early May bank holiday
+    (2026, 5, 25),  // Spring bank holiday
+    (2026, 8, 31),  // Summer bank holiday
+    (2026, 12, 25), // Christmas Day
+    (2026, 12, 28), // Boxing Day (substitute day)
+    (2027, 1, 1),   // New Year's Day
+    (2027, 3, 26),  // Good Friday
+    (2027, 3, 29),  // Easter Monday
+    (2027, 5, 3),   // Early May bank holiday
+    (2027, 5, 31),  // Spring bank holiday
+    (2027, 8, 30),  // Summer bank holiday
+    (2027, 12, 27), // Christmas Day (substitute day)
+    (2027, 12, 28), // Boxing Day (substitute day)
+    (2028, 1, 3),   // New Year's Day (substitute day)
+    (2028, 4, 14),  // Good Friday
+    (2028, 4, 17),  // Easter Monday
+    (2028, 5, 1),   // Early May bank holiday
+    (2028, 5, 29),  // Spring bank holiday
+    (2028, 8, 28),  // Summer bank holiday
+    (2028, 12, 25), // Christmas Day
+    (2028, 12, 26), // Boxing Day
+];
+
+const DAY_MICROS: i64 = 86_400_000_000;
+/// The Julian day number of 1970-01-01.
+const UNIX_EPOCH_JULIAN_DAY: i64 = 2_440_588;
+
+/// Days since 1970-01-01 of a date.
+pub fn day_number(date: Date) -> i64 {
+    i64::from(date.to_julian_day()) - UNIX_EPOCH_JULIAN_DAY
+}
+
+/// The date of a day number, if it is within the calendar's range.
+pub fn date_of(day: i64) -> Option<Date> {
+    let julian = i32::try_from(day + UNIX_EPOCH_JULIAN_DAY).ok()?;
+    Date::from_julian_day(julian).ok()
+}
+
+fn bank_holidays() -> &'static BTreeSet<i64> {
+    static DAYS: OnceLock<BTreeSet<i64>> = OnceLock::new();
+    DAYS.get_or_init(|| {
+        ENGLAND_AND_WALES_BANK_HOLIDAYS
+            .iter()
+            .filter_map(|&(y, m, d)| {
+                let month = Month::try_from(m).ok()?;
+                Date::from_calendar_date(y, month, d).ok().map(day_number)
+            })
+            .collect()
+    })
+}
+
+/// A tenant's calendar event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CalendarEvent {
+    /// The tenant's own non-working days (force-wide closures, local
+    /// holidays), replacing any earlier list; weekends and the bank
+    /// holidays are non-working regardless. Dates as `YYYY-MM-DD`.
+    NonWorkingDaysSet {
+        /// The days, ascending.
+        days: Vec<String>,
+    },
+}
+
+impl DomainEvent for CalendarEvent {
+    const SCHEMA_VERSION: u16 = 1;
+
+    fn event_type(&self) -> &'static str {
+        match self {
+            CalendarEvent::NonWorkingDaysSet { .. } => "NonWorkingDaysSet",
+        }
+    }
+}
+
+/// Formats a date as `YYYY-MM-DD`.
+pub fn format_date(date: Date) -> String {
+    format!(
+        "{:04}-{:02}-{:02}",
+        date.year(),
+        u8::from(date.month()),
+        date.day()
+    )
+}
+
+/// Parses `YYYY-MM-DD`.
+///
+/// Errors: a message naming the bad value.
+pub fn parse_date(s: &str) -> Result<Date, String> {
+    let bad = || format!("'{s}' is not a date (YYYY-MM-DD)");
+    let mut parts = s.splitn(3, '-');
+    let (Some(y), Some(m), Some(d)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(bad());
+    };
+    if y.len() != 4 || m.len() != 2 || d.len() != 2 {
+        return Err(bad());
+    }
+    let y: i32 = y.parse().map_err(|_| bad())?;
+    let m: u8 = m.parse().map_err(|_| bad())?;
+    let d: u8 = d.parse().map_err(|_| bad())?;
+    let month = Month::try_from(m).map_err(|_| bad())?;
+    Date::from_calendar_date(y, month, d).map_err(|_| bad())
+}
+
+/// Which days are working days: Monday to Friday, except the bank holidays
+/// of England and Wales and the tenant's own non-working days.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkingCalendar {
+    /// The tenant's own non-working days (day numbers since 1970-01-01).
+    extra: BTreeSet<i64>,
+}
+
+impl WorkingCalendar {
+    /// Weekends and the England and Wales bank holidays only.
+    pub fn england_and_wales() -> Self {
+        WorkingCalendar::default()
+    }
+
+    /// With the tenant's own non-working days as well.
+    pub fn with_non_working_days(days: impl IntoIterator<Item = Date>) -> Self {
+        WorkingCalendar {
+            extra: days.into_iter().map(day_number).collect(),
+        }
+    }
+
+    /// The calendar an event sets.
+    ///
+    /// Errors: a message naming a day that is not `YYYY-MM-DD`.
+    pub fn from_event(event: &CalendarEvent) -> Result<Self, String> {
+        match event {
+            CalendarEvent::NonWorkingDaysSet { days } => {
+                let days = days
+                    .iter()
+                    .map(|d| parse_date(d))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(Self::with_non_working_days(days))
+            }
+        }
+    }
+
+    /// The tenant's own non-working days, ascending.
+    pub fn non_working_days(&self) -> Vec<Date> {
+        self.extra.iter().filter_map(|&d| date_of(d)).collect()
+    }
+
+    /// Whether `date` is a working day.
+    pub fn is_working_day(&self, date: Date) -> bool {
+        self.is_working(day_number(date))
+    }
+
+    fn is_working(&self, day: i64) -> bool {
+        // 1970-01-01 was a Thursday: weekday 0 = Monday.
+        let weekday = (day + 3).rem_euclid(7);
+        weekday < 5 && !bank_holidays().contains(&day) && !self.extra.contains(&day)
+    }
+
+    /// The instant `days` working days after `from`, at the same time of day
+    /// (days are UTC calendar days). The day `from` falls on does not count:
+    /// one working day from a Friday afternoon is Monday afternoon. Zero
+    /// days is `from` itself.
+    pub fn add_working_days(&self, from: Timestamp, days: u32) -> Timestamp {
+        let mut day = from.0.div_euclid(DAY_MICROS);
+        let offset = from.0.rem_euclid(DAY_MICROS);
+        let last_special = bank_holidays()
+            .last()
+            .copied()
+            .max(self.extra.last().copied())
+            .unwrap_or(i64::MIN);
+        let mut left = i64::from(days);
+        while left > 0 {
+            if day > last_special && left > 5 {
+                // Past every listed holiday any 7 days hold 5 working days.
+                let weeks = (left - 1) / 5;
+                day = day.saturating_add(weeks.saturating_mul(7));
+                left -= weeks * 5;
+            }
+            day = day.saturating_add(1);
+            if self.is_working(day) {
+                left -= 1;
+            }
+        }
+        Timestamp(day.saturating_mul(DAY_MICROS).saturating_add(offset))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn date(y: i32, m: u8, d: u8) -> Date {
+        Date::from_calendar_date(y, Month::try_from(m).unwrap(), d).unwrap()
+    }
+
+    fn at(y: i32, m: u8, d: u8, hour: i64) -> Timestamp {
+        Timestamp(day_number(date(y, m, d)) * DAY_MICROS + hour * 3_600_000_000)
+    }
+
+    #[test]
+    fn the_bundled_holidays_are_all_weekdays_and_cover_2025_to_2028() {
+        assert_eq!(bank_holidays().len(), ENGLAND_AND_WALES_BANK_HOLIDAYS.len());
+        for &(y, m, d) in ENGLAND_AND_WALES_BANK_HOLIDAYS {
+            let wd = date(y, m, d).weekday().number_days_from_monday();
+            assert!(wd < 5, "{y}-{m}-{d} falls on a weekend");
+        }
+        for year in 2025..=2028 {
+            let n = ENGLAND_AND_WALES_BANK_HOLIDAYS
+                .iter()
+                .filter(|h| h.0 == year)
+                .count();
+            assert_eq!(n, 8, "England and Wales have 8 bank holidays in {year}");
+        }
+        assert_eq!(day_number(date(1970, 1, 1)), 0);
+        assert_eq!(
+            date_of(day_number(date(2026, 12, 24))),
+            Some(date(2026, 12, 24))
+        );
+    }
+
+    #[test]
+    fn working_days_skip_weekends_and_bank_holidays() {
+        let cal = WorkingCalendar::england_and_wales();
+        // Thursday 24 December 2026: Friday 25 (Christmas) and Monday 28
+        // (Boxing Day, substitute) are bank holidays, and so is Friday
+        // 1 January 2027: 29, 30, 31 Dec, 4 Jan, then 5 Jan.
+        let eve = at(2026, 12, 24, 15);
+        assert_eq!(cal.add_working_days(eve, 1), at(2026, 12, 29, 15));
+        assert_eq!(cal.add_working_days(eve, 4), at(2027, 1, 4, 15));
+        assert_eq!(cal.add_working_days(eve, 5), at(2027, 1, 5, 15));
+        // With only 25 and 28 December as holidays, 5 working days land on
+        // Monday 4 January.
+        let only_christmas = |d: i64| {
+            let weekday = (d + 3).rem_euclid(7);
+            weekday < 5
+                && d != day_number(date(2026, 12, 25))
+                && d != day_number(date(2026, 12, 28))
+        };
+        let mut day = day_number(date(2026, 12, 24));
+        let mut left = 5;
+        while left > 0 {
+            day += 1;
+            if only_christmas(day) {
+                left -= 1;
+            }
+        }
+        assert_eq!(date_of(day), Some(date(2027, 1, 4)));
+        // Easter 2027 and an ordinary week.
+        assert_eq!(
+            cal.add_working_days(at(2027, 3, 25, 9), 1),
+            at(2027, 3, 30, 9)
+        );
+        let friday = at(2026, 1, 2, 1);
+        assert_eq!(cal.add_working_days(friday, 1), at(2026, 1, 5, 1));
+        assert_eq!(cal.add_working_days(friday, 5), at(2026, 1, 9, 1));
+        assert_eq!(cal.add_working_days(friday, 0), friday);
+        // FOI: 20 working days from Monday 30 March 2026 skip Good Friday
+        // and Easter Monday.
+        assert_eq!(
+            cal.add_working_days(at(2026, 3, 30, 10), 20),
+            at(2026, 4, 29, 10)
+        );
+        // Huge counts neither loop for long nor overflow into a panic.
+        let _ = cal.add_working_days(friday, u32::MAX);
+        let _ = cal.add_working_days(Timestamp(i64::MAX), 3);
+        // Far beyond the list, weeks are skipped whole and stay exact.
+        let far = at(2030, 1, 7, 0); // a Monday
+        assert_eq!(cal.add_working_days(far, 10), at(2030, 1, 21, 0));
+        assert_eq!(cal.add_working_days(far, 11), at(2030, 1, 22, 0));
+    }
+
+    #[test]
+    fn a_tenants_own_days_are_skipped_too() {
+        let closure = [date(2026, 12, 29), date(2026, 12, 30)];
+        let cal = WorkingCalendar::with_non_working_days(closure);
+        assert!(!cal.is_working_day(date(2026, 12, 29)));
+        assert!(WorkingCalendar::default().is_working_day(date(2026, 12, 29)));
+        assert_eq!(
+            cal.add_working_days(at(2026, 12, 24, 15), 1),
+            at(2026, 12, 31, 15)
+        );
+        assert_eq!(cal.non_working_days(), closure);
+        let event = CalendarEvent::NonWorkingDaysSet {
+            days: closure.iter().map(|d| format_date(*d)).collect(),
+        };
+        assert_eq!(WorkingCalendar::from_event(&event), Ok(cal));
+        let bad = CalendarEvent::NonWorkingDaysSet {
+            days: vec!["2026-02-30".into()],
+        };
+        assert!(WorkingCalendar::from_event(&bad)
+            .unwrap_err()
+            .contains("2026-02-30"));
+        for s in ["2026-1-01", "26-01-01", "2026-13-01", "x", "2026-01-01-"] {
+            assert!(parse_date(s).is_err(), "{s}");
+        }
+        assert_eq!(parse_date("2026-12-24"), Ok(date(2026, 12, 24)));
+    }
+}
