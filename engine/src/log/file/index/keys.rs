@@ -24,8 +24,8 @@ pub(crate) const MARKER_KEY: &[u8] = b"M";
 pub(crate) const FORMAT_KEY: &[u8] = b"V";
 /// Format 1 had one sled entry per record and per event id; format 2 kept
 /// recent entries in memory and flushed them coarsely; format 3 blocks the
-/// event-id runs' Bloom filters.
-pub(crate) const FORMAT: u32 = 3;
+/// event-id runs' Bloom filters; format 4 adds each run's greatest id.
+pub(crate) const FORMAT: u32 = 4;
 pub(crate) const RUN_PREFIX: &[u8] = b"R";
 pub(crate) const PAGE_PREFIX: &[u8] = b"P";
 

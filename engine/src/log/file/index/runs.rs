@@ -45,6 +45,10 @@ pub(crate) struct Run {
     pub count: u64,
     /// The first id of every page.
     fences: Vec<[u8; 16]>,
+    /// The greatest id. Ids are UUID v7 by default — time-ordered — so a
+    /// fresh id lies above every older run and the range check spares the
+    /// Bloom probe.
+    last: [u8; 16],
     bloom: Vec<u64>,
 }
 
@@ -125,6 +129,9 @@ impl Run {
         id: &[u8; 16],
         hash: IdHash,
     ) -> Result<Option<EventLoc>, LogError> {
+        if self.fences.first().is_none_or(|first| id < first) || id > &self.last {
+            return Ok(None);
+        }
         if !self.may_contain(hash) {
             return Ok(None);
         }
@@ -183,7 +190,7 @@ impl Run {
         let count = u64_at(v, 0);
         let pages = u32_at(v, 8) as usize;
         let words = u32_at(v, 12) as usize;
-        let want = 16 + pages * 16 + words * 8;
+        let want = 16 + pages * 16 + 16 + words * 8;
         if v.len() != want
             || pages != (count as usize).div_ceil(PAGE_ENTRIES)
             || words == 0
@@ -198,24 +205,28 @@ impl Run {
                 f
             })
             .collect();
-        let base = 16 + pages * 16;
+        let mut last = [0u8; 16];
+        last.copy_from_slice(&v[16 + pages * 16..32 + pages * 16]);
+        let base = 32 + pages * 16;
         let bloom = (0..words).map(|w| u64_at(v, base + w * 8)).collect();
         Ok(Run {
             id,
             count,
             fences,
+            last,
             bloom,
         })
     }
 
     fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(16 + self.fences.len() * 16 + self.bloom.len() * 8);
+        let mut v = Vec::with_capacity(32 + self.fences.len() * 16 + self.bloom.len() * 8);
         v.extend_from_slice(&self.count.to_be_bytes());
         v.extend_from_slice(&(self.fences.len() as u32).to_be_bytes());
         v.extend_from_slice(&(self.bloom.len() as u32).to_be_bytes());
         for f in &self.fences {
             v.extend_from_slice(f);
         }
+        v.extend_from_slice(&self.last);
         for w in &self.bloom {
             v.extend_from_slice(&w.to_be_bytes());
         }
@@ -245,6 +256,7 @@ pub(crate) fn write_run(id: u64, mut entries: Vec<IdEntry>, batch: &mut sled::Ba
         id,
         count,
         fences: Vec::with_capacity(entries.len().div_ceil(PAGE_ENTRIES)),
+        last: entries.last().map_or([0; 16], |e| e.0),
         bloom: vec![0; blocks * BLOCK_WORDS],
     };
     for (page, chunk) in entries.chunks(PAGE_ENTRIES).enumerate() {
@@ -322,9 +334,13 @@ mod tests {
         for (id, l) in &entries {
             assert_eq!(run.get(&tree, id, IdHash::of(id)).unwrap(), Some(*l));
         }
+        // Ids made later lie above the run: rejected without a probe.
+        let later = *uuid::Uuid::now_v7().as_bytes();
+        assert!(later > run.last);
+        assert_eq!(run.get(&tree, &later, IdHash::of(&later)).unwrap(), None);
         let mut false_positives = 0;
         for _ in 0..10_000 {
-            let id = *uuid::Uuid::now_v7().as_bytes();
+            let id = *uuid::Uuid::new_v4().as_bytes();
             if run.may_contain(IdHash::of(&id)) {
                 false_positives += 1;
             }
@@ -336,6 +352,7 @@ mod tests {
         let decoded = Run::decode(3, &stored).unwrap();
         assert_eq!(decoded.count, 5_000);
         assert_eq!(decoded.fences, run.fences);
+        assert_eq!(decoded.last, run.last);
         assert_eq!(decoded.bloom, run.bloom);
         let mut all = run.read_all(&tree).unwrap();
         let mut want = entries;
@@ -357,6 +374,7 @@ mod tests {
                 id,
                 count,
                 fences: vec![],
+                last: [0; 16],
                 bloom: vec![],
             })
         };
