@@ -1301,6 +1301,7 @@ struct Counter {
     batches: Arc<AtomicU64>,
 }
 
+/// Counts events per key; shared by [`Counter`] and [`Gated`].
 struct CounterHandler {
     tree: sled::Tree,
     step: u64,
@@ -1308,6 +1309,10 @@ struct CounterHandler {
     fail_on: Option<&'static str>,
     pending: BTreeMap<String, u64>,
     batches: Arc<AtomicU64>,
+    /// While set, `apply` waits.
+    hold: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// The key an event counts under.
+    key: fn(&RecordedEvent) -> String,
 }
 
 impl Projection for Counter {
@@ -1325,6 +1330,8 @@ impl Projection for Counter {
             fail_on: self.fail_on,
             pending: BTreeMap::new(),
             batches: Arc::clone(&self.batches),
+            hold: None,
+            key: |e| e.stream.id().to_string(),
         })
     }
 }
@@ -1332,10 +1339,17 @@ impl Projection for Counter {
 #[async_trait]
 impl Handler for CounterHandler {
     async fn apply(&mut self, event: &RecordedEvent) -> Result<(), String> {
+        while self
+            .hold
+            .as_ref()
+            .is_some_and(|h| h.load(Ordering::Acquire))
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         if Some(event.event_type.as_str()) == self.fail_on {
             return Err(format!("cannot count {}", event.event_type));
         }
-        let key = event.stream.id().to_string();
+        let key = (self.key)(event);
         let current = match self.pending.get(&key) {
             Some(n) => *n,
             None => self
@@ -1461,13 +1475,6 @@ struct Gated {
     hold: Arc<std::sync::atomic::AtomicBool>,
 }
 
-struct GatedHandler {
-    tree: sled::Tree,
-    step: u64,
-    hold: Arc<std::sync::atomic::AtomicBool>,
-    pending: BTreeMap<String, u64>,
-}
-
 impl Projection for Gated {
     fn name(&self) -> &str {
         "gated"
@@ -1476,52 +1483,17 @@ impl Projection for Gated {
         self.version
     }
     fn handler(&self, tree: sled::Tree) -> Box<dyn Handler> {
-        Box::new(GatedHandler {
+        Box::new(CounterHandler {
             tree,
             step: u64::from(self.version),
-            hold: Arc::clone(&self.hold),
+            delay: Duration::ZERO,
+            fail_on: None,
             pending: BTreeMap::new(),
+            batches: Arc::new(AtomicU64::new(0)),
+            hold: Some(Arc::clone(&self.hold)),
+            key: |e| e.stream.to_string(),
         })
     }
-}
-
-#[async_trait]
-impl Handler for GatedHandler {
-    async fn apply(&mut self, event: &RecordedEvent) -> Result<(), String> {
-        while self.hold.load(Ordering::Acquire) {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        let key = event.stream.to_string();
-        let current = match self.pending.get(&key) {
-            Some(n) => *n,
-            None => self
-                .tree
-                .get(key.as_bytes())
-                .map_err(|e| e.to_string())?
-                .map_or(0, |v| u64::from_be_bytes(v.as_ref().try_into().unwrap())),
-        };
-        self.pending.insert(key, current + self.step);
-        Ok(())
-    }
-    fn write(&mut self, changes: &mut Changes) -> Result<(), String> {
-        for (k, v) in &self.pending {
-            changes.insert(k.as_bytes(), v.to_be_bytes())?;
-        }
-        Ok(())
-    }
-    fn committed(&mut self) {
-        self.pending.clear();
-    }
-    fn discarded(&mut self) {
-        self.pending.clear();
-    }
-}
-
-fn gated_count(gen: &casebook::projection::Generation, stream: &str) -> u64 {
-    gen.tree
-        .get(stream.as_bytes())
-        .unwrap()
-        .map_or(0, |v| u64::from_be_bytes(v.as_ref().try_into().unwrap()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1568,7 +1540,7 @@ async fn a_new_projection_version_rebuilds_across_a_restart_while_the_old_one_se
             .await
             .unwrap();
         let n = events_of(&engine).await;
-        assert_eq!((gen.version, gated_count(&gen, stream)), (1, n));
+        assert_eq!((gen.version, count(&gen, stream)), (1, n));
         let number = gen.number;
         drop(gen);
         engine.close().await.unwrap();
@@ -1604,7 +1576,7 @@ async fn a_new_projection_version_rebuilds_across_a_restart_while_the_old_one_se
         .read("gated", &kent, Consistency::Eventual)
         .await
         .unwrap();
-    assert_eq!((gen.version, gated_count(&gen, stream)), (1, n));
+    assert_eq!((gen.version, count(&gen, stream)), (1, n));
     drop(gen);
     // A write meanwhile: the old generation still answers (without it);
     // a read-your-writes wait is for the new version, which is held.
@@ -1629,7 +1601,7 @@ async fn a_new_projection_version_rebuilds_across_a_restart_while_the_old_one_se
         .read("gated", &kent, Consistency::Eventual)
         .await
         .unwrap();
-    assert_eq!((gen.version, gated_count(&gen, stream)), (1, n));
+    assert_eq!((gen.version, count(&gen, stream)), (1, n));
     drop(gen);
     // The other projections are not held back.
     let view = engine
@@ -1642,7 +1614,7 @@ async fn a_new_projection_version_rebuilds_across_a_restart_while_the_old_one_se
     hold.store(false, Ordering::Release);
     let gen = host.read("gated", &kent, fresh(p)).await.unwrap();
     assert_eq!(gen.version, 2);
-    assert_eq!(gated_count(&gen, stream), 2 * events_of(&engine).await);
+    assert_eq!(count(&gen, stream), 2 * events_of(&engine).await);
     let v2_generation = gen.number;
     drop(gen);
     let status = gated_status(&engine);

@@ -133,6 +133,24 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Waits for the indexer while `busy` holds; errors if a sled write
+    /// failed.
+    fn wait_while<'a>(
+        &self,
+        mut st: MutexGuard<'a, State>,
+        busy: impl Fn(&State) -> bool,
+    ) -> Result<MutexGuard<'a, State>, LogError> {
+        while st.failed.is_none() && busy(&st) {
+            st = self.progress.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        match &st.failed {
+            Some(reason) => Err(LogError::Failed {
+                reason: reason.clone(),
+            }),
+            None => Ok(st),
+        }
+    }
 }
 
 /// The index of a [`super::LogStore`]. Dropping it flushes what is in memory
@@ -251,19 +269,9 @@ impl Index {
     /// the indexer is [`MAX_FROZEN`] tables behind. Errors if an earlier sled
     /// write failed.
     pub fn add(&self, records: &[IndexedRecord], end: Marker) -> Result<(), LogError> {
-        let mut st = self.shared.lock();
-        while st.failed.is_none() && st.frozen.len() >= MAX_FROZEN {
-            st = self
-                .shared
-                .progress
-                .wait(st)
-                .unwrap_or_else(|p| p.into_inner());
-        }
-        if let Some(reason) = &st.failed {
-            return Err(LogError::Failed {
-                reason: reason.clone(),
-            });
-        }
+        let mut st = self
+            .shared
+            .wait_while(self.shared.lock(), |st| st.frozen.len() >= MAX_FROZEN)?;
         for r in records {
             st.active.add(r);
         }
@@ -285,18 +293,8 @@ impl Index {
             let mut st = self.shared.lock();
             st.flush_wanted = true;
             self.shared.work.notify_one();
-            while st.failed.is_none() && (st.active.events() > 0 || !st.frozen.is_empty()) {
-                st = self
-                    .shared
-                    .progress
-                    .wait(st)
-                    .unwrap_or_else(|p| p.into_inner());
-            }
-            if let Some(reason) = &st.failed {
-                return Err(LogError::Failed {
-                    reason: reason.clone(),
-                });
-            }
+            self.shared
+                .wait_while(st, |st| st.active.events() > 0 || !st.frozen.is_empty())?;
         }
         self.shared
             .db
