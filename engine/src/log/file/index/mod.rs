@@ -293,8 +293,10 @@ impl Index {
             let mut st = self.shared.lock();
             st.flush_wanted = true;
             self.shared.work.notify_one();
-            self.shared
-                .wait_while(st, |st| st.active.events() > 0 || !st.frozen.is_empty())?;
+            drop(
+                self.shared
+                    .wait_while(st, |st| st.active.events() > 0 || !st.frozen.is_empty())?,
+            );
         }
         self.shared
             .db
