@@ -2119,3 +2119,74 @@ fn views_are_exact_after_sigkill_during_catch_up_and_rebuild() {
         "no kill landed while the projections were working"
     );
 }
+
+#[tokio::test]
+async fn broad_searches_walk_their_sort_order_and_page_through_every_match() {
+    let engine = Engine::in_memory();
+    let t = "kent";
+    setup(&engine, t).await;
+    let n = 1_203;
+    let mut last = GlobalPosition::START;
+    for i in 0..n {
+        let ward = ["north", "south", "east"][i % 3];
+        let file = json!({"summary": format!("bicycle {i}"), "ward": ward});
+        last = open_incident(&engine, t, &format!("INC-{:05}", (i * 7_919) % n), file).await;
+    }
+    let reader = handler(t);
+    // Over a thousand candidates: pages come from walking the order's index.
+    for order in [
+        SearchOrder::OpenedDescending,
+        SearchOrder::OpenedAscending,
+        SearchOrder::UpdatedDescending,
+        SearchOrder::CaseId,
+    ] {
+        let mut seen = Vec::new();
+        let mut offset = 0;
+        loop {
+            let q = SearchQuery {
+                case_type: Some("incident".into()),
+                order,
+                page: PageRequest { offset, limit: 100 },
+                ..Default::default()
+            };
+            let page = engine.search_cases(&reader, &q, fresh(last)).await.unwrap();
+            assert_eq!(page.total, None, "{order:?}: a broad search is not counted");
+            seen.extend(page.items);
+            match page.next_offset {
+                Some(next) => offset = next,
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), n, "{order:?}: every case exactly once");
+        let mut ids: Vec<&str> = seen.iter().map(|s| s.case_id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), n, "{order:?}: no case twice");
+        let in_order = seen.windows(2).all(|w| {
+            let (a, b) = (&w[0], &w[1]);
+            match order {
+                SearchOrder::OpenedDescending => {
+                    (a.opened_at, &a.case_id) > (b.opened_at, &b.case_id)
+                }
+                SearchOrder::OpenedAscending => {
+                    (a.opened_at, &a.case_id) < (b.opened_at, &b.case_id)
+                }
+                SearchOrder::UpdatedDescending => {
+                    (a.updated_at, &a.case_id) > (b.updated_at, &b.case_id)
+                }
+                _ => a.case_id < b.case_id,
+            }
+        });
+        assert!(in_order, "{order:?}: pages are in order");
+    }
+    // A filter with a few hundred matches is counted and sorted in memory.
+    let q = SearchQuery {
+        case_type: Some("incident".into()),
+        fields: vec![FieldFilter::equals("ward", json!("north"))],
+        page: PageRequest::first(10),
+        ..Default::default()
+    };
+    let page = engine.search_cases(&reader, &q, fresh(last)).await.unwrap();
+    assert_eq!(page.total, Some(401));
+    assert_eq!(page.items.len(), 10);
+}

@@ -66,8 +66,10 @@ pub struct Page<T> {
     pub items: Vec<T>,
     /// The offset of the next page, if there are more results.
     pub next_offset: Option<usize>,
-    /// The number of matching results, where the query counts them all
-    /// (search does; the queue and deadline scans stop early).
+    /// The number of matching results, where the query counts them all:
+    /// search does when its conditions narrow the cases to a thousand or
+    /// fewer; broader searches, and the queue and deadline scans, walk their
+    /// order and stop at the page's end.
     pub total: Option<usize>,
 }
 
