@@ -33,6 +33,8 @@ const HEAD_CACHE_LIMIT: usize = 200_000;
 const SPIN: Duration = Duration::from_micros(50);
 /// The longest a group waits for stragglers (see [`Writer::gather`]).
 const MAX_GATHER_WAIT: Duration = Duration::from_micros(500);
+/// While waiting for stragglers, the writer naps this long between looks.
+const GATHER_NAP: Duration = Duration::from_micros(40);
 
 pub(crate) struct AppendRequest {
     pub stream: StreamId,
@@ -142,35 +144,36 @@ impl Writer {
         first: Message,
         pace: &Pace,
     ) -> (Vec<AppendRequest>, Option<oneshot::Sender<()>>) {
-        let mut group = Vec::new();
-        let mut bytes = 0;
         let deadline = Instant::now() + pace.sync.min(MAX_GATHER_WAIT);
         let want = pace.appends * 3 / 4;
+        let mut group = Vec::new();
+        let mut bytes = 0;
         let mut next = Some(first);
-        while let Some(message) = next.take() {
-            match message {
-                Message::Append(r) => {
+        loop {
+            match next.take() {
+                Some(Message::Append(r)) => {
                     bytes += r.events.iter().map(EventData::size).sum::<usize>();
                     group.push(r);
                 }
-                Message::Shutdown(done) => return (group, Some(done)),
+                Some(Message::Shutdown(done)) => return (group, Some(done)),
+                None => {}
             }
             if bytes >= self.max_group_bytes {
                 break;
             }
-            next = match rx.try_recv() {
-                Ok(m) => Some(m),
-                Err(mpsc::TryRecvError::Disconnected) => None,
-                Err(mpsc::TryRecvError::Empty) if group.len() < want => {
+            match rx.try_recv() {
+                Ok(m) => next = Some(m),
+                Err(mpsc::TryRecvError::Disconnected) => break,
+                Err(mpsc::TryRecvError::Empty) => {
                     let now = Instant::now();
-                    if now < deadline {
-                        rx.recv_timeout(deadline - now).ok()
-                    } else {
-                        None
+                    if group.len() >= want || now >= deadline {
+                        break;
                     }
+                    // Nap and take what arrived, rather than be woken by
+                    // every single straggler.
+                    std::thread::sleep(GATHER_NAP.min(deadline - now));
                 }
-                Err(mpsc::TryRecvError::Empty) => None,
-            };
+            }
         }
         (group, None)
     }
