@@ -392,19 +392,13 @@ async fn built_in_views_follow_the_log_with_read_your_writes() {
     engine.close().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_query_stays_in_its_tenant_and_clearance() {
-    let engine = Engine::in_memory();
-    setup(&engine, "kent").await;
-    setup(&engine, "essex").await;
-    open_incident(
-        &engine,
-        "kent",
-        "K-1",
-        json!({"summary": "kent burglary", "ward": "north", "informant": "alpha bravo"}),
-    )
-    .await;
-    // A SECRET case in kent.
+/// Two tenants: kent with case K-1 (`kent_file`) and a SECRET case
+/// K-SECRET, essex with case E-1 (`essex_file`). Returns a consistency that
+/// sees all three, once both tenants' views have caught up.
+async fn two_tenants(engine: &Engine, kent_file: Value, essex_file: Value) -> Consistency {
+    setup(engine, "kent").await;
+    setup(engine, "essex").await;
+    open_incident(engine, "kent", "K-1", kent_file).await;
     let mut req = OpenCase::new(
         "incident",
         fields(json!({"summary": "covert matter", "ward": "north"})),
@@ -413,19 +407,28 @@ async fn every_query_stays_in_its_tenant_and_clearance() {
     req.classification = Some(Classification::Secret);
     let secret_opener = handler("kent").with_clearance(Classification::Secret);
     engine.open_case(&secret_opener, req).await.unwrap();
-    let last = open_incident(
+    let last = open_incident(engine, "essex", "E-1", essex_file).await;
+    for t in ["kent", "essex"] {
+        engine
+            .wait_for_projections(&handler(t), last, WAIT)
+            .await
+            .unwrap();
+    }
+    fresh(last)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_query_stays_in_its_tenant_and_clearance() {
+    let engine = Engine::in_memory();
+    let c = two_tenants(
         &engine,
-        "essex",
-        "E-1",
+        json!({"summary": "kent burglary", "ward": "north", "informant": "alpha bravo"}),
         json!({"summary": "essex burglary", "ward": "north"}),
     )
     .await;
-    let c = fresh(last);
     let kent = handler("kent");
     let essex = handler("essex");
-    for p in [&kent, &essex] {
-        engine.wait_for_projections(p, last, WAIT).await.unwrap();
-    }
+    let secret_opener = handler("kent").with_clearance(Classification::Secret);
 
     // Case view and timeline: another tenant's case does not exist.
     for (who, id) in [(&essex, "K-1"), (&kent, "E-1"), (&kent, "K-SECRET")] {
@@ -566,33 +569,15 @@ fn queue_ids(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn work_queues_by_team_follow_routing_within_tenant_and_clearance() {
     let engine = Engine::in_memory();
-    setup(&engine, "kent").await;
-    setup(&engine, "essex").await;
-    open_incident(
+    let c = two_tenants(
         &engine,
-        "kent",
-        "K-1",
         json!({"summary": "a", "ward": "north"}),
-    )
-    .await;
-    let mut req = OpenCase::new("incident", fields(json!({"summary": "b", "ward": "north"})));
-    req.case_id = Some("K-SECRET".into());
-    req.classification = Some(Classification::Secret);
-    let secret_opener = handler("kent").with_clearance(Classification::Secret);
-    engine.open_case(&secret_opener, req).await.unwrap();
-    let last = open_incident(
-        &engine,
-        "essex",
-        "E-1",
         json!({"summary": "c", "ward": "east"}),
     )
     .await;
-    let c = fresh(last);
     let kent = handler("kent");
     let essex = handler("essex");
-    for p in [&kent, &essex] {
-        engine.wait_for_projections(p, last, WAIT).await.unwrap();
-    }
+    let secret_opener = handler("kent").with_clearance(Classification::Secret);
 
     // The definition's team: the assessments wait in the response queue,
     // each tenant seeing its own, each reader only within clearance.

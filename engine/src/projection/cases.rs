@@ -934,16 +934,26 @@ fn ordered_page(
         }
     }
     let more = found.len() == want;
-    let items = found
-        .into_iter()
-        .skip(query.page.offset)
-        .take(query.page.limit)
-        .collect();
-    Ok(Page {
-        items,
-        next_offset: more.then_some(query.page.offset + query.page.limit),
-        total: None,
-    })
+    Ok(page_of(found, &query.page, more, None))
+}
+
+/// The requested page of `found` (results in order from the first);
+/// `more`: results follow the page.
+fn page_of(
+    found: Vec<CaseSummary>,
+    page: &super::query::PageRequest,
+    more: bool,
+    total: Option<usize>,
+) -> Page<CaseSummary> {
+    Page {
+        items: found
+            .into_iter()
+            .skip(page.offset)
+            .take(page.limit)
+            .collect(),
+        next_offset: more.then_some(page.offset + page.limit),
+        total,
+    }
 }
 
 /// Runs a case search against a `cases` tree. `def` is the latest definition
@@ -1241,17 +1251,8 @@ pub fn search(
         SearchOrder::CaseId => hits.sort_by(|a, b| a.case_id.cmp(&b.case_id)),
     }
     let total = hits.len();
-    let end = (query.page.offset + query.page.limit).min(total);
-    let items = hits
-        .into_iter()
-        .skip(query.page.offset)
-        .take(query.page.limit)
-        .collect();
-    Ok(Page {
-        items,
-        next_offset: (end < total).then_some(end),
-        total: Some(total),
-    })
+    let more = query.page.offset + query.page.limit < total;
+    Ok(page_of(hits, &query.page, more, Some(total)))
 }
 
 fn check_range(name: &str, r: &TimeRange) -> Result<(), QueryError> {
