@@ -1,7 +1,7 @@
 //! `replay`: read all events of a 1M-event store in order with `read_all`,
 //! against a raw sequential read of the same segment files in the same run.
 //!
-//! The store is built once under `target/bench-data/replay-1m` and reused by
+//! The store is built once under `target/bench-data/replay-1m-v2` and reused by
 //! later runs. Prints events/s for both and the ratio.
 //!
 //! ```text
@@ -31,7 +31,7 @@ fn tenant() -> TenantId {
 }
 
 fn store_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-data/replay-1m")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-data/replay-1m-v2")
 }
 
 fn build(rt: &tokio::runtime::Runtime) -> LogStore {

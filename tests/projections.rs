@@ -1331,7 +1331,7 @@ impl Handler for CounterHandler {
         {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        if Some(event.event_type.as_str()) == self.fail_on {
+        if Some(&*event.event_type) == self.fail_on {
             return Err(format!("cannot count {}", event.event_type));
         }
         let key = (self.key)(event);

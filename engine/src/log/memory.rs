@@ -109,16 +109,13 @@ impl EventStore for MemoryStore {
                 .entry(stream.tenant().clone())
                 .or_default()
                 .push(position);
-            state.events.push(RecordedEvent {
-                stream: stream.clone(),
-                version: StreamVersion(first_version.0 + i as u64),
-                position: GlobalPosition(position),
+            state.events.push(RecordedEvent::from_data(
+                stream.clone(),
+                StreamVersion(first_version.0 + i as u64),
+                GlobalPosition(position),
                 recorded,
-                id: data.id,
-                event_type: data.event_type,
-                payload: data.payload,
-                metadata: data.metadata,
-            });
+                data,
+            ));
         }
         let last_position = GlobalPosition(first_position.0 + count - 1);
         drop(state);

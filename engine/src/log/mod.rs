@@ -25,6 +25,8 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 pub use append::Limits;
+/// Shared, cheaply cloned bytes: the payload of a [`RecordedEvent`].
+pub use bytes::Bytes;
 pub use error::{IdError, LogError};
 pub use file::fs::{LogFs, OsFs, SegmentFile};
 pub use file::{LogStore, LogStoreConfig};

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -102,12 +103,19 @@ impl fmt::Debug for TenantId {
 /// assert_eq!(stream.to_string(), "west-mids/case/BUR-2026-000123");
 /// assert_eq!(stream.to_string().parse::<StreamId>().unwrap(), stream);
 /// ```
+///
+/// Cloning is one reference-count increment: a stream id is shared by every
+/// event read from that stream.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "StreamIdParts", into = "StreamIdParts")]
-pub struct StreamId {
+pub struct StreamId(Arc<StreamIdInner>);
+
+/// The parts of a [`StreamId`]; compared and ordered tenant, category, id.
+#[derive(PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct StreamIdInner {
     tenant: TenantId,
-    category: Arc<str>,
-    id: Arc<str>,
+    category: Box<str>,
+    id: Box<str>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -127,9 +135,9 @@ impl TryFrom<StreamIdParts> for StreamId {
 impl From<StreamId> for StreamIdParts {
     fn from(s: StreamId) -> Self {
         StreamIdParts {
-            tenant: s.tenant,
-            category: s.category.to_string(),
-            id: s.id.to_string(),
+            tenant: s.0.tenant.clone(),
+            category: s.0.category.to_string(),
+            id: s.0.id.to_string(),
         }
     }
 }
@@ -139,32 +147,32 @@ impl StreamId {
     pub fn new(tenant: TenantId, category: &str, id: &str) -> Result<Self, IdError> {
         validate_part("stream category", category, &[])?;
         validate_part("stream id", id, &[':', '@'])?;
-        Ok(StreamId {
+        Ok(StreamId(Arc::new(StreamIdInner {
             tenant,
-            category: Arc::from(category),
-            id: Arc::from(id),
-        })
+            category: Box::from(category),
+            id: Box::from(id),
+        })))
     }
 
     /// The tenant that owns the stream.
     pub fn tenant(&self) -> &TenantId {
-        &self.tenant
+        &self.0.tenant
     }
 
     /// The stream's category, e.g. `case`.
     pub fn category(&self) -> &str {
-        &self.category
+        &self.0.category
     }
 
     /// The stream's id within tenant and category.
     pub fn id(&self) -> &str {
-        &self.id
+        &self.0.id
     }
 }
 
 impl fmt::Display for StreamId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}/{}", self.tenant, self.category, self.id)
+        write!(f, "{}/{}/{}", self.0.tenant, self.0.category, self.0.id)
     }
 }
 
@@ -461,6 +469,13 @@ impl EventData {
 }
 
 /// An event as stored: the appended data plus where and when it was recorded.
+///
+/// Reading is cheap because the parts events have in common are shared, not
+/// copied: the stream id, type name and metadata are reference-counted (the
+/// events of one append usually share all three), and the payload is a view
+/// of the bytes read from the log. A payload read in bulk ([`super::EventStore::read_all`])
+/// keeps the read buffer it lies in alive until it is dropped; call
+/// [`RecordedEvent::detach`] before keeping a few events for long.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordedEvent {
     /// The stream the event belongs to (and so its tenant).
@@ -474,11 +489,11 @@ pub struct RecordedEvent {
     /// Unique id.
     pub id: EventId,
     /// Type name.
-    pub event_type: String,
+    pub event_type: Arc<str>,
     /// Encoded payload.
-    pub payload: Vec<u8>,
+    pub payload: Bytes,
     /// Provenance.
-    pub metadata: Metadata,
+    pub metadata: Arc<Metadata>,
 }
 
 impl RecordedEvent {
@@ -490,9 +505,36 @@ impl RecordedEvent {
     /// Whether this recorded event holds exactly this appended data.
     pub fn same_data(&self, data: &EventData) -> bool {
         self.id == data.id
-            && self.event_type == data.event_type
+            && *self.event_type == *data.event_type
             && self.payload == data.payload
-            && self.metadata == data.metadata
+            && *self.metadata == data.metadata
+    }
+
+    /// The event with its payload copied out of the buffer it was read
+    /// into, so keeping it does not keep that whole buffer alive.
+    pub fn detach(mut self) -> Self {
+        self.payload = Bytes::copy_from_slice(&self.payload);
+        self
+    }
+
+    /// Builds the recorded form of appended data (stores use this).
+    pub(crate) fn from_data(
+        stream: StreamId,
+        version: StreamVersion,
+        position: GlobalPosition,
+        recorded: Timestamp,
+        data: EventData,
+    ) -> Self {
+        RecordedEvent {
+            stream,
+            version,
+            position,
+            recorded,
+            id: data.id,
+            event_type: Arc::from(data.event_type),
+            payload: Bytes::from(data.payload),
+            metadata: Arc::new(data.metadata),
+        }
     }
 }
 

@@ -251,7 +251,7 @@ impl Handler for TimelineHandler {
             version: event.version,
             at: event.recorded,
             actor: m.actor.0.clone(),
-            event_type: event.event_type.clone(),
+            event_type: event.event_type.to_string(),
             summary: describe(&def, &decoded),
             fields,
             source: m.source.system.clone(),

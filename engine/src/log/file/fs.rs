@@ -27,6 +27,14 @@ pub trait SegmentFile: Send + Sync + 'static {
     }
     /// Truncates (or extends) the file to `len` bytes.
     fn set_len(&self, len: u64) -> io::Result<()>;
+    /// The file's first `len` bytes mapped into memory (read-only), for
+    /// reading without copies; `None` if this file system cannot map.
+    /// `len` may run past the end of the file; the log only ever looks at
+    /// bytes that were synced before the read began (see `segment`).
+    fn map(&self, len: u64) -> io::Result<Option<bytes::Bytes>> {
+        let _ = len;
+        Ok(None)
+    }
 }
 
 /// The folder of segment files. Segments are numbered from 0.
@@ -91,6 +99,21 @@ impl SegmentFile for OsFile {
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.0.set_len(len)
+    }
+
+    fn map(&self, len: u64) -> io::Result<Option<bytes::Bytes>> {
+        let len = usize::try_from(len).map_err(io::Error::other)?;
+        // SAFETY: the mapping is read-only and shared. Casebook alone writes
+        // segment files (the data directory's LOCK keeps other stores out),
+        // and only ever appends past the synced end; readers look only at
+        // bytes that were synced before their read began, which are never
+        // written or truncated again while the store is open (a torn tail is
+        // cut at open, before any reader; a sealed segment loses only the
+        // unused space past its last record). A file changed behind
+        // Casebook's back is outside what the log can guard against, as with
+        // any memory-mapped store.
+        let map = unsafe { memmap2::MmapOptions::new().len(len).map(&self.0)? };
+        Ok(Some(bytes::Bytes::from_owner(map)))
     }
 }
 

@@ -73,6 +73,9 @@ impl Default for LogStoreConfig {
 pub(crate) struct Shared {
     /// Last acknowledged position + 1 (0: empty log).
     head_plus_one: AtomicU64,
+    /// How far the log is synced: (segment, offset). Readers view mapped
+    /// bytes below it in place.
+    synced: Mutex<(u64, u64)>,
 }
 
 impl Shared {
@@ -85,6 +88,15 @@ impl Shared {
 
     fn set_head(&self, head: GlobalPosition) {
         self.head_plus_one.store(head.0 + 1, Ordering::Release);
+    }
+
+    fn synced(&self) -> (u64, u64) {
+        *self.synced.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records that the log is synced up to `offset` of `segment`.
+    pub(crate) fn set_synced(&self, segment: u64, offset: u64) {
+        *self.synced.lock().unwrap_or_else(|p| p.into_inner()) = (segment, offset);
     }
 }
 
@@ -201,10 +213,11 @@ impl LogStore {
                 flush_after: config.index_flush_after,
             },
         )?);
-        let segments = Arc::new(Segments::new(fs));
+        let segments = Arc::new(Segments::new(fs, config.segment_size));
         let recovered = recovery::recover(&segments, &index)?;
         let shared = Arc::new(Shared {
             head_plus_one: AtomicU64::new(recovered.next_position),
+            synced: Mutex::new((recovered.segment, recovered.offset)),
         });
         let (head_tx, head_rx) = watch::channel(shared.head());
         let writer = writer::Writer {
@@ -290,7 +303,9 @@ impl LogStore {
             .inner
             .index
             .stream_events(stream, direction, from, limit)?;
-        let mut reader = RecordReader::new(&self.inner.segments);
+        // Everything the index names was synced before it was indexed.
+        let mut reader =
+            RecordReader::synced_before(&self.inner.segments, self.inner.shared.synced());
         let mut out = Vec::with_capacity(locs.len());
         let mut cached: Option<(index::RecordLoc, segment::RecordBody)> = None;
         for loc in locs {
@@ -320,32 +335,73 @@ impl LogStore {
         from: GlobalPosition,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, LogError> {
-        let mut reader = RecordReader::new(&self.inner.segments);
-        let mut out = Vec::with_capacity(limit.min(4096));
-        for (first, loc, count) in self.inner.index.tenant_records(tenant, from, limit)? {
-            if first.0 + u64::from(count) <= from.0 {
+        let records = self.inner.index.tenant_records(tenant, from, limit)?;
+        // Everything the index names was synced before it was indexed.
+        let synced = self.inner.shared.synced();
+        let mut plan = Vec::with_capacity(records.len());
+        let mut planned = 0;
+        for (first, loc, count) in records {
+            let skip = from.0.saturating_sub(first.0).min(u64::from(count)) as usize;
+            let take = (count as usize - skip).min(limit - planned);
+            if take == 0 {
                 continue;
             }
-            let body = reader.read(loc.segment, loc.offset)?;
-            if body.first_position != first || body.stream.tenant() != tenant {
-                return Err(self.inner.segments.corrupted(
-                    loc.segment,
-                    loc.offset,
-                    "the record does not match its index entry",
-                ));
+            let wanted = segment::Wanted {
+                first_position: first,
+                tenant,
+                skip,
+                take,
+            };
+            plan.push((loc, wanted));
+            planned += take;
+            if planned == limit {
+                break;
             }
-            for event in body.into_events() {
-                if event.position >= from {
-                    out.push(event);
-                    if out.len() == limit {
-                        return Ok(out);
-                    }
-                }
+        }
+        let segments = &*self.inner.segments;
+        let read = |plan: &[(index::RecordLoc, segment::Wanted<'_>)], events: usize| {
+            let mut reader = RecordReader::synced_before(segments, synced);
+            let mut out = Vec::with_capacity(events);
+            for (loc, wanted) in plan {
+                reader.read_into(loc.segment, loc.offset, wanted, &mut out)?;
+            }
+            Ok::<_, LogError>(out)
+        };
+        if planned < PARALLEL_READ_OVER || plan.len() < 2 {
+            return read(&plan, planned);
+        }
+        // A big page is decoded by two threads, half the records each.
+        let mut half = 0;
+        let mut split = plan.len();
+        for (i, (_, w)) in plan.iter().enumerate() {
+            if half >= planned / 2 {
+                split = i;
+                break;
+            }
+            half += w.take;
+        }
+        let (front, back) = plan.split_at(split);
+        let (front, back) = std::thread::scope(|scope| {
+            let back = scope.spawn(|| read(back, planned - half));
+            let front = read(front, planned);
+            (front, back.join())
+        });
+        let mut out = front?;
+        match back {
+            Ok(back) => out.extend(back?),
+            Err(_) => {
+                return Err(LogError::io(
+                    "reading the log",
+                    std::io::Error::other("a reader thread panicked"),
+                ))
             }
         }
         Ok(out)
     }
 }
+
+/// Reads of more events than this decode on two threads.
+const PARALLEL_READ_OVER: usize = 4096;
 
 fn join_error(e: tokio::task::JoinError) -> LogError {
     LogError::io("a blocking read task", std::io::Error::other(e.to_string()))

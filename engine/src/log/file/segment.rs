@@ -2,21 +2,40 @@
 //!
 //! A segment starts with a 32-byte header (magic, format, segment number,
 //! CRC32C). Then come records, one per append, each framed as
-//! `[length: u32 LE][crc32c(length ++ body): u32 LE][body]`. The body is a
-//! format byte followed by the rmp-serde (named fields) encoding of the
-//! append: stream, first version, first position, recorded time and events.
-//! One record per append makes every append all-or-nothing on disk: a torn
-//! record fails its checksum and is cut away whole.
+//! `[length: u32 LE][crc32c(length ++ body): u32 LE][body]`. One record per
+//! append makes every append all-or-nothing on disk: a torn record fails its
+//! checksum and is cut away whole.
+//!
+//! The body is a format byte and the append. Format 2 (written by this build)
+//! is a compact little-endian layout that reads without copying or per-event
+//! allocation:
+//!
+//! ```text
+//! stream        tenant, category, id: each u8 length + UTF-8
+//! first_version u64   first_position u64   recorded i64   group_start u64
+//! types         u32 count, each u16 length + UTF-8      (distinct type names)
+//! metadata      u32 count, each u32 length + rmp-serde  (distinct metadata,
+//!                                                         named fields)
+//! events        u32 count, each: id [16], type index u32, metadata index u32,
+//!               payload u32 length + bytes
+//! ```
+//!
+//! The events of one append usually share their type and metadata, so each
+//! is stored and decoded once per record and shared by reference. Metadata
+//! stays a named-field rmp map so it can gain fields. Format 1 (an rmp-serde
+//! map of the whole append, written by earlier builds) is still read.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
 
-use serde::{Deserialize, Serialize};
+use bytes::{Bytes, BytesMut};
+use serde::Deserialize;
 
 use super::fs::{LogFs, SegmentFile};
 use crate::log::error::LogError;
 use crate::log::types::{
-    EventData, GlobalPosition, RecordedEvent, StreamId, StreamVersion, Timestamp,
+    EventData, EventId, GlobalPosition, Metadata, RecordedEvent, StreamId, StreamVersion, TenantId,
+    Timestamp,
 };
 
 /// Bytes before the first record of a segment.
@@ -24,8 +43,10 @@ pub(crate) const HEADER_LEN: u64 = 32;
 const MAGIC: &[u8; 8] = b"CBOOKSEG";
 /// Segment header format this build writes and reads.
 pub(crate) const SEGMENT_FORMAT: u32 = 1;
-/// Record body format this build writes and reads.
-pub(crate) const RECORD_FORMAT: u8 = 1;
+/// Record body format this build writes.
+pub(crate) const RECORD_FORMAT: u8 = 2;
+/// The first record body format (rmp-serde, named fields): still read.
+const RECORD_FORMAT_V1: u8 = 1;
 /// Bytes of a record frame before the body.
 pub(crate) const FRAME_LEN: usize = 8;
 /// No record body is larger than this (a sanity bound for damaged lengths).
@@ -73,7 +94,6 @@ pub(crate) fn check_header(bytes: &[u8], number: u64) -> Result<(), String> {
 }
 
 /// The body of a record as written (borrows the events).
-#[derive(Serialize)]
 pub(crate) struct RecordBodyRef<'a> {
     pub stream: &'a StreamId,
     pub first_version: StreamVersion,
@@ -85,15 +105,25 @@ pub(crate) struct RecordBodyRef<'a> {
     pub events: &'a [EventData],
 }
 
+/// One event of a record as read back; its type, metadata and payload are
+/// shared with the record's other events and the read buffer.
+#[derive(Debug, Clone)]
+pub(crate) struct StoredEvent {
+    pub id: EventId,
+    pub event_type: Arc<str>,
+    pub payload: Bytes,
+    pub metadata: Arc<Metadata>,
+}
+
 /// The body of a record as read back.
-#[derive(Deserialize)]
+#[derive(Debug)]
 pub(crate) struct RecordBody {
     pub stream: StreamId,
     pub first_version: StreamVersion,
     pub first_position: GlobalPosition,
     pub recorded: Timestamp,
     pub group_start: u64,
-    pub events: Vec<EventData>,
+    pub events: Vec<StoredEvent>,
 }
 
 impl RecordBody {
@@ -124,17 +154,48 @@ impl RecordBody {
 
     /// The event at `index` as a recorded event.
     pub fn event(&self, index: usize) -> Option<RecordedEvent> {
-        let e = self.events.get(index)?;
+        let e = self.events.get(index)?.clone();
         Some(RecordedEvent {
             stream: self.stream.clone(),
             version: StreamVersion(self.first_version.0 + index as u64),
             position: GlobalPosition(self.first_position.0 + index as u64),
             recorded: self.recorded,
             id: e.id,
-            event_type: e.event_type.clone(),
-            payload: e.payload.clone(),
-            metadata: e.metadata.clone(),
+            event_type: e.event_type,
+            payload: e.payload,
+            metadata: e.metadata,
         })
+    }
+}
+
+/// Index of `item` in `seen`, adding it if new. Appends rarely hold more
+/// than a few distinct values, and consecutive events usually repeat the
+/// last one, so a scan beats hashing here.
+fn intern<'a, T: PartialEq + ?Sized>(seen: &mut Vec<&'a T>, item: &'a T) -> u32 {
+    if let Some(last) = seen.last() {
+        if *last == item {
+            return (seen.len() - 1) as u32;
+        }
+    }
+    match seen.iter().position(|s| *s == item) {
+        Some(i) => i as u32,
+        None => {
+            seen.push(item);
+            (seen.len() - 1) as u32
+        }
+    }
+}
+
+fn put_short(out: &mut Vec<u8>, s: &str) {
+    // Id parts are at most MAX_ID_PART_LEN (128) bytes.
+    out.push(s.len() as u8);
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn encode_error(what: &str, e: impl std::fmt::Display) -> LogError {
+    LogError::Io {
+        context: format!("encoding a record: {what}"),
+        source: std::io::Error::other(e.to_string()),
     }
 }
 
@@ -143,11 +204,58 @@ pub(crate) fn encode_record(body: &RecordBodyRef<'_>, out: &mut Vec<u8>) -> Resu
     let start = out.len();
     out.extend_from_slice(&[0u8; FRAME_LEN]);
     out.push(RECORD_FORMAT);
-    rmp_serde::encode::write_named(out, body).map_err(|e| LogError::Io {
-        context: "encoding a record".into(),
-        source: std::io::Error::other(e.to_string()),
-    })?;
-    let len = (out.len() - start - FRAME_LEN) as u32;
+    let stream = body.stream;
+    put_short(out, stream.tenant().as_str());
+    put_short(out, stream.category());
+    put_short(out, stream.id());
+    out.extend_from_slice(&body.first_version.0.to_le_bytes());
+    out.extend_from_slice(&body.first_position.0.to_le_bytes());
+    out.extend_from_slice(&body.recorded.0.to_le_bytes());
+    out.extend_from_slice(&body.group_start.to_le_bytes());
+
+    let mut types: Vec<&str> = Vec::new();
+    let mut metas: Vec<&Metadata> = Vec::new();
+    let refs: Vec<(u32, u32)> = body
+        .events
+        .iter()
+        .map(|e| {
+            (
+                intern(&mut types, e.event_type.as_str()),
+                intern(&mut metas, &e.metadata),
+            )
+        })
+        .collect();
+    out.extend_from_slice(&(types.len() as u32).to_le_bytes());
+    for t in &types {
+        // Type names are at most MAX_EVENT_TYPE_LEN (256) bytes.
+        out.extend_from_slice(&(t.len() as u16).to_le_bytes());
+        out.extend_from_slice(t.as_bytes());
+    }
+    out.extend_from_slice(&(metas.len() as u32).to_le_bytes());
+    for m in &metas {
+        let at = out.len();
+        out.extend_from_slice(&[0u8; 4]);
+        rmp_serde::encode::write_named(out, m).map_err(|e| encode_error("metadata", e))?;
+        let len = (out.len() - at - 4) as u32;
+        out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+    }
+    out.extend_from_slice(&(body.events.len() as u32).to_le_bytes());
+    for (e, (t, m)) in body.events.iter().zip(refs) {
+        out.extend_from_slice(e.id.0.as_bytes());
+        out.extend_from_slice(&t.to_le_bytes());
+        out.extend_from_slice(&m.to_le_bytes());
+        out.extend_from_slice(&(e.payload.len() as u32).to_le_bytes());
+        out.extend_from_slice(&e.payload);
+    }
+
+    let len = out.len() - start - FRAME_LEN;
+    if len > MAX_RECORD_LEN as usize {
+        return Err(encode_error(
+            "size",
+            format!("the append takes {len} bytes; a record holds at most {MAX_RECORD_LEN}"),
+        ));
+    }
+    let len = len as u32;
     out[start..start + 4].copy_from_slice(&len.to_le_bytes());
     let mut crc = crc32c::crc32c(&len.to_le_bytes());
     crc = crc32c::crc32c_append(crc, &out[start + FRAME_LEN..]);
@@ -168,17 +276,16 @@ pub(crate) fn parse_record(bytes: &[u8]) -> Option<(RecordBody, usize)> {
     if crc32c::crc32c_append(crc32c::crc32c(&len.to_le_bytes()), body) != crc {
         return None;
     }
-    decode_body(body)
+    decode_body(&Bytes::copy_from_slice(body))
         .ok()
         .map(|b| (b, FRAME_LEN + len as usize))
 }
 
-/// Decodes a checked record body (format byte + rmp).
-fn decode_body(body: &[u8]) -> Result<RecordBody, String> {
+/// Decodes a checked record body (format byte + append).
+fn decode_body(body: &Bytes) -> Result<RecordBody, String> {
     match body.first() {
-        Some(&RECORD_FORMAT) => {
-            rmp_serde::from_slice(&body[1..]).map_err(|e| format!("undecodable record: {e}"))
-        }
+        Some(&RECORD_FORMAT) => decode_v2(body),
+        Some(&RECORD_FORMAT_V1) => decode_v1(&body[1..]),
         Some(&f) => Err(format!(
             "record format {f} is newer than this build reads ({RECORD_FORMAT}); upgrade Casebook"
         )),
@@ -186,18 +293,365 @@ fn decode_body(body: &[u8]) -> Result<RecordBody, String> {
     }
 }
 
+/// Reads the fields of a format 2 body, each bounds-checked.
+struct Cursor<'a> {
+    body: &'a Bytes,
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    #[inline]
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], String> {
+        let bytes: &'a [u8] = self.body;
+        let end = self.at.checked_add(n).filter(|&e| e <= bytes.len());
+        match end {
+            Some(end) => {
+                let slice = &bytes[self.at..end];
+                self.at = end;
+                Ok(slice)
+            }
+            None => Err(format!(
+                "undecodable record: {what} runs past the end of the record"
+            )),
+        }
+    }
+
+    fn u8(&mut self, what: &str) -> Result<u8, String> {
+        Ok(self.take(1, what)?[0])
+    }
+
+    fn u16(&mut self, what: &str) -> Result<u16, String> {
+        let b = self.take(2, what)?;
+        Ok(u16::from_le_bytes([b[0], b[1]]))
+    }
+
+    fn u32(&mut self, what: &str) -> Result<u32, String> {
+        let b = self.take(4, what)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64(&mut self, what: &str) -> Result<u64, String> {
+        let b = self.take(8, what)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+
+    fn str(&mut self, len: usize, what: &str) -> Result<&'a str, String> {
+        std::str::from_utf8(self.take(len, what)?)
+            .map_err(|_| format!("undecodable record: {what} is not UTF-8"))
+    }
+
+    /// `n` bytes as a view of the body, sharing its buffer.
+    #[inline]
+    fn bytes(&mut self, n: usize, what: &str) -> Result<Bytes, String> {
+        let from = self.at;
+        self.take(n, what)?;
+        Ok(self.body.slice(from..self.at))
+    }
+
+    /// A count of items that each take at least `min` bytes: bounded by what
+    /// is left, so a damaged count cannot ask for a huge allocation.
+    fn count(&mut self, min: usize, what: &str) -> Result<usize, String> {
+        let n = self.u32(what)? as usize;
+        if n.saturating_mul(min) > self.body.len() - self.at {
+            return Err(format!("undecodable record: {n} {what} cannot fit"));
+        }
+        Ok(n)
+    }
+}
+
+/// The part of a format 2 body before its events.
+struct HeadV2 {
+    stream: StreamId,
+    first_version: StreamVersion,
+    first_position: GlobalPosition,
+    recorded: Timestamp,
+    group_start: u64,
+    types: Vec<Arc<str>>,
+    metas: Vec<Arc<Metadata>>,
+    events: usize,
+}
+
+/// Bytes of an event before its payload: id, type, metadata, length.
+const EVENT_HEAD_LEN: usize = 28;
+
+impl HeadV2 {
+    fn decode(c: &mut Cursor<'_>) -> Result<HeadV2, String> {
+        let tenant = c.u8("tenant length").map(usize::from)?;
+        let tenant = c.str(tenant, "tenant")?;
+        let category = c.u8("category length").map(usize::from)?;
+        let category = c.str(category, "category")?;
+        let id = c.u8("stream id length").map(usize::from)?;
+        let id = c.str(id, "stream id")?;
+        let stream = TenantId::new(tenant)
+            .and_then(|t| StreamId::new(t, category, id))
+            .map_err(|e| format!("undecodable record: {e}"))?;
+        let first_version = StreamVersion(c.u64("first version")?);
+        let first_position = GlobalPosition(c.u64("first position")?);
+        let recorded = Timestamp(c.u64("recorded time")? as i64);
+        let group_start = c.u64("group start")?;
+
+        let n = c.count(2, "type names")?;
+        let mut types: Vec<Arc<str>> = Vec::with_capacity(n);
+        for _ in 0..n {
+            let len = c.u16("type name length")? as usize;
+            types.push(Arc::from(c.str(len, "type name")?));
+        }
+        let n = c.count(4, "metadata")?;
+        let mut metas: Vec<Arc<Metadata>> = Vec::with_capacity(n);
+        for _ in 0..n {
+            let len = c.u32("metadata length")? as usize;
+            let bytes = c.take(len, "metadata")?;
+            let meta: Metadata = rmp_serde::from_slice(bytes)
+                .map_err(|e| format!("undecodable record: metadata: {e}"))?;
+            metas.push(Arc::new(meta));
+        }
+        let events = c.count(EVENT_HEAD_LEN, "events")?;
+        Ok(HeadV2 {
+            stream,
+            first_version,
+            first_position,
+            recorded,
+            group_start,
+            types,
+            metas,
+            events,
+        })
+    }
+
+    /// Decodes the next event.
+    #[inline]
+    fn event(&self, c: &mut Cursor<'_>) -> Result<StoredEvent, String> {
+        let h = c.take(EVENT_HEAD_LEN, "event")?;
+        let word = |at: usize| u32::from_le_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
+        let (t, m, len) = (word(16) as usize, word(20) as usize, word(24) as usize);
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&h[..16]);
+        let payload = c.bytes(len, "payload")?;
+        let (Some(event_type), Some(metadata)) = (self.types.get(t), self.metas.get(m)) else {
+            return Err(format!(
+                "undecodable record: an event refers to type {t} or metadata {m}, which the record lacks"
+            ));
+        };
+        Ok(StoredEvent {
+            id: EventId(uuid::Uuid::from_bytes(id)),
+            event_type: Arc::clone(event_type),
+            payload,
+            metadata: Arc::clone(metadata),
+        })
+    }
+}
+
+fn decode_v2(body: &Bytes) -> Result<RecordBody, String> {
+    let mut c = Cursor { body, at: 1 };
+    let head = HeadV2::decode(&mut c)?;
+    let mut events = Vec::with_capacity(head.events);
+    for _ in 0..head.events {
+        events.push(head.event(&mut c)?);
+    }
+    if c.at != body.len() {
+        return Err(format!(
+            "undecodable record: {} bytes follow its last event",
+            body.len() - c.at
+        ));
+    }
+    Ok(RecordBody {
+        stream: head.stream,
+        first_version: head.first_version,
+        first_position: head.first_position,
+        recorded: head.recorded,
+        group_start: head.group_start,
+        events,
+    })
+}
+
+/// What a reader wants from a record: its first position and tenant (as the
+/// index says), and `take` events after skipping `skip`.
+#[derive(Debug, Clone)]
+pub(crate) struct Wanted<'t> {
+    pub first_position: GlobalPosition,
+    pub tenant: &'t TenantId,
+    pub skip: usize,
+    pub take: usize,
+}
+
+/// Pushes the events `wanted` names of a checked body onto `out`, straight
+/// from the bytes (format 2) — the bulk read path.
+fn decode_into(
+    body: &Bytes,
+    wanted: &Wanted<'_>,
+    out: &mut Vec<RecordedEvent>,
+) -> Result<(), String> {
+    if body.first() != Some(&RECORD_FORMAT) {
+        let record = decode_body(body)?;
+        check_wanted(
+            &record.stream,
+            record.first_position,
+            record.events.len(),
+            wanted,
+        )?;
+        out.extend(record.into_events().skip(wanted.skip).take(wanted.take));
+        return Ok(());
+    }
+    let mut c = Cursor { body, at: 1 };
+    let head = HeadV2::decode(&mut c)?;
+    check_wanted(&head.stream, head.first_position, head.events, wanted)?;
+    for i in 0..wanted.skip + wanted.take {
+        let e = head.event(&mut c)?;
+        if i >= wanted.skip {
+            out.push(RecordedEvent {
+                stream: head.stream.clone(),
+                version: StreamVersion(head.first_version.0 + i as u64),
+                position: GlobalPosition(head.first_position.0 + i as u64),
+                recorded: head.recorded,
+                id: e.id,
+                event_type: e.event_type,
+                payload: e.payload,
+                metadata: e.metadata,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn check_wanted(
+    stream: &StreamId,
+    first_position: GlobalPosition,
+    events: usize,
+    wanted: &Wanted<'_>,
+) -> Result<(), String> {
+    if first_position != wanted.first_position
+        || stream.tenant() != wanted.tenant
+        || wanted.skip + wanted.take > events
+    {
+        return Err("the record does not match its index entry".into());
+    }
+    Ok(())
+}
+
+/// Format 1: the whole append as one rmp-serde map with named fields.
+#[derive(Deserialize)]
+struct RecordBodyV1 {
+    stream: StreamId,
+    first_version: StreamVersion,
+    first_position: GlobalPosition,
+    recorded: Timestamp,
+    group_start: u64,
+    events: Vec<EventData>,
+}
+
+fn decode_v1(bytes: &[u8]) -> Result<RecordBody, String> {
+    let v1: RecordBodyV1 =
+        rmp_serde::from_slice(bytes).map_err(|e| format!("undecodable record: {e}"))?;
+    let mut events: Vec<StoredEvent> = Vec::with_capacity(v1.events.len());
+    for e in v1.events {
+        // Share type and metadata with the previous event when they repeat.
+        let (event_type, metadata) = match events.last() {
+            Some(p) if *p.event_type == *e.event_type && *p.metadata == e.metadata => {
+                (Arc::clone(&p.event_type), Arc::clone(&p.metadata))
+            }
+            _ => (Arc::from(e.event_type), Arc::new(e.metadata)),
+        };
+        events.push(StoredEvent {
+            id: e.id,
+            event_type,
+            payload: Bytes::from(e.payload),
+            metadata,
+        });
+    }
+    Ok(RecordBody {
+        stream: v1.stream,
+        first_version: v1.first_version,
+        first_position: v1.first_position,
+        recorded: v1.recorded,
+        group_start: v1.group_start,
+        events,
+    })
+}
+
 /// The open segment files, shared by the writer and readers.
 pub(crate) struct Segments {
     pub fs: Arc<dyn LogFs>,
     files: RwLock<BTreeMap<u64, Arc<dyn SegmentFile>>>,
+    /// Read windows handed back by readers, reused once no event refers to
+    /// them any more: fresh ones cost page faults and zeroing per read.
+    windows: Mutex<VecDeque<Bytes>>,
+    /// Segments mapped into memory (`None`: the file system cannot map).
+    maps: RwLock<BTreeMap<u64, Option<Bytes>>>,
+    /// How much of a segment to map: a segment grows up to about this size.
+    map_len: u64,
 }
 
+/// Most read windows kept for reuse.
+const SPARE_WINDOWS: usize = 32;
+/// Mapped beyond a segment's nominal size, for a last group that runs past it.
+const MAP_SLACK: u64 = 64 * 1024 * 1024;
+
 impl Segments {
-    pub fn new(fs: Arc<dyn LogFs>) -> Self {
+    /// `segment_size`: the size at which the writer starts a new segment.
+    pub fn new(fs: Arc<dyn LogFs>, segment_size: u64) -> Self {
         Segments {
             fs,
             files: RwLock::new(BTreeMap::new()),
+            windows: Mutex::new(VecDeque::new()),
+            maps: RwLock::new(BTreeMap::new()),
+            // Room for the last group of a segment to run past its size.
+            map_len: segment_size.saturating_add(MAP_SLACK),
         }
+    }
+
+    /// Segment `number` mapped into memory, mapping it on first use.
+    fn mapping(&self, number: u64, file: &dyn SegmentFile) -> Result<Option<Bytes>, LogError> {
+        if let Some(m) = self
+            .maps
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&number)
+        {
+            return Ok(m.clone());
+        }
+        let mut maps = self.maps.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(m) = maps.get(&number) {
+            return Ok(m.clone());
+        }
+        let io = |e| LogError::io(format!("mapping {}", self.fs.path(number).display()), e);
+        let len = file.len().map_err(io)?.max(self.map_len);
+        let map = file.map(len).map_err(io)?;
+        maps.insert(number, map.clone());
+        Ok(map)
+    }
+
+    /// A buffer of `len` bytes to read into: a spare window nothing refers
+    /// to any more, or a new one.
+    fn window_buffer(&self, len: usize) -> BytesMut {
+        let mut spare = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        for _ in 0..spare.len() {
+            let Some(w) = spare.pop_front() else { break };
+            match w.try_into_mut() {
+                Ok(mut buf) => {
+                    drop(spare);
+                    buf.resize(len, 0);
+                    return buf;
+                }
+                // Still read from: look again later.
+                Err(w) => spare.push_back(w),
+            }
+        }
+        drop(spare);
+        BytesMut::zeroed(len)
+    }
+
+    /// Hands a window back for reuse.
+    fn spare_window(&self, window: Bytes) {
+        if window.is_empty() {
+            return;
+        }
+        let mut spare = self.windows.lock().unwrap_or_else(|p| p.into_inner());
+        if spare.len() == SPARE_WINDOWS {
+            spare.pop_front();
+        }
+        spare.push_back(window);
     }
 
     /// Registers an open segment.
@@ -251,23 +705,73 @@ pub(crate) enum Scanned {
     Damaged(String),
 }
 
+/// A frame as read: its checked body and the offset past it, the clean end
+/// of the segment, or damage.
+enum Framed {
+    Body(Bytes, u64),
+    End,
+    Damaged(String),
+}
+
 /// Reads records through a window of buffered bytes, so sequential reads cost
-/// one system call per window rather than two per record.
+/// one system call per window rather than two per record. Decoded payloads
+/// are views of the window: a window is never reused, only replaced.
 pub(crate) struct RecordReader<'a> {
     segments: &'a Segments,
-    window: Vec<u8>,
+    window: Bytes,
     segment: u64,
     start: u64,
+    /// Where the log was synced up to when the read began, as (segment,
+    /// offset): a reader that knows it views mapped bytes below it instead
+    /// of copying them.
+    synced: Option<(u64, u64)>,
+    /// Whether the window is a view of a mapping (not a buffer to reuse).
+    mapped: bool,
+}
+
+impl Drop for RecordReader<'_> {
+    fn drop(&mut self) {
+        if !self.mapped {
+            self.segments.spare_window(std::mem::take(&mut self.window));
+        }
+    }
 }
 
 impl<'a> RecordReader<'a> {
     pub fn new(segments: &'a Segments) -> Self {
         RecordReader {
             segments,
-            window: Vec::new(),
+            window: Bytes::new(),
             segment: u64::MAX,
             start: 0,
+            synced: None,
+            mapped: false,
         }
+    }
+
+    /// A reader of records synced before `synced` (segment, offset), which
+    /// reads them from memory-mapped segments where it can.
+    pub fn synced_before(segments: &'a Segments, synced: (u64, u64)) -> Self {
+        let mut reader = RecordReader::new(segments);
+        reader.synced = Some(synced);
+        reader
+    }
+
+    /// How far `segment` may be viewed in place: its synced bytes.
+    fn viewable(&self, file: &dyn SegmentFile, segment: u64) -> Result<Option<u64>, LogError> {
+        Ok(match self.synced {
+            Some((s, _)) if segment < s => {
+                // Sealed: every byte it holds was synced before the next began.
+                Some(file.len().map_err(|e| {
+                    LogError::io(
+                        format!("reading {}", self.segments.fs.path(segment).display()),
+                        e,
+                    )
+                })?)
+            }
+            Some((s, end)) if segment == s => Some(end),
+            _ => None,
+        })
     }
 
     /// Makes sure `[offset, offset + len)` of `segment` is in the window, as
@@ -283,20 +787,38 @@ impl<'a> RecordReader<'a> {
             && offset >= self.start
             && offset + len as u64 <= self.start + self.window.len() as u64;
         if !have {
-            let size = len.max(WINDOW);
-            self.window.resize(size, 0);
-            let n = file.read_at(&mut self.window, offset).map_err(|e| {
+            if let Some(viewable) = self.viewable(file, segment)? {
+                if let Some(map) = self.segments.mapping(segment, file)? {
+                    let upto = viewable.min(map.len() as u64);
+                    if offset + len as u64 <= upto {
+                        self.replace_window(map.slice(offset as usize..upto as usize), true);
+                        self.segment = segment;
+                        self.start = offset;
+                        return Ok(len);
+                    }
+                }
+            }
+            let mut window = self.segments.window_buffer(len.max(WINDOW));
+            let n = file.read_at(&mut window, offset).map_err(|e| {
                 LogError::io(
                     format!("reading {}", self.segments.fs.path(segment).display()),
                     e,
                 )
             })?;
-            self.window.truncate(n);
+            window.truncate(n);
+            self.replace_window(window.freeze(), false);
             self.segment = segment;
             self.start = offset;
         }
         let available = (self.start + self.window.len() as u64).saturating_sub(offset);
         Ok((available as usize).min(len))
+    }
+
+    fn replace_window(&mut self, window: Bytes, mapped: bool) {
+        let old = std::mem::replace(&mut self.window, window);
+        if !std::mem::replace(&mut self.mapped, mapped) {
+            self.segments.spare_window(old);
+        }
     }
 
     fn slice(&self, offset: u64, len: usize) -> &[u8] {
@@ -306,13 +828,45 @@ impl<'a> RecordReader<'a> {
 
     /// Reads the record at `offset`, telling a clean end from damage.
     pub fn scan(&mut self, segment: u64, offset: u64) -> Result<Scanned, LogError> {
+        Ok(match self.frame(segment, offset)? {
+            Framed::Body(body, next) => match decode_body(&body) {
+                Ok(record) => Scanned::Record(record, next),
+                Err(reason) => Scanned::Damaged(reason),
+            },
+            Framed::End => Scanned::End,
+            Framed::Damaged(reason) => Scanned::Damaged(reason),
+        })
+    }
+
+    /// Pushes the events `wanted` names of the record at a location the
+    /// index vouches for onto `out`; anything but such a record is corruption.
+    pub fn read_into(
+        &mut self,
+        segment: u64,
+        offset: u64,
+        wanted: &Wanted<'_>,
+        out: &mut Vec<RecordedEvent>,
+    ) -> Result<(), LogError> {
+        let reason = match self.frame(segment, offset)? {
+            Framed::Body(body, _) => match decode_into(&body, wanted, out) {
+                Ok(()) => return Ok(()),
+                Err(reason) => reason,
+            },
+            Framed::End => "the index points past the end of the segment".into(),
+            Framed::Damaged(reason) => reason,
+        };
+        Err(self.segments.corrupted(segment, offset, reason))
+    }
+
+    /// Reads and checks the frame at `offset`: its body, or what is wrong.
+    fn frame(&mut self, segment: u64, offset: u64) -> Result<Framed, LogError> {
         let file = self.segments.get(segment)?;
         let got = self.fill(&*file, segment, offset, FRAME_LEN)?;
         if got == 0 {
-            return Ok(Scanned::End);
+            return Ok(Framed::End);
         }
         if got < FRAME_LEN {
-            return Ok(Scanned::Damaged(format!(
+            return Ok(Framed::Damaged(format!(
                 "incomplete record frame ({got} bytes)"
             )));
         }
@@ -320,12 +874,12 @@ impl<'a> RecordReader<'a> {
         let len = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]);
         let crc = u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]]);
         if len == 0 || len > MAX_RECORD_LEN {
-            return Ok(Scanned::Damaged(format!("impossible record length {len}")));
+            return Ok(Framed::Damaged(format!("impossible record length {len}")));
         }
         let total = FRAME_LEN + len as usize;
         let got = self.fill(&*file, segment, offset, total)?;
         if got < total {
-            return Ok(Scanned::Damaged(format!(
+            return Ok(Framed::Damaged(format!(
                 "record of {len} bytes is cut short at {} bytes",
                 got.saturating_sub(FRAME_LEN)
             )));
@@ -333,14 +887,15 @@ impl<'a> RecordReader<'a> {
         let body = self.slice(offset + FRAME_LEN as u64, len as usize);
         let actual = crc32c::crc32c_append(crc32c::crc32c(&len.to_le_bytes()), body);
         if actual != crc {
-            return Ok(Scanned::Damaged(format!(
+            return Ok(Framed::Damaged(format!(
                 "checksum mismatch (stored {crc:08x}, computed {actual:08x})"
             )));
         }
-        match decode_body(body) {
-            Ok(record) => Ok(Scanned::Record(record, offset + total as u64)),
-            Err(reason) => Ok(Scanned::Damaged(reason)),
-        }
+        let at = (offset - self.start) as usize + FRAME_LEN;
+        Ok(Framed::Body(
+            self.window.slice(at..at + len as usize),
+            offset + total as u64,
+        ))
     }
 
     /// Reads the record at a location the index vouches for: anything but a
@@ -355,5 +910,162 @@ impl<'a> RecordReader<'a> {
             )),
             Scanned::Damaged(reason) => Err(self.segments.corrupted(segment, offset, reason)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::Serialize;
+
+    use super::*;
+    use crate::log::types::{ActorId, Source};
+    use crate::security::Classification;
+
+    fn stream() -> StreamId {
+        "kent/case/CR-2026-000042".parse().unwrap()
+    }
+
+    fn events() -> Vec<EventData> {
+        let officer = Metadata::new(ActorId::new("pc-4521"), Source::system("niche-rms"));
+        let sensitive = officer
+            .clone()
+            .with_reason("safeguarding referral")
+            .with_classification(Classification::OfficialSensitive);
+        vec![
+            EventData::new("CaseOpened", b"opened".to_vec(), officer.clone()),
+            EventData::new("CaseFileUpdated", b"ward=E05".to_vec(), officer.clone()),
+            EventData::new("CaseFileUpdated", Vec::new(), sensitive.clone()),
+            EventData::new("CaseOpened", vec![7; 300], officer),
+            EventData::new("NoteAdded", b"x".to_vec(), sensitive),
+        ]
+    }
+
+    fn body<'a>(stream: &'a StreamId, events: &'a [EventData]) -> RecordBodyRef<'a> {
+        RecordBodyRef {
+            stream,
+            first_version: StreamVersion(3),
+            first_position: GlobalPosition(1000),
+            recorded: Timestamp(1_764_000_000_000_000),
+            group_start: 4096,
+            events,
+        }
+    }
+
+    fn encoded(stream: &StreamId, events: &[EventData]) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_record(&body(stream, events), &mut out).unwrap();
+        out
+    }
+
+    fn check_round_trip(read: &RecordBody, stream: &StreamId, events: &[EventData]) {
+        assert_eq!(read.stream, *stream);
+        assert_eq!(read.first_version, StreamVersion(3));
+        assert_eq!(read.first_position, GlobalPosition(1000));
+        assert_eq!(read.recorded, Timestamp(1_764_000_000_000_000));
+        assert_eq!(read.group_start, 4096);
+        assert_eq!(read.events.len(), events.len());
+        for (i, e) in events.iter().enumerate() {
+            let r = read.event(i).unwrap();
+            assert!(r.same_data(e), "event {i}");
+            assert_eq!(r.position, GlobalPosition(1000 + i as u64));
+            assert_eq!(r.version, StreamVersion(3 + i as u64));
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_share_repeated_types_and_metadata() {
+        let (s, events) = (stream(), events());
+        let bytes = encoded(&s, &events);
+        let (read, size) = parse_record(&bytes).unwrap();
+        assert_eq!(size, bytes.len());
+        check_round_trip(&read, &s, &events);
+        let e = &read.events;
+        assert!(Arc::ptr_eq(&e[1].event_type, &e[2].event_type));
+        assert!(Arc::ptr_eq(&e[0].event_type, &e[3].event_type));
+        assert!(Arc::ptr_eq(&e[0].metadata, &e[3].metadata));
+        assert!(Arc::ptr_eq(&e[2].metadata, &e[4].metadata));
+        assert!(!Arc::ptr_eq(&e[0].metadata, &e[2].metadata));
+    }
+
+    #[test]
+    fn format_1_records_written_by_earlier_builds_still_read() {
+        #[derive(Serialize)]
+        struct V1<'a> {
+            stream: &'a StreamId,
+            first_version: StreamVersion,
+            first_position: GlobalPosition,
+            recorded: Timestamp,
+            group_start: u64,
+            events: &'a [EventData],
+        }
+        let (s, events) = (stream(), events());
+        let b = body(&s, &events);
+        let mut bytes = vec![RECORD_FORMAT_V1];
+        rmp_serde::encode::write_named(
+            &mut bytes,
+            &V1 {
+                stream: b.stream,
+                first_version: b.first_version,
+                first_position: b.first_position,
+                recorded: b.recorded,
+                group_start: b.group_start,
+                events: b.events,
+            },
+        )
+        .unwrap();
+        let read = decode_body(&Bytes::from(bytes)).unwrap();
+        check_round_trip(&read, &s, &events);
+    }
+
+    #[test]
+    fn damaged_or_future_bodies_are_errors_never_panics() {
+        let (s, events) = (stream(), events());
+        let bytes = encoded(&s, &events);
+        let body = &bytes[FRAME_LEN..];
+        // Every truncation of the body fails cleanly.
+        for cut in 0..body.len() {
+            assert!(decode_body(&Bytes::copy_from_slice(&body[..cut])).is_err());
+        }
+        // Every single-byte change either fails or decodes to something.
+        for at in 0..body.len() {
+            for flip in [0x01u8, 0x80, 0xff] {
+                let mut damaged = body.to_vec();
+                damaged[at] ^= flip;
+                let _ = decode_body(&Bytes::from(damaged));
+            }
+        }
+        let mut trailing = body.to_vec();
+        trailing.push(0);
+        let err = decode_body(&Bytes::from(trailing)).unwrap_err();
+        assert!(err.contains("follow its last event"), "{err}");
+        let mut future = body.to_vec();
+        future[0] = RECORD_FORMAT + 1;
+        let err = decode_body(&Bytes::from(future)).unwrap_err();
+        assert!(err.contains("upgrade Casebook"), "{err}");
+        // A damaged count cannot ask for a huge allocation.
+        let mut huge = body.to_vec();
+        let events_at = huge.len() - events.iter().map(|e| 28 + e.payload.len()).sum::<usize>() - 4;
+        huge[events_at..events_at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        let err = decode_body(&Bytes::from(huge)).unwrap_err();
+        assert!(err.contains("cannot fit"), "{err}");
+        // The frame's checksum catches what decoding alone would not.
+        let mut flipped = bytes.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        assert!(parse_record(&flipped).is_none());
+    }
+
+    #[test]
+    fn compact_records_are_smaller_than_format_1() {
+        let s = stream();
+        let meta = Metadata::new(ActorId::new("pc-4521"), Source::system("bench"));
+        let events: Vec<EventData> = (0..10)
+            .map(|_| EventData::new("BenchEvent", vec![0x5a; 200], meta.clone()))
+            .collect();
+        let v2 = encoded(&s, &events).len();
+        let mut v1 = Vec::new();
+        rmp_serde::encode::write_named(&mut v1, &events).unwrap();
+        assert!(v2 < 10 * 240 + 200, "{v2} bytes");
+        assert!(v2 * 10 < v1.len() * 7, "{v2} vs {}", v1.len());
     }
 }

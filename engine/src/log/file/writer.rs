@@ -306,16 +306,13 @@ impl Writer {
             if let Some(&(a, i)) = pending.get(&id) {
                 let a = &accepted[a];
                 let e = &a.request.events[i];
-                return Ok(Some(RecordedEvent {
-                    stream: a.request.stream.clone(),
-                    version: StreamVersion(a.first_version.0 + i as u64),
-                    position: GlobalPosition(a.first_position.0 + i as u64),
-                    recorded: Timestamp(0),
-                    id: e.id,
-                    event_type: e.event_type.clone(),
-                    payload: e.payload.clone(),
-                    metadata: e.metadata.clone(),
-                }));
+                return Ok(Some(RecordedEvent::from_data(
+                    a.request.stream.clone(),
+                    StreamVersion(a.first_version.0 + i as u64),
+                    GlobalPosition(a.first_position.0 + i as u64),
+                    Timestamp(0),
+                    e.clone(),
+                )));
             }
             match index.event(id)? {
                 None => Ok(None),
@@ -354,6 +351,7 @@ impl Writer {
             .map_err(|e| LogError::io(format!("syncing {}", path()), e))?;
         let took = started.elapsed();
         self.offset += buf.len() as u64;
+        self.shared.set_synced(self.segment, self.offset);
 
         let records: Vec<IndexedRecord> = accepted
             .iter()
@@ -386,6 +384,7 @@ impl Writer {
         self.segment = number;
         self.file = file;
         self.offset = HEADER_LEN;
+        self.shared.set_synced(number, HEADER_LEN);
         Ok(())
     }
 }
