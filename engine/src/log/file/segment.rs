@@ -791,7 +791,11 @@ impl<'a> RecordReader<'a> {
                 if let Some(map) = self.segments.mapping(segment, file)? {
                     let upto = viewable.min(map.len() as u64);
                     if offset + len as u64 <= upto {
-                        self.replace_window(map.slice(offset as usize..upto as usize), true);
+                        // A window of its own owns a share of the mapping:
+                        // events count their references on it, not on the
+                        // mapping every reader thread shares.
+                        let view = map.slice(offset as usize..upto as usize);
+                        self.replace_window(Bytes::from_owner(view), true);
                         self.segment = segment;
                         self.start = offset;
                         return Ok(len);
