@@ -770,10 +770,34 @@ pub async fn bulk_reads_are_complete_and_ordered(f: Fixture) {
             .take(limit)
             .collect();
         assert_eq!(page.len(), expected.len(), "from {start}, limit {limit}");
-        for (got, (position, data)) in page.iter().zip(expected) {
+        for (got, (position, data)) in page.iter().zip(&expected) {
             assert_eq!(got.position.0, *position);
             assert!(got.same_data(data), "event at {position}");
         }
+        // The same page as a batch decoded while visited.
+        let batch = f
+            .store
+            .read_all_batch(&tenant("kent"), GlobalPosition(start), limit)
+            .await
+            .unwrap();
+        assert_eq!(batch.len(), page.len());
+        assert_eq!(batch.last_position(), page.last().map(|e| e.position));
+        let mut visited = 0;
+        for (got, want) in batch.iter().zip(&page) {
+            assert_eq!(got.position(), want.position);
+            assert_eq!(got.version(), want.version);
+            assert_eq!(got.stream(), &want.stream);
+            assert_eq!(got.recorded(), want.recorded);
+            assert_eq!((got.id(), got.event_type()), (want.id, &*want.event_type));
+            assert_eq!(
+                (got.payload(), got.metadata()),
+                (&want.payload[..], &*want.metadata)
+            );
+            assert_eq!(&got.to_recorded(), want);
+            visited += 1;
+        }
+        assert_eq!(visited, page.len());
+        assert_eq!(batch.into_events(), page);
     }
     // Paging through all of it gives every event once.
     let mut from = GlobalPosition::START;

@@ -12,6 +12,7 @@
 //!   source of truth, sled for derived indexes (module `file`).
 
 mod append;
+pub mod batch;
 pub mod codec;
 mod error;
 mod file;
@@ -25,6 +26,7 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 pub use append::Limits;
+pub use batch::{EventBatch, EventRef};
 /// Shared, cheaply cloned bytes: the payload of a [`RecordedEvent`].
 pub use bytes::Bytes;
 pub use error::{IdError, LogError};
@@ -88,6 +90,22 @@ pub trait EventStore: Send + Sync + 'static {
         from: GlobalPosition,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, LogError>;
+
+    /// Like [`EventStore::read_all`], as an [`EventBatch`] whose events are
+    /// decoded as they are visited — the cheapest way to replay the log.
+    /// Stores without a zero-copy path hand back what `read_all` reads.
+    ///
+    /// Errors: as [`EventStore::read_all`].
+    async fn read_all_batch(
+        &self,
+        tenant: &TenantId,
+        from: GlobalPosition,
+        limit: usize,
+    ) -> Result<EventBatch, LogError> {
+        Ok(EventBatch::from_events(
+            self.read_all(tenant, from, limit).await?,
+        ))
+    }
 
     /// The version of the stream's last event, or `None` if it has none.
     async fn stream_version(&self, stream: &StreamId) -> Result<Option<StreamVersion>, LogError>;

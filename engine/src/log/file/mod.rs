@@ -28,6 +28,7 @@ use self::index::Index;
 use self::segment::{RecordReader, Segments};
 use self::writer::{AppendRequest, Message};
 use super::append::Limits;
+use super::batch::{EventBatch, Part};
 use super::error::LogError;
 use super::types::{
     AppendResult, Direction, EventData, ExpectedVersion, GlobalPosition, RecordedEvent, StreamId,
@@ -329,20 +330,22 @@ impl LogStore {
         Ok(out)
     }
 
-    fn read_all_blocking(
+    /// The records holding `tenant`'s events from `from`, up to `limit`
+    /// events, and which of their events are wanted.
+    fn plan<'t>(
         &self,
-        tenant: &TenantId,
+        tenant: &'t TenantId,
         from: GlobalPosition,
         limit: usize,
-    ) -> Result<Vec<RecordedEvent>, LogError> {
+    ) -> Result<Plan<'t>, LogError> {
         let records = self.inner.index.tenant_records(tenant, from, limit)?;
         // Everything the index names was synced before it was indexed.
         let synced = self.inner.shared.synced();
-        let mut plan = Vec::with_capacity(records.len());
-        let mut planned = 0;
+        let mut reads = Vec::with_capacity(records.len());
+        let mut events = 0;
         for (first, loc, count) in records {
             let skip = from.0.saturating_sub(first.0).min(u64::from(count)) as usize;
-            let take = (count as usize - skip).min(limit - planned);
+            let take = (count as usize - skip).min(limit - events);
             if take == 0 {
                 continue;
             }
@@ -352,38 +355,59 @@ impl LogStore {
                 skip,
                 take,
             };
-            plan.push((loc, wanted));
-            planned += take;
-            if planned == limit {
+            reads.push((loc, wanted));
+            events += take;
+            if events == limit {
                 break;
             }
         }
+        Ok(Plan {
+            reads,
+            events,
+            synced,
+        })
+    }
+
+    /// Carries out `plan`, reading each record with `read`; a big plan is
+    /// split between two threads, half the events each.
+    fn carry_out<T: Send + Output>(
+        &self,
+        plan: &Plan<'_>,
+        read: impl Fn(
+                &mut RecordReader<'_>,
+                &index::RecordLoc,
+                &segment::Wanted<'_>,
+                &mut Vec<T>,
+            ) -> Result<(), LogError>
+            + Sync,
+    ) -> Result<Vec<T>, LogError> {
         let segments = &*self.inner.segments;
-        let read = |plan: &[(index::RecordLoc, segment::Wanted<'_>)], events: usize| {
-            let mut reader = RecordReader::synced_before(segments, synced);
-            let mut out = Vec::with_capacity(events);
-            for (loc, wanted) in plan {
-                reader.read_into(loc.segment, loc.offset, wanted, &mut out)?;
+        let run = |reads: &[(index::RecordLoc, segment::Wanted<'_>)], capacity: usize| {
+            let mut reader = RecordReader::synced_before(segments, plan.synced);
+            let mut out = Vec::with_capacity(capacity);
+            for (loc, wanted) in reads {
+                read(&mut reader, loc, wanted, &mut out)?;
             }
             Ok::<_, LogError>(out)
         };
-        if planned < PARALLEL_READ_OVER || plan.len() < 2 {
-            return read(&plan, planned);
+        let reads = plan.reads.as_slice();
+        let capacity = |events: usize| if T::IS_EVENT { events } else { reads.len() };
+        if plan.events < PARALLEL_READ_OVER || reads.len() < 2 {
+            return run(reads, capacity(plan.events));
         }
-        // A big page is decoded by two threads, half the records each.
         let mut half = 0;
-        let mut split = plan.len();
-        for (i, (_, w)) in plan.iter().enumerate() {
-            if half >= planned / 2 {
+        let mut split = reads.len();
+        for (i, (_, w)) in reads.iter().enumerate() {
+            if half >= plan.events / 2 {
                 split = i;
                 break;
             }
             half += w.take;
         }
-        let (front, back) = plan.split_at(split);
+        let (front, back) = reads.split_at(split);
         let (front, back) = std::thread::scope(|scope| {
-            let back = scope.spawn(|| read(back, planned - half));
-            let front = read(front, planned);
+            let back = scope.spawn(|| run(back, capacity(plan.events - half)));
+            let front = run(front, capacity(plan.events));
             (front, back.join())
         });
         let mut out = front?;
@@ -398,6 +422,52 @@ impl LogStore {
         }
         Ok(out)
     }
+
+    fn read_all_blocking(
+        &self,
+        tenant: &TenantId,
+        from: GlobalPosition,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, LogError> {
+        let plan = self.plan(tenant, from, limit)?;
+        self.carry_out(&plan, |reader, loc, wanted, out| {
+            reader.read_into(loc.segment, loc.offset, wanted, out)
+        })
+    }
+
+    fn read_all_batch_blocking(
+        &self,
+        tenant: &TenantId,
+        from: GlobalPosition,
+        limit: usize,
+    ) -> Result<EventBatch, LogError> {
+        let plan = self.plan(tenant, from, limit)?;
+        let parts = self.carry_out(&plan, |reader, loc, wanted, out| {
+            reader.read_view_into(loc.segment, loc.offset, wanted, out)
+        })?;
+        Ok(EventBatch::from_parts(parts))
+    }
+}
+
+/// What a bulk read will read: records, the events wanted of each, and how
+/// far the log was synced when the records were looked up.
+struct Plan<'t> {
+    reads: Vec<(index::RecordLoc, segment::Wanted<'t>)>,
+    events: usize,
+    synced: (u64, u64),
+}
+
+/// Whether a read's output holds one item per event (or one per record).
+trait Output {
+    const IS_EVENT: bool;
+}
+
+impl Output for RecordedEvent {
+    const IS_EVENT: bool = true;
+}
+
+impl Output for Part {
+    const IS_EVENT: bool = false;
 }
 
 /// Reads of more events than this decode on two threads.
@@ -454,6 +524,20 @@ impl EventStore for LogStore {
         let this = self.clone();
         let tenant = tenant.clone();
         tokio::task::spawn_blocking(move || this.read_all_blocking(&tenant, from, limit))
+            .await
+            .map_err(join_error)?
+    }
+
+    async fn read_all_batch(
+        &self,
+        tenant: &TenantId,
+        from: GlobalPosition,
+        limit: usize,
+    ) -> Result<EventBatch, LogError> {
+        self.inner.limits.check_read(limit)?;
+        let this = self.clone();
+        let tenant = tenant.clone();
+        tokio::task::spawn_blocking(move || this.read_all_batch_blocking(&tenant, from, limit))
             .await
             .map_err(join_error)?
     }

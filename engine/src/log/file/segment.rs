@@ -32,6 +32,7 @@ use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 
 use super::fs::{LogFs, SegmentFile};
+use crate::log::batch::{event_head, Part, RecordView, EVENT_HEAD_LEN};
 use crate::log::error::LogError;
 use crate::log::types::{
     EventData, EventId, GlobalPosition, Metadata, RecordedEvent, StreamId, StreamVersion, TenantId,
@@ -342,14 +343,6 @@ impl<'a> Cursor<'a> {
             .map_err(|_| format!("undecodable record: {what} is not UTF-8"))
     }
 
-    /// `n` bytes as a view of the body, sharing its buffer.
-    #[inline]
-    fn bytes(&mut self, n: usize, what: &str) -> Result<Bytes, String> {
-        let from = self.at;
-        self.take(n, what)?;
-        Ok(self.body.slice(from..self.at))
-    }
-
     /// A count of items that each take at least `min` bytes: bounded by what
     /// is left, so a damaged count cannot ask for a huge allocation.
     fn count(&mut self, min: usize, what: &str) -> Result<usize, String> {
@@ -372,9 +365,6 @@ struct HeadV2 {
     metas: Vec<Arc<Metadata>>,
     events: usize,
 }
-
-/// Bytes of an event before its payload: id, type, metadata, length.
-const EVENT_HEAD_LEN: usize = 28;
 
 impl HeadV2 {
     fn decode(c: &mut Cursor<'_>) -> Result<HeadV2, String> {
@@ -423,23 +413,34 @@ impl HeadV2 {
     /// Decodes the next event.
     #[inline]
     fn event(&self, c: &mut Cursor<'_>) -> Result<StoredEvent, String> {
-        let h = c.take(EVENT_HEAD_LEN, "event")?;
-        let word = |at: usize| u32::from_le_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
-        let (t, m, len) = (word(16) as usize, word(20) as usize, word(24) as usize);
-        let mut id = [0u8; 16];
-        id.copy_from_slice(&h[..16]);
-        let payload = c.bytes(len, "payload")?;
-        let (Some(event_type), Some(metadata)) = (self.types.get(t), self.metas.get(m)) else {
-            return Err(format!(
-                "undecodable record: an event refers to type {t} or metadata {m}, which the record lacks"
-            ));
-        };
+        let (id, event_type, payload, metadata) = self.event_parts(c)?;
+        let payload = c.body.slice(payload);
         Ok(StoredEvent {
             id: EventId(uuid::Uuid::from_bytes(id)),
             event_type: Arc::clone(event_type),
             payload,
             metadata: Arc::clone(metadata),
         })
+    }
+
+    /// Checks and steps over the next event: its id, type, where its
+    /// payload lies in the body, and its metadata.
+    #[inline]
+    #[allow(clippy::type_complexity)]
+    fn event_parts(
+        &self,
+        c: &mut Cursor<'_>,
+    ) -> Result<([u8; 16], &Arc<str>, std::ops::Range<usize>, &Arc<Metadata>), String> {
+        let (id, t, m, len) = event_head(c.take(EVENT_HEAD_LEN, "event")?)
+            .ok_or_else(|| "undecodable record: short event header".to_string())?;
+        let from = c.at;
+        c.take(len, "payload")?;
+        let (Some(event_type), Some(metadata)) = (self.types.get(t), self.metas.get(m)) else {
+            return Err(format!(
+                "undecodable record: an event refers to type {t} or metadata {m}, which the record lacks"
+            ));
+        };
+        Ok((id, event_type, from..c.at, metadata))
     }
 }
 
@@ -513,6 +514,39 @@ fn decode_into(
         }
     }
     Ok(())
+}
+
+/// The events `wanted` names of a checked body, as a part of a batch: the
+/// layout of every wanted event is checked now, its decoding is left to
+/// whoever visits it (format 2); older formats are decoded at once.
+fn decode_view(body: &Bytes, wanted: &Wanted<'_>) -> Result<Part, String> {
+    if body.first() != Some(&RECORD_FORMAT) {
+        let mut events = Vec::with_capacity(wanted.take);
+        decode_into(body, wanted, &mut events)?;
+        return Ok(Part::Events(events));
+    }
+    let mut c = Cursor { body, at: 1 };
+    let head = HeadV2::decode(&mut c)?;
+    check_wanted(&head.stream, head.first_position, head.events, wanted)?;
+    let mut events_at = c.at;
+    for i in 0..wanted.skip + wanted.take {
+        if i == wanted.skip {
+            events_at = c.at;
+        }
+        head.event_parts(&mut c)?;
+    }
+    Ok(Part::Record(RecordView {
+        stream: head.stream,
+        first_version: head.first_version,
+        first_position: head.first_position,
+        recorded: head.recorded,
+        types: head.types,
+        metas: head.metas,
+        body: body.clone(),
+        events_at,
+        skip: wanted.skip,
+        take: wanted.take,
+    }))
 }
 
 fn check_wanted(
@@ -862,6 +896,29 @@ impl<'a> RecordReader<'a> {
         Err(self.segments.corrupted(segment, offset, reason))
     }
 
+    /// Like [`RecordReader::read_into`], as a part of a batch whose events
+    /// are decoded when visited.
+    pub fn read_view_into(
+        &mut self,
+        segment: u64,
+        offset: u64,
+        wanted: &Wanted<'_>,
+        out: &mut Vec<Part>,
+    ) -> Result<(), LogError> {
+        let reason = match self.frame(segment, offset)? {
+            Framed::Body(body, _) => match decode_view(&body, wanted) {
+                Ok(part) => {
+                    out.push(part);
+                    return Ok(());
+                }
+                Err(reason) => reason,
+            },
+            Framed::End => "the index points past the end of the segment".into(),
+            Framed::Damaged(reason) => reason,
+        };
+        Err(self.segments.corrupted(segment, offset, reason))
+    }
+
     /// Reads and checks the frame at `offset`: its body, or what is wrong.
     fn frame(&mut self, segment: u64, offset: u64) -> Result<Framed, LogError> {
         let file = self.segments.get(segment)?;
@@ -1019,6 +1076,55 @@ mod tests {
         .unwrap();
         let read = decode_body(&Bytes::from(bytes)).unwrap();
         check_round_trip(&read, &s, &events);
+    }
+
+    #[test]
+    fn batch_views_visit_the_wanted_events_of_either_format() {
+        let (s, events) = (stream(), events());
+        let v2 = Bytes::from(encoded(&s, &events)[FRAME_LEN..].to_vec());
+        let b = body(&s, &events);
+        let mut v1 = vec![RECORD_FORMAT_V1];
+        rmp_serde::encode::write_named(
+            &mut v1,
+            &(
+                b.stream,
+                b.first_version,
+                b.first_position,
+                b.recorded,
+                b.group_start,
+                b.events,
+            ),
+        )
+        .unwrap();
+        let tenant = s.tenant().clone();
+        let wanted = Wanted {
+            first_position: GlobalPosition(1000),
+            tenant: &tenant,
+            skip: 1,
+            take: 3,
+        };
+        let part = decode_view(&v2, &wanted).unwrap();
+        assert!(matches!(part, Part::Record(_)));
+        let batch = crate::log::EventBatch::from_parts(vec![part]);
+        let seen: Vec<_> = batch.iter().map(|e| e.to_recorded()).collect();
+        assert_eq!(seen.len(), 3);
+        for (i, e) in seen.iter().enumerate() {
+            assert!(e.same_data(&events[i + 1]));
+            assert_eq!(e.position, GlobalPosition(1001 + i as u64));
+        }
+        assert_eq!(batch.last_position(), Some(GlobalPosition(1003)));
+        // An index entry that disagrees with the record is an error.
+        let wrong = Wanted {
+            skip: 4,
+            ..wanted.clone()
+        };
+        assert!(decode_view(&v2, &wrong).is_err());
+        // Format 1 bodies (rmp reads a struct from its fields in order too)
+        // are decoded at once.
+        let Part::Events(old) = decode_view(&Bytes::from(v1), &wanted).unwrap() else {
+            panic!("format 1 is decoded at once")
+        };
+        assert_eq!(old, seen);
     }
 
     #[test]
