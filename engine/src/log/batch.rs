@@ -22,7 +22,65 @@ use super::types::{
 #[derive(Debug, Default)]
 pub struct EventBatch {
     parts: Vec<Part>,
+    /// Where the events of the records lie, in order (see [`Slot`]).
+    slots: Vec<Slot>,
     len: usize,
+}
+
+/// Where one stored event lies in its record body, found (and checked) when
+/// the record was read, so visiting it reads a dense array rather than
+/// walking record bytes that have long left the cache.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Slot {
+    pub id: [u8; 16],
+    pub payload_at: u32,
+    pub payload_len: u32,
+    pub event_type: u32,
+    pub metadata: u32,
+}
+
+/// Gathers the parts and slots of a batch as records are read.
+#[derive(Debug, Default)]
+pub(crate) struct BatchBuilder {
+    pub parts: Vec<Part>,
+    pub slots: Vec<Slot>,
+}
+
+impl BatchBuilder {
+    pub fn with_capacity(events: usize, records: usize) -> Self {
+        BatchBuilder {
+            parts: Vec::with_capacity(records),
+            slots: Vec::with_capacity(events),
+        }
+    }
+
+    /// Adds another builder's parts after this one's.
+    pub fn append(&mut self, other: BatchBuilder) {
+        let shift = self.slots.len();
+        self.parts.extend(other.parts.into_iter().map(|mut p| {
+            if let Part::Record(r) = &mut p {
+                r.slots = r.slots.start + shift..r.slots.end + shift;
+            }
+            p
+        }));
+        self.slots.extend(other.slots);
+    }
+
+    pub fn build(self) -> EventBatch {
+        let len = self
+            .parts
+            .iter()
+            .map(|p| match p {
+                Part::Record(r) => r.slots.len(),
+                Part::Events(e) => e.len(),
+            })
+            .sum();
+        EventBatch {
+            parts: self.parts,
+            slots: self.slots,
+            len,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -44,12 +102,10 @@ pub(crate) struct RecordView {
     pub metas: Vec<Arc<Metadata>>,
     /// The record body.
     pub body: Bytes,
-    /// Where the first wanted event starts in `body`.
-    pub events_at: usize,
     /// Index (within the record) of the first wanted event.
     pub skip: usize,
-    /// How many events are wanted.
-    pub take: usize,
+    /// The wanted events' slots in the batch.
+    pub slots: std::ops::Range<usize>,
 }
 
 /// Bytes of a stored event before its payload: id, type, metadata, length.
@@ -66,20 +122,13 @@ pub(crate) fn event_head(bytes: &[u8]) -> Option<([u8; 16], usize, usize, usize)
 }
 
 impl EventBatch {
-    pub(crate) fn from_parts(parts: Vec<Part>) -> Self {
-        let len = parts
-            .iter()
-            .map(|p| match p {
-                Part::Record(r) => r.take,
-                Part::Events(e) => e.len(),
-            })
-            .sum();
-        EventBatch { parts, len }
-    }
-
     /// A batch of events already decoded.
     pub fn from_events(events: Vec<RecordedEvent>) -> Self {
-        EventBatch::from_parts(vec![Part::Events(events)])
+        BatchBuilder {
+            parts: vec![Part::Events(events)],
+            slots: Vec::new(),
+        }
+        .build()
     }
 
     /// How many events the batch holds.
@@ -95,8 +144,8 @@ impl EventBatch {
     /// The position of the batch's last event: read on from the one after it.
     pub fn last_position(&self) -> Option<GlobalPosition> {
         self.parts.iter().rev().find_map(|p| match p {
-            Part::Record(r) if r.take > 0 => Some(GlobalPosition(
-                r.first_position.0 + (r.skip + r.take - 1) as u64,
+            Part::Record(r) if !r.slots.is_empty() => Some(GlobalPosition(
+                r.first_position.0 + (r.skip + r.slots.len() - 1) as u64,
             )),
             Part::Events(e) => e.last().map(|e| e.position),
             Part::Record(_) => None,
@@ -107,6 +156,7 @@ impl EventBatch {
     pub fn iter(&self) -> Iter<'_> {
         Iter {
             parts: self.parts.iter(),
+            slots: &self.slots,
             current: None,
         }
     }
@@ -206,6 +256,7 @@ impl<'a> EventRef<'a> {
 #[derive(Debug)]
 pub struct Iter<'a> {
     parts: std::slice::Iter<'a, Part>,
+    slots: &'a [Slot],
     current: Option<PartIter<'a>>,
 }
 
@@ -213,7 +264,7 @@ pub struct Iter<'a> {
 enum PartIter<'a> {
     Record {
         view: &'a RecordView,
-        at: usize,
+        slots: std::slice::Iter<'a, Slot>,
         index: usize,
     },
     Events(std::slice::Iter<'a, RecordedEvent>),
@@ -233,27 +284,21 @@ impl<'a> PartIter<'a> {
                 payload: (0, e.payload.len()),
                 metadata: &e.metadata,
             }),
-            PartIter::Record { view, at, index } => {
-                if *index >= view.skip + view.take {
-                    return None;
-                }
-                // The layout was checked when the batch was read; a record
-                // that somehow disagrees ends its part rather than panicking.
-                let (id, t, m, len) = event_head(view.body.get(*at..)?)?;
-                let start = *at + EVENT_HEAD_LEN;
-                let end = start.checked_add(len).filter(|&e| e <= view.body.len())?;
+            PartIter::Record { view, slots, index } => {
+                let slot = slots.next()?;
+                let start = slot.payload_at as usize;
+                // Slots were checked against the record when it was read.
                 let event = EventRef {
                     stream: &view.stream,
                     version: StreamVersion(view.first_version.0 + *index as u64),
                     position: GlobalPosition(view.first_position.0 + *index as u64),
                     recorded: view.recorded,
-                    id: EventId(uuid::Uuid::from_bytes(id)),
-                    event_type: view.types.get(t)?,
+                    id: EventId(uuid::Uuid::from_bytes(slot.id)),
+                    event_type: view.types.get(slot.event_type as usize)?,
                     source: &view.body,
-                    payload: (start, end),
-                    metadata: view.metas.get(m)?,
+                    payload: (start, start + slot.payload_len as usize),
+                    metadata: view.metas.get(slot.metadata as usize)?,
                 };
-                *at = end;
                 *index += 1;
                 Some(event)
             }
@@ -272,7 +317,11 @@ impl<'a> Iterator for Iter<'a> {
             self.current = Some(match self.parts.next()? {
                 Part::Record(view) => PartIter::Record {
                     view,
-                    at: view.events_at,
+                    slots: self
+                        .slots
+                        .get(view.slots.clone())
+                        .unwrap_or_default()
+                        .iter(),
                     index: view.skip,
                 },
                 Part::Events(events) => PartIter::Events(events.iter()),

@@ -28,7 +28,7 @@ use self::index::Index;
 use self::segment::{RecordReader, Segments};
 use self::writer::{AppendRequest, Message};
 use super::append::Limits;
-use super::batch::{EventBatch, Part};
+use super::batch::{BatchBuilder, EventBatch};
 use super::error::LogError;
 use super::types::{
     AppendResult, Direction, EventData, ExpectedVersion, GlobalPosition, RecordedEvent, StreamId,
@@ -368,32 +368,31 @@ impl LogStore {
         })
     }
 
-    /// Carries out `plan`, reading each record with `read`; a big plan is
-    /// split between two threads, half the events each.
-    fn carry_out<T: Send + Output>(
+    /// Carries out `plan`, reading each record with `read` into a sink; a
+    /// big plan is split between two threads, half the events each.
+    fn carry_out<T: Sink>(
         &self,
         plan: &Plan<'_>,
         read: impl Fn(
                 &mut RecordReader<'_>,
                 &index::RecordLoc,
                 &segment::Wanted<'_>,
-                &mut Vec<T>,
+                &mut T,
             ) -> Result<(), LogError>
             + Sync,
-    ) -> Result<Vec<T>, LogError> {
+    ) -> Result<T, LogError> {
         let segments = &*self.inner.segments;
-        let run = |reads: &[(index::RecordLoc, segment::Wanted<'_>)], capacity: usize| {
+        let run = |reads: &[(index::RecordLoc, segment::Wanted<'_>)], events: usize| {
             let mut reader = RecordReader::synced_before(segments, plan.synced);
-            let mut out = Vec::with_capacity(capacity);
+            let mut out = T::with_capacity(events, reads.len());
             for (loc, wanted) in reads {
                 read(&mut reader, loc, wanted, &mut out)?;
             }
             Ok::<_, LogError>(out)
         };
         let reads = plan.reads.as_slice();
-        let capacity = |events: usize| if T::IS_EVENT { events } else { reads.len() };
         if plan.events < PARALLEL_READ_OVER || reads.len() < 2 {
-            return run(reads, capacity(plan.events));
+            return run(reads, plan.events);
         }
         let mut half = 0;
         let mut split = reads.len();
@@ -406,13 +405,15 @@ impl LogStore {
         }
         let (front, back) = reads.split_at(split);
         let (front, back) = std::thread::scope(|scope| {
-            let back = scope.spawn(|| run(back, capacity(plan.events - half)));
-            let front = run(front, capacity(plan.events));
+            let back = scope.spawn(|| run(back, plan.events - half));
+            // The front's sink is sized for both halves: the back is
+            // appended to it.
+            let front = run(front, plan.events);
             (front, back.join())
         });
         let mut out = front?;
         match back {
-            Ok(back) => out.extend(back?),
+            Ok(back) => out.append(back?),
             Err(_) => {
                 return Err(LogError::io(
                     "reading the log",
@@ -430,9 +431,12 @@ impl LogStore {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, LogError> {
         let plan = self.plan(tenant, from, limit)?;
-        self.carry_out(&plan, |reader, loc, wanted, out| {
-            reader.read_into(loc.segment, loc.offset, wanted, out)
-        })
+        self.carry_out(
+            &plan,
+            |reader, loc, wanted, out: &mut Vec<RecordedEvent>| {
+                reader.read_into(loc.segment, loc.offset, wanted, out)
+            },
+        )
     }
 
     fn read_all_batch_blocking(
@@ -442,10 +446,10 @@ impl LogStore {
         limit: usize,
     ) -> Result<EventBatch, LogError> {
         let plan = self.plan(tenant, from, limit)?;
-        let parts = self.carry_out(&plan, |reader, loc, wanted, out| {
+        let batch = self.carry_out(&plan, |reader, loc, wanted, out: &mut BatchBuilder| {
             reader.read_view_into(loc.segment, loc.offset, wanted, out)
         })?;
-        Ok(EventBatch::from_parts(parts))
+        Ok(batch.build())
     }
 }
 
@@ -457,17 +461,31 @@ struct Plan<'t> {
     synced: (u64, u64),
 }
 
-/// Whether a read's output holds one item per event (or one per record).
-trait Output {
-    const IS_EVENT: bool;
+/// Where a bulk read puts what it reads.
+trait Sink: Send + Sized {
+    fn with_capacity(events: usize, records: usize) -> Self;
+    /// Adds what another reader read after this one's.
+    fn append(&mut self, other: Self);
 }
 
-impl Output for RecordedEvent {
-    const IS_EVENT: bool = true;
+impl Sink for Vec<RecordedEvent> {
+    fn with_capacity(events: usize, _: usize) -> Self {
+        Vec::with_capacity(events)
+    }
+
+    fn append(&mut self, other: Self) {
+        self.extend(other);
+    }
 }
 
-impl Output for Part {
-    const IS_EVENT: bool = false;
+impl Sink for BatchBuilder {
+    fn with_capacity(events: usize, records: usize) -> Self {
+        BatchBuilder::with_capacity(events, records)
+    }
+
+    fn append(&mut self, other: Self) {
+        BatchBuilder::append(self, other);
+    }
 }
 
 /// Reads of more events than this decode on two threads.

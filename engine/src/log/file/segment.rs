@@ -32,7 +32,7 @@ use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 
 use super::fs::{LogFs, SegmentFile};
-use crate::log::batch::{event_head, Part, RecordView, EVENT_HEAD_LEN};
+use crate::log::batch::{event_head, BatchBuilder, Part, RecordView, Slot, EVENT_HEAD_LEN};
 use crate::log::error::LogError;
 use crate::log::types::{
     EventData, EventId, GlobalPosition, Metadata, RecordedEvent, StreamId, StreamVersion, TenantId,
@@ -413,35 +413,46 @@ impl HeadV2 {
     /// Decodes the next event.
     #[inline]
     fn event(&self, c: &mut Cursor<'_>) -> Result<StoredEvent, String> {
-        let (id, event_type, payload, metadata) = self.event_parts(c)?;
-        let payload = c.body.slice(payload);
+        let e = self.event_parts(c)?;
+        let (Some(event_type), Some(metadata)) = (self.types.get(e.t), self.metas.get(e.m)) else {
+            return Err("undecodable record: event refers past its tables".into());
+        };
         Ok(StoredEvent {
-            id: EventId(uuid::Uuid::from_bytes(id)),
+            id: EventId(uuid::Uuid::from_bytes(e.id)),
             event_type: Arc::clone(event_type),
-            payload,
+            payload: c.body.slice(e.payload),
             metadata: Arc::clone(metadata),
         })
     }
 
-    /// Checks and steps over the next event: its id, type, where its
-    /// payload lies in the body, and its metadata.
+    /// Checks and steps over the next event: its id, the indexes of its
+    /// type and metadata (both checked), and where its payload lies.
     #[inline]
-    #[allow(clippy::type_complexity)]
-    fn event_parts(
-        &self,
-        c: &mut Cursor<'_>,
-    ) -> Result<([u8; 16], &Arc<str>, std::ops::Range<usize>, &Arc<Metadata>), String> {
+    fn event_parts(&self, c: &mut Cursor<'_>) -> Result<EventParts, String> {
         let (id, t, m, len) = event_head(c.take(EVENT_HEAD_LEN, "event")?)
             .ok_or_else(|| "undecodable record: short event header".to_string())?;
         let from = c.at;
         c.take(len, "payload")?;
-        let (Some(event_type), Some(metadata)) = (self.types.get(t), self.metas.get(m)) else {
+        if t >= self.types.len() || m >= self.metas.len() {
             return Err(format!(
                 "undecodable record: an event refers to type {t} or metadata {m}, which the record lacks"
             ));
-        };
-        Ok((id, event_type, from..c.at, metadata))
+        }
+        Ok(EventParts {
+            id,
+            t,
+            m,
+            payload: from..c.at,
+        })
     }
+}
+
+/// One event's parts as [`HeadV2::event_parts`] found them.
+struct EventParts {
+    id: [u8; 16],
+    t: usize,
+    m: usize,
+    payload: std::ops::Range<usize>,
 }
 
 fn decode_v2(body: &Bytes) -> Result<RecordBody, String> {
@@ -519,23 +530,31 @@ fn decode_into(
 /// The events `wanted` names of a checked body, as a part of a batch: the
 /// layout of every wanted event is checked now, its decoding is left to
 /// whoever visits it (format 2); older formats are decoded at once.
-fn decode_view(body: &Bytes, wanted: &Wanted<'_>) -> Result<Part, String> {
+fn decode_view(body: &Bytes, wanted: &Wanted<'_>, out: &mut BatchBuilder) -> Result<(), String> {
     if body.first() != Some(&RECORD_FORMAT) {
         let mut events = Vec::with_capacity(wanted.take);
         decode_into(body, wanted, &mut events)?;
-        return Ok(Part::Events(events));
+        out.parts.push(Part::Events(events));
+        return Ok(());
     }
     let mut c = Cursor { body, at: 1 };
     let head = HeadV2::decode(&mut c)?;
     check_wanted(&head.stream, head.first_position, head.events, wanted)?;
-    let mut events_at = c.at;
+    let first_slot = out.slots.len();
     for i in 0..wanted.skip + wanted.take {
-        if i == wanted.skip {
-            events_at = c.at;
+        let e = head.event_parts(&mut c)?;
+        if i >= wanted.skip {
+            // Bodies are at most MAX_RECORD_LEN (< 4 GiB) bytes.
+            out.slots.push(Slot {
+                id: e.id,
+                payload_at: e.payload.start as u32,
+                payload_len: e.payload.len() as u32,
+                event_type: e.t as u32,
+                metadata: e.m as u32,
+            });
         }
-        head.event_parts(&mut c)?;
     }
-    Ok(Part::Record(RecordView {
+    out.parts.push(Part::Record(RecordView {
         stream: head.stream,
         first_version: head.first_version,
         first_position: head.first_position,
@@ -543,10 +562,10 @@ fn decode_view(body: &Bytes, wanted: &Wanted<'_>) -> Result<Part, String> {
         types: head.types,
         metas: head.metas,
         body: body.clone(),
-        events_at,
         skip: wanted.skip,
-        take: wanted.take,
-    }))
+        slots: first_slot..out.slots.len(),
+    }));
+    Ok(())
 }
 
 fn check_wanted(
@@ -903,14 +922,11 @@ impl<'a> RecordReader<'a> {
         segment: u64,
         offset: u64,
         wanted: &Wanted<'_>,
-        out: &mut Vec<Part>,
+        out: &mut BatchBuilder,
     ) -> Result<(), LogError> {
         let reason = match self.frame(segment, offset)? {
-            Framed::Body(body, _) => match decode_view(&body, wanted) {
-                Ok(part) => {
-                    out.push(part);
-                    return Ok(());
-                }
+            Framed::Body(body, _) => match decode_view(&body, wanted, out) {
+                Ok(()) => return Ok(()),
                 Err(reason) => reason,
             },
             Framed::End => "the index points past the end of the segment".into(),
@@ -1103,14 +1119,20 @@ mod tests {
             skip: 1,
             take: 3,
         };
-        let part = decode_view(&v2, &wanted).unwrap();
-        assert!(matches!(part, Part::Record(_)));
-        let batch = crate::log::EventBatch::from_parts(vec![part]);
+        let mut out = BatchBuilder::default();
+        decode_view(&v2, &wanted, &mut out).unwrap();
+        assert!(matches!(out.parts[..], [Part::Record(_)]));
+        // Appending shifts the slots of the appended parts.
+        let mut twice = BatchBuilder::default();
+        decode_view(&v2, &wanted, &mut twice).unwrap();
+        out.append(twice);
+        let batch = out.build();
+        assert_eq!(batch.len(), 6);
         let seen: Vec<_> = batch.iter().map(|e| e.to_recorded()).collect();
-        assert_eq!(seen.len(), 3);
+        assert_eq!(seen.len(), 6);
         for (i, e) in seen.iter().enumerate() {
-            assert!(e.same_data(&events[i + 1]));
-            assert_eq!(e.position, GlobalPosition(1001 + i as u64));
+            assert!(e.same_data(&events[i % 3 + 1]));
+            assert_eq!(e.position, GlobalPosition(1001 + (i % 3) as u64));
         }
         assert_eq!(batch.last_position(), Some(GlobalPosition(1003)));
         // An index entry that disagrees with the record is an error.
@@ -1118,13 +1140,15 @@ mod tests {
             skip: 4,
             ..wanted.clone()
         };
-        assert!(decode_view(&v2, &wrong).is_err());
+        assert!(decode_view(&v2, &wrong, &mut BatchBuilder::default()).is_err());
         // Format 1 bodies (rmp reads a struct from its fields in order too)
         // are decoded at once.
-        let Part::Events(old) = decode_view(&Bytes::from(v1), &wanted).unwrap() else {
+        let mut old = BatchBuilder::default();
+        decode_view(&Bytes::from(v1), &wanted, &mut old).unwrap();
+        let Some(Part::Events(old)) = old.parts.pop() else {
             panic!("format 1 is decoded at once")
         };
-        assert_eq!(old, seen);
+        assert_eq!(old, seen[..3]);
     }
 
     #[test]
