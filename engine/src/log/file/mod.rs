@@ -491,6 +491,21 @@ impl Sink for BatchBuilder {
 /// Reads of more events than this decode on two threads.
 const PARALLEL_READ_OVER: usize = 4096;
 
+impl LogStore {
+    /// Runs a blocking read of `tenant`'s events off the async workers.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        tenant: &TenantId,
+        read: impl FnOnce(&LogStore, &TenantId) -> Result<T, LogError> + Send + 'static,
+    ) -> Result<T, LogError> {
+        let this = self.clone();
+        let tenant = tenant.clone();
+        tokio::task::spawn_blocking(move || read(&this, &tenant))
+            .await
+            .map_err(join_error)?
+    }
+}
+
 fn join_error(e: tokio::task::JoinError) -> LogError {
     LogError::io("a blocking read task", std::io::Error::other(e.to_string()))
 }
@@ -539,11 +554,10 @@ impl EventStore for LogStore {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, LogError> {
         self.inner.limits.check_read(limit)?;
-        let this = self.clone();
-        let tenant = tenant.clone();
-        tokio::task::spawn_blocking(move || this.read_all_blocking(&tenant, from, limit))
-            .await
-            .map_err(join_error)?
+        self.blocking(tenant, move |this, tenant| {
+            this.read_all_blocking(tenant, from, limit)
+        })
+        .await
     }
 
     async fn read_all_batch(
@@ -553,11 +567,10 @@ impl EventStore for LogStore {
         limit: usize,
     ) -> Result<EventBatch, LogError> {
         self.inner.limits.check_read(limit)?;
-        let this = self.clone();
-        let tenant = tenant.clone();
-        tokio::task::spawn_blocking(move || this.read_all_batch_blocking(&tenant, from, limit))
-            .await
-            .map_err(join_error)?
+        self.blocking(tenant, move |this, tenant| {
+            this.read_all_batch_blocking(tenant, from, limit)
+        })
+        .await
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Option<StreamVersion>, LogError> {

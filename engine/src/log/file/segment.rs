@@ -141,31 +141,42 @@ impl RecordBody {
         events
             .into_iter()
             .enumerate()
-            .map(move |(i, e)| RecordedEvent {
-                stream: stream.clone(),
-                version: StreamVersion(first_version.0 + i as u64),
-                position: GlobalPosition(first_position.0 + i as u64),
-                recorded,
-                id: e.id,
-                event_type: e.event_type,
-                payload: e.payload,
-                metadata: e.metadata,
-            })
+            .map(move |(i, e)| e.into_recorded(&stream, first_version, first_position, recorded, i))
     }
 
     /// The event at `index` as a recorded event.
     pub fn event(&self, index: usize) -> Option<RecordedEvent> {
         let e = self.events.get(index)?.clone();
-        Some(RecordedEvent {
-            stream: self.stream.clone(),
-            version: StreamVersion(self.first_version.0 + index as u64),
-            position: GlobalPosition(self.first_position.0 + index as u64),
-            recorded: self.recorded,
-            id: e.id,
-            event_type: e.event_type,
-            payload: e.payload,
-            metadata: e.metadata,
-        })
+        Some(e.into_recorded(
+            &self.stream,
+            self.first_version,
+            self.first_position,
+            self.recorded,
+            index,
+        ))
+    }
+}
+
+impl StoredEvent {
+    /// The event as event `index` of a record that starts at these.
+    fn into_recorded(
+        self,
+        stream: &StreamId,
+        first_version: StreamVersion,
+        first_position: GlobalPosition,
+        recorded: Timestamp,
+        index: usize,
+    ) -> RecordedEvent {
+        RecordedEvent {
+            stream: stream.clone(),
+            version: StreamVersion(first_version.0 + index as u64),
+            position: GlobalPosition(first_position.0 + index as u64),
+            recorded,
+            id: self.id,
+            event_type: self.event_type,
+            payload: self.payload,
+            metadata: self.metadata,
+        }
     }
 }
 
@@ -512,16 +523,13 @@ fn decode_into(
     for i in 0..wanted.skip + wanted.take {
         let e = head.event(&mut c)?;
         if i >= wanted.skip {
-            out.push(RecordedEvent {
-                stream: head.stream.clone(),
-                version: StreamVersion(head.first_version.0 + i as u64),
-                position: GlobalPosition(head.first_position.0 + i as u64),
-                recorded: head.recorded,
-                id: e.id,
-                event_type: e.event_type,
-                payload: e.payload,
-                metadata: e.metadata,
-            });
+            out.push(e.into_recorded(
+                &head.stream,
+                head.first_version,
+                head.first_position,
+                head.recorded,
+                i,
+            ));
         }
     }
     Ok(())
@@ -904,15 +912,7 @@ impl<'a> RecordReader<'a> {
         wanted: &Wanted<'_>,
         out: &mut Vec<RecordedEvent>,
     ) -> Result<(), LogError> {
-        let reason = match self.frame(segment, offset)? {
-            Framed::Body(body, _) => match decode_into(&body, wanted, out) {
-                Ok(()) => return Ok(()),
-                Err(reason) => reason,
-            },
-            Framed::End => "the index points past the end of the segment".into(),
-            Framed::Damaged(reason) => reason,
-        };
-        Err(self.segments.corrupted(segment, offset, reason))
+        self.decode_at(segment, offset, |body| decode_into(body, wanted, out))
     }
 
     /// Like [`RecordReader::read_into`], as a part of a batch whose events
@@ -924,8 +924,19 @@ impl<'a> RecordReader<'a> {
         wanted: &Wanted<'_>,
         out: &mut BatchBuilder,
     ) -> Result<(), LogError> {
+        self.decode_at(segment, offset, |body| decode_view(body, wanted, out))
+    }
+
+    /// Hands the body of the record at a location the index vouches for to
+    /// `decode`; anything but such a record is corruption.
+    fn decode_at(
+        &mut self,
+        segment: u64,
+        offset: u64,
+        decode: impl FnOnce(&Bytes) -> Result<(), String>,
+    ) -> Result<(), LogError> {
         let reason = match self.frame(segment, offset)? {
-            Framed::Body(body, _) => match decode_view(&body, wanted, out) {
+            Framed::Body(body, _) => match decode(&body) {
                 Ok(()) => return Ok(()),
                 Err(reason) => reason,
             },
