@@ -158,9 +158,10 @@ impl LogStore {
 
     /// Opens (or creates) a store in `dir`.
     ///
-    /// Recovery: removes sled's stale `snap.*.generating` files, cuts a torn
-    /// tail off the last segment, and indexes every record the index does not
-    /// cover yet.
+    /// Recovery: removes sled's stale `snap.*.generating` files, cuts the
+    /// last segment at the end of its log (dropping a torn tail and any
+    /// zero-ahead space), and indexes every record the index does not cover
+    /// yet.
     ///
     /// Errors: [`LogError::Locked`] if another store has the directory open;
     /// [`LogError::Corrupted`] for damage anywhere but an unsynced tail (the

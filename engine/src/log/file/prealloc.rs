@@ -175,7 +175,7 @@ impl ZeroAhead {
             st = self.shared.done.wait(st).unwrap_or_else(|p| p.into_inner());
         }
         let headroom = st.zeroed_to.saturating_sub(st.reserved);
-        if !st.refilling && headroom.saturating_mul(2) < st.target {
+        if !st.refilling && !st.failed && headroom.saturating_mul(2) < st.target {
             self.shared.work.notify_one();
         }
     }
