@@ -4,6 +4,12 @@
 //! one `fdatasync` per 64 records) and raw sled (the same bytes in batches of
 //! 256 with one flush per batch).
 //!
+//! One more baseline is for information: the same records written over a file
+//! already filled with zeros and synced (outside the timing), one `fdatasync`
+//! per 64. Each sync then has no new size or blocks to journal; it is what
+//! the store's zero-ahead (`LogStoreConfig::preallocate`) aims at, while the
+//! goal stays measured against the growing file.
+//!
 //! Besides criterion's own report, it prints a summary with events/s, the ratio
 //! to the raw file limit, and p50/p99 acknowledgement latency per append.
 //!
@@ -14,6 +20,7 @@
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,6 +33,8 @@ use criterion::{BenchmarkId, Criterion, Throughput};
 const PAYLOAD: usize = 200;
 const RECORDS_PER_SYNC: usize = 64;
 const SLED_BATCH: usize = 256;
+/// The pre-zeroed baseline's file is zeroed this much at a time.
+const ZERO_CHUNK: usize = 8 << 20;
 
 #[derive(Default)]
 struct Tally {
@@ -108,6 +117,59 @@ fn raw_file(c: &mut Criterion, tallies: &Tallies) {
                 tallies,
                 "raw fdatasync (1 record)",
                 iters,
+                elapsed,
+                latencies,
+            );
+            elapsed
+        })
+    });
+    group.finish();
+}
+
+/// 200-byte records written over zeros that were written and synced before
+/// the timing, one `fdatasync` per 64 records.
+fn raw_file_prezeroed(c: &mut Criterion, tallies: &Tallies) {
+    let dir = bench_dir();
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(dir.path().join("raw-prezeroed.log"))
+        .unwrap();
+    let zeros = vec![0u8; ZERO_CHUNK];
+    let mut zeroed = 0u64;
+    let mut pos = 0u64;
+    let rec = [0x5au8; PAYLOAD];
+    let mut group = c.benchmark_group("baseline");
+    group.throughput(Throughput::Elements(RECORDS_PER_SYNC as u64));
+    group.bench_function("raw_file_prezeroed_fdatasync_per_64", |b| {
+        b.iter_custom(|iters| {
+            let need = pos + iters * (RECORDS_PER_SYNC * PAYLOAD) as u64;
+            while zeroed < need {
+                file.write_all_at(&zeros, zeroed).unwrap();
+                zeroed += ZERO_CHUNK as u64;
+            }
+            file.sync_data().unwrap();
+            let start = Instant::now();
+            let mut latencies = Vec::with_capacity(iters as usize);
+            let mut buf = Vec::with_capacity(RECORDS_PER_SYNC * PAYLOAD);
+            for _ in 0..iters {
+                let t = Instant::now();
+                buf.clear();
+                for _ in 0..RECORDS_PER_SYNC {
+                    buf.extend_from_slice(&rec);
+                }
+                file.write_all_at(&buf, pos).unwrap();
+                file.sync_data().unwrap();
+                pos += buf.len() as u64;
+                latencies.push(t.elapsed());
+            }
+            let elapsed = start.elapsed();
+            record(
+                tallies,
+                "raw file pre-zeroed",
+                iters * RECORDS_PER_SYNC as u64,
                 elapsed,
                 latencies,
             );
@@ -269,6 +331,14 @@ fn summary(tallies: &Tallies) {
         100.0 * rate("64 writers x 1 per append") / raw,
         100.0 * rate("raw sled") / raw
     );
+    let prezeroed = rate("raw file pre-zeroed");
+    println!(
+        "for information: a pre-zeroed raw file reaches {:.0} events/s = {:.1}% of the raw file \
+         limit; 64 writers x 1 is {:.1}% of that",
+        prezeroed,
+        100.0 * prezeroed / raw,
+        100.0 * rate("64 writers x 1 per append") / prezeroed
+    );
 }
 
 fn main() {
@@ -279,6 +349,7 @@ fn main() {
         .measurement_time(Duration::from_secs(4))
         .configure_from_args();
     raw_file(&mut c, &tallies);
+    raw_file_prezeroed(&mut c, &tallies);
     raw_sled(&mut c, &tallies);
     log_store(&mut c, &tallies);
     c.final_summary();

@@ -1,19 +1,26 @@
 //! Power-cut tests of `LogStore` through its file-I/O seam, with a simulated file system.
 //!
 //! `SimFs` keeps every segment file twice: as written (what the running
-//! system sees) and as of its last `sync_data` (what survives a power cut). A
-//! file's existence is durable only after a `sync_dir`. `SimFs::power_cut`
-//! reverts everything to its durable state, optionally letting part of the
-//! unsynced tail reach the disk (a torn write) or letting undurable creations
-//! survive. The sled index lives in a real temp dir; tests make it lag by
-//! restoring an older copy of it.
+//! system sees) and as of its last `sync_data` (what survives a power cut),
+//! with the writes and truncations made since, in order. A file's existence
+//! is durable only after a `sync_dir`. `SimFs::power_cut` reverts everything
+//! to its durable state, optionally letting the first bytes of the unsynced
+//! writes reach the disk (a torn write, wherever it landed: at the end of the
+//! file or over zero-ahead space) or letting undurable creations survive. The
+//! writer thread's syncs can be held at a gate, to line appends up into one
+//! group commit. The sled index lives in a real temp dir; tests make it lag
+//! by restoring an older copy of it.
+//!
+//! Most tests run with zero-ahead off (`config`), as they check exact file
+//! lengths; those about what survives run with it on too (`config_with`), and
+//! the last section is about zero-ahead itself.
 
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use casebook::log::{
@@ -60,6 +67,12 @@ enum Trigger {
     CutAtHeaderSync(Cut),
 }
 
+/// A change to a file not yet synced.
+enum Change {
+    Write(u64, Vec<u8>),
+    SetLen(u64),
+}
+
 /// A file as the running system sees it.
 struct Live {
     /// Identity of the open file; handles to an older file with the same name go stale.
@@ -67,8 +80,50 @@ struct Live {
     bytes: Vec<u8>,
     /// The content as of the last `sync_data`.
     synced: Vec<u8>,
+    /// The changes since, in order: `bytes` is `synced` with all of them.
+    unsynced: Vec<Change>,
     /// Whether the file's name has been made durable by a `sync_dir`.
     name_durable: bool,
+}
+
+impl Live {
+    fn new(inode: u64, content: Vec<u8>, name_durable: bool) -> Self {
+        Live {
+            inode,
+            bytes: content.clone(),
+            synced: content,
+            unsynced: Vec::new(),
+            name_durable,
+        }
+    }
+
+    /// The synced content plus the first `budget` bytes of the unsynced
+    /// writes (and the truncations among them, while any budget is left).
+    fn after_cut(&self, mut budget: usize) -> Vec<u8> {
+        let mut content = self.synced.clone();
+        for change in &self.unsynced {
+            if budget == 0 {
+                break;
+            }
+            match change {
+                Change::Write(offset, bytes) => {
+                    let n = bytes.len().min(budget);
+                    write_at(&mut content, *offset, &bytes[..n]);
+                    budget -= n;
+                }
+                Change::SetLen(len) => content.resize(*len as usize, 0),
+            }
+        }
+        content
+    }
+}
+
+fn write_at(content: &mut Vec<u8>, offset: u64, bytes: &[u8]) {
+    let end = offset as usize + bytes.len();
+    if content.len() < end {
+        content.resize(end, 0);
+    }
+    content[offset as usize..end].copy_from_slice(bytes);
 }
 
 /// One name in the folder.
@@ -97,13 +152,7 @@ impl State {
         for (number, entry) in old {
             let content = match entry.live {
                 Some(live) if live.name_durable || cut.keep_new_files => {
-                    let mut content = live.synced.clone();
-                    if live.bytes.len() > content.len() {
-                        let from = content.len();
-                        let extra = (live.bytes.len() - from).min(cut.unsynced_tail);
-                        content.extend_from_slice(&live.bytes[from..from + extra]);
-                    }
-                    Some(content)
+                    Some(live.after_cut(cut.unsynced_tail))
                 }
                 _ => entry.durable,
             };
@@ -112,12 +161,7 @@ impl State {
                 self.entries.insert(
                     number,
                     Entry {
-                        live: Some(Live {
-                            inode,
-                            bytes: content.clone(),
-                            synced: content.clone(),
-                            name_durable: true,
-                        }),
+                        live: Some(Live::new(inode, content.clone(), true)),
                         durable: Some(content),
                     },
                 );
@@ -141,10 +185,25 @@ fn power_off() -> io::Error {
     io::Error::other("simulated power cut: the machine is off")
 }
 
+/// Holds the writer thread's syncs (see [`SimFs::hold_syncs`]).
+#[derive(Default)]
+struct Gate {
+    held: bool,
+    /// Syncs let through while held.
+    permits: u64,
+    /// Syncs waiting now.
+    waiting: u64,
+}
+
+/// The log writer's thread, whose syncs the gate holds (the zero-ahead
+/// thread's go through).
+const WRITER_THREAD: &str = "casebook-log-writer";
+
 /// An in-memory segment folder with power-cut semantics. Clones share state.
 #[derive(Clone)]
 struct SimFs {
     state: Arc<Mutex<State>>,
+    gate: Arc<(Mutex<Gate>, Condvar)>,
 }
 
 impl SimFs {
@@ -156,7 +215,59 @@ impl SimFs {
                 powered: true,
                 trigger: Trigger::None,
             })),
+            gate: Arc::default(),
         }
+    }
+
+    /// From now on the writer thread's syncs wait (before they do anything)
+    /// until let through by `let_sync_through` or `open_gate`.
+    fn hold_syncs(&self) {
+        self.gate.0.lock().unwrap().held = true;
+    }
+
+    fn let_sync_through(&self) {
+        self.gate.0.lock().unwrap().permits += 1;
+        self.gate.1.notify_all();
+    }
+
+    fn open_gate(&self) {
+        self.gate.0.lock().unwrap().held = false;
+        self.gate.1.notify_all();
+    }
+
+    /// Waits until `n` of the writer's syncs wait at the gate.
+    async fn syncs_waiting(&self, n: u64) {
+        for _ in 0..10_000 {
+            if self.gate.0.lock().unwrap().waiting == n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        panic!("{n} syncs never waited at the gate");
+    }
+
+    fn pass_gate(&self) {
+        if std::thread::current().name() != Some(WRITER_THREAD) {
+            return;
+        }
+        let (lock, cvar) = &*self.gate;
+        let mut gate = lock.lock().unwrap();
+        gate.waiting += 1;
+        while gate.held && gate.permits == 0 {
+            gate = cvar.wait(gate).unwrap();
+        }
+        gate.waiting -= 1;
+        if gate.held {
+            gate.permits -= 1;
+        }
+    }
+
+    /// Cuts the power now, as if in the middle of whatever is running: every
+    /// later operation fails until `revive`.
+    fn cut_power(&self, cut: Cut) {
+        let mut state = self.lock();
+        state.power_cut(cut);
+        state.powered = false;
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -206,6 +317,26 @@ impl SimFs {
         self.bytes(number).len()
     }
 
+    /// The length of a file as of its last sync.
+    fn synced_len(&self, number: u64) -> usize {
+        self.lock()
+            .entries
+            .get(&number)
+            .and_then(|e| e.live.as_ref())
+            .map_or(0, |l| l.synced.len())
+    }
+
+    /// Writes bytes both in memory and on "disk" (like `damage`).
+    fn poke(&self, number: u64, offset: usize, bytes: &[u8]) {
+        let mut state = self.lock();
+        let entry = state.entries.get_mut(&number).expect("segment exists");
+        let live = entry.live.as_mut().expect("segment exists");
+        assert_eq!(live.bytes, live.synced, "poke only synced files");
+        write_at(&mut live.bytes, offset as u64, bytes);
+        write_at(&mut live.synced, offset as u64, bytes);
+        entry.durable = Some(live.synced.clone());
+    }
+
     /// Bit rot: flips bits of a byte both in memory and on "disk".
     fn damage(&self, number: u64, offset: usize, xor: u8) {
         let mut state = self.lock();
@@ -224,12 +355,7 @@ impl SimFs {
         state.entries.insert(
             number,
             Entry {
-                live: Some(Live {
-                    inode,
-                    bytes: content.to_vec(),
-                    synced: content.to_vec(),
-                    name_durable: true,
-                }),
+                live: Some(Live::new(inode, content.to_vec(), true)),
                 durable: Some(content.to_vec()),
             },
         );
@@ -237,14 +363,14 @@ impl SimFs {
 }
 
 struct SimFile {
-    state: Arc<Mutex<State>>,
+    fs: SimFs,
     number: u64,
     inode: u64,
 }
 
 impl SimFile {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.fs.lock()
     }
 }
 
@@ -261,15 +387,13 @@ impl SegmentFile for SimFile {
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         let mut state = self.lock();
         let live = state.live(self.number, self.inode)?;
-        let end = offset as usize + buf.len();
-        if live.bytes.len() < end {
-            live.bytes.resize(end, 0);
-        }
-        live.bytes[offset as usize..end].copy_from_slice(buf);
+        write_at(&mut live.bytes, offset, buf);
+        live.unsynced.push(Change::Write(offset, buf.to_vec()));
         Ok(())
     }
 
     fn sync_data(&self) -> io::Result<()> {
+        self.fs.pass_gate();
         let mut state = self.lock();
         let len = state.live(self.number, self.inode)?.bytes.len();
         match state.trigger {
@@ -299,6 +423,7 @@ impl SegmentFile for SimFile {
         let entry = state.entries.get_mut(&self.number).expect("checked above");
         let live = entry.live.as_mut().expect("checked above");
         live.synced = live.bytes.clone();
+        live.unsynced.clear();
         if live.name_durable {
             entry.durable = Some(live.synced.clone());
         }
@@ -312,10 +437,9 @@ impl SegmentFile for SimFile {
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         let mut state = self.lock();
-        state
-            .live(self.number, self.inode)?
-            .bytes
-            .resize(len as usize, 0);
+        let live = state.live(self.number, self.inode)?;
+        live.bytes.resize(len as usize, 0);
+        live.unsynced.push(Change::SetLen(len));
         Ok(())
     }
 }
@@ -340,7 +464,7 @@ impl LogFs for SimFs {
             .map(|l| l.inode)
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such segment"))?;
         Ok(Arc::new(SimFile {
-            state: Arc::clone(&self.state),
+            fs: self.clone(),
             number: segment,
             inode,
         }))
@@ -362,14 +486,9 @@ impl LogFs for SimFs {
                 "segment exists",
             ));
         }
-        entry.live = Some(Live {
-            inode,
-            bytes: Vec::new(),
-            synced: Vec::new(),
-            name_durable: false,
-        });
+        entry.live = Some(Live::new(inode, Vec::new(), false));
         Ok(Arc::new(SimFile {
-            state: Arc::clone(&self.state),
+            fs: self.clone(),
             number: segment,
             inode,
         }))
@@ -416,12 +535,21 @@ impl LogFs for SimFs {
 // Helpers
 // ---------------------------------------------------------------------------
 
+/// Zero-ahead headroom in the tests that turn it on.
+const PREALLOCATE: u64 = 64 * 1024;
+
+/// Zero-ahead off: files end where the log ends.
 fn config(segment_size: u64) -> LogStoreConfig {
+    config_with(segment_size, 0)
+}
+
+fn config_with(segment_size: u64, preallocate: u64) -> LogStoreConfig {
     LogStoreConfig {
         segment_size,
         index_cache_bytes: 4 * 1024 * 1024,
         index_table_events: 4,
         index_flush_after: std::time::Duration::from_millis(2),
+        preallocate,
         ..LogStoreConfig::default()
     }
 }
@@ -432,6 +560,19 @@ fn open(sim: &SimFs, index: &Path, segment_size: u64) -> LogStore {
 
 fn try_open(sim: &SimFs, index: &Path, segment_size: u64) -> Result<LogStore, LogError> {
     LogStore::open_with_fs(sim.as_dyn(), index, config(segment_size))
+}
+
+fn open_with(sim: &SimFs, index: &Path, segment_size: u64, preallocate: u64) -> LogStore {
+    try_open_with(sim, index, segment_size, preallocate).expect("open the store")
+}
+
+fn try_open_with(
+    sim: &SimFs,
+    index: &Path,
+    segment_size: u64,
+    preallocate: u64,
+) -> Result<LogStore, LogError> {
+    LogStore::open_with_fs(sim.as_dyn(), index, config_with(segment_size, preallocate))
 }
 
 fn open_dir(dir: &Path) -> LogStore {
@@ -591,6 +732,22 @@ async fn check(store: &LogStore, batches: &[Batch]) -> Vec<RecordedEvent> {
     all
 }
 
+/// Where the log of a segment's bytes ends (what follows is zeros or nothing).
+fn used(bytes: &[u8]) -> usize {
+    records(bytes).last().map_or(HEADER_LEN, |r| r.0 + r.1)
+}
+
+/// Waits until segment `number` is synced up to `upto` bytes (zero-ahead).
+async fn zeroed_ahead(sim: &SimFs, number: u64, upto: usize) {
+    for _ in 0..10_000 {
+        if sim.synced_len(number) >= upto {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("segment {number} was never zeroed up to {upto}");
+}
+
 /// `(offset, framed length)` of every complete record of a segment's bytes.
 fn records(bytes: &[u8]) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
@@ -663,10 +820,13 @@ fn marker_position(index: &Path) -> Option<u64> {
 // Acknowledged appends survive
 // ---------------------------------------------------------------------------
 
-async fn acknowledged_appends_survive(close_first: bool) {
+/// `close_first`: a clean close, then the power cut; else the power is cut
+/// under the running store (with zero-ahead on: while zeroed space lies
+/// past the end of the log).
+async fn acknowledged_appends_survive(close_first: bool, preallocate: u64) {
     let sim = SimFs::new();
     let index = tempfile::tempdir().expect("temp dir");
-    let store = open(&sim, index.path(), 4096);
+    let store = open_with(&sim, index.path(), 4096, preallocate);
     assert_eq!(store.verify().await.expect("verify"), 0);
 
     let batches = append_concurrently(&store, 8, 20).await;
@@ -674,14 +834,36 @@ async fn acknowledged_appends_survive(close_first: bool) {
         batches.iter().all(|b| b.result.is_ok()),
         "all appends succeed"
     );
-    assert!(sim.numbers().len() > 3, "the appends span several segments");
+    let numbers = sim.numbers();
+    assert!(numbers.len() > 3, "the appends span several segments");
+    let last = *numbers.last().expect("segments");
+    for &n in &numbers[..numbers.len() - 1] {
+        assert_eq!(
+            sim.len(n),
+            used(&sim.bytes(n)),
+            "sealed segment {n} holds no zeros"
+        );
+    }
     if close_first {
         store.close().await.expect("close");
+        for &n in &numbers {
+            assert_eq!(
+                sim.len(n),
+                used(&sim.bytes(n)),
+                "closed segment {n} holds no zeros"
+            );
+        }
+        drop(store);
+        sim.power_cut(Cut::default());
+    } else {
+        if preallocate > 0 {
+            zeroed_ahead(&sim, last, used(&sim.bytes(last)) + 1).await;
+        }
+        sim.power_cut(Cut::default());
+        drop(store);
     }
-    drop(store);
-    sim.power_cut(Cut::default());
 
-    let store = open(&sim, index.path(), 4096);
+    let store = open_with(&sim, index.path(), 4096, preallocate);
     let all = check(&store, &batches).await;
     let total: usize = batches.iter().map(|b| b.events.len()).sum();
     assert_eq!(all.len(), total);
@@ -704,20 +886,30 @@ async fn acknowledged_appends_survive(close_first: bool) {
         .await
         .expect("append with the exact version");
     assert_eq!(more.first_position, GlobalPosition(total as u64 + 2));
-    drop(store);
     sim.power_cut(Cut::default());
-    let store = open(&sim, index.path(), 4096);
+    drop(store);
+    let store = open_with(&sim, index.path(), 4096, preallocate);
     assert_eq!(check(&store, &batches).await.len(), total + 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_appends_survive_a_power_cut_after_close() {
-    acknowledged_appends_survive(true).await;
+    acknowledged_appends_survive(true, 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_appends_survive_a_power_cut_without_close() {
-    acknowledged_appends_survive(false).await;
+    acknowledged_appends_survive(false, 0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_zero_ahead_acknowledged_appends_survive_a_power_cut_after_close() {
+    acknowledged_appends_survive(true, PREALLOCATE).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_zero_ahead_acknowledged_appends_survive_a_power_cut_with_zeros_past_the_end() {
+    acknowledged_appends_survive(false, PREALLOCATE).await;
 }
 
 // ---------------------------------------------------------------------------
@@ -730,10 +922,15 @@ async fn acknowledged_appends_survive_a_power_cut_without_close() {
 /// same position.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_sync_fails_the_append_and_a_retry_after_reopen_is_safe() {
-    for power_cut in [false, true] {
+    for (power_cut, preallocate) in [
+        (false, 0),
+        (true, 0),
+        (false, PREALLOCATE),
+        (true, PREALLOCATE),
+    ] {
         let sim = SimFs::new();
         let index = tempfile::tempdir().expect("temp dir");
-        let store = open(&sim, index.path(), 1 << 20);
+        let store = open_with(&sim, index.path(), 1 << 20, preallocate);
         let mut batches = append_sequentially(&store, "a", 10).await;
         let acked: usize = batches.iter().map(|b| b.events.len()).sum();
 
@@ -748,12 +945,12 @@ async fn a_failed_sync_fails_the_append_and_a_retry_after_reopen_is_safe() {
             sim.power_cut(Cut::default());
         }
 
-        let store = open(&sim, index.path(), 1 << 20);
+        let store = open_with(&sim, index.path(), 1 << 20, preallocate);
         let all = check(&store, &batches).await;
         assert_eq!(
             all.len(),
             if power_cut { acked } else { acked + 3 },
-            "power cut: {power_cut}"
+            "power cut: {power_cut}, preallocate: {preallocate}"
         );
         let retry = store
             .append(&x.stream, ExpectedVersion::Any, x.events.clone())
@@ -887,10 +1084,13 @@ async fn a_power_cut_while_appends_are_in_flight_keeps_every_acknowledged_append
             },
         ),
     ];
-    for (at_sync, cut) in cases {
+    let runs = cases
+        .iter()
+        .flat_map(|&case| [(case, 0), (case, PREALLOCATE)]);
+    for ((at_sync, cut), preallocate) in runs {
         let sim = SimFs::new();
         let index = tempfile::tempdir().expect("temp dir");
-        let store = open(&sim, index.path(), 4096);
+        let store = open_with(&sim, index.path(), 4096, preallocate);
         // Each task appends one after the other, so there are at least 15
         // group commits, hence at least 15 syncs: the cut happens.
         sim.arm(Trigger::CutAtSync {
@@ -904,7 +1104,7 @@ async fn a_power_cut_while_appends_are_in_flight_keeps_every_acknowledged_append
         drop(store);
         sim.revive();
 
-        let store = open(&sim, index.path(), 4096);
+        let store = open_with(&sim, index.path(), 4096, preallocate);
         let all = check(&store, &batches).await;
         let by_id: HashMap<_, _> = all.iter().map(|e| (e.id, e)).collect();
         let acked: usize = batches
@@ -1353,4 +1553,274 @@ async fn damage_in_the_last_segment_follows_the_torn_tail_rule() {
         victim_index + 1 < batches.len() && (cut_at.0 as usize) < total,
         "acknowledged records follow the damaged one"
     );
+}
+
+// ---------------------------------------------------------------------------
+// Zero-ahead
+// ---------------------------------------------------------------------------
+
+/// Opens a store with zero-ahead on, makes `n` appends and waits until the
+/// whole headroom past them is zeroed and synced. Returns the appends and
+/// where the log ends.
+async fn zeroed_store(sim: &SimFs, index: &Path, n: usize) -> (LogStore, Vec<Batch>, usize) {
+    let store = open_with(sim, index, 1 << 20, PREALLOCATE);
+    let batches = append_sequentially(&store, "a", n).await;
+    let end = used(&sim.bytes(0));
+    zero_ahead_settled(sim, end).await;
+    assert!(
+        sim.bytes(0)[end..].iter().all(|&b| b == 0),
+        "zeros past the end"
+    );
+    (store, batches, end)
+}
+
+/// Waits until the zero-ahead of segment 0 is done: at least half the
+/// headroom past `end` (where the log ends) zeroed and synced, nothing
+/// unsynced, and no change for a while.
+async fn zero_ahead_settled(sim: &SimFs, end: usize) {
+    zeroed_ahead(sim, 0, end + PREALLOCATE as usize / 2).await;
+    let mut last = 0;
+    let mut still = 0;
+    while still < 20 {
+        let synced = sim.synced_len(0);
+        if synced == last && sim.len(0) == synced {
+            still += 1;
+        } else {
+            (last, still) = (synced, 0);
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// The bytes of segment 0 past `end` are zeros (or absent).
+fn only_zeros_after(sim: &SimFs, end: usize) -> bool {
+    sim.bytes(0)[end..].iter().all(|&b| b == 0)
+}
+
+/// The unacknowledged group was written over zero-ahead space, and the power
+/// cut let any part of it through: the front of it, or (as disks may) a later
+/// part while its start stayed zero. Either way it is cut away on open,
+/// everything acknowledged stays, and the next append goes where it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_torn_group_over_zeros_is_cut_away() {
+    #[derive(Debug, Clone, Copy)]
+    enum Tear {
+        /// The first bytes of the group's write reached the disk.
+        Keep(usize),
+        /// Its bytes from this offset on did; those before stayed zero.
+        From(usize),
+    }
+    let tears = [
+        Tear::Keep(1),
+        Tear::Keep(FRAME_LEN),
+        Tear::Keep(200),
+        Tear::From(FRAME_LEN),
+        Tear::From(100),
+        Tear::From(4),
+    ];
+    for tear in tears {
+        let sim = SimFs::new();
+        let index = tempfile::tempdir().expect("temp dir");
+        let (store, mut batches, end) = zeroed_store(&sim, index.path(), 10).await;
+        let acked: usize = batches.iter().map(|b| b.events.len()).sum();
+
+        sim.arm(Trigger::FailSyncs);
+        expect_failed(&append(&store, &stream("kent", "x"), batch_events("x", 3)).await);
+        let written = sim.bytes(0);
+        let (at, torn_len) = *records(&written)
+            .last()
+            .expect("the failed append was written");
+        assert_eq!(at, end, "the failed append went over the zeros");
+        assert!(torn_len > 300);
+        let total_len = sim.len(0);
+        drop(store);
+        sim.revive();
+        match tear {
+            Tear::Keep(n) => sim.power_cut(Cut {
+                unsynced_tail: n,
+                ..Cut::default()
+            }),
+            Tear::From(k) => {
+                sim.power_cut(Cut::default());
+                sim.poke(0, end + k, &written[end + k..end + torn_len]);
+            }
+        }
+        assert_eq!(sim.len(0), total_len, "{tear:?}: the zeros are still there");
+        assert!(
+            !only_zeros_after(&sim, end),
+            "{tear:?}: a torn group is on disk"
+        );
+
+        let store = open_with(&sim, index.path(), 1 << 20, PREALLOCATE);
+        assert!(
+            only_zeros_after(&sim, end),
+            "{tear:?}: the torn group is cut off"
+        );
+        assert_eq!(used(&sim.bytes(0)), end, "{tear:?}");
+        assert_eq!(check(&store, &batches).await.len(), acked, "{tear:?}");
+        let z = append(&store, &stream("avon", "z"), batch_events("z", 2)).await;
+        assert_eq!(
+            z.acked().expect("append after recovery").first_position,
+            GlobalPosition(acked as u64)
+        );
+        assert_eq!(records(&sim.bytes(0)).last().map(|r| r.0), Some(end));
+        batches.push(z);
+        sim.power_cut(Cut::default());
+        drop(store);
+        let store = open_with(&sim, index.path(), 1 << 20, PREALLOCATE);
+        assert_eq!(check(&store, &batches).await.len(), acked + 2, "{tear:?}");
+    }
+}
+
+/// A record inside synced data reads as zeros (say, a page the disk lost),
+/// with later group commits after it: that is corruption, never a clean end
+/// of the log. With the index the open does not look there, but reads and
+/// `verify` report it; without it the open fails naming it and changes
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zeroed_record_followed_by_a_later_group_is_corruption() {
+    for zeroed in ["frame", "whole record"] {
+        let sim = SimFs::new();
+        let index = tempfile::tempdir().expect("temp dir");
+        let (store, batches, _) = zeroed_store(&sim, index.path(), 8).await;
+        // The power fails under the running store: the zeros stay.
+        sim.power_cut(Cut::default());
+        drop(store);
+        let (offset, len) = records(&sim.bytes(0))[3];
+        let victim = &batches[3];
+        let wipe = if zeroed == "frame" { FRAME_LEN } else { len };
+        sim.poke(0, offset, &vec![0; wipe]);
+
+        let store = open_with(&sim, index.path(), 1 << 20, PREALLOCATE);
+        assert_corrupted_at(store.verify().await.expect_err("verify"), &sim, 0, offset);
+        assert_corrupted_at(
+            store
+                .read_stream(
+                    &victim.stream,
+                    Direction::Forward,
+                    StreamVersion::START,
+                    100,
+                )
+                .await
+                .expect_err("read_stream"),
+            &sim,
+            0,
+            offset,
+        );
+        sim.power_cut(Cut::default());
+        drop(store);
+
+        std::fs::remove_dir_all(index.path()).expect("remove index");
+        let before = sim.bytes(0);
+        let err = try_open_with(&sim, index.path(), 1 << 20, PREALLOCATE)
+            .err()
+            .expect("open over zeroed synced records fails");
+        assert!(
+            err.to_string().contains("later group commit"),
+            "{zeroed}: {err}"
+        );
+        assert_corrupted_at(err, &sim, 0, offset);
+        assert_eq!(
+            sim.bytes(0),
+            before,
+            "{zeroed}: a failed open changes nothing"
+        );
+    }
+}
+
+/// Stale bytes past the end of the log must not outlive recovery. Two
+/// appends A and B go into one group commit, which the power cut interrupts
+/// with both on disk; A is damaged, B intact. B belongs to the torn group,
+/// so recovery cuts the log at A — and must cut B off the file too: the next
+/// append Z, as long as A, is written where A was, and if B were still after
+/// it, B (whose positions follow Z's) would read as a record after the next
+/// power cut, an append nobody acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_bytes_past_the_end_are_cut_off_on_recovery() {
+    for preallocate in [0, PREALLOCATE] {
+        let sim = SimFs::new();
+        let index = tempfile::tempdir().expect("temp dir");
+        let store = open_with(&sim, index.path(), 1 << 20, preallocate);
+        let mut batches = append_sequentially(&store, "a", 5).await;
+        if preallocate > 0 {
+            zero_ahead_settled(&sim, used(&sim.bytes(0))).await;
+        }
+
+        // W's sync is held while A and B queue up behind it: they make one group.
+        sim.hold_syncs();
+        let w = {
+            let store = store.clone();
+            tokio::spawn(
+                async move { append(&store, &stream("kent", "w"), batch_events("w", 1)).await },
+            )
+        };
+        sim.syncs_waiting(1).await;
+        let pair = {
+            let store = store.clone();
+            let sim = sim.clone();
+            tokio::spawn(async move {
+                let (sa, sb) = (stream("kent", "A"), stream("kent", "B"));
+                let (a, b, ()) = tokio::join!(
+                    append(&store, &sa, batch_events("A", 1)),
+                    append(&store, &sb, batch_events("B", 1)),
+                    async {
+                        // Both appends are queued by now: let W's sync through.
+                        tokio::task::yield_now().await;
+                        sim.let_sync_through();
+                    }
+                );
+                (a, b)
+            })
+        };
+        let w = w.await.expect("W");
+        w.result.as_ref().expect("W is acknowledged");
+        batches.push(w);
+        sim.syncs_waiting(1).await;
+        sim.cut_power(Cut {
+            unsynced_tail: usize::MAX,
+            ..Cut::default()
+        });
+        sim.open_gate();
+        let (a, b) = pair.await.expect("A and B");
+        expect_failed(&a);
+        expect_failed(&b);
+        drop(store);
+        sim.revive();
+
+        let recs = records(&sim.bytes(0));
+        let [.., (a_at, a_len), (b_at, b_len)] = recs[..] else {
+            panic!("A and B are on disk");
+        };
+        assert_eq!(b_at, a_at + a_len);
+        assert_eq!(a_len, b_len);
+        sim.damage(0, a_at + FRAME_LEN + 5, 0x01);
+
+        let store = open_with(&sim, index.path(), 1 << 20, preallocate);
+        assert!(
+            only_zeros_after(&sim, a_at),
+            "preallocate {preallocate}: B is gone"
+        );
+        let acked: usize = batches.iter().map(|b| b.events.len()).sum();
+        assert_eq!(check(&store, &batches).await.len(), acked);
+        let z = append(&store, &stream("kent", "A"), batch_events("Z", 1)).await;
+        assert_eq!(
+            z.acked().expect("Z").first_position,
+            GlobalPosition(acked as u64)
+        );
+        assert_eq!(
+            records(&sim.bytes(0)).last().copied(),
+            Some((a_at, a_len)),
+            "Z is where A was, and as long"
+        );
+        batches.push(z);
+        sim.power_cut(Cut::default());
+        drop(store);
+
+        let store = open_with(&sim, index.path(), 1 << 20, preallocate);
+        assert_eq!(
+            check(&store, &batches).await.len(),
+            acked + 1,
+            "preallocate {preallocate}: nothing but Z after the cut"
+        );
+    }
 }

@@ -1,7 +1,8 @@
 //! [`LogStore`]: the embedded, durable event store.
 //!
 //! The source of truth is a folder of append-only segment files (`segment`),
-//! written by one thread with group commit (`writer`). sled holds only derived
+//! written by one thread with group commit (`writer`), while another keeps
+//! zeroed, synced space ahead of it (`prealloc`). sled holds only derived
 //! state (`index`): stream, event-id and tenant indexes plus an "indexed
 //! through" marker written in the same batch as the entries it covers; recent
 //! entries live in memory until a background thread flushes them coarsely.
@@ -10,6 +11,7 @@
 
 pub mod fs;
 mod index;
+mod prealloc;
 mod recovery;
 mod segment;
 mod writer;
@@ -55,6 +57,17 @@ pub struct LogStoreConfig {
     pub index_table_events: u64,
     /// ... or once the oldest of them is this old. Default 500 ms.
     pub index_flush_after: std::time::Duration,
+    /// Zero-ahead: how many bytes past the end of the log the active segment
+    /// keeps written with zeros and synced. A background thread tops this
+    /// headroom up whenever it falls below half, so group commits overwrite
+    /// blocks that already exist instead of growing the file, and their
+    /// `fdatasync` need not journal a new size and block allocation (about
+    /// half the cost of a small commit's sync on ext4). Zeros never reach
+    /// beyond the segment size plus a little room for the last group; a
+    /// sealed or cleanly closed segment holds none. Durability never depends
+    /// on them: every group commit is still synced. Default 8 MiB; 0 turns
+    /// zero-ahead off.
+    pub preallocate: u64,
 }
 
 impl Default for LogStoreConfig {
@@ -66,6 +79,7 @@ impl Default for LogStoreConfig {
             max_group_bytes: 8 * 1024 * 1024,
             index_table_events: index::FLUSH_EVENTS,
             index_flush_after: index::FLUSH_AFTER,
+            preallocate: 8 * 1024 * 1024,
         }
     }
 }
@@ -157,9 +171,10 @@ impl LogStore {
 
     /// Opens (or creates) a store in `dir`.
     ///
-    /// Recovery: removes sled's stale `snap.*.generating` files, cuts a torn
-    /// tail off the last segment, and indexes every record the index does not
-    /// cover yet.
+    /// Recovery: removes sled's stale `snap.*.generating` files, cuts the
+    /// last segment at the end of its log (dropping a torn tail and any
+    /// zero-ahead space), and indexes every record the index does not cover
+    /// yet.
     ///
     /// Errors: [`LogError::Locked`] if another store has the directory open;
     /// [`LogError::Corrupted`] for damage anywhere but an unsynced tail (the
@@ -221,6 +236,16 @@ impl LogStore {
             synced: Mutex::new((recovered.segment, recovered.offset)),
         });
         let (head_tx, head_rx) = watch::channel(shared.head());
+        let segment_size = config.segment_size.max(segment::HEADER_LEN + 1);
+        let zero_ahead = match config.preallocate {
+            0 => None,
+            target => Some(prealloc::ZeroAhead::start(
+                Arc::clone(&recovered.file),
+                recovered.offset,
+                prealloc::zero_limit(segment_size),
+                target,
+            )?),
+        };
         let writer = writer::Writer {
             segments: Arc::clone(&segments),
             index: Arc::clone(&index),
@@ -230,9 +255,10 @@ impl LogStore {
             file: recovered.file,
             offset: recovered.offset,
             next_position: recovered.next_position,
-            segment_size: config.segment_size.max(segment::HEADER_LEN + 1),
+            segment_size,
             max_group_bytes: config.max_group_bytes.max(1),
             heads: Default::default(),
+            zero_ahead,
         };
         let (tx, rx) = mpsc::channel();
         let handle = std::thread::Builder::new()
@@ -253,7 +279,8 @@ impl LogStore {
         })
     }
 
-    /// Stops the writer after the appends already queued, and flushes the index.
+    /// Stops the writer after the appends already queued, cuts the zeros off
+    /// the active segment, and flushes the index.
     /// Later appends on any clone fail with [`LogError::Closed`]; subscriptions
     /// end with it. The directory stays locked until the last clone is dropped.
     pub async fn close(&self) -> Result<(), LogError> {
@@ -263,16 +290,18 @@ impl LogStore {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
+        let mut stopped = Ok(());
         if let Some(tx) = tx {
             let (done, wait) = oneshot::channel();
             if tx.send(Message::Shutdown(done)).is_ok() {
-                let _ = wait.await;
+                stopped = wait.await.unwrap_or(Ok(()));
             }
         }
         let index = Arc::clone(&self.inner.index);
-        tokio::task::spawn_blocking(move || index.flush())
+        let flushed = tokio::task::spawn_blocking(move || index.flush())
             .await
-            .map_err(join_error)?
+            .map_err(join_error)?;
+        stopped.and(flushed)
     }
 
     /// Reads every record of every segment and checks its checksum and

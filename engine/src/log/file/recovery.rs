@@ -7,8 +7,17 @@
 //!
 //! - damage in a segment other than the last is corruption (an error naming
 //!   the segment and offset), never silently skipped;
-//! - damage in the last segment after the marker is a torn tail: the file is
-//!   truncated at the first bad record and synced;
+//! - damage in the last segment after the marker is a torn tail — unless an
+//!   intact record of a later group commit follows it, which proves it had
+//!   been synced: then it is corruption;
+//! - a frame of zero bytes ends a segment's log (zero-ahead space follows
+//!   it, see `prealloc`). The same rule applies to what follows it: in the
+//!   last segment a later group commit after it, in another segment any
+//!   intact record after it, means synced records were zeroed: corruption;
+//! - the last segment is then cut at the end of its log (zeros, a torn
+//!   record, or the end of the file) and synced, so that no stale bytes of a
+//!   torn group survive past the end, to be taken for records once new
+//!   groups are written before them. The zero-ahead extends it again;
 //! - a last segment whose header never reached the disk is removed.
 
 use std::path::Path;
@@ -17,13 +26,18 @@ use std::sync::Arc;
 use super::fs::SegmentFile;
 use super::index::{Index, IndexedRecord, Marker, RecordLoc};
 use super::segment::{
-    check_header, header, parse_record, RecordReader, Scanned, Segments, HEADER_LEN,
+    check_header, header, parse_record, RecordBody, RecordReader, Scanned, Segments, FRAME_LEN,
+    HEADER_LEN, MAX_RECORD_LEN,
 };
 use crate::log::error::LogError;
 use crate::log::types::GlobalPosition;
 
 /// Records handed to the index at a time while re-indexing.
 const REINDEX_BATCH: usize = 1024;
+/// Bytes read at a time while looking past the end of the log.
+const TAIL_WINDOW: usize = 1 << 20;
+/// Why a zero frame before other bytes is suspect.
+const ZERO_FRAME: &str = "the record frame is all zeros";
 
 pub(crate) struct Recovered {
     pub segment: u64,
@@ -73,6 +87,26 @@ pub(crate) fn create_segment(
         .map_err(|e| LogError::io(format!("initialising {path}"), e))?;
     segments.insert(number, Arc::clone(&file));
     Ok(file)
+}
+
+/// Cuts segment `segment` (`file`) to `len` bytes and syncs it, if it is
+/// longer.
+pub(crate) fn cut_to(
+    segments: &Segments,
+    segment: u64,
+    file: &dyn SegmentFile,
+    len: u64,
+) -> Result<(), LogError> {
+    let path = || segments.fs.path(segment).display().to_string();
+    let current = file
+        .len()
+        .map_err(|e| LogError::io(format!("reading the length of {}", path()), e))?;
+    if current > len {
+        file.set_len(len)
+            .and_then(|()| file.sync_data())
+            .map_err(|e| LogError::io(format!("cutting {} to {len} bytes", path()), e))?;
+    }
+    Ok(())
 }
 
 pub(crate) fn recover(segments: &Segments, index: &Index) -> Result<Recovered, LogError> {
@@ -189,10 +223,16 @@ pub(crate) fn recover(segments: &Segments, index: &Index) -> Result<Recovered, L
                 }
             }
             Scanned::End if segment < last => {
+                check_end(segments, segment, offset)?;
                 segment += 1;
                 offset = HEADER_LEN;
             }
-            Scanned::End => break,
+            Scanned::End => {
+                // The end of the file, or zero-ahead space — unless a later
+                // group follows the zeros: then they hide synced records.
+                check_torn_tail(segments, segment, offset, ZERO_FRAME)?;
+                break;
+            }
             Scanned::Damaged(reason) if segment < last => {
                 return Err(segments.corrupted(segment, offset, reason));
             }
@@ -200,14 +240,13 @@ pub(crate) fn recover(segments: &Segments, index: &Index) -> Result<Recovered, L
                 // A torn tail — written but never synced, so never acknowledged —
                 // unless a later group follows the damage: then it was synced.
                 check_torn_tail(segments, segment, offset, &reason)?;
-                let file = segments.get(segment)?;
-                file.set_len(offset)
-                    .and_then(|_| file.sync_data())
-                    .map_err(|e| io("truncating a torn tail", e))?;
                 break;
             }
         }
     }
+    // Nothing past the end of the log survives: not a torn group's stale
+    // bytes, nor zeros (the zero-ahead writes them again).
+    cut_to(segments, segment, &*segments.get(segment)?, offset)?;
     if !pending.is_empty() {
         add_pending(index, &mut pending, next_position, segment, offset)?;
     }
@@ -219,49 +258,135 @@ pub(crate) fn recover(segments: &Segments, index: &Index) -> Result<Recovered, L
     })
 }
 
-/// Damage at `offset` of the last segment is a torn tail only if it lies in
-/// the last group commit: every valid record after it must belong to a group
-/// that began at or before `offset`. A record of a group that began after the
-/// damage proves the damaged group was synced before it (the writer syncs a
-/// group before writing the next), so the damage is corruption.
+/// Damage (or a zero frame) at `offset` of the last segment is a torn tail
+/// only if it lies in the last group commit: every intact record after it
+/// must belong to a group that began at or before `offset`. A record of a
+/// group that began after the damage proves the damaged group was synced
+/// before it (the writer syncs a group before writing the next), so the
+/// damage is corruption.
 fn check_torn_tail(
     segments: &Segments,
     segment: u64,
     offset: u64,
     reason: &str,
 ) -> Result<(), LogError> {
+    match find_record_after(segments, segment, offset, |body| body.group_start > offset)? {
+        None => Ok(()),
+        Some((_, group_start)) => Err(segments.corrupted(
+            segment,
+            offset,
+            format!(
+                "{reason}; a later group commit at offset {group_start} is intact, so this record had been synced"
+            ),
+        )),
+    }
+}
+
+/// The log of `segment` ends at `offset` (a zero frame, or the end of the
+/// file) where all of it is known to have been synced: in a segment other
+/// than the last (synced whole before the next one was created), or before
+/// the head (`verify`). An intact record after the zeros then means synced
+/// records were zeroed.
+fn check_end(segments: &Segments, segment: u64, offset: u64) -> Result<(), LogError> {
+    match find_record_after(segments, segment, offset, |_| true)? {
+        None => Ok(()),
+        Some((at, _)) => Err(segments.corrupted(
+            segment,
+            offset,
+            format!("{ZERO_FRAME}, but an intact record follows at offset {at}"),
+        )),
+    }
+}
+
+/// Looks through `segment` after `offset` for an intact record for which
+/// `proves` holds; returns its offset and the start of its group commit.
+///
+/// Every byte is tried as the start of a record, except in runs of zeros,
+/// which are skipped a window at a time (zero-ahead space may be megabytes
+/// long): no record starts where its four length bytes are all zero.
+fn find_record_after(
+    segments: &Segments,
+    segment: u64,
+    offset: u64,
+    proves: impl Fn(&RecordBody) -> bool,
+) -> Result<Option<(u64, u64)>, LogError> {
     let file = segments.get(segment)?;
-    let len = file
-        .len()
-        .map_err(|e| LogError::io("reading a segment's length", e))?;
-    let mut rest = vec![0u8; len.saturating_sub(offset) as usize];
-    let n = file.read_at(&mut rest, offset).map_err(|e| {
+    let io = |e| {
         LogError::io(
             format!("reading {}", segments.fs.path(segment).display()),
             e,
         )
-    })?;
-    rest.truncate(n);
-    let mut at = 1;
-    while at < rest.len() {
-        match parse_record(&rest[at..]) {
-            Some((body, size)) => {
-                if body.group_start > offset {
-                    return Err(segments.corrupted(
-                        segment,
-                        offset,
-                        format!(
-                            "{reason}; a later group commit at offset {} is intact, so this record had been synced",
-                            body.group_start
-                        ),
-                    ));
-                }
-                at += size;
+    };
+    let len = file.len().map_err(io)?;
+    let mut window = Window::new(&*file);
+    let mut at = offset + 1;
+    while at + FRAME_LEN as u64 <= len {
+        let ahead = window.at(at, 1).map_err(io)?;
+        match ahead.iter().position(|&b| b != 0) {
+            Some(p) => {
+                // The first non-zero byte is at best the last length byte.
+                at = (at + p as u64).saturating_sub(3).max(at);
             }
-            None => at += 1,
+            None if ahead.is_empty() => break,
+            None => {
+                at += ahead.len() as u64;
+                continue;
+            }
+        }
+        let frame = window.at(at, FRAME_LEN).map_err(io)?;
+        if frame.len() < FRAME_LEN {
+            break;
+        }
+        let record_len = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]);
+        let total = FRAME_LEN as u64 + u64::from(record_len);
+        if record_len != 0 && record_len <= MAX_RECORD_LEN && at + total <= len {
+            if let Some((body, size)) = parse_record(window.at(at, total as usize).map_err(io)?) {
+                if proves(&body) {
+                    return Ok(Some((at, body.group_start)));
+                }
+                at += size as u64;
+                continue;
+            }
+        }
+        at += 1;
+    }
+    Ok(None)
+}
+
+/// Bytes of a file read through a window, for [`find_record_after`].
+struct Window<'a> {
+    file: &'a dyn SegmentFile,
+    start: u64,
+    bytes: Vec<u8>,
+    /// The window reaches the end of the file.
+    at_end: bool,
+}
+
+impl<'a> Window<'a> {
+    fn new(file: &'a dyn SegmentFile) -> Self {
+        Window {
+            file,
+            start: 0,
+            bytes: Vec::new(),
+            at_end: false,
         }
     }
-    Ok(())
+
+    /// The bytes from `at` on that the window holds, once it holds at least
+    /// `want` of them (or all up to the end of the file).
+    fn at(&mut self, at: u64, want: usize) -> std::io::Result<&[u8]> {
+        let end = self.start + self.bytes.len() as u64;
+        let held = at >= self.start && (at + want as u64 <= end || (self.at_end && at <= end));
+        if !held {
+            let size = want.max(TAIL_WINDOW);
+            self.bytes.resize(size, 0);
+            let n = self.file.read_at(&mut self.bytes, at)?;
+            self.bytes.truncate(n);
+            self.start = at;
+            self.at_end = n < size;
+        }
+        Ok(&self.bytes[(at - self.start) as usize..])
+    }
 }
 
 fn add_pending(
@@ -306,7 +431,10 @@ pub(crate) fn verify(segments: &Segments, head: Option<GlobalPosition>) -> Resul
                     next_position += body.events.len() as u64;
                     offset = next;
                 }
-                Scanned::End => break,
+                Scanned::End => {
+                    check_end(segments, n, offset)?;
+                    break;
+                }
                 Scanned::Damaged(reason) => return Err(segments.corrupted(n, offset, reason)),
             }
         }
@@ -321,4 +449,141 @@ pub(crate) fn verify(segments: &Segments, head: Option<GlobalPosition>) -> Resul
         ));
     }
     Ok(next_position)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::file::fs::OsFs;
+    use crate::log::file::segment::{encode_record, RecordBodyRef};
+    use crate::log::types::{
+        ActorId, EventData, Metadata, Source, StreamId, StreamVersion, TenantId, Timestamp,
+    };
+
+    /// A framed record of one event whose group began at `group_start`,
+    /// its payload sized so the framed length is a multiple of 256 (the low
+    /// length byte is zero) when `round` is set.
+    fn record(group_start: u64, round: bool) -> Vec<u8> {
+        let stream = StreamId::new(TenantId::new("kent").unwrap(), "case", "c1").unwrap();
+        for extra in 0..1024 {
+            let meta = Metadata::new(ActorId::new("pc-1"), Source::system("test"));
+            let events = [EventData::new("E", vec![7; 100 + extra], meta)];
+            let body = RecordBodyRef {
+                stream: &stream,
+                first_version: StreamVersion(0),
+                first_position: GlobalPosition(0),
+                recorded: Timestamp(0),
+                group_start,
+                events: &events,
+            };
+            let mut out = Vec::new();
+            encode_record(&body, &mut out).unwrap();
+            if !round || (out.len() - FRAME_LEN).is_multiple_of(256) {
+                return out;
+            }
+        }
+        panic!("no payload size gives a round length")
+    }
+
+    /// Segment 0 holding a header and then `parts` at their offsets.
+    fn segment(parts: &[(u64, &[u8])]) -> (tempfile::TempDir, Segments) {
+        let dir = tempfile::tempdir().unwrap();
+        let segments = Segments::new(Arc::new(OsFs::new(dir.path()).unwrap()), 1 << 20);
+        let file = create_segment(&segments, 0).unwrap();
+        for (at, bytes) in parts {
+            file.write_all_at(bytes, *at).unwrap();
+        }
+        (dir, segments)
+    }
+
+    #[test]
+    fn a_zero_frame_ends_the_log_and_a_zero_length_with_a_checksum_is_damage() {
+        let r = record(HEADER_LEN, false);
+        let end = HEADER_LEN + r.len() as u64;
+        let zeros = vec![0u8; 64 * 1024];
+        let (_dir, segments) = segment(&[(HEADER_LEN, &r), (end, &zeros)]);
+        let mut reader = RecordReader::new(&segments);
+        assert!(matches!(
+            reader.scan(0, HEADER_LEN).unwrap(),
+            Scanned::Record(_, next) if next == end
+        ));
+        assert!(matches!(reader.scan(0, end).unwrap(), Scanned::End));
+        assert!(check_torn_tail(&segments, 0, end, ZERO_FRAME).is_ok());
+        assert!(check_end(&segments, 0, end).is_ok());
+
+        let (_dir, segments) = segment(&[(HEADER_LEN, &[0, 0, 0, 0, 1, 0, 0, 0])]);
+        let mut reader = RecordReader::new(&segments);
+        assert!(matches!(
+            reader.scan(0, HEADER_LEN).unwrap(),
+            Scanned::Damaged(_)
+        ));
+    }
+
+    /// Records after megabytes of zeros are found, wherever the window
+    /// boundaries fall and even when their length's low byte is zero.
+    #[test]
+    fn a_later_group_after_long_runs_of_zeros_is_found() {
+        let first = record(HEADER_LEN, false);
+        let end = HEADER_LEN + first.len() as u64;
+        let zeros = vec![0u8; 3 << 20];
+        for later_at in [
+            end + 8,
+            end + 1 + TAIL_WINDOW as u64 - 5,
+            end + (2 << 20) + 13,
+            end + (3 << 20) - 700,
+        ] {
+            let later = record(later_at, true);
+            assert_eq!(later[0], 0, "the low length byte is zero");
+            let (_dir, segments) =
+                segment(&[(HEADER_LEN, &first), (end, &zeros), (later_at, &later)]);
+            let found = find_record_after(&segments, 0, end, |b| b.group_start > end).unwrap();
+            assert_eq!(found, Some((later_at, later_at)), "at {later_at}");
+            let err = check_torn_tail(&segments, 0, end, ZERO_FRAME).unwrap_err();
+            assert!(err.to_string().contains("later group commit"), "{err}");
+            assert!(matches!(err, LogError::Corrupted { offset, .. } if offset == end));
+            let err = check_end(&segments, 0, end).unwrap_err();
+            assert!(err.to_string().contains("intact record follows"), "{err}");
+            // A record of the same (torn) group proves nothing.
+            assert_eq!(
+                find_record_after(&segments, 0, end, |b| b.group_start > later_at).unwrap(),
+                None
+            );
+        }
+    }
+
+    /// Garbage and zeros after a torn record, then a record of the same
+    /// group: a torn tail.
+    #[test]
+    fn a_torn_group_followed_by_zeros_is_a_torn_tail() {
+        let first = record(HEADER_LEN, false);
+        let end = HEADER_LEN + first.len() as u64;
+        let torn = record(end, false);
+        let same_group = record(end, true);
+        let garbage = [0x5au8; 37];
+        let zeros = vec![0u8; 1 << 20];
+        let after = end + torn.len() as u64;
+        let (_dir, segments) = segment(&[
+            (HEADER_LEN, &first),
+            (end, &torn[..torn.len() / 2]),
+            (end + 100, &garbage),
+            (after, &same_group),
+            (after + same_group.len() as u64, &zeros),
+        ]);
+        assert!(check_torn_tail(&segments, 0, end, "torn").is_ok());
+        assert_eq!(
+            find_record_after(&segments, 0, end, |_| true).unwrap(),
+            Some((after, end))
+        );
+    }
+
+    #[test]
+    fn cut_to_shortens_only_longer_files() {
+        let zeros = vec![0u8; 10_000];
+        let (_dir, segments) = segment(&[(HEADER_LEN, &zeros)]);
+        let file = segments.get(0).unwrap();
+        cut_to(&segments, 0, &*file, 20_000).unwrap();
+        assert_eq!(file.len().unwrap(), HEADER_LEN + 10_000);
+        cut_to(&segments, 0, &*file, 100).unwrap();
+        assert_eq!(file.len().unwrap(), 100);
+    }
 }

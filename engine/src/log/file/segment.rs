@@ -760,7 +760,8 @@ impl Segments {
 pub(crate) enum Scanned {
     /// A valid record, and the offset just past it.
     Record(RecordBody, u64),
-    /// The clean end of the segment.
+    /// The clean end of the segment: the end of the file, or a frame of
+    /// [`FRAME_LEN`] zero bytes (zero-ahead space; no record has length 0).
     End,
     /// A damaged or incomplete record, with what is wrong.
     Damaged(String),
@@ -959,6 +960,9 @@ impl<'a> RecordReader<'a> {
             )));
         }
         let frame = self.slice(offset, FRAME_LEN);
+        if frame.iter().all(|&b| b == 0) {
+            return Ok(Framed::End);
+        }
         let len = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]);
         let crc = u32::from_le_bytes([frame[4], frame[5], frame[6], frame[7]]);
         if len == 0 || len > MAX_RECORD_LEN {

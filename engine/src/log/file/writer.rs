@@ -6,6 +6,11 @@
 //! `fdatasync`, then adds them to the index's in-memory table (sled is written
 //! later, in the background), publishes the new head, and only then answers
 //! the callers. Nothing is acknowledged before it is on stable storage.
+//!
+//! With zero-ahead on (`prealloc`), each group is first claimed from the
+//! zero thread, so the two never write the same bytes; a segment is cut to
+//! its used length before the next one is started, and the active one on a
+//! clean stop.
 
 use std::collections::HashMap;
 use std::sync::mpsc;
@@ -16,6 +21,8 @@ use tokio::sync::{oneshot, watch};
 
 use super::fs::SegmentFile;
 use super::index::{EventLoc, Index, IndexedRecord, Marker, RecordLoc};
+use super::prealloc::{zero_limit, ZeroAhead};
+use super::recovery::{create_segment, cut_to};
 use super::segment::{encode_record, RecordBodyRef, RecordReader, Segments, HEADER_LEN};
 use super::Shared;
 use crate::log::append::{check_expected, find_duplicate};
@@ -45,7 +52,9 @@ pub(crate) struct AppendRequest {
 
 pub(crate) enum Message {
     Append(AppendRequest),
-    Shutdown(oneshot::Sender<()>),
+    /// Stop after the appends queued before it; the answer tells whether
+    /// the active segment was cut to its used length.
+    Shutdown(oneshot::Sender<Result<(), LogError>>),
 }
 
 pub(crate) struct Writer {
@@ -60,6 +69,8 @@ pub(crate) struct Writer {
     pub segment_size: u64,
     pub max_group_bytes: usize,
     pub heads: HashMap<StreamId, StreamVersion>,
+    /// Keeps zeroed, synced space ahead of `offset` (`None`: preallocation off).
+    pub zero_ahead: Option<ZeroAhead>,
 }
 
 /// An append accepted into the current group.
@@ -107,6 +118,7 @@ impl Writer {
         let mut failed: Option<String> = None;
         let mut buf = Vec::with_capacity(1 << 20);
         let mut pace = Pace::default();
+        let mut stop = None;
         while let Some(first) = next_message(&rx) {
             let (group, shutdown) = self.gather(&rx, first, &pace);
             if group.is_empty() {
@@ -125,10 +137,26 @@ impl Writer {
                 }
             }
             if let Some(done) = shutdown {
-                let _ = done.send(());
-                return;
+                stop = Some(done);
+                break;
             }
         }
+        let result = self.finish(failed.is_none());
+        if let Some(done) = stop {
+            let _ = done.send(result);
+        }
+    }
+
+    /// Stops the zero thread and, unless a write failed, cuts the active
+    /// segment to its used length, so a cleanly closed log holds no zeros.
+    /// After a failed write the file is left as it is, as a crash would
+    /// leave it: recovery sorts it out.
+    fn finish(&mut self, clean: bool) -> Result<(), LogError> {
+        drop(self.zero_ahead.take());
+        if clean {
+            cut_to(&self.segments, self.segment, &*self.file, self.offset)?;
+        }
+        Ok(())
     }
 
     /// Gathers a group: everything already queued and, when the last group
@@ -143,7 +171,10 @@ impl Writer {
         rx: &mpsc::Receiver<Message>,
         first: Message,
         pace: &Pace,
-    ) -> (Vec<AppendRequest>, Option<oneshot::Sender<()>>) {
+    ) -> (
+        Vec<AppendRequest>,
+        Option<oneshot::Sender<Result<(), LogError>>>,
+    ) {
         let deadline = Instant::now() + pace.sync.min(MAX_GATHER_WAIT);
         let want = pace.appends * 3 / 4;
         let mut group = Vec::new();
@@ -343,6 +374,9 @@ impl Writer {
     fn write_and_index(&mut self, buf: &[u8], accepted: &[Accepted]) -> Result<Duration, LogError> {
         let path = || self.segments.fs.path(self.segment).display().to_string();
         let started = Instant::now();
+        if let Some(zero_ahead) = &self.zero_ahead {
+            zero_ahead.claim(self.offset + buf.len() as u64);
+        }
         self.file
             .write_all_at(buf, self.offset)
             .map_err(|e| LogError::io(format!("writing to {}", path()), e))?;
@@ -377,14 +411,23 @@ impl Writer {
         Ok(took)
     }
 
-    /// Starts a new segment: header synced, then the directory synced.
+    /// Seals the segment — the zero thread let go of it, then it is cut to
+    /// its used length and synced — and starts a new one: header synced,
+    /// then the directory synced. The zero thread then zeroes the new one.
     fn roll(&mut self) -> Result<(), LogError> {
+        if let Some(zero_ahead) = &self.zero_ahead {
+            zero_ahead.detach();
+        }
+        cut_to(&self.segments, self.segment, &*self.file, self.offset)?;
         let number = self.segment + 1;
-        let file = super::recovery::create_segment(&self.segments, number)?;
+        let file = create_segment(&self.segments, number)?;
         self.segment = number;
-        self.file = file;
+        self.file = Arc::clone(&file);
         self.offset = HEADER_LEN;
         self.shared.set_synced(number, HEADER_LEN);
+        if let Some(zero_ahead) = &self.zero_ahead {
+            zero_ahead.attach(file, HEADER_LEN, zero_limit(self.segment_size));
+        }
         Ok(())
     }
 }
