@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use casebook::log::{
-    ActorId, EventData, EventStore, ExpectedVersion, GlobalPosition, LogStore, Metadata, Source,
-    StreamId, TenantId,
+    ActorId, EventData, EventStore, ExpectedVersion, GlobalPosition, LogStore, LogStoreConfig,
+    Metadata, Source, StreamId, TenantId,
 };
 use criterion::{Criterion, Throughput};
 
@@ -37,13 +37,19 @@ fn store_dir() -> PathBuf {
 
 fn build(rt: &tokio::runtime::Runtime) -> LogStore {
     let dir = store_dir();
-    if let Ok(store) = LogStore::open(&dir) {
+    // No zero-ahead: the raw read below reads the segment files whole, and
+    // they should hold the log's bytes and nothing else.
+    let config = || LogStoreConfig {
+        preallocate: 0,
+        ..LogStoreConfig::default()
+    };
+    if let Ok(store) = LogStore::open_with(&dir, config()) {
         if store.head_position() == Some(GlobalPosition(EVENTS - 1)) {
             return store;
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
-    let store = LogStore::open(&dir).unwrap();
+    let store = LogStore::open_with(&dir, config()).unwrap();
     let started = Instant::now();
     rt.block_on(async {
         let writers = 8u64;

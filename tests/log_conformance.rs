@@ -718,8 +718,8 @@ pub async fn slow_subscribers_do_not_block_writers(f: Fixture) {
 }
 
 /// Pages of thousands of events, from any position (mid-append too), hold
-/// exactly the tenant's events in order with their content — the bulk path
-/// that decodes big pages on two threads.
+/// exactly the tenant's events in order with their content, whether read as
+/// owned events or as a batch visited in place.
 pub async fn bulk_reads_are_complete_and_ordered(f: Fixture) {
     let mut tasks = Vec::new();
     for w in 0..8u64 {

@@ -54,18 +54,6 @@ impl BatchBuilder {
         }
     }
 
-    /// Adds another builder's parts after this one's.
-    pub fn append(&mut self, other: BatchBuilder) {
-        let shift = self.slots.len();
-        self.parts.extend(other.parts.into_iter().map(|mut p| {
-            if let Part::Record(r) = &mut p {
-                r.slots = r.slots.start + shift..r.slots.end + shift;
-            }
-            p
-        }));
-        self.slots.extend(other.slots);
-    }
-
     pub fn build(self) -> EventBatch {
         let len = self
             .parts

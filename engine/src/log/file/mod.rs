@@ -397,58 +397,25 @@ impl LogStore {
         })
     }
 
-    /// Carries out `plan`, reading each record with `read` into a sink; a
-    /// big plan is split between two threads, half the events each.
-    fn carry_out<T: Sink>(
+    /// Carries out `plan`, reading each record with `read` into `out`.
+    ///
+    /// One thread reads a page: splitting a page between two threads was
+    /// measured slower (the replay bench), as the pass is bound by memory
+    /// more than by the cores.
+    fn carry_out<T>(
         &self,
         plan: &Plan<'_>,
+        mut out: T,
         read: impl Fn(
-                &mut RecordReader<'_>,
-                &index::RecordLoc,
-                &segment::Wanted<'_>,
-                &mut T,
-            ) -> Result<(), LogError>
-            + Sync,
+            &mut RecordReader<'_>,
+            &index::RecordLoc,
+            &segment::Wanted<'_>,
+            &mut T,
+        ) -> Result<(), LogError>,
     ) -> Result<T, LogError> {
-        let segments = &*self.inner.segments;
-        let run = |reads: &[(index::RecordLoc, segment::Wanted<'_>)], events: usize| {
-            let mut reader = RecordReader::synced_before(segments, plan.synced);
-            let mut out = T::with_capacity(events, reads.len());
-            for (loc, wanted) in reads {
-                read(&mut reader, loc, wanted, &mut out)?;
-            }
-            Ok::<_, LogError>(out)
-        };
-        let reads = plan.reads.as_slice();
-        if plan.events < PARALLEL_READ_OVER || reads.len() < 2 {
-            return run(reads, plan.events);
-        }
-        let mut half = 0;
-        let mut split = reads.len();
-        for (i, (_, w)) in reads.iter().enumerate() {
-            if half >= plan.events / 2 {
-                split = i;
-                break;
-            }
-            half += w.take;
-        }
-        let (front, back) = reads.split_at(split);
-        let (front, back) = std::thread::scope(|scope| {
-            let back = scope.spawn(|| run(back, plan.events - half));
-            // The front's sink is sized for both halves: the back is
-            // appended to it.
-            let front = run(front, plan.events);
-            (front, back.join())
-        });
-        let mut out = front?;
-        match back {
-            Ok(back) => out.append(back?),
-            Err(_) => {
-                return Err(LogError::io(
-                    "reading the log",
-                    std::io::Error::other("a reader thread panicked"),
-                ))
-            }
+        let mut reader = RecordReader::synced_before(&self.inner.segments, plan.synced);
+        for (loc, wanted) in &plan.reads {
+            read(&mut reader, loc, wanted, &mut out)?;
         }
         Ok(out)
     }
@@ -460,12 +427,10 @@ impl LogStore {
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, LogError> {
         let plan = self.plan(tenant, from, limit)?;
-        self.carry_out(
-            &plan,
-            |reader, loc, wanted, out: &mut Vec<RecordedEvent>| {
-                reader.read_into(loc.segment, loc.offset, wanted, out)
-            },
-        )
+        let out = Vec::with_capacity(plan.events);
+        self.carry_out(&plan, out, |reader, loc, wanted, out| {
+            reader.read_into(loc.segment, loc.offset, wanted, out)
+        })
     }
 
     fn read_all_batch_blocking(
@@ -475,7 +440,8 @@ impl LogStore {
         limit: usize,
     ) -> Result<EventBatch, LogError> {
         let plan = self.plan(tenant, from, limit)?;
-        let batch = self.carry_out(&plan, |reader, loc, wanted, out: &mut BatchBuilder| {
+        let out = BatchBuilder::with_capacity(plan.events, plan.reads.len());
+        let batch = self.carry_out(&plan, out, |reader, loc, wanted, out| {
             reader.read_view_into(loc.segment, loc.offset, wanted, out)
         })?;
         Ok(batch.build())
@@ -489,36 +455,6 @@ struct Plan<'t> {
     events: usize,
     synced: (u64, u64),
 }
-
-/// Where a bulk read puts what it reads.
-trait Sink: Send + Sized {
-    fn with_capacity(events: usize, records: usize) -> Self;
-    /// Adds what another reader read after this one's.
-    fn append(&mut self, other: Self);
-}
-
-impl Sink for Vec<RecordedEvent> {
-    fn with_capacity(events: usize, _: usize) -> Self {
-        Vec::with_capacity(events)
-    }
-
-    fn append(&mut self, other: Self) {
-        self.extend(other);
-    }
-}
-
-impl Sink for BatchBuilder {
-    fn with_capacity(events: usize, records: usize) -> Self {
-        BatchBuilder::with_capacity(events, records)
-    }
-
-    fn append(&mut self, other: Self) {
-        BatchBuilder::append(self, other);
-    }
-}
-
-/// Reads of more events than this decode on two threads.
-const PARALLEL_READ_OVER: usize = 4096;
 
 impl LogStore {
     /// Runs a blocking read of `tenant`'s events off the async workers.
