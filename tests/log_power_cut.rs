@@ -777,6 +777,28 @@ fn assert_corrupted_at(err: LogError, sim: &SimFs, segment: u64, offset: usize) 
     }
 }
 
+/// The scrub and a read of the victim's stream both report the damage at
+/// `offset` of `segment`.
+async fn assert_scrub_and_read_find(
+    store: &LogStore,
+    victim: &StreamId,
+    sim: &SimFs,
+    segment: u64,
+    offset: usize,
+) {
+    assert_corrupted_at(
+        store.verify().await.expect_err("verify"),
+        sim,
+        segment,
+        offset,
+    );
+    let read = store
+        .read_stream(victim, Direction::Forward, StreamVersion::START, 100)
+        .await
+        .expect_err("read_stream");
+    assert_corrupted_at(read, sim, segment, offset);
+}
+
 fn expect_failed(b: &Batch) {
     assert!(
         matches!(b.result, Err(LogError::Failed { .. })),
@@ -1445,26 +1467,7 @@ async fn damage_in_an_earlier_segment_is_a_clear_error() {
         store.head_position(),
         Some(GlobalPosition(total as u64 - 1))
     );
-    assert_corrupted_at(
-        store.verify().await.expect_err("verify"),
-        &sim,
-        target,
-        offset,
-    );
-    assert_corrupted_at(
-        store
-            .read_stream(
-                &victim.stream,
-                Direction::Forward,
-                StreamVersion::START,
-                100,
-            )
-            .await
-            .expect_err("read_stream"),
-        &sim,
-        target,
-        offset,
-    );
+    assert_scrub_and_read_find(&store, &victim.stream, &sim, target, offset).await;
     assert_corrupted_at(
         store
             .read_all(victim.stream.tenant(), GlobalPosition::START, 10_000)
@@ -1692,21 +1695,7 @@ async fn a_zeroed_record_followed_by_a_later_group_is_corruption() {
         sim.poke(0, offset, &vec![0; wipe]);
 
         let store = open_with(&sim, index.path(), 1 << 20, PREALLOCATE);
-        assert_corrupted_at(store.verify().await.expect_err("verify"), &sim, 0, offset);
-        assert_corrupted_at(
-            store
-                .read_stream(
-                    &victim.stream,
-                    Direction::Forward,
-                    StreamVersion::START,
-                    100,
-                )
-                .await
-                .expect_err("read_stream"),
-            &sim,
-            0,
-            offset,
-        );
+        assert_scrub_and_read_find(&store, &victim.stream, &sim, 0, offset).await;
         sim.power_cut(Cut::default());
         drop(store);
 
