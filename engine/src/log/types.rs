@@ -314,14 +314,15 @@ impl Timestamp {
 }
 
 impl fmt::Display for Timestamp {
-    /// RFC 3339, e.g. `2026-11-23T15:16:31.123456Z`.
+    /// RFC 3339 in UTC with all six digits of microseconds, e.g.
+    /// `2026-11-23T15:16:31.123400Z`, so timestamps line up in columns.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let format = time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+        );
         let formatted = time::OffsetDateTime::from_unix_timestamp_nanos(self.0 as i128 * 1000)
             .ok()
-            .and_then(|t| {
-                t.format(&time::format_description::well_known::Rfc3339)
-                    .ok()
-            });
+            .and_then(|t| t.format(&format).ok());
         match formatted {
             Some(s) => f.write_str(&s),
             None => write!(f, "@{}us", self.0),
@@ -655,7 +656,21 @@ mod tests {
 
     #[test]
     fn timestamps_format_as_rfc3339() {
-        assert_eq!(Timestamp(0).to_string(), "1970-01-01T00:00:00Z");
-        assert_eq!(Timestamp(1_500_000).to_string(), "1970-01-01T00:00:01.5Z");
+        assert_eq!(Timestamp(0).to_string(), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            Timestamp(1_500_000).to_string(),
+            "1970-01-01T00:00:01.500000Z"
+        );
+        assert_eq!(
+            Timestamp(1_764_000_000_123_456).to_string(),
+            "2025-11-24T16:00:00.123456Z"
+        );
+        // Still RFC 3339: it parses back to the same instant.
+        let back = time::OffsetDateTime::parse(
+            &Timestamp(1_500_000).to_string(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+        assert_eq!(back.unix_timestamp_nanos(), 1_500_000_000);
     }
 }
