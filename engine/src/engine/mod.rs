@@ -14,6 +14,7 @@
 
 mod error;
 mod queries;
+mod recent;
 mod snapshots;
 
 use std::collections::{BTreeMap, HashMap};
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 pub use error::EngineError;
 pub use snapshots::{MemorySnapshots, SledSnapshots, SnapshotStore};
 
+use self::recent::Recent;
 use crate::case::{decide, CaseCommand, CaseEvent, CaseState, CaseView, DefinitionRef};
 use crate::definition::{CaseDefinition, FieldKey, Fingerprint, Format};
 use crate::log::codec::DomainEvent;
@@ -46,8 +48,8 @@ pub struct EngineConfig {
     /// Attempts at a command when other commands change the case meanwhile.
     pub max_attempts: u32,
     /// Case states kept in memory after a command, so the next command on a
-    /// hot case reads only the events appended since. 0 turns it off.
-    /// Default 10,000.
+    /// hot case reads only the events appended since; the least recently
+    /// used are let go first. 0 turns it off. Default 10,000.
     pub cached_cases: usize,
     /// Read models the engine hosts beside the built-in ones (names must
     /// differ from theirs and each other). A new version of one rebuilds in
@@ -201,7 +203,7 @@ type DefinitionCache = HashMap<(TenantId, String, u32), Arc<CaseDefinition>>;
 
 /// Recently written case states: a case's state at a version is a fact, so a
 /// cached state plus the events appended after it is the current state.
-type StateCache = HashMap<StreamId, (StreamVersion, Arc<CaseDefinition>, CaseState)>;
+type StateCache = Recent<StreamId, (StreamVersion, Arc<CaseDefinition>, CaseState)>;
 
 /// The Casebook engine. Cheap to clone; clones share everything.
 ///
@@ -266,7 +268,7 @@ impl Engine {
                 sled_snapshots: Some(snapshots),
                 definitions: RwLock::default(),
                 projections: queries::ProjectionSlot::durable(dir.as_ref().join("projections")),
-                states: Mutex::default(),
+                states: Mutex::new(Recent::new(config.cached_cases)),
                 config,
             }),
         };
@@ -289,7 +291,7 @@ impl Engine {
                 sled_snapshots: None,
                 definitions: RwLock::default(),
                 projections: queries::ProjectionSlot::default(),
-                states: Mutex::default(),
+                states: Mutex::new(Recent::new(config.cached_cases)),
                 config,
             }),
         };
@@ -847,15 +849,11 @@ impl Engine {
                 }
             }
         }
-        let limit = self.inner.config.cached_cases;
-        if limit > 0 {
-            let mut states = self.inner.states.lock().unwrap_or_else(|p| p.into_inner());
-            if states.len() >= limit && !states.contains_key(stream) {
-                // Crude but bounded: start afresh rather than track recency.
-                states.clear();
-            }
-            states.insert(stream.clone(), (result.version, Arc::clone(def), state));
-        }
+        self.inner
+            .states
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(stream.clone(), (result.version, Arc::clone(def), state));
         Ok((result.version, Some(result.last_position), events))
     }
 }

@@ -1,0 +1,104 @@
+//! [`Recent`]: a bounded map that keeps what was used lately (two generations).
+//!
+//! Entries go into the young generation. When it holds half the limit, the
+//! old generation is dropped and the young one becomes old. A hit in the old
+//! generation moves the entry back to the young one. So at most `limit`
+//! entries are kept, every entry used within the last `limit / 2` inserts
+//! survives, and each operation is a hash lookup or two — recency without
+//! keeping an order.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+
+/// A map of at most `limit` entries that evicts the least recently used
+/// generation. See the module docs.
+#[derive(Debug)]
+pub(crate) struct Recent<K, V> {
+    young: HashMap<K, V>,
+    old: HashMap<K, V>,
+    limit: usize,
+}
+
+impl<K: Eq + Hash + Clone, V> Recent<K, V> {
+    /// A map of at most `limit` entries (0: keeps nothing).
+    pub fn new(limit: usize) -> Self {
+        Recent {
+            young: HashMap::new(),
+            old: HashMap::new(),
+            limit,
+        }
+    }
+
+    fn generation(&self) -> usize {
+        self.limit.div_ceil(2)
+    }
+
+    /// Keeps `value` under `key`, evicting the old generation if the young
+    /// one is full.
+    pub fn insert(&mut self, key: K, value: V) {
+        if self.limit == 0 {
+            return;
+        }
+        self.old.remove(&key);
+        if !self.young.contains_key(&key) && self.young.len() >= self.generation() {
+            self.old = std::mem::take(&mut self.young);
+        }
+        self.young.insert(key, value);
+    }
+
+    /// Takes the entry under `key` out of the map.
+    pub fn remove(&mut self, key: &K) -> Option<V> {
+        self.young.remove(key).or_else(|| self.old.remove(key))
+    }
+
+    /// The entry under `key`, marked as used.
+    pub fn get(&mut self, key: &K) -> Option<&V> {
+        if let Some(value) = self.old.remove(key) {
+            self.insert(key.clone(), value);
+        }
+        self.young.get(key)
+    }
+
+    /// How many entries are kept.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.young.len() + self.old.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_at_most_the_limit_and_what_was_used_lately() {
+        let mut r = Recent::new(4);
+        for i in 0..4 {
+            r.insert(i, i * 10);
+        }
+        assert_eq!(r.len(), 4);
+        // 0 is used again: it outlives 1, which is not.
+        assert_eq!(r.get(&0), Some(&0));
+        r.insert(4, 40);
+        r.insert(5, 50);
+        assert!(r.len() <= 4);
+        assert_eq!(r.get(&0), Some(&0));
+        assert_eq!(r.get(&1), None);
+        assert_eq!(r.get(&5), Some(&50));
+        for i in 100..1000 {
+            r.insert(i, i);
+            assert!(r.len() <= 4);
+        }
+        assert_eq!(r.get(&999), Some(&999));
+        assert_eq!(r.remove(&999), Some(999));
+        assert_eq!(r.get(&999), None);
+    }
+
+    #[test]
+    fn a_limit_of_zero_keeps_nothing() {
+        let mut r = Recent::new(0);
+        r.insert("a", 1);
+        assert_eq!(r.get(&"a"), None);
+        assert_eq!(r.len(), 0);
+    }
+}
