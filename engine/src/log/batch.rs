@@ -150,12 +150,9 @@ impl EventBatch {
     }
 
     /// The events as owned [`RecordedEvent`]s.
-    pub fn into_events(self) -> Vec<RecordedEvent> {
-        if let [Part::Events(_)] = self.parts.as_slice() {
-            if let Some(Part::Events(events)) = self.parts.into_iter().next() {
-                return events;
-            }
-            return Vec::new();
+    pub fn into_events(mut self) -> Vec<RecordedEvent> {
+        if let [Part::Events(events)] = self.parts.as_mut_slice() {
+            return std::mem::take(events);
         }
         self.iter().map(|e| e.to_recorded()).collect()
     }

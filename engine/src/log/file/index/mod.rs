@@ -693,8 +693,11 @@ mod tests {
         }
     }
 
+    /// Opens the index as the store does: sled's lock on a database just
+    /// dropped may linger a moment (its flusher thread lets go), which the
+    /// store's opener waits out.
     fn open(dir: &std::path::Path, events: u64) -> Index {
-        let db = sled::Config::new().path(dir).open().unwrap();
+        let db = crate::embedded::open_sled(dir, 8 << 20).unwrap();
         Index::new(db, tuning(events)).unwrap()
     }
 
