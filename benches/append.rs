@@ -65,6 +65,33 @@ fn bench_dir() -> tempfile::TempDir {
     tempfile::tempdir_in(base).unwrap()
 }
 
+/// Times `iters` writes of 64 records of 200 bytes with `write` (which
+/// syncs), records them under `name` and returns the time taken.
+fn groups_of_64(
+    tallies: &Tallies,
+    name: &str,
+    iters: u64,
+    mut write: impl FnMut(&[u8]),
+) -> Duration {
+    let buf = [0x5au8; PAYLOAD].repeat(RECORDS_PER_SYNC);
+    let start = Instant::now();
+    let mut latencies = Vec::with_capacity(iters as usize);
+    for _ in 0..iters {
+        let t = Instant::now();
+        write(&buf);
+        latencies.push(t.elapsed());
+    }
+    let elapsed = start.elapsed();
+    record(
+        tallies,
+        name,
+        iters * RECORDS_PER_SYNC as u64,
+        elapsed,
+        latencies,
+    );
+    elapsed
+}
+
 fn raw_file(c: &mut Criterion, tallies: &Tallies) {
     let dir = bench_dir();
     let mut file = OpenOptions::new()
@@ -77,28 +104,10 @@ fn raw_file(c: &mut Criterion, tallies: &Tallies) {
     group.throughput(Throughput::Elements(RECORDS_PER_SYNC as u64));
     group.bench_function("raw_file_fdatasync_per_64", |b| {
         b.iter_custom(|iters| {
-            let start = Instant::now();
-            let mut latencies = Vec::with_capacity(iters as usize);
-            let mut buf = Vec::with_capacity(RECORDS_PER_SYNC * PAYLOAD);
-            for _ in 0..iters {
-                let t = Instant::now();
-                buf.clear();
-                for _ in 0..RECORDS_PER_SYNC {
-                    buf.extend_from_slice(&rec);
-                }
-                file.write_all(&buf).unwrap();
+            groups_of_64(tallies, "raw file", iters, |buf| {
+                file.write_all(buf).unwrap();
                 file.sync_data().unwrap();
-                latencies.push(t.elapsed());
-            }
-            let elapsed = start.elapsed();
-            record(
-                tallies,
-                "raw file",
-                iters * RECORDS_PER_SYNC as u64,
-                elapsed,
-                latencies,
-            );
-            elapsed
+            })
         })
     });
     group.throughput(Throughput::Elements(1));
@@ -140,7 +149,6 @@ fn raw_file_prezeroed(c: &mut Criterion, tallies: &Tallies) {
     let zeros = vec![0u8; ZERO_CHUNK];
     let mut zeroed = 0u64;
     let mut pos = 0u64;
-    let rec = [0x5au8; PAYLOAD];
     let mut group = c.benchmark_group("baseline");
     group.throughput(Throughput::Elements(RECORDS_PER_SYNC as u64));
     group.bench_function("raw_file_prezeroed_fdatasync_per_64", |b| {
@@ -151,29 +159,11 @@ fn raw_file_prezeroed(c: &mut Criterion, tallies: &Tallies) {
                 zeroed += ZERO_CHUNK as u64;
             }
             file.sync_data().unwrap();
-            let start = Instant::now();
-            let mut latencies = Vec::with_capacity(iters as usize);
-            let mut buf = Vec::with_capacity(RECORDS_PER_SYNC * PAYLOAD);
-            for _ in 0..iters {
-                let t = Instant::now();
-                buf.clear();
-                for _ in 0..RECORDS_PER_SYNC {
-                    buf.extend_from_slice(&rec);
-                }
-                file.write_all_at(&buf, pos).unwrap();
+            groups_of_64(tallies, "raw file pre-zeroed", iters, |buf| {
+                file.write_all_at(buf, pos).unwrap();
                 file.sync_data().unwrap();
                 pos += buf.len() as u64;
-                latencies.push(t.elapsed());
-            }
-            let elapsed = start.elapsed();
-            record(
-                tallies,
-                "raw file pre-zeroed",
-                iters * RECORDS_PER_SYNC as u64,
-                elapsed,
-                latencies,
-            );
-            elapsed
+            })
         })
     });
     group.finish();

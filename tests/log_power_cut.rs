@@ -799,6 +799,26 @@ async fn assert_scrub_and_read_find(
     assert_corrupted_at(read, sim, segment, offset);
 }
 
+/// After recovery the store holds exactly the `acked` events of `batches`,
+/// and the next append takes the next position and is written where the
+/// log was cut (`end` of segment 0); it joins `batches`.
+async fn appends_resume_where_the_log_was_cut(
+    store: &LogStore,
+    sim: &SimFs,
+    batches: &mut Vec<Batch>,
+    acked: usize,
+    end: usize,
+) {
+    assert_eq!(check(store, batches).await.len(), acked);
+    let z = append(store, &stream("avon", "z"), batch_events("z", 2)).await;
+    assert_eq!(
+        z.acked().expect("append after recovery").first_position,
+        GlobalPosition(acked as u64)
+    );
+    assert_eq!(records(&sim.bytes(0)).last().map(|r| r.0), Some(end));
+    batches.push(z);
+}
+
 fn expect_failed(b: &Batch) {
     assert!(
         matches!(b.result, Err(LogError::Failed { .. })),
@@ -1061,14 +1081,7 @@ async fn a_torn_final_record_is_cut_away() {
 
         let store = open(&sim, index.path(), 1 << 20);
         assert_eq!(sim.len(0), end, "{tear:?}: the torn tail is cut off");
-        assert_eq!(check(&store, &batches).await.len(), acked, "{tear:?}");
-        let z = append(&store, &stream("avon", "z"), batch_events("z", 2)).await;
-        assert_eq!(
-            z.acked().expect("append after recovery").first_position,
-            GlobalPosition(acked as u64)
-        );
-        assert_eq!(records(&sim.bytes(0)).last().map(|r| r.0), Some(end));
-        batches.push(z);
+        appends_resume_where_the_log_was_cut(&store, &sim, &mut batches, acked, end).await;
         drop(store);
         sim.power_cut(Cut::default());
         let store = open(&sim, index.path(), 1 << 20);
@@ -1660,14 +1673,7 @@ async fn a_torn_group_over_zeros_is_cut_away() {
             "{tear:?}: the torn group is cut off"
         );
         assert_eq!(used(&sim.bytes(0)), end, "{tear:?}");
-        assert_eq!(check(&store, &batches).await.len(), acked, "{tear:?}");
-        let z = append(&store, &stream("avon", "z"), batch_events("z", 2)).await;
-        assert_eq!(
-            z.acked().expect("append after recovery").first_position,
-            GlobalPosition(acked as u64)
-        );
-        assert_eq!(records(&sim.bytes(0)).last().map(|r| r.0), Some(end));
-        batches.push(z);
+        appends_resume_where_the_log_was_cut(&store, &sim, &mut batches, acked, end).await;
         sim.power_cut(Cut::default());
         drop(store);
         let store = open_with(&sim, index.path(), 1 << 20, PREALLOCATE);
