@@ -26,7 +26,7 @@ use casebook::projection::query::{
     WorkQueueQuery,
 };
 use casebook::projection::{
-    Changes, Consistency, Handler, Projection, ProjectionHost, QueryError, RunState,
+    Changes, Consistency, Handler, Projection, ProjectionHost, QueryError, Rows, RunState,
 };
 use casebook::rules::serde_json::{json, Value};
 use casebook::security::{Classification, Principal};
@@ -104,13 +104,7 @@ async fn dump(engine: &Engine, t: &str, name: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
         .read(name, &tenant(t), Consistency::Eventual)
         .await
         .unwrap();
-    gen.tree
-        .iter()
-        .map(|kv| {
-            let (k, v) = kv.unwrap();
-            (k.to_vec(), v.to_vec())
-        })
-        .collect()
+    gen.rows.iter().map(|kv| kv.unwrap()).collect()
 }
 
 async fn wait_head(engine: &Engine, t: &str) {
@@ -1288,7 +1282,7 @@ struct Counter {
 
 /// Counts events per key; shared by [`Counter`] and [`Gated`].
 struct CounterHandler {
-    tree: sled::Tree,
+    rows: Rows,
     step: u64,
     delay: Duration,
     fail_on: Option<&'static str>,
@@ -1307,9 +1301,9 @@ impl Projection for Counter {
     fn version(&self) -> u32 {
         self.version
     }
-    fn handler(&self, tree: sled::Tree) -> Box<dyn Handler> {
+    fn handler(&self, rows: Rows) -> Box<dyn Handler> {
         Box::new(CounterHandler {
-            tree,
+            rows,
             step: u64::from(self.version),
             delay: self.delay,
             fail_on: self.fail_on,
@@ -1338,10 +1332,10 @@ impl Handler for CounterHandler {
         let current = match self.pending.get(&key) {
             Some(n) => *n,
             None => self
-                .tree
+                .rows
                 .get(key.as_bytes())
                 .map_err(|e| e.to_string())?
-                .map_or(0, |v| u64::from_be_bytes(v.as_ref().try_into().unwrap())),
+                .map_or(0, |v| u64::from_be_bytes(v.as_slice().try_into().unwrap())),
         };
         self.pending.insert(key, current + self.step);
         Ok(())
@@ -1365,10 +1359,10 @@ impl Handler for CounterHandler {
 }
 
 fn count(gen: &casebook::projection::Generation, stream: &str) -> u64 {
-    gen.tree
+    gen.rows
         .get(stream.as_bytes())
         .unwrap()
-        .map_or(0, |v| u64::from_be_bytes(v.as_ref().try_into().unwrap()))
+        .map_or(0, |v| u64::from_be_bytes(v.as_slice().try_into().unwrap()))
 }
 
 async fn append_n(
@@ -1406,13 +1400,14 @@ async fn a_rebuild_serves_the_old_generation_until_the_new_one_has_caught_up() {
         batches: Arc::clone(&batches),
     });
     let db = sled::Config::new().temporary(true).open().unwrap();
-    let host = ProjectionHost::with_db(db, Arc::new(store.clone()), vec![v1], 50).unwrap();
+    let host = ProjectionHost::with_db(db, Arc::new(store.clone()), vec![v1], 5).unwrap();
     let kent = tenant("kent");
     let last = append_n(&store, "kent", "s1", 2000, "Counted").await;
     let gen = host.read("counter", &kent, fresh(last)).await.unwrap();
     assert_eq!(count(&gen, "s1"), 2000);
 
-    // Version 2 rebuilds slowly (50 events per 2 ms batch) while appends go on.
+    // Version 2 rebuilds slowly (80 events per 2 ms catch-up batch) while
+    // appends go on.
     let v2: Arc<dyn Projection> = Arc::new(Counter {
         version: 2,
         delay: Duration::from_millis(2),
@@ -1467,9 +1462,9 @@ impl Projection for Gated {
     fn version(&self) -> u32 {
         self.version
     }
-    fn handler(&self, tree: sled::Tree) -> Box<dyn Handler> {
+    fn handler(&self, rows: Rows) -> Box<dyn Handler> {
         Box::new(CounterHandler {
-            tree,
+            rows,
             step: u64::from(self.version),
             delay: Duration::ZERO,
             fail_on: None,
@@ -1626,7 +1621,7 @@ async fn a_faulted_projection_stops_alone_and_resumes_on_retry() {
         fail_on: Some("Poison"),
         batches: Arc::clone(&batches),
     });
-    let host = ProjectionHost::temporary(Arc::new(store.clone()), vec![failing]).unwrap();
+    let host = ProjectionHost::temporary(Arc::new(store.clone()), vec![failing], 512).unwrap();
     let kent = tenant("kent");
     let essex = tenant("essex");
     append_n(&store, "kent", "s1", 10, "Counted").await;
@@ -1858,7 +1853,12 @@ fn projection_crash_child() {
         .build()
         .unwrap();
     rt.block_on(async move {
-        let engine = Engine::open(&dir).unwrap();
+        // Small batches, so that kills land between commits.
+        let config = EngineConfig {
+            projection_batch: 16,
+            ..EngineConfig::default()
+        };
+        let engine = Engine::open_with(&dir, config).unwrap();
         let t = "kent";
         match mode.as_str() {
             "build" => {

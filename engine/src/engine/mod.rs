@@ -56,6 +56,11 @@ pub struct EngineConfig {
     /// the background at the next open while the old one serves (see
     /// [`crate::projection::Projection`]). Default: none.
     pub projections: Vec<Arc<dyn crate::projection::Projection>>,
+    /// Events a projection applies per commit (one sled batch with its
+    /// checkpoint) while following the live log; catching up or rebuilding,
+    /// it takes up to 16 times as many at once. Default
+    /// [`crate::projection::DEFAULT_BATCH_SIZE`] (512).
+    pub projection_batch: usize,
 }
 
 impl Default for EngineConfig {
@@ -65,6 +70,7 @@ impl Default for EngineConfig {
             max_attempts: 8,
             cached_cases: 10_000,
             projections: Vec::new(),
+            projection_batch: crate::projection::DEFAULT_BATCH_SIZE,
         }
     }
 }

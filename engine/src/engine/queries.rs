@@ -111,9 +111,10 @@ impl Engine {
         let resolver = Arc::new(EngineDefinitions(Arc::downgrade(&self.inner)));
         let mut projections = builtin::projections(resolver);
         projections.extend(self.inner.config.projections.iter().cloned());
+        let batch = self.inner.config.projection_batch;
         let host = match &slot.dir {
-            Some(dir) => ProjectionHost::open(dir, self.store(), projections)?,
-            None => ProjectionHost::temporary(self.store(), projections)?,
+            Some(dir) => ProjectionHost::open(dir, self.store(), projections, batch)?,
+            None => ProjectionHost::temporary(self.store(), projections, batch)?,
         };
         Ok(slot.host.get_or_init(|| host))
     }
@@ -190,7 +191,7 @@ impl Engine {
         consistency: Consistency,
     ) -> Result<ProjectedCase, QueryError> {
         let gen = self.read_tree(cases::NAME, principal, consistency).await?;
-        let record = cases::load_case(&gen.tree, case_id)?
+        let record = cases::load_case(&gen.rows, case_id)?
             .ok_or_else(|| unknown_case(principal, case_id))?;
         let Some(dref) = &record.state.definition else {
             return Err(unknown_case(principal, case_id));
@@ -225,7 +226,7 @@ impl Engine {
         let gen = self
             .read_tree(timeline::NAME, principal, consistency)
             .await?;
-        timeline::read(&gen.tree, case_id, principal, &page)
+        timeline::read(&gen.rows, case_id, principal, &page)
     }
 
     /// Searches the principal's tenant's cases (only those within their
@@ -252,7 +253,7 @@ impl Engine {
             None => None,
         };
         let gen = self.read_tree(cases::NAME, principal, consistency).await?;
-        cases::search(&gen.tree, query, def.as_deref(), principal)
+        cases::search(&gen.rows, query, def.as_deref(), principal)
     }
 
     /// Open human tasks by role, team or assignee, earliest due first.
@@ -267,7 +268,7 @@ impl Engine {
     ) -> Result<Page<WorkItem>, QueryError> {
         query.page.check()?;
         let gen = self.read_tree(cases::NAME, principal, consistency).await?;
-        cases::work_queue(&gen.tree, query, principal)
+        cases::work_queue(&gen.rows, query, principal)
     }
 
     /// Running SLA and Victims' Code deadlines due by a time, earliest first,
@@ -282,7 +283,7 @@ impl Engine {
     ) -> Result<Page<DeadlineEntry>, QueryError> {
         query.page.check()?;
         let gen = self.read_tree(cases::NAME, principal, consistency).await?;
-        cases::deadlines(&gen.tree, query, principal)
+        cases::deadlines(&gen.rows, query, principal)
     }
 
     /// Claims an open task for the principal (an [`Engine::execute`] of

@@ -38,6 +38,7 @@ use super::builtin::{DefinitionCache, DefinitionResolver};
 use super::calendar::{self, CalendarEvent, WorkingCalendar};
 use super::error::QueryError;
 use super::keys::{self, f64_bytes, prefix_end, Key};
+use super::pages::{Rows, RowsError};
 use super::query::{
     CaseSummary, DeadlineEntry, DeadlineQuery, FieldCondition, Page, SearchOrder, SearchQuery,
     TimeRange, WorkItem, WorkQueueQuery,
@@ -118,13 +119,13 @@ impl Projection for CasesProjection {
         VERSION
     }
 
-    fn handler(&self, tree: sled::Tree) -> Box<dyn Handler> {
-        let (calendar, fault) = match load_calendar(&tree) {
+    fn handler(&self, rows: Rows) -> Box<dyn Handler> {
+        let (calendar, fault) = match load_calendar(&rows) {
             Ok(c) => (c, None),
             Err(e) => (WorkingCalendar::default(), Some(e)),
         };
         Box::new(CasesHandler {
-            tree,
+            rows,
             calendar,
             calendar_changed: false,
             fault,
@@ -216,7 +217,7 @@ struct Held {
 type Pending = (Option<Arc<Held>>, CaseRecord, Option<Arc<DefInfo>>);
 
 struct CasesHandler {
-    tree: sled::Tree,
+    rows: Rows,
     /// The tenant's working-day calendar (as committed, or as this batch
     /// changed it).
     calendar: WorkingCalendar,
@@ -245,8 +246,8 @@ impl CasesHandler {
     ) -> Result<(), String> {
         let prefix = [P_WORKDAYS];
         let mut ids = Vec::new();
-        for k in self.tree.scan_prefix(prefix).keys() {
-            let k = k.map_err(|e| e.to_string())?;
+        for row in self.rows.scan_prefix(&prefix) {
+            let (k, _) = row.map_err(|e| e.to_string())?;
             let id = String::from_utf8(k[1..].to_vec())
                 .map_err(|_| "a stored case id is not UTF-8".to_string())?;
             ids.push(id);
@@ -294,8 +295,8 @@ impl CasesHandler {
             return Ok(Some(Arc::clone(h)));
         }
         let Some(bytes) = self
-            .tree
-            .get(Key::new(P_CASE).raw(case_id.as_bytes()).0)
+            .rows
+            .get(&Key::new(P_CASE).raw(case_id.as_bytes()).0)
             .map_err(|e| e.to_string())?
         else {
             return Ok(None);
@@ -418,7 +419,7 @@ impl Handler for CasesHandler {
         self.written.clear();
         if self.calendar_changed {
             self.calendar_changed = false;
-            match load_calendar(&self.tree) {
+            match load_calendar(&self.rows) {
                 Ok(c) => self.calendar = c,
                 Err(e) => self.fault = Some(e),
             }
@@ -496,8 +497,8 @@ fn field_class(def: &FieldDef, case: Classification) -> Classification {
 }
 
 /// The tenant's calendar as a tree stores it (none stored: the default).
-fn load_calendar(tree: &sled::Tree) -> Result<WorkingCalendar, String> {
-    match tree.get(CALENDAR_KEY).map_err(|e| e.to_string())? {
+fn load_calendar(rows: &Rows) -> Result<WorkingCalendar, String> {
+    match rows.get(CALENDAR_KEY).map_err(|e| e.to_string())? {
         None => Ok(WorkingCalendar::default()),
         Some(bytes) => rmp_serde::from_slice(&bytes)
             .map_err(|e| format!("stored working-day calendar does not decode: {e}")),
@@ -696,8 +697,8 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> QueryError {
 /// The stored record of a case, if the projection has it.
 ///
 /// Errors: [`QueryError::Corrupt`] for an undecodable row.
-pub fn load_case(tree: &sled::Tree, case_id: &str) -> Result<Option<CaseRecord>, QueryError> {
-    match tree.get(Key::new(P_CASE).raw(case_id.as_bytes()).0)? {
+pub fn load_case(rows: &Rows, case_id: &str) -> Result<Option<CaseRecord>, QueryError> {
+    match rows.get(&Key::new(P_CASE).raw(case_id.as_bytes()).0)? {
         None => Ok(None),
         Some(bytes) => rmp_serde::from_slice(&bytes)
             .map(Some)
@@ -705,8 +706,8 @@ pub fn load_case(tree: &sled::Tree, case_id: &str) -> Result<Option<CaseRecord>,
     }
 }
 
-fn load_summary(tree: &sled::Tree, case_id: &[u8]) -> Result<Option<CaseSummary>, QueryError> {
-    match tree.get(Key::new(P_SUMMARY).raw(case_id).0)? {
+fn load_summary(rows: &Rows, case_id: &[u8]) -> Result<Option<CaseSummary>, QueryError> {
+    match rows.get(&Key::new(P_SUMMARY).raw(case_id).0)? {
         None => Ok(None),
         Some(bytes) => rmp_serde::from_slice(&bytes)
             .map(Some)
@@ -717,7 +718,7 @@ fn load_summary(tree: &sled::Tree, case_id: &[u8]) -> Result<Option<CaseSummary>
 /// Case ids of the keys in `[from, to)`, each key being `prefix_len` bytes of
 /// index part and then the case id.
 fn ids_in_range(
-    tree: &sled::Tree,
+    rows: &Rows,
     from: Vec<u8>,
     to: Vec<u8>,
     skip: impl Fn(&[u8]) -> Option<usize>,
@@ -725,7 +726,7 @@ fn ids_in_range(
     within: Option<&HashSet<Vec<u8>>>,
     value_ok: impl Fn(&[u8]) -> bool,
 ) -> Result<(), QueryError> {
-    for kv in tree.range(from..to) {
+    for kv in rows.range(from..to) {
         let (k, v) = kv?;
         if !value_ok(&v) {
             continue;
@@ -889,7 +890,7 @@ const ORDERED_WALK_OVER: usize = 1_000;
 /// kept if they are candidates (all are, when `candidates` is `None`) and
 /// pass `keep`, until the page and one more are found.
 fn ordered_page(
-    tree: &sled::Tree,
+    rows: &Rows,
     query: &SearchQuery,
     candidates: Option<&HashSet<Vec<u8>>>,
     keep: &dyn Fn(&CaseSummary) -> bool,
@@ -908,14 +909,10 @@ fn ordered_page(
     } else {
         prefix.len() + 8
     };
-    let scan = tree.scan_prefix(&prefix);
-    let rows: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = if descending {
-        Box::new(scan.rev())
-    } else {
-        Box::new(scan)
-    };
+    let scan = rows.scan_prefix(&prefix);
+    let scan = if descending { scan.reversed() } else { scan };
     let mut found = Vec::new();
-    for row in rows {
+    for row in scan {
         let (k, v) = row?;
         let Some(id) = k.get(id_at..) else { continue };
         if candidates.is_some_and(|c| !c.contains(id)) {
@@ -924,7 +921,7 @@ fn ordered_page(
         let summary = if id_at == 1 {
             Some(rmp_serde::from_slice(&v).map_err(|e| corrupt("case summary", e))?)
         } else {
-            load_summary(tree, id)?
+            load_summary(rows, id)?
         };
         if let Some(s) = summary.filter(|s| keep(s)) {
             found.push(s);
@@ -964,7 +961,7 @@ fn page_of(
 /// [`QueryError::WrongType`], [`QueryError::Unsupported`],
 /// [`QueryError::FieldNotVisible`], [`QueryError::Invalid`].
 pub fn search(
-    tree: &sled::Tree,
+    rows: &Rows,
     query: &SearchQuery,
     def: Option<&CaseDefinition>,
     principal: &Principal,
@@ -1185,7 +1182,7 @@ pub fn search(
         for (from, to) in &p.ranges {
             let max = p.max_class;
             ids_in_range(
-                tree,
+                rows,
                 from.clone(),
                 to.clone(),
                 |k| p.id_at.offset(k),
@@ -1210,13 +1207,13 @@ pub fn search(
         .as_ref()
         .is_none_or(|c| c.len() > ORDERED_WALK_OVER)
     {
-        return ordered_page(tree, query, candidates.as_ref(), &keep);
+        return ordered_page(rows, query, candidates.as_ref(), &keep);
     }
     let mut hits: Vec<CaseSummary> = Vec::new();
     match candidates {
         Some(ids) => {
             for id in ids {
-                if let Some(s) = load_summary(tree, &id)? {
+                if let Some(s) = load_summary(rows, &id)? {
                     if keep(&s) {
                         hits.push(s);
                     }
@@ -1225,7 +1222,7 @@ pub fn search(
         }
         None => {
             let start = vec![P_SUMMARY];
-            for kv in tree.range(start.clone()..prefix_end(&start)) {
+            for kv in rows.range(start.clone()..prefix_end(&start)) {
                 let (_, v) = kv?;
                 let s: CaseSummary =
                     rmp_serde::from_slice(&v).map_err(|e| corrupt("case summary", e))?;
@@ -1270,7 +1267,7 @@ fn check_range(name: &str, r: &TimeRange) -> Result<(), QueryError> {
 /// Scans rows of one prefix in key order, keeping those `keep` accepts,
 /// until a page (plus one, to know whether there is more) is full.
 fn scan_page<T: serde::de::DeserializeOwned>(
-    iter: impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
+    iter: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), RowsError>>,
     page: &super::query::PageRequest,
     mut keep: impl FnMut(&T) -> bool,
 ) -> Result<Page<T>, QueryError> {
@@ -1306,7 +1303,7 @@ fn scan_page<T: serde::de::DeserializeOwned>(
 /// Errors: [`QueryError::PageSize`], [`QueryError::Offset`];
 /// [`QueryError::Invalid`] for a team that is not an identifier.
 pub fn work_queue(
-    tree: &sled::Tree,
+    rows: &Rows,
     query: &WorkQueueQuery,
     principal: &Principal,
 ) -> Result<Page<WorkItem>, QueryError> {
@@ -1332,7 +1329,7 @@ pub fn work_queue(
     };
     let scan = |prefix: Vec<u8>| {
         let end = prefix_end(&prefix);
-        tree.range(prefix..end)
+        rows.range(prefix..end)
     };
     match (&query.role, &query.assignee, &query.team) {
         (Some(role), _, _) => scan_page(scan(Key::new(P_ROLE).str(role).0), &query.page, keep),
@@ -1380,7 +1377,7 @@ pub fn work_queue(
 ///
 /// Errors: [`QueryError::PageSize`], [`QueryError::Offset`].
 pub fn deadlines(
-    tree: &sled::Tree,
+    rows: &Rows,
     query: &DeadlineQuery,
     principal: &Principal,
 ) -> Result<Page<DeadlineEntry>, QueryError> {
@@ -1390,7 +1387,7 @@ pub fn deadlines(
         Some(t) => Key::new(P_DEADLINE).i64(t).0,
         None => prefix_end(&start),
     };
-    let mut page = scan_page(tree.range(start..end), &query.page, |d: &DeadlineEntry| {
+    let mut page = scan_page(rows.range(start..end), &query.page, |d: &DeadlineEntry| {
         principal.may_see(d.classification)
             && query.case_type.as_ref().is_none_or(|t| *t == d.case_type)
     })?;

@@ -11,10 +11,10 @@ use tokio::task::JoinHandle;
 
 use super::error::{ProjectionError, QueryError};
 use super::runner::{self, Control, Progress, RunnerCtx};
-use super::Projection;
+use super::{Projection, Rows};
 use crate::log::{EventStore, GlobalPosition, TenantId};
 
-/// Events per batch (one sled batch, one checkpoint) by default.
+/// Events per batch (one sled batch, one checkpoint) when live, by default.
 pub const DEFAULT_BATCH_SIZE: usize = 512;
 
 /// How fresh a query's answer must be.
@@ -115,8 +115,8 @@ pub struct Generation {
     pub number: u64,
     /// The projection version that builds it.
     pub version: u32,
-    /// Its storage.
-    pub tree: sled::Tree,
+    /// Its rows.
+    pub rows: Rows,
 }
 
 /// Where a generation is recorded in the `meta` tree.
@@ -192,7 +192,8 @@ fn open_sled(dir: &Path) -> Result<sled::Db, ProjectionError> {
 }
 
 impl ProjectionHost {
-    /// A host on a sled database in `dir` (created if absent).
+    /// A host on a sled database in `dir` (created if absent), applying up
+    /// to `batch_size` events per batch (see [`ProjectionHost::with_db`]).
     ///
     /// Errors: [`ProjectionError::Store`]; [`ProjectionError::InvalidName`] /
     /// [`ProjectionError::DuplicateName`] for bad registrations.
@@ -200,25 +201,29 @@ impl ProjectionHost {
         dir: impl AsRef<Path>,
         store: Arc<dyn EventStore>,
         projections: Vec<Arc<dyn Projection>>,
+        batch_size: usize,
     ) -> Result<Self, ProjectionError> {
         let db = open_sled(dir.as_ref())?;
-        Self::with_db(db, store, projections, DEFAULT_BATCH_SIZE)
+        Self::with_db(db, store, projections, batch_size)
     }
 
     /// A host on a temporary sled database (deleted when dropped).
     pub fn temporary(
         store: Arc<dyn EventStore>,
         projections: Vec<Arc<dyn Projection>>,
+        batch_size: usize,
     ) -> Result<Self, ProjectionError> {
         let db = sled::Config::new()
             .temporary(true)
             .cache_capacity(64 * 1024 * 1024)
             .open()?;
-        Self::with_db(db, store, projections, DEFAULT_BATCH_SIZE)
+        Self::with_db(db, store, projections, batch_size)
     }
 
     /// A host on an open sled database, applying up to `batch_size` events
-    /// per batch.
+    /// per batch (one sled batch with the checkpoint) when following the
+    /// live log; a runner catching up or rebuilding applies up to 16 times
+    /// as many at once, so that each page is written fewer times.
     pub fn with_db(
         db: sled::Db,
         store: Arc<dyn EventStore>,
@@ -329,6 +334,14 @@ impl ProjectionHost {
             Some(bytes) => rmp_serde::from_slice(&bytes).unwrap_or_default(),
             None => MetaRecord::default(),
         };
+        // Generations stored in another layout cannot be read: rebuild them.
+        for slot in [&mut record.active, &mut record.building] {
+            if let Some(g) = *slot {
+                if Rows::open(&inner.db, &tree_name(&name, tenant, g.number))?.is_none() {
+                    *slot = None;
+                }
+            }
+        }
         let version = projection.version();
         if record.building.is_some_and(|g| g.version != version) {
             record.building = None;
@@ -379,10 +392,12 @@ impl ProjectionHost {
             }
         }
         let open = |g: GenRef| -> Result<Arc<Generation>, ProjectionError> {
+            let rows = Rows::open(&inner.db, &tree_name(&name, tenant, g.number))?
+                .ok_or_else(|| store_err("a generation's tree has another layout"))?;
             Ok(Arc::new(Generation {
                 number: g.number,
                 version: g.version,
-                tree: inner.db.open_tree(tree_name(&name, tenant, g.number))?,
+                rows,
             }))
         };
         let active = match record.active {
@@ -391,11 +406,11 @@ impl ProjectionHost {
         };
         let building = record.building.map(open).transpose()?;
         // Until the runner's first report: where the trees stand.
-        let checkpoint = runner::read_checkpoint(&active.tree).ok().flatten();
+        let checkpoint = runner::read_checkpoint(active.rows.tree()).ok().flatten();
         let rebuild = building.as_ref().map(|b| RebuildStatus {
             version: b.version,
             generation: b.number,
-            position: runner::read_checkpoint(&b.tree).ok().flatten(),
+            position: runner::read_checkpoint(b.rows.tree()).ok().flatten(),
             events_per_second: 0.0,
             fault: None,
         });

@@ -35,7 +35,10 @@
 //! Storage: one sled database (`<data>/projections` for a durable engine, a
 //! temporary one in memory otherwise); a `meta` tree records each runner's
 //! active generation and any rebuild in progress; each generation is one tree
-//! named `<projection>/<tenant>/<generation>`.
+//! named `<projection>/<tenant>/<generation>`, holding the checkpoint and the
+//! projection's rows packed into pages of a few KiB ([`pages`]: sled's cost
+//! is per entry, so a rebuild writes a page, not a row, at a time). A tree of
+//! another layout (built by an older Casebook) is dropped and rebuilt.
 
 pub mod builtin;
 pub mod calendar;
@@ -43,6 +46,7 @@ pub mod cases;
 mod error;
 mod host;
 pub(crate) mod keys;
+pub mod pages;
 pub mod query;
 mod runner;
 pub mod timeline;
@@ -56,6 +60,7 @@ pub use host::{
     Consistency, Generation, ProjectionHost, ProjectionStatus, RebuildStatus, RunState,
     DEFAULT_BATCH_SIZE,
 };
+pub use pages::{RowIter, Rows, RowsError};
 
 /// Keys starting with this byte are the framework's (the checkpoint).
 pub const RESERVED_PREFIX: u8 = 0x00;
@@ -83,8 +88,8 @@ pub trait Projection: Send + Sync + 'static {
     /// The version of the projection's logic and storage layout.
     fn version(&self) -> u32;
 
-    /// A handler that writes into `tree` (one generation of one tenant).
-    fn handler(&self, tree: sled::Tree) -> Box<dyn Handler>;
+    /// A handler that writes into `rows` (one generation of one tenant).
+    fn handler(&self, rows: Rows) -> Box<dyn Handler>;
 
     /// Whether this version's queries can read a generation built by
     /// `stored` while its own is being built. Default: any older version.
@@ -121,42 +126,41 @@ pub trait Handler: Send {
     fn discarded(&mut self) {}
 }
 
-/// The writes of one batch, committed atomically with the checkpoint.
+/// The row writes of one batch, committed atomically with the checkpoint
+/// (the last write of a key wins).
 #[derive(Default)]
 pub struct Changes {
-    batch: sled::Batch,
-    count: usize,
+    ops: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
 impl Changes {
     /// Sets `key` to `value`.
     ///
-    /// Errors: a key starting with [`RESERVED_PREFIX`] (the framework's own).
+    /// Errors: an empty key, or one starting with [`RESERVED_PREFIX`] (the
+    /// framework's own).
     pub fn insert(&mut self, key: &[u8], value: impl AsRef<[u8]>) -> Result<(), String> {
         check_key(key)?;
-        self.batch.insert(key, value.as_ref());
-        self.count += 1;
+        self.ops.insert(key.to_vec(), Some(value.as_ref().to_vec()));
         Ok(())
     }
 
     /// Removes `key`.
     ///
-    /// Errors: a key starting with [`RESERVED_PREFIX`].
+    /// Errors: as [`Changes::insert`].
     pub fn remove(&mut self, key: &[u8]) -> Result<(), String> {
         check_key(key)?;
-        self.batch.remove(key);
-        self.count += 1;
+        self.ops.insert(key.to_vec(), None);
         Ok(())
     }
 
-    /// How many writes the batch holds.
+    /// How many keys the batch writes.
     pub fn len(&self) -> usize {
-        self.count
+        self.ops.len()
     }
 
-    /// Whether the batch holds no writes.
+    /// Whether the batch writes nothing.
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.ops.is_empty()
     }
 }
 

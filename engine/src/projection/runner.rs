@@ -9,6 +9,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::host::{lag, store_err, tree_name, GenRef, Generation, MetaRecord, Runner};
 use super::host::{RebuildStatus, RunState};
+use super::pages::{PageWriter, Rows};
 use super::{Changes, Handler, Projection};
 use crate::log::{
     EventStore, GlobalPosition, LogError, RecordedEvent, Subscription, SubscriptionStart,
@@ -16,6 +17,9 @@ use crate::log::{
 
 /// The checkpoint key in every generation's tree.
 pub(crate) const CHECKPOINT_KEY: &[u8] = b"\x00checkpoint";
+
+/// A lane catching up applies up to this many batches' events at once.
+const CATCH_UP_BATCHES: usize = 16;
 
 /// What an operator asks of a runner.
 pub(crate) enum Control {
@@ -91,6 +95,7 @@ struct Lane {
     gen: Arc<Generation>,
     projection: Arc<dyn Projection>,
     handler: Box<dyn Handler>,
+    writer: PageWriter,
     sub: Subscription,
     checkpoint: Option<GlobalPosition>,
     reached: Option<GlobalPosition>,
@@ -122,7 +127,7 @@ impl Lane {
         projection: Arc<dyn Projection>,
         batch_size: usize,
     ) -> Result<Lane, LogError> {
-        let (checkpoint, fault) = match read_checkpoint(&gen.tree) {
+        let (checkpoint, fault) = match read_checkpoint(gen.rows.tree()) {
             Ok(c) => (c, None),
             Err(e) => (None, Some((GlobalPosition::START, e))),
         };
@@ -132,7 +137,8 @@ impl Lane {
             .await?
             .with_page_size(batch_size);
         Ok(Lane {
-            handler: projection.handler(gen.tree.clone()),
+            handler: projection.handler(gen.rows.clone()),
+            writer: PageWriter::new(gen.rows.clone()),
             gen,
             projection,
             sub,
@@ -163,9 +169,15 @@ impl Lane {
             return Ok(0);
         }
         let head = store.head_position();
+        // Catching up, bigger batches write each page fewer times.
+        let limit = if self.caught_up {
+            batch_size
+        } else {
+            batch_size.saturating_mul(CATCH_UP_BATCHES)
+        };
         let mut events = Vec::new();
         let mut exhausted = false;
-        while events.len() < batch_size {
+        while events.len() < limit {
             match self.sub.try_next().await {
                 Ok(Some(e)) => events.push(e),
                 Ok(None) => {
@@ -251,13 +263,22 @@ impl Lane {
             self.handler.discarded();
             return Err(e);
         }
-        changes
-            .batch
-            .insert(CHECKPOINT_KEY, &last.position.0.to_be_bytes());
-        if let Err(e) = self.gen.tree.apply_batch(changes.batch) {
+        let mut batch = sled::Batch::default();
+        let staged = self.writer.stage(changes.ops, &mut batch);
+        batch.insert(CHECKPOINT_KEY, &last.position.0.to_be_bytes());
+        let written = staged.map_err(|e| e.to_string()).and_then(|()| {
+            self.gen
+                .rows
+                .tree()
+                .apply_batch(batch)
+                .map_err(|e| format!("writing the projection: {e}"))
+        });
+        if let Err(e) = written {
+            self.writer.discarded();
             self.handler.discarded();
-            return Err(format!("writing the projection: {e}"));
+            return Err(e);
         }
+        self.writer.committed();
         self.handler.committed();
         self.checkpoint = Some(last.position);
         self.reached = self.reached.max(Some(last.position));
@@ -441,13 +462,13 @@ impl Task {
             let _ =
                 c.db.drop_tree(tree_name(&c.runner.name, &c.runner.tenant, n).as_bytes());
         }
-        let tree =
-            c.db.open_tree(tree_name(&c.runner.name, &c.runner.tenant, number))
-                .map_err(|e| e.to_string())?;
+        let rows = Rows::open(&c.db, &tree_name(&c.runner.name, &c.runner.tenant, number))
+            .map_err(|e| e.to_string())?
+            .ok_or("a new generation's tree already holds data of another layout")?;
         let gen = Arc::new(Generation {
             number,
             version: projection.version(),
-            tree,
+            rows,
         });
         let lane = Lane::open(&c.store, &c.runner, gen, projection, c.batch_size)
             .await

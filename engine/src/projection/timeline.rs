@@ -16,7 +16,7 @@ use super::builtin::{DefinitionCache, DefinitionResolver};
 use super::error::QueryError;
 use super::keys::{prefix_end, Key};
 use super::query::{Page, PageRequest, TimelineEntry};
-use super::{Changes, Handler, Projection};
+use super::{Changes, Handler, Projection, Rows};
 use crate::case::{CaseEvent, DefinitionRef};
 use crate::definition::CaseDefinition;
 use crate::log::codec::DomainEvent;
@@ -77,9 +77,9 @@ impl Projection for TimelineProjection {
         VERSION
     }
 
-    fn handler(&self, tree: sled::Tree) -> Box<dyn Handler> {
+    fn handler(&self, rows: Rows) -> Box<dyn Handler> {
         Box::new(TimelineHandler {
-            tree,
+            rows,
             defs: DefinitionCache::new(Arc::clone(&self.resolver)),
             cases: HashMap::new(),
             pending_cases: HashMap::new(),
@@ -89,7 +89,7 @@ impl Projection for TimelineProjection {
 }
 
 struct TimelineHandler {
-    tree: sled::Tree,
+    rows: Rows,
     defs: DefinitionCache,
     cases: HashMap<String, TimelineCase>,
     pending_cases: HashMap<String, TimelineCase>,
@@ -189,8 +189,8 @@ impl TimelineHandler {
             return Ok(Some(c.clone()));
         }
         match self
-            .tree
-            .get(Key::new(P_CASE).raw(case_id.as_bytes()).0)
+            .rows
+            .get(&Key::new(P_CASE).raw(case_id.as_bytes()).0)
             .map_err(|e| e.to_string())?
         {
             None => Ok(None),
@@ -300,7 +300,7 @@ impl Handler for TimelineHandler {
 /// have or the reader may not see; [`QueryError::PageSize`],
 /// [`QueryError::Offset`]; [`QueryError::Corrupt`].
 pub fn read(
-    tree: &sled::Tree,
+    rows: &Rows,
     case_id: &str,
     principal: &Principal,
     page: &PageRequest,
@@ -310,7 +310,7 @@ pub fn read(
         tenant: principal.tenant.clone(),
         case_id: case_id.to_string(),
     };
-    let case: TimelineCase = match tree.get(Key::new(P_CASE).raw(case_id.as_bytes()).0)? {
+    let case: TimelineCase = match rows.get(&Key::new(P_CASE).raw(case_id.as_bytes()).0)? {
         Some(b) => rmp_serde::from_slice(&b)
             .map_err(|e| QueryError::Corrupt(format!("timeline case {case_id}: {e}")))?,
         None => return Err(unknown()),
@@ -323,7 +323,7 @@ pub fn read(
     let mut items = Vec::new();
     let mut seen = 0usize;
     let mut more = false;
-    for kv in tree.range(start..end) {
+    for kv in rows.range(start..end) {
         let (_, v) = kv?;
         let s: Stored = rmp_serde::from_slice(&v)
             .map_err(|e| QueryError::Corrupt(format!("timeline entry: {e}")))?;

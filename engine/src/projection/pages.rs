@@ -1,0 +1,914 @@
+//! Packed rows: a projection's rows stored in sled as sorted pages of a few KiB.
+//!
+//! sled spends about as long on a tiny insert as on one of several KiB (each
+//! insert clones a leaf, logs it and may split it; on the development VM
+//! about 100k inserts/s at best), so a projection that wrote one sled entry
+//! per row spent nearly all of a rebuild inside sled. Here a generation's
+//! logical rows (key → value, keys ordered bytewise) are kept in **pages**:
+//! a page is one sled entry whose key is `0x01` + its *fence* and whose value
+//! holds, in key order, the rows from the fence up to the next page's fence
+//! (keys prefix-compressed against the previous key). The first page's fence
+//! is empty, so every key has exactly one page; that page is never removed.
+//! Other pages are removed when they become empty. A page that grows past
+//! [`PAGE_BYTES`] is split (left pages packed full when the batch only
+//! appended to it, as rebuilds mostly do; evenly otherwise).
+//!
+//! [`Rows`] reads: point lookups and ranges in either direction. The runner's
+//! [`PageWriter`] turns one batch's row changes into page writes that go into
+//! the same sled batch as the checkpoint, so a batch stays all or nothing.
+//! Only the writer changes pages, so it keeps recently written pages decoded
+//! in memory (a bounded cache).
+//!
+//! Readers are not isolated from a concurrent commit (per-row sled scans were
+//! not either): a range may see some of a batch's rows and not others, but
+//! never returns a key twice or out of order.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::ops::{Bound, RangeBounds};
+
+use super::error::{ProjectionError, QueryError};
+
+/// Pages are split when their encoded size passes this (a single larger row
+/// gets a page of its own).
+pub const PAGE_BYTES: usize = 4096;
+/// How much decoded page data a writer keeps in memory.
+const CACHE_BYTES: usize = 32 * 1024 * 1024;
+/// Bytes a decoded row costs in memory beyond its key and value.
+const ROW_OVERHEAD: usize = 64;
+
+/// The first byte of every page's sled key.
+const PAGE_KEY: u8 = 0x01;
+/// The first sled key after the pages.
+const PAGES_END: [u8; 1] = [PAGE_KEY + 1];
+/// The first byte of a page's value.
+const PAGE_FORMAT: u8 = 1;
+
+/// Where a generation's tree records its storage layout.
+pub(crate) const LAYOUT_KEY: &[u8] = b"\x00layout";
+/// The layout this module writes.
+pub(crate) const LAYOUT: &[u8] = b"pages 1";
+
+/// One row: key and value.
+type Row = (Vec<u8>, Vec<u8>);
+
+/// A projection's storage failed or holds a page that does not decode.
+#[derive(Debug, thiserror::Error)]
+pub enum RowsError {
+    /// sled failed.
+    #[error("projection store: {0}")]
+    Store(#[from] sled::Error),
+    /// A stored page does not decode (the projection must be rebuilt).
+    #[error("projection page at {fence:?} does not decode: {why}")]
+    Corrupt {
+        /// The page's fence, lossily as text.
+        fence: String,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+impl From<RowsError> for QueryError {
+    fn from(e: RowsError) -> Self {
+        match e {
+            RowsError::Store(e) => QueryError::Projection(ProjectionError::Store(e.to_string())),
+            e @ RowsError::Corrupt { .. } => QueryError::Corrupt(e.to_string()),
+        }
+    }
+}
+
+fn corrupt(fence: &[u8], why: impl Into<String>) -> RowsError {
+    RowsError::Corrupt {
+        fence: String::from_utf8_lossy(fence).into_owned(),
+        why: why.into(),
+    }
+}
+
+fn page_key(fence: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(fence.len() + 1);
+    k.push(PAGE_KEY);
+    k.extend_from_slice(fence);
+    k
+}
+
+// ------------------------------------------------------------ page format
+
+fn push_varint(out: &mut Vec<u8>, mut n: usize) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+fn varint_len(mut n: usize) -> usize {
+    let mut len = 1;
+    while n >= 0x80 {
+        n >>= 7;
+        len += 1;
+    }
+    len
+}
+
+fn take_varint(bytes: &mut &[u8]) -> Option<usize> {
+    let mut n = 0usize;
+    for shift in (0..64).step_by(7) {
+        let (&b, rest) = bytes.split_first()?;
+        *bytes = rest;
+        n |= usize::from(b & 0x7F).checked_shl(shift)?;
+        if b & 0x80 == 0 {
+            return Some(n);
+        }
+    }
+    None
+}
+
+fn shared_len(a: &[u8], b: &[u8]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// The encoded size of `row` after a row with key `prev`.
+fn row_len(prev: &[u8], row: &Row) -> usize {
+    let shared = shared_len(prev, &row.0);
+    let suffix = row.0.len() - shared;
+    varint_len(shared) + varint_len(suffix) + suffix + varint_len(row.1.len()) + row.1.len()
+}
+
+fn encode(rows: &[Row]) -> Vec<u8> {
+    let size = 1 + rows
+        .iter()
+        .scan(&[][..], |prev, r| {
+            let n = row_len(prev, r);
+            *prev = &r.0;
+            Some(n)
+        })
+        .sum::<usize>();
+    let mut out = Vec::with_capacity(size);
+    out.push(PAGE_FORMAT);
+    let mut prev: &[u8] = &[];
+    for (k, v) in rows {
+        let shared = shared_len(prev, k);
+        push_varint(&mut out, shared);
+        push_varint(&mut out, k.len() - shared);
+        out.extend_from_slice(&k[shared..]);
+        push_varint(&mut out, v.len());
+        out.extend_from_slice(v);
+        prev = k;
+    }
+    out
+}
+
+/// Walks an encoded page row by row.
+struct Cursor<'a> {
+    rest: &'a [u8],
+    key: Vec<u8>,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(page: &'a [u8]) -> Result<Self, String> {
+        match page.split_first() {
+            Some((&PAGE_FORMAT, rest)) => Ok(Cursor {
+                rest,
+                key: Vec::new(),
+            }),
+            Some((f, _)) => Err(format!("unknown page format {f}")),
+            None => Err("empty page".into()),
+        }
+    }
+
+    /// The next row's value; its key is then `self.key`.
+    fn next_value(&mut self) -> Result<Option<&'a [u8]>, String> {
+        if self.rest.is_empty() {
+            return Ok(None);
+        }
+        let mut r = self.rest;
+        let bad = || "truncated or damaged row".to_string();
+        let shared = take_varint(&mut r).ok_or_else(bad)?;
+        let suffix = take_varint(&mut r).ok_or_else(bad)?;
+        if shared > self.key.len() || suffix > r.len() {
+            return Err(bad());
+        }
+        let (s, after) = r.split_at(suffix);
+        self.key.truncate(shared);
+        self.key.extend_from_slice(s);
+        r = after;
+        let vlen = take_varint(&mut r).ok_or_else(bad)?;
+        if vlen > r.len() {
+            return Err(bad());
+        }
+        let (v, after) = r.split_at(vlen);
+        self.rest = after;
+        Ok(Some(v))
+    }
+}
+
+fn decode(fence: &[u8], page: &[u8]) -> Result<Vec<Row>, RowsError> {
+    let mut c = Cursor::new(page).map_err(|e| corrupt(fence, e))?;
+    let mut rows: Vec<Row> = Vec::new();
+    while let Some(v) = c.next_value().map_err(|e| corrupt(fence, e))? {
+        if rows.last().is_some_and(|(k, _)| *k >= c.key) || c.key.as_slice() < fence {
+            return Err(corrupt(fence, "rows out of order"));
+        }
+        rows.push((c.key.clone(), v.to_vec()));
+    }
+    Ok(rows)
+}
+
+// ------------------------------------------------------------------ reads
+
+/// One generation's rows, for reading. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Rows {
+    tree: sled::Tree,
+}
+
+impl Rows {
+    /// Opens (creating if needed) the tree `name` of `db` as rows, recording
+    /// the layout in a new tree. `None` if the tree holds data of another
+    /// layout.
+    pub(crate) fn open(db: &sled::Db, name: &str) -> Result<Option<Rows>, sled::Error> {
+        let tree = db.open_tree(name)?;
+        match tree.get(LAYOUT_KEY)? {
+            Some(l) if l == LAYOUT => {}
+            Some(_) => return Ok(None),
+            None if tree.is_empty() => {
+                tree.insert(LAYOUT_KEY, LAYOUT)?;
+            }
+            None => return Ok(None),
+        }
+        Ok(Some(Rows { tree }))
+    }
+
+    /// The sled tree under the pages (it also holds the framework's keys).
+    pub(crate) fn tree(&self) -> &sled::Tree {
+        &self.tree
+    }
+
+    /// The page holding `key`: the one with the greatest fence `<= key`.
+    fn page_for(&self, key: &[u8]) -> Result<Option<(sled::IVec, sled::IVec)>, RowsError> {
+        Ok(self
+            .tree
+            .range(vec![PAGE_KEY]..=page_key(key))
+            .next_back()
+            .transpose()?)
+    }
+
+    /// The value of `key`, if it has one.
+    ///
+    /// Errors: [`RowsError`].
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, RowsError> {
+        let Some((pk, page)) = self.page_for(key)? else {
+            return Ok(None);
+        };
+        let fence = &pk[1..];
+        let mut c = Cursor::new(&page).map_err(|e| corrupt(fence, e))?;
+        while let Some(v) = c.next_value().map_err(|e| corrupt(fence, e))? {
+            match c.key.as_slice().cmp(key) {
+                std::cmp::Ordering::Less => continue,
+                std::cmp::Ordering::Equal => return Ok(Some(v.to_vec())),
+                std::cmp::Ordering::Greater => break,
+            }
+        }
+        Ok(None)
+    }
+
+    /// The rows in `range`, in key order (see [`RowIter::reversed`]).
+    pub fn range<R: RangeBounds<Vec<u8>>>(&self, range: R) -> RowIter {
+        RowIter {
+            tree: self.tree.clone(),
+            lo: range.start_bound().cloned(),
+            hi: range.end_bound().cloned(),
+            reverse: false,
+            started: false,
+            done: false,
+            buffer: VecDeque::new(),
+            pages: None,
+            last: None,
+        }
+    }
+
+    /// The rows whose keys start with `prefix`.
+    pub fn scan_prefix(&self, prefix: &[u8]) -> RowIter {
+        let end = super::keys::prefix_end(prefix);
+        self.range(prefix.to_vec()..end)
+    }
+
+    /// Every row.
+    pub fn iter(&self) -> RowIter {
+        self.range::<std::ops::RangeFull>(..)
+    }
+
+    /// Whether there are no rows.
+    ///
+    /// Errors: [`RowsError`].
+    pub fn is_empty(&self) -> Result<bool, RowsError> {
+        Ok(self.iter().next().transpose()?.is_none())
+    }
+}
+
+type PageIter = Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>> + Send>;
+
+/// Rows of a range, read a page at a time.
+pub struct RowIter {
+    tree: sled::Tree,
+    lo: Bound<Vec<u8>>,
+    hi: Bound<Vec<u8>>,
+    reverse: bool,
+    started: bool,
+    done: bool,
+    /// Rows of the current page still to yield, in yield order.
+    buffer: VecDeque<Row>,
+    /// The pages after (or, reversed, before) the current one.
+    pages: Option<PageIter>,
+    /// The last key yielded: later ones must be beyond it.
+    last: Option<Vec<u8>>,
+}
+
+fn above_lo(lo: &Bound<Vec<u8>>, k: &[u8]) -> bool {
+    match lo {
+        Bound::Included(l) => k >= l.as_slice(),
+        Bound::Excluded(l) => k > l.as_slice(),
+        Bound::Unbounded => true,
+    }
+}
+
+fn below_hi(hi: &Bound<Vec<u8>>, k: &[u8]) -> bool {
+    match hi {
+        Bound::Included(h) => k <= h.as_slice(),
+        Bound::Excluded(h) => k < h.as_slice(),
+        Bound::Unbounded => true,
+    }
+}
+
+impl RowIter {
+    /// The same rows, last first. Call before reading any.
+    pub fn reversed(mut self) -> Self {
+        self.reverse = !self.reverse;
+        self
+    }
+
+    fn start(&mut self) -> Result<Option<(sled::IVec, sled::IVec)>, RowsError> {
+        let first = vec![PAGE_KEY];
+        let end = PAGES_END.to_vec();
+        if !self.reverse {
+            let start = match &self.lo {
+                Bound::Included(k) | Bound::Excluded(k) => page_key(k),
+                Bound::Unbounded => first.clone(),
+            };
+            let page = self.tree.range(first.clone()..=start).next_back();
+            let page = page.transpose()?;
+            let after = match &page {
+                Some((pk, _)) => Bound::Excluded(pk.to_vec()),
+                None => Bound::Included(first),
+            };
+            self.pages = Some(Box::new(self.tree.range((after, Bound::Excluded(end)))));
+            Ok(page)
+        } else {
+            let page = match &self.hi {
+                Bound::Included(k) => self.tree.range(first.clone()..=page_key(k)).next_back(),
+                Bound::Excluded(k) => self.tree.range(first.clone()..page_key(k)).next_back(),
+                Bound::Unbounded => self.tree.range(first.clone()..end).next_back(),
+            };
+            let page = page.transpose()?;
+            if let Some((pk, _)) = &page {
+                self.pages = Some(Box::new(self.tree.range(first..pk.to_vec()).rev()));
+            }
+            Ok(page)
+        }
+    }
+
+    /// Loads the next page's rows into the buffer; false at the end.
+    fn load(&mut self) -> Result<bool, RowsError> {
+        let page = if !self.started {
+            self.started = true;
+            self.start()?
+        } else {
+            match self.pages.as_mut().and_then(Iterator::next) {
+                Some(p) => Some(p?),
+                None => None,
+            }
+        };
+        let Some((pk, bytes)) = page else {
+            return Ok(false);
+        };
+        let fence = &pk[1..];
+        if !self.reverse && !below_hi(&self.hi, fence) {
+            return Ok(false);
+        }
+        let rows = decode(fence, &bytes)?;
+        let keep = |k: &[u8]| above_lo(&self.lo, k) && below_hi(&self.hi, k);
+        if self.reverse {
+            self.buffer
+                .extend(rows.into_iter().rev().filter(|(k, _)| keep(k)));
+            // Pages before this one hold keys below its fence.
+            let before_lo = match &self.lo {
+                Bound::Included(l) | Bound::Excluded(l) => fence <= l.as_slice(),
+                Bound::Unbounded => false,
+            };
+            if before_lo {
+                self.pages = None;
+            }
+        } else {
+            self.buffer
+                .extend(rows.into_iter().filter(|(k, _)| keep(k)));
+        }
+        Ok(true)
+    }
+}
+
+impl Iterator for RowIter {
+    type Item = Result<Row, RowsError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.done {
+            if let Some(row) = self.buffer.pop_front() {
+                let fresh = self.last.as_ref().is_none_or(|l| {
+                    if self.reverse {
+                        row.0 < *l
+                    } else {
+                        row.0 > *l
+                    }
+                });
+                if fresh {
+                    self.last = Some(row.0.clone());
+                    return Some(Ok(row));
+                }
+                continue;
+            }
+            match self.load() {
+                Ok(true) => {}
+                Ok(false) => self.done = true,
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        None
+    }
+}
+
+// ----------------------------------------------------------------- writes
+
+/// A decoded page: its rows and where the next page starts.
+struct Page {
+    /// The next page's fence (`None`: this is the last page).
+    upper: Option<Vec<u8>>,
+    rows: Vec<Row>,
+    /// Memory it takes (for the cache bound).
+    bytes: usize,
+    /// When the writer last used it.
+    used: u64,
+}
+
+impl Page {
+    fn new(upper: Option<Vec<u8>>, rows: Vec<Row>, used: u64) -> Page {
+        let bytes = rows
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + ROW_OVERHEAD)
+            .sum();
+        Page {
+            upper,
+            rows,
+            bytes,
+            used,
+        }
+    }
+}
+
+/// A page change of the batch in progress, taken into the cache on commit.
+enum Staged {
+    Written(Vec<u8>, Page),
+    Removed(Vec<u8>, Option<Vec<u8>>),
+}
+
+/// Turns a batch's row changes into page writes; one per generation, owned
+/// by the runner that writes it.
+pub(crate) struct PageWriter {
+    rows: Rows,
+    /// Committed pages by fence.
+    cache: BTreeMap<Vec<u8>, Page>,
+    cache_bytes: usize,
+    clock: u64,
+    staged: Vec<Staged>,
+}
+
+impl PageWriter {
+    pub(crate) fn new(rows: Rows) -> Self {
+        PageWriter {
+            rows,
+            cache: BTreeMap::new(),
+            cache_bytes: 0,
+            clock: 0,
+            staged: Vec::new(),
+        }
+    }
+
+    /// Adds to `batch` the page writes that apply `changes` (key → new value,
+    /// `None` to remove). Until [`PageWriter::committed`] the cache does not
+    /// see them; [`PageWriter::discarded`] forgets them.
+    ///
+    /// Errors: [`RowsError`] (reading a page).
+    pub(crate) fn stage(
+        &mut self,
+        changes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+        batch: &mut sled::Batch,
+    ) -> Result<(), RowsError> {
+        self.discarded();
+        self.clock += 1;
+        let mut changes = changes.into_iter().peekable();
+        while let Some((key, _)) = changes.peek() {
+            let (fence, mut page) = self.take_page(key)?;
+            let mut ops = Vec::new();
+            while let Some((k, _)) = changes.peek() {
+                if page.upper.as_ref().is_some_and(|u| k >= u) {
+                    break;
+                }
+                ops.extend(changes.next());
+            }
+            let appended = match (ops.first(), page.rows.last()) {
+                (Some((k, _)), Some((last, _))) => k > last,
+                _ => true,
+            };
+            page.rows = merge(std::mem::take(&mut page.rows), ops);
+            self.write(fence, page, appended, batch);
+        }
+        Ok(())
+    }
+
+    /// The committed page holding `key`, out of the cache or from sled.
+    fn take_page(&mut self, key: &[u8]) -> Result<(Vec<u8>, Page), RowsError> {
+        let cached = self
+            .cache
+            .range::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
+            .next_back()
+            .filter(|(_, p)| p.upper.as_deref().is_none_or(|u| key < u))
+            .map(|(f, _)| f.clone());
+        if let Some(fence) = cached {
+            if let Some(page) = self.cache.remove(&fence) {
+                self.cache_bytes -= page.bytes;
+                return Ok((fence, page));
+            }
+        }
+        let tree = &self.rows.tree;
+        let Some((pk, bytes)) = self.rows.page_for(key)? else {
+            return Ok((Vec::new(), Page::new(None, Vec::new(), self.clock)));
+        };
+        let fence = pk[1..].to_vec();
+        let upper = tree
+            .range((
+                Bound::Excluded(pk.to_vec()),
+                Bound::Excluded(PAGES_END.to_vec()),
+            ))
+            .next()
+            .transpose()?
+            .map(|(k, _)| k[1..].to_vec());
+        let rows = decode(&fence, &bytes)?;
+        Ok((fence, Page::new(upper, rows, self.clock)))
+    }
+
+    /// Writes a changed page, split if it grew too big, or removes it if it
+    /// is empty (but never the first page).
+    fn write(&mut self, fence: Vec<u8>, page: Page, appended: bool, batch: &mut sled::Batch) {
+        if page.rows.is_empty() && !fence.is_empty() {
+            batch.remove(page_key(&fence));
+            self.staged.push(Staged::Removed(fence, page.upper));
+            return;
+        }
+        let Page { upper, rows, .. } = page;
+        let mut chunks = split(rows, appended);
+        // Each chunk's upper is the next chunk's fence.
+        let mut next_upper = upper;
+        let mut out = Vec::with_capacity(chunks.len());
+        while let Some(rows) = chunks.pop() {
+            let chunk_fence = if chunks.is_empty() {
+                fence.clone()
+            } else {
+                rows[0].0.clone()
+            };
+            batch.insert(page_key(&chunk_fence), encode(&rows));
+            let page = Page::new(next_upper.take(), rows, self.clock);
+            next_upper = Some(chunk_fence.clone());
+            out.push(Staged::Written(chunk_fence, page));
+        }
+        self.staged.extend(out.into_iter().rev());
+    }
+
+    /// The batch was committed: its pages join the cache.
+    pub(crate) fn committed(&mut self) {
+        for s in std::mem::take(&mut self.staged) {
+            match s {
+                Staged::Written(fence, page) => {
+                    self.cache_bytes += page.bytes;
+                    if let Some(old) = self.cache.insert(fence, page) {
+                        self.cache_bytes -= old.bytes;
+                    }
+                }
+                Staged::Removed(fence, upper) => {
+                    if let Some(old) = self.cache.remove(&fence) {
+                        self.cache_bytes -= old.bytes;
+                    }
+                    // The page before now reaches as far as the removed one did.
+                    if let Some((_, prev)) = self.cache.range_mut(..fence.clone()).next_back() {
+                        if prev.upper.as_ref() == Some(&fence) {
+                            prev.upper = upper;
+                        }
+                    }
+                }
+            }
+        }
+        if self.cache_bytes > CACHE_BYTES {
+            self.evict();
+        }
+    }
+
+    /// The batch was thrown away: the pages it took out of the cache are
+    /// read again from sled when next needed.
+    pub(crate) fn discarded(&mut self) {
+        self.staged.clear();
+    }
+
+    /// Drops the least recently used half of the cache.
+    fn evict(&mut self) {
+        let mut stamps: Vec<u64> = self.cache.values().map(|p| p.used).collect();
+        let mid = stamps.len() / 2;
+        let (_, cut, _) = stamps.select_nth_unstable(mid);
+        let cut = *cut;
+        self.cache.retain(|_, p| p.used > cut);
+        self.cache_bytes = self.cache.values().map(|p| p.bytes).sum();
+    }
+}
+
+/// `rows` with `ops` (sorted, distinct keys) applied.
+fn merge(rows: Vec<Row>, ops: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Vec<Row> {
+    let mut out = Vec::with_capacity(rows.len() + ops.len());
+    let mut rows = rows.into_iter().peekable();
+    for (k, op) in ops {
+        while let Some(r) = rows.next_if(|r| r.0 < k) {
+            out.push(r);
+        }
+        rows.next_if(|r| r.0 == k);
+        if let Some(v) = op {
+            out.push((k, v));
+        }
+    }
+    out.extend(rows);
+    out
+}
+
+/// Splits rows into page-sized chunks: left chunks packed nearly full after
+/// an append (more appends will follow), evenly otherwise.
+fn split(rows: Vec<Row>, appended: bool) -> Vec<Vec<Row>> {
+    let sizes: Vec<usize> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| row_len(if i == 0 { &[] } else { &rows[i - 1].0 }, r))
+        .collect();
+    let total: usize = 1 + sizes.iter().sum::<usize>();
+    if total <= PAGE_BYTES {
+        return vec![rows];
+    }
+    let target = if appended {
+        PAGE_BYTES * 15 / 16
+    } else {
+        let n = total.div_ceil(PAGE_BYTES * 3 / 4);
+        total / n + 1
+    };
+    let mut chunks = Vec::new();
+    let mut chunk = Vec::new();
+    let mut size = 1;
+    for (r, n) in rows.into_iter().zip(sizes) {
+        // A chunk's first key is stored whole.
+        let first = 1
+            + varint_len(0)
+            + varint_len(r.0.len())
+            + r.0.len()
+            + varint_len(r.1.len())
+            + r.1.len();
+        if !chunk.is_empty() && size + n > target {
+            chunks.push(std::mem::take(&mut chunk));
+            size = first;
+        } else if chunk.is_empty() {
+            size = first;
+        } else {
+            size += n;
+        }
+        chunk.push(r);
+    }
+    chunks.push(chunk);
+    chunks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn temp_rows() -> Rows {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        Rows::open(&db, "t").unwrap().unwrap()
+    }
+
+    fn commit(w: &mut PageWriter, changes: BTreeMap<Vec<u8>, Option<Vec<u8>>>) {
+        let mut batch = sled::Batch::default();
+        w.stage(changes, &mut batch).unwrap();
+        w.rows.tree.apply_batch(batch).unwrap();
+        w.committed();
+    }
+
+    fn all(rows: &Rows) -> Vec<Row> {
+        rows.iter().collect::<Result<_, _>>().unwrap()
+    }
+
+    #[test]
+    fn pages_round_trip_and_reject_damage() {
+        let rows: Vec<Row> = vec![
+            (b"Iabc1".to_vec(), vec![]),
+            (b"Iabc2".to_vec(), b"v".to_vec()),
+            (b"Ib".to_vec(), vec![7; 300]),
+        ];
+        let bytes = encode(&rows);
+        assert_eq!(decode(b"", &bytes).unwrap(), rows);
+        for cut in 0..bytes.len() {
+            // Every truncation either fails or decodes to a prefix of the rows.
+            if let Ok(d) = decode(b"", &bytes[..cut]) {
+                assert!(rows.starts_with(&d), "cut at {cut}");
+            }
+        }
+        assert!(decode(b"", &[9, 0, 1, b'a', 0]).is_err(), "unknown format");
+        assert!(decode(b"", &[]).is_err(), "empty page");
+        let dup = [PAGE_FORMAT, 0, 1, b'a', 0, 1, 0, 0];
+        assert!(decode(b"", &dup).is_err(), "a repeated key");
+        assert!(
+            decode(b"b", &encode(&rows)).is_err(),
+            "rows below the fence"
+        );
+        assert!(
+            decode(b"", &[PAGE_FORMAT, 0, 200, 1]).is_err(),
+            "suffix past the end"
+        );
+    }
+
+    #[test]
+    fn a_layout_other_than_pages_is_refused() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let old = db.open_tree("old").unwrap();
+        old.insert(b"Sabc", b"row").unwrap();
+        assert!(Rows::open(&db, "old").unwrap().is_none());
+        let fresh = Rows::open(&db, "fresh").unwrap();
+        assert!(fresh.is_some());
+        assert!(Rows::open(&db, "fresh").unwrap().is_some(), "reopens");
+    }
+
+    #[test]
+    fn appends_fill_pages_and_splits_keep_every_row() {
+        let rows = temp_rows();
+        let mut w = PageWriter::new(rows.clone());
+        let mut model = BTreeMap::new();
+        for batch in 0..50u32 {
+            let mut changes = BTreeMap::new();
+            for i in 0..200u32 {
+                let k = format!("I{:08}", batch * 200 + i).into_bytes();
+                let v = vec![b'x'; 20];
+                model.insert(k.clone(), v.clone());
+                changes.insert(k, Some(v));
+            }
+            commit(&mut w, changes);
+        }
+        let got = all(&rows);
+        assert_eq!(got, model.into_iter().collect::<Vec<_>>());
+        let pages = rows.tree.scan_prefix([PAGE_KEY]).count();
+        // 10,000 rows of ~25 bytes: about 250 KB, so about 60-70 full pages.
+        assert!((55..=80).contains(&pages), "{pages} pages");
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Put(u16, u8),
+        Del(u16),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (0u16..600, any::<u8>()).prop_map(|(k, v)| Op::Put(k, v)),
+            1 => (0u16..600).prop_map(Op::Del),
+        ]
+    }
+
+    fn key(k: u16) -> Vec<u8> {
+        // Shared prefixes, varied lengths.
+        format!("k{}{}", k % 7, k).into_bytes()
+    }
+
+    fn value(k: u16, v: u8) -> Vec<u8> {
+        vec![v; usize::from(k % 97) * 3]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Random batches of puts and deletes, some thrown away: reads (get,
+        /// ranges both ways) always match a map of the committed rows, and a
+        /// fresh writer (cold cache) continues correctly.
+        #[test]
+        fn rows_match_a_map(batches in prop::collection::vec((prop::collection::vec(op(), 1..120), any::<bool>()), 1..25),
+                            lo in 0u16..600, hi in 0u16..600) {
+            let rows = temp_rows();
+            let mut w = PageWriter::new(rows.clone());
+            let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+            for (i, (ops, keep)) in batches.into_iter().enumerate() {
+                let mut changes = BTreeMap::new();
+                for o in ops {
+                    match o {
+                        Op::Put(k, v) => { changes.insert(key(k), Some(value(k, v))); }
+                        Op::Del(k) => { changes.insert(key(k), None); }
+                    }
+                }
+                if i % 7 == 3 {
+                    w = PageWriter::new(rows.clone());
+                }
+                if keep {
+                    for (k, v) in &changes {
+                        match v {
+                            Some(v) => { model.insert(k.clone(), v.clone()); }
+                            None => { model.remove(k); }
+                        }
+                    }
+                    commit(&mut w, changes);
+                } else {
+                    let mut batch = sled::Batch::default();
+                    w.stage(changes, &mut batch).unwrap();
+                    w.discarded();
+                }
+            }
+            prop_assert_eq!(all(&rows), model.clone().into_iter().collect::<Vec<_>>());
+            for k in [lo, hi] {
+                prop_assert_eq!(rows.get(&key(k)).unwrap(), model.get(&key(k)).cloned());
+            }
+            let (a, b) = (key(lo).min(key(hi)), key(lo).max(key(hi)));
+            let want: Vec<Row> = model.range(a.clone()..b.clone()).map(|(k, v)| (k.clone(), v.clone())).collect();
+            let fwd: Vec<Row> = rows.range(a.clone()..b.clone()).collect::<Result<_, _>>().unwrap();
+            prop_assert_eq!(&fwd, &want);
+            let mut back: Vec<Row> = rows.range(a.clone()..b.clone()).reversed().collect::<Result<_, _>>().unwrap();
+            back.reverse();
+            prop_assert_eq!(&back, &want);
+            let incl: Vec<Row> = rows.range(a.clone()..=b.clone()).reversed().collect::<Result<_, _>>().unwrap();
+            prop_assert_eq!(incl.len(), model.range(a.clone()..=b.clone()).count());
+            let pre = b"k3".to_vec();
+            let by_prefix: Vec<Row> = rows.scan_prefix(&pre).collect::<Result<_, _>>().unwrap();
+            prop_assert_eq!(by_prefix.len(), model.keys().filter(|k| k.starts_with(&pre)).count());
+            let all_back: Vec<Row> = rows.iter().reversed().collect::<Result<_, _>>().unwrap();
+            prop_assert_eq!(all_back.len(), model.len());
+        }
+    }
+
+    #[test]
+    fn emptied_pages_go_and_their_range_joins_the_page_before() {
+        let rows = temp_rows();
+        let mut w = PageWriter::new(rows.clone());
+        let put = |range: std::ops::Range<u32>| {
+            range
+                .map(|i| (format!("F{i:06}").into_bytes(), Some(vec![b'v'; 100])))
+                .collect::<BTreeMap<_, _>>()
+        };
+        commit(&mut w, put(0..400));
+        let pages = || rows.tree.scan_prefix([PAGE_KEY]).count();
+        let before = pages();
+        assert!(before > 5, "{before} pages");
+        let gone: BTreeMap<_, _> = put(100..300).into_keys().map(|k| (k, None)).collect();
+        commit(&mut w, gone);
+        assert!(pages() < before, "emptied pages are removed");
+        // The same writer (its cache holds the page before the gap) fills
+        // the gap again.
+        commit(&mut w, put(150..160));
+        let keys: Vec<Vec<u8>> = all(&rows).into_iter().map(|(k, _)| k).collect();
+        let want: Vec<Vec<u8>> = (0..100)
+            .chain(150..160)
+            .chain(300..400)
+            .map(|i| format!("F{i:06}").into_bytes())
+            .collect();
+        assert_eq!(keys, want);
+        let cold = PageWriter::new(rows.clone());
+        drop(cold);
+        assert_eq!(rows.get(b"F000155").unwrap(), Some(vec![b'v'; 100]));
+        assert_eq!(rows.get(b"F000200").unwrap(), None);
+    }
+
+    #[test]
+    fn a_damaged_page_is_a_typed_error() {
+        let rows = temp_rows();
+        let mut w = PageWriter::new(rows.clone());
+        let mut changes = BTreeMap::new();
+        changes.insert(b"Sa".to_vec(), Some(b"1".to_vec()));
+        commit(&mut w, changes);
+        rows.tree
+            .insert([PAGE_KEY], &[PAGE_FORMAT, 0, 50][..])
+            .unwrap();
+        assert!(matches!(rows.get(b"Sa"), Err(RowsError::Corrupt { .. })));
+        assert!(matches!(
+            rows.iter().next(),
+            Some(Err(RowsError::Corrupt { .. }))
+        ));
+        let q: QueryError = rows.get(b"Sa").unwrap_err().into();
+        assert!(matches!(q, QueryError::Corrupt(_)));
+    }
+}
