@@ -5,6 +5,9 @@
 //! to move. Because it always reads by position, the switch from catch-up to
 //! live can neither skip nor repeat an event, and because it reads only when
 //! the consumer asks, a slow consumer applies back-pressure to itself alone.
+//! While catching up (a read came back full), a subscription of all events
+//! reads the next page in the background while the consumer works through
+//! the current one: at most one page ahead.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -36,6 +39,16 @@ pub struct Subscription {
     buffer: VecDeque<RecordedEvent>,
     head: watch::Receiver<Option<GlobalPosition>>,
     page_size: usize,
+    /// The next page, being read in the background (all-events cursors).
+    ahead: Option<tokio::task::JoinHandle<Result<Vec<RecordedEvent>, LogError>>>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if let Some(task) = self.ahead.take() {
+            task.abort();
+        }
+    }
 }
 
 impl Subscription {
@@ -60,6 +73,7 @@ impl Subscription {
             buffer: VecDeque::new(),
             head,
             page_size,
+            ahead: None,
         }
     }
 
@@ -102,9 +116,30 @@ impl Subscription {
     async fn fetch(&mut self) -> Result<bool, LogError> {
         let events = match &mut self.cursor {
             Cursor::All { tenant, next } => {
-                let events = self.store.read_all(tenant, *next, self.page_size).await?;
+                let events = match self.ahead.take() {
+                    Some(task) => task.await.map_err(|e| {
+                        if e.is_cancelled() {
+                            LogError::Closed
+                        } else {
+                            LogError::io("reading ahead", std::io::Error::other(e.to_string()))
+                        }
+                    })??,
+                    None => self.store.read_all(tenant, *next, self.page_size).await?,
+                };
                 if let Some(last) = events.last() {
                     *next = last.position.next();
+                }
+                // A full page: more are likely waiting, so read the next one
+                // while this one is consumed.
+                if events.len() == self.page_size {
+                    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                        let (store, tenant, from) =
+                            (Arc::clone(&self.store), tenant.clone(), *next);
+                        let limit = self.page_size;
+                        self.ahead = Some(
+                            rt.spawn(async move { store.read_all(&tenant, from, limit).await }),
+                        );
+                    }
                 }
                 events
             }

@@ -33,8 +33,6 @@ use super::error::{ProjectionError, QueryError};
 pub const PAGE_BYTES: usize = 4096;
 /// How much decoded page data a writer keeps in memory.
 const CACHE_BYTES: usize = 32 * 1024 * 1024;
-/// Bytes a decoded row costs in memory beyond its key and value.
-const ROW_OVERHEAD: usize = 64;
 
 /// The first byte of every page's sled key.
 const PAGE_KEY: u8 = 0x01;
@@ -127,12 +125,14 @@ fn shared_len(a: &[u8], b: &[u8]) -> usize {
 }
 
 /// The encoded size of `row` after a row with key `prev`.
+#[cfg(test)]
 fn row_len(prev: &[u8], row: &Row) -> usize {
     let shared = shared_len(prev, &row.0);
     let suffix = row.0.len() - shared;
     varint_len(shared) + varint_len(suffix) + suffix + varint_len(row.1.len()) + row.1.len()
 }
 
+#[cfg(test)]
 fn encode(rows: &[Row]) -> Vec<u8> {
     let size = 1 + rows
         .iter()
@@ -449,35 +449,18 @@ impl Iterator for RowIter {
 
 // ----------------------------------------------------------------- writes
 
-/// A decoded page: its rows and where the next page starts.
-struct Page {
+/// A committed page as the writer keeps it: encoded, as sled holds it.
+struct Cached {
     /// The next page's fence (`None`: this is the last page).
     upper: Option<Vec<u8>>,
-    rows: Vec<Row>,
-    /// Memory it takes (for the cache bound).
-    bytes: usize,
+    bytes: sled::IVec,
     /// When the writer last used it.
     used: u64,
 }
 
-impl Page {
-    fn new(upper: Option<Vec<u8>>, rows: Vec<Row>, used: u64) -> Page {
-        let bytes = rows
-            .iter()
-            .map(|(k, v)| k.len() + v.len() + ROW_OVERHEAD)
-            .sum();
-        Page {
-            upper,
-            rows,
-            bytes,
-            used,
-        }
-    }
-}
-
 /// A page change of the batch in progress, taken into the cache on commit.
 enum Staged {
-    Written(Vec<u8>, Page),
+    Written(Vec<u8>, Cached),
     Removed(Vec<u8>, Option<Vec<u8>>),
 }
 
@@ -486,10 +469,12 @@ enum Staged {
 pub(crate) struct PageWriter {
     rows: Rows,
     /// Committed pages by fence.
-    cache: BTreeMap<Vec<u8>, Page>,
+    cache: BTreeMap<Vec<u8>, Cached>,
     cache_bytes: usize,
     clock: u64,
     staged: Vec<Staged>,
+    /// Scratch space for merging a page with its changes.
+    merged: Merged,
 }
 
 impl PageWriter {
@@ -500,43 +485,45 @@ impl PageWriter {
             cache_bytes: 0,
             clock: 0,
             staged: Vec::new(),
+            merged: Merged::default(),
         }
     }
 
-    /// Adds to `batch` the page writes that apply `changes` (key → new value,
-    /// `None` to remove). Until [`PageWriter::committed`] the cache does not
-    /// see them; [`PageWriter::discarded`] forgets them.
+    /// Adds to `batch` the page writes that apply `changes` (sorted by key,
+    /// each key once; `None` removes). Until [`PageWriter::committed`] the
+    /// cache does not see them; [`PageWriter::discarded`] forgets them.
     ///
-    /// Errors: [`RowsError`] (reading a page).
+    /// Errors: [`RowsError`] (reading or decoding a page).
     pub(crate) fn stage(
         &mut self,
-        changes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+        changes: Vec<super::RowWrite>,
         batch: &mut sled::Batch,
     ) -> Result<(), RowsError> {
         self.discarded();
         self.clock += 1;
         let mut changes = changes.into_iter().peekable();
         while let Some((key, _)) = changes.peek() {
-            let (fence, mut page) = self.take_page(key)?;
+            let (fence, upper, bytes) = self.take_page(key)?;
             let mut ops = Vec::new();
             while let Some((k, _)) = changes.peek() {
-                if page.upper.as_ref().is_some_and(|u| k >= u) {
+                if upper.as_ref().is_some_and(|u| k >= u) {
                     break;
                 }
                 ops.extend(changes.next());
             }
-            let appended = match (ops.first(), page.rows.last()) {
-                (Some((k, _)), Some((last, _))) => k > last,
-                _ => true,
-            };
-            page.rows = merge(std::mem::take(&mut page.rows), ops);
-            self.write(fence, page, appended, batch);
+            let appended = self.merged.merge(&fence, bytes.as_deref(), ops)?;
+            self.write(fence, upper, appended, batch);
         }
         Ok(())
     }
 
-    /// The committed page holding `key`, out of the cache or from sled.
-    fn take_page(&mut self, key: &[u8]) -> Result<(Vec<u8>, Page), RowsError> {
+    /// The committed page holding `key` (out of the cache, or from sled):
+    /// its fence, upper bound and bytes (`None`: no page exists yet).
+    #[allow(clippy::type_complexity)]
+    fn take_page(
+        &mut self,
+        key: &[u8],
+    ) -> Result<(Vec<u8>, Option<Vec<u8>>, Option<sled::IVec>), RowsError> {
         let cached = self
             .cache
             .range::<[u8], _>((Bound::Unbounded, Bound::Included(key)))
@@ -545,16 +532,16 @@ impl PageWriter {
             .map(|(f, _)| f.clone());
         if let Some(fence) = cached {
             if let Some(page) = self.cache.remove(&fence) {
-                self.cache_bytes -= page.bytes;
-                return Ok((fence, page));
+                self.cache_bytes -= page.bytes.len();
+                return Ok((fence, page.upper, Some(page.bytes)));
             }
         }
-        let tree = &self.rows.tree;
         let Some((pk, bytes)) = self.rows.page_for(key)? else {
-            return Ok((Vec::new(), Page::new(None, Vec::new(), self.clock)));
+            return Ok((Vec::new(), None, None));
         };
-        let fence = pk[1..].to_vec();
-        let upper = tree
+        let upper = self
+            .rows
+            .tree
             .range((
                 Bound::Excluded(pk.to_vec()),
                 Bound::Excluded(PAGES_END.to_vec()),
@@ -562,35 +549,44 @@ impl PageWriter {
             .next()
             .transpose()?
             .map(|(k, _)| k[1..].to_vec());
-        let rows = decode(&fence, &bytes)?;
-        Ok((fence, Page::new(upper, rows, self.clock)))
+        Ok((pk[1..].to_vec(), upper, Some(bytes)))
     }
 
-    /// Writes a changed page, split if it grew too big, or removes it if it
-    /// is empty (but never the first page).
-    fn write(&mut self, fence: Vec<u8>, page: Page, appended: bool, batch: &mut sled::Batch) {
-        if page.rows.is_empty() && !fence.is_empty() {
+    /// Writes the merged page, split if it grew too big, or removes it if
+    /// it is empty (but never the first page).
+    fn write(
+        &mut self,
+        fence: Vec<u8>,
+        upper: Option<Vec<u8>>,
+        appended: bool,
+        batch: &mut sled::Batch,
+    ) {
+        if self.merged.rows.is_empty() && !fence.is_empty() {
             batch.remove(page_key(&fence));
-            self.staged.push(Staged::Removed(fence, page.upper));
+            self.staged.push(Staged::Removed(fence, upper));
             return;
         }
-        let Page { upper, rows, .. } = page;
-        let mut chunks = split(rows, appended);
-        // Each chunk's upper is the next chunk's fence.
-        let mut next_upper = upper;
-        let mut out = Vec::with_capacity(chunks.len());
-        while let Some(rows) = chunks.pop() {
-            let chunk_fence = if chunks.is_empty() {
+        let chunks = self.merged.chunks(appended);
+        let m = &self.merged;
+        for (i, range) in chunks.iter().enumerate() {
+            let chunk_fence = if i == 0 {
                 fence.clone()
             } else {
-                rows[0].0.clone()
+                m.key(range.start).to_vec()
             };
-            batch.insert(page_key(&chunk_fence), encode(&rows));
-            let page = Page::new(next_upper.take(), rows, self.clock);
-            next_upper = Some(chunk_fence.clone());
-            out.push(Staged::Written(chunk_fence, page));
+            let chunk_upper = match chunks.get(i + 1) {
+                Some(next) => Some(m.key(next.start).to_vec()),
+                None => upper.clone(),
+            };
+            let bytes = sled::IVec::from(m.encode(range.clone()));
+            batch.insert(page_key(&chunk_fence), bytes.clone());
+            let page = Cached {
+                upper: chunk_upper,
+                bytes,
+                used: self.clock,
+            };
+            self.staged.push(Staged::Written(chunk_fence, page));
         }
-        self.staged.extend(out.into_iter().rev());
     }
 
     /// The batch was committed: its pages join the cache.
@@ -598,14 +594,14 @@ impl PageWriter {
         for s in std::mem::take(&mut self.staged) {
             match s {
                 Staged::Written(fence, page) => {
-                    self.cache_bytes += page.bytes;
+                    self.cache_bytes += page.bytes.len();
                     if let Some(old) = self.cache.insert(fence, page) {
-                        self.cache_bytes -= old.bytes;
+                        self.cache_bytes -= old.bytes.len();
                     }
                 }
                 Staged::Removed(fence, upper) => {
                     if let Some(old) = self.cache.remove(&fence) {
-                        self.cache_bytes -= old.bytes;
+                        self.cache_bytes -= old.bytes.len();
                     }
                     // The page before now reaches as far as the removed one did.
                     if let Some((_, prev)) = self.cache.range_mut(..fence.clone()).next_back() {
@@ -634,68 +630,164 @@ impl PageWriter {
         let (_, cut, _) = stamps.select_nth_unstable(mid);
         let cut = *cut;
         self.cache.retain(|_, p| p.used > cut);
-        self.cache_bytes = self.cache.values().map(|p| p.bytes).sum();
+        self.cache_bytes = self.cache.values().map(|p| p.bytes.len()).sum();
     }
 }
 
-/// `rows` with `ops` (sorted, distinct keys) applied.
-fn merge(rows: Vec<Row>, ops: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Vec<Row> {
-    let mut out = Vec::with_capacity(rows.len() + ops.len());
-    let mut rows = rows.into_iter().peekable();
-    for (k, op) in ops {
-        while let Some(r) = rows.next_if(|r| r.0 < k) {
-            out.push(r);
-        }
-        rows.next_if(|r| r.0 == k);
-        if let Some(v) = op {
-            out.push((k, v));
-        }
-    }
-    out.extend(rows);
-    out
+/// A page merged with its changes, rows laid out in one arena.
+#[derive(Default)]
+struct Merged {
+    arena: Vec<u8>,
+    /// Per row: key start, key end (= value start), value end in `arena`.
+    rows: Vec<(usize, usize, usize)>,
+    /// Scratch: each row's encoded size.
+    lens: Vec<usize>,
 }
 
-/// Splits rows into page-sized chunks: left chunks packed nearly full after
-/// an append (more appends will follow), evenly otherwise.
-fn split(rows: Vec<Row>, appended: bool) -> Vec<Vec<Row>> {
-    let sizes: Vec<usize> = rows
-        .iter()
-        .enumerate()
-        .map(|(i, r)| row_len(if i == 0 { &[] } else { &rows[i - 1].0 }, r))
-        .collect();
-    let total: usize = 1 + sizes.iter().sum::<usize>();
-    if total <= PAGE_BYTES {
-        return vec![rows];
+impl Merged {
+    fn key(&self, i: usize) -> &[u8] {
+        let (a, b, _) = self.rows[i];
+        &self.arena[a..b]
     }
-    let target = if appended {
-        PAGE_BYTES * 15 / 16
-    } else {
-        let n = total.div_ceil(PAGE_BYTES * 3 / 4);
-        total / n + 1
-    };
-    let mut chunks = Vec::new();
-    let mut chunk = Vec::new();
-    let mut size = 1;
-    for (r, n) in rows.into_iter().zip(sizes) {
-        // A chunk's first key is stored whole.
-        let first = 1
-            + varint_len(0)
-            + varint_len(r.0.len())
-            + r.0.len()
-            + varint_len(r.1.len())
-            + r.1.len();
-        if !chunk.is_empty() && size + n > target {
-            chunks.push(std::mem::take(&mut chunk));
-            size = first;
-        } else if chunk.is_empty() {
-            size = first;
+
+    fn value(&self, i: usize) -> &[u8] {
+        let (_, b, c) = self.rows[i];
+        &self.arena[b..c]
+    }
+
+    fn push(&mut self, key: &[u8], value: &[u8]) {
+        let a = self.arena.len();
+        self.arena.extend_from_slice(key);
+        let b = self.arena.len();
+        self.arena.extend_from_slice(value);
+        self.rows.push((a, b, self.arena.len()));
+    }
+
+    /// Merges the encoded page `old` (none: empty) with `ops` (sorted,
+    /// distinct keys). Returns whether every op came after the old rows (an
+    /// append).
+    fn merge(
+        &mut self,
+        fence: &[u8],
+        old: Option<&[u8]>,
+        ops: Vec<super::RowWrite>,
+    ) -> Result<bool, RowsError> {
+        self.arena.clear();
+        self.rows.clear();
+        let mut ops = ops.into_iter().peekable();
+        let mut appended = true;
+        if let Some(old) = old {
+            let mut c = Cursor::new(old).map_err(|e| corrupt(fence, e))?;
+            let mut prev: Option<Vec<u8>> = None;
+            while let Some(v) = c.next_value().map_err(|e| corrupt(fence, e))? {
+                if prev.as_deref().is_some_and(|p| p >= c.key.as_slice())
+                    || c.key.as_slice() < fence
+                {
+                    return Err(corrupt(fence, "rows out of order"));
+                }
+                while let Some((k, op)) = ops.next_if(|(k, _)| *k < c.key) {
+                    appended = false;
+                    if let Some(nv) = op {
+                        self.push(&k, &nv);
+                    }
+                }
+                match ops.next_if(|(k, _)| *k == c.key) {
+                    Some((_, op)) => {
+                        appended = false;
+                        if let Some(nv) = op {
+                            self.push(&c.key, &nv);
+                        }
+                    }
+                    None => self.push(&c.key, v),
+                }
+                match &mut prev {
+                    Some(p) => {
+                        p.clear();
+                        p.extend_from_slice(&c.key);
+                    }
+                    None => prev = Some(c.key.clone()),
+                }
+            }
+        }
+        for (k, op) in ops {
+            if let Some(v) = op {
+                self.push(&k, &v);
+            }
+        }
+        Ok(appended)
+    }
+
+    /// The encoded size of row `i` after row `i - 1` (or first in a page).
+    fn row_len(&self, i: usize, first: bool) -> usize {
+        let key = self.key(i);
+        let shared = if first {
+            0
         } else {
-            size += n;
-        }
-        chunk.push(r);
+            shared_len(self.key(i - 1), key)
+        };
+        let suffix = key.len() - shared;
+        let vlen = self.value(i).len();
+        varint_len(shared) + varint_len(suffix) + suffix + varint_len(vlen) + vlen
     }
-    chunks.push(chunk);
-    chunks
+
+    /// The rows cut into pages: left pages packed nearly full after an
+    /// append (more appends will follow), evenly otherwise.
+    fn chunks(&mut self, appended: bool) -> Vec<std::ops::Range<usize>> {
+        let n = self.rows.len();
+        let mut lens = std::mem::take(&mut self.lens);
+        lens.clear();
+        lens.extend((0..n).map(|i| self.row_len(i, i == 0)));
+        let total: usize = 1 + lens.iter().sum::<usize>();
+        let mut out = Vec::new();
+        if total <= PAGE_BYTES {
+            out.push(0..n);
+        } else {
+            let target = if appended {
+                PAGE_BYTES * 15 / 16
+            } else {
+                total / total.div_ceil(PAGE_BYTES * 3 / 4) + 1
+            };
+            let mut start = 0;
+            let mut size = 0;
+            for (i, &len) in lens.iter().enumerate() {
+                if i > start && size + len <= target {
+                    size += len;
+                    continue;
+                }
+                if i > start {
+                    out.push(start..i);
+                    start = i;
+                }
+                size = 1 + self.row_len(i, true);
+            }
+            out.push(start..n);
+        }
+        self.lens = lens;
+        out
+    }
+
+    /// Rows `range` as one page.
+    fn encode(&self, range: std::ops::Range<usize>) -> Vec<u8> {
+        let span = match (self.rows.get(range.start), range.end.checked_sub(1)) {
+            (Some(&(a, _, _)), Some(last)) => self.rows[last].2 - a,
+            _ => 0,
+        };
+        // Each row adds at most three varints of up to 4 bytes each.
+        let mut out = Vec::with_capacity(1 + span + 12 * range.len());
+        out.push(PAGE_FORMAT);
+        let mut prev: &[u8] = &[];
+        for i in range {
+            let (k, v) = (self.key(i), self.value(i));
+            let shared = shared_len(prev, k);
+            push_varint(&mut out, shared);
+            push_varint(&mut out, k.len() - shared);
+            out.extend_from_slice(&k[shared..]);
+            push_varint(&mut out, v.len());
+            out.extend_from_slice(v);
+            prev = k;
+        }
+        out
+    }
 }
 
 #[cfg(test)]
@@ -710,7 +802,7 @@ mod tests {
 
     fn commit(w: &mut PageWriter, changes: BTreeMap<Vec<u8>, Option<Vec<u8>>>) {
         let mut batch = sled::Batch::default();
-        w.stage(changes, &mut batch).unwrap();
+        w.stage(changes.into_iter().collect(), &mut batch).unwrap();
         w.rows.tree.apply_batch(batch).unwrap();
         w.committed();
     }
@@ -836,7 +928,7 @@ mod tests {
                     commit(&mut w, changes);
                 } else {
                     let mut batch = sled::Batch::default();
-                    w.stage(changes, &mut batch).unwrap();
+                    w.stage(changes.into_iter().collect(), &mut batch).unwrap();
                     w.discarded();
                 }
             }
