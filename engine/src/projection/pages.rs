@@ -25,6 +25,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, Condvar, Mutex};
 
 use super::error::{ProjectionError, QueryError};
 
@@ -63,6 +64,9 @@ pub enum RowsError {
         /// What is wrong.
         why: String,
     },
+    /// The batch before this read failed to be written.
+    #[error("an earlier projection batch was not written: {0}")]
+    Unwritten(String),
 }
 
 impl From<RowsError> for QueryError {
@@ -70,6 +74,9 @@ impl From<RowsError> for QueryError {
         match e {
             RowsError::Store(e) => QueryError::Projection(ProjectionError::Store(e.to_string())),
             e @ RowsError::Corrupt { .. } => QueryError::Corrupt(e.to_string()),
+            e @ RowsError::Unwritten(_) => {
+                QueryError::Projection(ProjectionError::Store(e.to_string()))
+            }
         }
     }
 }
@@ -213,12 +220,82 @@ fn decode(fence: &[u8], page: &[u8]) -> Result<Vec<Row>, RowsError> {
     Ok(rows)
 }
 
+// ---------------------------------------------------------------- landings
+
+/// A commit being written to sled in the background; finished exactly once
+/// (by dropping it unfinished, if the write never ran).
+#[derive(Debug, Default)]
+pub(crate) struct Landing {
+    outcome: Mutex<Option<Result<(), String>>>,
+    landed: Condvar,
+}
+
+impl Landing {
+    /// Records the outcome and wakes the waiters.
+    pub(crate) fn finish(&self, outcome: Result<(), String>) {
+        let mut o = self.outcome.lock().unwrap_or_else(|p| p.into_inner());
+        if o.is_none() {
+            *o = Some(outcome);
+        }
+        self.landed.notify_all();
+    }
+
+    /// Waits for the outcome.
+    pub(crate) fn wait(&self) -> Result<(), String> {
+        let mut o = self.outcome.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(outcome) = o.as_ref() {
+                return outcome.clone();
+            }
+            o = self.landed.wait(o).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+/// Finishes its landing when dropped, if nothing else did (a write task
+/// dropped before it ran).
+pub(crate) struct LandingGuard(pub(crate) Arc<Landing>);
+
+impl Drop for LandingGuard {
+    fn drop(&mut self) {
+        self.0.finish(Err("the write was abandoned".into()));
+    }
+}
+
+/// The commit a writer has in flight, which its handler's reads wait for.
+#[derive(Debug, Default)]
+pub(crate) struct Barrier {
+    landing: Mutex<Option<Arc<Landing>>>,
+}
+
+impl Barrier {
+    pub(crate) fn set(&self, landing: Option<Arc<Landing>>) {
+        *self.landing.lock().unwrap_or_else(|p| p.into_inner()) = landing;
+    }
+
+    fn wait(&self) -> Result<(), RowsError> {
+        let landing = self
+            .landing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match landing {
+            Some(l) => l.wait().map_err(RowsError::Unwritten),
+            None => Ok(()),
+        }
+    }
+}
+
 // ------------------------------------------------------------------ reads
 
 /// One generation's rows, for reading. Cheap to clone.
+///
+/// The rows a runner gives its handler read what the runner's last commit
+/// wrote: a read waits for a commit still being written in the background.
 #[derive(Clone, Debug)]
 pub struct Rows {
     tree: sled::Tree,
+    barrier: Option<Arc<Barrier>>,
 }
 
 impl Rows {
@@ -235,7 +312,26 @@ impl Rows {
             }
             None => return Ok(None),
         }
-        Ok(Some(Rows { tree }))
+        Ok(Some(Rows {
+            tree,
+            barrier: None,
+        }))
+    }
+
+    /// The same rows, whose reads first wait for `barrier`'s commit.
+    pub(crate) fn behind(&self, barrier: Arc<Barrier>) -> Rows {
+        Rows {
+            tree: self.tree.clone(),
+            barrier: Some(barrier),
+        }
+    }
+
+    /// Waits for a commit being written, if these rows follow one.
+    fn settle(&self) -> Result<(), RowsError> {
+        match &self.barrier {
+            Some(b) => b.wait(),
+            None => Ok(()),
+        }
     }
 
     /// The sled tree under the pages (it also holds the framework's keys).
@@ -245,6 +341,7 @@ impl Rows {
 
     /// The page holding `key`: the one with the greatest fence `<= key`.
     fn page_for(&self, key: &[u8]) -> Result<Option<(sled::IVec, sled::IVec)>, RowsError> {
+        self.settle()?;
         Ok(self
             .tree
             .range(vec![PAGE_KEY]..=page_key(key))
@@ -275,6 +372,7 @@ impl Rows {
     pub fn range<R: RangeBounds<Vec<u8>>>(&self, range: R) -> RowIter {
         RowIter {
             tree: self.tree.clone(),
+            barrier: self.barrier.clone(),
             lo: range.start_bound().cloned(),
             hi: range.end_bound().cloned(),
             reverse: false,
@@ -310,6 +408,7 @@ type PageIter = Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>> 
 /// Rows of a range, read a page at a time.
 pub struct RowIter {
     tree: sled::Tree,
+    barrier: Option<Arc<Barrier>>,
     lo: Bound<Vec<u8>>,
     hi: Bound<Vec<u8>>,
     reverse: bool,
@@ -347,6 +446,9 @@ impl RowIter {
     }
 
     fn start(&mut self) -> Result<Option<(sled::IVec, sled::IVec)>, RowsError> {
+        if let Some(b) = &self.barrier {
+            b.wait()?;
+        }
         let first = vec![PAGE_KEY];
         let end = PAGES_END.to_vec();
         if !self.reverse {
@@ -983,6 +1085,58 @@ mod tests {
         drop(cold);
         assert_eq!(rows.get(b"F000155").unwrap(), Some(vec![b'v'; 100]));
         assert_eq!(rows.get(b"F000200").unwrap(), None);
+    }
+
+    #[test]
+    fn reads_behind_a_barrier_wait_for_the_commit_in_flight() {
+        let rows = temp_rows();
+        let barrier = Arc::new(Barrier::default());
+        // (The runner's writer is behind the barrier too; this test plays
+        // the background write, which is not.)
+        let mut w = PageWriter::new(rows.clone());
+        let landing = Arc::new(Landing::default());
+        barrier.set(Some(Arc::clone(&landing)));
+        let reader = {
+            let rows = rows.behind(Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                let got = rows.get(b"Sa").unwrap();
+                let listed = rows.iter().count();
+                (got, listed)
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        // The commit lands only now; the reader must see it.
+        let mut batch = sled::Batch::default();
+        let changes = vec![(b"Sa".to_vec(), Some(b"1".to_vec()))];
+        w.stage(changes, &mut batch).unwrap();
+        rows.tree.apply_batch(batch).unwrap();
+        w.committed();
+        landing.finish(Ok(()));
+        assert_eq!(reader.join().unwrap(), (Some(b"1".to_vec()), 1));
+        // Rows not behind the barrier never wait.
+        barrier.set(Some(Arc::new(Landing::default())));
+        assert_eq!(rows.get(b"Sa").unwrap(), Some(b"1".to_vec()));
+    }
+
+    #[test]
+    fn an_abandoned_commit_fails_the_reads_behind_it() {
+        let rows = temp_rows();
+        let barrier = Arc::new(Barrier::default());
+        let landing = Arc::new(Landing::default());
+        barrier.set(Some(Arc::clone(&landing)));
+        drop(LandingGuard(Arc::clone(&landing)));
+        assert!(landing.wait().is_err());
+        let behind = rows.behind(Arc::clone(&barrier));
+        assert!(matches!(behind.get(b"Sa"), Err(RowsError::Unwritten(_))));
+        assert!(matches!(
+            behind.iter().next(),
+            Some(Err(RowsError::Unwritten(_)))
+        ));
+        // A finished landing keeps its first outcome.
+        landing.finish(Ok(()));
+        assert!(landing.wait().is_err());
+        barrier.set(None);
+        assert_eq!(behind.get(b"Sa").unwrap(), None);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::host::{lag, store_err, tree_name, GenRef, Generation, MetaRecord, Runner};
 use super::host::{RebuildStatus, RunState};
-use super::pages::{PageWriter, Rows};
+use super::pages::{Barrier, Landing, LandingGuard, PageWriter, Rows};
 use super::{Changes, Handler, Projection};
 use crate::log::{
     EventStore, GlobalPosition, LogError, RecordedEvent, Subscription, SubscriptionStart,
@@ -94,12 +94,29 @@ impl Rate {
     }
 }
 
+/// A commit being written to sled in the background.
+struct InFlight {
+    landing: Arc<Landing>,
+    first: GlobalPosition,
+    last: GlobalPosition,
+    count: usize,
+}
+
 /// One generation being written: its handler and its place in the log.
+///
+/// While catching up, a lane writes a commit to sled in the background
+/// while its handler works on the next batch: at most one commit is in
+/// flight, commits land in order, and the handler's and writer's reads of
+/// the tree wait for it ([`Barrier`]). The checkpoint and `reached` move when
+/// a commit has landed. A live lane waits for each commit before reporting
+/// it.
 struct Lane {
     gen: Arc<Generation>,
     projection: Arc<dyn Projection>,
     handler: Box<dyn Handler>,
     writer: PageWriter,
+    barrier: Arc<Barrier>,
+    inflight: Option<InFlight>,
     sub: Subscription,
     checkpoint: Option<GlobalPosition>,
     reached: Option<GlobalPosition>,
@@ -140,9 +157,12 @@ impl Lane {
             .subscribe_all(runner.tenant.clone(), start)
             .await?
             .with_page_size(batch_size.saturating_mul(READ_BATCHES));
+        let barrier = Arc::new(Barrier::default());
         Ok(Lane {
-            handler: projection.handler(gen.rows.clone()),
-            writer: PageWriter::new(gen.rows.clone()),
+            handler: projection.handler(gen.rows.behind(Arc::clone(&barrier))),
+            writer: PageWriter::new(gen.rows.behind(Arc::clone(&barrier))),
+            barrier,
+            inflight: None,
             gen,
             projection,
             sub,
@@ -190,8 +210,10 @@ impl Lane {
                 }
                 Err(LogError::Closed) => return Err(LogError::Closed),
                 Err(e) => {
-                    let at = self.checkpoint.map_or(GlobalPosition::START, |c| c.next());
-                    self.fault = Some((at, format!("reading the log: {e}")));
+                    if self.settle() {
+                        let at = self.checkpoint.map_or(GlobalPosition::START, |c| c.next());
+                        self.fault = Some((at, format!("reading the log: {e}")));
+                    }
                     break;
                 }
             }
@@ -203,6 +225,10 @@ impl Lane {
         } else {
             self.apply_batch(&events).await
         };
+        if exhausted && self.fault.is_none() {
+            // Report nothing as applied before it has landed.
+            self.settle();
+        }
         if exhausted && self.fault.is_none() {
             // Every event of this tenant up to `head` has been applied.
             self.reached = self.reached.max(head);
@@ -225,13 +251,18 @@ impl Lane {
             return match self.commit(events) {
                 Ok(()) => events.len(),
                 Err(msg) => {
-                    self.fault = Some((events[0].position, msg));
+                    if self.fault.is_none() {
+                        self.fault = Some((events[0].position, msg));
+                    }
                     0
                 }
             };
         };
         // Commit the good events before the failing one, so the fault names
         // the failing event and the checkpoint sits just before it.
+        if !self.settle() {
+            return 0;
+        }
         self.handler.discarded();
         let good = &events[..index];
         let mut applied = 0;
@@ -254,42 +285,109 @@ impl Lane {
                     error = e;
                 }
             }
+            // The fault is reported once the good events have landed.
+            if !self.settle() {
+                return 0;
+            }
         }
-        self.fault = Some(error);
+        if self.fault.is_none() {
+            self.fault = Some(error);
+        }
         applied
     }
 
-    /// Writes the handler's changes and the checkpoint in one sled batch.
+    /// Hands the batch's changes and the checkpoint, as one sled batch, to a
+    /// background write (after the previous one has landed).
+    ///
+    /// Errors: the handler's or the pages' error; if the previous commit
+    /// failed to land, the lane is faulted at that commit instead.
     fn commit(&mut self, events: &[RecordedEvent]) -> Result<(), String> {
-        let Some(last) = events.last() else {
+        let (Some(first), Some(last)) = (events.first(), events.last()) else {
             return Ok(());
         };
-        let mut changes = Changes::default();
-        if let Err(e) = self.handler.write(&mut changes) {
-            self.handler.discarded();
-            return Err(e);
+        let prepared = self.prepare();
+        // One commit in flight at a time, landing in order.
+        if !self.settle() {
+            return Err("an earlier batch was not written".into());
         }
-        let mut batch = sled::Batch::default();
-        let staged = self.writer.stage(changes.into_sorted(), &mut batch);
+        let mut batch = match prepared {
+            Ok(b) => b,
+            Err(e) => {
+                self.writer.discarded();
+                self.handler.discarded();
+                return Err(e);
+            }
+        };
         batch.insert(CHECKPOINT_KEY, &last.position.0.to_be_bytes());
-        let written = staged.map_err(|e| e.to_string()).and_then(|()| {
-            self.gen
-                .rows
-                .tree()
+        let landing = Arc::new(Landing::default());
+        self.barrier.set(Some(Arc::clone(&landing)));
+        let tree = self.gen.rows.tree().clone();
+        let guard = LandingGuard(Arc::clone(&landing));
+        // If the blocking pool refuses the task (the runtime is shutting
+        // down), the guard is dropped with it and the landing fails.
+        drop(tokio::task::spawn_blocking(move || {
+            let outcome = tree
                 .apply_batch(batch)
-                .map_err(|e| format!("writing the projection: {e}"))
-        });
-        if let Err(e) = written {
-            self.writer.discarded();
-            self.handler.discarded();
-            return Err(e);
-        }
+                .map_err(|e| format!("writing the projection: {e}"));
+            guard.0.finish(outcome);
+        }));
+        // The handler and the writer go on from what this batch wrote; if it
+        // fails to land, `settle` starts them afresh from the tree.
         self.writer.committed();
         self.handler.committed();
-        self.checkpoint = Some(last.position);
-        self.reached = self.reached.max(Some(last.position));
-        self.rate.add(events.len() as u64);
+        self.inflight = Some(InFlight {
+            landing,
+            first: first.position,
+            last: last.position,
+            count: events.len(),
+        });
         Ok(())
+    }
+
+    /// The handler's changes as page writes.
+    fn prepare(&mut self) -> Result<sled::Batch, String> {
+        let mut changes = Changes::default();
+        self.handler.write(&mut changes)?;
+        let mut batch = sled::Batch::default();
+        self.writer
+            .stage(changes.into_sorted(), &mut batch)
+            .map_err(|e| e.to_string())?;
+        Ok(batch)
+    }
+
+    /// Waits for the commit in flight, if any, and records it as applied.
+    /// If it failed, faults the lane at its first event, starts the handler
+    /// and the writer afresh from the tree, and returns false.
+    fn settle(&mut self) -> bool {
+        let Some(f) = self.inflight.take() else {
+            return true;
+        };
+        let outcome = f.landing.wait();
+        self.barrier.set(None);
+        match outcome {
+            Ok(()) => {
+                self.checkpoint = Some(f.last);
+                self.reached = self.reached.max(Some(f.last));
+                self.rate.add(f.count as u64);
+                true
+            }
+            Err(e) => {
+                let rows = || self.gen.rows.behind(Arc::clone(&self.barrier));
+                self.handler = self.projection.handler(rows());
+                self.writer = PageWriter::new(rows());
+                self.fault = Some((f.first, e));
+                false
+            }
+        }
+    }
+}
+
+impl Drop for Lane {
+    /// A lane is never let go with a write still landing.
+    fn drop(&mut self) {
+        if let Some(f) = self.inflight.take() {
+            let _ = f.landing.wait();
+        }
     }
 }
 
@@ -352,6 +450,12 @@ pub(crate) async fn run(ctx: RunnerCtx) {
             },
             _ = task.ctx.shutdown.changed() => {}
         }
+    }
+    for lane in [task.active.as_mut(), task.building.as_mut()]
+        .into_iter()
+        .flatten()
+    {
+        lane.settle();
     }
     task.stopped = true;
     task.publish();
