@@ -122,28 +122,62 @@ impl CaseDefinition {
     /// children; within a container: activities, stages, milestones).
     pub fn plan_items(&self) -> Vec<PlanEntry<'_>> {
         let mut out = Vec::new();
-        collect(
-            &self.activities,
-            &self.stages,
-            &self.milestones,
-            None,
-            "",
-            &mut out,
-        );
+        self.walk(&mut |item, parent, trail| {
+            out.push(PlanEntry {
+                item,
+                parent,
+                path: path_of(trail),
+            });
+            true
+        });
         out
     }
 
     /// The plan item with this key.
     pub fn item(&self, key: &str) -> Option<PlanEntry<'_>> {
-        self.plan_items().into_iter().find(|e| e.item.key() == key)
+        let mut found = None;
+        self.walk(&mut |item, parent, trail| {
+            if item.key() != key {
+                return true;
+            }
+            found = Some(PlanEntry {
+                item,
+                parent,
+                path: path_of(trail),
+            });
+            false
+        });
+        found
     }
 
     /// The direct children of a stage (`None`: of the case plan).
     pub fn children(&self, parent: Option<&str>) -> Vec<PlanEntry<'_>> {
-        self.plan_items()
-            .into_iter()
-            .filter(|e| e.parent.map(ItemKey::as_str) == parent)
-            .collect()
+        let mut out = Vec::new();
+        self.walk(&mut |item, p, trail| {
+            if p.map(ItemKey::as_str) == parent {
+                out.push(PlanEntry {
+                    item,
+                    parent: p,
+                    path: path_of(trail),
+                });
+            }
+            true
+        });
+        out
+    }
+
+    /// Visits every plan item in [`CaseDefinition::plan_items`] order with
+    /// its parent and its path as (container, index) steps, until `visit`
+    /// returns false. Paths are only spelled out for the items asked for.
+    fn walk<'a>(&'a self, visit: &mut Visit<'a, '_>) {
+        walk(
+            &self.activities,
+            &self.stages,
+            &self.milestones,
+            None,
+            &mut Vec::new(),
+            visit,
+        );
     }
 
     /// The case-file field with this key.
@@ -157,42 +191,94 @@ impl CaseDefinition {
     }
 }
 
-fn collect<'a>(
+/// What [`CaseDefinition::walk`] calls for each item: the item, its parent
+/// stage and its path; false stops the walk.
+type Visit<'a, 'v> =
+    dyn FnMut(PlanItem<'a>, Option<&'a ItemKey>, &[(&'static str, usize)]) -> bool + 'v;
+
+/// A path's steps as text, e.g. `stages[1].activities[0]`.
+fn path_of(trail: &[(&'static str, usize)]) -> String {
+    let mut out = String::new();
+    for (i, (container, index)) in trail.iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        out.push_str(container);
+        out.push('[');
+        out.push_str(&index.to_string());
+        out.push(']');
+    }
+    out
+}
+
+/// Walks one container; returns false once `visit` has stopped the walk.
+fn walk<'a>(
     activities: &'a [Activity],
     stages: &'a [Stage],
     milestones: &'a [Milestone],
     parent: Option<&'a ItemKey>,
-    prefix: &str,
-    out: &mut Vec<PlanEntry<'a>>,
-) {
+    trail: &mut Vec<(&'static str, usize)>,
+    visit: &mut Visit<'a, '_>,
+) -> bool {
     for (i, a) in activities.iter().enumerate() {
-        out.push(PlanEntry {
-            item: PlanItem::Activity(a),
-            parent,
-            path: format!("{prefix}activities[{i}]"),
-        });
+        trail.push(("activities", i));
+        let go_on = visit(PlanItem::Activity(a), parent, trail);
+        trail.pop();
+        if !go_on {
+            return false;
+        }
     }
     for (i, s) in stages.iter().enumerate() {
-        let path = format!("{prefix}stages[{i}]");
-        out.push(PlanEntry {
-            item: PlanItem::Stage(s),
-            parent,
-            path: path.clone(),
-        });
-        collect(
-            &s.activities,
-            &s.stages,
-            &s.milestones,
-            Some(&s.key),
-            &format!("{path}."),
-            out,
-        );
+        trail.push(("stages", i));
+        let go_on = visit(PlanItem::Stage(s), parent, trail)
+            && walk(
+                &s.activities,
+                &s.stages,
+                &s.milestones,
+                Some(&s.key),
+                trail,
+                visit,
+            );
+        trail.pop();
+        if !go_on {
+            return false;
+        }
     }
     for (i, m) in milestones.iter().enumerate() {
-        out.push(PlanEntry {
-            item: PlanItem::Milestone(m),
-            parent,
-            path: format!("{prefix}milestones[{i}]"),
-        });
+        trail.push(("milestones", i));
+        let go_on = visit(PlanItem::Milestone(m), parent, trail);
+        trail.pop();
+        if !go_on {
+            return false;
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::definition::Format;
+
+    #[test]
+    fn lookups_agree_with_the_full_walk() {
+        for source in [
+            include_str!("../../../examples/definitions/burglary.toml"),
+            include_str!("../../../examples/definitions/missing-person.toml"),
+            include_str!("../../../examples/definitions/domestic-abuse.toml"),
+        ] {
+            let def = CaseDefinition::parse(source, Format::Toml).unwrap();
+            let all = def.plan_items();
+            assert!(all.iter().any(|e| e.path.contains('.')), "nested items");
+            for e in &all {
+                assert_eq!(def.item(e.item.key().as_str()).as_ref(), Some(e));
+                let parent = e.parent.map(ItemKey::as_str);
+                assert!(def.children(parent).contains(e));
+            }
+            let top: Vec<_> = all.iter().filter(|e| e.parent.is_none()).cloned().collect();
+            assert_eq!(def.children(None), top);
+            assert!(def.item("no-such-item").is_none());
+            assert!(all[0].path.ends_with("[0]") && !all[0].path.contains('.'));
+        }
     }
 }

@@ -14,7 +14,7 @@
 
 mod error;
 mod queries;
-mod recent;
+pub(crate) mod recent;
 mod snapshots;
 
 use std::collections::{BTreeMap, HashMap};

@@ -7,6 +7,7 @@
 //! survives, and each operation is a hash lookup or two — recency without
 //! keeping an order.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
 
@@ -51,10 +52,14 @@ impl<K: Eq + Hash + Clone, V> Recent<K, V> {
         self.young.remove(key).or_else(|| self.old.remove(key))
     }
 
-    /// The entry under `key`, marked as used.
-    pub fn get(&mut self, key: &K) -> Option<&V> {
+    /// The entry under `key` (or a borrowed form of it), marked as used.
+    pub fn get<Q>(&mut self, key: &Q) -> Option<&V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         if let Some(value) = self.old.remove(key) {
-            self.insert(key.clone(), value);
+            self.insert(key.to_owned(), value);
         }
         self.young.get(key)
     }

@@ -46,6 +46,7 @@ use super::query::{
 use super::{Changes, Handler, Projection};
 use crate::case::{CaseEvent, CaseState, CaseStatus, DeadlineDue};
 use crate::definition::{ActivityKind, CaseDefinition, FieldDef, FieldType, PlanItem};
+use crate::engine::recent::Recent;
 use crate::log::codec::DomainEvent;
 use crate::log::{GlobalPosition, RecordedEvent, StreamVersion, TenantId, Timestamp};
 use crate::rules::ItemState;
@@ -61,7 +62,8 @@ pub const VERSION: u32 = 2;
 pub const MAX_INDEXED_STRING: usize = 256;
 /// Most distinct words indexed per case.
 pub const MAX_WORDS_PER_CASE: usize = 2_000;
-/// Cases kept decoded in memory by a handler between batches.
+/// Cases kept decoded in memory by a handler between batches (the least
+/// recently used go first).
 const CACHE_CASES: usize = 20_000;
 
 const P_CASE: u8 = b'C';
@@ -131,7 +133,7 @@ impl Projection for CasesProjection {
             fault,
             defs: DefinitionCache::new(Arc::clone(&self.resolver)),
             infos: HashMap::new(),
-            cache: HashMap::new(),
+            cache: Recent::new(CACHE_CASES),
             pending: HashMap::new(),
             written: Vec::new(),
         })
@@ -227,7 +229,7 @@ struct CasesHandler {
     defs: DefinitionCache,
     infos: HashMap<(String, u32), Arc<DefInfo>>,
     /// Committed cases (what the tree holds).
-    cache: HashMap<String, Arc<Held>>,
+    cache: Recent<String, Arc<Held>>,
     /// Cases this batch changed: (rows before the batch, record now).
     pending: HashMap<String, Pending>,
     /// Written but not yet committed.
@@ -327,7 +329,12 @@ impl Handler for CasesHandler {
         let case_id = event.stream.id();
         let decoded = CaseEvent::from_recorded(event).map_err(|e| e.to_string())?;
         if !self.pending.contains_key(case_id) {
-            let before = self.held(&tenant, case_id).await?;
+            // A stream's first event: the projection cannot hold the case yet.
+            let before = if event.version == StreamVersion::START {
+                None
+            } else {
+                self.held(&tenant, case_id).await?
+            };
             let (record, info) = match &before {
                 Some(h) => (h.record.clone(), h.info.clone()),
                 None => (
@@ -406,9 +413,6 @@ impl Handler for CasesHandler {
 
     fn committed(&mut self) {
         self.calendar_changed = false;
-        if self.cache.len() + self.written.len() > CACHE_CASES {
-            self.cache.clear();
-        }
         for (id, held) in self.written.drain(..) {
             self.cache.insert(id, held);
         }
@@ -425,7 +429,7 @@ impl Handler for CasesHandler {
             }
         }
         // The tree is the truth; cached rows of a failed batch are not.
-        self.cache.clear();
+        self.cache = Recent::new(CACHE_CASES);
     }
 }
 
