@@ -6,8 +6,9 @@
 //! live can neither skip nor repeat an event, and because it reads only when
 //! the consumer asks, a slow consumer applies back-pressure to itself alone.
 //! While catching up (a read came back full), a subscription of all events
-//! reads the next page in the background while the consumer works through
-//! the current one: at most one page ahead.
+//! reads on in the background while the consumer works: up to
+//! [`READ_AHEAD_PAGES`] pages ahead, stopping at the first page that is not
+//! full (the live end).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -20,6 +21,12 @@ use super::EventStore;
 
 /// Default number of events fetched per read.
 pub const DEFAULT_PAGE_SIZE: usize = 512;
+
+/// Pages a catching-up subscription of all events reads ahead.
+pub const READ_AHEAD_PAGES: usize = 4;
+
+/// Pages read in the background, in order; the reader stops after an error.
+type Ahead = tokio::sync::mpsc::Receiver<Result<Vec<RecordedEvent>, LogError>>;
 
 enum Cursor {
     All {
@@ -39,13 +46,14 @@ pub struct Subscription {
     buffer: VecDeque<RecordedEvent>,
     head: watch::Receiver<Option<GlobalPosition>>,
     page_size: usize,
-    /// The next page, being read in the background (all-events cursors).
-    ahead: Option<tokio::task::JoinHandle<Result<Vec<RecordedEvent>, LogError>>>,
+    /// The pages after the cursor, being read in the background
+    /// (all-events cursors, while catching up).
+    ahead: Option<(Ahead, tokio::task::JoinHandle<()>)>,
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        if let Some(task) = self.ahead.take() {
+        if let Some((_, task)) = self.ahead.take() {
             task.abort();
         }
     }
@@ -116,30 +124,29 @@ impl Subscription {
     async fn fetch(&mut self) -> Result<bool, LogError> {
         let events = match &mut self.cursor {
             Cursor::All { tenant, next } => {
-                let events = match self.ahead.take() {
-                    Some(task) => task.await.map_err(|e| {
-                        if e.is_cancelled() {
-                            LogError::Closed
-                        } else {
-                            LogError::io("reading ahead", std::io::Error::other(e.to_string()))
+                let ahead = match self.ahead.as_mut() {
+                    Some((pages, _)) => pages.recv().await,
+                    None => None,
+                };
+                let events = match ahead {
+                    Some(page) => page?,
+                    None => {
+                        // The reader (if any) stopped at the live end: read here.
+                        self.ahead = None;
+                        let events = self.store.read_all(tenant, *next, self.page_size).await?;
+                        if events.len() == self.page_size {
+                            self.ahead = read_ahead(
+                                &self.store,
+                                tenant,
+                                events.last().map(|e| e.position.next()),
+                                self.page_size,
+                            );
                         }
-                    })??,
-                    None => self.store.read_all(tenant, *next, self.page_size).await?,
+                        events
+                    }
                 };
                 if let Some(last) = events.last() {
                     *next = last.position.next();
-                }
-                // A full page: more are likely waiting, so read the next one
-                // while this one is consumed.
-                if events.len() == self.page_size {
-                    if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                        let (store, tenant, from) =
-                            (Arc::clone(&self.store), tenant.clone(), *next);
-                        let limit = self.page_size;
-                        self.ahead = Some(
-                            rt.spawn(async move { store.read_all(&tenant, from, limit).await }),
-                        );
-                    }
                 }
                 events
             }
@@ -158,4 +165,41 @@ impl Subscription {
         self.buffer.extend(events);
         Ok(any)
     }
+}
+
+/// Starts reading pages from `from` in the background (needs a Tokio
+/// runtime; none: no reading ahead).
+fn read_ahead(
+    store: &Arc<dyn EventStore>,
+    tenant: &TenantId,
+    from: Option<GlobalPosition>,
+    limit: usize,
+) -> Option<(Ahead, tokio::task::JoinHandle<()>)> {
+    let rt = tokio::runtime::Handle::try_current().ok()?;
+    let mut from = from?;
+    let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD_PAGES);
+    let (store, tenant) = (Arc::clone(store), tenant.clone());
+    let task = rt.spawn(async move {
+        loop {
+            let page = store.read_all(&tenant, from, limit).await;
+            let go_on = match &page {
+                Ok(events) => match events.last() {
+                    Some(last) if events.len() == limit => {
+                        from = last.position.next();
+                        true
+                    }
+                    _ => false,
+                },
+                Err(_) => false,
+            };
+            let empty = page.as_ref().is_ok_and(|e| e.is_empty());
+            if !empty && tx.send(page).await.is_err() {
+                return;
+            }
+            if !go_on {
+                return;
+            }
+        }
+    });
+    Some((rx, task))
 }

@@ -208,15 +208,19 @@ struct TaskInfo {
     team: Option<String>,
 }
 
-/// A case as the handler keeps it: record, definition and its current rows.
+/// A case as the handler keeps it: record and definition. Its rows are
+/// derived again from them when needed, rather than kept.
 struct Held {
     record: CaseRecord,
     info: Option<Arc<DefInfo>>,
-    rows: BTreeMap<Vec<u8>, Vec<u8>>,
 }
 
-/// A case this batch changes: its committed rows, its record now, its definition.
-type Pending = (Option<Arc<Held>>, CaseRecord, Option<Arc<DefInfo>>);
+/// The rows a case has.
+type CaseRows = BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// A case this batch changes: its committed rows (none: a new case), its
+/// record now, its definition.
+type Pending = (Option<CaseRows>, CaseRecord, Option<Arc<DefInfo>>);
 
 struct CasesHandler {
     rows: Rows,
@@ -259,9 +263,11 @@ impl CasesHandler {
                 continue;
             }
             if let Some(held) = self.held(tenant, &id).await? {
+                // Its rows as committed: derived with the old calendar.
+                let before = rows(&id, &held.record, held.info.as_deref(), &self.calendar);
                 let record = held.record.clone();
                 let info = held.info.clone();
-                self.pending.insert(id, (Some(held), record, info));
+                self.pending.insert(id, (Some(before), record, info));
             }
         }
         self.calendar = calendar;
@@ -306,8 +312,7 @@ impl CasesHandler {
         let record: CaseRecord = rmp_serde::from_slice(&bytes)
             .map_err(|e| format!("stored case {case_id} does not decode: {e}"))?;
         let info = self.info(tenant, &record.state).await?;
-        let rows = rows(case_id, &record, info.as_deref(), &self.calendar);
-        Ok(Some(Arc::new(Held { record, info, rows })))
+        Ok(Some(Arc::new(Held { record, info })))
     }
 }
 
@@ -335,9 +340,16 @@ impl Handler for CasesHandler {
             } else {
                 self.held(&tenant, case_id).await?
             };
-            let (record, info) = match &before {
-                Some(h) => (h.record.clone(), h.info.clone()),
+            let (before, record, info) = match before {
+                Some(h) => (
+                    // A case not in a calendar change keeps rows that do
+                    // not depend on the calendar: derived with today's.
+                    Some(rows(case_id, &h.record, h.info.as_deref(), &self.calendar)),
+                    h.record.clone(),
+                    h.info.clone(),
+                ),
                 None => (
+                    None,
                     CaseRecord {
                         state: CaseState::default(),
                         version: event.version,
@@ -385,28 +397,21 @@ impl Handler for CasesHandler {
         }
         for (case_id, (before, record, info)) in self.pending.drain() {
             let new_rows = rows(&case_id, &record, info.as_deref(), &self.calendar);
-            let empty = BTreeMap::new();
-            let old_rows = before.as_ref().map_or(&empty, |h| &h.rows);
+            let old_rows = before.unwrap_or_default();
             for k in old_rows.keys() {
                 if !new_rows.contains_key(k) {
                     changes.remove(k)?;
                 }
             }
-            for (k, v) in &new_rows {
-                if old_rows.get(k) != Some(v) {
-                    changes.insert(k, v)?;
+            for (k, v) in new_rows {
+                if old_rows.get(&k) != Some(&v) {
+                    changes.put(k, v)?;
                 }
             }
             let bytes = rmp_serde::to_vec_named(&record).map_err(|e| e.to_string())?;
-            changes.insert(&Key::new(P_CASE).raw(case_id.as_bytes()).0, bytes)?;
-            self.written.push((
-                case_id,
-                Arc::new(Held {
-                    record,
-                    info,
-                    rows: new_rows,
-                }),
-            ));
+            changes.put(Key::new(P_CASE).raw(case_id.as_bytes()).0, bytes)?;
+            self.written
+                .push((case_id, Arc::new(Held { record, info })));
         }
         Ok(())
     }

@@ -147,6 +147,15 @@ impl Changes {
         Ok(())
     }
 
+    /// Sets `key` to `value`, taking both without copying.
+    ///
+    /// Errors: as [`Changes::insert`].
+    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<(), String> {
+        check_key(&key)?;
+        self.ops.push((key, Some(value)));
+        Ok(())
+    }
+
     /// Removes `key`.
     ///
     /// Errors: as [`Changes::insert`].
