@@ -1855,7 +1855,7 @@ fn projection_crash_child() {
     rt.block_on(async move {
         // Small batches, so that kills land between commits.
         let config = EngineConfig {
-            projection_batch: 16,
+            projection_batch: 4,
             ..EngineConfig::default()
         };
         let engine = Engine::open_with(&dir, config).unwrap();
