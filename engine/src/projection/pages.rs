@@ -131,39 +131,6 @@ fn shared_len(a: &[u8], b: &[u8]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
-/// The encoded size of `row` after a row with key `prev`.
-#[cfg(test)]
-fn row_len(prev: &[u8], row: &Row) -> usize {
-    let shared = shared_len(prev, &row.0);
-    let suffix = row.0.len() - shared;
-    varint_len(shared) + varint_len(suffix) + suffix + varint_len(row.1.len()) + row.1.len()
-}
-
-#[cfg(test)]
-fn encode(rows: &[Row]) -> Vec<u8> {
-    let size = 1 + rows
-        .iter()
-        .scan(&[][..], |prev, r| {
-            let n = row_len(prev, r);
-            *prev = &r.0;
-            Some(n)
-        })
-        .sum::<usize>();
-    let mut out = Vec::with_capacity(size);
-    out.push(PAGE_FORMAT);
-    let mut prev: &[u8] = &[];
-    for (k, v) in rows {
-        let shared = shared_len(prev, k);
-        push_varint(&mut out, shared);
-        push_varint(&mut out, k.len() - shared);
-        out.extend_from_slice(&k[shared..]);
-        push_varint(&mut out, v.len());
-        out.extend_from_slice(v);
-        prev = k;
-    }
-    out
-}
-
 /// Walks an encoded page row by row.
 struct Cursor<'a> {
     rest: &'a [u8],
@@ -896,6 +863,14 @@ impl Merged {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    fn encode(rows: &[Row]) -> Vec<u8> {
+        let mut m = Merged::default();
+        for (k, v) in rows {
+            m.push(k, v);
+        }
+        m.encode(0..rows.len())
+    }
 
     fn temp_rows() -> Rows {
         let db = sled::Config::new().temporary(true).open().unwrap();
