@@ -132,7 +132,7 @@ impl Projection for CasesProjection {
             calendar_changed: false,
             fault,
             defs: DefinitionCache::new(Arc::clone(&self.resolver)),
-            infos: HashMap::new(),
+            infos: Vec::new(),
             cache: Recent::new(CACHE_CASES),
             pending: HashMap::new(),
             written: Vec::new(),
@@ -231,7 +231,8 @@ struct CasesHandler {
     /// The stored calendar could not be read: every event fails with this.
     fault: Option<String>,
     defs: DefinitionCache,
-    infos: HashMap<(String, u32), Arc<DefInfo>>,
+    /// Per definition (case type, version) met: a handful, so a list.
+    infos: Vec<((String, u32), Arc<DefInfo>)>,
     /// Committed cases (what the tree holds).
     cache: Recent<String, Arc<Held>>,
     /// Cases this batch changed: (rows before the batch, record now).
@@ -283,13 +284,17 @@ impl CasesHandler {
         let Some(r) = &state.definition else {
             return Ok(None);
         };
-        let k = (r.key.as_str().to_string(), r.version);
-        if let Some(i) = self.infos.get(&k) {
+        let known = self
+            .infos
+            .iter()
+            .find(|((key, version), _)| key == r.key.as_str() && *version == r.version);
+        if let Some((_, i)) = known {
             return Ok(Some(Arc::clone(i)));
         }
         let def = self.defs.get(tenant, r.key.as_str(), r.version).await?;
         let info = Arc::new(DefInfo::new(def));
-        self.infos.insert(k, Arc::clone(&info));
+        self.infos
+            .push(((r.key.as_str().to_string(), r.version), Arc::clone(&info)));
         Ok(Some(info))
     }
 
@@ -322,11 +327,11 @@ impl Handler for CasesHandler {
         if let Some(e) = &self.fault {
             return Err(e.clone());
         }
-        let tenant = event.stream.tenant().clone();
+        let tenant = event.stream.tenant();
         if event.stream.category() == calendar::CATEGORY {
             let decoded = CalendarEvent::from_recorded(event).map_err(|e| e.to_string())?;
             let new = WorkingCalendar::from_event(&decoded)?;
-            return self.calendar_changes(&tenant, new).await;
+            return self.calendar_changes(tenant, new).await;
         }
         if event.stream.category() != "case" {
             return Ok(());
@@ -338,7 +343,7 @@ impl Handler for CasesHandler {
             let before = if event.version == StreamVersion::START {
                 None
             } else {
-                self.held(&tenant, case_id).await?
+                self.held(tenant, case_id).await?
             };
             let (before, record, info) = match before {
                 Some(h) => (
@@ -368,7 +373,7 @@ impl Handler for CasesHandler {
                 definition: Some(definition.clone()),
                 ..CaseState::default()
             };
-            info = self.info(&tenant, &state).await?;
+            info = self.info(tenant, &state).await?;
         }
         let Some(info) = info else {
             return Err(format!(
