@@ -200,16 +200,30 @@ impl Lane {
             batch_size.saturating_mul(CATCH_UP_BATCHES)
         };
         let mut events = Vec::new();
+        let mut failed = None;
         let mut exhausted = false;
         while events.len() < limit {
             match self.sub.try_next().await {
-                Ok(Some(e)) => events.push(e),
+                Ok(Some(e)) => {
+                    // Applied as they come, so that the subscription's
+                    // reading ahead overlaps the handler's work.
+                    let outcome = self.handler.apply(&e).await;
+                    events.push(e);
+                    if let Err(msg) = outcome {
+                        failed = Some((events.len() - 1, msg));
+                        break;
+                    }
+                }
                 Ok(None) => {
                     exhausted = true;
                     break;
                 }
                 Err(LogError::Closed) => return Err(LogError::Closed),
                 Err(e) => {
+                    // Nothing of this batch is committed: the fault names
+                    // the first event after the checkpoint.
+                    self.handler.discarded();
+                    events.clear();
                     if self.settle() {
                         let at = self.checkpoint.map_or(GlobalPosition::START, |c| c.next());
                         self.fault = Some((at, format!("reading the log: {e}")));
@@ -219,11 +233,12 @@ impl Lane {
             }
         }
         // A batch that ends at the head read before it also leaves nothing.
-        exhausted |= head.is_some() && events.last().map(|e| e.position) >= head;
+        exhausted |=
+            failed.is_none() && head.is_some() && events.last().map(|e| e.position) >= head;
         let applied = if events.is_empty() {
             0
         } else {
-            self.apply_batch(&events).await
+            self.finish_batch(&events, failed).await
         };
         if exhausted && self.fault.is_none() {
             // Report nothing as applied before it has landed.
@@ -239,14 +254,14 @@ impl Lane {
         Ok(applied)
     }
 
-    async fn apply_batch(&mut self, events: &[RecordedEvent]) -> usize {
-        let mut failed = None;
-        for (i, e) in events.iter().enumerate() {
-            if let Err(msg) = self.handler.apply(e).await {
-                failed = Some((i, msg));
-                break;
-            }
-        }
+    /// Commits a batch the handler has applied; or, if the handler failed
+    /// at `failed` (its index and error), commits the events before it and
+    /// faults the lane there. Returns how many events were committed.
+    async fn finish_batch(
+        &mut self,
+        events: &[RecordedEvent],
+        failed: Option<(usize, String)>,
+    ) -> usize {
         let Some((index, message)) = failed else {
             return match self.commit(events) {
                 Ok(()) => events.len(),
