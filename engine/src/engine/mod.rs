@@ -58,7 +58,7 @@ pub struct EngineConfig {
     pub projections: Vec<Arc<dyn crate::projection::Projection>>,
     /// Events a projection applies per commit (one sled batch with its
     /// checkpoint) while following the live log; catching up or rebuilding,
-    /// it takes up to 16 times as many at once. Default
+    /// it takes up to 128 times as many at once. Default
     /// [`crate::projection::DEFAULT_BATCH_SIZE`] (512).
     pub projection_batch: usize,
 }

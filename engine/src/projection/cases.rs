@@ -438,7 +438,7 @@ impl Handler for CasesHandler {
                 Err(e) => self.fault = Some(e),
             }
         }
-        // The tree is the truth; cached rows of a failed batch are not.
+        // The tree is the truth; cases cached from a failed batch are not.
         self.cache = Recent::new(CACHE_CASES);
     }
 }

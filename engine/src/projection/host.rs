@@ -222,7 +222,7 @@ impl ProjectionHost {
 
     /// A host on an open sled database, applying up to `batch_size` events
     /// per batch (one sled batch with the checkpoint) when following the
-    /// live log; a runner catching up or rebuilding applies up to 16 times
+    /// live log; a runner catching up or rebuilding applies up to 128 times
     /// as many at once, so that each page is written fewer times.
     pub fn with_db(
         db: sled::Db,

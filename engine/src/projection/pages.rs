@@ -361,13 +361,6 @@ impl Rows {
     pub fn iter(&self) -> RowIter {
         self.range::<std::ops::RangeFull>(..)
     }
-
-    /// Whether there are no rows.
-    ///
-    /// Errors: [`RowsError`].
-    pub fn is_empty(&self) -> Result<bool, RowsError> {
-        Ok(self.iter().next().transpose()?.is_none())
-    }
 }
 
 type PageIter = Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>> + Send>;
@@ -1056,8 +1049,6 @@ mod tests {
             .map(|i| format!("F{i:06}").into_bytes())
             .collect();
         assert_eq!(keys, want);
-        let cold = PageWriter::new(rows.clone());
-        drop(cold);
         assert_eq!(rows.get(b"F000155").unwrap(), Some(vec![b'v'; 100]));
         assert_eq!(rows.get(b"F000200").unwrap(), None);
     }
