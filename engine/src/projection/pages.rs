@@ -39,8 +39,16 @@ const CACHE_BYTES: usize = 32 * 1024 * 1024;
 const PAGE_KEY: u8 = 0x01;
 /// The first sled key after the pages.
 const PAGES_END: [u8; 1] = [PAGE_KEY + 1];
-/// The first byte of a page's value.
+/// The first byte of a page's value: the rows as they are...
 const PAGE_FORMAT: u8 = 1;
+/// ... or LZ4-compressed (the body's length, 4 bytes little-endian, then an
+/// LZ4 block). Pages hold encoded values with much repetition (field names,
+/// case ids, key prefixes): compressed, a rebuild hands sled about a quarter
+/// of the bytes, and sled's cost grows with the bytes it copies and logs.
+const PAGE_LZ4: u8 = 2;
+/// LZ4 never expands data more than this much (a bound for a damaged
+/// page's claimed size).
+const LZ4_MAX_RATIO: usize = 255;
 
 /// Where a generation's tree records its storage layout.
 pub(crate) const LAYOUT_KEY: &[u8] = b"\x00layout";
@@ -137,15 +145,36 @@ struct Cursor<'a> {
     key: Vec<u8>,
 }
 
+/// A stored page's rows, uncompressed.
+fn body(page: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, String> {
+    match page.split_first() {
+        Some((&PAGE_FORMAT, rest)) => Ok(std::borrow::Cow::Borrowed(rest)),
+        Some((&PAGE_LZ4, rest)) => {
+            let claimed = rest
+                .get(..4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+                .ok_or("truncated compressed page")?;
+            if claimed > rest.len().saturating_mul(LZ4_MAX_RATIO) {
+                return Err(format!(
+                    "compressed page claims {claimed} bytes from {}",
+                    rest.len()
+                ));
+            }
+            lz4_flex::block::decompress_size_prepended(rest)
+                .map(std::borrow::Cow::Owned)
+                .map_err(|e| format!("compressed page: {e}"))
+        }
+        Some((f, _)) => Err(format!("unknown page format {f}")),
+        None => Err("empty page".into()),
+    }
+}
+
 impl<'a> Cursor<'a> {
-    fn new(page: &'a [u8]) -> Result<Self, String> {
-        match page.split_first() {
-            Some((&PAGE_FORMAT, rest)) => Ok(Cursor {
-                rest,
-                key: Vec::new(),
-            }),
-            Some((f, _)) => Err(format!("unknown page format {f}")),
-            None => Err("empty page".into()),
+    /// Walks a page's uncompressed `body` (see [`body`]).
+    fn new(body: &'a [u8]) -> Self {
+        Cursor {
+            rest: body,
+            key: Vec::new(),
         }
     }
 
@@ -176,7 +205,8 @@ impl<'a> Cursor<'a> {
 }
 
 fn decode(fence: &[u8], page: &[u8]) -> Result<Vec<Row>, RowsError> {
-    let mut c = Cursor::new(page).map_err(|e| corrupt(fence, e))?;
+    let body = body(page).map_err(|e| corrupt(fence, e))?;
+    let mut c = Cursor::new(&body);
     let mut rows: Vec<Row> = Vec::new();
     while let Some(v) = c.next_value().map_err(|e| corrupt(fence, e))? {
         if rows.last().is_some_and(|(k, _)| *k >= c.key) || c.key.as_slice() < fence {
@@ -324,7 +354,8 @@ impl Rows {
             return Ok(None);
         };
         let fence = &pk[1..];
-        let mut c = Cursor::new(&page).map_err(|e| corrupt(fence, e))?;
+        let body = body(&page).map_err(|e| corrupt(fence, e))?;
+        let mut c = Cursor::new(&body);
         while let Some(v) = c.next_value().map_err(|e| corrupt(fence, e))? {
             match c.key.as_slice().cmp(key) {
                 std::cmp::Ordering::Less => continue,
@@ -629,8 +660,8 @@ impl PageWriter {
             return;
         }
         let chunks = self.merged.chunks(appended);
-        let m = &self.merged;
         for (i, range) in chunks.iter().enumerate() {
+            let m = &self.merged;
             let chunk_fence = if i == 0 {
                 fence.clone()
             } else {
@@ -640,7 +671,7 @@ impl PageWriter {
                 Some(next) => Some(m.key(next.start).to_vec()),
                 None => upper.clone(),
             };
-            let bytes = sled::IVec::from(m.encode(range.clone()));
+            let bytes = sled::IVec::from(self.merged.encode(range.clone()));
             batch.insert(page_key(&chunk_fence), bytes.clone());
             let page = Cached {
                 upper: chunk_upper,
@@ -704,6 +735,8 @@ struct Merged {
     rows: Vec<(usize, usize, usize)>,
     /// Scratch: each row's encoded size.
     lens: Vec<usize>,
+    /// Scratch: a page before compression.
+    plain: Vec<u8>,
 }
 
 impl Merged {
@@ -739,7 +772,8 @@ impl Merged {
         let mut ops = ops.into_iter().peekable();
         let mut appended = true;
         if let Some(old) = old {
-            let mut c = Cursor::new(old).map_err(|e| corrupt(fence, e))?;
+            let body = body(old).map_err(|e| corrupt(fence, e))?;
+            let mut c = Cursor::new(&body);
             let mut prev: Option<Vec<u8>> = None;
             while let Some(v) = c.next_value().map_err(|e| corrupt(fence, e))? {
                 if prev.as_deref().is_some_and(|p| p >= c.key.as_slice())
@@ -828,27 +862,46 @@ impl Merged {
         out
     }
 
-    /// Rows `range` as one page.
-    fn encode(&self, range: std::ops::Range<usize>) -> Vec<u8> {
+    /// Rows `range` as one page, compressed if that makes it smaller.
+    fn encode(&mut self, range: std::ops::Range<usize>) -> Vec<u8> {
+        let mut plain = std::mem::take(&mut self.plain);
+        self.encode_plain(range, &mut plain);
+        let rows = &plain[1..];
+        let mut out = vec![0u8; 5 + lz4_flex::block::get_maximum_output_size(rows.len())];
+        out[0] = PAGE_LZ4;
+        out[1..5].copy_from_slice(&(rows.len() as u32).to_le_bytes());
+        let out = match lz4_flex::block::compress_into(rows, &mut out[5..]) {
+            Ok(n) if 5 + n < plain.len() => {
+                out.truncate(5 + n);
+                out
+            }
+            _ => plain.clone(),
+        };
+        self.plain = plain;
+        out
+    }
+
+    /// Rows `range` as one uncompressed page, into `out`.
+    fn encode_plain(&self, range: std::ops::Range<usize>, out: &mut Vec<u8>) {
         let span = match (self.rows.get(range.start), range.end.checked_sub(1)) {
             (Some(&(a, _, _)), Some(last)) => self.rows[last].2 - a,
             _ => 0,
         };
+        out.clear();
         // Each row adds at most three varints of up to 4 bytes each.
-        let mut out = Vec::with_capacity(1 + span + 12 * range.len());
+        out.reserve(1 + span + 12 * range.len());
         out.push(PAGE_FORMAT);
         let mut prev: &[u8] = &[];
         for i in range {
             let (k, v) = (self.key(i), self.value(i));
             let shared = shared_len(prev, k);
-            push_varint(&mut out, shared);
-            push_varint(&mut out, k.len() - shared);
+            push_varint(out, shared);
+            push_varint(out, k.len() - shared);
             out.extend_from_slice(&k[shared..]);
-            push_varint(&mut out, v.len());
+            push_varint(out, v.len());
             out.extend_from_slice(v);
             prev = k;
         }
-        out
     }
 }
 
@@ -889,7 +942,12 @@ mod tests {
             (b"Ib".to_vec(), vec![7; 300]),
         ];
         let bytes = encode(&rows);
+        assert_eq!(bytes[0], PAGE_LZ4, "a repetitive page is compressed");
+        assert!(bytes.len() < 200);
         assert_eq!(decode(b"", &bytes).unwrap(), rows);
+        let short = [(b"a".to_vec(), b"b".to_vec())];
+        assert_eq!(encode(&short)[0], PAGE_FORMAT, "kept plain: no smaller");
+        assert_eq!(decode(b"", &encode(&short)).unwrap(), short);
         for cut in 0..bytes.len() {
             // Every truncation either fails or decodes to a prefix of the rows.
             if let Ok(d) = decode(b"", &bytes[..cut]) {
@@ -897,6 +955,18 @@ mod tests {
             }
         }
         assert!(decode(b"", &[9, 0, 1, b'a', 0]).is_err(), "unknown format");
+        let mut huge = bytes.clone();
+        huge[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
+        let err = decode(b"", &huge).unwrap_err().to_string();
+        assert!(err.contains("claims"), "{err}");
+        let mut flipped = bytes.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 0xFF;
+        flipped[6] ^= 0x55;
+        assert!(
+            decode(b"", &flipped).map_or(true, |d| d != rows),
+            "damage is noticed or changes the rows"
+        );
         assert!(decode(b"", &[]).is_err(), "empty page");
         let dup = [PAGE_FORMAT, 0, 1, b'a', 0, 1, 0, 0];
         assert!(decode(b"", &dup).is_err(), "a repeated key");
