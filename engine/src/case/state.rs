@@ -391,23 +391,20 @@ impl CaseState {
     }
 
     fn latch_all(&mut self, def: &CaseDefinition, occ: &Occurred) {
-        let index: BTreeMap<&str, PlanItem<'_>> = def
-            .plan_items()
-            .into_iter()
-            .map(|e| (e.item.key().as_str(), e.item))
-            .collect();
-        for inst in &mut self.items {
-            if inst.is_terminal() {
-                continue;
+        // Items are unique by key; a case has a few dozen instances.
+        let instances = &mut self.items;
+        def.each_plan_item(|item, _| {
+            let key = item.key().as_str();
+            for inst in instances.iter_mut() {
+                if inst.is_terminal() || inst.key.as_str() != key {
+                    continue;
+                }
+                if inst.is_waiting() {
+                    latch(&mut inst.entry_latches, item.entry(), occ);
+                }
+                latch(&mut inst.exit_latches, item.exit(), occ);
             }
-            let Some(item) = index.get(inst.key.as_str()) else {
-                continue;
-            };
-            if inst.is_waiting() {
-                latch(&mut inst.entry_latches, item.entry(), occ);
-            }
-            latch(&mut inst.exit_latches, item.exit(), occ);
-        }
+        });
         if !self.status.is_ended() {
             latch(&mut self.case_exit_latches, &def.exit, occ);
         }

@@ -166,6 +166,15 @@ impl CaseDefinition {
         out
     }
 
+    /// Calls `visit` with every plan item and its parent stage, in
+    /// [`CaseDefinition::plan_items`] order, without spelling out paths.
+    pub fn each_plan_item<'a>(&'a self, mut visit: impl FnMut(PlanItem<'a>, Option<&'a ItemKey>)) {
+        self.walk(&mut |item, parent, _| {
+            visit(item, parent);
+            true
+        });
+    }
+
     /// Visits every plan item in [`CaseDefinition::plan_items`] order with
     /// its parent and its path as (container, index) steps, until `visit`
     /// returns false. Paths are only spelled out for the items asked for.

@@ -37,14 +37,25 @@ impl<K: Eq + Hash + Clone, V> Recent<K, V> {
     /// Keeps `value` under `key`, evicting the old generation if the young
     /// one is full.
     pub fn insert(&mut self, key: K, value: V) {
+        drop(self.insert_evicting(key, value));
+    }
+
+    /// As [`Recent::insert`], handing back what it evicted (for the caller
+    /// to drop where that costs less).
+    pub fn insert_evicting(&mut self, key: K, value: V) -> Option<HashMap<K, V>> {
         if self.limit == 0 {
-            return;
+            return None;
         }
         self.old.remove(&key);
+        let mut evicted = None;
         if !self.young.contains_key(&key) && self.young.len() >= self.generation() {
-            self.old = std::mem::take(&mut self.young);
+            evicted = Some(std::mem::replace(
+                &mut self.old,
+                std::mem::take(&mut self.young),
+            ));
         }
         self.young.insert(key, value);
+        evicted.filter(|e| !e.is_empty())
     }
 
     /// Takes the entry under `key` out of the map.
@@ -85,7 +96,10 @@ mod tests {
         // 0 is used again: it outlives 1, which is not.
         assert_eq!(r.get(&0), Some(&0));
         r.insert(4, 40);
-        r.insert(5, 50);
+        let evicted = r.insert_evicting(5, 50).expect("a generation is evicted");
+        let mut gone: Vec<_> = evicted.into_keys().collect();
+        gone.sort();
+        assert_eq!(gone, vec![2, 3], "the generation not used since");
         assert!(r.len() <= 4);
         assert_eq!(r.get(&0), Some(&0));
         assert_eq!(r.get(&1), None);

@@ -128,7 +128,7 @@ impl Projection for CasesProjection {
         };
         Box::new(CasesHandler {
             rows,
-            calendar,
+            calendar: Arc::new(calendar),
             calendar_changed: false,
             fault,
             defs: DefinitionCache::new(Arc::clone(&self.resolver)),
@@ -136,6 +136,7 @@ impl Projection for CasesProjection {
             cache: Recent::new(CACHE_CASES),
             pending: HashMap::new(),
             written: Vec::new(),
+            evicted: Vec::new(),
         })
     }
 }
@@ -218,15 +219,18 @@ struct Held {
 /// The rows a case has.
 type CaseRows = BTreeMap<Vec<u8>, Vec<u8>>;
 
-/// A case this batch changes: its committed rows (none: a new case), its
-/// record now, its definition.
-type Pending = (Option<CaseRows>, CaseRecord, Option<Arc<DefInfo>>);
+/// A case as committed, with the calendar its rows were derived with.
+type Before = (Arc<Held>, Arc<WorkingCalendar>);
+
+/// A case this batch changes: as committed (none: a new case), its record
+/// now, its definition.
+type Pending = (Option<Before>, CaseRecord, Option<Arc<DefInfo>>);
 
 struct CasesHandler {
     rows: Rows,
     /// The tenant's working-day calendar (as committed, or as this batch
     /// changed it).
-    calendar: WorkingCalendar,
+    calendar: Arc<WorkingCalendar>,
     calendar_changed: bool,
     /// The stored calendar could not be read: every event fails with this.
     fault: Option<String>,
@@ -235,10 +239,13 @@ struct CasesHandler {
     infos: Vec<((String, u32), Arc<DefInfo>)>,
     /// Committed cases (what the tree holds).
     cache: Recent<String, Arc<Held>>,
-    /// Cases this batch changed: (rows before the batch, record now).
+    /// Cases this batch changed: (as committed, record now).
     pending: HashMap<String, Pending>,
     /// Written but not yet committed.
     written: Vec<(String, Arc<Held>)>,
+    /// Cases the cache let go of, dropped off the runner's thread by the
+    /// next batch's deferred work.
+    evicted: Vec<HashMap<String, Arc<Held>>>,
 }
 
 impl CasesHandler {
@@ -265,13 +272,13 @@ impl CasesHandler {
             }
             if let Some(held) = self.held(tenant, &id).await? {
                 // Its rows as committed: derived with the old calendar.
-                let before = rows(&id, &held.record, held.info.as_deref(), &self.calendar);
                 let record = held.record.clone();
                 let info = held.info.clone();
+                let before = (held, Arc::clone(&self.calendar));
                 self.pending.insert(id, (Some(before), record, info));
             }
         }
-        self.calendar = calendar;
+        self.calendar = Arc::new(calendar);
         self.calendar_changed = true;
         Ok(())
     }
@@ -340,27 +347,27 @@ impl Handler for CasesHandler {
         let decoded = CaseEvent::from_recorded(event).map_err(|e| e.to_string())?;
         if !self.pending.contains_key(case_id) {
             // A stream's first event: the projection cannot hold the case yet.
-            let before = if event.version == StreamVersion::START {
+            let held = if event.version == StreamVersion::START {
                 None
             } else {
                 self.held(tenant, case_id).await?
             };
-            let (before, record, info) = match before {
+            let (record, info, before) = match held {
                 Some(h) => (
-                    // A case not in a calendar change keeps rows that do
-                    // not depend on the calendar: derived with today's.
-                    Some(rows(case_id, &h.record, h.info.as_deref(), &self.calendar)),
                     h.record.clone(),
                     h.info.clone(),
+                    // A case not in a calendar change keeps rows that do
+                    // not depend on the calendar: derived with today's.
+                    Some((h, Arc::clone(&self.calendar))),
                 ),
                 None => (
-                    None,
                     CaseRecord {
                         state: CaseState::default(),
                         version: event.version,
                         position: event.position,
                         updated_at: event.recorded,
                     },
+                    None,
                     None,
                 ),
             };
@@ -400,31 +407,30 @@ impl Handler for CasesHandler {
             let bytes = rmp_serde::to_vec_named(&self.calendar).map_err(|e| e.to_string())?;
             changes.insert(CALENDAR_KEY, bytes)?;
         }
+        // Rows are derived and encoded off the runner's thread, from the
+        // records as this batch leaves them (shared with the cache).
+        let calendar = Arc::clone(&self.calendar);
+        let evicted = std::mem::take(&mut self.evicted);
+        let mut cases = Vec::with_capacity(self.pending.len());
         for (case_id, (before, record, info)) in self.pending.drain() {
-            let new_rows = rows(&case_id, &record, info.as_deref(), &self.calendar);
-            let old_rows = before.unwrap_or_default();
-            for k in old_rows.keys() {
-                if !new_rows.contains_key(k) {
-                    changes.remove(k)?;
-                }
-            }
-            for (k, v) in new_rows {
-                if old_rows.get(&k) != Some(&v) {
-                    changes.put(k, v)?;
-                }
-            }
-            let bytes = rmp_serde::to_vec_named(&record).map_err(|e| e.to_string())?;
-            changes.put(Key::new(P_CASE).raw(case_id.as_bytes()).0, bytes)?;
-            self.written
-                .push((case_id, Arc::new(Held { record, info })));
+            let after = Arc::new(Held { record, info });
+            self.written.push((case_id.clone(), Arc::clone(&after)));
+            cases.push((case_id, before, after));
         }
+        changes.defer(move |changes| {
+            drop(evicted);
+            for (case_id, before, after) in cases {
+                write_case(changes, &case_id, before, &after, &calendar)?;
+            }
+            Ok(())
+        });
         Ok(())
     }
 
     fn committed(&mut self) {
         self.calendar_changed = false;
         for (id, held) in self.written.drain(..) {
-            self.cache.insert(id, held);
+            self.evicted.extend(self.cache.insert_evicting(id, held));
         }
     }
 
@@ -434,13 +440,41 @@ impl Handler for CasesHandler {
         if self.calendar_changed {
             self.calendar_changed = false;
             match load_calendar(&self.rows) {
-                Ok(c) => self.calendar = c,
+                Ok(c) => self.calendar = Arc::new(c),
                 Err(e) => self.fault = Some(e),
             }
         }
         // The tree is the truth; cases cached from a failed batch are not.
         self.cache = Recent::new(CACHE_CASES);
     }
+}
+
+/// Writes the difference between a case's rows as committed and as `after`
+/// leaves them, and its record.
+fn write_case(
+    changes: &mut Changes,
+    case_id: &str,
+    before: Option<Before>,
+    after: &Held,
+    calendar: &WorkingCalendar,
+) -> Result<(), String> {
+    let new_rows = rows(case_id, &after.record, after.info.as_deref(), calendar);
+    let old_rows = match before {
+        Some((held, then)) => rows(case_id, &held.record, held.info.as_deref(), &then),
+        None => CaseRows::new(),
+    };
+    for k in old_rows.keys() {
+        if !new_rows.contains_key(k) {
+            changes.remove(k)?;
+        }
+    }
+    for (k, v) in new_rows {
+        if old_rows.get(&k) != Some(&v) {
+            changes.put(k, v)?;
+        }
+    }
+    let bytes = rmp_serde::to_vec_named(&after.record).map_err(|e| e.to_string())?;
+    changes.put(Key::new(P_CASE).raw(case_id.as_bytes()).0, bytes)
 }
 
 fn class_byte(c: Classification) -> u8 {

@@ -116,7 +116,8 @@ pub trait Handler: Send {
     /// projection at this event.
     async fn apply(&mut self, event: &RecordedEvent) -> Result<(), String>;
 
-    /// Writes the batch's changes.
+    /// Writes the batch's changes (directly, or by deferring work that
+    /// makes them: [`Changes::defer`]).
     fn write(&mut self, changes: &mut Changes) -> Result<(), String>;
 
     /// The batch was committed.
@@ -129,14 +130,44 @@ pub trait Handler: Send {
 /// One row write: the key and its new value (`None`: removed).
 pub(crate) type RowWrite = (Vec<u8>, Option<Vec<u8>>);
 
+/// Work a handler leaves for the runner to finish off its thread (see
+/// [`Changes::defer`]).
+type Deferred = Box<dyn FnOnce(&mut Changes) -> Result<(), String> + Send>;
+
 /// The row writes of one batch, committed atomically with the checkpoint
 /// (the last write of a key wins).
 #[derive(Default)]
 pub struct Changes {
     ops: Vec<RowWrite>,
+    deferred: Vec<Deferred>,
 }
 
 impl Changes {
+    /// Leaves `job` to make more of the batch's writes later, on another
+    /// thread, while the handler goes on applying the next batch: deriving
+    /// and encoding rows is then off the runner's path. Jobs run in the
+    /// order they were deferred, after every write made directly (so their
+    /// writes win over those); an error fails the batch like an error from
+    /// [`Handler::write`]. A job sees only what it captured, so it must
+    /// capture the batch's state (shared, e.g. in an `Arc`, or moved), not
+    /// read the handler's.
+    pub fn defer<F>(&mut self, job: F)
+    where
+        F: FnOnce(&mut Changes) -> Result<(), String> + Send + 'static,
+    {
+        self.deferred.push(Box::new(job));
+    }
+
+    /// Runs the deferred jobs (and any they defer in turn).
+    pub(crate) fn run_deferred(&mut self) -> Result<(), String> {
+        while !self.deferred.is_empty() {
+            for job in std::mem::take(&mut self.deferred) {
+                job(self)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Sets `key` to `value`.
     ///
     /// Errors: an empty key, or one starting with [`RESERVED_PREFIX`] (the
@@ -165,14 +196,15 @@ impl Changes {
         Ok(())
     }
 
-    /// How many writes the batch holds.
+    /// How many writes the batch holds (deferred jobs' writes count once
+    /// they have run).
     pub fn len(&self) -> usize {
         self.ops.len()
     }
 
-    /// Whether the batch holds no writes.
+    /// Whether the batch holds no writes and no deferred jobs.
     pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
+        self.ops.is_empty() && self.deferred.is_empty()
     }
 
     /// The writes in key order, each key once (its last write).
@@ -263,6 +295,30 @@ mod tests {
             }
             prop_assert_eq!(c.into_sorted(), want);
         }
+    }
+
+    #[test]
+    fn deferred_jobs_run_in_order_after_direct_writes_and_can_fail() {
+        let mut c = Changes::default();
+        c.defer(|c| {
+            c.insert(b"a", b"deferred")?;
+            c.defer(|c| c.insert(b"b", b"nested"));
+            Ok(())
+        });
+        c.insert(b"a", b"direct").unwrap();
+        assert!(!c.is_empty());
+        assert_eq!(c.len(), 1);
+        c.run_deferred().unwrap();
+        assert_eq!(
+            c.into_sorted(),
+            vec![
+                (b"a".to_vec(), Some(b"deferred".to_vec())),
+                (b"b".to_vec(), Some(b"nested".to_vec())),
+            ]
+        );
+        let mut c = Changes::default();
+        c.defer(|c| c.insert(b"\x00x", b"reserved"));
+        assert!(c.run_deferred().unwrap_err().contains("reserved"));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! new generation beside the serving one and swap when it has caught up.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
@@ -94,7 +94,8 @@ impl Rate {
     }
 }
 
-/// A commit being written to sled in the background.
+/// A commit being prepared (deferred work, pages) and written to sled in
+/// the background.
 struct InFlight {
     landing: Arc<Landing>,
     first: GlobalPosition,
@@ -102,21 +103,87 @@ struct InFlight {
     count: usize,
 }
 
+/// Commits in flight at once: one being written to sled while the next is
+/// prepared.
+const IN_FLIGHT: usize = 2;
+
+/// Where a lane's [`PageWriter`] is while a background job holds it.
+#[derive(Default)]
+struct WriterHome {
+    writer: Mutex<Option<PageWriter>>,
+    returned: Condvar,
+}
+
+impl WriterHome {
+    fn new(writer: PageWriter) -> Arc<Self> {
+        Arc::new(WriterHome {
+            writer: Mutex::new(Some(writer)),
+            returned: Condvar::new(),
+        })
+    }
+
+    /// Takes the writer, waiting for a job to hand it back.
+    fn take(self: &Arc<Self>) -> Lease {
+        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(writer) = w.take() {
+                return Lease {
+                    writer: Some(writer),
+                    home: Arc::clone(self),
+                };
+            }
+            w = self.returned.wait(w).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+/// The writer, out of its home: handed back when the lease is dropped
+/// (also when a job holding it never runs).
+struct Lease {
+    writer: Option<PageWriter>,
+    home: Arc<WriterHome>,
+}
+
+impl Lease {
+    fn writer(&mut self) -> &mut PageWriter {
+        self.writer
+            .as_mut()
+            .unwrap_or_else(|| unreachable!("a lease holds its writer until dropped"))
+    }
+
+    /// Replaces the writer (a failed commit: start again from the tree).
+    fn replace(&mut self, writer: PageWriter) {
+        self.writer = Some(writer);
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let mut w = self.home.writer.lock().unwrap_or_else(|p| p.into_inner());
+        *w = self.writer.take();
+        self.home.returned.notify_all();
+    }
+}
+
 /// One generation being written: its handler and its place in the log.
 ///
-/// While catching up, a lane writes a commit to sled in the background
-/// while its handler works on the next batch: at most one commit is in
-/// flight, commits land in order, and the handler's and writer's reads of
-/// the tree wait for it ([`Barrier`]). The checkpoint and `reached` move when
-/// a commit has landed. A live lane waits for each commit before reporting
-/// it.
+/// A lane's commits are prepared and written in the background while its
+/// handler works on the next batch: a job runs the batch's deferred work
+/// ([`Changes::defer`]), turns the changes into pages, hands the writer
+/// back and writes the pages with the checkpoint to sled once the commit
+/// before has landed. At most [`IN_FLIGHT`] commits are in flight; they land
+/// in order. The handler's reads of the tree wait for the last commit
+/// ([`Barrier`]), the writer's for the one before its own. The checkpoint
+/// and `reached` move when a commit has landed. A live lane waits for each
+/// commit before reporting it.
 struct Lane {
     gen: Arc<Generation>,
     projection: Arc<dyn Projection>,
     handler: Box<dyn Handler>,
-    writer: PageWriter,
+    writer: Arc<WriterHome>,
     barrier: Arc<Barrier>,
-    inflight: Option<InFlight>,
+    writer_barrier: Arc<Barrier>,
+    inflight: VecDeque<InFlight>,
     sub: Subscription,
     checkpoint: Option<GlobalPosition>,
     reached: Option<GlobalPosition>,
@@ -158,11 +225,15 @@ impl Lane {
             .await?
             .with_page_size(batch_size.saturating_mul(READ_BATCHES));
         let barrier = Arc::new(Barrier::default());
+        let writer_barrier = Arc::new(Barrier::default());
         Ok(Lane {
             handler: projection.handler(gen.rows.behind(Arc::clone(&barrier))),
-            writer: PageWriter::new(gen.rows.behind(Arc::clone(&barrier))),
+            writer: WriterHome::new(PageWriter::new(
+                gen.rows.behind(Arc::clone(&writer_barrier)),
+            )),
             barrier,
-            inflight: None,
+            writer_barrier,
+            inflight: VecDeque::new(),
             gen,
             projection,
             sub,
@@ -311,46 +382,75 @@ impl Lane {
         applied
     }
 
-    /// Hands the batch's changes and the checkpoint, as one sled batch, to a
-    /// background write (after the previous one has landed).
+    /// Hands the batch's changes and the checkpoint to a background job that
+    /// prepares them as pages and writes them, as one sled batch, once the
+    /// commit before has landed.
     ///
-    /// Errors: the handler's or the pages' error; if the previous commit
-    /// failed to land, the lane is faulted at that commit instead.
+    /// Errors: the handler's error; if an earlier commit failed to land,
+    /// the lane is faulted at that commit instead.
     fn commit(&mut self, events: &[RecordedEvent]) -> Result<(), String> {
         let (Some(first), Some(last)) = (events.first(), events.last()) else {
             return Ok(());
         };
-        let prepared = self.prepare();
-        // One commit in flight at a time, landing in order.
-        if !self.settle() {
-            return Err("an earlier batch was not written".into());
+        let mut changes = Changes::default();
+        if let Err(e) = self.handler.write(&mut changes) {
+            self.handler.discarded();
+            // The commits before this batch count as they land.
+            self.settle();
+            return Err(e);
         }
-        let mut batch = match prepared {
-            Ok(b) => b,
-            Err(e) => {
-                self.writer.discarded();
-                self.handler.discarded();
-                return Err(e);
+        while self.inflight.len() >= IN_FLIGHT {
+            if !self.settle_oldest() {
+                return Err("an earlier batch was not written".into());
             }
-        };
-        batch.insert(CHECKPOINT_KEY, &last.position.0.to_be_bytes());
+        }
+        // The previous job hands the writer back once it has staged its
+        // pages, before its own write lands.
+        let mut lease = self.writer.take();
+        let previous = self.inflight.back().map(|f| Arc::clone(&f.landing));
+        self.writer_barrier.set(previous.clone());
         let landing = Arc::new(Landing::default());
         self.barrier.set(Some(Arc::clone(&landing)));
         let tree = self.gen.rows.tree().clone();
         let guard = LandingGuard(Arc::clone(&landing));
+        let checkpoint = last.position;
         // If the blocking pool refuses the task (the runtime is shutting
-        // down), the guard is dropped with it and the landing fails.
+        // down), the guard and the lease are dropped with it: the landing
+        // fails and the writer goes home.
         drop(tokio::task::spawn_blocking(move || {
+            let prepared = prepare(changes, lease.writer());
+            let writer = lease.writer();
+            let mut batch = match prepared {
+                Ok(batch) => {
+                    writer.committed();
+                    batch
+                }
+                Err(e) => {
+                    writer.discarded();
+                    drop(lease);
+                    guard.0.finish(Err(e));
+                    return;
+                }
+            };
+            drop(lease);
+            batch.insert(CHECKPOINT_KEY, &checkpoint.0.to_be_bytes());
+            if let Some(p) = previous {
+                if let Err(e) = p.wait() {
+                    guard
+                        .0
+                        .finish(Err(format!("an earlier batch was not written: {e}")));
+                    return;
+                }
+            }
             let outcome = tree
                 .apply_batch(batch)
                 .map_err(|e| format!("writing the projection: {e}"));
             guard.0.finish(outcome);
         }));
-        // The handler and the writer go on from what this batch wrote; if it
-        // fails to land, `settle` starts them afresh from the tree.
-        self.writer.committed();
+        // The handler goes on from what this batch wrote; if it fails to
+        // land, `settle` starts it afresh from the tree.
         self.handler.committed();
-        self.inflight = Some(InFlight {
+        self.inflight.push_back(InFlight {
             landing,
             first: first.position,
             last: last.position,
@@ -359,26 +459,27 @@ impl Lane {
         Ok(())
     }
 
-    /// The handler's changes as page writes.
-    fn prepare(&mut self) -> Result<sled::Batch, String> {
-        let mut changes = Changes::default();
-        self.handler.write(&mut changes)?;
-        let mut batch = sled::Batch::default();
-        self.writer
-            .stage(changes.into_sorted(), &mut batch)
-            .map_err(|e| e.to_string())?;
-        Ok(batch)
-    }
-
-    /// Waits for the commit in flight, if any, and records it as applied.
-    /// If it failed, faults the lane at its first event, starts the handler
+    /// Waits for every commit in flight and records them as applied. If
+    /// one failed, faults the lane at its first event, starts the handler
     /// and the writer afresh from the tree, and returns false.
     fn settle(&mut self) -> bool {
-        let Some(f) = self.inflight.take() else {
+        while !self.inflight.is_empty() {
+            if !self.settle_oldest() {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Waits for the oldest commit in flight, as [`Lane::settle`] does.
+    fn settle_oldest(&mut self) -> bool {
+        let Some(f) = self.inflight.pop_front() else {
             return true;
         };
         let outcome = f.landing.wait();
-        self.barrier.set(None);
+        if self.inflight.is_empty() {
+            self.barrier.set(None);
+        }
         match outcome {
             Ok(()) => {
                 self.checkpoint = Some(f.last);
@@ -387,9 +488,20 @@ impl Lane {
                 true
             }
             Err(e) => {
-                let rows = || self.gen.rows.behind(Arc::clone(&self.barrier));
-                self.handler = self.projection.handler(rows());
-                self.writer = PageWriter::new(rows());
+                // The later commits fail too (each waits for the one
+                // before); none of them counts.
+                for later in self.inflight.drain(..) {
+                    let _ = later.landing.wait();
+                }
+                self.barrier.set(None);
+                self.writer_barrier.set(None);
+                self.handler = self
+                    .projection
+                    .handler(self.gen.rows.behind(Arc::clone(&self.barrier)));
+                let mut lease = self.writer.take();
+                lease.replace(PageWriter::new(
+                    self.gen.rows.behind(Arc::clone(&self.writer_barrier)),
+                ));
                 self.fault = Some((f.first, e));
                 false
             }
@@ -397,10 +509,21 @@ impl Lane {
     }
 }
 
+/// A batch's changes as page writes: the deferred work run, the writes
+/// sorted and merged into pages.
+fn prepare(mut changes: Changes, writer: &mut PageWriter) -> Result<sled::Batch, String> {
+    changes.run_deferred()?;
+    let mut batch = sled::Batch::default();
+    writer
+        .stage(changes.into_sorted(), &mut batch)
+        .map_err(|e| e.to_string())?;
+    Ok(batch)
+}
+
 impl Drop for Lane {
     /// A lane is never let go with a write still landing.
     fn drop(&mut self) {
-        if let Some(f) = self.inflight.take() {
+        for f in self.inflight.drain(..) {
             let _ = f.landing.wait();
         }
     }
