@@ -98,14 +98,16 @@ impl Rate {
 /// the background.
 struct InFlight {
     landing: Arc<Landing>,
+    /// Finished once the commit's job has handed the writer back.
+    handed: Arc<Landing>,
     first: GlobalPosition,
     last: GlobalPosition,
     count: usize,
 }
 
 /// Commits in flight at once: one being written to sled while the next is
-/// prepared.
-const IN_FLIGHT: usize = 2;
+/// staged into pages and the one after runs its deferred work.
+const IN_FLIGHT: usize = 3;
 
 /// Where a lane's [`PageWriter`] is while a background job holds it.
 #[derive(Default)]
@@ -168,11 +170,12 @@ impl Drop for Lease {
 /// One generation being written: its handler and its place in the log.
 ///
 /// A lane's commits are prepared and written in the background while its
-/// handler works on the next batch: a job runs the batch's deferred work
-/// ([`Changes::defer`]), turns the changes into pages, hands the writer
-/// back and writes the pages with the checkpoint to sled once the commit
-/// before has landed. At most [`IN_FLIGHT`] commits are in flight; they land
-/// in order. The handler's reads of the tree wait for the last commit
+/// handler works on the next batch ([`CommitJob`]): a job runs the batch's
+/// deferred work ([`Changes::defer`]), turns the changes into pages with
+/// the writer (handed from job to job in commit order) and writes the pages
+/// with the checkpoint to sled once the commit before has landed. Up to
+/// [`IN_FLIGHT`] commits are in flight, in different steps; they land in
+/// order. The handler's reads of the tree wait for the last commit
 /// ([`Barrier`]), the writer's for the one before its own. The checkpoint
 /// and `reached` move when a commit has landed. A live lane waits for each
 /// commit before reporting it.
@@ -404,54 +407,32 @@ impl Lane {
                 return Err("an earlier batch was not written".into());
             }
         }
-        // The previous job hands the writer back once it has staged its
-        // pages, before its own write lands.
-        let mut lease = self.writer.take();
-        let previous = self.inflight.back().map(|f| Arc::clone(&f.landing));
-        self.writer_barrier.set(previous.clone());
+        let previous = self
+            .inflight
+            .back()
+            .map(|f| (Arc::clone(&f.handed), Arc::clone(&f.landing)));
         let landing = Arc::new(Landing::default());
+        let handed = Arc::new(Landing::default());
         self.barrier.set(Some(Arc::clone(&landing)));
-        let tree = self.gen.rows.tree().clone();
-        let guard = LandingGuard(Arc::clone(&landing));
-        let checkpoint = last.position;
+        let job = CommitJob {
+            changes,
+            home: Arc::clone(&self.writer),
+            writer_barrier: Arc::clone(&self.writer_barrier),
+            tree: self.gen.rows.tree().clone(),
+            checkpoint: last.position,
+            previous,
+            handed: LandingGuard(Arc::clone(&handed)),
+            landing: LandingGuard(Arc::clone(&landing)),
+        };
         // If the blocking pool refuses the task (the runtime is shutting
-        // down), the guard and the lease are dropped with it: the landing
-        // fails and the writer goes home.
-        drop(tokio::task::spawn_blocking(move || {
-            let prepared = prepare(changes, lease.writer());
-            let writer = lease.writer();
-            let mut batch = match prepared {
-                Ok(batch) => {
-                    writer.committed();
-                    batch
-                }
-                Err(e) => {
-                    writer.discarded();
-                    drop(lease);
-                    guard.0.finish(Err(e));
-                    return;
-                }
-            };
-            drop(lease);
-            batch.insert(CHECKPOINT_KEY, &checkpoint.0.to_be_bytes());
-            if let Some(p) = previous {
-                if let Err(e) = p.wait() {
-                    guard
-                        .0
-                        .finish(Err(format!("an earlier batch was not written: {e}")));
-                    return;
-                }
-            }
-            let outcome = tree
-                .apply_batch(batch)
-                .map_err(|e| format!("writing the projection: {e}"));
-            guard.0.finish(outcome);
-        }));
+        // down), the job is dropped with it: its guards fail its landings.
+        drop(tokio::task::spawn_blocking(move || job.run()));
         // The handler goes on from what this batch wrote; if it fails to
         // land, `settle` starts it afresh from the tree.
         self.handler.committed();
         self.inflight.push_back(InFlight {
             landing,
+            handed,
             first: first.position,
             last: last.position,
             count: events.len(),
@@ -509,10 +490,68 @@ impl Lane {
     }
 }
 
-/// A batch's changes as page writes: the deferred work run, the writes
-/// sorted and merged into pages.
-fn prepare(mut changes: Changes, writer: &mut PageWriter) -> Result<sled::Batch, String> {
-    changes.run_deferred()?;
+/// One commit's background work. Jobs of successive commits overlap: each
+/// runs its deferred work, then takes the writer once the job before has
+/// handed it back, stages its pages and hands it on, then writes once the
+/// commit before has landed.
+struct CommitJob {
+    changes: Changes,
+    home: Arc<WriterHome>,
+    writer_barrier: Arc<Barrier>,
+    tree: sled::Tree,
+    checkpoint: GlobalPosition,
+    /// The commit before: (writer handed back, landed).
+    previous: Option<(Arc<Landing>, Arc<Landing>)>,
+    handed: LandingGuard,
+    landing: LandingGuard,
+}
+
+impl CommitJob {
+    fn run(mut self) {
+        let deferred = self.changes.run_deferred();
+        if let Some((handed, _)) = &self.previous {
+            // Its outcome does not matter here: only that the writer is home.
+            let _ = handed.wait();
+        }
+        let mut lease = self.home.take();
+        self.writer_barrier
+            .set(self.previous.as_ref().map(|(_, l)| Arc::clone(l)));
+        let writer = lease.writer();
+        let staged = deferred.and_then(|()| stage(self.changes, writer));
+        let mut batch = match staged {
+            Ok(batch) => {
+                writer.committed();
+                batch
+            }
+            Err(e) => {
+                writer.discarded();
+                drop(lease);
+                self.handed.0.finish(Ok(()));
+                self.landing.0.finish(Err(e));
+                return;
+            }
+        };
+        drop(lease);
+        self.handed.0.finish(Ok(()));
+        batch.insert(CHECKPOINT_KEY, &self.checkpoint.0.to_be_bytes());
+        if let Some((_, landed)) = &self.previous {
+            if let Err(e) = landed.wait() {
+                let e = format!("an earlier batch was not written: {e}");
+                self.landing.0.finish(Err(e));
+                return;
+            }
+        }
+        let outcome = self
+            .tree
+            .apply_batch(batch)
+            .map_err(|e| format!("writing the projection: {e}"));
+        self.landing.0.finish(outcome);
+    }
+}
+
+/// A batch's changes (deferred work done) as page writes: sorted and
+/// merged into pages.
+fn stage(changes: Changes, writer: &mut PageWriter) -> Result<sled::Batch, String> {
     let mut batch = sled::Batch::default();
     writer
         .stage(changes.into_sorted(), &mut batch)
