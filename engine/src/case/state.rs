@@ -106,7 +106,9 @@ pub struct ItemInstance {
     /// Latched on-parts of each exit criterion.
     pub exit_latches: Vec<Vec<bool>>,
     /// The team it was routed to at run time (`None`: the definition's).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Always written (as nil when `None`), so the state also encodes as
+    /// a positional array; older named snapshots without it still read.
+    #[serde(default)]
     pub team: Option<String>,
 }
 
