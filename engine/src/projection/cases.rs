@@ -220,9 +220,6 @@ struct Held {
     info: Option<Arc<DefInfo>>,
 }
 
-/// The rows a case has.
-type CaseRows = BTreeMap<Vec<u8>, Vec<u8>>;
-
 /// A case as committed, with the calendar its rows were derived with.
 type Before = (Arc<Held>, Arc<WorkingCalendar>);
 
@@ -462,23 +459,47 @@ fn write_case(
     after: &Held,
     calendar: &WorkingCalendar,
 ) -> Result<(), String> {
-    let new_rows = rows(case_id, &after.record, after.info.as_deref(), calendar);
-    let old_rows = match before {
-        Some((held, then)) => rows(case_id, &held.record, held.info.as_deref(), &then),
-        None => CaseRows::new(),
-    };
-    for k in old_rows.keys() {
-        if !new_rows.contains_key(k) {
-            changes.remove(k)?;
+    let (record, info) = (&after.record, after.info.as_deref());
+    match before {
+        // A new case: every row is new.
+        None => {
+            let mut failed = None;
+            rows(case_id, record, info, calendar, &mut |k, v| {
+                if let Err(e) = changes.insert(k, v) {
+                    failed.get_or_insert(e);
+                }
+            });
+            if let Some(e) = failed {
+                return Err(e);
+            }
+        }
+        Some((held, then)) => {
+            let derive = |record: &CaseRecord, info: Option<&DefInfo>, cal: &WorkingCalendar| {
+                let mut set = Changes::default();
+                let mut failed = None;
+                rows(case_id, record, info, cal, &mut |k, v| {
+                    if let Err(e) = set.insert(k, v) {
+                        failed.get_or_insert(e);
+                    }
+                });
+                failed.map_or(Ok(set.into_sorted()), Err)
+            };
+            let old_rows = derive(&held.record, held.info.as_deref(), &then)?;
+            let new_rows = derive(record, info, calendar)?;
+            for (k, _) in old_rows.iter() {
+                if new_rows.get(k).is_none() {
+                    changes.remove(k)?;
+                }
+            }
+            for (k, v) in new_rows.iter() {
+                if let Some(v) = v.filter(|v| old_rows.get(k) != Some(Some(v))) {
+                    changes.insert(k, v)?;
+                }
+            }
         }
     }
-    for (k, v) in new_rows {
-        if old_rows.get(&k) != Some(&v) {
-            changes.put(k, v)?;
-        }
-    }
-    let bytes = rmp_serde::to_vec(&after.record).map_err(|e| e.to_string())?;
-    changes.put(Key::new(P_CASE).raw(case_id.as_bytes()).0, bytes)
+    let bytes = rmp_serde::to_vec(record).map_err(|e| e.to_string())?;
+    changes.insert(&Key::new(P_CASE).raw(case_id.as_bytes()).0, bytes)
 }
 
 fn class_byte(c: Classification) -> u8 {
@@ -563,11 +584,11 @@ fn rows(
     record: &CaseRecord,
     info: Option<&DefInfo>,
     calendar: &WorkingCalendar,
-) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    let mut out = BTreeMap::new();
+    out: &mut dyn FnMut(&[u8], &[u8]),
+) {
     let state = &record.state;
     let (Some(info), Some(dref), Some(opened)) = (info, &state.definition, state.opened_at) else {
-        return out;
+        return;
     };
     let def = &info.def;
     let case_type = dref.key.as_str();
@@ -590,16 +611,16 @@ fn rows(
         version: record.version,
     };
     if let Ok(bytes) = rmp_serde::to_vec(&summary) {
-        out.insert(Key::new(P_SUMMARY).raw(id).0, bytes);
+        out(&Key::new(P_SUMMARY).raw(id).0, &bytes);
     }
     let index = |attr: &[u8]| Key::new(P_INDEX).raw(attr);
-    out.insert(index(A_TYPE).str(case_type).raw(id).0, vec![]);
-    out.insert(index(A_STATUS).str(state.status.as_str()).raw(id).0, vec![]);
+    out(&index(A_TYPE).str(case_type).raw(id).0, &[]);
+    out(&index(A_STATUS).str(state.status.as_str()).raw(id).0, &[]);
     for s in &active_stages {
-        out.insert(index(A_STAGE).str(s).raw(id).0, vec![]);
+        out(&index(A_STAGE).str(s).raw(id).0, &[]);
     }
-    out.insert(index(A_OPENED).i64(opened.0).raw(id).0, vec![]);
-    out.insert(index(A_UPDATED).i64(record.updated_at.0).raw(id).0, vec![]);
+    out(&index(A_OPENED).i64(opened.0).raw(id).0, &[]);
+    out(&index(A_UPDATED).i64(record.updated_at.0).raw(id).0, &[]);
 
     // Case-file fields and words (with the fields holding each word).
     let mut words_seen: BTreeMap<String, (Classification, BTreeSet<&str>)> = BTreeMap::new();
@@ -617,7 +638,7 @@ fn rows(
         };
         for (v, ty) in elements {
             if let Some(enc) = encode_value(ty, v) {
-                out.insert(prefix.clone().raw(&enc).raw(id).0, vec![]);
+                out(&prefix.clone().raw(&enc).raw(id).0, &[]);
             }
         }
         if info.text_fields.iter().any(|f| f == key.as_str()) {
@@ -641,7 +662,7 @@ fn rows(
         for f in in_fields {
             keys::push_str(&mut value, f);
         }
-        out.insert(Key::new(P_TEXT).str(&w).raw(id).0, value);
+        out(&Key::new(P_TEXT).str(&w).raw(id).0, &value);
     }
 
     // Deadlines (while the case runs).
@@ -651,7 +672,7 @@ fn rows(
             .iter()
             .any(|d| matches!(d.due, DeadlineDue::WorkingDays { .. }))
         {
-            out.insert(Key::new(P_WORKDAYS).raw(id).0, vec![]);
+            out(&Key::new(P_WORKDAYS).raw(id).0, &[]);
         }
         for d in &state.deadlines {
             let at = due_at(&d.due, calendar);
@@ -673,7 +694,7 @@ fn rows(
                     .str(case_id)
                     .str(d.deadline.as_str())
                     .u32(d.instance.map_or(0, |i| i.0));
-                out.insert(key.0, bytes);
+                out(&key.0, &bytes);
             }
         }
     }
@@ -717,7 +738,7 @@ fn rows(
                     .i64(due_key)
                     .str(case_id)
                     .u32(inst.id.0);
-                out.insert(key.0, bytes.clone());
+                out(&key.0, &bytes);
             }
             if let Some(who) = &inst.claimed_by {
                 let key = Key::new(P_ASSIGNEE)
@@ -725,7 +746,7 @@ fn rows(
                     .i64(due_key)
                     .str(case_id)
                     .u32(inst.id.0);
-                out.insert(key.0, bytes.clone());
+                out(&key.0, &bytes);
             }
             if let Some(team) = &team {
                 let key = Key::new(P_TEAM)
@@ -733,11 +754,10 @@ fn rows(
                     .i64(due_key)
                     .str(case_id)
                     .u32(inst.id.0);
-                out.insert(key.0, bytes.clone());
+                out(&key.0, &bytes);
             }
         }
     }
-    out
 }
 
 // ------------------------------------------------------------------ reads

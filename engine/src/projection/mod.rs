@@ -128,17 +128,62 @@ pub trait Handler: Send {
 }
 
 /// One row write: the key and its new value (`None`: removed).
+#[cfg(test)]
 pub(crate) type RowWrite = (Vec<u8>, Option<Vec<u8>>);
 
 /// Work a handler leaves for the runner to finish off its thread (see
 /// [`Changes::defer`]).
 type Deferred = Box<dyn FnOnce(&mut Changes) -> Result<(), String> + Send>;
 
+/// One write in an arena: the key at `at`, its value (if any) right after.
+#[derive(Debug, Clone, Copy)]
+struct Op {
+    at: usize,
+    key: u32,
+    /// The value's length; `None`: the key is removed.
+    value: Option<u32>,
+}
+
+/// Keys and values of many writes, back to back in one buffer: a batch
+/// holds hundreds of thousands of rows, and one allocation per key and
+/// value made up much of a rebuild's cost.
+#[derive(Debug, Default)]
+struct Arena {
+    bytes: Vec<u8>,
+    ops: Vec<Op>,
+}
+
+impl Arena {
+    fn push(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), String> {
+        let len = |n: usize| u32::try_from(n).map_err(|_| format!("a row of {n} bytes"));
+        let op = Op {
+            at: self.bytes.len(),
+            key: len(key.len())?,
+            value: value.map(|v| len(v.len())).transpose()?,
+        };
+        self.bytes.extend_from_slice(key);
+        if let Some(v) = value {
+            self.bytes.extend_from_slice(v);
+        }
+        self.ops.push(op);
+        Ok(())
+    }
+
+    fn key(&self, op: &Op) -> &[u8] {
+        &self.bytes[op.at..op.at + op.key as usize]
+    }
+
+    fn value(&self, op: &Op) -> Option<&[u8]> {
+        let start = op.at + op.key as usize;
+        op.value.map(|n| &self.bytes[start..start + n as usize])
+    }
+}
+
 /// The row writes of one batch, committed atomically with the checkpoint
 /// (the last write of a key wins).
 #[derive(Default)]
 pub struct Changes {
-    ops: Vec<RowWrite>,
+    arena: Arena,
     deferred: Vec<Deferred>,
 }
 
@@ -174,17 +219,14 @@ impl Changes {
     /// framework's own).
     pub fn insert(&mut self, key: &[u8], value: impl AsRef<[u8]>) -> Result<(), String> {
         check_key(key)?;
-        self.ops.push((key.to_vec(), Some(value.as_ref().to_vec())));
-        Ok(())
+        self.arena.push(key, Some(value.as_ref()))
     }
 
-    /// Sets `key` to `value`, taking both without copying.
+    /// Sets `key` to `value` (kept for callers that built both as vectors).
     ///
     /// Errors: as [`Changes::insert`].
     pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<(), String> {
-        check_key(&key)?;
-        self.ops.push((key, Some(value)));
-        Ok(())
+        self.insert(&key, value)
     }
 
     /// Removes `key`.
@@ -192,46 +234,95 @@ impl Changes {
     /// Errors: as [`Changes::insert`].
     pub fn remove(&mut self, key: &[u8]) -> Result<(), String> {
         check_key(key)?;
-        self.ops.push((key.to_vec(), None));
-        Ok(())
+        self.arena.push(key, None)
     }
 
     /// How many writes the batch holds (deferred jobs' writes count once
     /// they have run).
     pub fn len(&self) -> usize {
-        self.ops.len()
+        self.arena.ops.len()
     }
 
     /// Whether the batch holds no writes and no deferred jobs.
     pub fn is_empty(&self) -> bool {
-        self.ops.is_empty() && self.deferred.is_empty()
+        self.arena.ops.is_empty() && self.deferred.is_empty()
     }
 
     /// The writes in key order, each key once (its last write).
-    fn into_sorted(self) -> Vec<RowWrite> {
-        let ops = self.ops;
-        let mut order: Vec<(u128, usize)> = (0..ops.len()).map(|i| (0, i)).collect();
-        sort_keys(&ops, &mut order, 0);
-        let mut slots: Vec<Option<RowWrite>> = ops.into_iter().map(Some).collect();
-        let mut out: Vec<RowWrite> = Vec::with_capacity(slots.len());
+    pub(crate) fn into_sorted(self) -> Sorted {
+        let arena = self.arena;
+        let mut order: Vec<(u128, usize)> = (0..arena.ops.len()).map(|i| (0, i)).collect();
+        let key = |i: usize| arena.key(&arena.ops[i]);
+        sort_keys(&key, &mut order, 0);
+        let mut ops: Vec<Op> = Vec::with_capacity(order.len());
         for (_, i) in order {
-            let Some(op) = slots[i].take() else { continue };
-            match out.last_mut() {
-                Some(last) if last.0 == op.0 => *last = op,
-                _ => out.push(op),
+            let op = arena.ops[i];
+            match ops.last_mut() {
+                Some(last) if arena.key(last) == arena.key(&op) => *last = op,
+                _ => ops.push(op),
             }
         }
-        out
+        Sorted {
+            arena: Arena {
+                bytes: arena.bytes,
+                ops,
+            },
+        }
+    }
+}
+
+/// A batch's writes in key order, each key once.
+#[derive(Debug, Default)]
+pub(crate) struct Sorted {
+    arena: Arena,
+}
+
+impl Sorted {
+    /// The writes: key and new value (`None`: removed).
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> + '_ {
+        self.arena
+            .ops
+            .iter()
+            .map(|op| (self.arena.key(op), self.arena.value(op)))
+    }
+
+    /// The value written for `key` (`Some(None)`: removed), by binary
+    /// search.
+    pub(crate) fn get(&self, key: &[u8]) -> Option<Option<&[u8]>> {
+        let a = &self.arena;
+        a.ops
+            .binary_search_by(|op| a.key(op).cmp(key))
+            .ok()
+            .map(|i| a.value(&a.ops[i]))
+    }
+
+    /// Writes already in key order, each key once (no key checks: for
+    /// the pages' own tests).
+    #[cfg(test)]
+    pub(crate) fn from_sorted(writes: &[RowWrite]) -> Sorted {
+        let mut arena = Arena::default();
+        for (k, v) in writes {
+            arena.push(k, v.as_deref()).unwrap();
+        }
+        Sorted { arena }
+    }
+
+    /// The writes as owned pairs.
+    #[cfg(test)]
+    pub(crate) fn to_vec(&self) -> Vec<RowWrite> {
+        self.iter()
+            .map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec)))
+            .collect()
     }
 }
 
 /// Sorts `order` (indexes into `ops`) by key from byte `depth` on, then by
 /// index: 16 key bytes at a time held inline beside each index, so that
 /// comparisons do not chase pointers to the keys.
-fn sort_keys(ops: &[RowWrite], order: &mut [(u128, usize)], depth: usize) {
+fn sort_keys<'a>(key: &impl Fn(usize) -> &'a [u8], order: &mut [(u128, usize)], depth: usize) {
     let mut longer = false;
     for e in order.iter_mut() {
-        let k = &ops[e.1].0;
+        let k = key(e.1);
         let mut b = [0u8; 16];
         if let Some(rest) = k.get(depth..) {
             let n = rest.len().min(16);
@@ -249,10 +340,10 @@ fn sort_keys(ops: &[RowWrite], order: &mut [(u128, usize)], depth: usize) {
         let end = start + order[start..].iter().take_while(|e| e.0 == head).count();
         if end - start > 1 {
             let run = &mut order[start..end];
-            if longer && run.iter().any(|e| ops[e.1].0.len() > depth + 16) {
-                sort_keys(ops, run, depth + 16);
+            if longer && run.iter().any(|e| key(e.1).len() > depth + 16) {
+                sort_keys(key, run, depth + 16);
             } else {
-                run.sort_unstable_by_key(|e| (ops[e.1].0.len(), e.1));
+                run.sort_unstable_by_key(|e| (key(e.1).len(), e.1));
             }
         }
         start = end;
@@ -293,7 +384,7 @@ mod tests {
                     _ => want.push(op),
                 }
             }
-            prop_assert_eq!(c.into_sorted(), want);
+            prop_assert_eq!(c.into_sorted().to_vec(), want);
         }
     }
 
@@ -310,7 +401,7 @@ mod tests {
         assert_eq!(c.len(), 1);
         c.run_deferred().unwrap();
         assert_eq!(
-            c.into_sorted(),
+            c.into_sorted().to_vec(),
             vec![
                 (b"a".to_vec(), Some(b"deferred".to_vec())),
                 (b"b".to_vec(), Some(b"nested".to_vec())),
@@ -332,8 +423,12 @@ mod tests {
         assert_eq!(c.len(), 5);
         assert!(c.insert(b"\x00checkpoint", b"x").is_err());
         assert!(c.remove(b"").is_err());
+        let sorted = c.into_sorted();
+        assert_eq!(sorted.get(b"b"), Some(None));
+        assert_eq!(sorted.get(b"a"), Some(Some(b"2".as_slice())));
+        assert_eq!(sorted.get(b"d"), None);
         assert_eq!(
-            c.into_sorted(),
+            sorted.to_vec(),
             vec![
                 (b"a".to_vec(), Some(b"2".to_vec())),
                 (b"b".to_vec(), None),

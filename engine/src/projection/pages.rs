@@ -589,22 +589,23 @@ impl PageWriter {
     /// Errors: [`RowsError`] (reading or decoding a page).
     pub(crate) fn stage(
         &mut self,
-        changes: Vec<super::RowWrite>,
+        changes: &super::Sorted,
         batch: &mut sled::Batch,
     ) -> Result<(), RowsError> {
         self.discarded();
         self.clock += 1;
-        let mut changes = changes.into_iter().peekable();
-        while let Some((key, _)) = changes.peek() {
+        let mut changes = changes.iter().peekable();
+        let mut ops = Vec::new();
+        while let Some(&(key, _)) = changes.peek() {
             let (fence, upper, bytes) = self.take_page(key)?;
-            let mut ops = Vec::new();
-            while let Some((k, _)) = changes.peek() {
-                if upper.as_ref().is_some_and(|u| k >= u) {
+            ops.clear();
+            while let Some(&(k, _)) = changes.peek() {
+                if upper.as_deref().is_some_and(|u| k >= u) {
                     break;
                 }
                 ops.extend(changes.next());
             }
-            let appended = self.merged.merge(&fence, bytes.as_deref(), ops)?;
+            let appended = self.merged.merge(&fence, bytes.as_deref(), &ops)?;
             self.write(fence, upper, appended, batch);
         }
         Ok(())
@@ -765,11 +766,11 @@ impl Merged {
         &mut self,
         fence: &[u8],
         old: Option<&[u8]>,
-        ops: Vec<super::RowWrite>,
+        ops: &[(&[u8], Option<&[u8]>)],
     ) -> Result<bool, RowsError> {
         self.arena.clear();
         self.rows.clear();
-        let mut ops = ops.into_iter().peekable();
+        let mut ops = ops.iter().copied().peekable();
         let mut appended = true;
         if let Some(old) = old {
             let body = body(old).map_err(|e| corrupt(fence, e))?;
@@ -781,17 +782,17 @@ impl Merged {
                 {
                     return Err(corrupt(fence, "rows out of order"));
                 }
-                while let Some((k, op)) = ops.next_if(|(k, _)| *k < c.key) {
+                while let Some((k, op)) = ops.next_if(|(k, _)| *k < c.key.as_slice()) {
                     appended = false;
                     if let Some(nv) = op {
-                        self.push(&k, &nv);
+                        self.push(k, nv);
                     }
                 }
-                match ops.next_if(|(k, _)| *k == c.key) {
+                match ops.next_if(|(k, _)| *k == c.key.as_slice()) {
                     Some((_, op)) => {
                         appended = false;
                         if let Some(nv) = op {
-                            self.push(&c.key, &nv);
+                            self.push(&c.key, nv);
                         }
                     }
                     None => self.push(&c.key, v),
@@ -807,7 +808,7 @@ impl Merged {
         }
         for (k, op) in ops {
             if let Some(v) = op {
-                self.push(&k, &v);
+                self.push(k, v);
             }
         }
         Ok(appended)
@@ -907,6 +908,7 @@ impl Merged {
 
 #[cfg(test)]
 mod tests {
+    use super::super::Sorted;
     use super::*;
     use proptest::prelude::*;
 
@@ -925,7 +927,8 @@ mod tests {
 
     fn commit(w: &mut PageWriter, changes: BTreeMap<Vec<u8>, Option<Vec<u8>>>) {
         let mut batch = sled::Batch::default();
-        w.stage(changes.into_iter().collect(), &mut batch).unwrap();
+        let writes: Vec<_> = changes.into_iter().collect();
+        w.stage(&Sorted::from_sorted(&writes), &mut batch).unwrap();
         w.rows.tree.apply_batch(batch).unwrap();
         w.committed();
     }
@@ -1068,7 +1071,8 @@ mod tests {
                     commit(&mut w, changes);
                 } else {
                     let mut batch = sled::Batch::default();
-                    w.stage(changes.into_iter().collect(), &mut batch).unwrap();
+                    let writes: Vec<_> = changes.into_iter().collect();
+                    w.stage(&Sorted::from_sorted(&writes), &mut batch).unwrap();
                     w.discarded();
                 }
             }
@@ -1144,7 +1148,7 @@ mod tests {
         // The commit lands only now; the reader must see it.
         let mut batch = sled::Batch::default();
         let changes = vec![(b"Sa".to_vec(), Some(b"1".to_vec()))];
-        w.stage(changes, &mut batch).unwrap();
+        w.stage(&Sorted::from_sorted(&changes), &mut batch).unwrap();
         rows.tree.apply_batch(batch).unwrap();
         w.committed();
         landing.finish(Ok(()));

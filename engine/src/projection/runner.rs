@@ -554,7 +554,7 @@ impl CommitJob {
 fn stage(changes: Changes, writer: &mut PageWriter) -> Result<sled::Batch, String> {
     let mut batch = sled::Batch::default();
     writer
-        .stage(changes.into_sorted(), &mut batch)
+        .stage(&changes.into_sorted(), &mut batch)
         .map_err(|e| e.to_string())?;
     Ok(batch)
 }
