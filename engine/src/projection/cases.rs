@@ -48,8 +48,10 @@ use super::query::{
     TimeRange, WorkItem, WorkQueueQuery,
 };
 use super::{Changes, Handler, Projection};
-use crate::case::{CaseEvent, CaseState, CaseStatus, DeadlineDue};
-use crate::definition::{ActivityKind, CaseDefinition, FieldDef, FieldType, PlanItem};
+use crate::case::{CaseEvent, CaseState, CaseStatus, DeadlineDue, InstanceId};
+use crate::definition::{
+    ActivityKind, CaseDefinition, DeadlineKey, FieldDef, FieldType, ItemKey, PlanItem,
+};
 use crate::engine::recent::Recent;
 use crate::log::codec::DomainEvent;
 use crate::log::{GlobalPosition, RecordedEvent, StreamVersion, TenantId, Timestamp};
@@ -450,6 +452,55 @@ impl Handler for CasesHandler {
     }
 }
 
+// Borrowing twins of the stored value types: the same fields in the same
+// order, so they encode (positionally) to the very bytes the owned types
+// decode from, without copying every string of a case into them first.
+
+/// [`CaseSummary`], borrowed.
+#[derive(Serialize)]
+struct SummaryOut<'a> {
+    case_id: &'a str,
+    case_type: &'a str,
+    definition_version: u32,
+    status: CaseStatus,
+    classification: Classification,
+    opened_at: Timestamp,
+    updated_at: Timestamp,
+    active_stages: &'a [&'a str],
+    version: StreamVersion,
+}
+
+/// [`WorkItem`], borrowed.
+#[derive(Serialize)]
+struct WorkItemOut<'a> {
+    case_id: &'a str,
+    case_type: &'a str,
+    instance: InstanceId,
+    item: &'a ItemKey,
+    name: &'a str,
+    state: ItemState,
+    roles: &'a [String],
+    team: Option<&'a str>,
+    assignee: Option<&'a str>,
+    due: Option<Timestamp>,
+    classification: Classification,
+}
+
+/// [`DeadlineEntry`], borrowed.
+#[derive(Serialize)]
+struct DeadlineOut<'a> {
+    case_id: &'a str,
+    case_type: &'a str,
+    deadline: &'a DeadlineKey,
+    name: Option<&'a str>,
+    item: Option<&'a ItemKey>,
+    instance: Option<InstanceId>,
+    due: DeadlineDue,
+    due_at: Timestamp,
+    overdue: bool,
+    classification: Classification,
+}
+
 /// Writes the difference between a case's rows as committed and as `after`
 /// leaves them, and its record.
 fn write_case(
@@ -599,15 +650,16 @@ fn rows(
         .filter(|i| i.state == ItemState::Active && info.stages.contains(i.key.as_str()))
         .map(|i| i.key.as_str())
         .collect();
-    let summary = CaseSummary {
-        case_id: case_id.to_string(),
-        case_type: case_type.to_string(),
+    let stage_list: Vec<&str> = active_stages.iter().copied().collect();
+    let summary = SummaryOut {
+        case_id,
+        case_type,
         definition_version: dref.version,
         status: state.status,
         classification: state.classification,
         opened_at: opened,
         updated_at: record.updated_at,
-        active_stages: active_stages.iter().map(|s| s.to_string()).collect(),
+        active_stages: &stage_list,
         version: record.version,
     };
     if let Ok(bytes) = rmp_serde::to_vec(&summary) {
@@ -676,12 +728,15 @@ fn rows(
         }
         for d in &state.deadlines {
             let at = due_at(&d.due, calendar);
-            let entry = DeadlineEntry {
-                case_id: case_id.to_string(),
-                case_type: case_type.to_string(),
-                deadline: d.deadline.clone(),
-                name: info.deadline_names.get(d.deadline.as_str()).cloned(),
-                item: d.item.clone(),
+            let entry = DeadlineOut {
+                case_id,
+                case_type,
+                deadline: &d.deadline,
+                name: info
+                    .deadline_names
+                    .get(d.deadline.as_str())
+                    .map(String::as_str),
+                item: d.item.as_ref(),
                 instance: d.instance,
                 due: d.due,
                 due_at: at,
@@ -708,23 +763,23 @@ fn rows(
             let Some(task) = info.tasks.get(inst.key.as_str()) else {
                 continue;
             };
-            let team = inst.team.clone().or_else(|| task.team.clone());
+            let team = inst.team.as_deref().or(task.team.as_deref());
             let due = state
                 .deadlines
                 .iter()
                 .filter(|d| d.instance == Some(inst.id))
                 .map(|d| due_at(&d.due, calendar))
                 .min();
-            let item = WorkItem {
-                case_id: case_id.to_string(),
-                case_type: case_type.to_string(),
+            let item = WorkItemOut {
+                case_id,
+                case_type,
                 instance: inst.id,
-                item: inst.key.clone(),
-                name: task.name.clone(),
+                item: &inst.key,
+                name: &task.name,
                 state: inst.state,
-                roles: task.roles.clone(),
-                team: team.clone(),
-                assignee: inst.claimed_by.clone(),
+                roles: &task.roles,
+                team,
+                assignee: inst.claimed_by.as_deref(),
                 due,
                 classification: state.classification,
             };
@@ -748,7 +803,7 @@ fn rows(
                     .u32(inst.id.0);
                 out(&key.0, &bytes);
             }
-            if let Some(team) = &team {
+            if let Some(team) = team {
                 let key = Key::new(P_TEAM)
                     .str(team)
                     .i64(due_key)
@@ -1496,6 +1551,104 @@ mod tests {
         for bytes in [positional, named] {
             let back: CaseRecord = rmp_serde::from_slice(&bytes).unwrap();
             assert_eq!(back, record);
+        }
+    }
+
+    #[test]
+    fn borrowed_value_twins_encode_to_the_owned_types_bytes() {
+        let summary = CaseSummary {
+            case_id: "BUR-1".into(),
+            case_type: "incident".into(),
+            definition_version: 2,
+            status: CaseStatus::Active,
+            classification: Classification::Secret,
+            opened_at: Timestamp(1),
+            updated_at: Timestamp(2),
+            active_stages: vec!["triage".into(), "investigation".into()],
+            version: StreamVersion(5),
+        };
+        let twin = SummaryOut {
+            case_id: "BUR-1",
+            case_type: "incident",
+            definition_version: 2,
+            status: CaseStatus::Active,
+            classification: Classification::Secret,
+            opened_at: Timestamp(1),
+            updated_at: Timestamp(2),
+            active_stages: &["triage", "investigation"],
+            version: StreamVersion(5),
+        };
+        fn enc<T: Serialize>(v: &T) -> Vec<u8> {
+            rmp_serde::to_vec(v).unwrap()
+        }
+        assert_eq!(enc(&summary), enc(&twin));
+        for (team, assignee, due) in [
+            (None, None, None),
+            (Some("cid-north"), Some("pc-7"), Some(Timestamp(99))),
+        ] {
+            let item = WorkItem {
+                case_id: "BUR-1".into(),
+                case_type: "incident".into(),
+                instance: InstanceId(3),
+                item: ItemKey::new("review".to_string()),
+                name: "Review".into(),
+                state: ItemState::Enabled,
+                roles: vec!["supervisor".into()],
+                team: team.map(str::to_string),
+                assignee: assignee.map(str::to_string),
+                due,
+                classification: Classification::Official,
+            };
+            let twin = WorkItemOut {
+                case_id: "BUR-1",
+                case_type: "incident",
+                instance: InstanceId(3),
+                item: &item.item,
+                name: "Review",
+                state: ItemState::Enabled,
+                roles: &item.roles,
+                team,
+                assignee,
+                due,
+                classification: Classification::Official,
+            };
+            assert_eq!(enc(&item), enc(&twin));
+        }
+        let key = DeadlineKey::new("victim-update".to_string());
+        for (name, item, instance) in [
+            (None, None, None),
+            (
+                Some("Victim update"),
+                Some(ItemKey::new("call".to_string())),
+                Some(InstanceId(4)),
+            ),
+        ] {
+            let due = DeadlineDue::At { due: Timestamp(50) };
+            let entry = DeadlineEntry {
+                case_id: "BUR-1".into(),
+                case_type: "incident".into(),
+                deadline: key.clone(),
+                name: name.map(str::to_string),
+                item: item.clone(),
+                instance,
+                due,
+                due_at: Timestamp(50),
+                overdue: false,
+                classification: Classification::Official,
+            };
+            let twin = DeadlineOut {
+                case_id: "BUR-1",
+                case_type: "incident",
+                deadline: &key,
+                name,
+                item: item.as_ref(),
+                instance,
+                due,
+                due_at: Timestamp(50),
+                overdue: false,
+                classification: Classification::Official,
+            };
+            assert_eq!(enc(&entry), enc(&twin));
         }
     }
 
