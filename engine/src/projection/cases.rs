@@ -501,6 +501,28 @@ struct DeadlineOut<'a> {
     classification: Classification,
 }
 
+/// Builds keys in one reused buffer (a case has tens of rows).
+#[derive(Default)]
+struct Keys(Vec<u8>);
+
+impl Keys {
+    /// The key `prefix` + what `build` adds.
+    fn make(&mut self, prefix: u8, build: impl FnOnce(Key) -> Key) -> &[u8] {
+        let mut buf = std::mem::take(&mut self.0);
+        buf.clear();
+        buf.push(prefix);
+        self.0 = build(Key(buf)).0;
+        &self.0
+    }
+}
+
+/// Encodes `v` (positionally) into `buf`, replacing what it held; false if
+/// it does not encode.
+fn encode(buf: &mut Vec<u8>, v: &impl Serialize) -> bool {
+    buf.clear();
+    rmp_serde::encode::write(buf, v).is_ok()
+}
+
 /// Writes the difference between a case's rows as committed and as `after`
 /// leaves them, and its record.
 fn write_case(
@@ -662,59 +684,81 @@ fn rows(
         active_stages: &stage_list,
         version: record.version,
     };
-    if let Ok(bytes) = rmp_serde::to_vec(&summary) {
-        out(&Key::new(P_SUMMARY).raw(id).0, &bytes);
+    // Keys and values are built in two buffers reused for every row.
+    let mut keys = Keys::default();
+    let mut value = Vec::with_capacity(256);
+    if encode(&mut value, &summary) {
+        out(keys.make(P_SUMMARY, |k| k.raw(id)), &value);
     }
-    let index = |attr: &[u8]| Key::new(P_INDEX).raw(attr);
-    out(&index(A_TYPE).str(case_type).raw(id).0, &[]);
-    out(&index(A_STATUS).str(state.status.as_str()).raw(id).0, &[]);
+    out(
+        keys.make(P_INDEX, |k| k.raw(A_TYPE).str(case_type).raw(id)),
+        &[],
+    );
+    let status = state.status.as_str();
+    out(
+        keys.make(P_INDEX, |k| k.raw(A_STATUS).str(status).raw(id)),
+        &[],
+    );
     for s in &active_stages {
-        out(&index(A_STAGE).str(s).raw(id).0, &[]);
+        out(keys.make(P_INDEX, |k| k.raw(A_STAGE).str(s).raw(id)), &[]);
     }
-    out(&index(A_OPENED).i64(opened.0).raw(id).0, &[]);
-    out(&index(A_UPDATED).i64(record.updated_at.0).raw(id).0, &[]);
+    out(
+        keys.make(P_INDEX, |k| k.raw(A_OPENED).i64(opened.0).raw(id)),
+        &[],
+    );
+    let updated = record.updated_at.0;
+    out(
+        keys.make(P_INDEX, |k| k.raw(A_UPDATED).i64(updated).raw(id)),
+        &[],
+    );
 
     // Case-file fields and words (with the fields holding each word).
-    let mut words_seen: BTreeMap<String, (Classification, BTreeSet<&str>)> = BTreeMap::new();
+    // Per word: the lowest classification of the fields holding it, and
+    // those fields (a word is mostly in one).
+    let mut words_seen: BTreeMap<String, (Classification, Vec<&str>)> = BTreeMap::new();
     for (key, value) in &state.case_file {
         let Some(fdef) = def.field(key.as_str()) else {
             continue;
         };
-        let prefix = Key::new(P_FIELD).str(case_type).str(key.as_str());
-        let elements: Vec<(&serde_json::Value, FieldType)> = match (fdef.ty, value) {
+        let (elements, ty) = match (fdef.ty, value) {
             (FieldType::List, serde_json::Value::Array(items)) => {
-                let el = fdef.element.unwrap_or(FieldType::Text);
-                items.iter().map(|v| (v, el)).collect()
+                (items.as_slice(), fdef.element.unwrap_or(FieldType::Text))
             }
-            (ty, v) => vec![(v, ty)],
+            (ty, v) => (std::slice::from_ref(v), ty),
         };
-        for (v, ty) in elements {
+        for v in elements {
             if let Some(enc) = encode_value(ty, v) {
-                out(&prefix.clone().raw(&enc).raw(id).0, &[]);
+                let field = key.as_str();
+                let k = keys.make(P_FIELD, |k| k.str(case_type).str(field).raw(&enc).raw(id));
+                out(k, &[]);
             }
         }
         if info.text_fields.iter().any(|f| f == key.as_str()) {
             let class = field_class(fdef, state.classification);
             let text = match value {
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
+                serde_json::Value::String(s) => std::borrow::Cow::Borrowed(s.as_str()),
+                other => std::borrow::Cow::Owned(other.to_string()),
             };
             for w in words(&text) {
                 if words_seen.len() >= MAX_WORDS_PER_CASE && !words_seen.contains_key(&w) {
                     break;
                 }
-                let e = words_seen.entry(w).or_insert((class, BTreeSet::new()));
+                let e = words_seen.entry(w).or_insert((class, Vec::new()));
                 e.0 = e.0.min(class);
-                e.1.insert(key.as_str());
+                if !e.1.contains(&key.as_str()) {
+                    e.1.push(key.as_str());
+                }
             }
         }
     }
-    for (w, (class, in_fields)) in words_seen {
-        let mut value = vec![class_byte(class)];
+    for (w, (class, mut in_fields)) in words_seen {
+        in_fields.sort_unstable();
+        value.clear();
+        value.push(class_byte(class));
         for f in in_fields {
             keys::push_str(&mut value, f);
         }
-        out(&Key::new(P_TEXT).str(&w).raw(id).0, &value);
+        out(keys.make(P_TEXT, |k| k.str(&w).raw(id)), &value);
     }
 
     // Deadlines (while the case runs).
@@ -724,7 +768,7 @@ fn rows(
             .iter()
             .any(|d| matches!(d.due, DeadlineDue::WorkingDays { .. }))
         {
-            out(&Key::new(P_WORKDAYS).raw(id).0, &[]);
+            out(keys.make(P_WORKDAYS, |k| k.raw(id)), &[]);
         }
         for d in &state.deadlines {
             let at = due_at(&d.due, calendar);
@@ -743,13 +787,14 @@ fn rows(
                 overdue: false,
                 classification: state.classification,
             };
-            if let Ok(bytes) = rmp_serde::to_vec(&entry) {
-                let key = Key::new(P_DEADLINE)
-                    .i64(at.0)
-                    .str(case_id)
-                    .str(d.deadline.as_str())
-                    .u32(d.instance.map_or(0, |i| i.0));
-                out(&key.0, &bytes);
+            if encode(&mut value, &entry) {
+                let key = keys.make(P_DEADLINE, |k| {
+                    k.i64(at.0)
+                        .str(case_id)
+                        .str(d.deadline.as_str())
+                        .u32(d.instance.map_or(0, |i| i.0))
+                });
+                out(key, &value);
             }
         }
     }
@@ -783,33 +828,19 @@ fn rows(
                 due,
                 classification: state.classification,
             };
-            let Ok(bytes) = rmp_serde::to_vec(&item) else {
+            if !encode(&mut value, &item) {
                 continue;
-            };
+            }
             let due_key = due.map_or(i64::MAX, |d| d.0);
+            let queue = |k: Key, by: &str| k.str(by).i64(due_key).str(case_id).u32(inst.id.0);
             for role in &task.roles {
-                let key = Key::new(P_ROLE)
-                    .str(role)
-                    .i64(due_key)
-                    .str(case_id)
-                    .u32(inst.id.0);
-                out(&key.0, &bytes);
+                out(keys.make(P_ROLE, |k| queue(k, role)), &value);
             }
             if let Some(who) = &inst.claimed_by {
-                let key = Key::new(P_ASSIGNEE)
-                    .str(who)
-                    .i64(due_key)
-                    .str(case_id)
-                    .u32(inst.id.0);
-                out(&key.0, &bytes);
+                out(keys.make(P_ASSIGNEE, |k| queue(k, who)), &value);
             }
             if let Some(team) = team {
-                let key = Key::new(P_TEAM)
-                    .str(team)
-                    .i64(due_key)
-                    .str(case_id)
-                    .u32(inst.id.0);
-                out(&key.0, &bytes);
+                out(keys.make(P_TEAM, |k| queue(k, team)), &value);
             }
         }
     }

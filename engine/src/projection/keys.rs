@@ -46,11 +46,16 @@ impl Key {
 }
 
 pub(crate) fn push_str(out: &mut Vec<u8>, s: &str) {
-    for &b in s.as_bytes() {
-        out.push(b);
-        if b == 0 {
-            out.push(0xFF);
+    let bytes = s.as_bytes();
+    if bytes.contains(&0) {
+        for &b in bytes {
+            out.push(b);
+            if b == 0 {
+                out.push(0xFF);
+            }
         }
+    } else {
+        out.extend_from_slice(bytes);
     }
     out.extend_from_slice(&[0x00, 0x01]);
 }

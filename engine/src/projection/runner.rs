@@ -187,6 +187,8 @@ struct Lane {
     barrier: Arc<Barrier>,
     writer_barrier: Arc<Barrier>,
     inflight: VecDeque<InFlight>,
+    /// The buffer a step collects its batch's events in.
+    events: Vec<RecordedEvent>,
     sub: Subscription,
     checkpoint: Option<GlobalPosition>,
     reached: Option<GlobalPosition>,
@@ -237,6 +239,7 @@ impl Lane {
             barrier,
             writer_barrier,
             inflight: VecDeque::new(),
+            events: Vec::new(),
             gen,
             projection,
             sub,
@@ -273,7 +276,10 @@ impl Lane {
         } else {
             batch_size.saturating_mul(CATCH_UP_BATCHES)
         };
-        let mut events = Vec::new();
+        // The batch's events, in a buffer kept from step to step (a catch-up
+        // batch holds tens of thousands).
+        let mut events = std::mem::take(&mut self.events);
+        events.clear();
         let mut failed = None;
         let mut exhausted = false;
         while events.len() < limit {
@@ -325,6 +331,8 @@ impl Lane {
         } else {
             self.caught_up = false;
         }
+        events.clear();
+        self.events = events;
         Ok(applied)
     }
 
