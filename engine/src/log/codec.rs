@@ -79,22 +79,35 @@ pub trait DomainEvent: Serialize + DeserializeOwned {
             event_type: event_type.to_string(),
             reason: e.to_string(),
         };
-        let header: Header = rmp_serde::from_slice(payload).map_err(malformed)?;
-        if header.format > PAYLOAD_FORMAT {
-            return Err(CodecError::UnsupportedFormat {
-                found: header.format,
-                supported: PAYLOAD_FORMAT,
-            });
+        let check = |format: u16, schema: u16| {
+            if format > PAYLOAD_FORMAT {
+                return Err(CodecError::UnsupportedFormat {
+                    found: format,
+                    supported: PAYLOAD_FORMAT,
+                });
+            }
+            if schema > Self::SCHEMA_VERSION {
+                return Err(CodecError::FutureSchema {
+                    event_type: event_type.to_string(),
+                    found: schema,
+                    supported: Self::SCHEMA_VERSION,
+                });
+            }
+            Ok(())
+        };
+        // One pass in the usual case; the header alone is read only to say
+        // why a payload does not decode (a newer format or schema first).
+        match rmp_serde::from_slice::<Envelope<Self>>(payload) {
+            Ok(envelope) => {
+                check(envelope.format, envelope.schema)?;
+                Ok(envelope.event)
+            }
+            Err(e) => {
+                let header: Header = rmp_serde::from_slice(payload).map_err(malformed)?;
+                check(header.format, header.schema)?;
+                Err(malformed(e))
+            }
         }
-        if header.schema > Self::SCHEMA_VERSION {
-            return Err(CodecError::FutureSchema {
-                event_type: event_type.to_string(),
-                found: header.schema,
-                supported: Self::SCHEMA_VERSION,
-            });
-        }
-        let envelope: Envelope<Self> = rmp_serde::from_slice(payload).map_err(malformed)?;
-        Ok(envelope.event)
     }
 
     /// Decodes a recorded event's payload.
