@@ -162,7 +162,12 @@ impl Subscription {
             }
         };
         let any = !events.is_empty();
-        self.buffer.extend(events);
+        if self.buffer.is_empty() {
+            // Takes the page's allocation as it is, without copying.
+            self.buffer = VecDeque::from(events);
+        } else {
+            self.buffer.extend(events);
+        }
         Ok(any)
     }
 }

@@ -348,6 +348,17 @@ impl Handler for CasesHandler {
         }
         let case_id = event.stream.id();
         let decoded = CaseEvent::from_recorded(event).map_err(|e| e.to_string())?;
+        // An opening names the definition the case runs from then on.
+        let opened = match &decoded {
+            CaseEvent::CaseOpened { definition, .. } => {
+                let state = CaseState {
+                    definition: Some(definition.clone()),
+                    ..CaseState::default()
+                };
+                Some(self.info(tenant, &state).await?)
+            }
+            _ => None,
+        };
         if !self.pending.contains_key(case_id) {
             // A stream's first event: the projection cannot hold the case yet.
             let held = if event.version == StreamVersion::START {
@@ -377,23 +388,15 @@ impl Handler for CasesHandler {
             self.pending
                 .insert(case_id.to_string(), (before, record, info));
         }
-        let mut info = self.pending.get(case_id).and_then(|p| p.2.clone());
-        if let CaseEvent::CaseOpened { definition, .. } = &decoded {
-            let state = CaseState {
-                definition: Some(definition.clone()),
-                ..CaseState::default()
-            };
-            info = self.info(tenant, &state).await?;
-        }
-        let Some(info) = info else {
+        let Some(p) = self.pending.get_mut(case_id) else {
+            return Err("internal: pending case vanished".into());
+        };
+        let Some(info) = opened.unwrap_or_else(|| p.2.clone()) else {
             return Err(format!(
                 "{} at version {} of case {case_id} comes before CaseOpened",
                 decoded.type_name(),
                 event.version.0
             ));
-        };
-        let Some(p) = self.pending.get_mut(case_id) else {
-            return Err("internal: pending case vanished".into());
         };
         p.1.state
             .apply(&info.def, &decoded)
