@@ -341,7 +341,7 @@ impl Handler for CasesHandler {
         if event.stream.category() == calendar::CATEGORY {
             let decoded = CalendarEvent::from_recorded(event).map_err(|e| e.to_string())?;
             let new = WorkingCalendar::from_event(&decoded)?;
-            return self.calendar_changes(tenant, new).await;
+            return Box::pin(self.calendar_changes(tenant, new)).await;
         }
         if event.stream.category() != "case" {
             return Ok(());
@@ -355,7 +355,8 @@ impl Handler for CasesHandler {
                     definition: Some(definition.clone()),
                     ..CaseState::default()
                 };
-                Some(self.info(tenant, &state).await?)
+                // Boxed: the future `apply` returns stays small (see below).
+                Some(Box::pin(self.info(tenant, &state)).await?)
             }
             _ => None,
         };
@@ -364,7 +365,11 @@ impl Handler for CasesHandler {
             let held = if event.version == StreamVersion::START {
                 None
             } else {
-                self.held(tenant, case_id).await?
+                // Boxed, so that `apply`'s own future (allocated for every
+                // event) does not embed this rarer one's state: allocations
+                // of 1 KiB and more make glibc's malloc consolidate its
+                // free lists.
+                Box::pin(self.held(tenant, case_id)).await?
             };
             let (record, info, before) = match held {
                 Some(h) => (
