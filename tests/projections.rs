@@ -1676,6 +1676,108 @@ async fn a_faulted_projection_stops_alone_and_resumes_on_retry() {
     host.shutdown().await.unwrap();
 }
 
+/// Counts every event under `n`, deriving the write in deferred work that
+/// refuses a batch holding a `BadWrite` event.
+struct DeferringCounter;
+
+struct DeferringHandler {
+    rows: Rows,
+    n: Option<u64>,
+    bad: bool,
+}
+
+impl Projection for DeferringCounter {
+    fn name(&self) -> &str {
+        "deferring"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn handler(&self, rows: Rows) -> Box<dyn Handler> {
+        Box::new(DeferringHandler {
+            rows,
+            n: None,
+            bad: false,
+        })
+    }
+}
+
+#[async_trait]
+impl Handler for DeferringHandler {
+    async fn apply(&mut self, event: &RecordedEvent) -> Result<(), String> {
+        let n = match self.n {
+            Some(n) => n,
+            None => self
+                .rows
+                .get(b"n")
+                .map_err(|e| e.to_string())?
+                .map_or(0, |v| u64::from_be_bytes(v.as_slice().try_into().unwrap())),
+        };
+        self.n = Some(n + 1);
+        self.bad |= &*event.event_type == "BadWrite";
+        Ok(())
+    }
+    fn write(&mut self, changes: &mut Changes) -> Result<(), String> {
+        let (n, bad) = (self.n.unwrap_or(0), self.bad);
+        changes.defer(move |c| {
+            if bad {
+                return Err("refusing to write a batch holding BadWrite".into());
+            }
+            c.insert(b"n", n.to_be_bytes())
+        });
+        Ok(())
+    }
+    fn committed(&mut self) {
+        self.bad = false;
+    }
+    fn discarded(&mut self) {
+        self.n = None;
+        self.bad = false;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_deferred_write_faults_at_its_batch_and_nothing_after_it_lands() {
+    let store = MemoryStore::new();
+    let first = append_n(&store, "kent", "s1", 1, "Counted").await;
+    append_n(&store, "kent", "s1", 1999, "Counted").await;
+    let bad = append_n(&store, "kent", "s1", 1, "BadWrite").await;
+    let last = append_n(&store, "kent", "s1", 2000, "Counted").await;
+    // Batches of 4: catching up commits 512 events at a time, several in
+    // flight, so commits after the refused one are already on their way.
+    let p: Arc<dyn Projection> = Arc::new(DeferringCounter);
+    let host = ProjectionHost::temporary(Arc::new(store.clone()), vec![p], 4).unwrap();
+    let kent = tenant("kent");
+    let err = host
+        .wait_for("deferring", &kent, last, WAIT)
+        .await
+        .unwrap_err();
+    let QueryError::Faulted { position, .. } = err else {
+        panic!("expected a fault, got {err}");
+    };
+    // The fault names the refused commit's first event...
+    assert!(position <= bad && bad.0 - position.0 < 512, "{position:?}");
+    let status = host.status(&kent).unwrap().remove(0);
+    assert!(
+        matches!(&status.state, RunState::Faulted { error, .. } if error.contains("refusing")),
+        "{status:?}"
+    );
+    // ...the checkpoint sits just before it, and the tree holds exactly the
+    // events before it: no later commit landed.
+    assert_eq!(status.position, Some(GlobalPosition(position.0 - 1)));
+    let gen = host
+        .read("deferring", &kent, Consistency::Eventual)
+        .await
+        .unwrap();
+    let n = gen
+        .rows
+        .get(b"n")
+        .unwrap()
+        .map_or(0, |v| u64::from_be_bytes(v.as_slice().try_into().unwrap()));
+    assert_eq!(n, position.0 - first.0);
+    host.shutdown().await.unwrap();
+}
+
 // ------------------------------------------------------- property test
 
 #[derive(Debug, Clone)]
