@@ -1769,12 +1769,7 @@ async fn a_failing_deferred_write_faults_at_its_batch_and_nothing_after_it_lands
         .read("deferring", &kent, Consistency::Eventual)
         .await
         .unwrap();
-    let n = gen
-        .rows
-        .get(b"n")
-        .unwrap()
-        .map_or(0, |v| u64::from_be_bytes(v.as_slice().try_into().unwrap()));
-    assert_eq!(n, position.0 - first.0);
+    assert_eq!(count(&gen, "n"), position.0 - first.0);
     host.shutdown().await.unwrap();
 }
 

@@ -531,6 +531,23 @@ fn encode(buf: &mut Vec<u8>, v: &impl Serialize) -> bool {
     rmp_serde::encode::write(buf, v).is_ok()
 }
 
+/// Writes every row of a case (see [`rows`]) into `changes`.
+fn rows_into(
+    changes: &mut Changes,
+    case_id: &str,
+    record: &CaseRecord,
+    info: Option<&DefInfo>,
+    calendar: &WorkingCalendar,
+) -> Result<(), String> {
+    let mut failed = None;
+    rows(case_id, record, info, calendar, &mut |k, v| {
+        if let Err(e) = changes.insert(k, v) {
+            failed.get_or_insert(e);
+        }
+    });
+    failed.map_or(Ok(()), Err)
+}
+
 /// Writes the difference between a case's rows as committed and as `after`
 /// leaves them, and its record.
 fn write_case(
@@ -543,27 +560,11 @@ fn write_case(
     let (record, info) = (&after.record, after.info.as_deref());
     match before {
         // A new case: every row is new.
-        None => {
-            let mut failed = None;
-            rows(case_id, record, info, calendar, &mut |k, v| {
-                if let Err(e) = changes.insert(k, v) {
-                    failed.get_or_insert(e);
-                }
-            });
-            if let Some(e) = failed {
-                return Err(e);
-            }
-        }
+        None => rows_into(changes, case_id, record, info, calendar)?,
         Some((held, then)) => {
             let derive = |record: &CaseRecord, info: Option<&DefInfo>, cal: &WorkingCalendar| {
                 let mut set = Changes::default();
-                let mut failed = None;
-                rows(case_id, record, info, cal, &mut |k, v| {
-                    if let Err(e) = set.insert(k, v) {
-                        failed.get_or_insert(e);
-                    }
-                });
-                failed.map_or(Ok(set.into_sorted()), Err)
+                rows_into(&mut set, case_id, record, info, cal).map(|()| set.into_sorted())
             };
             let old_rows = derive(&held.record, held.info.as_deref(), &then)?;
             let new_rows = derive(record, info, calendar)?;

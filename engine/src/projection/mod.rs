@@ -222,13 +222,6 @@ impl Changes {
         self.arena.push(key, Some(value.as_ref()))
     }
 
-    /// Sets `key` to `value` (kept for callers that built both as vectors).
-    ///
-    /// Errors: as [`Changes::insert`].
-    pub fn put(&mut self, key: Vec<u8>, value: Vec<u8>) -> Result<(), String> {
-        self.insert(&key, value)
-    }
-
     /// Removes `key`.
     ///
     /// Errors: as [`Changes::insert`].
