@@ -11,7 +11,9 @@
 //! is empty, so every key has exactly one page; that page is never removed.
 //! Other pages are removed when they become empty. A page that grows past
 //! [`PAGE_BYTES`] is split (left pages packed full when the batch only
-//! appended to it, as rebuilds mostly do; evenly otherwise).
+//! appended to it, as rebuilds mostly do; evenly otherwise). A page is
+//! stored LZ4-compressed when that makes it smaller (typically to a quarter:
+//! its values repeat field values, ids and key parts).
 //!
 //! [`Rows`] reads: point lookups and ranges in either direction. The runner's
 //! [`PageWriter`] turns one batch's row changes into page writes that go into
