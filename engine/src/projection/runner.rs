@@ -110,7 +110,6 @@ struct InFlight {
 const IN_FLIGHT: usize = 3;
 
 /// Where a lane's [`PageWriter`] is while a background job holds it.
-#[derive(Default)]
 struct WriterHome {
     writer: Mutex<Option<PageWriter>>,
     returned: Condvar,
