@@ -23,9 +23,11 @@ pub mod case;
 pub mod definition;
 mod embedded;
 pub mod engine;
+pub mod error;
 pub mod log;
 pub mod projection;
 pub mod rules;
 pub mod security;
 
 pub use engine::Engine;
+pub use error::ErrorKind;
