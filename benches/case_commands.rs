@@ -8,12 +8,11 @@
 //! cargo bench --bench case_commands
 //! ```
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use casebook::case::CaseCommand;
-use casebook::definition::{FieldKey, Format};
+use casebook::case::{CaseCommand, CaseFile};
+use casebook::definition::Format;
 use casebook::engine::{CommandContext, EngineConfig, OpenCase};
 use casebook::log::{
     ActorId, EventData, EventStore, ExpectedVersion, LogStore, Metadata, Source, StreamId, TenantId,
@@ -41,25 +40,19 @@ fn officer() -> Principal {
 }
 
 async fn open_case(engine: &Engine, id: &str) {
-    let case_file: BTreeMap<FieldKey, _> = [
-        ("requester", json!("P-1")),
-        ("received_on", json!("2026-11-02")),
-        ("request_text", json!("Number of burglaries in 2025")),
-    ]
-    .into_iter()
-    .map(|(k, v)| (FieldKey::new(k), v))
-    .collect();
+    let case_file = CaseFile::new()
+        .with("requester", "P-1")
+        .with("received_on", "2026-11-02")
+        .with("request_text", "Number of burglaries in 2025");
     let mut open = OpenCase::new("foi_request", case_file);
-    open.case_id = Some(id.into());
+    open.case_id = Some(id.parse().unwrap());
     engine.open_case(&officer(), open).await.unwrap();
 }
 
 /// Alternates a case-file update (re-evaluates every waiting sentry) and a note.
 fn command(i: usize) -> CaseCommand {
     if i.is_multiple_of(2) {
-        let changes = [(FieldKey::new("estimated_cost_hours"), json!(i as f64 / 2.0))]
-            .into_iter()
-            .collect();
+        let changes = CaseFile::new().with("estimated_cost_hours", json!(i as f64 / 2.0));
         CaseCommand::UpdateCaseFile { changes }
     } else {
         CaseCommand::AddNote {
@@ -78,6 +71,7 @@ fn main() {
         .unwrap();
     let engine_dir = dir();
     let engine = Engine::open(engine_dir.path()).unwrap();
+    rt.block_on(engine.start()).unwrap();
     let admin = Principal::new(tenant(), "admin").with_roles(["administrator"]);
     let foi = include_str!("../examples/definitions/foi-request.toml");
     rt.block_on(async {
@@ -187,13 +181,14 @@ fn main() {
 
     // Loading is measured on a fresh engine without the in-memory state
     // cache, so "with snapshot" reads the stored snapshot.
-    rt.block_on(engine.close()).unwrap();
+    rt.block_on(engine.shutdown()).unwrap();
     drop(engine);
     let config = EngineConfig {
         cached_cases: 0,
         ..EngineConfig::default()
     };
     let engine = Engine::open_with(engine_dir.path(), config).unwrap();
+    rt.block_on(engine.start()).unwrap();
     let mut group = c.benchmark_group("load_case_1000_events");
     group.bench_function("with_snapshot", |b| {
         b.iter(|| rt.block_on(engine.load(&officer(), "FOI-LONG")).unwrap())
@@ -232,6 +227,6 @@ fn main() {
         loaded.start
     );
     drop(t);
-    rt.block_on(engine.close()).unwrap();
+    rt.block_on(engine.shutdown()).unwrap();
     rt.block_on(raw.close()).unwrap();
 }

@@ -120,5 +120,5 @@ fn main() {
         "rebuild cases view+search: {ours:.0} events/s = {:.1}% of read_all ({rebuilds:?})",
         100.0 * ours / raw
     );
-    rt.block_on(engine.close()).unwrap();
+    rt.block_on(engine.shutdown()).unwrap();
 }

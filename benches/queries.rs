@@ -185,5 +185,5 @@ fn main() {
             times[990].as_secs_f64() * 1e3
         );
     }
-    rt.block_on(engine.close()).unwrap();
+    rt.block_on(engine.shutdown()).unwrap();
 }

@@ -12,11 +12,10 @@
 //! definitions are already deployed (deploying is idempotent) and the earlier
 //! cases are still there.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use casebook::case::{CaseCommand, ItemRef};
-use casebook::definition::{FieldKey, Format};
+use casebook::case::{CaseCommand, CaseFile, ItemRef};
+use casebook::definition::Format;
 use casebook::engine::{CommandContext, OpenCase};
 use casebook::log::{Source, TenantId};
 use casebook::projection::query::{PageRequest, WorkQueueQuery};
@@ -25,28 +24,12 @@ use casebook::rules::serde_json::{json, Value};
 use casebook::security::{Classification, Principal};
 use casebook::Engine;
 
-fn case_file(v: Value) -> BTreeMap<FieldKey, Value> {
-    v.as_object()
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| (FieldKey::new(k.clone()), v.clone()))
-        .collect()
-}
-
-fn outputs(v: Value) -> BTreeMap<String, Value> {
-    v.as_object()
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
+fn case_file(v: Value) -> CaseFile {
+    CaseFile::from_json(v).expect("the example's case files are JSON objects")
 }
 
 fn because(reason: &str) -> CommandContext {
-    CommandContext {
-        reason: Some(reason.into()),
-        source: Some(Source::system("quickstart")),
-        ..CommandContext::default()
-    }
+    CommandContext::because(reason).with_source(Source::system("quickstart"))
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -55,6 +38,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .nth(1)
         .unwrap_or_else(|| "casebook-data".into());
     let engine = Engine::open(&dir)?;
+    engine.start().await?;
     let kent = TenantId::new("kent")?;
 
     // 1. Deploy the bundled definitions (a no-op when already deployed).
@@ -239,7 +223,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
 
-    engine.close().await?;
+    engine.shutdown().await?;
     println!("\ndata in {dir}; run again to add another case");
     Ok(())
 }
@@ -247,6 +231,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 fn complete(item: &str, out: Value) -> CaseCommand {
     CaseCommand::Complete {
         item: ItemRef::key(item),
-        outputs: outputs(out),
+        outputs: case_file(out),
     }
 }

@@ -26,7 +26,9 @@
 //! #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f) } }
 //! ```
 
-pub use casebook_engine::{case, definition, engine, log, projection, rules, security, Engine};
+pub use casebook_engine::{
+    case, definition, engine, log, prelude, projection, rules, security, time, Engine, ErrorKind,
+};
 
 /// The README's code examples, compiled as doctests so the README stays true.
 #[doc = include_str!("../README.md")]

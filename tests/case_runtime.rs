@@ -5,14 +5,13 @@
 //! reject the same commands, produce the same events and end in the same
 //! state as the pure runtime.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use casebook_engine::case::{
-    decide, CaseCommand, CaseError, CaseEvent, CaseState, CaseStatus, DeadlineDue, EntityRole,
-    ItemRef, PoleKind, PoleRef, SYSTEM_ROLE,
+    decide, CaseCommand, CaseError, CaseEvent, CaseFile, CaseState, CaseStatus, DeadlineDue,
+    EntityRole, ItemRef, PoleKind, PoleRef, SYSTEM_ROLE,
 };
-use casebook_engine::definition::{CaseDefinition, FieldKey, Format};
+use casebook_engine::definition::{CaseDefinition, Format};
 use casebook_engine::engine::{CommandContext, EngineError, OpenCase};
 use casebook_engine::log::codec::DomainEvent;
 use casebook_engine::log::{ActorId, Metadata, Source, TenantId, Timestamp};
@@ -37,18 +36,12 @@ fn officer(subject: &str, roles: &[&str], clearance: Classification) -> Principa
         .with_clearance(clearance)
 }
 
-fn obj(v: Value) -> BTreeMap<String, Value> {
-    match v {
-        Value::Object(m) => m.into_iter().collect(),
-        _ => BTreeMap::new(),
-    }
+fn obj(v: Value) -> CaseFile {
+    CaseFile::from_json(v).unwrap()
 }
 
-fn file(v: Value) -> BTreeMap<FieldKey, Value> {
+fn file(v: Value) -> CaseFile {
     obj(v)
-        .into_iter()
-        .map(|(k, v)| (FieldKey::new(k), v))
-        .collect()
 }
 
 /// The same case worked through an `Engine` on the embedded store.
@@ -69,6 +62,7 @@ impl Mirror {
             .expect("runtime");
         let dir = tempfile::tempdir().expect("temp dir");
         let engine = Engine::open(dir.path()).expect("open engine");
+        rt.block_on(engine.start()).expect("start engine");
         let admin = officer("admin", &["administrator"], Classification::Official);
         // Deployed in its canonical JSON form, so modified copies work too.
         let json = casebook_engine::rules::serde_json::to_string(def).expect("json");
@@ -87,10 +81,7 @@ impl Mirror {
         who: &Principal,
         cmd: CaseCommand,
     ) -> Result<Vec<CaseEvent>, EngineError> {
-        let context = CommandContext {
-            reason: Some("case_runtime walk".into()),
-            ..CommandContext::default()
-        };
+        let context = CommandContext::because("case_runtime walk");
         let outcome = match cmd {
             CaseCommand::Open {
                 case_file,
@@ -98,7 +89,7 @@ impl Mirror {
             } => {
                 let mut open = OpenCase::new(def.key.as_str(), case_file);
                 open.version = Some(def.version);
-                open.case_id = Some(CASE_ID.into());
+                open.case_id = Some(CASE_ID.parse().expect("case id"));
                 open.classification = classification;
                 open.context = context;
                 self.rt.block_on(self.engine.open_case(who, open))

@@ -2,10 +2,8 @@
 //! working a bundled case type from open to close, reopening the store,
 //! tenant and clearance isolation, concurrency and snapshots.
 
-use std::collections::BTreeMap;
-
-use casebook::case::{CaseCommand, CaseError, CaseStatus, ItemRef};
-use casebook::definition::{FieldKey, Format};
+use casebook::case::{CaseCommand, CaseError, CaseFile, CaseStatus, ItemRef};
+use casebook::definition::Format;
 use casebook::engine::{CommandContext, EngineConfig, EngineError, LoadStart, OpenCase};
 use casebook::log::{Direction, StreamId, StreamVersion, TenantId};
 use casebook::rules::serde_json::{json, Value};
@@ -30,16 +28,12 @@ fn manager() -> Principal {
     Principal::new(kent(), "foi-mgr-2").with_roles(["foi_manager"])
 }
 
-fn fields(v: Value) -> BTreeMap<FieldKey, Value> {
-    v.as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (FieldKey::new(k.clone()), v.clone()))
-        .collect()
+fn fields(v: Value) -> CaseFile {
+    CaseFile::from_json(v).unwrap()
 }
 
-fn outputs(v: Value) -> BTreeMap<String, Value> {
-    v.as_object().unwrap().clone().into_iter().collect()
+fn outputs(v: Value) -> CaseFile {
+    CaseFile::from_json(v).unwrap()
 }
 
 fn complete(item: &str, out: Value) -> CaseCommand {
@@ -50,10 +44,7 @@ fn complete(item: &str, out: Value) -> CaseCommand {
 }
 
 fn ctx(reason: &str) -> CommandContext {
-    CommandContext {
-        reason: Some(reason.into()),
-        ..CommandContext::default()
-    }
+    CommandContext::because(reason)
 }
 
 fn state_of(view: &casebook::case::CaseView, item: &str) -> String {
@@ -67,7 +58,8 @@ fn state_of(view: &casebook::case::CaseView, item: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploying_definitions_is_checked_versioned_and_idempotent() {
-    let engine = Engine::in_memory();
+    let engine = Engine::in_memory().unwrap();
+    engine.start().await.unwrap();
     let err = engine
         .deploy(&foi_officer(), FOI, Format::Toml)
         .await
@@ -106,7 +98,7 @@ async fn deploying_definitions_is_checked_versioned_and_idempotent() {
     let case_file =
         fields(json!({"requester": "P-1", "received_on": "2026-11-02", "request_text": "x"}));
     let mut on_v1 = OpenCase::new("foi_request", case_file.clone());
-    on_v1.case_id = Some("FOI-V1".into());
+    on_v1.case_id = Some("FOI-V1".parse().unwrap());
     engine.open_case(&foi_officer(), on_v1).await.unwrap();
 
     let changed = FOI.replace("working_days = 20", "working_days = 21");
@@ -207,6 +199,7 @@ async fn deploying_definitions_is_checked_versioned_and_idempotent() {
 async fn an_foi_request_runs_from_open_to_close_on_the_embedded_store() {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(dir.path()).unwrap();
+    engine.start().await.unwrap();
     engine
         .deploy(&admin(kent()), FOI, Format::Toml)
         .await
@@ -218,7 +211,7 @@ async fn an_foi_request_runs_from_open_to_close_on_the_embedded_store() {
             json!({"requester": "P-1001", "received_on": "2026-11-02", "request_text": "Number of burglaries in Canterbury in 2025"}),
         ),
     );
-    open.case_id = Some("FOI-2026-0042".into());
+    open.case_id = Some("FOI-2026-0042".parse().unwrap());
     open.context = ctx("request received by email");
     let opened = engine
         .open_case(&foi_officer(), open.clone())
@@ -385,21 +378,23 @@ async fn an_foi_request_runs_from_open_to_close_on_the_embedded_store() {
     let total = events.len();
 
     // Durable: a new engine on the same directory sees the same case.
-    engine.close().await.unwrap();
+    engine.shutdown().await.unwrap();
     drop(engine);
     let engine = Engine::open(dir.path()).unwrap();
+    engine.start().await.unwrap();
     let reloaded = engine.load(&foi_officer(), id).await.unwrap();
     assert_eq!(reloaded.version, StreamVersion(total as u64 - 1));
     assert_eq!(
         engine.view(&foi_officer(), id).await.unwrap().status,
         status
     );
-    engine.close().await.unwrap();
+    engine.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_and_clearances_are_enforced_by_the_engine() {
-    let engine = Engine::in_memory();
+    let engine = Engine::in_memory().unwrap();
+    engine.start().await.unwrap();
     engine
         .deploy(&admin(kent()), FOI, Format::Toml)
         .await
@@ -413,7 +408,7 @@ async fn tenants_and_clearances_are_enforced_by_the_engine() {
         "foi_request",
         fields(json!({"requester": "P-1", "received_on": "2026-11-02", "request_text": "x"})),
     );
-    open.case_id = Some("FOI-1".into());
+    open.case_id = Some("FOI-1".parse().unwrap());
     open.classification = Some(Classification::OfficialSensitive);
     let officer = foi_officer().with_clearance(Classification::OfficialSensitive);
     engine.open_case(&officer, open).await.unwrap();
@@ -468,7 +463,7 @@ async fn tenants_and_clearances_are_enforced_by_the_engine() {
     let err = engine.view(&officer, "../etc/passwd").await.unwrap_err();
     assert!(matches!(err, EngineError::UnknownCase { .. }), "{err}");
     let err = engine
-        .open_case(&officer, OpenCase::new("no_such_type", BTreeMap::new()))
+        .open_case(&officer, OpenCase::new("no_such_type", CaseFile::new()))
         .await
         .unwrap_err();
     assert!(
@@ -487,7 +482,9 @@ async fn concurrent_commands_on_one_case_all_land_and_snapshots_match_replay() {
             cached_cases: 10_000,
             ..EngineConfig::default()
         },
-    );
+    )
+    .unwrap();
+    engine.start().await.unwrap();
     engine
         .deploy(&admin(kent()), FOI, Format::Toml)
         .await
@@ -496,7 +493,7 @@ async fn concurrent_commands_on_one_case_all_land_and_snapshots_match_replay() {
         "foi_request",
         fields(json!({"requester": "P-1", "received_on": "2026-11-02", "request_text": "x"})),
     );
-    open.case_id = Some("FOI-2".into());
+    open.case_id = Some("FOI-2".parse().unwrap());
     engine.open_case(&foi_officer(), open).await.unwrap();
     let mut tasks = Vec::new();
     for w in 0..8 {
@@ -545,6 +542,7 @@ async fn a_long_case_loads_from_its_stored_snapshot_after_a_restart() {
         ..EngineConfig::default()
     };
     let engine = Engine::open_with(dir.path(), config.clone()).unwrap();
+    engine.start().await.unwrap();
     engine
         .deploy(&admin(kent()), FOI, Format::Toml)
         .await
@@ -553,7 +551,7 @@ async fn a_long_case_loads_from_its_stored_snapshot_after_a_restart() {
         "foi_request",
         fields(json!({"requester": "P-1", "received_on": "2026-11-02", "request_text": "x"})),
     );
-    open.case_id = Some("FOI-3".into());
+    open.case_id = Some("FOI-3".parse().unwrap());
     engine.open_case(&foi_officer(), open).await.unwrap();
     for i in 0..60 {
         let text = format!("note {i}");
@@ -567,10 +565,11 @@ async fn a_long_case_loads_from_its_stored_snapshot_after_a_restart() {
             .await
             .unwrap();
     }
-    engine.close().await.unwrap();
+    engine.shutdown().await.unwrap();
     drop(engine);
 
     let engine = Engine::open_with(dir.path(), config).unwrap();
+    engine.start().await.unwrap();
     let loaded = engine.load(&foi_officer(), "FOI-3").await.unwrap();
     assert_eq!(loaded.start, LoadStart::Snapshot);
     let replayed = engine
@@ -581,5 +580,5 @@ async fn a_long_case_loads_from_its_stored_snapshot_after_a_restart() {
     let json = |s: &casebook::case::CaseState| casebook::rules::serde_json::to_value(s).unwrap();
     assert_eq!(json(&loaded.state), json(&replayed.state));
     assert_eq!(loaded.state.notes.len(), 60);
-    engine.close().await.unwrap();
+    engine.shutdown().await.unwrap();
 }

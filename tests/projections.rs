@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use casebook::case::{CaseCommand, CaseStatus, ItemRef};
-use casebook::definition::{FieldKey, Format};
+use casebook::case::{CaseCommand, CaseFile, CaseStatus, ItemRef};
+use casebook::definition::Format;
 use casebook::engine::{CommandContext, EngineConfig, OpenCase};
 use casebook::log::{
     ActorId, Direction, EventData, EventStore, ExpectedVersion, GlobalPosition, MemoryStore,
@@ -54,24 +54,17 @@ fn supervisor(t: &str) -> Principal {
         .with_clearance(Classification::Secret)
 }
 
-fn fields(v: Value) -> BTreeMap<FieldKey, Value> {
-    v.as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (FieldKey::new(k.clone()), v.clone()))
-        .collect()
+fn fields(v: Value) -> CaseFile {
+    CaseFile::from_json(v).unwrap()
 }
 
 fn ctx(reason: &str) -> CommandContext {
-    CommandContext {
-        reason: Some(reason.into()),
-        ..CommandContext::default()
-    }
+    CommandContext::because(reason)
 }
 
 async fn open_incident(engine: &Engine, t: &str, id: &str, file: Value) -> GlobalPosition {
     let mut req = OpenCase::new("incident", fields(file));
-    req.case_id = Some(id.into());
+    req.case_id = Some(id.parse().unwrap());
     req.context = ctx("reported by phone");
     let opener = handler(t).with_clearance(Classification::Secret);
     engine
@@ -147,7 +140,8 @@ async fn rebuild_all(engine: &Engine, t: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn built_in_views_follow_the_log_with_read_your_writes() {
-    let engine = Engine::in_memory();
+    let engine = Engine::in_memory().unwrap();
+    engine.start().await.unwrap();
     setup(&engine, "kent").await;
     let p = open_incident(
         &engine,
@@ -383,7 +377,7 @@ async fn built_in_views_follow_the_log_with_read_your_writes() {
         assert_eq!(s.lag, 0);
         assert!(s.position.is_some());
     }
-    engine.close().await.unwrap();
+    engine.shutdown().await.unwrap();
 }
 
 /// Two tenants: kent with case K-1 (`kent_file`) and a SECRET case
@@ -397,7 +391,7 @@ async fn two_tenants(engine: &Engine, kent_file: Value, essex_file: Value) -> Co
         "incident",
         fields(json!({"summary": "covert matter", "ward": "north"})),
     );
-    req.case_id = Some("K-SECRET".into());
+    req.case_id = Some("K-SECRET".parse().unwrap());
     req.classification = Some(Classification::Secret);
     let secret_opener = handler("kent").with_clearance(Classification::Secret);
     engine.open_case(&secret_opener, req).await.unwrap();
@@ -413,7 +407,8 @@ async fn two_tenants(engine: &Engine, kent_file: Value, essex_file: Value) -> Co
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_query_stays_in_its_tenant_and_clearance() {
-    let engine = Engine::in_memory();
+    let engine = Engine::in_memory().unwrap();
+    engine.start().await.unwrap();
     let c = two_tenants(
         &engine,
         json!({"summary": "kent burglary", "ward": "north", "informant": "alpha bravo"}),
@@ -538,7 +533,7 @@ async fn every_query_stays_in_its_tenant_and_clearance() {
         .all(|s| s.tenant == tenant("essex")));
     let err = engine.rebuild_projection(&kent, "cases").unwrap_err();
     assert!(matches!(err, QueryError::Forbidden { .. }), "{err}");
-    engine.close().await.unwrap();
+    engine.shutdown().await.unwrap();
 }
 
 fn team_query(team: &str) -> WorkQueueQuery {
@@ -562,7 +557,8 @@ fn queue_ids(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn work_queues_by_team_follow_routing_within_tenant_and_clearance() {
-    let engine = Engine::in_memory();
+    let engine = Engine::in_memory().unwrap();
+    engine.start().await.unwrap();
     let c = two_tenants(
         &engine,
         json!({"summary": "a", "ward": "north"}),
@@ -702,7 +698,7 @@ async fn work_queues_by_team_follow_routing_within_tenant_and_clearance() {
             "K-1",
             CaseCommand::Complete {
                 item: ItemRef::key("assess"),
-                outputs: BTreeMap::new(),
+                outputs: CaseFile::new(),
             },
             ctx("assessed"),
         )
@@ -751,12 +747,13 @@ async fn work_queues_by_team_follow_routing_within_tenant_and_clearance() {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("K-1"), "{err}");
-    engine.close().await.unwrap();
+    engine.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_search_covers_exactly_the_fields_marked_search_text() {
-    let engine = Engine::in_memory();
+    let engine = Engine::in_memory().unwrap();
+    engine.start().await.unwrap();
     setup(&engine, "kent").await;
     // The same case type without any field marked for text search.
     let plain = INCIDENT
@@ -886,7 +883,7 @@ async fn text_search_covers_exactly_the_fields_marked_search_text() {
         matches!(err, QueryError::FieldNeedsCaseType { .. }),
         "{err}"
     );
-    engine.close().await.unwrap();
+    engine.shutdown().await.unwrap();
 }
 
 /// Polls, with no query, until every running projection of the tenant has
@@ -916,6 +913,7 @@ async fn runners_start_when_the_engine_opens_and_keep_up_with_no_reader() {
     let dir = tempfile::tempdir().unwrap();
     {
         let engine = Engine::open(dir.path()).unwrap();
+        engine.start().await.unwrap();
         setup(&engine, "kent").await;
         open_incident(
             &engine,
@@ -925,9 +923,10 @@ async fn runners_start_when_the_engine_opens_and_keep_up_with_no_reader() {
         )
         .await;
         wait_head(&engine, "kent").await;
-        engine.close().await.unwrap();
+        engine.shutdown().await.unwrap();
     }
     let engine = Engine::open(dir.path()).unwrap();
+    engine.start().await.unwrap();
     // Nobody has queried or written through this engine: kent's runners
     // were started by opening it.
     let status = engine
@@ -937,7 +936,8 @@ async fn runners_start_when_the_engine_opens_and_keep_up_with_no_reader() {
     assert_eq!(status.len(), 2, "{status:?}");
     // Another writer on the same log (this engine sees no call at all):
     // the views follow.
-    let writer = Engine::with_store(engine.store(), EngineConfig::default());
+    let writer = Engine::with_store(engine.store(), EngineConfig::default()).unwrap();
+    writer.start().await.unwrap();
     open_incident(
         &writer,
         "kent",
@@ -969,8 +969,8 @@ async fn runners_start_when_the_engine_opens_and_keep_up_with_no_reader() {
         .await
         .unwrap();
     assert_eq!(view.view.case_file["summary"], json!("b"));
-    writer.close().await.unwrap();
-    engine.close().await.unwrap();
+    writer.shutdown().await.unwrap();
+    engine.shutdown().await.unwrap();
 }
 
 const FOI: &str = include_str!("../examples/definitions/foi-request.toml");
@@ -1012,7 +1012,8 @@ fn working_days_between(from: Timestamp, to: Timestamp, extra: &[i64]) -> (i64, 
 async fn working_day_deadlines_follow_bank_holidays_and_the_tenants_calendar() {
     use casebook::case::DeadlineDue;
     use casebook::projection::calendar::{date_of, Date, WorkingCalendar};
-    let engine = Engine::in_memory();
+    let engine = Engine::in_memory().unwrap();
+    engine.start().await.unwrap();
     for t in ["kent", "essex"] {
         engine.deploy(&admin(t), FOI, Format::Toml).await.unwrap();
     }
@@ -1025,7 +1026,7 @@ async fn working_day_deadlines_follow_bank_holidays_and_the_tenants_calendar() {
                 fields(json!({"requester": "P-1", "received_on": "2026-11-02",
                               "request_text": "burglary figures"})),
             );
-            req.case_id = Some(format!("FOI-{t}"));
+            req.case_id = Some(format!("FOI-{t}").parse().unwrap());
             engine
                 .open_case(&foi(t), req)
                 .await
@@ -1112,7 +1113,7 @@ async fn working_day_deadlines_follow_bank_holidays_and_the_tenants_calendar() {
         fields(json!({"requester": "P-2", "received_on": "2026-11-03",
                       "request_text": "stop and search"})),
     );
-    req.case_id = Some("FOI-kent-2".into());
+    req.case_id = Some("FOI-kent-2".parse().unwrap());
     let p2 = engine
         .open_case(&foi("kent"), req)
         .await
@@ -1155,12 +1156,13 @@ async fn working_day_deadlines_follow_bank_holidays_and_the_tenants_calendar() {
         .await
         .unwrap();
     assert_eq!(statutory("kent", fresh(at)).await.due_at, before.due_at);
-    engine.close().await.unwrap();
+    engine.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_queries_get_typed_errors() {
-    let engine = Engine::in_memory();
+    let engine = Engine::in_memory().unwrap();
+    engine.start().await.unwrap();
     setup(&engine, "kent").await;
     let p = open_incident(
         &engine,
@@ -1266,7 +1268,7 @@ async fn bad_queries_get_typed_errors() {
         .rebuild_projection(&admin("kent"), "nope")
         .unwrap_err();
     assert!(matches!(err, QueryError::Projection(_)), "{err}");
-    engine.close().await.unwrap();
+    engine.shutdown().await.unwrap();
 }
 
 // ------------------------------------------------------------ framework
@@ -1505,6 +1507,7 @@ async fn a_new_projection_version_rebuilds_across_a_restart_while_the_old_one_se
     // Version 1 builds and serves.
     let (n, v1_generation) = {
         let engine = Engine::open_with(dir.path(), config(1)).unwrap();
+        engine.start().await.unwrap();
         setup(&engine, "kent").await;
         let last = open_incident(
             &engine,
@@ -1523,7 +1526,7 @@ async fn a_new_projection_version_rebuilds_across_a_restart_while_the_old_one_se
         assert_eq!((gen.version, count(&gen, stream)), (1, n));
         let number = gen.number;
         drop(gen);
-        engine.close().await.unwrap();
+        engine.shutdown().await.unwrap();
         (n, number)
     };
 
@@ -1531,6 +1534,7 @@ async fn a_new_projection_version_rebuilds_across_a_restart_while_the_old_one_se
     // its checkpoint) while version 2 rebuilds from position 0 beside it.
     hold.store(true, Ordering::Release);
     let engine = Engine::open_with(dir.path(), config(2)).unwrap();
+    engine.start().await.unwrap();
     let host = engine.projections().unwrap().clone();
     let gated_status = |engine: &Engine| {
         engine
@@ -1600,15 +1604,16 @@ async fn a_new_projection_version_rebuilds_across_a_restart_while_the_old_one_se
     let status = gated_status(&engine);
     assert_eq!(status.version, 2);
     assert!(status.rebuild.is_none(), "{status:?}");
-    engine.close().await.unwrap();
+    engine.shutdown().await.unwrap();
     drop((host, engine));
 
     // Opened again with version 2: it serves at once, nothing to rebuild.
     let engine = Engine::open_with(dir.path(), config(2)).unwrap();
+    engine.start().await.unwrap();
     let status = gated_status(&engine);
     assert_eq!((status.version, status.generation), (2, v2_generation));
     assert!(status.rebuild.is_none(), "{status:?}");
-    engine.close().await.unwrap();
+    engine.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1859,7 +1864,7 @@ async fn run_history(engine: &Engine, t: &str, steps: &[Step]) {
                 *c,
                 CaseCommand::Complete {
                     item: ItemRef::key("review"),
-                    outputs: BTreeMap::new(),
+                    outputs: CaseFile::new(),
                 },
             ),
             Step::Note(c) => (
@@ -1902,7 +1907,8 @@ proptest! {
             .build()
             .unwrap();
         rt.block_on(async {
-            let engine = Engine::in_memory();
+            let engine = Engine::in_memory().unwrap();
+            engine.start().await.unwrap();
             setup(&engine, "kent").await;
             // Start the runners first, so they build incrementally as the
             // history is written.
@@ -1924,7 +1930,7 @@ proptest! {
             wait_head(&engine, "kent").await;
             assert_eq!(dump(&engine, "kent", "cases").await, cases_live);
             assert_eq!(dump(&engine, "kent", "timeline").await, timeline_live);
-            engine.close().await.unwrap();
+            engine.shutdown().await.unwrap();
         });
     }
 }
@@ -1956,6 +1962,7 @@ fn projection_crash_child() {
             ..EngineConfig::default()
         };
         let engine = Engine::open_with(&dir, config).unwrap();
+        engine.start().await.unwrap();
         let t = "kent";
         match mode.as_str() {
             "build" => {
@@ -1999,7 +2006,7 @@ fn projection_crash_child() {
                                         &id,
                                         CaseCommand::Complete {
                                             item: ItemRef::key("assess"),
-                                            outputs: BTreeMap::new(),
+                                            outputs: CaseFile::new(),
                                         },
                                         ctx("crash"),
                                     )
@@ -2012,7 +2019,7 @@ fn projection_crash_child() {
                 for task in tasks {
                     task.await.unwrap();
                 }
-                engine.close().await.unwrap();
+                engine.shutdown().await.unwrap();
                 println!("BUILT");
             }
             "catch-up" | "rebuild" => {
@@ -2178,13 +2185,15 @@ fn views_are_exact_after_sigkill_during_catch_up_and_rebuild() {
             // After the catch-up rounds, check the views before the rebuild rounds.
             rt.block_on(async {
                 let engine = Engine::open(dir.path()).unwrap();
+                engine.start().await.unwrap();
                 check_exact(&engine).await;
-                engine.close().await.unwrap();
+                engine.shutdown().await.unwrap();
             });
         }
     }
     rt.block_on(async {
         let engine = Engine::open(dir.path()).unwrap();
+        engine.start().await.unwrap();
         let (cases, timeline) = check_exact(&engine).await;
         // The reference: a rebuild from scratch in this process.
         rebuild_all(&engine, "kent").await;
@@ -2194,7 +2203,7 @@ fn views_are_exact_after_sigkill_during_catch_up_and_rebuild() {
             timeline == timeline2,
             "timeline differs from a clean rebuild"
         );
-        engine.close().await.unwrap();
+        engine.shutdown().await.unwrap();
     });
     assert!(
         killed_mid_way >= 1,
@@ -2204,7 +2213,8 @@ fn views_are_exact_after_sigkill_during_catch_up_and_rebuild() {
 
 #[tokio::test]
 async fn broad_searches_walk_their_sort_order_and_page_through_every_match() {
-    let engine = Engine::in_memory();
+    let engine = Engine::in_memory().unwrap();
+    engine.start().await.unwrap();
     let t = "kent";
     setup(&engine, t).await;
     let n = 1_203;

@@ -5,13 +5,12 @@
 //! Histories come from the pure case runtime (`decide`), so every event is
 //! one the engine itself would write; each case is one append.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use casebook::case::{decide, CaseCommand, CaseState, ItemRef};
-use casebook::definition::{FieldKey, Format};
+use casebook::case::{decide, CaseCommand, CaseFile, CaseState, ItemRef};
+use casebook::definition::Format;
 use casebook::log::codec::DomainEvent;
 use casebook::log::{
     EventStore, ExpectedVersion, GlobalPosition, Metadata, Source, StreamId, TenantId, Timestamp,
@@ -54,12 +53,8 @@ pub fn store_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-data/projection-1m")
 }
 
-fn fields(v: Value) -> BTreeMap<FieldKey, Value> {
-    v.as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (FieldKey::new(k.clone()), v.clone()))
-        .collect()
+fn fields(v: Value) -> CaseFile {
+    CaseFile::from_json(v).unwrap()
 }
 
 const MARKER: &str = "complete";
@@ -80,6 +75,7 @@ fn fingerprint() -> String {
 /// Waits until the engine's own projections have caught up, so that they
 /// do not run during a measurement.
 fn settle(rt: &tokio::runtime::Runtime, engine: &Engine) {
+    rt.block_on(engine.start()).unwrap();
     let head = head(engine);
     rt.block_on(engine.wait_for_projections(
         &officer(0),
@@ -167,7 +163,7 @@ async fn append_case(store: &dyn EventStore, def: &casebook::definition::CaseDef
     if c.is_multiple_of(4) {
         commands.push(CaseCommand::Complete {
             item: ItemRef::key("assess"),
-            outputs: BTreeMap::new(),
+            outputs: CaseFile::new(),
         });
     }
     let mut state = CaseState::default();

@@ -18,6 +18,8 @@
 //!   view, timeline, case search, work queue and deadline views.
 //! - [`security`]: classifications, vetting and the [`security::Principal`]
 //!   every call takes.
+//! - [`time`]: [`time::Timestamp`] and the [`time::Clock`] every timestamp
+//!   the engine makes comes from.
 
 pub mod case;
 pub mod definition;
@@ -25,9 +27,11 @@ mod embedded;
 pub mod engine;
 pub mod error;
 pub mod log;
+pub mod prelude;
 pub mod projection;
 pub mod rules;
 pub mod security;
+pub mod time;
 
 pub use engine::Engine;
 pub use error::ErrorKind;

@@ -1,13 +1,12 @@
 //! Case commands: what a person (or the orchestration layer) asks of a case.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
-use crate::definition::{FieldKey, ItemKey};
+use crate::definition::ItemKey;
 use crate::security::Classification;
 
 use super::event::{EntityRole, PoleRef};
+use super::file::CaseFile;
 use super::state::InstanceId;
 
 /// A plan item as a command names it: by key, and by instance when the item
@@ -54,7 +53,7 @@ pub enum CaseCommand {
     /// The tenant is the principal's.
     Open {
         /// Initial values by field key.
-        case_file: BTreeMap<FieldKey, serde_json::Value>,
+        case_file: CaseFile,
         /// A classification above the definition's default, if needed.
         classification: Option<Classification>,
     },
@@ -62,7 +61,7 @@ pub enum CaseCommand {
     /// that is not required).
     UpdateCaseFile {
         /// New values by field key.
-        changes: BTreeMap<FieldKey, serde_json::Value>,
+        changes: CaseFile,
     },
     /// Start an enabled item (manual activation): enabled -> active.
     Start {
@@ -96,7 +95,7 @@ pub enum CaseCommand {
         item: ItemRef,
         /// Human task: form field -> value. Service task: result key -> value
         /// (mapped into the case file by the task's `output`). Stage: empty.
-        outputs: BTreeMap<String, serde_json::Value>,
+        outputs: CaseFile,
     },
     /// Record that an active activity failed.
     Fail {

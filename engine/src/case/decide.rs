@@ -19,6 +19,7 @@ use crate::security::{Classification, Principal};
 use super::command::{CaseCommand, ItemRef};
 use super::error::{field_display, CaseError};
 use super::event::{CaseEvent, DeadlineDue, DefinitionRef, EntityRole, PoleRef, SuspendedBy};
+use super::file::CaseFile;
 use super::state::{CaseState, CaseStatus, InstanceId, ItemInstance, Occurred};
 use super::values::check_value;
 
@@ -881,7 +882,7 @@ impl<'a> Cx<'a> {
             classification,
         } = command
         {
-            return self.open(case_file, classification);
+            return self.open(case_file.into_inner(), classification);
         }
         self.guard()?;
         let def = self.def;
@@ -1242,11 +1243,7 @@ impl<'a> Cx<'a> {
         })
     }
 
-    fn complete(
-        &mut self,
-        r: &ItemRef,
-        outputs: BTreeMap<String, serde_json::Value>,
-    ) -> Result<(), CaseError> {
+    fn complete(&mut self, r: &ItemRef, outputs: CaseFile) -> Result<(), CaseError> {
         let (item, _) = self.entry(r.key.as_str())?;
         match item {
             PlanItem::Milestone(_) => Err(CaseError::WrongItemKind {
@@ -1299,7 +1296,7 @@ impl<'a> Cx<'a> {
     fn map_outputs(
         &self,
         a: &Activity,
-        outputs: BTreeMap<String, serde_json::Value>,
+        outputs: CaseFile,
     ) -> Result<BTreeMap<FieldKey, serde_json::Value>, CaseError> {
         let mut mapped = BTreeMap::new();
         match a.kind {
@@ -1310,17 +1307,19 @@ impl<'a> Cx<'a> {
                         .iter()
                         .find(|f| f.field == k.as_str())
                         .ok_or_else(|| {
-                            CaseError::invalid_field(&k, format!("not on the form of '{}'", a.key))
+                            CaseError::invalid_field(
+                                k.as_str(),
+                                format!("not on the form of '{}'", a.key),
+                            )
                         })?;
                     if form.read_only {
                         return Err(CaseError::invalid_field(
-                            &k,
+                            k.as_str(),
                             format!("read-only on the form of '{}'", a.key),
                         ));
                     }
-                    let key = FieldKey::new(k);
-                    self.check_write(&key, &v, self.state.classification)?;
-                    mapped.insert(key, v);
+                    self.check_write(&k, &v, self.state.classification)?;
+                    mapped.insert(k, v);
                 }
                 for f in a.form.iter().filter(|f| f.required) {
                     let present = match mapped.get(&f.field) {
@@ -1339,7 +1338,7 @@ impl<'a> Cx<'a> {
                 for (k, v) in outputs {
                     let target = a.output.get(k.as_str()).ok_or_else(|| {
                         CaseError::invalid_field(
-                            &k,
+                            k.as_str(),
                             format!("not a result '{}' maps into the case file", a.key),
                         )
                     })?;

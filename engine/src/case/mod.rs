@@ -33,6 +33,8 @@ mod command;
 mod decide;
 mod error;
 mod event;
+mod file;
+mod id;
 mod state;
 mod values;
 mod view;
@@ -48,6 +50,8 @@ pub use error::CaseError;
 pub use event::{
     CaseEvent, DeadlineDue, DefinitionRef, EntityRole, PoleKind, PoleRef, SuspendedBy,
 };
+pub use file::{CaseFile, NotAnObject};
+pub use id::CaseId;
 pub use state::{
     is_terminal, CaseState, CaseStatus, EntityLink, InstanceId, ItemInstance, Note, PlannedItem,
     RunningDeadline,

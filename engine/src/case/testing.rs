@@ -3,8 +3,6 @@
 //! this error. Events are compared in a compact form (`activated grade#3`)
 //! so that specifications read like the rules they check.
 
-use std::collections::BTreeMap;
-
 use crate::definition::CaseDefinition;
 use crate::log::{TenantId, Timestamp};
 use crate::security::{Classification, Principal};
@@ -268,24 +266,13 @@ pub(crate) fn open(case_file: serde_json::Value) -> CaseCommand {
 }
 
 /// A JSON object as case-file changes.
-pub(crate) fn fields(
-    v: serde_json::Value,
-) -> BTreeMap<crate::definition::FieldKey, serde_json::Value> {
-    match v {
-        serde_json::Value::Object(m) => m
-            .into_iter()
-            .map(|(k, v)| (crate::definition::FieldKey::new(k), v))
-            .collect(),
-        _ => BTreeMap::new(),
-    }
+pub(crate) fn fields(v: serde_json::Value) -> super::CaseFile {
+    super::CaseFile::from_json(v).expect("a JSON object")
 }
 
 /// A JSON object as outputs.
-pub(crate) fn outputs(v: serde_json::Value) -> BTreeMap<String, serde_json::Value> {
-    match v {
-        serde_json::Value::Object(m) => m.into_iter().collect(),
-        _ => BTreeMap::new(),
-    }
+pub(crate) fn outputs(v: serde_json::Value) -> super::CaseFile {
+    fields(v)
 }
 
 /// `UpdateCaseFile`.

@@ -1542,7 +1542,7 @@ mod properties {
             8 => item.clone().prop_map(|i| (0, CaseCommand::Start { item: i })),
             3 => item.clone().prop_map(|i| (0, CaseCommand::Claim { item: i })),
             48 => (0..ITEMS.len()).prop_map(|i| (principal_for(i), CaseCommand::Complete { item: ItemRef::key(ITEMS[i]), outputs: outputs(good_outputs(i)) })),
-            6 => (item.clone(), outs, 0..3usize).prop_map(|(i, o, who)| (who, CaseCommand::Complete { item: i, outputs: o })),
+            6 => (item.clone(), outs, 0..3usize).prop_map(|(i, o, who)| (who, CaseCommand::Complete { item: i, outputs: o.into() })),
             2 => item.clone().prop_map(|i| (1, CaseCommand::Fail { item: i, reason: "down".into() })),
             2 => item.clone().prop_map(|i| (0, CaseCommand::Terminate { item: i })),
             3 => item.clone().prop_map(|i| (0, CaseCommand::Disable { item: i })),

@@ -83,6 +83,15 @@ pub enum EngineError {
         /// Attempts made.
         attempts: u32,
     },
+    /// The engine has been shut down ([`super::Engine::shutdown`]).
+    #[error("the engine has been shut down; open it again to continue")]
+    ShutDown,
+    /// The command id was used by another principal on this case.
+    #[error("command id {command_id} was already used on this case by someone else; use a fresh command id for each command")]
+    CommandIdReused {
+        /// The command id.
+        command_id: String,
+    },
     /// The snapshot store failed (snapshots are derived; the log is intact).
     #[error("snapshot store error: {0}")]
     Snapshot(String),

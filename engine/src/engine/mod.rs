@@ -13,28 +13,35 @@
 //! (retrying on a concurrent change, which is safe because `decide` is pure).
 
 mod error;
+mod idempotency;
 mod queries;
 pub(crate) mod recent;
 mod snapshots;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+use std::future::Future;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 
 pub use error::EngineError;
+pub use idempotency::CommandId;
 pub use snapshots::{MemorySnapshots, SledSnapshots, SnapshotStore};
 
 use self::recent::Recent;
-use crate::case::{decide, CaseCommand, CaseEvent, CaseState, CaseView, DefinitionRef};
-use crate::definition::{CaseDefinition, FieldKey, Fingerprint, Format};
+use crate::case::{
+    decide, CaseCommand, CaseEvent, CaseFile, CaseId, CaseState, CaseView, DefinitionRef,
+};
+use crate::definition::{CaseDefinition, Fingerprint, Format};
 use crate::log::codec::DomainEvent;
 use crate::log::{
     CorrelationId, Direction, EventStore, ExpectedVersion, GlobalPosition, LogError, LogStore,
-    MemoryStore, Metadata, Source, StreamId, StreamVersion, TenantId, Timestamp,
+    LogStoreConfig, MemoryStore, Metadata, Source, StreamId, StreamVersion, TenantId,
 };
 use crate::security::{Classification, Principal};
+use crate::time::{Clock, Timestamp};
 
 /// The role that may deploy case definitions.
 pub const ADMIN_ROLE: &str = "administrator";
@@ -61,6 +68,11 @@ pub struct EngineConfig {
     /// it takes up to 128 times as many at once. Default
     /// [`crate::projection::DEFAULT_BATCH_SIZE`] (512).
     pub projection_batch: usize,
+    /// Where every timestamp the engine makes comes from: command times,
+    /// deadlines, and (for the stores the engine opens itself) each event's
+    /// `recorded` stamp. Default [`crate::time::SystemClock`]; tests use a
+    /// [`crate::time::ManualClock`] or [`crate::time::TokioClock`].
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for EngineConfig {
@@ -71,11 +83,19 @@ impl Default for EngineConfig {
             cached_cases: 10_000,
             projections: Vec::new(),
             projection_batch: crate::projection::DEFAULT_BATCH_SIZE,
+            clock: crate::time::system_clock(),
         }
     }
 }
 
-/// Provenance a caller may give with a command.
+/// Provenance a caller may give with a command, and its command id.
+///
+/// ```
+/// use casebook::engine::{CommandContext, CommandId};
+/// let context = CommandContext::because("victim asked for an update")
+///     .with_command_id(CommandId::random());
+/// assert!(context.command_id.is_some());
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct CommandContext {
     /// Why (recorded on every event of the command).
@@ -84,6 +104,38 @@ pub struct CommandContext {
     pub source: Option<Source>,
     /// Ties the command to a wider request (default: a fresh id).
     pub correlation_id: Option<CorrelationId>,
+    /// Makes the command idempotent: the same command id on the same case
+    /// (or, for a deployment, the same case type) returns the original
+    /// outcome and appends nothing — after a lost reply, after a restart.
+    pub command_id: Option<CommandId>,
+}
+
+impl CommandContext {
+    /// A context recording why the command is made.
+    pub fn because(reason: impl Into<String>) -> Self {
+        CommandContext {
+            reason: Some(reason.into()),
+            ..CommandContext::default()
+        }
+    }
+
+    /// This context with a command id (see [`CommandContext::command_id`]).
+    pub fn with_command_id(mut self, id: CommandId) -> Self {
+        self.command_id = Some(id);
+        self
+    }
+
+    /// This context with the originating system.
+    pub fn with_source(mut self, source: Source) -> Self {
+        self.source = Some(source);
+        self
+    }
+
+    /// This context tied to a wider request.
+    pub fn with_correlation(mut self, id: CorrelationId) -> Self {
+        self.correlation_id = Some(id);
+        self
+    }
 }
 
 /// A request to open a case.
@@ -93,10 +145,12 @@ pub struct OpenCase {
     pub case_type: String,
     /// The definition version (default: the latest deployed).
     pub version: Option<u32>,
-    /// The case id (default: generated, e.g. `burglary-0193…`).
-    pub case_id: Option<String>,
+    /// The case id (default: generated, e.g. `burglary-0193…`; derived
+    /// from the command id when the context has one, so a retried open
+    /// names the same case).
+    pub case_id: Option<CaseId>,
     /// The initial case file.
-    pub case_file: BTreeMap<FieldKey, serde_json::Value>,
+    pub case_file: CaseFile,
     /// A classification above the definition's default, if needed.
     pub classification: Option<Classification>,
     /// Provenance.
@@ -105,18 +159,27 @@ pub struct OpenCase {
 
 impl OpenCase {
     /// Opens a case of `case_type` at its latest version with this case file.
-    pub fn new(
-        case_type: impl Into<String>,
-        case_file: BTreeMap<FieldKey, serde_json::Value>,
-    ) -> Self {
+    pub fn new(case_type: impl Into<String>, case_file: impl Into<CaseFile>) -> Self {
         OpenCase {
             case_type: case_type.into(),
             version: None,
             case_id: None,
-            case_file,
+            case_file: case_file.into(),
             classification: None,
             context: CommandContext::default(),
         }
+    }
+
+    /// This request with a chosen case id.
+    pub fn with_id(mut self, case_id: CaseId) -> Self {
+        self.case_id = Some(case_id);
+        self
+    }
+
+    /// This request with provenance and, optionally, a command id.
+    pub fn with_context(mut self, context: CommandContext) -> Self {
+        self.context = context;
+        self
     }
 }
 
@@ -124,13 +187,27 @@ impl OpenCase {
 #[derive(Debug, Clone)]
 pub struct CaseOutcome {
     /// The case.
-    pub case_id: String,
+    pub case_id: CaseId,
     /// Every event the command appended (the command's own and its cascade).
     pub events: Vec<CaseEvent>,
     /// The case's version after the command.
     pub version: StreamVersion,
     /// The global position of the last event appended (for read-your-writes).
     pub position: Option<GlobalPosition>,
+}
+
+impl crate::projection::Consistency {
+    /// Wait (up to 5 seconds) until the projections have seen everything
+    /// `outcome` appended — read-your-writes after a command. A command that
+    /// appended nothing needs no wait: [`Consistency::Eventual`].
+    ///
+    /// [`Consistency::Eventual`]: crate::projection::Consistency::Eventual
+    pub fn after(outcome: &CaseOutcome) -> Self {
+        match outcome.position {
+            Some(position) => crate::projection::Consistency::at_least(position),
+            None => crate::projection::Consistency::Eventual,
+        }
+    }
 }
 
 /// A deployed case definition version.
@@ -142,7 +219,9 @@ pub struct Deployment {
     pub version: u32,
     /// Its content hash.
     pub fingerprint: Fingerprint,
-    /// Whether this call deployed it (false: it was deployed already).
+    /// Whether this deployment stored it (false: it was deployed already by
+    /// another request). A retry with the same command id reports what the
+    /// first attempt did.
     pub newly_deployed: bool,
 }
 
@@ -220,7 +299,8 @@ type StateCache = Recent<StreamId, (StreamVersion, Arc<CaseDefinition>, CaseStat
 /// use casebook_engine::security::Principal;
 /// use casebook_engine::log::TenantId;
 ///
-/// let engine = Engine::in_memory();
+/// let engine = Engine::in_memory().unwrap();
+/// engine.start().await.unwrap();
 /// let kent = TenantId::new("kent").unwrap();
 /// let admin = Principal::new(kent.clone(), "admin-1").with_roles(["administrator"]);
 /// let source = include_str!("../../../examples/definitions/foi-request.toml");
@@ -228,6 +308,7 @@ type StateCache = Recent<StreamId, (StreamVersion, Arc<CaseDefinition>, CaseStat
 /// assert!(deployed.newly_deployed);
 /// // Deploying the same document again is a no-op.
 /// assert!(!engine.deploy(&admin, source, Format::Toml).await.unwrap().newly_deployed);
+/// engine.shutdown().await.unwrap();
 /// # });
 /// ```
 #[derive(Clone)]
@@ -244,18 +325,23 @@ struct Inner {
     projections: queries::ProjectionSlot,
     states: Mutex<StateCache>,
     config: EngineConfig,
+    /// [`Engine::start`] has run: projection runners follow the log.
+    started: AtomicBool,
+    /// [`Engine::shutdown`] has begun: no more commands.
+    stopped: AtomicBool,
 }
 
 impl Engine {
     /// An engine on the embedded durable store in `dir` (`<dir>/log`,
     /// `<dir>/index`, `<dir>/snapshots`, `<dir>/projections`).
     ///
-    /// Opened inside a Tokio runtime, it starts the projection runners of
-    /// every tenant the projection database knows, so views keep up with the
-    /// log whether or not anyone reads them (outside a runtime, they start
-    /// at the first engine call that runs in one).
+    /// Opening recovers the log and opens every database, and starts no
+    /// background work: commands work at once, and [`Engine::start`] starts
+    /// the projection runners (queries need it). [`Engine::shutdown`] stops
+    /// everything and releases the directory.
     ///
-    /// Errors: those of [`LogStore::open`]; [`EngineError::Snapshot`];
+    /// Errors: those of [`LogStore::open`] ([`LogError::Locked`] while
+    /// another engine has the directory open); [`EngineError::Snapshot`];
     /// [`EngineError::Projection`] if the projection database cannot be
     /// opened.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, EngineError> {
@@ -264,57 +350,120 @@ impl Engine {
 
     /// [`Engine::open`] with settings.
     pub fn open_with(dir: impl AsRef<Path>, config: EngineConfig) -> Result<Self, EngineError> {
-        let log = LogStore::open(dir.as_ref())?;
+        let log = LogStore::open_with(
+            dir.as_ref(),
+            LogStoreConfig {
+                clock: Arc::clone(&config.clock),
+                ..LogStoreConfig::default()
+            },
+        )?;
         let snapshots = Arc::new(SledSnapshots::open(&dir.as_ref().join("snapshots"))?);
-        let engine = Engine {
-            inner: Arc::new(Inner {
-                store: Arc::new(log.clone()),
-                log: Some(log),
-                snapshots: Arc::clone(&snapshots) as Arc<dyn SnapshotStore>,
-                sled_snapshots: Some(snapshots),
-                definitions: RwLock::default(),
-                projections: queries::ProjectionSlot::durable(dir.as_ref().join("projections")),
-                states: Mutex::new(Recent::new(config.cached_cases)),
-                config,
-            }),
-        };
-        engine.start_projections()?;
+        let engine = Engine::assemble(
+            Arc::new(log.clone()),
+            Some(log),
+            Arc::clone(&snapshots) as Arc<dyn SnapshotStore>,
+            Some(snapshots),
+            queries::ProjectionSlot::durable(dir.as_ref().join("projections")),
+            config,
+        );
+        engine.open_projections()?;
         Ok(engine)
     }
 
-    /// An engine that keeps everything in memory (tests, examples).
-    pub fn in_memory() -> Self {
-        Self::with_store(Arc::new(MemoryStore::new()), EngineConfig::default())
+    /// An engine that keeps everything in memory (tests, examples); its
+    /// projections live in a temporary database.
+    ///
+    /// Errors: [`EngineError::Projection`] if the temporary projection
+    /// database cannot be made.
+    pub fn in_memory() -> Result<Self, EngineError> {
+        Self::in_memory_with(EngineConfig::default())
     }
 
-    /// An engine on any event store, with in-memory snapshots.
-    pub fn with_store(store: Arc<dyn EventStore>, config: EngineConfig) -> Self {
-        let engine = Engine {
+    /// [`Engine::in_memory`] with settings (the store's clock is the config's).
+    pub fn in_memory_with(config: EngineConfig) -> Result<Self, EngineError> {
+        let store = Arc::new(MemoryStore::with_clock(Arc::clone(&config.clock)));
+        Self::with_store(store, config)
+    }
+
+    /// An engine on any event store, with in-memory snapshots and a
+    /// temporary projection database. The store stamps `recorded` times
+    /// with its own clock.
+    ///
+    /// Errors: [`EngineError::Projection`] if the temporary projection
+    /// database cannot be made.
+    pub fn with_store(
+        store: Arc<dyn EventStore>,
+        config: EngineConfig,
+    ) -> Result<Self, EngineError> {
+        let engine = Engine::assemble(
+            store,
+            None,
+            Arc::new(MemorySnapshots::default()),
+            None,
+            queries::ProjectionSlot::default(),
+            config,
+        );
+        engine.open_projections()?;
+        Ok(engine)
+    }
+
+    fn assemble(
+        store: Arc<dyn EventStore>,
+        log: Option<LogStore>,
+        snapshots: Arc<dyn SnapshotStore>,
+        sled_snapshots: Option<Arc<SledSnapshots>>,
+        projections: queries::ProjectionSlot,
+        config: EngineConfig,
+    ) -> Self {
+        Engine {
             inner: Arc::new(Inner {
                 store,
-                log: None,
-                snapshots: Arc::new(MemorySnapshots::default()),
-                sled_snapshots: None,
+                log,
+                snapshots,
+                sled_snapshots,
                 definitions: RwLock::default(),
-                projections: queries::ProjectionSlot::default(),
+                projections,
                 states: Mutex::new(Recent::new(config.cached_cases)),
                 config,
+                started: AtomicBool::new(false),
+                stopped: AtomicBool::new(false),
             }),
-        };
-        // A temporary projection database that fails to open is reported
-        // by the first query.
-        let _ = engine.start_projections();
-        engine
+        }
     }
 
-    /// The event store underneath (for subscriptions and projections).
-    pub fn store(&self) -> Arc<dyn EventStore> {
-        Arc::clone(&self.inner.store)
+    /// Starts the background work: the projection runners of every tenant
+    /// the projection database knows, and from then on of each tenant at
+    /// its first write. Idempotent.
+    ///
+    /// Errors: [`EngineError::ShutDown`] after [`Engine::shutdown`];
+    /// [`EngineError::Projection`] if a runner cannot start.
+    pub async fn start(&self) -> Result<(), EngineError> {
+        self.check_running()?;
+        self.start_projections()?;
+        self.inner.started.store(true, Ordering::Release);
+        Ok(())
     }
 
-    /// Stops the projection runners, closes the durable store (if any)
-    /// after queued appends, and flushes snapshots and projections.
-    pub async fn close(&self) -> Result<(), EngineError> {
+    /// Starts the engine, runs until `shutdown` completes (e.g.
+    /// `tokio::signal::ctrl_c()` mapped to `()`), then shuts it down.
+    ///
+    /// Errors: those of [`Engine::start`] and [`Engine::shutdown`].
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), EngineError> {
+        self.start().await?;
+        shutdown.await;
+        self.shutdown().await
+    }
+
+    /// Stops the engine: refuses new commands, drains and stops the
+    /// projection runners, closes the durable log after the appends already
+    /// queued (releasing the data directory's `LOCK`), and flushes snapshots
+    /// and projections. Once every clone of the engine is dropped, the
+    /// directory can be opened again straight away. Idempotent.
+    ///
+    /// Errors: a flush or close that failed (what was acknowledged is in
+    /// the log regardless).
+    pub async fn shutdown(&self) -> Result<(), EngineError> {
+        self.inner.stopped.store(true, Ordering::Release);
         self.close_projections().await?;
         if let Some(log) = &self.inner.log {
             log.close().await?;
@@ -323,6 +472,28 @@ impl Engine {
             s.flush().await?;
         }
         Ok(())
+    }
+
+    /// Whether [`Engine::start`] has run and [`Engine::shutdown`] has not.
+    pub fn is_running(&self) -> bool {
+        self.inner.started.load(Ordering::Acquire) && !self.inner.stopped.load(Ordering::Acquire)
+    }
+
+    fn check_running(&self) -> Result<(), EngineError> {
+        if self.inner.stopped.load(Ordering::Acquire) {
+            return Err(EngineError::ShutDown);
+        }
+        Ok(())
+    }
+
+    /// The time now, by the engine's clock.
+    pub fn now(&self) -> Timestamp {
+        self.inner.config.clock.now()
+    }
+
+    /// The event store underneath (for subscriptions and projections).
+    pub fn store(&self) -> Arc<dyn EventStore> {
+        Arc::clone(&self.inner.store)
     }
 
     /// Deploys a case definition for the principal's tenant.
@@ -342,6 +513,23 @@ impl Engine {
         source: &str,
         format: Format,
     ) -> Result<Deployment, EngineError> {
+        self.deploy_with(principal, source, format, CommandContext::default())
+            .await
+    }
+
+    /// [`Engine::deploy`] with provenance and a command id: a retried
+    /// deployment with the same command id returns the first attempt's
+    /// outcome.
+    ///
+    /// Errors: as [`Engine::deploy`].
+    pub async fn deploy_with(
+        &self,
+        principal: &Principal,
+        source: &str,
+        format: Format,
+        context: CommandContext,
+    ) -> Result<Deployment, EngineError> {
+        self.check_running()?;
         if !principal.has_role(ADMIN_ROLE) {
             return Err(EngineError::Forbidden {
                 principal: principal.to_string(),
@@ -354,6 +542,22 @@ impl Engine {
         let fingerprint = def.fingerprint();
         let stream = StreamId::new(principal.tenant.clone(), "definition", &key)?;
         for _ in 0..self.inner.config.max_attempts {
+            if let Some(command) = &context.command_id {
+                if let Some(done) = idempotency::find(&*self.inner.store, &stream, command).await? {
+                    let DefinitionEvent::Deployed {
+                        key,
+                        version,
+                        fingerprint,
+                        ..
+                    } = DefinitionEvent::from_recorded(&done[0])?;
+                    return Ok(Deployment {
+                        key,
+                        version,
+                        fingerprint,
+                        newly_deployed: true,
+                    });
+                }
+            }
             let deployed = self.deployed(&stream).await?;
             if let Some((_, fp, _, _)) = deployed.iter().find(|d| d.0 == def.version) {
                 if *fp == fingerprint {
@@ -388,18 +592,20 @@ impl Engine {
                 },
                 source: source.to_string(),
             };
-            let metadata = Metadata::new(principal.actor(), Source::system("casebook"))
-                .with_reason(format!("deploy {key} version {}", def.version));
+            let mut metadata = self.metadata(principal, &context);
+            if metadata.reason.is_none() {
+                metadata.reason = Some(format!("deploy {key} version {}", def.version));
+            }
             let expected = match deployed.len() {
                 0 => ExpectedVersion::NoStream,
                 n => ExpectedVersion::Exact(StreamVersion(n as u64 - 1)),
             };
-            match self
-                .inner
-                .store
-                .append(&stream, expected, vec![event.to_event_data(metadata)?])
-                .await
-            {
+            let data = match &context.command_id {
+                Some(command) => event
+                    .to_event_data_with_id(idempotency::event_id(&stream, command, 0), metadata)?,
+                None => event.to_event_data(metadata)?,
+            };
+            match self.inner.store.append(&stream, expected, vec![data]).await {
                 Ok(_) => {
                     let version = def.version;
                     self.cache(&principal.tenant, Arc::new(def));
@@ -412,6 +618,7 @@ impl Engine {
                     });
                 }
                 Err(LogError::WrongExpectedVersion { .. }) => continue,
+                Err(LogError::EventIdConflict { .. }) if context.command_id.is_some() => continue,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -539,6 +746,10 @@ impl Engine {
 
     /// Opens a case. The case's tenant is the principal's.
     ///
+    /// With a command id in the request's context, a retried open returns
+    /// the first attempt's outcome (and, without a case id, names the same
+    /// case: the id is derived from the command id).
+    ///
     /// Errors: [`EngineError::UnknownDefinition`]; [`EngineError::CaseExists`];
     /// [`EngineError::InvalidId`]; [`EngineError::Case`] for a rejected open
     /// (roles, clearance, missing or mistyped fields).
@@ -547,35 +758,52 @@ impl Engine {
         principal: &Principal,
         request: OpenCase,
     ) -> Result<CaseOutcome, EngineError> {
+        self.check_running()?;
         let def = self
             .definition_for(&principal.tenant, &request.case_type, request.version)
             .await?;
-        let case_id = match request.case_id {
-            Some(id) => id,
-            None => format!("{}-{}", def.key.as_str(), uuid::Uuid::now_v7().simple()),
+        let context = request.context;
+        let case_id = match (request.case_id, &context.command_id) {
+            (Some(id), _) => id,
+            (None, Some(command)) => CaseId::new(format!(
+                "{}-{}",
+                def.key.as_str(),
+                idempotency::case_suffix(def.key.as_str(), command)
+            ))?,
+            (None, None) => CaseId::new(format!(
+                "{}-{}",
+                def.key.as_str(),
+                uuid::Uuid::now_v7().simple()
+            ))?,
         };
         let stream = StreamId::new(principal.tenant.clone(), "case", &case_id)?;
+        if let Some(outcome) = self
+            .earlier_outcome(principal, &stream, &case_id, &context)
+            .await?
+        {
+            return Ok(outcome);
+        }
         let state = CaseState::default();
         let command = CaseCommand::Open {
             case_file: request.case_file,
             classification: request.classification,
         };
-        let events = decide(&def, &state, principal, command, Timestamp::now())?;
+        let events = decide(&def, &state, principal, command, self.now())?;
         match self
-            .append(
-                &def,
-                state,
-                &stream,
-                None,
-                events,
-                principal,
-                &request.context,
-            )
+            .append(&def, state, &stream, None, events, principal, &context)
             .await
         {
-            Err(EngineError::Log(LogError::WrongExpectedVersion { .. })) => {
-                Err(EngineError::CaseExists { case_id })
-            }
+            Err(EngineError::Log(
+                LogError::WrongExpectedVersion { .. } | LogError::EventIdConflict { .. },
+            )) => match self
+                .earlier_outcome(principal, &stream, &case_id, &context)
+                .await?
+            {
+                Some(outcome) => Ok(outcome),
+                None => Err(EngineError::CaseExists {
+                    case_id: case_id.to_string(),
+                }),
+            },
             other => other.map(|(version, position, events)| CaseOutcome {
                 case_id,
                 events,
@@ -587,25 +815,38 @@ impl Engine {
 
     /// Executes a command on a case of the principal's tenant.
     ///
+    /// With a command id in `context`, a command that already ran (its
+    /// reply lost, the engine restarted since) is not applied again: the
+    /// original outcome is returned and nothing is appended.
+    ///
     /// Errors: [`EngineError::UnknownCase`]; [`EngineError::Case`] when the
     /// runtime rejects the command (nothing is appended);
-    /// [`EngineError::Contended`] if other commands keep changing the case.
+    /// [`EngineError::Contended`] if other commands keep changing the case;
+    /// [`EngineError::CommandIdReused`] for another principal's command id.
     pub async fn execute(
         &self,
         principal: &Principal,
-        case_id: &str,
+        case_id: impl AsRef<str>,
         command: CaseCommand,
         context: CommandContext,
     ) -> Result<CaseOutcome, EngineError> {
+        self.check_running()?;
+        let case_id = case_id.as_ref();
         let stream = self.case_stream(principal, case_id)?;
         for _ in 0..self.inner.config.max_attempts {
+            if let Some(outcome) = self
+                .earlier_outcome(principal, &stream, case_id, &context)
+                .await?
+            {
+                return Ok(outcome);
+            }
             let loaded = self.load_stream(&stream, case_id, true).await?;
             let events = decide(
                 &loaded.definition,
                 &loaded.state,
                 principal,
                 command.clone(),
-                Timestamp::now(),
+                self.now(),
             )?;
             match self
                 .append(
@@ -621,13 +862,18 @@ impl Engine {
             {
                 Ok((version, position, events)) => {
                     return Ok(CaseOutcome {
-                        case_id: case_id.to_string(),
+                        case_id: CaseId::new(case_id)?,
                         events,
                         version,
                         position,
                     })
                 }
                 Err(EngineError::Log(LogError::WrongExpectedVersion { .. })) => continue,
+                Err(EngineError::Log(LogError::EventIdConflict { .. }))
+                    if context.command_id.is_some() =>
+                {
+                    continue
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -635,6 +881,54 @@ impl Engine {
             case_id: case_id.to_string(),
             attempts: self.inner.config.max_attempts,
         })
+    }
+
+    /// What an earlier attempt of this command (same command id) did to
+    /// `stream`, if one ran.
+    async fn earlier_outcome(
+        &self,
+        principal: &Principal,
+        stream: &StreamId,
+        case_id: &str,
+        context: &CommandContext,
+    ) -> Result<Option<CaseOutcome>, EngineError> {
+        let Some(command) = &context.command_id else {
+            return Ok(None);
+        };
+        let Some(recorded) = idempotency::find(&*self.inner.store, stream, command).await? else {
+            return Ok(None);
+        };
+        if recorded[0].metadata.actor != principal.actor() {
+            return Err(EngineError::CommandIdReused {
+                command_id: command.to_string(),
+            });
+        }
+        let last = &recorded[recorded.len() - 1];
+        let (version, position) = (last.version, last.position);
+        let events = recorded
+            .iter()
+            .map(CaseEvent::from_recorded)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(CaseOutcome {
+            case_id: CaseId::new(case_id)?,
+            events,
+            version,
+            position: Some(position),
+        }))
+    }
+
+    /// The metadata of a command's events: who, from where, why.
+    fn metadata(&self, principal: &Principal, context: &CommandContext) -> Metadata {
+        let mut metadata = Metadata::new(
+            principal.actor(),
+            context
+                .source
+                .clone()
+                .unwrap_or_else(|| Source::system("casebook")),
+        )
+        .with_correlation(context.correlation_id.unwrap_or_default());
+        metadata.reason = context.reason.clone();
+        metadata
     }
 
     /// The case as the principal may see it: fields above their clearance
@@ -645,8 +939,9 @@ impl Engine {
     pub async fn view(
         &self,
         principal: &Principal,
-        case_id: &str,
+        case_id: impl AsRef<str>,
     ) -> Result<CaseView, EngineError> {
+        let case_id = case_id.as_ref();
         let stream = self.case_stream(principal, case_id)?;
         let loaded = self.load_stream(&stream, case_id, false).await?;
         Ok(loaded.state.view_for(&loaded.definition, principal)?)
@@ -658,8 +953,9 @@ impl Engine {
     pub async fn load(
         &self,
         principal: &Principal,
-        case_id: &str,
+        case_id: impl AsRef<str>,
     ) -> Result<LoadedCase, EngineError> {
+        let case_id = case_id.as_ref();
         let stream = self.case_stream(principal, case_id)?;
         let loaded = self.load_stream(&stream, case_id, false).await?;
         loaded.state.view_for(&loaded.definition, principal)?;
@@ -667,7 +963,9 @@ impl Engine {
     }
 
     /// Loads a case from its first event, ignoring cached states and
-    /// snapshots (to measure and to check them).
+    /// snapshots (to measure and to check them; behind the
+    /// `bench-internals` feature).
+    #[cfg(any(test, feature = "bench-internals"))]
     pub async fn load_without_snapshot(
         &self,
         principal: &Principal,
@@ -823,19 +1121,19 @@ impl Engine {
         for e in &events {
             state.apply(def, e)?;
         }
-        let mut metadata = Metadata::new(
-            principal.actor(),
-            context
-                .source
-                .clone()
-                .unwrap_or_else(|| Source::system("casebook")),
-        )
-        .with_classification(state.classification)
-        .with_correlation(context.correlation_id.unwrap_or_default());
-        metadata.reason = context.reason.clone();
+        let metadata = self
+            .metadata(principal, context)
+            .with_classification(state.classification);
         let data = events
             .iter()
-            .map(|e| e.to_event_data(metadata.clone()))
+            .enumerate()
+            .map(|(i, e)| match &context.command_id {
+                Some(command) => e.to_event_data_with_id(
+                    idempotency::event_id(stream, command, i),
+                    metadata.clone(),
+                ),
+                None => e.to_event_data(metadata.clone()),
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let expected = loaded_version.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
         let result = self.inner.store.append(stream, expected, data).await?;

@@ -13,7 +13,7 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -43,8 +43,6 @@ pub(super) struct ProjectionSlot {
     dir: Option<PathBuf>,
     host: OnceLock<ProjectionHost>,
     opening: std::sync::Mutex<()>,
-    /// Whether the runners of the known tenants have been started.
-    started: AtomicBool,
 }
 
 impl ProjectionSlot {
@@ -95,8 +93,8 @@ fn require_admin(principal: &Principal, action: &str) -> Result<(), QueryError> 
 }
 
 impl Engine {
-    /// The engine's projection host (opening its database on first use; it
-    /// starts no runner: opening the engine, writes and queries do).
+    /// The engine's projection host (its database is opened with the
+    /// engine; runners start with [`Engine::start`]).
     ///
     /// Errors: [`QueryError::Projection`] if its database cannot be opened.
     pub fn projections(&self) -> Result<&ProjectionHost, QueryError> {
@@ -119,39 +117,35 @@ impl Engine {
         Ok(slot.host.get_or_init(|| host))
     }
 
-    /// Opens the projection host and, inside a Tokio runtime, starts the
-    /// runners of every tenant it knows (once; later calls are cheap).
+    /// Starts the runners of every tenant the projection host knows (part
+    /// of [`Engine::start`]).
     ///
-    /// Errors: [`ProjectionError`] if the database cannot be opened or a
-    /// runner cannot start.
+    /// Errors: [`ProjectionError`] if a runner cannot start.
     pub(super) fn start_projections(&self) -> Result<(), ProjectionError> {
-        let host = self.projections().map_err(|e| match e {
-            QueryError::Projection(p) => p,
-            other => ProjectionError::Store(other.to_string()),
-        })?;
-        let slot = &self.inner.projections;
-        if slot.started.load(Ordering::Acquire) || tokio::runtime::Handle::try_current().is_err() {
-            return Ok(());
-        }
-        let _guard = slot.opening.lock().unwrap_or_else(|p| p.into_inner());
-        if !slot.started.load(Ordering::Acquire) {
-            host.start_known()?;
-            slot.started.store(true, Ordering::Release);
-        }
-        Ok(())
+        self.open_projections()?.start_known()
     }
 
-    /// The projection host, with the known tenants' runners started.
+    /// The projection host, opening its database if it is not open yet.
+    pub(super) fn open_projections(&self) -> Result<&ProjectionHost, ProjectionError> {
+        self.projections().map_err(|e| match e {
+            QueryError::Projection(p) => p,
+            other => ProjectionError::Store(other.to_string()),
+        })
+    }
+
+    /// The projection host, once the engine runs.
     fn host(&self) -> Result<&ProjectionHost, QueryError> {
-        self.start_projections()?;
+        if !self.inner.started.load(Ordering::Acquire) {
+            return Err(QueryError::Projection(ProjectionError::NotStarted));
+        }
         self.projections()
     }
 
-    /// Starts the runners of the known tenants and of `tenant` after a
-    /// write (a failure here must not fail the write that succeeded: the
-    /// next query reports it).
+    /// Starts the runners of `tenant` after a write, once the engine runs
+    /// (a failure here must not fail the write that succeeded: the runner's
+    /// status and the next query report it).
     pub(super) fn follow_tenant(&self, tenant: &TenantId) {
-        if self.start_projections().is_ok() {
+        if self.is_running() {
             if let Ok(host) = self.projections() {
                 let _ = host.ensure(tenant);
             }

@@ -13,9 +13,10 @@ use super::append::{check_expected, find_duplicate, Limits};
 use super::error::LogError;
 use super::types::{
     AppendResult, Direction, EventData, EventId, ExpectedVersion, GlobalPosition, RecordedEvent,
-    StreamId, StreamVersion, TenantId, Timestamp,
+    StreamId, StreamVersion, TenantId,
 };
 use super::EventStore;
+use crate::time::Clock;
 
 /// An in-memory event store. Cheap to clone; clones share the same events.
 #[derive(Clone)]
@@ -27,6 +28,7 @@ struct Inner {
     state: Mutex<State>,
     head: watch::Sender<Option<GlobalPosition>>,
     limits: Limits,
+    clock: Arc<dyn Clock>,
 }
 
 #[derive(Default)]
@@ -51,11 +53,22 @@ impl MemoryStore {
 
     /// An empty store with the given limits.
     pub fn with_limits(limits: Limits) -> Self {
+        Self::with_limits_and_clock(limits, crate::time::system_clock())
+    }
+
+    /// An empty store with default limits whose `recorded` stamps come from `clock`.
+    pub fn with_clock(clock: Arc<dyn Clock>) -> Self {
+        Self::with_limits_and_clock(Limits::default(), clock)
+    }
+
+    /// An empty store with the given limits and clock.
+    pub fn with_limits_and_clock(limits: Limits, clock: Arc<dyn Clock>) -> Self {
         MemoryStore {
             inner: Arc::new(Inner {
                 state: Mutex::new(State::default()),
                 head: watch::channel(None).0,
                 limits,
+                clock,
             }),
         }
     }
@@ -92,7 +105,7 @@ impl EventStore for MemoryStore {
             .map(|v| StreamVersion(v.len() as u64 - 1));
         check_expected(stream, expected, actual)?;
 
-        let recorded = Timestamp::now();
+        let recorded = self.inner.clock.now();
         let first_version = actual.map_or(StreamVersion::START, StreamVersion::next);
         let first_position = GlobalPosition(state.events.len() as u64);
         let count = events.len() as u64;
@@ -173,6 +186,15 @@ impl EventStore for MemoryStore {
             .take(limit)
             .map(|p| state.events[*p as usize].clone())
             .collect())
+    }
+
+    async fn read_event(&self, id: EventId) -> Result<Option<RecordedEvent>, LogError> {
+        let state = self.state();
+        Ok(state
+            .ids
+            .get(&id)
+            .and_then(|&p| state.events.get(p as usize))
+            .cloned())
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Option<StreamVersion>, LogError> {

@@ -107,6 +107,14 @@ pub trait EventStore: Send + Sync + 'static {
         ))
     }
 
+    /// The event with id `id`, wherever it is stored, or `None` if no event
+    /// has it. This is how a retried command finds what its first attempt
+    /// appended (command ids derive event ids deterministically). Callers
+    /// check the event's stream: the id space is the whole store's.
+    ///
+    /// Errors: [`LogError::Corrupted`], I/O.
+    async fn read_event(&self, id: EventId) -> Result<Option<RecordedEvent>, LogError>;
+
     /// The version of the stream's last event, or `None` if it has none.
     async fn stream_version(&self, stream: &StreamId) -> Result<Option<StreamVersion>, LogError>;
 

@@ -10,13 +10,18 @@ use uuid::Uuid;
 use crate::security::Classification;
 
 use super::error::IdError;
+pub use crate::time::Timestamp;
 
 /// Longest tenant id, category or stream id part, in bytes.
 pub const MAX_ID_PART_LEN: usize = 128;
 /// Longest event type name, in bytes.
 pub const MAX_EVENT_TYPE_LEN: usize = 256;
 
-fn validate_part(kind: &'static str, value: &str, extra: &[char]) -> Result<(), IdError> {
+pub(crate) fn validate_part(
+    kind: &'static str,
+    value: &str,
+    extra: &[char],
+) -> Result<(), IdError> {
     if value.is_empty() {
         return Err(IdError::Empty { kind });
     }
@@ -292,43 +297,6 @@ impl Default for CorrelationId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct CausationId(pub Uuid);
-
-/// A point in time: microseconds since the Unix epoch, UTC.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Timestamp(pub i64);
-
-impl Timestamp {
-    /// The current wall-clock time.
-    pub fn now() -> Self {
-        let d = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        Timestamp(d.as_micros() as i64)
-    }
-
-    /// Microseconds since the Unix epoch.
-    pub fn as_micros(self) -> i64 {
-        self.0
-    }
-}
-
-impl fmt::Display for Timestamp {
-    /// RFC 3339 in UTC with all six digits of microseconds, e.g.
-    /// `2026-11-23T15:16:31.123400Z`, so timestamps line up in columns.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let format = time::macros::format_description!(
-            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
-        );
-        let formatted = time::OffsetDateTime::from_unix_timestamp_nanos(self.0 as i128 * 1000)
-            .ok()
-            .and_then(|t| t.format(&format).ok());
-        match formatted {
-            Some(s) => f.write_str(&s),
-            None => write!(f, "@{}us", self.0),
-        }
-    }
-}
 
 /// The id of whoever caused an event: a person's or a system's principal id.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -652,25 +620,5 @@ mod tests {
         assert!(!ExpectedVersion::StreamExists.matches(None));
         assert!(ExpectedVersion::Exact(StreamVersion(3)).matches(v));
         assert!(!ExpectedVersion::Exact(StreamVersion(2)).matches(v));
-    }
-
-    #[test]
-    fn timestamps_format_as_rfc3339() {
-        assert_eq!(Timestamp(0).to_string(), "1970-01-01T00:00:00.000000Z");
-        assert_eq!(
-            Timestamp(1_500_000).to_string(),
-            "1970-01-01T00:00:01.500000Z"
-        );
-        assert_eq!(
-            Timestamp(1_764_000_000_123_456).to_string(),
-            "2025-11-24T16:00:00.123456Z"
-        );
-        // Still RFC 3339: it parses back to the same instant.
-        let back = time::OffsetDateTime::parse(
-            &Timestamp(1_500_000).to_string(),
-            &time::format_description::well_known::Rfc3339,
-        )
-        .unwrap();
-        assert_eq!(back.unix_timestamp_nanos(), 1_500_000_000);
     }
 }

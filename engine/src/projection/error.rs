@@ -26,6 +26,9 @@ pub enum ProjectionError {
     /// The host was shut down.
     #[error("the projection host is shut down")]
     ShutDown,
+    /// The engine has not been started, so no runner follows the log.
+    #[error("projections are not running: call Engine::start first")]
+    NotStarted,
     /// Reading the log failed.
     #[error("reading the log: {0}")]
     Log(String),

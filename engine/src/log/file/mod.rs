@@ -33,8 +33,8 @@ use super::append::Limits;
 use super::batch::{BatchBuilder, EventBatch};
 use super::error::LogError;
 use super::types::{
-    AppendResult, Direction, EventData, ExpectedVersion, GlobalPosition, RecordedEvent, StreamId,
-    StreamVersion, TenantId,
+    AppendResult, Direction, EventData, EventId, ExpectedVersion, GlobalPosition, RecordedEvent,
+    StreamId, StreamVersion, TenantId,
 };
 use super::EventStore;
 
@@ -68,6 +68,8 @@ pub struct LogStoreConfig {
     /// on them: every group commit is still synced. Default 8 MiB; 0 turns
     /// zero-ahead off.
     pub preallocate: u64,
+    /// Stamps each event's `recorded` time. Default [`crate::time::SystemClock`].
+    pub clock: Arc<dyn crate::time::Clock>,
 }
 
 impl Default for LogStoreConfig {
@@ -80,6 +82,7 @@ impl Default for LogStoreConfig {
             index_table_events: index::FLUSH_EVENTS,
             index_flush_after: index::FLUSH_AFTER,
             preallocate: 8 * 1024 * 1024,
+            clock: crate::time::system_clock(),
         }
     }
 }
@@ -145,7 +148,9 @@ struct Inner {
     tx: Mutex<Option<mpsc::Sender<Message>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     limits: Limits,
-    _lock: Option<File>,
+    /// The data directory's `LOCK`, held from open until [`LogStore::close`]
+    /// (or the last clone's drop).
+    lock: Mutex<Option<File>>,
 }
 
 impl Drop for Inner {
@@ -257,6 +262,7 @@ impl LogStore {
             next_position: recovered.next_position,
             segment_size,
             max_group_bytes: config.max_group_bytes.max(1),
+            clock: config.clock,
             heads: Default::default(),
             zero_ahead,
         };
@@ -274,7 +280,7 @@ impl LogStore {
                 tx: Mutex::new(Some(tx)),
                 writer: Mutex::new(Some(handle)),
                 limits: config.limits,
-                _lock: lock,
+                lock: Mutex::new(lock),
             }),
         })
     }
@@ -282,7 +288,10 @@ impl LogStore {
     /// Stops the writer after the appends already queued, cuts the zeros off
     /// the active segment, and flushes the index.
     /// Later appends on any clone fail with [`LogError::Closed`]; subscriptions
-    /// end with it. The directory stays locked until the last clone is dropped.
+    /// end with it. Once the index is flushed, the directory's `LOCK` is
+    /// released, so another store may open the directory at once (its index
+    /// database waits for this store's sled files to be let go, which happens
+    /// when the last clone is dropped).
     pub async fn close(&self) -> Result<(), LogError> {
         let tx = self
             .inner
@@ -301,7 +310,19 @@ impl LogStore {
         let flushed = tokio::task::spawn_blocking(move || index.flush())
             .await
             .map_err(join_error)?;
-        stopped.and(flushed)
+        let result = stopped.and(flushed);
+        if result.is_ok() {
+            // Dropping the file releases the lock (`flock` belongs to the
+            // open file description).
+            drop(
+                self.inner
+                    .lock
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .take(),
+            );
+        }
+        result
     }
 
     /// Reads every record of every segment and checks its checksum and
@@ -536,6 +557,27 @@ impl EventStore for LogStore {
             this.read_all_batch_blocking(tenant, from, limit)
         })
         .await
+    }
+
+    async fn read_event(&self, id: EventId) -> Result<Option<RecordedEvent>, LogError> {
+        let Some(loc) = self.inner.index.event(id)? else {
+            return Ok(None);
+        };
+        // Everything the index names was synced before it was indexed.
+        let mut reader =
+            RecordReader::synced_before(&self.inner.segments, self.inner.shared.synced());
+        let body = reader.read(loc.record.segment, loc.record.offset)?;
+        match body.event(loc.index as usize) {
+            Some(event) => Ok(Some(event)),
+            None => Err(self.inner.segments.corrupted(
+                loc.record.segment,
+                loc.record.offset,
+                format!(
+                    "the index names event {} of a record that has fewer",
+                    loc.index
+                ),
+            )),
+        }
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Option<StreamVersion>, LogError> {

@@ -68,6 +68,8 @@ pub(crate) struct Writer {
     pub next_position: u64,
     pub segment_size: u64,
     pub max_group_bytes: usize,
+    /// Stamps each group's `recorded` time.
+    pub clock: Arc<dyn crate::time::Clock>,
     pub heads: HashMap<StreamId, StreamVersion>,
     /// Keeps zeroed, synced space ahead of `offset` (`None`: preallocation off).
     pub zero_ahead: Option<ZeroAhead>,
@@ -217,7 +219,7 @@ impl Writer {
         buf: &mut Vec<u8>,
     ) -> Result<Duration, String> {
         buf.clear();
-        let recorded = Timestamp::now();
+        let recorded = self.clock.now();
         let group_start = self.offset;
         let mut accepted: Vec<Accepted> = Vec::with_capacity(group.len());
         let mut pending: HashMap<EventId, (usize, usize)> = HashMap::new();

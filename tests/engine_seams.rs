@@ -1,0 +1,353 @@
+//! The engine's seams for servers and dispatchers: idempotent commands
+//! (open, execute, deploy — also across a restart), the clock every
+//! timestamp comes from, and the explicit lifecycle (start, shutdown,
+//! reopening the same directory straight after).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use casebook::case::{CaseCommand, CaseEvent, CaseFile, ItemRef};
+use casebook::definition::Format;
+use casebook::engine::{CommandContext, CommandId, EngineConfig, EngineError, OpenCase};
+use casebook::log::{Direction, StreamId, StreamVersion, TenantId};
+use casebook::projection::{Consistency, ProjectionError, QueryError};
+use casebook::rules::serde_json::json;
+use casebook::security::Principal;
+use casebook::time::{ManualClock, Timestamp};
+use casebook::Engine;
+
+const FOI: &str = include_str!("../examples/definitions/foi-request.toml");
+
+fn kent() -> TenantId {
+    TenantId::new("kent").unwrap()
+}
+
+fn admin() -> Principal {
+    Principal::new(kent(), "admin-1").with_roles(["administrator"])
+}
+
+fn officer() -> Principal {
+    Principal::new(kent(), "foi-7").with_roles(["foi_officer"])
+}
+
+fn request() -> CaseFile {
+    CaseFile::from_json(json!({
+        "requester": "P-1001",
+        "received_on": "2026-11-02",
+        "request_text": "Number of burglaries in Canterbury in 2025",
+    }))
+    .unwrap()
+}
+
+fn log_request() -> CaseCommand {
+    CaseCommand::Complete {
+        item: ItemRef::key("log_request"),
+        outputs: request()
+            .with("valid_request", true)
+            .with("clarification_needed", false),
+    }
+}
+
+async fn stream_len(engine: &Engine, case_id: &str) -> usize {
+    let stream = StreamId::new(kent(), "case", case_id).unwrap();
+    engine
+        .store()
+        .read_stream(&stream, Direction::Forward, StreamVersion::START, 10_000)
+        .await
+        .unwrap()
+        .len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_command_applies_once_even_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let open_id = CommandId::new("open-7f3a").unwrap();
+    let log_id = CommandId::random();
+    let deploy_id = CommandId::new("deploy-foi-1").unwrap();
+
+    let (case_id, first_open, first_log, events_after) = {
+        let engine = Engine::open(dir.path()).unwrap();
+        engine.start().await.unwrap();
+        let context = CommandContext::because("initial").with_command_id(deploy_id.clone());
+        let d1 = engine
+            .deploy_with(&admin(), FOI, Format::Toml, context.clone())
+            .await
+            .unwrap();
+        let d2 = engine
+            .deploy_with(&admin(), FOI, Format::Toml, context)
+            .await
+            .unwrap();
+        assert_eq!(d1, d2, "the retry reports the first attempt's outcome");
+        assert!(d2.newly_deployed);
+
+        // No case id: the id is derived from the command id, so a retry
+        // names the same case.
+        let open = OpenCase::new("foi_request", request()).with_context(
+            CommandContext::because("received by email").with_command_id(open_id.clone()),
+        );
+        let first_open = engine.open_case(&officer(), open.clone()).await.unwrap();
+        let again = engine.open_case(&officer(), open).await.unwrap();
+        assert_eq!(again.case_id, first_open.case_id);
+        assert_eq!(again.version, first_open.version);
+        assert_eq!(again.events, first_open.events);
+
+        let context = CommandContext::because("logged").with_command_id(log_id.clone());
+        let case_id = first_open.case_id.clone();
+        let first_log = engine
+            .execute(&officer(), &case_id, log_request(), context.clone())
+            .await
+            .unwrap();
+        assert!(
+            first_log.events.len() > 1,
+            "the cascade is part of the outcome"
+        );
+        let events_after = stream_len(&engine, &case_id).await;
+        let retry = engine
+            .execute(&officer(), &case_id, log_request(), context)
+            .await
+            .unwrap();
+        assert_eq!(retry.events, first_log.events);
+        assert_eq!(retry.version, first_log.version);
+        assert_eq!(retry.position, first_log.position);
+        assert_eq!(stream_len(&engine, &case_id).await, events_after);
+        engine.shutdown().await.unwrap();
+        (case_id, first_open, first_log, events_after)
+    };
+
+    // After a restart nothing in memory remembers the commands: the log does.
+    let engine = Engine::open(dir.path()).unwrap();
+    engine.start().await.unwrap();
+    let d3 = engine
+        .deploy_with(
+            &admin(),
+            FOI,
+            Format::Toml,
+            CommandContext::default().with_command_id(deploy_id),
+        )
+        .await
+        .unwrap();
+    assert!(d3.newly_deployed, "the original outcome, not a fresh no-op");
+    let open = OpenCase::new("foi_request", request())
+        .with_context(CommandContext::default().with_command_id(open_id));
+    let reopened = engine.open_case(&officer(), open).await.unwrap();
+    assert_eq!(reopened.case_id, case_id);
+    assert_eq!(reopened.events, first_open.events);
+    let retry = engine
+        .execute(
+            &officer(),
+            &case_id,
+            log_request(),
+            CommandContext::default().with_command_id(log_id),
+        )
+        .await
+        .unwrap();
+    assert_eq!(retry.events, first_log.events);
+    assert_eq!(retry.version, first_log.version);
+    assert_eq!(stream_len(&engine, &case_id).await, events_after);
+
+    // A fresh command id is a new command: here the runtime refuses it
+    // (log_request is done), which shows it really was decided again.
+    let err = engine
+        .execute(
+            &officer(),
+            &case_id,
+            log_request(),
+            CommandContext::default().with_command_id(CommandId::random()),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::Case(_)), "{err}");
+    engine.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_attempts_of_one_command_append_once() {
+    let engine = Engine::in_memory().unwrap();
+    engine.start().await.unwrap();
+    engine.deploy(&admin(), FOI, Format::Toml).await.unwrap();
+    let mut open = OpenCase::new("foi_request", request());
+    open.case_id = Some("FOI-RACE".parse().unwrap());
+    engine.open_case(&officer(), open).await.unwrap();
+    let before = stream_len(&engine, "FOI-RACE").await;
+    let context = CommandContext::default().with_command_id(CommandId::random());
+    let attempts: Vec<_> = (0..8)
+        .map(|_| {
+            let engine = engine.clone();
+            let context = context.clone();
+            tokio::spawn(async move {
+                engine
+                    .execute(
+                        &officer(),
+                        "FOI-RACE",
+                        CaseCommand::AddNote {
+                            text: "called back".into(),
+                        },
+                        context,
+                    )
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for a in attempts {
+        outcomes.push(a.await.unwrap());
+    }
+    assert_eq!(stream_len(&engine, "FOI-RACE").await, before + 1);
+    assert!(outcomes.windows(2).all(|w| w[0].events == w[1].events));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_principals_command_id_is_refused() {
+    let engine = Engine::in_memory().unwrap();
+    engine.deploy(&admin(), FOI, Format::Toml).await.unwrap();
+    let command = CommandId::random();
+    let open = OpenCase::new("foi_request", request())
+        .with_context(CommandContext::default().with_command_id(command.clone()));
+    let opened = engine.open_case(&officer(), open).await.unwrap();
+    let other = Principal::new(kent(), "foi-8").with_roles(["foi_officer"]);
+    let note = CaseCommand::AddNote { text: "x".into() };
+    engine
+        .execute(
+            &officer(),
+            &opened.case_id,
+            note.clone(),
+            CommandContext::default().with_command_id(CommandId::new("n-1").unwrap()),
+        )
+        .await
+        .unwrap();
+    let err = engine
+        .execute(
+            &other,
+            &opened.case_id,
+            note,
+            CommandContext::default().with_command_id(CommandId::new("n-1").unwrap()),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::CommandIdReused { .. }), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_timestamp_comes_from_the_configured_clock() {
+    let start = Timestamp::from_micros(1_780_000_000_000_000);
+    let clock = ManualClock::new(start);
+    let engine = Engine::in_memory_with(EngineConfig {
+        clock: Arc::new(clock.clone()),
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    engine.deploy(&admin(), FOI, Format::Toml).await.unwrap();
+    let opened = engine
+        .open_case(&officer(), OpenCase::new("foi_request", request()))
+        .await
+        .unwrap();
+    let CaseEvent::CaseOpened { opened_at, .. } = &opened.events[0] else {
+        panic!("first event is {:?}", opened.events[0]);
+    };
+    assert_eq!(*opened_at, start);
+    assert_eq!(engine.now(), start);
+
+    clock.advance(Duration::from_secs(3 * 3600));
+    engine
+        .execute(
+            &officer(),
+            &opened.case_id,
+            CaseCommand::AddNote { text: "n".into() },
+            CommandContext::default(),
+        )
+        .await
+        .unwrap();
+    let stream = StreamId::new(kent(), "case", &opened.case_id).unwrap();
+    let recorded: Vec<Timestamp> = engine
+        .store()
+        .read_stream(&stream, Direction::Forward, StreamVersion::START, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.recorded)
+        .collect();
+    assert_eq!(recorded.first(), Some(&start));
+    assert_eq!(
+        recorded.last(),
+        Some(&(start + Duration::from_secs(3 * 3600)))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lifecycle_is_explicit_and_shutdown_releases_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut events = 0;
+    for round in 0..3 {
+        // Straight after the previous round's shutdown: no lock left behind.
+        let engine = Engine::open(dir.path()).unwrap();
+        let err = engine
+            .case_view(&officer(), "FOI-1", Consistency::Eventual)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, QueryError::Projection(ProjectionError::NotStarted)),
+            "{err}"
+        );
+        engine.start().await.unwrap();
+        engine.start().await.unwrap();
+        assert!(engine.is_running());
+        if round == 0 {
+            engine.deploy(&admin(), FOI, Format::Toml).await.unwrap();
+            let mut open = OpenCase::new("foi_request", request());
+            open.case_id = Some("FOI-1".parse().unwrap());
+            let opened = engine.open_case(&officer(), open).await.unwrap();
+            engine
+                .case_view(
+                    &officer(),
+                    "FOI-1",
+                    Consistency::at_least(opened.position.unwrap()),
+                )
+                .await
+                .unwrap();
+            events = stream_len(&engine, "FOI-1").await;
+        }
+        assert_eq!(stream_len(&engine, "FOI-1").await, events);
+        engine.shutdown().await.unwrap();
+        engine.shutdown().await.unwrap();
+        assert!(!engine.is_running());
+        let err = engine
+            .execute(
+                &officer(),
+                "FOI-1",
+                CaseCommand::AddNote {
+                    text: "late".into(),
+                },
+                CommandContext::default(),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, EngineError::ShutDown), "{err}");
+        assert!(engine.start().await.is_err());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_starts_and_shuts_down_around_the_signal() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = {
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            engine
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await
+        })
+    };
+    while !engine.is_running() {
+        tokio::task::yield_now().await;
+    }
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+    drop(engine);
+    let again = Engine::open(dir.path()).unwrap();
+    again.shutdown().await.unwrap();
+}
