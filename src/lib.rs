@@ -26,6 +26,8 @@
 //! #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f) } }
 //! ```
 
+#![deny(unsafe_code)]
+
 pub use casebook_engine::{case, definition, engine, log, projection, rules, security, Engine};
 
 /// The README's code examples, compiled as doctests so the README stays true.

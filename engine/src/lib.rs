@@ -19,6 +19,8 @@
 //! - [`security`]: classifications, vetting and the [`security::Principal`]
 //!   every call takes.
 
+#![deny(unsafe_code)]
+
 pub mod case;
 pub mod definition;
 mod embedded;
