@@ -44,7 +44,7 @@ mod tests;
 
 pub use command::{CaseCommand, ItemRef};
 pub use decide::{decide, CASCADE_LIMIT, MAX_ID_LEN, MAX_NOTE_LEN, SYSTEM_ROLE};
-pub use error::CaseError;
+pub use error::{CaseError, ClearanceSubject};
 pub use event::{
     CaseEvent, DeadlineDue, DefinitionRef, EntityRole, PoleKind, PoleRef, SuspendedBy,
 };
