@@ -28,7 +28,9 @@
 
 #![deny(unsafe_code)]
 
-pub use casebook_engine::{case, definition, engine, log, projection, rules, security, Engine};
+pub use casebook_engine::{
+    case, definition, engine, error, log, projection, rules, security, Engine, ErrorKind,
+};
 
 /// The README's code examples, compiled as doctests so the README stays true.
 #[doc = include_str!("../README.md")]

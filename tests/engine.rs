@@ -10,7 +10,7 @@ use casebook::engine::{CommandContext, EngineConfig, EngineError, LoadStart, Ope
 use casebook::log::{Direction, StreamId, StreamVersion, TenantId};
 use casebook::rules::serde_json::{json, Value};
 use casebook::security::{Classification, Principal};
-use casebook::Engine;
+use casebook::{Engine, ErrorKind};
 
 const FOI: &str = include_str!("../examples/definitions/foi-request.toml");
 
@@ -72,7 +72,11 @@ async fn deploying_definitions_is_checked_versioned_and_idempotent() {
         .deploy(&foi_officer(), FOI, Format::Toml)
         .await
         .unwrap_err();
-    assert!(matches!(err, EngineError::Forbidden { .. }), "{err}");
+    assert!(
+        matches!(err, EngineError::Case(CaseError::Forbidden { .. })),
+        "{err}"
+    );
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied);
 
     let broken = FOI.replace(
         "if = \"information_held != 'not_held'\"",

@@ -81,6 +81,23 @@ pub(crate) fn sled_kind(e: &sled::Error) -> ErrorKind {
     }
 }
 
+/// The kind of a storage failure given as any error: the first I/O or sled
+/// error in its source chain decides (see [`io_kind`]); anything else is
+/// [`ErrorKind::Internal`].
+pub(crate) fn storage_kind(e: &(dyn std::error::Error + 'static)) -> ErrorKind {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return io_kind(io);
+        }
+        if let Some(sled) = e.downcast_ref::<sled::Error>() {
+            return sled_kind(sled);
+        }
+        next = e.source();
+    }
+    ErrorKind::Internal
+}
+
 impl std::fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 
-pub use error::EngineError;
+pub use error::{EngineError, SnapshotSource};
 pub use snapshots::{MemorySnapshots, SledSnapshots, SnapshotStore};
 
 use self::recent::Recent;
@@ -255,7 +255,7 @@ impl Engine {
     /// log whether or not anyone reads them (outside a runtime, they start
     /// at the first engine call that runs in one).
     ///
-    /// Errors: those of [`LogStore::open`]; [`EngineError::Snapshot`];
+    /// Errors: those of [`LogStore::open`]; [`EngineError::SnapshotStore`];
     /// [`EngineError::Projection`] if the projection database cannot be
     /// opened.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, EngineError> {
@@ -332,8 +332,9 @@ impl Engine {
     /// the existing deployment (`newly_deployed: false`). Running cases keep
     /// the version they started with.
     ///
-    /// Errors: [`EngineError::Forbidden`] without the `administrator` role;
-    /// [`EngineError::InvalidDefinition`] listing every problem;
+    /// Errors: [`EngineError::Case`] with [`crate::case::CaseError::Forbidden`]
+    /// without the `administrator` role; [`EngineError::InvalidDefinition`]
+    /// listing every problem;
     /// [`EngineError::DefinitionVersionConflict`] for a deployed version with
     /// other content; [`EngineError::DefinitionVersionNotIncreasing`].
     pub async fn deploy(
@@ -343,11 +344,10 @@ impl Engine {
         format: Format,
     ) -> Result<Deployment, EngineError> {
         if !principal.has_role(ADMIN_ROLE) {
-            return Err(EngineError::Forbidden {
-                principal: principal.to_string(),
-                action: "deploy case definitions".into(),
-                needed: vec![ADMIN_ROLE.into()],
-            });
+            return Err(EngineError::forbidden(
+                "deploy case definitions",
+                &[ADMIN_ROLE],
+            ));
         }
         let def = CaseDefinition::parse(source, format)?;
         let key = def.key.as_str().to_string();
@@ -479,12 +479,15 @@ impl Engine {
             Some(v) => deployed.into_iter().find(|d| d.0 == v),
             None => deployed.into_iter().max_by_key(|d| d.0),
         };
-        let (_, fingerprint, format, source) = pick.ok_or_else(unknown)?;
-        let def = CaseDefinition::parse(&source, format)?;
+        let (deployed_version, fingerprint, format, source) = pick.ok_or_else(unknown)?;
+        let changed = |source| EngineError::StoredDefinitionChanged {
+            key: case_type.to_string(),
+            version: deployed_version,
+            source,
+        };
+        let def = CaseDefinition::parse(&source, format).map_err(|e| changed(Some(e)))?;
         if def.fingerprint() != fingerprint {
-            return Err(EngineError::Snapshot(format!(
-                "the stored document of {case_type} no longer parses to the deployed definition (fingerprint changed)"
-            )));
+            return Err(changed(None));
         }
         let def = Arc::new(def);
         self.cache(tenant, Arc::clone(&def));
