@@ -97,7 +97,8 @@ pub enum EvalError {
         /// The CEL source.
         expression: String,
         /// What could not be represented.
-        reason: String,
+        #[source]
+        reason: super::value::NoJsonForm,
     },
     /// Any other runtime failure reported by the CEL interpreter.
     #[error("`{expression}` failed: {message}")]
@@ -171,7 +172,9 @@ mod tests {
             EvalError::DivisionByZero { expression: e() },
             EvalError::Unrepresentable {
                 expression: e(),
-                reason: "NaN".into(),
+                reason: super::super::value::NoJsonForm::NonFiniteDecimal {
+                    value: "NaN".into(),
+                },
             },
             EvalError::Failed {
                 expression: e(),
