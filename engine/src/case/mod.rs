@@ -52,5 +52,5 @@ pub use state::{
     is_terminal, CaseState, CaseStatus, EntityLink, InstanceId, ItemInstance, Note, PlannedItem,
     RunningDeadline,
 };
-pub use values::check_value;
+pub use values::{check_value, ValueError};
 pub use view::{CaseView, ItemView};
