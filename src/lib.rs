@@ -26,8 +26,11 @@
 //! #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f) } }
 //! ```
 
+#![deny(unsafe_code)]
+
 pub use casebook_engine::{
-    case, definition, engine, log, prelude, projection, rules, security, time, Engine, ErrorKind,
+    case, definition, engine, error, log, prelude, projection, rules, security, time, Engine,
+    ErrorKind,
 };
 
 /// The README's code examples, compiled as doctests so the README stays true.

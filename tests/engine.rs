@@ -8,7 +8,7 @@ use casebook::engine::{CommandContext, EngineConfig, EngineError, LoadStart, Ope
 use casebook::log::{Direction, StreamId, StreamVersion, TenantId};
 use casebook::rules::serde_json::{json, Value};
 use casebook::security::{Classification, Principal};
-use casebook::Engine;
+use casebook::{Engine, ErrorKind};
 
 const FOI: &str = include_str!("../examples/definitions/foi-request.toml");
 
@@ -64,7 +64,11 @@ async fn deploying_definitions_is_checked_versioned_and_idempotent() {
         .deploy(&foi_officer(), FOI, Format::Toml)
         .await
         .unwrap_err();
-    assert!(matches!(err, EngineError::Forbidden { .. }), "{err}");
+    assert!(
+        matches!(err, EngineError::Case(CaseError::Forbidden { .. })),
+        "{err}"
+    );
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied);
 
     let broken = FOI.replace(
         "if = \"information_held != 'not_held'\"",
@@ -430,15 +434,16 @@ async fn tenants_and_clearances_are_enforced_by_the_engine() {
         .unwrap_err();
     assert!(matches!(err, EngineError::UnknownCase { .. }), "{err}");
 
-    // Clearance below the case's classification: refused.
+    // Clearance below the case's classification: it reads exactly as a
+    // case that does not exist.
     let err = engine.view(&foi_officer(), "FOI-1").await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            EngineError::Case(CaseError::InsufficientClearance { .. })
-        ),
-        "{err}"
+    assert!(matches!(err, EngineError::UnknownCase { .. }), "{err}");
+    let missing = engine.view(&foi_officer(), "FOI-9").await.unwrap_err();
+    assert_eq!(
+        err.to_string().replace("FOI-1", "FOI-9"),
+        missing.to_string()
     );
+    assert_eq!(err.kind(), missing.kind());
     let err = engine
         .execute(
             &foi_officer(),
@@ -448,13 +453,7 @@ async fn tenants_and_clearances_are_enforced_by_the_engine() {
         )
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            EngineError::Case(CaseError::InsufficientClearance { .. })
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, EngineError::UnknownCase { .. }), "{err}");
     assert!(engine.view(&officer, "FOI-1").await.is_ok());
 
     // Unknown cases and bad ids are typed errors.

@@ -14,7 +14,7 @@ use casebook::projection::{Consistency, ProjectionError, QueryError};
 use casebook::rules::serde_json::json;
 use casebook::security::Principal;
 use casebook::time::{ManualClock, Timestamp};
-use casebook::Engine;
+use casebook::{Engine, ErrorKind};
 
 const FOI: &str = include_str!("../examples/definitions/foi-request.toml");
 
@@ -323,6 +323,7 @@ async fn the_lifecycle_is_explicit_and_shutdown_releases_the_directory() {
             .await
             .unwrap_err();
         assert!(matches!(err, EngineError::ShutDown), "{err}");
+        assert_eq!(err.kind(), ErrorKind::Unavailable);
         assert!(engine.start().await.is_err());
     }
 }

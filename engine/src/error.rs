@@ -60,6 +60,44 @@ impl ErrorKind {
     }
 }
 
+/// The kind of an operating-system I/O failure: a full disk or an exceeded
+/// quota is [`ErrorKind::ResourceExhausted`], anything else
+/// [`ErrorKind::Internal`].
+pub(crate) fn io_kind(e: &std::io::Error) -> ErrorKind {
+    match e.kind() {
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+            ErrorKind::ResourceExhausted
+        }
+        _ => ErrorKind::Internal,
+    }
+}
+
+/// The kind of an embedded index store (sled) failure: its I/O errors as
+/// [`io_kind`], anything else [`ErrorKind::Internal`].
+pub(crate) fn sled_kind(e: &sled::Error) -> ErrorKind {
+    match e {
+        sled::Error::Io(io) => io_kind(io),
+        _ => ErrorKind::Internal,
+    }
+}
+
+/// The kind of a storage failure given as any error: the first I/O or sled
+/// error in its source chain decides (see [`io_kind`]); anything else is
+/// [`ErrorKind::Internal`].
+pub(crate) fn storage_kind(e: &(dyn std::error::Error + 'static)) -> ErrorKind {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return io_kind(io);
+        }
+        if let Some(sled) = e.downcast_ref::<sled::Error>() {
+            return sled_kind(sled);
+        }
+        next = e.source();
+    }
+    ErrorKind::Internal
+}
+
 impl std::fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -95,6 +133,31 @@ mod tests {
         assert_eq!(
             ErrorKind::invalid("stages[0]").to_string(),
             "invalid argument at stages[0]"
+        );
+    }
+
+    #[test]
+    fn a_full_disk_is_resource_exhausted_other_io_is_internal() {
+        use std::io::{Error, ErrorKind as Io};
+        assert_eq!(
+            io_kind(&Error::from(Io::StorageFull)),
+            ErrorKind::ResourceExhausted
+        );
+        assert_eq!(
+            io_kind(&Error::from(Io::QuotaExceeded)),
+            ErrorKind::ResourceExhausted
+        );
+        assert_eq!(
+            io_kind(&Error::from(Io::PermissionDenied)),
+            ErrorKind::Internal
+        );
+        assert_eq!(
+            sled_kind(&sled::Error::Io(Error::from(Io::StorageFull))),
+            ErrorKind::ResourceExhausted
+        );
+        assert_eq!(
+            sled_kind(&sled::Error::ReportableBug("x".into())),
+            ErrorKind::Internal
         );
     }
 }

@@ -21,6 +21,8 @@
 //! - [`time`]: [`time::Timestamp`] and the [`time::Clock`] every timestamp
 //!   the engine makes comes from.
 
+#![deny(unsafe_code)]
+
 pub mod case;
 pub mod definition;
 mod embedded;

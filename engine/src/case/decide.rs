@@ -17,7 +17,7 @@ use crate::rules::{Condition, ItemState, Scope};
 use crate::security::{Classification, Principal};
 
 use super::command::{CaseCommand, ItemRef};
-use super::error::{field_display, CaseError};
+use super::error::{CaseError, ClearanceSubject};
 use super::event::{CaseEvent, DeadlineDue, DefinitionRef, EntityRole, PoleRef, SuspendedBy};
 use super::file::CaseFile;
 use super::state::{CaseState, CaseStatus, InstanceId, ItemInstance, Occurred};
@@ -251,7 +251,7 @@ impl<'a> Cx<'a> {
         let needed = fd.classification.unwrap_or_default().max(case_class);
         if !self.principal.may_see(needed) {
             return Err(CaseError::InsufficientClearance {
-                subject: field_display(key),
+                subject: ClearanceSubject::Field(key.clone()),
                 needed,
                 held: self.principal.clearance,
             });
@@ -1074,7 +1074,7 @@ impl<'a> Cx<'a> {
         }
         if !self.principal.may_see(self.state.classification) {
             return Err(CaseError::InsufficientClearance {
-                subject: "the case".into(),
+                subject: ClearanceSubject::Case,
                 needed: self.state.classification,
                 held: self.principal.clearance,
             });
@@ -1105,7 +1105,7 @@ impl<'a> Cx<'a> {
         }
         if !self.principal.may_see(class) {
             return Err(CaseError::InsufficientClearance {
-                subject: "the case".into(),
+                subject: ClearanceSubject::NewCase,
                 needed: class,
                 held: self.principal.clearance,
             });

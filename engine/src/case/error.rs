@@ -1,6 +1,9 @@
 //! The case runtime's typed errors: each says what was wrong and what to fix.
 
+use std::fmt;
+
 use crate::definition::{FieldKey, ItemKey, RoleKey};
+use crate::error::ErrorKind;
 use crate::log::TenantId;
 use crate::rules::{EvalError, ItemState};
 use crate::security::Classification;
@@ -26,10 +29,14 @@ pub enum CaseError {
         tenant: TenantId,
     },
     /// The principal's clearance does not cover the case or a field.
+    ///
+    /// For an existing case ([`ClearanceSubject::Case`]) its
+    /// [`CaseError::kind`] is [`ErrorKind::NotFound`]: a case above a
+    /// principal's clearance must look to them like no case at all.
     #[error("clearance {held} does not cover {subject}, marked {needed}")]
     InsufficientClearance {
-        /// `the case` or `field 'x'`.
-        subject: String,
+        /// The case, a case being opened, or a field.
+        subject: ClearanceSubject,
         /// The marking that must be covered.
         needed: Classification,
         /// The principal's clearance.
@@ -203,7 +210,83 @@ pub enum CaseError {
     },
 }
 
+/// What a principal's clearance fell short for
+/// ([`CaseError::InsufficientClearance`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClearanceSubject {
+    /// An existing case: the principal may not even know it exists.
+    Case,
+    /// A case being opened at a classification above the clearance.
+    NewCase,
+    /// A case-file field marked above the clearance.
+    Field(FieldKey),
+}
+
+impl fmt::Display for ClearanceSubject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClearanceSubject::Case => f.write_str("the case"),
+            ClearanceSubject::NewCase => f.write_str("the new case"),
+            ClearanceSubject::Field(key) => write!(f, "field '{key}'"),
+        }
+    }
+}
+
+/// The request path of an item reference.
+const ITEM: &str = "item";
+/// The request path of an item's instance.
+const INSTANCE: &str = "item.instance";
+
 impl CaseError {
+    /// What the error means to a caller.
+    ///
+    /// A case the principal may not see at all (not opened, another
+    /// tenant's, above their clearance) is [`ErrorKind::NotFound`]; a missing
+    /// role, or clearance short of a field or of the classification a new
+    /// case asks for, is [`ErrorKind::PermissionDenied`]. A command that
+    /// names an unknown or unsuitable item, instance or field is
+    /// [`ErrorKind::InvalidArgument`] with that part's path (`item`,
+    /// `item.instance`, or the field or output key); one the case's current
+    /// state does not allow is [`ErrorKind::Conflict`]. Failures of the
+    /// definition or of stored history are [`ErrorKind::Internal`].
+    pub fn kind(&self) -> ErrorKind {
+        let conflict = ErrorKind::Conflict {
+            actual_version: None,
+        };
+        match self {
+            CaseError::NotOpened | CaseError::WrongTenant { .. } => ErrorKind::NotFound,
+            CaseError::InsufficientClearance { subject, .. } => match subject {
+                ClearanceSubject::Case => ErrorKind::NotFound,
+                ClearanceSubject::NewCase | ClearanceSubject::Field(_) => {
+                    ErrorKind::PermissionDenied
+                }
+            },
+            CaseError::Forbidden { .. } => ErrorKind::PermissionDenied,
+            CaseError::AlreadyOpened | CaseError::AlreadyPlanned { .. } => ErrorKind::AlreadyExists,
+            CaseError::UnknownItem { .. }
+            | CaseError::WrongItemKind { .. }
+            | CaseError::NotDiscretionary { .. } => ErrorKind::invalid(ITEM),
+            CaseError::UnknownInstance { .. } | CaseError::AmbiguousItem { .. } => {
+                ErrorKind::invalid(INSTANCE)
+            }
+            CaseError::InvalidField { field, .. } => ErrorKind::invalid(field.clone()),
+            CaseError::InvalidCommand { .. } => ErrorKind::InvalidArgument { paths: Vec::new() },
+            CaseError::ItemNotInPlan { .. }
+            | CaseError::IllegalTransition { .. }
+            | CaseError::ClaimedByAnother { .. }
+            | CaseError::NotApplicable { .. }
+            | CaseError::NotCompletable { .. }
+            | CaseError::CaseSuspended
+            | CaseError::CaseClosed { .. }
+            | CaseError::IllegalCaseTransition { .. } => conflict,
+            CaseError::RuleFailed { error, .. } => error.kind(),
+            CaseError::DefinitionMismatch { .. }
+            | CaseError::CascadeLimit { .. }
+            | CaseError::AutomaticStepFailed { .. }
+            | CaseError::InconsistentHistory { .. } => ErrorKind::Internal,
+        }
+    }
+
     pub(crate) fn invalid_field(field: impl Into<String>, reason: impl Into<String>) -> Self {
         CaseError::InvalidField {
             field: field.into(),
@@ -212,6 +295,196 @@ impl CaseError {
     }
 }
 
-pub(crate) fn field_display(f: &FieldKey) -> String {
-    format!("field '{f}'")
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rules::EvalError;
+    use crate::security::Classification;
+
+    fn item() -> ItemKey {
+        ItemKey::new("grade_incident")
+    }
+
+    fn clearance(subject: ClearanceSubject) -> CaseError {
+        CaseError::InsufficientClearance {
+            subject,
+            needed: Classification::Secret,
+            held: Classification::Official,
+        }
+    }
+
+    #[test]
+    fn case_errors_map_to_their_kinds() {
+        let conflict = ErrorKind::Conflict {
+            actual_version: None,
+        };
+        let cases = [
+            (CaseError::NotOpened, ErrorKind::NotFound),
+            (
+                CaseError::WrongTenant {
+                    tenant: TenantId::new("essex").unwrap(),
+                },
+                ErrorKind::NotFound,
+            ),
+            (clearance(ClearanceSubject::Case), ErrorKind::NotFound),
+            (
+                clearance(ClearanceSubject::NewCase),
+                ErrorKind::PermissionDenied,
+            ),
+            (
+                clearance(ClearanceSubject::Field(FieldKey::new("informant"))),
+                ErrorKind::PermissionDenied,
+            ),
+            (
+                CaseError::Forbidden {
+                    action: "complete grade_incident".into(),
+                    needed: vec![RoleKey::new("supervisor")],
+                },
+                ErrorKind::PermissionDenied,
+            ),
+            (CaseError::AlreadyOpened, ErrorKind::AlreadyExists),
+            (
+                CaseError::AlreadyPlanned { item: item() },
+                ErrorKind::AlreadyExists,
+            ),
+            (
+                CaseError::UnknownItem {
+                    item: "nope".into(),
+                },
+                ErrorKind::invalid("item"),
+            ),
+            (
+                CaseError::WrongItemKind {
+                    item: item(),
+                    kind: "stage".into(),
+                    action: "claim".into(),
+                },
+                ErrorKind::invalid("item"),
+            ),
+            (
+                CaseError::NotDiscretionary { item: item() },
+                ErrorKind::invalid("item"),
+            ),
+            (
+                CaseError::UnknownInstance {
+                    item: item(),
+                    instance: InstanceId(7),
+                },
+                ErrorKind::invalid("item.instance"),
+            ),
+            (
+                CaseError::AmbiguousItem {
+                    item: item(),
+                    instances: vec![InstanceId(2), InstanceId(3)],
+                },
+                ErrorKind::invalid("item.instance"),
+            ),
+            (
+                CaseError::invalid_field("age", "expected an integer"),
+                ErrorKind::invalid("age"),
+            ),
+            (
+                CaseError::InvalidCommand {
+                    reason: "empty note".into(),
+                },
+                ErrorKind::InvalidArgument { paths: vec![] },
+            ),
+            (CaseError::ItemNotInPlan { item: item() }, conflict.clone()),
+            (
+                CaseError::IllegalTransition {
+                    item: item(),
+                    from: ItemState::Completed,
+                    action: "start".into(),
+                },
+                conflict.clone(),
+            ),
+            (
+                CaseError::ClaimedByAnother {
+                    item: item(),
+                    claimed_by: "pc-2".into(),
+                },
+                conflict.clone(),
+            ),
+            (
+                CaseError::NotApplicable {
+                    item: item(),
+                    condition: "false".into(),
+                },
+                conflict.clone(),
+            ),
+            (
+                CaseError::NotCompletable {
+                    item: "the case".into(),
+                    reason: "a stage is active".into(),
+                },
+                conflict.clone(),
+            ),
+            (CaseError::CaseSuspended, conflict.clone()),
+            (
+                CaseError::CaseClosed {
+                    status: CaseStatus::Closed,
+                },
+                conflict.clone(),
+            ),
+            (
+                CaseError::IllegalCaseTransition {
+                    from: CaseStatus::Active,
+                    action: "resume".into(),
+                },
+                conflict,
+            ),
+            (
+                CaseError::RuleFailed {
+                    owner: "entry of 'locate'".into(),
+                    error: EvalError::DivisionByZero {
+                        expression: "a / b".into(),
+                    },
+                },
+                ErrorKind::Internal,
+            ),
+            (
+                CaseError::DefinitionMismatch {
+                    expected: "foi v1".into(),
+                    found: "foi v2".into(),
+                },
+                ErrorKind::Internal,
+            ),
+            (
+                CaseError::CascadeLimit {
+                    limit: 1000,
+                    last: "loop".into(),
+                },
+                ErrorKind::Internal,
+            ),
+            (
+                CaseError::AutomaticStepFailed {
+                    item: item(),
+                    reason: "x".into(),
+                },
+                ErrorKind::Internal,
+            ),
+            (
+                CaseError::InconsistentHistory {
+                    event: "ItemStarted".into(),
+                    reason: "x".into(),
+                },
+                ErrorKind::Internal,
+            ),
+        ];
+        for (err, kind) in cases {
+            assert_eq!(err.kind(), kind, "{err}");
+        }
+    }
+
+    #[test]
+    fn clearance_subjects_read_as_before() {
+        assert_eq!(
+            clearance(ClearanceSubject::Case).to_string(),
+            "clearance OFFICIAL does not cover the case, marked SECRET"
+        );
+        assert_eq!(
+            ClearanceSubject::Field(FieldKey::new("informant")).to_string(),
+            "field 'informant'"
+        );
+    }
 }

@@ -46,7 +46,7 @@ mod tests;
 
 pub use command::{CaseCommand, ItemRef};
 pub use decide::{decide, CASCADE_LIMIT, MAX_ID_LEN, MAX_NOTE_LEN, SYSTEM_ROLE};
-pub use error::CaseError;
+pub use error::{CaseError, ClearanceSubject};
 pub use event::{
     CaseEvent, DeadlineDue, DefinitionRef, EntityRole, PoleKind, PoleRef, SuspendedBy,
 };
@@ -56,5 +56,5 @@ pub use state::{
     is_terminal, CaseState, CaseStatus, EntityLink, InstanceId, ItemInstance, Note, PlannedItem,
     RunningDeadline,
 };
-pub use values::check_value;
+pub use values::{check_value, ValueError};
 pub use view::{CaseView, ItemView};

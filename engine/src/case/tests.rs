@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::testing::{complete, open, start, update, who, Given, NOW};
 use super::*;
-use crate::definition::{ItemKey, RoleKey};
+use crate::definition::{FieldKey, ItemKey, RoleKey};
 use crate::log::codec::DomainEvent;
 use crate::log::{ActorId, Metadata, Source, TenantId};
 use crate::rules::ItemState;
@@ -1324,7 +1324,7 @@ fn roles_clearance_and_tenant_are_enforced() {
     let low = who(&["w"]).with_clearance(Classification::Official);
     g.when_as(&low, update(json!({ "secret_note": "x" })))
         .then_error(CaseError::InsufficientClearance {
-            subject: "field 'secret_note'".into(),
+            subject: ClearanceSubject::Field(FieldKey::new("secret_note")),
             needed: Classification::Secret,
             held: Classification::Official,
         });
@@ -1349,7 +1349,7 @@ fn a_case_above_the_principals_clearance_cannot_be_acted_on_or_read() {
     });
     let low = who(&["w"]).with_clearance(Classification::Official);
     let expected = CaseError::InsufficientClearance {
-        subject: "the case".into(),
+        subject: ClearanceSubject::Case,
         needed: Classification::OfficialSensitive,
         held: Classification::Official,
     };
@@ -1367,7 +1367,7 @@ fn a_case_above_the_principals_clearance_cannot_be_acted_on_or_read() {
             },
         )
         .then_error(CaseError::InsufficientClearance {
-            subject: "the case".into(),
+            subject: ClearanceSubject::NewCase,
             needed: Classification::Secret,
             held: Classification::Official,
         });

@@ -3,6 +3,7 @@
 use serde_json::Value;
 
 use crate::definition::{FieldDef, FieldType};
+use crate::error::ErrorKind;
 
 /// Longest text value accepted.
 pub const MAX_TEXT_LEN: usize = 100_000;
@@ -11,11 +12,73 @@ pub const MAX_REF_LEN: usize = 128;
 /// Most list elements accepted.
 pub const MAX_LIST_LEN: usize = 10_000;
 
+/// A value a case-file field cannot hold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    /// A value of another type or form.
+    #[error("expected {expected}, got {got}")]
+    Expected {
+        /// What the field expects.
+        expected: String,
+        /// The value given (shortened).
+        got: String,
+    },
+    /// Text over [`MAX_TEXT_LEN`] bytes.
+    #[error("text longer than {max} bytes")]
+    TextTooLong {
+        /// The maximum.
+        max: usize,
+    },
+    /// A value an enumeration does not allow.
+    #[error("expected one of [{}], got {got}", allowed.join(", "))]
+    NotAllowed {
+        /// The values it allows.
+        allowed: Vec<String>,
+        /// The value given (shortened).
+        got: String,
+    },
+    /// A list inside a list.
+    #[error("lists cannot be nested")]
+    NestedList,
+    /// A list over [`MAX_LIST_LEN`] elements.
+    #[error("a list longer than {max} elements")]
+    ListTooLong {
+        /// The maximum.
+        max: usize,
+    },
+    /// A list field whose definition has no element type.
+    #[error("the field's element type is not defined")]
+    NoElementType,
+    /// A list element that its element type does not allow.
+    #[error("element {index}: {error}")]
+    Element {
+        /// The element's position.
+        index: usize,
+        /// What is wrong with it.
+        #[source]
+        error: Box<ValueError>,
+    },
+}
+
+impl ValueError {
+    /// What the error means to a caller: [`ErrorKind::InvalidArgument`]
+    /// (the caller knows which field the value was for).
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::InvalidArgument { paths: Vec::new() }
+    }
+}
+
 /// Checks a (non-null) value against a field definition.
 ///
 /// # Errors
-/// A message saying what the field expects, e.g. `expected an integer, got "ten"`.
+/// The message of a [`ValueError`], saying what the field expects, e.g.
+/// `expected an integer, got "ten"`.
 pub fn check_value(field: &FieldDef, value: &Value) -> Result<(), String> {
+    value_error(field, value).map_err(|e| e.to_string())
+}
+
+/// Checks a (non-null) value against a field definition, with a typed error.
+pub(crate) fn value_error(field: &FieldDef, value: &Value) -> Result<(), ValueError> {
     check_typed(field.ty, &field.values, field.element, value, true)
 }
 
@@ -37,12 +100,17 @@ fn check_typed(
     element: Option<FieldType>,
     v: &Value,
     top: bool,
-) -> Result<(), String> {
-    let expected = |what: &str| Err(format!("expected {what}, got {}", describe(v)));
+) -> Result<(), ValueError> {
+    let expected = |what: &str| {
+        Err(ValueError::Expected {
+            expected: what.to_string(),
+            got: describe(v),
+        })
+    };
     match ty {
         FieldType::Text => match v.as_str() {
             Some(s) if s.len() <= MAX_TEXT_LEN => Ok(()),
-            Some(_) => Err(format!("text longer than {MAX_TEXT_LEN} bytes")),
+            Some(_) => Err(ValueError::TextTooLong { max: MAX_TEXT_LEN }),
             None => expected("text"),
         },
         FieldType::Integer => {
@@ -90,11 +158,10 @@ fn check_typed(
         }
         FieldType::Enumeration => match v.as_str() {
             Some(s) if values.iter().any(|a| a == s) => Ok(()),
-            _ => Err(format!(
-                "expected one of [{}], got {}",
-                values.join(", "),
-                describe(v)
-            )),
+            _ => Err(ValueError::NotAllowed {
+                allowed: values.to_vec(),
+                got: describe(v),
+            }),
         },
         FieldType::GeoPoint => {
             let obj = match v.as_object() {
@@ -117,17 +184,19 @@ fn check_typed(
                 return expected("a list");
             };
             if !top {
-                return Err("lists cannot be nested".to_string());
+                return Err(ValueError::NestedList);
             }
             if items.len() > MAX_LIST_LEN {
-                return Err(format!("a list longer than {MAX_LIST_LEN} elements"));
+                return Err(ValueError::ListTooLong { max: MAX_LIST_LEN });
             }
             let Some(el) = element else {
-                return Err("the field's element type is not defined".to_string());
+                return Err(ValueError::NoElementType);
             };
             for (i, item) in items.iter().enumerate() {
-                check_typed(el, values, None, item, false)
-                    .map_err(|e| format!("element {i}: {e}"))?;
+                check_typed(el, values, None, item, false).map_err(|e| ValueError::Element {
+                    index: i,
+                    error: Box::new(e),
+                })?;
             }
             Ok(())
         }
@@ -194,5 +263,29 @@ mod tests {
         for (ty, v) in bad {
             assert!(check_value(&field(ty), &v).is_err(), "{ty:?} {v}");
         }
+    }
+
+    #[test]
+    fn value_errors_are_typed_and_read_as_before() {
+        let err = value_error(&field(FieldType::List), &json!(["a", "z"])).unwrap_err();
+        assert_eq!(
+            err,
+            ValueError::Element {
+                index: 1,
+                error: Box::new(ValueError::NotAllowed {
+                    allowed: vec!["a".into(), "b".into()],
+                    got: "\"z\"".into(),
+                }),
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "element 1: expected one of [a, b], got \"z\""
+        );
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument { paths: vec![] });
+        assert_eq!(
+            check_value(&field(FieldType::Integer), &json!("ten")),
+            Err("expected an integer, got \"ten\"".to_string())
+        );
     }
 }

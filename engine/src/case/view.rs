@@ -9,7 +9,7 @@ use crate::log::Timestamp;
 use crate::rules::ItemState;
 use crate::security::{Classification, Principal};
 
-use super::error::CaseError;
+use super::error::{CaseError, ClearanceSubject};
 use super::event::DefinitionRef;
 use super::state::{
     CaseState, CaseStatus, EntityLink, InstanceId, Note, PlannedItem, RunningDeadline,
@@ -84,7 +84,7 @@ impl CaseState {
         }
         if !principal.may_see(self.classification) {
             return Err(CaseError::InsufficientClearance {
-                subject: "the case".into(),
+                subject: ClearanceSubject::Case,
                 needed: self.classification,
                 held: principal.clearance,
             });

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::error::ErrorKind;
+
 /// What sort of problem a [`Problem`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ProblemKind {
@@ -88,6 +90,19 @@ impl DefinitionError {
             .iter()
             .any(|p| p.path == path && p.message == message)
     }
+
+    /// What the error means to a caller: [`ErrorKind::InvalidArgument`]
+    /// naming the path of every problem, in document order, each once
+    /// (problems about the document as a whole have no path and add none).
+    pub fn kind(&self) -> ErrorKind {
+        let mut paths: Vec<String> = Vec::new();
+        for p in &self.problems {
+            if !p.path.is_empty() && !paths.contains(&p.path) {
+                paths.push(p.path.clone());
+            }
+        }
+        ErrorKind::InvalidArgument { paths }
+    }
 }
 
 impl fmt::Display for DefinitionError {
@@ -102,5 +117,46 @@ impl fmt::Display for DefinitionError {
             write!(f, "\n  - {p}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kind_names_every_problems_path_once() {
+        let err = DefinitionError {
+            problems: vec![
+                Problem::new("", ProblemKind::Syntax, "not TOML"),
+                Problem::new("key", ProblemKind::InvalidIdentifier, "bad key"),
+                Problem::new("stages[0].entry", ProblemKind::InvalidCel, "bad CEL"),
+                Problem::new("key", ProblemKind::Invalid, "again"),
+            ],
+        };
+        assert_eq!(
+            err.kind(),
+            ErrorKind::InvalidArgument {
+                paths: vec!["key".into(), "stages[0].entry".into()]
+            }
+        );
+        let whole = DefinitionError {
+            problems: vec![Problem::new("", ProblemKind::Syntax, "not TOML")],
+        };
+        assert_eq!(whole.kind(), ErrorKind::InvalidArgument { paths: vec![] });
+    }
+
+    #[test]
+    fn a_parsed_definitions_problems_carry_their_paths() {
+        let err = crate::definition::CaseDefinition::from_toml(
+            "key = 'Bad Key'\nname = 'K'\nversion = 1\nretention = { group = 'group1' }\n\
+             [[milestones]]\nkey = 'm'\nname = 'M'\nentry = [{ if = \"y == 1\" }]",
+        )
+        .unwrap_err();
+        let ErrorKind::InvalidArgument { paths } = err.kind() else {
+            panic!("{err}");
+        };
+        assert!(paths.contains(&"key".to_string()), "{err}: {paths:?}");
+        assert!(paths.len() >= 2, "{err}: {paths:?}");
     }
 }

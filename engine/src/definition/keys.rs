@@ -5,6 +5,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::ErrorKind;
+
 /// Longest identifier accepted.
 pub const MAX_IDENTIFIER_LEN: usize = 64;
 
@@ -50,34 +52,71 @@ const CONDITION_NAMES: [&str; 12] = [
     "type",
 ];
 
-/// Checks an identifier: a lower-case letter, then lower-case letters, digits
-/// or `_`, at most [`MAX_IDENTIFIER_LEN`] characters.
-///
-/// # Errors
-/// A message saying what is wrong, e.g. `'Grade' is not a valid identifier: ...`.
-pub fn check_identifier(s: &str) -> Result<(), String> {
+/// A name a definition (or a request) cannot use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// Not a lower-case identifier of at most [`MAX_IDENTIFIER_LEN`] characters.
+    #[error("'{name}' is not a valid identifier: use a lower-case letter followed by lower-case letters, digits or '_' (at most {MAX_IDENTIFIER_LEN})")]
+    InvalidIdentifier {
+        /// The rejected name.
+        name: String,
+    },
+    /// A CEL reserved word or a name conditions already use.
+    #[error("'{name}' is reserved in conditions; choose another name")]
+    ReservedInConditions {
+        /// The rejected name.
+        name: String,
+    },
+    /// Not identifiers separated by dots.
+    #[error("'{name}' is not a valid service name: use identifiers separated by dots, e.g. 'gis.locate_ward'")]
+    InvalidServiceName {
+        /// The rejected name.
+        name: String,
+    },
+}
+
+impl NameError {
+    /// What the error means to a caller: [`ErrorKind::InvalidArgument`]
+    /// (the caller knows where the name sits; a definition's
+    /// [`crate::definition::DefinitionError`] gives the path).
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::InvalidArgument { paths: Vec::new() }
+    }
+}
+
+fn identifier(s: &str) -> Result<(), NameError> {
     let mut chars = s.chars();
     let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase());
     let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
     if !first_ok || !rest_ok || s.len() > MAX_IDENTIFIER_LEN {
-        return Err(format!(
-            "'{s}' is not a valid identifier: use a lower-case letter followed by lower-case letters, digits or '_' (at most {MAX_IDENTIFIER_LEN})"
-        ));
+        return Err(NameError::InvalidIdentifier {
+            name: s.to_string(),
+        });
     }
     Ok(())
+}
+
+/// Checks an identifier: a lower-case letter, then lower-case letters, digits
+/// or `_`, at most [`MAX_IDENTIFIER_LEN`] characters.
+///
+/// # Errors
+/// The message of [`NameError::InvalidIdentifier`], e.g.
+/// `'Grade' is not a valid identifier: ...`.
+pub fn check_identifier(s: &str) -> Result<(), String> {
+    identifier(s).map_err(|e| e.to_string())
 }
 
 /// Like [`check_identifier`], and also rejects names that conditions cannot
 /// refer to (CEL reserved words, `state`, `reached`, CEL type names).
 ///
 /// # Errors
-/// A message saying what is wrong.
-pub fn check_condition_name(s: &str) -> Result<(), String> {
-    check_identifier(s)?;
+/// [`NameError::InvalidIdentifier`] or [`NameError::ReservedInConditions`].
+pub fn check_condition_name(s: &str) -> Result<(), NameError> {
+    identifier(s)?;
     if CEL_RESERVED.contains(&s) || CONDITION_NAMES.contains(&s) {
-        return Err(format!(
-            "'{s}' is reserved in conditions; choose another name"
-        ));
+        return Err(NameError::ReservedInConditions {
+            name: s.to_string(),
+        });
     }
     Ok(())
 }
@@ -85,14 +124,14 @@ pub fn check_condition_name(s: &str) -> Result<(), String> {
 /// Checks a service name: identifiers separated by dots, e.g. `gis.locate_ward`.
 ///
 /// # Errors
-/// A message saying what is wrong.
-pub fn check_service_name(s: &str) -> Result<(), String> {
-    if s.split('.').all(|part| check_identifier(part).is_ok()) {
+/// [`NameError::InvalidServiceName`].
+pub fn check_service_name(s: &str) -> Result<(), NameError> {
+    if s.split('.').all(|part| identifier(part).is_ok()) {
         Ok(())
     } else {
-        Err(format!(
-            "'{s}' is not a valid service name: use identifiers separated by dots, e.g. 'gis.locate_ward'"
-        ))
+        Err(NameError::InvalidServiceName {
+            name: s.to_string(),
+        })
     }
 }
 
@@ -192,12 +231,32 @@ mod tests {
         assert!(check_identifier("").is_err());
         assert!(check_identifier("a-b").is_err());
         assert!(check_identifier(&"a".repeat(65)).is_err());
+        let reserved = check_condition_name("in").unwrap_err();
         assert_eq!(
-            check_condition_name("in"),
-            Err("'in' is reserved in conditions; choose another name".to_string())
+            reserved,
+            NameError::ReservedInConditions { name: "in".into() }
+        );
+        assert_eq!(
+            reserved.to_string(),
+            "'in' is reserved in conditions; choose another name"
+        );
+        assert_eq!(
+            check_condition_name("Grade"),
+            Err(NameError::InvalidIdentifier {
+                name: "Grade".into()
+            })
         );
         assert!(check_condition_name("state").is_err());
         assert!(check_service_name("gis.locate_ward").is_ok());
-        assert!(check_service_name("gis..x").is_err());
+        assert_eq!(
+            check_service_name("gis..x"),
+            Err(NameError::InvalidServiceName {
+                name: "gis..x".into()
+            })
+        );
+        assert_eq!(
+            reserved.kind(),
+            ErrorKind::InvalidArgument { paths: vec![] }
+        );
     }
 }

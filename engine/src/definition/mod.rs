@@ -35,7 +35,7 @@ pub use error::{DefinitionError, Problem, ProblemKind};
 pub use fingerprint::Fingerprint;
 pub use keys::{
     check_condition_name, check_identifier, check_service_name, CaseTypeKey, DeadlineKey, FieldKey,
-    ItemKey, RoleKey, ServiceName, TeamKey, MAX_IDENTIFIER_LEN,
+    ItemKey, NameError, RoleKey, ServiceName, TeamKey, MAX_IDENTIFIER_LEN,
 };
 pub use model::{
     Activity, ActivityKind, CaseDefinition, CasePermissions, Deadline, Escalation, FieldDef,
@@ -43,5 +43,5 @@ pub use model::{
     Priority, Retention, Sentry, ServiceDef, SlaPeriod, Stage,
 };
 pub use parse::Format;
-pub use period::{Period, PeriodParts};
+pub use period::{Period, PeriodError, PeriodParts};
 pub use plan::{PlanEntry, PlanItem};

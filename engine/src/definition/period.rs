@@ -4,6 +4,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::ErrorKind;
+
 /// A period as written in a definition. Kept as text (so that it serializes as
 /// written); [`Period::parts`] parses it.
 ///
@@ -19,6 +21,31 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Period(String);
+
+/// A period that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PeriodError {
+    /// Neither ISO 8601 nor a shorthand number with a unit.
+    #[error("'{text}' is not a period: use ISO 8601 (e.g. 'PT1H', 'P5D', 'P6Y') or a number with s, m, h, d or w (e.g. '48h')")]
+    Malformed {
+        /// The text as written.
+        text: String,
+    },
+    /// A period of length zero.
+    #[error("'{text}' is an empty period")]
+    Empty {
+        /// The text as written.
+        text: String,
+    },
+}
+
+impl PeriodError {
+    /// What the error means to a caller: [`ErrorKind::InvalidArgument`]
+    /// (the caller knows where the period sits).
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::InvalidArgument { paths: Vec::new() }
+    }
+}
 
 /// A parsed period.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -78,14 +105,12 @@ impl Period {
     /// Parses the period.
     ///
     /// # Errors
-    /// A message naming the text and the accepted forms, also for a zero period.
-    pub fn parts(&self) -> Result<PeriodParts, String> {
+    /// [`PeriodError::Malformed`], naming the text and the accepted forms;
+    /// [`PeriodError::Empty`] for a zero period.
+    pub fn parts(&self) -> Result<PeriodParts, PeriodError> {
         let s = self.0.trim();
-        let bad = || {
-            format!(
-                "'{}' is not a period: use ISO 8601 (e.g. 'PT1H', 'P5D', 'P6Y') or a number with s, m, h, d or w (e.g. '48h')",
-                self.0
-            )
+        let bad = || PeriodError::Malformed {
+            text: self.0.clone(),
         };
         let parts = if let Some(rest) = s.strip_prefix('P') {
             parse_iso(rest).ok_or_else(bad)?
@@ -105,7 +130,9 @@ impl Period {
             p
         };
         if parts.is_zero() {
-            return Err(format!("'{}' is an empty period", self.0));
+            return Err(PeriodError::Empty {
+                text: self.0.clone(),
+            });
         }
         Ok(parts)
     }
@@ -175,8 +202,16 @@ mod tests {
             Some(time::Duration::seconds(90))
         );
         assert_eq!(Period::new("P10Y").parts().map(|p| p.years), Ok(10));
-        for bad in ["", "P", "PT", "1.5h", "h", "P1H", "5x", "P0D", "PT1H2"] {
-            assert!(Period::new(bad).parts().is_err(), "{bad}");
+        for bad in ["", "P", "PT", "1.5h", "h", "P1H", "5x", "PT1H2"] {
+            assert_eq!(
+                Period::new(bad).parts(),
+                Err(PeriodError::Malformed { text: bad.into() }),
+                "{bad}"
+            );
         }
+        let empty = Period::new("P0D").parts().unwrap_err();
+        assert_eq!(empty, PeriodError::Empty { text: "P0D".into() });
+        assert_eq!(empty.to_string(), "'P0D' is an empty period");
+        assert_eq!(empty.kind(), ErrorKind::InvalidArgument { paths: vec![] });
     }
 }

@@ -164,8 +164,12 @@ impl<'a> Validator<'a> {
             }
         }
         if let Some(p) = &def.retention.review_after {
-            if let Err(m) = p.parts() {
-                self.push("retention.review_after", ProblemKind::Invalid, m);
+            if let Err(e) = p.parts() {
+                self.push(
+                    "retention.review_after",
+                    ProblemKind::Invalid,
+                    e.to_string(),
+                );
             }
         }
     }
@@ -270,8 +274,12 @@ impl<'a> Validator<'a> {
         let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
         for (i, f) in self.def.fields.iter().enumerate() {
             let path = format!("fields[{i}]");
-            if let Err(m) = check_condition_name(f.key.as_str()) {
-                self.push(format!("{path}.key"), ProblemKind::InvalidIdentifier, m);
+            if let Err(e) = check_condition_name(f.key.as_str()) {
+                self.push(
+                    format!("{path}.key"),
+                    ProblemKind::InvalidIdentifier,
+                    e.to_string(),
+                );
             }
             if let Some(first) = seen.insert(f.key.as_str(), i) {
                 self.push(
@@ -313,8 +321,12 @@ impl<'a> Validator<'a> {
         let mut seen = BTreeSet::new();
         for (i, s) in self.def.services.iter().enumerate() {
             let path = format!("services[{i}]");
-            if let Err(m) = check_service_name(s.name.as_str()) {
-                self.push(format!("{path}.name"), ProblemKind::InvalidIdentifier, m);
+            if let Err(e) = check_service_name(s.name.as_str()) {
+                self.push(
+                    format!("{path}.name"),
+                    ProblemKind::InvalidIdentifier,
+                    e.to_string(),
+                );
             }
             if !seen.insert(s.name.as_str()) {
                 self.push(
@@ -346,11 +358,11 @@ impl<'a> Validator<'a> {
         let mut keys: BTreeMap<&str, String> = BTreeMap::new();
         for entry in def.plan_items() {
             let key = entry.item.key();
-            if let Err(m) = check_condition_name(key.as_str()) {
+            if let Err(e) = check_condition_name(key.as_str()) {
                 self.push(
                     format!("{}.key", entry.path),
                     ProblemKind::InvalidIdentifier,
-                    m,
+                    e.to_string(),
                 );
             }
             if let Some(first) = keys.get(key.as_str()) {
@@ -774,7 +786,11 @@ impl<'a> Validator<'a> {
                 "a deadline needs 'within' or 'working_days'",
             ),
             (Some(p), None) => match p.parts() {
-                Err(m) => self.push(format!("{path}.within"), ProblemKind::Invalid, m),
+                Err(e) => self.push(
+                    format!("{path}.within"),
+                    ProblemKind::Invalid,
+                    e.to_string(),
+                ),
                 Ok(parts) if parts.is_calendar() => self.push(
                     format!("{path}.within"),
                     ProblemKind::Invalid,

@@ -1,9 +1,13 @@
 //! Errors of the [`super::Engine`]: one enum that says what to fix.
 
 use crate::case::CaseError;
-use crate::definition::DefinitionError;
+use crate::definition::{DefinitionError, RoleKey};
+use crate::error::{storage_kind, ErrorKind};
 use crate::log::codec::CodecError;
 use crate::log::{IdError, LogError, TenantId};
+
+/// The error a [`super::SnapshotStore`] reports, whatever its backing.
+pub type SnapshotSource = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Everything an [`super::Engine`] call can report.
 #[derive(Debug, thiserror::Error)]
@@ -53,20 +57,12 @@ pub enum EngineError {
         /// The case id.
         case_id: String,
     },
-    /// The caller may not do this.
-    #[error("{principal} may not {action}: it needs one of the roles {needed:?}")]
-    Forbidden {
-        /// Who asked.
-        principal: String,
-        /// What they tried.
-        action: String,
-        /// Roles that would allow it.
-        needed: Vec<String>,
-    },
     /// A case or definition id that is not a valid identifier.
     #[error("invalid id: {0}")]
     InvalidId(#[from] IdError),
-    /// The case runtime rejected the command (nothing was appended).
+    /// The case runtime rejected the command (nothing was appended), or the
+    /// caller lacks the role for an engine action
+    /// ([`CaseError::Forbidden`], the one "forbidden" error of the engine).
     #[error(transparent)]
     Case(#[from] CaseError),
     /// The event log failed.
@@ -93,9 +89,257 @@ pub enum EngineError {
         command_id: String,
     },
     /// The snapshot store failed (snapshots are derived; the log is intact).
-    #[error("snapshot store error: {0}")]
-    Snapshot(String),
+    #[error("snapshot store error while {context}: {source}")]
+    SnapshotStore {
+        /// What the store was doing.
+        context: String,
+        /// The store's error (sled's, for the engine's own store).
+        #[source]
+        source: SnapshotSource,
+    },
+    /// A deployed definition's stored document no longer parses to the
+    /// definition that was deployed (a newer build reads it differently):
+    /// cases of that version cannot be loaded until this is resolved.
+    #[error("the stored document of {key} version {version} no longer parses to the deployed definition{}", if .source.is_some() { "" } else { " (its fingerprint changed)" })]
+    StoredDefinitionChanged {
+        /// The case type.
+        key: String,
+        /// The deployed version.
+        version: u32,
+        /// Why it no longer parses, if it does not parse at all.
+        #[source]
+        source: Option<DefinitionError>,
+    },
+    /// The stored working-day calendar holds something that is not a date
+    /// (the log was written by a defective or newer build).
+    #[error("the stored working-day calendar is invalid: {reason}")]
+    InvalidStoredCalendar {
+        /// What is wrong.
+        reason: String,
+    },
     /// The projection store failed (projections are derived; the log is intact).
     #[error(transparent)]
     Projection(#[from] crate::projection::ProjectionError),
+}
+
+impl EngineError {
+    /// A snapshot store failure, for [`super::SnapshotStore`] implementations.
+    pub fn snapshot_store(context: impl Into<String>, source: impl Into<SnapshotSource>) -> Self {
+        EngineError::SnapshotStore {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+
+    /// The caller lacks one of the roles an engine action needs.
+    pub(crate) fn forbidden(action: impl Into<String>, needed: &[&str]) -> Self {
+        EngineError::Case(CaseError::Forbidden {
+            action: action.into(),
+            needed: needed.iter().map(|r| RoleKey::new(*r)).collect(),
+        })
+    }
+
+    /// What the error means to a caller.
+    ///
+    /// Wrapped errors keep their own kind (an invalid definition is
+    /// [`ErrorKind::InvalidArgument`] naming every problem's path, a case the
+    /// caller may not see is [`ErrorKind::NotFound`], a failing log is what
+    /// [`LogError::kind`] says). An unknown case or case type is
+    /// [`ErrorKind::NotFound`], an existing case id
+    /// [`ErrorKind::AlreadyExists`], a definition version that clashes with
+    /// the deployed ones [`ErrorKind::Conflict`], and a case contended by
+    /// other commands or a shut-down engine [`ErrorKind::Unavailable`]
+    /// (retry, or reopen); a command id another principal used
+    /// [`ErrorKind::Conflict`]. A failing snapshot
+    /// store is [`ErrorKind::Internal`] (a full disk:
+    /// [`ErrorKind::ResourceExhausted`]), as is a stored definition that
+    /// changed.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            EngineError::InvalidDefinition(e) => e.kind(),
+            EngineError::InvalidId(e) => e.kind(),
+            EngineError::Case(e) => e.kind(),
+            EngineError::Log(e) => e.kind(),
+            EngineError::Codec(e) => e.kind(),
+            EngineError::DefinitionVersionConflict { .. }
+            | EngineError::DefinitionVersionNotIncreasing { .. } => ErrorKind::Conflict {
+                actual_version: None,
+            },
+            EngineError::UnknownDefinition { .. } | EngineError::UnknownCase { .. } => {
+                ErrorKind::NotFound
+            }
+            EngineError::CaseExists { .. } => ErrorKind::AlreadyExists,
+            EngineError::Contended { .. } | EngineError::ShutDown => ErrorKind::Unavailable,
+            EngineError::CommandIdReused { .. } => ErrorKind::Conflict {
+                actual_version: None,
+            },
+            EngineError::SnapshotStore { source, .. } => storage_kind(source.as_ref()),
+            EngineError::StoredDefinitionChanged { .. }
+            | EngineError::InvalidStoredCalendar { .. } => ErrorKind::Internal,
+            EngineError::Projection(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::case::ClearanceSubject;
+    use crate::definition::CaseDefinition;
+    use crate::log::StreamVersion;
+    use crate::security::Classification;
+
+    fn kent() -> TenantId {
+        TenantId::new("kent").unwrap()
+    }
+
+    #[test]
+    fn engine_errors_map_to_their_kinds() {
+        let invalid = CaseDefinition::from_toml("key = 'Bad Key'").unwrap_err();
+        let invalid_kind = invalid.kind();
+        let disk_full = || std::io::Error::from(std::io::ErrorKind::StorageFull);
+        let cases = [
+            (EngineError::InvalidDefinition(invalid), invalid_kind),
+            (
+                EngineError::DefinitionVersionConflict {
+                    key: "foi".into(),
+                    version: 2,
+                },
+                ErrorKind::Conflict {
+                    actual_version: None,
+                },
+            ),
+            (
+                EngineError::DefinitionVersionNotIncreasing {
+                    key: "foi".into(),
+                    version: 1,
+                    latest: 2,
+                },
+                ErrorKind::Conflict {
+                    actual_version: None,
+                },
+            ),
+            (
+                EngineError::UnknownDefinition {
+                    tenant: kent(),
+                    key: "foi".into(),
+                    version: Some(3),
+                },
+                ErrorKind::NotFound,
+            ),
+            (
+                EngineError::UnknownCase {
+                    tenant: kent(),
+                    case_id: "FOI-404".into(),
+                },
+                ErrorKind::NotFound,
+            ),
+            (
+                EngineError::CaseExists {
+                    case_id: "FOI-1".into(),
+                },
+                ErrorKind::AlreadyExists,
+            ),
+            (
+                EngineError::forbidden("deploy case definitions", &["administrator"]),
+                ErrorKind::PermissionDenied,
+            ),
+            (
+                EngineError::Case(CaseError::InsufficientClearance {
+                    subject: ClearanceSubject::Case,
+                    needed: Classification::Secret,
+                    held: Classification::Official,
+                }),
+                ErrorKind::NotFound,
+            ),
+            (
+                EngineError::InvalidId(IdError::Empty { kind: "stream id" }),
+                ErrorKind::invalid("stream_id"),
+            ),
+            (
+                EngineError::Log(LogError::WrongExpectedVersion {
+                    stream: "kent/case/FOI-1".parse().unwrap(),
+                    expected: crate::log::ExpectedVersion::NoStream,
+                    actual: Some(StreamVersion(0)),
+                }),
+                ErrorKind::Conflict {
+                    actual_version: Some(0),
+                },
+            ),
+            (EngineError::Log(LogError::Closed), ErrorKind::Unavailable),
+            (
+                EngineError::Codec(CodecError::UnsupportedFormat {
+                    found: 9,
+                    supported: 1,
+                }),
+                ErrorKind::Internal,
+            ),
+            (
+                EngineError::Contended {
+                    case_id: "FOI-1".into(),
+                    attempts: 8,
+                },
+                ErrorKind::Unavailable,
+            ),
+            (
+                EngineError::snapshot_store("storing", sled::Error::Io(disk_full())),
+                ErrorKind::ResourceExhausted,
+            ),
+            (
+                EngineError::snapshot_store("storing", disk_full()),
+                ErrorKind::ResourceExhausted,
+            ),
+            (
+                EngineError::snapshot_store("reading", "a custom store failed"),
+                ErrorKind::Internal,
+            ),
+            (
+                EngineError::StoredDefinitionChanged {
+                    key: "foi".into(),
+                    version: 1,
+                    source: None,
+                },
+                ErrorKind::Internal,
+            ),
+            (
+                EngineError::InvalidStoredCalendar {
+                    reason: "'2026-02-30' is not a date".into(),
+                },
+                ErrorKind::Internal,
+            ),
+            (
+                EngineError::Projection(crate::projection::ProjectionError::ShutDown),
+                ErrorKind::Internal,
+            ),
+        ];
+        for (err, kind) in cases {
+            assert_eq!(err.kind(), kind, "{err}");
+        }
+    }
+
+    #[test]
+    fn forbidden_is_the_case_runtimes_variant() {
+        let err = EngineError::forbidden("deploy case definitions", &["administrator"]);
+        assert!(
+            matches!(&err, EngineError::Case(CaseError::Forbidden { needed, .. }) if needed == &[RoleKey::new("administrator")]),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "'deploy case definitions' needs one of the roles [administrator]"
+        );
+    }
+
+    #[test]
+    fn snapshot_store_errors_keep_their_source() {
+        use std::error::Error as _;
+        let err = EngineError::snapshot_store("opening", sled::Error::Unsupported("no".into()));
+        assert!(err.source().is_some_and(|s| s.is::<sled::Error>()));
+        let changed = EngineError::StoredDefinitionChanged {
+            key: "foi".into(),
+            version: 1,
+            source: Some(CaseDefinition::from_toml("key = 'Bad Key'").unwrap_err()),
+        };
+        assert!(changed.source().is_some());
+    }
 }

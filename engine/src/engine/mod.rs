@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 
-pub use error::EngineError;
+pub use error::{EngineError, SnapshotSource};
 pub use idempotency::CommandId;
 pub use snapshots::{MemorySnapshots, SledSnapshots, SnapshotStore};
 
@@ -196,6 +196,24 @@ pub struct CaseOutcome {
     pub position: Option<GlobalPosition>,
 }
 
+/// "Above your clearance" and "another tenant's" must look exactly like
+/// "does not exist": the error names only what the caller asked for.
+fn conceal(error: EngineError, principal: &Principal, case_id: &str) -> EngineError {
+    match error {
+        EngineError::Case(
+            crate::case::CaseError::InsufficientClearance {
+                subject: crate::case::ClearanceSubject::Case,
+                ..
+            }
+            | crate::case::CaseError::WrongTenant { .. },
+        ) => EngineError::UnknownCase {
+            tenant: principal.tenant.clone(),
+            case_id: case_id.to_string(),
+        },
+        other => other,
+    }
+}
+
 impl crate::projection::Consistency {
     /// Wait (up to 5 seconds) until the projections have seen everything
     /// `outcome` appended — read-your-writes after a command. A command that
@@ -341,7 +359,7 @@ impl Engine {
     /// everything and releases the directory.
     ///
     /// Errors: those of [`LogStore::open`] ([`LogError::Locked`] while
-    /// another engine has the directory open); [`EngineError::Snapshot`];
+    /// another engine has the directory open); [`EngineError::SnapshotStore`];
     /// [`EngineError::Projection`] if the projection database cannot be
     /// opened.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, EngineError> {
@@ -503,8 +521,9 @@ impl Engine {
     /// the existing deployment (`newly_deployed: false`). Running cases keep
     /// the version they started with.
     ///
-    /// Errors: [`EngineError::Forbidden`] without the `administrator` role;
-    /// [`EngineError::InvalidDefinition`] listing every problem;
+    /// Errors: [`EngineError::Case`] with [`crate::case::CaseError::Forbidden`]
+    /// without the `administrator` role; [`EngineError::InvalidDefinition`]
+    /// listing every problem;
     /// [`EngineError::DefinitionVersionConflict`] for a deployed version with
     /// other content; [`EngineError::DefinitionVersionNotIncreasing`].
     pub async fn deploy(
@@ -531,11 +550,10 @@ impl Engine {
     ) -> Result<Deployment, EngineError> {
         self.check_running()?;
         if !principal.has_role(ADMIN_ROLE) {
-            return Err(EngineError::Forbidden {
-                principal: principal.to_string(),
-                action: "deploy case definitions".into(),
-                needed: vec![ADMIN_ROLE.into()],
-            });
+            return Err(EngineError::forbidden(
+                "deploy case definitions",
+                &[ADMIN_ROLE],
+            ));
         }
         let def = CaseDefinition::parse(source, format)?;
         let key = def.key.as_str().to_string();
@@ -686,12 +704,15 @@ impl Engine {
             Some(v) => deployed.into_iter().find(|d| d.0 == v),
             None => deployed.into_iter().max_by_key(|d| d.0),
         };
-        let (_, fingerprint, format, source) = pick.ok_or_else(unknown)?;
-        let def = CaseDefinition::parse(&source, format)?;
+        let (deployed_version, fingerprint, format, source) = pick.ok_or_else(unknown)?;
+        let changed = |source| EngineError::StoredDefinitionChanged {
+            key: case_type.to_string(),
+            version: deployed_version,
+            source,
+        };
+        let def = CaseDefinition::parse(&source, format).map_err(|e| changed(Some(e)))?;
         if def.fingerprint() != fingerprint {
-            return Err(EngineError::Snapshot(format!(
-                "the stored document of {case_type} no longer parses to the deployed definition (fingerprint changed)"
-            )));
+            return Err(changed(None));
         }
         let def = Arc::new(def);
         self.cache(tenant, Arc::clone(&def));
@@ -830,8 +851,20 @@ impl Engine {
         command: CaseCommand,
         context: CommandContext,
     ) -> Result<CaseOutcome, EngineError> {
-        self.check_running()?;
         let case_id = case_id.as_ref();
+        self.execute_inner(principal, case_id, command, context)
+            .await
+            .map_err(|e| conceal(e, principal, case_id))
+    }
+
+    async fn execute_inner(
+        &self,
+        principal: &Principal,
+        case_id: &str,
+        command: CaseCommand,
+        context: CommandContext,
+    ) -> Result<CaseOutcome, EngineError> {
+        self.check_running()?;
         let stream = self.case_stream(principal, case_id)?;
         for _ in 0..self.inner.config.max_attempts {
             if let Some(outcome) = self
@@ -944,7 +977,10 @@ impl Engine {
         let case_id = case_id.as_ref();
         let stream = self.case_stream(principal, case_id)?;
         let loaded = self.load_stream(&stream, case_id, false).await?;
-        Ok(loaded.state.view_for(&loaded.definition, principal)?)
+        loaded
+            .state
+            .view_for(&loaded.definition, principal)
+            .map_err(|e| conceal(e.into(), principal, case_id))
     }
 
     /// Loads a case's full state (snapshot plus newer events). For embedding
@@ -958,7 +994,10 @@ impl Engine {
         let case_id = case_id.as_ref();
         let stream = self.case_stream(principal, case_id)?;
         let loaded = self.load_stream(&stream, case_id, false).await?;
-        loaded.state.view_for(&loaded.definition, principal)?;
+        loaded
+            .state
+            .view_for(&loaded.definition, principal)
+            .map_err(|e| conceal(e.into(), principal, case_id))?;
         Ok(loaded)
     }
 
@@ -973,7 +1012,10 @@ impl Engine {
     ) -> Result<LoadedCase, EngineError> {
         let stream = self.case_stream(principal, case_id)?;
         let loaded = self.replay(&stream, case_id, None, LoadStart::Log).await?;
-        loaded.state.view_for(&loaded.definition, principal)?;
+        loaded
+            .state
+            .view_for(&loaded.definition, principal)
+            .map_err(|e| conceal(e.into(), principal, case_id))?;
         Ok(loaded)
     }
 

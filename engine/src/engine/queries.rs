@@ -363,8 +363,8 @@ impl Engine {
     /// when they reach it. Returns the event's position (for
     /// read-your-writes waits).
     ///
-    /// Errors: [`EngineError::Forbidden`] without the `administrator` role;
-    /// [`EngineError::Log`] (including a list too large for one event).
+    /// Errors: [`EngineError::Case`] with [`CaseError::Forbidden`] without
+    /// the `administrator` role; [`EngineError::Log`] (including a list too large for one event).
     pub async fn set_non_working_days(
         &self,
         principal: &Principal,
@@ -372,11 +372,10 @@ impl Engine {
         context: CommandContext,
     ) -> Result<GlobalPosition, EngineError> {
         if !principal.has_role(ADMIN_ROLE) {
-            return Err(EngineError::Forbidden {
-                principal: principal.to_string(),
-                action: "set the working-day calendar".into(),
-                needed: vec![ADMIN_ROLE.into()],
-            });
+            return Err(EngineError::forbidden(
+                "set the working-day calendar",
+                &[ADMIN_ROLE],
+            ));
         }
         let set: BTreeSet<calendar::Date> = days.iter().copied().collect();
         let event = CalendarEvent::NonWorkingDaysSet {
@@ -409,8 +408,8 @@ impl Engine {
     /// England and Wales bank holidays if never set).
     ///
     /// Errors: [`EngineError::Log`]; [`EngineError::Codec`] for an event
-    /// that does not decode; [`EngineError::Snapshot`] for a stored day that
-    /// is not a date.
+    /// that does not decode; [`EngineError::InvalidStoredCalendar`] for a
+    /// stored day that is not a date.
     pub async fn working_calendar(
         &self,
         principal: &Principal,
@@ -430,7 +429,7 @@ impl Engine {
         match last.first() {
             None => Ok(WorkingCalendar::default()),
             Some(e) => WorkingCalendar::from_event(&CalendarEvent::from_recorded(e)?)
-                .map_err(EngineError::Snapshot),
+                .map_err(|reason| EngineError::InvalidStoredCalendar { reason }),
         }
     }
 

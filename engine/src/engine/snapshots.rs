@@ -10,7 +10,8 @@ use super::error::EngineError;
 use crate::log::{StreamId, StreamVersion};
 
 /// Where snapshots live. Implementations must be cheap to call and may lose
-/// data (after a crash, say) without harm.
+/// data (after a crash, say) without harm. They report failures as
+/// [`EngineError::SnapshotStore`] ([`EngineError::snapshot_store`]).
 pub trait SnapshotStore: Send + Sync + 'static {
     /// The latest snapshot of `stream`: the version it reflects and its bytes.
     fn get(&self, stream: &StreamId) -> Result<Option<(StreamVersion, Vec<u8>)>, EngineError>;
@@ -63,7 +64,7 @@ impl SledSnapshots {
     pub fn open(dir: &Path) -> Result<Self, EngineError> {
         crate::embedded::open_sled(dir, 16 * 1024 * 1024)
             .map(|db| SledSnapshots { db })
-            .map_err(|e| EngineError::Snapshot(e.to_string()))
+            .map_err(|e| EngineError::snapshot_store(format!("opening {}", dir.display()), e))
     }
 
     /// Flushes to disk (at close).
@@ -72,7 +73,7 @@ impl SledSnapshots {
             .flush_async()
             .await
             .map(|_| ())
-            .map_err(|e| EngineError::Snapshot(e.to_string()))
+            .map_err(|e| EngineError::snapshot_store("flushing", e))
     }
 }
 
@@ -81,7 +82,7 @@ impl SnapshotStore for SledSnapshots {
         let Some(v) = self
             .db
             .get(stream.to_string())
-            .map_err(|e| EngineError::Snapshot(e.to_string()))?
+            .map_err(|e| EngineError::snapshot_store(format!("reading {stream}"), e))?
         else {
             return Ok(None);
         };
@@ -104,6 +105,6 @@ impl SnapshotStore for SledSnapshots {
         self.db
             .insert(stream.to_string(), value)
             .map(|_| ())
-            .map_err(|e| EngineError::Snapshot(e.to_string()))
+            .map_err(|e| EngineError::snapshot_store(format!("storing {stream}"), e))
     }
 }

@@ -10,6 +10,7 @@ use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
 
 use super::types::{EventData, EventId, Metadata, RecordedEvent};
+use crate::error::ErrorKind;
 
 /// The payload envelope format this build writes and reads.
 pub const PAYLOAD_FORMAT: u16 = 1;
@@ -170,10 +171,52 @@ pub enum CodecError {
     },
 }
 
+impl CodecError {
+    /// What the error means to a caller: always [`ErrorKind::Internal`].
+    /// Events are encoded from the engine's own types and decoded from the
+    /// log, so a failure is a defect or stored data this build cannot read
+    /// (written by a newer Casebook, or damaged), not something a request
+    /// can fix.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            CodecError::Encode { .. }
+            | CodecError::Malformed { .. }
+            | CodecError::UnsupportedFormat { .. }
+            | CodecError::FutureSchema { .. } => ErrorKind::Internal,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::log::types::{ActorId, Source};
+
+    #[test]
+    fn codec_errors_are_internal() {
+        let cases = [
+            CodecError::Encode {
+                event_type: "Thing".into(),
+                reason: "x".into(),
+            },
+            CodecError::Malformed {
+                event_type: "Thing".into(),
+                reason: "x".into(),
+            },
+            CodecError::UnsupportedFormat {
+                found: 9,
+                supported: 1,
+            },
+            CodecError::FutureSchema {
+                event_type: "Thing".into(),
+                found: 2,
+                supported: 1,
+            },
+        ];
+        for err in cases {
+            assert_eq!(err.kind(), ErrorKind::Internal, "{err}");
+        }
+    }
 
     #[derive(Debug, PartialEq, Serialize, Deserialize)]
     struct V1 {

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use super::types::{EventId, ExpectedVersion, StreamId, StreamVersion};
+use crate::error::{io_kind, sled_kind, ErrorKind};
 
 /// An identifier that failed validation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,6 +44,21 @@ pub enum IdError {
         /// The expected shape.
         expected: &'static str,
     },
+}
+
+impl IdError {
+    /// What the error means to a caller: always
+    /// [`ErrorKind::InvalidArgument`], naming the identifier at fault
+    /// (`tenant_id`, `stream_category`, `stream_id`, or `stream` for a
+    /// malformed composite id).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            IdError::Empty { kind }
+            | IdError::TooLong { kind, .. }
+            | IdError::BadCharacter { kind, .. } => ErrorKind::invalid(kind.replace(' ', "_")),
+            IdError::Malformed { .. } => ErrorKind::invalid("stream"),
+        }
+    }
 }
 
 /// Everything an [`super::EventStore`] can report.
@@ -172,6 +188,40 @@ pub enum LogError {
 }
 
 impl LogError {
+    /// What the error means to a caller.
+    ///
+    /// A wrong expected version is a [`ErrorKind::Conflict`] carrying the
+    /// stream's actual version; appends over the size limits are
+    /// [`ErrorKind::ResourceExhausted`]; malformed requests (no events, a bad
+    /// type name, an id twice in one append, a bad page size) are
+    /// [`ErrorKind::InvalidArgument`]; an event id already stored with other
+    /// content is [`ErrorKind::AlreadyExists`]; a closed or locked store is
+    /// [`ErrorKind::Unavailable`]; damaged or unreadable storage is
+    /// [`ErrorKind::Internal`], except a full disk, which is
+    /// [`ErrorKind::ResourceExhausted`].
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            LogError::WrongExpectedVersion { actual, .. } => ErrorKind::Conflict {
+                actual_version: actual.map(|v| v.0),
+            },
+            LogError::EmptyAppend { .. } | LogError::DuplicateEventId { .. } => {
+                ErrorKind::invalid("events")
+            }
+            LogError::InvalidEventType { .. } => ErrorKind::invalid("event_type"),
+            LogError::InvalidLimit { .. } => ErrorKind::invalid("limit"),
+            LogError::TooManyEvents { .. } | LogError::EventTooLarge { .. } => {
+                ErrorKind::ResourceExhausted
+            }
+            LogError::EventIdConflict { .. } => ErrorKind::AlreadyExists,
+            LogError::Locked { .. } | LogError::Closed => ErrorKind::Unavailable,
+            LogError::Io { source, .. } => io_kind(source),
+            LogError::Index { source, .. } => sled_kind(source),
+            LogError::Corrupted { .. }
+            | LogError::UnsupportedFormat { .. }
+            | LogError::Failed { .. } => ErrorKind::Internal,
+        }
+    }
+
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         LogError::Io {
             context: context.into(),
@@ -183,6 +233,166 @@ impl LogError {
         LogError::Index {
             context: context.into(),
             source,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream() -> StreamId {
+        "kent/case/BUR-1".parse().unwrap()
+    }
+
+    #[test]
+    fn id_errors_are_invalid_arguments_naming_the_identifier() {
+        let cases = [
+            (IdError::Empty { kind: "tenant id" }, "tenant_id"),
+            (
+                IdError::TooLong {
+                    kind: "stream id",
+                    len: 300,
+                    max: 128,
+                },
+                "stream_id",
+            ),
+            (
+                IdError::BadCharacter {
+                    kind: "stream category",
+                    value: "a/b".into(),
+                    character: '/',
+                    allowed: "letters",
+                },
+                "stream_category",
+            ),
+            (
+                IdError::Malformed {
+                    value: "x".into(),
+                    expected: "tenant/category/id",
+                },
+                "stream",
+            ),
+        ];
+        for (err, path) in cases {
+            assert_eq!(err.kind(), ErrorKind::invalid(path), "{err}");
+        }
+    }
+
+    #[test]
+    fn log_errors_map_to_their_kinds() {
+        let id = EventId::new();
+        let io = |k| std::io::Error::from(k);
+        let cases = [
+            (
+                LogError::WrongExpectedVersion {
+                    stream: stream(),
+                    expected: ExpectedVersion::NoStream,
+                    actual: Some(StreamVersion(4)),
+                },
+                ErrorKind::Conflict {
+                    actual_version: Some(4),
+                },
+            ),
+            (
+                LogError::WrongExpectedVersion {
+                    stream: stream(),
+                    expected: ExpectedVersion::Exact(StreamVersion(2)),
+                    actual: None,
+                },
+                ErrorKind::Conflict {
+                    actual_version: None,
+                },
+            ),
+            (
+                LogError::EmptyAppend { stream: stream() },
+                ErrorKind::invalid("events"),
+            ),
+            (
+                LogError::DuplicateEventId { event_id: id },
+                ErrorKind::invalid("events"),
+            ),
+            (
+                LogError::InvalidEventType {
+                    event_id: id,
+                    reason: "empty".into(),
+                },
+                ErrorKind::invalid("event_type"),
+            ),
+            (
+                LogError::InvalidLimit { limit: 0, max: 10 },
+                ErrorKind::invalid("limit"),
+            ),
+            (
+                LogError::TooManyEvents { count: 9, max: 8 },
+                ErrorKind::ResourceExhausted,
+            ),
+            (
+                LogError::EventTooLarge {
+                    event_id: id,
+                    size: 9,
+                    max: 8,
+                },
+                ErrorKind::ResourceExhausted,
+            ),
+            (
+                LogError::EventIdConflict {
+                    event_id: id,
+                    reason: "other content".into(),
+                },
+                ErrorKind::AlreadyExists,
+            ),
+            (LogError::Closed, ErrorKind::Unavailable),
+            (
+                LogError::Locked {
+                    path: PathBuf::from("LOCK"),
+                },
+                ErrorKind::Unavailable,
+            ),
+            (
+                LogError::io("appending", io(std::io::ErrorKind::StorageFull)),
+                ErrorKind::ResourceExhausted,
+            ),
+            (
+                LogError::io("reading", io(std::io::ErrorKind::UnexpectedEof)),
+                ErrorKind::Internal,
+            ),
+            (
+                LogError::index(
+                    "indexing",
+                    sled::Error::Io(io(std::io::ErrorKind::StorageFull)),
+                ),
+                ErrorKind::ResourceExhausted,
+            ),
+            (
+                LogError::index("indexing", sled::Error::Unsupported("x".into())),
+                ErrorKind::Internal,
+            ),
+            (
+                LogError::Corrupted {
+                    segment: PathBuf::from("00000001.seg"),
+                    offset: 8,
+                    reason: "bad checksum".into(),
+                },
+                ErrorKind::Internal,
+            ),
+            (
+                LogError::UnsupportedFormat {
+                    what: "segment".into(),
+                    found: 9,
+                    supported: 2,
+                },
+                ErrorKind::Internal,
+            ),
+            (
+                LogError::Failed {
+                    reason: "disk full".into(),
+                },
+                ErrorKind::Internal,
+            ),
+        ];
+        for (err, kind) in cases {
+            assert_eq!(err.kind(), kind, "{err}");
         }
     }
 }

@@ -1,5 +1,7 @@
 //! Errors raised while compiling or evaluating CEL.
 
+use crate::error::ErrorKind;
+
 /// A CEL source that does not compile.
 ///
 /// Carries the first syntax error's position (1-based, within the expression)
@@ -16,6 +18,13 @@ pub struct CompileError {
 }
 
 impl CompileError {
+    /// What the error means to a caller: [`ErrorKind::InvalidArgument`].
+    /// The expression does not know where it sits; a definition's error
+    /// ([`crate::definition::DefinitionError`]) gives the path.
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::InvalidArgument { paths: Vec::new() }
+    }
+
     pub(crate) fn from_parse(errors: &cel::ParseErrors) -> Self {
         match errors.errors.first() {
             Some(first) => CompileError {
@@ -88,7 +97,8 @@ pub enum EvalError {
         /// The CEL source.
         expression: String,
         /// What could not be represented.
-        reason: String,
+        #[source]
+        reason: super::value::NoJsonForm,
     },
     /// Any other runtime failure reported by the CEL interpreter.
     #[error("`{expression}` failed: {message}")]
@@ -98,4 +108,81 @@ pub enum EvalError {
         /// The interpreter's message.
         message: String,
     },
+}
+
+impl EvalError {
+    /// What the error means to a caller: [`ErrorKind::Internal`]. Rules
+    /// come from a deployed definition, not from the request, so a rule that
+    /// cannot be evaluated is a defect of the definition that no caller of a
+    /// command can fix by changing the request.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            EvalError::NotCompiled { .. }
+            | EvalError::NotABoolean { .. }
+            | EvalError::TypeMismatch { .. }
+            | EvalError::UnknownFunction { .. }
+            | EvalError::DivisionByZero { .. }
+            | EvalError::Unrepresentable { .. }
+            | EvalError::Failed { .. } => ErrorKind::Internal,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compile_error() -> CompileError {
+        CompileError {
+            line: 1,
+            column: 3,
+            message: "unexpected token".into(),
+        }
+    }
+
+    #[test]
+    fn compile_errors_are_invalid_arguments() {
+        assert_eq!(
+            compile_error().kind(),
+            ErrorKind::InvalidArgument { paths: vec![] }
+        );
+    }
+
+    #[test]
+    fn evaluation_errors_are_internal() {
+        let e = || "a / b".to_string();
+        let cases = [
+            EvalError::NotCompiled {
+                expression: e(),
+                error: compile_error(),
+            },
+            EvalError::NotABoolean {
+                expression: e(),
+                got: "int".into(),
+            },
+            EvalError::TypeMismatch {
+                expression: e(),
+                function: "_/_".into(),
+                argument_types: vec!["int".into(), "string".into()],
+            },
+            EvalError::UnknownFunction {
+                expression: e(),
+                function: "f".into(),
+            },
+            EvalError::DivisionByZero { expression: e() },
+            EvalError::Unrepresentable {
+                expression: e(),
+                reason: super::super::value::NoJsonForm::NonFiniteDecimal {
+                    value: "NaN".into(),
+                },
+            },
+            EvalError::Failed {
+                expression: e(),
+                message: "x".into(),
+            },
+        ];
+        for err in cases {
+            assert_eq!(err.kind(), ErrorKind::Internal, "{err}");
+        }
+    }
 }

@@ -48,7 +48,7 @@ pub use check::{
 pub use compiled::{Condition, Expression, SUPPORTED_FUNCTIONS};
 pub use error::{CompileError, EvalError};
 pub use scope::{ItemState, PlanState, Scope};
-pub use value::{cel_to_json, json_to_cel};
+pub use value::{cel_to_json, json_to_cel, NoJsonForm};
 
 /// Re-exported because [`Scope`] and [`Expression::evaluate`] speak
 /// `serde_json::Value`: callers can build case files without a direct dependency.

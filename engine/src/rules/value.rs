@@ -6,6 +6,8 @@ use std::sync::Arc;
 use cel::objects::Key;
 use cel::Value;
 
+use crate::error::ErrorKind;
+
 /// Converts a JSON value into a CEL value.
 ///
 /// Integers that fit become `int` (larger positive ones `uint`), other numbers
@@ -37,12 +39,38 @@ pub fn json_to_cel(value: &serde_json::Value) -> Value {
     }
 }
 
+/// A CEL value that has no JSON form.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoJsonForm {
+    /// A NaN or infinite decimal.
+    #[error("the decimal {value} has no JSON form")]
+    NonFiniteDecimal {
+        /// The decimal as CEL prints it.
+        value: String,
+    },
+    /// Bytes, a type, a function or an opaque value.
+    #[error("a {cel_type} has no JSON form")]
+    Type {
+        /// The CEL type name.
+        cel_type: String,
+    },
+}
+
+impl NoJsonForm {
+    /// What the error means to a caller: [`ErrorKind::Internal`], as for
+    /// the [`crate::rules::EvalError`] it becomes (a definition's expression
+    /// produced the value).
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::Internal
+    }
+}
+
 /// Converts a CEL value into JSON, or says why it cannot.
 ///
 /// # Errors
 /// A non-finite double, bytes, a type, a function or an opaque value has no
-/// JSON form; the error names what was found.
-pub fn cel_to_json(value: &Value) -> Result<serde_json::Value, String> {
+/// JSON form; [`NoJsonForm`] names what was found.
+pub fn cel_to_json(value: &Value) -> Result<serde_json::Value, NoJsonForm> {
     Ok(match value {
         Value::Null => serde_json::Value::Null,
         Value::Bool(b) => serde_json::Value::Bool(*b),
@@ -50,7 +78,9 @@ pub fn cel_to_json(value: &Value) -> Result<serde_json::Value, String> {
         Value::UInt(u) => serde_json::Value::from(*u),
         Value::Float(f) => serde_json::Number::from_f64(*f)
             .map(serde_json::Value::Number)
-            .ok_or_else(|| format!("the decimal {f} has no JSON form"))?,
+            .ok_or_else(|| NoJsonForm::NonFiniteDecimal {
+                value: f.to_string(),
+            })?,
         Value::String(s) => serde_json::Value::String(s.as_str().to_string()),
         Value::List(items) => serde_json::Value::Array(
             items
@@ -71,7 +101,11 @@ pub fn cel_to_json(value: &Value) -> Result<serde_json::Value, String> {
             }
             serde_json::Value::Object(out)
         }
-        other => return Err(format!("a {} has no JSON form", other.type_of())),
+        other => {
+            return Err(NoJsonForm::Type {
+                cel_type: other.type_of().to_string(),
+            })
+        }
     })
 }
 
@@ -89,6 +123,15 @@ mod tests {
     #[test]
     fn bytes_have_no_json_form() {
         let err = cel_to_json(&Value::Bytes(Arc::new(vec![1]))).unwrap_err();
-        assert_eq!(err, "a bytes has no JSON form");
+        assert_eq!(
+            err,
+            NoJsonForm::Type {
+                cel_type: "bytes".into()
+            }
+        );
+        assert_eq!(err.to_string(), "a bytes has no JSON form");
+        assert_eq!(err.kind(), ErrorKind::Internal);
+        let nan = cel_to_json(&Value::Float(f64::NAN)).unwrap_err();
+        assert_eq!(nan.to_string(), "the decimal NaN has no JSON form");
     }
 }

@@ -5,6 +5,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::ErrorKind;
+
 /// A Government Security Classification marking.
 ///
 /// The variants are ordered: `Official < OfficialSensitive < Secret < TopSecret`,
@@ -70,6 +72,14 @@ impl fmt::Display for Classification {
 )]
 pub struct ParseClassificationError(pub String);
 
+impl ParseClassificationError {
+    /// What the error means to a caller: [`ErrorKind::InvalidArgument`]
+    /// (the caller knows which classification it parsed).
+    pub fn kind(&self) -> ErrorKind {
+        ErrorKind::InvalidArgument { paths: Vec::new() }
+    }
+}
+
 impl FromStr for Classification {
     type Err = ParseClassificationError;
 
@@ -118,5 +128,11 @@ mod tests {
         let err = "RESTRICTED".parse::<Classification>().unwrap_err();
         assert!(err.to_string().contains("RESTRICTED"));
         assert!(err.to_string().contains("OFFICIAL-SENSITIVE"));
+    }
+
+    #[test]
+    fn an_unknown_marking_is_an_invalid_argument() {
+        let err = "RESTRICTED".parse::<Classification>().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument { paths: vec![] });
     }
 }

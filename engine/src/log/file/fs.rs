@@ -101,6 +101,8 @@ impl SegmentFile for OsFile {
         self.0.set_len(len)
     }
 
+    // The crate denies unsafe code; mapping a segment is its one exception.
+    #[allow(unsafe_code)]
     fn map(&self, len: u64) -> io::Result<Option<bytes::Bytes>> {
         let len = usize::try_from(len).map_err(io::Error::other)?;
         // SAFETY: the mapping is read-only and shared. Casebook alone writes
