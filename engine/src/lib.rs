@@ -28,11 +28,14 @@ pub mod definition;
 mod embedded;
 pub mod engine;
 pub mod error;
+pub mod ids;
 pub mod log;
 pub mod prelude;
 pub mod projection;
+mod recent;
 pub mod rules;
 pub mod security;
+pub mod streams;
 pub mod time;
 
 pub use engine::Engine;

@@ -34,7 +34,6 @@ mod decide;
 mod error;
 mod event;
 mod file;
-mod id;
 mod state;
 mod values;
 mod view;
@@ -44,6 +43,7 @@ mod testing;
 #[cfg(test)]
 mod tests;
 
+pub use crate::ids::CaseId;
 pub use command::{CaseCommand, ItemRef};
 pub use decide::{decide, CASCADE_LIMIT, MAX_ID_LEN, MAX_NOTE_LEN, SYSTEM_ROLE};
 pub use error::{CaseError, ClearanceSubject};
@@ -51,7 +51,6 @@ pub use event::{
     CaseEvent, DeadlineDue, DefinitionRef, EntityRole, PoleKind, PoleRef, SuspendedBy,
 };
 pub use file::{CaseFile, NotAnObject};
-pub use id::CaseId;
 pub use state::{
     is_terminal, CaseState, CaseStatus, EntityLink, InstanceId, ItemInstance, Note, PlannedItem,
     RunningDeadline,

@@ -21,6 +21,7 @@
 //! parsed (or deserialized from its stored form), so a runtime evaluates them
 //! directly.
 
+pub(crate) mod deployment;
 mod error;
 mod fingerprint;
 mod keys;
@@ -31,6 +32,7 @@ mod plan;
 mod stored;
 mod validate;
 
+pub use deployment::Deployment;
 pub use error::{DefinitionError, Problem, ProblemKind};
 pub use fingerprint::Fingerprint;
 pub use keys::{

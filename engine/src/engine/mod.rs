@@ -15,7 +15,6 @@
 mod error;
 mod idempotency;
 mod queries;
-pub(crate) mod recent;
 mod snapshots;
 
 use std::collections::HashMap;
@@ -30,16 +29,18 @@ pub use error::{EngineError, SnapshotSource};
 pub use idempotency::CommandId;
 pub use snapshots::{MemorySnapshots, SledSnapshots, SnapshotStore};
 
-use self::recent::Recent;
 use crate::case::{
     decide, CaseCommand, CaseEvent, CaseFile, CaseId, CaseState, CaseView, DefinitionRef,
 };
+use crate::definition::deployment::{self, Decision, DefinitionEvent, Deployed};
+pub use crate::definition::Deployment;
 use crate::definition::{CaseDefinition, Fingerprint, Format};
 use crate::log::codec::DomainEvent;
 use crate::log::{
     CorrelationId, Direction, EventStore, ExpectedVersion, GlobalPosition, LogError, LogStore,
     LogStoreConfig, MemoryStore, Metadata, Source, StreamId, StreamVersion, TenantId,
 };
+use crate::recent::Recent;
 use crate::security::{Classification, Principal};
 use crate::time::{Clock, Timestamp};
 
@@ -228,21 +229,6 @@ impl crate::projection::Consistency {
     }
 }
 
-/// A deployed case definition version.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Deployment {
-    /// The case type.
-    pub key: String,
-    /// The version.
-    pub version: u32,
-    /// Its content hash.
-    pub fingerprint: Fingerprint,
-    /// Whether this deployment stored it (false: it was deployed already by
-    /// another request). A retry with the same command id reports what the
-    /// first attempt did.
-    pub newly_deployed: bool,
-}
-
 /// A case as loaded: its definition, state and version.
 #[derive(Debug, Clone)]
 pub struct LoadedCase {
@@ -265,24 +251,6 @@ pub enum LoadStart {
     Snapshot,
     /// The case's first event.
     Log,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-enum DefinitionEvent {
-    Deployed {
-        key: String,
-        version: u32,
-        fingerprint: Fingerprint,
-        format: String,
-        source: String,
-    },
-}
-
-impl DomainEvent for DefinitionEvent {
-    const SCHEMA_VERSION: u16 = 1;
-    fn event_type(&self) -> &'static str {
-        "DefinitionDeployed"
-    }
 }
 
 const SNAPSHOT_FORMAT: u16 = 1;
@@ -558,58 +526,39 @@ impl Engine {
         let def = CaseDefinition::parse(source, format)?;
         let key = def.key.as_str().to_string();
         let fingerprint = def.fingerprint();
-        let stream = StreamId::new(principal.tenant.clone(), "definition", &key)?;
+        let stream = crate::streams::definition(&principal.tenant, &key)?;
         for _ in 0..self.inner.config.max_attempts {
             if let Some(command) = &context.command_id {
                 if let Some(done) = idempotency::find(&*self.inner.store, &stream, command).await? {
-                    let DefinitionEvent::Deployed {
-                        key,
-                        version,
-                        fingerprint,
-                        ..
-                    } = DefinitionEvent::from_recorded(&done[0])?;
-                    return Ok(Deployment {
-                        key,
-                        version,
-                        fingerprint,
-                        newly_deployed: true,
-                    });
+                    return Ok(DefinitionEvent::outcome(&done[0])?);
                 }
             }
             let deployed = self.deployed(&stream).await?;
-            if let Some((_, fp, _, _)) = deployed.iter().find(|d| d.0 == def.version) {
-                if *fp == fingerprint {
+            match deployment::decide(&deployed, &def) {
+                Decision::Deploy => {}
+                Decision::AlreadyDeployed => {
                     return Ok(Deployment {
                         key,
                         version: def.version,
                         fingerprint,
                         newly_deployed: false,
-                    });
+                    })
                 }
-                return Err(EngineError::DefinitionVersionConflict {
-                    key,
-                    version: def.version,
-                });
-            }
-            if let Some(latest) = deployed.iter().map(|d| d.0).max() {
-                if def.version < latest {
+                Decision::VersionConflict => {
+                    return Err(EngineError::DefinitionVersionConflict {
+                        key,
+                        version: def.version,
+                    })
+                }
+                Decision::NotIncreasing { latest } => {
                     return Err(EngineError::DefinitionVersionNotIncreasing {
                         key,
                         version: def.version,
                         latest,
-                    });
+                    })
                 }
             }
-            let event = DefinitionEvent::Deployed {
-                key: key.clone(),
-                version: def.version,
-                fingerprint,
-                format: match format {
-                    Format::Toml => "toml".into(),
-                    Format::Json => "json".into(),
-                },
-                source: source.to_string(),
-            };
+            let event = DefinitionEvent::deploying(&def, source, format);
             let mut metadata = self.metadata(principal, &context);
             if metadata.reason.is_none() {
                 metadata.reason = Some(format!("deploy {key} version {}", def.version));
@@ -652,12 +601,12 @@ impl Engine {
         principal: &Principal,
         case_type: &str,
     ) -> Result<Vec<(u32, Fingerprint)>, EngineError> {
-        let stream = StreamId::new(principal.tenant.clone(), "definition", case_type)?;
+        let stream = crate::streams::definition(&principal.tenant, case_type)?;
         Ok(self
             .deployed(&stream)
             .await?
             .into_iter()
-            .map(|d| (d.0, d.1))
+            .map(|d| (d.version, d.fingerprint))
             .collect())
     }
 
@@ -697,14 +646,18 @@ impl Engine {
                 return Ok(def);
             }
         }
-        let stream =
-            StreamId::new(tenant.clone(), "definition", case_type).map_err(|_| unknown())?;
+        let stream = crate::streams::definition(tenant, case_type).map_err(|_| unknown())?;
         let deployed = self.deployed(&stream).await?;
         let pick = match version {
-            Some(v) => deployed.into_iter().find(|d| d.0 == v),
-            None => deployed.into_iter().max_by_key(|d| d.0),
+            Some(v) => deployed.into_iter().find(|d| d.version == v),
+            None => deployed.into_iter().max_by_key(|d| d.version),
         };
-        let (deployed_version, fingerprint, format, source) = pick.ok_or_else(unknown)?;
+        let Deployed {
+            version: deployed_version,
+            fingerprint,
+            format,
+            source,
+        } = pick.ok_or_else(unknown)?;
         let changed = |source| EngineError::StoredDefinitionChanged {
             key: case_type.to_string(),
             version: deployed_version,
@@ -730,11 +683,8 @@ impl Engine {
             );
     }
 
-    /// Every deployment in a definition stream: (version, fingerprint, format, source).
-    async fn deployed(
-        &self,
-        stream: &StreamId,
-    ) -> Result<Vec<(u32, Fingerprint, Format, String)>, EngineError> {
+    /// Every deployment in a definition stream, oldest first.
+    async fn deployed(&self, stream: &StreamId) -> Result<Vec<Deployed>, EngineError> {
         let events = self
             .inner
             .store
@@ -745,24 +695,7 @@ impl Engine {
                 self.inner.store.limits().max_read_limit,
             )
             .await?;
-        events
-            .iter()
-            .map(|e| {
-                let DefinitionEvent::Deployed {
-                    version,
-                    fingerprint,
-                    format,
-                    source,
-                    ..
-                } = DefinitionEvent::from_recorded(e)?;
-                let format = if format == "json" {
-                    Format::Json
-                } else {
-                    Format::Toml
-                };
-                Ok((version, fingerprint, format, source))
-            })
-            .collect()
+        Ok(deployment::read(&events)?)
     }
 
     /// Opens a case. The case's tenant is the principal's.
@@ -797,7 +730,7 @@ impl Engine {
                 uuid::Uuid::now_v7().simple()
             ))?,
         };
-        let stream = StreamId::new(principal.tenant.clone(), "case", &case_id)?;
+        let stream = crate::streams::case(&principal.tenant, &case_id)?;
         if let Some(outcome) = self
             .earlier_outcome(principal, &stream, &case_id, &context)
             .await?
@@ -1020,11 +953,9 @@ impl Engine {
     }
 
     fn case_stream(&self, principal: &Principal, case_id: &str) -> Result<StreamId, EngineError> {
-        StreamId::new(principal.tenant.clone(), "case", case_id).map_err(|_| {
-            EngineError::UnknownCase {
-                tenant: principal.tenant.clone(),
-                case_id: case_id.to_string(),
-            }
+        crate::streams::case(&principal.tenant, case_id).map_err(|_| EngineError::UnknownCase {
+            tenant: principal.tenant.clone(),
+            case_id: case_id.to_string(),
         })
     }
 

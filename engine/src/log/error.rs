@@ -5,61 +5,7 @@ use std::path::PathBuf;
 use super::types::{EventId, ExpectedVersion, StreamId, StreamVersion};
 use crate::error::{io_kind, sled_kind, ErrorKind};
 
-/// An identifier that failed validation.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum IdError {
-    /// The part was empty.
-    #[error("{kind} must not be empty")]
-    Empty {
-        /// Which identifier.
-        kind: &'static str,
-    },
-    /// The part was too long.
-    #[error("{kind} is {len} bytes long; the maximum is {max}")]
-    TooLong {
-        /// Which identifier.
-        kind: &'static str,
-        /// Its length in bytes.
-        len: usize,
-        /// The maximum.
-        max: usize,
-    },
-    /// The part held a character that is not allowed.
-    #[error("{kind} '{value}' contains '{character}'; allowed are {allowed}")]
-    BadCharacter {
-        /// Which identifier.
-        kind: &'static str,
-        /// The rejected value.
-        value: String,
-        /// The first bad character.
-        character: char,
-        /// What is allowed.
-        allowed: &'static str,
-    },
-    /// A composite id did not have the expected shape.
-    #[error("'{value}' is not of the form {expected}")]
-    Malformed {
-        /// The rejected value.
-        value: String,
-        /// The expected shape.
-        expected: &'static str,
-    },
-}
-
-impl IdError {
-    /// What the error means to a caller: always
-    /// [`ErrorKind::InvalidArgument`], naming the identifier at fault
-    /// (`tenant_id`, `stream_category`, `stream_id`, or `stream` for a
-    /// malformed composite id).
-    pub fn kind(&self) -> ErrorKind {
-        match self {
-            IdError::Empty { kind }
-            | IdError::TooLong { kind, .. }
-            | IdError::BadCharacter { kind, .. } => ErrorKind::invalid(kind.replace(' ', "_")),
-            IdError::Malformed { .. } => ErrorKind::invalid("stream"),
-        }
-    }
-}
+pub use crate::ids::IdError;
 
 /// Everything an [`super::EventStore`] can report.
 #[derive(Debug, thiserror::Error)]

@@ -10,90 +10,12 @@ use uuid::Uuid;
 use crate::security::Classification;
 
 use super::error::IdError;
+pub(crate) use crate::ids::validate_part;
+pub use crate::ids::{ActorId, TenantId, MAX_ID_PART_LEN};
 pub use crate::time::Timestamp;
 
-/// Longest tenant id, category or stream id part, in bytes.
-pub const MAX_ID_PART_LEN: usize = 128;
 /// Longest event type name, in bytes.
 pub const MAX_EVENT_TYPE_LEN: usize = 256;
-
-pub(crate) fn validate_part(
-    kind: &'static str,
-    value: &str,
-    extra: &[char],
-) -> Result<(), IdError> {
-    if value.is_empty() {
-        return Err(IdError::Empty { kind });
-    }
-    if value.len() > MAX_ID_PART_LEN {
-        return Err(IdError::TooLong {
-            kind,
-            len: value.len(),
-            max: MAX_ID_PART_LEN,
-        });
-    }
-    if let Some(bad) = value.chars().find(|c| {
-        !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_' || *c == '.' || extra.contains(c))
-    }) {
-        return Err(IdError::BadCharacter {
-            kind,
-            value: value.to_string(),
-            character: bad,
-            allowed: if extra.is_empty() {
-                "ASCII letters, digits, '-', '_' and '.'"
-            } else {
-                "ASCII letters, digits, '-', '_', '.', ':' and '@'"
-            },
-        });
-    }
-    Ok(())
-}
-
-/// A tenant (one police force or other body): part of every stream's identity.
-///
-/// 1 to 128 bytes of ASCII letters, digits, `-`, `_` and `.`.
-///
-/// ```
-/// use casebook_engine::log::TenantId;
-/// assert!(TenantId::new("met-police").is_ok());
-/// assert!(TenantId::new("met/police").is_err());
-/// ```
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(transparent)]
-pub struct TenantId(Arc<str>);
-
-impl TenantId {
-    /// Validates and wraps a tenant id. Errors: [`IdError`] naming the problem.
-    pub fn new(value: impl AsRef<str>) -> Result<Self, IdError> {
-        let value = value.as_ref();
-        validate_part("tenant id", value, &[])?;
-        Ok(TenantId(Arc::from(value)))
-    }
-
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl<'de> Deserialize<'de> for TenantId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        TenantId::new(&*s).map_err(serde::de::Error::custom)
-    }
-}
-
-impl fmt::Display for TenantId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl fmt::Debug for TenantId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TenantId({})", self.0)
-    }
-}
 
 /// A stream: one tenant's sequence of events about one thing, e.g. one case.
 ///
@@ -297,24 +219,6 @@ impl Default for CorrelationId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct CausationId(pub Uuid);
-
-/// The id of whoever caused an event: a person's or a system's principal id.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct ActorId(pub String);
-
-impl ActorId {
-    /// Wraps a principal id.
-    pub fn new(id: impl Into<String>) -> Self {
-        ActorId(id.into())
-    }
-}
-
-impl fmt::Display for ActorId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 /// Where an event's information came from: the system, and its own reference.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -52,9 +52,9 @@ use crate::case::{CaseEvent, CaseState, CaseStatus, DeadlineDue, InstanceId};
 use crate::definition::{
     ActivityKind, CaseDefinition, DeadlineKey, FieldDef, FieldType, ItemKey, PlanItem,
 };
-use crate::engine::recent::Recent;
 use crate::log::codec::DomainEvent;
 use crate::log::{GlobalPosition, RecordedEvent, StreamVersion, TenantId, Timestamp};
+use crate::recent::Recent;
 use crate::rules::ItemState;
 use crate::security::{Classification, Principal};
 

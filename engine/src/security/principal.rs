@@ -6,7 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::Classification;
-use crate::log::{ActorId, TenantId};
+use crate::ids::{ActorId, TenantId};
 
 /// Police and national vetting levels, ordered by what they clear a person to see.
 ///

@@ -1,0 +1,55 @@
+//! Stream naming: every category of stream the engine writes, built in one
+//! place. A stream id is `<tenant>/<category>/<id>`.
+//!
+//! - `<tenant>/case/<case id>`: one case's events;
+//! - `<tenant>/definition/<case type>`: the deployments of one case type;
+//! - `<tenant>/calendar/working-days`: the tenant's non-working days.
+
+use crate::ids::{IdError, TenantId};
+use crate::log::StreamId;
+
+/// The category of case streams.
+pub const CASE: &str = "case";
+/// The category of definition (deployment) streams.
+pub const DEFINITION: &str = "definition";
+/// The category of the working-day calendar stream.
+pub const CALENDAR: &str = "calendar";
+/// The id of the one calendar stream per tenant.
+pub const CALENDAR_ID: &str = "working-days";
+
+/// The stream of case `case_id`. Errors: [`IdError`] for an id that cannot
+/// name a stream.
+pub fn case(tenant: &TenantId, case_id: &str) -> Result<StreamId, IdError> {
+    StreamId::new(tenant.clone(), CASE, case_id)
+}
+
+/// The stream of the deployments of `case_type`. Errors: [`IdError`].
+pub fn definition(tenant: &TenantId, case_type: &str) -> Result<StreamId, IdError> {
+    StreamId::new(tenant.clone(), DEFINITION, case_type)
+}
+
+/// The tenant's working-day calendar stream. Errors: none in practice (the
+/// parts are constants); typed for uniformity.
+pub fn calendar(tenant: &TenantId) -> Result<StreamId, IdError> {
+    StreamId::new(tenant.clone(), CALENDAR, CALENDAR_ID)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streams_are_named_tenant_category_id() {
+        let kent = TenantId::new("kent").unwrap();
+        assert_eq!(case(&kent, "BUR-1").unwrap().to_string(), "kent/case/BUR-1");
+        assert_eq!(
+            definition(&kent, "burglary").unwrap().to_string(),
+            "kent/definition/burglary"
+        );
+        assert_eq!(
+            calendar(&kent).unwrap().to_string(),
+            "kent/calendar/working-days"
+        );
+        assert!(case(&kent, "a/b").is_err());
+    }
+}
