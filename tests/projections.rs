@@ -1333,8 +1333,10 @@ impl Handler for CounterHandler {
             Some(n) => *n,
             None => self
                 .rows
-                .get(key.as_bytes())
-                .map_err(|e| e.to_string())?
+                .settled()
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|()| self.rows.get(key.as_bytes()).map_err(|e| e.to_string()))?
                 .map_or(0, |v| u64::from_be_bytes(v.as_slice().try_into().unwrap())),
         };
         self.pending.insert(key, current + self.step);
@@ -1350,7 +1352,7 @@ impl Handler for CounterHandler {
         }
         Ok(())
     }
-    fn committed(&mut self) {
+    fn queued(&mut self) {
         self.pending.clear();
     }
     fn discarded(&mut self) {
@@ -1709,8 +1711,10 @@ impl Handler for DeferringHandler {
             Some(n) => n,
             None => self
                 .rows
-                .get(b"n")
-                .map_err(|e| e.to_string())?
+                .settled()
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|()| self.rows.get(b"n").map_err(|e| e.to_string()))?
                 .map_or(0, |v| u64::from_be_bytes(v.as_slice().try_into().unwrap())),
         };
         self.n = Some(n + 1);
@@ -1727,7 +1731,7 @@ impl Handler for DeferringHandler {
         });
         Ok(())
     }
-    fn committed(&mut self) {
+    fn queued(&mut self) {
         self.bad = false;
     }
     fn discarded(&mut self) {
@@ -2271,4 +2275,129 @@ async fn broad_searches_walk_their_sort_order_and_page_through_every_match() {
     let page = engine.search_cases(&reader, &q, fresh(last)).await.unwrap();
     assert_eq!(page.total, Some(401));
     assert_eq!(page.items.len(), 10);
+}
+
+/// Counts events under `n` (reading its rows once per batch); each commit's
+/// deferred work takes `commit` (it sleeps, off the runtime), so commits
+/// queue up behind one another during a catch-up.
+struct SlowCommits {
+    commit: Duration,
+}
+
+struct SlowCommitsHandler {
+    rows: Rows,
+    n: Option<u64>,
+    commit: Duration,
+}
+
+impl Projection for SlowCommits {
+    fn name(&self) -> &str {
+        "slow"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn handler(&self, rows: Rows) -> Box<dyn Handler> {
+        Box::new(SlowCommitsHandler {
+            rows,
+            n: None,
+            commit: self.commit,
+        })
+    }
+}
+
+#[async_trait]
+impl Handler for SlowCommitsHandler {
+    async fn apply(&mut self, _event: &RecordedEvent) -> Result<(), String> {
+        let n = match self.n {
+            Some(n) => n,
+            None => {
+                // Waits for the commits in flight: asynchronously.
+                self.rows.settled().await.map_err(|e| e.to_string())?;
+                self.rows
+                    .get(b"n")
+                    .map_err(|e| e.to_string())?
+                    .map_or(0, |v| u64::from_be_bytes(v.as_slice().try_into().unwrap()))
+            }
+        };
+        self.n = Some(n + 1);
+        Ok(())
+    }
+    fn write(&mut self, changes: &mut Changes) -> Result<(), String> {
+        let (n, commit) = (self.n.unwrap_or(0), self.commit);
+        changes.defer(move |c| {
+            std::thread::sleep(commit);
+            c.insert(b"n", n.to_be_bytes())
+        });
+        Ok(())
+    }
+    fn queued(&mut self) {
+        // The next batch reads the count back from the tree.
+        self.n = None;
+    }
+    fn discarded(&mut self) {
+        self.n = None;
+    }
+}
+
+/// A catch-up whose commits are slow (three in flight, each waiting for
+/// the one before, the handler reading behind them) runs on a runtime of
+/// one thread, beside a task that wakes every millisecond: that task keeps
+/// waking on time, because nothing of the runner waits by parking the
+/// thread.
+#[test]
+fn a_rebuild_never_blocks_the_runtime_it_runs_on() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = MemoryStore::new();
+        let last = append_n(&store, "kent", "s1", 6_000, "Counted").await;
+        let commit = Duration::from_millis(60);
+        let p: Arc<dyn Projection> = Arc::new(SlowCommits { commit });
+        // Batches of 4: catching up commits 512 events at a time, 12 commits.
+        let host = ProjectionHost::temporary(Arc::new(store.clone()), vec![p], 4).unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ticker = tokio::spawn({
+            let stop = Arc::clone(&stop);
+            async move {
+                let mut ticks = tokio::time::interval(Duration::from_millis(1));
+                let mut worst = Duration::ZERO;
+                let mut count = 0u32;
+                while !stop.load(Ordering::Acquire) {
+                    let due = ticks.tick().await;
+                    worst = worst.max(due.elapsed());
+                    count += 1;
+                }
+                (worst, count)
+            }
+        });
+        let started = std::time::Instant::now();
+        let kent = tenant("kent");
+        host.wait_for("slow", &kent, last, WAIT).await.unwrap();
+        let took = started.elapsed();
+        stop.store(true, Ordering::Release);
+        let (worst, count) = ticker.await.unwrap();
+        let gen = host.read("slow", &kent, fresh(last)).await.unwrap();
+        assert_eq!(count_n(&gen), 6_000);
+        assert!(
+            took >= commit * 6,
+            "the commits were slow ({took:?} for the catch-up)"
+        );
+        // A commit parked on the runtime's thread would hold the ticker
+        // for about a commit's duration.
+        assert!(
+            worst < commit / 2,
+            "the ticker was held up {worst:?} (ticked {count} times in {took:?})"
+        );
+        host.shutdown().await.unwrap();
+    });
+}
+
+fn count_n(gen: &casebook::projection::Generation) -> u64 {
+    gen.rows
+        .get(b"n")
+        .unwrap()
+        .map_or(0, |v| u64::from_be_bytes(v.as_slice().try_into().unwrap()))
 }

@@ -262,6 +262,7 @@ impl CasesHandler {
         calendar: WorkingCalendar,
     ) -> Result<(), String> {
         let prefix = [P_WORKDAYS];
+        self.rows.settled().await.map_err(|e| e.to_string())?;
         let mut ids = Vec::new();
         for row in self.rows.scan_prefix(&prefix) {
             let (k, _) = row.map_err(|e| e.to_string())?;
@@ -317,6 +318,8 @@ impl CasesHandler {
         if let Some(h) = self.cache.get(case_id) {
             return Ok(Some(Arc::clone(h)));
         }
+        // The commits in flight land first (an asynchronous wait).
+        self.rows.settled().await.map_err(|e| e.to_string())?;
         let Some(bytes) = self
             .rows
             .get(&Key::new(P_CASE).raw(case_id.as_bytes()).0)
@@ -438,7 +441,7 @@ impl Handler for CasesHandler {
         Ok(())
     }
 
-    fn committed(&mut self) {
+    fn queued(&mut self) {
         self.calendar_changed = false;
         for (id, held) in self.written.drain(..) {
             self.evicted.extend(self.cache.insert_evicting(id, held));

@@ -1,7 +1,85 @@
 //! Errors of projections and of the queries they answer.
 
+use std::sync::Arc;
+
 use crate::log::{GlobalPosition, LogError, TenantId};
 use crate::security::Classification;
+
+/// The projection database (sled) failed. Opaque: the storage engine is an
+/// implementation detail; the cause is kept as the error's source.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("projection store: {source}")]
+pub struct StoreError {
+    #[source]
+    source: Arc<dyn std::error::Error + Send + Sync>,
+}
+
+impl StoreError {
+    pub(crate) fn new(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        StoreError {
+            source: Arc::from(e.into()),
+        }
+    }
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::new(e)
+    }
+}
+
+/// A commit of a projection batch failed to land.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommitError {
+    /// The batch's deferred work failed (see `Changes::defer`).
+    #[error("a deferred write failed: {0}")]
+    Deferred(String),
+    /// Turning the batch's rows into pages failed.
+    #[error("staging pages: {0}")]
+    Stage(#[source] RowsError),
+    /// Writing the batch to the projection store failed.
+    #[error("writing the projection: {0}")]
+    Write(#[source] StoreError),
+    /// The batch's preparation was dropped before it finished (the runtime
+    /// is shutting down).
+    #[error("the write was abandoned")]
+    Abandoned,
+    /// The committer thread is gone.
+    #[error("the projection committer has stopped")]
+    Stopped,
+}
+
+/// A projection's storage failed or holds a page that does not decode.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum RowsError {
+    /// The projection database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A stored page does not decode (the projection must be rebuilt).
+    #[error("projection page at {fence:?} does not decode: {why}")]
+    Corrupt {
+        /// The page's fence, lossily as text.
+        fence: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// A commit these rows follow failed to be written.
+    #[error("an earlier projection batch was not written: {0}")]
+    Unwritten(#[source] Arc<CommitError>),
+    /// Read while a commit these rows follow is in flight, without waiting
+    /// for it first: a handler must `Rows::settled().await` before reading
+    /// its rows after a batch was queued.
+    #[error("read before the projection's last queued commit was waited for (await Rows::settled first)")]
+    Unsettled,
+}
+
+impl From<sled::Error> for RowsError {
+    fn from(e: sled::Error) -> Self {
+        RowsError::Store(StoreError::new(e))
+    }
+}
 
 /// A projection could not be opened, run or managed.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -43,6 +43,7 @@
 pub mod builtin;
 pub mod calendar;
 pub mod cases;
+mod committer;
 mod error;
 mod host;
 pub(crate) mod keys;
@@ -55,12 +56,12 @@ use async_trait::async_trait;
 
 use crate::log::RecordedEvent;
 
-pub use error::{ProjectionError, QueryError};
+pub use error::{CommitError, ProjectionError, QueryError, RowsError, StoreError};
 pub use host::{
     Consistency, Generation, ProjectionHost, ProjectionStatus, RebuildStatus, RunState,
     DEFAULT_BATCH_SIZE,
 };
-pub use pages::{RowIter, Rows, RowsError};
+pub use pages::{RowIter, Rows};
 
 /// Keys starting with this byte are the framework's (the checkpoint).
 pub const RESERVED_PREFIX: u8 = 0x00;
@@ -107,9 +108,26 @@ impl std::fmt::Debug for dyn Projection {
 /// Folds events into one generation's tree, a batch at a time.
 ///
 /// The runner calls [`Handler::apply`] for each event of a batch, then
-/// [`Handler::write`] once, commits the batch with the checkpoint, and calls
-/// [`Handler::committed`]; if anything failed it calls [`Handler::discarded`]
-/// instead, and the handler must forget whatever the batch changed in memory.
+/// [`Handler::write`] once, queues the batch's changes with the checkpoint
+/// for the lane's committer and calls [`Handler::queued`]; the handler then
+/// goes on with the next batch while the commit lands in the background.
+/// When a commit has landed in the projection store the runner calls
+/// [`Handler::committed`] (once per queued batch, in order, possibly after
+/// later batches were applied). If a batch fails before it is queued the
+/// runner calls [`Handler::discarded`] instead, and the handler must forget
+/// whatever the batch changed in memory; if a queued commit fails to land,
+/// the handler is dropped and a new one made from the tree.
+///
+/// **Reads.** The handler's [`Rows`] follow the queued commits: before
+/// reading them in `apply`, await [`Rows::settled`] (it waits for the
+/// commits in flight without blocking a thread); a read that has not waited
+/// fails with [`RowsError::Unsettled`]. `discarded` and a new handler may
+/// read synchronously: nothing is in flight then.
+///
+/// **Threads.** `apply` runs on the runtime: it must not block (no blocking
+/// waits, no long CPU-bound loops); `write` too, so heavy row derivation
+/// belongs in deferred work ([`Changes::defer`]), which runs in
+/// `spawn_blocking`.
 #[async_trait]
 pub trait Handler: Send {
     /// Takes one event into the batch in progress. An error faults the
@@ -120,7 +138,13 @@ pub trait Handler: Send {
     /// makes them: [`Changes::defer`]).
     fn write(&mut self, changes: &mut Changes) -> Result<(), String>;
 
-    /// The batch was committed.
+    /// The batch's changes were queued for commit: the next batch follows
+    /// them (reads after [`Rows::settled`] see them). Not yet durable.
+    fn queued(&mut self) {}
+
+    /// The oldest queued batch has landed: its changes and checkpoint are
+    /// written to the projection store (as durable as the store's flush
+    /// makes them; after a crash the runner resumes from the checkpoint).
     fn committed(&mut self) {}
 
     /// The batch was thrown away (an error, or a retry).
@@ -343,6 +367,14 @@ fn sort_keys<'a>(key: &impl Fn(usize) -> &'a [u8], order: &mut [(u128, usize)], 
     }
 }
 
+fn check_key(key: &[u8]) -> Result<(), String> {
+    match key.first() {
+        None => Err("empty key".into()),
+        Some(&RESERVED_PREFIX) => Err("keys starting with 0x00 are reserved".into()),
+        Some(_) => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -428,13 +460,5 @@ mod tests {
                 (b"c".to_vec(), Some(b"1".to_vec())),
             ]
         );
-    }
-}
-
-fn check_key(key: &[u8]) -> Result<(), String> {
-    match key.first() {
-        None => Err("empty key".into()),
-        Some(&RESERVED_PREFIX) => Err("keys starting with 0x00 are reserved".into()),
-        Some(_) => Ok(()),
     }
 }

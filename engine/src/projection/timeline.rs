@@ -218,7 +218,14 @@ impl Handler for TimelineHandler {
                 definition: definition.clone(),
                 classification: *classification,
             },
-            other => self.case(case_id)?.ok_or_else(|| {
+            other => {
+                if !self.pending_cases.contains_key(case_id) && !self.cases.contains_key(case_id) {
+                    // A read of the tree: the commits in flight land first.
+                    self.rows.settled().await.map_err(|e| e.to_string())?;
+                }
+                self.case(case_id)?
+            }
+            .ok_or_else(|| {
                 format!(
                     "{} at version {} of case {case_id} comes before CaseOpened",
                     other.type_name(),
@@ -281,7 +288,7 @@ impl Handler for TimelineHandler {
         Ok(())
     }
 
-    fn committed(&mut self) {
+    fn queued(&mut self) {
         if self.cases.len() > 50_000 {
             self.cases.clear();
         }
