@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use casebook::definition::CaseDefinition;
 use casebook::log::{EventStore, GlobalPosition, TenantId};
-use casebook::projection::builtin::DefinitionResolver;
+use casebook::projection::builtin::{DefinitionResolver, ResolveError};
 use casebook::projection::cases::CasesProjection;
 use casebook::projection::{Projection, ProjectionHost, DEFAULT_BATCH_SIZE};
 use casebook::security::Principal;
@@ -41,11 +41,11 @@ impl DefinitionResolver for Definitions {
         tenant: &TenantId,
         key: &str,
         version: u32,
-    ) -> Result<Arc<CaseDefinition>, String> {
+    ) -> Result<Arc<CaseDefinition>, ResolveError> {
         self.0
             .definition(&Principal::new(tenant.clone(), "bench"), key, Some(version))
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| ResolveError::new(key, version, e))
     }
 }
 

@@ -26,7 +26,8 @@ use casebook::projection::query::{
     WorkQueueQuery,
 };
 use casebook::projection::{
-    Changes, Consistency, Handler, Projection, ProjectionHost, QueryError, Rows, RunState,
+    Changes, Consistency, Handler, HandlerError, Projection, ProjectionHost, QueryError, Rows,
+    RunState,
 };
 use casebook::rules::serde_json::{json, Value};
 use casebook::security::{Classification, Principal};
@@ -1317,7 +1318,7 @@ impl Projection for Counter {
 
 #[async_trait]
 impl Handler for CounterHandler {
-    async fn apply(&mut self, event: &RecordedEvent) -> Result<(), String> {
+    async fn apply(&mut self, event: &RecordedEvent) -> Result<(), HandlerError> {
         while self
             .hold
             .as_ref()
@@ -1326,7 +1327,7 @@ impl Handler for CounterHandler {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         if Some(&*event.event_type) == self.fail_on {
-            return Err(format!("cannot count {}", event.event_type));
+            return Err(format!("cannot count {}", event.event_type).into());
         }
         let key = (self.key)(event);
         let current = match self.pending.get(&key) {
@@ -1335,14 +1336,13 @@ impl Handler for CounterHandler {
                 .rows
                 .settled()
                 .await
-                .map_err(|e| e.to_string())
-                .and_then(|()| self.rows.get(key.as_bytes()).map_err(|e| e.to_string()))?
+                .and_then(|()| self.rows.get(key.as_bytes()))?
                 .map_or(0, |v| u64::from_be_bytes(v.as_slice().try_into().unwrap())),
         };
         self.pending.insert(key, current + self.step);
         Ok(())
     }
-    fn write(&mut self, changes: &mut Changes) -> Result<(), String> {
+    fn write(&mut self, changes: &mut Changes) -> Result<(), HandlerError> {
         if !self.delay.is_zero() {
             std::thread::sleep(self.delay);
         }
@@ -1706,28 +1706,27 @@ impl Projection for DeferringCounter {
 
 #[async_trait]
 impl Handler for DeferringHandler {
-    async fn apply(&mut self, event: &RecordedEvent) -> Result<(), String> {
+    async fn apply(&mut self, event: &RecordedEvent) -> Result<(), HandlerError> {
         let n = match self.n {
             Some(n) => n,
             None => self
                 .rows
                 .settled()
                 .await
-                .map_err(|e| e.to_string())
-                .and_then(|()| self.rows.get(b"n").map_err(|e| e.to_string()))?
+                .and_then(|()| self.rows.get(b"n"))?
                 .map_or(0, |v| u64::from_be_bytes(v.as_slice().try_into().unwrap())),
         };
         self.n = Some(n + 1);
         self.bad |= &*event.event_type == "BadWrite";
         Ok(())
     }
-    fn write(&mut self, changes: &mut Changes) -> Result<(), String> {
+    fn write(&mut self, changes: &mut Changes) -> Result<(), HandlerError> {
         let (n, bad) = (self.n.unwrap_or(0), self.bad);
         changes.defer(move |c| {
             if bad {
                 return Err("refusing to write a batch holding BadWrite".into());
             }
-            c.insert(b"n", n.to_be_bytes())
+            Ok(c.insert(b"n", n.to_be_bytes())?)
         });
         Ok(())
     }
@@ -2308,26 +2307,25 @@ impl Projection for SlowCommits {
 
 #[async_trait]
 impl Handler for SlowCommitsHandler {
-    async fn apply(&mut self, _event: &RecordedEvent) -> Result<(), String> {
+    async fn apply(&mut self, _event: &RecordedEvent) -> Result<(), HandlerError> {
         let n = match self.n {
             Some(n) => n,
             None => {
                 // Waits for the commits in flight: asynchronously.
-                self.rows.settled().await.map_err(|e| e.to_string())?;
+                self.rows.settled().await?;
                 self.rows
-                    .get(b"n")
-                    .map_err(|e| e.to_string())?
+                    .get(b"n")?
                     .map_or(0, |v| u64::from_be_bytes(v.as_slice().try_into().unwrap()))
             }
         };
         self.n = Some(n + 1);
         Ok(())
     }
-    fn write(&mut self, changes: &mut Changes) -> Result<(), String> {
+    fn write(&mut self, changes: &mut Changes) -> Result<(), HandlerError> {
         let (n, commit) = (self.n.unwrap_or(0), self.commit);
         changes.defer(move |c| {
             std::thread::sleep(commit);
-            c.insert(b"n", n.to_be_bytes())
+            Ok(c.insert(b"n", n.to_be_bytes())?)
         });
         Ok(())
     }

@@ -26,7 +26,7 @@ use crate::log::codec::DomainEvent;
 use crate::log::{
     Direction, ExpectedVersion, GlobalPosition, Metadata, Source, StreamId, TenantId,
 };
-use crate::projection::builtin::{self, DefinitionResolver};
+use crate::projection::builtin::{self, DefinitionResolver, ResolveError};
 use crate::projection::calendar::{self, CalendarEvent, WorkingCalendar};
 use crate::projection::query::{
     CaseSummary, DeadlineEntry, DeadlineQuery, Page, PageRequest, ProjectedCase, SearchQuery,
@@ -67,12 +67,15 @@ impl DefinitionResolver for EngineDefinitions {
         tenant: &TenantId,
         key: &str,
         version: u32,
-    ) -> Result<Arc<CaseDefinition>, String> {
-        let inner = self.0.upgrade().ok_or("the engine has been dropped")?;
+    ) -> Result<Arc<CaseDefinition>, ResolveError> {
+        let inner = self
+            .0
+            .upgrade()
+            .ok_or_else(|| ResolveError::new(key, version, "the engine has been dropped"))?;
         Engine { inner }
             .definition_for(tenant, key, Some(version))
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| ResolveError::new(key, version, e))
     }
 }
 
@@ -127,7 +130,7 @@ impl Engine {
     pub(super) fn start_projections(&self) -> Result<(), ProjectionError> {
         let host = self.projections().map_err(|e| match e {
             QueryError::Projection(p) => p,
-            other => ProjectionError::Store(other.to_string()),
+            other => ProjectionError::Store(crate::projection::StoreError::new(other.to_string())),
         })?;
         let slot = &self.inner.projections;
         if slot.started.load(Ordering::Acquire) || tokio::runtime::Handle::try_current().is_err() {
@@ -436,7 +439,7 @@ impl Engine {
         match last.first() {
             None => Ok(WorkingCalendar::default()),
             Some(e) => WorkingCalendar::from_event(&CalendarEvent::from_recorded(e)?)
-                .map_err(EngineError::Snapshot),
+                .map_err(|e| EngineError::Snapshot(e.to_string())),
         }
     }
 

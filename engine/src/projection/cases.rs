@@ -40,7 +40,7 @@ use serde::{Deserialize, Serialize};
 
 use super::builtin::{DefinitionCache, DefinitionResolver};
 use super::calendar::{self, CalendarEvent, WorkingCalendar};
-use super::error::QueryError;
+use super::error::{ChangesError, HandlerError, QueryError};
 use super::keys::{self, f64_bytes, prefix_end, Key};
 use super::pages::{Rows, RowsError};
 use super::query::{
@@ -130,7 +130,7 @@ impl Projection for CasesProjection {
     fn handler(&self, rows: Rows) -> Box<dyn Handler> {
         let (calendar, fault) = match load_calendar(&rows) {
             Ok(c) => (c, None),
-            Err(e) => (WorkingCalendar::default(), Some(e)),
+            Err(e) => (WorkingCalendar::default(), Some(e.to_string())),
         };
         Box::new(CasesHandler {
             rows,
@@ -260,14 +260,14 @@ impl CasesHandler {
         &mut self,
         tenant: &TenantId,
         calendar: WorkingCalendar,
-    ) -> Result<(), String> {
+    ) -> Result<(), HandlerError> {
         let prefix = [P_WORKDAYS];
-        self.rows.settled().await.map_err(|e| e.to_string())?;
+        self.rows.settled().await?;
         let mut ids = Vec::new();
         for row in self.rows.scan_prefix(&prefix) {
-            let (k, _) = row.map_err(|e| e.to_string())?;
+            let (k, _) = row?;
             let id = String::from_utf8(k[1..].to_vec())
-                .map_err(|_| "a stored case id is not UTF-8".to_string())?;
+                .map_err(|e| HandlerError::decode("a stored case id", e))?;
             ids.push(id);
         }
         for id in ids {
@@ -291,7 +291,7 @@ impl CasesHandler {
         &mut self,
         tenant: &TenantId,
         state: &CaseState,
-    ) -> Result<Option<Arc<DefInfo>>, String> {
+    ) -> Result<Option<Arc<DefInfo>>, HandlerError> {
         let Some(r) = &state.definition else {
             return Ok(None);
         };
@@ -314,21 +314,17 @@ impl CasesHandler {
         &mut self,
         tenant: &TenantId,
         case_id: &str,
-    ) -> Result<Option<Arc<Held>>, String> {
+    ) -> Result<Option<Arc<Held>>, HandlerError> {
         if let Some(h) = self.cache.get(case_id) {
             return Ok(Some(Arc::clone(h)));
         }
         // The commits in flight land first (an asynchronous wait).
-        self.rows.settled().await.map_err(|e| e.to_string())?;
-        let Some(bytes) = self
-            .rows
-            .get(&Key::new(P_CASE).raw(case_id.as_bytes()).0)
-            .map_err(|e| e.to_string())?
-        else {
+        self.rows.settled().await?;
+        let Some(bytes) = self.rows.get(&Key::new(P_CASE).raw(case_id.as_bytes()).0)? else {
             return Ok(None);
         };
         let record: CaseRecord = rmp_serde::from_slice(&bytes)
-            .map_err(|e| format!("stored case {case_id} does not decode: {e}"))?;
+            .map_err(|e| HandlerError::decode(format!("stored case {case_id}"), e))?;
         let info = self.info(tenant, &record.state).await?;
         Ok(Some(Arc::new(Held { record, info })))
     }
@@ -336,21 +332,25 @@ impl CasesHandler {
 
 #[async_trait]
 impl Handler for CasesHandler {
-    async fn apply(&mut self, event: &RecordedEvent) -> Result<(), String> {
+    async fn apply(&mut self, event: &RecordedEvent) -> Result<(), HandlerError> {
         if let Some(e) = &self.fault {
-            return Err(e.clone());
+            return Err(HandlerError::Inconsistent(e.clone()));
         }
         let tenant = event.stream.tenant();
         if event.stream.category() == calendar::CATEGORY {
-            let decoded = CalendarEvent::from_recorded(event).map_err(|e| e.to_string())?;
-            let new = WorkingCalendar::from_event(&decoded)?;
+            let what = || format!("calendar event at {}", event.position);
+            let decoded =
+                CalendarEvent::from_recorded(event).map_err(|e| HandlerError::decode(what(), e))?;
+            let new = WorkingCalendar::from_event(&decoded)
+                .map_err(|e| HandlerError::decode(what(), e))?;
             return Box::pin(self.calendar_changes(tenant, new)).await;
         }
         if event.stream.category() != "case" {
             return Ok(());
         }
         let case_id = event.stream.id();
-        let decoded = CaseEvent::from_recorded(event).map_err(|e| e.to_string())?;
+        let decoded = CaseEvent::from_recorded(event)
+            .map_err(|e| HandlerError::decode(format!("case event at {}", event.position), e))?;
         // An opening names the definition the case runs from then on.
         let opened = match &decoded {
             CaseEvent::CaseOpened { definition, .. } => {
@@ -397,18 +397,20 @@ impl Handler for CasesHandler {
                 .insert(case_id.to_string(), (before, record, info));
         }
         let Some(p) = self.pending.get_mut(case_id) else {
-            return Err("internal: pending case vanished".into());
+            return Err(HandlerError::Inconsistent(
+                "internal: pending case vanished".into(),
+            ));
         };
         let Some(info) = opened.unwrap_or_else(|| p.2.clone()) else {
-            return Err(format!(
+            return Err(HandlerError::Inconsistent(format!(
                 "{} at version {} of case {case_id} comes before CaseOpened",
                 decoded.type_name(),
                 event.version.0
-            ));
+            )));
         };
         p.1.state
             .apply(&info.def, &decoded)
-            .map_err(|e| format!("case {case_id}: {e}"))?;
+            .map_err(|e| HandlerError::Inconsistent(format!("case {case_id}: {e}")))?;
         p.1.version = event.version;
         p.1.position = event.position;
         p.1.updated_at = event.recorded;
@@ -416,9 +418,9 @@ impl Handler for CasesHandler {
         Ok(())
     }
 
-    fn write(&mut self, changes: &mut Changes) -> Result<(), String> {
+    fn write(&mut self, changes: &mut Changes) -> Result<(), HandlerError> {
         if self.calendar_changed {
-            let bytes = rmp_serde::to_vec_named(&self.calendar).map_err(|e| e.to_string())?;
+            let bytes = rmp_serde::to_vec_named(&self.calendar).map_err(HandlerError::other)?;
             changes.insert(CALENDAR_KEY, bytes)?;
         }
         // Rows are derived and encoded off the runner's thread, from the
@@ -455,7 +457,7 @@ impl Handler for CasesHandler {
             self.calendar_changed = false;
             match load_calendar(&self.rows) {
                 Ok(c) => self.calendar = Arc::new(c),
-                Err(e) => self.fault = Some(e),
+                Err(e) => self.fault = Some(e.to_string()),
             }
         }
         // The tree is the truth; cases cached from a failed batch are not.
@@ -541,7 +543,7 @@ fn rows_into(
     record: &CaseRecord,
     info: Option<&DefInfo>,
     calendar: &WorkingCalendar,
-) -> Result<(), String> {
+) -> Result<(), ChangesError> {
     let mut failed = None;
     rows(case_id, record, info, calendar, &mut |k, v| {
         if let Err(e) = changes.insert(k, v) {
@@ -559,7 +561,7 @@ fn write_case(
     before: Option<Before>,
     after: &Held,
     calendar: &WorkingCalendar,
-) -> Result<(), String> {
+) -> Result<(), HandlerError> {
     let (record, info) = (&after.record, after.info.as_deref());
     match before {
         // A new case: every row is new.
@@ -583,8 +585,8 @@ fn write_case(
             }
         }
     }
-    let bytes = rmp_serde::to_vec(record).map_err(|e| e.to_string())?;
-    changes.insert(&Key::new(P_CASE).raw(case_id.as_bytes()).0, bytes)
+    let bytes = rmp_serde::to_vec(record).map_err(HandlerError::other)?;
+    Ok(changes.insert(&Key::new(P_CASE).raw(case_id.as_bytes()).0, bytes)?)
 }
 
 fn class_byte(c: Classification) -> u8 {
@@ -655,11 +657,11 @@ fn field_class(def: &FieldDef, case: Classification) -> Classification {
 }
 
 /// The tenant's calendar as a tree stores it (none stored: the default).
-fn load_calendar(rows: &Rows) -> Result<WorkingCalendar, String> {
-    match rows.get(CALENDAR_KEY).map_err(|e| e.to_string())? {
+fn load_calendar(rows: &Rows) -> Result<WorkingCalendar, HandlerError> {
+    match rows.get(CALENDAR_KEY)? {
         None => Ok(WorkingCalendar::default()),
         Some(bytes) => rmp_serde::from_slice(&bytes)
-            .map_err(|e| format!("stored working-day calendar does not decode: {e}")),
+            .map_err(|e| HandlerError::decode("the stored working-day calendar", e)),
     }
 }
 

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::error::{ProjectionError, QueryError};
+use super::error::{ProjectionError, QueryError, StoreError};
 use super::runner::{self, Control, Progress, RunnerCtx};
 use super::{Projection, Rows};
 use crate::log::{EventStore, GlobalPosition, TenantId};
@@ -188,7 +188,7 @@ fn valid_name(name: &str) -> bool {
 /// Opens the projections' sled database (see [`crate::embedded::open_sled`]).
 fn open_sled(dir: &Path) -> Result<sled::Db, ProjectionError> {
     crate::embedded::open_sled(dir, 64 * 1024 * 1024)
-        .map_err(|e| ProjectionError::Store(e.to_string()))
+        .map_err(|e| ProjectionError::Store(StoreError::new(e)))
 }
 
 impl ProjectionHost {
@@ -299,9 +299,8 @@ impl ProjectionHost {
         {
             return Ok(());
         }
-        let handle = tokio::runtime::Handle::try_current().map_err(|_| {
-            ProjectionError::Store("projection runners need a Tokio runtime".into())
-        })?;
+        let handle = tokio::runtime::Handle::try_current()
+            .map_err(|_| store_err("projection runners need a Tokio runtime"))?;
         self.inner.meta.insert(tenant_key(tenant), &[])?;
         for projection in &self.inner.projections {
             let key = (projection.name().to_string(), tenant.clone());
@@ -402,7 +401,7 @@ impl ProjectionHost {
         };
         let active = match record.active {
             Some(g) => open(g)?,
-            None => return Err(ProjectionError::Store("no active generation".into())),
+            None => return Err(store_err("no active generation")),
         };
         let building = record.building.map(open).transpose()?;
         // Until the runner's first report: where the trees stand.
@@ -646,6 +645,6 @@ pub(crate) fn lag(reached: Option<GlobalPosition>, head: Option<GlobalPosition>)
     }
 }
 
-pub(crate) fn store_err(e: impl std::fmt::Display) -> ProjectionError {
-    ProjectionError::Store(e.to_string())
+pub(crate) fn store_err(e: impl Into<super::error::BoxError>) -> ProjectionError {
+    ProjectionError::Store(StoreError::new(e))
 }

@@ -56,7 +56,10 @@ use async_trait::async_trait;
 
 use crate::log::RecordedEvent;
 
-pub use error::{CommitError, ProjectionError, QueryError, RowsError, StoreError};
+pub use error::{
+    BoxError, ChangesError, CommitError, HandlerError, ProjectionError, QueryError, ResolveError,
+    RowsError, StoreError,
+};
 pub use host::{
     Consistency, Generation, ProjectionHost, ProjectionStatus, RebuildStatus, RunState,
     DEFAULT_BATCH_SIZE,
@@ -132,11 +135,11 @@ impl std::fmt::Debug for dyn Projection {
 pub trait Handler: Send {
     /// Takes one event into the batch in progress. An error faults the
     /// projection at this event.
-    async fn apply(&mut self, event: &RecordedEvent) -> Result<(), String>;
+    async fn apply(&mut self, event: &RecordedEvent) -> Result<(), HandlerError>;
 
     /// Writes the batch's changes (directly, or by deferring work that
     /// makes them: [`Changes::defer`]).
-    fn write(&mut self, changes: &mut Changes) -> Result<(), String>;
+    fn write(&mut self, changes: &mut Changes) -> Result<(), HandlerError>;
 
     /// The batch's changes were queued for commit: the next batch follows
     /// them (reads after [`Rows::settled`] see them). Not yet durable.
@@ -157,7 +160,7 @@ pub(crate) type RowWrite = (Vec<u8>, Option<Vec<u8>>);
 
 /// Work a handler leaves for the runner to finish off its thread (see
 /// [`Changes::defer`]).
-type Deferred = Box<dyn FnOnce(&mut Changes) -> Result<(), String> + Send>;
+type Deferred = Box<dyn FnOnce(&mut Changes) -> Result<(), HandlerError> + Send>;
 
 /// One write in an arena: the key at `at`, its value (if any) right after.
 #[derive(Debug, Clone, Copy)]
@@ -178,8 +181,8 @@ struct Arena {
 }
 
 impl Arena {
-    fn push(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), String> {
-        let len = |n: usize| u32::try_from(n).map_err(|_| format!("a row of {n} bytes"));
+    fn push(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), ChangesError> {
+        let len = |n: usize| u32::try_from(n).map_err(|_| ChangesError::TooLarge { len: n });
         let op = Op {
             at: self.bytes.len(),
             key: len(key.len())?,
@@ -222,13 +225,13 @@ impl Changes {
     /// read the handler's.
     pub fn defer<F>(&mut self, job: F)
     where
-        F: FnOnce(&mut Changes) -> Result<(), String> + Send + 'static,
+        F: FnOnce(&mut Changes) -> Result<(), HandlerError> + Send + 'static,
     {
         self.deferred.push(Box::new(job));
     }
 
     /// Runs the deferred jobs (and any they defer in turn).
-    pub(crate) fn run_deferred(&mut self) -> Result<(), String> {
+    pub(crate) fn run_deferred(&mut self) -> Result<(), HandlerError> {
         while !self.deferred.is_empty() {
             for job in std::mem::take(&mut self.deferred) {
                 job(self)?;
@@ -241,7 +244,7 @@ impl Changes {
     ///
     /// Errors: an empty key, or one starting with [`RESERVED_PREFIX`] (the
     /// framework's own).
-    pub fn insert(&mut self, key: &[u8], value: impl AsRef<[u8]>) -> Result<(), String> {
+    pub fn insert(&mut self, key: &[u8], value: impl AsRef<[u8]>) -> Result<(), ChangesError> {
         check_key(key)?;
         self.arena.push(key, Some(value.as_ref()))
     }
@@ -249,7 +252,7 @@ impl Changes {
     /// Removes `key`.
     ///
     /// Errors: as [`Changes::insert`].
-    pub fn remove(&mut self, key: &[u8]) -> Result<(), String> {
+    pub fn remove(&mut self, key: &[u8]) -> Result<(), ChangesError> {
         check_key(key)?;
         self.arena.push(key, None)
     }
@@ -367,10 +370,10 @@ fn sort_keys<'a>(key: &impl Fn(usize) -> &'a [u8], order: &mut [(u128, usize)], 
     }
 }
 
-fn check_key(key: &[u8]) -> Result<(), String> {
+fn check_key(key: &[u8]) -> Result<(), ChangesError> {
     match key.first() {
-        None => Err("empty key".into()),
-        Some(&RESERVED_PREFIX) => Err("keys starting with 0x00 are reserved".into()),
+        None => Err(ChangesError::EmptyKey),
+        Some(&RESERVED_PREFIX) => Err(ChangesError::ReservedKey),
         Some(_) => Ok(()),
     }
 }
@@ -418,7 +421,7 @@ mod tests {
         let mut c = Changes::default();
         c.defer(|c| {
             c.insert(b"a", b"deferred")?;
-            c.defer(|c| c.insert(b"b", b"nested"));
+            c.defer(|c| Ok(c.insert(b"b", b"nested")?));
             Ok(())
         });
         c.insert(b"a", b"direct").unwrap();
@@ -433,8 +436,12 @@ mod tests {
             ]
         );
         let mut c = Changes::default();
-        c.defer(|c| c.insert(b"\x00x", b"reserved"));
-        assert!(c.run_deferred().unwrap_err().contains("reserved"));
+        c.defer(|c| Ok(c.insert(b"\x00x", b"reserved")?));
+        assert!(c
+            .run_deferred()
+            .unwrap_err()
+            .to_string()
+            .contains("reserved"));
     }
 
     #[test]

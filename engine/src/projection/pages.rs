@@ -31,7 +31,7 @@ use std::sync::Arc;
 
 use super::committer::Pipeline;
 pub use super::error::RowsError;
-use super::error::{ProjectionError, QueryError};
+use super::error::{ProjectionError, QueryError, StoreError};
 
 /// Pages are split when their encoded size passes this (a single larger row
 /// gets a page of its own).
@@ -65,10 +65,10 @@ type Row = (Vec<u8>, Vec<u8>);
 impl From<RowsError> for QueryError {
     fn from(e: RowsError) -> Self {
         match e {
-            RowsError::Store(e) => QueryError::Projection(ProjectionError::Store(e.to_string())),
+            RowsError::Store(e) => QueryError::Projection(ProjectionError::Store(e)),
             e @ RowsError::Corrupt { .. } => QueryError::Corrupt(e.to_string()),
             e @ (RowsError::Unwritten(_) | RowsError::Unsettled) => {
-                QueryError::Projection(ProjectionError::Store(e.to_string()))
+                QueryError::Projection(ProjectionError::Store(StoreError::new(e)))
             }
         }
     }

@@ -230,7 +230,7 @@ impl Lane {
                     let outcome = self.handler.apply(&e).await;
                     events.push(e);
                     if let Err(msg) = outcome {
-                        failed = Some((events.len() - 1, msg));
+                        failed = Some((events.len() - 1, msg.to_string()));
                         break;
                     }
                 }
@@ -309,7 +309,7 @@ impl Lane {
             let mut again = Ok(());
             for e in good {
                 if let Err(msg) = self.handler.apply(e).await {
-                    again = Err((e.position, msg));
+                    again = Err((e.position, msg.to_string()));
                     break;
                 }
             }
@@ -349,7 +349,7 @@ impl Lane {
             // The commits before this batch count as they land.
             self.settle().await;
             self.handler.discarded();
-            return Err(e);
+            return Err(e.to_string());
         }
         if !self.reap() {
             return Err("an earlier batch was not written".into());
