@@ -2399,3 +2399,91 @@ fn count_n(gen: &casebook::projection::Generation) -> u64 {
         .unwrap()
         .map_or(0, |v| u64::from_be_bytes(v.as_slice().try_into().unwrap()))
 }
+
+/// A work-queue query naming a role, team or case type that no deployed
+/// definition declares is refused as invalid, not answered with an empty
+/// list; declared names with no open task answer an empty list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_queue_names_no_deployed_definition_declares_are_invalid() {
+    let engine = Engine::in_memory();
+    setup(&engine, "kent").await;
+    let opened = open_incident(
+        &engine,
+        "kent",
+        "INC-1",
+        json!({"summary": "a", "ward": "north"}),
+    )
+    .await;
+    let c = fresh(opened);
+    let reader = supervisor("kent");
+    let ok = |q: WorkQueueQuery| {
+        let engine = engine.clone();
+        let reader = reader.clone();
+        async move { engine.work_queue(&reader, &q, c).await }
+    };
+    let declared = ok(WorkQueueQuery {
+        role: Some("handler".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert!(!declared.items.is_empty());
+    let by_type = ok(WorkQueueQuery {
+        role: Some("handler".into()),
+        case_type: Some("incident".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(by_type.items.len(), declared.items.len());
+    for (query, parameter) in [
+        (
+            WorkQueueQuery {
+                role: Some("astronaut".into()),
+                ..Default::default()
+            },
+            "role",
+        ),
+        (
+            WorkQueueQuery {
+                team: Some("nowhere".into()),
+                ..Default::default()
+            },
+            "team",
+        ),
+        (
+            WorkQueueQuery {
+                role: Some("handler".into()),
+                case_type: Some("parking".into()),
+                ..Default::default()
+            },
+            "case_type",
+        ),
+    ] {
+        let err = ok(query).await.unwrap_err();
+        assert!(
+            matches!(&err, QueryError::Invalid { parameter: p, .. } if p == parameter),
+            "{err}"
+        );
+        // (The facade does not re-export `ErrorKind` yet: compare its text.)
+        assert_eq!(
+            err.kind().to_string(),
+            format!("invalid argument at {parameter}")
+        );
+    }
+    // Another tenant's definitions declare nothing for this one.
+    let essex = engine
+        .work_queue(
+            &supervisor("essex"),
+            &WorkQueueQuery {
+                role: Some("handler".into()),
+                ..Default::default()
+            },
+            Consistency::Eventual,
+        )
+        .await;
+    assert!(
+        essex.is_ok(),
+        "no declarations yet: nothing to check against"
+    );
+}

@@ -22,6 +22,7 @@
 //! | `L` | due + case id + deadline + instance | [`DeadlineEntry`] |
 //! | `K` | case id | — (its rows depend on the working-day calendar) |
 //! | `Y` | — | the tenant's [`WorkingCalendar`] as of the checkpoint |
+//! | `D` | kind (`r` role, `m` team, `t` case type) + name | — (declared by a deployed definition) |
 //!
 //! Values are MessagePack with fields in declaration order (no names: a
 //! case record is about half the size); reads also accept the named form
@@ -61,7 +62,7 @@ use crate::security::{Classification, Principal};
 /// The projection's name.
 pub const NAME: &str = "cases";
 /// The projection's version (bump when its rows change shape or meaning).
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 /// Longest string value put in the field index (longer values are found by
 /// text search only).
@@ -83,6 +84,11 @@ const P_TEAM: u8 = b'M';
 const P_DEADLINE: u8 = b'L';
 const P_WORKDAYS: u8 = b'K';
 const CALENDAR_KEY: &[u8] = b"Y";
+/// Names deployed definitions declare: `D` + kind + name.
+const P_DECLARED: u8 = b'D';
+const D_ROLE: u8 = b'r';
+const D_TEAM: u8 = b'm';
+const D_TYPE: u8 = b't';
 
 const A_TYPE: &[u8] = b"t";
 const A_STATUS: &[u8] = b"s";
@@ -101,6 +107,20 @@ pub struct CaseRecord {
     pub position: GlobalPosition,
     /// When its last event was recorded.
     pub updated_at: Timestamp,
+}
+
+/// What the projection reads of the engine's `DefinitionDeployed` events
+/// (named MessagePack: the other fields are skipped).
+#[derive(Serialize, Deserialize)]
+enum DefinitionDeployed {
+    Deployed { key: String, version: u32 },
+}
+
+impl DomainEvent for DefinitionDeployed {
+    const SCHEMA_VERSION: u16 = 1;
+    fn event_type(&self) -> &'static str {
+        "DefinitionDeployed"
+    }
 }
 
 /// The `cases` projection (case view, search, work queue, deadlines).
@@ -142,6 +162,7 @@ impl Projection for CasesProjection {
             cache: Recent::new(CACHE_CASES),
             pending: HashMap::new(),
             written: Vec::new(),
+            declared: BTreeSet::new(),
             evicted: Vec::new(),
         })
     }
@@ -246,6 +267,8 @@ struct CasesHandler {
     pending: HashMap<String, Pending>,
     /// Written but not yet committed.
     written: Vec<(String, Arc<Held>)>,
+    /// Names declared by definitions deployed in this batch (kind, name).
+    declared: BTreeSet<(u8, String)>,
     /// Cases the cache let go of, dropped off the runner's thread by the
     /// next batch's deferred work.
     evicted: Vec<HashMap<String, Arc<Held>>>,
@@ -284,6 +307,34 @@ impl CasesHandler {
         }
         self.calendar = Arc::new(calendar);
         self.calendar_changed = true;
+        Ok(())
+    }
+
+    /// A definition was deployed: the roles, teams and case type it
+    /// declares become known to work-queue queries.
+    async fn deployed(&mut self, event: &RecordedEvent) -> Result<(), HandlerError> {
+        let DefinitionDeployed::Deployed { key, version } =
+            DefinitionDeployed::from_recorded(event).map_err(|e| {
+                HandlerError::decode(format!("definition event at {}", event.position), e)
+            })?;
+        let def = self.defs.get(event.stream.tenant(), &key, version).await?;
+        self.declared.insert((D_TYPE, key));
+        for r in &def.roles {
+            self.declared.insert((D_ROLE, r.as_str().to_string()));
+        }
+        if let Some(t) = &def.team {
+            self.declared.insert((D_TEAM, t.as_str().to_string()));
+        }
+        for entry in def.plan_items() {
+            if let PlanItem::Activity(a) = entry.item {
+                for r in &a.roles {
+                    self.declared.insert((D_ROLE, r.as_str().to_string()));
+                }
+                if let Some(t) = def.team_of(a) {
+                    self.declared.insert((D_TEAM, t.as_str().to_string()));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -344,6 +395,9 @@ impl Handler for CasesHandler {
             let new = WorkingCalendar::from_event(&decoded)
                 .map_err(|e| HandlerError::decode(what(), e))?;
             return Box::pin(self.calendar_changes(tenant, new)).await;
+        }
+        if event.stream.category() == "definition" && &*event.event_type == "DefinitionDeployed" {
+            return Box::pin(self.deployed(event)).await;
         }
         if event.stream.category() != "case" {
             return Ok(());
@@ -426,6 +480,9 @@ impl Handler for CasesHandler {
         // Rows are derived and encoded off the runner's thread, from the
         // records as this batch leaves them (shared with the cache).
         let calendar = Arc::clone(&self.calendar);
+        for (kind, name) in &self.declared {
+            changes.insert(&Key::new(P_DECLARED).raw(&[*kind]).str(name).0, [])?;
+        }
         let evicted = std::mem::take(&mut self.evicted);
         let mut cases = Vec::with_capacity(self.pending.len());
         for (case_id, (before, record, info)) in self.pending.drain() {
@@ -444,6 +501,7 @@ impl Handler for CasesHandler {
     }
 
     fn queued(&mut self) {
+        self.declared.clear();
         self.calendar_changed = false;
         for (id, held) in self.written.drain(..) {
             self.evicted.extend(self.cache.insert_evicting(id, held));
@@ -451,6 +509,7 @@ impl Handler for CasesHandler {
     }
 
     fn discarded(&mut self) {
+        self.declared.clear();
         self.pending.clear();
         self.written.clear();
         if self.calendar_changed {
@@ -1473,7 +1532,8 @@ fn scan_page<T: serde::de::DeserializeOwned>(
 /// Lists open human tasks (ordered by due date, undated last).
 ///
 /// Errors: [`QueryError::PageSize`], [`QueryError::Offset`];
-/// [`QueryError::Invalid`] for a team that is not an identifier.
+/// [`QueryError::Invalid`] for a team that is not an identifier, or a
+/// role, team or case type no deployed definition declares.
 pub fn work_queue(
     rows: &Rows,
     query: &WorkQueueQuery,
@@ -1486,6 +1546,7 @@ pub fn work_queue(
             message,
         })?;
     }
+    check_declared(rows, query)?;
     let keep = |w: &WorkItem| {
         principal.may_see(w.classification)
             && query.case_type.as_ref().is_none_or(|t| *t == w.case_type)
@@ -1543,6 +1604,44 @@ pub fn work_queue(
             })
         }
     }
+}
+
+/// A role, team or case type that no deployed definition declares is a
+/// mistake in the query, not an empty queue.
+///
+/// Errors: [`QueryError::Invalid`] naming the parameter (`role`, `team`,
+/// `case_type`). A generation without declarations (built by version 2,
+/// serving while version 3 rebuilds) checks nothing.
+fn check_declared(rows: &Rows, query: &WorkQueueQuery) -> Result<(), QueryError> {
+    let checks = [
+        ("role", D_ROLE, &query.role),
+        ("team", D_TEAM, &query.team),
+        ("case_type", D_TYPE, &query.case_type),
+    ];
+    if checks.iter().all(|(_, _, v)| v.is_none()) {
+        return Ok(());
+    }
+    if rows
+        .scan_prefix(&[P_DECLARED])
+        .next()
+        .transpose()?
+        .is_none()
+    {
+        return Ok(());
+    }
+    for (parameter, kind, value) in checks {
+        let Some(name) = value else { continue };
+        if rows
+            .get(&Key::new(P_DECLARED).raw(&[kind]).str(name).0)?
+            .is_none()
+        {
+            return Err(QueryError::Invalid {
+                parameter: parameter.into(),
+                message: format!("no deployed definition declares {parameter} {name}"),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Lists running deadlines due by `query.due_before`, earliest first.
