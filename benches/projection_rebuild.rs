@@ -101,13 +101,13 @@ fn quantile(samples: &mut [Duration], q: f64) -> Duration {
 fn rebuild(rt: &tokio::runtime::Runtime, engine: &Engine) -> (Duration, Vec<Duration>) {
     let resolver: Arc<dyn DefinitionResolver> = Arc::new(Definitions(engine.clone()));
     let cases: Arc<dyn Projection> = Arc::new(CasesProjection::new(resolver));
-    let db = sled::Config::new()
-        .temporary(true)
-        .cache_capacity(256 * 1024 * 1024)
-        .open()
-        .unwrap();
-    let host =
-        ProjectionHost::with_db(db, engine.store(), vec![cases], DEFAULT_BATCH_SIZE).unwrap();
+    let host = ProjectionHost::temporary_with_cache(
+        engine.store(),
+        vec![cases],
+        DEFAULT_BATCH_SIZE,
+        256 * 1024 * 1024,
+    )
+    .unwrap();
     let head = data::head(engine);
     rt.block_on(async {
         let started = Instant::now();

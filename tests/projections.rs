@@ -1401,8 +1401,7 @@ async fn a_rebuild_serves_the_old_generation_until_the_new_one_has_caught_up() {
         fail_on: None,
         batches: Arc::clone(&batches),
     });
-    let db = sled::Config::new().temporary(true).open().unwrap();
-    let host = ProjectionHost::with_db(db, Arc::new(store.clone()), vec![v1], 10).unwrap();
+    let host = ProjectionHost::temporary(Arc::new(store.clone()), vec![v1], 10).unwrap();
     let kent = tenant("kent");
     let last = append_n(&store, "kent", "s1", 20_000, "Counted").await;
     let gen = host.read("counter", &kent, fresh(last)).await.unwrap();

@@ -19,6 +19,7 @@
 //! - [`security`]: classifications, vetting and the [`security::Principal`]
 //!   every call takes.
 
+pub mod calendar;
 pub mod case;
 pub mod definition;
 mod embedded;

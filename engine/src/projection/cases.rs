@@ -29,7 +29,7 @@
 //! earlier versions wrote.
 //!
 //! Working-day deadlines are turned into instants with the tenant's
-//! [`WorkingCalendar`] (see [`super::calendar`]), which the handler follows
+//! [`WorkingCalendar`] (see [`crate::calendar`]), which the handler follows
 //! from the tenant's calendar events: when it changes, every case listed
 //! under `K` is re-derived in the same batch.
 
@@ -40,7 +40,6 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::builtin::{DefinitionCache, DefinitionResolver};
-use super::calendar::{self, CalendarEvent, WorkingCalendar};
 use super::error::{ChangesError, HandlerError, QueryError};
 use super::keys::{self, f64_bytes, prefix_end, Key};
 use super::pages::{Rows, RowsError};
@@ -49,6 +48,7 @@ use super::query::{
     TimeRange, WorkItem, WorkQueueQuery,
 };
 use super::{Changes, Handler, Projection};
+use crate::calendar::{self, CalendarEvent, WorkingCalendar};
 use crate::case::{CaseEvent, CaseState, CaseStatus, DeadlineDue, InstanceId};
 use crate::definition::{
     ActivityKind, CaseDefinition, DeadlineKey, FieldDef, FieldType, ItemKey, PlanItem,

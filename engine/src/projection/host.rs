@@ -193,7 +193,10 @@ fn open_sled(dir: &Path) -> Result<sled::Db, ProjectionError> {
 
 impl ProjectionHost {
     /// A host on a sled database in `dir` (created if absent), applying up
-    /// to `batch_size` events per batch (see [`ProjectionHost::with_db`]).
+    /// to `batch_size` events per batch (one sled batch with the
+    /// checkpoint) when following the live log; a runner catching up or
+    /// rebuilding applies up to 128 times as many at once, so that each
+    /// page is written fewer times.
     ///
     /// Errors: [`ProjectionError::Store`]; [`ProjectionError::InvalidName`] /
     /// [`ProjectionError::DuplicateName`] for bad registrations.
@@ -207,15 +210,27 @@ impl ProjectionHost {
         Self::with_db(db, store, projections, batch_size)
     }
 
-    /// A host on a temporary sled database (deleted when dropped).
+    /// A host on a temporary database (deleted when dropped) with a 64 MiB
+    /// cache.
     pub fn temporary(
         store: Arc<dyn EventStore>,
         projections: Vec<Arc<dyn Projection>>,
         batch_size: usize,
     ) -> Result<Self, ProjectionError> {
+        Self::temporary_with_cache(store, projections, batch_size, 64 * 1024 * 1024)
+    }
+
+    /// A host on a temporary database (deleted when dropped) keeping up to
+    /// `cache_bytes` of it in memory.
+    pub fn temporary_with_cache(
+        store: Arc<dyn EventStore>,
+        projections: Vec<Arc<dyn Projection>>,
+        batch_size: usize,
+        cache_bytes: u64,
+    ) -> Result<Self, ProjectionError> {
         let db = sled::Config::new()
             .temporary(true)
-            .cache_capacity(64 * 1024 * 1024)
+            .cache_capacity(cache_bytes)
             .open()?;
         Self::with_db(db, store, projections, batch_size)
     }
@@ -224,7 +239,7 @@ impl ProjectionHost {
     /// per batch (one sled batch with the checkpoint) when following the
     /// live log; a runner catching up or rebuilding applies up to 128 times
     /// as many at once, so that each page is written fewer times.
-    pub fn with_db(
+    pub(crate) fn with_db(
         db: sled::Db,
         store: Arc<dyn EventStore>,
         projections: Vec<Arc<dyn Projection>>,

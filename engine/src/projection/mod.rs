@@ -29,25 +29,24 @@
 //! Built-in projections (see [`builtin`]): [`cases`] (case view, case search
 //! index, work queue, deadlines — one fold of each case feeds all four) and
 //! [`timeline`] (each case's history in human terms). [`query`] holds the
-//! query types and the typed [`QueryError`]; [`calendar`] the working-day
-//! calendar deadlines are counted with.
+//! query types and the typed [`QueryError`]. The working-day calendar
+//! deadlines are counted with is [`crate::calendar`].
 //!
 //! Storage: one sled database (`<data>/projections` for a durable engine, a
 //! temporary one in memory otherwise); a `meta` tree records each runner's
 //! active generation and any rebuild in progress; each generation is one tree
 //! named `<projection>/<tenant>/<generation>`, holding the checkpoint and the
-//! projection's rows packed into pages of a few KiB ([`pages`]: sled's cost
+//! projection's rows packed into pages of a few KiB (`pages.rs`: sled's cost
 //! is per entry, so a rebuild writes a page, not a row, at a time). A tree of
 //! another layout (built by an older Casebook) is dropped and rebuilt.
 
 pub mod builtin;
-pub mod calendar;
 pub mod cases;
 mod committer;
 mod error;
 mod host;
 pub(crate) mod keys;
-pub mod pages;
+mod pages;
 pub mod query;
 mod runner;
 pub mod timeline;
@@ -56,6 +55,9 @@ use async_trait::async_trait;
 
 use crate::log::RecordedEvent;
 
+/// The working-day calendar lives in [`crate::calendar`]; re-exported here
+/// for the paths that knew it under projections.
+pub use crate::calendar;
 pub use error::{
     BoxError, ChangesError, CommitError, HandlerError, ProjectionError, QueryError, ResolveError,
     RowsError, StoreError,
