@@ -26,7 +26,8 @@ use casebook::projection::query::{
     WorkQueueQuery,
 };
 use casebook::projection::{
-    Changes, Consistency, Handler, Projection, ProjectionHost, QueryError, Rows, RunState,
+    Changes, Consistency, Handler, HandlerError, Projection, ProjectionHost, QueryError, Rows,
+    RunState,
 };
 use casebook::rules::serde_json::{json, Value};
 use casebook::security::{Classification, Principal};
@@ -1319,7 +1320,7 @@ impl Projection for Counter {
 
 #[async_trait]
 impl Handler for CounterHandler {
-    async fn apply(&mut self, event: &RecordedEvent) -> Result<(), String> {
+    async fn apply(&mut self, event: &RecordedEvent) -> Result<(), HandlerError> {
         while self
             .hold
             .as_ref()
@@ -1328,21 +1329,22 @@ impl Handler for CounterHandler {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         if Some(&*event.event_type) == self.fail_on {
-            return Err(format!("cannot count {}", event.event_type));
+            return Err(format!("cannot count {}", event.event_type).into());
         }
         let key = (self.key)(event);
         let current = match self.pending.get(&key) {
             Some(n) => *n,
             None => self
                 .rows
-                .get(key.as_bytes())
-                .map_err(|e| e.to_string())?
+                .settled()
+                .await
+                .and_then(|()| self.rows.get(key.as_bytes()))?
                 .map_or(0, |v| u64::from_be_bytes(v.as_slice().try_into().unwrap())),
         };
         self.pending.insert(key, current + self.step);
         Ok(())
     }
-    fn write(&mut self, changes: &mut Changes) -> Result<(), String> {
+    fn write(&mut self, changes: &mut Changes) -> Result<(), HandlerError> {
         if !self.delay.is_zero() {
             std::thread::sleep(self.delay);
         }
@@ -1352,7 +1354,7 @@ impl Handler for CounterHandler {
         }
         Ok(())
     }
-    fn committed(&mut self) {
+    fn queued(&mut self) {
         self.pending.clear();
     }
     fn discarded(&mut self) {
@@ -1401,8 +1403,7 @@ async fn a_rebuild_serves_the_old_generation_until_the_new_one_has_caught_up() {
         fail_on: None,
         batches: Arc::clone(&batches),
     });
-    let db = sled::Config::new().temporary(true).open().unwrap();
-    let host = ProjectionHost::with_db(db, Arc::new(store.clone()), vec![v1], 10).unwrap();
+    let host = ProjectionHost::temporary(Arc::new(store.clone()), vec![v1], 10).unwrap();
     let kent = tenant("kent");
     let last = append_n(&store, "kent", "s1", 20_000, "Counted").await;
     let gen = host.read("counter", &kent, fresh(last)).await.unwrap();
@@ -1709,30 +1710,31 @@ impl Projection for DeferringCounter {
 
 #[async_trait]
 impl Handler for DeferringHandler {
-    async fn apply(&mut self, event: &RecordedEvent) -> Result<(), String> {
+    async fn apply(&mut self, event: &RecordedEvent) -> Result<(), HandlerError> {
         let n = match self.n {
             Some(n) => n,
             None => self
                 .rows
-                .get(b"n")
-                .map_err(|e| e.to_string())?
+                .settled()
+                .await
+                .and_then(|()| self.rows.get(b"n"))?
                 .map_or(0, |v| u64::from_be_bytes(v.as_slice().try_into().unwrap())),
         };
         self.n = Some(n + 1);
         self.bad |= &*event.event_type == "BadWrite";
         Ok(())
     }
-    fn write(&mut self, changes: &mut Changes) -> Result<(), String> {
+    fn write(&mut self, changes: &mut Changes) -> Result<(), HandlerError> {
         let (n, bad) = (self.n.unwrap_or(0), self.bad);
         changes.defer(move |c| {
             if bad {
                 return Err("refusing to write a batch holding BadWrite".into());
             }
-            c.insert(b"n", n.to_be_bytes())
+            Ok(c.insert(b"n", n.to_be_bytes())?)
         });
         Ok(())
     }
-    fn committed(&mut self) {
+    fn queued(&mut self) {
         self.bad = false;
     }
     fn discarded(&mut self) {
@@ -2281,4 +2283,217 @@ async fn broad_searches_walk_their_sort_order_and_page_through_every_match() {
     let page = engine.search_cases(&reader, &q, fresh(last)).await.unwrap();
     assert_eq!(page.total, Some(401));
     assert_eq!(page.items.len(), 10);
+}
+
+/// Counts events under `n` (reading its rows once per batch); each commit's
+/// deferred work takes `commit` (it sleeps, off the runtime), so commits
+/// queue up behind one another during a catch-up.
+struct SlowCommits {
+    commit: Duration,
+}
+
+struct SlowCommitsHandler {
+    rows: Rows,
+    n: Option<u64>,
+    commit: Duration,
+}
+
+impl Projection for SlowCommits {
+    fn name(&self) -> &str {
+        "slow"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn handler(&self, rows: Rows) -> Box<dyn Handler> {
+        Box::new(SlowCommitsHandler {
+            rows,
+            n: None,
+            commit: self.commit,
+        })
+    }
+}
+
+#[async_trait]
+impl Handler for SlowCommitsHandler {
+    async fn apply(&mut self, _event: &RecordedEvent) -> Result<(), HandlerError> {
+        let n = match self.n {
+            Some(n) => n,
+            None => {
+                // Waits for the commits in flight: asynchronously.
+                self.rows.settled().await?;
+                self.rows
+                    .get(b"n")?
+                    .map_or(0, |v| u64::from_be_bytes(v.as_slice().try_into().unwrap()))
+            }
+        };
+        self.n = Some(n + 1);
+        Ok(())
+    }
+    fn write(&mut self, changes: &mut Changes) -> Result<(), HandlerError> {
+        let (n, commit) = (self.n.unwrap_or(0), self.commit);
+        changes.defer(move |c| {
+            std::thread::sleep(commit);
+            Ok(c.insert(b"n", n.to_be_bytes())?)
+        });
+        Ok(())
+    }
+    fn queued(&mut self) {
+        // The next batch reads the count back from the tree.
+        self.n = None;
+    }
+    fn discarded(&mut self) {
+        self.n = None;
+    }
+}
+
+/// A catch-up whose commits are slow (three in flight, each waiting for
+/// the one before, the handler reading behind them) runs on a runtime of
+/// one thread, beside a task that wakes every millisecond: that task keeps
+/// waking on time, because nothing of the runner waits by parking the
+/// thread.
+#[test]
+fn a_rebuild_never_blocks_the_runtime_it_runs_on() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = MemoryStore::new();
+        let last = append_n(&store, "kent", "s1", 6_000, "Counted").await;
+        let commit = Duration::from_millis(60);
+        let p: Arc<dyn Projection> = Arc::new(SlowCommits { commit });
+        // Batches of 4: catching up commits 512 events at a time, 12 commits.
+        let host = ProjectionHost::temporary(Arc::new(store.clone()), vec![p], 4).unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let ticker = tokio::spawn({
+            let stop = Arc::clone(&stop);
+            async move {
+                let mut ticks = tokio::time::interval(Duration::from_millis(1));
+                let mut worst = Duration::ZERO;
+                let mut count = 0u32;
+                while !stop.load(Ordering::Acquire) {
+                    let due = ticks.tick().await;
+                    worst = worst.max(due.elapsed());
+                    count += 1;
+                }
+                (worst, count)
+            }
+        });
+        let started = std::time::Instant::now();
+        let kent = tenant("kent");
+        host.wait_for("slow", &kent, last, WAIT).await.unwrap();
+        let took = started.elapsed();
+        stop.store(true, Ordering::Release);
+        let (worst, count) = ticker.await.unwrap();
+        let gen = host.read("slow", &kent, fresh(last)).await.unwrap();
+        assert_eq!(count_n(&gen), 6_000);
+        assert!(
+            took >= commit * 6,
+            "the commits were slow ({took:?} for the catch-up)"
+        );
+        // A commit parked on the runtime's thread would hold the ticker
+        // for about a commit's duration.
+        assert!(
+            worst < commit / 2,
+            "the ticker was held up {worst:?} (ticked {count} times in {took:?})"
+        );
+        host.shutdown().await.unwrap();
+    });
+}
+
+fn count_n(gen: &casebook::projection::Generation) -> u64 {
+    gen.rows
+        .get(b"n")
+        .unwrap()
+        .map_or(0, |v| u64::from_be_bytes(v.as_slice().try_into().unwrap()))
+}
+
+/// A work-queue query naming a role, team or case type that no deployed
+/// definition declares is refused as invalid, not answered with an empty
+/// list; declared names with no open task answer an empty list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_queue_names_no_deployed_definition_declares_are_invalid() {
+    let engine = Engine::in_memory().unwrap();
+    engine.start().await.unwrap();
+    setup(&engine, "kent").await;
+    let opened = open_incident(
+        &engine,
+        "kent",
+        "INC-1",
+        json!({"summary": "a", "ward": "north"}),
+    )
+    .await;
+    let c = fresh(opened);
+    let reader = supervisor("kent");
+    let ok = |q: WorkQueueQuery| {
+        let engine = engine.clone();
+        let reader = reader.clone();
+        async move { engine.work_queue(&reader, &q, c).await }
+    };
+    let declared = ok(WorkQueueQuery {
+        role: Some("handler".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert!(!declared.items.is_empty());
+    let by_type = ok(WorkQueueQuery {
+        role: Some("handler".into()),
+        case_type: Some("incident".into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(by_type.items.len(), declared.items.len());
+    for (query, parameter) in [
+        (
+            WorkQueueQuery {
+                role: Some("astronaut".into()),
+                ..Default::default()
+            },
+            "role",
+        ),
+        (
+            WorkQueueQuery {
+                team: Some("nowhere".into()),
+                ..Default::default()
+            },
+            "team",
+        ),
+        (
+            WorkQueueQuery {
+                role: Some("handler".into()),
+                case_type: Some("parking".into()),
+                ..Default::default()
+            },
+            "case_type",
+        ),
+    ] {
+        let err = ok(query).await.unwrap_err();
+        assert!(
+            matches!(&err, QueryError::Invalid { parameter: p, .. } if p == parameter),
+            "{err}"
+        );
+        // (The facade does not re-export `ErrorKind` yet: compare its text.)
+        assert_eq!(
+            err.kind().to_string(),
+            format!("invalid argument at {parameter}")
+        );
+    }
+    // Another tenant's definitions declare nothing for this one.
+    let essex = engine
+        .work_queue(
+            &supervisor("essex"),
+            &WorkQueueQuery {
+                role: Some("handler".into()),
+                ..Default::default()
+            },
+            Consistency::Eventual,
+        )
+        .await;
+    assert!(
+        essex.is_ok(),
+        "no declarations yet: nothing to check against"
+    );
 }

@@ -176,7 +176,7 @@ impl EngineError {
             EngineError::SnapshotStore { source, .. } => storage_kind(source.as_ref()),
             EngineError::StoredDefinitionChanged { .. }
             | EngineError::InvalidStoredCalendar { .. } => ErrorKind::Internal,
-            EngineError::Projection(_) => ErrorKind::Internal,
+            EngineError::Projection(e) => e.kind(),
         }
     }
 }

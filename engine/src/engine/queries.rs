@@ -26,7 +26,7 @@ use crate::log::codec::DomainEvent;
 use crate::log::{
     Direction, ExpectedVersion, GlobalPosition, Metadata, Source, StreamId, TenantId,
 };
-use crate::projection::builtin::{self, DefinitionResolver};
+use crate::projection::builtin::{self, DefinitionResolver, ResolveError};
 use crate::projection::calendar::{self, CalendarEvent, WorkingCalendar};
 use crate::projection::query::{
     CaseSummary, DeadlineEntry, DeadlineQuery, Page, PageRequest, ProjectedCase, SearchQuery,
@@ -65,12 +65,15 @@ impl DefinitionResolver for EngineDefinitions {
         tenant: &TenantId,
         key: &str,
         version: u32,
-    ) -> Result<Arc<CaseDefinition>, String> {
-        let inner = self.0.upgrade().ok_or("the engine has been dropped")?;
+    ) -> Result<Arc<CaseDefinition>, ResolveError> {
+        let inner = self
+            .0
+            .upgrade()
+            .ok_or_else(|| ResolveError::new(key, version, "the engine has been dropped"))?;
         Engine { inner }
             .definition_for(tenant, key, Some(version))
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| ResolveError::new(key, version, e))
     }
 }
 
@@ -129,7 +132,7 @@ impl Engine {
     pub(super) fn open_projections(&self) -> Result<&ProjectionHost, ProjectionError> {
         self.projections().map_err(|e| match e {
             QueryError::Projection(p) => p,
-            other => ProjectionError::Store(other.to_string()),
+            other => ProjectionError::Store(crate::projection::StoreError::new(other.to_string())),
         })
     }
 
@@ -428,8 +431,13 @@ impl Engine {
             .await?;
         match last.first() {
             None => Ok(WorkingCalendar::default()),
-            Some(e) => WorkingCalendar::from_event(&CalendarEvent::from_recorded(e)?)
-                .map_err(|reason| EngineError::InvalidStoredCalendar { reason }),
+            Some(e) => {
+                WorkingCalendar::from_event(&CalendarEvent::from_recorded(e)?).map_err(|e| {
+                    EngineError::InvalidStoredCalendar {
+                        reason: e.to_string(),
+                    }
+                })
+            }
         }
     }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::cases::CasesProjection;
+pub use super::error::ResolveError;
 use super::timeline::TimelineProjection;
 use super::Projection;
 use crate::definition::CaseDefinition;
@@ -16,13 +17,14 @@ use crate::log::TenantId;
 pub trait DefinitionResolver: Send + Sync + 'static {
     /// The definition `key` at `version` deployed for `tenant`.
     ///
-    /// Errors: a message saying why it is not available.
+    /// Errors: [`ResolveError`], keeping why it is not available as its
+    /// source.
     async fn definition(
         &self,
         tenant: &TenantId,
         key: &str,
         version: u32,
-    ) -> Result<Arc<CaseDefinition>, String>;
+    ) -> Result<Arc<CaseDefinition>, ResolveError>;
 }
 
 /// The built-in projections: [`super::cases`] and [`super::timeline`].
@@ -55,7 +57,7 @@ impl DefinitionCache {
         tenant: &TenantId,
         key: &str,
         version: u32,
-    ) -> Result<Arc<CaseDefinition>, String> {
+    ) -> Result<Arc<CaseDefinition>, ResolveError> {
         if let Some(d) = self.cache.get(&(key.to_string(), version)) {
             return Ok(Arc::clone(d));
         }

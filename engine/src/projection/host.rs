@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use super::error::{ProjectionError, QueryError};
+use super::error::{ProjectionError, QueryError, StoreError};
 use super::runner::{self, Control, Progress, RunnerCtx};
 use super::{Projection, Rows};
 use crate::log::{EventStore, GlobalPosition, TenantId};
@@ -188,12 +188,15 @@ fn valid_name(name: &str) -> bool {
 /// Opens the projections' sled database (see [`crate::embedded::open_sled`]).
 fn open_sled(dir: &Path) -> Result<sled::Db, ProjectionError> {
     crate::embedded::open_sled(dir, 64 * 1024 * 1024)
-        .map_err(|e| ProjectionError::Store(e.to_string()))
+        .map_err(|e| ProjectionError::Store(StoreError::new(e)))
 }
 
 impl ProjectionHost {
     /// A host on a sled database in `dir` (created if absent), applying up
-    /// to `batch_size` events per batch (see [`ProjectionHost::with_db`]).
+    /// to `batch_size` events per batch (one sled batch with the
+    /// checkpoint) when following the live log; a runner catching up or
+    /// rebuilding applies up to 128 times as many at once, so that each
+    /// page is written fewer times.
     ///
     /// Errors: [`ProjectionError::Store`]; [`ProjectionError::InvalidName`] /
     /// [`ProjectionError::DuplicateName`] for bad registrations.
@@ -207,15 +210,27 @@ impl ProjectionHost {
         Self::with_db(db, store, projections, batch_size)
     }
 
-    /// A host on a temporary sled database (deleted when dropped).
+    /// A host on a temporary database (deleted when dropped) with a 64 MiB
+    /// cache.
     pub fn temporary(
         store: Arc<dyn EventStore>,
         projections: Vec<Arc<dyn Projection>>,
         batch_size: usize,
     ) -> Result<Self, ProjectionError> {
+        Self::temporary_with_cache(store, projections, batch_size, 64 * 1024 * 1024)
+    }
+
+    /// A host on a temporary database (deleted when dropped) keeping up to
+    /// `cache_bytes` of it in memory.
+    pub fn temporary_with_cache(
+        store: Arc<dyn EventStore>,
+        projections: Vec<Arc<dyn Projection>>,
+        batch_size: usize,
+        cache_bytes: u64,
+    ) -> Result<Self, ProjectionError> {
         let db = sled::Config::new()
             .temporary(true)
-            .cache_capacity(64 * 1024 * 1024)
+            .cache_capacity(cache_bytes)
             .open()?;
         Self::with_db(db, store, projections, batch_size)
     }
@@ -224,7 +239,7 @@ impl ProjectionHost {
     /// per batch (one sled batch with the checkpoint) when following the
     /// live log; a runner catching up or rebuilding applies up to 128 times
     /// as many at once, so that each page is written fewer times.
-    pub fn with_db(
+    pub(crate) fn with_db(
         db: sled::Db,
         store: Arc<dyn EventStore>,
         projections: Vec<Arc<dyn Projection>>,
@@ -299,9 +314,8 @@ impl ProjectionHost {
         {
             return Ok(());
         }
-        let handle = tokio::runtime::Handle::try_current().map_err(|_| {
-            ProjectionError::Store("projection runners need a Tokio runtime".into())
-        })?;
+        let handle = tokio::runtime::Handle::try_current()
+            .map_err(|_| store_err("projection runners need a Tokio runtime"))?;
         self.inner.meta.insert(tenant_key(tenant), &[])?;
         for projection in &self.inner.projections {
             let key = (projection.name().to_string(), tenant.clone());
@@ -402,7 +416,7 @@ impl ProjectionHost {
         };
         let active = match record.active {
             Some(g) => open(g)?,
-            None => return Err(ProjectionError::Store("no active generation".into())),
+            None => return Err(store_err("no active generation")),
         };
         let building = record.building.map(open).transpose()?;
         // Until the runner's first report: where the trees stand.
@@ -646,6 +660,6 @@ pub(crate) fn lag(reached: Option<GlobalPosition>, head: Option<GlobalPosition>)
     }
 }
 
-pub(crate) fn store_err(e: impl std::fmt::Display) -> ProjectionError {
-    ProjectionError::Store(e.to_string())
+pub(crate) fn store_err(e: impl Into<super::error::BoxError>) -> ProjectionError {
+    ProjectionError::Store(StoreError::new(e))
 }

@@ -29,24 +29,24 @@
 //! Built-in projections (see [`builtin`]): [`cases`] (case view, case search
 //! index, work queue, deadlines — one fold of each case feeds all four) and
 //! [`timeline`] (each case's history in human terms). [`query`] holds the
-//! query types and the typed [`QueryError`]; [`calendar`] the working-day
-//! calendar deadlines are counted with.
+//! query types and the typed [`QueryError`]. The working-day calendar
+//! deadlines are counted with is [`crate::calendar`].
 //!
 //! Storage: one sled database (`<data>/projections` for a durable engine, a
 //! temporary one in memory otherwise); a `meta` tree records each runner's
 //! active generation and any rebuild in progress; each generation is one tree
 //! named `<projection>/<tenant>/<generation>`, holding the checkpoint and the
-//! projection's rows packed into pages of a few KiB ([`pages`]: sled's cost
+//! projection's rows packed into pages of a few KiB (`pages.rs`: sled's cost
 //! is per entry, so a rebuild writes a page, not a row, at a time). A tree of
 //! another layout (built by an older Casebook) is dropped and rebuilt.
 
 pub mod builtin;
-pub mod calendar;
 pub mod cases;
+mod committer;
 mod error;
 mod host;
 pub(crate) mod keys;
-pub mod pages;
+mod pages;
 pub mod query;
 mod runner;
 pub mod timeline;
@@ -55,12 +55,18 @@ use async_trait::async_trait;
 
 use crate::log::RecordedEvent;
 
-pub use error::{ProjectionError, QueryError};
+/// The working-day calendar lives in [`crate::calendar`]; re-exported here
+/// for the paths that knew it under projections.
+pub use crate::calendar;
+pub use error::{
+    BoxError, ChangesError, CommitError, HandlerError, ProjectionError, QueryError, ResolveError,
+    RowsError, StoreError,
+};
 pub use host::{
     Consistency, Generation, ProjectionHost, ProjectionStatus, RebuildStatus, RunState,
     DEFAULT_BATCH_SIZE,
 };
-pub use pages::{RowIter, Rows, RowsError};
+pub use pages::{RowIter, Rows};
 
 /// Keys starting with this byte are the framework's (the checkpoint).
 pub const RESERVED_PREFIX: u8 = 0x00;
@@ -107,20 +113,43 @@ impl std::fmt::Debug for dyn Projection {
 /// Folds events into one generation's tree, a batch at a time.
 ///
 /// The runner calls [`Handler::apply`] for each event of a batch, then
-/// [`Handler::write`] once, commits the batch with the checkpoint, and calls
-/// [`Handler::committed`]; if anything failed it calls [`Handler::discarded`]
-/// instead, and the handler must forget whatever the batch changed in memory.
+/// [`Handler::write`] once, queues the batch's changes with the checkpoint
+/// for the lane's committer and calls [`Handler::queued`]; the handler then
+/// goes on with the next batch while the commit lands in the background.
+/// When a commit has landed in the projection store the runner calls
+/// [`Handler::committed`] (once per queued batch, in order, possibly after
+/// later batches were applied). If a batch fails before it is queued the
+/// runner calls [`Handler::discarded`] instead, and the handler must forget
+/// whatever the batch changed in memory; if a queued commit fails to land,
+/// the handler is dropped and a new one made from the tree.
+///
+/// **Reads.** The handler's [`Rows`] follow the queued commits: before
+/// reading them in `apply`, await [`Rows::settled`] (it waits for the
+/// commits in flight without blocking a thread); a read that has not waited
+/// fails with [`RowsError::Unsettled`]. `discarded` and a new handler may
+/// read synchronously: nothing is in flight then.
+///
+/// **Threads.** `apply` runs on the runtime: it must not block (no blocking
+/// waits, no long CPU-bound loops); `write` too, so heavy row derivation
+/// belongs in deferred work ([`Changes::defer`]), which runs in
+/// `spawn_blocking`.
 #[async_trait]
 pub trait Handler: Send {
     /// Takes one event into the batch in progress. An error faults the
     /// projection at this event.
-    async fn apply(&mut self, event: &RecordedEvent) -> Result<(), String>;
+    async fn apply(&mut self, event: &RecordedEvent) -> Result<(), HandlerError>;
 
     /// Writes the batch's changes (directly, or by deferring work that
     /// makes them: [`Changes::defer`]).
-    fn write(&mut self, changes: &mut Changes) -> Result<(), String>;
+    fn write(&mut self, changes: &mut Changes) -> Result<(), HandlerError>;
 
-    /// The batch was committed.
+    /// The batch's changes were queued for commit: the next batch follows
+    /// them (reads after [`Rows::settled`] see them). Not yet durable.
+    fn queued(&mut self) {}
+
+    /// The oldest queued batch has landed: its changes and checkpoint are
+    /// written to the projection store (as durable as the store's flush
+    /// makes them; after a crash the runner resumes from the checkpoint).
     fn committed(&mut self) {}
 
     /// The batch was thrown away (an error, or a retry).
@@ -133,7 +162,7 @@ pub(crate) type RowWrite = (Vec<u8>, Option<Vec<u8>>);
 
 /// Work a handler leaves for the runner to finish off its thread (see
 /// [`Changes::defer`]).
-type Deferred = Box<dyn FnOnce(&mut Changes) -> Result<(), String> + Send>;
+type Deferred = Box<dyn FnOnce(&mut Changes) -> Result<(), HandlerError> + Send>;
 
 /// One write in an arena: the key at `at`, its value (if any) right after.
 #[derive(Debug, Clone, Copy)]
@@ -154,8 +183,8 @@ struct Arena {
 }
 
 impl Arena {
-    fn push(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), String> {
-        let len = |n: usize| u32::try_from(n).map_err(|_| format!("a row of {n} bytes"));
+    fn push(&mut self, key: &[u8], value: Option<&[u8]>) -> Result<(), ChangesError> {
+        let len = |n: usize| u32::try_from(n).map_err(|_| ChangesError::TooLarge { len: n });
         let op = Op {
             at: self.bytes.len(),
             key: len(key.len())?,
@@ -198,13 +227,13 @@ impl Changes {
     /// read the handler's.
     pub fn defer<F>(&mut self, job: F)
     where
-        F: FnOnce(&mut Changes) -> Result<(), String> + Send + 'static,
+        F: FnOnce(&mut Changes) -> Result<(), HandlerError> + Send + 'static,
     {
         self.deferred.push(Box::new(job));
     }
 
     /// Runs the deferred jobs (and any they defer in turn).
-    pub(crate) fn run_deferred(&mut self) -> Result<(), String> {
+    pub(crate) fn run_deferred(&mut self) -> Result<(), HandlerError> {
         while !self.deferred.is_empty() {
             for job in std::mem::take(&mut self.deferred) {
                 job(self)?;
@@ -217,7 +246,7 @@ impl Changes {
     ///
     /// Errors: an empty key, or one starting with [`RESERVED_PREFIX`] (the
     /// framework's own).
-    pub fn insert(&mut self, key: &[u8], value: impl AsRef<[u8]>) -> Result<(), String> {
+    pub fn insert(&mut self, key: &[u8], value: impl AsRef<[u8]>) -> Result<(), ChangesError> {
         check_key(key)?;
         self.arena.push(key, Some(value.as_ref()))
     }
@@ -225,7 +254,7 @@ impl Changes {
     /// Removes `key`.
     ///
     /// Errors: as [`Changes::insert`].
-    pub fn remove(&mut self, key: &[u8]) -> Result<(), String> {
+    pub fn remove(&mut self, key: &[u8]) -> Result<(), ChangesError> {
         check_key(key)?;
         self.arena.push(key, None)
     }
@@ -343,6 +372,14 @@ fn sort_keys<'a>(key: &impl Fn(usize) -> &'a [u8], order: &mut [(u128, usize)], 
     }
 }
 
+fn check_key(key: &[u8]) -> Result<(), ChangesError> {
+    match key.first() {
+        None => Err(ChangesError::EmptyKey),
+        Some(&RESERVED_PREFIX) => Err(ChangesError::ReservedKey),
+        Some(_) => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -386,7 +423,7 @@ mod tests {
         let mut c = Changes::default();
         c.defer(|c| {
             c.insert(b"a", b"deferred")?;
-            c.defer(|c| c.insert(b"b", b"nested"));
+            c.defer(|c| Ok(c.insert(b"b", b"nested")?));
             Ok(())
         });
         c.insert(b"a", b"direct").unwrap();
@@ -401,8 +438,12 @@ mod tests {
             ]
         );
         let mut c = Changes::default();
-        c.defer(|c| c.insert(b"\x00x", b"reserved"));
-        assert!(c.run_deferred().unwrap_err().contains("reserved"));
+        c.defer(|c| Ok(c.insert(b"\x00x", b"reserved")?));
+        assert!(c
+            .run_deferred()
+            .unwrap_err()
+            .to_string()
+            .contains("reserved"));
     }
 
     #[test]
@@ -428,13 +469,5 @@ mod tests {
                 (b"c".to_vec(), Some(b"1".to_vec())),
             ]
         );
-    }
-}
-
-fn check_key(key: &[u8]) -> Result<(), String> {
-    match key.first() {
-        None => Err("empty key".into()),
-        Some(&RESERVED_PREFIX) => Err("keys starting with 0x00 are reserved".into()),
-        Some(_) => Ok(()),
     }
 }

@@ -27,9 +27,11 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::{Bound, RangeBounds};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 
-use super::error::{ProjectionError, QueryError};
+use super::committer::Pipeline;
+pub use super::error::RowsError;
+use super::error::{ProjectionError, QueryError, StoreError};
 
 /// Pages are split when their encoded size passes this (a single larger row
 /// gets a page of its own).
@@ -60,32 +62,13 @@ pub(crate) const LAYOUT: &[u8] = b"pages 1";
 /// One row: key and value.
 type Row = (Vec<u8>, Vec<u8>);
 
-/// A projection's storage failed or holds a page that does not decode.
-#[derive(Debug, thiserror::Error)]
-pub enum RowsError {
-    /// sled failed.
-    #[error("projection store: {0}")]
-    Store(#[from] sled::Error),
-    /// A stored page does not decode (the projection must be rebuilt).
-    #[error("projection page at {fence:?} does not decode: {why}")]
-    Corrupt {
-        /// The page's fence, lossily as text.
-        fence: String,
-        /// What is wrong.
-        why: String,
-    },
-    /// The batch before this read failed to be written.
-    #[error("an earlier projection batch was not written: {0}")]
-    Unwritten(String),
-}
-
 impl From<RowsError> for QueryError {
     fn from(e: RowsError) -> Self {
         match e {
-            RowsError::Store(e) => QueryError::Projection(ProjectionError::Store(e.to_string())),
+            RowsError::Store(e) => QueryError::Projection(ProjectionError::Store(e)),
             e @ RowsError::Corrupt { .. } => QueryError::Corrupt(e.to_string()),
-            e @ RowsError::Unwritten(_) => {
-                QueryError::Projection(ProjectionError::Store(e.to_string()))
+            e @ (RowsError::Unwritten(_) | RowsError::Unsettled) => {
+                QueryError::Projection(ProjectionError::Store(StoreError::new(e)))
             }
         }
     }
@@ -219,82 +202,21 @@ fn decode(fence: &[u8], page: &[u8]) -> Result<Vec<Row>, RowsError> {
     Ok(rows)
 }
 
-// ---------------------------------------------------------------- landings
-
-/// A commit being written to sled in the background; finished exactly once
-/// (by dropping it unfinished, if the write never ran).
-#[derive(Debug, Default)]
-pub(crate) struct Landing {
-    outcome: Mutex<Option<Result<(), String>>>,
-    landed: Condvar,
-}
-
-impl Landing {
-    /// Records the outcome and wakes the waiters.
-    pub(crate) fn finish(&self, outcome: Result<(), String>) {
-        let mut o = self.outcome.lock().unwrap_or_else(|p| p.into_inner());
-        if o.is_none() {
-            *o = Some(outcome);
-        }
-        self.landed.notify_all();
-    }
-
-    /// Waits for the outcome.
-    pub(crate) fn wait(&self) -> Result<(), String> {
-        let mut o = self.outcome.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            if let Some(outcome) = o.as_ref() {
-                return outcome.clone();
-            }
-            o = self.landed.wait(o).unwrap_or_else(|p| p.into_inner());
-        }
-    }
-}
-
-/// Finishes its landing when dropped, if nothing else did (a write task
-/// dropped before it ran).
-pub(crate) struct LandingGuard(pub(crate) Arc<Landing>);
-
-impl Drop for LandingGuard {
-    fn drop(&mut self) {
-        self.0.finish(Err("the write was abandoned".into()));
-    }
-}
-
-/// The commit a writer has in flight, which its handler's reads wait for.
-#[derive(Debug, Default)]
-pub(crate) struct Barrier {
-    landing: Mutex<Option<Arc<Landing>>>,
-}
-
-impl Barrier {
-    pub(crate) fn set(&self, landing: Option<Arc<Landing>>) {
-        *self.landing.lock().unwrap_or_else(|p| p.into_inner()) = landing;
-    }
-
-    fn wait(&self) -> Result<(), RowsError> {
-        let landing = self
-            .landing
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        match landing {
-            Some(l) => l.wait().map_err(RowsError::Unwritten),
-            None => Ok(()),
-        }
-    }
-}
-
 // ------------------------------------------------------------------ reads
 
 /// One generation's rows, for reading. Cheap to clone.
 ///
-/// The rows a runner gives its handler read what the runner's last commit
-/// wrote: a read waits for a commit still being written in the background.
+/// The rows a runner gives its handler follow the runner's commits, which
+/// land in the background while the handler applies the next batch: before
+/// reading, a handler awaits [`Rows::settled`], which waits (without
+/// blocking a thread) for every commit queued so far. A read made while a
+/// queued commit has not been waited for fails with [`RowsError::Unsettled`]
+/// rather than return rows older than the handler's own writes. Rows of a
+/// serving generation (queries) never wait.
 #[derive(Clone, Debug)]
 pub struct Rows {
     tree: sled::Tree,
-    barrier: Option<Arc<Barrier>>,
+    pipeline: Option<Arc<Pipeline>>,
 }
 
 impl Rows {
@@ -313,22 +235,42 @@ impl Rows {
         }
         Ok(Some(Rows {
             tree,
-            barrier: None,
+            pipeline: None,
         }))
     }
 
-    /// The same rows, whose reads first wait for `barrier`'s commit.
-    pub(crate) fn behind(&self, barrier: Arc<Barrier>) -> Rows {
+    /// The same rows, following the commits of `pipeline`.
+    pub(crate) fn behind(&self, pipeline: Arc<Pipeline>) -> Rows {
         Rows {
             tree: self.tree.clone(),
-            barrier: Some(barrier),
+            pipeline: Some(pipeline),
         }
     }
 
-    /// Waits for a commit being written, if these rows follow one.
-    fn settle(&self) -> Result<(), RowsError> {
-        match &self.barrier {
-            Some(b) => b.wait(),
+    /// The same rows, following no commits.
+    pub(crate) fn plain(&self) -> Rows {
+        Rows {
+            tree: self.tree.clone(),
+            pipeline: None,
+        }
+    }
+
+    /// Waits until every commit these rows follow has landed (at once for
+    /// rows that follow none). A handler awaits this before reading its
+    /// rows; it never blocks a thread.
+    ///
+    /// Errors: [`RowsError::Unwritten`] if one of those commits failed.
+    pub async fn settled(&self) -> Result<(), RowsError> {
+        match &self.pipeline {
+            Some(p) => p.settle().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Whether a read may go ahead (see [`Rows::settled`]).
+    fn check(&self) -> Result<(), RowsError> {
+        match &self.pipeline {
+            Some(p) => p.check_read(),
             None => Ok(()),
         }
     }
@@ -340,7 +282,7 @@ impl Rows {
 
     /// The page holding `key`: the one with the greatest fence `<= key`.
     fn page_for(&self, key: &[u8]) -> Result<Option<(sled::IVec, sled::IVec)>, RowsError> {
-        self.settle()?;
+        self.check()?;
         Ok(self
             .tree
             .range(vec![PAGE_KEY]..=page_key(key))
@@ -372,7 +314,7 @@ impl Rows {
     pub fn range<R: RangeBounds<Vec<u8>>>(&self, range: R) -> RowIter {
         RowIter {
             tree: self.tree.clone(),
-            barrier: self.barrier.clone(),
+            rows: self.clone(),
             lo: range.start_bound().cloned(),
             hi: range.end_bound().cloned(),
             reverse: false,
@@ -401,7 +343,8 @@ type PageIter = Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>> 
 /// Rows of a range, read a page at a time.
 pub struct RowIter {
     tree: sled::Tree,
-    barrier: Option<Arc<Barrier>>,
+    /// The rows read (to check, at the start, that they may be read).
+    rows: Rows,
     lo: Bound<Vec<u8>>,
     hi: Bound<Vec<u8>>,
     reverse: bool,
@@ -439,9 +382,7 @@ impl RowIter {
     }
 
     fn start(&mut self) -> Result<Option<(sled::IVec, sled::IVec)>, RowsError> {
-        if let Some(b) = &self.barrier {
-            b.wait()?;
-        }
+        self.rows.check()?;
         let first = vec![PAGE_KEY];
         let end = PAGES_END.to_vec();
         if !self.reverse {
@@ -683,6 +624,11 @@ impl PageWriter {
             };
             self.staged.push(Staged::Written(chunk_fence, page));
         }
+    }
+
+    /// The tree the pages are written to.
+    pub(crate) fn tree(&self) -> &sled::Tree {
+        &self.rows.tree
     }
 
     /// The batch was committed: its pages join the cache.
@@ -1133,56 +1079,69 @@ mod tests {
         assert_eq!(rows.get(b"F000200").unwrap(), None);
     }
 
-    #[test]
-    fn reads_behind_a_barrier_wait_for_the_commit_in_flight() {
-        let rows = temp_rows();
-        let barrier = Arc::new(Barrier::default());
-        // (The runner's writer is behind the barrier too; this test plays
-        // the background write, which is not.)
-        let mut w = PageWriter::new(rows.clone());
-        let landing = Arc::new(Landing::default());
-        barrier.set(Some(Arc::clone(&landing)));
-        let reader = {
-            let rows = rows.behind(Arc::clone(&barrier));
-            std::thread::spawn(move || {
-                let got = rows.get(b"Sa").unwrap();
-                let listed = rows.iter().count();
-                (got, listed)
-            })
-        };
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        // The commit lands only now; the reader must see it.
-        let mut batch = sled::Batch::default();
-        let changes = vec![(b"Sa".to_vec(), Some(b"1".to_vec()))];
-        w.stage(&Sorted::from_sorted(&changes), &mut batch).unwrap();
-        rows.tree.apply_batch(batch).unwrap();
-        w.committed();
-        landing.finish(Ok(()));
-        assert_eq!(reader.join().unwrap(), (Some(b"1".to_vec()), 1));
-        // Rows not behind the barrier never wait.
-        barrier.set(Some(Arc::new(Landing::default())));
-        assert_eq!(rows.get(b"Sa").unwrap(), Some(b"1".to_vec()));
+    fn changes(writes: &[(&[u8], &[u8])]) -> super::super::Changes {
+        let mut c = super::super::Changes::default();
+        for (k, v) in writes {
+            c.insert(k, v).unwrap();
+        }
+        c
     }
 
-    #[test]
-    fn an_abandoned_commit_fails_the_reads_behind_it() {
+    #[tokio::test(flavor = "current_thread")]
+    async fn reads_behind_a_pipeline_wait_for_its_commits_without_blocking() {
+        use super::super::committer::Committer;
+        use crate::log::GlobalPosition;
         let rows = temp_rows();
-        let barrier = Arc::new(Barrier::default());
-        let landing = Arc::new(Landing::default());
-        barrier.set(Some(Arc::clone(&landing)));
-        drop(LandingGuard(Arc::clone(&landing)));
-        assert!(landing.wait().is_err());
-        let behind = rows.behind(Arc::clone(&barrier));
-        assert!(matches!(behind.get(b"Sa"), Err(RowsError::Unwritten(_))));
+        let mut committer = Committer::start(&rows, 3).unwrap();
+        let behind = rows.behind(Arc::clone(committer.pipeline()));
+        // Nothing queued: reads go ahead.
+        assert_eq!(behind.get(b"Sa").unwrap(), None);
+        committer
+            .submit(changes(&[(b"Sa", b"1")]), GlobalPosition(0))
+            .await
+            .unwrap();
+        // Queued and not waited for: a read is refused, never stale.
+        assert!(matches!(behind.get(b"Sa"), Err(RowsError::Unsettled)));
         assert!(matches!(
             behind.iter().next(),
-            Some(Err(RowsError::Unwritten(_)))
+            Some(Err(RowsError::Unsettled))
         ));
-        // A finished landing keeps its first outcome.
-        landing.finish(Ok(()));
-        assert!(landing.wait().is_err());
-        barrier.set(None);
-        assert_eq!(behind.get(b"Sa").unwrap(), None);
+        behind.settled().await.unwrap();
+        assert_eq!(behind.get(b"Sa").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(behind.iter().count(), 1);
+        // Rows not behind the pipeline never wait.
+        committer
+            .submit(changes(&[(b"Sb", b"2")]), GlobalPosition(1))
+            .await
+            .unwrap();
+        assert!(rows.get(b"Sa").is_ok());
+        behind.settled().await.unwrap();
+        assert_eq!(rows.get(b"Sb").unwrap(), Some(b"2".to_vec()));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_failed_commit_fails_the_reads_behind_it_and_every_later_commit() {
+        use super::super::committer::Committer;
+        use crate::log::GlobalPosition;
+        let rows = temp_rows();
+        let mut committer = Committer::start(&rows, 3).unwrap();
+        let behind = rows.behind(Arc::clone(committer.pipeline()));
+        let mut bad = super::super::Changes::default();
+        bad.defer(|_| Err("refused".into()));
+        let first = committer.submit(bad, GlobalPosition(0)).await.unwrap();
+        let later = committer
+            .submit(changes(&[(b"Sa", b"1")]), GlobalPosition(1))
+            .await
+            .unwrap();
+        let pipeline = Arc::clone(committer.pipeline());
+        assert!(pipeline.landed(first).await.is_err());
+        assert!(pipeline.landed(later).await.is_err());
+        assert!(matches!(
+            behind.settled().await,
+            Err(RowsError::Unwritten(_))
+        ));
+        assert!(matches!(behind.get(b"Sa"), Err(RowsError::Unwritten(_))));
+        assert_eq!(rows.get(b"Sa").unwrap(), None, "nothing after it landed");
     }
 
     #[test]

@@ -266,7 +266,7 @@ pub struct DeadlineEntry {
     /// The due instant: exact for fixed periods; for working days, counted
     /// with the tenant's working-day calendar (weekends, England and Wales
     /// bank holidays and the tenant's own non-working days; see
-    /// [`super::calendar`]).
+    /// [`crate::calendar`]).
     pub due_at: Timestamp,
     /// Whether `due_at` is before the query's `now`.
     pub overdue: bool,

@@ -2,14 +2,15 @@
 //! new generation beside the serving one and swap when it has caught up.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
+use super::committer::Committer;
 use super::host::{lag, store_err, tree_name, GenRef, Generation, MetaRecord, Runner};
 use super::host::{RebuildStatus, RunState};
-use super::pages::{Barrier, Landing, LandingGuard, PageWriter, Rows};
+use super::pages::Rows;
 use super::{Changes, Handler, Projection};
 use crate::log::{
     EventStore, GlobalPosition, LogError, RecordedEvent, Subscription, SubscriptionStart,
@@ -94,12 +95,10 @@ impl Rate {
     }
 }
 
-/// A commit being prepared (deferred work, pages) and written to sled in
-/// the background.
+/// A commit queued to the lane's committer and not yet known to have
+/// landed.
 struct InFlight {
-    landing: Arc<Landing>,
-    /// Finished once the commit's job has handed the writer back.
-    handed: Arc<Landing>,
+    seq: u64,
     first: GlobalPosition,
     last: GlobalPosition,
     count: usize,
@@ -109,82 +108,23 @@ struct InFlight {
 /// staged into pages and the one after runs its deferred work.
 const IN_FLIGHT: usize = 3;
 
-/// Where a lane's [`PageWriter`] is while a background job holds it.
-struct WriterHome {
-    writer: Mutex<Option<PageWriter>>,
-    returned: Condvar,
-}
-
-impl WriterHome {
-    fn new(writer: PageWriter) -> Arc<Self> {
-        Arc::new(WriterHome {
-            writer: Mutex::new(Some(writer)),
-            returned: Condvar::new(),
-        })
-    }
-
-    /// Takes the writer, waiting for a job to hand it back.
-    fn take(self: &Arc<Self>) -> Lease {
-        let mut w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            if let Some(writer) = w.take() {
-                return Lease {
-                    writer: Some(writer),
-                    home: Arc::clone(self),
-                };
-            }
-            w = self.returned.wait(w).unwrap_or_else(|p| p.into_inner());
-        }
-    }
-}
-
-/// The writer, out of its home: handed back when the lease is dropped
-/// (also when a job holding it never runs).
-struct Lease {
-    writer: Option<PageWriter>,
-    home: Arc<WriterHome>,
-}
-
-impl Lease {
-    fn writer(&mut self) -> &mut PageWriter {
-        self.writer
-            .as_mut()
-            .unwrap_or_else(|| unreachable!("a lease holds its writer until dropped"))
-    }
-
-    /// Replaces the writer (a failed commit: start again from the tree).
-    fn replace(&mut self, writer: PageWriter) {
-        self.writer = Some(writer);
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        let mut w = self.home.writer.lock().unwrap_or_else(|p| p.into_inner());
-        *w = self.writer.take();
-        self.home.returned.notify_all();
-    }
-}
-
 /// One generation being written: its handler and its place in the log.
 ///
-/// A lane's commits are prepared and written in the background while its
-/// handler works on the next batch ([`CommitJob`]): a job runs the batch's
-/// deferred work ([`Changes::defer`]), turns the changes into pages with
-/// the writer (handed from job to job in commit order) and writes the pages
-/// with the checkpoint to sled once the commit before has landed. Up to
-/// [`IN_FLIGHT`] commits are in flight, in different steps; they land in
-/// order. The handler's reads of the tree wait for the last commit
-/// ([`Barrier`]), the writer's for the one before its own. The checkpoint
-/// and `reached` move when a commit has landed. A live lane waits for each
-/// commit before reporting it.
+/// A lane's commits land in the background while its handler works on the
+/// next batch: each commit's deferred work ([`Changes::defer`]) runs in
+/// `spawn_blocking`, and the lane's [`Committer`] thread — the only owner
+/// of the page writer — stages it into pages and writes it with the
+/// checkpoint, in commit order. Up to [`IN_FLIGHT`] commits are in flight;
+/// the lane waits for the oldest (asynchronously) before queuing another.
+/// The handler's reads wait, asynchronously, for every queued commit
+/// ([`Rows::settled`]). The checkpoint and `reached` move, and the handler
+/// hears [`Handler::committed`], when a commit has landed. A live lane
+/// waits for each commit before reporting it.
 struct Lane {
     gen: Arc<Generation>,
     projection: Arc<dyn Projection>,
     handler: Box<dyn Handler>,
-    writer: Arc<WriterHome>,
-    barrier: Arc<Barrier>,
-    writer_barrier: Arc<Barrier>,
+    committer: Committer,
     inflight: VecDeque<InFlight>,
     /// The buffer a step collects its batch's events in.
     events: Vec<RecordedEvent>,
@@ -228,15 +168,11 @@ impl Lane {
             .subscribe_all(runner.tenant.clone(), start)
             .await?
             .with_page_size(batch_size.saturating_mul(READ_BATCHES));
-        let barrier = Arc::new(Barrier::default());
-        let writer_barrier = Arc::new(Barrier::default());
+        let committer = Committer::start(&gen.rows, IN_FLIGHT)
+            .map_err(|e| LogError::io("starting a projection committer thread", e))?;
         Ok(Lane {
-            handler: projection.handler(gen.rows.behind(Arc::clone(&barrier))),
-            writer: WriterHome::new(PageWriter::new(
-                gen.rows.behind(Arc::clone(&writer_barrier)),
-            )),
-            barrier,
-            writer_barrier,
+            handler: projection.handler(gen.rows.behind(Arc::clone(committer.pipeline()))),
+            committer,
             inflight: VecDeque::new(),
             events: Vec::new(),
             gen,
@@ -282,6 +218,11 @@ impl Lane {
         let mut failed = None;
         let mut exhausted = false;
         while events.len() < limit {
+            // A catch-up batch is tens of thousands of events, mostly
+            // already read ahead (no await that yields): the task gives the
+            // runtime back its thread whenever its budget is spent, so
+            // other tasks on the same worker keep running.
+            tokio::task::coop::consume_budget().await;
             match self.sub.try_next().await {
                 Ok(Some(e)) => {
                     // Applied as they come, so that the subscription's
@@ -289,7 +230,7 @@ impl Lane {
                     let outcome = self.handler.apply(&e).await;
                     events.push(e);
                     if let Err(msg) = outcome {
-                        failed = Some((events.len() - 1, msg));
+                        failed = Some((events.len() - 1, msg.to_string()));
                         break;
                     }
                 }
@@ -301,9 +242,10 @@ impl Lane {
                 Err(e) => {
                     // Nothing of this batch is committed: the fault names
                     // the first event after the checkpoint.
-                    self.handler.discarded();
                     events.clear();
-                    if self.settle() {
+                    let settled = self.settle().await;
+                    self.handler.discarded();
+                    if settled {
                         let at = self.checkpoint.map_or(GlobalPosition::START, |c| c.next());
                         self.fault = Some((at, format!("reading the log: {e}")));
                     }
@@ -321,7 +263,7 @@ impl Lane {
         };
         if exhausted && self.fault.is_none() {
             // Report nothing as applied before it has landed.
-            self.settle();
+            self.settle().await;
         }
         if exhausted && self.fault.is_none() {
             // Every event of this tenant up to `head` has been applied.
@@ -344,7 +286,7 @@ impl Lane {
         failed: Option<(usize, String)>,
     ) -> usize {
         let Some((index, message)) = failed else {
-            return match self.commit(events) {
+            return match self.commit(events).await {
                 Ok(()) => events.len(),
                 Err(msg) => {
                     if self.fault.is_none() {
@@ -356,7 +298,7 @@ impl Lane {
         };
         // Commit the good events before the failing one, so the fault names
         // the failing event and the checkpoint sits just before it.
-        if !self.settle() {
+        if !self.settle().await {
             return 0;
         }
         self.handler.discarded();
@@ -367,12 +309,12 @@ impl Lane {
             let mut again = Ok(());
             for e in good {
                 if let Err(msg) = self.handler.apply(e).await {
-                    again = Err((e.position, msg));
+                    again = Err((e.position, msg.to_string()));
                     break;
                 }
             }
             match again {
-                Ok(()) => match self.commit(good) {
+                Ok(()) => match self.commit(good).await {
                     Ok(()) => applied = good.len(),
                     Err(msg) => error = (good[0].position, msg),
                 },
@@ -382,7 +324,7 @@ impl Lane {
                 }
             }
             // The fault is reported once the good events have landed.
-            if !self.settle() {
+            if !self.settle().await {
                 return 0;
             }
         }
@@ -392,54 +334,44 @@ impl Lane {
         applied
     }
 
-    /// Hands the batch's changes and the checkpoint to a background job that
-    /// prepares them as pages and writes them, as one sled batch, once the
-    /// commit before has landed.
+    /// Queues the batch's changes and the checkpoint to the lane's
+    /// committer, which prepares them as pages and writes them, as one sled
+    /// batch, after the commits queued before.
     ///
     /// Errors: the handler's error; if an earlier commit failed to land,
     /// the lane is faulted at that commit instead.
-    fn commit(&mut self, events: &[RecordedEvent]) -> Result<(), String> {
+    async fn commit(&mut self, events: &[RecordedEvent]) -> Result<(), String> {
         let (Some(first), Some(last)) = (events.first(), events.last()) else {
             return Ok(());
         };
         let mut changes = Changes::default();
         if let Err(e) = self.handler.write(&mut changes) {
-            self.handler.discarded();
             // The commits before this batch count as they land.
-            self.settle();
-            return Err(e);
+            self.settle().await;
+            self.handler.discarded();
+            return Err(e.to_string());
+        }
+        if !self.reap() {
+            return Err("an earlier batch was not written".into());
         }
         while self.inflight.len() >= IN_FLIGHT {
-            if !self.settle_oldest() {
+            if !self.settle_oldest().await {
                 return Err("an earlier batch was not written".into());
             }
         }
-        let previous = self
-            .inflight
-            .back()
-            .map(|f| (Arc::clone(&f.handed), Arc::clone(&f.landing)));
-        let landing = Arc::new(Landing::default());
-        let handed = Arc::new(Landing::default());
-        self.barrier.set(Some(Arc::clone(&landing)));
-        let job = CommitJob {
-            changes,
-            home: Arc::clone(&self.writer),
-            writer_barrier: Arc::clone(&self.writer_barrier),
-            tree: self.gen.rows.tree().clone(),
-            checkpoint: last.position,
-            previous,
-            handed: LandingGuard(Arc::clone(&handed)),
-            landing: LandingGuard(Arc::clone(&landing)),
+        let seq = match self.committer.submit(changes, last.position).await {
+            Ok(seq) => seq,
+            Err(e) => {
+                self.settle().await;
+                self.handler.discarded();
+                return Err(e.to_string());
+            }
         };
-        // If the blocking pool refuses the task (the runtime is shutting
-        // down), the job is dropped with it: its guards fail its landings.
-        drop(tokio::task::spawn_blocking(move || job.run()));
         // The handler goes on from what this batch wrote; if it fails to
         // land, `settle` starts it afresh from the tree.
-        self.handler.committed();
+        self.handler.queued();
         self.inflight.push_back(InFlight {
-            landing,
-            handed,
+            seq,
             first: first.position,
             last: last.position,
             count: events.len(),
@@ -447,131 +379,90 @@ impl Lane {
         Ok(())
     }
 
-    /// Waits for every commit in flight and records them as applied. If
-    /// one failed, faults the lane at its first event, starts the handler
-    /// and the writer afresh from the tree, and returns false.
-    fn settle(&mut self) -> bool {
+    /// Waits (asynchronously) for every commit in flight and records them
+    /// as applied. If one failed, faults the lane at its first event,
+    /// starts the handler and the committer afresh from the tree, and
+    /// returns false.
+    async fn settle(&mut self) -> bool {
         while !self.inflight.is_empty() {
-            if !self.settle_oldest() {
+            if !self.settle_oldest().await {
                 return false;
+            }
+        }
+        // Every queued commit has landed: the handler may read (its
+        // `discarded` does, synchronously).
+        let pipeline = Arc::clone(self.committer.pipeline());
+        let _ = pipeline.settle().await;
+        true
+    }
+
+    /// Records the commits that have landed, oldest first, without
+    /// waiting. False if one failed (the lane is then faulted).
+    fn reap(&mut self) -> bool {
+        while let Some(f) = self.inflight.front() {
+            match self.committer.pipeline().poll(f.seq) {
+                None => return true,
+                Some(Ok(())) => self.landed(),
+                Some(Err(e)) => {
+                    self.failed(&e);
+                    return false;
+                }
             }
         }
         true
     }
 
-    /// Waits for the oldest commit in flight, as [`Lane::settle`] does.
-    fn settle_oldest(&mut self) -> bool {
-        let Some(f) = self.inflight.pop_front() else {
+    /// Waits (asynchronously) for the oldest commit in flight, as
+    /// [`Lane::settle`] does.
+    async fn settle_oldest(&mut self) -> bool {
+        let Some(seq) = self.inflight.front().map(|f| f.seq) else {
             return true;
         };
-        let outcome = f.landing.wait();
-        if self.inflight.is_empty() {
-            self.barrier.set(None);
-        }
-        match outcome {
+        let pipeline = Arc::clone(self.committer.pipeline());
+        match pipeline.landed(seq).await {
             Ok(()) => {
-                self.checkpoint = Some(f.last);
-                self.reached = self.reached.max(Some(f.last));
-                self.rate.add(f.count as u64);
+                self.landed();
                 true
             }
             Err(e) => {
-                // The later commits fail too (each waits for the one
-                // before); none of them counts.
-                for later in self.inflight.drain(..) {
-                    let _ = later.landing.wait();
-                }
-                self.barrier.set(None);
-                self.writer_barrier.set(None);
-                self.handler = self
-                    .projection
-                    .handler(self.gen.rows.behind(Arc::clone(&self.barrier)));
-                let mut lease = self.writer.take();
-                lease.replace(PageWriter::new(
-                    self.gen.rows.behind(Arc::clone(&self.writer_barrier)),
-                ));
-                self.fault = Some((f.first, e));
+                self.failed(&e);
                 false
             }
         }
     }
-}
 
-/// One commit's background work. Jobs of successive commits overlap: each
-/// runs its deferred work, then takes the writer once the job before has
-/// handed it back, stages its pages and hands it on, then writes once the
-/// commit before has landed.
-struct CommitJob {
-    changes: Changes,
-    home: Arc<WriterHome>,
-    writer_barrier: Arc<Barrier>,
-    tree: sled::Tree,
-    checkpoint: GlobalPosition,
-    /// The commit before: (writer handed back, landed).
-    previous: Option<(Arc<Landing>, Arc<Landing>)>,
-    handed: LandingGuard,
-    landing: LandingGuard,
-}
-
-impl CommitJob {
-    fn run(mut self) {
-        let deferred = self.changes.run_deferred();
-        if let Some((handed, _)) = &self.previous {
-            // Its outcome does not matter here: only that the writer is home.
-            let _ = handed.wait();
+    /// The oldest commit in flight has landed.
+    fn landed(&mut self) {
+        if let Some(f) = self.inflight.pop_front() {
+            self.checkpoint = Some(f.last);
+            self.reached = self.reached.max(Some(f.last));
+            self.rate.add(f.count as u64);
+            self.handler.committed();
         }
-        let mut lease = self.home.take();
-        self.writer_barrier
-            .set(self.previous.as_ref().map(|(_, l)| Arc::clone(l)));
-        let writer = lease.writer();
-        let staged = deferred.and_then(|()| stage(self.changes, writer));
-        let mut batch = match staged {
-            Ok(batch) => {
-                writer.committed();
-                batch
-            }
-            Err(e) => {
-                writer.discarded();
-                drop(lease);
-                self.handed.0.finish(Ok(()));
-                self.landing.0.finish(Err(e));
-                return;
-            }
-        };
-        drop(lease);
-        self.handed.0.finish(Ok(()));
-        batch.insert(CHECKPOINT_KEY, &self.checkpoint.0.to_be_bytes());
-        if let Some((_, landed)) = &self.previous {
-            if let Err(e) = landed.wait() {
-                let e = format!("an earlier batch was not written: {e}");
-                self.landing.0.finish(Err(e));
-                return;
-            }
-        }
-        let outcome = self
-            .tree
-            .apply_batch(batch)
-            .map_err(|e| format!("writing the projection: {e}"));
-        self.landing.0.finish(outcome);
     }
-}
 
-/// A batch's changes (deferred work done) as page writes: sorted and
-/// merged into pages.
-fn stage(changes: Changes, writer: &mut PageWriter) -> Result<sled::Batch, String> {
-    let mut batch = sled::Batch::default();
-    writer
-        .stage(&changes.into_sorted(), &mut batch)
-        .map_err(|e| e.to_string())?;
-    Ok(batch)
-}
-
-impl Drop for Lane {
-    /// A lane is never let go with a write still landing.
-    fn drop(&mut self) {
-        for f in self.inflight.drain(..) {
-            let _ = f.landing.wait();
+    /// The oldest commit in flight failed to land: the later ones fail too
+    /// (nothing lands after a failure) and none of them counts. Faults the
+    /// lane at its first event and starts the handler and the committer
+    /// afresh from the tree.
+    fn failed(&mut self, e: &super::error::CommitError) {
+        let Some(f) = self.inflight.pop_front() else {
+            return;
+        };
+        self.inflight.clear();
+        match Committer::start(&self.gen.rows, IN_FLIGHT) {
+            Ok(c) => {
+                self.committer = c;
+                self.handler = self
+                    .projection
+                    .handler(self.gen.rows.behind(Arc::clone(self.committer.pipeline())));
+            }
+            Err(io) => {
+                self.fault = Some((f.first, format!("{e}; restarting the committer: {io}")));
+                return;
+            }
         }
+        self.fault = Some((f.first, e.to_string()));
     }
 }
 
@@ -619,7 +510,7 @@ pub(crate) async fn run(ctx: RunnerCtx) {
                 Ok(_) => busy |= !lane.caught_up && lane.fault.is_none(),
                 Err(_) => break,
             }
-            task.maybe_swap();
+            task.maybe_swap().await;
         }
         task.publish();
         if busy {
@@ -639,7 +530,7 @@ pub(crate) async fn run(ctx: RunnerCtx) {
         .into_iter()
         .flatten()
     {
-        lane.settle();
+        lane.settle().await;
     }
     task.stopped = true;
     task.publish();
@@ -737,7 +628,14 @@ impl Task {
         };
         let c = &self.ctx;
         let number = c.db.generate_id().map_err(|e| e.to_string())?;
-        let old_build = self.building.take().map(|l| l.gen.number);
+        let old_build = match self.building.take() {
+            Some(mut l) => {
+                // Its last commits land before its tree is dropped.
+                l.settle().await;
+                Some(l.gen.number)
+            }
+            None => None,
+        };
         let active = self.active.as_ref().map(|l| GenRef {
             number: l.gen.number,
             version: l.gen.version,
@@ -773,7 +671,7 @@ impl Task {
 
     /// Swaps the new generation in once it has caught up with the log (and
     /// so with the serving generation).
-    fn maybe_swap(&mut self) {
+    async fn maybe_swap(&mut self) {
         let Some(build) = self.building.as_ref() else {
             return;
         };
@@ -804,7 +702,9 @@ impl Task {
             .write()
             .unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&build.gen));
         let old = self.active.replace(build);
-        if let Some(old) = old {
+        if let Some(mut old) = old {
+            // Its last commits land before its tree can be let go of.
+            old.settle().await;
             // Queries may still be reading the old tree; it is dropped once
             // the last of them lets go (see `drop_retired`).
             self.retired.push(Arc::clone(&old.gen));

@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::builtin::{DefinitionCache, DefinitionResolver};
+use super::error::HandlerError;
 use super::error::QueryError;
 use super::keys::{prefix_end, Key};
 use super::query::{Page, PageRequest, TimelineEntry};
@@ -184,31 +185,28 @@ fn changed_fields(event: &CaseEvent) -> Vec<&crate::definition::FieldKey> {
 }
 
 impl TimelineHandler {
-    fn case(&mut self, case_id: &str) -> Result<Option<TimelineCase>, String> {
+    fn case(&mut self, case_id: &str) -> Result<Option<TimelineCase>, HandlerError> {
         if let Some(c) = self.pending_cases.get(case_id).or(self.cases.get(case_id)) {
             return Ok(Some(c.clone()));
         }
-        match self
-            .rows
-            .get(&Key::new(P_CASE).raw(case_id.as_bytes()).0)
-            .map_err(|e| e.to_string())?
-        {
+        match self.rows.get(&Key::new(P_CASE).raw(case_id.as_bytes()).0)? {
             None => Ok(None),
             Some(b) => rmp_serde::from_slice(&b)
                 .map(Some)
-                .map_err(|e| format!("stored timeline case {case_id}: {e}")),
+                .map_err(|e| HandlerError::decode(format!("stored timeline case {case_id}"), e)),
         }
     }
 }
 
 #[async_trait]
 impl Handler for TimelineHandler {
-    async fn apply(&mut self, event: &RecordedEvent) -> Result<(), String> {
+    async fn apply(&mut self, event: &RecordedEvent) -> Result<(), HandlerError> {
         if event.stream.category() != "case" {
             return Ok(());
         }
         let case_id = event.stream.id();
-        let decoded = CaseEvent::from_recorded(event).map_err(|e| e.to_string())?;
+        let decoded = CaseEvent::from_recorded(event)
+            .map_err(|e| HandlerError::decode(format!("case event at {}", event.position), e))?;
         let mut case = match &decoded {
             CaseEvent::CaseOpened {
                 definition,
@@ -218,12 +216,19 @@ impl Handler for TimelineHandler {
                 definition: definition.clone(),
                 classification: *classification,
             },
-            other => self.case(case_id)?.ok_or_else(|| {
-                format!(
+            other => {
+                if !self.pending_cases.contains_key(case_id) && !self.cases.contains_key(case_id) {
+                    // A read of the tree: the commits in flight land first.
+                    self.rows.settled().await?;
+                }
+                self.case(case_id)?
+            }
+            .ok_or_else(|| {
+                HandlerError::Inconsistent(format!(
                     "{} at version {} of case {case_id} comes before CaseOpened",
                     other.type_name(),
                     event.version.0
-                )
+                ))
             })?,
         };
         case.classification = event.metadata.classification.max(case.classification);
@@ -260,7 +265,7 @@ impl Handler for TimelineHandler {
             correlation_id: m.correlation_id.0.to_string(),
             classification: m.classification,
         };
-        let bytes = rmp_serde::to_vec_named(&stored).map_err(|e| e.to_string())?;
+        let bytes = rmp_serde::to_vec_named(&stored).map_err(HandlerError::other)?;
         let key = Key::new(P_ENTRY)
             .str(case_id)
             .raw(&event.position.0.to_be_bytes())
@@ -270,18 +275,18 @@ impl Handler for TimelineHandler {
         Ok(())
     }
 
-    fn write(&mut self, changes: &mut Changes) -> Result<(), String> {
+    fn write(&mut self, changes: &mut Changes) -> Result<(), HandlerError> {
         for (k, v) in self.entries.drain(..) {
             changes.insert(&k, v)?;
         }
         for (id, case) in &self.pending_cases {
-            let bytes = rmp_serde::to_vec_named(case).map_err(|e| e.to_string())?;
+            let bytes = rmp_serde::to_vec_named(case).map_err(HandlerError::other)?;
             changes.insert(&Key::new(P_CASE).raw(id.as_bytes()).0, bytes)?;
         }
         Ok(())
     }
 
-    fn committed(&mut self) {
+    fn queued(&mut self) {
         if self.cases.len() > 50_000 {
             self.cases.clear();
         }

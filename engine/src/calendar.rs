@@ -125,11 +125,29 @@ pub fn format_date(date: Date) -> String {
     )
 }
 
+/// A day that is not a `YYYY-MM-DD` date.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{text}' is not a date (YYYY-MM-DD)")]
+pub struct DateError {
+    /// The text given.
+    pub text: String,
+}
+
+impl DateError {
+    /// What the error means to a caller: [`crate::ErrorKind::InvalidArgument`]
+    /// at `days`.
+    pub fn kind(&self) -> crate::ErrorKind {
+        crate::ErrorKind::invalid("days")
+    }
+}
+
 /// Parses `YYYY-MM-DD`.
 ///
-/// Errors: a message naming the bad value.
-pub fn parse_date(s: &str) -> Result<Date, String> {
-    let bad = || format!("'{s}' is not a date (YYYY-MM-DD)");
+/// Errors: [`DateError`] naming the bad value.
+pub fn parse_date(s: &str) -> Result<Date, DateError> {
+    let bad = || DateError {
+        text: s.to_string(),
+    };
     let mut parts = s.splitn(3, '-');
     let (Some(y), Some(m), Some(d)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(bad());
@@ -167,8 +185,8 @@ impl WorkingCalendar {
 
     /// The calendar an event sets.
     ///
-    /// Errors: a message naming a day that is not `YYYY-MM-DD`.
-    pub fn from_event(event: &CalendarEvent) -> Result<Self, String> {
+    /// Errors: [`DateError`] for a day that is not `YYYY-MM-DD`.
+    pub fn from_event(event: &CalendarEvent) -> Result<Self, DateError> {
         match event {
             CalendarEvent::NonWorkingDaysSet { days } => {
                 let days = days
@@ -329,6 +347,7 @@ mod tests {
         };
         assert!(WorkingCalendar::from_event(&bad)
             .unwrap_err()
+            .to_string()
             .contains("2026-02-30"));
         for s in ["2026-1-01", "26-01-01", "2026-13-01", "x", "2026-01-01-"] {
             assert!(parse_date(s).is_err(), "{s}");
