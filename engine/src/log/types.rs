@@ -54,7 +54,7 @@ pub(crate) fn validate_part(
 /// 1 to 128 bytes of ASCII letters, digits, `-`, `_` and `.`.
 ///
 /// ```
-/// use casebook_engine::log::TenantId;
+/// use casebook::log::TenantId;
 /// assert!(TenantId::new("met-police").is_ok());
 /// assert!(TenantId::new("met/police").is_err());
 /// ```
@@ -102,7 +102,7 @@ impl fmt::Debug for TenantId {
 /// the id also allows `:` and `@`. No part may be empty or longer than 128 bytes.
 ///
 /// ```
-/// use casebook_engine::log::{StreamId, TenantId};
+/// use casebook::log::{StreamId, TenantId};
 /// let tenant = TenantId::new("west-mids").unwrap();
 /// let stream = StreamId::new(tenant, "case", "BUR-2026-000123").unwrap();
 /// assert_eq!(stream.to_string(), "west-mids/case/BUR-2026-000123");
