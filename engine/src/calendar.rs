@@ -19,9 +19,9 @@ use crate::log::Timestamp;
 pub use time::{Date, Month};
 
 /// The stream category of calendar events.
-pub const CATEGORY: &str = "calendar";
+pub const CATEGORY: &str = crate::streams::CALENDAR;
 /// The id of a tenant's working-day calendar stream.
-pub const STREAM_ID: &str = "working-days";
+pub const STREAM_ID: &str = crate::streams::CALENDAR_ID;
 
 /// Bank holidays in England and Wales, 2025 to 2028 (substitute days
 /// included), as `(year, month, day)`.

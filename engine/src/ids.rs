@@ -106,7 +106,7 @@ pub(crate) fn validate_part(
 /// 1 to 128 bytes of ASCII letters, digits, `-`, `_` and `.`.
 ///
 /// ```
-/// use casebook_engine::log::TenantId;
+/// use casebook::log::TenantId;
 /// assert!(TenantId::new("met-police").is_ok());
 /// assert!(TenantId::new("met/police").is_err());
 /// ```

@@ -26,7 +26,7 @@
 //!   [`CaseState::apply`]); serde-serializable for snapshots.
 //! - [`CaseView`]: what a principal may read ([`CaseState::view_for`]).
 //!
-//! The rules are those of `CASE-SEMANTICS.md`; `docs/case-runtime.md` lists
+//! The rules are those of `docs/case-semantics.md`; `docs/case-runtime.md` lists
 //! the choices made where it is silent.
 
 mod command;

@@ -1,5 +1,5 @@
 //! Specifications of the case runtime: one test per rule of
-//! CASE-SEMANTICS.md, security, replay and property tests.
+//! `docs/case-semantics.md`, security, replay and property tests.
 
 use serde_json::json;
 

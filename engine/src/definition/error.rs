@@ -73,7 +73,7 @@ impl fmt::Display for Problem {
 /// A definition that cannot be used, with every problem found.
 ///
 /// ```
-/// use casebook_engine::definition::CaseDefinition;
+/// use casebook::definition::CaseDefinition;
 /// let err = CaseDefinition::from_toml("key = 'Bad Key'").unwrap_err();
 /// assert!(err.to_string().starts_with("invalid case definition"));
 /// ```

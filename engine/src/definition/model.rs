@@ -49,7 +49,7 @@ pub struct CaseDefinition {
     /// The external services service tasks may call, with their contracts.
     #[serde(default)]
     pub services: Vec<ServiceDef>,
-    /// Whether the case completes by itself (see CASE-SEMANTICS.md).
+    /// Whether the case completes by itself (see `docs/case-semantics.md`).
     #[serde(default)]
     pub autocomplete: bool,
     /// Exit criteria of the case as a whole.
@@ -372,7 +372,7 @@ pub struct Activity {
     /// Must complete (or be terminal) before its stage can autocomplete.
     #[serde(default)]
     pub required: bool,
-    /// May run more than once (see CASE-SEMANTICS.md, Repetition).
+    /// May run more than once (see `docs/case-semantics.md`, Repetition).
     #[serde(default)]
     pub repeatable: bool,
     /// Entered items wait in *enabled* for a person to start them.
@@ -433,7 +433,7 @@ pub struct Stage {
     /// Discretionary: roles that may plan it.
     #[serde(default)]
     pub planners: Vec<RoleKey>,
-    /// Completes by itself when nothing required remains (see CASE-SEMANTICS.md).
+    /// Completes by itself when nothing required remains (see `docs/case-semantics.md`).
     #[serde(default)]
     pub autocomplete: bool,
     /// Entry criteria (ORed).

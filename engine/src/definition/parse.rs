@@ -22,7 +22,7 @@ impl CaseDefinition {
     /// otherwise with every validation problem found.
     ///
     /// ```
-    /// use casebook_engine::definition::CaseDefinition;
+    /// use casebook::definition::CaseDefinition;
     /// let def = CaseDefinition::from_toml(r#"
     ///     key = "lost_property"
     ///     name = "Lost property"

@@ -13,7 +13,7 @@ use crate::error::ErrorKind;
 /// only), or one shorthand number with a unit: `s`, `m` (minutes), `h`, `d`, `w`.
 ///
 /// ```
-/// use casebook_engine::definition::Period;
+/// use casebook::definition::Period;
 /// assert_eq!(Period::new("PT1H").duration(), Some(time::Duration::hours(1)));
 /// assert_eq!(Period::new("48h").duration(), Some(time::Duration::hours(48)));
 /// assert_eq!(Period::new("P6Y").duration(), None); // years have no fixed length

@@ -280,10 +280,10 @@ type StateCache = Recent<StreamId, (StreamVersion, Arc<CaseDefinition>, CaseStat
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-/// use casebook_engine::engine::{Engine, OpenCase};
-/// use casebook_engine::definition::Format;
-/// use casebook_engine::security::Principal;
-/// use casebook_engine::log::TenantId;
+/// use casebook::engine::{Engine, OpenCase};
+/// use casebook::definition::Format;
+/// use casebook::security::Principal;
+/// use casebook::log::TenantId;
 ///
 /// let engine = Engine::in_memory().unwrap();
 /// engine.start().await.unwrap();

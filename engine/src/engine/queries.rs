@@ -23,9 +23,7 @@ use super::{CaseOutcome, CommandContext, Engine, EngineError, Inner, ADMIN_ROLE}
 use crate::case::{CaseCommand, CaseError, InstanceId, ItemRef};
 use crate::definition::CaseDefinition;
 use crate::log::codec::DomainEvent;
-use crate::log::{
-    Direction, ExpectedVersion, GlobalPosition, Metadata, Source, StreamId, TenantId,
-};
+use crate::log::{Direction, ExpectedVersion, GlobalPosition, Metadata, Source, TenantId};
 use crate::projection::builtin::{self, DefinitionResolver, ResolveError};
 use crate::projection::calendar::{self, CalendarEvent, WorkingCalendar};
 use crate::projection::query::{
@@ -384,11 +382,7 @@ impl Engine {
         let event = CalendarEvent::NonWorkingDaysSet {
             days: set.into_iter().map(calendar::format_date).collect(),
         };
-        let stream = StreamId::new(
-            principal.tenant.clone(),
-            calendar::CATEGORY,
-            calendar::STREAM_ID,
-        )?;
+        let stream = crate::streams::calendar(&principal.tenant)?;
         let mut metadata = Metadata::new(
             principal.actor(),
             context.source.unwrap_or_else(|| Source::system("casebook")),
@@ -417,11 +411,7 @@ impl Engine {
         &self,
         principal: &Principal,
     ) -> Result<WorkingCalendar, EngineError> {
-        let stream = StreamId::new(
-            principal.tenant.clone(),
-            calendar::CATEGORY,
-            calendar::STREAM_ID,
-        )?;
+        let stream = crate::streams::calendar(&principal.tenant)?;
         let Some(version) = self.store().stream_version(&stream).await? else {
             return Ok(WorkingCalendar::default());
         };

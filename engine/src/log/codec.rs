@@ -18,7 +18,7 @@ pub const PAYLOAD_FORMAT: u16 = 1;
 /// A domain event that can be stored in the log.
 ///
 /// ```
-/// use casebook_engine::log::{codec::DomainEvent, ActorId, Metadata, Source};
+/// use casebook::log::{codec::DomainEvent, ActorId, Metadata, Source};
 /// use serde::{Deserialize, Serialize};
 ///
 /// #[derive(Debug, PartialEq, Serialize, Deserialize)]

@@ -24,7 +24,7 @@ pub const MAX_EVENT_TYPE_LEN: usize = 256;
 /// the id also allows `:` and `@`. No part may be empty or longer than 128 bytes.
 ///
 /// ```
-/// use casebook_engine::log::{StreamId, TenantId};
+/// use casebook::log::{StreamId, TenantId};
 /// let tenant = TenantId::new("west-mids").unwrap();
 /// let stream = StreamId::new(tenant, "case", "BUR-2026-000123").unwrap();
 /// assert_eq!(stream.to_string(), "west-mids/case/BUR-2026-000123");

@@ -201,7 +201,7 @@ impl TimelineHandler {
 #[async_trait]
 impl Handler for TimelineHandler {
     async fn apply(&mut self, event: &RecordedEvent) -> Result<(), HandlerError> {
-        if event.stream.category() != "case" {
+        if event.stream.category() != crate::streams::CASE {
             return Ok(());
         }
         let case_id = event.stream.id();

@@ -251,7 +251,7 @@ pub(crate) fn free_identifiers(expr: &IdedExpr) -> BTreeSet<String> {
 /// returns [`EvalError::NotCompiled`]. Equality compares sources.
 ///
 /// ```
-/// use casebook_engine::rules::{Condition, Scope};
+/// use casebook::rules::{Condition, Scope};
 /// let cond = Condition::compile("risk == 'high' && age < 18").unwrap();
 /// assert_eq!(cond.fields().collect::<Vec<_>>(), ["age", "risk"]);
 /// let file = serde_json::json!({ "risk": "high", "age": 15 });
@@ -363,7 +363,7 @@ impl<'de> Deserialize<'de> for Condition {
 /// lenient compilation and equality work as for [`Condition`].
 ///
 /// ```
-/// use casebook_engine::rules::{Expression, Scope};
+/// use casebook::rules::{Expression, Scope};
 /// let expr = Expression::compile("'Ward ' + ward").unwrap();
 /// let file = serde_json::json!({ "ward": "Bishopsgate" });
 /// assert_eq!(

@@ -20,7 +20,7 @@
 //!
 //! # Absent values
 //!
-//! Per CASE-SEMANTICS.md, a condition over a field that is absent evaluates to
+//! Per `docs/case-semantics.md`, a condition over a field that is absent evaluates to
 //! **false**, not to an error: when evaluation needs a field (or a map entry)
 //! that is not there, [`Condition::evaluate`] returns `Ok(false)`. CEL's
 //! commutative `||` / `&&` still apply: `absent == 1 || grade == 'immediate'`

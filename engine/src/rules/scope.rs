@@ -5,7 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// The lifecycle state of a plan item, as CASE-SEMANTICS.md names them.
+/// The lifecycle state of a plan item, as `docs/case-semantics.md` names them.
 ///
 /// Conditions see it as a lower-case string: `state.attend == 'completed'`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -77,7 +77,7 @@ pub struct PlanState {
 /// Everything a condition is evaluated against.
 ///
 /// ```
-/// use casebook_engine::rules::{Condition, Scope};
+/// use casebook::rules::{Condition, Scope};
 /// let case_file = serde_json::json!({ "grade": "immediate" });
 /// let cond = Condition::compile("grade == 'immediate'").unwrap();
 /// assert_eq!(cond.evaluate(&Scope::case_file(&case_file)), Ok(true));

@@ -15,7 +15,7 @@ use crate::error::ErrorKind;
 /// it as its own step because access to it is restricted the same way.
 ///
 /// ```
-/// use casebook_engine::security::Classification;
+/// use casebook::security::Classification;
 /// let c: Classification = "OFFICIAL-SENSITIVE".parse().unwrap();
 /// assert!(c > Classification::Official);
 /// assert_eq!(c.to_string(), "OFFICIAL-SENSITIVE");

@@ -48,8 +48,8 @@ impl Vetting {
 /// gets the same protection as a gRPC client.
 ///
 /// ```
-/// use casebook_engine::security::{Classification, Principal};
-/// use casebook_engine::log::TenantId;
+/// use casebook::security::{Classification, Principal};
+/// use casebook::log::TenantId;
 /// let p = Principal::new(TenantId::new("kent").unwrap(), "pc-4521")
 ///     .with_roles(["investigator"])
 ///     .with_clearance(Classification::OfficialSensitive);

@@ -125,8 +125,8 @@ impl Shared {
 /// `<data>/index/` (sled) and `<data>/LOCK`.
 ///
 /// ```no_run
-/// # async fn demo() -> Result<(), casebook_engine::log::LogError> {
-/// use casebook_engine::log::*;
+/// # async fn demo() -> Result<(), casebook::log::LogError> {
+/// use casebook::log::*;
 /// let store = LogStore::open("/var/lib/casebook")?;
 /// let stream: StreamId = "kent/case/C-1".parse().unwrap();
 /// let meta = Metadata::new(ActorId::new("pc-1"), Source::system("casebook"));

@@ -407,10 +407,12 @@ impl Handler for CasesHandler {
                 .map_err(|e| HandlerError::decode(what(), e))?;
             return Box::pin(self.calendar_changes(tenant, new)).await;
         }
-        if event.stream.category() == "definition" && &*event.event_type == "DefinitionDeployed" {
+        if event.stream.category() == crate::streams::DEFINITION
+            && &*event.event_type == "DefinitionDeployed"
+        {
             return Box::pin(self.deployed(event)).await;
         }
-        if event.stream.category() != "case" {
+        if event.stream.category() != crate::streams::CASE {
             return Ok(());
         }
         let case_id = event.stream.id();
