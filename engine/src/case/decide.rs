@@ -264,7 +264,8 @@ impl<'a> Cx<'a> {
                 ));
             }
         } else {
-            check_value(fd, value).map_err(|r| CaseError::invalid_field(key.as_str(), r))?;
+            check_value(fd, value)
+                .map_err(|r| CaseError::invalid_field(key.as_str(), r.to_string()))?;
         }
         Ok(fd)
     }
@@ -650,10 +651,12 @@ impl<'a> Cx<'a> {
                         item: a.key.clone(),
                         reason: format!("unknown field '{field}'"),
                     })?;
-            check_value(fd, &value).map_err(|r| CaseError::AutomaticStepFailed {
-                item: a.key.clone(),
-                reason: format!("field '{field}': {r}"),
-            })?;
+            check_value(fd, &value)
+                .map_err(|r| r.to_string())
+                .map_err(|r| CaseError::AutomaticStepFailed {
+                    item: a.key.clone(),
+                    reason: format!("field '{field}': {r}"),
+                })?;
             outputs.insert(field.clone(), value);
         }
         self.emit(CaseEvent::PlanItemCompleted {
@@ -1223,9 +1226,11 @@ impl<'a> Cx<'a> {
         };
         self.require(format!("assign {}", r.key), &self.with_close(roles_of(a)))?;
         self.require_active()?;
-        check_identifier(&team).map_err(|reason| CaseError::InvalidCommand {
-            reason: format!("team: {reason}"),
-        })?;
+        check_identifier(&team)
+            .map_err(|e| e.to_string())
+            .map_err(|reason| CaseError::InvalidCommand {
+                reason: format!("team: {reason}"),
+            })?;
         let id = self.resolve(r, &[ItemState::Enabled, ItemState::Active], "assign")?;
         let inst = self.inst(id)?;
         let current = inst
@@ -1548,8 +1553,11 @@ impl<'a> Cx<'a> {
         self.require_running()?;
         check_text("an entity id", &entity.id, MAX_ID_LEN)?;
         if let EntityRole::Other(name) = &role {
-            crate::definition::check_identifier(name)
-                .map_err(|reason| CaseError::InvalidCommand { reason })?;
+            crate::definition::check_identifier(name).map_err(|reason| {
+                CaseError::InvalidCommand {
+                    reason: reason.to_string(),
+                }
+            })?;
         }
         if let Some(kind) = role.required_kind() {
             if kind != entity.kind {

@@ -71,10 +71,10 @@ impl ValueError {
 /// Checks a (non-null) value against a field definition.
 ///
 /// # Errors
-/// The message of a [`ValueError`], saying what the field expects, e.g.
+/// A [`ValueError`] saying what the field expects, e.g.
 /// `expected an integer, got "ten"`.
-pub fn check_value(field: &FieldDef, value: &Value) -> Result<(), String> {
-    value_error(field, value).map_err(|e| e.to_string())
+pub fn check_value(field: &FieldDef, value: &Value) -> Result<(), ValueError> {
+    value_error(field, value)
 }
 
 /// Checks a (non-null) value against a field definition, with a typed error.
@@ -284,7 +284,7 @@ mod tests {
         );
         assert_eq!(err.kind(), ErrorKind::InvalidArgument { paths: vec![] });
         assert_eq!(
-            check_value(&field(FieldType::Integer), &json!("ten")),
+            check_value(&field(FieldType::Integer), &json!("ten")).map_err(|e| e.to_string()),
             Err("expected an integer, got \"ten\"".to_string())
         );
     }

@@ -100,10 +100,10 @@ fn identifier(s: &str) -> Result<(), NameError> {
 /// or `_`, at most [`MAX_IDENTIFIER_LEN`] characters.
 ///
 /// # Errors
-/// The message of [`NameError::InvalidIdentifier`], e.g.
+/// [`NameError::InvalidIdentifier`], whose message reads e.g.
 /// `'Grade' is not a valid identifier: ...`.
-pub fn check_identifier(s: &str) -> Result<(), String> {
-    identifier(s).map_err(|e| e.to_string())
+pub fn check_identifier(s: &str) -> Result<(), NameError> {
+    identifier(s)
 }
 
 /// Like [`check_identifier`], and also rejects names that conditions cannot

@@ -151,7 +151,7 @@ impl<'a> Validator<'a> {
 
     fn header(&mut self) {
         let def = self.def;
-        if let Err(m) = check_identifier(def.key.as_str()) {
+        if let Err(m) = check_identifier(def.key.as_str()).map_err(|e| e.to_string()) {
             self.push("key", ProblemKind::InvalidIdentifier, m);
         }
         self.not_empty("name".into(), &def.name);
@@ -159,7 +159,7 @@ impl<'a> Validator<'a> {
             self.push("version", ProblemKind::Invalid, "must be at least 1");
         }
         if let Some(t) = &def.team {
-            if let Err(m) = check_identifier(t.as_str()) {
+            if let Err(m) = check_identifier(t.as_str()).map_err(|e| e.to_string()) {
                 self.push("team", ProblemKind::InvalidIdentifier, m);
             }
         }
@@ -177,7 +177,7 @@ impl<'a> Validator<'a> {
     fn roles(&mut self) {
         let mut seen = BTreeSet::new();
         for (i, r) in self.def.roles.iter().enumerate() {
-            if let Err(m) = check_identifier(r.as_str()) {
+            if let Err(m) = check_identifier(r.as_str()).map_err(|e| e.to_string()) {
                 self.push(format!("roles[{i}]"), ProblemKind::InvalidIdentifier, m);
             }
             if !seen.insert(r.as_str()) {
@@ -339,7 +339,7 @@ impl<'a> Validator<'a> {
                 for (name, p) in params {
                     let ppath = format!("{path}.{group}.{name}");
                     if let Err(m) = check_identifier(name) {
-                        self.push(ppath.clone(), ProblemKind::InvalidIdentifier, m);
+                        self.push(ppath.clone(), ProblemKind::InvalidIdentifier, m.to_string());
                     }
                     self.value_type(&ppath, p.ty, &p.values, p.element);
                 }
@@ -429,7 +429,7 @@ impl<'a> Validator<'a> {
     fn activity(&mut self, path: &str, a: &'a Activity) {
         self.role_refs(&format!("{path}.roles"), &a.roles);
         if let Some(t) = &a.team {
-            if let Err(m) = check_identifier(t.as_str()) {
+            if let Err(m) = check_identifier(t.as_str()).map_err(|e| e.to_string()) {
                 self.push(format!("{path}.team"), ProblemKind::InvalidIdentifier, m);
             } else if a.kind != ActivityKind::HumanTask {
                 self.push(
@@ -765,7 +765,7 @@ impl<'a> Validator<'a> {
     }
 
     fn deadline(&mut self, path: &str, d: &'a Deadline, owner: Option<&ItemKey>) {
-        if let Err(m) = check_identifier(d.key.as_str()) {
+        if let Err(m) = check_identifier(d.key.as_str()).map_err(|e| e.to_string()) {
             self.push(format!("{path}.key"), ProblemKind::InvalidIdentifier, m);
         }
         if let Some(first) = self.deadline_keys.get(d.key.as_str()) {

@@ -157,10 +157,12 @@ pub(super) fn check_field_value(
         element: None,
         ..fdef.clone()
     };
-    crate::case::check_value(&as_field, v).map_err(|message| QueryError::WrongType {
-        field: fdef.key.as_str().to_string(),
-        message,
-    })?;
+    crate::case::check_value(&as_field, v)
+        .map_err(|e| e.to_string())
+        .map_err(|message| QueryError::WrongType {
+            field: fdef.key.as_str().to_string(),
+            message,
+        })?;
     encode_value(ty, v).ok_or_else(|| QueryError::Unsupported {
         field: fdef.key.as_str().to_string(),
         field_type: fdef.ty.as_str().to_string(),

@@ -15,10 +15,12 @@ pub fn work_queue(
 ) -> Result<Page<WorkItem>, QueryError> {
     query.page.check()?;
     if let Some(team) = &query.team {
-        crate::definition::check_identifier(team).map_err(|message| QueryError::Invalid {
-            parameter: "team".into(),
-            message,
-        })?;
+        crate::definition::check_identifier(team)
+            .map_err(|e| e.to_string())
+            .map_err(|message| QueryError::Invalid {
+                parameter: "team".into(),
+                message,
+            })?;
     }
     check_declared(rows, query)?;
     let keep = |w: &WorkItem| {
