@@ -23,7 +23,7 @@ pub enum ValueError {
         /// The value given (shortened).
         got: String,
     },
-    /// Text over [`MAX_TEXT_LEN`] bytes.
+    /// Text over `MAX_TEXT_LEN` bytes.
     #[error("text longer than {max} bytes")]
     TextTooLong {
         /// The maximum.
@@ -40,7 +40,7 @@ pub enum ValueError {
     /// A list inside a list.
     #[error("lists cannot be nested")]
     NestedList,
-    /// A list over [`MAX_LIST_LEN`] elements.
+    /// A list over `MAX_LIST_LEN` elements.
     #[error("a list longer than {max} elements")]
     ListTooLong {
         /// The maximum.
