@@ -309,7 +309,16 @@ mod tests {
             ),
             (
                 EngineError::Projection(crate::projection::ProjectionError::ShutDown),
-                ErrorKind::Internal,
+                ErrorKind::Unavailable,
+            ),
+            (EngineError::ShutDown, ErrorKind::Unavailable),
+            (
+                EngineError::CommandIdReused {
+                    command_id: "c-1".into(),
+                },
+                ErrorKind::Conflict {
+                    actual_version: None,
+                },
             ),
         ];
         for (err, kind) in cases {
