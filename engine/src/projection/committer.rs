@@ -146,7 +146,10 @@ impl Committer {
         let shared = Arc::clone(&pipeline);
         std::thread::Builder::new()
             .name("casebook-projection-commit".into())
-            .spawn(move || run(writer, rx, &shared))?;
+            .spawn(move || {
+                lower_priority();
+                run(writer, rx, &shared)
+            })?;
         Ok(Committer {
             jobs,
             pipeline,
@@ -200,6 +203,18 @@ impl Committer {
         }
         self.next += 1;
         Ok(seq)
+    }
+}
+
+/// Lowers the calling (committer) thread's OS priority a little below the
+/// runtime's workers (nice about +5 on Linux): writing pages is background
+/// work, and a worker woken by a timer or a request should get a core at
+/// once rather than wait out this thread's slice. Best effort: where the OS
+/// refuses, the thread runs at normal priority.
+fn lower_priority() {
+    use thread_priority::{ThreadPriority, ThreadPriorityValue};
+    if let Ok(value) = ThreadPriorityValue::try_from(37u8) {
+        let _ = thread_priority::set_current_thread_priority(ThreadPriority::Crossplatform(value));
     }
 }
 
