@@ -263,7 +263,7 @@ impl Engine {
     ) -> Result<Page<WorkItem>, QueryError> {
         query.page.check()?;
         let gen = self.read_tree(cases::NAME, principal, consistency).await?;
-        cases::work_queue(&gen.rows, query, principal)
+        cases::work_queue(&gen, query, principal)
     }
 
     /// Running SLA and Victims' Code deadlines due by a time, earliest first,

@@ -116,9 +116,10 @@ pub enum LogError {
     Index {
         /// What the store was doing.
         context: String,
-        /// sled's error.
+        /// The index store's error (opaque: the storage engine is an
+        /// implementation detail).
         #[source]
-        source: sled::Error,
+        source: IndexStoreError,
     },
     /// A write failed earlier; the store must be reopened to recover.
     #[error(
@@ -161,7 +162,7 @@ impl LogError {
             LogError::EventIdConflict { .. } => ErrorKind::AlreadyExists,
             LogError::Locked { .. } | LogError::Closed => ErrorKind::Unavailable,
             LogError::Io { source, .. } => io_kind(source),
-            LogError::Index { source, .. } => sled_kind(source),
+            LogError::Index { source, .. } => sled_kind(&source.0),
             LogError::Corrupted { .. }
             | LogError::UnsupportedFormat { .. }
             | LogError::Failed { .. } => ErrorKind::Internal,
@@ -178,10 +179,16 @@ impl LogError {
     pub(crate) fn index(context: impl Into<String>, source: sled::Error) -> Self {
         LogError::Index {
             context: context.into(),
-            source,
+            source: IndexStoreError(source),
         }
     }
 }
+
+/// The embedded index store failed: what [`LogError::Index`] carries. Its
+/// message and source say what the storage engine reported.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct IndexStoreError(sled::Error);
 
 #[cfg(test)]
 mod tests {

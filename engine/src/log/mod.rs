@@ -29,7 +29,7 @@ pub use append::Limits;
 pub use batch::{EventBatch, EventRef};
 /// Shared, cheaply cloned bytes: the payload of a [`RecordedEvent`].
 pub use bytes::Bytes;
-pub use error::{IdError, LogError};
+pub use error::{IdError, IndexStoreError, LogError};
 pub use file::fs::{LogFs, OsFs, SegmentFile};
 pub use file::{LogStore, LogStoreConfig};
 pub use memory::MemoryStore;

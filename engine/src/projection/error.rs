@@ -23,9 +23,16 @@ impl StoreError {
     }
 }
 
-impl From<sled::Error> for StoreError {
-    fn from(e: sled::Error) -> Self {
-        StoreError::new(e)
+/// Turns a sled result into one with the opaque [`StoreError`], so no
+/// sled type appears in a public signature or conversion.
+pub(crate) trait SledResultExt<T> {
+    /// The result, its sled error wrapped.
+    fn store(self) -> Result<T, StoreError>;
+}
+
+impl<T> SledResultExt<T> for Result<T, sled::Error> {
+    fn store(self) -> Result<T, StoreError> {
+        self.map_err(StoreError::new)
     }
 }
 
@@ -206,12 +213,6 @@ pub enum RowsError {
     Unsettled,
 }
 
-impl From<sled::Error> for RowsError {
-    fn from(e: sled::Error) -> Self {
-        RowsError::Store(StoreError::new(e))
-    }
-}
-
 /// A projection could not be opened, run or managed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ProjectionError {
@@ -246,12 +247,6 @@ pub enum ProjectionError {
 impl From<LogError> for ProjectionError {
     fn from(e: LogError) -> Self {
         ProjectionError::Log(Arc::new(e))
-    }
-}
-
-impl From<sled::Error> for ProjectionError {
-    fn from(e: sled::Error) -> Self {
-        ProjectionError::Store(StoreError::new(e))
     }
 }
 
@@ -484,12 +479,6 @@ pub enum QueryError {
     /// The projection machinery failed.
     #[error(transparent)]
     Projection(#[from] ProjectionError),
-}
-
-impl From<sled::Error> for QueryError {
-    fn from(e: sled::Error) -> Self {
-        QueryError::Projection(ProjectionError::Store(StoreError::new(e)))
-    }
 }
 
 #[cfg(test)]

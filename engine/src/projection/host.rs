@@ -1,5 +1,6 @@
 //! [`ProjectionHost`]: the projection database, its runners, status and control.
 
+use crate::projection::error::SledResultExt as _;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
@@ -231,7 +232,8 @@ impl ProjectionHost {
         let db = sled::Config::new()
             .temporary(true)
             .cache_capacity(cache_bytes)
-            .open()?;
+            .open()
+            .store()?;
         Self::with_db(db, store, projections, batch_size)
     }
 
@@ -254,7 +256,7 @@ impl ProjectionHost {
                 return Err(ProjectionError::DuplicateName(p.name().to_string()));
             }
         }
-        let meta = db.open_tree("meta")?;
+        let meta = db.open_tree("meta").store()?;
         Ok(ProjectionHost {
             inner: Arc::new(HostInner {
                 db,
@@ -316,7 +318,7 @@ impl ProjectionHost {
         }
         let handle = tokio::runtime::Handle::try_current()
             .map_err(|_| store_err("projection runners need a Tokio runtime"))?;
-        self.inner.meta.insert(tenant_key(tenant), &[])?;
+        self.inner.meta.insert(tenant_key(tenant), &[]).store()?;
         for projection in &self.inner.projections {
             let key = (projection.name().to_string(), tenant.clone());
             if runners.contains_key(&key) {
@@ -344,14 +346,17 @@ impl ProjectionHost {
         let inner = &self.inner;
         let name = projection.name().to_string();
         let key = meta_key(&name, tenant);
-        let mut record: MetaRecord = match inner.meta.get(&key)? {
+        let mut record: MetaRecord = match inner.meta.get(&key).store()? {
             Some(bytes) => rmp_serde::from_slice(&bytes).unwrap_or_default(),
             None => MetaRecord::default(),
         };
         // Generations stored in another layout cannot be read: rebuild them.
         for slot in [&mut record.active, &mut record.building] {
             if let Some(g) = *slot {
-                if Rows::open(&inner.db, &tree_name(&name, tenant, g.number))?.is_none() {
+                if Rows::open(&inner.db, &tree_name(&name, tenant, g.number))
+                    .store()?
+                    .is_none()
+                {
                     *slot = None;
                 }
             }
@@ -366,7 +371,7 @@ impl ProjectionHost {
             Some(g) if g.version != version && projection.can_serve(g.version) => {
                 if record.building.is_none() {
                     record.building = Some(GenRef {
-                        number: inner.db.generate_id()?,
+                        number: inner.db.generate_id().store()?,
                         version,
                     });
                 }
@@ -384,14 +389,15 @@ impl ProjectionHost {
             record.active = match record.building.take() {
                 Some(b) => Some(b),
                 None => Some(GenRef {
-                    number: inner.db.generate_id()?,
+                    number: inner.db.generate_id().store()?,
                     version,
                 }),
             };
         }
         inner
             .meta
-            .insert(&key, rmp_serde::to_vec(&record).map_err(store_err)?)?;
+            .insert(&key, rmp_serde::to_vec(&record).map_err(store_err)?)
+            .store()?;
         // Drop the trees of generations no longer recorded.
         let prefix = format!("{name}/{tenant}/");
         let keep: Vec<String> = [record.active, record.building]
@@ -402,11 +408,12 @@ impl ProjectionHost {
         for t in inner.db.tree_names() {
             let t = String::from_utf8_lossy(&t).to_string();
             if t.starts_with(&prefix) && !keep.contains(&t) {
-                inner.db.drop_tree(t.as_bytes())?;
+                inner.db.drop_tree(t.as_bytes()).store()?;
             }
         }
         let open = |g: GenRef| -> Result<Arc<Generation>, ProjectionError> {
-            let rows = Rows::open(&inner.db, &tree_name(&name, tenant, g.number))?
+            let rows = Rows::open(&inner.db, &tree_name(&name, tenant, g.number))
+                .store()?
                 .ok_or_else(|| store_err("a generation's tree has another layout"))?;
             Ok(Arc::new(Generation {
                 number: g.number,
@@ -641,7 +648,7 @@ impl ProjectionHost {
         for t in tasks {
             let _ = t.await;
         }
-        self.inner.db.flush_async().await?;
+        self.inner.db.flush_async().await.store()?;
         Ok(())
     }
 }

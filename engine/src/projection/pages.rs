@@ -25,6 +25,7 @@
 //! not either): a range may see some of a batch's rows and not others, but
 //! never returns a key twice or out of order.
 
+use crate::projection::error::SledResultExt as _;
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
@@ -287,7 +288,8 @@ impl Rows {
             .tree
             .range(vec![PAGE_KEY]..=page_key(key))
             .next_back()
-            .transpose()?)
+            .transpose()
+            .store()?)
     }
 
     /// The value of `key`, if it has one.
@@ -391,7 +393,7 @@ impl RowIter {
                 Bound::Unbounded => first.clone(),
             };
             let page = self.tree.range(first.clone()..=start).next_back();
-            let page = page.transpose()?;
+            let page = page.transpose().store()?;
             let after = match &page {
                 Some((pk, _)) => Bound::Excluded(pk.to_vec()),
                 None => Bound::Included(first),
@@ -404,7 +406,7 @@ impl RowIter {
                 Bound::Excluded(k) => self.tree.range(first.clone()..page_key(k)).next_back(),
                 Bound::Unbounded => self.tree.range(first.clone()..end).next_back(),
             };
-            let page = page.transpose()?;
+            let page = page.transpose().store()?;
             if let Some((pk, _)) = &page {
                 self.pages = Some(Box::new(self.tree.range(first..pk.to_vec()).rev()));
             }
@@ -419,7 +421,7 @@ impl RowIter {
             self.start()?
         } else {
             match self.pages.as_mut().and_then(Iterator::next) {
-                Some(p) => Some(p?),
+                Some(p) => Some(p.store()?),
                 None => None,
             }
         };
@@ -584,7 +586,8 @@ impl PageWriter {
                 Bound::Excluded(PAGES_END.to_vec()),
             ))
             .next()
-            .transpose()?
+            .transpose()
+            .store()?
             .map(|(k, _)| k[1..].to_vec());
         Ok((pk[1..].to_vec(), upper, Some(bytes)))
     }

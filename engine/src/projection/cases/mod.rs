@@ -47,7 +47,7 @@ use super::query::{
     CaseSummary, DeadlineEntry, DeadlineQuery, FieldCondition, Page, SearchOrder, SearchQuery,
     TimeRange, WorkItem, WorkQueueQuery,
 };
-use super::{Changes, Handler, Projection};
+use super::{Changes, Generation, Handler, Projection};
 use crate::calendar::{self, CalendarEvent, WorkingCalendar};
 use crate::case::{CaseEvent, CaseState, CaseStatus, DeadlineDue, InstanceId};
 use crate::definition::{

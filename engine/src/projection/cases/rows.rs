@@ -4,8 +4,8 @@
 
 use super::*;
 
-// Borrowing twins of the stored value types: the same fields in the same
-// order, so they encode (positionally) to the very bytes the owned types
+// Borrowing twins of the stored rows below: the same fields in the same
+// order, so they encode (positionally) to the very bytes the owned rows
 // decode from, without copying every string of a case into them first.
 
 /// [`CaseSummary`], borrowed.
@@ -51,6 +51,134 @@ pub(super) struct DeadlineOut<'a> {
     due_at: Timestamp,
     overdue: bool,
     classification: Classification,
+}
+
+// Owned stored rows: what the projection decodes, converted to the public
+// views. The stored bytes are these structs' (positional MessagePack), so a
+// field added to a public view never changes what is on disk; a change
+// here is a change of the projection's version.
+
+/// A public view the projection stores as its own private row type.
+pub(super) trait Stored: Sized {
+    /// The stored row, decoded and then converted.
+    type Row: serde::de::DeserializeOwned + Into<Self>;
+}
+
+/// Decodes a stored row into its public view.
+///
+/// Errors: [`QueryError::Corrupt`] naming `what` for undecodable bytes.
+pub(super) fn decode<T: Stored>(bytes: &[u8], what: &str) -> Result<T, QueryError> {
+    rmp_serde::from_slice::<T::Row>(bytes)
+        .map(Into::into)
+        .map_err(|e| corrupt(what, e))
+}
+
+/// [`CaseSummary`] as stored.
+#[derive(Deserialize)]
+pub(super) struct SummaryRow {
+    case_id: String,
+    case_type: String,
+    definition_version: u32,
+    status: CaseStatus,
+    classification: Classification,
+    opened_at: Timestamp,
+    updated_at: Timestamp,
+    active_stages: Vec<String>,
+    version: StreamVersion,
+}
+
+impl From<SummaryRow> for CaseSummary {
+    fn from(r: SummaryRow) -> Self {
+        CaseSummary {
+            case_id: r.case_id,
+            case_type: r.case_type,
+            definition_version: r.definition_version,
+            status: r.status,
+            classification: r.classification,
+            opened_at: r.opened_at,
+            updated_at: r.updated_at,
+            active_stages: r.active_stages,
+            version: r.version,
+        }
+    }
+}
+
+impl Stored for CaseSummary {
+    type Row = SummaryRow;
+}
+
+/// [`WorkItem`] as stored.
+#[derive(Deserialize)]
+pub(super) struct WorkItemRow {
+    case_id: String,
+    case_type: String,
+    instance: InstanceId,
+    item: ItemKey,
+    name: String,
+    state: ItemState,
+    roles: Vec<String>,
+    team: Option<String>,
+    assignee: Option<String>,
+    due: Option<Timestamp>,
+    classification: Classification,
+}
+
+impl From<WorkItemRow> for WorkItem {
+    fn from(r: WorkItemRow) -> Self {
+        WorkItem {
+            case_id: r.case_id,
+            case_type: r.case_type,
+            instance: r.instance,
+            item: r.item,
+            name: r.name,
+            state: r.state,
+            roles: r.roles,
+            team: r.team,
+            assignee: r.assignee,
+            due: r.due,
+            classification: r.classification,
+        }
+    }
+}
+
+impl Stored for WorkItem {
+    type Row = WorkItemRow;
+}
+
+/// [`DeadlineEntry`] as stored.
+#[derive(Deserialize)]
+pub(super) struct DeadlineRow {
+    case_id: String,
+    case_type: String,
+    deadline: DeadlineKey,
+    name: Option<String>,
+    item: Option<ItemKey>,
+    instance: Option<InstanceId>,
+    due: DeadlineDue,
+    due_at: Timestamp,
+    overdue: bool,
+    classification: Classification,
+}
+
+impl From<DeadlineRow> for DeadlineEntry {
+    fn from(r: DeadlineRow) -> Self {
+        DeadlineEntry {
+            case_id: r.case_id,
+            case_type: r.case_type,
+            deadline: r.deadline,
+            name: r.name,
+            item: r.item,
+            instance: r.instance,
+            due: r.due,
+            due_at: r.due_at,
+            overdue: r.overdue,
+            classification: r.classification,
+        }
+    }
+}
+
+impl Stored for DeadlineEntry {
+    type Row = DeadlineRow;
 }
 
 /// Builds keys in one reused buffer (a case has tens of rows).
@@ -418,15 +546,13 @@ pub fn load_case(rows: &Rows, case_id: &str) -> Result<Option<CaseRecord>, Query
 pub(super) fn load_summary(rows: &Rows, case_id: &[u8]) -> Result<Option<CaseSummary>, QueryError> {
     match rows.get(&Key::new(P_SUMMARY).raw(case_id).0)? {
         None => Ok(None),
-        Some(bytes) => rmp_serde::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| corrupt("case summary", e)),
+        Some(bytes) => decode(&bytes, "case summary").map(Some),
     }
 }
 
 /// Scans rows of one prefix in key order, keeping those `keep` accepts,
 /// until a page (plus one, to know whether there is more) is full.
-pub(super) fn scan_page<T: serde::de::DeserializeOwned>(
+pub(super) fn scan_page<T: Stored>(
     iter: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), RowsError>>,
     page: &crate::projection::query::PageRequest,
     mut keep: impl FnMut(&T) -> bool,
@@ -436,7 +562,7 @@ pub(super) fn scan_page<T: serde::de::DeserializeOwned>(
     let mut more = false;
     for kv in iter {
         let (_, v) = kv?;
-        let item: T = rmp_serde::from_slice(&v).map_err(|e| corrupt("row", e))?;
+        let item: T = decode(&v, "row")?;
         if !keep(&item) {
             continue;
         }
@@ -463,7 +589,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn borrowed_value_twins_encode_to_the_owned_types_bytes() {
+    fn written_rows_decode_to_the_public_views() {
         let summary = CaseSummary {
             case_id: "BUR-1".into(),
             case_type: "incident".into(),
@@ -489,7 +615,7 @@ mod tests {
         fn enc<T: Serialize>(v: &T) -> Vec<u8> {
             rmp_serde::to_vec(v).unwrap()
         }
-        assert_eq!(enc(&summary), enc(&twin));
+        assert_eq!(decode::<CaseSummary>(&enc(&twin), "s").unwrap(), summary);
         for (team, assignee, due) in [
             (None, None, None),
             (Some("cid-north"), Some("pc-7"), Some(Timestamp(99))),
@@ -520,7 +646,7 @@ mod tests {
                 due,
                 classification: Classification::Official,
             };
-            assert_eq!(enc(&item), enc(&twin));
+            assert_eq!(decode::<WorkItem>(&enc(&twin), "w").unwrap(), item);
         }
         let key = DeadlineKey::new("victim-update".to_string());
         for (name, item, instance) in [
@@ -556,7 +682,7 @@ mod tests {
                 overdue: false,
                 classification: Classification::Official,
             };
-            assert_eq!(enc(&entry), enc(&twin));
+            assert_eq!(decode::<DeadlineEntry>(&enc(&twin), "d").unwrap(), entry);
         }
     }
 

@@ -209,7 +209,7 @@ pub(super) fn ordered_page(
             continue;
         }
         let summary = if id_at == 1 {
-            Some(rmp_serde::from_slice(&v).map_err(|e| corrupt("case summary", e))?)
+            Some(decode::<CaseSummary>(&v, "case summary")?)
         } else {
             load_summary(rows, id)?
         };
@@ -572,8 +572,7 @@ pub(super) fn execute(
             let start = vec![P_SUMMARY];
             for kv in rows.range(start.clone()..prefix_end(&start)) {
                 let (_, v) = kv?;
-                let s: CaseSummary =
-                    rmp_serde::from_slice(&v).map_err(|e| corrupt("case summary", e))?;
+                let s: CaseSummary = decode(&v, "case summary")?;
                 if keep(&s) {
                     hits.push(s);
                 }

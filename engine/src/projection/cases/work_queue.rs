@@ -3,16 +3,21 @@
 
 use super::*;
 
-/// Lists open human tasks (ordered by due date, undated last).
+/// The first projection version that records the names definitions declare.
+pub(super) const DECLARATIONS_SINCE: u32 = 3;
+
+/// Lists open human tasks (ordered by due date, undated last), from the
+/// serving `generation` of the tenant's `cases` projection.
 ///
 /// Errors: [`QueryError::PageSize`], [`QueryError::Offset`];
 /// [`QueryError::Invalid`] for a team that is not an identifier, or a
 /// role, team or case type no deployed definition declares.
 pub fn work_queue(
-    rows: &Rows,
+    generation: &Generation,
     query: &WorkQueueQuery,
     principal: &Principal,
 ) -> Result<Page<WorkItem>, QueryError> {
+    let rows = &generation.rows;
     query.page.check()?;
     if let Some(team) = &query.team {
         crate::definition::check_identifier(team)
@@ -22,7 +27,7 @@ pub fn work_queue(
                 message,
             })?;
     }
-    check_declared(rows, query)?;
+    check_declared(rows, query, generation.version >= DECLARATIONS_SINCE)?;
     let keep = |w: &WorkItem| {
         principal.may_see(w.classification)
             && query.case_type.as_ref().is_none_or(|t| *t == w.case_type)
@@ -86,23 +91,21 @@ pub fn work_queue(
 /// mistake in the query, not an empty queue.
 ///
 /// Errors: [`QueryError::Invalid`] naming the parameter (`role`, `team`,
-/// `case_type`). A generation without declarations (built by version 2,
-/// serving while version 3 rebuilds) checks nothing.
-pub(super) fn check_declared(rows: &Rows, query: &WorkQueueQuery) -> Result<(), QueryError> {
+/// `case_type`). A generation built before the projection recorded
+/// declarations (`tracked` false: version 2, serving while version 3
+/// rebuilds) checks nothing; a tracked one with nothing deployed refuses
+/// every name.
+pub(super) fn check_declared(
+    rows: &Rows,
+    query: &WorkQueueQuery,
+    tracked: bool,
+) -> Result<(), QueryError> {
     let checks = [
         ("role", D_ROLE, &query.role),
         ("team", D_TEAM, &query.team),
         ("case_type", D_TYPE, &query.case_type),
     ];
-    if checks.iter().all(|(_, _, v)| v.is_none()) {
-        return Ok(());
-    }
-    if rows
-        .scan_prefix(&[P_DECLARED])
-        .next()
-        .transpose()?
-        .is_none()
-    {
+    if !tracked || checks.iter().all(|(_, _, v)| v.is_none()) {
         return Ok(());
     }
     for (parameter, kind, value) in checks {
