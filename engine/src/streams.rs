@@ -17,6 +17,16 @@ pub const CALENDAR: &str = "calendar";
 /// The id of the one calendar stream per tenant.
 pub const CALENDAR_ID: &str = "working-days";
 
+/// Every category the engine writes itself. Outside code (the gRPC events
+/// API, integrations) must not write them, and reading them raw shows every
+/// field of a case; a new category the engine writes belongs here.
+pub const ENGINE_CATEGORIES: &[&str] = &[CASE, DEFINITION, CALENDAR];
+
+/// Whether the engine writes streams of `category` itself.
+pub fn is_engine_category(category: &str) -> bool {
+    ENGINE_CATEGORIES.contains(&category)
+}
+
 /// The stream of case `case_id`. Errors: [`IdError`] for an id that cannot
 /// name a stream.
 pub fn case(tenant: &TenantId, case_id: &str) -> Result<StreamId, IdError> {

@@ -1,0 +1,123 @@
+//! The `casebook.v1.Admin` service: a tenant's projections and working-day
+//! calendar, for its administrators.
+
+use casebook_engine::calendar;
+use casebook_engine::engine::{CommandContext, Engine, ADMIN_ROLE};
+use casebook_engine::projection::{ProjectionStatus, RunState};
+use casebook_engine::security::Principal;
+use casebook_proto::v1 as pb;
+use casebook_proto::v1::admin_server::Admin;
+use tonic::{Request, Response, Status};
+
+use crate::auth::caller;
+use crate::convert;
+use crate::status::{invalid, status};
+
+/// The Admin service over an engine.
+#[derive(Clone)]
+pub struct AdminService {
+    engine: Engine,
+}
+
+impl AdminService {
+    /// The service for `engine`.
+    pub fn new(engine: Engine) -> Self {
+        AdminService { engine }
+    }
+
+    fn admin<T>(request: &Request<T>) -> Result<Principal, Status> {
+        let p = caller(request)?;
+        if !p.has_role(ADMIN_ROLE) {
+            return Err(Status::permission_denied(format!(
+                "administration takes the role {ADMIN_ROLE}"
+            )));
+        }
+        Ok(p)
+    }
+
+    fn status_of(&self, p: &Principal) -> Result<Response<pb::ProjectionStatusResponse>, Status> {
+        let all = self.engine.projection_status(p).map_err(|e| status(&e))?;
+        Ok(Response::new(pb::ProjectionStatusResponse {
+            projections: all.iter().map(info).collect(),
+            at: Some(convert::timestamp(self.engine.now())),
+        }))
+    }
+}
+
+fn info(s: &ProjectionStatus) -> pb::ProjectionInfo {
+    let (state, fault) = match &s.state {
+        RunState::CatchingUp => ("catching_up", String::new()),
+        RunState::Live => ("live", String::new()),
+        RunState::Rebuilding => ("rebuilding", String::new()),
+        RunState::Stopped => ("stopped", String::new()),
+        RunState::Faulted { position, error } => {
+            ("faulted", format!("at position {}: {error}", position.0))
+        }
+    };
+    pb::ProjectionInfo {
+        name: s.projection.clone(),
+        version: s.version,
+        state: state.to_string(),
+        position: s.position.map_or(0, |p| p.0),
+        head: s.head.map_or(0, |p| p.0),
+        lag: s.lag,
+        events_per_second: s.events_per_second,
+        fault,
+        rebuild_position: s.rebuild.as_ref().map(|r| r.position.map_or(0, |p| p.0)),
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn projection_status(
+        &self,
+        request: Request<pb::ProjectionStatusRequest>,
+    ) -> Result<Response<pb::ProjectionStatusResponse>, Status> {
+        let p = Self::admin(&request)?;
+        self.status_of(&p)
+    }
+
+    async fn rebuild_projection(
+        &self,
+        request: Request<pb::ProjectionRequest>,
+    ) -> Result<Response<pb::ProjectionStatusResponse>, Status> {
+        let p = Self::admin(&request)?;
+        self.engine
+            .rebuild_projection(&p, &request.get_ref().name)
+            .map_err(|e| status(&e))?;
+        self.status_of(&p)
+    }
+
+    async fn retry_projection(
+        &self,
+        request: Request<pb::ProjectionRequest>,
+    ) -> Result<Response<pb::ProjectionStatusResponse>, Status> {
+        let p = Self::admin(&request)?;
+        self.engine
+            .retry_projection(&p, &request.get_ref().name)
+            .map_err(|e| status(&e))?;
+        self.status_of(&p)
+    }
+
+    async fn set_non_working_days(
+        &self,
+        request: Request<pb::SetNonWorkingDaysRequest>,
+    ) -> Result<Response<pb::SetNonWorkingDaysResponse>, Status> {
+        let p = Self::admin(&request)?;
+        let days = request
+            .get_ref()
+            .days
+            .iter()
+            .enumerate()
+            .map(|(i, d)| calendar::parse_date(d).map_err(|e| invalid(&format!("days[{i}]"), e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let position = self
+            .engine
+            .set_non_working_days(&p, &days, CommandContext::because("set over the Admin API"))
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(pb::SetNonWorkingDaysResponse {
+            position: position.0,
+        }))
+    }
+}

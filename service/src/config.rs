@@ -1,0 +1,202 @@
+//! The service's configuration: a TOML file, command-line overrides and
+//! defaults that start a working development server on an empty directory.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Where the service listens by default (loopback only).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+/// The data directory by default, relative to the working directory.
+pub const DEFAULT_DATA: &str = "casebook-data";
+/// The tenant that receives the bundled example definitions by default.
+pub const DEFAULT_DEMO_TENANT: &str = "demo";
+/// Largest request or response message accepted by default (4 MiB).
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// The file in the data directory holding the generated development secret.
+pub const DEV_SECRET_FILE: &str = "jwt-hs256-secret";
+
+/// Everything `casebook serve` needs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The embedded store's directory.
+    #[serde(default = "default_data")]
+    pub data: PathBuf,
+    /// The gRPC address.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Where Prometheus metrics are served over HTTP (`/metrics`); none
+    /// when absent.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Largest message accepted or sent; bigger ones are RESOURCE_EXHAUSTED.
+    #[serde(default = "default_max_message")]
+    pub max_message_bytes: usize,
+    /// How bearer tokens are checked.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// TLS, when the service terminates it itself.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// The demonstration tenant and its bundled definitions.
+    #[serde(default)]
+    pub demo: DemoConfig,
+}
+
+/// Token checking. With neither key configured, a random HS256 secret is
+/// generated in the data directory on first start (development use; mint
+/// tokens for it with `casebook token`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// A file holding the HS256 shared secret.
+    pub hs256_secret_file: Option<PathBuf>,
+    /// A PEM file holding the RS256 public key of the identity provider.
+    pub rs256_public_key_file: Option<PathBuf>,
+    /// The `iss` every token must carry, if set.
+    pub issuer: Option<String>,
+    /// The `aud` every token must carry, if set.
+    pub audience: Option<String>,
+    /// Clock skew tolerated on `exp` and `nbf`, seconds (default 30).
+    pub leeway_seconds: Option<u64>,
+}
+
+/// TLS certificate and key (PEM).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain.
+    pub cert_file: PathBuf,
+    /// The private key.
+    pub key_file: PathBuf,
+}
+
+/// The demonstration tenant.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoConfig {
+    /// Deploy the bundled example definitions at start (a no-op when they
+    /// are deployed already).
+    #[serde(default = "yes")]
+    pub deploy_examples: bool,
+    /// The tenant they are deployed to.
+    #[serde(default = "default_tenant")]
+    pub tenant: String,
+}
+
+impl Default for DemoConfig {
+    fn default() -> Self {
+        DemoConfig {
+            deploy_examples: true,
+            tenant: default_tenant(),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data: default_data(),
+            listen: default_listen(),
+            metrics_listen: None,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            auth: AuthConfig::default(),
+            tls: None,
+            demo: DemoConfig::default(),
+        }
+    }
+}
+
+/// A configuration that could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not valid configuration.
+    #[error("{}: {message}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with its line.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads a TOML configuration file.
+    ///
+    /// Errors: [`ConfigError::Read`]; [`ConfigError::Invalid`] naming the
+    /// unknown or mistyped key.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+}
+
+fn default_data() -> PathBuf {
+    PathBuf::from(DEFAULT_DATA)
+}
+
+fn default_listen() -> SocketAddr {
+    DEFAULT_LISTEN.parse().expect("a valid constant address")
+}
+
+fn default_max_message() -> usize {
+    DEFAULT_MAX_MESSAGE_BYTES
+}
+
+fn default_tenant() -> String {
+    DEFAULT_DEMO_TENANT.to_string()
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_file_parses_and_unknown_keys_are_refused() {
+        let dir = std::env::temp_dir().join(format!("casebook-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("casebook.toml");
+        std::fs::write(
+            &path,
+            r#"
+data = "/var/lib/casebook"
+listen = "0.0.0.0:50051"
+metrics_listen = "127.0.0.1:9464"
+[auth]
+rs256_public_key_file = "/etc/casebook/idp.pem"
+issuer = "https://idp.example.police.uk"
+[demo]
+deploy_examples = false
+"#,
+        )
+        .unwrap();
+        let config = Config::load(&path).unwrap();
+        assert_eq!(config.listen.port(), 50051);
+        assert!(!config.demo.deploy_examples);
+        assert_eq!(config.demo.tenant, "demo");
+        std::fs::write(&path, "listen = \"127.0.0.1:1\"\nport = 5\n").unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(err.contains("port"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

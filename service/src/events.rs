@@ -1,0 +1,269 @@
+//! The `casebook.v1.Events` service: the tenant's log, for force systems
+//! recording their own facts beside the cases. The engine's own categories
+//! are never written here, and read raw only by a TOP SECRET auditor (a raw
+//! case event carries every field); everything else is filtered by the
+//! caller's clearance against each event's classification, and a stream the
+//! caller may not read looks exactly like one that does not exist.
+
+use casebook_engine::engine::Engine;
+use casebook_engine::engine::ADMIN_ROLE;
+use casebook_engine::log::{
+    Direction, EventData, EventId, ExpectedVersion, GlobalPosition, Metadata, RecordedEvent,
+    Source, StreamId, StreamVersion, SubscriptionStart,
+};
+use casebook_engine::security::{Classification, Principal};
+use casebook_engine::streams::is_engine_category;
+use casebook_proto::v1 as pb;
+use casebook_proto::v1::events_server::Events;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::auth::caller;
+use crate::convert;
+use crate::server::Stopping;
+use crate::status::{invalid, status};
+
+/// The role that may append to integration streams (beside administrators).
+pub const INTEGRATION_ROLE: &str = "integration";
+/// The role that, with TOP SECRET clearance, may read the engine's own
+/// streams raw.
+pub const AUDITOR_ROLE: &str = "auditor";
+
+/// Default and largest page of a read.
+const DEFAULT_READ: usize = 100;
+
+/// The Events service over an engine's store.
+#[derive(Clone)]
+pub struct EventsService {
+    engine: Engine,
+    stopping: Stopping,
+}
+
+impl EventsService {
+    /// The service for `engine`; its subscriptions end when `stopping` fires.
+    pub fn new(engine: Engine, stopping: Stopping) -> Self {
+        EventsService { engine, stopping }
+    }
+}
+
+/// Whether the caller may read the engine's own streams raw.
+fn reads_engine_streams(p: &Principal) -> bool {
+    p.has_role(AUDITOR_ROLE) && p.clearance == Classification::TopSecret
+}
+
+/// Whether the caller may see this event at all.
+fn visible(p: &Principal, e: &RecordedEvent) -> bool {
+    &p.tenant == e.tenant()
+        && p.may_see(e.metadata.classification)
+        && (!is_engine_category(e.stream.category()) || reads_engine_streams(p))
+}
+
+/// The stream `<category>/<id>` of the caller's tenant.
+fn stream(p: &Principal, name: &str) -> Result<StreamId, Status> {
+    let (category, id) = name
+        .split_once('/')
+        .ok_or_else(|| invalid("stream", "name a stream as <category>/<id>"))?;
+    StreamId::new(p.tenant.clone(), category, id).map_err(|e| invalid("stream", e))
+}
+
+fn limit(n: u32, max: usize) -> usize {
+    match n {
+        0 => DEFAULT_READ.min(max),
+        n => (n as usize).min(max),
+    }
+}
+
+fn expected(e: Option<&pb::ExpectedVersion>) -> ExpectedVersion {
+    use pb::expected_version::Expected;
+    match e.and_then(|e| e.expected.as_ref()) {
+        None | Some(Expected::Any(_)) => ExpectedVersion::Any,
+        Some(Expected::NoStream(_)) => ExpectedVersion::NoStream,
+        Some(Expected::StreamExists(_)) => ExpectedVersion::StreamExists,
+        Some(Expected::Exact(v)) => ExpectedVersion::Exact(StreamVersion(*v)),
+    }
+}
+
+#[tonic::async_trait]
+impl Events for EventsService {
+    async fn append(
+        &self,
+        request: Request<pb::AppendRequest>,
+    ) -> Result<Response<pb::AppendResponse>, Status> {
+        let principal = caller(&request)?;
+        let r = request.into_inner();
+        if !principal.has_role(INTEGRATION_ROLE) && !principal.has_role(ADMIN_ROLE) {
+            return Err(Status::permission_denied(format!(
+                "appending events takes the role {INTEGRATION_ROLE} or {ADMIN_ROLE}"
+            )));
+        }
+        let stream = stream(&principal, &r.stream)?;
+        if is_engine_category(stream.category()) {
+            return Err(Status::permission_denied(format!(
+                "streams of category {} are written by the engine only: use the Cases service",
+                stream.category()
+            )));
+        }
+        if r.events.is_empty() {
+            return Err(invalid("events", "append at least one event"));
+        }
+        let context = convert::context(r.context.as_ref(), &format!("grpc:{}", principal.subject))?;
+        let mut events = Vec::with_capacity(r.events.len());
+        for (i, e) in r.events.into_iter().enumerate() {
+            let path = format!("events[{i}]");
+            if e.event_type.is_empty() {
+                return Err(invalid(
+                    &format!("{path}.event_type"),
+                    "the event type is required",
+                ));
+            }
+            let classification =
+                convert::classification_in(e.classification, &format!("{path}.classification"))?
+                    .unwrap_or_default();
+            if !principal.may_see(classification) {
+                return Err(Status::permission_denied(format!(
+                    "{path}.classification: cannot mark an event above your own clearance"
+                )));
+            }
+            let source = context
+                .source
+                .clone()
+                .unwrap_or_else(|| Source::system("grpc"));
+            let mut metadata = Metadata::new(principal.actor(), source)
+                .with_classification(classification)
+                .with_correlation(context.correlation_id.unwrap_or_default());
+            metadata.reason = context.reason.clone();
+            let mut data = EventData::new(e.event_type, e.payload, metadata);
+            if !e.id.is_empty() {
+                data.id =
+                    EventId(uuid::Uuid::parse_str(&e.id).map_err(|err| {
+                        invalid(&format!("{path}.id"), format!("not a UUID: {err}"))
+                    })?);
+            }
+            events.push(data);
+        }
+        let done = self
+            .engine
+            .store()
+            .append(&stream, expected(r.expected.as_ref()), events)
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(pb::AppendResponse {
+            version: done.version.0,
+            position: done.last_position.0,
+        }))
+    }
+
+    async fn read_stream(
+        &self,
+        request: Request<pb::ReadStreamRequest>,
+    ) -> Result<Response<pb::ReadStreamResponse>, Status> {
+        let principal = caller(&request)?;
+        let r = request.into_inner();
+        let stream = stream(&principal, &r.stream)?;
+        if is_engine_category(stream.category()) && !reads_engine_streams(&principal) {
+            // Exactly what a stream that does not exist reads as.
+            return Ok(Response::new(pb::ReadStreamResponse { events: Vec::new() }));
+        }
+        let store = self.engine.store();
+        let max = store.limits().max_read_limit;
+        let direction = if r.backwards {
+            Direction::Backward
+        } else {
+            Direction::Forward
+        };
+        let from = if r.backwards && r.from_version == 0 {
+            StreamVersion::END
+        } else {
+            StreamVersion(r.from_version)
+        };
+        let events = store
+            .read_stream(&stream, direction, from, limit(r.limit, max))
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(pb::ReadStreamResponse {
+            events: events
+                .iter()
+                .filter(|e| visible(&principal, e))
+                .map(convert::recorded)
+                .collect(),
+        }))
+    }
+
+    async fn read_all(
+        &self,
+        request: Request<pb::ReadAllRequest>,
+    ) -> Result<Response<pb::ReadAllResponse>, Status> {
+        let principal = caller(&request)?;
+        let r = request.into_inner();
+        let store = self.engine.store();
+        let max = store.limits().max_read_limit;
+        let events = store
+            .read_all(
+                &principal.tenant,
+                GlobalPosition(r.from_position),
+                limit(r.limit, max),
+            )
+            .await
+            .map_err(|e| status(&e))?;
+        let next_position = events.last().map_or(r.from_position, |e| e.position.0 + 1);
+        Ok(Response::new(pb::ReadAllResponse {
+            events: events
+                .iter()
+                .filter(|e| visible(&principal, e))
+                .map(convert::recorded)
+                .collect(),
+            next_position,
+        }))
+    }
+
+    type SubscribeStream = ReceiverStream<Result<pb::RecordedEvent, Status>>;
+
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let principal = caller(&request)?;
+        let r = request.into_inner();
+        let start = if r.from_start {
+            SubscriptionStart::Beginning
+        } else if r.after_position > 0 {
+            SubscriptionStart::After(GlobalPosition(r.after_position))
+        } else {
+            SubscriptionStart::End
+        };
+        let mut subscription = self
+            .engine
+            .store()
+            .subscribe_all(principal.tenant.clone(), start)
+            .await
+            .map_err(|e| status(&e))?;
+        let (tx, rx) = mpsc::channel(256);
+        let mut stopping = self.stopping.clone();
+        tokio::spawn(async move {
+            loop {
+                let event = tokio::select! {
+                    e = subscription.next() => e,
+                    _ = tx.closed() => return,
+                    _ = stopping.fired() => {
+                        let _ = tx.send(Err(Stopping::status())).await;
+                        return;
+                    }
+                };
+                match event {
+                    Ok(e) if visible(&principal, &e) => {
+                        if tx.send(Ok(convert::recorded(&e))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        let _ = tx.send(Err(status(&e))).await;
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}

@@ -1,0 +1,16 @@
+//! Casebook as a gRPC service: configuration, authentication, the one
+//! error mapping, the protobuf conversions, the Cases, Events and Admin
+//! services, and the server that runs them (the `casebook` binary's
+//! `serve`).
+
+pub mod admin;
+pub mod auth;
+pub mod cases;
+pub mod config;
+pub mod convert;
+pub mod events;
+pub mod server;
+pub mod status;
+
+pub use config::Config;
+pub use server::{start, Running, ServeError};

@@ -1,0 +1,245 @@
+//! The `casebook` command: `serve` the gRPC API, mint a development `token`,
+//! validate `definitions`, `verify` the log.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use casebook_engine::definition::Format;
+use casebook_service::auth::{hs256_secret, mint_hs256, parse_clearance, Claims};
+use casebook_service::config::Config;
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "casebook",
+    version,
+    about = "Casebook: event-sourced case management for public-safety bodies"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the gRPC API on the embedded store (bundled definitions are
+    /// deployed to the demo tenant on start).
+    Serve {
+        /// A TOML configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The data directory (overrides the file).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// The address to listen on (overrides the file).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Log lines as JSON instead of text.
+        #[arg(long)]
+        log_json: bool,
+    },
+    /// Mint a development token signed with the configured HS256 secret (or
+    /// the one `serve` generated in the data directory).
+    Token {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// The tenant (force).
+        #[arg(long, default_value = "demo")]
+        tenant: String,
+        /// The subject (the caller's id).
+        #[arg(long, default_value = "dev-user")]
+        sub: String,
+        /// A role; repeat for more (e.g. --role investigator --role supervisor).
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        /// OFFICIAL, OFFICIAL-SENSITIVE, SECRET or TOP-SECRET.
+        #[arg(long, default_value = "OFFICIAL")]
+        clearance: String,
+        /// How long the token is valid, in minutes.
+        #[arg(long, default_value_t = 60)]
+        ttl_minutes: u64,
+    },
+    /// Case definitions.
+    Definitions {
+        #[command(subcommand)]
+        command: DefinitionsCommand,
+    },
+    /// Read every record of the log and check its checksums and order.
+    Verify {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DefinitionsCommand {
+    /// Validate a definition file: every problem, by path (exit status 1 if
+    /// any), as deploy would report them.
+    Validate {
+        /// The file.
+        file: PathBuf,
+        /// Its format (default: from the extension).
+        #[arg(long, value_enum)]
+        format: Option<FormatArg>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FormatArg {
+    Toml,
+    Json,
+}
+
+fn config(file: Option<&PathBuf>, data: Option<PathBuf>) -> Result<Config, String> {
+    let mut config = match file {
+        Some(f) => Config::load(f).map_err(|e| e.to_string())?,
+        None => Config::default(),
+    };
+    if let Some(d) = data {
+        config.data = d;
+    }
+    Ok(config)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("casebook: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the runtime: {e}"))
+}
+
+fn run(cli: Cli) -> Result<ExitCode, String> {
+    match cli.command {
+        Command::Serve {
+            config: file,
+            data,
+            listen,
+            log_json,
+        } => {
+            let mut config = config(file.as_ref(), data)?;
+            if let Some(l) = listen {
+                config.listen = l;
+            }
+            init_logs(log_json);
+            runtime()?.block_on(async move {
+                let mut running =
+                    casebook_service::start(config, casebook_service::server::shutdown_signal())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                println!("casebook listening on {}", running.addr);
+                running.wait().await.map_err(|e| e.to_string())?;
+                Ok(ExitCode::SUCCESS)
+            })
+        }
+        Command::Token {
+            config: file,
+            data,
+            tenant,
+            sub,
+            roles,
+            clearance,
+            ttl_minutes,
+        } => {
+            let config = config(file.as_ref(), data)?;
+            if config.auth.rs256_public_key_file.is_some() {
+                return Err(
+                    "the service checks RS256 tokens from an identity provider: mint tokens there"
+                        .into(),
+                );
+            }
+            if parse_clearance(&clearance).is_none() {
+                return Err(format!(
+                    "--clearance {clearance}: use OFFICIAL, OFFICIAL-SENSITIVE, SECRET or TOP-SECRET"
+                ));
+            }
+            let secret = hs256_secret(&config.auth, &config.data).map_err(|e| e.to_string())?;
+            let mut claims = Claims::new(&tenant, &sub, Duration::from_secs(ttl_minutes * 60));
+            claims.roles = roles;
+            claims.clearance = Some(clearance);
+            claims.iss = config.auth.issuer.clone();
+            claims.aud = config.auth.audience.clone();
+            println!(
+                "{}",
+                mint_hs256(&secret, &claims).map_err(|e| e.to_string())?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Definitions {
+            command: DefinitionsCommand::Validate { file, format },
+        } => {
+            let source =
+                std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let format = match format {
+                Some(FormatArg::Json) => Format::Json,
+                Some(FormatArg::Toml) => Format::Toml,
+                None if file.extension().is_some_and(|e| e == "json") => Format::Json,
+                None => Format::Toml,
+            };
+            let report = casebook_service::cases::validate(&source, format);
+            if report.valid {
+                println!(
+                    "{}: valid ({} version {})",
+                    file.display(),
+                    report.case_type,
+                    report.version
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            for p in &report.problems {
+                let at = if p.path.is_empty() {
+                    "(document)"
+                } else {
+                    &p.path
+                };
+                println!("{}: {at}: {}", file.display(), p.message);
+            }
+            println!("{} problem(s)", report.problems.len());
+            Ok(ExitCode::from(1))
+        }
+        Command::Verify { config: file, data } => {
+            let config = config(file.as_ref(), data)?;
+            runtime()?.block_on(async move {
+                let log = casebook_engine::log::LogStore::open(&config.data)
+                    .map_err(|e| e.to_string())?;
+                let checked = log.verify().await;
+                let closed = log.close().await;
+                let checked = checked.map_err(|e| e.to_string())?;
+                closed.map_err(|e| e.to_string())?;
+                println!(
+                    "{}: {checked} events checked, every checksum and position in order",
+                    config.data.display()
+                );
+                Ok(ExitCode::SUCCESS)
+            })
+        }
+    }
+}
+
+fn init_logs(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("CASEBOOK_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

@@ -1,0 +1,297 @@
+//! End to end over real TCP: a bundled burglary case opened and worked by
+//! the roles that do it, searched, read, streamed, with health and
+//! reflection answering generic tools.
+
+mod support;
+
+use casebook_proto::v1 as pb;
+use support::*;
+use tokio_stream::StreamExt;
+
+fn geo(lat: f64, lon: f64) -> pb::Value {
+    pb::Value {
+        kind: Some(pb::value::Kind::GeoPoint(pb::GeoPoint { lat, lon })),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundled_burglary_is_worked_end_to_end_over_tcp() {
+    let server = start().await;
+    let handler = token(
+        "demo",
+        "ch-101",
+        &["call_handler", "dispatcher"],
+        "OFFICIAL",
+    );
+    let response = token("demo", "pc-202", &["response_officer"], "OFFICIAL");
+    let investigator = token("demo", "dc-303", &["investigator"], "OFFICIAL");
+    let mut cases = server.cases(&handler);
+
+    let mut report = burglary_report();
+    report
+        .fields
+        .insert("incident_point".into(), geo(51.2802, 1.0789));
+    let opened = cases
+        .open_case(pb::OpenCaseRequest {
+            case_type: "burglary".into(),
+            case_file: Some(report),
+            context: Some(pb::CommandContext {
+                reason: "999 call from the victim".into(),
+                source_system: "storm-cad".into(),
+                source_reference: "CAD-2026-1206-0042".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("open")
+        .into_inner();
+    assert!(
+        opened.case_id.starts_with("burglary-"),
+        "{}",
+        opened.case_id
+    );
+    assert!(
+        opened.events.iter().any(|e| e.event_type == "CaseOpened"),
+        "{:?}",
+        opened.events
+    );
+    let case_id = opened.case_id.clone();
+
+    let claimed = cases
+        .claim_task(pb::TaskRequest {
+            case_id: case_id.clone(),
+            item: item("record_report"),
+            context: None,
+        })
+        .await
+        .expect("claim")
+        .into_inner();
+    assert!(claimed.version > opened.version);
+    cases
+        .complete_task(pb::CompleteTaskRequest {
+            case_id: case_id.clone(),
+            item: item("record_report"),
+            outputs: Some(file(&[("offenders_on_scene", boolean(false))])),
+            context: None,
+        })
+        .await
+        .expect("complete record_report");
+    let graded = cases
+        .execute(pb::ExecuteRequest {
+            case_id: case_id.clone(),
+            context: Some(pb::CommandContext {
+                reason: "no offenders on scene; victim safe".into(),
+                ..Default::default()
+            }),
+            command: Some(pb::execute_request::Command::Complete(pb::Complete {
+                item: item("grade_incident"),
+                outputs: Some(file(&[("grade", text("extended"))])),
+            })),
+        })
+        .await
+        .expect("grade")
+        .into_inner();
+
+    // The response officer finds the attendance in their queue.
+    let queue = server
+        .cases(&response)
+        .get_work_queue(pb::GetWorkQueueRequest {
+            role: "response_officer".into(),
+            consistency: after(&graded),
+            ..Default::default()
+        })
+        .await
+        .expect("work queue")
+        .into_inner();
+    assert!(
+        queue
+            .items
+            .iter()
+            .any(|w| w.case_id == case_id && w.item == "attend_scene" && w.team == "response"),
+        "{:?}",
+        queue.items
+    );
+
+    // The investigator reads the case with typed values.
+    let mut inv = server.cases(&investigator);
+    let view = inv
+        .get_case(pb::GetCaseRequest {
+            case_id: case_id.clone(),
+            consistency: after(&graded),
+            purpose: "investigation".into(),
+        })
+        .await
+        .expect("get case")
+        .into_inner();
+    assert_eq!(view.status(), pb::CaseStatus::Active);
+    assert_eq!(view.case_type, "burglary");
+    let fields = &view.case_file.as_ref().unwrap().fields;
+    assert_eq!(fields["premises_type"], text("dwelling"));
+    assert_eq!(fields["grade"], text("extended"));
+    assert_eq!(fields["incident_point"], geo(51.2802, 1.0789));
+    assert!(view.items.iter().any(|i| i.item == "record_report"
+        && i.state() == pb::ItemState::CompletedItem
+        && i.claimed_by == "ch-101"));
+    assert!(view.reached_milestones.contains(&"graded".to_string()));
+
+    // Search finds it by a field and by stage.
+    let found = inv
+        .search_cases(pb::SearchCasesRequest {
+            case_type: "burglary".into(),
+            fields: vec![pb::FieldFilter {
+                field: "premises_type".into(),
+                condition: Some(pb::field_filter::Condition::Equals(text("dwelling"))),
+            }],
+            stage: "attendance".into(),
+            consistency: after(&graded),
+            ..Default::default()
+        })
+        .await
+        .expect("search")
+        .into_inner();
+    assert_eq!(
+        found
+            .cases
+            .iter()
+            .map(|c| c.case_id.as_str())
+            .collect::<Vec<_>>(),
+        [case_id.as_str()]
+    );
+
+    // The timeline, and the same entries followed live.
+    let timeline = inv
+        .get_timeline(pb::GetTimelineRequest {
+            case_id: case_id.clone(),
+            consistency: after(&graded),
+            ..Default::default()
+        })
+        .await
+        .expect("timeline")
+        .into_inner();
+    assert!(timeline.entries.len() >= 4, "{:?}", timeline.entries);
+    assert_eq!(timeline.entries[0].source, "storm-cad");
+    let mut watch = inv
+        .watch_case(pb::WatchCaseRequest {
+            case_id: case_id.clone(),
+            from_version: 0,
+            purpose: "investigation".into(),
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut streamed = Vec::new();
+    while streamed.len() < timeline.entries.len() {
+        let next = tokio::time::timeout(std::time::Duration::from_secs(10), watch.next())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "only {} of {} entries streamed",
+                    streamed.len(),
+                    timeline.entries.len()
+                )
+            });
+        streamed.push(next.expect("an entry").expect("ok"));
+    }
+    assert_eq!(streamed, timeline.entries);
+    let noted = inv
+        .execute(pb::ExecuteRequest {
+            case_id: case_id.clone(),
+            context: None,
+            command: Some(pb::execute_request::Command::AddNote(pb::AddNote {
+                text: "Neighbour at no. 14 has a doorbell camera".into(),
+            })),
+        })
+        .await
+        .expect("note")
+        .into_inner();
+    let live = tokio::time::timeout(std::time::Duration::from_secs(10), watch.next())
+        .await
+        .expect("the new entry arrives")
+        .expect("an entry")
+        .expect("ok");
+    assert_eq!(live.version, noted.version);
+    assert_eq!(live.actor, "dc-303");
+
+    // Generic tools: health and reflection.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel.clone());
+    let serving = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "casebook.v1.Cases".into(),
+        })
+        .await
+        .expect("health")
+        .into_inner();
+    assert_eq!(
+        serving.status(),
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
+    let mut reflection =
+        tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient::new(
+            server.channel.clone(),
+        );
+    let ask = tonic_reflection::pb::v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            tonic_reflection::pb::v1::server_reflection_request::MessageRequest::ListServices(
+                String::new(),
+            ),
+        ),
+    };
+    let mut answers = reflection
+        .server_reflection_info(tokio_stream::iter([ask]))
+        .await
+        .expect("reflection")
+        .into_inner();
+    let answer = answers.next().await.expect("an answer").expect("ok");
+    let names: Vec<String> = match answer.message_response {
+        Some(
+            tonic_reflection::pb::v1::server_reflection_response::MessageResponse::ListServicesResponse(l),
+        ) => l.service.into_iter().map(|s| s.name).collect(),
+        other => panic!("unexpected {other:?}"),
+    };
+    for s in [
+        "casebook.v1.Cases",
+        "casebook.v1.Events",
+        "casebook.v1.Admin",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(names.iter().any(|n| n == s), "{s} in {names:?}");
+    }
+    server.running.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_command_with_the_same_id_applies_once() {
+    let server = start().await;
+    let handler = token("demo", "ch-101", &["call_handler"], "OFFICIAL");
+    let mut cases = server.cases(&handler);
+    let context = Some(pb::CommandContext {
+        command_id: "7b0c1f0e-5a7c-4d55-9a1e-0d6f0e5b2c11".into(),
+        ..Default::default()
+    });
+    let open = pb::OpenCaseRequest {
+        case_type: "burglary".into(),
+        case_file: Some(burglary_report()),
+        context: context.clone(),
+        ..Default::default()
+    };
+    let first = cases.open_case(open.clone()).await.unwrap().into_inner();
+    let again = cases.open_case(open).await.unwrap().into_inner();
+    assert_eq!(first, again, "the retry returns the first outcome");
+    let note = pb::ExecuteRequest {
+        case_id: first.case_id.clone(),
+        context: Some(pb::CommandContext {
+            command_id: "note-1".into(),
+            ..Default::default()
+        }),
+        command: Some(pb::execute_request::Command::AddNote(pb::AddNote {
+            text: "Victim called back".into(),
+        })),
+    };
+    let a = cases.execute(note.clone()).await.unwrap().into_inner();
+    let b = cases.execute(note).await.unwrap().into_inner();
+    assert_eq!(a, b);
+    assert_eq!(b.version, first.version + 1, "one note appended, not two");
+    server.running.stop().await.unwrap();
+}

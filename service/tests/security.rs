@@ -1,0 +1,334 @@
+//! The service as an attacker with (or without) an account would try it:
+//! tokens, roles, clearance, other tenants — rejected precisely, nothing
+//! leaked, and "not yours" reads exactly like "does not exist".
+
+mod support;
+
+use std::time::Duration;
+
+use casebook_proto::v1 as pb;
+use casebook_service::auth::{mint_hs256, Claims};
+use support::*;
+use tokio_stream::StreamExt;
+use tonic::Code;
+
+fn get(case_id: &str) -> pb::GetCaseRequest {
+    pb::GetCaseRequest {
+        case_id: case_id.to_string(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_forged_and_expired_tokens_are_unauthenticated() {
+    let server = start().await;
+    let mut anonymous = casebook_proto::v1::cases_client::CasesClient::with_interceptor(
+        server.channel.clone(),
+        Bearer(None),
+    );
+    let err = anonymous.get_case(get("burglary-1")).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert!(err.message().contains("authorization"), "{}", err.message());
+
+    let claims = Claims::new("demo", "intruder", Duration::from_secs(600));
+    let forged = mint_hs256(b"not-the-secret-not-the-secret-!!", &claims).unwrap();
+    let err = server
+        .cases(&forged)
+        .get_case(get("burglary-1"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+
+    let mut expired = Claims::new("demo", "pc-1", Duration::from_secs(600));
+    expired.exp = 1_000_000;
+    let expired = mint_hs256(SECRET, &expired).unwrap();
+    let err = server
+        .cases(&expired)
+        .get_case(get("burglary-1"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert!(err.message().contains("expired"), "{}", err.message());
+
+    let err = server
+        .cases("garbage")
+        .get_case(get("burglary-1"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    // Streams and every service are behind the same check.
+    let err = server
+        .events(&forged)
+        .subscribe(pb::SubscribeRequest {
+            from_start: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    server.running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_clearance_and_tenants_hold_on_every_route() {
+    let server = start().await;
+    let handler = token("demo", "ch-1", &["call_handler"], "OFFICIAL");
+    let low = token("demo", "dc-low", &["investigator"], "OFFICIAL");
+    let high = token("demo", "dc-high", &["investigator"], "SECRET");
+    let kent = token(
+        "kent",
+        "dc-kent",
+        &["investigator", "administrator"],
+        "TOP SECRET",
+    );
+
+    // Wrong role: a response officer may not open a burglary.
+    let response = token("demo", "pc-1", &["response_officer"], "SECRET");
+    let err = server
+        .cases(&response)
+        .open_case(pb::OpenCaseRequest {
+            case_type: "burglary".into(),
+            case_file: Some(burglary_report()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+
+    // A domestic abuse case: its victim and risk fields are OFFICIAL-SENSITIVE.
+    let opened = server
+        .cases(&high)
+        .open_case(pb::OpenCaseRequest {
+            case_type: "domestic_abuse".into(),
+            case_file: Some(file(&[
+                ("victim", text("person-77")),
+                ("incident_location", text("loc-9-mill-lane")),
+                ("children_present", boolean(true)),
+                ("relationship", text("ex_partner")),
+            ])),
+            ..Default::default()
+        })
+        .await
+        .expect("open domestic abuse")
+        .into_inner();
+    let view = server
+        .cases(&low)
+        .get_case(pb::GetCaseRequest {
+            case_id: opened.case_id.clone(),
+            consistency: after(&opened),
+            purpose: "safeguarding".into(),
+        })
+        .await
+        .expect("the case is OFFICIAL")
+        .into_inner();
+    let fields = &view.case_file.unwrap().fields;
+    assert!(fields.contains_key("children_present"));
+    for hidden in ["victim", "incident_location"] {
+        assert!(!fields.contains_key(hidden), "{hidden} leaked to OFFICIAL");
+    }
+
+    // A SECRET case is NOT_FOUND to an OFFICIAL reader, exactly like a case
+    // that does not exist; another tenant's case likewise.
+    let secret = server
+        .cases(&high)
+        .open_case(pb::OpenCaseRequest {
+            case_type: "burglary".into(),
+            case_file: Some(burglary_report()),
+            classification: pb::Classification::Secret as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("open a SECRET case")
+        .into_inner();
+    let hidden = server
+        .cases(&low)
+        .get_case(pb::GetCaseRequest {
+            case_id: secret.case_id.clone(),
+            consistency: after(&secret),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    let missing = server
+        .cases(&low)
+        .get_case(get("burglary-nope"))
+        .await
+        .unwrap_err();
+    assert_eq!(hidden.code(), Code::NotFound);
+    assert_eq!(
+        hidden.message().replace(&secret.case_id, "X"),
+        missing.message().replace("burglary-nope", "X")
+    );
+    let cross = server
+        .cases(&kent)
+        .get_case(get(&secret.case_id))
+        .await
+        .unwrap_err();
+    assert_eq!(cross.code(), Code::NotFound);
+    assert!(!cross.message().contains("demo"), "{}", cross.message());
+    // Writes to it fail the same way.
+    let note = |case_id: &str| pb::ExecuteRequest {
+        case_id: case_id.to_string(),
+        context: None,
+        command: Some(pb::execute_request::Command::AddNote(pb::AddNote {
+            text: "probing".into(),
+        })),
+    };
+    assert_eq!(
+        server
+            .cases(&low)
+            .execute(note(&secret.case_id))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+    assert_eq!(
+        server
+            .cases(&kent)
+            .execute(note(&secret.case_id))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+    // Nor can it be watched, or found by search.
+    assert_eq!(
+        server
+            .cases(&low)
+            .watch_case(pb::WatchCaseRequest {
+                case_id: secret.case_id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+    let found = server
+        .cases(&low)
+        .search_cases(pb::SearchCasesRequest {
+            case_type: "burglary".into(),
+            consistency: after(&secret),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(found.cases.iter().all(|c| c.case_id != secret.case_id));
+
+    // Raw events: the engine's streams are not readable raw by an
+    // investigator (empty, like a stream that does not exist), a
+    // subscription never shows them, and another tenant sees nothing.
+    let raw = server
+        .events(&high)
+        .read_stream(pb::ReadStreamRequest {
+            stream: format!("case/{}", secret.case_id),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(raw.events.is_empty());
+    let auditor = token("demo", "aud-1", &["auditor"], "TOP SECRET");
+    let audited = server
+        .events(&auditor)
+        .read_stream(pb::ReadStreamRequest {
+            stream: format!("case/{}", secret.case_id),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        !audited.events.is_empty(),
+        "a TOP SECRET auditor reads it raw"
+    );
+    let integration = token("demo", "storm-cad", &["integration"], "OFFICIAL");
+    let err = server
+        .events(&integration)
+        .append(pb::AppendRequest {
+            stream: format!("case/{}", secret.case_id),
+            events: vec![pb::NewEvent {
+                event_type: "case_closed".into(),
+                payload: b"{}".to_vec(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let err = server
+        .events(&handler)
+        .append(pb::AppendRequest {
+            stream: "cad/incident-1".into(),
+            events: vec![pb::NewEvent {
+                event_type: "incident_logged".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::PermissionDenied,
+        "append takes the integration role"
+    );
+    server
+        .events(&integration)
+        .append(pb::AppendRequest {
+            stream: "cad/incident-1".into(),
+            events: vec![pb::NewEvent {
+                event_type: "incident_logged".into(),
+                payload: b"{\"grade\":\"immediate\"}".to_vec(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        })
+        .await
+        .expect("integration append");
+    let mut sub = server
+        .events(&low)
+        .subscribe(pb::SubscribeRequest {
+            from_start: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(10), sub.next())
+        .await
+        .expect("an event")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        first.stream, "cad/incident-1",
+        "engine streams are left out"
+    );
+    let mut kent_sub = server
+        .events(&kent)
+        .subscribe(pb::SubscribeRequest {
+            from_start: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), kent_sub.next())
+            .await
+            .is_err(),
+        "kent sees nothing of demo's log"
+    );
+
+    // Administration takes the administrator role.
+    let err = server
+        .admin(&low)
+        .projection_status(pb::ProjectionStatusRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    server.running.stop().await.unwrap();
+}

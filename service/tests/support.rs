@@ -1,0 +1,151 @@
+//! Helpers for the service's end-to-end tests: a server on 127.0.0.1:0 over
+//! a temp dir, tokens, and authenticated clients.
+
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use casebook_proto::v1 as pb;
+use casebook_proto::v1::admin_client::AdminClient;
+use casebook_proto::v1::cases_client::CasesClient;
+use casebook_proto::v1::events_client::EventsClient;
+use casebook_service::auth::{mint_hs256, Claims};
+use casebook_service::config::{AuthConfig, Config};
+use tempfile::TempDir;
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::service::Interceptor;
+use tonic::transport::Channel;
+use tonic::{Request, Status};
+
+pub const SECRET: &[u8] = b"test-secret-test-secret-test-secret!";
+
+/// A running server and what it needs.
+pub struct Server {
+    pub running: casebook_service::Running,
+    pub dir: TempDir,
+    pub channel: Channel,
+}
+
+pub fn config(dir: &TempDir) -> Config {
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    Config {
+        data: dir.path().join("data"),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        auth: AuthConfig {
+            hs256_secret_file: Some(secret),
+            ..AuthConfig::default()
+        },
+        ..Config::default()
+    }
+}
+
+pub async fn start() -> Server {
+    start_with(|_| {}).await
+}
+
+pub async fn start_with(change: impl FnOnce(&mut Config)) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(&dir);
+    change(&mut config);
+    let running = casebook_service::start(config, std::future::pending())
+        .await
+        .expect("server starts");
+    let channel = Channel::from_shared(format!("http://{}", running.addr))
+        .unwrap()
+        .connect()
+        .await
+        .expect("connects");
+    Server {
+        running,
+        dir,
+        channel,
+    }
+}
+
+/// A token for `sub` of `tenant` with roles and clearance.
+pub fn token(tenant: &str, sub: &str, roles: &[&str], clearance: &str) -> String {
+    let mut claims = Claims::new(tenant, sub, Duration::from_secs(600));
+    claims.roles = roles.iter().map(|r| r.to_string()).collect();
+    claims.clearance = Some(clearance.to_string());
+    mint_hs256(SECRET, &claims).unwrap()
+}
+
+/// Adds `authorization: Bearer <token>` to every call.
+#[derive(Clone)]
+pub struct Bearer(pub Option<String>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(t) = &self.0 {
+            let value: MetadataValue<_> = format!("Bearer {t}").parse().unwrap();
+            request.metadata_mut().insert("authorization", value);
+        }
+        Ok(request)
+    }
+}
+
+pub type Cases = CasesClient<InterceptedService<Channel, Bearer>>;
+pub type Events = EventsClient<InterceptedService<Channel, Bearer>>;
+pub type Admin = AdminClient<InterceptedService<Channel, Bearer>>;
+
+impl Server {
+    pub fn cases(&self, token: &str) -> Cases {
+        CasesClient::with_interceptor(self.channel.clone(), Bearer(Some(token.to_string())))
+    }
+
+    pub fn events(&self, token: &str) -> Events {
+        EventsClient::with_interceptor(self.channel.clone(), Bearer(Some(token.to_string())))
+    }
+
+    pub fn admin(&self, token: &str) -> Admin {
+        AdminClient::with_interceptor(self.channel.clone(), Bearer(Some(token.to_string())))
+    }
+}
+
+pub fn text(s: &str) -> pb::Value {
+    pb::Value {
+        kind: Some(pb::value::Kind::Text(s.to_string())),
+    }
+}
+
+pub fn boolean(b: bool) -> pb::Value {
+    pb::Value {
+        kind: Some(pb::value::Kind::Boolean(b)),
+    }
+}
+
+pub fn file(fields: &[(&str, pb::Value)]) -> pb::CaseFile {
+    pb::CaseFile {
+        fields: fields
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+    }
+}
+
+/// A burglary report's opening case file.
+pub fn burglary_report() -> pb::CaseFile {
+    file(&[
+        ("reported_at", text("2026-12-06T09:30:00Z")),
+        ("incident_location", text("loc-12-high-street")),
+        ("premises_type", text("dwelling")),
+        ("victim", text("person-4411")),
+        ("victim_vulnerable", boolean(false)),
+    ])
+}
+
+pub fn item(key: &str) -> Option<pb::ItemRef> {
+    Some(pb::ItemRef {
+        key: key.to_string(),
+        instance: 0,
+    })
+}
+
+pub fn after(outcome: &pb::CaseOutcome) -> Option<pb::Consistency> {
+    Some(pb::Consistency {
+        min_position: outcome.position,
+        timeout_ms: 5000,
+    })
+}
