@@ -96,11 +96,13 @@ fn architecture_names_every_source_folder() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let arch = std::fs::read_to_string(root.join("ARCHITECTURE.md")).unwrap();
     // Top-level folders with source, and every folder of the engine.
-    let mut wanted: Vec<String> = ["src", "tests", "benches", "examples", "docs", "engine"]
-        .iter()
-        .filter(|d| root.join(d).is_dir())
-        .map(|d| d.to_string())
-        .collect();
+    let mut wanted: Vec<String> = [
+        "src", "tests", "benches", "examples", "docs", "engine", "proto", "service",
+    ]
+    .iter()
+    .filter(|d| root.join(d).is_dir())
+    .map(|d| d.to_string())
+    .collect();
     let before = wanted.len();
     folders(root, &root.join("engine/src"), &mut wanted);
     assert!(
