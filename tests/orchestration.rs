@@ -810,13 +810,18 @@ async fn bad_input_gets_typed_errors_and_never_panics() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
-    engine
+    let by_hand = engine
         .execute(
             &admin(),
             &case_id,
             complete,
             CommandContext::because("allocated by phone"),
         )
+        .await
+        .unwrap();
+    // Workers see the cancellation once the projection has.
+    engine
+        .incidents(&officer(), Consistency::after(&by_hand))
         .await
         .unwrap();
     let events = case_events(&engine, &case_id).await;
@@ -896,4 +901,189 @@ async fn bad_input_gets_typed_errors_and_never_panics() {
         .error
         .contains("'wrong' is not an output of service 'crime.allocate'")));
     engine.shutdown().await.unwrap();
+}
+
+/// A missing-person report: the first review is due in one working day,
+/// escalating to a supervisor; the case is reviewed within an hour.
+const MISPER: &str = r#"
+key = "misper"
+name = "Missing person"
+version = 1
+[retention]
+group = "group3"
+[permissions]
+open = ["officer"]
+update_case_file = ["officer"]
+add_discretionary = ["supervisor"]
+
+[[fields]]
+key = "name"
+type = "text"
+
+[[activities]]
+key = "review"
+name = "First review"
+kind = "human_task"
+roles = ["officer"]
+required = true
+[[activities.deadlines]]
+key = "first_review"
+working_days = 1
+escalate = [{ notify = ["supervisor"] }, { raise_priority = "urgent" }, { start = "supervisor_review" }]
+
+[[activities]]
+key = "supervisor_review"
+name = "Supervisor review"
+kind = "human_task"
+roles = ["supervisor"]
+discretionary = true
+
+[[deadlines]]
+key = "hourly_check"
+within = "PT1H"
+escalate = [{ raise_priority = "high" }]
+"#;
+
+fn at(y: i32, m: u8, d: u8, h: u8) -> Timestamp {
+    let date = casebook::projection::calendar::Date::from_calendar_date(
+        y,
+        casebook::projection::calendar::Month::try_from(m).unwrap(),
+        d,
+    )
+    .unwrap();
+    let secs = date
+        .with_hms(h, 0, 0)
+        .unwrap()
+        .assume_utc()
+        .unix_timestamp();
+    Timestamp::from_micros(secs * 1_000_000)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlines_fire_once_at_the_right_working_day_and_not_again_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    // Thursday 25 March 2027; Easter: Good Friday 26th, Easter Monday 29th.
+    let clock = ManualClock::new(at(2027, 3, 25, 9));
+    let engine = engine_with(dir.path(), &clock, ServiceRegistry::new()).await;
+    engine.deploy(&admin(), MISPER, Format::Toml).await.unwrap();
+    let opened = engine
+        .open_case(
+            &officer(),
+            OpenCase::new(
+                "misper",
+                CaseFile::from_json(json!({ "name": "A" })).unwrap(),
+            ),
+        )
+        .await
+        .unwrap();
+    let case_id = opened.case_id.to_string();
+    let missed = |events: &[CaseEvent], key: &str| {
+        count(
+            events,
+            |e| matches!(e, CaseEvent::DeadlineMissed { deadline, .. } if deadline.as_str() == key),
+        )
+    };
+
+    // The fixed one-hour deadline fires an hour later, and only it.
+    clock.advance(Duration::from_secs(3_600 + 1));
+    eventually("the hourly check fired", || async {
+        missed(&case_events(&engine, &case_id).await, "hourly_check") == 1
+    })
+    .await;
+    let state = engine.load(&officer(), &case_id).await.unwrap().state;
+    assert_eq!(state.priority, Some(casebook::definition::Priority::High));
+
+    // Over Easter: not on Good Friday, the weekend or Easter Monday.
+    for day in [26, 27, 28, 29] {
+        clock.set(at(2027, 3, day, 23));
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert_eq!(
+            missed(&case_events(&engine, &case_id).await, "first_review"),
+            0,
+            "fired on 2027-03-{day}"
+        );
+    }
+    // One working day after Thursday 09:00 is Tuesday 09:00.
+    clock.set(at(2027, 3, 30, 9) + Duration::from_secs(1));
+    eventually("the first-review deadline fired", || async {
+        missed(&case_events(&engine, &case_id).await, "first_review") == 1
+    })
+    .await;
+    let events = case_events(&engine, &case_id).await;
+    assert_eq!(
+        count(
+            &events,
+            |e| matches!(e, CaseEvent::EscalationNotified { roles, .. } if roles[0].as_str() == "supervisor")
+        ),
+        1
+    );
+    assert_eq!(
+        count(&events, |e| matches!(e, CaseEvent::PriorityRaised { .. })),
+        2,
+        "high, then urgent"
+    );
+    assert_eq!(
+        state_of(&engine, &case_id, "supervisor_review").await,
+        Some(ItemState::Active),
+        "the escalation started the supervisor's review"
+    );
+    // Still overdue (not met) in the deadlines it runs.
+    let state = engine.load(&officer(), &case_id).await.unwrap().state;
+    assert!(state.deadlines.iter().all(|d| d.escalated));
+    engine.shutdown().await.unwrap();
+    drop(engine);
+
+    // After a restart nothing fires again.
+    clock.advance(Duration::from_secs(86_400 * 10));
+    let engine = engine_with(dir.path(), &clock, ServiceRegistry::new()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let events = case_events(&engine, &case_id).await;
+    assert_eq!(missed(&events, "first_review"), 1);
+    assert_eq!(missed(&events, "hourly_check"), 1);
+    engine.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timer_that_fell_due_while_the_engine_was_down_fires_once_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(at(2027, 1, 11, 9));
+    let case_id = {
+        let engine = engine_with(dir.path(), &clock, ServiceRegistry::new()).await;
+        engine.deploy(&admin(), MISPER, Format::Toml).await.unwrap();
+        let opened = engine
+            .open_case(
+                &officer(),
+                OpenCase::new(
+                    "misper",
+                    CaseFile::from_json(json!({ "name": "B" })).unwrap(),
+                ),
+            )
+            .await
+            .unwrap();
+        // Let the projection record the timers before stopping.
+        engine
+            .incidents(&officer(), Consistency::after(&opened))
+            .await
+            .unwrap();
+        engine.shutdown().await.unwrap();
+        opened.case_id.to_string()
+    };
+    clock.advance(Duration::from_secs(7_200));
+    for round in 0..2 {
+        let engine = engine_with(dir.path(), &clock, ServiceRegistry::new()).await;
+        eventually("the overdue timer fired", || async {
+            count(&case_events(&engine, &case_id).await, |e| {
+                matches!(e, CaseEvent::DeadlineMissed { .. })
+            }) == 1
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let events = case_events(&engine, &case_id).await;
+        assert_eq!(
+            count(&events, |e| matches!(e, CaseEvent::DeadlineMissed { .. })),
+            1,
+            "round {round}"
+        );
+        engine.shutdown().await.unwrap();
+    }
 }

@@ -176,6 +176,14 @@ pub enum CaseCommand {
         /// What it came to.
         outcome: ServiceOutcome,
     },
+    /// Fire a deadline's timer: it is missed and its escalations run (the
+    /// orchestration layer's own command: `casebook_system` only).
+    FireDeadline {
+        /// The deadline.
+        deadline: crate::definition::DeadlineKey,
+        /// The owning instance, as set.
+        instance: Option<InstanceId>,
+    },
     /// Retry a failed service invocation: its incident is resolved and the
     /// task is active again with a new invocation (the task's roles, or an
     /// administrator).

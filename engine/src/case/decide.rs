@@ -882,6 +882,99 @@ impl<'a> Cx<'a> {
         Ok(mapped)
     }
 
+    fn fire_deadline(
+        &mut self,
+        deadline: crate::definition::DeadlineKey,
+        instance: Option<InstanceId>,
+    ) -> Result<(), CaseError> {
+        self.require("fire a deadline".into(), &[RoleKey::new(SYSTEM_ROLE)])?;
+        self.require_active()?;
+        let running = self
+            .state
+            .deadlines
+            .iter()
+            .any(|d| d.deadline == deadline && d.instance == instance && !d.escalated);
+        let def = self
+            .deadlines
+            .iter()
+            .find(|(_, d)| d.key == deadline)
+            .map(|(_, d)| *d);
+        let (true, Some(def)) = (running, def) else {
+            return Err(CaseError::DeadlineNotRunning { deadline });
+        };
+        self.emit(CaseEvent::DeadlineMissed {
+            deadline: deadline.clone(),
+            instance,
+        })?;
+        for e in &def.escalate {
+            match e {
+                crate::definition::Escalation::Notify(roles) => {
+                    self.emit(CaseEvent::EscalationNotified {
+                        deadline: deadline.clone(),
+                        roles: roles.clone(),
+                    })?
+                }
+                crate::definition::Escalation::RaisePriority(p) => {
+                    if self.state.priority.is_none_or(|now| now < *p) {
+                        self.emit(CaseEvent::PriorityRaised {
+                            priority: *p,
+                            deadline: deadline.clone(),
+                        })?
+                    }
+                }
+                crate::definition::Escalation::Start(key) => self.start_for_escalation(key)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// An escalation's `start`: activates the item's waiting instance, or
+    /// plans a discretionary one into its active stage and activates it.
+    /// Nothing to start (it is running or done, its stage is not active)
+    /// is not an error: the escalation's other effects stand.
+    fn start_for_escalation(&mut self, key: &ItemKey) -> Result<(), CaseError> {
+        let (item, parent) = self.entry(key.as_str())?;
+        if matches!(item, PlanItem::Milestone(_)) {
+            return Ok(());
+        }
+        let waiting = self
+            .state
+            .instances(key.as_str())
+            .filter(|i| matches!(i.state, ItemState::Available | ItemState::Enabled))
+            .map(|i| i.id)
+            .last();
+        let id = match waiting {
+            Some(id) => id,
+            None if item.discretionary() => {
+                let target = match parent {
+                    None => None,
+                    Some(stage) => match self.state.latest(stage.as_str()) {
+                        Some(s) if s.state == ItemState::Active => Some(s.id),
+                        _ => return Ok(()),
+                    },
+                };
+                let busy = self
+                    .state
+                    .children(target)
+                    .any(|i| &i.key == key && !i.is_terminal());
+                if busy {
+                    return Ok(());
+                }
+                self.emit(CaseEvent::DiscretionaryItemPlanned {
+                    item: key.clone(),
+                    stage: parent.cloned(),
+                    by: self.principal.subject.clone(),
+                })?;
+                self.create(key, target, true, false)?
+            }
+            None => return Ok(()),
+        };
+        match self.state.item(id).map(|i| i.state) {
+            Some(ItemState::Available | ItemState::Enabled) => self.activate(id),
+            _ => Ok(()),
+        }
+    }
+
     fn retry_incident(&mut self, invocation: InvocationId) -> Result<(), CaseError> {
         let incident = self
             .state
@@ -1374,6 +1467,9 @@ impl<'a> Cx<'a> {
                 outcome,
             } => self.record_outcome(invocation, attempt, outcome),
             CaseCommand::RetryIncident { invocation } => self.retry_incident(invocation),
+            CaseCommand::FireDeadline { deadline, instance } => {
+                self.fire_deadline(deadline, instance)
+            }
             CaseCommand::Reopen { reason } => {
                 self.require("reopen the case".into(), &p.reopen)?;
                 if let Some(r) = &reason {

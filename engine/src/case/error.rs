@@ -68,6 +68,12 @@ pub enum CaseError {
         /// The attempt due.
         current: u32,
     },
+    /// The deadline is not running, or has escalated already.
+    #[error("deadline {deadline} is not running or has fired already")]
+    DeadlineNotRunning {
+        /// The deadline.
+        deadline: crate::definition::DeadlineKey,
+    },
     /// No open incident on that invocation.
     #[error("no open incident on {invocation}")]
     NoIncident {
@@ -293,7 +299,9 @@ impl CaseError {
             CaseError::UnknownInvocation { .. } | CaseError::NoIncident { .. } => {
                 ErrorKind::invalid("invocation")
             }
-            CaseError::StaleAttempt { .. } => conflict.clone(),
+            CaseError::StaleAttempt { .. } | CaseError::DeadlineNotRunning { .. } => {
+                conflict.clone()
+            }
             CaseError::UnknownInstance { .. } | CaseError::AmbiguousItem { .. } => {
                 ErrorKind::invalid(INSTANCE)
             }

@@ -10,7 +10,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::definition::{
-    CaseTypeKey, DeadlineKey, FieldKey, Fingerprint, ItemKey, OnPart, ServiceName,
+    CaseTypeKey, DeadlineKey, FieldKey, Fingerprint, ItemKey, OnPart, Priority, RoleKey,
+    ServiceName,
 };
 use crate::log::codec::DomainEvent;
 use crate::log::{TenantId, Timestamp};
@@ -441,6 +442,29 @@ pub enum CaseEvent {
         /// Who retried it.
         by: String,
     },
+    /// A deadline passed unmet: its timer fired and its escalations run
+    /// (the events that follow). It stays running — overdue — until met
+    /// or cancelled, and does not fire again.
+    DeadlineMissed {
+        /// The deadline.
+        deadline: DeadlineKey,
+        /// The owning instance, as set.
+        instance: Option<InstanceId>,
+    },
+    /// An escalation alerted everyone holding these roles.
+    EscalationNotified {
+        /// The deadline that escalated.
+        deadline: DeadlineKey,
+        /// The roles alerted.
+        roles: Vec<RoleKey>,
+    },
+    /// The case's priority was raised.
+    PriorityRaised {
+        /// The new priority.
+        priority: Priority,
+        /// The deadline that escalated.
+        deadline: DeadlineKey,
+    },
 }
 
 impl CaseEvent {
@@ -480,6 +504,9 @@ impl CaseEvent {
             CaseEvent::ServiceInvocationFailed { .. } => "ServiceInvocationFailed",
             CaseEvent::ServiceInvocationCancelled { .. } => "ServiceInvocationCancelled",
             CaseEvent::IncidentRetried { .. } => "IncidentRetried",
+            CaseEvent::DeadlineMissed { .. } => "DeadlineMissed",
+            CaseEvent::EscalationNotified { .. } => "EscalationNotified",
+            CaseEvent::PriorityRaised { .. } => "PriorityRaised",
         }
     }
 }

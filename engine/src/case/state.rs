@@ -6,8 +6,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::definition::{
-    ActivityKind, CaseDefinition, DeadlineKey, FieldKey, ItemKey, OnPart, PlanItem, Sentry,
-    ServiceName,
+    ActivityKind, CaseDefinition, DeadlineKey, FieldKey, ItemKey, OnPart, PlanItem, Priority,
+    Sentry, ServiceName,
 };
 use crate::log::{TenantId, Timestamp};
 use crate::rules::{ItemState, PlanState};
@@ -222,6 +222,9 @@ pub struct RunningDeadline {
     pub instance: Option<InstanceId>,
     /// When it falls due.
     pub due: DeadlineDue,
+    /// Its timer fired and its escalations ran (it is overdue).
+    #[serde(default)]
+    pub escalated: bool,
 }
 
 /// Something that happened, as sentries and deadlines see it.
@@ -304,6 +307,9 @@ pub struct CaseState {
     /// The number of the last invocation requested (0: none yet).
     #[serde(default)]
     pub last_invocation: u32,
+    /// The priority escalations raised the case to (`None`: normal).
+    #[serde(default)]
+    pub priority: Option<Priority>,
 }
 
 fn latches(sentries: &[Sentry]) -> Vec<Vec<bool>> {
@@ -701,6 +707,7 @@ impl CaseState {
                     item: item.clone(),
                     instance: *instance,
                     due: *due,
+                    escalated: false,
                 });
             }
             CaseEvent::DeadlineMet { deadline, instance }
@@ -766,6 +773,18 @@ impl CaseState {
                     error: error.clone(),
                 });
             }
+            CaseEvent::DeadlineMissed { deadline, instance } => {
+                let d = self
+                    .deadlines
+                    .iter_mut()
+                    .find(|d| &d.deadline == deadline && d.instance == *instance)
+                    .ok_or_else(|| {
+                        inconsistent(event, format!("deadline {deadline} not running"))
+                    })?;
+                d.escalated = true;
+            }
+            CaseEvent::EscalationNotified { .. } => {}
+            CaseEvent::PriorityRaised { priority, .. } => self.priority = Some(*priority),
             CaseEvent::IncidentRetried { invocation, .. } => {
                 let before = self.incidents.len();
                 self.incidents.retain(|i| i.invocation != *invocation);

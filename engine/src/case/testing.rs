@@ -101,6 +101,16 @@ pub(crate) fn brief(e: &CaseEvent) -> String {
             format!("{invocation} cancelled")
         }
         CaseEvent::IncidentRetried { invocation, .. } => format!("{invocation} retried"),
+        CaseEvent::DeadlineMissed { deadline, .. } => format!("deadline missed {deadline}"),
+        CaseEvent::EscalationNotified { roles, .. } => format!(
+            "notified {}",
+            roles
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        CaseEvent::PriorityRaised { priority, .. } => format!("priority {priority:?}"),
     }
 }
 

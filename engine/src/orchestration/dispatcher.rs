@@ -13,6 +13,11 @@
 //!   `backoff * 2^(attempt-1)` (at most `max_backoff`) plus up to a quarter
 //!   more at random, recorded in the event (a durable timer: after a restart
 //!   the attempt is still due then).
+//! - **Timers.** It also fires running deadlines whose time has come
+//!   (`CaseCommand::FireDeadline`, command id `timer.<deadline>.<instance>`,
+//!   so a timer fires once however often it is tried): the deadline is
+//!   missed and its escalations run in the same append. Overdue timers
+//!   found at start (rebuilt from the projection's rows) fire at once.
 //! - Up to [`MAX_IN_FLIGHT`] invocations run at once; with nothing due, the
 //!   dispatcher sleeps until the next due time or [`TICK`], whichever is
 //!   sooner (so a hand-moved `ManualClock` is noticed within a tick).
@@ -23,7 +28,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::hub::{Hub, PendingJob};
+use super::hub::{Hub, PendingJob, TimerKey};
 use super::service::ServiceContext;
 use crate::case::{CaseCommand, CaseError, ServiceOutcome, SYSTEM_ROLE};
 use crate::engine::{CommandContext, CommandId, Engine, EngineError, Inner};
@@ -181,6 +186,38 @@ async fn invoke(engine: Engine, hub: Arc<Hub>, job: PendingJob) {
     }
 }
 
+/// Fires a deadline's timer (once: its command id).
+async fn fire(engine: Engine, hub: Arc<Hub>, key: TimerKey) {
+    let instance = key
+        .instance
+        .map_or_else(|| "case".to_string(), |i| i.0.to_string());
+    let command_id = CommandId::new(format!("timer.{}.{instance}", key.deadline))
+        .unwrap_or_else(|_| CommandId::random());
+    let context = CommandContext::because(format!("deadline {} passed", key.deadline))
+        .with_command_id(command_id)
+        .with_source(Source::system("casebook-orchestration"));
+    let command = CaseCommand::FireDeadline {
+        deadline: key.deadline.clone(),
+        instance: key.instance,
+    };
+    match engine
+        .execute(
+            &system_principal(&key.tenant),
+            &key.case_id,
+            command,
+            context,
+        )
+        .await
+    {
+        // Fired, or nothing to fire any more: either way the projection
+        // will say the timer is gone.
+        Ok(_) | Err(EngineError::Case(_)) | Err(EngineError::UnknownCase { .. }) => {
+            hub.forget_timer(&key)
+        }
+        Err(_) => hub.release_timer(&key, engine.now() + Duration::from_secs(1)),
+    }
+}
+
 /// The dispatcher task: runs until `stop` turns true, then waits for the
 /// invocations in flight.
 pub(crate) async fn run(engine: Weak<Inner>, hub: Arc<Hub>, mut stop: watch::Receiver<bool>) {
@@ -193,10 +230,19 @@ pub(crate) async fn run(engine: Weak<Inner>, hub: Arc<Hub>, mut stop: watch::Rec
         let engine_now = Engine::from_inner(inner);
         let now = engine_now.now();
         let room = MAX_IN_FLIGHT.saturating_sub(running.len());
-        let (jobs, next) = hub.take_due(now, room);
+        let (jobs, next_job) = hub.take_due(now, room);
         for job in jobs {
             running.spawn(invoke(engine_now.clone(), Arc::clone(&hub), job));
         }
+        let room = MAX_IN_FLIGHT.saturating_sub(running.len());
+        let (timers, next_timer) = hub.take_due_timers(now, room);
+        for (key, _) in timers {
+            running.spawn(fire(engine_now.clone(), Arc::clone(&hub), key));
+        }
+        let next = match (next_job, next_timer) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         drop(engine_now);
         let wait = match next {
             Some(t) if t > now => t.duration_since(now).map_or(TICK, |d| d.min(TICK)),

@@ -29,6 +29,15 @@ pub(crate) struct JobKey {
     pub invocation: InvocationId,
 }
 
+/// Names a running deadline's timer across the engine.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct TimerKey {
+    pub tenant: TenantId,
+    pub case_id: String,
+    pub deadline: crate::definition::DeadlineKey,
+    pub instance: Option<crate::case::InstanceId>,
+}
+
 /// A pending invocation's next attempt, as the projection stores it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct PendingJob {
@@ -72,6 +81,17 @@ struct Entry {
     lease: Option<Lease>,
 }
 
+/// What a worker asks for (see [`Hub::lease`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LeaseAsk<'a> {
+    pub tenant: &'a TenantId,
+    pub service: &'a str,
+    pub max: usize,
+    pub worker: &'a str,
+    pub clearance: Classification,
+    pub lease: Duration,
+}
+
 /// Why a worker's report on a job was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum LeaseProblem {
@@ -90,6 +110,11 @@ struct State {
     /// ones stay listed; activation skips them while the lease holds).
     external: BTreeMap<(TenantId, String), BTreeSet<(Timestamp, JobKey)>>,
     next_token: u64,
+    /// Running deadlines' timers: when each fires, and whether it is being
+    /// fired.
+    timers: HashMap<TimerKey, (Timestamp, bool)>,
+    /// Timers not being fired, by when they fire.
+    timer_due: BTreeSet<(Timestamp, TimerKey)>,
 }
 
 /// See the module docs.
@@ -234,16 +259,15 @@ impl Hub {
 
     /// Leases up to `max` due external jobs of `service` for `tenant` to
     /// `worker` until `now + lease`, skipping jobs above `clearance`.
-    pub(crate) fn lease(
-        &self,
-        tenant: &TenantId,
-        service: &str,
-        max: usize,
-        worker: &str,
-        clearance: Classification,
-        now: Timestamp,
-        lease: Duration,
-    ) -> Vec<(PendingJob, Lease)> {
+    pub(crate) fn lease(&self, ask: &LeaseAsk<'_>, now: Timestamp) -> Vec<(PendingJob, Lease)> {
+        let LeaseAsk {
+            tenant,
+            service,
+            max,
+            worker,
+            clearance,
+            lease,
+        } = *ask;
         let mut s = self.lock();
         let s = &mut *s;
         let Some(set) = s.external.get(&(tenant.clone(), service.to_string())) else {
@@ -314,6 +338,75 @@ impl Hub {
         }
     }
 
+    /// The projection's latest word on a deadline's timer: when it fires,
+    /// or `None` when it no longer runs (met, cancelled, fired).
+    pub(crate) fn update_timer(&self, key: TimerKey, due: Option<Timestamp>) {
+        let mut s = self.lock();
+        if let Some((old, _)) = s.timers.get(&key) {
+            if Some(*old) == due {
+                return;
+            }
+        }
+        if let Some((old, _)) = s.timers.remove(&key) {
+            s.timer_due.remove(&(old, key.clone()));
+        }
+        let Some(due) = due else { return };
+        s.timers.insert(key.clone(), (due, false));
+        s.timer_due.insert((due, key));
+        drop(s);
+        self.local_work.notify_one();
+    }
+
+    /// Timers due by `now`, at most `max`, marked as being fired; and when
+    /// the next one falls due.
+    pub(crate) fn take_due_timers(
+        &self,
+        now: Timestamp,
+        max: usize,
+    ) -> (Vec<(TimerKey, Timestamp)>, Option<Timestamp>) {
+        let mut s = self.lock();
+        let mut out = Vec::new();
+        while out.len() < max {
+            let Some(first) = s.timer_due.first().cloned() else {
+                break;
+            };
+            if first.0 > now {
+                break;
+            }
+            s.timer_due.remove(&first);
+            if let Some(t) = s.timers.get_mut(&first.1) {
+                t.1 = true;
+                out.push((first.1, first.0));
+            }
+        }
+        let next = s.timer_due.first().map(|(t, _)| *t);
+        (out, next)
+    }
+
+    /// A timer that could not be fired: due again at `at`.
+    pub(crate) fn release_timer(&self, key: &TimerKey, at: Timestamp) {
+        let mut s = self.lock();
+        let Some(t) = s.timers.get_mut(key) else {
+            return;
+        };
+        if !t.1 {
+            return;
+        }
+        *t = (at, false);
+        s.timer_due.insert((at, key.clone()));
+    }
+
+    /// Forgets a timer that fired (or no longer runs).
+    pub(crate) fn forget_timer(&self, key: &TimerKey) {
+        self.update_timer(key.clone(), None);
+    }
+
+    /// Timers the hub holds (for tests).
+    #[cfg(test)]
+    pub(crate) fn timer_count(&self) -> usize {
+        self.lock().timers.len()
+    }
+
     /// Pending invocations (for tests).
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
@@ -346,6 +439,22 @@ mod tests {
         }
     }
 
+    fn ask<'a>(
+        tenant: &'a TenantId,
+        worker: &'a str,
+        clearance: Classification,
+        lease: Duration,
+    ) -> LeaseAsk<'a> {
+        LeaseAsk {
+            tenant,
+            service: "gis.locate",
+            max: 5,
+            worker,
+            clearance,
+            lease,
+        }
+    }
+
     #[test]
     fn a_leased_job_goes_to_one_worker_until_its_lease_expires() {
         let hub = Hub::new(ServiceRegistry::new());
@@ -354,36 +463,18 @@ mod tests {
         let kent = j.tenant.clone();
         let sec = Duration::from_secs(1);
         let a = hub.lease(
-            &kent,
-            "gis.locate",
-            5,
-            "a",
-            Classification::Official,
+            &ask(&kent, "a", Classification::Official, sec),
             Timestamp(10),
-            sec,
         );
         assert_eq!(a.len(), 1);
         let b = hub.lease(
-            &kent,
-            "gis.locate",
-            5,
-            "b",
-            Classification::Official,
+            &ask(&kent, "b", Classification::Official, sec),
             Timestamp(20),
-            sec,
         );
         assert!(b.is_empty());
         // Expired: re-offered, and the first lease is lost.
         let later = Timestamp(10) + sec;
-        let b = hub.lease(
-            &kent,
-            "gis.locate",
-            5,
-            "b",
-            Classification::Official,
-            later,
-            sec,
-        );
+        let b = hub.lease(&ask(&kent, "b", Classification::Official, sec), later);
         assert_eq!(b.len(), 1);
         assert_eq!(
             hub.check_lease(&j.key(), a[0].1.token, later, true),
@@ -393,15 +484,7 @@ mod tests {
         // In flight: nobody else gets it, not even after the lease.
         let much_later = later + sec * 10;
         assert!(hub
-            .lease(
-                &kent,
-                "gis.locate",
-                5,
-                "c",
-                Classification::Official,
-                much_later,
-                sec
-            )
+            .lease(&ask(&kent, "c", Classification::Official, sec), much_later)
             .is_empty());
         // The projection reports its end: gone.
         hub.update(j.key(), None);
@@ -417,24 +500,14 @@ mod tests {
         let sec = Duration::from_secs(1);
         assert!(hub
             .lease(
-                &j.tenant,
-                "gis.locate",
-                5,
-                "a",
-                Classification::Official,
-                Timestamp(1),
-                sec
+                &ask(&j.tenant, "a", Classification::Official, sec),
+                Timestamp(1)
             )
             .is_empty());
         assert_eq!(
             hub.lease(
-                &j.tenant,
-                "gis.locate",
-                5,
-                "a",
-                Classification::Secret,
-                Timestamp(1),
-                sec
+                &ask(&j.tenant, "a", Classification::Secret, sec),
+                Timestamp(1)
             )
             .len(),
             1
@@ -448,25 +521,15 @@ mod tests {
         hub.update(j.key(), Some(j.clone()));
         let sec = Duration::from_secs(60);
         let a = hub.lease(
-            &j.tenant,
-            "gis.locate",
-            5,
-            "a",
-            Classification::Official,
+            &ask(&j.tenant, "a", Classification::Official, sec),
             Timestamp(1),
-            sec,
         );
         assert_eq!(a.len(), 1);
         hub.update(j.key(), Some(j.clone()));
         assert!(hub
             .lease(
-                &j.tenant,
-                "gis.locate",
-                5,
-                "b",
-                Classification::Official,
-                Timestamp(2),
-                sec
+                &ask(&j.tenant, "b", Classification::Official, sec),
+                Timestamp(2)
             )
             .is_empty());
         // The next attempt is a new job.
@@ -474,13 +537,8 @@ mod tests {
         hub.update(next.key(), Some(next));
         assert_eq!(
             hub.lease(
-                &j.tenant,
-                "gis.locate",
-                5,
-                "b",
-                Classification::Official,
-                Timestamp(6),
-                sec
+                &ask(&j.tenant, "b", Classification::Official, sec),
+                Timestamp(6)
             )
             .len(),
             1

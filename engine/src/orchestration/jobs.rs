@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::dispatcher::{record, retry_at};
 use super::error::OrchestrationError;
-use super::hub::{JobKey, LeaseProblem, PendingJob};
+use super::hub::{JobKey, LeaseAsk, LeaseProblem, PendingJob};
 use super::service::ServiceValues;
 use super::WORKER_ROLE;
 use crate::case::{InvocationId, ServiceOutcome, SYSTEM_ROLE};
@@ -190,15 +190,15 @@ impl Engine {
             let notified = hub.external_work.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let leased = hub.lease(
-                &principal.tenant,
-                &request.service,
-                request.max_jobs,
-                &request.worker,
-                principal.clearance,
-                self.now(),
-                request.lease,
-            );
+            let ask = LeaseAsk {
+                tenant: &principal.tenant,
+                service: &request.service,
+                max: request.max_jobs,
+                worker: &request.worker,
+                clearance: principal.clearance,
+                lease: request.lease,
+            };
+            let leased = hub.lease(&ask, self.now());
             if !leased.is_empty() || tokio::time::Instant::now() >= deadline {
                 return Ok(leased.into_iter().map(|(j, l)| to_job(j, l)).collect());
             }

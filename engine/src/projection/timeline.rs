@@ -198,6 +198,18 @@ fn describe(def: &CaseDefinition, event: &CaseEvent) -> String {
         CaseEvent::IncidentRetried { invocation, by } => {
             format!("Incident on {invocation} retried by {by}")
         }
+        CaseEvent::DeadlineMissed { deadline, .. } => format!("Deadline {deadline} missed"),
+        CaseEvent::EscalationNotified { deadline, roles } => format!(
+            "Deadline {deadline} escalated to {}",
+            roles
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        CaseEvent::PriorityRaised { priority, deadline } => {
+            format!("Priority raised to {priority:?} (deadline {deadline})")
+        }
     }
 }
 
