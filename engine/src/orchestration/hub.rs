@@ -492,6 +492,32 @@ mod tests {
     }
 
     #[test]
+    fn a_timer_is_taken_once_when_due_and_forgotten_when_it_no_longer_runs() {
+        let hub = Hub::new(ServiceRegistry::new());
+        let key = TimerKey {
+            tenant: TenantId::new("kent").unwrap(),
+            case_id: "c1".into(),
+            deadline: crate::definition::DeadlineKey::new("review"),
+            instance: None,
+        };
+        hub.update_timer(key.clone(), Some(Timestamp(100)));
+        hub.update_timer(key.clone(), Some(Timestamp(100)));
+        assert_eq!(hub.timer_count(), 1);
+        let (due, next) = hub.take_due_timers(Timestamp(99), 10);
+        assert!(due.is_empty());
+        assert_eq!(next, Some(Timestamp(100)));
+        let (due, next) = hub.take_due_timers(Timestamp(100), 10);
+        assert_eq!(due, vec![(key.clone(), Timestamp(100))]);
+        assert_eq!(next, None);
+        // Being fired: not taken again; released, it is due again.
+        assert!(hub.take_due_timers(Timestamp(1_000), 10).0.is_empty());
+        hub.release_timer(&key, Timestamp(2_000));
+        assert_eq!(hub.take_due_timers(Timestamp(2_000), 10).0.len(), 1);
+        hub.forget_timer(&key);
+        assert_eq!(hub.timer_count(), 0);
+    }
+
+    #[test]
     fn a_job_above_the_workers_clearance_is_not_offered() {
         let hub = Hub::new(ServiceRegistry::new());
         let mut j = job("c1", 1, 0);
