@@ -150,7 +150,11 @@ impl Hub {
     pub(crate) fn update(&self, key: JobKey, job: Option<PendingJob>) {
         let mut s = self.lock();
         if let (Some(new), Some(old)) = (&job, s.jobs.get(&key)) {
-            if old.job.attempt == new.attempt && old.job.not_before == new.not_before {
+            // The same attempt again, or an older one (a rebuilding
+            // generation replaying history): nothing new.
+            if old.job.attempt > new.attempt
+                || (old.job.attempt == new.attempt && old.job.not_before == new.not_before)
+            {
                 return;
             }
         }
@@ -552,6 +556,16 @@ mod tests {
         );
         assert_eq!(a.len(), 1);
         hub.update(j.key(), Some(j.clone()));
+        assert!(hub
+            .lease(
+                &ask(&j.tenant, "b", Classification::Official, sec),
+                Timestamp(2)
+            )
+            .is_empty());
+        // An older attempt (a rebuild replaying history) changes nothing.
+        let mut older = job("c1", 1, 0);
+        older.attempt = 0;
+        hub.update(older.key(), Some(older));
         assert!(hub
             .lease(
                 &ask(&j.tenant, "b", Classification::Official, sec),
