@@ -17,10 +17,12 @@
 //!   survives restarts); after the last attempt the task fails and an
 //!   incident is open until `CaseCommand::RetryIncident`.
 //! - Services no plugin provides are done by external workers ([`jobs`]).
+//! - [`builtin`]: business services that ship with the engine.
 //!
 //! Invocations are at least once to the service (the same idempotency key
 //! on every attempt and after a crash) and exactly once in the log.
 
+pub mod builtin;
 pub mod dispatcher;
 mod error;
 mod hub;
