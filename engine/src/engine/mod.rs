@@ -503,6 +503,28 @@ impl Engine {
         Engine { inner }
     }
 
+    /// Whether the case's state kept in memory (after a recent command)
+    /// waits for this attempt of an invocation. `false` says nothing (no
+    /// state kept, or an older one): load the case to know.
+    pub(crate) fn cached_wants(
+        &self,
+        tenant: &TenantId,
+        case_id: &str,
+        invocation: crate::case::InvocationId,
+        attempt: u32,
+    ) -> bool {
+        let Ok(stream) = crate::streams::case(tenant, case_id) else {
+            return false;
+        };
+        let mut states = self.inner.states.lock().unwrap_or_else(|p| p.into_inner());
+        states.get(&stream).is_some_and(|(_, _, state)| {
+            state
+                .invocations
+                .iter()
+                .any(|p| p.invocation == invocation && p.attempt == attempt)
+        })
+    }
+
     pub(crate) fn hub(&self) -> &crate::orchestration::Hub {
         &self.inner.hub
     }

@@ -1,5 +1,5 @@
 //! The dispatcher: takes due invocations of in-process services from the
-//! [`Hub`], invokes them with a per-attempt timeout, and records each
+//! hub (`hub.rs`), invokes them with a per-attempt timeout, and records each
 //! outcome through an idempotent engine command.
 //!
 //! - **Exactly once in the log.** The outcome command carries a command id
@@ -114,6 +114,11 @@ pub(crate) async fn record(
 
 /// Whether the case still waits for this attempt.
 async fn wanted(engine: &Engine, job: &PendingJob) -> bool {
+    // A state kept from a recent command that waits for it settles it
+    // without a load (a kept state can only be older, never newer).
+    if engine.cached_wants(&job.tenant, &job.case_id, job.invocation, job.attempt) {
+        return true;
+    }
     match engine
         .load(&system_principal(&job.tenant), &job.case_id)
         .await

@@ -1,7 +1,7 @@
 //! The `orchestration` projection: which service invocations are pending,
 //! kept in its own rows by the projection runner (the same subscription,
 //! batching and checkpoints as every read model), and handed to the
-//! [`Hub`] once each batch has landed.
+//! hub (`hub.rs`) once each batch has landed.
 //!
 //! It also keeps the running deadlines' timers (a deadline's `DeadlineSet`
 //! starts one; met, cancelled or missed ends it) and the tenant's

@@ -19,7 +19,7 @@ pub const NAME: &str = "calendar.add_working_days";
 pub const MAX_DAYS: i64 = 10_000;
 
 /// Adds working days to an instant: input `from` (date_time) and `days`
-/// (integer, 0 to [`MAX_DAYS`]); output `due` (date_time, the same time of
+/// (integer, 0 to 10,000); output `due` (date_time, the same time of
 /// day on the working day reached). Weekends and England and Wales bank
 /// holidays never count; a tenant's own non-working days are configured
 /// with [`CalendarService::with_non_working_days`].
