@@ -370,7 +370,18 @@ async fn built_in_views_follow_the_log_with_read_your_writes() {
         .iter()
         .any(|e| e.summary == "'Assess the incident' claimed by pc-101"));
 
-    // Status: every built-in projection live, nothing behind.
+    // Status: every built-in projection live, nothing behind (once each
+    // has seen the last write; only two were queried above).
+    engine
+        .projections()
+        .unwrap()
+        .wait_all(
+            &tenant("kent"),
+            engine.store().head_position().unwrap(),
+            WAIT,
+        )
+        .await
+        .unwrap();
     let status = engine.projection_status(&admin("kent")).unwrap();
     assert_eq!(status.len(), 3, "cases, timeline, orchestration");
     for s in &status {
