@@ -94,7 +94,14 @@ impl BusinessService for Slow {
         _input: ServiceValues,
     ) -> Result<ServiceValues, ServiceError> {
         tokio::time::sleep(Duration::from_millis(5 + u64::from(ctx.invocation.0 % 20))).await;
-        if ctx.attempt == 1 && ctx.case_id.len() % 3 == 0 {
+        if ctx.attempt == 1
+            && ctx
+                .case_id
+                .bytes()
+                .map(u32::from)
+                .sum::<u32>()
+                .is_multiple_of(3)
+        {
             return Err(ServiceError::retryable("flaky"));
         }
         Ok(ServiceValues::new())
@@ -149,7 +156,7 @@ fn orchestration_child() {
         loop {
             for job in engine.activate_jobs(&worker, &request).await.unwrap() {
                 n += 1;
-                if n % 2 == 0 {
+                if n.is_multiple_of(2) {
                     engine
                         .complete_job(&worker, &job.handle, ServiceValues::new())
                         .await
