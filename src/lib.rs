@@ -127,6 +127,8 @@
 //! - [`case`] — the pure case runtime;
 //! - [`engine`] — [`Engine`] and its commands, configuration and errors;
 //! - [`projection`] — read models, queries and consistency;
+//! - [`orchestration`] — business services, durable invocations, external
+//!   job workers;
 //! - [`security`] — classifications, vetting and principals;
 //! - [`time`] — timestamps and clocks; [`error`] — [`ErrorKind`];
 //! - [`prelude`] — the names most embedding code needs.
@@ -137,8 +139,8 @@
 #![deny(unsafe_code)]
 
 pub use casebook_engine::{
-    case, definition, engine, error, log, prelude, projection, rules, security, time, Engine,
-    ErrorKind,
+    case, definition, engine, error, log, orchestration, prelude, projection, rules, security,
+    time, Engine, ErrorKind,
 };
 
 /// The README's code examples, compiled as doctests so the README stays true.

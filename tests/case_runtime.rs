@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use casebook_engine::case::{
     decide, CaseCommand, CaseError, CaseEvent, CaseFile, CaseState, CaseStatus, DeadlineDue,
-    EntityRole, ItemRef, PoleKind, PoleRef, SYSTEM_ROLE,
+    EntityRole, ItemRef, PoleKind, PoleRef, ADMIN_ROLE, SYSTEM_ROLE,
 };
 use casebook_engine::definition::{CaseDefinition, Format};
 use casebook_engine::engine::{CommandContext, EngineError, OpenCase};
@@ -208,7 +208,7 @@ fn burglary_from_report_to_closure() {
     let csi = officer("csi-1", &["csi"], o);
     let victim_care = officer("vc-1", &["victim_care"], o);
     let supervisor = officer("ps-1", &["supervisor"], o);
-    let system = officer("orchestrator", &[SYSTEM_ROLE], o);
+    let system = officer("orchestrator", &[SYSTEM_ROLE, ADMIN_ROLE], o);
 
     case.run(
         &call_handler,
@@ -392,7 +392,11 @@ fn missing_person_high_risk_escalation_to_closure() {
     let response = officer("pc-1", &["response_officer"], os);
     let supervisor = officer("ps-1", &["supervisor"], Classification::Secret);
     let inspector = officer("insp-1", &["duty_inspector"], os);
-    let system = officer("orchestrator", &[SYSTEM_ROLE], Classification::Secret);
+    let system = officer(
+        "orchestrator",
+        &[SYSTEM_ROLE, ADMIN_ROLE],
+        Classification::Secret,
+    );
 
     // The case is OFFICIAL-SENSITIVE: an NPPV1 (OFFICIAL) officer cannot open it.
     let nppv1 = officer("ch-2", &["call_handler"], Classification::Official);
@@ -522,7 +526,7 @@ fn domestic_abuse_high_risk_goes_to_marac() {
     let supervisor = officer("ps-1", &["supervisor"], os);
     let ppo = officer("ppo-1", &["public_protection_officer"], os);
     let investigator = officer("dc-1", &["investigator"], os);
-    let system = officer("orchestrator", &[SYSTEM_ROLE], os);
+    let system = officer("orchestrator", &[SYSTEM_ROLE, ADMIN_ROLE], os);
 
     case.run(
         &response,

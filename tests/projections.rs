@@ -370,9 +370,20 @@ async fn built_in_views_follow_the_log_with_read_your_writes() {
         .iter()
         .any(|e| e.summary == "'Assess the incident' claimed by pc-101"));
 
-    // Status: both projections live, nothing behind.
+    // Status: every built-in projection live, nothing behind (once each
+    // has seen the last write; only two were queried above).
+    engine
+        .projections()
+        .unwrap()
+        .wait_all(
+            &tenant("kent"),
+            engine.store().head_position().unwrap(),
+            WAIT,
+        )
+        .await
+        .unwrap();
     let status = engine.projection_status(&admin("kent")).unwrap();
-    assert_eq!(status.len(), 2);
+    assert_eq!(status.len(), 3, "cases, timeline, orchestration");
     for s in &status {
         assert_eq!(s.state, RunState::Live, "{s:?}");
         assert_eq!(s.lag, 0);
@@ -898,7 +909,7 @@ async fn running_caught_up(
     loop {
         let status = host.running_status(&tenant(t));
         let head = engine.store().head_position();
-        if status.len() == 2 && status.iter().all(|s| s.reached >= head) {
+        if status.len() == 3 && status.iter().all(|s| s.reached >= head) {
             return status;
         }
         assert!(
@@ -934,7 +945,7 @@ async fn runners_start_when_the_engine_opens_and_keep_up_with_no_reader() {
         .projections()
         .unwrap()
         .running_status(&tenant("kent"));
-    assert_eq!(status.len(), 2, "{status:?}");
+    assert_eq!(status.len(), 3, "{status:?}");
     // Another writer on the same log (this engine sees no call at all):
     // the views follow.
     let writer = Engine::with_store(engine.store(), EngineConfig::default()).unwrap();

@@ -8,8 +8,8 @@
 //! every running working-day deadline when the calendar changes, and a
 //! rebuild reproduces exactly the same times.
 
-use std::collections::BTreeSet;
-use std::sync::OnceLock;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -23,13 +23,12 @@ pub const CATEGORY: &str = crate::streams::CALENDAR;
 /// The id of a tenant's working-day calendar stream.
 pub const STREAM_ID: &str = crate::streams::CALENDAR_ID;
 
-/// Bank holidays in England and Wales, 2025 to 2028 (substitute days
-/// included), as `(year, month, day)`.
+/// Bank holidays in England and Wales as published for 2025 to 2028
+/// (substitute days included), as `(year, month, day)`: the reference the
+/// rules of [`england_and_wales_bank_holidays`] are tested against.
 ///
 /// Source: GOV.UK, "UK bank holidays", <https://www.gov.uk/bank-holidays>
 /// (`https://www.gov.uk/bank-holidays.json`, division `england-and-wales`).
-/// Extending the list changes due times, so it goes with a new version of
-/// the `cases` projection.
 pub const ENGLAND_AND_WALES_BANK_HOLIDAYS: &[(i32, u8, u8)] = &[
     (2025, 1, 1),   // New Year's Day
     (2025, 4, 18),  // Good Friday
@@ -80,17 +79,154 @@ pub fn date_of(day: i64) -> Option<Date> {
     Date::from_julian_day(julian).ok()
 }
 
-fn bank_holidays() -> &'static BTreeSet<i64> {
-    static DAYS: OnceLock<BTreeSet<i64>> = OnceLock::new();
-    DAYS.get_or_init(|| {
-        ENGLAND_AND_WALES_BANK_HOLIDAYS
-            .iter()
-            .filter_map(|&(y, m, d)| {
-                let month = Month::try_from(m).ok()?;
-                Date::from_calendar_date(y, month, d).ok().map(day_number)
-            })
+/// Bank holidays moved or added by royal proclamation since 1995: the
+/// rules' days that were not holidays, and the extra days that were.
+const PROCLAIMED_AWAY: &[(i32, u8, u8)] = &[
+    (1995, 5, 1),  // Early May moved to VE Day's 50th anniversary
+    (2002, 5, 27), // Spring moved for the Golden Jubilee
+    (2012, 5, 28), // Spring moved for the Diamond Jubilee
+    (2020, 5, 4),  // Early May moved to VE Day's 75th anniversary
+    (2022, 5, 30), // Spring moved for the Platinum Jubilee
+];
+const PROCLAIMED: &[(i32, u8, u8)] = &[
+    (1995, 5, 8),
+    (1999, 12, 31), // the millennium
+    (2002, 6, 3),
+    (2002, 6, 4),
+    (2011, 4, 29), // a royal wedding
+    (2012, 6, 4),
+    (2012, 6, 5),
+    (2020, 5, 8),
+    (2022, 6, 2),
+    (2022, 6, 3),
+    (2022, 9, 19), // the state funeral of Queen Elizabeth II
+    (2023, 5, 8),  // the coronation of King Charles III
+];
+
+fn ymd(y: i32, m: u8, d: u8) -> Option<Date> {
+    Date::from_calendar_date(y, Month::try_from(m).ok()?, d).ok()
+}
+
+/// Easter Sunday of a Gregorian year (the anonymous Gregorian algorithm of
+/// Meeus, Jones and Butcher), or `None` outside the dates the calendar
+/// represents.
+pub fn easter_sunday(year: i32) -> Option<Date> {
+    let a = year.rem_euclid(19);
+    let b = year.div_euclid(100);
+    let c = year.rem_euclid(100);
+    let d = b.div_euclid(4);
+    let e = b.rem_euclid(4);
+    let f = (b + 8).div_euclid(25);
+    let g = (b - f + 1).div_euclid(3);
+    let h = (19 * a + b - d - g + 15).rem_euclid(30);
+    let i = c.div_euclid(4);
+    let k = c.rem_euclid(4);
+    let l = (32 + 2 * e + 2 * i - h - k).rem_euclid(7);
+    let m = (a + 11 * h + 22 * l).div_euclid(451);
+    let month = (h + l - 7 * m + 114).div_euclid(31);
+    let day = (h + l - 7 * m + 114).rem_euclid(31) + 1;
+    ymd(year, u8::try_from(month).ok()?, u8::try_from(day).ok()?)
+}
+
+/// The bank holidays of England and Wales in `year`, ascending, by the
+/// rules of the Banking and Financial Dealings Act 1971 as they stand since
+/// 1978 — New Year's Day, Good Friday, Easter Monday, the first and last
+/// Mondays of May, the last Monday of August, Christmas Day and Boxing Day,
+/// with a weekday substitute for a day that falls at a weekend — and the
+/// one-off changes proclaimed since 1995. Any year the calendar represents.
+pub fn england_and_wales_bank_holidays(year: i32) -> Vec<Date> {
+    let monday = |d: Date| d.weekday().number_days_from_monday() == 0;
+    let first_monday = |m: u8| (1..=7).filter_map(|d| ymd(year, m, d)).find(|&d| monday(d));
+    let last_monday = |m: u8, last: u8| {
+        (last - 6..=last)
+            .rev()
+            .filter_map(|d| ymd(year, m, d))
+            .find(|&d| monday(d))
+    };
+    let mut days: Vec<Date> = Vec::with_capacity(10);
+    // New Year's Day, or the Monday after a weekend one.
+    if let Some(jan1) = ymd(year, 1, 1) {
+        days.extend(match jan1.weekday().number_days_from_monday() {
+            5 => ymd(year, 1, 3),
+            6 => ymd(year, 1, 2),
+            _ => Some(jan1),
+        });
+    }
+    if let Some(easter) = easter_sunday(year) {
+        days.extend(easter.checked_sub(time::Duration::days(2)));
+        days.extend(easter.checked_add(time::Duration::days(1)));
+    }
+    days.extend(first_monday(5));
+    days.extend(last_monday(5, 31));
+    days.extend(last_monday(8, 31));
+    // Christmas and Boxing Day, with substitutes after a weekend.
+    if let Some(christmas) = ymd(year, 12, 25) {
+        let (a, b) = match christmas.weekday().number_days_from_monday() {
+            4 => (25, 28), // Friday: Boxing Day moves to Monday
+            5 => (27, 28), // Saturday: both move to Monday and Tuesday
+            6 => (26, 27), // Sunday: Christmas moves to Tuesday
+            _ => (25, 26),
+        };
+        days.extend(ymd(year, 12, a));
+        days.extend(ymd(year, 12, b));
+    }
+    let listed = |list: &[(i32, u8, u8)]| -> Vec<Date> {
+        list.iter()
+            .filter(|h| h.0 == year)
+            .filter_map(|&(y, m, d)| ymd(y, m, d))
             .collect()
-    })
+    };
+    let away = listed(PROCLAIMED_AWAY);
+    days.retain(|d| !away.contains(d));
+    days.extend(listed(PROCLAIMED));
+    days.sort();
+    days.dedup();
+    days
+}
+
+/// A year's bank holidays (day numbers) and its working days without any
+/// tenant's own days.
+struct Year {
+    holidays: BTreeSet<i64>,
+    working_days: i64,
+}
+
+/// A year's facts, computed once per process.
+fn year(year: i32) -> Option<Arc<Year>> {
+    type Years = Mutex<HashMap<i32, Arc<Year>>>;
+    static YEARS: OnceLock<Years> = OnceLock::new();
+    let first = day_number(ymd(year, 1, 1)?);
+    let last = day_number(ymd(year, 12, 31)?);
+    let mut map = YEARS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let info = map.entry(year).or_insert_with(|| {
+        let holidays: BTreeSet<i64> = england_and_wales_bank_holidays(year)
+            .into_iter()
+            .map(day_number)
+            .collect();
+        let working_days = (first..=last)
+            .filter(|&d| is_weekday(d) && !holidays.contains(&d))
+            .count() as i64;
+        Arc::new(Year {
+            holidays,
+            working_days,
+        })
+    });
+    Some(Arc::clone(info))
+}
+
+fn is_weekday(day: i64) -> bool {
+    // 1970-01-01 was a Thursday: weekday 0 = Monday.
+    (day + 3).rem_euclid(7) < 5
+}
+
+/// Whether a day (number) is a bank holiday of England and Wales.
+fn is_bank_holiday(day: i64) -> bool {
+    date_of(day)
+        .and_then(|d| year(d.year()))
+        .is_some_and(|y| y.holidays.contains(&day))
 }
 
 /// A tenant's calendar event.
@@ -209,9 +345,19 @@ impl WorkingCalendar {
     }
 
     fn is_working(&self, day: i64) -> bool {
-        // 1970-01-01 was a Thursday: weekday 0 = Monday.
-        let weekday = (day + 3).rem_euclid(7);
-        weekday < 5 && !bank_holidays().contains(&day) && !self.extra.contains(&day)
+        is_weekday(day) && !is_bank_holiday(day) && !self.extra.contains(&day)
+    }
+
+    /// The working days of a whole year.
+    fn working_days_in(&self, y: i32) -> Option<i64> {
+        let info = year(y)?;
+        let (first, last) = (day_number(ymd(y, 1, 1)?), day_number(ymd(y, 12, 31)?));
+        let own = self
+            .extra
+            .range(first..=last)
+            .filter(|&&d| is_weekday(d) && !info.holidays.contains(&d))
+            .count() as i64;
+        Some(info.working_days - own)
     }
 
     /// The instant `days` working days after `from`, at the same time of day
@@ -221,18 +367,31 @@ impl WorkingCalendar {
     pub fn add_working_days(&self, from: Timestamp, days: u32) -> Timestamp {
         let mut day = from.0.div_euclid(DAY_MICROS);
         let offset = from.0.rem_euclid(DAY_MICROS);
-        let last_special = bank_holidays()
-            .last()
-            .copied()
-            .max(self.extra.last().copied())
-            .unwrap_or(i64::MIN);
         let mut left = i64::from(days);
         while left > 0 {
-            if day > last_special && left > 5 {
-                // Past every listed holiday any 7 days hold 5 working days.
-                let weeks = (left - 1) / 5;
-                day = day.saturating_add(weeks.saturating_mul(7));
-                left -= weeks * 5;
+            if left > 366 {
+                match date_of(day.saturating_add(1)) {
+                    // A whole year ahead: skip it at once.
+                    Some(next) if next.ordinal() == 1 => {
+                        let y = next.year();
+                        let whole = self.working_days_in(y).zip(ymd(y, 12, 31));
+                        if let Some((n, last)) = whole {
+                            if left > n {
+                                day = day_number(last);
+                                left -= n;
+                                continue;
+                            }
+                        }
+                    }
+                    // Past the dates the calendar represents there are no
+                    // holidays: any 7 days hold 5 working days.
+                    None => {
+                        let weeks = (left - 1) / 5;
+                        day = day.saturating_add(weeks.saturating_mul(7));
+                        left -= weeks * 5;
+                    }
+                    Some(_) => {}
+                }
             }
             day = day.saturating_add(1);
             if self.is_working(day) {
@@ -256,8 +415,117 @@ mod tests {
     }
 
     #[test]
+    fn the_rules_give_the_published_bank_holidays() {
+        let published = |year: i32| -> Vec<Date> {
+            ENGLAND_AND_WALES_BANK_HOLIDAYS
+                .iter()
+                .filter(|h| h.0 == year)
+                .map(|&(y, m, d)| date(y, m, d))
+                .collect()
+        };
+        for year in 2025..=2028 {
+            assert_eq!(
+                england_and_wales_bank_holidays(year),
+                published(year),
+                "{year}"
+            );
+        }
+        // Years with proclaimed changes and every kind of substitute day
+        // (GOV.UK's published lists).
+        let cases: &[(i32, &[(u8, u8)])] = &[
+            (
+                2020,
+                &[
+                    (1, 1),
+                    (4, 10),
+                    (4, 13),
+                    (5, 8),
+                    (5, 25),
+                    (8, 31),
+                    (12, 25),
+                    (12, 28),
+                ],
+            ),
+            (
+                2021,
+                &[
+                    (1, 1),
+                    (4, 2),
+                    (4, 5),
+                    (5, 3),
+                    (5, 31),
+                    (8, 30),
+                    (12, 27),
+                    (12, 28),
+                ],
+            ),
+            (
+                2022,
+                &[
+                    (1, 3),
+                    (4, 15),
+                    (4, 18),
+                    (5, 2),
+                    (6, 2),
+                    (6, 3),
+                    (8, 29),
+                    (9, 19),
+                    (12, 26),
+                    (12, 27),
+                ],
+            ),
+            (
+                2023,
+                &[
+                    (1, 2),
+                    (4, 7),
+                    (4, 10),
+                    (5, 1),
+                    (5, 8),
+                    (5, 29),
+                    (8, 28),
+                    (12, 25),
+                    (12, 26),
+                ],
+            ),
+            (
+                2024,
+                &[
+                    (1, 1),
+                    (3, 29),
+                    (4, 1),
+                    (5, 6),
+                    (5, 27),
+                    (8, 26),
+                    (12, 25),
+                    (12, 26),
+                ],
+            ),
+        ];
+        for (year, days) in cases {
+            let want: Vec<Date> = days.iter().map(|&(m, d)| date(*year, m, d)).collect();
+            assert_eq!(england_and_wales_bank_holidays(*year), want, "{year}");
+        }
+        // Easter, far from the published years too.
+        assert_eq!(easter_sunday(2038), Some(date(2038, 4, 25)));
+        assert_eq!(easter_sunday(2285), Some(date(2285, 3, 22)));
+        assert_eq!(easter_sunday(2049), Some(date(2049, 4, 18)));
+        assert_eq!(easter_sunday(1961), Some(date(1961, 4, 2)));
+        // Every year has its eight (at least), all on weekdays.
+        for year in 1978..2200 {
+            let days = england_and_wales_bank_holidays(year);
+            assert!(days.len() >= 8, "{year}: {days:?}");
+            for d in days {
+                assert!(d.weekday().number_days_from_monday() < 5, "{d}");
+            }
+        }
+        // Out of range: nothing, no panic.
+        assert!(easter_sunday(i32::MAX).is_none());
+        let _ = england_and_wales_bank_holidays(i32::MIN);
+    }
+
+    #[test]
     fn the_bundled_holidays_are_all_weekdays_and_cover_2025_to_2028() {
-        assert_eq!(bank_holidays().len(), ENGLAND_AND_WALES_BANK_HOLIDAYS.len());
         for &(y, m, d) in ENGLAND_AND_WALES_BANK_HOLIDAYS {
             let wd = date(y, m, d).weekday().number_days_from_monday();
             assert!(wd < 5, "{y}-{m}-{d} falls on a weekend");
@@ -321,10 +589,29 @@ mod tests {
         // Huge counts neither loop for long nor overflow into a panic.
         let _ = cal.add_working_days(friday, u32::MAX);
         let _ = cal.add_working_days(Timestamp(i64::MAX), 3);
-        // Far beyond the list, weeks are skipped whole and stay exact.
+        // Beyond the published list the rules go on: Easter 2030 is 21
+        // April, so from Thursday 18 April one working day is Tuesday 23rd.
         let far = at(2030, 1, 7, 0); // a Monday
         assert_eq!(cal.add_working_days(far, 10), at(2030, 1, 21, 0));
         assert_eq!(cal.add_working_days(far, 11), at(2030, 1, 22, 0));
+        assert_eq!(
+            cal.add_working_days(at(2030, 4, 18, 9), 1),
+            at(2030, 4, 23, 9)
+        );
+        // Skipping whole years agrees with counting day by day.
+        let start = at(2031, 12, 31, 8);
+        let mut day = day_number(date(2031, 12, 31));
+        let mut left = 1_000;
+        while left > 0 {
+            day += 1;
+            if cal.is_working(day) {
+                left -= 1;
+            }
+        }
+        assert_eq!(
+            cal.add_working_days(start, 1_000),
+            Timestamp(day * DAY_MICROS + 8 * 3_600_000_000)
+        );
     }
 
     #[test]

@@ -31,6 +31,7 @@ pub mod engine;
 pub mod error;
 pub mod ids;
 pub mod log;
+pub mod orchestration;
 pub mod prelude;
 pub mod projection;
 mod recent;

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::definition::ItemKey;
 use crate::security::Classification;
 
-use super::event::{EntityRole, PoleRef};
+use super::event::{EntityRole, InvocationId, PoleRef};
 use super::file::CaseFile;
 use super::state::InstanceId;
 
@@ -165,5 +165,49 @@ pub enum CaseCommand {
     Reopen {
         /// Why, if given.
         reason: Option<String>,
+    },
+    /// Record what an attempt of a service invocation came to (the
+    /// orchestration layer's own command: `casebook_system` only).
+    RecordServiceOutcome {
+        /// The invocation.
+        invocation: InvocationId,
+        /// The attempt (from 1) this outcome is for.
+        attempt: u32,
+        /// What it came to.
+        outcome: ServiceOutcome,
+    },
+    /// Fire a deadline's timer: it is missed and its escalations run (the
+    /// orchestration layer's own command: `casebook_system` only).
+    FireDeadline {
+        /// The deadline.
+        deadline: crate::definition::DeadlineKey,
+        /// The owning instance, as set.
+        instance: Option<InstanceId>,
+    },
+    /// Retry a failed service invocation: its incident is resolved and the
+    /// task is active again with a new invocation (the task's roles, or an
+    /// administrator).
+    RetryIncident {
+        /// The failed invocation.
+        invocation: InvocationId,
+    },
+}
+
+/// What an attempt of a service invocation came to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceOutcome {
+    /// The service answered with this output (result key -> value).
+    Completed {
+        /// The output.
+        output: std::collections::BTreeMap<String, serde_json::Value>,
+    },
+    /// The attempt failed.
+    Failed {
+        /// What went wrong.
+        error: String,
+        /// When to try again, for a retryable error (ignored after the last
+        /// attempt); `None`: the error is permanent.
+        retry_at: Option<crate::log::Timestamp>,
     },
 }

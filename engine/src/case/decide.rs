@@ -16,9 +16,12 @@ use crate::log::Timestamp;
 use crate::rules::{Condition, ItemState, Scope};
 use crate::security::{Classification, Principal};
 
-use super::command::{CaseCommand, ItemRef};
+use super::command::{CaseCommand, ItemRef, ServiceOutcome};
 use super::error::{CaseError, ClearanceSubject};
-use super::event::{CaseEvent, DeadlineDue, DefinitionRef, EntityRole, PoleRef, SuspendedBy};
+use super::event::{
+    CaseEvent, DeadlineDue, DefinitionRef, EntityRole, InvocationId, InvocationRequest, PoleRef,
+    SuspendedBy,
+};
 use super::file::CaseFile;
 use super::state::{CaseState, CaseStatus, InstanceId, ItemInstance, Occurred};
 use super::values::check_value;
@@ -32,8 +35,27 @@ pub const CASCADE_LIMIT: usize = 10_000;
 /// fails service tasks and automatic steps that declare no candidate roles.
 pub const SYSTEM_ROLE: &str = "casebook_system";
 
+/// The administrators' role: it alone completes a service task by hand
+/// (the engine also asks for a reason, recorded on the events).
+pub const ADMIN_ROLE: &str = "administrator";
+
 /// Longest note accepted, in bytes.
 pub const MAX_NOTE_LEN: usize = 20_000;
+
+/// Keeps a service's error message within a note's length.
+fn clip(mut text: String) -> String {
+    if text.len() > MAX_NOTE_LEN {
+        let mut end = MAX_NOTE_LEN;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    if text.trim().is_empty() {
+        text = "no reason given".into();
+    }
+    text
+}
 
 /// Longest principal id, entity id or reason accepted, in bytes.
 pub const MAX_ID_LEN: usize = 128;
@@ -376,7 +398,19 @@ impl<'a> Cx<'a> {
             });
         }
         let occurred = self.state.apply_inner(self.def, &event)?;
+        let follow = matches!(
+            event,
+            CaseEvent::PlanItemCompleted { .. }
+                | CaseEvent::PlanItemTerminated { .. }
+                | CaseEvent::PlanItemFailed { .. }
+                | CaseEvent::PlanItemSuspended { .. }
+                | CaseEvent::PlanItemResumed { .. }
+        )
+        .then(|| event.clone());
         self.events.push(event);
+        if let Some(event) = follow {
+            self.follow_invocations(&event)?;
+        }
         for occ in &occurred {
             self.react(occ)?;
         }
@@ -625,6 +659,392 @@ impl<'a> Cx<'a> {
                 Ok(())
             }
             PlanItem::Activity(a) if a.kind == ActivityKind::Automatic => self.run_automatic(id, a),
+            PlanItem::Activity(a) if a.kind == ActivityKind::ServiceTask => {
+                self.request_invocation(id, a)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    // ------------------------------------------------------------ services
+
+    /// Records a service task's invocation request (in the append that
+    /// activates it). An input that cannot be built fails the invocation at
+    /// once, with the reason recorded.
+    fn request_invocation(&mut self, id: InstanceId, a: &'a Activity) -> Result<(), CaseError> {
+        let Some(service) = a.service.clone() else {
+            return Ok(());
+        };
+        let policy = a.retry.clone().unwrap_or_default();
+        let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let invocation = InvocationId(self.state.last_invocation + 1);
+        let (input, problem) = self.map_inputs(a);
+        self.emit(CaseEvent::ServiceInvocationRequested {
+            invocation,
+            instance: id,
+            item: a.key.clone(),
+            request: InvocationRequest {
+                service,
+                input,
+                max_attempts: policy.attempts(),
+                timeout_ms: ms(policy.attempt_timeout()),
+                backoff_ms: ms(policy.first_backoff()),
+                max_backoff_ms: ms(policy.longest_backoff()),
+            },
+            not_before: self.now,
+        })?;
+        match problem {
+            Some(error) => self.fail_invocation(invocation, id, &a.key, 0, error),
+            None => Ok(()),
+        }
+    }
+
+    /// Evaluates a service task's input mapping: the values, and the first
+    /// problem (an expression that fails, a required input with no value).
+    fn map_inputs(&self, a: &Activity) -> (BTreeMap<String, serde_json::Value>, Option<String>) {
+        let file = self.state.case_file_json();
+        let plan = self.state.plan_state();
+        let scope = Scope::case_file(&file).with_plan(&plan);
+        let mut input = BTreeMap::new();
+        let mut problem = None;
+        for (param, expr) in &a.input {
+            match expr.evaluate(&scope) {
+                Ok(Some(v)) if !v.is_null() => {
+                    input.insert(param.clone(), v);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    problem.get_or_insert_with(|| format!("input '{param}': {e}"));
+                }
+            }
+        }
+        let declared = a
+            .service
+            .as_ref()
+            .and_then(|name| self.def.services.iter().find(|s| &s.name == name));
+        if let Some(service) = declared {
+            for (param, p) in &service.inputs {
+                if p.required && !input.contains_key(param) {
+                    let mapping = a
+                        .input
+                        .get(param)
+                        .map_or_else(|| "nothing".to_string(), |e| format!("'{}'", e.source()));
+                    problem.get_or_insert_with(|| {
+                        format!(
+                            "required input '{param}' has no value: its mapping {mapping} \
+                             reads fields the case file does not have"
+                        )
+                    });
+                }
+            }
+        }
+        (input, problem)
+    }
+
+    /// Fails an invocation for good: an incident, and the task fails.
+    fn fail_invocation(
+        &mut self,
+        invocation: InvocationId,
+        id: InstanceId,
+        item: &ItemKey,
+        attempt: u32,
+        error: String,
+    ) -> Result<(), CaseError> {
+        let error = clip(error);
+        self.emit(CaseEvent::ServiceInvocationFailed {
+            invocation,
+            attempt,
+            error: error.clone(),
+        })?;
+        self.emit(CaseEvent::PlanItemFailed {
+            instance: id,
+            item: item.clone(),
+            reason: format!("service invocation {invocation} failed: {error}"),
+        })
+    }
+
+    fn record_outcome(
+        &mut self,
+        invocation: InvocationId,
+        attempt: u32,
+        outcome: ServiceOutcome,
+    ) -> Result<(), CaseError> {
+        self.require(
+            "record a service outcome".into(),
+            &[RoleKey::new(SYSTEM_ROLE)],
+        )?;
+        self.require_active()?;
+        let pending = self
+            .state
+            .invocations
+            .iter()
+            .find(|p| p.invocation == invocation)
+            .cloned()
+            .ok_or(CaseError::UnknownInvocation { invocation })?;
+        if pending.attempt != attempt {
+            return Err(CaseError::StaleAttempt {
+                invocation,
+                attempt,
+                current: pending.attempt,
+            });
+        }
+        let (item, _) = self.entry(pending.item.as_str())?;
+        let PlanItem::Activity(a) = item else {
+            return Err(CaseError::WrongItemKind {
+                item: pending.item.clone(),
+                kind: item.kind_name().into(),
+                action: "record a service outcome".into(),
+            });
+        };
+        match outcome {
+            ServiceOutcome::Completed { output } => match self.map_service_output(a, &output) {
+                Ok(mapped) => {
+                    self.emit(CaseEvent::ServiceInvocationCompleted {
+                        invocation,
+                        attempt,
+                        output,
+                    })?;
+                    self.emit(CaseEvent::PlanItemCompleted {
+                        instance: pending.instance,
+                        item: pending.item.clone(),
+                        outputs: mapped,
+                    })?;
+                    self.after_complete(pending.instance)
+                }
+                Err(problem) => self.fail_invocation(
+                    invocation,
+                    pending.instance,
+                    &pending.item,
+                    attempt,
+                    format!("malformed output: {problem}"),
+                ),
+            },
+            ServiceOutcome::Failed { error, retry_at } => match retry_at {
+                Some(retry_at) if attempt < pending.request.max_attempts => {
+                    self.emit(CaseEvent::ServiceAttemptFailed {
+                        invocation,
+                        attempt,
+                        error: clip(error),
+                        retry_at,
+                    })
+                }
+                _ => self.fail_invocation(
+                    invocation,
+                    pending.instance,
+                    &pending.item,
+                    attempt,
+                    error,
+                ),
+            },
+        }
+    }
+
+    /// Checks a service's output against its declared contract and maps it
+    /// into case-file fields; the error says what is wrong.
+    fn map_service_output(
+        &self,
+        a: &Activity,
+        output: &BTreeMap<String, serde_json::Value>,
+    ) -> Result<BTreeMap<FieldKey, serde_json::Value>, String> {
+        let service = a
+            .service
+            .as_ref()
+            .and_then(|name| self.def.services.iter().find(|s| &s.name == name))
+            .ok_or_else(|| format!("service task '{}' names no declared service", a.key))?;
+        let mut mapped = BTreeMap::new();
+        for (key, value) in output {
+            let param = service
+                .outputs
+                .get(key)
+                .ok_or_else(|| format!("'{key}' is not an output of service '{}'", service.name))?;
+            if value.is_null() {
+                continue;
+            }
+            let as_field = FieldDef {
+                key: FieldKey::new(key.clone()),
+                ty: param.ty,
+                values: param.values.clone(),
+                element: param.element,
+                required: false,
+                classification: None,
+                label: None,
+                description: None,
+                search: None,
+            };
+            check_value(&as_field, value).map_err(|e| format!("output '{key}': {e}"))?;
+            let Some(target) = a.output.get(key) else {
+                continue;
+            };
+            self.check_write(target, value, self.state.classification)
+                .map_err(|e| format!("output '{key}' into field '{target}': {e}"))?;
+            mapped.insert(target.clone(), value.clone());
+        }
+        Ok(mapped)
+    }
+
+    fn fire_deadline(
+        &mut self,
+        deadline: crate::definition::DeadlineKey,
+        instance: Option<InstanceId>,
+    ) -> Result<(), CaseError> {
+        self.require("fire a deadline".into(), &[RoleKey::new(SYSTEM_ROLE)])?;
+        self.require_active()?;
+        let running = self
+            .state
+            .deadlines
+            .iter()
+            .any(|d| d.deadline == deadline && d.instance == instance && !d.escalated);
+        let def = self
+            .deadlines
+            .iter()
+            .find(|(_, d)| d.key == deadline)
+            .map(|(_, d)| *d);
+        let (true, Some(def)) = (running, def) else {
+            return Err(CaseError::DeadlineNotRunning { deadline });
+        };
+        self.emit(CaseEvent::DeadlineMissed {
+            deadline: deadline.clone(),
+            instance,
+        })?;
+        for e in &def.escalate {
+            match e {
+                crate::definition::Escalation::Notify(roles) => {
+                    self.emit(CaseEvent::EscalationNotified {
+                        deadline: deadline.clone(),
+                        roles: roles.clone(),
+                    })?
+                }
+                crate::definition::Escalation::RaisePriority(p) => {
+                    if self.state.priority.is_none_or(|now| now < *p) {
+                        self.emit(CaseEvent::PriorityRaised {
+                            priority: *p,
+                            deadline: deadline.clone(),
+                        })?
+                    }
+                }
+                crate::definition::Escalation::Start(key) => self.start_for_escalation(key)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// An escalation's `start`: activates the item's waiting instance, or
+    /// plans a discretionary one into its active stage and activates it.
+    /// Nothing to start (it is running or done, its stage is not active)
+    /// is not an error: the escalation's other effects stand.
+    fn start_for_escalation(&mut self, key: &ItemKey) -> Result<(), CaseError> {
+        let (item, parent) = self.entry(key.as_str())?;
+        if matches!(item, PlanItem::Milestone(_)) {
+            return Ok(());
+        }
+        let waiting = self
+            .state
+            .instances(key.as_str())
+            .filter(|i| matches!(i.state, ItemState::Available | ItemState::Enabled))
+            .map(|i| i.id)
+            .last();
+        let id = match waiting {
+            Some(id) => id,
+            None if item.discretionary() => {
+                let target = match parent {
+                    None => None,
+                    Some(stage) => match self.state.latest(stage.as_str()) {
+                        Some(s) if s.state == ItemState::Active => Some(s.id),
+                        _ => return Ok(()),
+                    },
+                };
+                let busy = self
+                    .state
+                    .children(target)
+                    .any(|i| &i.key == key && !i.is_terminal());
+                if busy {
+                    return Ok(());
+                }
+                self.emit(CaseEvent::DiscretionaryItemPlanned {
+                    item: key.clone(),
+                    stage: parent.cloned(),
+                    by: self.principal.subject.clone(),
+                })?;
+                self.create(key, target, true, false)?
+            }
+            None => return Ok(()),
+        };
+        match self.state.item(id).map(|i| i.state) {
+            Some(ItemState::Available | ItemState::Enabled) => self.activate(id),
+            _ => Ok(()),
+        }
+    }
+
+    fn retry_incident(&mut self, invocation: InvocationId) -> Result<(), CaseError> {
+        let incident = self
+            .state
+            .incidents
+            .iter()
+            .find(|i| i.invocation == invocation)
+            .cloned()
+            .ok_or(CaseError::NoIncident { invocation })?;
+        let (item, _) = self.entry(incident.item.as_str())?;
+        let PlanItem::Activity(a) = item else {
+            return Err(CaseError::WrongItemKind {
+                item: incident.item.clone(),
+                kind: item.kind_name().into(),
+                action: "retry".into(),
+            });
+        };
+        let mut roles = roles_of(a);
+        roles.push(RoleKey::new(ADMIN_ROLE));
+        self.require(format!("retry {}", incident.item), &roles)?;
+        self.require_active()?;
+        let inst = self.inst(incident.instance)?;
+        if inst.state != ItemState::Failed {
+            return Err(CaseError::IllegalTransition {
+                item: incident.item.clone(),
+                from: inst.state,
+                action: "retry".into(),
+            });
+        }
+        if !self.parent_active(inst.parent) {
+            return Err(CaseError::IllegalTransition {
+                item: incident.item.clone(),
+                from: inst.state,
+                action: "retry (its stage is no longer active)".into(),
+            });
+        }
+        self.emit(CaseEvent::IncidentRetried {
+            invocation,
+            by: self.principal.subject.clone(),
+        })?;
+        self.activate(incident.instance)
+    }
+
+    /// Keeps invocations in step with their tasks: a task that leaves
+    /// *active* another way cancels its invocation; one resumed to *active*
+    /// asks again.
+    fn follow_invocations(&mut self, event: &CaseEvent) -> Result<(), CaseError> {
+        match event {
+            CaseEvent::PlanItemCompleted { instance, .. }
+            | CaseEvent::PlanItemTerminated { instance, .. }
+            | CaseEvent::PlanItemFailed { instance, .. }
+            | CaseEvent::PlanItemSuspended { instance, .. } => {
+                if let Some(p) = self.state.invocation_of(*instance) {
+                    let invocation = p.invocation;
+                    self.emit(CaseEvent::ServiceInvocationCancelled { invocation })?;
+                }
+                Ok(())
+            }
+            CaseEvent::PlanItemResumed {
+                instance,
+                item,
+                restored: ItemState::Active,
+            } => match self.entry(item.as_str())?.0 {
+                PlanItem::Activity(a)
+                    if a.kind == ActivityKind::ServiceTask
+                        && self.state.invocation_of(*instance).is_none() =>
+                {
+                    self.request_invocation(*instance, a)
+                }
+                _ => Ok(()),
+            },
             _ => Ok(()),
         }
     }
@@ -1041,6 +1461,15 @@ impl<'a> Cx<'a> {
                 }
                 self.emit(CaseEvent::CaseClosed { reason })
             }
+            CaseCommand::RecordServiceOutcome {
+                invocation,
+                attempt,
+                outcome,
+            } => self.record_outcome(invocation, attempt, outcome),
+            CaseCommand::RetryIncident { invocation } => self.retry_incident(invocation),
+            CaseCommand::FireDeadline { deadline, instance } => {
+                self.fire_deadline(deadline, instance)
+            }
             CaseCommand::Reopen { reason } => {
                 self.require("reopen the case".into(), &p.reopen)?;
                 if let Some(r) = &reason {
@@ -1274,7 +1703,15 @@ impl<'a> Cx<'a> {
                 self.complete_stage(id)
             }
             PlanItem::Activity(a) => {
-                self.require(format!("complete {}", r.key), &roles_of(a))?;
+                if a.kind == ActivityKind::ServiceTask {
+                    // Its service completes it; by hand, only an administrator.
+                    self.require(
+                        format!("complete service task {} by hand", r.key),
+                        &[RoleKey::new(ADMIN_ROLE)],
+                    )?;
+                } else {
+                    self.require(format!("complete {}", r.key), &roles_of(a))?;
+                }
                 self.require_active()?;
                 if a.kind == ActivityKind::Automatic {
                     return Err(CaseError::WrongItemKind {

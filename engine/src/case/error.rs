@@ -50,6 +50,36 @@ pub enum CaseError {
         /// Roles that would allow it (empty: no one may).
         needed: Vec<RoleKey>,
     },
+    /// No invocation of that number is pending on the case (it ended, or
+    /// never was).
+    #[error("no service invocation {invocation} is pending on the case")]
+    UnknownInvocation {
+        /// The invocation named.
+        invocation: super::event::InvocationId,
+    },
+    /// An outcome for an attempt that is not the one due (a late or
+    /// repeated report).
+    #[error("{invocation} is at attempt {current}, not {attempt}")]
+    StaleAttempt {
+        /// The invocation.
+        invocation: super::event::InvocationId,
+        /// The attempt reported.
+        attempt: u32,
+        /// The attempt due.
+        current: u32,
+    },
+    /// The deadline is not running, or has escalated already.
+    #[error("deadline {deadline} is not running or has fired already")]
+    DeadlineNotRunning {
+        /// The deadline.
+        deadline: crate::definition::DeadlineKey,
+    },
+    /// No open incident on that invocation.
+    #[error("no open incident on {invocation}")]
+    NoIncident {
+        /// The invocation named.
+        invocation: super::event::InvocationId,
+    },
     /// The definition passed in is not the one the case was opened with.
     #[error("the case runs definition {expected}, not {found}")]
     DefinitionMismatch {
@@ -266,6 +296,12 @@ impl CaseError {
             CaseError::UnknownItem { .. }
             | CaseError::WrongItemKind { .. }
             | CaseError::NotDiscretionary { .. } => ErrorKind::invalid(ITEM),
+            CaseError::UnknownInvocation { .. } | CaseError::NoIncident { .. } => {
+                ErrorKind::invalid("invocation")
+            }
+            CaseError::StaleAttempt { .. } | CaseError::DeadlineNotRunning { .. } => {
+                conflict.clone()
+            }
             CaseError::UnknownInstance { .. } | CaseError::AmbiguousItem { .. } => {
                 ErrorKind::invalid(INSTANCE)
             }

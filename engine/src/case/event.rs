@@ -9,7 +9,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::definition::{CaseTypeKey, DeadlineKey, FieldKey, Fingerprint, ItemKey, OnPart};
+use crate::definition::{
+    CaseTypeKey, DeadlineKey, FieldKey, Fingerprint, ItemKey, OnPart, Priority, RoleKey,
+    ServiceName,
+};
 use crate::log::codec::DomainEvent;
 use crate::log::{TenantId, Timestamp};
 use crate::rules::ItemState;
@@ -51,6 +54,37 @@ pub enum DeadlineDue {
         /// When the clock started.
         from: Timestamp,
     },
+}
+
+/// A service invocation of one case: its number within the case (1, 2, …).
+/// With the case's stream it names the invocation everywhere (idempotency
+/// keys, command ids, jobs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct InvocationId(pub u32);
+
+impl fmt::Display for InvocationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "inv-{}", self.0)
+    }
+}
+
+/// What a service task asks of its service, and how the attempts are
+/// timed out and retried (the task's retry policy, resolved when asked).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InvocationRequest {
+    /// The service called.
+    pub service: ServiceName,
+    /// Its input: parameter -> value (the task's `input` mapping, evaluated).
+    pub input: BTreeMap<String, serde_json::Value>,
+    /// Attempts in all.
+    pub max_attempts: u32,
+    /// How long one attempt may take, in milliseconds.
+    pub timeout_ms: u64,
+    /// The wait before the first retry, in milliseconds.
+    pub backoff_ms: u64,
+    /// The longest wait between attempts, in milliseconds.
+    pub max_backoff_ms: u64,
 }
 
 /// Why an item was suspended (and so what resumes it).
@@ -346,6 +380,91 @@ pub enum CaseEvent {
         /// The owning instance, as set.
         instance: Option<InstanceId>,
     },
+    /// A service task asked for its service to be invoked (recorded in the
+    /// append that activates the task; the dispatcher or an external worker
+    /// takes it from there).
+    ServiceInvocationRequested {
+        /// The invocation.
+        invocation: InvocationId,
+        /// The service task's instance.
+        instance: InstanceId,
+        /// Its key.
+        item: ItemKey,
+        /// Service, input and retry policy.
+        request: InvocationRequest,
+        /// When the first attempt may start.
+        not_before: Timestamp,
+    },
+    /// An attempt failed with a retryable error; the next attempt waits
+    /// until `retry_at` (a durable timer).
+    ServiceAttemptFailed {
+        /// The invocation.
+        invocation: InvocationId,
+        /// The attempt that failed (from 1).
+        attempt: u32,
+        /// What went wrong.
+        error: String,
+        /// When the next attempt may start.
+        retry_at: Timestamp,
+    },
+    /// The service answered; the task completes with its mapped outputs
+    /// (the `PlanItemCompleted` that follows).
+    ServiceInvocationCompleted {
+        /// The invocation.
+        invocation: InvocationId,
+        /// The attempt that succeeded.
+        attempt: u32,
+        /// The service's output, as returned.
+        output: BTreeMap<String, serde_json::Value>,
+    },
+    /// The invocation failed for good (a permanent error, the last attempt,
+    /// a malformed output or input): an incident is open on the case until
+    /// someone retries it; the task fails (the `PlanItemFailed` that follows).
+    ServiceInvocationFailed {
+        /// The invocation.
+        invocation: InvocationId,
+        /// The last attempt (0: none was made, the input could not be built).
+        attempt: u32,
+        /// What went wrong.
+        error: String,
+    },
+    /// The task left *active* another way (completed by hand, terminated,
+    /// suspended): the invocation is no longer wanted.
+    ServiceInvocationCancelled {
+        /// The invocation.
+        invocation: InvocationId,
+    },
+    /// Someone retried a failed invocation: its incident is resolved and the
+    /// task is active again with a new invocation.
+    IncidentRetried {
+        /// The failed invocation whose incident this resolves.
+        invocation: InvocationId,
+        /// Who retried it.
+        by: String,
+    },
+    /// A deadline passed unmet: its timer fired and its escalations run
+    /// (the events that follow). It stays running — overdue — until met
+    /// or cancelled, and does not fire again.
+    DeadlineMissed {
+        /// The deadline.
+        deadline: DeadlineKey,
+        /// The owning instance, as set.
+        instance: Option<InstanceId>,
+    },
+    /// An escalation alerted everyone holding these roles.
+    EscalationNotified {
+        /// The deadline that escalated.
+        deadline: DeadlineKey,
+        /// The roles alerted.
+        roles: Vec<RoleKey>,
+    },
+    /// The case's priority was raised.
+    PriorityRaised {
+        /// The new priority.
+        priority: Priority,
+        /// The deadline that escalated.
+        deadline: DeadlineKey,
+    },
 }
 
 impl CaseEvent {
@@ -379,6 +498,15 @@ impl CaseEvent {
             CaseEvent::DeadlineSet { .. } => "DeadlineSet",
             CaseEvent::DeadlineMet { .. } => "DeadlineMet",
             CaseEvent::DeadlineCancelled { .. } => "DeadlineCancelled",
+            CaseEvent::ServiceInvocationRequested { .. } => "ServiceInvocationRequested",
+            CaseEvent::ServiceAttemptFailed { .. } => "ServiceAttemptFailed",
+            CaseEvent::ServiceInvocationCompleted { .. } => "ServiceInvocationCompleted",
+            CaseEvent::ServiceInvocationFailed { .. } => "ServiceInvocationFailed",
+            CaseEvent::ServiceInvocationCancelled { .. } => "ServiceInvocationCancelled",
+            CaseEvent::IncidentRetried { .. } => "IncidentRetried",
+            CaseEvent::DeadlineMissed { .. } => "DeadlineMissed",
+            CaseEvent::EscalationNotified { .. } => "EscalationNotified",
+            CaseEvent::PriorityRaised { .. } => "PriorityRaised",
         }
     }
 }

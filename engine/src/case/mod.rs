@@ -44,16 +44,17 @@ mod testing;
 mod tests;
 
 pub use crate::ids::CaseId;
-pub use command::{CaseCommand, ItemRef};
-pub use decide::{decide, CASCADE_LIMIT, MAX_ID_LEN, MAX_NOTE_LEN, SYSTEM_ROLE};
+pub use command::{CaseCommand, ItemRef, ServiceOutcome};
+pub use decide::{decide, ADMIN_ROLE, CASCADE_LIMIT, MAX_ID_LEN, MAX_NOTE_LEN, SYSTEM_ROLE};
 pub use error::{CaseError, ClearanceSubject};
 pub use event::{
-    CaseEvent, DeadlineDue, DefinitionRef, EntityRole, PoleKind, PoleRef, SuspendedBy,
+    CaseEvent, DeadlineDue, DefinitionRef, EntityRole, InvocationId, InvocationRequest, PoleKind,
+    PoleRef, SuspendedBy,
 };
 pub use file::{CaseFile, NotAnObject};
 pub use state::{
-    is_terminal, CaseState, CaseStatus, EntityLink, InstanceId, ItemInstance, Note, PlannedItem,
-    RunningDeadline,
+    is_terminal, CaseState, CaseStatus, EntityLink, Incident, InstanceId, ItemInstance, Note,
+    PendingInvocation, PlannedItem, RunningDeadline,
 };
 pub use values::{check_value, ValueError};
 pub use view::{CaseView, ItemView};

@@ -6,14 +6,18 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::definition::{
-    ActivityKind, CaseDefinition, DeadlineKey, FieldKey, ItemKey, OnPart, PlanItem, Sentry,
+    ActivityKind, CaseDefinition, DeadlineKey, FieldKey, ItemKey, OnPart, PlanItem, Priority,
+    Sentry, ServiceName,
 };
 use crate::log::{TenantId, Timestamp};
 use crate::rules::{ItemState, PlanState};
 use crate::security::Classification;
 
 use super::error::CaseError;
-use super::event::{CaseEvent, DeadlineDue, DefinitionRef, EntityRole, PoleRef, SuspendedBy};
+use super::event::{
+    CaseEvent, DeadlineDue, DefinitionRef, EntityRole, InvocationId, InvocationRequest, PoleRef,
+    SuspendedBy,
+};
 
 /// A plan item instance's id, unique within its case (1, 2, 3 ... in
 /// creation order, so a child's id is always above its stage's).
@@ -171,6 +175,42 @@ pub struct Note {
     pub at: Timestamp,
 }
 
+/// A service invocation still wanted: its next attempt is due.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingInvocation {
+    /// The invocation.
+    pub invocation: InvocationId,
+    /// The service task's instance.
+    pub instance: InstanceId,
+    /// Its key.
+    pub item: ItemKey,
+    /// Service, input and retry policy.
+    pub request: InvocationRequest,
+    /// The attempt due next (from 1).
+    pub attempt: u32,
+    /// When it may start.
+    pub not_before: Timestamp,
+    /// Why the previous attempt failed, if one did.
+    pub last_error: Option<String>,
+}
+
+/// An open incident: a service invocation that failed for good.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Incident {
+    /// The failed invocation.
+    pub invocation: InvocationId,
+    /// The service task's instance.
+    pub instance: InstanceId,
+    /// Its key.
+    pub item: ItemKey,
+    /// The service.
+    pub service: ServiceName,
+    /// Attempts made.
+    pub attempts: u32,
+    /// What went wrong.
+    pub error: String,
+}
+
 /// A running SLA clock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunningDeadline {
@@ -182,6 +222,9 @@ pub struct RunningDeadline {
     pub instance: Option<InstanceId>,
     /// When it falls due.
     pub due: DeadlineDue,
+    /// Its timer fired and its escalations ran (it is overdue).
+    #[serde(default)]
+    pub escalated: bool,
 }
 
 /// Something that happened, as sentries and deadlines see it.
@@ -255,6 +298,18 @@ pub struct CaseState {
     pub case_exit_latches: Vec<Vec<bool>>,
     /// Set by a reopen: the case then completes or ends only by a person.
     pub reopened: bool,
+    /// Service invocations still wanted.
+    #[serde(default)]
+    pub invocations: Vec<PendingInvocation>,
+    /// Open incidents (failed invocations nobody has retried yet).
+    #[serde(default)]
+    pub incidents: Vec<Incident>,
+    /// The number of the last invocation requested (0: none yet).
+    #[serde(default)]
+    pub last_invocation: u32,
+    /// The priority escalations raised the case to (`None`: normal).
+    #[serde(default)]
+    pub priority: Option<Priority>,
 }
 
 fn latches(sentries: &[Sentry]) -> Vec<Vec<bool>> {
@@ -652,6 +707,7 @@ impl CaseState {
                     item: item.clone(),
                     instance: *instance,
                     due: *due,
+                    escalated: false,
                 });
             }
             CaseEvent::DeadlineMet { deadline, instance }
@@ -659,11 +715,107 @@ impl CaseState {
                 self.deadlines
                     .retain(|d| !(&d.deadline == deadline && d.instance == *instance));
             }
+            CaseEvent::ServiceInvocationRequested {
+                invocation,
+                instance,
+                item,
+                request,
+                not_before,
+            } => {
+                if invocation.0 != self.last_invocation + 1 {
+                    return Err(inconsistent(
+                        event,
+                        format!("expected invocation {}", self.last_invocation + 1),
+                    ));
+                }
+                self.last_invocation = invocation.0;
+                self.invocations.push(PendingInvocation {
+                    invocation: *invocation,
+                    instance: *instance,
+                    item: item.clone(),
+                    request: request.clone(),
+                    attempt: 1,
+                    not_before: *not_before,
+                    last_error: None,
+                });
+            }
+            CaseEvent::ServiceAttemptFailed {
+                invocation,
+                attempt,
+                error,
+                retry_at,
+            } => {
+                let p = self
+                    .invocations
+                    .iter_mut()
+                    .find(|p| p.invocation == *invocation && p.attempt == *attempt)
+                    .ok_or_else(|| inconsistent(event, format!("no pending {invocation}")))?;
+                p.attempt += 1;
+                p.not_before = *retry_at;
+                p.last_error = Some(error.clone());
+            }
+            CaseEvent::ServiceInvocationCompleted { invocation, .. }
+            | CaseEvent::ServiceInvocationCancelled { invocation } => {
+                self.take_invocation(event, *invocation)?;
+            }
+            CaseEvent::ServiceInvocationFailed {
+                invocation,
+                attempt,
+                error,
+            } => {
+                let p = self.take_invocation(event, *invocation)?;
+                self.incidents.push(Incident {
+                    invocation: *invocation,
+                    instance: p.instance,
+                    item: p.item,
+                    service: p.request.service,
+                    attempts: *attempt,
+                    error: error.clone(),
+                });
+            }
+            CaseEvent::DeadlineMissed { deadline, instance } => {
+                let d = self
+                    .deadlines
+                    .iter_mut()
+                    .find(|d| &d.deadline == deadline && d.instance == *instance)
+                    .ok_or_else(|| {
+                        inconsistent(event, format!("deadline {deadline} not running"))
+                    })?;
+                d.escalated = true;
+            }
+            CaseEvent::EscalationNotified { .. } => {}
+            CaseEvent::PriorityRaised { priority, .. } => self.priority = Some(*priority),
+            CaseEvent::IncidentRetried { invocation, .. } => {
+                let before = self.incidents.len();
+                self.incidents.retain(|i| i.invocation != *invocation);
+                if self.incidents.len() == before {
+                    return Err(inconsistent(event, format!("no incident on {invocation}")));
+                }
+            }
         }
         for occ in &occurred {
             self.latch_all(def, occ);
         }
         Ok(occurred)
+    }
+
+    /// Removes a pending invocation (it ended).
+    fn take_invocation(
+        &mut self,
+        event: &CaseEvent,
+        invocation: InvocationId,
+    ) -> Result<PendingInvocation, CaseError> {
+        let at = self
+            .invocations
+            .iter()
+            .position(|p| p.invocation == invocation)
+            .ok_or_else(|| inconsistent(event, format!("no pending {invocation}")))?;
+        Ok(self.invocations.remove(at))
+    }
+
+    /// The pending invocation of a service task instance, if one is wanted.
+    pub fn invocation_of(&self, instance: InstanceId) -> Option<&PendingInvocation> {
+        self.invocations.iter().find(|p| p.instance == instance)
     }
 
     /// Writes a field; returns whether its value changed.

@@ -83,6 +83,34 @@ pub(crate) fn brief(e: &CaseEvent) -> String {
         CaseEvent::DeadlineSet { deadline, .. } => format!("deadline set {deadline}"),
         CaseEvent::DeadlineMet { deadline, .. } => format!("deadline met {deadline}"),
         CaseEvent::DeadlineCancelled { deadline, .. } => format!("deadline cancelled {deadline}"),
+        CaseEvent::ServiceInvocationRequested {
+            invocation,
+            request,
+            ..
+        } => format!("requested {} {invocation}", request.service),
+        CaseEvent::ServiceAttemptFailed {
+            invocation,
+            attempt,
+            ..
+        } => format!("attempt {attempt} of {invocation} failed"),
+        CaseEvent::ServiceInvocationCompleted { invocation, .. } => {
+            format!("{invocation} completed")
+        }
+        CaseEvent::ServiceInvocationFailed { invocation, .. } => format!("{invocation} failed"),
+        CaseEvent::ServiceInvocationCancelled { invocation } => {
+            format!("{invocation} cancelled")
+        }
+        CaseEvent::IncidentRetried { invocation, .. } => format!("{invocation} retried"),
+        CaseEvent::DeadlineMissed { deadline, .. } => format!("deadline missed {deadline}"),
+        CaseEvent::EscalationNotified { roles, .. } => format!(
+            "notified {}",
+            roles
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        CaseEvent::PriorityRaised { priority, .. } => format!("priority {priority:?}"),
     }
 }
 

@@ -795,26 +795,208 @@ service = "gis.locate"
 output = { ward = "ward" }
 "#;
 
+fn outcome_ok(invocation: u32, attempt: u32, out: serde_json::Value) -> CaseCommand {
+    CaseCommand::RecordServiceOutcome {
+        invocation: InvocationId(invocation),
+        attempt,
+        outcome: ServiceOutcome::Completed {
+            output: serde_json::from_value(out).unwrap(),
+        },
+    }
+}
+
+fn outcome_failed(invocation: u32, attempt: u32, retry: bool) -> CaseCommand {
+    CaseCommand::RecordServiceOutcome {
+        invocation: InvocationId(invocation),
+        attempt,
+        outcome: ServiceOutcome::Failed {
+            error: "gazetteer unavailable".into(),
+            retry_at: retry.then_some(crate::log::Timestamp(NOW.0 + 1_000_000)),
+        },
+    }
+}
+
 #[test]
-fn a_service_task_stays_active_until_the_system_completes_or_fails_it() {
-    let g = given(SERVICE).opened(json!({}));
+fn a_service_task_asks_for_its_invocation_and_its_outcome_completes_it() {
+    let g = given(SERVICE);
+    g.when(open(json!({}))).then(&[
+        "case opened",
+        "created locate#1",
+        "activated locate#1",
+        "requested gis.locate inv-1",
+    ]);
+    let g = g.opened(json!({}));
     assert_eq!(g.state().state_of("locate"), Some(ItemState::Active));
+    let pending = &g.state().invocations[0];
+    assert_eq!((pending.attempt, pending.request.max_attempts), (1, 5));
     let system = who(&[SYSTEM_ROLE]);
-    g.when(complete("locate", json!({ "ward": "Bishopsgate" })))
+    // Only the orchestration layer records outcomes.
+    g.when(outcome_ok(1, 1, json!({ "ward": "Bishopsgate" })))
         .then_error(CaseError::Forbidden {
-            action: "complete locate".into(),
+            action: "record a service outcome".into(),
             needed: vec![RoleKey::new(SYSTEM_ROLE)],
         });
-    let then = g.when_as(
-        &system,
-        complete("locate", json!({ "ward": "Bishopsgate" })),
-    );
-    then.then(&["completed locate#1", "case completed"]);
+    let then = g.when_as(&system, outcome_ok(1, 1, json!({ "ward": "Bishopsgate" })));
+    then.then(&["inv-1 completed", "completed locate#1", "case completed"]);
     assert_eq!(
         then.state().case_file.get("ward"),
         Some(&json!("Bishopsgate"))
     );
-    g.when_as(&system, complete("locate", json!({ "beat": "x" })))
+    assert!(then.state().invocations.is_empty());
+    // A stale or repeated report is refused.
+    g.when_as(&system, outcome_ok(1, 2, json!({})))
+        .then_error(CaseError::StaleAttempt {
+            invocation: InvocationId(1),
+            attempt: 2,
+            current: 1,
+        });
+    then.and()
+        .when_as(&system, outcome_ok(1, 1, json!({})))
+        .then_error(CaseError::CaseClosed {
+            status: CaseStatus::Completed,
+        });
+}
+
+#[test]
+fn retries_then_the_last_attempt_fails_the_task_with_an_incident_that_a_retry_resolves() {
+    let toml = SERVICE.replace(
+        "output = { ward = \"ward\" }",
+        "output = { ward = \"ward\" }\nretry = { max_attempts = 2, backoff = \"PT1S\" }",
+    );
+    let g = given(&toml).opened(json!({}));
+    let system = who(&[SYSTEM_ROLE]);
+    let then = g.when_as(&system, outcome_failed(1, 1, true));
+    then.then(&["attempt 1 of inv-1 failed"]);
+    let g = then.and();
+    assert_eq!(g.state().invocations[0].attempt, 2);
+    let then = g.when_as(&system, outcome_failed(1, 2, true));
+    then.then(&["inv-1 failed", "failed locate#1", "case completed"]);
+    // (The case autocompletes: nothing required is left; a required task
+    // keeps it open — see the engine tests.)
+    assert_eq!(then.state().incidents.len(), 1);
+    assert_eq!(then.state().incidents[0].attempts, 2);
+}
+
+#[test]
+fn a_failed_service_task_is_retried_by_its_roles_or_an_administrator() {
+    // A human task keeps the case open while the service task is failed.
+    let toml = format!(
+        "{SERVICE}\n[[activities]]\nkey = \"review\"\nname = \"Review\"\nkind = \"human_task\"\nroles = [\"w\"]\n"
+    );
+    let g = given(&toml).opened(json!({}));
+    let system = who(&[SYSTEM_ROLE]);
+    let g = g.when_as(&system, outcome_failed(1, 1, false)).and();
+    assert_eq!(g.state().state_of("locate"), Some(ItemState::Failed));
+    assert_eq!(g.state().incidents[0].error, "gazetteer unavailable");
+    let retry = CaseCommand::RetryIncident {
+        invocation: InvocationId(1),
+    };
+    g.when(retry.clone()).then_error(CaseError::Forbidden {
+        action: "retry locate".into(),
+        needed: vec![RoleKey::new(SYSTEM_ROLE), RoleKey::new(ADMIN_ROLE)],
+    });
+    let admin = who(&[ADMIN_ROLE]);
+    let then = g.when_as(&admin, retry.clone());
+    then.then(&[
+        "inv-1 retried",
+        "activated locate#1",
+        "requested gis.locate inv-2",
+    ]);
+    assert!(then.state().incidents.is_empty());
+    then.and()
+        .when_as(&admin, retry)
+        .then_error(CaseError::NoIncident {
+            invocation: InvocationId(1),
+        });
+}
+
+#[test]
+fn malformed_output_and_missing_input_fail_the_invocation_with_the_reason_on_the_case() {
+    let g = given(SERVICE).opened(json!({}));
+    let system = who(&[SYSTEM_ROLE]);
+    let then = g.when_as(&system, outcome_ok(1, 1, json!({ "ward": 42 })));
+    then.then(&["inv-1 failed", "failed locate#1", "case completed"]);
+    let error = &then.state().incidents[0].error;
+    assert!(
+        error.starts_with("malformed output: output 'ward'"),
+        "{error}"
+    );
+    let then = g.when_as(&system, outcome_ok(1, 1, json!({ "beat": "x" })));
+    assert!(then.state().incidents[0]
+        .error
+        .contains("'beat' is not an output of service 'gis.locate'"));
+
+    let with_input = r#"
+[[fields]]
+key = "point"
+type = "geo_point"
+[[fields]]
+key = "ward"
+type = "text"
+[[services]]
+name = "gis.locate"
+[services.inputs]
+point = { type = "geo_point", required = true }
+[services.outputs]
+ward = { type = "text" }
+[[activities]]
+key = "locate"
+name = "Locate"
+kind = "service_task"
+service = "gis.locate"
+input = { point = "point" }
+output = { ward = "ward" }
+"#;
+    let g = given(with_input);
+    let then = g.when(open(json!({})));
+    then.then(&[
+        "case opened",
+        "created locate#1",
+        "activated locate#1",
+        "requested gis.locate inv-1",
+        "inv-1 failed",
+        "failed locate#1",
+        "case completed",
+    ]);
+    let incident = &then.state().incidents[0];
+    assert_eq!(incident.attempts, 0);
+    assert!(
+        incident
+            .error
+            .contains("required input 'point' has no value"),
+        "{}",
+        incident.error
+    );
+    let then = g.when(open(json!({ "point": { "lat": 51.2, "lon": 1.1 } })));
+    then.then(&[
+        "case opened",
+        "created locate#1",
+        "activated locate#1",
+        "requested gis.locate inv-1",
+    ]);
+    assert_eq!(
+        then.state().invocations[0].request.input.get("point"),
+        Some(&json!({ "lat": 51.2, "lon": 1.1 }))
+    );
+}
+
+#[test]
+fn only_an_administrator_completes_a_service_task_by_hand_which_cancels_its_invocation() {
+    let g = given(SERVICE).opened(json!({}));
+    let system = who(&[SYSTEM_ROLE]);
+    g.when_as(
+        &system,
+        complete("locate", json!({ "ward": "Bishopsgate" })),
+    )
+    .then_error(CaseError::Forbidden {
+        action: "complete service task locate by hand".into(),
+        needed: vec![RoleKey::new(ADMIN_ROLE)],
+    });
+    let admin = who(&[ADMIN_ROLE]);
+    let then = g.when_as(&admin, complete("locate", json!({ "ward": "Bishopsgate" })));
+    then.then(&["completed locate#1", "inv-1 cancelled", "case completed"]);
+    assert!(then.state().invocations.is_empty());
+    g.when_as(&admin, complete("locate", json!({ "beat": "x" })))
         .then_error(CaseError::InvalidField {
             field: "beat".into(),
             reason: "not a result 'locate' maps into the case file".into(),
@@ -826,7 +1008,7 @@ fn a_service_task_stays_active_until_the_system_completes_or_fails_it() {
             reason: "timeout".into(),
         },
     )
-    .then(&["failed locate#1", "case completed"]);
+    .then(&["failed locate#1", "inv-1 cancelled", "case completed"]);
 }
 
 // ------------------------------------------------------------------ discretionary

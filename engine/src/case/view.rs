@@ -60,6 +60,8 @@ pub struct CaseView {
     pub notes: Vec<Note>,
     /// Running deadlines.
     pub deadlines: Vec<RunningDeadline>,
+    /// Open incidents: service invocations that failed for good.
+    pub incidents: Vec<super::state::Incident>,
 }
 
 impl CaseState {
@@ -127,6 +129,7 @@ impl CaseState {
             entities: self.entities.clone(),
             notes: self.notes.clone(),
             deadlines: self.deadlines.clone(),
+            incidents: self.incidents.clone(),
         })
     }
 }

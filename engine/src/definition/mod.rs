@@ -42,7 +42,7 @@ pub use keys::{
 pub use model::{
     Activity, ActivityKind, CaseDefinition, CasePermissions, Deadline, Escalation, FieldDef,
     FieldSearch, FieldType, FormField, Milestone, MopiGroup, Occurrence, OnPart, ParamDef,
-    Priority, Retention, Sentry, ServiceDef, SlaPeriod, Stage,
+    Priority, Retention, RetryPolicy, Sentry, ServiceDef, SlaPeriod, Stage,
 };
 pub use parse::Format;
 pub use period::{Period, PeriodError, PeriodParts};

@@ -402,6 +402,75 @@ pub struct Activity {
     /// [`CaseDefinition::team`].)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub team: Option<TeamKey>,
+    /// Service task: how its invocations are timed out and retried
+    /// (defaults: [`RetryPolicy`]). (Last, and left out when absent: see
+    /// [`CaseDefinition::team`].)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryPolicy>,
+}
+
+/// How a service task's invocations are timed out and retried. Written
+/// `retry = { max_attempts = 3, timeout = "PT10S", backoff = "PT1S" }`.
+///
+/// Attempt `n` (from 1) that fails with a retryable error is retried after
+/// `backoff * 2^(n-1)`, at most `max_backoff`, with up to a quarter of it
+/// added at random (jitter); after `max_attempts` the activity fails and an
+/// incident is raised.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included (default 5, at most 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// How long one attempt may take (default 30 seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Period>,
+    /// The wait before the first retry (default 1 second).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<Period>,
+    /// The longest wait between attempts (default 5 minutes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_backoff: Option<Period>,
+}
+
+impl RetryPolicy {
+    /// Attempts when a policy does not say.
+    pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+    /// Most attempts a policy may ask for.
+    pub const MAX_ATTEMPTS_LIMIT: u32 = 100;
+    /// Timeout of one attempt when a policy does not say.
+    pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+    /// First backoff when a policy does not say.
+    pub const DEFAULT_BACKOFF: std::time::Duration = std::time::Duration::from_secs(1);
+    /// Longest backoff when a policy does not say.
+    pub const DEFAULT_MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(300);
+
+    /// The attempts in force.
+    pub fn attempts(&self) -> u32 {
+        self.max_attempts.unwrap_or(Self::DEFAULT_MAX_ATTEMPTS)
+    }
+
+    /// The timeout of one attempt in force.
+    pub fn attempt_timeout(&self) -> std::time::Duration {
+        period_or(&self.timeout, Self::DEFAULT_TIMEOUT)
+    }
+
+    /// The first backoff in force.
+    pub fn first_backoff(&self) -> std::time::Duration {
+        period_or(&self.backoff, Self::DEFAULT_BACKOFF)
+    }
+
+    /// The longest backoff in force.
+    pub fn longest_backoff(&self) -> std::time::Duration {
+        period_or(&self.max_backoff, Self::DEFAULT_MAX_BACKOFF)
+    }
+}
+
+fn period_or(p: &Option<Period>, default: std::time::Duration) -> std::time::Duration {
+    p.as_ref()
+        .and_then(Period::duration)
+        .and_then(|d| std::time::Duration::try_from(d).ok())
+        .unwrap_or(default)
 }
 
 /// A container of plan items.

@@ -476,7 +476,17 @@ impl<'a> Validator<'a> {
         }
         if a.kind == ActivityKind::ServiceTask {
             self.service_task(path, a);
+            if let Some(r) = &a.retry {
+                self.retry(&format!("{path}.retry"), r);
+            }
         } else {
+            if a.retry.is_some() {
+                self.push(
+                    format!("{path}.retry"),
+                    ProblemKind::Invalid,
+                    "only a service task has a retry policy",
+                );
+            }
             if a.service.is_some() {
                 self.push(
                     format!("{path}.service"),
@@ -532,6 +542,43 @@ impl<'a> Validator<'a> {
         self.sentries(path, &a.key, &a.entry, &a.exit);
         for (i, d) in a.deadlines.iter().enumerate() {
             self.deadline(&format!("{path}.deadlines[{i}]"), d, Some(&a.key));
+        }
+    }
+
+    fn retry(&mut self, path: &str, r: &crate::definition::RetryPolicy) {
+        use crate::definition::RetryPolicy;
+        if let Some(n) = r.max_attempts {
+            if n == 0 || n > RetryPolicy::MAX_ATTEMPTS_LIMIT {
+                self.push(
+                    format!("{path}.max_attempts"),
+                    ProblemKind::Invalid,
+                    format!(
+                        "max_attempts must be from 1 to {}",
+                        RetryPolicy::MAX_ATTEMPTS_LIMIT
+                    ),
+                );
+            }
+        }
+        for (name, p) in [
+            ("timeout", &r.timeout),
+            ("backoff", &r.backoff),
+            ("max_backoff", &r.max_backoff),
+        ] {
+            if let Some(p) = p {
+                let ok = p
+                    .duration()
+                    .is_some_and(|d| d.is_positive() && d <= time::Duration::days(1));
+                if !ok {
+                    self.push(
+                        format!("{path}.{name}"),
+                        ProblemKind::Invalid,
+                        format!(
+                            "'{}' is not a fixed period from a moment to a day (e.g. PT30S)",
+                            p.as_str()
+                        ),
+                    );
+                }
+            }
         }
     }
 

@@ -120,6 +120,15 @@ pub enum EngineError {
     /// The projection store failed (projections are derived; the log is intact).
     #[error(transparent)]
     Projection(#[from] crate::projection::ProjectionError),
+    /// A definition declares a service this engine runs in process with
+    /// another contract than the registered service's (refused at deploy).
+    #[error("service '{service}' does not match the registered service: {}", problems.iter().map(|(p, m)| format!("{p}: {m}")).collect::<Vec<_>>().join("; "))]
+    ServiceContractMismatch {
+        /// The service.
+        service: String,
+        /// Each difference: its path in the definition and what is wrong.
+        problems: Vec<(String, String)>,
+    },
 }
 
 impl EngineError {
@@ -177,6 +186,9 @@ impl EngineError {
             EngineError::StoredDefinitionChanged { .. }
             | EngineError::InvalidStoredCalendar { .. } => ErrorKind::Internal,
             EngineError::Projection(e) => e.kind(),
+            EngineError::ServiceContractMismatch { problems, .. } => ErrorKind::InvalidArgument {
+                paths: problems.iter().map(|(p, _)| p.clone()).collect(),
+            },
         }
     }
 }

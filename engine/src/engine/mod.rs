@@ -44,8 +44,12 @@ use crate::recent::Recent;
 use crate::security::{Classification, Principal};
 use crate::time::{Clock, Timestamp};
 
-/// The role that may deploy case definitions.
-pub const ADMIN_ROLE: &str = "administrator";
+/// How long [`Engine::shutdown`] waits for invocations in flight.
+pub const DISPATCHER_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The role that may deploy case definitions (and complete a service task
+/// by hand, with a reason).
+pub const ADMIN_ROLE: &str = crate::case::ADMIN_ROLE;
 
 /// Engine settings.
 #[derive(Debug, Clone)]
@@ -74,6 +78,11 @@ pub struct EngineConfig {
     /// `recorded` stamp. Default [`crate::time::SystemClock`]; tests use a
     /// [`crate::time::ManualClock`] or [`crate::time::TokioClock`].
     pub clock: Arc<dyn Clock>,
+    /// Business services run in process for service tasks, each enabled for
+    /// every tenant or some (see [`crate::orchestration`]). A service a
+    /// definition declares that is not registered here is left to external
+    /// job workers. Default: none.
+    pub services: crate::orchestration::ServiceRegistry,
 }
 
 impl Default for EngineConfig {
@@ -85,6 +94,7 @@ impl Default for EngineConfig {
             projections: Vec::new(),
             projection_batch: crate::projection::DEFAULT_BATCH_SIZE,
             clock: crate::time::system_clock(),
+            services: crate::orchestration::ServiceRegistry::new(),
         }
     }
 }
@@ -197,6 +207,38 @@ pub struct CaseOutcome {
     pub position: Option<GlobalPosition>,
 }
 
+/// Completing a service task by hand (instead of its service) is an
+/// administrator's override: the reason must be recorded.
+fn check_hand_completion(
+    def: &CaseDefinition,
+    command: &CaseCommand,
+    context: &CommandContext,
+) -> Result<(), EngineError> {
+    let CaseCommand::Complete { item, .. } = command else {
+        return Ok(());
+    };
+    let is_service_task = matches!(
+        def.item(item.key.as_str()).map(|e| e.item),
+        Some(crate::definition::PlanItem::Activity(a))
+            if a.kind == crate::definition::ActivityKind::ServiceTask
+    );
+    let has_reason = context
+        .reason
+        .as_deref()
+        .is_some_and(|r| !r.trim().is_empty());
+    if is_service_task && !has_reason {
+        return Err(crate::case::CaseError::InvalidCommand {
+            reason: format!(
+                "completing service task '{}' by hand needs a reason \
+                 (CommandContext::because)",
+                item.key
+            ),
+        }
+        .into());
+    }
+    Ok(())
+}
+
 /// "Above your clearance" and "another tenant's" must look exactly like
 /// "does not exist": the error names only what the caller asked for.
 fn conceal(error: EngineError, principal: &Principal, case_id: &str) -> EngineError {
@@ -302,7 +344,13 @@ pub struct Engine {
     inner: Arc<Inner>,
 }
 
-struct Inner {
+/// The running dispatcher: its stop signal and task.
+type DispatcherSlot = Option<(
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+)>;
+
+pub(crate) struct Inner {
     store: Arc<dyn EventStore>,
     log: Option<LogStore>,
     snapshots: Arc<dyn SnapshotStore>,
@@ -315,6 +363,10 @@ struct Inner {
     started: AtomicBool,
     /// [`Engine::shutdown`] has begun: no more commands.
     stopped: AtomicBool,
+    /// Pending service invocations (fed by the orchestration projection).
+    hub: Arc<crate::orchestration::Hub>,
+    /// The dispatcher, once started.
+    dispatcher: Mutex<DispatcherSlot>,
 }
 
 impl Engine {
@@ -401,6 +453,7 @@ impl Engine {
         projections: queries::ProjectionSlot,
         config: EngineConfig,
     ) -> Self {
+        let hub = crate::orchestration::Hub::new(config.services.clone());
         Engine {
             inner: Arc::new(Inner {
                 store,
@@ -413,6 +466,8 @@ impl Engine {
                 config,
                 started: AtomicBool::new(false),
                 stopped: AtomicBool::new(false),
+                hub,
+                dispatcher: Mutex::new(None),
             }),
         }
     }
@@ -427,7 +482,76 @@ impl Engine {
         self.check_running()?;
         self.start_projections()?;
         self.inner.started.store(true, Ordering::Release);
+        let mut slot = self
+            .inner
+            .dispatcher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let task = tokio::spawn(crate::orchestration::dispatcher::run(
+                Arc::downgrade(&self.inner),
+                Arc::clone(&self.inner.hub),
+                stopped,
+            ));
+            *slot = Some((stop, task));
+        }
         Ok(())
+    }
+
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Self {
+        Engine { inner }
+    }
+
+    /// Whether the case's state kept in memory (after a recent command)
+    /// waits for this attempt of an invocation. `false` says nothing (no
+    /// state kept, or an older one): load the case to know.
+    pub(crate) fn cached_wants(
+        &self,
+        tenant: &TenantId,
+        case_id: &str,
+        invocation: crate::case::InvocationId,
+        attempt: u32,
+    ) -> bool {
+        let Ok(stream) = crate::streams::case(tenant, case_id) else {
+            return false;
+        };
+        let mut states = self.inner.states.lock().unwrap_or_else(|p| p.into_inner());
+        states.get(&stream).is_some_and(|(_, _, state)| {
+            state
+                .invocations
+                .iter()
+                .any(|p| p.invocation == invocation && p.attempt == attempt)
+        })
+    }
+
+    pub(crate) fn hub(&self) -> &crate::orchestration::Hub {
+        &self.inner.hub
+    }
+
+    pub(crate) fn hub_arc(&self) -> Arc<crate::orchestration::Hub> {
+        Arc::clone(&self.inner.hub)
+    }
+
+    /// Stops the dispatcher: no new invocations; those in flight get up to
+    /// [`DISPATCHER_DRAIN`] to finish and record their outcomes (the rest
+    /// are invoked again after the next start).
+    async fn stop_dispatcher(&self) {
+        let taken = self
+            .inner
+            .dispatcher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some((stop, mut task)) = taken {
+            let _ = stop.send(true);
+            if tokio::time::timeout(DISPATCHER_DRAIN, &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+            }
+        }
     }
 
     /// Starts the engine, runs until `shutdown` completes (e.g.
@@ -449,6 +573,7 @@ impl Engine {
     /// Errors: a flush or close that failed (what was acknowledged is in
     /// the log regardless).
     pub async fn shutdown(&self) -> Result<(), EngineError> {
+        self.stop_dispatcher().await;
         self.inner.stopped.store(true, Ordering::Release);
         self.close_projections().await?;
         if let Some(log) = &self.inner.log {
@@ -456,6 +581,36 @@ impl Engine {
         }
         if let Some(s) = &self.inner.sled_snapshots {
             s.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Every service the definition declares that runs in process for the
+    /// tenant must be declared with the registered service's contract.
+    fn check_service_contracts(
+        &self,
+        tenant: &TenantId,
+        def: &CaseDefinition,
+    ) -> Result<(), EngineError> {
+        for (i, declared) in def.services.iter().enumerate() {
+            let Some(service) = self
+                .inner
+                .hub
+                .registry()
+                .find(tenant, declared.name.as_str())
+            else {
+                continue;
+            };
+            let problems = service.contract().mismatches(declared);
+            if !problems.is_empty() {
+                return Err(EngineError::ServiceContractMismatch {
+                    service: declared.name.to_string(),
+                    problems: problems
+                        .into_iter()
+                        .map(|(p, m)| (format!("services[{i}].{p}"), m))
+                        .collect(),
+                });
+            }
         }
         Ok(())
     }
@@ -524,6 +679,7 @@ impl Engine {
             ));
         }
         let def = CaseDefinition::parse(source, format)?;
+        self.check_service_contracts(&principal.tenant, &def)?;
         let key = def.key.as_str().to_string();
         let fingerprint = def.fingerprint();
         let stream = crate::streams::definition(&principal.tenant, &key)?;
@@ -807,6 +963,7 @@ impl Engine {
                 return Ok(outcome);
             }
             let loaded = self.load_stream(&stream, case_id, true).await?;
+            check_hand_completion(&loaded.definition, &command, &context)?;
             let events = decide(
                 &loaded.definition,
                 &loaded.state,

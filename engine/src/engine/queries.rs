@@ -109,6 +109,9 @@ impl Engine {
         }
         let resolver = Arc::new(EngineDefinitions(Arc::downgrade(&self.inner)));
         let mut projections = builtin::projections(resolver);
+        projections.push(Arc::new(
+            crate::orchestration::pending::OrchestrationProjection::new(self.hub_arc()),
+        ));
         projections.extend(self.inner.config.projections.iter().cloned());
         let batch = self.inner.config.projection_batch;
         let host = match &slot.dir {
@@ -206,6 +209,23 @@ impl Engine {
             }
             Err(e) => Err(QueryError::Corrupt(e.to_string())),
         }
+    }
+
+    /// The open incidents of the principal's tenant (service invocations
+    /// that failed for good and wait for `CaseCommand::RetryIncident`),
+    /// those on cases within their clearance.
+    ///
+    /// Errors: consistency errors ([`QueryError::Timeout`],
+    /// [`QueryError::Faulted`]); [`QueryError::Corrupt`].
+    pub async fn incidents(
+        &self,
+        principal: &Principal,
+        consistency: Consistency,
+    ) -> Result<Vec<crate::orchestration::pending::IncidentEntry>, QueryError> {
+        let gen = self
+            .read_tree(crate::orchestration::pending::NAME, principal, consistency)
+            .await?;
+        crate::orchestration::pending::incidents(&gen.rows, principal)
     }
 
     /// A case's history in human terms, oldest first.

@@ -172,6 +172,44 @@ fn describe(def: &CaseDefinition, event: &CaseEvent) -> String {
         CaseEvent::DeadlineCancelled { deadline, .. } => {
             format!("Deadline {deadline} no longer applies")
         }
+        CaseEvent::ServiceInvocationRequested {
+            invocation,
+            item,
+            request,
+            ..
+        } => format!("{item} asked {} ({invocation})", request.service),
+        CaseEvent::ServiceAttemptFailed {
+            invocation,
+            attempt,
+            error,
+            retry_at,
+        } => format!("Attempt {attempt} of {invocation} failed: {error}; retry at {retry_at}"),
+        CaseEvent::ServiceInvocationCompleted {
+            invocation,
+            attempt,
+            ..
+        } => format!("{invocation} answered (attempt {attempt})"),
+        CaseEvent::ServiceInvocationFailed {
+            invocation, error, ..
+        } => format!("Incident: {invocation} failed: {error}"),
+        CaseEvent::ServiceInvocationCancelled { invocation } => {
+            format!("{invocation} no longer wanted")
+        }
+        CaseEvent::IncidentRetried { invocation, by } => {
+            format!("Incident on {invocation} retried by {by}")
+        }
+        CaseEvent::DeadlineMissed { deadline, .. } => format!("Deadline {deadline} missed"),
+        CaseEvent::EscalationNotified { deadline, roles } => format!(
+            "Deadline {deadline} escalated to {}",
+            roles
+                .iter()
+                .map(|r| r.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        CaseEvent::PriorityRaised { priority, deadline } => {
+            format!("Priority raised to {priority:?} (deadline {deadline})")
+        }
     }
 }
 

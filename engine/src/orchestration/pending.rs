@@ -1,0 +1,473 @@
+//! The `orchestration` projection: which service invocations are pending,
+//! kept in its own rows by the projection runner (the same subscription,
+//! batching and checkpoints as every read model), and handed to the
+//! hub (`hub.rs`) once each batch has landed.
+//!
+//! It also keeps the running deadlines' timers (a deadline's `DeadlineSet`
+//! starts one; met, cancelled or missed ends it) and the tenant's
+//! working-day calendar, which turns a deadline of N working days into an
+//! instant (a calendar change re-times the running ones), and the open
+//! incidents that [`crate::Engine::incidents`] lists.
+//!
+//! Rows (values MessagePack): `j<case id>\0<invocation, 4 bytes BE>` -> the
+//! pending job; `t<case id>\0<deadline>\0<instance, 4 bytes BE>` -> a
+//! running timer; `x<case id>\0<invocation>` -> an open incident; `c` -> the
+//! calendar. A handler made from the rows (at start, after a restart or a
+//! failed commit) gives the hub every pending job and timer it finds, so
+//! work survives restarts and overdue timers fire once; the dispatcher's
+//! commands are refused by a case that no longer waits, so work reported
+//! twice (a rebuild) costs a look-up.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::hub::{Hub, JobKey, PendingJob, TimerKey};
+use crate::calendar::{CalendarEvent, WorkingCalendar};
+use crate::case::{CaseEvent, InvocationId};
+use crate::log::codec::DomainEvent;
+use crate::log::RecordedEvent;
+use crate::projection::{Changes, Handler, HandlerError, Projection, Rows};
+
+/// The projection's name.
+pub const NAME: &str = "orchestration";
+
+const P_JOB: u8 = b'j';
+const P_INCIDENT: u8 = b'x';
+const P_TIMER: u8 = b't';
+const CALENDAR_KEY: &[u8] = b"c";
+
+/// A running deadline's timer as stored.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct TimerRow {
+    tenant: crate::log::TenantId,
+    case_id: String,
+    deadline: crate::definition::DeadlineKey,
+    instance: Option<crate::case::InstanceId>,
+    due: crate::case::DeadlineDue,
+}
+
+impl TimerRow {
+    fn key(&self) -> TimerKey {
+        TimerKey {
+            tenant: self.tenant.clone(),
+            case_id: self.case_id.clone(),
+            deadline: self.deadline.clone(),
+            instance: self.instance,
+        }
+    }
+
+    fn due_at(&self, calendar: &WorkingCalendar) -> crate::log::Timestamp {
+        match self.due {
+            crate::case::DeadlineDue::At { due } => due,
+            crate::case::DeadlineDue::WorkingDays { days, from } => {
+                calendar.add_working_days(from, days)
+            }
+        }
+    }
+}
+
+fn timer_key(
+    case_id: &str,
+    deadline: &crate::definition::DeadlineKey,
+    instance: Option<crate::case::InstanceId>,
+) -> Vec<u8> {
+    let mut k = Vec::with_capacity(case_id.len() + deadline.as_str().len() + 7);
+    k.push(P_TIMER);
+    k.extend_from_slice(case_id.as_bytes());
+    k.push(0);
+    k.extend_from_slice(deadline.as_str().as_bytes());
+    k.push(0);
+    k.extend_from_slice(&instance.map_or(u32::MAX, |i| i.0).to_be_bytes());
+    k
+}
+
+/// An open incident as the `orchestration` projection holds it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct IncidentEntry {
+    /// The case.
+    pub case_id: String,
+    /// The failed invocation.
+    pub invocation: InvocationId,
+    /// The service task.
+    pub item: crate::definition::ItemKey,
+    /// The service.
+    pub service: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// What went wrong.
+    pub error: String,
+    /// When it failed.
+    pub at: crate::log::Timestamp,
+    /// The case's classification then (readers must be cleared for it).
+    pub classification: crate::security::Classification,
+}
+
+fn incident_key(case_id: &str, invocation: InvocationId) -> Vec<u8> {
+    let mut k = job_key(case_id, invocation);
+    k[0] = P_INCIDENT;
+    k
+}
+
+/// The open incidents in a tenant's `orchestration` rows, oldest case
+/// first, that `principal` is cleared for.
+pub(crate) fn incidents(
+    rows: &Rows,
+    principal: &crate::security::Principal,
+) -> Result<Vec<IncidentEntry>, crate::projection::QueryError> {
+    let mut out = Vec::new();
+    for row in rows.scan_prefix(&[P_INCIDENT]) {
+        let (_, value) = row?;
+        let entry: IncidentEntry = rmp_serde::from_slice(&value)
+            .map_err(|e| crate::projection::QueryError::Corrupt(format!("stored incident: {e}")))?;
+        if principal.may_see(entry.classification) {
+            out.push(entry);
+        }
+    }
+    Ok(out)
+}
+
+fn job_key(case_id: &str, invocation: InvocationId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(case_id.len() + 6);
+    k.push(P_JOB);
+    k.extend_from_slice(case_id.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&invocation.0.to_be_bytes());
+    k
+}
+
+/// See the module docs.
+pub(crate) struct OrchestrationProjection {
+    hub: Arc<Hub>,
+}
+
+impl OrchestrationProjection {
+    pub(crate) fn new(hub: Arc<Hub>) -> Self {
+        OrchestrationProjection { hub }
+    }
+}
+
+impl Projection for OrchestrationProjection {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn version(&self) -> u32 {
+        1
+    }
+
+    fn handler(&self, rows: Rows) -> Box<dyn Handler> {
+        // Nothing is in flight for a new handler: reading now is allowed.
+        for row in rows.scan_prefix(&[P_JOB]) {
+            let Ok((_, value)) = row else { continue };
+            if let Ok(job) = rmp_serde::from_slice::<PendingJob>(&value) {
+                self.hub.update(job.key(), Some(job));
+            }
+        }
+        let calendar: WorkingCalendar = rows
+            .get(CALENDAR_KEY)
+            .ok()
+            .flatten()
+            .and_then(|v| rmp_serde::from_slice(&v).ok())
+            .unwrap_or_default();
+        let mut working_day_timers = BTreeMap::new();
+        for row in rows.scan_prefix(&[P_TIMER]) {
+            let Ok((key, value)) = row else { continue };
+            if let Ok(timer) = rmp_serde::from_slice::<TimerRow>(&value) {
+                self.hub
+                    .update_timer(timer.key(), Some(timer.due_at(&calendar)));
+                if matches!(timer.due, crate::case::DeadlineDue::WorkingDays { .. }) {
+                    working_day_timers.insert(key, timer);
+                }
+            }
+        }
+        Box::new(PendingHandler {
+            rows,
+            hub: Arc::clone(&self.hub),
+            batch: BTreeMap::new(),
+            incidents: BTreeMap::new(),
+            timers: BTreeMap::new(),
+            calendar,
+            calendar_changed: false,
+            working_day_timers,
+            written: None,
+            in_flight: VecDeque::new(),
+        })
+    }
+}
+
+type Batch = BTreeMap<Vec<u8>, (JobKey, Option<PendingJob>)>;
+
+/// What a batch tells the hub once it has landed.
+#[derive(Default)]
+struct Landed {
+    jobs: Batch,
+    timers: Vec<(TimerKey, Option<crate::log::Timestamp>)>,
+}
+
+struct PendingHandler {
+    rows: Rows,
+    hub: Arc<Hub>,
+    /// The batch in progress: row key -> the job's latest state.
+    batch: Batch,
+    /// Incident rows changed in the batch in progress.
+    incidents: BTreeMap<Vec<u8>, Option<IncidentEntry>>,
+    /// Timer rows changed in the batch in progress.
+    timers: BTreeMap<Vec<u8>, (TimerKey, Option<TimerRow>)>,
+    /// The tenant's working-day calendar (as of the batch in progress).
+    calendar: WorkingCalendar,
+    /// The batch changed the calendar.
+    calendar_changed: bool,
+    /// Running working-day timers (re-timed when the calendar changes), as
+    /// of the batch in progress.
+    working_day_timers: BTreeMap<Vec<u8>, TimerRow>,
+    /// Written but not yet queued.
+    written: Option<Landed>,
+    /// Queued commits, oldest first, for the hub once they land.
+    in_flight: VecDeque<Landed>,
+}
+
+impl PendingHandler {
+    async fn current(&self, key: &[u8]) -> Result<Option<PendingJob>, HandlerError> {
+        if let Some((_, job)) = self.batch.get(key) {
+            return Ok(job.clone());
+        }
+        if let Some(b) = self.in_flight.iter().rev().find_map(|b| b.jobs.get(key)) {
+            return Ok(b.1.clone());
+        }
+        self.rows.settled().await?;
+        match self.rows.get(key)? {
+            None => Ok(None),
+            Some(v) => rmp_serde::from_slice(&v)
+                .map(Some)
+                .map_err(|e| HandlerError::decode("stored pending job", e)),
+        }
+    }
+}
+
+fn relevant(event_type: &str) -> bool {
+    matches!(
+        event_type,
+        "ServiceInvocationRequested"
+            | "ServiceAttemptFailed"
+            | "ServiceInvocationCompleted"
+            | "ServiceInvocationFailed"
+            | "ServiceInvocationCancelled"
+            | "IncidentRetried"
+            | "DeadlineSet"
+            | "DeadlineMet"
+            | "DeadlineCancelled"
+            | "DeadlineMissed"
+    )
+}
+
+#[async_trait]
+impl Handler for PendingHandler {
+    async fn apply(&mut self, event: &RecordedEvent) -> Result<(), HandlerError> {
+        if event.stream.category() == crate::calendar::CATEGORY {
+            let what = || format!("calendar event at {}", event.position);
+            let decoded =
+                CalendarEvent::from_recorded(event).map_err(|e| HandlerError::decode(what(), e))?;
+            self.calendar = WorkingCalendar::from_event(&decoded)
+                .map_err(|e| HandlerError::decode(what(), e))?;
+            self.calendar_changed = true;
+            return Ok(());
+        }
+        if event.stream.category() != crate::streams::CASE || !relevant(&event.event_type) {
+            return Ok(());
+        }
+        let decoded = CaseEvent::from_recorded(event)
+            .map_err(|e| HandlerError::decode(format!("case event at {}", event.position), e))?;
+        let case_id = event.stream.id();
+        let tenant = event.stream.tenant().clone();
+        let key_of = |invocation| JobKey {
+            tenant: tenant.clone(),
+            case_id: case_id.to_string(),
+            invocation,
+        };
+        match decoded {
+            CaseEvent::ServiceInvocationRequested {
+                invocation,
+                item,
+                request,
+                not_before,
+                ..
+            } => {
+                let job = PendingJob {
+                    tenant: tenant.clone(),
+                    case_id: case_id.to_string(),
+                    invocation,
+                    item,
+                    request,
+                    attempt: 1,
+                    not_before,
+                    classification: event.metadata.classification,
+                };
+                self.batch.insert(
+                    job_key(case_id, invocation),
+                    (key_of(invocation), Some(job)),
+                );
+            }
+            CaseEvent::ServiceAttemptFailed {
+                invocation,
+                attempt,
+                retry_at,
+                ..
+            } => {
+                let row = job_key(case_id, invocation);
+                if let Some(mut job) = self.current(&row).await? {
+                    job.attempt = attempt + 1;
+                    job.not_before = retry_at;
+                    self.batch.insert(row, (key_of(invocation), Some(job)));
+                }
+            }
+            CaseEvent::ServiceInvocationFailed {
+                invocation,
+                attempt,
+                error,
+            } => {
+                let row = job_key(case_id, invocation);
+                if let Some(job) = self.current(&row).await? {
+                    let entry = IncidentEntry {
+                        case_id: case_id.to_string(),
+                        invocation,
+                        item: job.item,
+                        service: job.request.service.to_string(),
+                        attempts: attempt,
+                        error,
+                        at: event.recorded,
+                        classification: event.metadata.classification,
+                    };
+                    self.incidents
+                        .insert(incident_key(case_id, invocation), Some(entry));
+                }
+                self.batch.insert(row, (key_of(invocation), None));
+            }
+            CaseEvent::DeadlineSet {
+                deadline,
+                instance,
+                due,
+                ..
+            } => {
+                let row = timer_key(case_id, &deadline, instance);
+                let timer = TimerRow {
+                    tenant: tenant.clone(),
+                    case_id: case_id.to_string(),
+                    deadline,
+                    instance,
+                    due,
+                };
+                if matches!(due, crate::case::DeadlineDue::WorkingDays { .. }) {
+                    self.working_day_timers.insert(row.clone(), timer.clone());
+                }
+                self.timers.insert(row, (timer.key(), Some(timer)));
+            }
+            CaseEvent::DeadlineMet { deadline, instance }
+            | CaseEvent::DeadlineCancelled { deadline, instance }
+            | CaseEvent::DeadlineMissed { deadline, instance } => {
+                let row = timer_key(case_id, &deadline, instance);
+                self.working_day_timers.remove(&row);
+                let key = TimerKey {
+                    tenant: tenant.clone(),
+                    case_id: case_id.to_string(),
+                    deadline,
+                    instance,
+                };
+                self.timers.insert(row, (key, None));
+            }
+            CaseEvent::IncidentRetried { invocation, .. } => {
+                self.incidents
+                    .insert(incident_key(case_id, invocation), None);
+            }
+            CaseEvent::ServiceInvocationCompleted { invocation, .. }
+            | CaseEvent::ServiceInvocationCancelled { invocation } => {
+                self.batch
+                    .insert(job_key(case_id, invocation), (key_of(invocation), None));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, changes: &mut Changes) -> Result<(), HandlerError> {
+        let batch = std::mem::take(&mut self.batch);
+        for (row, (_, job)) in &batch {
+            match job {
+                Some(job) => {
+                    let bytes = rmp_serde::to_vec_named(job)
+                        .map_err(|e| HandlerError::other(e.to_string()))?;
+                    changes.insert(row, bytes)?;
+                }
+                None => changes.remove(row)?,
+            }
+        }
+        for (row, entry) in std::mem::take(&mut self.incidents) {
+            match entry {
+                Some(entry) => {
+                    let bytes = rmp_serde::to_vec_named(&entry)
+                        .map_err(|e| HandlerError::other(e.to_string()))?;
+                    changes.insert(&row, bytes)?;
+                }
+                None => changes.remove(&row)?,
+            }
+        }
+        let mut landed = Landed {
+            jobs: batch,
+            timers: Vec::new(),
+        };
+        for (row, (key, timer)) in std::mem::take(&mut self.timers) {
+            match timer {
+                Some(timer) => {
+                    let bytes = rmp_serde::to_vec_named(&timer)
+                        .map_err(|e| HandlerError::other(e.to_string()))?;
+                    changes.insert(&row, bytes)?;
+                    landed
+                        .timers
+                        .push((timer.key(), Some(timer.due_at(&self.calendar))));
+                }
+                None => {
+                    changes.remove(&row)?;
+                    landed.timers.push((key, None));
+                }
+            }
+        }
+        if std::mem::take(&mut self.calendar_changed) {
+            let bytes = rmp_serde::to_vec_named(&self.calendar)
+                .map_err(|e| HandlerError::other(e.to_string()))?;
+            changes.insert(CALENDAR_KEY, bytes)?;
+            for timer in self.working_day_timers.values() {
+                landed
+                    .timers
+                    .push((timer.key(), Some(timer.due_at(&self.calendar))));
+            }
+        }
+        self.written = Some(landed);
+        Ok(())
+    }
+
+    fn queued(&mut self) {
+        if let Some(b) = self.written.take() {
+            self.in_flight.push_back(b);
+        }
+    }
+
+    fn committed(&mut self) {
+        if let Some(landed) = self.in_flight.pop_front() {
+            for (_, (key, job)) in landed.jobs {
+                self.hub.update(key, job);
+            }
+            for (key, due) in landed.timers {
+                self.hub.update_timer(key, due);
+            }
+        }
+    }
+
+    fn discarded(&mut self) {
+        self.batch.clear();
+        self.incidents.clear();
+        self.timers.clear();
+        self.calendar_changed = false;
+        self.written = None;
+    }
+}

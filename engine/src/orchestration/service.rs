@@ -1,0 +1,340 @@
+//! Business services: the [`BusinessService`] plugin trait, its declared
+//! [`ServiceContract`], the [`ServiceError`] that says whether to retry, and
+//! the [`ServiceRegistry`] an engine is configured with.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::case::InvocationId;
+use crate::definition::{FieldType, ItemKey, ParamDef, ServiceDef};
+use crate::error::ErrorKind;
+use crate::log::{TenantId, Timestamp};
+
+/// A service's input or output: parameter (or result) name -> JSON value.
+pub type ServiceValues = BTreeMap<String, serde_json::Value>;
+
+/// A business service the engine invokes for service tasks: GIS lookups,
+/// risk scoring, notifications, a force's own systems.
+///
+/// Object safe, so an engine holds `Arc<dyn BusinessService>`. Register one
+/// with [`ServiceRegistry`] on [`crate::engine::EngineConfig::services`];
+/// a definition that declares a service of the same name must declare the
+/// same contract (checked at deploy). Invocations are **at least once**: a
+/// crash between the call and the recording of its outcome calls again with
+/// the same [`ServiceContext::idempotency_key`], so a service with side
+/// effects should deduplicate on it. The outcome is recorded exactly once.
+///
+/// `invoke` runs on the engine's Tokio runtime: it must not block (use
+/// async I/O, or `spawn_blocking` for blocking work).
+///
+/// ```
+/// use casebook::orchestration::{
+///     BusinessService, ServiceContext, ServiceContract, ServiceError, ServiceValues,
+/// };
+/// use casebook::definition::FieldType;
+/// use casebook::rules::serde_json::json;
+///
+/// struct Thrive;
+///
+/// #[casebook::orchestration::async_trait]
+/// impl BusinessService for Thrive {
+///     fn name(&self) -> &str {
+///         "risk.thrive"
+///     }
+///     fn contract(&self) -> ServiceContract {
+///         ServiceContract::new()
+///             .input("vulnerable", FieldType::Boolean, true)
+///             .output("risk", FieldType::Text)
+///     }
+///     async fn invoke(
+///         &self,
+///         _ctx: &ServiceContext,
+///         input: ServiceValues,
+///     ) -> Result<ServiceValues, ServiceError> {
+///         let vulnerable = input
+///             .get("vulnerable")
+///             .and_then(|v| v.as_bool())
+///             .ok_or_else(|| ServiceError::permanent("vulnerable must be a boolean"))?;
+///         let risk = if vulnerable { "high" } else { "standard" };
+///         Ok([("risk".to_string(), json!(risk))].into())
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait BusinessService: Send + Sync + 'static {
+    /// The service's name, as definitions' `[[services]]` name it, e.g.
+    /// `gis.locate`.
+    fn name(&self) -> &str;
+
+    /// What it accepts and returns.
+    fn contract(&self) -> ServiceContract;
+
+    /// Performs one attempt. Return [`ServiceError::Retryable`] for what may
+    /// succeed later (a timeout, an unavailable system) and
+    /// [`ServiceError::Permanent`] for what never will (bad input).
+    async fn invoke(
+        &self,
+        ctx: &ServiceContext,
+        input: ServiceValues,
+    ) -> Result<ServiceValues, ServiceError>;
+}
+
+impl fmt::Debug for dyn BusinessService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BusinessService({})", self.name())
+    }
+}
+
+/// What an attempt is about.
+#[derive(Debug, Clone)]
+pub struct ServiceContext {
+    /// The case's tenant (a service configured per tenant looks itself up by it).
+    pub tenant: TenantId,
+    /// The case.
+    pub case_id: String,
+    /// The service task.
+    pub item: ItemKey,
+    /// The invocation (numbered within the case).
+    pub invocation: InvocationId,
+    /// The attempt, from 1.
+    pub attempt: u32,
+    /// The same for every attempt of this invocation and across restarts:
+    /// `<tenant>/<case>/<invocation>`.
+    pub idempotency_key: String,
+    /// When the engine gives up on this attempt.
+    pub deadline: Timestamp,
+}
+
+/// Why an attempt failed, and whether trying again may help.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServiceError {
+    /// It may succeed later: the engine retries with backoff.
+    #[error("retryable: {0}")]
+    Retryable(String),
+    /// It never will: the invocation fails and an incident is raised.
+    #[error("permanent: {0}")]
+    Permanent(String),
+}
+
+impl ServiceError {
+    /// A retryable error.
+    pub fn retryable(message: impl Into<String>) -> Self {
+        ServiceError::Retryable(message.into())
+    }
+
+    /// A permanent error.
+    pub fn permanent(message: impl Into<String>) -> Self {
+        ServiceError::Permanent(message.into())
+    }
+
+    /// Whether the engine retries after it.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ServiceError::Retryable(_))
+    }
+
+    /// [`ErrorKind::Unavailable`] when retryable, else
+    /// [`ErrorKind::InvalidArgument`].
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ServiceError::Retryable(_) => ErrorKind::Unavailable,
+            ServiceError::Permanent(_) => ErrorKind::InvalidArgument { paths: Vec::new() },
+        }
+    }
+}
+
+/// The inputs and outputs a service declares: the same shape as a
+/// definition's `[[services]]` entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServiceContract {
+    /// Parameters, by name.
+    pub inputs: BTreeMap<String, ParamDef>,
+    /// Results, by name.
+    pub outputs: BTreeMap<String, ParamDef>,
+}
+
+fn param(ty: FieldType, required: bool) -> ParamDef {
+    ParamDef {
+        ty,
+        values: Vec::new(),
+        element: None,
+        required,
+    }
+}
+
+impl ServiceContract {
+    /// An empty contract.
+    pub fn new() -> Self {
+        ServiceContract::default()
+    }
+
+    /// This contract with an input parameter.
+    pub fn input(mut self, name: impl Into<String>, ty: FieldType, required: bool) -> Self {
+        self.inputs.insert(name.into(), param(ty, required));
+        self
+    }
+
+    /// This contract with a result.
+    pub fn output(mut self, name: impl Into<String>, ty: FieldType) -> Self {
+        self.outputs.insert(name.into(), param(ty, false));
+        self
+    }
+
+    /// This contract with a fully described input or output parameter.
+    pub fn with_param(mut self, output: bool, name: impl Into<String>, p: ParamDef) -> Self {
+        let map = if output {
+            &mut self.outputs
+        } else {
+            &mut self.inputs
+        };
+        map.insert(name.into(), p);
+        self
+    }
+
+    /// How a definition's declaration of this service differs from the
+    /// contract: every problem, each as (path below the service, message).
+    /// Empty: they match. A definition may leave out optional inputs and
+    /// outputs it does not use; it may not add any, change a type or leave
+    /// out a required input.
+    pub fn mismatches(&self, declared: &ServiceDef) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut compare = |side: &str,
+                           ours: &BTreeMap<String, ParamDef>,
+                           theirs: &BTreeMap<String, ParamDef>| {
+            for (name, d) in theirs {
+                match ours.get(name) {
+                    None => out.push((
+                        format!("{side}.{name}"),
+                        format!("the registered service has no {side} '{name}'"),
+                    )),
+                    Some(p) if p.ty != d.ty || p.element != d.element || p.values != d.values => {
+                        out.push((
+                            format!("{side}.{name}"),
+                            format!(
+                                "declared as {}, the registered service says {}",
+                                describe(d),
+                                describe(p)
+                            ),
+                        ))
+                    }
+                    Some(_) => {}
+                }
+            }
+            if side == "inputs" {
+                for (name, p) in ours {
+                    if p.required && !theirs.contains_key(name) {
+                        out.push((
+                            format!("{side}.{name}"),
+                            format!("the registered service requires input '{name}'"),
+                        ));
+                    }
+                }
+            }
+        };
+        compare("inputs", &self.inputs, &declared.inputs);
+        compare("outputs", &self.outputs, &declared.outputs);
+        out
+    }
+}
+
+fn describe(p: &ParamDef) -> String {
+    match (p.element, p.values.is_empty()) {
+        (Some(e), _) => format!("{} of {}", p.ty.as_str(), e.as_str()),
+        (None, false) => format!("{} [{}]", p.ty.as_str(), p.values.join(", ")),
+        (None, true) => p.ty.as_str().to_string(),
+    }
+}
+
+#[derive(Clone)]
+struct Registered {
+    service: Arc<dyn BusinessService>,
+    /// `None`: every tenant.
+    tenants: Option<BTreeSet<TenantId>>,
+}
+
+/// The business services an engine runs in process, each enabled for every
+/// tenant or for some. A service a definition declares but no registered
+/// service provides is left to external job workers
+/// ([`crate::Engine::activate_jobs`]).
+///
+/// ```
+/// use std::sync::Arc;
+/// use casebook::orchestration::*;
+/// use casebook::log::TenantId;
+///
+/// struct Echo;
+/// #[casebook::orchestration::async_trait]
+/// impl BusinessService for Echo {
+///     fn name(&self) -> &str { "echo" }
+///     fn contract(&self) -> ServiceContract { ServiceContract::new() }
+///     async fn invoke(&self, _: &ServiceContext, input: ServiceValues)
+///         -> Result<ServiceValues, ServiceError> { Ok(input) }
+/// }
+///
+/// let kent = TenantId::new("kent").unwrap();
+/// let registry = ServiceRegistry::new().with_for(Arc::new(Echo), [kent.clone()]);
+/// assert!(registry.find(&kent, "echo").is_some());
+/// assert!(registry.find(&TenantId::new("essex").unwrap(), "echo").is_none());
+/// ```
+#[derive(Clone, Default)]
+pub struct ServiceRegistry {
+    entries: Vec<Registered>,
+}
+
+impl fmt::Debug for ServiceRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.entries.iter().map(|e| e.service.name().to_string()))
+            .finish()
+    }
+}
+
+impl ServiceRegistry {
+    /// No services.
+    pub fn new() -> Self {
+        ServiceRegistry::default()
+    }
+
+    /// This registry with `service` enabled for every tenant (replacing one
+    /// of the same name).
+    pub fn with(mut self, service: Arc<dyn BusinessService>) -> Self {
+        self.entries.retain(|e| e.service.name() != service.name());
+        self.entries.push(Registered {
+            service,
+            tenants: None,
+        });
+        self
+    }
+
+    /// This registry with `service` enabled for these tenants only
+    /// (replacing one of the same name).
+    pub fn with_for(
+        mut self,
+        service: Arc<dyn BusinessService>,
+        tenants: impl IntoIterator<Item = TenantId>,
+    ) -> Self {
+        self.entries.retain(|e| e.service.name() != service.name());
+        self.entries.push(Registered {
+            service,
+            tenants: Some(tenants.into_iter().collect()),
+        });
+        self
+    }
+
+    /// The service of that name enabled for `tenant`, if any.
+    pub fn find(&self, tenant: &TenantId, name: &str) -> Option<Arc<dyn BusinessService>> {
+        self.entries
+            .iter()
+            .find(|e| {
+                e.service.name() == name && e.tenants.as_ref().is_none_or(|t| t.contains(tenant))
+            })
+            .map(|e| Arc::clone(&e.service))
+    }
+
+    /// Whether no service is registered.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}

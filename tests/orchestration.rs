@@ -1,0 +1,1089 @@
+//! Orchestration end to end on the embedded store: in-process services
+//! with retries, backoff, timeouts, final failure, incidents and the retry
+//! command; external job workers competing for jobs and losing expired
+//! leases; pending work surviving a restart; bad input refused with typed
+//! errors (never a panic).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use casebook::case::{CaseCommand, CaseEvent, CaseFile, InvocationId, ItemRef};
+use casebook::definition::{FieldType, Format};
+use casebook::engine::{CommandContext, EngineConfig, EngineError, OpenCase};
+use casebook::log::{Direction, StreamId, StreamVersion, TenantId};
+use casebook::orchestration::{
+    async_trait, ActivateJobs, BusinessService, OrchestrationError, ServiceContext,
+    ServiceContract, ServiceError, ServiceRegistry, ServiceValues, WORKER_ROLE,
+};
+use casebook::projection::Consistency;
+use casebook::rules::serde_json::json;
+use casebook::rules::ItemState;
+use casebook::security::Principal;
+use casebook::time::{ManualClock, Timestamp};
+use casebook::{Engine, ErrorKind};
+
+/// A referral case: a risk score from an in-process service, a crime
+/// number from an external system (its workers).
+const REFERRAL: &str = r#"
+key = "referral"
+name = "Referral"
+version = 1
+[retention]
+group = "group3"
+[permissions]
+open = ["officer"]
+update_case_file = ["officer"]
+
+[[fields]]
+key = "vulnerable"
+type = "boolean"
+[[fields]]
+key = "risk"
+type = "text"
+[[fields]]
+key = "crime_number"
+type = "text"
+
+[[services]]
+name = "risk.score"
+[services.inputs]
+vulnerable = { type = "boolean", required = true }
+[services.outputs]
+risk = { type = "text" }
+
+[[services]]
+name = "crime.allocate"
+[services.outputs]
+crime_number = { type = "text" }
+
+[[activities]]
+key = "score"
+name = "Score the risk"
+kind = "service_task"
+service = "risk.score"
+input = { vulnerable = "vulnerable" }
+output = { risk = "risk" }
+required = true
+retry = { max_attempts = 3, timeout = "PT2S", backoff = "PT10S", max_backoff = "PT1M" }
+
+[[activities]]
+key = "allocate"
+name = "Allocate a crime number"
+kind = "service_task"
+service = "crime.allocate"
+output = { crime_number = "crime_number" }
+required = true
+
+[[activities]]
+key = "review"
+name = "Review"
+kind = "human_task"
+roles = ["officer"]
+required = true
+"#;
+
+fn kent() -> TenantId {
+    TenantId::new("kent").unwrap()
+}
+
+fn admin() -> Principal {
+    Principal::new(kent(), "admin-1").with_roles(["administrator"])
+}
+
+fn officer() -> Principal {
+    Principal::new(kent(), "pc-1").with_roles(["officer"])
+}
+
+fn worker(name: &str) -> Principal {
+    Principal::new(kent(), name).with_roles([WORKER_ROLE])
+}
+
+fn start_time() -> Timestamp {
+    // Monday 2 November 2026, 09:00 UTC.
+    Timestamp::from_micros(1_793_610_000_000_000)
+}
+
+/// How a scripted service answers each call, in order (then the last).
+#[derive(Clone, Debug)]
+enum Answer {
+    Ok(ServiceValues),
+    Retryable,
+    Permanent,
+    Hang,
+}
+
+/// A test service following a script; it records every call.
+struct Scripted {
+    name: &'static str,
+    contract: ServiceContract,
+    script: Mutex<Vec<Answer>>,
+    calls: Mutex<Vec<(String, u32)>>,
+}
+
+impl Scripted {
+    fn risk(script: Vec<Answer>) -> Arc<Self> {
+        Arc::new(Scripted {
+            name: "risk.score",
+            contract: ServiceContract::new()
+                .input("vulnerable", FieldType::Boolean, true)
+                .output("risk", FieldType::Text),
+            script: Mutex::new(script),
+            calls: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn calls(&self) -> Vec<(String, u32)> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl BusinessService for Scripted {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn contract(&self) -> ServiceContract {
+        self.contract.clone()
+    }
+
+    async fn invoke(
+        &self,
+        ctx: &ServiceContext,
+        input: ServiceValues,
+    ) -> Result<ServiceValues, ServiceError> {
+        assert!(input.contains_key("vulnerable"), "the mapped input arrives");
+        self.calls
+            .lock()
+            .unwrap()
+            .push((ctx.idempotency_key.clone(), ctx.attempt));
+        let answer = {
+            let mut script = self.script.lock().unwrap();
+            if script.len() > 1 {
+                script.remove(0)
+            } else {
+                script[0].clone()
+            }
+        };
+        match answer {
+            Answer::Ok(out) => Ok(out),
+            Answer::Retryable => Err(ServiceError::retryable("scoring system unavailable")),
+            Answer::Permanent => Err(ServiceError::permanent("no such person")),
+            Answer::Hang => {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                Ok(BTreeMap::new())
+            }
+        }
+    }
+}
+
+fn risk(level: &str) -> Answer {
+    Answer::Ok([("risk".to_string(), json!(level))].into())
+}
+
+async fn engine_with(
+    dir: &std::path::Path,
+    clock: &ManualClock,
+    services: ServiceRegistry,
+) -> Engine {
+    let config = EngineConfig {
+        clock: Arc::new(clock.clone()),
+        services,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::open_with(dir, config).unwrap();
+    engine.start().await.unwrap();
+    engine
+}
+
+async fn open_referral(engine: &Engine) -> String {
+    engine
+        .open_case(
+            &officer(),
+            OpenCase::new(
+                "referral",
+                CaseFile::from_json(json!({ "vulnerable": true })).unwrap(),
+            ),
+        )
+        .await
+        .unwrap()
+        .case_id
+        .to_string()
+}
+
+/// Polls `check` (real time) until it holds, for up to 20 seconds.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    for _ in 0..2_000 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+async fn case_events(engine: &Engine, case_id: &str) -> Vec<CaseEvent> {
+    let stream = StreamId::new(kent(), "case", case_id).unwrap();
+    let recorded = engine
+        .store()
+        .read_stream(&stream, Direction::Forward, StreamVersion::START, 10_000)
+        .await
+        .unwrap();
+    recorded
+        .iter()
+        .map(|r| {
+            use casebook::log::codec::DomainEvent;
+            CaseEvent::from_recorded(r).unwrap()
+        })
+        .collect()
+}
+
+fn count(events: &[CaseEvent], pred: impl Fn(&CaseEvent) -> bool) -> usize {
+    events.iter().filter(|e| pred(e)).count()
+}
+
+async fn state_of(engine: &Engine, case_id: &str, item: &str) -> Option<ItemState> {
+    let view = engine.view(&officer(), case_id).await.unwrap();
+    view.items
+        .iter()
+        .rev()
+        .find(|i| i.item.as_str() == item)
+        .map(|i| i.state)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flaky_service_is_retried_with_backoff_then_fails_with_an_incident_that_a_retry_resolves()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(start_time());
+    let service = Scripted::risk(vec![
+        Answer::Retryable,
+        Answer::Retryable,
+        Answer::Retryable,
+        risk("high"),
+    ]);
+    let engine = engine_with(
+        dir.path(),
+        &clock,
+        ServiceRegistry::new().with(service.clone()),
+    )
+    .await;
+    engine
+        .deploy(&admin(), REFERRAL, Format::Toml)
+        .await
+        .unwrap();
+    let case_id = open_referral(&engine).await;
+
+    // Attempt 1 fails; attempt 2 waits for its backoff (10 s, plus at most
+    // a quarter) by the engine's clock.
+    eventually("attempt 1 failed", || async {
+        let s = engine.load(&officer(), &case_id).await.unwrap().state;
+        s.invocations.first().is_some_and(|p| p.attempt == 2)
+    })
+    .await;
+    let pending = engine
+        .load(&officer(), &case_id)
+        .await
+        .unwrap()
+        .state
+        .invocations[0]
+        .clone();
+    let wait = pending.not_before.duration_since(start_time()).unwrap();
+    assert!(
+        wait >= Duration::from_secs(10) && wait <= Duration::from_millis(12_500),
+        "backoff {wait:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(service.calls().len(), 1, "not retried before its time");
+
+    clock.advance(Duration::from_millis(12_600));
+    eventually("attempt 2 failed", || async {
+        let s = engine.load(&officer(), &case_id).await.unwrap().state;
+        s.invocations.first().is_some_and(|p| p.attempt == 3)
+    })
+    .await;
+    let pending = engine
+        .load(&officer(), &case_id)
+        .await
+        .unwrap()
+        .state
+        .invocations[0]
+        .clone();
+    let wait = pending
+        .not_before
+        .duration_since(clock.now_for_test())
+        .unwrap();
+    assert!(
+        wait >= Duration::from_secs(20) && wait <= Duration::from_secs(25),
+        "backoff doubles: {wait:?}"
+    );
+
+    clock.advance(Duration::from_secs(26));
+    eventually("the last attempt failed", || async {
+        state_of(&engine, &case_id, "score").await == Some(ItemState::Failed)
+    })
+    .await;
+    let calls = service.calls();
+    assert_eq!(
+        calls.iter().map(|c| c.1).collect::<Vec<_>>(),
+        vec![1, 2, 3],
+        "three attempts, each once"
+    );
+    assert!(
+        calls.iter().all(|c| c.0 == calls[0].0),
+        "one idempotency key for every attempt"
+    );
+
+    // The incident is on the case and in the tenant's incident query.
+    let view = engine.view(&officer(), &case_id).await.unwrap();
+    assert_eq!(view.incidents.len(), 1);
+    assert_eq!(view.incidents[0].attempts, 3);
+    assert!(view.incidents[0]
+        .error
+        .contains("scoring system unavailable"));
+    let incidents = engine
+        .incidents(
+            &officer(),
+            Consistency::at_least(engine_head(&engine).await),
+        )
+        .await
+        .unwrap();
+    assert_eq!(incidents.len(), 1);
+    assert_eq!(incidents[0].case_id, case_id);
+    assert_eq!(incidents[0].service, "risk.score");
+    // Another tenant sees none.
+    let essex = Principal::new(TenantId::new("essex").unwrap(), "x").with_roles(["officer"]);
+    assert!(engine
+        .incidents(&essex, Consistency::Eventual)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Retrying: a new invocation, which succeeds this time.
+    let retried = engine
+        .execute(
+            &admin(),
+            &case_id,
+            CaseCommand::RetryIncident {
+                invocation: InvocationId(1),
+            },
+            CommandContext::because("scoring system is back"),
+        )
+        .await
+        .unwrap();
+    assert!(engine
+        .view(&officer(), &case_id)
+        .await
+        .unwrap()
+        .incidents
+        .is_empty());
+    eventually("the retried task completed", || async {
+        state_of(&engine, &case_id, "score").await == Some(ItemState::Completed)
+    })
+    .await;
+    let view = engine.view(&officer(), &case_id).await.unwrap();
+    assert_eq!(view.case_file.get("risk"), Some(&json!("high")));
+    let events = case_events(&engine, &case_id).await;
+    assert_eq!(
+        count(&events, |e| matches!(
+            e,
+            CaseEvent::ServiceAttemptFailed { .. }
+        )),
+        2
+    );
+    assert_eq!(
+        count(&events, |e| matches!(
+            e,
+            CaseEvent::ServiceInvocationFailed { .. }
+        )),
+        1
+    );
+    assert_eq!(
+        count(&events, |e| matches!(
+            e,
+            CaseEvent::ServiceInvocationCompleted { .. }
+        )),
+        1
+    );
+    let incidents = engine
+        .incidents(&officer(), Consistency::after(&retried))
+        .await
+        .unwrap();
+    assert!(incidents.is_empty(), "resolved: {incidents:?}");
+    engine.shutdown().await.unwrap();
+}
+
+/// The log's head for this tenant (for read-your-writes on queries).
+async fn engine_head(engine: &Engine) -> casebook::log::GlobalPosition {
+    let batch = engine
+        .store()
+        .read_all(&kent(), casebook::log::GlobalPosition::START, 10_000)
+        .await
+        .unwrap();
+    batch.last().unwrap().position
+}
+
+trait NowForTest {
+    fn now_for_test(&self) -> Timestamp;
+}
+
+impl NowForTest for ManualClock {
+    fn now_for_test(&self) -> Timestamp {
+        use casebook::time::Clock;
+        self.now()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_that_outlives_its_timeout_fails_and_a_permanent_error_is_not_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(start_time());
+    let service = Scripted::risk(vec![Answer::Hang, Answer::Permanent]);
+    let engine = engine_with(
+        dir.path(),
+        &clock,
+        ServiceRegistry::new().with(service.clone()),
+    )
+    .await;
+    engine
+        .deploy(&admin(), REFERRAL, Format::Toml)
+        .await
+        .unwrap();
+    let case_id = open_referral(&engine).await;
+    // The timeout is 2 s of real time per attempt.
+    eventually("the attempt timed out", || async {
+        let s = engine.load(&officer(), &case_id).await.unwrap().state;
+        s.invocations.first().is_some_and(|p| {
+            p.attempt == 2
+                && p.last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("timed out"))
+        })
+    })
+    .await;
+    clock.advance(Duration::from_secs(60));
+    eventually("the permanent error failed the task", || async {
+        state_of(&engine, &case_id, "score").await == Some(ItemState::Failed)
+    })
+    .await;
+    let view = engine.view(&officer(), &case_id).await.unwrap();
+    assert_eq!(
+        view.incidents[0].attempts, 2,
+        "not retried after a permanent error"
+    );
+    assert!(view.incidents[0].error.contains("no such person"));
+    clock.advance(Duration::from_secs(600));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(service.calls().len(), 2);
+    engine.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn competing_workers_never_both_complete_a_job_and_an_expired_lease_is_reoffered() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(start_time());
+    let scorer = Scripted::risk(vec![risk("standard")]);
+    let engine = engine_with(dir.path(), &clock, ServiceRegistry::new().with(scorer)).await;
+    engine
+        .deploy(&admin(), REFERRAL, Format::Toml)
+        .await
+        .unwrap();
+    const CASES: usize = 24;
+    let mut cases = Vec::new();
+    for _ in 0..CASES {
+        cases.push(open_referral(&engine).await);
+    }
+
+    // Two workers race for every job (a long poll each time).
+    let completed = Arc::new(AtomicU32::new(0));
+    let lost = Arc::new(AtomicU32::new(0));
+    let mut workers = Vec::new();
+    for name in ["worker-a", "worker-b"] {
+        let engine = engine.clone();
+        let completed = Arc::clone(&completed);
+        let lost = Arc::clone(&lost);
+        workers.push(tokio::spawn(async move {
+            let me = worker(name);
+            let request = ActivateJobs::new("crime.allocate", name)
+                .max_jobs(5)
+                .wait(Duration::from_millis(300));
+            let mut idle = 0;
+            while idle < 3 {
+                let jobs = engine.activate_jobs(&me, &request).await.unwrap();
+                if jobs.is_empty() {
+                    idle += 1;
+                    continue;
+                }
+                idle = 0;
+                for job in jobs {
+                    let output = [(
+                        "crime_number".to_string(),
+                        json!(format!("CR/{}", job.handle.case_id)),
+                    )]
+                    .into();
+                    match engine.complete_job(&me, &job.handle, output).await {
+                        Ok(()) => {
+                            completed.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Err(e) => {
+                            assert!(matches!(
+                                e.kind(),
+                                ErrorKind::Conflict { .. } | ErrorKind::NotFound
+                            ));
+                            lost.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert_eq!(completed.load(Ordering::SeqCst) as usize, CASES);
+    for case_id in &cases {
+        let events = case_events(&engine, case_id).await;
+        let done = count(&events, |e| {
+            matches!(e, CaseEvent::ServiceInvocationCompleted { .. })
+        });
+        // The scorer's and the allocation's: one each.
+        assert_eq!(done, 2, "case {case_id}");
+        assert_eq!(
+            state_of(&engine, case_id, "allocate").await,
+            Some(ItemState::Completed)
+        );
+    }
+
+    // An expired lease: the job goes to the next worker, and the first
+    // worker's report is refused.
+    let case_id = open_referral(&engine).await;
+    let a = worker("worker-a");
+    let b = worker("worker-b");
+    let lease = ActivateJobs::new("crime.allocate", "worker-a")
+        .lease(Duration::from_secs(5))
+        .wait(Duration::from_secs(5));
+    let first = engine.activate_jobs(&a, &lease).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].handle.case_id, case_id);
+    let none = engine
+        .activate_jobs(&b, &ActivateJobs::new("crime.allocate", "worker-b"))
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "held while the lease runs");
+    let extended = engine
+        .extend_job_lease(&a, &first[0].handle, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert!(extended > first[0].lease_until);
+    clock.advance(Duration::from_secs(11));
+    let second = engine
+        .activate_jobs(&b, &ActivateJobs::new("crime.allocate", "worker-b"))
+        .await
+        .unwrap();
+    assert_eq!(second.len(), 1, "re-offered after the lease expired");
+    let output: ServiceValues = [("crime_number".to_string(), json!("CR/1"))].into();
+    let err = engine
+        .complete_job(&a, &first[0].handle, output.clone())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, OrchestrationError::LeaseLost { .. }), "{err}");
+    engine
+        .fail_job(&b, &second[0].handle, "allocation system down", true)
+        .await
+        .unwrap();
+    // A retryable failure: offered again after its backoff.
+    clock.advance(Duration::from_secs(2));
+    let third = engine
+        .activate_jobs(
+            &b,
+            &ActivateJobs::new("crime.allocate", "worker-b").wait(Duration::from_secs(5)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(third.len(), 1);
+    assert_eq!(third[0].handle.attempt, 2);
+    engine
+        .complete_job(&b, &third[0].handle, output.clone())
+        .await
+        .unwrap();
+    let err = engine
+        .complete_job(&b, &third[0].handle, output)
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err.kind(),
+        ErrorKind::NotFound | ErrorKind::Conflict { .. }
+    ));
+    let events = case_events(&engine, &case_id).await;
+    assert_eq!(
+        count(&events, |e| matches!(
+            e,
+            CaseEvent::ServiceInvocationCompleted { invocation, .. } if invocation.0 == 2
+        )),
+        1
+    );
+    engine.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_jobs_survive_a_restart_and_complete_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(start_time());
+    let case_id = {
+        let engine = engine_with(dir.path(), &clock, ServiceRegistry::new()).await;
+        engine
+            .deploy(&admin(), REFERRAL, Format::Toml)
+            .await
+            .unwrap();
+        let case_id = open_referral(&engine).await;
+        // Leased, but the worker never reports: the engine stops.
+        let jobs = engine
+            .activate_jobs(
+                &worker("w"),
+                &ActivateJobs::new("crime.allocate", "w").wait(Duration::from_secs(5)),
+            )
+            .await
+            .unwrap();
+        assert_eq!(jobs.len(), 1);
+        engine.shutdown().await.unwrap();
+        case_id
+    };
+    let engine = engine_with(dir.path(), &clock, ServiceRegistry::new()).await;
+    // Both service tasks' jobs are pending again (no scorer runs here).
+    let mut seen = Vec::new();
+    for service in ["crime.allocate", "risk.score"] {
+        let jobs = engine
+            .activate_jobs(
+                &worker("w2"),
+                &ActivateJobs::new(service, "w2").wait(Duration::from_secs(5)),
+            )
+            .await
+            .unwrap();
+        assert_eq!(jobs.len(), 1, "{service}");
+        assert_eq!(jobs[0].handle.case_id, case_id);
+        let output: ServiceValues = match service {
+            "crime.allocate" => [("crime_number".to_string(), json!("CR/9"))].into(),
+            _ => [("risk".to_string(), json!("high"))].into(),
+        };
+        engine
+            .complete_job(&worker("w2"), &jobs[0].handle, output)
+            .await
+            .unwrap();
+        seen.push(jobs[0].handle.clone());
+    }
+    let view = engine.view(&officer(), &case_id).await.unwrap();
+    assert_eq!(view.case_file.get("crime_number"), Some(&json!("CR/9")));
+    let events = case_events(&engine, &case_id).await;
+    assert_eq!(
+        count(&events, |e| matches!(
+            e,
+            CaseEvent::ServiceInvocationCompleted { .. }
+        )),
+        2
+    );
+    engine.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_typed_errors_and_never_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(start_time());
+    // The registered scorer returns a number where the contract says text.
+    let bad_output = Scripted::risk(vec![Answer::Ok([("risk".to_string(), json!(7))].into())]);
+    let engine = engine_with(
+        dir.path(),
+        &clock,
+        ServiceRegistry::new().with(bad_output.clone()),
+    )
+    .await;
+
+    // A definition declaring the registered service with another contract
+    // is refused at deploy, naming the field.
+    let mismatched = REFERRAL.replace(
+        "risk = { type = \"text\" }",
+        "risk = { type = \"text\" }\nscore = { type = \"integer\" }",
+    );
+    let err = engine
+        .deploy(&admin(), &mismatched, Format::Toml)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, EngineError::ServiceContractMismatch { service, .. } if service == "risk.score"),
+        "{err}"
+    );
+    assert_eq!(
+        err.kind(),
+        ErrorKind::InvalidArgument {
+            paths: vec!["services[0].outputs.score".into()]
+        }
+    );
+    // A service task naming an undeclared service is an invalid definition.
+    let unknown = REFERRAL.replace("service = \"risk.score\"", "service = \"risk.unknown\"");
+    let err = engine
+        .deploy(&admin(), &unknown, Format::Toml)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::InvalidDefinition(_)), "{err}");
+    assert!(
+        err.to_string().contains("unknown service 'risk.unknown'"),
+        "{err}"
+    );
+    // So is a retry policy out of range.
+    let bad_retry = REFERRAL.replace("max_attempts = 3", "max_attempts = 0");
+    let err = engine
+        .deploy(&admin(), &bad_retry, Format::Toml)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("max_attempts"), "{err}");
+
+    engine
+        .deploy(&admin(), REFERRAL, Format::Toml)
+        .await
+        .unwrap();
+    // Malformed output: the task fails with the reason on the case.
+    let case_id = open_referral(&engine).await;
+    eventually("the malformed output failed the task", || async {
+        state_of(&engine, &case_id, "score").await == Some(ItemState::Failed)
+    })
+    .await;
+    let view = engine.view(&officer(), &case_id).await.unwrap();
+    assert!(
+        view.incidents[0]
+            .error
+            .contains("malformed output: output 'risk'"),
+        "{}",
+        view.incidents[0].error
+    );
+    assert_eq!(
+        bad_output.calls().len(),
+        1,
+        "a malformed output is not retried"
+    );
+
+    // A mapping that reads a missing field: failed at activation, no call.
+    let opened = engine
+        .open_case(
+            &officer(),
+            OpenCase::new("referral", CaseFile::from_json(json!({})).unwrap()),
+        )
+        .await
+        .unwrap();
+    let view = engine.view(&officer(), &opened.case_id).await.unwrap();
+    assert!(view.incidents[0]
+        .error
+        .contains("required input 'vulnerable' has no value"));
+    assert_eq!(view.incidents[0].attempts, 0);
+
+    // Hand completion: administrators only, with a reason.
+    let complete = CaseCommand::Complete {
+        item: ItemRef::key("allocate"),
+        outputs: CaseFile::from_json(json!({ "crime_number": "CR/HAND" })).unwrap(),
+    };
+    let err = engine
+        .execute(
+            &officer(),
+            &case_id,
+            complete.clone(),
+            CommandContext::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.kind(),
+        ErrorKind::InvalidArgument { paths: vec![] },
+        "{err}"
+    );
+    let err = engine
+        .execute(
+            &officer(),
+            &case_id,
+            complete.clone(),
+            CommandContext::because("system down"),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    let by_hand = engine
+        .execute(
+            &admin(),
+            &case_id,
+            complete,
+            CommandContext::because("allocated by phone"),
+        )
+        .await
+        .unwrap();
+    // Workers see the cancellation once the projection has.
+    engine
+        .incidents(&officer(), Consistency::after(&by_hand))
+        .await
+        .unwrap();
+    let events = case_events(&engine, &case_id).await;
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, CaseEvent::ServiceInvocationCancelled { .. })));
+
+    // Job API misuse.
+    let w = worker("w");
+    for (request, field) in [
+        (
+            ActivateJobs::new("crime.allocate", "w").max_jobs(0),
+            "max_jobs",
+        ),
+        (
+            ActivateJobs::new("crime.allocate", "w").lease(Duration::ZERO),
+            "lease",
+        ),
+        (
+            ActivateJobs::new("crime.allocate", "w").wait(Duration::from_secs(3_600)),
+            "wait",
+        ),
+        (ActivateJobs::new("not a name", "w"), "service"),
+        (ActivateJobs::new("crime.allocate", ""), "worker"),
+    ] {
+        let err = engine.activate_jobs(&w, &request).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::invalid(field), "{err}");
+    }
+    let err = engine
+        .activate_jobs(&w, &ActivateJobs::new("risk.score", "w"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, OrchestrationError::ServedInProcess { .. }),
+        "{err}"
+    );
+    let err = engine
+        .activate_jobs(&officer(), &ActivateJobs::new("crime.allocate", "w"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied);
+    let bogus = casebook::orchestration::JobHandle {
+        case_id: "no-such-case".into(),
+        invocation: InvocationId(1),
+        attempt: 1,
+        lease: 1,
+    };
+    let err = engine
+        .complete_job(&w, &bogus, BTreeMap::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    // A worker of another tenant cannot reach kent's jobs.
+    let jobs = engine
+        .activate_jobs(
+            &w,
+            &ActivateJobs::new("crime.allocate", "w").wait(Duration::from_secs(2)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 1);
+    let essex = Principal::new(TenantId::new("essex").unwrap(), "w").with_roles([WORKER_ROLE]);
+    let err = engine
+        .complete_job(&essex, &jobs[0].handle, BTreeMap::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    // A worker reporting an output the contract does not have fails the
+    // task with the reason (not a panic, not a half-written case).
+    let output: ServiceValues = [("wrong".to_string(), json!("x"))].into();
+    engine
+        .complete_job(&w, &jobs[0].handle, output)
+        .await
+        .unwrap();
+    let view = engine.view(&officer(), &opened.case_id).await.unwrap();
+    assert!(view.incidents.iter().any(|i| i
+        .error
+        .contains("'wrong' is not an output of service 'crime.allocate'")));
+    engine.shutdown().await.unwrap();
+}
+
+/// A missing-person report: the first review is due in one working day,
+/// escalating to a supervisor; the case is reviewed within an hour.
+const MISPER: &str = r#"
+key = "misper"
+name = "Missing person"
+version = 1
+[retention]
+group = "group3"
+[permissions]
+open = ["officer"]
+update_case_file = ["officer"]
+add_discretionary = ["supervisor"]
+
+[[fields]]
+key = "name"
+type = "text"
+
+[[activities]]
+key = "review"
+name = "First review"
+kind = "human_task"
+roles = ["officer"]
+required = true
+[[activities.deadlines]]
+key = "first_review"
+working_days = 1
+escalate = [{ notify = ["supervisor"] }, { raise_priority = "urgent" }, { start = "supervisor_review" }]
+
+[[activities]]
+key = "supervisor_review"
+name = "Supervisor review"
+kind = "human_task"
+roles = ["supervisor"]
+discretionary = true
+
+[[deadlines]]
+key = "hourly_check"
+within = "PT1H"
+escalate = [{ raise_priority = "high" }]
+"#;
+
+fn at(y: i32, m: u8, d: u8, h: u8) -> Timestamp {
+    let date = casebook::projection::calendar::Date::from_calendar_date(
+        y,
+        casebook::projection::calendar::Month::try_from(m).unwrap(),
+        d,
+    )
+    .unwrap();
+    let secs = date
+        .with_hms(h, 0, 0)
+        .unwrap()
+        .assume_utc()
+        .unix_timestamp();
+    Timestamp::from_micros(secs * 1_000_000)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deadlines_fire_once_at_the_right_working_day_and_not_again_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    // Thursday 25 March 2027; Easter: Good Friday 26th, Easter Monday 29th.
+    let clock = ManualClock::new(at(2027, 3, 25, 9));
+    let engine = engine_with(dir.path(), &clock, ServiceRegistry::new()).await;
+    engine.deploy(&admin(), MISPER, Format::Toml).await.unwrap();
+    let opened = engine
+        .open_case(
+            &officer(),
+            OpenCase::new(
+                "misper",
+                CaseFile::from_json(json!({ "name": "A" })).unwrap(),
+            ),
+        )
+        .await
+        .unwrap();
+    let case_id = opened.case_id.to_string();
+    let missed = |events: &[CaseEvent], key: &str| {
+        count(
+            events,
+            |e| matches!(e, CaseEvent::DeadlineMissed { deadline, .. } if deadline.as_str() == key),
+        )
+    };
+
+    // The fixed one-hour deadline fires an hour later, and only it.
+    clock.advance(Duration::from_secs(3_600 + 1));
+    eventually("the hourly check fired", || async {
+        missed(&case_events(&engine, &case_id).await, "hourly_check") == 1
+    })
+    .await;
+    let state = engine.load(&officer(), &case_id).await.unwrap().state;
+    assert_eq!(state.priority, Some(casebook::definition::Priority::High));
+
+    // Over Easter: not on Good Friday, the weekend or Easter Monday.
+    for day in [26, 27, 28, 29] {
+        clock.set(at(2027, 3, day, 23));
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert_eq!(
+            missed(&case_events(&engine, &case_id).await, "first_review"),
+            0,
+            "fired on 2027-03-{day}"
+        );
+    }
+    // One working day after Thursday 09:00 is Tuesday 09:00.
+    clock.set(at(2027, 3, 30, 9) + Duration::from_secs(1));
+    eventually("the first-review deadline fired", || async {
+        missed(&case_events(&engine, &case_id).await, "first_review") == 1
+    })
+    .await;
+    let events = case_events(&engine, &case_id).await;
+    assert_eq!(
+        count(
+            &events,
+            |e| matches!(e, CaseEvent::EscalationNotified { roles, .. } if roles[0].as_str() == "supervisor")
+        ),
+        1
+    );
+    assert_eq!(
+        count(&events, |e| matches!(e, CaseEvent::PriorityRaised { .. })),
+        2,
+        "high, then urgent"
+    );
+    assert_eq!(
+        state_of(&engine, &case_id, "supervisor_review").await,
+        Some(ItemState::Active),
+        "the escalation started the supervisor's review"
+    );
+    // Still overdue (not met) in the deadlines it runs.
+    let state = engine.load(&officer(), &case_id).await.unwrap().state;
+    assert!(state.deadlines.iter().all(|d| d.escalated));
+    engine.shutdown().await.unwrap();
+    drop(engine);
+
+    // After a restart nothing fires again.
+    clock.advance(Duration::from_secs(86_400 * 10));
+    let engine = engine_with(dir.path(), &clock, ServiceRegistry::new()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let events = case_events(&engine, &case_id).await;
+    assert_eq!(missed(&events, "first_review"), 1);
+    assert_eq!(missed(&events, "hourly_check"), 1);
+    engine.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timer_that_fell_due_while_the_engine_was_down_fires_once_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(at(2027, 1, 11, 9));
+    let case_id = {
+        let engine = engine_with(dir.path(), &clock, ServiceRegistry::new()).await;
+        engine.deploy(&admin(), MISPER, Format::Toml).await.unwrap();
+        let opened = engine
+            .open_case(
+                &officer(),
+                OpenCase::new(
+                    "misper",
+                    CaseFile::from_json(json!({ "name": "B" })).unwrap(),
+                ),
+            )
+            .await
+            .unwrap();
+        // Let the projection record the timers before stopping.
+        engine
+            .incidents(&officer(), Consistency::after(&opened))
+            .await
+            .unwrap();
+        engine.shutdown().await.unwrap();
+        opened.case_id.to_string()
+    };
+    clock.advance(Duration::from_secs(7_200));
+    for round in 0..2 {
+        let engine = engine_with(dir.path(), &clock, ServiceRegistry::new()).await;
+        eventually("the overdue timer fired", || async {
+            count(&case_events(&engine, &case_id).await, |e| {
+                matches!(e, CaseEvent::DeadlineMissed { .. })
+            }) == 1
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let events = case_events(&engine, &case_id).await;
+        assert_eq!(
+            count(&events, |e| matches!(e, CaseEvent::DeadlineMissed { .. })),
+            1,
+            "round {round}"
+        );
+        engine.shutdown().await.unwrap();
+    }
+}
