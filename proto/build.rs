@@ -11,6 +11,7 @@ const FILES: &[&str] = &[
     "proto/casebook/v1/cases.proto",
     "proto/casebook/v1/events.proto",
     "proto/casebook/v1/admin.proto",
+    "proto/casebook/v1/workers.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

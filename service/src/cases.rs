@@ -453,6 +453,22 @@ impl Cases for CasesService {
         }))
     }
 
+    async fn list_incidents(
+        &self,
+        request: Request<pb::ListIncidentsRequest>,
+    ) -> Result<Response<pb::ListIncidentsResponse>, Status> {
+        let principal = caller(&request)?;
+        let consistency = convert::consistency(request.get_ref().consistency.as_ref())?;
+        let incidents = self
+            .engine
+            .incidents(&principal, consistency)
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(pb::ListIncidentsResponse {
+            incidents: incidents.iter().map(convert::incident).collect(),
+        }))
+    }
+
     async fn list_deadlines(
         &self,
         request: Request<pb::ListDeadlinesRequest>,

@@ -406,6 +406,9 @@ pub fn command(c: Option<&pb::execute_request::Command>) -> Result<CaseCommand, 
         C::Reopen(r) => CaseCommand::Reopen {
             reason: (!r.reason.is_empty()).then(|| r.reason.clone()),
         },
+        C::RetryIncident(r) => CaseCommand::RetryIncident {
+            invocation: casebook_engine::case::InvocationId(r.invocation),
+        },
     })
 }
 
@@ -526,6 +529,36 @@ pub fn case_view(case_id: &str, view: &CaseView, version: u64, position: u64) ->
             .collect(),
         version,
         position,
+        incidents: view
+            .incidents
+            .iter()
+            .map(|i| pb::Incident {
+                case_id: case_id.to_string(),
+                invocation: i.invocation.0,
+                instance: i.instance.0,
+                item: i.item.as_str().to_string(),
+                service: i.service.as_str().to_string(),
+                attempts: i.attempts,
+                error: i.error.clone(),
+                at: None,
+                classification: classification(view.classification) as i32,
+            })
+            .collect(),
+    }
+}
+
+/// A protobuf incident from the tenant-wide list.
+pub fn incident(i: &casebook_engine::orchestration::pending::IncidentEntry) -> pb::Incident {
+    pb::Incident {
+        case_id: i.case_id.clone(),
+        invocation: i.invocation.0,
+        instance: 0,
+        item: i.item.as_str().to_string(),
+        service: i.service.clone(),
+        attempts: i.attempts,
+        error: i.error.clone(),
+        at: Some(timestamp(i.at)),
+        classification: classification(i.classification) as i32,
     }
 }
 

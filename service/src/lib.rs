@@ -1,6 +1,6 @@
 //! Casebook as a gRPC service: configuration, authentication, the one
-//! error mapping, the protobuf conversions, the Cases, Events and Admin
-//! services, and the server that runs them (the `casebook` binary's
+//! error mapping, the protobuf conversions, the Cases, Events, Workers and
+//! Admin services, and the server that runs them (the `casebook` binary's
 //! `serve`).
 
 pub mod admin;
@@ -11,6 +11,7 @@ pub mod convert;
 pub mod events;
 pub mod server;
 pub mod status;
+pub mod workers;
 
 pub use config::Config;
 pub use server::{start, Running, ServeError};

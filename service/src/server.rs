@@ -15,6 +15,7 @@ use casebook_engine::security::{Classification, Principal};
 use casebook_proto::v1::admin_server::AdminServer;
 use casebook_proto::v1::cases_server::CasesServer;
 use casebook_proto::v1::events_server::EventsServer;
+use casebook_proto::v1::workers_server::WorkersServer;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -27,6 +28,7 @@ use crate::auth::{AuthSetupError, Authenticator};
 use crate::cases::CasesService;
 use crate::config::Config;
 use crate::events::EventsService;
+use crate::workers::WorkersService;
 
 /// The example definitions shipped with the service (`examples/definitions`).
 pub const BUNDLED_DEFINITIONS: &[(&str, &str)] = &[
@@ -228,10 +230,20 @@ pub async fn start(
     health_reporter
         .set_serving::<AdminServer<AdminService>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(casebook_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    health_reporter
+        .set_serving::<WorkersServer<WorkersService>>()
+        .await;
+    // Reflection in both versions: v1, and v1alpha for older tools.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(casebook_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
         .build_v1()
+        .map_err(|e| ServeError::Task(format!("reflection: {e}")))?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
         .map_err(|e| ServeError::Task(format!("reflection: {e}")))?;
     let max = config.max_message_bytes;
     let intercept = {
@@ -240,6 +252,9 @@ pub async fn start(
     };
     let (stop_streams, stopping) = Stopping::new();
     let cases = CasesServer::new(CasesService::new(engine.clone(), stopping.clone()))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let workers = WorkersServer::new(WorkersService::new(engine.clone(), stopping.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
     let events = EventsServer::new(EventsService::new(engine.clone(), stopping))
@@ -253,9 +268,11 @@ pub async fn start(
             precise_codes::<tonic::body::Body>,
         ))
         .add_service(health)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(InterceptedService::new(cases, intercept.clone()))
         .add_service(InterceptedService::new(events, intercept.clone()))
+        .add_service(InterceptedService::new(workers, intercept.clone()))
         .add_service(InterceptedService::new(admin, intercept));
     let (tx, rx) = oneshot::channel::<()>();
     let served = engine.clone();

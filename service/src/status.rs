@@ -38,6 +38,7 @@ kinded!(
     casebook_engine::log::LogError,
     casebook_engine::ids::IdError,
     casebook_engine::case::CaseError,
+    casebook_engine::orchestration::OrchestrationError,
 );
 
 /// The status for an engine error.

@@ -295,3 +295,118 @@ async fn a_retried_command_with_the_same_id_applies_once() {
     assert_eq!(b.version, first.version + 1, "one note appended, not two");
     server.running.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_worker_takes_and_completes_a_service_job() {
+    let server = start().await;
+    let handler = token("demo", "ch-101", &["call_handler"], "OFFICIAL");
+    let worker = token("demo", "gis-worker-1", &["casebook_worker"], "OFFICIAL");
+    let investigator = token("demo", "dc-303", &["investigator"], "OFFICIAL");
+    let mut cases = server.cases(&handler);
+    let mut report = burglary_report();
+    report
+        .fields
+        .insert("incident_point".into(), geo(51.2802, 1.0789));
+    let opened = cases
+        .open_case(pb::OpenCaseRequest {
+            case_type: "burglary".into(),
+            case_file: Some(report),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    cases
+        .complete_task(pb::CompleteTaskRequest {
+            case_id: opened.case_id.clone(),
+            item: item("record_report"),
+            outputs: Some(file(&[("offenders_on_scene", boolean(false))])),
+            context: None,
+        })
+        .await
+        .unwrap();
+
+    // The GIS lookup is implemented outside Casebook: a worker leases it.
+    let mut workers = casebook_proto::v1::workers_client::WorkersClient::with_interceptor(
+        server.channel.clone(),
+        Bearer(Some(worker.clone())),
+    );
+    let ask = pb::ActivateJobsRequest {
+        service: "gis.locate".into(),
+        worker: "gis-worker-1".into(),
+        max_jobs: 10,
+        lease_ms: 30_000,
+        wait_ms: 10_000,
+    };
+    let jobs = workers
+        .activate_jobs(ask.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    let job = &jobs[0];
+    assert_eq!(job.handle.as_ref().unwrap().case_id, opened.case_id);
+    assert_eq!(
+        job.input.as_ref().unwrap().fields["point"],
+        geo(51.2802, 1.0789)
+    );
+    // A second worker finds nothing while the lease holds.
+    let none = workers
+        .activate_jobs(pb::ActivateJobsRequest {
+            wait_ms: 0,
+            ..ask.clone()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    assert!(none.is_empty());
+    workers
+        .complete_job(pb::CompleteJobRequest {
+            handle: job.handle.clone(),
+            output: Some(file(&[("ward", text("Westgate")), ("beat", text("C3"))])),
+        })
+        .await
+        .expect("complete the job");
+    // Completing it twice is refused: the lease is spent.
+    let again = workers
+        .complete_job(pb::CompleteJobRequest {
+            handle: job.handle.clone(),
+            output: Some(file(&[("ward", text("Elsewhere"))])),
+        })
+        .await;
+    assert!(again.is_err());
+
+    let mut inv = server.cases(&investigator);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let view = inv
+            .get_case(pb::GetCaseRequest {
+                case_id: opened.case_id.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if let Some(ward) = view.case_file.as_ref().unwrap().fields.get("ward") {
+            assert_eq!(ward, &text("Westgate"));
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the ward never arrived"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Without the worker role, no jobs.
+    let err = casebook_proto::v1::workers_client::WorkersClient::with_interceptor(
+        server.channel.clone(),
+        Bearer(Some(investigator)),
+    )
+    .activate_jobs(ask)
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    server.running.stop().await.unwrap();
+}

@@ -5,60 +5,13 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use casebook_proto::v1 as pb;
-use support::{burglary_report, Bearer};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use support::{burglary_report, serve, token_cli as token, Bearer, BIN};
+use tokio::process::Command;
 use tonic::transport::Channel;
-
-const BIN: &str = env!("CARGO_BIN_EXE_casebook");
-
-/// Starts `casebook serve` on `data` and returns it with its address.
-async fn serve(data: &Path) -> (Child, String) {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(data)
-        .env("CASEBOOK_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn casebook serve");
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-        .await
-        .expect("serve starts within a minute")
-        .unwrap()
-        .expect("a line");
-    let addr = line
-        .strip_prefix("casebook listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    (child, addr)
-}
-
-async fn token(data: &Path, roles: &[&str]) -> String {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["token", "--tenant", "demo", "--sub", "ch-9"])
-        .arg("--data")
-        .arg(data);
-    for r in roles {
-        cmd.args(["--role", r]);
-    }
-    let out = cmd.output().await.unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
 
 async fn client(
     addr: &str,

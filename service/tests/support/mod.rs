@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+use std::path::Path;
+use std::process::Stdio;
 use std::time::Duration;
 
 use casebook_proto::v1 as pb;
@@ -12,6 +14,8 @@ use casebook_proto::v1::events_client::EventsClient;
 use casebook_service::auth::{mint_hs256, Claims};
 use casebook_service::config::{AuthConfig, Config};
 use tempfile::TempDir;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
 use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::service::Interceptor;
@@ -148,4 +152,50 @@ pub fn after(outcome: &pb::CaseOutcome) -> Option<pb::Consistency> {
         min_position: outcome.position,
         timeout_ms: 5000,
     })
+}
+
+// ---- the `casebook` binary -----------------------------------------------
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_casebook");
+
+/// Starts `casebook serve` on `data` and returns it with its address.
+pub async fn serve(data: &Path) -> (Child, String) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(data)
+        .env("CASEBOOK_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn casebook serve");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .expect("serve starts within a minute")
+        .unwrap()
+        .expect("a line");
+    let addr = line
+        .strip_prefix("casebook listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .to_string();
+    (child, addr)
+}
+
+pub async fn token_cli(data: &Path, roles: &[&str]) -> String {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["token", "--tenant", "demo", "--sub", "ch-9"])
+        .arg("--data")
+        .arg(data);
+    for r in roles {
+        cmd.args(["--role", r]);
+    }
+    let out = cmd.output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
