@@ -2176,13 +2176,22 @@ fn views_are_exact_after_sigkill_during_catch_up_and_rebuild() {
         .unwrap();
     let mut rng = fastrand::Rng::with_seed(0x9e37 ^ u64::from(std::process::id()));
     let mut killed_mid_way = 0;
-    for (round, mode) in [
+    // Six rounds, then (on a loaded machine, where a kill can miss the
+    // work) more rebuild rounds with wider delays until one lands mid-way.
+    let modes = [
         "catch-up", "catch-up", "catch-up", "rebuild", "rebuild", "rebuild",
-    ]
-    .iter()
-    .enumerate()
-    {
-        let kill_after = Duration::from_millis(rng.u64(0..40));
+    ];
+    for round in 0..18 {
+        if round >= modes.len() && killed_mid_way > 0 {
+            break;
+        }
+        let mode = &modes.get(round).copied().unwrap_or("rebuild");
+        let spread = if round < modes.len() {
+            40
+        } else {
+            10 * round as u64
+        };
+        let kill_after = Duration::from_millis(rng.u64(0..spread));
         let lines = run_child(dir.path(), mode, Some(kill_after));
         assert!(
             lines.iter().any(|l| l.ends_with("READY")),
