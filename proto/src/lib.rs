@@ -24,7 +24,14 @@
 
 /// Version 1 of the API.
 pub mod v1 {
+    // The docs below come from the .proto comments, written for every
+    // language's readers rather than for rustdoc.
     #![allow(clippy::all, missing_docs)]
+    #![allow(
+        rustdoc::broken_intra_doc_links,
+        rustdoc::invalid_html_tags,
+        rustdoc::bare_urls
+    )]
     tonic::include_proto!("casebook.v1");
 }
 

@@ -9,6 +9,7 @@ pub mod cases;
 pub mod config;
 pub mod convert;
 pub mod events;
+pub mod metrics;
 pub mod server;
 pub mod status;
 pub mod workers;

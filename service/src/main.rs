@@ -35,6 +35,9 @@ enum Command {
         /// The address to listen on (overrides the file).
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
+        /// Serve Prometheus metrics on this address (`GET /metrics`).
+        #[arg(long)]
+        metrics_listen: Option<std::net::SocketAddr>,
         /// Log lines as JSON instead of text.
         #[arg(long)]
         log_json: bool,
@@ -130,11 +133,15 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             config: file,
             data,
             listen,
+            metrics_listen,
             log_json,
         } => {
             let mut config = config(file.as_ref(), data)?;
             if let Some(l) = listen {
                 config.listen = l;
+            }
+            if metrics_listen.is_some() {
+                config.metrics_listen = metrics_listen;
             }
             init_logs(log_json);
             runtime()?.block_on(async move {
@@ -143,6 +150,9 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                         .await
                         .map_err(|e| e.to_string())?;
                 println!("casebook listening on {}", running.addr);
+                if let Some(m) = running.metrics_addr {
+                    println!("metrics on http://{m}/metrics");
+                }
                 running.wait().await.map_err(|e| e.to_string())?;
                 Ok(ExitCode::SUCCESS)
             })

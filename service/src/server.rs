@@ -113,6 +113,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The engine it serves.
     pub engine: Engine,
+    /// Where Prometheus metrics are served, if configured.
+    pub metrics_addr: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), ServeError>>,
 }
@@ -263,7 +265,24 @@ pub async fn start(
     let admin = AdminServer::new(AdminService::new(engine.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
+    let metrics = crate::metrics::Metrics::default();
+    let metrics_addr = match config.metrics_listen {
+        None => None,
+        Some(at) => {
+            let listener = crate::metrics::bind(at)
+                .await
+                .map_err(|source| ServeError::Bind { addr: at, source })?;
+            let bound = listener.local_addr().ok();
+            tokio::spawn(crate::metrics::serve(
+                listener,
+                metrics.clone(),
+                engine.clone(),
+            ));
+            bound
+        }
+    };
     let router = builder
+        .layer(crate::metrics::MetricsLayer(metrics))
         .layer(tower::util::MapResponseLayer::new(
             precise_codes::<tonic::body::Body>,
         ))
@@ -301,6 +320,7 @@ pub async fn start(
     Ok(Running {
         addr,
         engine,
+        metrics_addr,
         shutdown: Some(tx),
         task,
     })

@@ -410,3 +410,58 @@ async fn an_external_worker_takes_and_completes_a_service_job() {
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
     server.running.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_metrics_count_requests_and_show_lag() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = start_with(|c| c.metrics_listen = Some("127.0.0.1:0".parse().unwrap())).await;
+    let handler = token("demo", "ch-101", &["call_handler"], "OFFICIAL");
+    let mut cases = server.cases(&handler);
+    let opened = cases
+        .open_case(pb::OpenCaseRequest {
+            case_type: "burglary".into(),
+            case_file: Some(burglary_report()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    cases
+        .get_case(pb::GetCaseRequest {
+            case_id: opened.case_id.clone(),
+            consistency: after(&opened),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let _ = cases
+        .get_case(pb::GetCaseRequest {
+            case_id: "burglary-none".into(),
+            ..Default::default()
+        })
+        .await;
+    let addr = server.running.metrics_addr.expect("metrics bound");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: casebook\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    for line in [
+        "casebook_grpc_requests_total{method=\"/casebook.v1.Cases/OpenCase\",code=\"OK\"} 1",
+        "casebook_grpc_requests_total{method=\"/casebook.v1.Cases/GetCase\",code=\"OK\"} 1",
+        "casebook_grpc_requests_total{method=\"/casebook.v1.Cases/GetCase\",code=\"NOT_FOUND\"} 1",
+        "casebook_orchestration_pending_timers ",
+    ] {
+        assert!(text.contains(line), "{line} missing from\n{text}");
+    }
+    assert!(
+        text.lines().any(|l| l
+            .starts_with("casebook_projection_lag_events{tenant=\"demo\",projection=\"cases\"}")),
+        "{text}"
+    );
+    assert!(!text.contains(&opened.case_id), "no case ids in metrics");
+    server.running.stop().await.unwrap();
+}

@@ -405,14 +405,12 @@ impl Hub {
         self.update_timer(key.clone(), None);
     }
 
-    /// Timers the hub holds (for tests).
-    #[cfg(test)]
+    /// Timers the hub holds.
     pub(crate) fn timer_count(&self) -> usize {
         self.lock().timers.len()
     }
 
-    /// Pending invocations (for tests).
-    #[cfg(test)]
+    /// Pending invocations (due, waiting to retry, or leased).
     pub(crate) fn len(&self) -> usize {
         self.lock().jobs.len()
     }

@@ -41,3 +41,25 @@ pub(crate) use hub::Hub;
 
 /// The role external job workers hold.
 pub const WORKER_ROLE: &str = "casebook_worker";
+
+/// What the orchestration layer holds right now, across tenants: for
+/// operators' dashboards and alerts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// Service invocations pending: due, waiting for a retry, or leased to
+    /// an external worker.
+    pub invocations: usize,
+    /// Running timers (SLA deadlines and their escalations).
+    pub timers: usize,
+}
+
+impl crate::engine::Engine {
+    /// The orchestration backlog (counts only; nothing about any case).
+    pub fn orchestration_backlog(&self) -> Backlog {
+        let hub = self.hub();
+        Backlog {
+            invocations: hub.len(),
+            timers: hub.timer_count(),
+        }
+    }
+}
