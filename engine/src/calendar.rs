@@ -222,8 +222,32 @@ fn is_weekday(day: i64) -> bool {
     (day + 3).rem_euclid(7) < 5
 }
 
+/// The years whose bank holidays are held in one sorted table, looked up
+/// without a lock or a date conversion (deadline arithmetic asks about
+/// every day it counts).
+const TABLE_YEARS: std::ops::RangeInclusive<i32> = 1900..=2299;
+
+/// (first day, last day, every bank holiday between) for [`TABLE_YEARS`].
+fn holiday_table() -> &'static (i64, i64, Vec<i64>) {
+    static TABLE: OnceLock<(i64, i64, Vec<i64>)> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let first = ymd(*TABLE_YEARS.start(), 1, 1).map_or(i64::MAX, day_number);
+        let last = ymd(*TABLE_YEARS.end(), 12, 31).map_or(i64::MIN, day_number);
+        let mut days: Vec<i64> = TABLE_YEARS
+            .flat_map(england_and_wales_bank_holidays)
+            .map(day_number)
+            .collect();
+        days.sort_unstable();
+        (first, last, days)
+    })
+}
+
 /// Whether a day (number) is a bank holiday of England and Wales.
 fn is_bank_holiday(day: i64) -> bool {
+    let (first, last, days) = holiday_table();
+    if (*first..=*last).contains(&day) {
+        return days.binary_search(&day).is_ok();
+    }
     date_of(day)
         .and_then(|d| year(d.year()))
         .is_some_and(|y| y.holidays.contains(&day))

@@ -55,7 +55,20 @@ fn purpose<T>(request: &Request<T>, field: &str) -> String {
 
 /// Records a consultation of case data (structured log, target
 /// `casebook::access`): who, which tenant, what, why, and whether it was
-/// answered.
+/// answered — then the answer, or its status.
+fn consulted<T, E: crate::status::Kinded>(
+    principal: &Principal,
+    what: &str,
+    case_id: &str,
+    purpose: &str,
+    result: Result<T, E>,
+) -> Result<T, Status> {
+    let result = result.map_err(|e| status(&e));
+    let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
+    access(principal, what, case_id, purpose, code);
+    result
+}
+
 fn access(principal: &Principal, what: &str, case_id: &str, purpose: &str, outcome: Code) {
     tracing::info!(
         target: "casebook::access",
@@ -322,11 +335,7 @@ impl Cases for CasesService {
             .engine
             .case_view(&principal, &r.case_id, consistency)
             .await;
-        let code = result
-            .as_ref()
-            .map_or_else(|e| status(e).code(), |_| Code::Ok);
-        access(&principal, "case", &r.case_id, &purpose, code);
-        let found = result.map_err(|e| status(&e))?;
+        let found = consulted(&principal, "case", &r.case_id, &purpose, result)?;
         Ok(Response::new(convert::case_view(
             &r.case_id,
             &found.view,
@@ -348,11 +357,7 @@ impl Cases for CasesService {
             .engine
             .search_cases(&principal, &query, consistency)
             .await;
-        let code = result
-            .as_ref()
-            .map_or_else(|e| status(e).code(), |_| Code::Ok);
-        access(&principal, "search", "", &purpose, code);
-        let page = result.map_err(|e| status(&e))?;
+        let page = consulted(&principal, "search", "", &purpose, result)?;
         Ok(Response::new(pb::SearchCasesResponse {
             cases: page.items.iter().map(convert::summary).collect(),
             next_offset: next_offset(page.next_offset),
@@ -377,11 +382,7 @@ impl Cases for CasesService {
                 consistency,
             )
             .await;
-        let code = result
-            .as_ref()
-            .map_or_else(|e| status(e).code(), |_| Code::Ok);
-        access(&principal, "timeline", &r.case_id, &purpose, code);
-        let page = result.map_err(|e| status(&e))?;
+        let page = consulted(&principal, "timeline", &r.case_id, &purpose, result)?;
         Ok(Response::new(pb::GetTimelineResponse {
             entries: page.items.iter().map(convert::timeline_entry).collect(),
             next_offset: next_offset(page.next_offset),
@@ -400,11 +401,7 @@ impl Cases for CasesService {
         // The case must be one the caller may see now (from the log, so a
         // case opened a moment ago is found).
         let visible = self.engine.view(&principal, &r.case_id).await;
-        let code = visible
-            .as_ref()
-            .map_or_else(|e| status(e).code(), |_| Code::Ok);
-        access(&principal, "watch", &r.case_id, &purpose, code);
-        visible.map_err(|e| status(&e))?;
+        consulted(&principal, "watch", &r.case_id, &purpose, visible)?;
         let stream = casebook_engine::streams::case(&principal.tenant, &r.case_id)
             .map_err(|e| invalid("case_id", e))?;
         let subscription = self
