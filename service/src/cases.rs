@@ -184,6 +184,34 @@ impl Cases for CasesService {
         Ok(Response::new(validate(&r.source, format(r.format)?)))
     }
 
+    async fn list_definitions(
+        &self,
+        request: Request<pb::ListDefinitionsRequest>,
+    ) -> Result<Response<pb::ListDefinitionsResponse>, Status> {
+        let principal = caller(&request)?;
+        let consistency = convert::consistency(request.get_ref().consistency.as_ref())?;
+        let keys = self
+            .engine
+            .case_types(&principal, consistency)
+            .await
+            .map_err(|e| status(&e))?;
+        let mut definitions = Vec::with_capacity(keys.len());
+        for key in keys {
+            let def = self
+                .engine
+                .definition(&principal, &key, None)
+                .await
+                .map_err(|e| status(&e))?;
+            definitions.push(pb::DefinitionSummary {
+                case_type: key,
+                name: def.name.clone(),
+                latest_version: def.version,
+                fingerprint: def.fingerprint().to_string(),
+            });
+        }
+        Ok(Response::new(pb::ListDefinitionsResponse { definitions }))
+    }
+
     async fn list_definition_versions(
         &self,
         request: Request<pb::ListDefinitionVersionsRequest>,

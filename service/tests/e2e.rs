@@ -213,6 +213,33 @@ async fn a_bundled_burglary_is_worked_end_to_end_over_tcp() {
     assert_eq!(live.version, noted.version);
     assert_eq!(live.actor, "dc-303");
 
+    // The tenant's deployed case types.
+    let listed = inv
+        .list_definitions(pb::ListDefinitionsRequest {
+            consistency: after(&graded),
+        })
+        .await
+        .expect("list definitions")
+        .into_inner();
+    let types: Vec<&str> = listed
+        .definitions
+        .iter()
+        .map(|d| d.case_type.as_str())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "burglary",
+            "domestic_abuse",
+            "foi_request",
+            "missing_person"
+        ]
+    );
+    assert!(listed
+        .definitions
+        .iter()
+        .all(|d| d.latest_version == 1 && !d.name.is_empty()));
+
     // Generic tools: health and reflection.
     let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel.clone());
     let serving = health

@@ -271,6 +271,18 @@ impl Engine {
         cases::search(&gen.rows, query, def.as_deref(), principal)
     }
 
+    /// The case types deployed in the principal's tenant (keys, sorted).
+    ///
+    /// Errors: consistency errors.
+    pub async fn case_types(
+        &self,
+        principal: &Principal,
+        consistency: Consistency,
+    ) -> Result<Vec<String>, QueryError> {
+        let gen = self.read_tree(cases::NAME, principal, consistency).await?;
+        cases::case_types(&gen)
+    }
+
     /// Open human tasks by role, team or assignee, earliest due first.
     ///
     /// Errors: page errors; [`QueryError::Invalid`] for a team that is not

@@ -68,7 +68,7 @@ pub use deadlines::deadlines;
 use rows::*;
 pub use rows::{load_case, words};
 pub use search::search;
-pub use work_queue::work_queue;
+pub use work_queue::{case_types, work_queue};
 
 /// The projection's name.
 pub const NAME: &str = "cases";

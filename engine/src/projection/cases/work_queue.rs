@@ -122,3 +122,22 @@ pub(super) fn check_declared(
     }
     Ok(())
 }
+
+/// The case types deployed definitions declare in the tenant, by key,
+/// from the serving `generation` of the `cases` projection (empty for a
+/// generation built before declarations were recorded).
+///
+/// Errors: [`QueryError::Corrupt`] for an undecodable row.
+pub fn case_types(generation: &Generation) -> Result<Vec<String>, QueryError> {
+    let prefix = Key::new(P_DECLARED).raw(&[D_TYPE]).0;
+    let mut out = Vec::new();
+    for row in generation.rows.scan_prefix(&prefix) {
+        let (key, _) = row?;
+        let (name, _) = key
+            .get(prefix.len()..)
+            .and_then(keys::take_str)
+            .ok_or_else(|| corrupt("declared case type", "undecodable key"))?;
+        out.push(name);
+    }
+    Ok(out)
+}
