@@ -18,13 +18,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use crate::access::{consulted, purpose};
 use crate::auth::caller;
 use crate::convert;
 use crate::server::Stopping;
 use crate::status::{invalid, status};
-
-/// The metadata header a caller may state their purpose in.
-pub const PURPOSE_HEADER: &str = "x-casebook-purpose";
 
 /// The Cases service over an engine.
 #[derive(Clone)]
@@ -38,48 +36,6 @@ impl CasesService {
     pub fn new(engine: Engine, stopping: Stopping) -> Self {
         CasesService { engine, stopping }
     }
-}
-
-/// The caller's stated purpose: the request field, else the header.
-fn purpose<T>(request: &Request<T>, field: &str) -> String {
-    if !field.is_empty() {
-        return field.to_string();
-    }
-    request
-        .metadata()
-        .get(PURPOSE_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string()
-}
-
-/// Records a consultation of case data (structured log, target
-/// `casebook::access`): who, which tenant, what, why, and whether it was
-/// answered — then the answer, or its status.
-fn consulted<T, E: crate::status::Kinded>(
-    principal: &Principal,
-    what: &str,
-    case_id: &str,
-    purpose: &str,
-    result: Result<T, E>,
-) -> Result<T, Status> {
-    let result = result.map_err(|e| status(&e));
-    let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
-    access(principal, what, case_id, purpose, code);
-    result
-}
-
-fn access(principal: &Principal, what: &str, case_id: &str, purpose: &str, outcome: Code) {
-    tracing::info!(
-        target: "casebook::access",
-        tenant = %principal.tenant,
-        subject = %principal.subject,
-        what,
-        case_id,
-        purpose,
-        outcome = ?outcome,
-        "case data consulted"
-    );
 }
 
 fn format(n: i32) -> Result<Format, Status> {
@@ -456,6 +412,7 @@ impl Cases for CasesService {
         request: Request<pb::GetWorkQueueRequest>,
     ) -> Result<Response<pb::GetWorkQueueResponse>, Status> {
         let principal = caller(&request)?;
+        let purpose = purpose(&request, "");
         let r = request.into_inner();
         let some = |s: &String| (!s.is_empty()).then(|| s.clone());
         let query = WorkQueueQuery {
@@ -467,11 +424,11 @@ impl Cases for CasesService {
             page: convert::page(r.page.as_ref()),
         };
         let consistency = convert::consistency(r.consistency.as_ref())?;
-        let page = self
+        let result = self
             .engine
             .work_queue(&principal, &query, consistency)
-            .await
-            .map_err(|e| status(&e))?;
+            .await;
+        let page = consulted(&principal, "work_queue", "", &purpose, result)?;
         Ok(Response::new(pb::GetWorkQueueResponse {
             items: page.items.iter().map(convert::work_item).collect(),
             next_offset: next_offset(page.next_offset),
@@ -483,12 +440,10 @@ impl Cases for CasesService {
         request: Request<pb::ListIncidentsRequest>,
     ) -> Result<Response<pb::ListIncidentsResponse>, Status> {
         let principal = caller(&request)?;
+        let purpose = purpose(&request, "");
         let consistency = convert::consistency(request.get_ref().consistency.as_ref())?;
-        let incidents = self
-            .engine
-            .incidents(&principal, consistency)
-            .await
-            .map_err(|e| status(&e))?;
+        let result = self.engine.incidents(&principal, consistency).await;
+        let incidents = consulted(&principal, "incidents", "", &purpose, result)?;
         Ok(Response::new(pb::ListIncidentsResponse {
             incidents: incidents.iter().map(convert::incident).collect(),
         }))
@@ -499,6 +454,7 @@ impl Cases for CasesService {
         request: Request<pb::ListDeadlinesRequest>,
     ) -> Result<Response<pb::ListDeadlinesResponse>, Status> {
         let principal = caller(&request)?;
+        let purpose = purpose(&request, "");
         let r = request.into_inner();
         let now = self.engine.now();
         let due_before = match &r.due_before {
@@ -512,11 +468,8 @@ impl Cases for CasesService {
             page: convert::page(r.page.as_ref()),
         };
         let consistency = convert::consistency(r.consistency.as_ref())?;
-        let page = self
-            .engine
-            .deadlines(&principal, &query, consistency)
-            .await
-            .map_err(|e| status(&e))?;
+        let result = self.engine.deadlines(&principal, &query, consistency).await;
+        let page = consulted(&principal, "deadlines", "", &purpose, result)?;
         Ok(Response::new(pb::ListDeadlinesResponse {
             deadlines: page.items.iter().map(convert::deadline).collect(),
             next_offset: next_offset(page.next_offset),

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::access::{access, consulted, purpose};
 use crate::auth::caller;
 use crate::convert;
 use crate::server::Stopping;
@@ -159,9 +160,17 @@ impl Events for EventsService {
         request: Request<pb::ReadStreamRequest>,
     ) -> Result<Response<pb::ReadStreamResponse>, Status> {
         let principal = caller(&request)?;
+        let purpose = purpose(&request, "");
         let r = request.into_inner();
         let stream = stream(&principal, &r.stream)?;
         if is_engine_category(stream.category()) && !reads_engine_streams(&principal) {
+            access(
+                &principal,
+                "raw_stream",
+                &r.stream,
+                &purpose,
+                tonic::Code::PermissionDenied,
+            );
             // Exactly what a stream that does not exist reads as.
             return Ok(Response::new(pb::ReadStreamResponse { events: Vec::new() }));
         }
@@ -177,10 +186,10 @@ impl Events for EventsService {
         } else {
             StreamVersion(r.from_version)
         };
-        let events = store
+        let result = store
             .read_stream(&stream, direction, from, limit(r.limit, max))
-            .await
-            .map_err(|e| status(&e))?;
+            .await;
+        let events = consulted(&principal, "raw_stream", &r.stream, &purpose, result)?;
         Ok(Response::new(pb::ReadStreamResponse {
             events: events
                 .iter()
@@ -195,17 +204,18 @@ impl Events for EventsService {
         request: Request<pb::ReadAllRequest>,
     ) -> Result<Response<pb::ReadAllResponse>, Status> {
         let principal = caller(&request)?;
+        let purpose = purpose(&request, "");
         let r = request.into_inner();
         let store = self.engine.store();
         let max = store.limits().max_read_limit;
-        let events = store
+        let result = store
             .read_all(
                 &principal.tenant,
                 GlobalPosition(r.from_position),
                 limit(r.limit, max),
             )
-            .await
-            .map_err(|e| status(&e))?;
+            .await;
+        let events = consulted(&principal, "raw_log", "", &purpose, result)?;
         let next_position = events.last().map_or(r.from_position, |e| e.position.0 + 1);
         Ok(Response::new(pb::ReadAllResponse {
             events: events
@@ -224,6 +234,7 @@ impl Events for EventsService {
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let principal = caller(&request)?;
+        let purpose = purpose(&request, "");
         let r = request.into_inner();
         let start = if r.from_start {
             SubscriptionStart::Beginning
@@ -232,12 +243,12 @@ impl Events for EventsService {
         } else {
             SubscriptionStart::End
         };
-        let mut subscription = self
+        let result = self
             .engine
             .store()
             .subscribe_all(principal.tenant.clone(), start)
-            .await
-            .map_err(|e| status(&e))?;
+            .await;
+        let mut subscription = consulted(&principal, "raw_log_subscription", "", &purpose, result)?;
         let (tx, rx) = mpsc::channel(256);
         let mut stopping = self.stopping.clone();
         tokio::spawn(async move {

@@ -3,6 +3,7 @@
 //! Admin services, and the server that runs them (the `casebook` binary's
 //! `serve`).
 
+pub mod access;
 pub mod admin;
 pub mod auth;
 pub mod cases;
