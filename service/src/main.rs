@@ -227,7 +227,21 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             runtime()?.block_on(async move {
                 let log = casebook_engine::log::LogStore::open(&config.data)
                     .map_err(|e| e.to_string())?;
-                let checked = log.verify().await;
+                // Drawn on stderr when it is a terminal, hidden otherwise.
+                let bar = indicatif::ProgressBar::new(0).with_style(
+                    indicatif::ProgressStyle::with_template(
+                        "verifying {bar:40} {pos}/{len} events ({per_sec}, {eta} left)",
+                    )
+                    .map_err(|e| e.to_string())?,
+                );
+                let shown = bar.clone();
+                let checked = log
+                    .verify_with_progress(move |done, total| {
+                        shown.set_length(total);
+                        shown.set_position(done);
+                    })
+                    .await;
+                bar.finish_and_clear();
                 let closed = log.close().await;
                 let checked = checked.map_err(|e| e.to_string())?;
                 closed.map_err(|e| e.to_string())?;

@@ -127,6 +127,38 @@ async fn serve_survives_kill_9_and_stops_cleanly_on_sigterm() {
     all_present(&addr, &token, &acked2).await;
     child.start_kill().unwrap();
     child.wait().await.unwrap();
+
+    // The operator's scrub of the log, and its progress.
+    let out = Command::new(BIN)
+        .arg("verify")
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let checked: u64 = text
+        .split(": ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected verify output {text:?}"));
+    assert!(checked as usize >= acked.len() + acked2.len(), "{text}");
+    let log = casebook_engine::log::LogStore::open(&data).unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    let n = log
+        .verify_with_progress(move |done, total| sink.lock().unwrap().push((done, total)))
+        .await
+        .unwrap();
+    log.close().await.unwrap();
+    assert_eq!(n, checked);
+    assert_eq!(seen.lock().unwrap().last(), Some(&(n, n)));
 }
 
 #[tokio::test]

@@ -331,9 +331,20 @@ impl LogStore {
     ///
     /// Errors: [`LogError::Corrupted`] naming the first damaged record.
     pub async fn verify(&self) -> Result<u64, LogError> {
+        self.verify_with_progress(|_, _| {}).await
+    }
+
+    /// [`LogStore::verify`], calling `progress(checked, total)` as it goes
+    /// (every 65,536 events and at the end), from the thread doing the work.
+    ///
+    /// Errors: as [`LogStore::verify`].
+    pub async fn verify_with_progress(
+        &self,
+        mut progress: impl FnMut(u64, u64) + Send + 'static,
+    ) -> Result<u64, LogError> {
         let segments = Arc::clone(&self.inner.segments);
         let head = self.inner.shared.head();
-        tokio::task::spawn_blocking(move || recovery::verify(&segments, head))
+        tokio::task::spawn_blocking(move || recovery::verify(&segments, head, &mut progress))
             .await
             .map_err(|e| LogError::io("verifying the log", std::io::Error::other(e.to_string())))?
     }

@@ -409,10 +409,15 @@ fn add_pending(
 }
 
 /// Scans every record of every segment; returns the number of events.
-pub(crate) fn verify(segments: &Segments, head: Option<GlobalPosition>) -> Result<u64, LogError> {
+pub(crate) fn verify(
+    segments: &Segments,
+    head: Option<GlobalPosition>,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<u64, LogError> {
     let mut reader = RecordReader::new(segments);
     let mut next_position = 0u64;
     let limit = head.map_or(0, |h| h.0 + 1);
+    let mut reported = 0u64;
     for n in segments.numbers() {
         let mut offset = HEADER_LEN;
         while next_position < limit {
@@ -430,6 +435,10 @@ pub(crate) fn verify(segments: &Segments, head: Option<GlobalPosition>) -> Resul
                     }
                     next_position += body.events.len() as u64;
                     offset = next;
+                    if next_position - reported >= PROGRESS_EVERY {
+                        reported = next_position;
+                        progress(next_position, limit);
+                    }
                 }
                 Scanned::End => {
                     check_end(segments, n, offset)?;
@@ -448,8 +457,12 @@ pub(crate) fn verify(segments: &Segments, head: Option<GlobalPosition>) -> Resul
             ),
         ));
     }
+    progress(next_position, limit);
     Ok(next_position)
 }
+
+/// How many events `verify` checks between two progress reports.
+const PROGRESS_EVERY: u64 = 64 * 1024;
 
 #[cfg(test)]
 mod tests {
