@@ -104,7 +104,8 @@ pub fn case_file(file: Option<&pb::CaseFile>, path: &str) -> Result<CaseFile, St
     Ok(CaseFile::from(fields))
 }
 
-fn case_file_out<'a>(fields: impl Iterator<Item = (&'a str, &'a Json)>) -> pb::CaseFile {
+/// Case-file (or service) values as a protobuf case file.
+pub fn case_file_out<'a>(fields: impl Iterator<Item = (&'a str, &'a Json)>) -> pb::CaseFile {
     pb::CaseFile {
         fields: fields
             .map(|(k, v)| (k.to_string(), json_to_value(v)))

@@ -8,8 +8,8 @@
 use casebook_engine::engine::Engine;
 use casebook_engine::engine::ADMIN_ROLE;
 use casebook_engine::log::{
-    Direction, EventData, EventId, ExpectedVersion, GlobalPosition, Metadata, RecordedEvent,
-    Source, StreamId, StreamVersion, SubscriptionStart,
+    Direction, EventData, EventId, ExpectedVersion, GlobalPosition, RecordedEvent, StreamId,
+    StreamVersion, SubscriptionStart,
 };
 use casebook_engine::security::{Classification, Principal};
 use casebook_engine::streams::is_engine_category;
@@ -126,14 +126,9 @@ impl Events for EventsService {
                     "{path}.classification: cannot mark an event above your own clearance"
                 )));
             }
-            let source = context
-                .source
-                .clone()
-                .unwrap_or_else(|| Source::system("grpc"));
-            let mut metadata = Metadata::new(principal.actor(), source)
-                .with_classification(classification)
-                .with_correlation(context.correlation_id.unwrap_or_default());
-            metadata.reason = context.reason.clone();
+            let metadata = context
+                .metadata(&principal)
+                .with_classification(classification);
             let mut data = EventData::new(e.event_type, e.payload, metadata);
             if !e.id.is_empty() {
                 data.id =

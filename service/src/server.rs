@@ -184,7 +184,42 @@ pub async fn start(
     signal: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Running, ServeError> {
     let data: PathBuf = config.data.clone();
+    // Everything that can fail without the engine comes first, so a bad
+    // key, TLS file or address leaves nothing running.
     let auth = Authenticator::from_config(&config.auth, &data)?;
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &config.tls {
+        let read = |p: &PathBuf| {
+            std::fs::read(p).map_err(|e| ServeError::Tls(format!("{}: {e}", p.display())))
+        };
+        let identity = Identity::from_pem(read(&tls.cert_file)?, read(&tls.key_file)?);
+        builder = builder
+            .tls_config(ServerTlsConfig::new().identity(identity))
+            .map_err(|e| ServeError::Tls(e.to_string()))?;
+    }
+    // Reflection in both versions: v1, and v1alpha for older tools.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(casebook_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
+        .build_v1()
+        .map_err(|e| ServeError::Task(format!("reflection: {e}")))?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .map_err(|e| ServeError::Task(format!("reflection: {e}")))?;
+    let bind_error = |addr| move |source| ServeError::Bind { addr, source };
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(bind_error(config.listen))?;
+    let addr = listener.local_addr().map_err(bind_error(config.listen))?;
+    let metrics_listener = match config.metrics_listen {
+        None => None,
+        Some(at) => Some(crate::metrics::bind(at).await.map_err(bind_error(at))?),
+    };
+    let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+
     let engine = {
         let data = data.clone();
         tokio::task::spawn_blocking(move || Engine::open(data))
@@ -197,30 +232,6 @@ pub async fn start(
             engine.shutdown().await?;
             return Err(e);
         }
-    }
-    let listener = match TcpListener::bind(config.listen).await {
-        Ok(l) => l,
-        Err(source) => {
-            engine.shutdown().await?;
-            return Err(ServeError::Bind {
-                addr: config.listen,
-                source,
-            });
-        }
-    };
-    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
-        addr: config.listen,
-        source,
-    })?;
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = &config.tls {
-        let read = |p: &PathBuf| {
-            std::fs::read(p).map_err(|e| ServeError::Tls(format!("{}: {e}", p.display())))
-        };
-        let identity = Identity::from_pem(read(&tls.cert_file)?, read(&tls.key_file)?);
-        builder = builder
-            .tls_config(ServerTlsConfig::new().identity(identity))
-            .map_err(|e| ServeError::Tls(e.to_string()))?;
     }
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
@@ -235,18 +246,6 @@ pub async fn start(
     health_reporter
         .set_serving::<WorkersServer<WorkersService>>()
         .await;
-    // Reflection in both versions: v1, and v1alpha for older tools.
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(casebook_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-    };
-    let reflection_v1 = reflection()
-        .build_v1()
-        .map_err(|e| ServeError::Task(format!("reflection: {e}")))?;
-    let reflection_v1alpha = reflection()
-        .build_v1alpha()
-        .map_err(|e| ServeError::Task(format!("reflection: {e}")))?;
     let max = config.max_message_bytes;
     let intercept = {
         let auth = auth.clone();
@@ -266,21 +265,13 @@ pub async fn start(
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
     let metrics = crate::metrics::Metrics::default();
-    let metrics_addr = match config.metrics_listen {
-        None => None,
-        Some(at) => {
-            let listener = crate::metrics::bind(at)
-                .await
-                .map_err(|source| ServeError::Bind { addr: at, source })?;
-            let bound = listener.local_addr().ok();
-            tokio::spawn(crate::metrics::serve(
-                listener,
-                metrics.clone(),
-                engine.clone(),
-            ));
-            bound
-        }
-    };
+    if let Some(listener) = metrics_listener {
+        tokio::spawn(crate::metrics::serve(
+            listener,
+            metrics.clone(),
+            engine.clone(),
+        ));
+    }
     let router = builder
         .layer(crate::metrics::MetricsLayer(metrics))
         .layer(tower::util::MapResponseLayer::new(

@@ -67,13 +67,9 @@ fn job(j: &Job) -> pb::Job {
         }),
         service: j.service.clone(),
         item: j.item.as_str().to_string(),
-        input: Some(pb::CaseFile {
-            fields: j
-                .input
-                .iter()
-                .map(|(k, v)| (k.clone(), convert::json_to_value(v)))
-                .collect(),
-        }),
+        input: Some(convert::case_file_out(
+            j.input.iter().map(|(k, v)| (k.as_str(), v)),
+        )),
         idempotency_key: j.idempotency_key.clone(),
         lease_until: Some(convert::timestamp(j.lease_until)),
         timeout_ms: j.timeout_ms,

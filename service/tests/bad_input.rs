@@ -224,3 +224,22 @@ async fn bad_requests_get_precise_statuses_and_the_server_stays_up() {
     assert!(ok.is_ok(), "{ok:?}");
     server.running.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_tls_file_fails_the_start_and_leaves_nothing_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(&dir);
+    config.tls = Some(casebook_service::config::TlsConfig {
+        cert_file: dir.path().join("missing.pem"),
+        key_file: dir.path().join("missing.key"),
+    });
+    let data = config.data.clone();
+    let err = match casebook_service::start(config, std::future::pending()).await {
+        Ok(_) => panic!("started without its certificate"),
+        Err(e) => e,
+    };
+    assert!(err.to_string().contains("missing.pem"), "{err}");
+    // The data directory is free: nothing holds its lock.
+    let engine = casebook_engine::Engine::open(&data).expect("the directory is free");
+    engine.shutdown().await.unwrap();
+}

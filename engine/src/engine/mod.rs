@@ -147,6 +147,21 @@ impl CommandContext {
         self.correlation_id = Some(id);
         self
     }
+
+    /// The metadata of events `principal` records with this context: who,
+    /// from where (default `casebook`), why, and the correlation (a fresh
+    /// one if none is given). Classification stays OFFICIAL.
+    pub fn metadata(&self, principal: &Principal) -> Metadata {
+        let mut metadata = Metadata::new(
+            principal.actor(),
+            self.source
+                .clone()
+                .unwrap_or_else(|| Source::system("casebook")),
+        )
+        .with_correlation(self.correlation_id.unwrap_or_default());
+        metadata.reason = self.reason.clone();
+        metadata
+    }
 }
 
 /// A request to open a case.
@@ -1042,16 +1057,7 @@ impl Engine {
 
     /// The metadata of a command's events: who, from where, why.
     fn metadata(&self, principal: &Principal, context: &CommandContext) -> Metadata {
-        let mut metadata = Metadata::new(
-            principal.actor(),
-            context
-                .source
-                .clone()
-                .unwrap_or_else(|| Source::system("casebook")),
-        )
-        .with_correlation(context.correlation_id.unwrap_or_default());
-        metadata.reason = context.reason.clone();
-        metadata
+        context.metadata(principal)
     }
 
     /// The case as the principal may see it: fields above their clearance
