@@ -12,6 +12,7 @@ const FILES: &[&str] = &[
     "proto/casebook/v1/events.proto",
     "proto/casebook/v1/admin.proto",
     "proto/casebook/v1/workers.proto",
+    "proto/casebook/v1/audit.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -139,8 +139,8 @@
 #![deny(unsafe_code)]
 
 pub use casebook_engine::{
-    case, definition, engine, error, log, orchestration, prelude, projection, rules, security,
-    time, Engine, ErrorKind,
+    audit, case, definition, engine, error, log, orchestration, prelude, projection, rules,
+    security, streams, time, Engine, ErrorKind,
 };
 
 /// The README's code examples, compiled as doctests so the README stays true.

@@ -23,6 +23,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod audit;
 pub mod calendar;
 pub mod case;
 pub mod definition;

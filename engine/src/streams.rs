@@ -3,7 +3,9 @@
 //!
 //! - `<tenant>/case/<case id>`: one case's events;
 //! - `<tenant>/definition/<case type>`: the deployments of one case type;
-//! - `<tenant>/calendar/working-days`: the tenant's non-working days.
+//! - `<tenant>/calendar/working-days`: the tenant's non-working days;
+//! - `<tenant>/audit/<YYYY-MM-DD>`: the day's audit of reads (UTC; see
+//!   [`crate::audit`]).
 
 use crate::ids::{IdError, TenantId};
 use crate::log::StreamId;
@@ -17,10 +19,13 @@ pub const CALENDAR: &str = "calendar";
 /// The id of the one calendar stream per tenant.
 pub const CALENDAR_ID: &str = "working-days";
 
+/// The category of audit streams (one per tenant and day).
+pub const AUDIT: &str = "audit";
+
 /// Every category the engine writes itself. Outside code (the gRPC events
 /// API, integrations) must not write them, and reading them raw shows every
 /// field of a case; a new category the engine writes belongs here.
-pub const ENGINE_CATEGORIES: &[&str] = &[CASE, DEFINITION, CALENDAR];
+pub const ENGINE_CATEGORIES: &[&str] = &[CASE, DEFINITION, CALENDAR, AUDIT];
 
 /// Whether the engine writes streams of `category` itself.
 pub fn is_engine_category(category: &str) -> bool {
@@ -44,6 +49,29 @@ pub fn calendar(tenant: &TenantId) -> Result<StreamId, IdError> {
     StreamId::new(tenant.clone(), CALENDAR, CALENDAR_ID)
 }
 
+/// Microseconds in a day.
+const DAY_MICROS: i64 = 86_400_000_000;
+
+/// The day number (days since 1970-01-01, UTC) of `at`.
+pub fn day_of(at: crate::time::Timestamp) -> i64 {
+    at.as_micros().div_euclid(DAY_MICROS)
+}
+
+/// The tenant's audit stream of the day `at` falls on (UTC). Errors:
+/// [`IdError`] for a day outside the calendar's range.
+pub fn audit(tenant: &TenantId, at: crate::time::Timestamp) -> Result<StreamId, IdError> {
+    audit_day(tenant, day_of(at))
+}
+
+/// The tenant's audit stream of day number `day` (see [`day_of`]).
+/// Errors: [`IdError`] for a day outside the calendar's range.
+pub fn audit_day(tenant: &TenantId, day: i64) -> Result<StreamId, IdError> {
+    let id = crate::calendar::date_of(day)
+        .map(crate::calendar::format_date)
+        .unwrap_or_else(|| format!("day{day}"));
+    StreamId::new(tenant.clone(), AUDIT, &id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,5 +89,11 @@ mod tests {
             "kent/calendar/working-days"
         );
         assert!(case(&kent, "a/b").is_err());
+        let noon = crate::time::Timestamp::from_micros(20_000 * DAY_MICROS + DAY_MICROS / 2);
+        assert_eq!(
+            audit(&kent, noon).unwrap().to_string(),
+            "kent/audit/2024-10-04"
+        );
+        assert!(is_engine_category(AUDIT));
     }
 }

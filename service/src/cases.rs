@@ -23,6 +23,7 @@ use crate::auth::caller;
 use crate::convert;
 use crate::server::Stopping;
 use crate::status::{invalid, status};
+use casebook_engine::audit::ReadContext;
 
 /// The Cases service over an engine.
 #[derive(Clone)]
@@ -317,7 +318,11 @@ impl Cases for CasesService {
         let consistency = convert::consistency(r.consistency.as_ref())?;
         let result = self
             .engine
-            .case_view(&principal, &r.case_id, consistency)
+            .case_view(
+                ReadContext::new(&principal).purpose(purpose.as_str()),
+                &r.case_id,
+                consistency,
+            )
             .await;
         let found = consulted(&principal, "case", &r.case_id, &purpose, result)?;
         Ok(Response::new(convert::case_view(
@@ -339,7 +344,11 @@ impl Cases for CasesService {
         let consistency = convert::consistency(r.consistency.as_ref())?;
         let result = self
             .engine
-            .search_cases(&principal, &query, consistency)
+            .search_cases(
+                ReadContext::new(&principal).purpose(purpose.as_str()),
+                &query,
+                consistency,
+            )
             .await;
         let page = consulted(&principal, "search", "", &purpose, result)?;
         Ok(Response::new(pb::SearchCasesResponse {
@@ -360,7 +369,7 @@ impl Cases for CasesService {
         let result = self
             .engine
             .timeline(
-                &principal,
+                ReadContext::new(&principal).purpose(purpose.as_str()),
                 &r.case_id,
                 convert::page(r.page.as_ref()),
                 consistency,
@@ -384,7 +393,13 @@ impl Cases for CasesService {
         let r = request.into_inner();
         // The case must be one the caller may see now (from the log, so a
         // case opened a moment ago is found).
-        let visible = self.engine.view(&principal, &r.case_id).await;
+        let visible = self
+            .engine
+            .view(
+                ReadContext::new(&principal).purpose(purpose.as_str()),
+                &r.case_id,
+            )
+            .await;
         consulted(&principal, "watch", &r.case_id, &purpose, visible)?;
         let stream = casebook_engine::streams::case(&principal.tenant, &r.case_id)
             .map_err(|e| invalid("case_id", e))?;
@@ -399,6 +414,7 @@ impl Cases for CasesService {
             self.engine.clone(),
             self.stopping.clone(),
             Arc::new(principal),
+            purpose,
             r.case_id,
             r.from_version,
             subscription,
@@ -426,7 +442,11 @@ impl Cases for CasesService {
         let consistency = convert::consistency(r.consistency.as_ref())?;
         let result = self
             .engine
-            .work_queue(&principal, &query, consistency)
+            .work_queue(
+                ReadContext::new(&principal).purpose(purpose.as_str()),
+                &query,
+                consistency,
+            )
             .await;
         let page = consulted(&principal, "work_queue", "", &purpose, result)?;
         Ok(Response::new(pb::GetWorkQueueResponse {
@@ -442,7 +462,13 @@ impl Cases for CasesService {
         let principal = caller(&request)?;
         let purpose = purpose(&request, "");
         let consistency = convert::consistency(request.get_ref().consistency.as_ref())?;
-        let result = self.engine.incidents(&principal, consistency).await;
+        let result = self
+            .engine
+            .incidents(
+                ReadContext::new(&principal).purpose(purpose.as_str()),
+                consistency,
+            )
+            .await;
         let incidents = consulted(&principal, "incidents", "", &purpose, result)?;
         Ok(Response::new(pb::ListIncidentsResponse {
             incidents: incidents.iter().map(convert::incident).collect(),
@@ -468,7 +494,14 @@ impl Cases for CasesService {
             page: convert::page(r.page.as_ref()),
         };
         let consistency = convert::consistency(r.consistency.as_ref())?;
-        let result = self.engine.deadlines(&principal, &query, consistency).await;
+        let result = self
+            .engine
+            .deadlines(
+                ReadContext::new(&principal).purpose(purpose.as_str()),
+                &query,
+                consistency,
+            )
+            .await;
         let page = consulted(&principal, "deadlines", "", &purpose, result)?;
         Ok(Response::new(pb::ListDeadlinesResponse {
             deadlines: page.items.iter().map(convert::deadline).collect(),
@@ -509,6 +542,7 @@ async fn watch(
     engine: Engine,
     mut stopping: Stopping,
     principal: Arc<Principal>,
+    purpose: String,
     case_id: String,
     from_version: u64,
     mut subscription: casebook_engine::log::Subscription,
@@ -539,7 +573,8 @@ async fn watch(
         loop {
             let page = engine
                 .timeline(
-                    &principal,
+                    // Each page the watch sends is a consultation, audited.
+                    ReadContext::new(&principal).purpose(purpose.as_str()),
                     &case_id,
                     PageRequest {
                         offset: seen,

@@ -5,13 +5,13 @@
 //! caller's clearance against each event's classification, and a stream the
 //! caller may not read looks exactly like one that does not exist.
 
-use casebook_engine::engine::Engine;
-use casebook_engine::engine::ADMIN_ROLE;
+use casebook_engine::audit::ReadContext;
+use casebook_engine::engine::{raw_visible, reads_engine_streams, Engine, ADMIN_ROLE};
 use casebook_engine::log::{
-    Direction, EventData, EventId, ExpectedVersion, GlobalPosition, RecordedEvent, StreamId,
-    StreamVersion, SubscriptionStart,
+    Direction, EventData, EventId, ExpectedVersion, GlobalPosition, StreamId, StreamVersion,
+    SubscriptionStart,
 };
-use casebook_engine::security::{Classification, Principal};
+use casebook_engine::security::Principal;
 use casebook_engine::streams::is_engine_category;
 use casebook_proto::v1 as pb;
 use casebook_proto::v1::events_server::Events;
@@ -28,8 +28,8 @@ use crate::status::{invalid, status};
 /// The role that may append to integration streams (beside administrators).
 pub const INTEGRATION_ROLE: &str = "integration";
 /// The role that, with TOP SECRET clearance, may read the engine's own
-/// streams raw.
-pub const AUDITOR_ROLE: &str = "auditor";
+/// streams raw (and that queries the audit).
+pub use casebook_engine::audit::AUDITOR_ROLE;
 
 /// Default and largest page of a read.
 const DEFAULT_READ: usize = 100;
@@ -48,16 +48,9 @@ impl EventsService {
     }
 }
 
-/// Whether the caller may read the engine's own streams raw.
-fn reads_engine_streams(p: &Principal) -> bool {
-    p.has_role(AUDITOR_ROLE) && p.clearance == Classification::TopSecret
-}
-
-/// Whether the caller may see this event at all.
-fn visible(p: &Principal, e: &RecordedEvent) -> bool {
-    &p.tenant == e.tenant()
-        && p.may_see(e.metadata.classification)
-        && (!is_engine_category(e.stream.category()) || reads_engine_streams(p))
+/// The read context of a request: the caller and the purpose they stated.
+fn reader<'a>(p: &'a Principal, purpose: &str) -> ReadContext<'a> {
+    ReadContext::new(p).purpose(purpose)
 }
 
 /// The stream `<category>/<id>` of the caller's tenant.
@@ -158,19 +151,7 @@ impl Events for EventsService {
         let purpose = purpose(&request, "");
         let r = request.into_inner();
         let stream = stream(&principal, &r.stream)?;
-        if is_engine_category(stream.category()) && !reads_engine_streams(&principal) {
-            access(
-                &principal,
-                "raw_stream",
-                &r.stream,
-                &purpose,
-                tonic::Code::PermissionDenied,
-            );
-            // Exactly what a stream that does not exist reads as.
-            return Ok(Response::new(pb::ReadStreamResponse { events: Vec::new() }));
-        }
-        let store = self.engine.store();
-        let max = store.limits().max_read_limit;
+        let max = self.engine.store().limits().max_read_limit;
         let direction = if r.backwards {
             Direction::Backward
         } else {
@@ -181,16 +162,33 @@ impl Events for EventsService {
         } else {
             StreamVersion(r.from_version)
         };
-        let result = store
-            .read_stream(&stream, direction, from, limit(r.limit, max))
+        // The engine audits the read; the engine's own streams read as
+        // empty (exactly like a stream that does not exist) but for a TOP
+        // SECRET auditor.
+        let result = self
+            .engine
+            .read_stream(
+                reader(&principal, &purpose),
+                &stream,
+                direction,
+                from,
+                limit(r.limit, max),
+            )
             .await;
+        if is_engine_category(stream.category()) && !reads_engine_streams(&principal) {
+            access(
+                &principal,
+                "raw_stream",
+                &r.stream,
+                &purpose,
+                tonic::Code::PermissionDenied,
+            );
+            let _ = result.map_err(|e| status(&e))?;
+            return Ok(Response::new(pb::ReadStreamResponse { events: Vec::new() }));
+        }
         let events = consulted(&principal, "raw_stream", &r.stream, &purpose, result)?;
         Ok(Response::new(pb::ReadStreamResponse {
-            events: events
-                .iter()
-                .filter(|e| visible(&principal, e))
-                .map(convert::recorded)
-                .collect(),
+            events: events.iter().map(convert::recorded).collect(),
         }))
     }
 
@@ -201,24 +199,19 @@ impl Events for EventsService {
         let principal = caller(&request)?;
         let purpose = purpose(&request, "");
         let r = request.into_inner();
-        let store = self.engine.store();
-        let max = store.limits().max_read_limit;
-        let result = store
+        let max = self.engine.store().limits().max_read_limit;
+        let result = self
+            .engine
             .read_all(
-                &principal.tenant,
+                reader(&principal, &purpose),
                 GlobalPosition(r.from_position),
                 limit(r.limit, max),
             )
             .await;
-        let events = consulted(&principal, "raw_log", "", &purpose, result)?;
-        let next_position = events.last().map_or(r.from_position, |e| e.position.0 + 1);
+        let (events, next) = consulted(&principal, "raw_log", "", &purpose, result)?;
         Ok(Response::new(pb::ReadAllResponse {
-            events: events
-                .iter()
-                .filter(|e| visible(&principal, e))
-                .map(convert::recorded)
-                .collect(),
-            next_position,
+            events: events.iter().map(convert::recorded).collect(),
+            next_position: next.0,
         }))
     }
 
@@ -240,8 +233,7 @@ impl Events for EventsService {
         };
         let result = self
             .engine
-            .store()
-            .subscribe_all(principal.tenant.clone(), start)
+            .subscribe_all(reader(&principal, &purpose), start)
             .await;
         let mut subscription = consulted(&principal, "raw_log_subscription", "", &purpose, result)?;
         let (tx, rx) = mpsc::channel(256);
@@ -257,7 +249,7 @@ impl Events for EventsService {
                     }
                 };
                 match event {
-                    Ok(e) if visible(&principal, &e) => {
+                    Ok(e) if raw_visible(&principal, &e) => {
                         if tx.send(Ok(convert::recorded(&e))).await.is_err() {
                             return;
                         }

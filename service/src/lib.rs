@@ -1,10 +1,11 @@
 //! Casebook as a gRPC service: configuration, authentication, the one
-//! error mapping, the protobuf conversions, the Cases, Events, Workers and
-//! Admin services, and the server that runs them (the `casebook` binary's
+//! error mapping, the protobuf conversions, the Cases, Events, Workers,
+//! Admin and Audit services, and the server that runs them (the `casebook` binary's
 //! `serve`).
 
 pub mod access;
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod cases;
 pub mod config;

@@ -13,6 +13,7 @@ use casebook_engine::engine::{Engine, EngineError, ADMIN_ROLE};
 use casebook_engine::log::TenantId;
 use casebook_engine::security::{Classification, Principal};
 use casebook_proto::v1::admin_server::AdminServer;
+use casebook_proto::v1::audit_server::AuditServer;
 use casebook_proto::v1::cases_server::CasesServer;
 use casebook_proto::v1::events_server::EventsServer;
 use casebook_proto::v1::workers_server::WorkersServer;
@@ -24,6 +25,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Identity, ServerTlsConfig};
 
 use crate::admin::AdminService;
+use crate::audit::AuditService;
 use crate::auth::{AuthSetupError, Authenticator};
 use crate::cases::CasesService;
 use crate::config::Config;
@@ -246,6 +248,9 @@ pub async fn start(
     health_reporter
         .set_serving::<WorkersServer<WorkersService>>()
         .await;
+    health_reporter
+        .set_serving::<AuditServer<AuditService>>()
+        .await;
     let max = config.max_message_bytes;
     let intercept = {
         let auth = auth.clone();
@@ -262,6 +267,9 @@ pub async fn start(
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
     let admin = AdminServer::new(AdminService::new(engine.clone()))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let audit = AuditServer::new(AuditService::new(engine.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
     let metrics = crate::metrics::Metrics::default();
@@ -283,7 +291,8 @@ pub async fn start(
         .add_service(InterceptedService::new(cases, intercept.clone()))
         .add_service(InterceptedService::new(events, intercept.clone()))
         .add_service(InterceptedService::new(workers, intercept.clone()))
-        .add_service(InterceptedService::new(admin, intercept));
+        .add_service(InterceptedService::new(admin, intercept.clone()))
+        .add_service(InterceptedService::new(audit, intercept));
     let (tx, rx) = oneshot::channel::<()>();
     let served = engine.clone();
     let task = tokio::spawn(async move {

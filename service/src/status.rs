@@ -39,6 +39,7 @@ kinded!(
     casebook_engine::ids::IdError,
     casebook_engine::case::CaseError,
     casebook_engine::orchestration::OrchestrationError,
+    casebook_engine::audit::AuditError,
 );
 
 /// The status for an engine error.

@@ -40,9 +40,9 @@ pub use keys::{
     ItemKey, NameError, RoleKey, ServiceName, TeamKey, MAX_IDENTIFIER_LEN,
 };
 pub use model::{
-    Activity, ActivityKind, CaseDefinition, CasePermissions, Deadline, Escalation, FieldDef,
-    FieldSearch, FieldType, FormField, Milestone, MopiGroup, Occurrence, OnPart, ParamDef,
-    Priority, Retention, RetryPolicy, Sentry, ServiceDef, SlaPeriod, Stage,
+    Activity, ActivityKind, AuditPolicy, CaseDefinition, CasePermissions, Deadline, Escalation,
+    FieldDef, FieldSearch, FieldType, FormField, Milestone, MopiGroup, Occurrence, OnPart,
+    ParamDef, Priority, Retention, RetryPolicy, Sentry, ServiceDef, SlaPeriod, Stage,
 };
 pub use parse::Format;
 pub use period::{Period, PeriodError, PeriodParts};

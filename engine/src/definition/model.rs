@@ -73,6 +73,28 @@ pub struct CaseDefinition {
     /// written before teams keep their fingerprint and stored form.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub team: Option<TeamKey>,
+    /// What reading its cases requires (DPA 2018 s62; see
+    /// [`crate::audit`]). Last and left out when absent, like `team`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<AuditPolicy>,
+}
+
+/// A case type's audit requirements (`[audit]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditPolicy {
+    /// Reading fields marked above this classification needs a stated
+    /// purpose: without one, a view withholds them (and a case marked above
+    /// it, or a load of the whole state, is refused). None: no requirement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose_required_above: Option<Classification>,
+}
+
+impl CaseDefinition {
+    /// The marking above which reading needs a purpose, if any.
+    pub fn purpose_required_above(&self) -> Option<Classification> {
+        self.audit.as_ref().and_then(|a| a.purpose_required_above)
+    }
 }
 
 impl CaseDefinition {

@@ -120,6 +120,9 @@ pub enum EngineError {
     /// The projection store failed (projections are derived; the log is intact).
     #[error(transparent)]
     Projection(#[from] crate::projection::ProjectionError),
+    /// The read's audit refused it or could not record it (see [`crate::audit`]).
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
     /// A definition declares a service this engine runs in process with
     /// another contract than the registered service's (refused at deploy).
     #[error("service '{service}' does not match the registered service: {}", problems.iter().map(|(p, m)| format!("{p}: {m}")).collect::<Vec<_>>().join("; "))]
@@ -186,6 +189,7 @@ impl EngineError {
             EngineError::StoredDefinitionChanged { .. }
             | EngineError::InvalidStoredCalendar { .. } => ErrorKind::Internal,
             EngineError::Projection(e) => e.kind(),
+            EngineError::Audit(e) => e.kind(),
             EngineError::ServiceContractMismatch { problems, .. } => ErrorKind::InvalidArgument {
                 paths: problems.iter().map(|(p, _)| p.clone()).collect(),
             },

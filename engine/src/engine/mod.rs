@@ -12,6 +12,7 @@
 //! appends everything it returns in one append with the version it loaded
 //! (retrying on a concurrent change, which is safe because `decide` is pure).
 
+mod audited;
 mod error;
 mod idempotency;
 mod queries;
@@ -25,10 +26,12 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 
+pub use audited::{raw_visible, reads_engine_streams};
 pub use error::{EngineError, SnapshotSource};
 pub use idempotency::CommandId;
 pub use snapshots::{MemorySnapshots, SledSnapshots, SnapshotStore};
 
+use crate::audit::ReadContext;
 use crate::case::{
     decide, CaseCommand, CaseEvent, CaseFile, CaseId, CaseState, CaseView, DefinitionRef,
 };
@@ -83,6 +86,11 @@ pub struct EngineConfig {
     /// definition declares that is not registered here is left to external
     /// job workers. Default: none.
     pub services: crate::orchestration::ServiceRegistry,
+    /// Whether reads of case data are audited (see [`crate::audit`]).
+    /// Default `true`. **Only for measuring the audit's cost** (the audit
+    /// bench's baseline): turned off, consultations go unrecorded, which
+    /// law-enforcement processing may not do (DPA 2018 s62).
+    pub audit_reads: bool,
 }
 
 impl Default for EngineConfig {
@@ -95,6 +103,7 @@ impl Default for EngineConfig {
             projection_batch: crate::projection::DEFAULT_BATCH_SIZE,
             clock: crate::time::system_clock(),
             services: crate::orchestration::ServiceRegistry::new(),
+            audit_reads: true,
         }
     }
 }
@@ -382,6 +391,8 @@ pub(crate) struct Inner {
     hub: Arc<crate::orchestration::Hub>,
     /// The dispatcher, once started.
     dispatcher: Mutex<DispatcherSlot>,
+    /// Records the audit of reads.
+    audit: crate::audit::Recorder,
 }
 
 impl Engine {
@@ -469,8 +480,10 @@ impl Engine {
         config: EngineConfig,
     ) -> Self {
         let hub = crate::orchestration::Hub::new(config.services.clone());
+        let audit = crate::audit::Recorder::new(Arc::clone(&store), config.audit_reads);
         Engine {
             inner: Arc::new(Inner {
+                audit,
                 store,
                 log,
                 snapshots,
@@ -591,6 +604,7 @@ impl Engine {
         self.stop_dispatcher().await;
         self.inner.stopped.store(true, Ordering::Release);
         self.close_projections().await?;
+        self.inner.audit.close().await;
         if let Some(log) = &self.inner.log {
             log.close().await?;
         }
@@ -1060,59 +1074,155 @@ impl Engine {
         context.metadata(principal)
     }
 
-    /// The case as the principal may see it: fields above their clearance
-    /// are withheld.
+    /// The case as the reader may see it: fields above their clearance
+    /// are withheld (and, without a purpose, those above the marking the
+    /// definition requires one for: see [`crate::audit`]). Audited
+    /// ([`ReadKind::View`](crate::audit::ReadKind::View)).
     ///
-    /// Errors: [`EngineError::UnknownCase`]; [`EngineError::Case`] for
-    /// insufficient clearance.
-    pub async fn view(
+    /// Errors: [`EngineError::UnknownCase`] (also for a case above the
+    /// reader's clearance); [`EngineError::Audit`].
+    pub async fn view<'a>(
         &self,
-        principal: &Principal,
+        reader: impl Into<ReadContext<'a>>,
         case_id: impl AsRef<str>,
     ) -> Result<CaseView, EngineError> {
+        let reader = reader.into();
         let case_id = case_id.as_ref();
-        let stream = self.case_stream(principal, case_id)?;
-        let loaded = self.load_stream(&stream, case_id, false).await?;
-        loaded
-            .state
-            .view_for(&loaded.definition, principal)
-            .map_err(|e| conceal(e.into(), principal, case_id))
+        let (result, marking) = self.view_inner(&reader, case_id).await;
+        let subject = crate::audit::Subject::case(case_id, marking);
+        self.audited(&reader, crate::audit::ReadKind::View, subject, result)
+            .await
+    }
+
+    /// [`Engine::view`] unaudited, with the case's marking once known.
+    async fn view_inner(
+        &self,
+        reader: &ReadContext<'_>,
+        case_id: &str,
+    ) -> (Result<CaseView, EngineError>, Option<Classification>) {
+        let principal = reader.principal;
+        let loaded = match self.load_visible(reader, case_id).await {
+            Ok(loaded) => loaded,
+            Err((e, marking)) => return (Err(e), marking),
+        };
+        let marking = Some(loaded.state.classification);
+        let result = audited::viewer(
+            reader,
+            &loaded.definition,
+            loaded.state.classification,
+            case_id,
+        )
+        .map_err(EngineError::from)
+        .and_then(|viewer| {
+            loaded
+                .state
+                .view_for(&loaded.definition, &viewer)
+                .map_err(|e| conceal(e.into(), principal, case_id))
+        });
+        (result, marking)
+    }
+
+    /// Loads a case the reader may see (unaudited), or the concealed error
+    /// and the case's marking if it exists.
+    async fn load_visible(
+        &self,
+        reader: &ReadContext<'_>,
+        case_id: &str,
+    ) -> Result<LoadedCase, (EngineError, Option<Classification>)> {
+        let principal = reader.principal;
+        reader.check().map_err(|e| (e.into(), None))?;
+        let stream = self
+            .case_stream(principal, case_id)
+            .map_err(|e| (e, None))?;
+        let loaded = self
+            .load_stream(&stream, case_id, false)
+            .await
+            .map_err(|e| (conceal(e, principal, case_id), None))?;
+        match loaded.state.view_for(&loaded.definition, principal) {
+            Ok(_) => Ok(loaded),
+            Err(e) => Err((
+                conceal(e.into(), principal, case_id),
+                Some(loaded.state.classification),
+            )),
+        }
     }
 
     /// Loads a case's full state (snapshot plus newer events). For embedding
     /// code that needs more than [`Engine::view`]; the clearance check of
-    /// `view` applies.
-    pub async fn load(
+    /// `view` applies, and a definition that requires a purpose for some
+    /// fields requires one here. Audited
+    /// ([`ReadKind::Load`](crate::audit::ReadKind::Load)).
+    ///
+    /// Errors: [`EngineError::UnknownCase`]; [`EngineError::Audit`] (with
+    /// [`AuditError::PurposeRequired`](crate::audit::AuditError::PurposeRequired)).
+    pub async fn load<'a>(
         &self,
-        principal: &Principal,
+        reader: impl Into<ReadContext<'a>>,
         case_id: impl AsRef<str>,
     ) -> Result<LoadedCase, EngineError> {
+        let reader = reader.into();
         let case_id = case_id.as_ref();
-        let stream = self.case_stream(principal, case_id)?;
-        let loaded = self.load_stream(&stream, case_id, false).await?;
-        loaded
-            .state
-            .view_for(&loaded.definition, principal)
-            .map_err(|e| conceal(e.into(), principal, case_id))?;
-        Ok(loaded)
+        let (result, marking) = match self.load_visible(&reader, case_id).await {
+            Err((e, marking)) => (Err(e), marking),
+            Ok(loaded) => {
+                let marking = Some(loaded.state.classification);
+                let p = reader.principal;
+                match loaded.definition.purpose_required_above() {
+                    Some(above) if !reader.has_purpose() && p.clearance > above => (
+                        Err(crate::audit::AuditError::PurposeRequired {
+                            case_id: case_id.to_string(),
+                            above,
+                        }
+                        .into()),
+                        marking,
+                    ),
+                    _ => (Ok(loaded), marking),
+                }
+            }
+        };
+        let subject = crate::audit::Subject::case(case_id, marking);
+        self.audited(&reader, crate::audit::ReadKind::Load, subject, result)
+            .await
+    }
+
+    /// [`Engine::load`] for the engine's own work (a command naming a task,
+    /// the dispatcher): not a consultation, so not audited.
+    pub(crate) async fn load_unaudited(
+        &self,
+        principal: &Principal,
+        case_id: &str,
+    ) -> Result<LoadedCase, EngineError> {
+        self.load_visible(&ReadContext::new(principal), case_id)
+            .await
+            .map_err(|(e, _)| e)
     }
 
     /// Loads a case from its first event, ignoring cached states and
     /// snapshots (to measure and to check them; behind the
     /// `bench-internals` feature).
     #[cfg(any(test, feature = "bench-internals"))]
-    pub async fn load_without_snapshot(
+    pub async fn load_without_snapshot<'a>(
         &self,
-        principal: &Principal,
+        reader: impl Into<ReadContext<'a>>,
         case_id: &str,
     ) -> Result<LoadedCase, EngineError> {
-        let stream = self.case_stream(principal, case_id)?;
-        let loaded = self.replay(&stream, case_id, None, LoadStart::Log).await?;
-        loaded
-            .state
-            .view_for(&loaded.definition, principal)
-            .map_err(|e| conceal(e.into(), principal, case_id))?;
-        Ok(loaded)
+        let reader = reader.into();
+        let principal = reader.principal;
+        let mut marking = None;
+        let result = async {
+            let stream = self.case_stream(principal, case_id)?;
+            let loaded = self.replay(&stream, case_id, None, LoadStart::Log).await?;
+            marking = Some(loaded.state.classification);
+            loaded
+                .state
+                .view_for(&loaded.definition, principal)
+                .map_err(|e| conceal(e.into(), principal, case_id))?;
+            Ok(loaded)
+        }
+        .await;
+        let subject = crate::audit::Subject::case(case_id, marking);
+        self.audited(&reader, crate::audit::ReadKind::Load, subject, result)
+            .await
     }
 
     fn case_stream(&self, principal: &Principal, case_id: &str) -> Result<StreamId, EngineError> {

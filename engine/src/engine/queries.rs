@@ -20,6 +20,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{CaseOutcome, CommandContext, Engine, EngineError, Inner, ADMIN_ROLE};
+use crate::audit::{ReadContext, ReadKind, Subject};
 use crate::case::{CaseCommand, CaseError, InstanceId, ItemRef};
 use crate::definition::CaseDefinition;
 use crate::log::codec::DomainEvent;
@@ -33,7 +34,7 @@ use crate::projection::query::{
 use crate::projection::{
     cases, timeline, Consistency, ProjectionError, ProjectionHost, ProjectionStatus, QueryError,
 };
-use crate::security::Principal;
+use crate::security::{Classification, Principal};
 
 /// Where the engine's projections live, opened on first use.
 #[derive(Default)]
@@ -182,23 +183,48 @@ impl Engine {
     ///
     /// Errors: [`QueryError::UnknownCase`]; consistency errors
     /// ([`QueryError::Timeout`], [`QueryError::Faulted`]); [`QueryError::Corrupt`].
-    pub async fn case_view(
+    pub async fn case_view<'a>(
         &self,
-        principal: &Principal,
+        reader: impl Into<ReadContext<'a>>,
         case_id: &str,
         consistency: Consistency,
     ) -> Result<ProjectedCase, QueryError> {
+        let reader = reader.into();
+        let mut marking = None;
+        let result = self
+            .case_view_inner(&reader, case_id, consistency, &mut marking)
+            .await;
+        self.audited(
+            &reader,
+            ReadKind::CaseView,
+            Subject::case(case_id, marking),
+            result,
+        )
+        .await
+    }
+
+    async fn case_view_inner(
+        &self,
+        reader: &ReadContext<'_>,
+        case_id: &str,
+        consistency: Consistency,
+        marking: &mut Option<Classification>,
+    ) -> Result<ProjectedCase, QueryError> {
+        let principal = reader.principal;
+        reader.check()?;
         let gen = self.read_tree(cases::NAME, principal, consistency).await?;
         let record = cases::load_case(&gen.rows, case_id)?
             .ok_or_else(|| unknown_case(principal, case_id))?;
         let Some(dref) = &record.state.definition else {
             return Err(unknown_case(principal, case_id));
         };
+        *marking = Some(record.state.classification);
         let def = self
             .definition_for(&principal.tenant, dref.key.as_str(), Some(dref.version))
             .await
             .map_err(|e| QueryError::Corrupt(e.to_string()))?;
-        match record.state.view_for(&def, principal) {
+        let viewer = super::audited::viewer(reader, &def, record.state.classification, case_id)?;
+        match record.state.view_for(&def, &viewer) {
             Ok(view) => Ok(ProjectedCase {
                 view,
                 version: record.version,
@@ -217,31 +243,72 @@ impl Engine {
     ///
     /// Errors: consistency errors ([`QueryError::Timeout`],
     /// [`QueryError::Faulted`]); [`QueryError::Corrupt`].
-    pub async fn incidents(
+    pub async fn incidents<'a>(
         &self,
-        principal: &Principal,
+        reader: impl Into<ReadContext<'a>>,
         consistency: Consistency,
     ) -> Result<Vec<crate::orchestration::pending::IncidentEntry>, QueryError> {
-        let gen = self
-            .read_tree(crate::orchestration::pending::NAME, principal, consistency)
-            .await?;
-        crate::orchestration::pending::incidents(&gen.rows, principal)
+        let reader = reader.into();
+        let principal = reader.principal;
+        let result = async {
+            reader.check()?;
+            let gen = self
+                .read_tree(crate::orchestration::pending::NAME, principal, consistency)
+                .await?;
+            crate::orchestration::pending::incidents(&gen.rows, principal)
+        }
+        .await;
+        let subject = Subject::query("incidents", Classification::Official).with_cases(
+            result
+                .iter()
+                .flatten()
+                .map(|i| (i.case_id.as_str(), i.classification)),
+        );
+        self.audited(&reader, ReadKind::Incidents, subject, result)
+            .await
     }
 
     /// A case's history in human terms, oldest first.
     ///
     /// Errors: [`QueryError::UnknownCase`]; page errors; consistency errors.
-    pub async fn timeline(
+    pub async fn timeline<'a>(
         &self,
-        principal: &Principal,
+        reader: impl Into<ReadContext<'a>>,
         case_id: &str,
         page: PageRequest,
         consistency: Consistency,
     ) -> Result<Page<TimelineEntry>, QueryError> {
+        let reader = reader.into();
+        let principal = reader.principal;
+        let result = async {
+            reader.check()?;
+            let gen = self
+                .read_tree(timeline::NAME, principal, consistency)
+                .await?;
+            timeline::read(&gen.rows, case_id, principal, &page)
+        }
+        .await;
+        let marking = self.case_marking(principal, case_id).await;
+        self.audited(
+            &reader,
+            ReadKind::Timeline,
+            Subject::case(case_id, marking),
+            result,
+        )
+        .await
+    }
+
+    /// A case's marking as the `cases` projection holds it now, if it
+    /// exists (for the audit entry of a read that does not load the case).
+    async fn case_marking(&self, principal: &Principal, case_id: &str) -> Option<Classification> {
         let gen = self
-            .read_tree(timeline::NAME, principal, consistency)
-            .await?;
-        timeline::read(&gen.rows, case_id, principal, &page)
+            .read_tree(cases::NAME, principal, Consistency::Eventual)
+            .await
+            .ok()?;
+        cases::load_case(&gen.rows, case_id)
+            .ok()
+            .flatten()
+            .map(|r| r.state.classification)
     }
 
     /// Searches the principal's tenant's cases (only those within their
@@ -249,12 +316,37 @@ impl Engine {
     ///
     /// Errors: [`QueryError::UnknownCaseType`]; the validation errors of
     /// [`cases::search`]; consistency errors.
-    pub async fn search_cases(
+    pub async fn search_cases<'a>(
         &self,
-        principal: &Principal,
+        reader: impl Into<ReadContext<'a>>,
         query: &SearchQuery,
         consistency: Consistency,
     ) -> Result<Page<CaseSummary>, QueryError> {
+        let reader = reader.into();
+        let mut marking = Classification::Official;
+        let result = self
+            .search_inner(&reader, query, consistency, &mut marking)
+            .await;
+        let described = serde_json::to_string(query).unwrap_or_else(|_| format!("{query:?}"));
+        let subject = Subject::query(format!("search {described}"), marking).with_cases(
+            result
+                .iter()
+                .flat_map(|p| &p.items)
+                .map(|c| (c.case_id.as_str(), c.classification)),
+        );
+        self.audited(&reader, ReadKind::Search, subject, result)
+            .await
+    }
+
+    async fn search_inner(
+        &self,
+        reader: &ReadContext<'_>,
+        query: &SearchQuery,
+        consistency: Consistency,
+        marking: &mut Classification,
+    ) -> Result<Page<CaseSummary>, QueryError> {
+        let principal = reader.principal;
+        reader.check()?;
         query.page.check()?;
         let def = match &query.case_type {
             Some(t) => Some(
@@ -267,6 +359,15 @@ impl Engine {
             ),
             None => None,
         };
+        if let Some(def) = &def {
+            // The fields a query filters on are as sensitive as the fields.
+            for filter in &query.fields {
+                let named = def.fields.iter().find(|f| f.key.as_str() == filter.field);
+                if let Some(c) = named.and_then(|f| f.classification) {
+                    *marking = (*marking).max(c);
+                }
+            }
+        }
         let gen = self.read_tree(cases::NAME, principal, consistency).await?;
         cases::search(&gen.rows, query, def.as_deref(), principal)
     }
@@ -287,30 +388,62 @@ impl Engine {
     ///
     /// Errors: page errors; [`QueryError::Invalid`] for a team that is not
     /// an identifier; consistency errors.
-    pub async fn work_queue(
+    pub async fn work_queue<'a>(
         &self,
-        principal: &Principal,
+        reader: impl Into<ReadContext<'a>>,
         query: &WorkQueueQuery,
         consistency: Consistency,
     ) -> Result<Page<WorkItem>, QueryError> {
-        query.page.check()?;
-        let gen = self.read_tree(cases::NAME, principal, consistency).await?;
-        cases::work_queue(&gen, query, principal)
+        let reader = reader.into();
+        let principal = reader.principal;
+        let result = async {
+            reader.check()?;
+            query.page.check()?;
+            let gen = self.read_tree(cases::NAME, principal, consistency).await?;
+            cases::work_queue(&gen, query, principal)
+        }
+        .await;
+        let described = serde_json::to_string(query).unwrap_or_else(|_| format!("{query:?}"));
+        let subject = Subject::query(format!("work queue {described}"), Classification::Official)
+            .with_cases(
+                result
+                    .iter()
+                    .flat_map(|p| &p.items)
+                    .map(|w| (w.case_id.as_str(), w.classification)),
+            );
+        self.audited(&reader, ReadKind::WorkQueue, subject, result)
+            .await
     }
 
     /// Running SLA and Victims' Code deadlines due by a time, earliest first,
     /// marked overdue against the query's `now`.
     ///
     /// Errors: page errors; consistency errors.
-    pub async fn deadlines(
+    pub async fn deadlines<'a>(
         &self,
-        principal: &Principal,
+        reader: impl Into<ReadContext<'a>>,
         query: &DeadlineQuery,
         consistency: Consistency,
     ) -> Result<Page<DeadlineEntry>, QueryError> {
-        query.page.check()?;
-        let gen = self.read_tree(cases::NAME, principal, consistency).await?;
-        cases::deadlines(&gen.rows, query, principal)
+        let reader = reader.into();
+        let principal = reader.principal;
+        let result = async {
+            reader.check()?;
+            query.page.check()?;
+            let gen = self.read_tree(cases::NAME, principal, consistency).await?;
+            cases::deadlines(&gen.rows, query, principal)
+        }
+        .await;
+        let described = serde_json::to_string(query).unwrap_or_else(|_| format!("{query:?}"));
+        let subject = Subject::query(format!("deadlines {described}"), Classification::Official)
+            .with_cases(
+                result
+                    .iter()
+                    .flat_map(|p| &p.items)
+                    .map(|d| (d.case_id.as_str(), d.classification)),
+            );
+        self.audited(&reader, ReadKind::Deadlines, subject, result)
+            .await
     }
 
     /// Claims an open task for the principal (an [`Engine::execute`] of
@@ -378,7 +511,7 @@ impl Engine {
         case_id: &str,
         instance: InstanceId,
     ) -> Result<ItemRef, EngineError> {
-        let loaded = self.load(principal, case_id).await?;
+        let loaded = self.load_unaudited(principal, case_id).await?;
         let inst = loaded.state.item(instance).ok_or_else(|| {
             EngineError::Case(CaseError::InconsistentHistory {
                 event: "claim".into(),

@@ -120,7 +120,7 @@ async fn wanted(engine: &Engine, job: &PendingJob) -> bool {
         return true;
     }
     match engine
-        .load(&system_principal(&job.tenant), &job.case_id)
+        .load_unaudited(&system_principal(&job.tenant), &job.case_id)
         .await
     {
         Ok(loaded) => loaded

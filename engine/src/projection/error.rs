@@ -336,6 +336,7 @@ impl QueryError {
             | QueryError::NotReady { .. } => ErrorKind::Unavailable,
             QueryError::Corrupt(_) => ErrorKind::Internal,
             QueryError::Projection(e) => e.kind(),
+            QueryError::Audit(e) => e.kind(),
         }
     }
 }
@@ -479,6 +480,9 @@ pub enum QueryError {
     /// The projection machinery failed.
     #[error(transparent)]
     Projection(#[from] ProjectionError),
+    /// The read's audit refused it or could not record it (see [`crate::audit`]).
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use casebook_proto::v1 as pb;
 use casebook_proto::v1::admin_client::AdminClient;
+use casebook_proto::v1::audit_client::AuditClient;
 use casebook_proto::v1::cases_client::CasesClient;
 use casebook_proto::v1::events_client::EventsClient;
 use casebook_service::auth::{mint_hs256, Claims};
@@ -93,6 +94,7 @@ impl Interceptor for Bearer {
 pub type Cases = CasesClient<InterceptedService<Channel, Bearer>>;
 pub type Events = EventsClient<InterceptedService<Channel, Bearer>>;
 pub type Admin = AdminClient<InterceptedService<Channel, Bearer>>;
+pub type Audit = AuditClient<InterceptedService<Channel, Bearer>>;
 
 impl Server {
     pub fn cases(&self, token: &str) -> Cases {
@@ -105,6 +107,10 @@ impl Server {
 
     pub fn admin(&self, token: &str) -> Admin {
         AdminClient::with_interceptor(self.channel.clone(), Bearer(Some(token.to_string())))
+    }
+
+    pub fn audit(&self, token: &str) -> Audit {
+        AuditClient::with_interceptor(self.channel.clone(), Bearer(Some(token.to_string())))
     }
 }
 
