@@ -413,8 +413,7 @@ impl Cases for CasesService {
         tokio::spawn(watch(
             self.engine.clone(),
             self.stopping.clone(),
-            Arc::new(principal),
-            purpose,
+            (Arc::new(principal), purpose),
             r.case_id,
             r.from_version,
             subscription,
@@ -541,8 +540,7 @@ pub fn validate(source: &str, format: Format) -> pb::ValidateDefinitionResponse 
 async fn watch(
     engine: Engine,
     mut stopping: Stopping,
-    principal: Arc<Principal>,
-    purpose: String,
+    (principal, purpose): (Arc<Principal>, String),
     case_id: String,
     from_version: u64,
     mut subscription: casebook_engine::log::Subscription,

@@ -64,7 +64,7 @@ async fn an_auditor_queries_reads_by_case_and_no_one_else_can() {
         .find(|e| e.read == "case_view")
         .unwrap_or_else(|| panic!("no case read recorded: {:?}", found.entries));
     assert_eq!(read.subject, "ch-101");
-    assert_eq!(read.case_ids, [opened.case_id.clone()]);
+    assert_eq!(read.case_ids, std::slice::from_ref(&opened.case_id));
     assert_eq!(read.purpose, "victim update call");
     assert_eq!(read.outcome, "answered");
     assert_eq!(
