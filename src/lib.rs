@@ -158,6 +158,11 @@ pub struct CaseRuntimeDoctests;
 #[cfg(doctest)]
 pub struct CaseSemanticsDoctests;
 
+/// `docs/markings.md`'s code examples, compiled as doctests.
+#[doc = include_str!("../docs/markings.md")]
+#[cfg(doctest)]
+pub struct MarkingsDoctests;
+
 /// `docs/definition-format.md`'s code examples, compiled as doctests.
 #[doc = include_str!("../docs/definition-format.md")]
 #[cfg(doctest)]

@@ -391,7 +391,9 @@ fn missing_person_high_risk_escalation_to_closure() {
     let call_handler = officer("ch-1", &["call_handler"], os);
     let response = officer("pc-1", &["response_officer"], os);
     let supervisor = officer("ps-1", &["supervisor"], Classification::Secret);
-    let inspector = officer("insp-1", &["duty_inspector"], os);
+    // The high-risk response is entered on the SECRET vulnerabilities, so
+    // the inspector who runs it is SC-cleared (see docs/markings.md).
+    let inspector = officer("insp-1", &["duty_inspector"], Classification::Secret);
     let system = officer(
         "orchestrator",
         &[SYSTEM_ROLE, ADMIN_ROLE],
@@ -438,6 +440,11 @@ fn missing_person_high_risk_escalation_to_closure() {
     );
     let view = case.state.view_for(&case.def, &response).unwrap();
     assert!(!view.case_file.contains_key("vulnerabilities"));
+    // Nor the stage the vulnerabilities started, nor what it holds.
+    assert!(view
+        .items
+        .iter()
+        .all(|i| !["high_risk_response", "notify_control_room"].contains(&i.item.as_str())));
     assert!(case
         .state
         .view_for(&case.def, &supervisor)
@@ -540,11 +547,13 @@ fn domestic_abuse_high_risk_goes_to_marac() {
             classification: None,
         },
     );
-    // Victim details are OFFICIAL-SENSITIVE: hidden from an OFFICIAL reader.
+    // Victim details are OFFICIAL-SENSITIVE: hidden from an OFFICIAL reader,
+    // and so is the plan, which follows the OFFICIAL-SENSITIVE risk grading.
     let official = officer("pcso-1", &["response_officer"], Classification::Official);
     let view = case.state.view_for(&case.def, &official).unwrap();
     assert!(!view.case_file.contains_key("victim"));
     assert!(view.case_file.contains_key("relationship"));
+    assert!(view.items.is_empty(), "{:?}", view.items);
     assert_eq!(
         case.state_of("notify_childrens_services"),
         None,

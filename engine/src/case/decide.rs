@@ -1141,11 +1141,21 @@ impl<'a> Cx<'a> {
         by_person: bool,
     ) -> Option<String> {
         let children: Vec<&ItemInstance> = self.state.children(parent).collect();
+        // The reason reaches the principal: an item they may not see is not named.
+        let see =
+            super::disclose::Disclosure::new(self.def, self.state.classification, self.principal);
+        let named = |c: &ItemInstance, what: &str| {
+            if see.item(c.key.as_str()) {
+                format!("{what}'{}' is {}", c.key, c.state)
+            } else {
+                "work in it is not finished".to_string()
+            }
+        };
         if let Some(c) = children
             .iter()
             .find(|c| matches!(c.state, ItemState::Active | ItemState::Suspended))
         {
-            return Some(format!("'{}' is {}", c.key, c.state));
+            return Some(named(c, ""));
         }
         for c in &children {
             let required = self
@@ -1159,12 +1169,12 @@ impl<'a> Cx<'a> {
                 .min()
                 == Some(c.id);
             if required && first && !c.is_terminal() {
-                return Some(format!("required '{}' is {}", c.key, c.state));
+                return Some(named(c, "required "));
             }
         }
         if !by_person && !autocomplete {
             if let Some(c) = children.iter().find(|c| !c.is_terminal()) {
-                return Some(format!("'{}' is {}", c.key, c.state));
+                return Some(named(c, ""));
             }
         }
         None
@@ -1308,6 +1318,7 @@ impl<'a> Cx<'a> {
             return self.open(case_file.into_inner(), classification);
         }
         self.guard()?;
+        self.conceal_hidden(&command)?;
         let def = self.def;
         let p = &def.permissions;
         match command {
@@ -1483,6 +1494,51 @@ impl<'a> Cx<'a> {
                 }
                 self.emit(CaseEvent::CaseReopened { reason })
             }
+        }
+    }
+
+    /// A command naming a plan item (or an incident of one) the principal
+    /// may not see is answered exactly as if the item did not exist, before
+    /// any rule about it is checked: an item's state, its applicability rule
+    /// and its roles are all information its marking protects.
+    fn conceal_hidden(&self, command: &CaseCommand) -> Result<(), CaseError> {
+        let see =
+            super::disclose::Disclosure::new(self.def, self.state.classification, self.principal);
+        let named: Vec<&str> = match command {
+            CaseCommand::Start { item }
+            | CaseCommand::Claim { item }
+            | CaseCommand::Assign { item, .. }
+            | CaseCommand::AssignTeam { item, .. }
+            | CaseCommand::Complete { item, .. }
+            | CaseCommand::Fail { item, .. }
+            | CaseCommand::Terminate { item }
+            | CaseCommand::Disable { item }
+            | CaseCommand::SuspendItem { item }
+            | CaseCommand::ResumeItem { item }
+            | CaseCommand::ReachMilestone { item } => vec![item.key.as_str()],
+            CaseCommand::AddDiscretionary { item, stage } => std::iter::once(item.as_str())
+                .chain(stage.as_ref().map(ItemKey::as_str))
+                .collect(),
+            CaseCommand::RetryIncident { invocation } => {
+                let hidden = self
+                    .state
+                    .incidents
+                    .iter()
+                    .any(|i| i.invocation == *invocation && !see.item(i.item.as_str()));
+                if hidden {
+                    return Err(CaseError::NoIncident {
+                        invocation: *invocation,
+                    });
+                }
+                Vec::new()
+            }
+            _ => Vec::new(),
+        };
+        match named.into_iter().find(|k| !see.item(k)) {
+            Some(key) => Err(CaseError::UnknownItem {
+                item: key.to_string(),
+            }),
+            None => Ok(()),
         }
     }
 

@@ -73,6 +73,10 @@ pub struct CaseDefinition {
     /// written before teams keep their fingerprint and stored form.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub team: Option<TeamKey>,
+    /// The derived markings, computed on first use (not part of the
+    /// definition's content: never serialized, never compared).
+    #[serde(skip)]
+    pub(crate) markings: super::markings::MarkingsCache,
 }
 
 impl CaseDefinition {
@@ -407,6 +411,11 @@ pub struct Activity {
     /// [`CaseDefinition::team`].)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryPolicy>,
+    /// A marking the author gives the item, raising what its rules already
+    /// make it (see [`CaseDefinition::markings`]); never lowers it. (Last,
+    /// and left out when absent: see [`CaseDefinition::team`].)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classification: Option<Classification>,
 }
 
 /// How a service task's invocations are timed out and retried. Written
@@ -523,6 +532,9 @@ pub struct Stage {
     /// Milestones in the stage.
     #[serde(default)]
     pub milestones: Vec<Milestone>,
+    /// A marking the author gives the stage (see [`Activity::classification`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classification: Option<Classification>,
 }
 
 /// A point of progress: *reached*, never completed.
@@ -549,6 +561,9 @@ pub struct Milestone {
     /// When it stops waiting (ORed).
     #[serde(default)]
     pub exit: Vec<Sentry>,
+    /// A marking the author gives the milestone (see [`Activity::classification`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classification: Option<Classification>,
 }
 
 /// An entry or exit criterion: on-parts ANDed, plus an optional condition.

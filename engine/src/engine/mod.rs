@@ -31,6 +31,7 @@ pub use snapshots::{MemorySnapshots, SledSnapshots, SnapshotStore};
 
 use crate::case::{
     decide, CaseCommand, CaseEvent, CaseFile, CaseId, CaseState, CaseView, DefinitionRef,
+    Disclosure,
 };
 use crate::definition::deployment::{self, Decision, DefinitionEvent, Deployed};
 pub use crate::definition::Deployment;
@@ -256,6 +257,16 @@ fn check_hand_completion(
 
 /// "Above your clearance" and "another tenant's" must look exactly like
 /// "does not exist": the error names only what the caller asked for.
+/// The highest marking anything in a loaded case can have: what a reader of
+/// its whole state must be cleared for.
+fn full_marking(loaded: &LoadedCase) -> crate::security::Classification {
+    let def = &loaded.definition;
+    let fields = def.fields.iter().filter_map(|f| f.classification);
+    fields
+        .fold(def.markings().highest(), Ord::max)
+        .max(loaded.state.classification)
+}
+
 fn conceal(error: EngineError, principal: &Principal, case_id: &str) -> EngineError {
     match error {
         EngineError::Case(
@@ -979,6 +990,8 @@ impl Engine {
             }
             let loaded = self.load_stream(&stream, case_id, true).await?;
             check_hand_completion(&loaded.definition, &command, &context)?;
+            let (definition, case_class) = (loaded.definition.clone(), loaded.state.classification);
+            let invocations = Disclosure::invocation_items(&loaded.state);
             let events = decide(
                 &loaded.definition,
                 &loaded.state,
@@ -999,12 +1012,14 @@ impl Engine {
                 .await
             {
                 Ok((version, position, events)) => {
+                    // The caller sees only what they may of what they caused.
+                    let see = Disclosure::new(&definition, case_class, principal);
                     return Ok(CaseOutcome {
                         case_id: CaseId::new(case_id)?,
-                        events,
+                        events: see.events_with(events, invocations),
                         version,
                         position,
-                    })
+                    });
                 }
                 Err(EngineError::Log(LogError::WrongExpectedVersion { .. })) => continue,
                 Err(EngineError::Log(LogError::EventIdConflict { .. }))
@@ -1047,9 +1062,12 @@ impl Engine {
             .iter()
             .map(CaseEvent::from_recorded)
             .collect::<Result<Vec<_>, _>>()?;
+        // Filtered like the first reply: by what the case is now.
+        let loaded = self.load_stream(stream, case_id, false).await?;
+        let see = Disclosure::new(&loaded.definition, loaded.state.classification, principal);
         Ok(Some(CaseOutcome {
             case_id: CaseId::new(case_id)?,
-            events,
+            events: see.events(events, &loaded.state),
             version,
             position: Some(position),
         }))
@@ -1079,9 +1097,12 @@ impl Engine {
             .map_err(|e| conceal(e.into(), principal, case_id))
     }
 
-    /// Loads a case's full state (snapshot plus newer events). For embedding
-    /// code that needs more than [`Engine::view`]; the clearance check of
-    /// `view` applies.
+    /// Loads a case's full state (snapshot plus newer events), for embedding
+    /// code that needs more than [`Engine::view`]. The state holds
+    /// everything, so only a principal cleared for everything the case's
+    /// definition can hold (its most restricted field and plan item) gets
+    /// it; anyone else gets [`EngineError::UnknownCase`], exactly as for a
+    /// case they may not see — they read it with [`Engine::view`].
     pub async fn load(
         &self,
         principal: &Principal,
@@ -1094,6 +1115,12 @@ impl Engine {
             .state
             .view_for(&loaded.definition, principal)
             .map_err(|e| conceal(e.into(), principal, case_id))?;
+        if !principal.may_see(full_marking(&loaded)) {
+            return Err(EngineError::UnknownCase {
+                tenant: principal.tenant.clone(),
+                case_id: case_id.to_string(),
+            });
+        }
         Ok(loaded)
     }
 

@@ -225,7 +225,30 @@ impl Engine {
         let gen = self
             .read_tree(crate::orchestration::pending::NAME, principal, consistency)
             .await?;
-        crate::orchestration::pending::incidents(&gen.rows, principal)
+        let all = crate::orchestration::pending::incidents(&gen.rows, principal)?;
+        // An incident is about its task: withheld when the task's effective
+        // marking is above the reader's clearance.
+        let cases = self
+            .read_tree(cases::NAME, principal, Consistency::Eventual)
+            .await?;
+        let mut out = Vec::with_capacity(all.len());
+        for entry in all {
+            let Some(record) = cases::load_case(&cases.rows, &entry.case_id)? else {
+                continue;
+            };
+            let Some(dref) = &record.state.definition else {
+                continue;
+            };
+            let def = self
+                .definition_for(&principal.tenant, dref.key.as_str(), Some(dref.version))
+                .await
+                .map_err(|e| QueryError::Corrupt(e.to_string()))?;
+            let see = crate::case::Disclosure::new(&def, record.state.classification, principal);
+            if see.item(entry.item.as_str()) {
+                out.push(entry);
+            }
+        }
+        Ok(out)
     }
 
     /// A case's history in human terms, oldest first.
@@ -378,14 +401,19 @@ impl Engine {
         case_id: &str,
         instance: InstanceId,
     ) -> Result<ItemRef, EngineError> {
-        let loaded = self.load(principal, case_id).await?;
-        let inst = loaded.state.item(instance).ok_or_else(|| {
-            EngineError::Case(CaseError::InconsistentHistory {
-                event: "claim".into(),
-                reason: format!("case {case_id} has no plan item instance {instance}"),
-            })
-        })?;
-        Ok(ItemRef::instance(inst.key.as_str(), instance))
+        // The view, not the state: an instance the principal may not see is
+        // answered like one that does not exist.
+        let view = self.view(principal, case_id).await?;
+        let inst = view
+            .items
+            .iter()
+            .find(|i| i.instance == instance)
+            .ok_or_else(|| {
+                EngineError::Case(CaseError::InvalidCommand {
+                    reason: format!("case {case_id} has no plan item instance {instance}"),
+                })
+            })?;
+        Ok(ItemRef::instance(inst.item.as_str(), instance))
     }
 
     /// Sets the tenant's own non-working days (replacing any earlier list),

@@ -166,9 +166,28 @@ impl Cel {
             }
             other => EvalError::Failed {
                 expression,
-                message: other.to_string(),
+                message: value_free(&other),
             },
         }
+    }
+}
+
+/// The interpreter's error without the values it quotes: rule errors reach
+/// callers who may not see the fields the rule read.
+fn value_free(error: &ExecutionError) -> String {
+    match error {
+        ExecutionError::InvalidArgumentCount { expected, actual } => {
+            format!("expected {expected} arguments, got {actual}")
+        }
+        ExecutionError::NotSupportedAsMethod { method, .. } => {
+            format!("'{method}' is not a method of its target")
+        }
+        ExecutionError::FunctionError { function, .. } => format!("'{function}' failed"),
+        ExecutionError::MissingArgumentOrTarget => "a missing argument or target".into(),
+        ExecutionError::UnsupportedTargetType { .. }
+        | ExecutionError::UnsupportedKeyType(_)
+        | ExecutionError::UnsupportedIndex(..) => "a value of a type it cannot index with".into(),
+        _ => "evaluation failed".into(),
     }
 }
 
@@ -303,6 +322,11 @@ impl Condition {
             .flat_map(|c| c.fields.iter().map(String::as_str))
     }
 
+    /// The plan items and milestones it reads through `state` and `reached`.
+    pub fn plan_refs(&self) -> super::PlanRefs {
+        self.ast().map(super::refs::plan_refs).unwrap_or_default()
+    }
+
     /// The compiled program's syntax tree (for static checks).
     pub(crate) fn ast(&self) -> Option<&IdedExpr> {
         self.0
@@ -410,6 +434,11 @@ impl Expression {
             .ok()
             .into_iter()
             .flat_map(|c| c.fields.iter().map(String::as_str))
+    }
+
+    /// The plan items and milestones it reads through `state` and `reached`.
+    pub fn plan_refs(&self) -> super::PlanRefs {
+        self.ast().map(super::refs::plan_refs).unwrap_or_default()
     }
 
     /// The compiled program's syntax tree (for static checks).

@@ -38,6 +38,7 @@
 mod check;
 mod compiled;
 mod error;
+mod refs;
 mod scope;
 mod value;
 
@@ -47,6 +48,7 @@ pub use check::{
 };
 pub use compiled::{Condition, Expression, SUPPORTED_FUNCTIONS};
 pub use error::{CompileError, EvalError};
+pub use refs::PlanRefs;
 pub use scope::{ItemState, PlanState, Scope};
 pub use value::{cel_to_json, json_to_cel, NoJsonForm};
 
