@@ -15,7 +15,7 @@
 //! # Where commands are decided
 //!
 //! `decide` runs on the calling task's async worker thread, with its rules
-//! limited to [`INLINE_BUDGET`] units (about a millisecond; see
+//! limited to [`INLINE_BUDGET`] units (about a millisecond or two; see
 //! `rules::budget` for the cost model): the ordinary command pays no thread
 //! hop. A command whose rules would need more is refused by that budget
 //! *before* the rule runs, and is decided again — `decide` is pure — under
