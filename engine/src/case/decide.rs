@@ -13,7 +13,7 @@ use crate::definition::{
     ItemKey, Occurrence, OnPart, PlanItem, RoleKey, SlaPeriod,
 };
 use crate::log::Timestamp;
-use crate::rules::{Condition, ItemState, Scope};
+use crate::rules::{Budget, Condition, EvalError, ItemState, Scope, COMMAND_BUDGET};
 use crate::security::{Classification, Principal};
 
 use super::command::{CaseCommand, ItemRef, ServiceOutcome};
@@ -87,6 +87,9 @@ pub const MAX_ID_LEN: usize = 128;
 /// the definition and the plan, then anything the cascade runs into
 /// ([`CaseError::CascadeLimit`], [`CaseError::RuleFailed`],
 /// [`CaseError::AutomaticStepFailed`]).
+///
+/// The command's rules share one [`Budget`] of [`COMMAND_BUDGET`] units
+/// (see [`decide_within`]).
 pub fn decide(
     def: &CaseDefinition,
     state: &CaseState,
@@ -94,7 +97,35 @@ pub fn decide(
     command: CaseCommand,
     now: Timestamp,
 ) -> Result<Vec<CaseEvent>, CaseError> {
-    let mut cx = Cx::new(def, state.clone(), principal, now);
+    decide_within(
+        def,
+        state,
+        principal,
+        command,
+        now,
+        &Budget::new(COMMAND_BUDGET),
+    )
+}
+
+/// [`decide`], with every rule the command evaluates (sentries,
+/// applicability rules, deadline conditions, automatic steps, service
+/// inputs) charged to `budget`. A rule whose cost bound exceeds what is left
+/// fails the command with [`CaseError::RuleFailed`] holding
+/// [`EvalError::BudgetExceeded`](crate::rules::EvalError::BudgetExceeded),
+/// before the rule runs. `decide` is pure, so a command refused for a small
+/// budget can be decided again with a larger one.
+///
+/// # Errors
+/// As [`decide`].
+pub fn decide_within(
+    def: &CaseDefinition,
+    state: &CaseState,
+    principal: &Principal,
+    command: CaseCommand,
+    now: Timestamp,
+    budget: &Budget,
+) -> Result<Vec<CaseEvent>, CaseError> {
+    let mut cx = Cx::new(def, state.clone(), principal, now, budget);
     cx.command(command)?;
     cx.run()?;
     Ok(cx.events)
@@ -116,6 +147,8 @@ struct Cx<'a> {
     /// Repetitions to create (item, parent), deferred to the cascade loop so
     /// that a looping definition meets the bound instead of deep recursion.
     repeats: VecDeque<(ItemKey, Option<InstanceId>)>,
+    /// What the command's rules may still cost.
+    budget: &'a Budget,
 }
 
 fn occurrence_matches(o: &Occurrence, occ: &Occurred) -> bool {
@@ -158,6 +191,7 @@ impl<'a> Cx<'a> {
         state: CaseState,
         principal: &'a Principal,
         now: Timestamp,
+        budget: &'a Budget,
     ) -> Self {
         let mut index = BTreeMap::new();
         let mut deadlines: Vec<(Option<&'a ItemKey>, &'a Deadline)> =
@@ -181,6 +215,7 @@ impl<'a> Cx<'a> {
             case_exit_dirty: false,
             seen: Vec::new(),
             repeats: VecDeque::new(),
+            budget,
         }
     }
 
@@ -252,7 +287,7 @@ impl<'a> Cx<'a> {
     fn eval(&self, c: &Condition, owner: impl FnOnce() -> String) -> Result<bool, CaseError> {
         let file = self.state.case_file_json();
         let plan = self.state.plan_state();
-        c.evaluate(&Scope::case_file(&file).with_plan(&plan))
+        c.evaluate_within(&Scope::case_file(&file).with_plan(&plan), self.budget)
             .map_err(|error| CaseError::RuleFailed {
                 owner: owner(),
                 error,
@@ -678,7 +713,7 @@ impl<'a> Cx<'a> {
         let policy = a.retry.clone().unwrap_or_default();
         let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let invocation = InvocationId(self.state.last_invocation + 1);
-        let (input, problem) = self.map_inputs(a);
+        let (input, problem) = self.map_inputs(a)?;
         self.emit(CaseEvent::ServiceInvocationRequested {
             invocation,
             instance: id,
@@ -701,18 +736,31 @@ impl<'a> Cx<'a> {
 
     /// Evaluates a service task's input mapping: the values, and the first
     /// problem (an expression that fails, a required input with no value).
-    fn map_inputs(&self, a: &Activity) -> (BTreeMap<String, serde_json::Value>, Option<String>) {
+    /// A mapping over its budget fails the command instead: retrying the
+    /// invocation could not help, while deciding again with a larger budget
+    /// can.
+    #[allow(clippy::type_complexity)]
+    fn map_inputs(
+        &self,
+        a: &Activity,
+    ) -> Result<(BTreeMap<String, serde_json::Value>, Option<String>), CaseError> {
         let file = self.state.case_file_json();
         let plan = self.state.plan_state();
         let scope = Scope::case_file(&file).with_plan(&plan);
         let mut input = BTreeMap::new();
         let mut problem = None;
         for (param, expr) in &a.input {
-            match expr.evaluate(&scope) {
+            match expr.evaluate_within(&scope, self.budget) {
                 Ok(Some(v)) if !v.is_null() => {
                     input.insert(param.clone(), v);
                 }
                 Ok(_) => {}
+                Err(error @ EvalError::BudgetExceeded { .. }) => {
+                    return Err(CaseError::RuleFailed {
+                        owner: format!("input.{param} of '{}'", a.key),
+                        error,
+                    })
+                }
                 Err(e) => {
                     problem.get_or_insert_with(|| format!("input '{param}': {e}"));
                 }
@@ -738,7 +786,7 @@ impl<'a> Cx<'a> {
                 }
             }
         }
-        (input, problem)
+        Ok((input, problem))
     }
 
     /// Fails an invocation for good: an incident, and the task fails.
@@ -1055,12 +1103,12 @@ impl<'a> Cx<'a> {
         let scope = Scope::case_file(&file).with_plan(&plan);
         let mut outputs = BTreeMap::new();
         for (field, expr) in &a.set {
-            let value = expr
-                .evaluate(&scope)
-                .map_err(|error| CaseError::RuleFailed {
+            let value = expr.evaluate_within(&scope, self.budget).map_err(|error| {
+                CaseError::RuleFailed {
                     owner: format!("set.{field} of '{}'", a.key),
                     error,
-                })?;
+                }
+            })?;
             let Some(value) = value.filter(|v| !v.is_null()) else {
                 continue;
             };

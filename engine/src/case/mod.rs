@@ -47,7 +47,9 @@ mod tests;
 
 pub use crate::ids::CaseId;
 pub use command::{CaseCommand, ItemRef, ServiceOutcome};
-pub use decide::{decide, ADMIN_ROLE, CASCADE_LIMIT, MAX_ID_LEN, MAX_NOTE_LEN, SYSTEM_ROLE};
+pub use decide::{
+    decide, decide_within, ADMIN_ROLE, CASCADE_LIMIT, MAX_ID_LEN, MAX_NOTE_LEN, SYSTEM_ROLE,
+};
 pub use disclose::Disclosure;
 pub use error::{CaseError, ClearanceSubject};
 pub use event::{
@@ -59,5 +61,5 @@ pub use state::{
     is_terminal, CaseState, CaseStatus, EntityLink, Incident, InstanceId, ItemInstance, Note,
     PendingInvocation, PlannedItem, RunningDeadline,
 };
-pub use values::{check_value, ValueError};
+pub use values::{check_value, ValueError, MAX_LIST_LEN, MAX_REF_LEN, MAX_TEXT_LEN};
 pub use view::{CaseView, ItemView};

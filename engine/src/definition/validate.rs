@@ -860,6 +860,26 @@ impl<'a> Validator<'a> {
         for m in rules::check_condition(c, &self.schema) {
             self.push(path, kind_of(&m), m);
         }
+        if let Some(ast) = c.ast() {
+            self.bounds(path, ast);
+        }
+    }
+
+    /// Refuses a rule that could never run within its budget on a case whose
+    /// lists are full, or whose comprehensions nest too deep
+    /// (`rules::budget`).
+    fn bounds(&mut self, path: &str, ast: &cel::IdedExpr) {
+        let longest = crate::case::MAX_LIST_LEN as u64;
+        let field_len = |name: &str| match self.def.field(name).map(|f| f.ty) {
+            Some(FieldType::List) => longest,
+            Some(FieldType::GeoPoint) => 2,
+            _ => 0,
+        };
+        let items = self.schema.items.len() as u64;
+        let milestones = self.schema.milestones.len() as u64;
+        for m in rules::check_bounds(ast, &field_len, longest, items, milestones) {
+            self.push(path, ProblemKind::Invalid, m);
+        }
     }
 
     fn expression(&mut self, path: &str, e: &Expression, expected: Expected<'_>) {
@@ -869,6 +889,9 @@ impl<'a> Validator<'a> {
         }
         for m in rules::check_expression(e, &self.schema, expected) {
             self.push(path, kind_of(&m), m);
+        }
+        if let Some(ast) = e.ast() {
+            self.bounds(path, ast);
         }
     }
 

@@ -11,6 +11,20 @@
 //! the case (snapshot + newer events), runs [`crate::case::decide`], and
 //! appends everything it returns in one append with the version it loaded
 //! (retrying on a concurrent change, which is safe because `decide` is pure).
+//!
+//! # Where commands are decided
+//!
+//! `decide` runs on the calling task's async worker thread, with its rules
+//! limited to [`INLINE_BUDGET`] units (about a millisecond or two; see
+//! `rules::budget` for the cost model): the ordinary command pays no thread
+//! hop. A command whose rules would need more is refused by that budget
+//! *before* the rule runs, and is decided again — `decide` is pure — under
+//! `tokio::task::spawn_blocking` with the full [`COMMAND_BUDGET`], at most
+//! [`HEAVY_DECISIONS`] at a time (a semaphore), so long evaluations never
+//! hold an async worker and cannot take the blocking pool either. A rule
+//! over even the full budget fails the command with
+//! [`crate::rules::EvalError::BudgetExceeded`] naming the rule, again before
+//! it runs.
 
 mod error;
 mod idempotency;
@@ -30,8 +44,8 @@ pub use idempotency::CommandId;
 pub use snapshots::{MemorySnapshots, SledSnapshots, SnapshotStore};
 
 use crate::case::{
-    decide, CaseCommand, CaseEvent, CaseFile, CaseId, CaseState, CaseView, DefinitionRef,
-    Disclosure,
+    decide_within, CaseCommand, CaseError, CaseEvent, CaseFile, CaseId, CaseState, CaseView,
+    DefinitionRef, Disclosure,
 };
 use crate::definition::deployment::{self, Decision, DefinitionEvent, Deployed};
 pub use crate::definition::Deployment;
@@ -42,8 +56,13 @@ use crate::log::{
     LogStoreConfig, MemoryStore, Metadata, Source, StreamId, StreamVersion, TenantId,
 };
 use crate::recent::Recent;
+use crate::rules::{Budget, EvalError, COMMAND_BUDGET, INLINE_BUDGET};
 use crate::security::{Classification, Principal};
 use crate::time::{Clock, Timestamp};
+
+/// How many commands whose rules exceed [`INLINE_BUDGET`] may be decided at
+/// once on blocking threads (see the module docs); more wait their turn.
+pub const HEAVY_DECISIONS: usize = 2;
 
 /// How long [`Engine::shutdown`] waits for invocations in flight.
 pub const DISPATCHER_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
@@ -393,6 +412,9 @@ pub(crate) struct Inner {
     hub: Arc<crate::orchestration::Hub>,
     /// The dispatcher, once started.
     dispatcher: Mutex<DispatcherSlot>,
+    /// Permits to decide a command off the async workers
+    /// ([`HEAVY_DECISIONS`]).
+    heavy: Arc<tokio::sync::Semaphore>,
 }
 
 impl Engine {
@@ -494,6 +516,7 @@ impl Engine {
                 stopped: AtomicBool::new(false),
                 hub,
                 dispatcher: Mutex::new(None),
+                heavy: Arc::new(tokio::sync::Semaphore::new(HEAVY_DECISIONS)),
             }),
         }
     }
@@ -805,6 +828,41 @@ impl Engine {
             .await
     }
 
+    /// Decides a command: inline within [`INLINE_BUDGET`], else again on a
+    /// blocking thread within [`COMMAND_BUDGET`] (see the module docs).
+    async fn decide(
+        &self,
+        def: &Arc<CaseDefinition>,
+        state: &CaseState,
+        principal: &Principal,
+        command: CaseCommand,
+        now: Timestamp,
+    ) -> Result<Vec<CaseEvent>, EngineError> {
+        let inline = Budget::new(INLINE_BUDGET);
+        match decide_within(def, state, principal, command.clone(), now, &inline) {
+            Err(CaseError::RuleFailed {
+                error: EvalError::BudgetExceeded { .. },
+                ..
+            }) => {}
+            decided => return Ok(decided?),
+        }
+        let _permit = Arc::clone(&self.inner.heavy)
+            .acquire_owned()
+            .await
+            .map_err(|_| EngineError::ShutDown)?;
+        let (def, state, principal) = (Arc::clone(def), state.clone(), principal.clone());
+        let decided = tokio::task::spawn_blocking(move || {
+            let budget = Budget::new(COMMAND_BUDGET);
+            decide_within(&def, &state, &principal, command, now, &budget)
+        })
+        .await;
+        match decided {
+            Ok(decided) => Ok(decided?),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(EngineError::ShutDown),
+        }
+    }
+
     async fn definition_for(
         &self,
         tenant: &TenantId,
@@ -924,7 +982,9 @@ impl Engine {
             case_file: request.case_file,
             classification: request.classification,
         };
-        let events = decide(&def, &state, principal, command, self.now())?;
+        let events = self
+            .decide(&def, &state, principal, command, self.now())
+            .await?;
         match self
             .append(&def, state, &stream, None, events, principal, &context)
             .await
@@ -992,13 +1052,15 @@ impl Engine {
             check_hand_completion(&loaded.definition, &command, &context)?;
             let (definition, case_class) = (loaded.definition.clone(), loaded.state.classification);
             let invocations = Disclosure::invocation_items(&loaded.state);
-            let events = decide(
-                &loaded.definition,
-                &loaded.state,
-                principal,
-                command.clone(),
-                self.now(),
-            )?;
+            let events = self
+                .decide(
+                    &loaded.definition,
+                    &loaded.state,
+                    principal,
+                    command.clone(),
+                    self.now(),
+                )
+                .await?;
             match self
                 .append(
                     &loaded.definition,
