@@ -341,12 +341,23 @@ impl<'a> Cx<'a> {
         }
     }
 
+    /// A task someone else holds may be acted on only by a supervising role
+    /// (`permissions.supervise`).
     fn check_claim(&self, inst: &ItemInstance) -> Result<(), CaseError> {
+        let supervises = || {
+            self.def
+                .permissions
+                .supervise
+                .iter()
+                .any(|r| self.principal.has_role(r.as_str()))
+        };
         match &inst.claimed_by {
-            Some(by) if by != &self.principal.subject => Err(CaseError::ClaimedByAnother {
-                item: inst.key.clone(),
-                claimed_by: by.clone(),
-            }),
+            Some(by) if by != &self.principal.subject && !supervises() => {
+                Err(CaseError::ClaimedByAnother {
+                    item: inst.key.clone(),
+                    claimed_by: by.clone(),
+                })
+            }
             _ => Ok(()),
         }
     }
@@ -1358,6 +1369,7 @@ impl<'a> Cx<'a> {
                     ],
                     "terminate",
                 )?;
+                self.check_claim(&self.inst(id)?)?;
                 self.terminate(id)
             }
             CaseCommand::Disable { item } => {
@@ -1616,7 +1628,17 @@ impl<'a> Cx<'a> {
                 self.require_active()?;
                 let id = self.resolve(r, &allowed, "claim")?;
                 let inst = self.inst(id)?;
-                self.check_claim(&inst)?;
+                // Taking over someone else's task is a reassignment (`Assign`).
+                if let Some(by) = inst
+                    .claimed_by
+                    .as_ref()
+                    .filter(|by| **by != self.principal.subject)
+                {
+                    return Err(CaseError::ClaimedByAnother {
+                        item: inst.key.clone(),
+                        claimed_by: by.clone(),
+                    });
+                }
                 if inst.claimed_by.as_deref() == Some(self.principal.subject.as_str()) {
                     return Ok(());
                 }
@@ -1631,6 +1653,7 @@ impl<'a> Cx<'a> {
                 self.require_active()?;
                 check_text("an assignee", &assignee, MAX_ID_LEN)?;
                 let id = self.resolve(r, &allowed, "assign")?;
+                self.check_claim(&self.inst(id)?)?;
                 self.emit(CaseEvent::ActivityAssigned {
                     instance: id,
                     item: r.key.clone(),
@@ -1662,6 +1685,7 @@ impl<'a> Cx<'a> {
             })?;
         let id = self.resolve(r, &[ItemState::Enabled, ItemState::Active], "assign")?;
         let inst = self.inst(id)?;
+        self.check_claim(&inst)?;
         let current = inst
             .team
             .as_deref()
@@ -1809,6 +1833,7 @@ impl<'a> Cx<'a> {
         self.require_active()?;
         check_text("a failure reason", &reason, MAX_NOTE_LEN)?;
         let id = self.resolve(r, &[ItemState::Active], "fail")?;
+        self.check_claim(&self.inst(id)?)?;
         self.emit(CaseEvent::PlanItemFailed {
             instance: id,
             item: r.key.clone(),
