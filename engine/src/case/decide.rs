@@ -79,10 +79,14 @@ pub const MAX_ID_LEN: usize = 128;
 /// `Terminate` and `Assign` also allow `close` roles; `SuspendItem` /
 /// `ResumeItem` need `suspend` / `resume`; `AddDiscretionary` needs an
 /// `add_discretionary` role that is also among the item's `planners` (when
-/// it lists any).
+/// it lists any). A task someone else holds (claimed or assigned) may be
+/// started, completed, failed, terminated, reassigned or routed only by a
+/// role in `permissions.supervise` ([`CaseError::ClaimedByAnother`]).
 ///
 /// # Errors
-/// Every [`CaseError`] but `InconsistentHistory`: tenant, clearance and role
+/// Every [`CaseError`] but `InconsistentHistory`: a principal whose subject
+/// or roles break [`crate::security::PrincipalError`]'s rule
+/// ([`CaseError::InvalidCommand`]) first, then tenant, clearance and role
 /// errors first, then the case's status, then the command's validity against
 /// the definition and the plan, then anything the cascade runs into
 /// ([`CaseError::CascadeLimit`], [`CaseError::RuleFailed`],
@@ -94,6 +98,13 @@ pub fn decide(
     command: CaseCommand,
     now: Timestamp,
 ) -> Result<Vec<CaseEvent>, CaseError> {
+    // The subject is recorded on events and shown in timelines: a forged
+    // one (a line break, a control character) never gets that far.
+    principal
+        .validate()
+        .map_err(|e| CaseError::InvalidCommand {
+            reason: e.to_string(),
+        })?;
     let mut cx = Cx::new(def, state.clone(), principal, now);
     cx.command(command)?;
     cx.run()?;
@@ -1651,7 +1662,11 @@ impl<'a> Cx<'a> {
             Some(assignee) => {
                 self.require(format!("assign {}", r.key), &self.with_close(roles_of(a)))?;
                 self.require_active()?;
-                check_text("an assignee", &assignee, MAX_ID_LEN)?;
+                crate::security::check_subject("assignee", &assignee).map_err(|e| {
+                    CaseError::InvalidCommand {
+                        reason: e.to_string(),
+                    }
+                })?;
                 let id = self.resolve(r, &allowed, "assign")?;
                 self.check_claim(&self.inst(id)?)?;
                 self.emit(CaseEvent::ActivityAssigned {
