@@ -1573,9 +1573,10 @@ async fn a_new_projection_version_rebuilds_across_a_restart_while_the_old_one_se
     engine.start().await.unwrap();
     let host = engine.projections(&platform_admin()).unwrap().clone();
     // (The host's status is what `Engine::projection_status` answers.)
-    let status_host = host.clone();
-    let gated_status = move |_: &Engine| {
-        status_host
+    let gated_status = |engine: &Engine| {
+        engine
+            .projections(&platform_admin())
+            .unwrap()
             .status(&tenant("kent"))
             .unwrap()
             .into_iter()
@@ -2032,10 +2033,14 @@ fn projection_crash_child() {
                                         assignee: format!("pc-{i}"),
                                     },
                                 };
-                                engine
-                                    .execute(&handler(t), &id, cmd, ctx("crash"))
-                                    .await
-                                    .unwrap();
+                                // Reassigning a task someone holds is a
+                                // supervisor's (permissions.supervise).
+                                let by = if i % 3 == 2 {
+                                    supervisor(t)
+                                } else {
+                                    handler(t)
+                                };
+                                engine.execute(&by, &id, cmd, ctx("crash")).await.unwrap();
                             }
                             if c.is_multiple_of(3) {
                                 let pc5 = Principal::new(tenant(t), "pc-5").with_roles(["handler"]);
