@@ -108,7 +108,10 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let engine = Engine::in_memory().unwrap();
+    let engine = Engine::in_memory_with(casebook::engine::EngineConfig::with_tenants(
+        ["kent", "essex"].map(|t| casebook::log::TenantId::new(t).unwrap()),
+    ))
+    .unwrap();
     let (watch_case, foi_case) = rt.block_on(async {
         engine.start().await.unwrap();
         let kent =

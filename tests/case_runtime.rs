@@ -20,6 +20,14 @@ use casebook_engine::rules::ItemState;
 use casebook_engine::security::{Classification, Principal};
 use casebook_engine::Engine;
 
+/// The tenants these tests use, registered when the engine first needs its
+/// tenant registry (calls for any other tenant are refused).
+fn registered() -> casebook_engine::engine::EngineConfig {
+    casebook_engine::engine::EngineConfig::with_tenants(
+        ["kent", "essex"].map(|t| TenantId::new(t).expect("valid tenant")),
+    )
+}
+
 const NOW: Timestamp = Timestamp(1_767_603_600_000_000);
 
 fn load(name: &str) -> CaseDefinition {
@@ -61,7 +69,7 @@ impl Mirror {
             .build()
             .expect("runtime");
         let dir = tempfile::tempdir().expect("temp dir");
-        let engine = Engine::open(dir.path()).expect("open engine");
+        let engine = Engine::open_with(dir.path(), registered()).expect("open engine");
         rt.block_on(engine.start()).expect("start engine");
         let admin = officer("admin", &["administrator"], Classification::Official);
         // Deployed in its canonical JSON form, so modified copies work too.

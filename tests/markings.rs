@@ -109,6 +109,11 @@ fn tenant() -> TenantId {
     TenantId::new("kent").unwrap()
 }
 
+/// The engine with this file's tenant registered.
+fn new_engine() -> Engine {
+    Engine::in_memory_with(casebook::engine::EngineConfig::with_tenants([tenant()])).unwrap()
+}
+
 fn admin() -> Principal {
     Principal::new(tenant(), "admin-1")
         .with_roles(["administrator"])
@@ -139,7 +144,7 @@ fn assert_clean(what: &str, rendered: &str) {
 }
 
 async fn engine_with(def: &str) -> Engine {
-    let engine = Engine::in_memory().unwrap();
+    let engine = new_engine();
     engine.start().await.unwrap();
     engine.deploy(&admin(), def, Format::Toml).await.unwrap();
     engine
@@ -167,7 +172,8 @@ fn complete(key: &str) -> CaseCommand {
 }
 
 async fn settle(engine: &Engine) -> Consistency {
-    let head = engine.store().head_position().unwrap();
+    let ops = Principal::platform_administrator("ops");
+    let head = engine.store(&ops).unwrap().head_position().unwrap();
     engine
         .wait_for_projections(&admin(), head, WAIT)
         .await
@@ -443,7 +449,7 @@ async fn a_field_lowered_later_is_not_found_by_value_on_cases_written_before() {
 
 #[tokio::test]
 async fn a_definition_moving_a_restricted_value_down_is_refused_at_deploy() {
-    let engine = Engine::in_memory().unwrap();
+    let engine = new_engine();
     let leaky = WELFARE.replace(
         "set = { summary = \"'flagged ' + risk\" }",
         "set = { subject = \"'flagged ' + risk\" }",
@@ -674,7 +680,7 @@ proptest! {
             .build()
             .unwrap();
         rt.block_on(async move {
-            let engine = Engine::in_memory().unwrap();
+            let engine = new_engine();
             engine.start().await.unwrap();
             let def = toml_of(&spec);
             engine.deploy(&admin(), &def, Format::Toml).await.unwrap();

@@ -75,7 +75,10 @@ fn tags(n: i64) -> CaseFile {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rule_that_cannot_fit_on_a_full_case_is_refused_at_deploy() {
-    let engine = Engine::in_memory().unwrap();
+    let engine = Engine::in_memory_with(casebook::engine::EngineConfig::with_tenants(
+        ["kent", "essex"].map(|t| casebook::log::TenantId::new(t).unwrap()),
+    ))
+    .unwrap();
     let nested = watchlist("tags.exists(a, tags.exists(b, a == b))");
     let err = engine
         .deploy(&admin("kent"), &nested, Format::Toml)
@@ -104,7 +107,10 @@ async fn a_rule_that_cannot_fit_on_a_full_case_is_refused_at_deploy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rule_over_its_budget_fails_the_command_and_other_tenants_keep_reading() {
-    let engine = Engine::in_memory().unwrap();
+    let engine = Engine::in_memory_with(casebook::engine::EngineConfig::with_tenants(
+        ["kent", "essex"].map(|t| casebook::log::TenantId::new(t).unwrap()),
+    ))
+    .unwrap();
     engine.start().await.unwrap();
     engine
         .deploy(&admin("kent"), &watchlist(&probes()), Format::Toml)
@@ -218,7 +224,10 @@ async fn a_rule_over_its_budget_fails_the_command_and_other_tenants_keep_reading
 async fn a_command_over_the_inline_budget_but_within_the_full_one_succeeds() {
     // One pass over a full list: more than the inline budget, within the
     // command's, so it is decided on a blocking thread and succeeds.
-    let engine = Engine::in_memory().unwrap();
+    let engine = Engine::in_memory_with(casebook::engine::EngineConfig::with_tenants(
+        ["kent", "essex"].map(|t| casebook::log::TenantId::new(t).unwrap()),
+    ))
+    .unwrap();
     engine
         .deploy(
             &admin("kent"),

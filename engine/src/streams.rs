@@ -3,7 +3,10 @@
 //!
 //! - `<tenant>/case/<case id>`: one case's events;
 //! - `<tenant>/definition/<case type>`: the deployments of one case type;
-//! - `<tenant>/calendar/working-days`: the tenant's non-working days.
+//! - `<tenant>/calendar/working-days`: the tenant's non-working days;
+//! - `casebook.platform/tenant/<tenant id>`: one tenant's registration,
+//!   suspensions and reactivations, in the reserved platform tenant
+//!   ([`crate::security::PLATFORM_TENANT`]).
 
 use crate::ids::{IdError, TenantId};
 use crate::log::StreamId;
@@ -16,11 +19,13 @@ pub const DEFINITION: &str = "definition";
 pub const CALENDAR: &str = "calendar";
 /// The id of the one calendar stream per tenant.
 pub const CALENDAR_ID: &str = "working-days";
+/// The category of tenant registry streams (platform tenant only).
+pub const TENANT: &str = "tenant";
 
 /// Every category the engine writes itself. Outside code (the gRPC events
 /// API, integrations) must not write them, and reading them raw shows every
 /// field of a case; a new category the engine writes belongs here.
-pub const ENGINE_CATEGORIES: &[&str] = &[CASE, DEFINITION, CALENDAR];
+pub const ENGINE_CATEGORIES: &[&str] = &[CASE, DEFINITION, CALENDAR, TENANT];
 
 /// Whether the engine writes streams of `category` itself.
 pub fn is_engine_category(category: &str) -> bool {
@@ -44,6 +49,17 @@ pub fn calendar(tenant: &TenantId) -> Result<StreamId, IdError> {
     StreamId::new(tenant.clone(), CALENDAR, CALENDAR_ID)
 }
 
+/// The registry stream of `tenant`, in the platform tenant. Errors:
+/// [`IdError`] (none in practice: the platform tenant id is a constant and
+/// `tenant` a valid id).
+pub fn tenant(tenant: &TenantId) -> Result<StreamId, IdError> {
+    StreamId::new(
+        TenantId::new(crate::security::PLATFORM_TENANT)?,
+        TENANT,
+        tenant.as_str(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,5 +77,9 @@ mod tests {
             "kent/calendar/working-days"
         );
         assert!(case(&kent, "a/b").is_err());
+        assert_eq!(
+            tenant(&kent).unwrap().to_string(),
+            "casebook.platform/tenant/kent"
+        );
     }
 }

@@ -25,11 +25,10 @@ use crate::convert;
 use crate::server::Stopping;
 use crate::status::{invalid, status};
 
-/// The role that may append to integration streams (beside administrators).
-pub const INTEGRATION_ROLE: &str = "integration";
-/// The role that, with TOP SECRET clearance, may read the engine's own
-/// streams raw.
-pub const AUDITOR_ROLE: &str = "auditor";
+/// The roles of the engine's tenant-scoped log ([`Engine::tenant_log`]),
+/// which enforces them too: `integration` appends (beside administrators);
+/// `auditor`, with TOP SECRET clearance, reads the engine's own streams raw.
+pub use casebook_engine::engine::{AUDITOR_ROLE, INTEGRATION_ROLE};
 
 /// Default and largest page of a read.
 const DEFAULT_READ: usize = 100;
@@ -140,7 +139,9 @@ impl Events for EventsService {
         }
         let done = self
             .engine
-            .store()
+            .tenant_log(&principal)
+            .await
+            .map_err(|e| status(&e))?
             .append(&stream, expected(r.expected.as_ref()), events)
             .await
             .map_err(|e| status(&e))?;
@@ -169,7 +170,11 @@ impl Events for EventsService {
             // Exactly what a stream that does not exist reads as.
             return Ok(Response::new(pb::ReadStreamResponse { events: Vec::new() }));
         }
-        let store = self.engine.store();
+        let store = self
+            .engine
+            .tenant_log(&principal)
+            .await
+            .map_err(|e| status(&e))?;
         let max = store.limits().max_read_limit;
         let direction = if r.backwards {
             Direction::Backward
@@ -201,19 +206,20 @@ impl Events for EventsService {
         let principal = caller(&request)?;
         let purpose = purpose(&request, "");
         let r = request.into_inner();
-        let store = self.engine.store();
+        let store = self
+            .engine
+            .tenant_log(&principal)
+            .await
+            .map_err(|e| status(&e))?;
         let max = store.limits().max_read_limit;
         let result = store
-            .read_all(
-                &principal.tenant,
-                GlobalPosition(r.from_position),
-                limit(r.limit, max),
-            )
+            .read_all(GlobalPosition(r.from_position), limit(r.limit, max))
             .await;
-        let events = consulted(&principal, "raw_log", "", &purpose, result)?;
-        let next_position = events.last().map_or(r.from_position, |e| e.position.0 + 1);
+        let page = consulted(&principal, "raw_log", "", &purpose, result)?;
+        let next_position = page.next.0;
         Ok(Response::new(pb::ReadAllResponse {
-            events: events
+            events: page
+                .events
                 .iter()
                 .filter(|e| visible(&principal, e))
                 .map(convert::recorded)
@@ -238,11 +244,10 @@ impl Events for EventsService {
         } else {
             SubscriptionStart::End
         };
-        let result = self
-            .engine
-            .store()
-            .subscribe_all(principal.tenant.clone(), start)
-            .await;
+        let result = match self.engine.tenant_log(&principal).await {
+            Ok(log) => log.subscribe_all(start).await,
+            Err(e) => Err(e),
+        };
         let mut subscription = consulted(&principal, "raw_log_subscription", "", &purpose, result)?;
         let (tx, rx) = mpsc::channel(256);
         let mut stopping = self.stopping.clone();

@@ -79,10 +79,14 @@ pub const MAX_ID_LEN: usize = 128;
 /// `Terminate` and `Assign` also allow `close` roles; `SuspendItem` /
 /// `ResumeItem` need `suspend` / `resume`; `AddDiscretionary` needs an
 /// `add_discretionary` role that is also among the item's `planners` (when
-/// it lists any).
+/// it lists any). A task someone else holds (claimed or assigned) may be
+/// started, completed, failed, terminated, reassigned or routed only by a
+/// role in `permissions.supervise` ([`CaseError::ClaimedByAnother`]).
 ///
 /// # Errors
-/// Every [`CaseError`] but `InconsistentHistory`: tenant, clearance and role
+/// Every [`CaseError`] but `InconsistentHistory`: a principal whose subject
+/// or roles break [`crate::security::PrincipalError`]'s rule
+/// ([`CaseError::InvalidCommand`]) first, then tenant, clearance and role
 /// errors first, then the case's status, then the command's validity against
 /// the definition and the plan, then anything the cascade runs into
 /// ([`CaseError::CascadeLimit`], [`CaseError::RuleFailed`],
@@ -125,6 +129,13 @@ pub fn decide_within(
     now: Timestamp,
     budget: &Budget,
 ) -> Result<Vec<CaseEvent>, CaseError> {
+    // The subject is recorded on events and shown in timelines: a forged
+    // one (a line break, a control character) never gets that far.
+    principal
+        .validate()
+        .map_err(|e| CaseError::InvalidCommand {
+            reason: e.to_string(),
+        })?;
     let mut cx = Cx::new(def, state.clone(), principal, now, budget);
     cx.command(command)?;
     cx.run()?;
@@ -376,12 +387,23 @@ impl<'a> Cx<'a> {
         }
     }
 
+    /// A task someone else holds may be acted on only by a supervising role
+    /// (`permissions.supervise`).
     fn check_claim(&self, inst: &ItemInstance) -> Result<(), CaseError> {
+        let supervises = || {
+            self.def
+                .permissions
+                .supervise
+                .iter()
+                .any(|r| self.principal.has_role(r.as_str()))
+        };
         match &inst.claimed_by {
-            Some(by) if by != &self.principal.subject => Err(CaseError::ClaimedByAnother {
-                item: inst.key.clone(),
-                claimed_by: by.clone(),
-            }),
+            Some(by) if by != &self.principal.subject && !supervises() => {
+                Err(CaseError::ClaimedByAnother {
+                    item: inst.key.clone(),
+                    claimed_by: by.clone(),
+                })
+            }
             _ => Ok(()),
         }
     }
@@ -1417,6 +1439,7 @@ impl<'a> Cx<'a> {
                     ],
                     "terminate",
                 )?;
+                self.check_claim(&self.inst(id)?)?;
                 self.terminate(id)
             }
             CaseCommand::Disable { item } => {
@@ -1720,7 +1743,17 @@ impl<'a> Cx<'a> {
                 self.require_active()?;
                 let id = self.resolve(r, &allowed, "claim")?;
                 let inst = self.inst(id)?;
-                self.check_claim(&inst)?;
+                // Taking over someone else's task is a reassignment (`Assign`).
+                if let Some(by) = inst
+                    .claimed_by
+                    .as_ref()
+                    .filter(|by| **by != self.principal.subject)
+                {
+                    return Err(CaseError::ClaimedByAnother {
+                        item: inst.key.clone(),
+                        claimed_by: by.clone(),
+                    });
+                }
                 if inst.claimed_by.as_deref() == Some(self.principal.subject.as_str()) {
                     return Ok(());
                 }
@@ -1733,8 +1766,13 @@ impl<'a> Cx<'a> {
             Some(assignee) => {
                 self.require(format!("assign {}", r.key), &self.with_close(roles_of(a)))?;
                 self.require_active()?;
-                check_text("an assignee", &assignee, MAX_ID_LEN)?;
+                crate::security::check_subject("assignee", &assignee).map_err(|e| {
+                    CaseError::InvalidCommand {
+                        reason: e.to_string(),
+                    }
+                })?;
                 let id = self.resolve(r, &allowed, "assign")?;
+                self.check_claim(&self.inst(id)?)?;
                 self.emit(CaseEvent::ActivityAssigned {
                     instance: id,
                     item: r.key.clone(),
@@ -1766,6 +1804,7 @@ impl<'a> Cx<'a> {
             })?;
         let id = self.resolve(r, &[ItemState::Enabled, ItemState::Active], "assign")?;
         let inst = self.inst(id)?;
+        self.check_claim(&inst)?;
         let current = inst
             .team
             .as_deref()
@@ -1913,6 +1952,7 @@ impl<'a> Cx<'a> {
         self.require_active()?;
         check_text("a failure reason", &reason, MAX_NOTE_LEN)?;
         let id = self.resolve(r, &[ItemState::Active], "fail")?;
+        self.check_claim(&self.inst(id)?)?;
         self.emit(CaseEvent::PlanItemFailed {
             instance: id,
             item: r.key.clone(),

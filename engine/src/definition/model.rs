@@ -162,11 +162,17 @@ pub struct CasePermissions {
     /// Link a POLE entity to the case.
     #[serde(default)]
     pub link_entity: Vec<RoleKey>,
+    /// Supervise claimed tasks: complete, fail, terminate, start or
+    /// reassign (or route to a team) a task someone else holds. Without one
+    /// of these roles only the task's assignee may. (Last, and left out when
+    /// empty, so definitions written before it keep their fingerprint.)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub supervise: Vec<RoleKey>,
 }
 
 impl CasePermissions {
     /// Each action's name and its roles, in declaration order.
-    pub fn actions(&self) -> [(&'static str, &[RoleKey]); 9] {
+    pub fn actions(&self) -> [(&'static str, &[RoleKey]); 10] {
         [
             ("open", &self.open),
             ("update_case_file", &self.update_case_file),
@@ -177,6 +183,7 @@ impl CasePermissions {
             ("close", &self.close),
             ("reopen", &self.reopen),
             ("link_entity", &self.link_entity),
+            ("supervise", &self.supervise),
         ]
     }
 }

@@ -120,6 +120,11 @@ pub enum EngineError {
     /// The projection store failed (projections are derived; the log is intact).
     #[error(transparent)]
     Projection(#[from] crate::projection::ProjectionError),
+    /// The caller may not use the engine at all: a bad subject or role, an
+    /// unregistered or suspended tenant, or a platform call without the
+    /// platform administrator's role. Nothing was done or started.
+    #[error(transparent)]
+    Access(#[from] crate::security::AccessError),
     /// A definition declares a service this engine runs in process with
     /// another contract than the registered service's (refused at deploy).
     #[error("service '{service}' does not match the registered service: {}", problems.iter().map(|(p, m)| format!("{p}: {m}")).collect::<Vec<_>>().join("; "))]
@@ -162,7 +167,7 @@ impl EngineError {
     /// [`ErrorKind::Conflict`]. A failing snapshot
     /// store is [`ErrorKind::Internal`] (a full disk:
     /// [`ErrorKind::ResourceExhausted`]), as is a stored definition that
-    /// changed.
+    /// changed. Access errors keep [`crate::security::AccessError::kind`].
     pub fn kind(&self) -> ErrorKind {
         match self {
             EngineError::InvalidDefinition(e) => e.kind(),
@@ -178,6 +183,7 @@ impl EngineError {
                 ErrorKind::NotFound
             }
             EngineError::CaseExists { .. } => ErrorKind::AlreadyExists,
+            EngineError::Access(e) => e.kind(),
             EngineError::Contended { .. } | EngineError::ShutDown => ErrorKind::Unavailable,
             EngineError::CommandIdReused { .. } => ErrorKind::Conflict {
                 actual_version: None,

@@ -30,6 +30,8 @@ mod error;
 mod idempotency;
 mod queries;
 mod snapshots;
+mod tenant_log;
+mod tenants;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -42,6 +44,10 @@ use serde::{Deserialize, Serialize};
 pub use error::{EngineError, SnapshotSource};
 pub use idempotency::CommandId;
 pub use snapshots::{MemorySnapshots, SledSnapshots, SnapshotStore};
+pub use tenant_log::{
+    CaseChanges, TenantLog, TenantPage, TenantSubscription, AUDITOR_ROLE, INTEGRATION_ROLE,
+};
+pub use tenants::{TenantChange, TenantEvent, TenantRecord, TenantStatus};
 
 use crate::case::{
     decide_within, CaseCommand, CaseError, CaseEvent, CaseFile, CaseId, CaseState, CaseView,
@@ -103,6 +109,29 @@ pub struct EngineConfig {
     /// definition declares that is not registered here is left to external
     /// job workers. Default: none.
     pub services: crate::orchestration::ServiceRegistry,
+    /// Tenants registered when the engine first reads its tenant registry,
+    /// if they are not registered yet (a suspended one stays suspended), so
+    /// an embedder or a test need not call [`Engine::register_tenant`].
+    /// Calls for any other tenant are refused until a platform
+    /// administrator registers it. Default: none.
+    pub tenants: Vec<TenantId>,
+}
+
+impl EngineConfig {
+    /// The default settings with `tenants` registered at first use.
+    ///
+    /// ```
+    /// use casebook::engine::EngineConfig;
+    /// use casebook::log::TenantId;
+    /// let config = EngineConfig::with_tenants([TenantId::new("kent").unwrap()]);
+    /// assert_eq!(config.tenants.len(), 1);
+    /// ```
+    pub fn with_tenants(tenants: impl IntoIterator<Item = TenantId>) -> Self {
+        EngineConfig {
+            tenants: tenants.into_iter().collect(),
+            ..EngineConfig::default()
+        }
+    }
 }
 
 impl Default for EngineConfig {
@@ -115,6 +144,7 @@ impl Default for EngineConfig {
             projection_batch: crate::projection::DEFAULT_BATCH_SIZE,
             clock: crate::time::system_clock(),
             services: crate::orchestration::ServiceRegistry::new(),
+            tenants: Vec::new(),
         }
     }
 }
@@ -375,6 +405,8 @@ type StateCache = Recent<StreamId, (StreamVersion, Arc<CaseDefinition>, CaseStat
 /// let engine = Engine::in_memory().unwrap();
 /// engine.start().await.unwrap();
 /// let kent = TenantId::new("kent").unwrap();
+/// let ops = Principal::platform_administrator("ops-1");
+/// engine.register_tenant(&ops, &kent).await.unwrap();
 /// let admin = Principal::new(kent.clone(), "admin-1").with_roles(["administrator"]);
 /// let source = include_str!("../../../examples/definitions/foi-request.toml");
 /// let deployed = engine.deploy(&admin, source, Format::Toml).await.unwrap();
@@ -415,6 +447,8 @@ pub(crate) struct Inner {
     /// Permits to decide a command off the async workers
     /// ([`HEAVY_DECISIONS`]).
     heavy: Arc<tokio::sync::Semaphore>,
+    /// The tenant registry, read at first use.
+    tenants: tenants::RegistrySlot,
 }
 
 impl Engine {
@@ -517,6 +551,7 @@ impl Engine {
                 hub,
                 dispatcher: Mutex::new(None),
                 heavy: Arc::new(tokio::sync::Semaphore::new(HEAVY_DECISIONS)),
+                tenants: tenants::RegistrySlot::default(),
             }),
         }
     }
@@ -681,8 +716,22 @@ impl Engine {
         self.inner.config.clock.now()
     }
 
-    /// The event store underneath (for subscriptions and projections).
-    pub fn store(&self) -> Arc<dyn EventStore> {
+    /// The event store underneath, unscoped: it reads every tenant's
+    /// events and appends under any actor, bypassing every check of the
+    /// engine. For a platform administrator only
+    /// ([`Principal::platform_administrator`]); a tenant's callers use
+    /// [`Engine::tenant_log`], scoped to their tenant and clearance.
+    ///
+    /// Errors: [`crate::security::AccessError::NotPlatformAdministrator`].
+    pub fn store(
+        &self,
+        platform_admin: &Principal,
+    ) -> Result<Arc<dyn EventStore>, crate::security::AccessError> {
+        Self::require_platform_admin(platform_admin, "use the unscoped event store")?;
+        Ok(self.raw_store())
+    }
+
+    pub(crate) fn raw_store(&self) -> Arc<dyn EventStore> {
         Arc::clone(&self.inner.store)
     }
 
@@ -721,6 +770,7 @@ impl Engine {
         context: CommandContext,
     ) -> Result<Deployment, EngineError> {
         self.check_running()?;
+        self.admit(principal).await?;
         if !principal.has_role(ADMIN_ROLE) {
             return Err(EngineError::forbidden(
                 "deploy case definitions",
@@ -806,6 +856,7 @@ impl Engine {
         principal: &Principal,
         case_type: &str,
     ) -> Result<Vec<(u32, Fingerprint)>, EngineError> {
+        self.admit(principal).await?;
         let stream = crate::streams::definition(&principal.tenant, case_type)?;
         Ok(self
             .deployed(&stream)
@@ -824,6 +875,7 @@ impl Engine {
         case_type: &str,
         version: Option<u32>,
     ) -> Result<Arc<CaseDefinition>, EngineError> {
+        self.admit(principal).await?;
         self.definition_for(&principal.tenant, case_type, version)
             .await
     }
@@ -953,6 +1005,7 @@ impl Engine {
         request: OpenCase,
     ) -> Result<CaseOutcome, EngineError> {
         self.check_running()?;
+        self.admit(principal).await?;
         let def = self
             .definition_for(&principal.tenant, &request.case_type, request.version)
             .await?;
@@ -1040,6 +1093,7 @@ impl Engine {
         context: CommandContext,
     ) -> Result<CaseOutcome, EngineError> {
         self.check_running()?;
+        self.admit(principal).await?;
         let stream = self.case_stream(principal, case_id)?;
         for _ in 0..self.inner.config.max_attempts {
             if let Some(outcome) = self
@@ -1151,6 +1205,7 @@ impl Engine {
         case_id: impl AsRef<str>,
     ) -> Result<CaseView, EngineError> {
         let case_id = case_id.as_ref();
+        self.admit(principal).await?;
         let stream = self.case_stream(principal, case_id)?;
         let loaded = self.load_stream(&stream, case_id, false).await?;
         loaded
@@ -1171,6 +1226,7 @@ impl Engine {
         case_id: impl AsRef<str>,
     ) -> Result<LoadedCase, EngineError> {
         let case_id = case_id.as_ref();
+        self.admit(principal).await?;
         let stream = self.case_stream(principal, case_id)?;
         let loaded = self.load_stream(&stream, case_id, false).await?;
         loaded
@@ -1195,6 +1251,7 @@ impl Engine {
         principal: &Principal,
         case_id: &str,
     ) -> Result<LoadedCase, EngineError> {
+        self.admit(principal).await?;
         let stream = self.case_stream(principal, case_id)?;
         let loaded = self.replay(&stream, case_id, None, LoadStart::Log).await?;
         loaded

@@ -94,11 +94,23 @@ fn require_admin(principal: &Principal, action: &str) -> Result<(), QueryError> 
 }
 
 impl Engine {
-    /// The engine's projection host (its database is opened with the
-    /// engine; runners start with [`Engine::start`]).
+    /// The engine's projection host, unscoped: every tenant's read models,
+    /// their rebuilds and retries. For a platform administrator only
+    /// ([`crate::security::Principal::platform_administrator`]); a tenant's
+    /// administrator uses [`Engine::projection_status`],
+    /// [`Engine::rebuild_projection`] and [`Engine::retry_projection`],
+    /// which act on their own tenant only.
     ///
-    /// Errors: [`QueryError::Projection`] if its database cannot be opened.
-    pub fn projections(&self) -> Result<&ProjectionHost, QueryError> {
+    /// Errors: [`QueryError::Access`] unless the caller is a platform
+    /// administrator; [`QueryError::Projection`] if its database cannot be
+    /// opened.
+    pub fn projections(&self, platform_admin: &Principal) -> Result<&ProjectionHost, QueryError> {
+        Self::require_platform_admin(platform_admin, "use the unscoped projection host")?;
+        self.projection_host()
+    }
+
+    /// The projection host, opening its database on first use.
+    fn projection_host(&self) -> Result<&ProjectionHost, QueryError> {
         let slot = &self.inner.projections;
         if let Some(h) = slot.host.get() {
             return Ok(h);
@@ -115,8 +127,8 @@ impl Engine {
         projections.extend(self.inner.config.projections.iter().cloned());
         let batch = self.inner.config.projection_batch;
         let host = match &slot.dir {
-            Some(dir) => ProjectionHost::open(dir, self.store(), projections, batch)?,
-            None => ProjectionHost::temporary(self.store(), projections, batch)?,
+            Some(dir) => ProjectionHost::open(dir, self.raw_store(), projections, batch)?,
+            None => ProjectionHost::temporary(self.raw_store(), projections, batch)?,
         };
         Ok(slot.host.get_or_init(|| host))
     }
@@ -131,7 +143,7 @@ impl Engine {
 
     /// The projection host, opening its database if it is not open yet.
     pub(super) fn open_projections(&self) -> Result<&ProjectionHost, ProjectionError> {
-        self.projections().map_err(|e| match e {
+        self.projection_host().map_err(|e| match e {
             QueryError::Projection(p) => p,
             other => ProjectionError::Store(crate::projection::StoreError::new(other.to_string())),
         })
@@ -142,7 +154,7 @@ impl Engine {
         if !self.inner.started.load(Ordering::Acquire) {
             return Err(QueryError::Projection(ProjectionError::NotStarted));
         }
-        self.projections()
+        self.projection_host()
     }
 
     /// Starts the runners of `tenant` after a write, once the engine runs
@@ -150,7 +162,7 @@ impl Engine {
     /// status and the next query report it).
     pub(super) fn follow_tenant(&self, tenant: &TenantId) {
         if self.is_running() {
-            if let Ok(host) = self.projections() {
+            if let Ok(host) = self.projection_host() {
                 let _ = host.ensure(tenant);
             }
         }
@@ -165,12 +177,23 @@ impl Engine {
         }
     }
 
+    /// [`Engine::admit`] for a query: an access refusal keeps its kind; a
+    /// registry that cannot be read is a log failure.
+    pub(crate) async fn admit_query(&self, principal: &Principal) -> Result<(), QueryError> {
+        self.admit(principal).await.map_err(|e| match e {
+            EngineError::Access(a) => QueryError::Access(a),
+            EngineError::Log(l) => QueryError::Projection(ProjectionError::Log(Arc::new(l))),
+            other => QueryError::Corrupt(other.to_string()),
+        })
+    }
+
     async fn read_tree(
         &self,
         name: &str,
         principal: &Principal,
         consistency: Consistency,
     ) -> Result<Arc<crate::projection::Generation>, QueryError> {
+        self.admit_query(principal).await?;
         self.host()?
             .read(name, &principal.tenant, consistency)
             .await
@@ -278,6 +301,7 @@ impl Engine {
         query: &SearchQuery,
         consistency: Consistency,
     ) -> Result<Page<CaseSummary>, QueryError> {
+        self.admit_query(principal).await?;
         query.page.check()?;
         let def = match &query.case_type {
             Some(t) => Some(
@@ -432,6 +456,7 @@ impl Engine {
         days: &[calendar::Date],
         context: CommandContext,
     ) -> Result<GlobalPosition, EngineError> {
+        self.admit(principal).await?;
         if !principal.has_role(ADMIN_ROLE) {
             return Err(EngineError::forbidden(
                 "set the working-day calendar",
@@ -450,7 +475,7 @@ impl Engine {
         .with_correlation(context.correlation_id.unwrap_or_default());
         metadata.reason = context.reason;
         let result = self
-            .store()
+            .raw_store()
             .append(
                 &stream,
                 ExpectedVersion::Any,
@@ -471,12 +496,13 @@ impl Engine {
         &self,
         principal: &Principal,
     ) -> Result<WorkingCalendar, EngineError> {
+        self.admit(principal).await?;
         let stream = crate::streams::calendar(&principal.tenant)?;
-        let Some(version) = self.store().stream_version(&stream).await? else {
+        let Some(version) = self.raw_store().stream_version(&stream).await? else {
             return Ok(WorkingCalendar::default());
         };
         let last = self
-            .store()
+            .raw_store()
             .read_stream(&stream, Direction::Forward, version, 1)
             .await?;
         match last.first() {
@@ -494,10 +520,11 @@ impl Engine {
     /// The status of the principal's tenant's projections.
     ///
     /// Errors: [`QueryError::Projection`].
-    pub fn projection_status(
+    pub async fn projection_status(
         &self,
         principal: &Principal,
     ) -> Result<Vec<ProjectionStatus>, QueryError> {
+        self.admit_query(principal).await?;
         Ok(self.host()?.status(&principal.tenant)?)
     }
 
@@ -506,7 +533,12 @@ impl Engine {
     ///
     /// Errors: [`QueryError::Forbidden`] without the `administrator` role;
     /// [`QueryError::Projection`] for an unknown projection.
-    pub fn rebuild_projection(&self, principal: &Principal, name: &str) -> Result<(), QueryError> {
+    pub async fn rebuild_projection(
+        &self,
+        principal: &Principal,
+        name: &str,
+    ) -> Result<(), QueryError> {
+        self.admit_query(principal).await?;
         require_admin(principal, "rebuild projections")?;
         Ok(self.host()?.rebuild(name, &principal.tenant, None)?)
     }
@@ -514,7 +546,12 @@ impl Engine {
     /// Resumes a faulted projection of the tenant from its checkpoint.
     ///
     /// Errors: as [`Engine::rebuild_projection`].
-    pub fn retry_projection(&self, principal: &Principal, name: &str) -> Result<(), QueryError> {
+    pub async fn retry_projection(
+        &self,
+        principal: &Principal,
+        name: &str,
+    ) -> Result<(), QueryError> {
+        self.admit_query(principal).await?;
         require_admin(principal, "retry projections")?;
         Ok(self.host()?.retry(name, &principal.tenant)?)
     }
@@ -529,6 +566,7 @@ impl Engine {
         position: GlobalPosition,
         timeout: Duration,
     ) -> Result<(), QueryError> {
+        self.admit_query(principal).await?;
         self.host()?
             .wait_all(&principal.tenant, position, timeout)
             .await
