@@ -53,6 +53,7 @@ async fn engine(dir: &std::path::Path, audit_reads: bool) -> Engine {
         dir,
         EngineConfig {
             audit_reads,
+            tenants: vec![casebook::log::TenantId::new("kent").unwrap()],
             ..EngineConfig::default()
         },
     )

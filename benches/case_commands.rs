@@ -70,7 +70,14 @@ fn main() {
         .build()
         .unwrap();
     let engine_dir = dir();
-    let engine = Engine::open(engine_dir.path()).unwrap();
+    let engine = Engine::open_with(
+        engine_dir.path(),
+        EngineConfig {
+            tenants: vec![tenant()],
+            ..EngineConfig::default()
+        },
+    )
+    .unwrap();
     rt.block_on(engine.start()).unwrap();
     let admin = Principal::new(tenant(), "admin").with_roles(["administrator"]);
     let foi = include_str!("../examples/definitions/foi-request.toml");
@@ -185,6 +192,7 @@ fn main() {
     drop(engine);
     let config = EngineConfig {
         cached_cases: 0,
+        tenants: vec![tenant()],
         ..EngineConfig::default()
     };
     let engine = Engine::open_with(engine_dir.path(), config).unwrap();

@@ -28,6 +28,12 @@ use casebook::security::Principal;
 use casebook::Engine;
 use criterion::{Criterion, Throughput};
 
+/// The platform administrator: the only caller of the engine's unscoped
+/// store and projection host.
+fn platform_admin() -> casebook::security::Principal {
+    casebook::security::Principal::platform_administrator("ops")
+}
+
 /// Raw streams made so far (each raw "case" is a new stream).
 static RAW_STREAMS: AtomicU64 = AtomicU64::new(0);
 
@@ -214,6 +220,7 @@ fn main() {
     let engine_dir = dir();
     let config = EngineConfig {
         services: ServiceRegistry::new().with(Arc::new(Noop)),
+        tenants: vec![tenant()],
         ..EngineConfig::default()
     };
     let engine = Engine::open_with(engine_dir.path(), config).unwrap();
@@ -242,7 +249,7 @@ fn main() {
         b.iter_custom(|iters| {
             let n = iters as usize * per_iter;
             let (elapsed, events) = rt.block_on(async {
-                let store = engine.store();
+                let store = engine.store(&platform_admin()).unwrap();
                 let from = head(&*store).await;
                 let start = Instant::now();
                 let waiter = {
@@ -321,7 +328,7 @@ fn main() {
 
     // 10,000 pending timers, each due 20 s after its case opened.
     let (p50, p99) = rt.block_on(async {
-        let store = engine.store();
+        let store = engine.store(&platform_admin()).unwrap();
         let from = head(&*store).await;
         let waiter = {
             let store = Arc::clone(&store);
@@ -360,7 +367,7 @@ fn main() {
     let (rate, rt_p99) = rt.block_on(async {
         open_cases(&engine, "external", JOBS).await;
         // Let the projection hand every job over before timing.
-        let store = engine.store();
+        let store = engine.store(&platform_admin()).unwrap();
         let _ = head(&*store).await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let start = Instant::now();

@@ -32,6 +32,12 @@ use casebook::projection::{Projection, ProjectionHost, DEFAULT_BATCH_SIZE};
 use casebook::security::Principal;
 use casebook::Engine;
 
+/// The platform administrator: the only caller of the engine's unscoped
+/// store and projection host.
+fn platform_admin() -> casebook::security::Principal {
+    casebook::security::Principal::platform_administrator("ops")
+}
+
 struct Definitions(Engine);
 
 #[async_trait]
@@ -102,7 +108,7 @@ fn rebuild(rt: &tokio::runtime::Runtime, engine: &Engine) -> (Duration, Vec<Dura
     let resolver: Arc<dyn DefinitionResolver> = Arc::new(Definitions(engine.clone()));
     let cases: Arc<dyn Projection> = Arc::new(CasesProjection::new(resolver));
     let host = ProjectionHost::temporary_with_cache(
-        engine.store(),
+        engine.store(&platform_admin()).unwrap(),
         vec![cases],
         DEFAULT_BATCH_SIZE,
         256 * 1024 * 1024,
@@ -131,7 +137,7 @@ fn main() {
         .build()
         .unwrap();
     let engine = data::open(&rt);
-    let store = engine.store();
+    let store = engine.store(&platform_admin()).unwrap();
     let events = data::head(&engine).0 + 1;
     let mut baseline = Vec::new();
     let mut rebuilds = Vec::new();

@@ -40,6 +40,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let engine = Engine::open(&dir)?;
     engine.start().await?;
     let kent = TenantId::new("kent")?;
+    // 0. A platform administrator registers the tenant (a no-op when it is
+    //    registered already); calls for an unregistered tenant are refused.
+    let ops = Principal::platform_administrator("ops-1");
+    engine.register_tenant(&ops, &kent).await?;
 
     // 1. Deploy the bundled definitions (a no-op when already deployed).
     let admin = Principal::new(kent.clone(), "admin-1").with_roles(["administrator"]);

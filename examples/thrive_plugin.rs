@@ -118,6 +118,8 @@ entry = [{ on = [{ completed = "grade_risk" }] }]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = EngineConfig {
         services: ServiceRegistry::new().with(Arc::new(ThriveScorer)),
+        // Registered at first use, so this example needs no platform call.
+        tenants: vec![TenantId::new("kent")?],
         ..EngineConfig::default()
     };
     let engine = Engine::in_memory_with(config)?;

@@ -75,8 +75,14 @@
 //! let engine = Engine::in_memory()?; // or Engine::open("/var/lib/casebook")
 //! engine.start().await?;
 //!
-//! // Deploy a case type for the tenant `kent`.
+//! // A platform administrator registers the tenant `kent` (calls for an
+//! // unregistered tenant are refused; `EngineConfig::tenants` does it at start).
 //! let kent = TenantId::new("kent")?;
+//! engine
+//!     .register_tenant(&Principal::platform_administrator("ops-1"), &kent)
+//!     .await?;
+//!
+//! // Deploy a case type for the tenant `kent`.
 //! let admin = Principal::new(kent.clone(), "admin-1").with_roles(["administrator"]);
 //! let source = include_str!("../examples/definitions/foi-request.toml");
 //! engine.deploy(&admin, source, Format::Toml).await?;
@@ -157,6 +163,11 @@ pub struct CaseRuntimeDoctests;
 #[doc = include_str!("../docs/case-semantics.md")]
 #[cfg(doctest)]
 pub struct CaseSemanticsDoctests;
+
+/// `docs/markings.md`'s code examples, compiled as doctests.
+#[doc = include_str!("../docs/markings.md")]
+#[cfg(doctest)]
+pub struct MarkingsDoctests;
 
 /// `docs/definition-format.md`'s code examples, compiled as doctests.
 #[doc = include_str!("../docs/definition-format.md")]

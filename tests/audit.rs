@@ -53,6 +53,13 @@ fn auditor(clearance: Classification) -> Principal {
         .with_clearance(clearance)
 }
 
+/// The tenants these tests use, registered at the engine's first use.
+fn registered() -> Vec<casebook::log::TenantId> {
+    ["kent", "essex"]
+        .map(|t| casebook::log::TenantId::new(t).unwrap())
+        .to_vec()
+}
+
 fn clock() -> Arc<ManualClock> {
     Arc::new(ManualClock::new(Timestamp::from_micros(T0)))
 }
@@ -60,6 +67,7 @@ fn clock() -> Arc<ManualClock> {
 async fn engine_with(clock: Arc<ManualClock>) -> Engine {
     let engine = Engine::in_memory_with(EngineConfig {
         clock,
+        tenants: registered(),
         ..EngineConfig::default()
     })
     .unwrap();
@@ -111,9 +119,24 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = T>,
 {
-    let before = entries(&*engine.store()).await.len();
+    let before = entries(
+        &*engine
+            .store(&casebook::security::Principal::platform_administrator(
+                "ops",
+            ))
+            .unwrap(),
+    )
+    .await
+    .len();
     let out = read().await;
-    let after = entries(&*engine.store()).await;
+    let after = entries(
+        &*engine
+            .store(&casebook::security::Principal::platform_administrator(
+                "ops",
+            ))
+            .unwrap(),
+    )
+    .await;
     assert_eq!(after.len(), before + 1, "exactly one entry per read");
     (out, after.last().unwrap().clone())
 }
@@ -148,7 +171,9 @@ async fn each_read_kind_records_exactly_one_entry_naming_its_cases() {
     assert_eq!(e.outcome, AuditOutcome::Answered);
     assert_eq!(e.at, Timestamp::from_micros(T0));
 
-    let (loaded, e) = one_entry(&engine, || engine.load(&h, "INC-2")).await;
+    // `load` returns the whole state: it needs clearance for the SECRET field.
+    let cleared = handler().with_clearance(Classification::Secret);
+    let (loaded, e) = one_entry(&engine, || engine.load(&cleared, "INC-2")).await;
     loaded.unwrap();
     assert_eq!(
         (e.read, e.cases.clone(), e.purpose),
@@ -527,7 +552,15 @@ async fn a_definition_may_require_a_purpose_above_a_marking() {
 async fn many_concurrent_readers_each_get_their_entry() {
     let engine = engine_with(clock()).await;
     open(&engine, "INC-1", Classification::Official).await;
-    let before = entries(&*engine.store()).await.len();
+    let before = entries(
+        &*engine
+            .store(&casebook::security::Principal::platform_administrator(
+                "ops",
+            ))
+            .unwrap(),
+    )
+    .await
+    .len();
     let mut tasks = Vec::new();
     for i in 0..64 {
         let engine = engine.clone();
@@ -545,7 +578,14 @@ async fn many_concurrent_readers_each_get_their_entry() {
     for t in tasks {
         ids.insert(t.await.unwrap().0.to_string());
     }
-    let after = entries(&*engine.store()).await;
+    let after = entries(
+        &*engine
+            .store(&casebook::security::Principal::platform_administrator(
+                "ops",
+            ))
+            .unwrap(),
+    )
+    .await;
     assert_eq!(after.len(), before + 64);
     let recorded: BTreeSet<String> = after.iter().filter_map(|e| e.correlation.clone()).collect();
     assert_eq!(recorded, ids);
@@ -568,7 +608,14 @@ fn audit_child() {
         .build()
         .unwrap();
     rt.block_on(async move {
-        let engine = Engine::open(&dir).expect("child opens the engine");
+        let engine = Engine::open_with(
+            &dir,
+            EngineConfig {
+                tenants: registered(),
+                ..EngineConfig::default()
+            },
+        )
+        .expect("child opens the engine");
         engine.start().await.unwrap();
         engine
             .deploy(&admin(), INCIDENT, Format::Toml)
@@ -651,8 +698,19 @@ fn acknowledged_reads_keep_their_entries_after_sigkill() {
         .build()
         .unwrap();
     rt.block_on(async {
-        let engine = Engine::open(dir.path()).expect("reopen after SIGKILL");
-        let store = engine.store();
+        let engine = Engine::open_with(
+            dir.path(),
+            EngineConfig {
+                tenants: registered(),
+                ..EngineConfig::default()
+            },
+        )
+        .expect("reopen after SIGKILL");
+        let store = engine
+            .store(&casebook::security::Principal::platform_administrator(
+                "ops",
+            ))
+            .unwrap();
         let mut recorded = BTreeSet::new();
         let mut from = GlobalPosition::START;
         loop {

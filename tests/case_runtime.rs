@@ -20,6 +20,14 @@ use casebook_engine::rules::ItemState;
 use casebook_engine::security::{Classification, Principal};
 use casebook_engine::Engine;
 
+/// The tenants these tests use, registered when the engine first needs its
+/// tenant registry (calls for any other tenant are refused).
+fn registered() -> casebook_engine::engine::EngineConfig {
+    casebook_engine::engine::EngineConfig::with_tenants(
+        ["kent", "essex"].map(|t| TenantId::new(t).expect("valid tenant")),
+    )
+}
+
 const NOW: Timestamp = Timestamp(1_767_603_600_000_000);
 
 fn load(name: &str) -> CaseDefinition {
@@ -61,7 +69,7 @@ impl Mirror {
             .build()
             .expect("runtime");
         let dir = tempfile::tempdir().expect("temp dir");
-        let engine = Engine::open(dir.path()).expect("open engine");
+        let engine = Engine::open_with(dir.path(), registered()).expect("open engine");
         rt.block_on(engine.start()).expect("start engine");
         let admin = officer("admin", &["administrator"], Classification::Official);
         // Deployed in its canonical JSON form, so modified copies work too.
@@ -391,7 +399,9 @@ fn missing_person_high_risk_escalation_to_closure() {
     let call_handler = officer("ch-1", &["call_handler"], os);
     let response = officer("pc-1", &["response_officer"], os);
     let supervisor = officer("ps-1", &["supervisor"], Classification::Secret);
-    let inspector = officer("insp-1", &["duty_inspector"], os);
+    // The high-risk response is entered on the SECRET vulnerabilities, so
+    // the inspector who runs it is SC-cleared (see docs/markings.md).
+    let inspector = officer("insp-1", &["duty_inspector"], Classification::Secret);
     let system = officer(
         "orchestrator",
         &[SYSTEM_ROLE, ADMIN_ROLE],
@@ -438,6 +448,11 @@ fn missing_person_high_risk_escalation_to_closure() {
     );
     let view = case.state.view_for(&case.def, &response).unwrap();
     assert!(!view.case_file.contains_key("vulnerabilities"));
+    // Nor the stage the vulnerabilities started, nor what it holds.
+    assert!(view
+        .items
+        .iter()
+        .all(|i| !["high_risk_response", "notify_control_room"].contains(&i.item.as_str())));
     assert!(case
         .state
         .view_for(&case.def, &supervisor)
@@ -540,11 +555,13 @@ fn domestic_abuse_high_risk_goes_to_marac() {
             classification: None,
         },
     );
-    // Victim details are OFFICIAL-SENSITIVE: hidden from an OFFICIAL reader.
+    // Victim details are OFFICIAL-SENSITIVE: hidden from an OFFICIAL reader,
+    // and so is the plan, which follows the OFFICIAL-SENSITIVE risk grading.
     let official = officer("pcso-1", &["response_officer"], Classification::Official);
     let view = case.state.view_for(&case.def, &official).unwrap();
     assert!(!view.case_file.contains_key("victim"));
     assert!(view.case_file.contains_key("relationship"));
+    assert!(view.items.is_empty(), "{:?}", view.items);
     assert_eq!(
         case.state_of("notify_childrens_services"),
         None,

@@ -10,6 +10,20 @@ use casebook::rules::serde_json::{json, Value};
 use casebook::security::{Classification, Principal};
 use casebook::{Engine, ErrorKind};
 
+/// The tenants these tests use, registered when the engine first needs its
+/// tenant registry (calls for any other tenant are refused).
+fn registered() -> casebook::engine::EngineConfig {
+    casebook::engine::EngineConfig::with_tenants(
+        ["kent", "essex"].map(|t| TenantId::new(t).expect("valid tenant")),
+    )
+}
+
+/// The platform administrator: the only caller of the engine's unscoped
+/// store and projection host.
+fn platform_admin() -> casebook::security::Principal {
+    casebook::security::Principal::platform_administrator("ops")
+}
+
 const FOI: &str = include_str!("../examples/definitions/foi-request.toml");
 
 fn kent() -> TenantId {
@@ -58,7 +72,7 @@ fn state_of(view: &casebook::case::CaseView, item: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploying_definitions_is_checked_versioned_and_idempotent() {
-    let engine = Engine::in_memory().unwrap();
+    let engine = Engine::in_memory_with(registered()).unwrap();
     engine.start().await.unwrap();
     let err = engine
         .deploy(&foi_officer(), FOI, Format::Toml)
@@ -202,7 +216,7 @@ async fn deploying_definitions_is_checked_versioned_and_idempotent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_foi_request_runs_from_open_to_close_on_the_embedded_store() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
+    let engine = Engine::open_with(dir.path(), registered()).unwrap();
     engine.start().await.unwrap();
     engine
         .deploy(&admin(kent()), FOI, Format::Toml)
@@ -371,7 +385,8 @@ async fn an_foi_request_runs_from_open_to_close_on_the_embedded_store() {
     // Every event carries provenance.
     let stream = StreamId::new(kent(), "case", id).unwrap();
     let events = engine
-        .store()
+        .store(&platform_admin())
+        .unwrap()
         .read_stream(&stream, Direction::Forward, StreamVersion::START, 1000)
         .await
         .unwrap();
@@ -384,7 +399,7 @@ async fn an_foi_request_runs_from_open_to_close_on_the_embedded_store() {
     // Durable: a new engine on the same directory sees the same case.
     engine.shutdown().await.unwrap();
     drop(engine);
-    let engine = Engine::open(dir.path()).unwrap();
+    let engine = Engine::open_with(dir.path(), registered()).unwrap();
     engine.start().await.unwrap();
     let reloaded = engine.load(&foi_officer(), id).await.unwrap();
     assert_eq!(reloaded.version, StreamVersion(total as u64 - 1));
@@ -397,7 +412,7 @@ async fn an_foi_request_runs_from_open_to_close_on_the_embedded_store() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_and_clearances_are_enforced_by_the_engine() {
-    let engine = Engine::in_memory().unwrap();
+    let engine = Engine::in_memory_with(registered()).unwrap();
     engine.start().await.unwrap();
     engine
         .deploy(&admin(kent()), FOI, Format::Toml)
@@ -479,7 +494,7 @@ async fn concurrent_commands_on_one_case_all_land_and_snapshots_match_replay() {
             snapshot_every: 25,
             max_attempts: 64,
             cached_cases: 10_000,
-            ..EngineConfig::default()
+            ..registered()
         },
     )
     .unwrap();
@@ -538,7 +553,7 @@ async fn a_long_case_loads_from_its_stored_snapshot_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let config = EngineConfig {
         snapshot_every: 25,
-        ..EngineConfig::default()
+        ..registered()
     };
     let engine = Engine::open_with(dir.path(), config.clone()).unwrap();
     engine.start().await.unwrap();

@@ -1,20 +1,41 @@
 //! The engine's seams for servers and dispatchers: idempotent commands
 //! (open, execute, deploy — also across a restart), the clock every
 //! timestamp comes from, and the explicit lifecycle (start, shutdown,
-//! reopening the same directory straight after).
+//! reopening the same directory straight after); the tenant registry,
+//! validated principals and the unscoped handles that only a platform
+//! administrator gets.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use casebook::case::{CaseCommand, CaseEvent, CaseFile, ItemRef};
 use casebook::definition::Format;
-use casebook::engine::{CommandContext, CommandId, EngineConfig, EngineError, OpenCase};
-use casebook::log::{Direction, StreamId, StreamVersion, TenantId};
+use casebook::engine::{
+    CommandContext, CommandId, EngineConfig, EngineError, OpenCase, TenantChange, TenantStatus,
+};
+use casebook::log::{
+    ActorId, Direction, EventData, ExpectedVersion, GlobalPosition, Metadata, Source, StreamId,
+    StreamVersion, TenantId,
+};
 use casebook::projection::{Consistency, ProjectionError, QueryError};
 use casebook::rules::serde_json::json;
-use casebook::security::Principal;
+use casebook::security::{AccessError, Classification, Principal};
 use casebook::time::{ManualClock, Timestamp};
 use casebook::{Engine, ErrorKind};
+
+/// The tenants these tests use, registered when the engine first needs its
+/// tenant registry (calls for any other tenant are refused).
+fn registered() -> casebook::engine::EngineConfig {
+    casebook::engine::EngineConfig::with_tenants(
+        ["kent", "essex"].map(|t| TenantId::new(t).expect("valid tenant")),
+    )
+}
+
+/// The platform administrator: the only caller of the engine's unscoped
+/// store and projection host.
+fn platform_admin() -> casebook::security::Principal {
+    casebook::security::Principal::platform_administrator("ops")
+}
 
 const FOI: &str = include_str!("../examples/definitions/foi-request.toml");
 
@@ -51,7 +72,8 @@ fn log_request() -> CaseCommand {
 async fn stream_len(engine: &Engine, case_id: &str) -> usize {
     let stream = StreamId::new(kent(), "case", case_id).unwrap();
     engine
-        .store()
+        .store(&platform_admin())
+        .unwrap()
         .read_stream(&stream, Direction::Forward, StreamVersion::START, 10_000)
         .await
         .unwrap()
@@ -66,7 +88,7 @@ async fn a_retried_command_applies_once_even_across_a_restart() {
     let deploy_id = CommandId::new("deploy-foi-1").unwrap();
 
     let (case_id, first_open, first_log, events_after) = {
-        let engine = Engine::open(dir.path()).unwrap();
+        let engine = Engine::open_with(dir.path(), registered()).unwrap();
         engine.start().await.unwrap();
         let context = CommandContext::because("initial").with_command_id(deploy_id.clone());
         let d1 = engine
@@ -115,7 +137,7 @@ async fn a_retried_command_applies_once_even_across_a_restart() {
     };
 
     // After a restart nothing in memory remembers the commands: the log does.
-    let engine = Engine::open(dir.path()).unwrap();
+    let engine = Engine::open_with(dir.path(), registered()).unwrap();
     engine.start().await.unwrap();
     let d3 = engine
         .deploy_with(
@@ -162,7 +184,7 @@ async fn a_retried_command_applies_once_even_across_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_attempts_of_one_command_append_once() {
-    let engine = Engine::in_memory().unwrap();
+    let engine = Engine::in_memory_with(registered()).unwrap();
     engine.start().await.unwrap();
     engine.deploy(&admin(), FOI, Format::Toml).await.unwrap();
     let mut open = OpenCase::new("foi_request", request());
@@ -199,7 +221,7 @@ async fn concurrent_attempts_of_one_command_append_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_principals_command_id_is_refused() {
-    let engine = Engine::in_memory().unwrap();
+    let engine = Engine::in_memory_with(registered()).unwrap();
     engine.deploy(&admin(), FOI, Format::Toml).await.unwrap();
     let command = CommandId::random();
     let open = OpenCase::new("foi_request", request())
@@ -234,7 +256,7 @@ async fn every_timestamp_comes_from_the_configured_clock() {
     let clock = ManualClock::new(start);
     let engine = Engine::in_memory_with(EngineConfig {
         clock: Arc::new(clock.clone()),
-        ..EngineConfig::default()
+        ..registered()
     })
     .unwrap();
     engine.deploy(&admin(), FOI, Format::Toml).await.unwrap();
@@ -260,7 +282,8 @@ async fn every_timestamp_comes_from_the_configured_clock() {
         .unwrap();
     let stream = StreamId::new(kent(), "case", &opened.case_id).unwrap();
     let recorded: Vec<Timestamp> = engine
-        .store()
+        .store(&platform_admin())
+        .unwrap()
         .read_stream(&stream, Direction::Forward, StreamVersion::START, 100)
         .await
         .unwrap()
@@ -280,7 +303,7 @@ async fn the_lifecycle_is_explicit_and_shutdown_releases_the_directory() {
     let mut events = 0;
     for round in 0..3 {
         // Straight after the previous round's shutdown: no lock left behind.
-        let engine = Engine::open(dir.path()).unwrap();
+        let engine = Engine::open_with(dir.path(), registered()).unwrap();
         let err = engine
             .case_view(&officer(), "FOI-1", Consistency::Eventual)
             .await
@@ -331,7 +354,7 @@ async fn the_lifecycle_is_explicit_and_shutdown_releases_the_directory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_starts_and_shuts_down_around_the_signal() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
+    let engine = Engine::open_with(dir.path(), registered()).unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = {
         let engine = engine.clone();
@@ -349,6 +372,280 @@ async fn run_starts_and_shuts_down_around_the_signal() {
     stop.send(()).unwrap();
     running.await.unwrap().unwrap();
     drop(engine);
-    let again = Engine::open(dir.path()).unwrap();
+    let again = Engine::open_with(dir.path(), registered()).unwrap();
     again.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_and_suspended_tenants_are_refused_and_start_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    engine.start().await.unwrap();
+    let surrey = TenantId::new("surrey").unwrap();
+    let surrey_admin = Principal::new(surrey.clone(), "admin-1").with_roles(["administrator"]);
+    let unknown = |e: &EngineError| {
+        assert!(e.kind().is_not_found(), "{e}");
+        assert!(
+            matches!(e, EngineError::Access(AccessError::UnknownTenant { .. })),
+            "{e}"
+        );
+    };
+    // Given an engine that knows no tenant, every call is refused as
+    // not found and starts nothing.
+    unknown(
+        &engine
+            .deploy(&surrey_admin, FOI, Format::Toml)
+            .await
+            .unwrap_err(),
+    );
+    unknown(
+        &engine
+            .open_case(
+                &surrey_admin,
+                OpenCase::new("foi_request", request()).with_id("FOI-1".parse().unwrap()),
+            )
+            .await
+            .unwrap_err(),
+    );
+    unknown(&engine.view(&surrey_admin, "FOI-1").await.unwrap_err());
+    let err = engine
+        .search_cases(&surrey_admin, &Default::default(), Consistency::Eventual)
+        .await
+        .unwrap_err();
+    assert!(err.kind().is_not_found(), "{err}");
+    assert!(engine.tenant_log(&surrey_admin).await.is_err());
+    assert!(
+        !engine
+            .projections(&platform_admin())
+            .unwrap()
+            .known_tenants()
+            .contains(&surrey),
+        "runners started"
+    );
+
+    // Only a platform administrator registers: a tenant's own
+    // "platform_administrator" role grants nothing.
+    let pretender =
+        Principal::new(surrey.clone(), "admin-1").with_roles(["platform_administrator"]);
+    let err = engine
+        .register_tenant(&pretender, &surrey)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    let ops = platform_admin();
+    let platform = TenantId::new(casebook::security::PLATFORM_TENANT).unwrap();
+    assert!(engine.register_tenant(&ops, &platform).await.is_err());
+    assert_eq!(
+        engine.register_tenant(&ops, &surrey).await.unwrap(),
+        TenantChange::Changed
+    );
+    assert!(
+        engine
+            .deploy(&surrey_admin, FOI, Format::Toml)
+            .await
+            .unwrap()
+            .newly_deployed
+    );
+
+    // Suspended: refused (not found, saying so) until reactivated.
+    assert_eq!(
+        engine.suspend_tenant(&ops, &surrey).await.unwrap(),
+        TenantChange::Changed
+    );
+    let err = engine
+        .deploy(&surrey_admin, FOI, Format::Toml)
+        .await
+        .unwrap_err();
+    assert!(err.kind().is_not_found(), "{err}");
+    assert!(err.to_string().contains("suspended"), "{err}");
+    // Registering again does not lift a suspension.
+    assert_eq!(
+        engine.register_tenant(&ops, &surrey).await.unwrap(),
+        TenantChange::Unchanged
+    );
+    assert!(engine
+        .deployments(&surrey_admin, "foi_request")
+        .await
+        .is_err());
+    let listed = engine.tenants(&ops).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].tenant.as_str(), listed[0].status),
+        ("surrey", TenantStatus::Suspended)
+    );
+    assert!(engine.tenants(&surrey_admin).await.is_err());
+    let unknown_tenant = TenantId::new("sussex").unwrap();
+    assert!(engine.suspend_tenant(&ops, &unknown_tenant).await.is_err());
+
+    // The registry is events: it survives a restart.
+    engine.shutdown().await.unwrap();
+    drop(engine);
+    let engine = Engine::open(dir.path()).unwrap();
+    engine.start().await.unwrap();
+    let err = engine
+        .deployments(&surrey_admin, "foi_request")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("suspended"), "{err}");
+    engine.reactivate_tenant(&ops, &surrey).await.unwrap();
+    assert_eq!(
+        engine
+            .deployments(&surrey_admin, "foi_request")
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    engine.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subject_with_a_line_break_cannot_forge_timeline_text() {
+    let engine = Engine::in_memory_with(registered()).unwrap();
+    engine.start().await.unwrap();
+    engine.deploy(&admin(), FOI, Format::Toml).await.unwrap();
+    let opened = engine
+        .open_case(&officer(), OpenCase::new("foi_request", request()))
+        .await
+        .unwrap();
+    let before = stream_len(&engine, &opened.case_id).await;
+    // A subject that would print a second, forged line in the timeline.
+    let forger = Principal::new(kent(), "foi-7\n2026-11-02 09:00 case closed by supervisor")
+        .with_roles(["foi_officer"]);
+    let err = engine
+        .execute(
+            &forger,
+            &opened.case_id,
+            CaseCommand::AddNote {
+                text: "hello".into(),
+            },
+            CommandContext::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::invalid("principal.subject"), "{err}");
+    assert!(!err.to_string().contains('\n'), "{err}");
+    assert_eq!(stream_len(&engine, &opened.case_id).await, before);
+    // Nor can a role or an assignee carry one.
+    let bad_role = Principal::new(kent(), "foi-7").with_roles(["foi_officer\nsupervisor"]);
+    assert!(engine.view(&bad_role, &opened.case_id).await.is_err());
+    let err = engine
+        .execute(
+            &officer(),
+            &opened.case_id,
+            CaseCommand::Assign {
+                item: ItemRef::key("log_request"),
+                assignee: "foi-8\r\nforged".into(),
+            },
+            CommandContext::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::InvalidArgument { .. }),
+        "{err}"
+    );
+    assert_eq!(stream_len(&engine, &opened.case_id).await, before);
+    // The timeline shows only the officer's real entries.
+    let page = engine
+        .timeline(
+            &officer(),
+            &opened.case_id,
+            Default::default(),
+            Consistency::after(&opened),
+        )
+        .await
+        .unwrap();
+    assert!(page
+        .items
+        .iter()
+        .all(|e| !format!("{e:?}").contains("case closed by supervisor")));
+    engine.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_unscoped_store_and_projection_host_need_a_platform_administrator() {
+    let engine = Engine::in_memory_with(registered()).unwrap();
+    engine.start().await.unwrap();
+    engine.deploy(&admin(), FOI, Format::Toml).await.unwrap();
+    let opened = engine
+        .open_case(&officer(), OpenCase::new("foi_request", request()))
+        .await
+        .unwrap();
+    // A tenant administrator (even TOP SECRET) gets neither handle.
+    let top = admin().with_clearance(Classification::TopSecret);
+    let Err(err) = engine.store(&top) else {
+        panic!("a tenant administrator got the unscoped store")
+    };
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    let Err(err) = engine.projections(&top) else {
+        panic!("a tenant administrator got the unscoped projection host")
+    };
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    assert!(engine.store(&platform_admin()).is_ok());
+    assert!(engine.projections(&platform_admin()).is_ok());
+
+    // The tenant-scoped log: own tenant only, no raw engine streams without
+    // the auditor role, no appends to engine streams or under another actor.
+    let case = StreamId::new(kent(), "case", &opened.case_id).unwrap();
+    let log = engine.tenant_log(&top).await.unwrap();
+    assert!(log
+        .read_stream(&case, Direction::Forward, StreamVersion::START, 100)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(log
+        .read_all(GlobalPosition::START, 100)
+        .await
+        .unwrap()
+        .events
+        .is_empty());
+    let auditor = Principal::new(kent(), "aud-1")
+        .with_roles(["auditor"])
+        .with_clearance(Classification::TopSecret);
+    let audit_log = engine.tenant_log(&auditor).await.unwrap();
+    assert!(!audit_log
+        .read_stream(&case, Direction::Forward, StreamVersion::START, 100)
+        .await
+        .unwrap()
+        .is_empty());
+    let essex_stream = StreamId::new(TenantId::new("essex").unwrap(), "case", "X-1").unwrap();
+    assert!(audit_log
+        .read_stream(&essex_stream, Direction::Forward, StreamVersion::START, 100)
+        .await
+        .unwrap()
+        .is_empty());
+    let event = |actor: &str| {
+        EventData::new(
+            "Forged",
+            b"{}".to_vec(),
+            Metadata::new(ActorId::new(actor), Source::system("test")),
+        )
+    };
+    let err = log
+        .append(&case, ExpectedVersion::Any, vec![event("foi-7")])
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+    let err = log
+        .append(&essex_stream, ExpectedVersion::Any, vec![event("x")])
+        .await
+        .unwrap_err();
+    assert!(err.kind().is_not_found(), "{err}");
+    let own = StreamId::new(kent(), "integration", "pnc-1").unwrap();
+    log.append(&own, ExpectedVersion::Any, vec![event("someone-else")])
+        .await
+        .unwrap();
+    let written = log
+        .read_stream(&own, Direction::Forward, StreamVersion::START, 10)
+        .await
+        .unwrap();
+    assert_eq!(written[0].metadata.actor, ActorId::new("admin-1"));
+    // Without the integration or administrator role: no appends.
+    let reader = engine.tenant_log(&officer()).await.unwrap();
+    assert!(reader
+        .append(&own, ExpectedVersion::Any, vec![event("foi-7")])
+        .await
+        .is_err());
+    engine.shutdown().await.unwrap();
 }

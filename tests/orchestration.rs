@@ -25,6 +25,20 @@ use casebook::security::Principal;
 use casebook::time::{ManualClock, Timestamp};
 use casebook::{Engine, ErrorKind};
 
+/// The tenants these tests use, registered when the engine first needs its
+/// tenant registry (calls for any other tenant are refused).
+fn registered() -> casebook::engine::EngineConfig {
+    casebook::engine::EngineConfig::with_tenants(
+        ["kent", "essex"].map(|t| TenantId::new(t).expect("valid tenant")),
+    )
+}
+
+/// The platform administrator: the only caller of the engine's unscoped
+/// store and projection host.
+fn platform_admin() -> casebook::security::Principal {
+    casebook::security::Principal::platform_administrator("ops")
+}
+
 /// A referral case: a risk score from an in-process service, a crime
 /// number from an external system (its workers).
 const REFERRAL: &str = r#"
@@ -192,7 +206,7 @@ async fn engine_with(
     let config = EngineConfig {
         clock: Arc::new(clock.clone()),
         services,
-        ..EngineConfig::default()
+        ..registered()
     };
     let engine = Engine::open_with(dir, config).unwrap();
     engine.start().await.unwrap();
@@ -232,7 +246,8 @@ where
 async fn case_events(engine: &Engine, case_id: &str) -> Vec<CaseEvent> {
     let stream = StreamId::new(kent(), "case", case_id).unwrap();
     let recorded = engine
-        .store()
+        .store(&platform_admin())
+        .unwrap()
         .read_stream(&stream, Direction::Forward, StreamVersion::START, 10_000)
         .await
         .unwrap();
@@ -423,7 +438,8 @@ async fn a_flaky_service_is_retried_with_backoff_then_fails_with_an_incident_tha
 /// The log's head for this tenant (for read-your-writes on queries).
 async fn engine_head(engine: &Engine) -> casebook::log::GlobalPosition {
     let batch = engine
-        .store()
+        .store(&platform_admin())
+        .unwrap()
         .read_all(&kent(), casebook::log::GlobalPosition::START, 10_000)
         .await
         .unwrap();

@@ -27,6 +27,20 @@ use casebook::orchestration::{
 use casebook::security::Principal;
 use casebook::Engine;
 
+/// The tenants these tests use, registered when the engine first needs its
+/// tenant registry (calls for any other tenant are refused).
+fn registered() -> casebook::engine::EngineConfig {
+    casebook::engine::EngineConfig::with_tenants(
+        ["kent"].map(|t| TenantId::new(t).expect("valid tenant")),
+    )
+}
+
+/// The platform administrator: the only caller of the engine's unscoped
+/// store and projection host.
+fn platform_admin() -> casebook::security::Principal {
+    casebook::security::Principal::platform_administrator("ops")
+}
+
 const CHILD_ENV: &str = "CASEBOOK_ORCH_CHILD_DIR";
 
 const DEFINITION: &str = r#"
@@ -111,7 +125,7 @@ impl BusinessService for Slow {
 fn config() -> EngineConfig {
     EngineConfig {
         services: ServiceRegistry::new().with(Arc::new(Slow)),
-        ..EngineConfig::default()
+        ..registered()
     }
 }
 
@@ -209,7 +223,7 @@ where
 
 /// Every case stream and its events.
 async fn cases(engine: &Engine) -> Vec<(StreamId, Vec<CaseEvent>)> {
-    let store = engine.store();
+    let store = engine.store(&platform_admin()).unwrap();
     let mut streams = std::collections::BTreeSet::new();
     let mut at = GlobalPosition::START;
     loop {

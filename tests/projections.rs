@@ -34,6 +34,20 @@ use casebook::security::{Classification, Principal};
 use casebook::Engine;
 use proptest::prelude::*;
 
+/// The tenants these tests use, registered when the engine first needs its
+/// tenant registry (calls for any other tenant are refused).
+fn registered() -> casebook::engine::EngineConfig {
+    casebook::engine::EngineConfig::with_tenants(
+        ["kent", "essex", "surrey"].map(|t| TenantId::new(t).expect("valid tenant")),
+    )
+}
+
+/// The platform administrator: the only caller of the engine's unscoped
+/// store and projection host.
+fn platform_admin() -> casebook::security::Principal {
+    casebook::security::Principal::platform_administrator("ops")
+}
+
 const INCIDENT: &str = include_str!("common/incident.toml");
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -93,7 +107,7 @@ fn fresh(p: GlobalPosition) -> Consistency {
 /// Every key and value of the tenant's serving generation of `name`.
 async fn dump(engine: &Engine, t: &str, name: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
     let gen = engine
-        .projections()
+        .projections(&platform_admin())
         .unwrap()
         .read(name, &tenant(t), Consistency::Eventual)
         .await
@@ -102,7 +116,7 @@ async fn dump(engine: &Engine, t: &str, name: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
 }
 
 async fn wait_head(engine: &Engine, t: &str) {
-    if let Some(head) = engine.store().head_position() {
+    if let Some(head) = engine.store(&platform_admin()).unwrap().head_position() {
         engine
             .wait_for_projections(&admin(t), head, WAIT)
             .await
@@ -114,16 +128,17 @@ async fn wait_head(engine: &Engine, t: &str) {
 async fn rebuild_all(engine: &Engine, t: &str) {
     let before: Vec<u64> = engine
         .projection_status(&admin(t))
+        .await
         .unwrap()
         .iter()
         .map(|s| s.generation)
         .collect();
-    for name in engine.projections().unwrap().names() {
-        engine.rebuild_projection(&admin(t), &name).unwrap();
+    for name in engine.projections(&platform_admin()).unwrap().names() {
+        engine.rebuild_projection(&admin(t), &name).await.unwrap();
     }
     let deadline = std::time::Instant::now() + WAIT;
     loop {
-        let status = engine.projection_status(&admin(t)).unwrap();
+        let status = engine.projection_status(&admin(t)).await.unwrap();
         let swapped = status
             .iter()
             .zip(&before)
@@ -141,7 +156,7 @@ async fn rebuild_all(engine: &Engine, t: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn built_in_views_follow_the_log_with_read_your_writes() {
-    let engine = Engine::in_memory().unwrap();
+    let engine = Engine::in_memory_with(registered()).unwrap();
     engine.start().await.unwrap();
     setup(&engine, "kent").await;
     let p = open_incident(
@@ -347,7 +362,8 @@ async fn built_in_views_follow_the_log_with_read_your_writes() {
         .unwrap();
     let stream = StreamId::new(tenant("kent"), "case", "INC-1").unwrap();
     let events = engine
-        .store()
+        .store(&platform_admin())
+        .unwrap()
         .read_stream(&stream, Direction::Forward, StreamVersion::START, 1000)
         .await
         .unwrap();
@@ -373,16 +389,20 @@ async fn built_in_views_follow_the_log_with_read_your_writes() {
     // Status: every built-in projection live, nothing behind (once each
     // has seen the last write; only two were queried above).
     engine
-        .projections()
+        .projections(&platform_admin())
         .unwrap()
         .wait_all(
             &tenant("kent"),
-            engine.store().head_position().unwrap(),
+            engine
+                .store(&platform_admin())
+                .unwrap()
+                .head_position()
+                .unwrap(),
             WAIT,
         )
         .await
         .unwrap();
-    let status = engine.projection_status(&admin("kent")).unwrap();
+    let status = engine.projection_status(&admin("kent")).await.unwrap();
     assert_eq!(status.len(), 3, "cases, timeline, orchestration");
     for s in &status {
         assert_eq!(s.state, RunState::Live, "{s:?}");
@@ -419,7 +439,7 @@ async fn two_tenants(engine: &Engine, kent_file: Value, essex_file: Value) -> Co
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_query_stays_in_its_tenant_and_clearance() {
-    let engine = Engine::in_memory().unwrap();
+    let engine = Engine::in_memory_with(registered()).unwrap();
     engine.start().await.unwrap();
     let c = two_tenants(
         &engine,
@@ -540,10 +560,11 @@ async fn every_query_stays_in_its_tenant_and_clearance() {
     // Status and operations: own tenant only; operations need the admin role.
     assert!(engine
         .projection_status(&essex)
+        .await
         .unwrap()
         .iter()
         .all(|s| s.tenant == tenant("essex")));
-    let err = engine.rebuild_projection(&kent, "cases").unwrap_err();
+    let err = engine.rebuild_projection(&kent, "cases").await.unwrap_err();
     assert!(matches!(err, QueryError::Forbidden { .. }), "{err}");
     engine.shutdown().await.unwrap();
 }
@@ -569,7 +590,7 @@ fn queue_ids(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn work_queues_by_team_follow_routing_within_tenant_and_clearance() {
-    let engine = Engine::in_memory().unwrap();
+    let engine = Engine::in_memory_with(registered()).unwrap();
     engine.start().await.unwrap();
     let c = two_tenants(
         &engine,
@@ -764,7 +785,7 @@ async fn work_queues_by_team_follow_routing_within_tenant_and_clearance() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn text_search_covers_exactly_the_fields_marked_search_text() {
-    let engine = Engine::in_memory().unwrap();
+    let engine = Engine::in_memory_with(registered()).unwrap();
     engine.start().await.unwrap();
     setup(&engine, "kent").await;
     // The same case type without any field marked for text search.
@@ -904,11 +925,11 @@ async fn running_caught_up(
     engine: &Engine,
     t: &str,
 ) -> Vec<casebook::projection::ProjectionStatus> {
-    let host = engine.projections().unwrap();
+    let host = engine.projections(&platform_admin()).unwrap();
     let deadline = std::time::Instant::now() + WAIT;
     loop {
         let status = host.running_status(&tenant(t));
-        let head = engine.store().head_position();
+        let head = engine.store(&platform_admin()).unwrap().head_position();
         if status.len() == 3 && status.iter().all(|s| s.reached >= head) {
             return status;
         }
@@ -924,7 +945,7 @@ async fn running_caught_up(
 async fn runners_start_when_the_engine_opens_and_keep_up_with_no_reader() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let engine = Engine::open(dir.path()).unwrap();
+        let engine = Engine::open_with(dir.path(), registered()).unwrap();
         engine.start().await.unwrap();
         setup(&engine, "kent").await;
         open_incident(
@@ -937,18 +958,19 @@ async fn runners_start_when_the_engine_opens_and_keep_up_with_no_reader() {
         wait_head(&engine, "kent").await;
         engine.shutdown().await.unwrap();
     }
-    let engine = Engine::open(dir.path()).unwrap();
+    let engine = Engine::open_with(dir.path(), registered()).unwrap();
     engine.start().await.unwrap();
     // Nobody has queried or written through this engine: kent's runners
     // were started by opening it.
     let status = engine
-        .projections()
+        .projections(&platform_admin())
         .unwrap()
         .running_status(&tenant("kent"));
     assert_eq!(status.len(), 3, "{status:?}");
     // Another writer on the same log (this engine sees no call at all):
     // the views follow.
-    let writer = Engine::with_store(engine.store(), EngineConfig::default()).unwrap();
+    let writer =
+        Engine::with_store(engine.store(&platform_admin()).unwrap(), registered()).unwrap();
     writer.start().await.unwrap();
     open_incident(
         &writer,
@@ -963,13 +985,13 @@ async fn runners_start_when_the_engine_opens_and_keep_up_with_no_reader() {
         "{status:?}"
     );
     let gen = engine
-        .projections()
+        .projections(&platform_admin())
         .unwrap()
         .running_status(&tenant("kent"));
     assert!(gen.iter().all(|s| s.position.is_some()));
     // A tenant new to this engine: its first write starts its runners.
     assert!(engine
-        .projections()
+        .projections(&platform_admin())
         .unwrap()
         .running_status(&tenant("essex"))
         .is_empty());
@@ -1024,7 +1046,7 @@ fn working_days_between(from: Timestamp, to: Timestamp, extra: &[i64]) -> (i64, 
 async fn working_day_deadlines_follow_bank_holidays_and_the_tenants_calendar() {
     use casebook::case::DeadlineDue;
     use casebook::projection::calendar::{date_of, Date, WorkingCalendar};
-    let engine = Engine::in_memory().unwrap();
+    let engine = Engine::in_memory_with(registered()).unwrap();
     engine.start().await.unwrap();
     for t in ["kent", "essex"] {
         engine.deploy(&admin(t), FOI, Format::Toml).await.unwrap();
@@ -1173,7 +1195,7 @@ async fn working_day_deadlines_follow_bank_holidays_and_the_tenants_calendar() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_queries_get_typed_errors() {
-    let engine = Engine::in_memory().unwrap();
+    let engine = Engine::in_memory_with(registered()).unwrap();
     engine.start().await.unwrap();
     setup(&engine, "kent").await;
     let p = open_incident(
@@ -1278,6 +1300,7 @@ async fn bad_queries_get_typed_errors() {
     assert!(matches!(err, QueryError::Timeout { .. }), "{err}");
     let err = engine
         .rebuild_projection(&admin("kent"), "nope")
+        .await
         .unwrap_err();
     assert!(matches!(err, QueryError::Projection(_)), "{err}");
     engine.shutdown().await.unwrap();
@@ -1499,7 +1522,7 @@ async fn a_new_projection_version_rebuilds_across_a_restart_while_the_old_one_se
             version,
             hold: Arc::clone(&hold),
         })],
-        ..EngineConfig::default()
+        ..registered()
     };
     let kent = tenant("kent");
     let stream = "kent/case/K-1";
@@ -1508,7 +1531,8 @@ async fn a_new_projection_version_rebuilds_across_a_restart_while_the_old_one_se
         async move {
             let id = StreamId::new(tenant("kent"), "case", "K-1").unwrap();
             engine
-                .store()
+                .store(&platform_admin())
+                .unwrap()
                 .read_stream(&id, Direction::Forward, StreamVersion::START, 1000)
                 .await
                 .unwrap()
@@ -1529,7 +1553,7 @@ async fn a_new_projection_version_rebuilds_across_a_restart_while_the_old_one_se
         )
         .await;
         let gen = engine
-            .projections()
+            .projections(&platform_admin())
             .unwrap()
             .read("gated", &kent, fresh(last))
             .await
@@ -1547,10 +1571,13 @@ async fn a_new_projection_version_rebuilds_across_a_restart_while_the_old_one_se
     hold.store(true, Ordering::Release);
     let engine = Engine::open_with(dir.path(), config(2)).unwrap();
     engine.start().await.unwrap();
-    let host = engine.projections().unwrap().clone();
+    let host = engine.projections(&platform_admin()).unwrap().clone();
+    // (The host's status is what `Engine::projection_status` answers.)
     let gated_status = |engine: &Engine| {
         engine
-            .projection_status(&admin("kent"))
+            .projections(&platform_admin())
+            .unwrap()
+            .status(&tenant("kent"))
             .unwrap()
             .into_iter()
             .find(|s| s.projection == "gated")
@@ -1920,12 +1947,12 @@ proptest! {
             .build()
             .unwrap();
         rt.block_on(async {
-            let engine = Engine::in_memory().unwrap();
+            let engine = Engine::in_memory_with(registered()).unwrap();
             engine.start().await.unwrap();
             setup(&engine, "kent").await;
             // Start the runners first, so they build incrementally as the
             // history is written.
-            engine.projection_status(&admin("kent")).unwrap();
+            engine.projection_status(&admin("kent")).await.unwrap();
             run_history(&engine, "kent", &steps).await;
             wait_head(&engine, "kent").await;
             let cases_live = dump(&engine, "kent", "cases").await;
@@ -1972,7 +1999,7 @@ fn projection_crash_child() {
         // Small batches, so that kills land between commits.
         let config = EngineConfig {
             projection_batch: 4,
-            ..EngineConfig::default()
+            ..registered()
         };
         let engine = Engine::open_with(&dir, config).unwrap();
         engine.start().await.unwrap();
@@ -2006,10 +2033,14 @@ fn projection_crash_child() {
                                         assignee: format!("pc-{i}"),
                                     },
                                 };
-                                engine
-                                    .execute(&handler(t), &id, cmd, ctx("crash"))
-                                    .await
-                                    .unwrap();
+                                // Reassigning a task someone holds is a
+                                // supervisor's (permissions.supervise).
+                                let by = if i % 3 == 2 {
+                                    supervisor(t)
+                                } else {
+                                    handler(t)
+                                };
+                                engine.execute(&by, &id, cmd, ctx("crash")).await.unwrap();
                             }
                             if c.is_multiple_of(3) {
                                 let pc5 = Principal::new(tenant(t), "pc-5").with_roles(["handler"]);
@@ -2039,12 +2070,12 @@ fn projection_crash_child() {
                 if mode == "rebuild" {
                     wait_head(&engine, t).await;
                     for name in ["cases", "timeline"] {
-                        engine.rebuild_projection(&admin(t), name).unwrap();
+                        engine.rebuild_projection(&admin(t), name).await.unwrap();
                     }
                 }
                 println!("READY");
                 loop {
-                    let status = engine.projection_status(&admin(t)).unwrap();
+                    let status = engine.projection_status(&admin(t)).await.unwrap();
                     let line: Vec<String> = status
                         .iter()
                         .map(|s| {
@@ -2147,7 +2178,8 @@ async fn check_exact(engine: &Engine) -> (Vec<(Vec<u8>, Vec<u8>)>, Vec<(Vec<u8>,
             .unwrap();
         let stream = StreamId::new(tenant(t), "case", &id).unwrap();
         let events = engine
-            .store()
+            .store(&platform_admin())
+            .unwrap()
             .read_stream(&stream, Direction::Forward, StreamVersion::START, 1000)
             .await
             .unwrap();
@@ -2206,7 +2238,7 @@ fn views_are_exact_after_sigkill_during_catch_up_and_rebuild() {
         if *mode == "catch-up" && round == 2 {
             // After the catch-up rounds, check the views before the rebuild rounds.
             rt.block_on(async {
-                let engine = Engine::open(dir.path()).unwrap();
+                let engine = Engine::open_with(dir.path(), registered()).unwrap();
                 engine.start().await.unwrap();
                 check_exact(&engine).await;
                 engine.shutdown().await.unwrap();
@@ -2214,7 +2246,7 @@ fn views_are_exact_after_sigkill_during_catch_up_and_rebuild() {
         }
     }
     rt.block_on(async {
-        let engine = Engine::open(dir.path()).unwrap();
+        let engine = Engine::open_with(dir.path(), registered()).unwrap();
         engine.start().await.unwrap();
         let (cases, timeline) = check_exact(&engine).await;
         // The reference: a rebuild from scratch in this process.
@@ -2235,7 +2267,7 @@ fn views_are_exact_after_sigkill_during_catch_up_and_rebuild() {
 
 #[tokio::test]
 async fn broad_searches_walk_their_sort_order_and_page_through_every_match() {
-    let engine = Engine::in_memory().unwrap();
+    let engine = Engine::in_memory_with(registered()).unwrap();
     engine.start().await.unwrap();
     let t = "kent";
     setup(&engine, t).await;
@@ -2434,7 +2466,7 @@ fn count_n(gen: &casebook::projection::Generation) -> u64 {
 /// list; declared names with no open task answer an empty list.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn work_queue_names_no_deployed_definition_declares_are_invalid() {
-    let engine = Engine::in_memory().unwrap();
+    let engine = Engine::in_memory_with(registered()).unwrap();
     engine.start().await.unwrap();
     setup(&engine, "kent").await;
     let opened = open_incident(

@@ -19,6 +19,12 @@ use casebook::rules::serde_json::{json, Value};
 use casebook::security::{Classification, Principal};
 use casebook::Engine;
 
+/// The platform administrator: the only caller of the engine's unscoped
+/// store and projection host.
+pub fn platform_admin() -> casebook::security::Principal {
+    casebook::security::Principal::platform_administrator("ops")
+}
+
 /// Cases in the store.
 pub const CASES: usize = 100_000;
 /// The definition the cases run.
@@ -85,6 +91,7 @@ fn open_engine(dir: &Path) -> Result<Engine, casebook::engine::EngineError> {
         dir,
         casebook::engine::EngineConfig {
             clock,
+            tenants: vec![tenant()],
             ..casebook::engine::EngineConfig::default()
         },
     )
@@ -135,7 +142,7 @@ pub fn open(rt: &tokio::runtime::Runtime) -> Engine {
             .definition(&officer(0), "incident", None)
             .await
             .unwrap();
-        let store = engine.store();
+        let store = engine.store(&platform_admin()).unwrap();
         let writers = 64;
         let mut tasks = Vec::new();
         for w in 0..writers {
@@ -155,7 +162,11 @@ pub fn open(rt: &tokio::runtime::Runtime) -> Engine {
     std::fs::write(dir.join(MARKER), fingerprint()).unwrap();
     eprintln!(
         "built {CASES} cases ({} events) in {:?}",
-        engine.store().head_position().map_or(0, |p| p.0 + 1),
+        engine
+            .store(&platform_admin())
+            .unwrap()
+            .head_position()
+            .map_or(0, |p| p.0 + 1),
         started.elapsed()
     );
     engine
@@ -214,5 +225,9 @@ async fn append_case(store: &dyn EventStore, def: &casebook::definition::CaseDef
 
 /// The log's head.
 pub fn head(engine: &Engine) -> GlobalPosition {
-    engine.store().head_position().unwrap()
+    engine
+        .store(&platform_admin())
+        .unwrap()
+        .head_position()
+        .unwrap()
 }

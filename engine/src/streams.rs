@@ -4,6 +4,9 @@
 //! - `<tenant>/case/<case id>`: one case's events;
 //! - `<tenant>/definition/<case type>`: the deployments of one case type;
 //! - `<tenant>/calendar/working-days`: the tenant's non-working days;
+//! - `casebook.platform/tenant/<tenant id>`: one tenant's registration,
+//!   suspensions and reactivations, in the reserved platform tenant
+//!   ([`crate::security::PLATFORM_TENANT`]).
 //! - `<tenant>/audit/<YYYY-MM-DD>`: the day's audit of reads (UTC; see
 //!   [`crate::audit`]).
 
@@ -18,6 +21,8 @@ pub const DEFINITION: &str = "definition";
 pub const CALENDAR: &str = "calendar";
 /// The id of the one calendar stream per tenant.
 pub const CALENDAR_ID: &str = "working-days";
+/// The category of tenant registry streams (platform tenant only).
+pub const TENANT: &str = "tenant";
 
 /// The category of audit streams (one per tenant and day).
 pub const AUDIT: &str = "audit";
@@ -25,7 +30,7 @@ pub const AUDIT: &str = "audit";
 /// Every category the engine writes itself. Outside code (the gRPC events
 /// API, integrations) must not write them, and reading them raw shows every
 /// field of a case; a new category the engine writes belongs here.
-pub const ENGINE_CATEGORIES: &[&str] = &[CASE, DEFINITION, CALENDAR, AUDIT];
+pub const ENGINE_CATEGORIES: &[&str] = &[CASE, DEFINITION, CALENDAR, TENANT, AUDIT];
 
 /// Whether the engine writes streams of `category` itself.
 pub fn is_engine_category(category: &str) -> bool {
@@ -47,6 +52,17 @@ pub fn definition(tenant: &TenantId, case_type: &str) -> Result<StreamId, IdErro
 /// parts are constants); typed for uniformity.
 pub fn calendar(tenant: &TenantId) -> Result<StreamId, IdError> {
     StreamId::new(tenant.clone(), CALENDAR, CALENDAR_ID)
+}
+
+/// The registry stream of `tenant`, in the platform tenant. Errors:
+/// [`IdError`] (none in practice: the platform tenant id is a constant and
+/// `tenant` a valid id).
+pub fn tenant(tenant: &TenantId) -> Result<StreamId, IdError> {
+    StreamId::new(
+        TenantId::new(crate::security::PLATFORM_TENANT)?,
+        TENANT,
+        tenant.as_str(),
+    )
 }
 
 /// Microseconds in a day.
@@ -89,6 +105,10 @@ mod tests {
             "kent/calendar/working-days"
         );
         assert!(case(&kent, "a/b").is_err());
+        assert_eq!(
+            tenant(&kent).unwrap().to_string(),
+            "casebook.platform/tenant/kent"
+        );
         let noon = crate::time::Timestamp::from_micros(20_000 * DAY_MICROS + DAY_MICROS / 2);
         assert_eq!(
             audit(&kent, noon).unwrap().to_string(),

@@ -1,8 +1,12 @@
 //! The `casebook.v1.Admin` service: a tenant's projections and working-day
-//! calendar, for its administrators.
+//! calendar, for its administrators; the tenant registry, for platform
+//! administrators.
 
 use casebook_engine::calendar;
-use casebook_engine::engine::{CommandContext, Engine, ADMIN_ROLE};
+use casebook_engine::engine::{
+    CommandContext, Engine, TenantChange, TenantRecord, TenantStatus, ADMIN_ROLE,
+};
+use casebook_engine::log::TenantId;
 use casebook_engine::projection::{ProjectionStatus, RunState};
 use casebook_engine::security::Principal;
 use casebook_proto::v1 as pb;
@@ -35,11 +39,62 @@ impl AdminService {
         Ok(p)
     }
 
-    fn status_of(&self, p: &Principal) -> Result<Response<pb::ProjectionStatusResponse>, Status> {
-        let all = self.engine.projection_status(p).map_err(|e| status(&e))?;
+    async fn status_of(
+        &self,
+        p: &Principal,
+    ) -> Result<Response<pb::ProjectionStatusResponse>, Status> {
+        let all = self
+            .engine
+            .projection_status(p)
+            .await
+            .map_err(|e| status(&e))?;
         Ok(Response::new(pb::ProjectionStatusResponse {
             projections: all.iter().map(info).collect(),
             at: Some(convert::timestamp(self.engine.now())),
+        }))
+    }
+}
+
+fn tenant_info(r: &TenantRecord) -> pb::TenantInfo {
+    pb::TenantInfo {
+        tenant: r.tenant.to_string(),
+        status: match r.status {
+            TenantStatus::Active => "active",
+            TenantStatus::Suspended => "suspended",
+        }
+        .to_string(),
+        registered_at: Some(convert::timestamp(r.registered_at)),
+        changed_at: Some(convert::timestamp(r.changed_at)),
+    }
+}
+
+fn tenant_of(request: &pb::TenantRequest) -> Result<TenantId, Status> {
+    TenantId::new(&request.tenant).map_err(|e| invalid("tenant", e))
+}
+
+impl AdminService {
+    /// Runs a registry change as the caller (the engine checks that they
+    /// are a platform administrator) and answers with the tenant's record.
+    async fn change_tenant<F, Fut>(
+        &self,
+        request: Request<pb::TenantRequest>,
+        change: F,
+    ) -> Result<Response<pb::TenantResponse>, Status>
+    where
+        F: FnOnce(Engine, Principal, TenantId) -> Fut,
+        Fut: std::future::Future<
+            Output = Result<TenantChange, casebook_engine::engine::EngineError>,
+        >,
+    {
+        let p = caller(&request)?;
+        let tenant = tenant_of(request.get_ref())?;
+        let changed = change(self.engine.clone(), p.clone(), tenant.clone())
+            .await
+            .map_err(|e| status(&e))?;
+        let all = self.engine.tenants(&p).await.map_err(|e| status(&e))?;
+        Ok(Response::new(pb::TenantResponse {
+            tenant: all.iter().find(|r| r.tenant == tenant).map(tenant_info),
+            changed: changed == TenantChange::Changed,
         }))
     }
 }
@@ -74,7 +129,7 @@ impl Admin for AdminService {
         request: Request<pb::ProjectionStatusRequest>,
     ) -> Result<Response<pb::ProjectionStatusResponse>, Status> {
         let p = Self::admin(&request)?;
-        self.status_of(&p)
+        self.status_of(&p).await
     }
 
     async fn rebuild_projection(
@@ -84,8 +139,9 @@ impl Admin for AdminService {
         let p = Self::admin(&request)?;
         self.engine
             .rebuild_projection(&p, &request.get_ref().name)
+            .await
             .map_err(|e| status(&e))?;
-        self.status_of(&p)
+        self.status_of(&p).await
     }
 
     async fn retry_projection(
@@ -95,8 +151,9 @@ impl Admin for AdminService {
         let p = Self::admin(&request)?;
         self.engine
             .retry_projection(&p, &request.get_ref().name)
+            .await
             .map_err(|e| status(&e))?;
-        self.status_of(&p)
+        self.status_of(&p).await
     }
 
     async fn set_non_working_days(
@@ -118,6 +175,49 @@ impl Admin for AdminService {
             .map_err(|e| status(&e))?;
         Ok(Response::new(pb::SetNonWorkingDaysResponse {
             position: position.0,
+        }))
+    }
+
+    async fn register_tenant(
+        &self,
+        request: Request<pb::TenantRequest>,
+    ) -> Result<Response<pb::TenantResponse>, Status> {
+        self.change_tenant(
+            request,
+            |e, p, t| async move { e.register_tenant(&p, &t).await },
+        )
+        .await
+    }
+
+    async fn suspend_tenant(
+        &self,
+        request: Request<pb::TenantRequest>,
+    ) -> Result<Response<pb::TenantResponse>, Status> {
+        self.change_tenant(
+            request,
+            |e, p, t| async move { e.suspend_tenant(&p, &t).await },
+        )
+        .await
+    }
+
+    async fn reactivate_tenant(
+        &self,
+        request: Request<pb::TenantRequest>,
+    ) -> Result<Response<pb::TenantResponse>, Status> {
+        self.change_tenant(request, |e, p, t| async move {
+            e.reactivate_tenant(&p, &t).await
+        })
+        .await
+    }
+
+    async fn list_tenants(
+        &self,
+        request: Request<pb::ListTenantsRequest>,
+    ) -> Result<Response<pb::ListTenantsResponse>, Status> {
+        let p = caller(&request)?;
+        let all = self.engine.tenants(&p).await.map_err(|e| status(&e))?;
+        Ok(Response::new(pb::ListTenantsResponse {
+            tenants: all.iter().map(tenant_info).collect(),
         }))
     }
 }

@@ -240,9 +240,14 @@ impl Authenticator {
                 ))
             })?,
         };
-        Ok(Principal::new(tenant, claims.sub)
+        let principal = Principal::checked(tenant, claims.sub)
+            .map_err(|e| Status::unauthenticated(format!("the token's sub claim: {e}")))?
             .with_roles(claims.roles)
-            .with_clearance(clearance))
+            .with_clearance(clearance);
+        principal
+            .validate()
+            .map_err(|e| Status::unauthenticated(format!("the token's roles claim: {e}")))?;
+        Ok(principal)
     }
 
     /// Checks the request's `authorization: Bearer <token>` and puts the
@@ -364,6 +369,20 @@ mod tests {
         assert!(a
             .principal(&mint_hs256(SECRET, &bad_clearance).unwrap())
             .is_err());
+        let mut forged_subject = claims.clone();
+        forged_subject.sub = "pc-1\n2026-01-05 09:00 case closed by ps-9".into();
+        let err = a
+            .principal(&mint_hs256(SECRET, &forged_subject).unwrap())
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unauthenticated);
+        assert!(err.message().contains("sub claim"), "{}", err.message());
+        assert!(!err.message().contains('\n'), "{}", err.message());
+        let mut bad_role = claims.clone();
+        bad_role.roles = vec!["investigator\r\nsupervisor".into()];
+        let err = a
+            .principal(&mint_hs256(SECRET, &bad_role).unwrap())
+            .unwrap_err();
+        assert!(err.message().contains("roles claim"), "{}", err.message());
         let mut bad_tenant = claims;
         bad_tenant.tenant = "../etc".into();
         assert!(a

@@ -7,7 +7,6 @@ use casebook_engine::case::CaseCommand;
 use casebook_engine::definition::{CaseDefinition, Format};
 use casebook_engine::engine::{CaseOutcome, Engine, OpenCase};
 use casebook_engine::log::codec::DomainEvent;
-use casebook_engine::log::SubscriptionStart;
 use casebook_engine::projection::query::{DeadlineQuery, PageRequest, WorkQueueQuery};
 use casebook_engine::projection::Consistency;
 use casebook_engine::security::Principal;
@@ -401,12 +400,9 @@ impl Cases for CasesService {
             )
             .await;
         consulted(&principal, "watch", &r.case_id, &purpose, visible)?;
-        let stream = casebook_engine::streams::case(&principal.tenant, &r.case_id)
-            .map_err(|e| invalid("case_id", e))?;
         let subscription = self
             .engine
-            .store()
-            .subscribe_stream(stream, SubscriptionStart::Beginning)
+            .case_changes(&principal, &r.case_id)
             .await
             .map_err(|e| status(&e))?;
         let (tx, rx) = mpsc::channel(64);
@@ -543,7 +539,7 @@ async fn watch(
     (principal, purpose): (Arc<Principal>, String),
     case_id: String,
     from_version: u64,
-    mut subscription: casebook_engine::log::Subscription,
+    mut subscription: casebook_engine::engine::CaseChanges,
     tx: mpsc::Sender<Result<pb::TimelineEntry, Status>>,
 ) {
     // Timeline entries the caller has been given or skipped, in order.
@@ -558,14 +554,14 @@ async fn watch(
                 return;
             }
         };
-        let event = match event {
+        let (version, position) = match event {
             Ok(e) => e,
             Err(e) => {
                 let _ = tx.send(Err(status(&e))).await;
                 return;
             }
         };
-        if sent_up_to.is_some_and(|v| event.version.0 <= v) {
+        if sent_up_to.is_some_and(|v| version.0 <= v) {
             continue;
         }
         loop {
@@ -578,7 +574,7 @@ async fn watch(
                         offset: seen,
                         limit: 1000,
                     },
-                    Consistency::at_least(event.position),
+                    Consistency::at_least(position),
                 )
                 .await;
             let page = match page {

@@ -43,6 +43,12 @@ pub struct Config {
     /// The demonstration tenant and its bundled definitions.
     #[serde(default)]
     pub demo: DemoConfig,
+    /// Tenants registered at start if they are not registered yet (a
+    /// suspended one stays suspended); others are registered by a platform
+    /// administrator over the Admin API. The demo tenant is registered
+    /// when `demo.deploy_examples` is on.
+    #[serde(default)]
+    pub tenants: Vec<String>,
 }
 
 /// Token checking. With neither key configured, a random HS256 secret is
@@ -105,6 +111,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             tls: None,
             demo: DemoConfig::default(),
+            tenants: Vec::new(),
         }
     }
 }

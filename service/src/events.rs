@@ -25,11 +25,10 @@ use crate::convert;
 use crate::server::Stopping;
 use crate::status::{invalid, status};
 
-/// The role that may append to integration streams (beside administrators).
-pub const INTEGRATION_ROLE: &str = "integration";
-/// The role that, with TOP SECRET clearance, may read the engine's own
-/// streams raw (and that queries the audit).
-pub use casebook_engine::audit::AUDITOR_ROLE;
+/// The roles of the engine's tenant-scoped log ([`Engine::tenant_log`]),
+/// which enforces them too: `integration` appends (beside administrators);
+/// `auditor`, with TOP SECRET clearance, reads the engine's own streams raw.
+pub use casebook_engine::engine::{AUDITOR_ROLE, INTEGRATION_ROLE};
 
 /// Default and largest page of a read.
 const DEFAULT_READ: usize = 100;
@@ -133,7 +132,9 @@ impl Events for EventsService {
         }
         let done = self
             .engine
-            .store()
+            .tenant_log(&principal)
+            .await
+            .map_err(|e| status(&e))?
             .append(&stream, expected(r.expected.as_ref()), events)
             .await
             .map_err(|e| status(&e))?;
@@ -151,7 +152,13 @@ impl Events for EventsService {
         let purpose = purpose(&request, "");
         let r = request.into_inner();
         let stream = stream(&principal, &r.stream)?;
-        let max = self.engine.store().limits().max_read_limit;
+        let max = self
+            .engine
+            .tenant_log(&principal)
+            .await
+            .map_err(|e| status(&e))?
+            .limits()
+            .max_read_limit;
         let direction = if r.backwards {
             Direction::Backward
         } else {
@@ -199,7 +206,13 @@ impl Events for EventsService {
         let principal = caller(&request)?;
         let purpose = purpose(&request, "");
         let r = request.into_inner();
-        let max = self.engine.store().limits().max_read_limit;
+        let max = self
+            .engine
+            .tenant_log(&principal)
+            .await
+            .map_err(|e| status(&e))?
+            .limits()
+            .max_read_limit;
         let result = self
             .engine
             .read_all(

@@ -64,6 +64,11 @@ enum Command {
         /// How long the token is valid, in minutes.
         #[arg(long, default_value_t = 60)]
         ttl_minutes: u64,
+        /// Mint a platform administrator's token instead (tenant
+        /// `casebook.platform`, role `platform_administrator`): it registers,
+        /// suspends and lists tenants, and reads no tenant's cases.
+        #[arg(long, conflicts_with_all = ["tenant", "roles"])]
+        platform_admin: bool,
     },
     /// Case definitions.
     Definitions {
@@ -165,7 +170,16 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             roles,
             clearance,
             ttl_minutes,
+            platform_admin,
         } => {
+            let (tenant, roles) = if platform_admin {
+                (
+                    casebook_engine::security::PLATFORM_TENANT.to_string(),
+                    vec![casebook_engine::security::PLATFORM_ADMIN_ROLE.to_string()],
+                )
+            } else {
+                (tenant, roles)
+            };
             let config = config(file.as_ref(), data)?;
             if config.auth.rs256_public_key_file.is_some() {
                 return Err(

@@ -14,6 +14,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use casebook_engine::engine::Engine;
+use casebook_engine::security::Principal;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use tokio::net::TcpListener;
@@ -118,7 +119,12 @@ impl Metrics {
                 s.count
             );
         }
-        let store = engine.store();
+        // The metrics endpoint is the operator's: it reads the whole log's
+        // head and every tenant's lag as a platform administrator.
+        let operator = Principal::platform_administrator("casebook-metrics");
+        let Ok(store) = engine.store(&operator) else {
+            return out;
+        };
         out.push_str(
             "# HELP casebook_log_head_position Global position of the last event appended.\n",
         );
@@ -128,7 +134,7 @@ impl Metrics {
             "casebook_log_head_position {}",
             store.head_position().map_or(0, |p| p.0)
         );
-        if let Ok(host) = engine.projections() {
+        if let Ok(host) = engine.projections(&operator) {
             out.push_str("# HELP casebook_projection_lag_events Events of the tenant's log a projection has not applied.\n");
             out.push_str("# TYPE casebook_projection_lag_events gauge\n");
             for tenant in host.known_tenants() {

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use casebook_engine::definition::Format;
-use casebook_engine::engine::{Engine, EngineError, ADMIN_ROLE};
+use casebook_engine::engine::{Engine, EngineConfig, EngineError, ADMIN_ROLE};
 use casebook_engine::log::TenantId;
 use casebook_engine::security::{Classification, Principal};
 use casebook_proto::v1::admin_server::AdminServer;
@@ -72,6 +72,9 @@ pub enum ServeError {
     /// The TLS files could not be read or used.
     #[error("TLS: {0}")]
     Tls(String),
+    /// A tenant of `tenants` is not a valid tenant id.
+    #[error("tenants: {0}")]
+    Tenant(String),
     /// The demo tenant name is not a valid tenant id.
     #[error("demo tenant: {0}")]
     DemoTenant(String),
@@ -222,9 +225,24 @@ pub async fn start(
     };
     let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
 
+    let mut tenants = config
+        .tenants
+        .iter()
+        .map(|t| TenantId::new(t).map_err(|e| ServeError::Tenant(format!("{t}: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    if config.demo.deploy_examples {
+        tenants.push(
+            TenantId::new(&config.demo.tenant)
+                .map_err(|e| ServeError::DemoTenant(e.to_string()))?,
+        );
+    }
     let engine = {
         let data = data.clone();
-        tokio::task::spawn_blocking(move || Engine::open(data))
+        let engine_config = EngineConfig {
+            tenants,
+            ..EngineConfig::default()
+        };
+        tokio::task::spawn_blocking(move || Engine::open_with(data, engine_config))
             .await
             .map_err(|e| ServeError::Task(format!("opening the engine: {e}")))??
     };

@@ -71,7 +71,8 @@ async fn missing_forged_and_expired_tokens_are_unauthenticated() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roles_clearance_and_tenants_hold_on_every_route() {
-    let server = start().await;
+    // kent is registered (from the configuration) but has none of demo's data.
+    let server = start_with(|c| c.tenants.push("kent".into())).await;
     let handler = token("demo", "ch-1", &["call_handler"], "OFFICIAL");
     let low = token("demo", "dc-low", &["investigator"], "OFFICIAL");
     let high = token("demo", "dc-high", &["investigator"], "SECRET");
@@ -330,5 +331,82 @@ async fn roles_clearance_and_tenants_hold_on_every_route() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
+    server.running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_platform_administrator_registers_tenants_and_unknown_ones_are_not_found() {
+    let server = start().await;
+    let ops = token(
+        "casebook.platform",
+        "ops-1",
+        &["platform_administrator"],
+        "OFFICIAL",
+    );
+    let demo_admin = token("demo", "admin-1", &["administrator"], "TOP SECRET");
+    let essex = token("essex", "dc-1", &["investigator"], "SECRET");
+    // An unregistered tenant's call is NOT_FOUND, saying why.
+    let err = server
+        .cases(&essex)
+        .search_cases(pb::SearchCasesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert!(err.message().contains("not registered"), "{err:?}");
+    // A tenant's administrator may not register tenants.
+    let err = server
+        .admin(&demo_admin)
+        .register_tenant(pb::TenantRequest {
+            tenant: "essex".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    // The platform administrator registers essex; demo was registered at start.
+    let registered = server
+        .admin(&ops)
+        .register_tenant(pb::TenantRequest {
+            tenant: "essex".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(registered.changed);
+    assert_eq!(registered.tenant.unwrap().status, "active");
+    let listed = server
+        .admin(&ops)
+        .list_tenants(pb::ListTenantsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<&str> = listed.tenants.iter().map(|t| t.tenant.as_str()).collect();
+    assert_eq!(names, ["demo", "essex"]);
+    server
+        .cases(&essex)
+        .search_cases(pb::SearchCasesRequest::default())
+        .await
+        .expect("a registered tenant is served");
+    // Suspended: NOT_FOUND again until reactivated.
+    server
+        .admin(&ops)
+        .suspend_tenant(pb::TenantRequest {
+            tenant: "essex".into(),
+        })
+        .await
+        .unwrap();
+    let err = server
+        .cases(&essex)
+        .search_cases(pb::SearchCasesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert!(err.message().contains("suspended"), "{err:?}");
+    // The platform administrator reads no tenant's cases.
+    let err = server
+        .cases(&ops)
+        .search_cases(pb::SearchCasesRequest::default())
+        .await
+        .unwrap_err();
+    assert_ne!(err.code(), Code::Ok);
     server.running.stop().await.unwrap();
 }

@@ -84,8 +84,10 @@ use crate::log::CorrelationId;
 use crate::security::{Classification, Principal};
 use crate::time::Timestamp;
 
-/// The role that may query the audit (its own tenant's, within its clearance).
-pub const AUDITOR_ROLE: &str = "auditor";
+/// The role that may query the audit (its own tenant's, within its
+/// clearance); the same role, with TOP SECRET clearance, reads the engine's
+/// own streams raw.
+pub use crate::engine::AUDITOR_ROLE;
 
 /// The most entries the recorder appends in one batch.
 pub const MAX_BATCH: usize = 4096;

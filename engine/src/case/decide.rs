@@ -13,7 +13,7 @@ use crate::definition::{
     ItemKey, Occurrence, OnPart, PlanItem, RoleKey, SlaPeriod,
 };
 use crate::log::Timestamp;
-use crate::rules::{Condition, ItemState, Scope};
+use crate::rules::{Budget, Condition, EvalError, ItemState, Scope, COMMAND_BUDGET};
 use crate::security::{Classification, Principal};
 
 use super::command::{CaseCommand, ItemRef, ServiceOutcome};
@@ -79,14 +79,21 @@ pub const MAX_ID_LEN: usize = 128;
 /// `Terminate` and `Assign` also allow `close` roles; `SuspendItem` /
 /// `ResumeItem` need `suspend` / `resume`; `AddDiscretionary` needs an
 /// `add_discretionary` role that is also among the item's `planners` (when
-/// it lists any).
+/// it lists any). A task someone else holds (claimed or assigned) may be
+/// started, completed, failed, terminated, reassigned or routed only by a
+/// role in `permissions.supervise` ([`CaseError::ClaimedByAnother`]).
 ///
 /// # Errors
-/// Every [`CaseError`] but `InconsistentHistory`: tenant, clearance and role
+/// Every [`CaseError`] but `InconsistentHistory`: a principal whose subject
+/// or roles break [`crate::security::PrincipalError`]'s rule
+/// ([`CaseError::InvalidCommand`]) first, then tenant, clearance and role
 /// errors first, then the case's status, then the command's validity against
 /// the definition and the plan, then anything the cascade runs into
 /// ([`CaseError::CascadeLimit`], [`CaseError::RuleFailed`],
 /// [`CaseError::AutomaticStepFailed`]).
+///
+/// The command's rules share one [`Budget`] of [`COMMAND_BUDGET`] units
+/// (see [`decide_within`]).
 pub fn decide(
     def: &CaseDefinition,
     state: &CaseState,
@@ -94,7 +101,42 @@ pub fn decide(
     command: CaseCommand,
     now: Timestamp,
 ) -> Result<Vec<CaseEvent>, CaseError> {
-    let mut cx = Cx::new(def, state.clone(), principal, now);
+    decide_within(
+        def,
+        state,
+        principal,
+        command,
+        now,
+        &Budget::new(COMMAND_BUDGET),
+    )
+}
+
+/// [`decide`], with every rule the command evaluates (sentries,
+/// applicability rules, deadline conditions, automatic steps, service
+/// inputs) charged to `budget`. A rule whose cost bound exceeds what is left
+/// fails the command with [`CaseError::RuleFailed`] holding
+/// [`EvalError::BudgetExceeded`](crate::rules::EvalError::BudgetExceeded),
+/// before the rule runs. `decide` is pure, so a command refused for a small
+/// budget can be decided again with a larger one.
+///
+/// # Errors
+/// As [`decide`].
+pub fn decide_within(
+    def: &CaseDefinition,
+    state: &CaseState,
+    principal: &Principal,
+    command: CaseCommand,
+    now: Timestamp,
+    budget: &Budget,
+) -> Result<Vec<CaseEvent>, CaseError> {
+    // The subject is recorded on events and shown in timelines: a forged
+    // one (a line break, a control character) never gets that far.
+    principal
+        .validate()
+        .map_err(|e| CaseError::InvalidCommand {
+            reason: e.to_string(),
+        })?;
+    let mut cx = Cx::new(def, state.clone(), principal, now, budget);
     cx.command(command)?;
     cx.run()?;
     Ok(cx.events)
@@ -116,6 +158,8 @@ struct Cx<'a> {
     /// Repetitions to create (item, parent), deferred to the cascade loop so
     /// that a looping definition meets the bound instead of deep recursion.
     repeats: VecDeque<(ItemKey, Option<InstanceId>)>,
+    /// What the command's rules may still cost.
+    budget: &'a Budget,
 }
 
 fn occurrence_matches(o: &Occurrence, occ: &Occurred) -> bool {
@@ -158,6 +202,7 @@ impl<'a> Cx<'a> {
         state: CaseState,
         principal: &'a Principal,
         now: Timestamp,
+        budget: &'a Budget,
     ) -> Self {
         let mut index = BTreeMap::new();
         let mut deadlines: Vec<(Option<&'a ItemKey>, &'a Deadline)> =
@@ -181,6 +226,7 @@ impl<'a> Cx<'a> {
             case_exit_dirty: false,
             seen: Vec::new(),
             repeats: VecDeque::new(),
+            budget,
         }
     }
 
@@ -252,7 +298,7 @@ impl<'a> Cx<'a> {
     fn eval(&self, c: &Condition, owner: impl FnOnce() -> String) -> Result<bool, CaseError> {
         let file = self.state.case_file_json();
         let plan = self.state.plan_state();
-        c.evaluate(&Scope::case_file(&file).with_plan(&plan))
+        c.evaluate_within(&Scope::case_file(&file).with_plan(&plan), self.budget)
             .map_err(|error| CaseError::RuleFailed {
                 owner: owner(),
                 error,
@@ -341,12 +387,23 @@ impl<'a> Cx<'a> {
         }
     }
 
+    /// A task someone else holds may be acted on only by a supervising role
+    /// (`permissions.supervise`).
     fn check_claim(&self, inst: &ItemInstance) -> Result<(), CaseError> {
+        let supervises = || {
+            self.def
+                .permissions
+                .supervise
+                .iter()
+                .any(|r| self.principal.has_role(r.as_str()))
+        };
         match &inst.claimed_by {
-            Some(by) if by != &self.principal.subject => Err(CaseError::ClaimedByAnother {
-                item: inst.key.clone(),
-                claimed_by: by.clone(),
-            }),
+            Some(by) if by != &self.principal.subject && !supervises() => {
+                Err(CaseError::ClaimedByAnother {
+                    item: inst.key.clone(),
+                    claimed_by: by.clone(),
+                })
+            }
             _ => Ok(()),
         }
     }
@@ -678,7 +735,7 @@ impl<'a> Cx<'a> {
         let policy = a.retry.clone().unwrap_or_default();
         let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let invocation = InvocationId(self.state.last_invocation + 1);
-        let (input, problem) = self.map_inputs(a);
+        let (input, problem) = self.map_inputs(a)?;
         self.emit(CaseEvent::ServiceInvocationRequested {
             invocation,
             instance: id,
@@ -701,18 +758,31 @@ impl<'a> Cx<'a> {
 
     /// Evaluates a service task's input mapping: the values, and the first
     /// problem (an expression that fails, a required input with no value).
-    fn map_inputs(&self, a: &Activity) -> (BTreeMap<String, serde_json::Value>, Option<String>) {
+    /// A mapping over its budget fails the command instead: retrying the
+    /// invocation could not help, while deciding again with a larger budget
+    /// can.
+    #[allow(clippy::type_complexity)]
+    fn map_inputs(
+        &self,
+        a: &Activity,
+    ) -> Result<(BTreeMap<String, serde_json::Value>, Option<String>), CaseError> {
         let file = self.state.case_file_json();
         let plan = self.state.plan_state();
         let scope = Scope::case_file(&file).with_plan(&plan);
         let mut input = BTreeMap::new();
         let mut problem = None;
         for (param, expr) in &a.input {
-            match expr.evaluate(&scope) {
+            match expr.evaluate_within(&scope, self.budget) {
                 Ok(Some(v)) if !v.is_null() => {
                     input.insert(param.clone(), v);
                 }
                 Ok(_) => {}
+                Err(error @ EvalError::BudgetExceeded { .. }) => {
+                    return Err(CaseError::RuleFailed {
+                        owner: format!("input.{param} of '{}'", a.key),
+                        error,
+                    })
+                }
                 Err(e) => {
                     problem.get_or_insert_with(|| format!("input '{param}': {e}"));
                 }
@@ -738,7 +808,7 @@ impl<'a> Cx<'a> {
                 }
             }
         }
-        (input, problem)
+        Ok((input, problem))
     }
 
     /// Fails an invocation for good: an incident, and the task fails.
@@ -1055,12 +1125,12 @@ impl<'a> Cx<'a> {
         let scope = Scope::case_file(&file).with_plan(&plan);
         let mut outputs = BTreeMap::new();
         for (field, expr) in &a.set {
-            let value = expr
-                .evaluate(&scope)
-                .map_err(|error| CaseError::RuleFailed {
+            let value = expr.evaluate_within(&scope, self.budget).map_err(|error| {
+                CaseError::RuleFailed {
                     owner: format!("set.{field} of '{}'", a.key),
                     error,
-                })?;
+                }
+            })?;
             let Some(value) = value.filter(|v| !v.is_null()) else {
                 continue;
             };
@@ -1141,11 +1211,21 @@ impl<'a> Cx<'a> {
         by_person: bool,
     ) -> Option<String> {
         let children: Vec<&ItemInstance> = self.state.children(parent).collect();
+        // The reason reaches the principal: an item they may not see is not named.
+        let see =
+            super::disclose::Disclosure::new(self.def, self.state.classification, self.principal);
+        let named = |c: &ItemInstance, what: &str| {
+            if see.item(c.key.as_str()) {
+                format!("{what}'{}' is {}", c.key, c.state)
+            } else {
+                "work in it is not finished".to_string()
+            }
+        };
         if let Some(c) = children
             .iter()
             .find(|c| matches!(c.state, ItemState::Active | ItemState::Suspended))
         {
-            return Some(format!("'{}' is {}", c.key, c.state));
+            return Some(named(c, ""));
         }
         for c in &children {
             let required = self
@@ -1159,12 +1239,12 @@ impl<'a> Cx<'a> {
                 .min()
                 == Some(c.id);
             if required && first && !c.is_terminal() {
-                return Some(format!("required '{}' is {}", c.key, c.state));
+                return Some(named(c, "required "));
             }
         }
         if !by_person && !autocomplete {
             if let Some(c) = children.iter().find(|c| !c.is_terminal()) {
-                return Some(format!("'{}' is {}", c.key, c.state));
+                return Some(named(c, ""));
             }
         }
         None
@@ -1308,6 +1388,7 @@ impl<'a> Cx<'a> {
             return self.open(case_file.into_inner(), classification);
         }
         self.guard()?;
+        self.conceal_hidden(&command)?;
         let def = self.def;
         let p = &def.permissions;
         match command {
@@ -1358,6 +1439,7 @@ impl<'a> Cx<'a> {
                     ],
                     "terminate",
                 )?;
+                self.check_claim(&self.inst(id)?)?;
                 self.terminate(id)
             }
             CaseCommand::Disable { item } => {
@@ -1483,6 +1565,51 @@ impl<'a> Cx<'a> {
                 }
                 self.emit(CaseEvent::CaseReopened { reason })
             }
+        }
+    }
+
+    /// A command naming a plan item (or an incident of one) the principal
+    /// may not see is answered exactly as if the item did not exist, before
+    /// any rule about it is checked: an item's state, its applicability rule
+    /// and its roles are all information its marking protects.
+    fn conceal_hidden(&self, command: &CaseCommand) -> Result<(), CaseError> {
+        let see =
+            super::disclose::Disclosure::new(self.def, self.state.classification, self.principal);
+        let named: Vec<&str> = match command {
+            CaseCommand::Start { item }
+            | CaseCommand::Claim { item }
+            | CaseCommand::Assign { item, .. }
+            | CaseCommand::AssignTeam { item, .. }
+            | CaseCommand::Complete { item, .. }
+            | CaseCommand::Fail { item, .. }
+            | CaseCommand::Terminate { item }
+            | CaseCommand::Disable { item }
+            | CaseCommand::SuspendItem { item }
+            | CaseCommand::ResumeItem { item }
+            | CaseCommand::ReachMilestone { item } => vec![item.key.as_str()],
+            CaseCommand::AddDiscretionary { item, stage } => std::iter::once(item.as_str())
+                .chain(stage.as_ref().map(ItemKey::as_str))
+                .collect(),
+            CaseCommand::RetryIncident { invocation } => {
+                let hidden = self
+                    .state
+                    .incidents
+                    .iter()
+                    .any(|i| i.invocation == *invocation && !see.item(i.item.as_str()));
+                if hidden {
+                    return Err(CaseError::NoIncident {
+                        invocation: *invocation,
+                    });
+                }
+                Vec::new()
+            }
+            _ => Vec::new(),
+        };
+        match named.into_iter().find(|k| !see.item(k)) {
+            Some(key) => Err(CaseError::UnknownItem {
+                item: key.to_string(),
+            }),
+            None => Ok(()),
         }
     }
 
@@ -1616,7 +1743,17 @@ impl<'a> Cx<'a> {
                 self.require_active()?;
                 let id = self.resolve(r, &allowed, "claim")?;
                 let inst = self.inst(id)?;
-                self.check_claim(&inst)?;
+                // Taking over someone else's task is a reassignment (`Assign`).
+                if let Some(by) = inst
+                    .claimed_by
+                    .as_ref()
+                    .filter(|by| **by != self.principal.subject)
+                {
+                    return Err(CaseError::ClaimedByAnother {
+                        item: inst.key.clone(),
+                        claimed_by: by.clone(),
+                    });
+                }
                 if inst.claimed_by.as_deref() == Some(self.principal.subject.as_str()) {
                     return Ok(());
                 }
@@ -1629,8 +1766,13 @@ impl<'a> Cx<'a> {
             Some(assignee) => {
                 self.require(format!("assign {}", r.key), &self.with_close(roles_of(a)))?;
                 self.require_active()?;
-                check_text("an assignee", &assignee, MAX_ID_LEN)?;
+                crate::security::check_subject("assignee", &assignee).map_err(|e| {
+                    CaseError::InvalidCommand {
+                        reason: e.to_string(),
+                    }
+                })?;
                 let id = self.resolve(r, &allowed, "assign")?;
+                self.check_claim(&self.inst(id)?)?;
                 self.emit(CaseEvent::ActivityAssigned {
                     instance: id,
                     item: r.key.clone(),
@@ -1662,6 +1804,7 @@ impl<'a> Cx<'a> {
             })?;
         let id = self.resolve(r, &[ItemState::Enabled, ItemState::Active], "assign")?;
         let inst = self.inst(id)?;
+        self.check_claim(&inst)?;
         let current = inst
             .team
             .as_deref()
@@ -1809,6 +1952,7 @@ impl<'a> Cx<'a> {
         self.require_active()?;
         check_text("a failure reason", &reason, MAX_NOTE_LEN)?;
         let id = self.resolve(r, &[ItemState::Active], "fail")?;
+        self.check_claim(&self.inst(id)?)?;
         self.emit(CaseEvent::PlanItemFailed {
             instance: id,
             item: r.key.clone(),

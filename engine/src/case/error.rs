@@ -137,8 +137,10 @@ pub enum CaseError {
         /// The action attempted.
         action: String,
     },
-    /// Someone else has claimed the activity.
-    #[error("'{item}' is claimed by {claimed_by}")]
+    /// Someone else holds the activity (claimed or assigned to them): only
+    /// they, or a role the definition's `permissions.supervise` names, may
+    /// start, complete, fail, terminate, reassign or route it.
+    #[error("'{item}' is claimed by {claimed_by}; only they or a supervising role (permissions.supervise) may act on it")]
     ClaimedByAnother {
         /// The activity.
         item: ItemKey,

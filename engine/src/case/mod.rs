@@ -24,13 +24,15 @@
 //!   [`CASCADE_LIMIT`] — or a [`CaseError`] and nothing.
 //! - [`CaseState`]: the fold of the events ([`CaseState::replay`],
 //!   [`CaseState::apply`]); serde-serializable for snapshots.
-//! - [`CaseView`]: what a principal may read ([`CaseState::view_for`]).
+//! - [`CaseView`]: what a principal may read ([`CaseState::view_for`]);
+//!   [`Disclosure`]: the one rule of what a reader may see of a case.
 //!
 //! The rules are those of `docs/case-semantics.md`; `docs/case-runtime.md` lists
 //! the choices made where it is silent.
 
 mod command;
 mod decide;
+mod disclose;
 mod error;
 mod event;
 mod file;
@@ -45,7 +47,10 @@ mod tests;
 
 pub use crate::ids::CaseId;
 pub use command::{CaseCommand, ItemRef, ServiceOutcome};
-pub use decide::{decide, ADMIN_ROLE, CASCADE_LIMIT, MAX_ID_LEN, MAX_NOTE_LEN, SYSTEM_ROLE};
+pub use decide::{
+    decide, decide_within, ADMIN_ROLE, CASCADE_LIMIT, MAX_ID_LEN, MAX_NOTE_LEN, SYSTEM_ROLE,
+};
+pub use disclose::Disclosure;
 pub use error::{CaseError, ClearanceSubject};
 pub use event::{
     CaseEvent, DeadlineDue, DefinitionRef, EntityRole, InvocationId, InvocationRequest, PoleKind,
@@ -56,5 +61,5 @@ pub use state::{
     is_terminal, CaseState, CaseStatus, EntityLink, Incident, InstanceId, ItemInstance, Note,
     PendingInvocation, PlannedItem, RunningDeadline,
 };
-pub use values::{check_value, ValueError};
+pub use values::{check_value, ValueError, MAX_LIST_LEN, MAX_REF_LEN, MAX_TEXT_LEN};
 pub use view::{CaseView, ItemView};

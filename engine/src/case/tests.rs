@@ -1315,7 +1315,7 @@ fn commands_are_validated_against_the_definition() {
     g.when(open(json!({ "grade": "urgent" })))
         .then_error(CaseError::InvalidField {
             field: "grade".into(),
-            reason: "expected one of [immediate, priority], got \"urgent\"".into(),
+            reason: "expected one of [immediate, priority], got a text of 6 characters".into(),
         });
     let g = g.opened(json!({ "grade": "immediate" }));
     g.when(update(json!({ "colour": "red" })))
@@ -1326,7 +1326,7 @@ fn commands_are_validated_against_the_definition() {
     g.when(update(json!({ "age": "ten" })))
         .then_error(CaseError::InvalidField {
             field: "age".into(),
-            reason: "expected an integer, got \"ten\"".into(),
+            reason: "expected an integer, got a text of 3 characters".into(),
         });
     g.when(update(json!({ "grade": null })))
         .then_error(CaseError::InvalidField {
@@ -1429,6 +1429,145 @@ fn claims_are_exclusive() {
         assignee: "pc-2".into(),
     })
     .then(&["assigned a#1 to pc-2"]);
+}
+
+/// `TYPED` with a `supervisor` role that supervises claimed tasks.
+fn supervised() -> Given {
+    // The body continues the header's `[permissions]` table.
+    given(&format!("supervise = [\"supervisor\"]\n{TYPED}"))
+}
+
+fn kent_principal(subject: &str, roles: &[&str]) -> Principal {
+    Principal::new(TenantId::new("kent").unwrap(), subject)
+        .with_roles(roles.iter().copied())
+        .with_clearance(Classification::Secret)
+}
+
+#[test]
+fn only_the_assignee_or_a_supervisor_may_act_on_a_claimed_task() {
+    // Given an active task pc-1 has claimed,
+    let g = supervised()
+        .opened(json!({ "grade": "immediate" }))
+        .command(CaseCommand::Claim { item: "a".into() });
+    let colleague = kent_principal("pc-2", &["w"]);
+    let claimed = || CaseError::ClaimedByAnother {
+        item: "a".into(),
+        claimed_by: "pc-1".into(),
+    };
+    // when a colleague holding the task's role (and every case permission)
+    // completes, fails, terminates, reassigns, routes or claims it: refused.
+    g.when_as(&colleague, complete("a", json!({ "age": 1 })))
+        .then_error(claimed());
+    g.when_as(
+        &colleague,
+        CaseCommand::Fail {
+            item: "a".into(),
+            reason: "no".into(),
+        },
+    )
+    .then_error(claimed());
+    g.when_as(&colleague, CaseCommand::Terminate { item: "a".into() })
+        .then_error(claimed());
+    g.when_as(
+        &colleague,
+        CaseCommand::Assign {
+            item: "a".into(),
+            assignee: "pc-2".into(),
+        },
+    )
+    .then_error(claimed());
+    g.when_as(
+        &colleague,
+        CaseCommand::AssignTeam {
+            item: "a".into(),
+            team: "cid".into(),
+        },
+    )
+    .then_error(claimed());
+    g.when_as(&colleague, CaseCommand::Claim { item: "a".into() })
+        .then_error(claimed());
+    // The assignee may hand it over; a supervising role may reassign,
+    // fail, terminate or complete it.
+    g.when(CaseCommand::Assign {
+        item: "a".into(),
+        assignee: "pc-2".into(),
+    })
+    .then(&["assigned a#1 to pc-2"]);
+    let sergeant = kent_principal("ps-9", &["w", "supervisor"]);
+    g.when_as(
+        &sergeant,
+        CaseCommand::Assign {
+            item: "a".into(),
+            assignee: "pc-3".into(),
+        },
+    )
+    .then(&["assigned a#1 to pc-3"]);
+    // (The required task ending lets the case autocomplete.)
+    g.when_as(
+        &sergeant,
+        CaseCommand::Fail {
+            item: "a".into(),
+            reason: "officer off sick".into(),
+        },
+    )
+    .then(&["failed a#1", "case completed"]);
+    g.when_as(&sergeant, CaseCommand::Terminate { item: "a".into() })
+        .then(&["terminated a#1", "case completed"]);
+    assert!(g
+        .when_as(&sergeant, complete("a", json!({ "age": 1 })))
+        .result
+        .is_ok());
+    // A supervising role does not replace the task's own role.
+    let outsider = kent_principal("ps-8", &["supervisor"]);
+    assert!(matches!(
+        g.when_as(&outsider, complete("a", json!({ "age": 1 })))
+            .result,
+        Err(CaseError::Forbidden { .. })
+    ));
+    // Once reassigned, the new assignee may complete it and pc-1 may not.
+    let handed = g
+        .when(CaseCommand::Assign {
+            item: "a".into(),
+            assignee: "pc-2".into(),
+        })
+        .and();
+    assert!(handed
+        .when_as(&colleague, complete("a", json!({ "age": 1 })))
+        .result
+        .is_ok());
+    handed
+        .when(complete("a", json!({ "age": 1 })))
+        .then_error(CaseError::ClaimedByAnother {
+            item: "a".into(),
+            claimed_by: "pc-2".into(),
+        });
+}
+
+#[test]
+fn without_supervise_roles_only_the_assignee_acts_on_a_claimed_task() {
+    // Given a definition naming no supervising role, where the colleague
+    // holds every case permission (close included),
+    let g = given(TYPED)
+        .opened(json!({ "grade": "immediate" }))
+        .command(CaseCommand::Claim { item: "a".into() });
+    let colleague = kent_principal("pc-2", &["w"]);
+    // when they terminate or reassign pc-1's task: refused.
+    for command in [
+        CaseCommand::Terminate { item: "a".into() },
+        CaseCommand::Assign {
+            item: "a".into(),
+            assignee: "pc-2".into(),
+        },
+    ] {
+        g.when_as(&colleague, command)
+            .then_error(CaseError::ClaimedByAnother {
+                item: "a".into(),
+                claimed_by: "pc-1".into(),
+            });
+    }
+    // and the fingerprint of a definition without `supervise` is unchanged
+    // by the new (empty, omitted) field.
+    assert!(!g.def.canonical_json().contains("supervise"));
 }
 
 #[test]

@@ -20,7 +20,7 @@ pub enum ValueError {
     Expected {
         /// What the field expects.
         expected: String,
-        /// The value given (shortened).
+        /// What was given: its kind, never its value.
         got: String,
     },
     /// Text over `MAX_TEXT_LEN` bytes.
@@ -34,7 +34,7 @@ pub enum ValueError {
     NotAllowed {
         /// The values it allows.
         allowed: Vec<String>,
-        /// The value given (shortened).
+        /// What was given: its kind, never its value.
         got: String,
     },
     /// A list inside a list.
@@ -82,15 +82,24 @@ pub(crate) fn value_error(field: &FieldDef, value: &Value) -> Result<(), ValueEr
     check_typed(field.ty, &field.values, field.element, value, true)
 }
 
+/// What a value is, never what it holds: error messages reach callers who
+/// may not see the field (an automatic step's output, a service's result), so
+/// they name kinds, not values.
 fn describe(v: &Value) -> String {
-    let s = v.to_string();
-    if s.len() > 60 {
-        format!(
-            "{}...",
-            &s[..s.char_indices().nth(57).map_or(s.len(), |(i, _)| i)]
-        )
-    } else {
-        s
+    match v {
+        Value::Null => "null".into(),
+        Value::Bool(_) => "a boolean".into(),
+        Value::Number(n) if n.is_i64() || n.is_u64() => "an integer".into(),
+        Value::Number(_) => "a decimal".into(),
+        Value::String(s) => match s.chars().count() {
+            1 => "a text of 1 character".into(),
+            n => format!("a text of {n} characters"),
+        },
+        Value::Array(a) => match a.len() {
+            1 => "a list of 1 element".into(),
+            n => format!("a list of {n} elements"),
+        },
+        Value::Object(_) => "an object".into(),
     }
 }
 
@@ -274,18 +283,18 @@ mod tests {
                 index: 1,
                 error: Box::new(ValueError::NotAllowed {
                     allowed: vec!["a".into(), "b".into()],
-                    got: "\"z\"".into(),
+                    got: "a text of 1 character".into(),
                 }),
             }
         );
         assert_eq!(
             err.to_string(),
-            "element 1: expected one of [a, b], got \"z\""
+            "element 1: expected one of [a, b], got a text of 1 character"
         );
         assert_eq!(err.kind(), ErrorKind::InvalidArgument { paths: vec![] });
         assert_eq!(
             check_value(&field(FieldType::Integer), &json!("ten")).map_err(|e| e.to_string()),
-            Err("expected an integer, got \"ten\"".to_string())
+            Err("expected an integer, got a text of 3 characters".to_string())
         );
     }
 }

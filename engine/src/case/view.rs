@@ -9,6 +9,7 @@ use crate::log::Timestamp;
 use crate::rules::ItemState;
 use crate::security::{Classification, Principal};
 
+use super::disclose::Disclosure;
 use super::error::{CaseError, ClearanceSubject};
 use super::event::DefinitionRef;
 use super::state::{
@@ -34,8 +35,10 @@ pub struct ItemView {
     pub team: Option<String>,
 }
 
-/// A case as one principal may see it: fields above their clearance are
-/// left out entirely (not masked), so their values and presence do not leak.
+/// A case as one principal may see it: fields, plan items, milestones,
+/// deadlines and incidents above their clearance (an item's effective
+/// marking: see [`CaseDefinition::markings`]) are left out entirely (not
+/// masked), so their values and presence do not leak.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CaseView {
     /// The case's status.
@@ -91,18 +94,11 @@ impl CaseState {
                 held: principal.clearance,
             });
         }
+        let see = Disclosure::new(def, self.classification, principal);
         let case_file = self
             .case_file
             .iter()
-            .filter(|(k, _)| {
-                def.field(k.as_str()).is_some_and(|f| {
-                    principal.may_see(
-                        f.classification
-                            .unwrap_or_default()
-                            .max(self.classification),
-                    )
-                })
-            })
+            .filter(|(k, _)| def.field(k.as_str()).is_some() && see.field(k.as_str()))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         Ok(CaseView {
@@ -114,6 +110,7 @@ impl CaseState {
             items: self
                 .items
                 .iter()
+                .filter(|i| see.item(i.key.as_str()))
                 .map(|i| ItemView {
                     instance: i.id,
                     item: i.key.clone(),
@@ -124,12 +121,32 @@ impl CaseState {
                     team: i.team(def).map(str::to_string),
                 })
                 .collect(),
-            reached: self.reached.clone(),
-            planned: self.planned.clone(),
+            reached: self
+                .reached
+                .iter()
+                .filter(|k| see.item(k.as_str()))
+                .cloned()
+                .collect(),
+            planned: self
+                .planned
+                .iter()
+                .filter(|p| see.item(p.item.as_str()))
+                .cloned()
+                .collect(),
             entities: self.entities.clone(),
             notes: self.notes.clone(),
-            deadlines: self.deadlines.clone(),
-            incidents: self.incidents.clone(),
+            deadlines: self
+                .deadlines
+                .iter()
+                .filter(|d| see.deadline(d.deadline.as_str()))
+                .cloned()
+                .collect(),
+            incidents: self
+                .incidents
+                .iter()
+                .filter(|i| see.item(i.item.as_str()))
+                .cloned()
+                .collect(),
         })
     }
 }

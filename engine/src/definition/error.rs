@@ -26,6 +26,9 @@ pub enum ProblemKind {
     TypeMismatch,
     /// A sentry listens to its own item.
     SelfReference,
+    /// A value would flow to a lower marking than the information it
+    /// reveals (see `CaseDefinition::markings`).
+    Downgrade,
     /// Anything else the rules forbid (a discretionary item with entry
     /// criteria, an empty sentry, a bad period...).
     Invalid,

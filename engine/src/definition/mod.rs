@@ -25,6 +25,7 @@ pub(crate) mod deployment;
 mod error;
 mod fingerprint;
 mod keys;
+mod markings;
 mod model;
 mod parse;
 mod period;
@@ -39,6 +40,7 @@ pub use keys::{
     check_condition_name, check_identifier, check_service_name, CaseTypeKey, DeadlineKey, FieldKey,
     ItemKey, NameError, RoleKey, ServiceName, TeamKey, MAX_IDENTIFIER_LEN,
 };
+pub use markings::Markings;
 pub use model::{
     Activity, ActivityKind, AuditPolicy, CaseDefinition, CasePermissions, Deadline, Escalation,
     FieldDef, FieldSearch, FieldType, FormField, Milestone, MopiGroup, Occurrence, OnPart,

@@ -77,6 +77,10 @@ pub struct CaseDefinition {
     /// [`crate::audit`]). Last and left out when absent, like `team`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit: Option<AuditPolicy>,
+    /// The derived markings, computed on first use (not part of the
+    /// definition's content: never serialized, never compared).
+    #[serde(skip)]
+    pub(crate) markings: super::markings::MarkingsCache,
 }
 
 /// A case type's audit requirements (`[audit]`).
@@ -180,11 +184,17 @@ pub struct CasePermissions {
     /// Link a POLE entity to the case.
     #[serde(default)]
     pub link_entity: Vec<RoleKey>,
+    /// Supervise claimed tasks: complete, fail, terminate, start or
+    /// reassign (or route to a team) a task someone else holds. Without one
+    /// of these roles only the task's assignee may. (Last, and left out when
+    /// empty, so definitions written before it keep their fingerprint.)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub supervise: Vec<RoleKey>,
 }
 
 impl CasePermissions {
     /// Each action's name and its roles, in declaration order.
-    pub fn actions(&self) -> [(&'static str, &[RoleKey]); 9] {
+    pub fn actions(&self) -> [(&'static str, &[RoleKey]); 10] {
         [
             ("open", &self.open),
             ("update_case_file", &self.update_case_file),
@@ -195,6 +205,7 @@ impl CasePermissions {
             ("close", &self.close),
             ("reopen", &self.reopen),
             ("link_entity", &self.link_entity),
+            ("supervise", &self.supervise),
         ]
     }
 }
@@ -429,6 +440,11 @@ pub struct Activity {
     /// [`CaseDefinition::team`].)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryPolicy>,
+    /// A marking the author gives the item, raising what its rules already
+    /// make it (see [`CaseDefinition::markings`]); never lowers it. (Last,
+    /// and left out when absent: see [`CaseDefinition::team`].)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classification: Option<Classification>,
 }
 
 /// How a service task's invocations are timed out and retried. Written
@@ -545,6 +561,9 @@ pub struct Stage {
     /// Milestones in the stage.
     #[serde(default)]
     pub milestones: Vec<Milestone>,
+    /// A marking the author gives the stage (see [`Activity::classification`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classification: Option<Classification>,
 }
 
 /// A point of progress: *reached*, never completed.
@@ -571,6 +590,9 @@ pub struct Milestone {
     /// When it stops waiting (ORed).
     #[serde(default)]
     pub exit: Vec<Sentry>,
+    /// A marking the author gives the milestone (see [`Activity::classification`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classification: Option<Classification>,
 }
 
 /// An entry or exit criterion: on-parts ANDed, plus an optional condition.

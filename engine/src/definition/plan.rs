@@ -96,6 +96,15 @@ impl<'a> PlanItem<'a> {
         }
     }
 
+    /// The marking its author gave it, if any.
+    pub fn classification(&self) -> Option<crate::security::Classification> {
+        match self {
+            PlanItem::Activity(a) => a.classification,
+            PlanItem::Stage(s) => s.classification,
+            PlanItem::Milestone(m) => m.classification,
+        }
+    }
+
     /// Whether the item is discretionary (milestones: never).
     pub fn discretionary(&self) -> bool {
         match self {

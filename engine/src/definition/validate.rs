@@ -24,6 +24,7 @@ pub(crate) fn validate(def: &CaseDefinition) -> Vec<Problem> {
     v.services();
     v.permissions();
     v.plan();
+    v.flows();
     v.problems
 }
 
@@ -700,6 +701,80 @@ impl<'a> Validator<'a> {
         }
     }
 
+    /// Information never flows down: an automatic step or a service output
+    /// may write a field only if the field is marked at least as high as
+    /// what the value reveals (the fields it is computed from and the
+    /// step's own marking), and the case's status may not reveal more than
+    /// the case's default classification. See `markings.rs`.
+    fn flows(&mut self) {
+        let def = self.def;
+        let marks = super::markings::Markings::compute(def);
+        let field = |k: &str| {
+            def.field(k)
+                .and_then(|f| f.classification)
+                .unwrap_or_default()
+        };
+        for entry in def.plan_items() {
+            let PlanItem::Activity(a) = entry.item else {
+                continue;
+            };
+            let own = marks.item(a.key.as_str());
+            let why = || {
+                marks
+                    .item_reason(a.key.as_str())
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            for (target, expr) in &a.set {
+                let (mut need, mut reason) = (own, format!("the step {}", why()));
+                for f in expr.fields() {
+                    if field(f) > need {
+                        (need, reason) = (field(f), format!("it is computed from `{f}`"));
+                    }
+                }
+                if field(target.as_str()) < need {
+                    self.push(
+                        format!("{}.set.{target}", entry.path),
+                        ProblemKind::Downgrade,
+                        format!(
+                            "moves {need} information into `{target}`, marked {} ({reason}): \
+                             mark `{target}` {need} or higher",
+                            field(target.as_str())
+                        ),
+                    );
+                }
+            }
+            for (result, target) in &a.output {
+                if field(target.as_str()) < own {
+                    self.push(
+                        format!("{}.output.{result}", entry.path),
+                        ProblemKind::Downgrade,
+                        format!(
+                            "moves {own} information into `{target}`, marked {} (the task {}): \
+                             mark `{target}` {own} or higher",
+                            field(target.as_str()),
+                            why()
+                        ),
+                    );
+                }
+            }
+        }
+        if marks.status() > def.default_classification {
+            self.push(
+                "exit",
+                ProblemKind::Downgrade,
+                format!(
+                    "the case's status would reveal {} information ({}) to everyone who may see \
+                     a case marked {}: raise `default_classification`, or end the case on \
+                     criteria that read nothing above it",
+                    marks.status(),
+                    marks.status_reason(),
+                    def.default_classification
+                ),
+            );
+        }
+    }
+
     fn field_ref(&mut self, path: &str, field: &FieldKey) {
         if !self.def.has_field(field) {
             self.push(
@@ -785,6 +860,26 @@ impl<'a> Validator<'a> {
         for m in rules::check_condition(c, &self.schema) {
             self.push(path, kind_of(&m), m);
         }
+        if let Some(ast) = c.ast() {
+            self.bounds(path, ast);
+        }
+    }
+
+    /// Refuses a rule that could never run within its budget on a case whose
+    /// lists are full, or whose comprehensions nest too deep
+    /// (`rules::budget`).
+    fn bounds(&mut self, path: &str, ast: &cel::IdedExpr) {
+        let longest = crate::case::MAX_LIST_LEN as u64;
+        let field_len = |name: &str| match self.def.field(name).map(|f| f.ty) {
+            Some(FieldType::List) => longest,
+            Some(FieldType::GeoPoint) => 2,
+            _ => 0,
+        };
+        let items = self.schema.items.len() as u64;
+        let milestones = self.schema.milestones.len() as u64;
+        for m in rules::check_bounds(ast, &field_len, longest, items, milestones) {
+            self.push(path, ProblemKind::Invalid, m);
+        }
     }
 
     fn expression(&mut self, path: &str, e: &Expression, expected: Expected<'_>) {
@@ -794,6 +889,9 @@ impl<'a> Validator<'a> {
         }
         for m in rules::check_expression(e, &self.schema, expected) {
             self.push(path, kind_of(&m), m);
+        }
+        if let Some(ast) = e.ast() {
+            self.bounds(path, ast);
         }
     }
 

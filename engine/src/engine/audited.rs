@@ -152,6 +152,9 @@ impl Engine {
     ) -> Result<Vec<RecordedEvent>, EngineError> {
         let reader = reader.into();
         let p = reader.principal;
+        // An unknown or suspended tenant, a malformed principal: refused
+        // before anything is read (or recorded: there is no tenant to record in).
+        self.admit(reader.principal).await?;
         let query = format!("stream {}/{}", stream.category(), stream.id());
         let result = match reader.check() {
             Err(e) => Err(e.into()),
@@ -199,6 +202,9 @@ impl Engine {
     ) -> Result<(Vec<RecordedEvent>, GlobalPosition), EngineError> {
         let reader = reader.into();
         let p = reader.principal;
+        // An unknown or suspended tenant, a malformed principal: refused
+        // before anything is read (or recorded: there is no tenant to record in).
+        self.admit(reader.principal).await?;
         let query = format!("log from {}", from.0);
         let result = match reader.check() {
             Err(e) => Err(e.into()),
@@ -236,6 +242,9 @@ impl Engine {
         start: SubscriptionStart<GlobalPosition>,
     ) -> Result<Subscription, EngineError> {
         let reader = reader.into();
+        // An unknown or suspended tenant, a malformed principal: refused
+        // before anything is read (or recorded: there is no tenant to record in).
+        self.admit(reader.principal).await?;
         let query = format!("log subscription from {start:?}");
         let result = match reader.check() {
             Err(e) => Err(e.into()),

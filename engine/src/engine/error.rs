@@ -120,6 +120,11 @@ pub enum EngineError {
     /// The projection store failed (projections are derived; the log is intact).
     #[error(transparent)]
     Projection(#[from] crate::projection::ProjectionError),
+    /// The caller may not use the engine at all: a bad subject or role, an
+    /// unregistered or suspended tenant, or a platform call without the
+    /// platform administrator's role. Nothing was done or started.
+    #[error(transparent)]
+    Access(#[from] crate::security::AccessError),
     /// The read's audit refused it or could not record it (see [`crate::audit`]).
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
@@ -165,7 +170,7 @@ impl EngineError {
     /// [`ErrorKind::Conflict`]. A failing snapshot
     /// store is [`ErrorKind::Internal`] (a full disk:
     /// [`ErrorKind::ResourceExhausted`]), as is a stored definition that
-    /// changed.
+    /// changed. Access errors keep [`crate::security::AccessError::kind`].
     pub fn kind(&self) -> ErrorKind {
         match self {
             EngineError::InvalidDefinition(e) => e.kind(),
@@ -181,6 +186,7 @@ impl EngineError {
                 ErrorKind::NotFound
             }
             EngineError::CaseExists { .. } => ErrorKind::AlreadyExists,
+            EngineError::Access(e) => e.kind(),
             EngineError::Contended { .. } | EngineError::ShutDown => ErrorKind::Unavailable,
             EngineError::CommandIdReused { .. } => ErrorKind::Conflict {
                 actual_version: None,

@@ -11,12 +11,28 @@
 //! the case (snapshot + newer events), runs [`crate::case::decide`], and
 //! appends everything it returns in one append with the version it loaded
 //! (retrying on a concurrent change, which is safe because `decide` is pure).
+//!
+//! # Where commands are decided
+//!
+//! `decide` runs on the calling task's async worker thread, with its rules
+//! limited to [`INLINE_BUDGET`] units (about a millisecond or two; see
+//! `rules::budget` for the cost model): the ordinary command pays no thread
+//! hop. A command whose rules would need more is refused by that budget
+//! *before* the rule runs, and is decided again — `decide` is pure — under
+//! `tokio::task::spawn_blocking` with the full [`COMMAND_BUDGET`], at most
+//! [`HEAVY_DECISIONS`] at a time (a semaphore), so long evaluations never
+//! hold an async worker and cannot take the blocking pool either. A rule
+//! over even the full budget fails the command with
+//! [`crate::rules::EvalError::BudgetExceeded`] naming the rule, again before
+//! it runs.
 
 mod audited;
 mod error;
 mod idempotency;
 mod queries;
 mod snapshots;
+mod tenant_log;
+mod tenants;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -30,10 +46,15 @@ pub use audited::{raw_visible, reads_engine_streams};
 pub use error::{EngineError, SnapshotSource};
 pub use idempotency::CommandId;
 pub use snapshots::{MemorySnapshots, SledSnapshots, SnapshotStore};
+pub use tenant_log::{
+    CaseChanges, TenantLog, TenantPage, TenantSubscription, AUDITOR_ROLE, INTEGRATION_ROLE,
+};
+pub use tenants::{TenantChange, TenantEvent, TenantRecord, TenantStatus};
 
 use crate::audit::ReadContext;
 use crate::case::{
-    decide, CaseCommand, CaseEvent, CaseFile, CaseId, CaseState, CaseView, DefinitionRef,
+    decide_within, CaseCommand, CaseError, CaseEvent, CaseFile, CaseId, CaseState, CaseView,
+    DefinitionRef, Disclosure,
 };
 use crate::definition::deployment::{self, Decision, DefinitionEvent, Deployed};
 pub use crate::definition::Deployment;
@@ -44,8 +65,13 @@ use crate::log::{
     LogStoreConfig, MemoryStore, Metadata, Source, StreamId, StreamVersion, TenantId,
 };
 use crate::recent::Recent;
+use crate::rules::{Budget, EvalError, COMMAND_BUDGET, INLINE_BUDGET};
 use crate::security::{Classification, Principal};
 use crate::time::{Clock, Timestamp};
+
+/// How many commands whose rules exceed [`INLINE_BUDGET`] may be decided at
+/// once on blocking threads (see the module docs); more wait their turn.
+pub const HEAVY_DECISIONS: usize = 2;
 
 /// How long [`Engine::shutdown`] waits for invocations in flight.
 pub const DISPATCHER_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
@@ -91,6 +117,29 @@ pub struct EngineConfig {
     /// bench's baseline): turned off, consultations go unrecorded, which
     /// law-enforcement processing may not do (DPA 2018 s62).
     pub audit_reads: bool,
+    /// Tenants registered when the engine first reads its tenant registry,
+    /// if they are not registered yet (a suspended one stays suspended), so
+    /// an embedder or a test need not call [`Engine::register_tenant`].
+    /// Calls for any other tenant are refused until a platform
+    /// administrator registers it. Default: none.
+    pub tenants: Vec<TenantId>,
+}
+
+impl EngineConfig {
+    /// The default settings with `tenants` registered at first use.
+    ///
+    /// ```
+    /// use casebook::engine::EngineConfig;
+    /// use casebook::log::TenantId;
+    /// let config = EngineConfig::with_tenants([TenantId::new("kent").unwrap()]);
+    /// assert_eq!(config.tenants.len(), 1);
+    /// ```
+    pub fn with_tenants(tenants: impl IntoIterator<Item = TenantId>) -> Self {
+        EngineConfig {
+            tenants: tenants.into_iter().collect(),
+            ..EngineConfig::default()
+        }
+    }
 }
 
 impl Default for EngineConfig {
@@ -103,6 +152,7 @@ impl Default for EngineConfig {
             projection_batch: crate::projection::DEFAULT_BATCH_SIZE,
             clock: crate::time::system_clock(),
             services: crate::orchestration::ServiceRegistry::new(),
+            tenants: Vec::new(),
             audit_reads: true,
         }
     }
@@ -265,6 +315,16 @@ fn check_hand_completion(
 
 /// "Above your clearance" and "another tenant's" must look exactly like
 /// "does not exist": the error names only what the caller asked for.
+/// The highest marking anything in a loaded case can have: what a reader of
+/// its whole state must be cleared for.
+fn full_marking(loaded: &LoadedCase) -> crate::security::Classification {
+    let def = &loaded.definition;
+    let fields = def.fields.iter().filter_map(|f| f.classification);
+    fields
+        .fold(def.markings().highest(), Ord::max)
+        .max(loaded.state.classification)
+}
+
 fn conceal(error: EngineError, principal: &Principal, case_id: &str) -> EngineError {
     match error {
         EngineError::Case(
@@ -354,6 +414,8 @@ type StateCache = Recent<StreamId, (StreamVersion, Arc<CaseDefinition>, CaseStat
 /// let engine = Engine::in_memory().unwrap();
 /// engine.start().await.unwrap();
 /// let kent = TenantId::new("kent").unwrap();
+/// let ops = Principal::platform_administrator("ops-1");
+/// engine.register_tenant(&ops, &kent).await.unwrap();
 /// let admin = Principal::new(kent.clone(), "admin-1").with_roles(["administrator"]);
 /// let source = include_str!("../../../examples/definitions/foi-request.toml");
 /// let deployed = engine.deploy(&admin, source, Format::Toml).await.unwrap();
@@ -391,6 +453,11 @@ pub(crate) struct Inner {
     hub: Arc<crate::orchestration::Hub>,
     /// The dispatcher, once started.
     dispatcher: Mutex<DispatcherSlot>,
+    /// Permits to decide a command off the async workers
+    /// ([`HEAVY_DECISIONS`]).
+    heavy: Arc<tokio::sync::Semaphore>,
+    /// The tenant registry, read at first use.
+    tenants: tenants::RegistrySlot,
     /// Records the audit of reads.
     audit: crate::audit::Recorder,
 }
@@ -496,6 +563,8 @@ impl Engine {
                 stopped: AtomicBool::new(false),
                 hub,
                 dispatcher: Mutex::new(None),
+                heavy: Arc::new(tokio::sync::Semaphore::new(HEAVY_DECISIONS)),
+                tenants: tenants::RegistrySlot::default(),
             }),
         }
     }
@@ -661,8 +730,22 @@ impl Engine {
         self.inner.config.clock.now()
     }
 
-    /// The event store underneath (for subscriptions and projections).
-    pub fn store(&self) -> Arc<dyn EventStore> {
+    /// The event store underneath, unscoped: it reads every tenant's
+    /// events and appends under any actor, bypassing every check of the
+    /// engine. For a platform administrator only
+    /// ([`Principal::platform_administrator`]); a tenant's callers use
+    /// [`Engine::tenant_log`], scoped to their tenant and clearance.
+    ///
+    /// Errors: [`crate::security::AccessError::NotPlatformAdministrator`].
+    pub fn store(
+        &self,
+        platform_admin: &Principal,
+    ) -> Result<Arc<dyn EventStore>, crate::security::AccessError> {
+        Self::require_platform_admin(platform_admin, "use the unscoped event store")?;
+        Ok(self.raw_store())
+    }
+
+    pub(crate) fn raw_store(&self) -> Arc<dyn EventStore> {
         Arc::clone(&self.inner.store)
     }
 
@@ -701,6 +784,7 @@ impl Engine {
         context: CommandContext,
     ) -> Result<Deployment, EngineError> {
         self.check_running()?;
+        self.admit(principal).await?;
         if !principal.has_role(ADMIN_ROLE) {
             return Err(EngineError::forbidden(
                 "deploy case definitions",
@@ -786,6 +870,7 @@ impl Engine {
         principal: &Principal,
         case_type: &str,
     ) -> Result<Vec<(u32, Fingerprint)>, EngineError> {
+        self.admit(principal).await?;
         let stream = crate::streams::definition(&principal.tenant, case_type)?;
         Ok(self
             .deployed(&stream)
@@ -804,8 +889,44 @@ impl Engine {
         case_type: &str,
         version: Option<u32>,
     ) -> Result<Arc<CaseDefinition>, EngineError> {
+        self.admit(principal).await?;
         self.definition_for(&principal.tenant, case_type, version)
             .await
+    }
+
+    /// Decides a command: inline within [`INLINE_BUDGET`], else again on a
+    /// blocking thread within [`COMMAND_BUDGET`] (see the module docs).
+    async fn decide(
+        &self,
+        def: &Arc<CaseDefinition>,
+        state: &CaseState,
+        principal: &Principal,
+        command: CaseCommand,
+        now: Timestamp,
+    ) -> Result<Vec<CaseEvent>, EngineError> {
+        let inline = Budget::new(INLINE_BUDGET);
+        match decide_within(def, state, principal, command.clone(), now, &inline) {
+            Err(CaseError::RuleFailed {
+                error: EvalError::BudgetExceeded { .. },
+                ..
+            }) => {}
+            decided => return Ok(decided?),
+        }
+        let _permit = Arc::clone(&self.inner.heavy)
+            .acquire_owned()
+            .await
+            .map_err(|_| EngineError::ShutDown)?;
+        let (def, state, principal) = (Arc::clone(def), state.clone(), principal.clone());
+        let decided = tokio::task::spawn_blocking(move || {
+            let budget = Budget::new(COMMAND_BUDGET);
+            decide_within(&def, &state, &principal, command, now, &budget)
+        })
+        .await;
+        match decided {
+            Ok(decided) => Ok(decided?),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(EngineError::ShutDown),
+        }
     }
 
     async fn definition_for(
@@ -898,6 +1019,7 @@ impl Engine {
         request: OpenCase,
     ) -> Result<CaseOutcome, EngineError> {
         self.check_running()?;
+        self.admit(principal).await?;
         let def = self
             .definition_for(&principal.tenant, &request.case_type, request.version)
             .await?;
@@ -927,7 +1049,9 @@ impl Engine {
             case_file: request.case_file,
             classification: request.classification,
         };
-        let events = decide(&def, &state, principal, command, self.now())?;
+        let events = self
+            .decide(&def, &state, principal, command, self.now())
+            .await?;
         match self
             .append(&def, state, &stream, None, events, principal, &context)
             .await
@@ -983,6 +1107,7 @@ impl Engine {
         context: CommandContext,
     ) -> Result<CaseOutcome, EngineError> {
         self.check_running()?;
+        self.admit(principal).await?;
         let stream = self.case_stream(principal, case_id)?;
         for _ in 0..self.inner.config.max_attempts {
             if let Some(outcome) = self
@@ -993,13 +1118,17 @@ impl Engine {
             }
             let loaded = self.load_stream(&stream, case_id, true).await?;
             check_hand_completion(&loaded.definition, &command, &context)?;
-            let events = decide(
-                &loaded.definition,
-                &loaded.state,
-                principal,
-                command.clone(),
-                self.now(),
-            )?;
+            let (definition, case_class) = (loaded.definition.clone(), loaded.state.classification);
+            let invocations = Disclosure::invocation_items(&loaded.state);
+            let events = self
+                .decide(
+                    &loaded.definition,
+                    &loaded.state,
+                    principal,
+                    command.clone(),
+                    self.now(),
+                )
+                .await?;
             match self
                 .append(
                     &loaded.definition,
@@ -1013,12 +1142,14 @@ impl Engine {
                 .await
             {
                 Ok((version, position, events)) => {
+                    // The caller sees only what they may of what they caused.
+                    let see = Disclosure::new(&definition, case_class, principal);
                     return Ok(CaseOutcome {
                         case_id: CaseId::new(case_id)?,
-                        events,
+                        events: see.events_with(events, invocations),
                         version,
                         position,
-                    })
+                    });
                 }
                 Err(EngineError::Log(LogError::WrongExpectedVersion { .. })) => continue,
                 Err(EngineError::Log(LogError::EventIdConflict { .. }))
@@ -1061,9 +1192,12 @@ impl Engine {
             .iter()
             .map(CaseEvent::from_recorded)
             .collect::<Result<Vec<_>, _>>()?;
+        // Filtered like the first reply: by what the case is now.
+        let loaded = self.load_stream(stream, case_id, false).await?;
+        let see = Disclosure::new(&loaded.definition, loaded.state.classification, principal);
         Ok(Some(CaseOutcome {
             case_id: CaseId::new(case_id)?,
-            events,
+            events: see.events(events, &loaded.state),
             version,
             position: Some(position),
         }))
@@ -1131,6 +1265,7 @@ impl Engine {
     ) -> Result<LoadedCase, (EngineError, Option<Classification>)> {
         let principal = reader.principal;
         reader.check().map_err(|e| (e.into(), None))?;
+        self.admit(principal).await.map_err(|e| (e, None))?;
         let stream = self
             .case_stream(principal, case_id)
             .map_err(|e| (e, None))?;
@@ -1147,10 +1282,14 @@ impl Engine {
         }
     }
 
-    /// Loads a case's full state (snapshot plus newer events). For embedding
-    /// code that needs more than [`Engine::view`]; the clearance check of
-    /// `view` applies, and a definition that requires a purpose for some
-    /// fields requires one here. Audited
+    /// Loads a case's full state (snapshot plus newer events), for embedding
+    /// code that needs more than [`Engine::view`]. The state holds
+    /// everything, so only a principal cleared for everything the case's
+    /// definition can hold (its most restricted field and plan item) gets
+    /// it; anyone else gets [`EngineError::UnknownCase`], exactly as for a
+    /// case they may not see — they read it with [`Engine::view`]. A
+    /// definition that requires a purpose for some fields requires one
+    /// here. Audited
     /// ([`ReadKind::Load`](crate::audit::ReadKind::Load)).
     ///
     /// Errors: [`EngineError::UnknownCase`]; [`EngineError::Audit`] (with
@@ -1164,6 +1303,13 @@ impl Engine {
         let case_id = case_id.as_ref();
         let (result, marking) = match self.load_visible(&reader, case_id).await {
             Err((e, marking)) => (Err(e), marking),
+            Ok(loaded) if !reader.principal.may_see(full_marking(&loaded)) => (
+                Err(EngineError::UnknownCase {
+                    tenant: reader.principal.tenant.clone(),
+                    case_id: case_id.to_string(),
+                }),
+                Some(loaded.state.classification),
+            ),
             Ok(loaded) => {
                 let marking = Some(loaded.state.classification);
                 let p = reader.principal;
@@ -1210,6 +1356,7 @@ impl Engine {
         let principal = reader.principal;
         let mut marking = None;
         let result = async {
+            self.admit(principal).await?;
             let stream = self.case_stream(principal, case_id)?;
             let loaded = self.replay(&stream, case_id, None, LoadStart::Log).await?;
             marking = Some(loaded.state.classification);

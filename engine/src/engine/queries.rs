@@ -95,11 +95,23 @@ fn require_admin(principal: &Principal, action: &str) -> Result<(), QueryError> 
 }
 
 impl Engine {
-    /// The engine's projection host (its database is opened with the
-    /// engine; runners start with [`Engine::start`]).
+    /// The engine's projection host, unscoped: every tenant's read models,
+    /// their rebuilds and retries. For a platform administrator only
+    /// ([`crate::security::Principal::platform_administrator`]); a tenant's
+    /// administrator uses [`Engine::projection_status`],
+    /// [`Engine::rebuild_projection`] and [`Engine::retry_projection`],
+    /// which act on their own tenant only.
     ///
-    /// Errors: [`QueryError::Projection`] if its database cannot be opened.
-    pub fn projections(&self) -> Result<&ProjectionHost, QueryError> {
+    /// Errors: [`QueryError::Access`] unless the caller is a platform
+    /// administrator; [`QueryError::Projection`] if its database cannot be
+    /// opened.
+    pub fn projections(&self, platform_admin: &Principal) -> Result<&ProjectionHost, QueryError> {
+        Self::require_platform_admin(platform_admin, "use the unscoped projection host")?;
+        self.projection_host()
+    }
+
+    /// The projection host, opening its database on first use.
+    fn projection_host(&self) -> Result<&ProjectionHost, QueryError> {
         let slot = &self.inner.projections;
         if let Some(h) = slot.host.get() {
             return Ok(h);
@@ -116,8 +128,8 @@ impl Engine {
         projections.extend(self.inner.config.projections.iter().cloned());
         let batch = self.inner.config.projection_batch;
         let host = match &slot.dir {
-            Some(dir) => ProjectionHost::open(dir, self.store(), projections, batch)?,
-            None => ProjectionHost::temporary(self.store(), projections, batch)?,
+            Some(dir) => ProjectionHost::open(dir, self.raw_store(), projections, batch)?,
+            None => ProjectionHost::temporary(self.raw_store(), projections, batch)?,
         };
         Ok(slot.host.get_or_init(|| host))
     }
@@ -132,7 +144,7 @@ impl Engine {
 
     /// The projection host, opening its database if it is not open yet.
     pub(super) fn open_projections(&self) -> Result<&ProjectionHost, ProjectionError> {
-        self.projections().map_err(|e| match e {
+        self.projection_host().map_err(|e| match e {
             QueryError::Projection(p) => p,
             other => ProjectionError::Store(crate::projection::StoreError::new(other.to_string())),
         })
@@ -143,7 +155,7 @@ impl Engine {
         if !self.inner.started.load(Ordering::Acquire) {
             return Err(QueryError::Projection(ProjectionError::NotStarted));
         }
-        self.projections()
+        self.projection_host()
     }
 
     /// Starts the runners of `tenant` after a write, once the engine runs
@@ -151,7 +163,7 @@ impl Engine {
     /// status and the next query report it).
     pub(super) fn follow_tenant(&self, tenant: &TenantId) {
         if self.is_running() {
-            if let Ok(host) = self.projections() {
+            if let Ok(host) = self.projection_host() {
                 let _ = host.ensure(tenant);
             }
         }
@@ -166,12 +178,23 @@ impl Engine {
         }
     }
 
+    /// [`Engine::admit`] for a query: an access refusal keeps its kind; a
+    /// registry that cannot be read is a log failure.
+    pub(crate) async fn admit_query(&self, principal: &Principal) -> Result<(), QueryError> {
+        self.admit(principal).await.map_err(|e| match e {
+            EngineError::Access(a) => QueryError::Access(a),
+            EngineError::Log(l) => QueryError::Projection(ProjectionError::Log(Arc::new(l))),
+            other => QueryError::Corrupt(other.to_string()),
+        })
+    }
+
     async fn read_tree(
         &self,
         name: &str,
         principal: &Principal,
         consistency: Consistency,
     ) -> Result<Arc<crate::projection::Generation>, QueryError> {
+        self.admit_query(principal).await?;
         self.host()?
             .read(name, &principal.tenant, consistency)
             .await
@@ -252,10 +275,35 @@ impl Engine {
         let principal = reader.principal;
         let result = async {
             reader.check()?;
+            self.admit_query(principal).await?;
             let gen = self
                 .read_tree(crate::orchestration::pending::NAME, principal, consistency)
                 .await?;
-            crate::orchestration::pending::incidents(&gen.rows, principal)
+            let all = crate::orchestration::pending::incidents(&gen.rows, principal)?;
+            // An incident is about its task: withheld when the task's
+            // effective marking is above the reader's clearance.
+            let cases = self
+                .read_tree(cases::NAME, principal, Consistency::Eventual)
+                .await?;
+            let mut out = Vec::with_capacity(all.len());
+            for entry in all {
+                let Some(record) = cases::load_case(&cases.rows, &entry.case_id)? else {
+                    continue;
+                };
+                let Some(dref) = &record.state.definition else {
+                    continue;
+                };
+                let def = self
+                    .definition_for(&principal.tenant, dref.key.as_str(), Some(dref.version))
+                    .await
+                    .map_err(|e| QueryError::Corrupt(e.to_string()))?;
+                let see =
+                    crate::case::Disclosure::new(&def, record.state.classification, principal);
+                if see.item(entry.item.as_str()) {
+                    out.push(entry);
+                }
+            }
+            Ok(out)
         }
         .await;
         let subject = Subject::query("incidents", Classification::Official).with_cases(
@@ -347,6 +395,7 @@ impl Engine {
     ) -> Result<Page<CaseSummary>, QueryError> {
         let principal = reader.principal;
         reader.check()?;
+        self.admit_query(principal).await?;
         query.page.check()?;
         let def = match &query.case_type {
             Some(t) => Some(
@@ -511,13 +560,23 @@ impl Engine {
         case_id: &str,
         instance: InstanceId,
     ) -> Result<ItemRef, EngineError> {
+        // An instance the principal may not see is answered like one that
+        // does not exist (the engine's own read: not audited).
         let loaded = self.load_unaudited(principal, case_id).await?;
-        let inst = loaded.state.item(instance).ok_or_else(|| {
-            EngineError::Case(CaseError::InconsistentHistory {
-                event: "claim".into(),
-                reason: format!("case {case_id} has no plan item instance {instance}"),
-            })
-        })?;
+        let see = crate::case::Disclosure::new(
+            &loaded.definition,
+            loaded.state.classification,
+            principal,
+        );
+        let inst = loaded
+            .state
+            .item(instance)
+            .filter(|i| see.item(i.key.as_str()))
+            .ok_or_else(|| {
+                EngineError::Case(CaseError::InvalidCommand {
+                    reason: format!("case {case_id} has no plan item instance {instance}"),
+                })
+            })?;
         Ok(ItemRef::instance(inst.key.as_str(), instance))
     }
 
@@ -537,6 +596,7 @@ impl Engine {
         days: &[calendar::Date],
         context: CommandContext,
     ) -> Result<GlobalPosition, EngineError> {
+        self.admit(principal).await?;
         if !principal.has_role(ADMIN_ROLE) {
             return Err(EngineError::forbidden(
                 "set the working-day calendar",
@@ -555,7 +615,7 @@ impl Engine {
         .with_correlation(context.correlation_id.unwrap_or_default());
         metadata.reason = context.reason;
         let result = self
-            .store()
+            .raw_store()
             .append(
                 &stream,
                 ExpectedVersion::Any,
@@ -576,12 +636,13 @@ impl Engine {
         &self,
         principal: &Principal,
     ) -> Result<WorkingCalendar, EngineError> {
+        self.admit(principal).await?;
         let stream = crate::streams::calendar(&principal.tenant)?;
-        let Some(version) = self.store().stream_version(&stream).await? else {
+        let Some(version) = self.raw_store().stream_version(&stream).await? else {
             return Ok(WorkingCalendar::default());
         };
         let last = self
-            .store()
+            .raw_store()
             .read_stream(&stream, Direction::Forward, version, 1)
             .await?;
         match last.first() {
@@ -599,10 +660,11 @@ impl Engine {
     /// The status of the principal's tenant's projections.
     ///
     /// Errors: [`QueryError::Projection`].
-    pub fn projection_status(
+    pub async fn projection_status(
         &self,
         principal: &Principal,
     ) -> Result<Vec<ProjectionStatus>, QueryError> {
+        self.admit_query(principal).await?;
         Ok(self.host()?.status(&principal.tenant)?)
     }
 
@@ -611,7 +673,12 @@ impl Engine {
     ///
     /// Errors: [`QueryError::Forbidden`] without the `administrator` role;
     /// [`QueryError::Projection`] for an unknown projection.
-    pub fn rebuild_projection(&self, principal: &Principal, name: &str) -> Result<(), QueryError> {
+    pub async fn rebuild_projection(
+        &self,
+        principal: &Principal,
+        name: &str,
+    ) -> Result<(), QueryError> {
+        self.admit_query(principal).await?;
         require_admin(principal, "rebuild projections")?;
         Ok(self.host()?.rebuild(name, &principal.tenant, None)?)
     }
@@ -619,7 +686,12 @@ impl Engine {
     /// Resumes a faulted projection of the tenant from its checkpoint.
     ///
     /// Errors: as [`Engine::rebuild_projection`].
-    pub fn retry_projection(&self, principal: &Principal, name: &str) -> Result<(), QueryError> {
+    pub async fn retry_projection(
+        &self,
+        principal: &Principal,
+        name: &str,
+    ) -> Result<(), QueryError> {
+        self.admit_query(principal).await?;
         require_admin(principal, "retry projections")?;
         Ok(self.host()?.retry(name, &principal.tenant)?)
     }
@@ -634,6 +706,7 @@ impl Engine {
         position: GlobalPosition,
         timeout: Duration,
     ) -> Result<(), QueryError> {
+        self.admit_query(principal).await?;
         self.host()?
             .wait_all(&principal.tenant, position, timeout)
             .await

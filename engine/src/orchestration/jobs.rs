@@ -155,6 +155,7 @@ impl Engine {
         principal: &Principal,
         request: &ActivateJobs,
     ) -> Result<Vec<Job>, OrchestrationError> {
+        self.admit(principal).await?;
         check_worker(principal, "activate jobs")?;
         check_service_name(&request.service).map_err(|e| OrchestrationError::Invalid {
             field: "service".into(),
@@ -225,6 +226,7 @@ impl Engine {
         handle: &JobHandle,
         output: ServiceValues,
     ) -> Result<(), OrchestrationError> {
+        self.admit(principal).await?;
         check_worker(principal, "complete a job")?;
         let job = self.take_leased(principal, handle)?;
         let reason = format!("completed by worker {}", principal.subject);
@@ -244,6 +246,7 @@ impl Engine {
         error: &str,
         retryable: bool,
     ) -> Result<(), OrchestrationError> {
+        self.admit(principal).await?;
         check_worker(principal, "fail a job")?;
         let job = self.take_leased(principal, handle)?;
         let retry = retryable.then(|| retry_at(self.now(), &job));
@@ -266,6 +269,7 @@ impl Engine {
         handle: &JobHandle,
         by: Duration,
     ) -> Result<Timestamp, OrchestrationError> {
+        self.admit(principal).await?;
         check_worker(principal, "extend a lease")?;
         check_duration("lease", by, MAX_LEASE, false)?;
         let key = key_of(principal, handle);

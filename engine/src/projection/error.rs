@@ -336,6 +336,7 @@ impl QueryError {
             | QueryError::NotReady { .. } => ErrorKind::Unavailable,
             QueryError::Corrupt(_) => ErrorKind::Internal,
             QueryError::Projection(e) => e.kind(),
+            QueryError::Access(e) => e.kind(),
             QueryError::Audit(e) => e.kind(),
         }
     }
@@ -480,6 +481,10 @@ pub enum QueryError {
     /// The projection machinery failed.
     #[error(transparent)]
     Projection(#[from] ProjectionError),
+    /// The caller may not use the engine: a bad principal, an unknown or
+    /// suspended tenant.
+    #[error(transparent)]
+    Access(#[from] crate::security::AccessError),
     /// The read's audit refused it or could not record it (see [`crate::audit`]).
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),

@@ -5,6 +5,13 @@
 //! current classification); `E` + case id + position -> a stored entry. The
 //! text never contains case-file values; changed fields are listed by name
 //! with their classification so a reader only sees the names they may see.
+//!
+//! An entry is stored with the marking of what it tells: the case's, raised
+//! to the effective marking of the plan item or deadline it is about (see
+//! `CaseDefinition::markings`) — an invocation's entries take its task's —
+//! and, for a case-file update, to the lowest marking among the fields it
+//! changed (so an update of hidden fields only is withheld, and the names of
+//! hidden fields are left out of the others).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,7 +25,7 @@ use super::error::QueryError;
 use super::keys::{prefix_end, Key};
 use super::query::{Page, PageRequest, TimelineEntry};
 use super::{Changes, Handler, Projection, Rows};
-use crate::case::{CaseEvent, DefinitionRef};
+use crate::case::{CaseEvent, DefinitionRef, Disclosure, InvocationId};
 use crate::definition::CaseDefinition;
 use crate::log::codec::DomainEvent;
 use crate::log::{GlobalPosition, RecordedEvent, StreamVersion, Timestamp};
@@ -27,7 +34,7 @@ use crate::security::{Classification, Principal};
 /// The projection's name.
 pub const NAME: &str = "timeline";
 /// The projection's version.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 const P_CASE: u8 = b'K';
 const P_ENTRY: u8 = b'E';
@@ -39,6 +46,10 @@ pub struct TimelineCase {
     pub definition: DefinitionRef,
     /// Its classification now.
     pub classification: Classification,
+    /// The task of every invocation requested (by invocation number), so
+    /// an invocation's later entries take its task's marking.
+    #[serde(default)]
+    pub invocations: std::collections::BTreeMap<u32, crate::definition::ItemKey>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -222,6 +233,67 @@ fn changed_fields(event: &CaseEvent) -> Vec<&crate::definition::FieldKey> {
     }
 }
 
+/// The marking of what `event` tells, above the case's (see the module docs).
+fn marking_of(def: &CaseDefinition, case: &mut TimelineCase, event: &CaseEvent) -> Classification {
+    let see = Disclosure::for_clearance(def, case.classification, Classification::TopSecret);
+    let of_invocation = |case: &TimelineCase, i: &InvocationId| {
+        case.invocations
+            .get(&i.0)
+            .map_or(case.classification, |k| see.item_marking(k.as_str()))
+    };
+    match event {
+        CaseEvent::CaseFileUpdated { changes } => changes
+            .keys()
+            .map(|k| see.field_marking(k.as_str()))
+            .min()
+            .unwrap_or(case.classification),
+        CaseEvent::ServiceInvocationRequested {
+            invocation, item, ..
+        } => {
+            case.invocations.insert(invocation.0, item.clone());
+            see.item_marking(item.as_str())
+        }
+        CaseEvent::ServiceInvocationCompleted { invocation, .. }
+        | CaseEvent::ServiceInvocationCancelled { invocation } => {
+            let m = of_invocation(case, invocation);
+            case.invocations.remove(&invocation.0);
+            m
+        }
+        CaseEvent::ServiceAttemptFailed { invocation, .. }
+        | CaseEvent::ServiceInvocationFailed { invocation, .. }
+        | CaseEvent::IncidentRetried { invocation, .. } => of_invocation(case, invocation),
+        CaseEvent::PlanItemCreated { item, .. }
+        | CaseEvent::PlanItemEnabled { item, .. }
+        | CaseEvent::PlanItemActivated { item, .. }
+        | CaseEvent::PlanItemCompleted { item, .. }
+        | CaseEvent::PlanItemTerminated { item, .. }
+        | CaseEvent::PlanItemFailed { item, .. }
+        | CaseEvent::PlanItemSuspended { item, .. }
+        | CaseEvent::PlanItemResumed { item, .. }
+        | CaseEvent::PlanItemDisabled { item, .. }
+        | CaseEvent::MilestoneReached { item, .. }
+        | CaseEvent::ActivityClaimed { item, .. }
+        | CaseEvent::ActivityAssigned { item, .. }
+        | CaseEvent::ActivityTeamAssigned { item, .. }
+        | CaseEvent::DiscretionaryItemPlanned { item, .. } => see.item_marking(item.as_str()),
+        CaseEvent::DeadlineSet { deadline, .. }
+        | CaseEvent::DeadlineMet { deadline, .. }
+        | CaseEvent::DeadlineCancelled { deadline, .. }
+        | CaseEvent::DeadlineMissed { deadline, .. }
+        | CaseEvent::EscalationNotified { deadline, .. }
+        | CaseEvent::PriorityRaised { deadline, .. } => see.deadline_marking(deadline.as_str()),
+        CaseEvent::CaseOpened { .. }
+        | CaseEvent::EntityLinked { .. }
+        | CaseEvent::NoteAdded { .. }
+        | CaseEvent::CaseSuspended {}
+        | CaseEvent::CaseResumed {}
+        | CaseEvent::CaseCompleted {}
+        | CaseEvent::CaseTerminated {}
+        | CaseEvent::CaseClosed { .. }
+        | CaseEvent::CaseReopened { .. } => case.classification,
+    }
+}
+
 impl TimelineHandler {
     fn case(&mut self, case_id: &str) -> Result<Option<TimelineCase>, HandlerError> {
         if let Some(c) = self.pending_cases.get(case_id).or(self.cases.get(case_id)) {
@@ -253,6 +325,7 @@ impl Handler for TimelineHandler {
             } => TimelineCase {
                 definition: definition.clone(),
                 classification: *classification,
+                invocations: Default::default(),
             },
             other => {
                 if !self.pending_cases.contains_key(case_id) && !self.cases.contains_key(case_id) {
@@ -289,6 +362,7 @@ impl Handler for TimelineHandler {
             })
             .collect();
         let m = &event.metadata;
+        let about = marking_of(&def, &mut case, &decoded);
         let stored = Stored {
             position: event.position,
             version: event.version,
@@ -301,7 +375,7 @@ impl Handler for TimelineHandler {
             source_reference: m.source.reference.clone(),
             reason: m.reason.clone(),
             correlation_id: m.correlation_id.0.to_string(),
-            classification: m.classification,
+            classification: m.classification.max(about),
         };
         let bytes = rmp_serde::to_vec_named(&stored).map_err(HandlerError::other)?;
         let key = Key::new(P_ENTRY)

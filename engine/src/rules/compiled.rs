@@ -8,6 +8,7 @@ use cel::common::ast::Expr;
 use cel::{Context, Env, ExecutionError, IdedExpr, Program, Value};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::budget::{self, Budget, RULE_BUDGET};
 use super::error::{CompileError, EvalError};
 use super::scope::Scope;
 use super::value::{cel_to_json, json_to_cel};
@@ -102,9 +103,11 @@ impl Cel {
             })
     }
 
-    /// Runs the program. `Ok(None)` means a value it needed was absent.
-    fn run(&self, scope: &Scope<'_>) -> Result<Option<Value>, EvalError> {
+    /// Runs the program, after charging its cost bound to `budget`.
+    /// `Ok(None)` means a value it needed was absent.
+    fn run(&self, scope: &Scope<'_>, budget: &Budget) -> Result<Option<Value>, EvalError> {
         let compiled = self.compiled()?;
+        self.charge(compiled, scope, budget)?;
         let mut ctx = Context::with_env(env());
         for name in &compiled.fields {
             if let Some(value) = scope.field(name) {
@@ -138,6 +141,70 @@ impl Cel {
         }
     }
 
+    /// Bounds the evaluation's cost from the sizes of what it reads and
+    /// charges it, or refuses it (see `rules::budget`).
+    fn charge(
+        &self,
+        compiled: &Compiled,
+        scope: &Scope<'_>,
+        budget: &Budget,
+    ) -> Result<(), EvalError> {
+        let fields: Vec<(&str, budget::Shape)> = compiled
+            .fields
+            .iter()
+            .filter_map(|n| scope.field(n).map(|v| (n.as_str(), budget::measure(v))))
+            .collect();
+        let (state, reached) = match scope.plan {
+            Some(plan) => (
+                budget::names(
+                    plan.states.len(),
+                    plan.states.keys().map(String::len).max().unwrap_or(0),
+                    true,
+                ),
+                budget::names(
+                    plan.reached.len(),
+                    plan.reached.iter().map(String::len).max().unwrap_or(0),
+                    false,
+                ),
+            ),
+            None => (budget::names(0, 0, true), budget::names(0, 0, false)),
+        };
+        let input_cost = fields
+            .iter()
+            .map(|(_, s)| s.size())
+            .chain([state.size(), reached.size()])
+            .fold(0u64, u64::saturating_add);
+        let inputs = |name: &str| match name {
+            "state" => Some(state),
+            "reached" => Some(reached),
+            _ => fields.iter().find(|(n, _)| *n == name).map(|(_, s)| *s),
+        };
+        let refused = |cost: Option<u64>, limit: u64, reason: String| EvalError::BudgetExceeded {
+            expression: self.source.clone(),
+            cost,
+            limit,
+            reason,
+        };
+        let cost = match budget::bound(compiled.program.expression(), &inputs, input_cost) {
+            Ok(cost) => cost,
+            Err(why) => {
+                let limit = budget.remaining().min(RULE_BUDGET);
+                return Err(refused(None, limit, format!("it cannot be bounded: {why}")));
+            }
+        };
+        budget.charge(cost).map_err(|available| {
+            refused(
+                Some(cost),
+                available,
+                format!(
+                    "with the case's data it may cost up to {cost} units and {available} are \
+                     available (a rule may cost at most {RULE_BUDGET}; comprehensions over \
+                     long lists multiply)"
+                ),
+            )
+        })
+    }
+
     fn eval_error(&self, error: ExecutionError) -> EvalError {
         let expression = self.source.clone();
         match error {
@@ -166,9 +233,28 @@ impl Cel {
             }
             other => EvalError::Failed {
                 expression,
-                message: other.to_string(),
+                message: value_free(&other),
             },
         }
+    }
+}
+
+/// The interpreter's error without the values it quotes: rule errors reach
+/// callers who may not see the fields the rule read.
+fn value_free(error: &ExecutionError) -> String {
+    match error {
+        ExecutionError::InvalidArgumentCount { expected, actual } => {
+            format!("expected {expected} arguments, got {actual}")
+        }
+        ExecutionError::NotSupportedAsMethod { method, .. } => {
+            format!("'{method}' is not a method of its target")
+        }
+        ExecutionError::FunctionError { function, .. } => format!("'{function}' failed"),
+        ExecutionError::MissingArgumentOrTarget => "a missing argument or target".into(),
+        ExecutionError::UnsupportedTargetType { .. }
+        | ExecutionError::UnsupportedKeyType(_)
+        | ExecutionError::UnsupportedIndex(..) => "a value of a type it cannot index with".into(),
+        _ => "evaluation failed".into(),
     }
 }
 
@@ -303,6 +389,11 @@ impl Condition {
             .flat_map(|c| c.fields.iter().map(String::as_str))
     }
 
+    /// The plan items and milestones it reads through `state` and `reached`.
+    pub fn plan_refs(&self) -> super::PlanRefs {
+        self.ast().map(super::refs::plan_refs).unwrap_or_default()
+    }
+
     /// The compiled program's syntax tree (for static checks).
     pub(crate) fn ast(&self) -> Option<&IdedExpr> {
         self.0
@@ -321,7 +412,17 @@ impl Condition {
     /// [`EvalError::NotABoolean`] if it produced another type, and the other
     /// [`EvalError`] variants for type errors and runtime failures.
     pub fn evaluate(&self, scope: &Scope<'_>) -> Result<bool, EvalError> {
-        match self.0.run(scope)? {
+        self.evaluate_within(scope, &Budget::new(RULE_BUDGET))
+    }
+
+    /// Evaluates the condition, charging its cost bound to `budget` (a
+    /// command's, shared by every rule it evaluates).
+    ///
+    /// # Errors
+    /// As [`Condition::evaluate`], and [`EvalError::BudgetExceeded`] when the
+    /// bound exceeds what is left of `budget` (or [`RULE_BUDGET`]).
+    pub fn evaluate_within(&self, scope: &Scope<'_>, budget: &Budget) -> Result<bool, EvalError> {
+        match self.0.run(scope, budget)? {
             None => Ok(false),
             Some(Value::Bool(b)) => Ok(b),
             Some(other) => Err(EvalError::NotABoolean {
@@ -412,6 +513,11 @@ impl Expression {
             .flat_map(|c| c.fields.iter().map(String::as_str))
     }
 
+    /// The plan items and milestones it reads through `state` and `reached`.
+    pub fn plan_refs(&self) -> super::PlanRefs {
+        self.ast().map(super::refs::plan_refs).unwrap_or_default()
+    }
+
     /// The compiled program's syntax tree (for static checks).
     pub(crate) fn ast(&self) -> Option<&IdedExpr> {
         self.0
@@ -428,7 +534,20 @@ impl Expression {
     /// [`EvalError::Unrepresentable`] if the result has no JSON form, and the
     /// other [`EvalError`] variants for type errors and runtime failures.
     pub fn evaluate(&self, scope: &Scope<'_>) -> Result<Option<serde_json::Value>, EvalError> {
-        match self.0.run(scope)? {
+        self.evaluate_within(scope, &Budget::new(RULE_BUDGET))
+    }
+
+    /// Evaluates the expression, charging its cost bound to `budget`.
+    ///
+    /// # Errors
+    /// As [`Expression::evaluate`], and [`EvalError::BudgetExceeded`] when
+    /// the bound exceeds what is left of `budget` (or [`RULE_BUDGET`]).
+    pub fn evaluate_within(
+        &self,
+        scope: &Scope<'_>,
+        budget: &Budget,
+    ) -> Result<Option<serde_json::Value>, EvalError> {
+        match self.0.run(scope, budget)? {
             None => Ok(None),
             Some(value) => {
                 cel_to_json(&value)

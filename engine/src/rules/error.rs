@@ -100,6 +100,20 @@ pub enum EvalError {
         #[source]
         reason: super::value::NoJsonForm,
     },
+    /// The rule's cost bound exceeds what is left of its budget (see
+    /// `rules::budget`): it was refused before it ran.
+    #[error("`{expression}` is over its evaluation budget: {reason}")]
+    BudgetExceeded {
+        /// The CEL source.
+        expression: String,
+        /// The bound in units, or `None` when no bound could be computed
+        /// (comprehensions nested too deep, an accumulator that grows).
+        cost: Option<u64>,
+        /// The units that were available to it.
+        limit: u64,
+        /// Why, in words a definition author can act on.
+        reason: String,
+    },
     /// Any other runtime failure reported by the CEL interpreter.
     #[error("`{expression}` failed: {message}")]
     Failed {
@@ -114,9 +128,12 @@ impl EvalError {
     /// What the error means to a caller: [`ErrorKind::Internal`]. Rules
     /// come from a deployed definition, not from the request, so a rule that
     /// cannot be evaluated is a defect of the definition that no caller of a
-    /// command can fix by changing the request.
+    /// command can fix by changing the request. Except
+    /// [`EvalError::BudgetExceeded`]: [`ErrorKind::ResourceExhausted`], a
+    /// limit the case's data (long lists) made the rule exceed.
     pub fn kind(&self) -> ErrorKind {
         match self {
+            EvalError::BudgetExceeded { .. } => ErrorKind::ResourceExhausted,
             EvalError::NotCompiled { .. }
             | EvalError::NotABoolean { .. }
             | EvalError::TypeMismatch { .. }
@@ -181,6 +198,13 @@ mod tests {
                 message: "x".into(),
             },
         ];
+        let over = EvalError::BudgetExceeded {
+            expression: e(),
+            cost: Some(5),
+            limit: 4,
+            reason: "r".into(),
+        };
+        assert_eq!(over.kind(), ErrorKind::ResourceExhausted);
         for err in cases {
             assert_eq!(err.kind(), ErrorKind::Internal, "{err}");
         }

@@ -27,6 +27,16 @@
 //! is true when the grade is immediate. [`Expression::evaluate`] returns
 //! `Ok(None)` instead. Every other failure is a typed [`EvalError`].
 //!
+//! # Budget
+//!
+//! Evaluation is bounded: before a rule runs, an upper bound on its cost is
+//! computed from its syntax tree and the actual sizes of the values it reads,
+//! and charged to a [`Budget`] — [`RULE_BUDGET`] units for one evaluation
+//! ([`Condition::evaluate`]), or a command's [`COMMAND_BUDGET`] shared by
+//! every rule it evaluates ([`Condition::evaluate_within`]). A rule over it
+//! fails with [`EvalError::BudgetExceeded`] without running. The cost model
+//! and the numbers are in the `budget` module's docs (`rules/budget.rs`).
+//!
 //! # Static checks
 //!
 //! [`check_condition`] and [`check_expression`] walk a compiled program against a [`Schema`] (the case file's
@@ -35,18 +45,23 @@
 //! an enumeration against a value it does not allow) and non-boolean conditions.
 //! The definition validator uses it; a runtime does not need to.
 
+mod budget;
 mod check;
 mod compiled;
 mod error;
+mod refs;
 mod scope;
 mod value;
 
+pub(crate) use budget::check_bounds;
+pub use budget::{Budget, COMMAND_BUDGET, INLINE_BUDGET, MAX_NESTING, RULE_BUDGET};
 pub use check::{
     check_condition, check_expression, compatible, Expected, FieldInfo, LiteralFormat, Schema,
     StaticType,
 };
 pub use compiled::{Condition, Expression, SUPPORTED_FUNCTIONS};
 pub use error::{CompileError, EvalError};
+pub use refs::PlanRefs;
 pub use scope::{ItemState, PlanState, Scope};
 pub use value::{cel_to_json, json_to_cel, NoJsonForm};
 

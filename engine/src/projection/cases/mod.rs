@@ -12,9 +12,9 @@
 //! | prefix | key | value |
 //! |---|---|---|
 //! | `C` | case id | [`CaseRecord`] (state, version, position) |
-//! | `S` | case id | [`CaseSummary`] |
-//! | `I` | attribute + value + case id | — (`t` type, `s` status, `g` active stage, `o` opened, `u` updated) |
-//! | `F` | case type + field + value + case id | — (one per list element) |
+//! | `S` | case id | [`CaseSummary`], each active stage with its effective marking |
+//! | `I` | attribute + value + case id | — (`t` type, `s` status, `o` opened, `u` updated); for `g` (active stage): the stage's effective marking |
+//! | `F` | case type + field + value + case id | the field's marking when written (one per list element) |
 //! | `T` | word + case id | lowest classification of the fields holding it, then those fields' keys |
 //! | `W` | role + due + case id + instance | [`WorkItem`] |
 //! | `A` | assignee + due + case id + instance | [`WorkItem`] |
@@ -49,7 +49,7 @@ use super::query::{
 };
 use super::{Changes, Generation, Handler, Projection};
 use crate::calendar::{self, CalendarEvent, WorkingCalendar};
-use crate::case::{CaseEvent, CaseState, CaseStatus, DeadlineDue, InstanceId};
+use crate::case::{CaseEvent, CaseState, CaseStatus, DeadlineDue, Disclosure, InstanceId};
 use crate::definition::{
     ActivityKind, CaseDefinition, DeadlineKey, FieldDef, FieldType, ItemKey, PlanItem,
 };
@@ -75,7 +75,9 @@ pub const NAME: &str = "cases";
 /// The projection's version (bump when its rows change shape or meaning).
 /// 4: working-day deadlines use bank holidays computed by rule for every
 /// year (before: a list for 2025 to 2028), so due times beyond it change.
-pub const VERSION: u32 = 4;
+/// 5: rows carry effective markings (work items, deadlines, active stages)
+/// and field-index values the marking they were written under.
+pub const VERSION: u32 = 5;
 
 /// Longest string value put in the field index (longer values are found by
 /// text search only).

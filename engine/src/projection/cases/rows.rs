@@ -18,7 +18,7 @@ pub(super) struct SummaryOut<'a> {
     classification: Classification,
     opened_at: Timestamp,
     updated_at: Timestamp,
-    active_stages: &'a [&'a str],
+    active_stages: &'a [(&'a str, Classification)],
     version: StreamVersion,
 }
 
@@ -73,7 +73,7 @@ pub(super) fn decode<T: Stored>(bytes: &[u8], what: &str) -> Result<T, QueryErro
         .map_err(|e| corrupt(what, e))
 }
 
-/// [`CaseSummary`] as stored.
+/// [`CaseSummary`] as stored: each active stage with its effective marking.
 #[derive(Deserialize)]
 pub(super) struct SummaryRow {
     case_id: String,
@@ -83,28 +83,44 @@ pub(super) struct SummaryRow {
     classification: Classification,
     opened_at: Timestamp,
     updated_at: Timestamp,
-    active_stages: Vec<String>,
+    active_stages: Vec<(String, Classification)>,
     version: StreamVersion,
 }
 
-impl From<SummaryRow> for CaseSummary {
-    fn from(r: SummaryRow) -> Self {
+impl SummaryRow {
+    /// The summary as a reader cleared for `clearance` sees it: the stages
+    /// above it are left out (which stage is active can tell a restricted
+    /// field's value).
+    fn for_clearance(self, clearance: Classification) -> CaseSummary {
         CaseSummary {
-            case_id: r.case_id,
-            case_type: r.case_type,
-            definition_version: r.definition_version,
-            status: r.status,
-            classification: r.classification,
-            opened_at: r.opened_at,
-            updated_at: r.updated_at,
-            active_stages: r.active_stages,
-            version: r.version,
+            case_id: self.case_id,
+            case_type: self.case_type,
+            definition_version: self.definition_version,
+            status: self.status,
+            classification: self.classification,
+            opened_at: self.opened_at,
+            updated_at: self.updated_at,
+            active_stages: self
+                .active_stages
+                .into_iter()
+                .filter(|(_, c)| *c <= clearance)
+                .map(|(s, _)| s)
+                .collect(),
+            version: self.version,
         }
     }
 }
 
-impl Stored for CaseSummary {
-    type Row = SummaryRow;
+/// Decodes a stored summary for a reader cleared for `clearance`.
+///
+/// Errors: [`QueryError::Corrupt`] for undecodable bytes.
+pub(super) fn decode_summary(
+    bytes: &[u8],
+    clearance: Classification,
+) -> Result<CaseSummary, QueryError> {
+    rmp_serde::from_slice::<SummaryRow>(bytes)
+        .map(|r| r.for_clearance(clearance))
+        .map_err(|e| corrupt("case summary", e))
 }
 
 /// [`WorkItem`] as stored.
@@ -347,13 +363,19 @@ pub(super) fn rows(
     let def = &info.def;
     let case_type = dref.key.as_str();
     let id = case_id.as_bytes();
+    // What each row tells is marked like the item it is about (see
+    // `CaseDefinition::markings`): queries compare it with the reader's clearance.
+    let marks = Disclosure::for_clearance(def, state.classification, Classification::TopSecret);
     let active_stages: BTreeSet<&str> = state
         .items
         .iter()
         .filter(|i| i.state == ItemState::Active && info.stages.contains(i.key.as_str()))
         .map(|i| i.key.as_str())
         .collect();
-    let stage_list: Vec<&str> = active_stages.iter().copied().collect();
+    let stage_list: Vec<(&str, Classification)> = active_stages
+        .iter()
+        .map(|s| (*s, marks.item_marking(s)))
+        .collect();
     let summary = SummaryOut {
         case_id,
         case_type,
@@ -380,8 +402,11 @@ pub(super) fn rows(
         keys.make(P_INDEX, |k| k.raw(A_STATUS).str(status).raw(id)),
         &[],
     );
-    for s in &active_stages {
-        out(keys.make(P_INDEX, |k| k.raw(A_STAGE).str(s).raw(id)), &[]);
+    for (s, mark) in &stage_list {
+        out(
+            keys.make(P_INDEX, |k| k.raw(A_STAGE).str(s).raw(id)),
+            &[class_byte(*mark)],
+        );
     }
     out(
         keys.make(P_INDEX, |k| k.raw(A_OPENED).i64(opened.0).raw(id)),
@@ -407,11 +432,14 @@ pub(super) fn rows(
             }
             (ty, v) => (std::slice::from_ref(v), ty),
         };
+        // Each value keeps the marking it was written under, so a later
+        // definition version that lowers the field does not expose it.
+        let written = [class_byte(field_class(fdef, state.classification))];
         for v in elements {
             if let Some(enc) = encode_value(ty, v) {
                 let field = key.as_str();
                 let k = keys.make(P_FIELD, |k| k.str(case_type).str(field).raw(&enc).raw(id));
-                out(k, &[]);
+                out(k, &written);
             }
         }
         if info.text_fields.iter().any(|f| f == key.as_str()) {
@@ -466,7 +494,7 @@ pub(super) fn rows(
                 due: d.due,
                 due_at: at,
                 overdue: false,
-                classification: state.classification,
+                classification: marks.deadline_marking(d.deadline.as_str()),
             };
             if encode(&mut value, &entry) {
                 let key = keys.make(P_DEADLINE, |k| {
@@ -490,10 +518,15 @@ pub(super) fn rows(
                 continue;
             };
             let team = inst.team.as_deref().or(task.team.as_deref());
+            // Only deadlines the task's own marking covers set its due time:
+            // a deadline marked higher (its condition reads a restricted
+            // field) must not show through the task.
+            let task_mark = marks.item_marking(inst.key.as_str());
             let due = state
                 .deadlines
                 .iter()
                 .filter(|d| d.instance == Some(inst.id))
+                .filter(|d| marks.deadline_marking(d.deadline.as_str()) <= task_mark)
                 .map(|d| due_at(&d.due, calendar))
                 .min();
             let item = WorkItemOut {
@@ -507,7 +540,7 @@ pub(super) fn rows(
                 team,
                 assignee: inst.claimed_by.as_deref(),
                 due,
-                classification: state.classification,
+                classification: marks.item_marking(inst.key.as_str()),
             };
             if !encode(&mut value, &item) {
                 continue;
@@ -543,10 +576,14 @@ pub fn load_case(rows: &Rows, case_id: &str) -> Result<Option<CaseRecord>, Query
     }
 }
 
-pub(super) fn load_summary(rows: &Rows, case_id: &[u8]) -> Result<Option<CaseSummary>, QueryError> {
+pub(super) fn load_summary(
+    rows: &Rows,
+    case_id: &[u8],
+    clearance: Classification,
+) -> Result<Option<CaseSummary>, QueryError> {
     match rows.get(&Key::new(P_SUMMARY).raw(case_id).0)? {
         None => Ok(None),
-        Some(bytes) => decode(&bytes, "case summary").map(Some),
+        Some(bytes) => decode_summary(&bytes, clearance).map(Some),
     }
 }
 
@@ -609,13 +646,23 @@ mod tests {
             classification: Classification::Secret,
             opened_at: Timestamp(1),
             updated_at: Timestamp(2),
-            active_stages: &["triage", "investigation"],
+            active_stages: &[
+                ("triage", Classification::Secret),
+                ("investigation", Classification::TopSecret),
+            ],
             version: StreamVersion(5),
         };
         fn enc<T: Serialize>(v: &T) -> Vec<u8> {
             rmp_serde::to_vec(v).unwrap()
         }
-        assert_eq!(decode::<CaseSummary>(&enc(&twin), "s").unwrap(), summary);
+        let top = decode_summary(&enc(&twin), Classification::TopSecret).unwrap();
+        assert_eq!(top, summary);
+        let secret = decode_summary(&enc(&twin), Classification::Secret).unwrap();
+        assert_eq!(
+            secret.active_stages,
+            ["triage"],
+            "a stage above the reader is left out"
+        );
         for (team, assignee, due) in [
             (None, None, None),
             (Some("cid-north"), Some("pc-7"), Some(Timestamp(99))),

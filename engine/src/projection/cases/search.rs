@@ -184,6 +184,7 @@ pub(super) fn ordered_page(
     query: &SearchQuery,
     candidates: Option<&HashSet<Vec<u8>>>,
     keep: &dyn Fn(&CaseSummary) -> bool,
+    clearance: Classification,
 ) -> Result<Page<CaseSummary>, QueryError> {
     let want = query.page.offset + query.page.limit + 1;
     let (prefix, descending) = match query.order {
@@ -209,9 +210,9 @@ pub(super) fn ordered_page(
             continue;
         }
         let summary = if id_at == 1 {
-            Some(decode::<CaseSummary>(&v, "case summary")?)
+            Some(decode_summary(&v, clearance)?)
         } else {
-            load_summary(rows, id)?
+            load_summary(rows, id, clearance)?
         };
         if let Some(s) = summary.filter(|s| keep(s)) {
             found.push(s);
@@ -387,7 +388,9 @@ pub(super) fn plan(
             }
             FieldCondition::Equals(v) => {
                 let enc = check_field_value(case_type, fdef, v)?;
-                preds.push(eq_predicate(prefix, &[enc]));
+                let mut p = eq_predicate(prefix, &[enc]);
+                p.max_class = Some(class_byte(principal.clearance));
+                preds.push(p);
             }
             FieldCondition::OneOf(vs) => {
                 if vs.is_empty() || vs.len() > 100 {
@@ -403,6 +406,7 @@ pub(super) fn plan(
                 // Equal-length encodings share one id offset; strings differ,
                 // so each range gets its own predicate pass below.
                 let mut p = eq_predicate(prefix.clone(), &encs);
+                p.max_class = Some(class_byte(principal.clearance));
                 if encs.iter().any(|e| e.len() != encs[0].len()) {
                     p.id_at = IdAt::AfterString(prefix.len() + 1);
                 }
@@ -462,17 +466,22 @@ pub(super) fn plan(
                 preds.push(Predicate {
                     ranges: vec![(start, end)],
                     id_at,
-                    max_class: None,
+                    // Values keep the marking they were written under.
+                    max_class: Some(class_byte(principal.clearance)),
                     in_field: None,
                 });
             }
         }
     }
     if let Some(stage) = &query.stage {
-        preds.push(eq_predicate(
+        // Only cases where the stage is within the reader's clearance: which
+        // stage is active can tell a restricted field's value.
+        let mut p = eq_predicate(
             Key::new(P_INDEX).raw(A_STAGE).0,
             &[Key::default().str(stage).0],
-        ));
+        );
+        p.max_class = Some(class_byte(principal.clearance));
+        preds.push(p);
     }
     if let Some(r) = &query.opened {
         preds.push(time_predicate(A_OPENED, r));
@@ -555,13 +564,13 @@ pub(super) fn execute(
         .as_ref()
         .is_none_or(|c| c.len() > ORDERED_WALK_OVER)
     {
-        return ordered_page(rows, query, candidates.as_ref(), &keep);
+        return ordered_page(rows, query, candidates.as_ref(), &keep, principal.clearance);
     }
     let mut hits: Vec<CaseSummary> = Vec::new();
     match candidates {
         Some(ids) => {
             for id in ids {
-                if let Some(s) = load_summary(rows, &id)? {
+                if let Some(s) = load_summary(rows, &id, principal.clearance)? {
                     if keep(&s) {
                         hits.push(s);
                     }
@@ -572,7 +581,7 @@ pub(super) fn execute(
             let start = vec![P_SUMMARY];
             for kv in rows.range(start.clone()..prefix_end(&start)) {
                 let (_, v) = kv?;
-                let s: CaseSummary = decode(&v, "case summary")?;
+                let s = decode_summary(&v, principal.clearance)?;
                 if keep(&s) {
                     hits.push(s);
                 }

@@ -1,0 +1,222 @@
+//! What one reader may learn of a case: fields, plan items, deadlines and events.
+//!
+//! A field is visible when the reader's clearance covers the higher of its
+//! marking and the case's; a plan item or deadline when it covers the higher
+//! of its *effective* marking (see [`CaseDefinition::markings`]) and the
+//! case's. Every output built from a case — its view, the events a command
+//! returns, the timeline, work queues, deadlines — asks a [`Disclosure`],
+//! so the rule is written once.
+
+use std::collections::BTreeMap;
+
+use crate::definition::CaseDefinition;
+use crate::security::{Classification, Principal};
+
+use super::event::{CaseEvent, InvocationId};
+use super::state::CaseState;
+
+/// One reader's view of one case's markings.
+#[derive(Clone, Copy)]
+pub struct Disclosure<'a> {
+    def: &'a CaseDefinition,
+    case: Classification,
+    clearance: Classification,
+}
+
+impl<'a> Disclosure<'a> {
+    /// What `principal` may see of a case of `def` marked `case`.
+    pub fn new(def: &'a CaseDefinition, case: Classification, principal: &Principal) -> Self {
+        Disclosure::for_clearance(def, case, principal.clearance)
+    }
+
+    /// What a reader cleared for `clearance` may see.
+    pub fn for_clearance(
+        def: &'a CaseDefinition,
+        case: Classification,
+        clearance: Classification,
+    ) -> Self {
+        Disclosure {
+            def,
+            case,
+            clearance,
+        }
+    }
+
+    /// Whether the case itself is visible.
+    pub fn case(&self) -> bool {
+        self.clearance >= self.case
+    }
+
+    /// The marking of field `key` in this case (the higher of its own and
+    /// the case's; an unknown field: the case's).
+    pub fn field_marking(&self, key: &str) -> Classification {
+        self.def
+            .field(key)
+            .and_then(|f| f.classification)
+            .unwrap_or_default()
+            .max(self.case)
+    }
+
+    /// Whether field `key` is visible.
+    pub fn field(&self, key: &str) -> bool {
+        self.clearance >= self.field_marking(key)
+    }
+
+    /// The effective marking of plan item `key` in this case.
+    pub fn item_marking(&self, key: &str) -> Classification {
+        self.def.markings().item(key).max(self.case)
+    }
+
+    /// Whether plan item `key` is visible.
+    pub fn item(&self, key: &str) -> bool {
+        self.clearance >= self.item_marking(key)
+    }
+
+    /// The effective marking of deadline `key` in this case.
+    pub fn deadline_marking(&self, key: &str) -> Classification {
+        self.def.markings().deadline(key).max(self.case)
+    }
+
+    /// Whether deadline `key` is visible.
+    pub fn deadline(&self, key: &str) -> bool {
+        self.clearance >= self.deadline_marking(key)
+    }
+
+    /// The events of `events` the reader may see, with hidden fields taken
+    /// out of those that carry several. `state` (before or after the
+    /// events) names the items of invocations the events do not.
+    pub fn events(&self, events: Vec<CaseEvent>, state: &CaseState) -> Vec<CaseEvent> {
+        self.events_with(events, Disclosure::invocation_items(state))
+    }
+
+    /// The item of every invocation `state` still knows (pending, or an
+    /// open incident), for [`Disclosure::events_with`].
+    pub fn invocation_items(state: &CaseState) -> BTreeMap<InvocationId, String> {
+        state
+            .invocations
+            .iter()
+            .map(|p| (p.invocation, p.item.as_str().to_string()))
+            .chain(
+                state
+                    .incidents
+                    .iter()
+                    .map(|i| (i.invocation, i.item.as_str().to_string())),
+            )
+            .collect()
+    }
+
+    /// [`Disclosure::events`] with the invocations' items given.
+    pub fn events_with(
+        &self,
+        events: Vec<CaseEvent>,
+        mut invocations: BTreeMap<InvocationId, String>,
+    ) -> Vec<CaseEvent> {
+        if !self.case() {
+            return Vec::new();
+        }
+        for e in &events {
+            if let CaseEvent::ServiceInvocationRequested {
+                invocation, item, ..
+            } = e
+            {
+                invocations.insert(*invocation, item.as_str().to_string());
+            }
+        }
+        events
+            .into_iter()
+            .filter_map(|e| self.event(e, &invocations))
+            .collect()
+    }
+
+    fn fields(
+        &self,
+        map: BTreeMap<crate::definition::FieldKey, serde_json::Value>,
+    ) -> BTreeMap<crate::definition::FieldKey, serde_json::Value> {
+        map.into_iter()
+            .filter(|(k, _)| self.field(k.as_str()))
+            .collect()
+    }
+
+    fn event(
+        &self,
+        e: CaseEvent,
+        invocations: &BTreeMap<InvocationId, String>,
+    ) -> Option<CaseEvent> {
+        let invocation = |id: &InvocationId| invocations.get(id).is_some_and(|k| self.item(k));
+        let keep = match &e {
+            CaseEvent::CaseOpened { .. } => {
+                return Some(match e {
+                    CaseEvent::CaseOpened {
+                        tenant,
+                        definition,
+                        case_file,
+                        classification,
+                        opened_at,
+                    } => CaseEvent::CaseOpened {
+                        tenant,
+                        definition,
+                        case_file: self.fields(case_file),
+                        classification,
+                        opened_at,
+                    },
+                    other => other,
+                })
+            }
+            CaseEvent::CaseFileUpdated { changes } => {
+                let changes = self.fields(changes.clone());
+                return (!changes.is_empty()).then_some(CaseEvent::CaseFileUpdated { changes });
+            }
+            CaseEvent::PlanItemCompleted { item, .. } => {
+                if !self.item(item.as_str()) {
+                    return None;
+                }
+                return Some(match e {
+                    CaseEvent::PlanItemCompleted {
+                        instance,
+                        item,
+                        outputs,
+                    } => CaseEvent::PlanItemCompleted {
+                        instance,
+                        item,
+                        outputs: self.fields(outputs),
+                    },
+                    other => other,
+                });
+            }
+            CaseEvent::PlanItemCreated { item, .. }
+            | CaseEvent::PlanItemEnabled { item, .. }
+            | CaseEvent::PlanItemActivated { item, .. }
+            | CaseEvent::PlanItemTerminated { item, .. }
+            | CaseEvent::PlanItemFailed { item, .. }
+            | CaseEvent::PlanItemSuspended { item, .. }
+            | CaseEvent::PlanItemResumed { item, .. }
+            | CaseEvent::PlanItemDisabled { item, .. }
+            | CaseEvent::MilestoneReached { item, .. }
+            | CaseEvent::ActivityClaimed { item, .. }
+            | CaseEvent::ActivityAssigned { item, .. }
+            | CaseEvent::ActivityTeamAssigned { item, .. }
+            | CaseEvent::DiscretionaryItemPlanned { item, .. }
+            | CaseEvent::ServiceInvocationRequested { item, .. } => self.item(item.as_str()),
+            CaseEvent::DeadlineSet { deadline, .. }
+            | CaseEvent::DeadlineMet { deadline, .. }
+            | CaseEvent::DeadlineCancelled { deadline, .. }
+            | CaseEvent::DeadlineMissed { deadline, .. }
+            | CaseEvent::EscalationNotified { deadline, .. }
+            | CaseEvent::PriorityRaised { deadline, .. } => self.deadline(deadline.as_str()),
+            CaseEvent::ServiceAttemptFailed { invocation: i, .. }
+            | CaseEvent::ServiceInvocationCompleted { invocation: i, .. }
+            | CaseEvent::ServiceInvocationFailed { invocation: i, .. }
+            | CaseEvent::ServiceInvocationCancelled { invocation: i }
+            | CaseEvent::IncidentRetried { invocation: i, .. } => invocation(i),
+            CaseEvent::EntityLinked { .. }
+            | CaseEvent::NoteAdded { .. }
+            | CaseEvent::CaseSuspended {}
+            | CaseEvent::CaseResumed {}
+            | CaseEvent::CaseCompleted {}
+            | CaseEvent::CaseTerminated {}
+            | CaseEvent::CaseClosed { .. }
+            | CaseEvent::CaseReopened { .. } => true,
+        };
+        keep.then_some(e)
+    }
+}
