@@ -15,6 +15,64 @@ use crate::security::{Classification, Principal};
 use super::event::{CaseEvent, InvocationId};
 use super::state::CaseState;
 
+/// What a case event tells about, for deciding who may see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum About<'e> {
+    /// A plan item's state, claim or routing.
+    Item(&'e crate::definition::ItemKey),
+    /// A deadline.
+    Deadline(&'e crate::definition::DeadlineKey),
+    /// A service invocation (its task is the item it is about).
+    Invocation(InvocationId),
+    /// Case-file fields (`CaseOpened`, `CaseFileUpdated`).
+    Fields,
+    /// The case as a whole: status, notes, entities.
+    Case,
+}
+
+impl CaseEvent {
+    /// What the event tells about.
+    pub(crate) fn about(&self) -> About<'_> {
+        match self {
+            CaseEvent::PlanItemCreated { item, .. }
+            | CaseEvent::PlanItemEnabled { item, .. }
+            | CaseEvent::PlanItemActivated { item, .. }
+            | CaseEvent::PlanItemCompleted { item, .. }
+            | CaseEvent::PlanItemTerminated { item, .. }
+            | CaseEvent::PlanItemFailed { item, .. }
+            | CaseEvent::PlanItemSuspended { item, .. }
+            | CaseEvent::PlanItemResumed { item, .. }
+            | CaseEvent::PlanItemDisabled { item, .. }
+            | CaseEvent::MilestoneReached { item, .. }
+            | CaseEvent::ActivityClaimed { item, .. }
+            | CaseEvent::ActivityAssigned { item, .. }
+            | CaseEvent::ActivityTeamAssigned { item, .. }
+            | CaseEvent::DiscretionaryItemPlanned { item, .. }
+            | CaseEvent::ServiceInvocationRequested { item, .. } => About::Item(item),
+            CaseEvent::DeadlineSet { deadline, .. }
+            | CaseEvent::DeadlineMet { deadline, .. }
+            | CaseEvent::DeadlineCancelled { deadline, .. }
+            | CaseEvent::DeadlineMissed { deadline, .. }
+            | CaseEvent::EscalationNotified { deadline, .. }
+            | CaseEvent::PriorityRaised { deadline, .. } => About::Deadline(deadline),
+            CaseEvent::ServiceAttemptFailed { invocation, .. }
+            | CaseEvent::ServiceInvocationCompleted { invocation, .. }
+            | CaseEvent::ServiceInvocationFailed { invocation, .. }
+            | CaseEvent::ServiceInvocationCancelled { invocation }
+            | CaseEvent::IncidentRetried { invocation, .. } => About::Invocation(*invocation),
+            CaseEvent::CaseOpened { .. } | CaseEvent::CaseFileUpdated { .. } => About::Fields,
+            CaseEvent::EntityLinked { .. }
+            | CaseEvent::NoteAdded { .. }
+            | CaseEvent::CaseSuspended {}
+            | CaseEvent::CaseResumed {}
+            | CaseEvent::CaseCompleted {}
+            | CaseEvent::CaseTerminated {}
+            | CaseEvent::CaseClosed { .. }
+            | CaseEvent::CaseReopened { .. } => About::Case,
+        }
+    }
+}
+
 /// One reader's view of one case's markings.
 #[derive(Clone, Copy)]
 pub struct Disclosure<'a> {
@@ -183,39 +241,12 @@ impl<'a> Disclosure<'a> {
                     other => other,
                 });
             }
-            CaseEvent::PlanItemCreated { item, .. }
-            | CaseEvent::PlanItemEnabled { item, .. }
-            | CaseEvent::PlanItemActivated { item, .. }
-            | CaseEvent::PlanItemTerminated { item, .. }
-            | CaseEvent::PlanItemFailed { item, .. }
-            | CaseEvent::PlanItemSuspended { item, .. }
-            | CaseEvent::PlanItemResumed { item, .. }
-            | CaseEvent::PlanItemDisabled { item, .. }
-            | CaseEvent::MilestoneReached { item, .. }
-            | CaseEvent::ActivityClaimed { item, .. }
-            | CaseEvent::ActivityAssigned { item, .. }
-            | CaseEvent::ActivityTeamAssigned { item, .. }
-            | CaseEvent::DiscretionaryItemPlanned { item, .. }
-            | CaseEvent::ServiceInvocationRequested { item, .. } => self.item(item.as_str()),
-            CaseEvent::DeadlineSet { deadline, .. }
-            | CaseEvent::DeadlineMet { deadline, .. }
-            | CaseEvent::DeadlineCancelled { deadline, .. }
-            | CaseEvent::DeadlineMissed { deadline, .. }
-            | CaseEvent::EscalationNotified { deadline, .. }
-            | CaseEvent::PriorityRaised { deadline, .. } => self.deadline(deadline.as_str()),
-            CaseEvent::ServiceAttemptFailed { invocation: i, .. }
-            | CaseEvent::ServiceInvocationCompleted { invocation: i, .. }
-            | CaseEvent::ServiceInvocationFailed { invocation: i, .. }
-            | CaseEvent::ServiceInvocationCancelled { invocation: i }
-            | CaseEvent::IncidentRetried { invocation: i, .. } => invocation(i),
-            CaseEvent::EntityLinked { .. }
-            | CaseEvent::NoteAdded { .. }
-            | CaseEvent::CaseSuspended {}
-            | CaseEvent::CaseResumed {}
-            | CaseEvent::CaseCompleted {}
-            | CaseEvent::CaseTerminated {}
-            | CaseEvent::CaseClosed { .. }
-            | CaseEvent::CaseReopened { .. } => true,
+            other => match other.about() {
+                About::Item(item) => self.item(item.as_str()),
+                About::Deadline(deadline) => self.deadline(deadline.as_str()),
+                About::Invocation(i) => invocation(&i),
+                About::Fields | About::Case => true,
+            },
         };
         keep.then_some(e)
     }

@@ -32,7 +32,7 @@
 
 mod command;
 mod decide;
-mod disclose;
+pub(crate) mod disclose;
 mod error;
 mod event;
 mod file;

@@ -25,6 +25,7 @@ use super::error::QueryError;
 use super::keys::{prefix_end, Key};
 use super::query::{Page, PageRequest, TimelineEntry};
 use super::{Changes, Handler, Projection, Rows};
+use crate::case::disclose::About;
 use crate::case::{CaseEvent, DefinitionRef, Disclosure, InvocationId};
 use crate::definition::CaseDefinition;
 use crate::log::codec::DomainEvent;
@@ -259,38 +260,12 @@ fn marking_of(def: &CaseDefinition, case: &mut TimelineCase, event: &CaseEvent) 
             case.invocations.remove(&invocation.0);
             m
         }
-        CaseEvent::ServiceAttemptFailed { invocation, .. }
-        | CaseEvent::ServiceInvocationFailed { invocation, .. }
-        | CaseEvent::IncidentRetried { invocation, .. } => of_invocation(case, invocation),
-        CaseEvent::PlanItemCreated { item, .. }
-        | CaseEvent::PlanItemEnabled { item, .. }
-        | CaseEvent::PlanItemActivated { item, .. }
-        | CaseEvent::PlanItemCompleted { item, .. }
-        | CaseEvent::PlanItemTerminated { item, .. }
-        | CaseEvent::PlanItemFailed { item, .. }
-        | CaseEvent::PlanItemSuspended { item, .. }
-        | CaseEvent::PlanItemResumed { item, .. }
-        | CaseEvent::PlanItemDisabled { item, .. }
-        | CaseEvent::MilestoneReached { item, .. }
-        | CaseEvent::ActivityClaimed { item, .. }
-        | CaseEvent::ActivityAssigned { item, .. }
-        | CaseEvent::ActivityTeamAssigned { item, .. }
-        | CaseEvent::DiscretionaryItemPlanned { item, .. } => see.item_marking(item.as_str()),
-        CaseEvent::DeadlineSet { deadline, .. }
-        | CaseEvent::DeadlineMet { deadline, .. }
-        | CaseEvent::DeadlineCancelled { deadline, .. }
-        | CaseEvent::DeadlineMissed { deadline, .. }
-        | CaseEvent::EscalationNotified { deadline, .. }
-        | CaseEvent::PriorityRaised { deadline, .. } => see.deadline_marking(deadline.as_str()),
-        CaseEvent::CaseOpened { .. }
-        | CaseEvent::EntityLinked { .. }
-        | CaseEvent::NoteAdded { .. }
-        | CaseEvent::CaseSuspended {}
-        | CaseEvent::CaseResumed {}
-        | CaseEvent::CaseCompleted {}
-        | CaseEvent::CaseTerminated {}
-        | CaseEvent::CaseClosed { .. }
-        | CaseEvent::CaseReopened { .. } => case.classification,
+        other => match other.about() {
+            About::Item(item) => see.item_marking(item.as_str()),
+            About::Deadline(deadline) => see.deadline_marking(deadline.as_str()),
+            About::Invocation(i) => of_invocation(case, &i),
+            About::Fields | About::Case => case.classification,
+        },
     }
 }
 
