@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use casebook::audit::{
-    AuditEntry, AuditError, AuditOutcome, AuditQuery, ReadContext, ReadKind, AUDITOR_ROLE,
+    AuditEntry, AuditError, AuditOutcome, AuditQuery, AuditRecord, ReadContext, ReadKind,
+    AUDITOR_ROLE,
 };
 use casebook::case::CaseFile;
 use casebook::definition::Format;
@@ -103,12 +104,18 @@ async fn open(engine: &Engine, id: &str, marking: Classification) -> GlobalPosit
 /// Every audit entry of the tenant on the test's day, oldest first.
 async fn entries(store: &dyn EventStore) -> Vec<AuditEntry> {
     let stream = streams::audit(&kent(), Timestamp::from_micros(T0)).unwrap();
+    // Entries are answered once written; reading them raw needs them synced.
+    store.sync_written().await.unwrap();
     store
         .read_stream(&stream, Direction::Forward, StreamVersion::START, 10_000)
         .await
         .unwrap()
         .iter()
-        .map(|e| AuditEntry::decode_payload(&e.event_type, &e.payload).unwrap())
+        .flat_map(|e| {
+            AuditRecord::decode_payload(&e.event_type, &e.payload)
+                .unwrap()
+                .entries
+        })
         .collect()
 }
 
@@ -721,9 +728,11 @@ fn acknowledged_reads_keep_their_entries_after_sigkill() {
                 .iter()
                 .filter(|e| e.stream.category() == streams::AUDIT)
             {
-                let entry = AuditEntry::decode_payload(&e.event_type, &e.payload).unwrap();
-                assert_eq!(entry.read, ReadKind::View);
-                recorded.extend(entry.correlation);
+                let record = AuditRecord::decode_payload(&e.event_type, &e.payload).unwrap();
+                for entry in record.entries {
+                    assert_eq!(entry.read, ReadKind::View);
+                    recorded.extend(entry.correlation);
+                }
             }
         }
         for id in &read {

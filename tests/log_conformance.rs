@@ -813,6 +813,65 @@ pub async fn bulk_reads_are_complete_and_ordered(f: Fixture) {
     assert_eq!(seen, kent.len());
 }
 
+/// Written appends take their place in the stream's versions and the
+/// global order like any other, conflict like any other, and read back once
+/// synced.
+pub async fn written_appends_read_back_once_synced(f: Fixture) {
+    let audit = stream("kent", "A-1");
+    let case = stream("kent", "C-1");
+    let w = f
+        .store
+        .append_written(&audit, ExpectedVersion::NoStream, events("w", 2))
+        .await
+        .unwrap();
+    assert_eq!(
+        (w.first_position, w.version),
+        (GlobalPosition(0), StreamVersion(1))
+    );
+    let c = f
+        .store
+        .append(&case, ExpectedVersion::NoStream, events("c", 1))
+        .await
+        .unwrap();
+    assert_eq!(c.first_position, GlobalPosition(2));
+    let conflict = f
+        .store
+        .append_written(&audit, ExpectedVersion::NoStream, events("x", 1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(conflict, LogError::WrongExpectedVersion { .. }),
+        "{conflict}"
+    );
+    let w2 = f
+        .store
+        .append_written(
+            &audit,
+            ExpectedVersion::Exact(StreamVersion(1)),
+            events("v", 1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (w2.first_position, w2.version),
+        (GlobalPosition(3), StreamVersion(2))
+    );
+    f.store.sync_written().await.unwrap();
+    let read = f
+        .store
+        .read_stream(&audit, Direction::Forward, StreamVersion::START, 100)
+        .await
+        .unwrap();
+    assert_eq!(payloads(&read).await, ["w-0", "w-1", "v-0"]);
+    let all = f
+        .store
+        .read_all(&tenant("kent"), GlobalPosition::START, 100)
+        .await
+        .unwrap();
+    let positions: Vec<u64> = all.iter().map(|e| e.position.0).collect();
+    assert_eq!(positions, [0, 1, 2, 3]);
+}
+
 macro_rules! conformance {
     ($store:ident) => {
         mod $store {
@@ -828,7 +887,8 @@ macro_rules! conformance {
                 tenants_are_isolated,
                 subscriptions_switch_to_live_without_gaps_or_duplicates,
                 slow_subscribers_do_not_block_writers,
-                bulk_reads_are_complete_and_ordered
+                bulk_reads_are_complete_and_ordered,
+                written_appends_read_back_once_synced
             );
         }
     };

@@ -1819,3 +1819,170 @@ async fn stale_bytes_past_the_end_are_cut_off_on_recovery() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------
+// Written appends (answered before their sync: the audit of reads)
+// ---------------------------------------------------------------------------
+
+/// A store whose written appends wait an hour for a sync of their own.
+fn open_unhurried(sim: &SimFs, index: &Path) -> LogStore {
+    let config = LogStoreConfig {
+        written_sync_after: Duration::from_secs(3600),
+        ..config(1 << 20)
+    };
+    LogStore::open_with_fs(sim.as_dyn(), index, config).expect("open the store")
+}
+
+/// Three written appends to one stream, one after the other; each is
+/// answered without a sync.
+async fn append_written(store: &LogStore, label: &str) -> Vec<Batch> {
+    let s = stream("kent", &format!("{label}-audit"));
+    let mut out = Vec::new();
+    for i in 0..3 {
+        let events = batch_events(&format!("{label}-{i}"), 2);
+        let result = store
+            .append_written(&s, ExpectedVersion::Any, events.clone())
+            .await;
+        result.as_ref().expect("written append");
+        out.push(Batch {
+            stream: s.clone(),
+            events,
+            result,
+        });
+    }
+    out
+}
+
+/// A written append is answered with its bytes in the file but not synced:
+/// until synced it is not readable and a power cut loses it — cleanly, as a
+/// torn tail, even when only its first record is damaged and the written
+/// records after it are intact (they were never synced either, so they are
+/// no proof that the damaged one had been).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsynced_written_appends_are_a_torn_tail_after_a_power_cut() {
+    let sim = SimFs::new();
+    let index = tempfile::tempdir().expect("temp dir");
+    let store = open_unhurried(&sim, index.path());
+    let batches = append_sequentially(&store, "a", 4).await;
+    let acked: usize = batches.iter().map(|b| b.events.len()).sum();
+    let end = sim.len(0);
+    let written = append_written(&store, "w").await;
+    assert!(
+        sim.len(0) > end + 600,
+        "the written appends are in the file"
+    );
+    let audit = &written[0].stream;
+    assert!(
+        store
+            .read_stream(audit, Direction::Forward, StreamVersion::START, 100)
+            .await
+            .expect("read")
+            .is_empty(),
+        "unsynced written appends are not readable"
+    );
+    // Every written byte reaches the disk but the first record's.
+    sim.power_cut(Cut {
+        unsynced_tail: usize::MAX,
+        ..Cut::default()
+    });
+    sim.damage(0, end + FRAME_LEN + 3, 0x5a);
+    drop(store);
+
+    let store = open(&sim, index.path(), 1 << 20);
+    assert_eq!(sim.len(0), end, "the written run is cut away whole");
+    assert_eq!(check(&store, &batches).await.len(), acked);
+    assert!(store
+        .read_stream(audit, Direction::Forward, StreamVersion::START, 100)
+        .await
+        .expect("read")
+        .is_empty());
+}
+
+/// Written appends survive a power cut once synced: by `sync_written`, by
+/// the next append that needs a sync, or by the writer's own deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn written_appends_survive_once_synced() {
+    for how in ["sync_written", "next_synced_append", "deadline", "close"] {
+        let sim = SimFs::new();
+        let index = tempfile::tempdir().expect("temp dir");
+        let store = open(&sim, index.path(), 1 << 20);
+        let mut batches = append_written(&store, how).await;
+        match how {
+            "sync_written" => store.sync_written().await.expect("sync"),
+            "next_synced_append" => {
+                batches.push(append(&store, &stream("avon", "after"), batch_events("s", 1)).await);
+                batches.last().unwrap().result.as_ref().expect("append");
+            }
+            "deadline" => {
+                let audit = &batches[0].stream;
+                let mut read = Vec::new();
+                for _ in 0..500 {
+                    read = store
+                        .read_stream(audit, Direction::Forward, StreamVersion::START, 100)
+                        .await
+                        .expect("read");
+                    if !read.is_empty() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                assert_eq!(read.len(), 6, "synced and readable within the window");
+            }
+            _ => store.close().await.expect("close"),
+        }
+        sim.power_cut(Cut::default());
+        drop(store);
+        let store = open(&sim, index.path(), 1 << 20);
+        let all = check(&store, &batches).await;
+        assert_eq!(
+            all.len(),
+            batches.iter().map(|b| b.events.len()).sum::<usize>(),
+            "{how}"
+        );
+        // Versions and positions continue after them.
+        let next = store
+            .append_written(
+                &batches[0].stream,
+                ExpectedVersion::Exact(StreamVersion(5)),
+                batch_events("n", 1),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{how}: {e}"));
+        assert_eq!(next.version, StreamVersion(6), "{how}");
+    }
+}
+
+/// A retried written append (same event ids) is stored once, whether the
+/// first is synced yet or not, and a synced append repeating it is answered
+/// only once it is synced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_written_append_is_stored_once() {
+    let sim = SimFs::new();
+    let index = tempfile::tempdir().expect("temp dir");
+    let store = open_unhurried(&sim, index.path());
+    let s = stream("kent", "retry-audit");
+    let events = batch_events("r", 2);
+    let first = store
+        .append_written(&s, ExpectedVersion::Any, events.clone())
+        .await
+        .expect("first");
+    let again = store
+        .append_written(&s, ExpectedVersion::Any, events.clone())
+        .await
+        .expect("retry before the sync");
+    assert_eq!(first, again);
+    let synced = store
+        .append(&s, ExpectedVersion::Any, events.clone())
+        .await
+        .expect("a synced retry");
+    assert_eq!(first, synced);
+    // The synced retry was answered after a sync: the power cut keeps it.
+    sim.power_cut(Cut::default());
+    drop(store);
+    let store = open(&sim, index.path(), 1 << 20);
+    let read = store
+        .read_stream(&s, Direction::Forward, StreamVersion::START, 100)
+        .await
+        .expect("read");
+    assert_eq!(read.len(), 2, "stored once");
+}

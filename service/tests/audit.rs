@@ -119,7 +119,7 @@ async fn an_auditor_queries_reads_by_case_and_no_one_else_can() {
         .append(pb::AppendRequest {
             stream: format!("audit/{}", day.id()),
             events: vec![pb::NewEvent {
-                event_type: "CaseDataConsulted".into(),
+                event_type: "ReadsAudited".into(),
                 payload: b"forged".to_vec(),
                 ..Default::default()
             }],

@@ -12,25 +12,34 @@
 //! ([`Engine::read_stream`], [`Engine::read_all`], [`Engine::subscribe_all`])
 //! and the auditors' own [`Engine::audit_entries`] — records **exactly one**
 //! [`AuditEntry`], answered or refused (not found, not permitted, bad
-//! input). The entry is an event `CaseDataConsulted` in the tenant's audit
-//! stream of the day, `<tenant>/audit/<YYYY-MM-DD>` (UTC, by the engine's
-//! clock), a category the engine alone writes (see [`crate::streams`]): no
-//! API appends to or alters it. Reads the engine makes for its own work
-//! (a command loading its case, the dispatcher checking an invocation) are
-//! not consultations and are not recorded; what a command discloses to a
-//! service is recorded in the case's own events.
+//! input). Entries are held in events `ReadsAudited` ([`AuditRecord`], the
+//! entries recorded together) in the tenant's audit stream of the day,
+//! `<tenant>/audit/<YYYY-MM-DD>` (UTC, by the engine's clock), a category
+//! the engine alone writes (see [`crate::streams`]): no API appends to or
+//! alters it. Reads the engine makes for its own work (a command loading its
+//! case, the dispatcher checking an invocation) are not consultations and
+//! are not recorded; what a command discloses to a service is recorded in
+//! the case's own events.
 //!
 //! **Logged before disclosed.** A read's data is returned only after its
-//! entry is durable: if the entry cannot be recorded, the read fails with
-//! [`AuditError::Unavailable`] and returns nothing. Recording is grouped so
-//! that the read path does not pay one `fdatasync` per read: a per-engine
-//! recorder task (`recorder.rs`) takes every entry queued while its last
-//! batch was being written — up to [`MAX_BATCH`] at once, no waiting for
-//! more, so a lone reader never waits for company — groups them by tenant
-//! and day, appends each group in one append (the groups concurrently, so
-//! the log's group commit puts them under one `fdatasync`), and wakes every
+//! entry is written to the log: if the entry cannot be recorded, the read
+//! fails with [`AuditError::Unavailable`] and returns nothing. The read
+//! path never waits for an `fdatasync`: entries are appended with
+//! [`EventStore::append_written`](crate::log::EventStore::append_written),
+//! which answers once the bytes are in the segment file — where killing the
+//! process cannot lose them — and the log syncs them with its next group
+//! commit, at the latest 20 ms later (a power cut inside that window may
+//! lose the entries of reads answered in it; that is the price of not
+//! making every read wait for the disk). A per-engine recorder task
+//! (`recorder.rs`) takes every entry queued while its last batch was being
+//! written — up to [`MAX_BATCH`] at once, no waiting for more, so a lone
+//! reader never waits for company — groups them by tenant and day, packs
+//! each group into events of at most [`ENTRIES_PER_EVENT`] entries, appends
+//! each group in one append (the groups concurrently), and wakes every
 //! waiting reader with the result. The queue holds [`QUEUE`] entries; a
-//! reader finding it full waits (asynchronously) for room.
+//! reader finding it full waits (asynchronously) for room. An auditor's
+//! query first syncs what was written, so it sees every read answered
+//! before it.
 //!
 //! **Markings.** An entry carries the highest classification among the
 //! cases it names (for a refused read of an existing case, that case's own
@@ -89,8 +98,11 @@ use crate::time::Timestamp;
 /// own streams raw.
 pub use crate::engine::AUDITOR_ROLE;
 
-/// The most entries the recorder appends in one batch.
-pub const MAX_BATCH: usize = 4096;
+/// The most entries the recorder takes in one batch.
+pub const MAX_BATCH: usize = 1024;
+
+/// The most entries one [`AuditRecord`] event holds.
+pub const ENTRIES_PER_EVENT: usize = 256;
 
 /// The entries that may wait for the recorder before readers wait for room.
 pub const QUEUE: usize = 16_384;
@@ -266,7 +278,7 @@ impl AuditOutcome {
     }
 }
 
-/// One consultation of case data: the event `CaseDataConsulted` in the
+/// One consultation of case data, held in an [`AuditRecord`] in the
 /// tenant's audit stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEntry {
@@ -296,11 +308,35 @@ pub struct AuditEntry {
     pub marking: Classification,
 }
 
-impl DomainEvent for AuditEntry {
+impl AuditEntry {
+    /// Roughly how many bytes the entry takes encoded (never less).
+    pub(crate) fn encoded_size(&self) -> usize {
+        let strings = self.subject.len()
+            + self.roles.iter().map(|r| r.len() + 2).sum::<usize>()
+            + self.cases.iter().map(|c| c.len() + 2).sum::<usize>()
+            + self.query.as_ref().map_or(0, String::len)
+            + self.purpose.as_ref().map_or(0, String::len)
+            + self.correlation.as_ref().map_or(0, String::len);
+        strings + 256
+    }
+}
+
+/// The event holding the entries the recorder wrote together:
+/// `ReadsAudited` in the tenant's audit stream of the day. One event per
+/// batch (at most [`ENTRIES_PER_EVENT`]) rather than one per read keeps the
+/// log, its index and the projections that pass over it from paying per
+/// read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// The entries, in the order they were recorded.
+    pub entries: Vec<AuditEntry>,
+}
+
+impl DomainEvent for AuditRecord {
     const SCHEMA_VERSION: u16 = 1;
 
     fn event_type(&self) -> &'static str {
-        "CaseDataConsulted"
+        "ReadsAudited"
     }
 }
 

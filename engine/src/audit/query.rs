@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::{AuditEntry, AuditError, SCAN_BUDGET};
+use super::{AuditEntry, AuditError, AuditRecord, SCAN_BUDGET};
 use crate::ids::TenantId;
 use crate::log::codec::DomainEvent;
 use crate::log::{Direction, EventStore, StreamVersion};
@@ -83,17 +83,19 @@ impl AuditQuery {
     }
 }
 
-/// Where a page stopped: the day stream and version to read next. Opaque
-/// to callers: it round-trips through its string form.
+/// Where a page stopped: the day stream, the version of the event and the
+/// entry in it to read next. Opaque to callers: it round-trips through its
+/// string form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AuditCursor {
     day: i64,
     version: u64,
+    entry: usize,
 }
 
 impl fmt::Display for AuditCursor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.day, self.version)
+        write!(f, "{}.{}.{}", self.day, self.version, self.entry)
     }
 }
 
@@ -105,10 +107,16 @@ impl FromStr for AuditCursor {
             parameter: "after".into(),
             message: "not a cursor this service returned".into(),
         };
-        let (day, version) = s.split_once('.').ok_or_else(bad)?;
+        let mut parts = s.split('.');
+        let mut next = || parts.next().ok_or_else(bad);
+        let (day, version, entry) = (next()?, next()?, next()?);
+        if parts.next().is_some() {
+            return Err(bad());
+        }
         Ok(AuditCursor {
             day: day.parse().map_err(|_| bad())?,
             version: version.parse().map_err(|_| bad())?,
+            entry: entry.parse().map_err(|_| bad())?,
         })
     }
 }
@@ -132,10 +140,18 @@ pub(crate) async fn scan(
     query: &AuditQuery,
 ) -> Result<AuditPage, AuditError> {
     query.check()?;
+    // Entries answered as written become readable once synced: an auditor
+    // sees every read answered before the query.
+    store
+        .sync_written()
+        .await
+        .map_err(|e| AuditError::Unavailable {
+            reason: e.to_string(),
+        })?;
     let last_day = day_of(Timestamp::from_micros(query.to.as_micros() - 1));
-    let (mut day, mut version) = match query.after {
-        Some(c) => (c.day.max(day_of(query.from)), c.version),
-        None => (day_of(query.from), 0),
+    let (mut day, mut version, mut skip) = match query.after {
+        Some(c) if c.day >= day_of(query.from) => (c.day, c.version, c.entry),
+        _ => (day_of(query.from), 0, 0),
     };
     let page = store.limits().max_read_limit.clamp(1, 1_000);
     let mut entries = Vec::new();
@@ -149,7 +165,11 @@ pub(crate) async fn scan(
             if examined >= SCAN_BUDGET {
                 return Ok(AuditPage {
                     entries,
-                    next: Some(AuditCursor { day, version }),
+                    next: Some(AuditCursor {
+                        day,
+                        version,
+                        entry: skip,
+                    }),
                 });
             }
             let events = store
@@ -160,28 +180,45 @@ pub(crate) async fn scan(
                 })?;
             examined += 1;
             for e in &events {
-                examined += 1;
-                version = e.version.0 + 1;
-                let entry = AuditEntry::decode_payload(&e.event_type, &e.payload)
+                let record = AuditRecord::decode_payload(&e.event_type, &e.payload)
                     .map_err(|e| AuditError::Corrupt(e.to_string()))?;
-                if entry.at < query.from
-                    || entry.at >= query.to
-                    || !auditor.may_see(entry.marking)
-                    || query
-                        .case_id
-                        .as_ref()
-                        .is_some_and(|c| !entry.cases.contains(c))
-                    || query.subject.as_ref().is_some_and(|s| &entry.subject != s)
-                {
-                    continue;
+                let count = record.entries.len();
+                for (i, entry) in record.entries.into_iter().enumerate().skip(skip) {
+                    examined += 1;
+                    if entry.at < query.from
+                        || entry.at >= query.to
+                        || !auditor.may_see(entry.marking)
+                        || query
+                            .case_id
+                            .as_ref()
+                            .is_some_and(|c| !entry.cases.contains(c))
+                        || query.subject.as_ref().is_some_and(|s| &entry.subject != s)
+                    {
+                        continue;
+                    }
+                    entries.push(entry);
+                    if entries.len() == query.limit {
+                        let next = if i + 1 < count {
+                            AuditCursor {
+                                day,
+                                version: e.version.0,
+                                entry: i + 1,
+                            }
+                        } else {
+                            AuditCursor {
+                                day,
+                                version: e.version.0 + 1,
+                                entry: 0,
+                            }
+                        };
+                        return Ok(AuditPage {
+                            entries,
+                            next: Some(next),
+                        });
+                    }
                 }
-                entries.push(entry);
-                if entries.len() == query.limit {
-                    return Ok(AuditPage {
-                        entries,
-                        next: Some(AuditCursor { day, version }),
-                    });
-                }
+                skip = 0;
+                version = e.version.0 + 1;
             }
             if events.len() < page {
                 break;
@@ -189,6 +226,7 @@ pub(crate) async fn scan(
         }
         day += 1;
         version = 0;
+        skip = 0;
     }
     Ok(AuditPage {
         entries,
@@ -205,10 +243,12 @@ mod tests {
         let c = AuditCursor {
             day: 20_000,
             version: 17,
+            entry: 3,
         };
         assert_eq!(c.to_string().parse::<AuditCursor>().unwrap(), c);
-        assert!("17".parse::<AuditCursor>().is_err());
-        assert!("a.b".parse::<AuditCursor>().is_err());
+        for garbage in ["17", "a.b", "1.2", "1.2.x", "1.2.3.4", ""] {
+            assert!(garbage.parse::<AuditCursor>().is_err(), "{garbage}");
+        }
     }
 
     #[test]

@@ -1,11 +1,14 @@
-//! The audit recorder: one task per engine that batches entries, appends them (one append per tenant and day per batch) and wakes each waiting reader once its entry is durable.
+//! The audit recorder: one task per engine that batches entries, appends them (one append per tenant and day per batch, entries packed into a few events) and wakes each waiting reader once its entry is written.
 //!
 //! Readers hand their entry over a bounded tokio channel ([`super::QUEUE`])
 //! with a oneshot for the answer; the task takes every entry queued
 //! while it was writing (up to [`super::MAX_BATCH`]), so batches grow with
-//! the load and a lone reader never waits for company. Groups are appended
-//! concurrently, so the log's group commit syncs them together. Nothing
-//! here blocks a runtime thread.
+//! the load and a lone reader never waits for company. Each group is
+//! encoded and appended by a task of its own (so encoding a large batch is
+//! spread over the workers and bounded by the batch size), with
+//! [`EventStore::append_written`]: answered once the log has the bytes in
+//! its file, synced by the log within its window. Nothing here blocks a
+//! runtime thread.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,16 +17,25 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::{AuditEntry, AuditError, MAX_BATCH, QUEUE};
+use super::{AuditEntry, AuditError, AuditRecord, ENTRIES_PER_EVENT, MAX_BATCH, QUEUE};
 use crate::ids::TenantId;
 use crate::log::codec::DomainEvent;
 use crate::log::{ActorId, EventData, EventStore, ExpectedVersion, Metadata, Source, StreamId};
 
+/// The most turns [`gather`] yields for more entries.
+const GATHER_TURNS: usize = 8;
+
 /// An entry waiting to be recorded, and who waits for it.
 struct Pending {
     stream: StreamId,
-    data: EventData,
+    entry: AuditEntry,
     done: oneshot::Sender<Result<(), AuditError>>,
+}
+
+/// Entries packed into one event, and who waits for them.
+struct Packed {
+    data: EventData,
+    waiting: Vec<oneshot::Sender<Result<(), AuditError>>>,
 }
 
 /// The engine's audit recorder (its task is started by the first entry).
@@ -51,14 +63,15 @@ impl Recorder {
         self.enabled
     }
 
-    /// Records `entry` in `tenant`'s audit and returns once it is durable.
+    /// Records `entry` in `tenant`'s audit and returns once it is written
+    /// to the log (see the module's "Logged before disclosed").
     ///
     /// Errors: [`AuditError::Unavailable`] if it could not be recorded
     /// (after [`Recorder::close`], or a failed append).
     pub(crate) async fn record(
         &self,
         tenant: &TenantId,
-        entry: &AuditEntry,
+        entry: AuditEntry,
     ) -> Result<(), AuditError> {
         if !self.enabled {
             return Ok(());
@@ -66,16 +79,12 @@ impl Recorder {
         let unavailable = |reason: String| AuditError::Unavailable { reason };
         let stream = crate::streams::audit(tenant, entry.at)
             .map_err(|e| unavailable(format!("audit stream: {e}")))?;
-        let metadata = Metadata::new(
-            ActorId::new(entry.subject.clone()),
-            Source::system("casebook"),
-        )
-        .with_classification(entry.marking);
-        let data = entry
-            .to_event_data(metadata)
-            .map_err(|e| unavailable(e.to_string()))?;
         let (done, answer) = oneshot::channel();
-        let mut pending = Pending { stream, data, done };
+        let mut pending = Pending {
+            stream,
+            entry,
+            done,
+        };
         // A task whose runtime has gone is replaced once.
         for _ in 0..2 {
             let sender = self.sender()?;
@@ -140,36 +149,109 @@ impl Recorder {
 /// The recorder task: batch, group, append, answer; until every sender is
 /// gone and the queue is empty.
 async fn run(store: Arc<dyn EventStore>, mut receiver: mpsc::Receiver<Pending>) {
-    let per_append = store.limits().max_events_per_append.max(1);
+    let limits = store.limits();
+    let per_append = limits.max_events_per_append.max(1);
+    // Room for the envelope and the metadata around the entries.
+    let per_event = limits.max_event_size.saturating_sub(4096).max(1);
     let mut batch = Vec::new();
     while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        gather(&mut receiver, &mut batch).await;
         let mut groups: BTreeMap<StreamId, Vec<Pending>> = BTreeMap::new();
         for p in batch.drain(..) {
             groups.entry(p.stream.clone()).or_default().push(p);
         }
         let mut appends = tokio::task::JoinSet::new();
-        for (stream, mut pending) in groups {
-            while !pending.is_empty() {
-                let rest = pending.split_off(pending.len().min(per_append));
-                let chunk = std::mem::replace(&mut pending, rest);
-                let store = Arc::clone(&store);
-                let stream = stream.clone();
-                appends.spawn(async move {
+        for (stream, pending) in groups {
+            let store = Arc::clone(&store);
+            appends.spawn(async move {
+                let mut events = pack(pending, per_event);
+                while !events.is_empty() {
+                    let rest = events.split_off(events.len().min(per_append));
+                    let chunk = std::mem::replace(&mut events, rest);
                     let (data, waiting): (Vec<_>, Vec<_>) =
-                        chunk.into_iter().map(|p| (p.data, p.done)).unzip();
+                        chunk.into_iter().map(|p| (p.data, p.waiting)).unzip();
                     let result = store
-                        .append(&stream, ExpectedVersion::Any, data)
+                        .append_written(&stream, ExpectedVersion::Any, data)
                         .await
                         .map(|_| ())
                         .map_err(|e| AuditError::Unavailable {
                             reason: e.to_string(),
                         });
-                    for done in waiting {
+                    for done in waiting.into_iter().flatten() {
                         let _ = done.send(result.clone());
                     }
-                });
-            }
+                }
+            });
         }
         while appends.join_next().await.is_some() {}
     }
+}
+
+/// Adds to `batch` the entries of readers that are about to ask: the
+/// readers the last batch answered are reading again, on the same workers,
+/// so the task yields to them — as long as each turn brings more entries,
+/// at most [`GATHER_TURNS`] turns. Fewer, larger batches cost less per read
+/// (one append, one event, one wake of the log's writer each); a lone
+/// reader's entry goes at once (its first turn brings nothing).
+async fn gather(receiver: &mut mpsc::Receiver<Pending>, batch: &mut Vec<Pending>) {
+    for _ in 0..GATHER_TURNS {
+        if batch.len() >= MAX_BATCH {
+            return;
+        }
+        tokio::task::yield_now().await;
+        let before = batch.len();
+        while batch.len() < MAX_BATCH {
+            match receiver.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        if batch.len() == before {
+            return;
+        }
+    }
+}
+
+/// Packs one stream's entries into events of at most
+/// [`ENTRIES_PER_EVENT`] entries and about `per_event` bytes; an entry that
+/// cannot be encoded is answered at once.
+fn pack(pending: Vec<Pending>, per_event: usize) -> Vec<Packed> {
+    let mut packed = Vec::new();
+    let mut entries = Vec::new();
+    let mut waiting = Vec::new();
+    let mut bytes = 0;
+    let mut flush = |entries: &mut Vec<AuditEntry>, waiting: &mut Vec<_>| {
+        if entries.is_empty() {
+            return;
+        }
+        let record = AuditRecord {
+            entries: std::mem::take(entries),
+        };
+        let waiting = std::mem::take(waiting);
+        let marking = record.entries.iter().map(|e| e.marking).max();
+        let metadata = Metadata::new(ActorId::new("casebook"), Source::system("casebook"))
+            .with_classification(marking.unwrap_or_default());
+        match record.to_event_data(metadata) {
+            Ok(data) => packed.push(Packed { data, waiting }),
+            Err(e) => {
+                for done in waiting {
+                    let _ = done.send(Err(AuditError::Unavailable {
+                        reason: e.to_string(),
+                    }));
+                }
+            }
+        }
+    };
+    for p in pending {
+        let size = p.entry.encoded_size();
+        if !entries.is_empty() && (entries.len() == ENTRIES_PER_EVENT || bytes + size > per_event) {
+            flush(&mut entries, &mut waiting);
+            bytes = 0;
+        }
+        bytes += size;
+        entries.push(p.entry);
+        waiting.push(p.done);
+    }
+    flush(&mut entries, &mut waiting);
+    packed
 }

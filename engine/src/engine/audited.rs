@@ -95,7 +95,7 @@ fn raw_subject(query: String, events: &[RecordedEvent]) -> Subject {
 
 impl Engine {
     /// Records one read in the audit, then returns its result — only once
-    /// the entry is durable. A read that succeeded but could not be
+    /// the entry is written to the log (see `crate::audit`). A read that succeeded but could not be
     /// recorded fails with [`AuditError::Unavailable`] (nothing is
     /// disclosed); a refused read keeps its own error.
     pub(crate) async fn audited<T, E: ReadError>(
@@ -129,7 +129,7 @@ impl Engine {
             outcome,
             marking: subject.marking,
         };
-        match (recorder.record(&p.tenant, &entry).await, result) {
+        match (recorder.record(&p.tenant, entry).await, result) {
             (Err(e), Ok(_)) => Err(e.into()),
             (_, result) => result,
         }

@@ -66,6 +66,34 @@ pub trait EventStore: Send + Sync + 'static {
         events: Vec<EventData>,
     ) -> Result<AppendResult, LogError>;
 
+    /// Appends like [`EventStore::append`], but may answer once the events
+    /// are written where a crash of the process cannot lose them, before
+    /// they are on stable storage: a power cut within a short window
+    /// (20 ms for the file store) may lose them. They become readable once
+    /// synced; [`EventStore::sync_written`] syncs them at once. For records
+    /// whose loss on a power cut is tolerable but whose every write must not
+    /// wait for a sync — the audit of reads. Stores that always sync answer
+    /// as `append` does.
+    ///
+    /// Errors: as [`EventStore::append`].
+    async fn append_written(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+    ) -> Result<AppendResult, LogError> {
+        self.append(stream, expected, events).await
+    }
+
+    /// Syncs every append answered by [`EventStore::append_written`] so
+    /// far and makes it readable.
+    ///
+    /// Errors: I/O failures ([`LogError::Io`], [`LogError::Failed`]),
+    /// [`LogError::Closed`].
+    async fn sync_written(&self) -> Result<(), LogError> {
+        Ok(())
+    }
+
     /// Reads up to `limit` events of a stream, starting at version `from`
     /// (inclusive) and going in `direction`. Use [`StreamVersion::START`]
     /// forwards or [`StreamVersion::END`] backwards for the whole stream.

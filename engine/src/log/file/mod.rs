@@ -28,7 +28,7 @@ use tokio::sync::{oneshot, watch};
 use self::fs::{LogFs, OsFs};
 use self::index::Index;
 use self::segment::{RecordReader, Segments};
-use self::writer::{AppendRequest, Message};
+use self::writer::{AppendRequest, Durability, Message};
 use super::append::Limits;
 use super::batch::{BatchBuilder, EventBatch};
 use super::error::LogError;
@@ -70,6 +70,12 @@ pub struct LogStoreConfig {
     pub preallocate: u64,
     /// Stamps each event's `recorded` time. Default [`crate::time::SystemClock`].
     pub clock: Arc<dyn crate::time::Clock>,
+    /// The longest an append answered by
+    /// [`EventStore::append_written`] stays unsynced (it is synced sooner
+    /// by any append that needs a sync, a [`EventStore::sync_written`], a
+    /// segment roll or the close). Default 20 ms: the window in which a
+    /// power cut may lose audit entries of reads already answered.
+    pub written_sync_after: std::time::Duration,
 }
 
 impl Default for LogStoreConfig {
@@ -83,6 +89,7 @@ impl Default for LogStoreConfig {
             index_flush_after: index::FLUSH_AFTER,
             preallocate: 8 * 1024 * 1024,
             clock: crate::time::system_clock(),
+            written_sync_after: writer::WRITTEN_SYNC,
         }
     }
 }
@@ -265,6 +272,8 @@ impl LogStore {
             clock: config.clock,
             heads: Default::default(),
             zero_ahead,
+            unsynced: Default::default(),
+            written_sync_after: config.written_sync_after,
         };
         let (tx, rx) = mpsc::channel();
         let handle = std::thread::Builder::new()
@@ -503,6 +512,37 @@ impl LogStore {
     }
 }
 
+impl LogStore {
+    /// Hands an append to the writer and waits for its answer.
+    async fn submit(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+        durability: Durability,
+    ) -> Result<AppendResult, LogError> {
+        self.inner.limits.check_append(stream, &events)?;
+        let (reply, wait) = oneshot::channel();
+        self.send(Message::Append(AppendRequest {
+            stream: stream.clone(),
+            expected,
+            events,
+            durability,
+            reply,
+        }))?;
+        wait.await.map_err(|_| LogError::Closed)?
+    }
+
+    /// Queues a message for the writer. Errors: [`LogError::Closed`].
+    fn send(&self, message: Message) -> Result<(), LogError> {
+        let tx = self.inner.tx.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(tx) = tx.as_ref() else {
+            return Err(LogError::Closed);
+        };
+        tx.send(message).map_err(|_| LogError::Closed)
+    }
+}
+
 fn join_error(e: tokio::task::JoinError) -> LogError {
     LogError::io("a blocking read task", std::io::Error::other(e.to_string()))
 }
@@ -515,21 +555,23 @@ impl EventStore for LogStore {
         expected: ExpectedVersion,
         events: Vec<EventData>,
     ) -> Result<AppendResult, LogError> {
-        self.inner.limits.check_append(stream, &events)?;
-        let (reply, wait) = oneshot::channel();
-        let request = Message::Append(AppendRequest {
-            stream: stream.clone(),
-            expected,
-            events,
-            reply,
-        });
-        {
-            let tx = self.inner.tx.lock().unwrap_or_else(|p| p.into_inner());
-            let Some(tx) = tx.as_ref() else {
-                return Err(LogError::Closed);
-            };
-            tx.send(request).map_err(|_| LogError::Closed)?;
-        }
+        self.submit(stream, expected, events, Durability::Synced)
+            .await
+    }
+
+    async fn append_written(
+        &self,
+        stream: &StreamId,
+        expected: ExpectedVersion,
+        events: Vec<EventData>,
+    ) -> Result<AppendResult, LogError> {
+        self.submit(stream, expected, events, Durability::Written)
+            .await
+    }
+
+    async fn sync_written(&self) -> Result<(), LogError> {
+        let (done, wait) = oneshot::channel();
+        self.send(Message::Flush(done))?;
         wait.await.map_err(|_| LogError::Closed)?
     }
 

@@ -5,7 +5,22 @@
 //! appends of the same group), writes all their records with one write and one
 //! `fdatasync`, then adds them to the index's in-memory table (sled is written
 //! later, in the background), publishes the new head, and only then answers
-//! the callers. Nothing is acknowledged before it is on stable storage.
+//! the callers. Nothing is acknowledged before it is on stable storage —
+//! except what was asked for with [`Durability::Written`].
+//!
+//! **Written appends** (the audit of reads, see `crate::audit`) are answered
+//! as soon as their bytes are written to the file, which the operating system
+//! keeps if the process is killed; a group made only of them is not synced at
+//! once. The writer syncs them with the next group that needs a sync, when
+//! asked to ([`Message::Flush`]), before a segment rolls or the log closes,
+//! and at the latest `written_sync_after` (default [`WRITTEN_SYNC`]) after
+//! the first of them was written.
+//! Until then they are neither indexed nor readable, and the head does not
+//! cover them, so the rule the recovery relies on holds: the index marker
+//! never covers unsynced bytes. All the records written since the last sync
+//! carry that run's start as their `group_start`, so that recovery treats
+//! the run as the one group commit it is (a torn record followed by an
+//! intact one of the same run is a torn tail, not corruption).
 //!
 //! With zero-ahead on (`prealloc`), each group is first claimed from the
 //! zero thread, so the two never write the same bytes; a segment is cut to
@@ -42,16 +57,33 @@ const SPIN: Duration = Duration::from_micros(50);
 const MAX_GATHER_WAIT: Duration = Duration::from_micros(500);
 /// While waiting for stragglers, the writer naps this long between looks.
 const GATHER_NAP: Duration = Duration::from_micros(40);
+/// The longest a [`Durability::Written`] append stays unsynced, by default
+/// (`LogStoreConfig::written_sync_after`).
+pub(crate) const WRITTEN_SYNC: Duration = Duration::from_millis(20);
+/// Unsynced bytes of written appends that make the writer sync at once.
+const WRITTEN_BYTES: u64 = 8 << 20;
+
+/// When an append is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// Once it is on stable storage (every append of the API).
+    Synced,
+    /// Once it is written to the file; synced within `written_sync_after`.
+    Written,
+}
 
 pub(crate) struct AppendRequest {
     pub stream: StreamId,
     pub expected: ExpectedVersion,
     pub events: Vec<EventData>,
+    pub durability: Durability,
     pub reply: oneshot::Sender<Result<AppendResult, LogError>>,
 }
 
 pub(crate) enum Message {
     Append(AppendRequest),
+    /// Sync (and make readable) every written append answered so far.
+    Flush(oneshot::Sender<Result<(), LogError>>),
     /// Stop after the appends queued before it; the answer tells whether
     /// the active segment was cut to its used length.
     Shutdown(oneshot::Sender<Result<(), LogError>>),
@@ -73,6 +105,37 @@ pub(crate) struct Writer {
     pub heads: HashMap<StreamId, StreamVersion>,
     /// Keeps zeroed, synced space ahead of `offset` (`None`: preallocation off).
     pub zero_ahead: Option<ZeroAhead>,
+    /// Written appends not yet synced.
+    pub unsynced: Unsynced,
+    /// The longest they stay so.
+    pub written_sync_after: Duration,
+}
+
+/// The records of [`Durability::Written`] appends written since the last
+/// sync: not yet indexed, not readable.
+#[derive(Default)]
+pub(crate) struct Unsynced {
+    /// Where the run of unsynced records starts (its `group_start`).
+    start: Option<u64>,
+    /// When its first record was written.
+    since: Option<Instant>,
+    /// Its records, to index once synced.
+    records: Vec<IndexedRecord>,
+    /// Its events by id, for the duplicate check.
+    events: HashMap<EventId, RecordedEvent>,
+}
+
+impl Unsynced {
+    fn is_empty(&self) -> bool {
+        self.start.is_none()
+    }
+}
+
+/// What one gathering took from the queue.
+struct Gathered {
+    group: Vec<AppendRequest>,
+    flushes: Vec<oneshot::Sender<Result<(), LogError>>>,
+    shutdown: Option<oneshot::Sender<Result<(), LogError>>>,
 }
 
 /// An append accepted into the current group.
@@ -91,17 +154,38 @@ enum Outcome {
     ),
 }
 
-/// The next message: polled for [`SPIN`], then waited for.
-fn next_message(rx: &mpsc::Receiver<Message>) -> Option<Message> {
+/// What waiting for the next message gave.
+enum Next {
+    Message(Message),
+    /// `until` passed first.
+    Due,
+    /// Every sender is gone.
+    Closed,
+}
+
+/// The next message: polled for [`SPIN`], then waited for — until `until`
+/// if given.
+fn next_message(rx: &mpsc::Receiver<Message>, until: Option<Instant>) -> Next {
     let start = Instant::now();
     loop {
         match rx.try_recv() {
-            Ok(m) => return Some(m),
-            Err(mpsc::TryRecvError::Disconnected) => return None,
+            Ok(m) => return Next::Message(m),
+            Err(mpsc::TryRecvError::Disconnected) => return Next::Closed,
             Err(mpsc::TryRecvError::Empty) if start.elapsed() < SPIN => {
                 std::thread::yield_now();
             }
-            Err(mpsc::TryRecvError::Empty) => return rx.recv().ok(),
+            Err(mpsc::TryRecvError::Empty) => {
+                return match until {
+                    None => rx.recv().map_or(Next::Closed, Next::Message),
+                    Some(until) => {
+                        match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                            Ok(m) => Next::Message(m),
+                            Err(mpsc::RecvTimeoutError::Timeout) => Next::Due,
+                            Err(mpsc::RecvTimeoutError::Disconnected) => Next::Closed,
+                        }
+                    }
+                };
+            }
         }
     }
 }
@@ -121,10 +205,23 @@ impl Writer {
         let mut buf = Vec::with_capacity(1 << 20);
         let mut pace = Pace::default();
         let mut stop = None;
-        while let Some(first) = next_message(&rx) {
-            let (group, shutdown) = self.gather(&rx, first, &pace);
+        loop {
+            let due = self.unsynced.since.map(|t| t + self.written_sync_after);
+            let first = match next_message(&rx, due) {
+                Next::Message(m) => m,
+                Next::Due => {
+                    self.sync_unsynced(&mut failed);
+                    continue;
+                }
+                Next::Closed => break,
+            };
+            let Gathered {
+                group,
+                flushes,
+                shutdown,
+            } = self.gather(&rx, first, &pace);
             if group.is_empty() {
-                // Only a shutdown: nothing to write.
+                // Only a flush or a shutdown: nothing to write.
             } else if let Some(reason) = &failed {
                 for r in group {
                     let _ = r.reply.send(Err(LogError::Failed {
@@ -138,14 +235,36 @@ impl Writer {
                     Err(e) => failed = Some(e),
                 }
             }
+            if !flushes.is_empty() || shutdown.is_some() {
+                self.sync_unsynced(&mut failed);
+                for done in flushes {
+                    let _ = done.send(match &failed {
+                        Some(reason) => Err(LogError::Failed {
+                            reason: reason.clone(),
+                        }),
+                        None => Ok(()),
+                    });
+                }
+            }
             if let Some(done) = shutdown {
                 stop = Some(done);
                 break;
             }
         }
+        self.sync_unsynced(&mut failed);
         let result = self.finish(failed.is_none());
         if let Some(done) = stop {
             let _ = done.send(result);
+        }
+    }
+
+    /// Syncs and indexes the written appends not yet synced, unless the
+    /// store has failed; a failure fails the store.
+    fn sync_unsynced(&mut self, failed: &mut Option<String>) {
+        if failed.is_none() && !self.unsynced.is_empty() {
+            if let Err(e) = self.sync_and_index(Vec::new()) {
+                *failed = Some(e.to_string());
+            }
         }
     }
 
@@ -168,27 +287,27 @@ impl Writer {
     /// again together, but not quite at once; without the wait, groups
     /// alternate between a handful and the rest, and each pays a full sync.
     /// A lone caller never waits: its last group had one append.
-    fn gather(
-        &self,
-        rx: &mpsc::Receiver<Message>,
-        first: Message,
-        pace: &Pace,
-    ) -> (
-        Vec<AppendRequest>,
-        Option<oneshot::Sender<Result<(), LogError>>>,
-    ) {
+    fn gather(&self, rx: &mpsc::Receiver<Message>, first: Message, pace: &Pace) -> Gathered {
         let deadline = Instant::now() + pace.sync.min(MAX_GATHER_WAIT);
         let want = pace.appends * 3 / 4;
-        let mut group = Vec::new();
+        let mut gathered = Gathered {
+            group: Vec::new(),
+            flushes: Vec::new(),
+            shutdown: None,
+        };
         let mut bytes = 0;
         let mut next = Some(first);
         loop {
             match next.take() {
                 Some(Message::Append(r)) => {
                     bytes += r.events.iter().map(EventData::size).sum::<usize>();
-                    group.push(r);
+                    gathered.group.push(r);
                 }
-                Some(Message::Shutdown(done)) => return (group, Some(done)),
+                Some(Message::Flush(done)) => gathered.flushes.push(done),
+                Some(Message::Shutdown(done)) => {
+                    gathered.shutdown = Some(done);
+                    return gathered;
+                }
                 None => {}
             }
             if bytes >= self.max_group_bytes {
@@ -199,7 +318,7 @@ impl Writer {
                 Err(mpsc::TryRecvError::Disconnected) => break,
                 Err(mpsc::TryRecvError::Empty) => {
                     let now = Instant::now();
-                    if group.len() >= want || now >= deadline {
+                    if gathered.group.len() >= want || now >= deadline {
                         break;
                     }
                     // Nap and take what arrived, rather than be woken by
@@ -208,7 +327,7 @@ impl Writer {
                 }
             }
         }
-        (group, None)
+        gathered
     }
 
     /// Commits one group; returns how long its sync took. `Err` means the
@@ -220,7 +339,9 @@ impl Writer {
     ) -> Result<Duration, String> {
         buf.clear();
         let recorded = self.clock.now();
-        let group_start = self.offset;
+        // Records written since the last sync are one group commit.
+        let group_start = self.unsynced.start.unwrap_or(self.offset);
+        let must_sync = group.iter().any(|r| r.durability == Durability::Synced);
         let mut accepted: Vec<Accepted> = Vec::with_capacity(group.len());
         let mut pending: HashMap<EventId, (usize, usize)> = HashMap::new();
         let mut outcomes = Vec::with_capacity(group.len());
@@ -275,9 +396,26 @@ impl Writer {
         let mut fatal = None;
         let mut sync = Duration::ZERO;
         if !accepted.is_empty() {
-            match self.write_and_index(buf, &accepted) {
-                Ok(took) => sync = took,
-                Err(e) => fatal = Some(e.to_string()),
+            if let Err(e) = self.write(buf) {
+                fatal = Some(e.to_string());
+            }
+        }
+        if fatal.is_none() {
+            let due = self
+                .unsynced
+                .since
+                .is_some_and(|t| t.elapsed() >= self.written_sync_after)
+                || self.offset - group_start >= WRITTEN_BYTES;
+            let records = indexed(&accepted);
+            if must_sync || due {
+                if !accepted.is_empty() || !self.unsynced.is_empty() {
+                    match self.sync_and_index(records) {
+                        Ok(took) => sync = took,
+                        Err(e) => fatal = Some(e.to_string()),
+                    }
+                }
+            } else if !accepted.is_empty() {
+                self.defer(group_start, records, &accepted, recorded);
             }
         }
         let mut replies: Vec<Option<Accepted>> = accepted.into_iter().map(Some).collect();
@@ -316,9 +454,14 @@ impl Writer {
             return Err(reason);
         }
         if self.offset >= self.segment_size {
+            let mut failed = None;
+            self.sync_unsynced(&mut failed);
+            if let Some(reason) = failed {
+                return Err(reason);
+            }
             self.roll().map_err(|e| e.to_string())?;
         }
-        if self.heads.len() > HEAD_CACHE_LIMIT {
+        if self.heads.len() > HEAD_CACHE_LIMIT && self.unsynced.is_empty() {
             self.heads.clear();
         }
         Ok(sync)
@@ -347,6 +490,9 @@ impl Writer {
                     e.clone(),
                 )));
             }
+            if let Some(e) = self.unsynced.events.get(&id) {
+                return Ok(Some(e.clone()));
+            }
             match index.event(id)? {
                 None => Ok(None),
                 Some(EventLoc { record, index }) => Ok(reader
@@ -371,37 +517,68 @@ impl Writer {
         Ok(None)
     }
 
-    /// Writes and syncs the group's records and indexes them; returns how
-    /// long the write and sync took.
-    fn write_and_index(&mut self, buf: &[u8], accepted: &[Accepted]) -> Result<Duration, LogError> {
-        let path = || self.segments.fs.path(self.segment).display().to_string();
-        let started = Instant::now();
+    /// Writes the group's records after the last ones.
+    fn write(&mut self, buf: &[u8]) -> Result<(), LogError> {
         if let Some(zero_ahead) = &self.zero_ahead {
             zero_ahead.claim(self.offset + buf.len() as u64);
         }
-        self.file
-            .write_all_at(buf, self.offset)
-            .map_err(|e| LogError::io(format!("writing to {}", path()), e))?;
-        self.file
-            .sync_data()
-            .map_err(|e| LogError::io(format!("syncing {}", path()), e))?;
-        let took = started.elapsed();
+        self.file.write_all_at(buf, self.offset).map_err(|e| {
+            LogError::io(
+                format!(
+                    "writing to {}",
+                    self.segments.fs.path(self.segment).display()
+                ),
+                e,
+            )
+        })?;
         self.offset += buf.len() as u64;
-        self.shared.set_synced(self.segment, self.offset);
+        Ok(())
+    }
 
-        let records: Vec<IndexedRecord> = accepted
-            .iter()
-            .map(|a| IndexedRecord {
-                loc: a.loc,
-                stream: a.request.stream.clone(),
-                first_version: a.first_version,
-                first_position: a.first_position,
-                ids: a.request.events.iter().map(|e| e.id).collect(),
-            })
-            .collect();
+    /// Keeps the records of a group of written appends, unsynced, to index
+    /// once synced.
+    fn defer(
+        &mut self,
+        group_start: u64,
+        records: Vec<IndexedRecord>,
+        accepted: &[Accepted],
+        recorded: Timestamp,
+    ) {
+        let unsynced = &mut self.unsynced;
+        unsynced.start.get_or_insert(group_start);
+        unsynced.since.get_or_insert_with(Instant::now);
+        unsynced.records.extend(records);
+        for a in accepted {
+            for (i, e) in a.request.events.iter().enumerate() {
+                let event = RecordedEvent::from_data(
+                    a.request.stream.clone(),
+                    StreamVersion(a.first_version.0 + i as u64),
+                    GlobalPosition(a.first_position.0 + i as u64),
+                    recorded,
+                    e.clone(),
+                );
+                unsynced.events.insert(e.id, event);
+            }
+        }
+    }
+
+    /// Syncs everything written, then indexes the unsynced records and
+    /// `records` and publishes the new head; returns how long the sync took.
+    fn sync_and_index(&mut self, records: Vec<IndexedRecord>) -> Result<Duration, LogError> {
+        let started = Instant::now();
+        self.file.sync_data().map_err(|e| {
+            LogError::io(
+                format!("syncing {}", self.segments.fs.path(self.segment).display()),
+                e,
+            )
+        })?;
+        let took = started.elapsed();
+        self.shared.set_synced(self.segment, self.offset);
+        let mut all = std::mem::take(&mut self.unsynced).records;
+        all.extend(records);
         let head = GlobalPosition(self.next_position - 1);
         self.index.add(
-            &records,
+            &all,
             Marker {
                 position: head,
                 segment: self.segment,
@@ -412,7 +589,23 @@ impl Writer {
         self.head_tx.send_replace(Some(head));
         Ok(took)
     }
+}
 
+/// What the index records of a group's appends.
+fn indexed(accepted: &[Accepted]) -> Vec<IndexedRecord> {
+    accepted
+        .iter()
+        .map(|a| IndexedRecord {
+            loc: a.loc,
+            stream: a.request.stream.clone(),
+            first_version: a.first_version,
+            first_position: a.first_position,
+            ids: a.request.events.iter().map(|e| e.id).collect(),
+        })
+        .collect()
+}
+
+impl Writer {
     /// Seals the segment — the zero thread let go of it, then it is cut to
     /// its used length and synced — and starts a new one: header synced,
     /// then the directory synced. The zero thread then zeroes the new one.
