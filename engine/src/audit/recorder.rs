@@ -22,6 +22,9 @@ use crate::ids::TenantId;
 use crate::log::codec::DomainEvent;
 use crate::log::{ActorId, EventData, EventStore, ExpectedVersion, Metadata, Source, StreamId};
 
+/// Groups appended but not yet answered before the task waits for one.
+const IN_FLIGHT: usize = 1;
+
 /// The most turns [`gather`] yields for more entries.
 const GATHER_TURNS: usize = 8;
 
@@ -154,13 +157,13 @@ async fn run(store: Arc<dyn EventStore>, mut receiver: mpsc::Receiver<Pending>) 
     // Room for the envelope and the metadata around the entries.
     let per_event = limits.max_event_size.saturating_sub(4096).max(1);
     let mut batch = Vec::new();
+    let mut appends = tokio::task::JoinSet::new();
     while receiver.recv_many(&mut batch, MAX_BATCH).await > 0 {
         gather(&mut receiver, &mut batch).await;
         let mut groups: BTreeMap<StreamId, Vec<Pending>> = BTreeMap::new();
         for p in batch.drain(..) {
             groups.entry(p.stream.clone()).or_default().push(p);
         }
-        let mut appends = tokio::task::JoinSet::new();
         for (stream, pending) in groups {
             let store = Arc::clone(&store);
             appends.spawn(async move {
@@ -183,8 +186,13 @@ async fn run(store: Arc<dyn EventStore>, mut receiver: mpsc::Receiver<Pending>) 
                 }
             });
         }
-        while appends.join_next().await.is_some() {}
+        // The next batch gathers while this one is written; at most
+        // IN_FLIGHT groups are on their way to the log at once.
+        while appends.len() > IN_FLIGHT {
+            appends.join_next().await;
+        }
     }
+    while appends.join_next().await.is_some() {}
 }
 
 /// Adds to `batch` the entries of readers that are about to ask: the

@@ -163,15 +163,15 @@ enum Next {
     Closed,
 }
 
-/// The next message: polled for [`SPIN`], then waited for — until `until`
-/// if given.
-fn next_message(rx: &mpsc::Receiver<Message>, until: Option<Instant>) -> Next {
+/// The next message: polled for `spin` (at most [`SPIN`]), then waited for
+/// — until `until` if given.
+fn next_message(rx: &mpsc::Receiver<Message>, spin: Duration, until: Option<Instant>) -> Next {
     let start = Instant::now();
     loop {
         match rx.try_recv() {
             Ok(m) => return Next::Message(m),
             Err(mpsc::TryRecvError::Disconnected) => return Next::Closed,
-            Err(mpsc::TryRecvError::Empty) if start.elapsed() < SPIN => {
+            Err(mpsc::TryRecvError::Empty) if start.elapsed() < spin => {
                 std::thread::yield_now();
             }
             Err(mpsc::TryRecvError::Empty) => {
@@ -197,6 +197,8 @@ struct Pace {
     appends: usize,
     /// How long its `fdatasync` took.
     sync: Duration,
+    /// Whether it held a synced append.
+    synced: bool,
 }
 
 impl Writer {
@@ -207,7 +209,11 @@ impl Writer {
         let mut stop = None;
         loop {
             let due = self.unsynced.since.map(|t| t + self.written_sync_after);
-            let first = match next_message(&rx, due) {
+            // Callers of synced appends often append again at once; the
+            // audit's written appends come a batch of reads later, and
+            // polling for them would only take the CPU those reads need.
+            let spin = if pace.synced { SPIN } else { Duration::ZERO };
+            let first = match next_message(&rx, spin, due) {
                 Next::Message(m) => m,
                 Next::Due => {
                     self.sync_unsynced(&mut failed);
@@ -230,8 +236,15 @@ impl Writer {
                 }
             } else {
                 let appends = group.len();
+                let synced = group.iter().any(|r| r.durability == Durability::Synced);
                 match self.commit_group(group, &mut buf) {
-                    Ok(sync) => pace = Pace { appends, sync },
+                    Ok(sync) => {
+                        pace = Pace {
+                            appends,
+                            sync,
+                            synced,
+                        }
+                    }
                     Err(e) => failed = Some(e),
                 }
             }
