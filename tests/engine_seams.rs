@@ -649,3 +649,135 @@ async fn the_unscoped_store_and_projection_host_need_a_platform_administrator() 
         .is_err());
     engine.shutdown().await.unwrap();
 }
+
+/// Waits until the orchestration dispatcher holds `timers` timers.
+async fn wait_for_timers(engine: &Engine, timers: usize) {
+    for _ in 0..200 {
+        if engine.orchestration_backlog().timers == timers {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "the dispatcher holds {:?}, not {timers} timers",
+        engine.orchestration_backlog()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspending_a_tenant_stops_its_work_until_it_is_reactivated_even_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let ops = platform_admin();
+    let essex = TenantId::new("essex").unwrap();
+    let essex_admin = Principal::new(essex.clone(), "admin-1").with_roles(["administrator"]);
+    let engine = Engine::open_with(dir.path(), registered()).unwrap();
+    engine.start().await.unwrap();
+    engine.deploy(&admin(), FOI, Format::Toml).await.unwrap();
+    engine
+        .deploy(&essex_admin, FOI, Format::Toml)
+        .await
+        .unwrap();
+    let open = OpenCase::new("foi_request", request()).with_id("FOI-1".parse().unwrap());
+    let opened = engine.open_case(&officer(), open).await.unwrap();
+    engine
+        .case_view(&officer(), "FOI-1", Consistency::after(&opened))
+        .await
+        .unwrap();
+    // The FOI definition's case-level deadlines run as dispatcher timers.
+    let kent_timers = engine.orchestration_backlog().timers;
+    assert!(kent_timers > 0, "the FOI case runs deadlines");
+    let host = engine.projections(&ops).unwrap();
+    let names = host.names();
+    assert_eq!(host.running_status(&kent()).len(), names.len());
+    assert_eq!(host.running_status(&essex).len(), names.len());
+
+    assert_eq!(
+        engine.suspend_tenant(&ops, &kent()).await.unwrap(),
+        TenantChange::Changed
+    );
+    // Its runners have ended and none starts again; another tenant's run on.
+    assert!(host.running_status(&kent()).is_empty());
+    assert!(host.is_stopped(&kent()));
+    assert!(matches!(
+        host.ensure(&kent()),
+        Err(ProjectionError::TenantStopped { .. })
+    ));
+    let err = host.status(&kent()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert_eq!(host.running_status(&essex).len(), names.len());
+    // The dispatcher let go of its timers.
+    assert_eq!(engine.orchestration_backlog().timers, 0);
+
+    // Events appended meanwhile (by the platform administrator: the
+    // tenant's own calls are refused) wait for the tenant's runners.
+    let note = CaseEvent::NoteAdded {
+        text: "migrated while suspended".into(),
+        by: "ops".into(),
+        at: engine.now(),
+    };
+    let stream = StreamId::new(kent(), "case", "FOI-1").unwrap();
+    let version = engine
+        .store(&ops)
+        .unwrap()
+        .stream_version(&stream)
+        .await
+        .unwrap()
+        .unwrap();
+    let appended = engine
+        .store(&ops)
+        .unwrap()
+        .append(
+            &stream,
+            ExpectedVersion::Exact(version),
+            vec![casebook::log::codec::DomainEvent::to_event_data(
+                &note,
+                Metadata::new(ActorId::new("ops"), Source::system("migration")),
+            )
+            .unwrap()],
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(host.running_status(&kent()).is_empty());
+    engine.shutdown().await.unwrap();
+    drop(engine);
+
+    // Reopened, the engine starts nothing for the suspended tenant.
+    let engine = Engine::open_with(dir.path(), registered()).unwrap();
+    engine.start().await.unwrap();
+    let host = engine.projections(&ops).unwrap();
+    assert!(host.known_tenants().contains(&kent()));
+    assert!(host.running_status(&kent()).is_empty());
+    assert!(host.is_stopped(&kent()));
+    assert_eq!(host.running_status(&essex).len(), names.len());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(engine.orchestration_backlog().timers, 0);
+
+    // Reactivated: the runners resume from their checkpoints and apply
+    // what was appended meanwhile; the timers come back.
+    assert_eq!(
+        engine.reactivate_tenant(&ops, &kent()).await.unwrap(),
+        TenantChange::Changed
+    );
+    assert!(!host.is_stopped(&kent()));
+    assert_eq!(host.running_status(&kent()).len(), names.len());
+    engine
+        .wait_for_projections(
+            &officer(),
+            engine_position(&engine, &officer(), appended.last_position),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    let projected = engine
+        .case_view(&officer(), "FOI-1", Consistency::Eventual)
+        .await
+        .unwrap();
+    assert_eq!(projected.version, appended.version);
+    wait_for_timers(&engine, kent_timers).await;
+    engine.shutdown().await.unwrap();
+}
+
+fn engine_position(_: &Engine, _: &Principal, p: GlobalPosition) -> GlobalPosition {
+    p
+}

@@ -570,14 +570,15 @@ impl Engine {
     }
 
     /// Starts the background work: the projection runners of every tenant
-    /// the projection database knows, and from then on of each tenant at
-    /// its first write. Idempotent.
+    /// the projection database knows (but a suspended one), and from then
+    /// on of each tenant at its first write. Idempotent.
     ///
     /// Errors: [`EngineError::ShutDown`] after [`Engine::shutdown`];
     /// [`EngineError::Projection`] if a runner cannot start.
     pub async fn start(&self) -> Result<(), EngineError> {
         self.check_running()?;
-        self.start_projections()?;
+        let suspended = self.suspended_tenants().await?;
+        self.start_projections(&suspended).await?;
         self.inner.started.store(true, Ordering::Release);
         let mut slot = self
             .inner

@@ -134,12 +134,19 @@ impl Engine {
         Ok(slot.host.get_or_init(|| host))
     }
 
-    /// Starts the runners of every tenant the projection host knows (part
-    /// of [`Engine::start`]).
+    /// Starts the runners of every tenant the projection host knows but
+    /// the `suspended` ones, which are stopped (part of [`Engine::start`]).
     ///
     /// Errors: [`ProjectionError`] if a runner cannot start.
-    pub(super) fn start_projections(&self) -> Result<(), ProjectionError> {
-        self.open_projections()?.start_known()
+    pub(super) async fn start_projections(
+        &self,
+        suspended: &[TenantId],
+    ) -> Result<(), ProjectionError> {
+        let host = self.open_projections()?;
+        for tenant in suspended {
+            host.stop_tenant(tenant).await;
+        }
+        host.start_known()
     }
 
     /// The projection host, opening its database if it is not open yet.
