@@ -45,9 +45,13 @@ use serde::{Deserialize, Serialize};
 pub use audited::{raw_visible, reads_engine_streams};
 pub use error::{EngineError, SnapshotSource};
 pub use idempotency::CommandId;
+pub use queries::{
+    TenantProjectionStatus, TenantRebuildStatus, TenantRunState, PENDING_COUNT_LIMIT,
+};
 pub use snapshots::{MemorySnapshots, SledSnapshots, SnapshotStore};
 pub use tenant_log::{
-    CaseChanges, TenantLog, TenantPage, TenantSubscription, AUDITOR_ROLE, INTEGRATION_ROLE,
+    CaseChanges, TenantAppendResult, TenantLog, TenantPage, TenantSubscription, AUDITOR_ROLE,
+    INTEGRATION_ROLE,
 };
 pub use tenants::{TenantChange, TenantEvent, TenantRecord, TenantStatus};
 
@@ -66,7 +70,7 @@ use crate::log::{
 };
 use crate::recent::Recent;
 use crate::rules::{Budget, EvalError, COMMAND_BUDGET, INLINE_BUDGET};
-use crate::security::{Classification, Principal};
+use crate::security::{Classification, PositionKey, PositionToken, Principal, TenantPositions};
 use crate::time::{Clock, Timestamp};
 
 /// How many commands whose rules exceed [`INLINE_BUDGET`] may be decided at
@@ -277,8 +281,10 @@ pub struct CaseOutcome {
     pub events: Vec<CaseEvent>,
     /// The case's version after the command.
     pub version: StreamVersion,
-    /// The global position of the last event appended (for read-your-writes).
-    pub position: Option<GlobalPosition>,
+    /// Where the last event appended is, as the tenant's position token
+    /// (for read-your-writes: [`crate::projection::Consistency::after`]);
+    /// `None` if the command appended nothing.
+    pub position: Option<PositionToken>,
 }
 
 /// Completing a service task by hand (instead of its service) is an
@@ -460,6 +466,8 @@ pub(crate) struct Inner {
     tenants: tenants::RegistrySlot,
     /// Records the audit of reads.
     audit: crate::audit::Recorder,
+    /// The secret of the tenants' position tokens.
+    positions: PositionKey,
 }
 
 impl Engine {
@@ -489,7 +497,10 @@ impl Engine {
             },
         )?;
         let snapshots = Arc::new(SledSnapshots::open(&dir.as_ref().join("snapshots"))?);
+        let positions =
+            PositionKey::load_or_create(dir.as_ref()).map_err(EngineError::PositionKey)?;
         let engine = Engine::assemble(
+            positions,
             Arc::new(log.clone()),
             Some(log),
             Arc::clone(&snapshots) as Arc<dyn SnapshotStore>,
@@ -526,7 +537,9 @@ impl Engine {
         store: Arc<dyn EventStore>,
         config: EngineConfig,
     ) -> Result<Self, EngineError> {
+        let positions = PositionKey::random().map_err(EngineError::PositionKey)?;
         let engine = Engine::assemble(
+            positions,
             store,
             None,
             Arc::new(MemorySnapshots::default()),
@@ -539,6 +552,7 @@ impl Engine {
     }
 
     fn assemble(
+        positions: PositionKey,
         store: Arc<dyn EventStore>,
         log: Option<LogStore>,
         snapshots: Arc<dyn SnapshotStore>,
@@ -565,6 +579,7 @@ impl Engine {
                 dispatcher: Mutex::new(None),
                 heavy: Arc::new(tokio::sync::Semaphore::new(HEAVY_DECISIONS)),
                 tenants: tenants::RegistrySlot::default(),
+                positions,
             }),
         }
     }
@@ -748,6 +763,66 @@ impl Engine {
 
     pub(crate) fn raw_store(&self) -> Arc<dyn EventStore> {
         Arc::clone(&self.inner.store)
+    }
+
+    /// The position-token codec of `tenant` (see
+    /// [`crate::security::positions`]).
+    pub(crate) fn tenant_positions(&self, tenant: &TenantId) -> TenantPositions {
+        self.inner.positions.tenant(tenant)
+    }
+
+    /// The token `tenant` would be given for a global position: for a
+    /// platform administrator who reads the unscoped log
+    /// ([`Engine::store`]) and hands a tenant a position, or answers a
+    /// tenant's question about one.
+    ///
+    /// Errors: [`crate::security::AccessError::NotPlatformAdministrator`];
+    /// [`crate::security::AccessError::PositionOutOfRange`].
+    pub fn position_token(
+        &self,
+        platform_admin: &Principal,
+        tenant: &TenantId,
+        position: GlobalPosition,
+    ) -> Result<PositionToken, crate::security::AccessError> {
+        Self::require_platform_admin(platform_admin, "make a tenant's position token")?;
+        self.tenant_positions(tenant).encode(position)
+    }
+
+    /// The global position a token of `tenant` stands for (for a platform
+    /// administrator, as [`Engine::position_token`]).
+    ///
+    /// Errors: [`crate::security::AccessError::NotPlatformAdministrator`];
+    /// [`crate::security::AccessError::NotAPositionToken`].
+    pub fn token_position(
+        &self,
+        platform_admin: &Principal,
+        tenant: &TenantId,
+        token: PositionToken,
+    ) -> Result<GlobalPosition, crate::security::AccessError> {
+        Self::require_platform_admin(platform_admin, "decode a tenant's position token")?;
+        self.tenant_positions(tenant).decode(token, "position")
+    }
+
+    /// The token of a raw event the principal has read (through
+    /// [`Engine::read_all`], [`Engine::subscribe_all`], [`Engine::read_stream`]
+    /// or [`Engine::tenant_log`]): what a server hands on instead of the
+    /// event's global position. Only an event of the principal's own
+    /// tenant has one.
+    ///
+    /// Errors: [`crate::security::AccessError::UnknownStream`] for another
+    /// tenant's event; [`crate::security::AccessError::PositionOutOfRange`].
+    pub fn event_token(
+        &self,
+        principal: &Principal,
+        event: &crate::log::RecordedEvent,
+    ) -> Result<PositionToken, crate::security::AccessError> {
+        if event.tenant() != &principal.tenant {
+            return Err(crate::security::AccessError::UnknownStream {
+                stream: event.stream.to_string(),
+            });
+        }
+        self.tenant_positions(&principal.tenant)
+            .encode(event.position)
     }
 
     /// Deploys a case definition for the principal's tenant.
@@ -1200,7 +1275,7 @@ impl Engine {
             case_id: CaseId::new(case_id)?,
             events: see.events(events, &loaded.state),
             version,
-            position: Some(position),
+            position: Some(self.tenant_positions(stream.tenant()).encode(position)?),
         }))
     }
 
@@ -1508,7 +1583,7 @@ impl Engine {
         events: Vec<CaseEvent>,
         principal: &Principal,
         context: &CommandContext,
-    ) -> Result<(StreamVersion, Option<GlobalPosition>, Vec<CaseEvent>), EngineError> {
+    ) -> Result<(StreamVersion, Option<PositionToken>, Vec<CaseEvent>), EngineError> {
         if events.is_empty() {
             return Ok((loaded_version.unwrap_or(StreamVersion::START), None, events));
         }
@@ -1552,6 +1627,9 @@ impl Engine {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(stream.clone(), (result.version, Arc::clone(def), state));
-        Ok((result.version, Some(result.last_position), events))
+        let token = self
+            .tenant_positions(stream.tenant())
+            .encode(result.last_position)?;
+        Ok((result.version, Some(token), events))
     }
 }

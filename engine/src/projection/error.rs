@@ -341,6 +341,8 @@ impl QueryError {
             QueryError::UnknownCase { .. } => ErrorKind::NotFound,
             QueryError::Timeout { .. }
             | QueryError::Faulted { .. }
+            | QueryError::Lagging { .. }
+            | QueryError::FaultedAt { .. }
             | QueryError::NotReady { .. } => ErrorKind::Unavailable,
             QueryError::Corrupt(_) => ErrorKind::Internal,
             QueryError::Projection(e) => e.kind(),
@@ -474,6 +476,28 @@ pub enum QueryError {
         projection: String,
         /// The failing event's position.
         position: GlobalPosition,
+        /// The error.
+        error: String,
+    },
+    /// A tenant's query: the projection did not reach the position token
+    /// asked for in time ([`QueryError::Timeout`] as a tenant is told it,
+    /// with no global position).
+    #[error("projection {projection} has not reached position {wanted} within the timeout; retry or wait longer")]
+    Lagging {
+        /// The projection.
+        projection: String,
+        /// The position token asked for.
+        wanted: crate::security::PositionToken,
+    },
+    /// A tenant's query: the projection is faulted
+    /// ([`QueryError::Faulted`] as a tenant is told it: the failing
+    /// event's position as the tenant's token).
+    #[error("projection {projection} is faulted at position {position}: {error}")]
+    FaultedAt {
+        /// The projection.
+        projection: String,
+        /// The failing event's position token.
+        position: crate::security::PositionToken,
         /// The error.
         error: String,
     },

@@ -14,18 +14,50 @@ use super::error::{ProjectionError, QueryError, StoreError};
 use super::runner::{self, Control, Progress, RunnerCtx};
 use super::{Projection, Rows};
 use crate::log::{EventStore, GlobalPosition, TenantId};
+use crate::security::PositionToken;
 
 /// Events per batch (one sled batch, one checkpoint) when live, by default.
 pub const DEFAULT_BATCH_SIZE: usize = 512;
 
-/// How fresh a query's answer must be.
+/// How fresh a tenant's query answer must be (the engine's query methods).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Consistency {
     /// Whatever the projection holds now (it may be behind the log).
     #[default]
     Eventual,
-    /// Wait until the projection has reached `position` (e.g. the position an
-    /// append returned), for at most `timeout`.
+    /// Wait until the projection has reached `position` — a position token
+    /// the engine gave the caller's tenant, e.g. a command's
+    /// [`crate::engine::CaseOutcome::position`] — for at most `timeout`.
+    /// [`PositionToken::NONE`] waits for nothing; another tenant's or a
+    /// made-up token is refused
+    /// ([`crate::security::AccessError::NotAPositionToken`]).
+    AtLeast {
+        /// The tenant's position token to reach.
+        position: PositionToken,
+        /// How long to wait.
+        timeout: Duration,
+    },
+}
+
+impl Consistency {
+    /// Waits for `position` for up to 5 seconds.
+    pub fn at_least(position: PositionToken) -> Self {
+        Consistency::AtLeast {
+            position,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// How fresh a [`ProjectionHost::read`] must be, in global positions: the
+/// unscoped host's (a platform administrator's) form of [`Consistency`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Freshness {
+    /// Whatever the projection holds now.
+    #[default]
+    Eventual,
+    /// Wait until the projection has reached `position` (events of other
+    /// tenants count as passed), for at most `timeout`.
     AtLeast {
         /// The global position to reach.
         position: GlobalPosition,
@@ -34,10 +66,10 @@ pub enum Consistency {
     },
 }
 
-impl Consistency {
+impl Freshness {
     /// Waits for `position` for up to 5 seconds.
     pub fn at_least(position: GlobalPosition) -> Self {
-        Consistency::AtLeast {
+        Freshness::AtLeast {
             position,
             timeout: Duration::from_secs(5),
         }
@@ -577,9 +609,9 @@ impl ProjectionHost {
         &self,
         name: &str,
         tenant: &TenantId,
-        consistency: Consistency,
+        consistency: Freshness,
     ) -> Result<Arc<Generation>, QueryError> {
-        if let Consistency::AtLeast { position, timeout } = consistency {
+        if let Freshness::AtLeast { position, timeout } = consistency {
             self.wait_for(name, tenant, position, timeout).await?;
         }
         let runner = self.runner(name, tenant)?;
