@@ -472,7 +472,9 @@ pub(crate) struct Inner {
 
 impl Engine {
     /// An engine on the embedded durable store in `dir` (`<dir>/log`,
-    /// `<dir>/index`, `<dir>/snapshots`, `<dir>/projections`).
+    /// `<dir>/index`, `<dir>/snapshots`, `<dir>/projections`, and
+    /// `<dir>/position.key`, the secret of the tenants' position tokens,
+    /// made at the first open: see [`crate::security::positions`]).
     ///
     /// Opening recovers the log and opens every database, and starts no
     /// background work: commands work at once, and [`Engine::start`] starts
@@ -481,6 +483,8 @@ impl Engine {
     ///
     /// Errors: those of [`LogStore::open`] ([`LogError::Locked`] while
     /// another engine has the directory open); [`EngineError::SnapshotStore`];
+    /// [`EngineError::PositionKey`] if the token secret cannot be read or
+    /// made;
     /// [`EngineError::Projection`] if the projection database cannot be
     /// opened.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, EngineError> {
@@ -527,9 +531,10 @@ impl Engine {
         Self::with_store(store, config)
     }
 
-    /// An engine on any event store, with in-memory snapshots and a
-    /// temporary projection database. The store stamps `recorded` times
-    /// with its own clock.
+    /// An engine on any event store, with in-memory snapshots, a
+    /// temporary projection database and a position-token secret of its
+    /// own (tokens it gives are valid for this engine value only). The
+    /// store stamps `recorded` times with its own clock.
     ///
     /// Errors: [`EngineError::Projection`] if the temporary projection
     /// database cannot be made.
