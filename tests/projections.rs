@@ -2237,7 +2237,7 @@ async fn check_exact(engine: &Engine) -> (Vec<(Vec<u8>, Vec<u8>)>, Vec<(Vec<u8>,
         let positions: Vec<PositionToken> = tl.items.iter().map(|e| e.position).collect();
         let expected: Vec<PositionToken> = events
             .iter()
-            .map(|e| token(&engine, t, e.position))
+            .map(|e| token(engine, t, e.position))
             .collect();
         assert_eq!(
             positions, expected,
