@@ -148,7 +148,13 @@ fn main() {
         .unwrap();
     let engine = data::open(&rt);
     let who = data::officer(42);
-    let head = data::head(&engine);
+    let head = engine
+        .position_token(
+            &casebook::security::Principal::platform_administrator("ops"),
+            &who.tenant,
+            data::head(&engine),
+        )
+        .unwrap();
     let started = Instant::now();
     rt.block_on(engine.wait_for_projections(&who, head, Duration::from_secs(3600)))
         .unwrap();

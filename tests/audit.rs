@@ -21,7 +21,7 @@ use casebook::log::{
 use casebook::projection::query::{DeadlineQuery, PageRequest, SearchQuery, WorkQueueQuery};
 use casebook::projection::{Consistency, QueryError};
 use casebook::rules::serde_json::json;
-use casebook::security::{Classification, Principal};
+use casebook::security::{Classification, PositionToken, Principal};
 use casebook::time::{ManualClock, Timestamp};
 use casebook::{streams, Engine, ErrorKind};
 
@@ -81,7 +81,7 @@ async fn engine_with(clock: Arc<ManualClock>) -> Engine {
 }
 
 /// Opens case `id`, marked `marking`; returns the position of its events.
-async fn open(engine: &Engine, id: &str, marking: Classification) -> GlobalPosition {
+async fn open(engine: &Engine, id: &str, marking: Classification) -> PositionToken {
     let mut request = OpenCase::new(
         "incident",
         CaseFile::from_json(json!({
@@ -153,7 +153,7 @@ fn views(entries: &[AuditEntry]) -> usize {
     entries.iter().filter(|e| e.read == ReadKind::View).count()
 }
 
-fn fresh(position: GlobalPosition) -> Consistency {
+fn fresh(position: PositionToken) -> Consistency {
     Consistency::AtLeast {
         position,
         timeout: WAIT,
@@ -271,7 +271,7 @@ async fn each_read_kind_records_exactly_one_entry_naming_its_cases() {
     );
 
     let (all, e) = one_entry(&engine, || {
-        engine.read_all(&raw, GlobalPosition::START, 1_000)
+        engine.read_all(&raw, PositionToken::NONE, 1_000)
     })
     .await;
     let (events, _) = all.unwrap();

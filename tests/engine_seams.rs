@@ -19,7 +19,7 @@ use casebook::log::{
 };
 use casebook::projection::{Consistency, ProjectionError, QueryError};
 use casebook::rules::serde_json::json;
-use casebook::security::{AccessError, Classification, Principal};
+use casebook::security::{AccessError, Classification, PositionToken, Principal};
 use casebook::time::{ManualClock, Timestamp};
 use casebook::{Engine, ErrorKind};
 
@@ -595,7 +595,7 @@ async fn the_unscoped_store_and_projection_host_need_a_platform_administrator() 
         .unwrap()
         .is_empty());
     assert!(log
-        .read_all(GlobalPosition::START, 100)
+        .read_all(PositionToken::NONE, 100)
         .await
         .unwrap()
         .events
@@ -647,5 +647,335 @@ async fn the_unscoped_store_and_projection_host_need_a_platform_administrator() 
         .append(&own, ExpectedVersion::Any, vec![event("foi-7")])
         .await
         .is_err());
+    engine.shutdown().await.unwrap();
+}
+
+/// Waits until the orchestration dispatcher holds `timers` timers.
+async fn wait_for_timers(engine: &Engine, timers: usize) {
+    for _ in 0..200 {
+        if engine.orchestration_backlog().timers == timers {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!(
+        "the dispatcher holds {:?}, not {timers} timers",
+        engine.orchestration_backlog()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspending_a_tenant_stops_its_work_until_it_is_reactivated_even_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let ops = platform_admin();
+    let essex = TenantId::new("essex").unwrap();
+    let essex_admin = Principal::new(essex.clone(), "admin-1").with_roles(["administrator"]);
+    let engine = Engine::open_with(dir.path(), registered()).unwrap();
+    engine.start().await.unwrap();
+    engine.deploy(&admin(), FOI, Format::Toml).await.unwrap();
+    engine
+        .deploy(&essex_admin, FOI, Format::Toml)
+        .await
+        .unwrap();
+    let open = OpenCase::new("foi_request", request()).with_id("FOI-1".parse().unwrap());
+    let opened = engine.open_case(&officer(), open).await.unwrap();
+    engine
+        .case_view(&officer(), "FOI-1", Consistency::after(&opened))
+        .await
+        .unwrap();
+    // The FOI definition's case-level deadlines run as dispatcher timers.
+    let kent_timers = engine.orchestration_backlog().timers;
+    assert!(kent_timers > 0, "the FOI case runs deadlines");
+    let host = engine.projections(&ops).unwrap();
+    let names = host.names();
+    assert_eq!(host.running_status(&kent()).len(), names.len());
+    assert_eq!(host.running_status(&essex).len(), names.len());
+
+    assert_eq!(
+        engine.suspend_tenant(&ops, &kent()).await.unwrap(),
+        TenantChange::Changed
+    );
+    // Its runners have ended and none starts again; another tenant's run on.
+    assert!(host.running_status(&kent()).is_empty());
+    assert!(host.is_stopped(&kent()));
+    assert!(matches!(
+        host.ensure(&kent()),
+        Err(ProjectionError::TenantStopped { .. })
+    ));
+    let err = host.status(&kent()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert_eq!(host.running_status(&essex).len(), names.len());
+    // The dispatcher let go of its timers.
+    assert_eq!(engine.orchestration_backlog().timers, 0);
+
+    // Events appended meanwhile (by the platform administrator: the
+    // tenant's own calls are refused) wait for the tenant's runners.
+    let note = CaseEvent::NoteAdded {
+        text: "migrated while suspended".into(),
+        by: "ops".into(),
+        at: engine.now(),
+    };
+    let stream = StreamId::new(kent(), "case", "FOI-1").unwrap();
+    let version = engine
+        .store(&ops)
+        .unwrap()
+        .stream_version(&stream)
+        .await
+        .unwrap()
+        .unwrap();
+    let appended = engine
+        .store(&ops)
+        .unwrap()
+        .append(
+            &stream,
+            ExpectedVersion::Exact(version),
+            vec![casebook::log::codec::DomainEvent::to_event_data(
+                &note,
+                Metadata::new(ActorId::new("ops"), Source::system("migration")),
+            )
+            .unwrap()],
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(host.running_status(&kent()).is_empty());
+    engine.shutdown().await.unwrap();
+    drop(engine);
+
+    // Reopened, the engine starts nothing for the suspended tenant.
+    let engine = Engine::open_with(dir.path(), registered()).unwrap();
+    engine.start().await.unwrap();
+    let host = engine.projections(&ops).unwrap();
+    assert!(host.known_tenants().contains(&kent()));
+    assert!(host.running_status(&kent()).is_empty());
+    assert!(host.is_stopped(&kent()));
+    assert_eq!(host.running_status(&essex).len(), names.len());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(engine.orchestration_backlog().timers, 0);
+
+    // Reactivated: the runners resume from their checkpoints and apply
+    // what was appended meanwhile; the timers come back.
+    assert_eq!(
+        engine.reactivate_tenant(&ops, &kent()).await.unwrap(),
+        TenantChange::Changed
+    );
+    assert!(!host.is_stopped(&kent()));
+    assert_eq!(host.running_status(&kent()).len(), names.len());
+    engine
+        .wait_for_projections(
+            &officer(),
+            engine_position(&engine, &officer(), appended.last_position),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    let projected = engine
+        .case_view(&officer(), "FOI-1", Consistency::Eventual)
+        .await
+        .unwrap();
+    assert_eq!(projected.version, appended.version);
+    wait_for_timers(&engine, kent_timers).await;
+    engine.shutdown().await.unwrap();
+}
+
+/// The principal's tenant's token for a global position, as a platform
+/// administrator hands it on.
+fn engine_position(engine: &Engine, principal: &Principal, p: GlobalPosition) -> PositionToken {
+    engine
+        .position_token(&platform_admin(), &principal.tenant, p)
+        .unwrap()
+}
+
+/// Appends `n` events to the tenant's own `sensor/<id>` stream.
+async fn sensor_readings(engine: &Engine, tenant: &TenantId, id: &str, n: usize) {
+    let feed = Principal::new(tenant.clone(), "feed-1").with_roles(["integration"]);
+    let log = engine.tenant_log(&feed).await.unwrap();
+    let stream = StreamId::new(tenant.clone(), "sensor", id).unwrap();
+    for chunk in 0..n.div_ceil(100) {
+        let events = (0..100.min(n - chunk * 100))
+            .map(|i| {
+                EventData::new(
+                    "reading",
+                    format!("{i}").into_bytes(),
+                    Metadata::new(ActorId::new("feed-1"), Source::system("sensor")),
+                )
+            })
+            .collect();
+        log.append(&stream, ExpectedVersion::Any, events)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_sees_position_tokens_that_reveal_nothing_of_other_tenants() {
+    let dir = tempfile::tempdir().unwrap();
+    let ops = platform_admin();
+    let essex = TenantId::new("essex").unwrap();
+    let essex_admin = Principal::new(essex.clone(), "admin-1").with_roles(["administrator"]);
+    let essex_officer = Principal::new(essex.clone(), "foi-1").with_roles(["foi_officer"]);
+    let engine = Engine::open_with(dir.path(), registered()).unwrap();
+    engine.start().await.unwrap();
+    engine
+        .deploy(&essex_admin, FOI, Format::Toml)
+        .await
+        .unwrap();
+    let open = |id: &str| OpenCase::new("foi_request", request()).with_id(id.parse().unwrap());
+    let first = engine.open_case(&essex_officer, open("E-1")).await.unwrap();
+    // Kent writes a thousand events; then essex writes again.
+    sensor_readings(&engine, &kent(), "k-1", 1_000).await;
+    let second = engine.open_case(&essex_officer, open("E-2")).await.unwrap();
+    let (t1, t2) = (first.position.unwrap(), second.position.unwrap());
+    // The platform administrator sees the global gap ...
+    let (g1, g2) = (
+        engine.token_position(&ops, &essex, t1).unwrap(),
+        engine.token_position(&ops, &essex, t2).unwrap(),
+    );
+    assert!(g2.0 - g1.0 > 1_000, "{g1:?} {g2:?}");
+    // ... the tenant's tokens do not show it: not ~1000 apart, and not
+    // ordered (over a run of commands, some steps go down).
+    assert!(t2.get().abs_diff(t1.get()) > 1_000_000, "{t1} {t2}");
+    let mut tokens = vec![t2];
+    for i in 0..16 {
+        let note = CaseCommand::AddNote {
+            text: format!("note {i}"),
+        };
+        let done = engine
+            .execute(&essex_officer, "E-2", note, CommandContext::default())
+            .await
+            .unwrap();
+        tokens.push(done.position.unwrap());
+    }
+    let ups = tokens
+        .windows(2)
+        .filter(|w| w[1].get() > w[0].get())
+        .count();
+    assert!(0 < ups && ups < 16, "{ups} of 16 steps go up");
+    // Round trip: each token decodes to the event's global position.
+    let stream = StreamId::new(essex.clone(), "case", "E-2").unwrap();
+    let last = engine
+        .store(&ops)
+        .unwrap()
+        .read_stream(&stream, Direction::Backward, StreamVersion::END, 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        engine
+            .token_position(&ops, &essex, *tokens.last().unwrap())
+            .unwrap(),
+        last[0].position
+    );
+    assert_eq!(
+        engine
+            .position_token(&ops, &essex, last[0].position)
+            .unwrap(),
+        *tokens.last().unwrap()
+    );
+    // Only a platform administrator translates.
+    assert!(engine.token_position(&essex_admin, &essex, t1).is_err());
+
+    // Read-your-writes with a token.
+    let view = engine
+        .case_view(
+            &essex_officer,
+            "E-2",
+            Consistency::at_least(*tokens.last().unwrap()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(view.version, last[0].version);
+    assert_eq!(view.position, *tokens.last().unwrap());
+
+    // Essex's token is not kent's, nor is a made-up one: refused by name.
+    let kent_reader = officer();
+    let refused = |e: &QueryError| {
+        assert!(
+            matches!(e, QueryError::Access(AccessError::NotAPositionToken { .. })),
+            "{e}"
+        );
+        assert!(matches!(e.kind(), ErrorKind::InvalidArgument { .. }), "{e}");
+        assert!(e
+            .to_string()
+            .contains("not a position token of this tenant"));
+    };
+    refused(
+        &engine
+            .wait_for_projections(&kent_reader, t1, Duration::from_secs(1))
+            .await
+            .unwrap_err(),
+    );
+    refused(
+        &engine
+            .case_view(
+                &kent_reader,
+                "FOI-1",
+                Consistency::at_least(PositionToken::from_u64(0xDEAD_BEEF)),
+            )
+            .await
+            .unwrap_err(),
+    );
+    let err = engine.read_all(&kent_reader, t1, 10).await.unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::InvalidArgument { .. }),
+        "{err}"
+    );
+
+    // Projection status: the tenant's own view, pending counted in its own
+    // events only (kent's thousand are not essex's).
+    engine
+        .wait_for_projections(
+            &essex_officer,
+            *tokens.last().unwrap(),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+    for s in engine.projection_status(&essex_admin).await.unwrap() {
+        assert_eq!(s.pending, 0, "{s:?}");
+        assert!(!s.position.is_none(), "{s:?}");
+    }
+
+    // Resuming a raw subscription after an event's token.
+    let feed = Principal::new(essex.clone(), "feed-1").with_roles(["integration"]);
+    sensor_readings(&engine, &essex, "e-1", 3).await;
+    let (events, next) = engine
+        .read_all(&feed, PositionToken::NONE, 1_000)
+        .await
+        .unwrap();
+    let readings: Vec<_> = events
+        .iter()
+        .filter(|e| e.stream.category() == "sensor")
+        .collect();
+    assert_eq!(readings.len(), 3);
+    let after_first = engine.event_token(&feed, readings[0]).unwrap();
+    let mut subscription = engine
+        .subscribe_all(&feed, casebook::log::SubscriptionStart::After(after_first))
+        .await
+        .unwrap();
+    let resumed = tokio::time::timeout(Duration::from_secs(5), subscription.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resumed.id, readings[1].id);
+    drop(subscription);
+    assert!(engine
+        .read_all(&feed, next, 1_000)
+        .await
+        .unwrap()
+        .0
+        .is_empty());
+    // Another tenant's event has no token for this caller.
+    assert!(engine.event_token(&officer(), readings[0]).is_err());
+    engine.shutdown().await.unwrap();
+    drop(engine);
+
+    // The key is kept: tokens stay valid across a restart.
+    let engine = Engine::open_with(dir.path(), registered()).unwrap();
+    engine.start().await.unwrap();
+    assert_eq!(engine.token_position(&ops, &essex, t1).unwrap(), g1);
+    engine
+        .case_view(&essex_officer, "E-1", Consistency::at_least(t1))
+        .await
+        .unwrap();
     engine.shutdown().await.unwrap();
 }

@@ -175,7 +175,11 @@ async fn settle(engine: &Engine) -> Consistency {
     let ops = Principal::platform_administrator("ops");
     let head = engine.store(&ops).unwrap().head_position().unwrap();
     engine
-        .wait_for_projections(&admin(), head, WAIT)
+        .wait_for_projections(
+            &admin(),
+            engine.position_token(&ops, &admin().tenant, head).unwrap(),
+            WAIT,
+        )
         .await
         .unwrap();
     Consistency::Eventual

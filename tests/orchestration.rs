@@ -366,7 +366,11 @@ async fn a_flaky_service_is_retried_with_backoff_then_fails_with_an_incident_tha
     let incidents = engine
         .incidents(
             &officer(),
-            Consistency::at_least(engine_head(&engine).await),
+            Consistency::at_least(
+                engine
+                    .position_token(&platform_admin(), &kent(), engine_head(&engine).await)
+                    .unwrap(),
+            ),
         )
         .await
         .unwrap();

@@ -16,7 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use casebook::case::{CaseCommand, CaseFile, CaseStatus, ItemRef};
 use casebook::definition::Format;
-use casebook::engine::{CommandContext, EngineConfig, OpenCase};
+use casebook::engine::{CommandContext, EngineConfig, OpenCase, TenantRunState};
 use casebook::log::{
     ActorId, Direction, EventData, EventStore, ExpectedVersion, GlobalPosition, MemoryStore,
     Metadata, RecordedEvent, Source, StreamId, StreamVersion, TenantId, Timestamp,
@@ -26,11 +26,11 @@ use casebook::projection::query::{
     WorkQueueQuery,
 };
 use casebook::projection::{
-    Changes, Consistency, Handler, HandlerError, Projection, ProjectionHost, QueryError, Rows,
-    RunState,
+    Changes, Consistency, Freshness, Handler, HandlerError, Projection, ProjectionHost, QueryError,
+    Rows, RunState,
 };
 use casebook::rules::serde_json::{json, Value};
-use casebook::security::{Classification, Principal};
+use casebook::security::{Classification, PositionToken, Principal};
 use casebook::Engine;
 use proptest::prelude::*;
 
@@ -77,7 +77,7 @@ fn ctx(reason: &str) -> CommandContext {
     CommandContext::because(reason)
 }
 
-async fn open_incident(engine: &Engine, t: &str, id: &str, file: Value) -> GlobalPosition {
+async fn open_incident(engine: &Engine, t: &str, id: &str, file: Value) -> PositionToken {
     let mut req = OpenCase::new("incident", fields(file));
     req.case_id = Some(id.parse().unwrap());
     req.context = ctx("reported by phone");
@@ -97,11 +97,28 @@ async fn setup(engine: &Engine, t: &str) {
         .unwrap();
 }
 
-fn fresh(p: GlobalPosition) -> Consistency {
+/// The unscoped host's wait for a global position.
+fn fresh(p: GlobalPosition) -> Freshness {
+    Freshness::AtLeast {
+        position: p,
+        timeout: WAIT,
+    }
+}
+
+/// A tenant's wait for one of its position tokens.
+fn after(p: PositionToken) -> Consistency {
     Consistency::AtLeast {
         position: p,
         timeout: WAIT,
     }
+}
+
+/// The tenant's token for a global position (as a platform administrator
+/// would hand it on).
+fn token(engine: &Engine, t: &str, p: GlobalPosition) -> PositionToken {
+    engine
+        .position_token(&platform_admin(), &tenant(t), p)
+        .unwrap()
 }
 
 /// Every key and value of the tenant's serving generation of `name`.
@@ -109,7 +126,7 @@ async fn dump(engine: &Engine, t: &str, name: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
     let gen = engine
         .projections(&platform_admin())
         .unwrap()
-        .read(name, &tenant(t), Consistency::Eventual)
+        .read(name, &tenant(t), Freshness::Eventual)
         .await
         .unwrap();
     gen.rows.iter().map(|kv| kv.unwrap()).collect()
@@ -118,7 +135,7 @@ async fn dump(engine: &Engine, t: &str, name: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
 async fn wait_head(engine: &Engine, t: &str) {
     if let Some(head) = engine.store(&platform_admin()).unwrap().head_position() {
         engine
-            .wait_for_projections(&admin(t), head, WAIT)
+            .wait_for_projections(&admin(t), token(engine, t, head), WAIT)
             .await
             .unwrap();
     }
@@ -173,11 +190,11 @@ async fn built_in_views_follow_the_log_with_read_your_writes() {
         json!({"summary": "Graffiti on the bus shelter", "ward": "south", "loss": 120.5}),
     )
     .await;
-    assert!(opened_later > p);
+    assert_ne!(opened_later, p, "tokens are distinct");
 
     // Case view: the same as the engine's own (log-replayed) view.
     let projected = engine
-        .case_view(&handler("kent"), "INC-1", fresh(opened_later))
+        .case_view(&handler("kent"), "INC-1", after(opened_later))
         .await
         .unwrap();
     let direct = engine.view(&handler("kent"), "INC-1").await.unwrap();
@@ -213,7 +230,7 @@ async fn built_in_views_follow_the_log_with_read_your_writes() {
         ..Default::default()
     };
     let claimed = engine
-        .work_queue(&handler("kent"), &mine, fresh(out.position.unwrap()))
+        .work_queue(&handler("kent"), &mine, after(out.position.unwrap()))
         .await
         .unwrap();
     assert_eq!(claimed.items.len(), 1);
@@ -229,7 +246,7 @@ async fn built_in_views_follow_the_log_with_read_your_writes() {
         .await
         .unwrap();
     let now_mine = engine
-        .work_queue(&handler("kent"), &mine, fresh(out.position.unwrap()))
+        .work_queue(&handler("kent"), &mine, after(out.position.unwrap()))
         .await
         .unwrap();
     assert!(now_mine.items.is_empty());
@@ -263,7 +280,7 @@ async fn built_in_views_follow_the_log_with_read_your_writes() {
         .unwrap();
     let pos = out.position.unwrap();
     let review = engine
-        .work_queue(&supervisor("kent"), &WorkQueueQuery::default(), fresh(pos))
+        .work_queue(&supervisor("kent"), &WorkQueueQuery::default(), after(pos))
         .await
         .unwrap();
     assert_eq!(review.items.len(), 1);
@@ -274,7 +291,7 @@ async fn built_in_views_follow_the_log_with_read_your_writes() {
         let engine = engine.clone();
         async move {
             engine
-                .search_cases(&handler("kent"), &q, fresh(pos))
+                .search_cases(&handler("kent"), &q, after(pos))
                 .await
                 .unwrap()
         }
@@ -336,7 +353,7 @@ async fn built_in_views_follow_the_log_with_read_your_writes() {
                 case_type: None,
                 page: PageRequest::default(),
             },
-            fresh(pos),
+            after(pos),
         )
         .await
         .unwrap();
@@ -356,7 +373,7 @@ async fn built_in_views_follow_the_log_with_read_your_writes() {
             &handler("kent"),
             "INC-1",
             PageRequest::first(100),
-            fresh(pos),
+            after(pos),
         )
         .await
         .unwrap();
@@ -369,7 +386,7 @@ async fn built_in_views_follow_the_log_with_read_your_writes() {
         .unwrap();
     assert_eq!(tl.items.len(), events.len());
     for (entry, event) in tl.items.iter().zip(&events) {
-        assert_eq!(entry.position, event.position);
+        assert_eq!(entry.position, token(&engine, "kent", event.position));
         assert_eq!(entry.actor, event.metadata.actor.0);
         assert_eq!(entry.at, event.recorded);
         assert_eq!(entry.source, "casebook");
@@ -405,9 +422,9 @@ async fn built_in_views_follow_the_log_with_read_your_writes() {
     let status = engine.projection_status(&admin("kent")).await.unwrap();
     assert_eq!(status.len(), 3, "cases, timeline, orchestration");
     for s in &status {
-        assert_eq!(s.state, RunState::Live, "{s:?}");
-        assert_eq!(s.lag, 0);
-        assert!(s.position.is_some());
+        assert_eq!(s.state, TenantRunState::Live, "{s:?}");
+        assert_eq!(s.pending, 0);
+        assert!(!s.position.is_none());
     }
     engine.shutdown().await.unwrap();
 }
@@ -427,14 +444,21 @@ async fn two_tenants(engine: &Engine, kent_file: Value, essex_file: Value) -> Co
     req.classification = Some(Classification::Secret);
     let secret_opener = handler("kent").with_clearance(Classification::Secret);
     engine.open_case(&secret_opener, req).await.unwrap();
-    let last = open_incident(engine, "essex", "E-1", essex_file).await;
+    open_incident(engine, "essex", "E-1", essex_file).await;
+    // Each tenant waits for the log's head with its own token; once both
+    // have, an eventual read sees all three cases.
+    let head = engine
+        .store(&platform_admin())
+        .unwrap()
+        .head_position()
+        .unwrap();
     for t in ["kent", "essex"] {
         engine
-            .wait_for_projections(&handler(t), last, WAIT)
+            .wait_for_projections(&handler(t), token(engine, t, head), WAIT)
             .await
             .unwrap();
     }
-    fresh(last)
+    Consistency::Eventual
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -563,7 +587,8 @@ async fn every_query_stays_in_its_tenant_and_clearance() {
         .await
         .unwrap()
         .iter()
-        .all(|s| s.tenant == tenant("essex")));
+        // Counted in essex's own few events, never kent's.
+        .all(|s| s.pending < 50));
     let err = engine.rebuild_projection(&kent, "cases").await.unwrap_err();
     assert!(matches!(err, QueryError::Forbidden { .. }), "{err}");
     engine.shutdown().await.unwrap();
@@ -652,7 +677,7 @@ async fn work_queues_by_team_follow_routing_within_tenant_and_clearance() {
         )
         .await
         .unwrap();
-    let c = fresh(out.position.unwrap());
+    let c = after(out.position.unwrap());
     assert_eq!(
         queue_ids(
             &engine
@@ -701,8 +726,9 @@ async fn work_queues_by_team_follow_routing_within_tenant_and_clearance() {
         .unwrap()
         .items
         .is_empty());
+    // (Kent's position token is not essex's: essex reads eventually.)
     assert!(engine
-        .work_queue(&essex, &team_query("cid"), c)
+        .work_queue(&essex, &team_query("cid"), Consistency::Eventual)
         .await
         .unwrap()
         .items
@@ -737,7 +763,7 @@ async fn work_queues_by_team_follow_routing_within_tenant_and_clearance() {
         )
         .await
         .unwrap();
-    let c = fresh(out.position.unwrap());
+    let c = after(out.position.unwrap());
     assert_eq!(
         queue_ids(
             &engine
@@ -811,7 +837,7 @@ async fn text_search_covers_exactly_the_fields_marked_search_text() {
         json!({"summary": "Graffiti on the bus shelter", "ward": "south", "notes": "bicycle"}),
     )
     .await;
-    let c = fresh(last);
+    let c = after(last);
     let kent = handler("kent");
     let ids = |p: casebook::projection::query::Page<casebook::projection::query::CaseSummary>| {
         let mut v: Vec<String> = p.items.into_iter().map(|s| s.case_id).collect();
@@ -1069,8 +1095,8 @@ async fn working_day_deadlines_follow_bank_holidays_and_the_tenants_calendar() {
                 .unwrap()
         }
     };
-    open("kent").await;
-    let p = open("essex").await;
+    let kent_opened = open("kent").await;
+    let essex_opened = open("essex").await;
     let statutory = |t: &'static str, c: Consistency| {
         let engine = engine.clone();
         async move {
@@ -1093,7 +1119,7 @@ async fn working_day_deadlines_follow_bank_holidays_and_the_tenants_calendar() {
                 .unwrap()
         }
     };
-    let before = statutory("kent", fresh(p)).await;
+    let before = statutory("kent", after(kent_opened)).await;
     let DeadlineDue::WorkingDays { days: 20, from } = before.due else {
         panic!("a working-day deadline: {:?}", before.due);
     };
@@ -1122,14 +1148,14 @@ async fn working_day_deadlines_follow_bank_holidays_and_the_tenants_calendar() {
         engine.working_calendar(&admin("essex")).await.unwrap(),
         WorkingCalendar::default()
     );
-    let after = statutory("kent", fresh(at)).await;
-    assert_eq!(after.due, before.due, "the runtime's record is unchanged");
-    assert!(after.due_at.0 > before.due_at.0 + 20 * DAY, "{after:?}");
+    let moved = statutory("kent", after(at)).await;
+    assert_eq!(moved.due, before.due, "the runtime's record is unchanged");
+    assert!(moved.due_at.0 > before.due_at.0 + 20 * DAY, "{moved:?}");
     assert_eq!(
-        working_days_between(from, after.due_at, &closed),
+        working_days_between(from, moved.due_at, &closed),
         (20, true)
     );
-    let essex = statutory("essex", fresh(at)).await;
+    let essex = statutory("essex", after(essex_opened)).await;
     let DeadlineDue::WorkingDays {
         from: essex_from, ..
     } = essex.due
@@ -1140,7 +1166,7 @@ async fn working_day_deadlines_follow_bank_holidays_and_the_tenants_calendar() {
         working_days_between(essex_from, essex.due_at, &[]),
         (20, true)
     );
-    assert!(essex.due_at.0 < after.due_at.0);
+    assert!(essex.due_at.0 < moved.due_at.0);
     // A case opened after the change is counted with the calendar too.
     let mut req = OpenCase::new(
         "foi_request",
@@ -1163,7 +1189,7 @@ async fn working_day_deadlines_follow_bank_holidays_and_the_tenants_calendar() {
                 case_type: None,
                 page: PageRequest::first(100),
             },
-            fresh(p2),
+            after(p2),
         )
         .await
         .unwrap();
@@ -1189,7 +1215,7 @@ async fn working_day_deadlines_follow_bank_holidays_and_the_tenants_calendar() {
         .set_non_working_days(&admin("kent"), &[], ctx("reopened"))
         .await
         .unwrap();
-    assert_eq!(statutory("kent", fresh(at)).await.due_at, before.due_at);
+    assert_eq!(statutory("kent", after(at)).await.due_at, before.due_at);
     engine.shutdown().await.unwrap();
 }
 
@@ -1205,7 +1231,7 @@ async fn bad_queries_get_typed_errors() {
         json!({"summary": "x", "ward": "east"}),
     )
     .await;
-    let c = fresh(p);
+    let c = after(p);
     let who = handler("kent");
     let base = SearchQuery {
         case_type: Some("incident".into()),
@@ -1291,13 +1317,23 @@ async fn bad_queries_get_typed_errors() {
             &who,
             "K-1",
             Consistency::AtLeast {
-                position: GlobalPosition(p.0 + 1000),
+                position: token(
+                    &engine,
+                    "kent",
+                    GlobalPosition(
+                        engine
+                            .token_position(&platform_admin(), &tenant("kent"), p)
+                            .unwrap()
+                            .0
+                            + 1000,
+                    ),
+                ),
                 timeout: Duration::from_millis(50),
             },
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, QueryError::Timeout { .. }), "{err}");
+    assert!(matches!(err, QueryError::Lagging { .. }), "{err}");
     let err = engine
         .rebuild_projection(&admin("kent"), "nope")
         .await
@@ -1555,7 +1591,15 @@ async fn a_new_projection_version_rebuilds_across_a_restart_while_the_old_one_se
         let gen = engine
             .projections(&platform_admin())
             .unwrap()
-            .read("gated", &kent, fresh(last))
+            .read(
+                "gated",
+                &kent,
+                fresh(
+                    engine
+                        .token_position(&platform_admin(), &kent, last)
+                        .unwrap(),
+                ),
+            )
             .await
             .unwrap();
         let n = events_of(&engine).await;
@@ -1596,7 +1640,7 @@ async fn a_new_projection_version_rebuilds_across_a_restart_while_the_old_one_se
         "{status:?}"
     );
     let gen = host
-        .read("gated", &kent, Consistency::Eventual)
+        .read("gated", &kent, Freshness::Eventual)
         .await
         .unwrap();
     assert_eq!((gen.version, count(&gen, stream)), (1, n));
@@ -1614,21 +1658,24 @@ async fn a_new_projection_version_rebuilds_across_a_restart_while_the_old_one_se
         )
         .await
         .unwrap();
-    let p = out.position.unwrap();
+    let p_token = out.position.unwrap();
+    let p = engine
+        .token_position(&platform_admin(), &kent, p_token)
+        .unwrap();
     let err = host
         .wait_for("gated", &kent, p, Duration::from_millis(300))
         .await
         .unwrap_err();
     assert!(matches!(err, QueryError::Timeout { .. }), "{err}");
     let gen = host
-        .read("gated", &kent, Consistency::Eventual)
+        .read("gated", &kent, Freshness::Eventual)
         .await
         .unwrap();
     assert_eq!((gen.version, count(&gen, stream)), (1, n));
     drop(gen);
     // The other projections are not held back.
     let view = engine
-        .case_view(&handler("kent"), "K-1", fresh(p))
+        .case_view(&handler("kent"), "K-1", after(p_token))
         .await
         .unwrap();
     assert_eq!(view.view.notes.len(), 1);
@@ -1686,7 +1733,7 @@ async fn a_faulted_projection_stops_alone_and_resumes_on_retry() {
     );
     assert_eq!(status.position, Some(GlobalPosition(poison.0 - 1)));
     let gen = host
-        .read("counter", &kent, Consistency::Eventual)
+        .read("counter", &kent, Freshness::Eventual)
         .await
         .unwrap();
     assert_eq!(count(&gen, "s1"), 10);
@@ -1811,7 +1858,7 @@ async fn a_failing_deferred_write_faults_at_its_batch_and_nothing_after_it_lands
     // events before it: no later commit landed.
     assert_eq!(status.position, Some(GlobalPosition(position.0 - 1)));
     let gen = host
-        .read("deferring", &kent, Consistency::Eventual)
+        .read("deferring", &kent, Freshness::Eventual)
         .await
         .unwrap();
     assert_eq!(count(&gen, "n"), position.0 - first.0);
@@ -2075,7 +2122,11 @@ fn projection_crash_child() {
                 }
                 println!("READY");
                 loop {
-                    let status = engine.projection_status(&admin(t)).await.unwrap();
+                    // The operator's view: global positions.
+                    let status = engine
+                        .projections(&platform_admin())
+                        .unwrap()
+                        .running_status(&tenant(t));
                     let line: Vec<String> = status
                         .iter()
                         .map(|s| {
@@ -2183,8 +2234,11 @@ async fn check_exact(engine: &Engine) -> (Vec<(Vec<u8>, Vec<u8>)>, Vec<(Vec<u8>,
             .read_stream(&stream, Direction::Forward, StreamVersion::START, 1000)
             .await
             .unwrap();
-        let positions: Vec<GlobalPosition> = tl.items.iter().map(|e| e.position).collect();
-        let expected: Vec<GlobalPosition> = events.iter().map(|e| e.position).collect();
+        let positions: Vec<PositionToken> = tl.items.iter().map(|e| e.position).collect();
+        let expected: Vec<PositionToken> = events
+            .iter()
+            .map(|e| token(engine, t, e.position))
+            .collect();
         assert_eq!(
             positions, expected,
             "{id}: timeline entries skipped or doubled"
@@ -2272,7 +2326,7 @@ async fn broad_searches_walk_their_sort_order_and_page_through_every_match() {
     let t = "kent";
     setup(&engine, t).await;
     let n = 1_203;
-    let mut last = GlobalPosition::START;
+    let mut last = PositionToken::NONE;
     for i in 0..n {
         let ward = ["north", "south", "east"][i % 3];
         let file = json!({"summary": format!("bicycle {i}"), "ward": ward});
@@ -2295,7 +2349,7 @@ async fn broad_searches_walk_their_sort_order_and_page_through_every_match() {
                 page: PageRequest { offset, limit: 100 },
                 ..Default::default()
             };
-            let page = engine.search_cases(&reader, &q, fresh(last)).await.unwrap();
+            let page = engine.search_cases(&reader, &q, after(last)).await.unwrap();
             assert_eq!(page.total, None, "{order:?}: a broad search is not counted");
             seen.extend(page.items);
             match page.next_offset {
@@ -2332,7 +2386,7 @@ async fn broad_searches_walk_their_sort_order_and_page_through_every_match() {
         page: PageRequest::first(10),
         ..Default::default()
     };
-    let page = engine.search_cases(&reader, &q, fresh(last)).await.unwrap();
+    let page = engine.search_cases(&reader, &q, after(last)).await.unwrap();
     assert_eq!(page.total, Some(401));
     assert_eq!(page.items.len(), 10);
 }
@@ -2476,7 +2530,7 @@ async fn work_queue_names_no_deployed_definition_declares_are_invalid() {
         json!({"summary": "a", "ward": "north"}),
     )
     .await;
-    let c = fresh(opened);
+    let c = after(opened);
     let reader = supervisor("kent");
     let ok = |q: WorkQueueQuery| {
         let engine = engine.clone();

@@ -106,9 +106,17 @@ fn settle(rt: &tokio::runtime::Runtime, engine: &Engine) {
     // stops growing and the projections have everything.
     loop {
         let at = head(engine);
+        let officer = officer(0);
+        let token = engine
+            .position_token(
+                &casebook::security::Principal::platform_administrator("ops"),
+                &officer.tenant,
+                at,
+            )
+            .unwrap();
         rt.block_on(engine.wait_for_projections(
-            &officer(0),
-            at,
+            &officer,
+            token,
             std::time::Duration::from_secs(3600),
         ))
         .unwrap();

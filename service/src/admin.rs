@@ -4,10 +4,10 @@
 
 use casebook_engine::calendar;
 use casebook_engine::engine::{
-    CommandContext, Engine, TenantChange, TenantRecord, TenantStatus, ADMIN_ROLE,
+    CommandContext, Engine, TenantChange, TenantProjectionStatus, TenantRecord, TenantRunState,
+    TenantStatus, ADMIN_ROLE,
 };
 use casebook_engine::log::TenantId;
-use casebook_engine::projection::{ProjectionStatus, RunState};
 use casebook_engine::security::Principal;
 use casebook_proto::v1 as pb;
 use casebook_proto::v1::admin_server::Admin;
@@ -99,26 +99,26 @@ impl AdminService {
     }
 }
 
-fn info(s: &ProjectionStatus) -> pb::ProjectionInfo {
+fn info(s: &TenantProjectionStatus) -> pb::ProjectionInfo {
     let (state, fault) = match &s.state {
-        RunState::CatchingUp => ("catching_up", String::new()),
-        RunState::Live => ("live", String::new()),
-        RunState::Rebuilding => ("rebuilding", String::new()),
-        RunState::Stopped => ("stopped", String::new()),
-        RunState::Faulted { position, error } => {
-            ("faulted", format!("at position {}: {error}", position.0))
-        }
+        TenantRunState::CatchingUp => ("catching_up", String::new()),
+        TenantRunState::Live => ("live", String::new()),
+        TenantRunState::Rebuilding => ("rebuilding", String::new()),
+        TenantRunState::Stopped => ("stopped", String::new()),
+        TenantRunState::Faulted { position, error } => (
+            "faulted",
+            format!("at position {}: {error}", convert::wire(*position)),
+        ),
     };
     pb::ProjectionInfo {
         name: s.projection.clone(),
         version: s.version,
         state: state.to_string(),
-        position: s.position.map_or(0, |p| p.0),
-        head: s.head.map_or(0, |p| p.0),
-        lag: s.lag,
+        position: convert::wire(s.position),
+        pending: s.pending,
         events_per_second: s.events_per_second,
         fault,
-        rebuild_position: s.rebuild.as_ref().map(|r| r.position.map_or(0, |p| p.0)),
+        rebuild_position: s.rebuild.as_ref().map(|r| convert::wire(r.position)),
     }
 }
 
@@ -174,7 +174,7 @@ impl Admin for AdminService {
             .await
             .map_err(|e| status(&e))?;
         Ok(Response::new(pb::SetNonWorkingDaysResponse {
-            position: position.0,
+            position: convert::wire(position),
         }))
     }
 

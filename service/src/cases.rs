@@ -9,7 +9,7 @@ use casebook_engine::engine::{CaseOutcome, Engine, OpenCase};
 use casebook_engine::log::codec::DomainEvent;
 use casebook_engine::projection::query::{DeadlineQuery, PageRequest, WorkQueueQuery};
 use casebook_engine::projection::Consistency;
-use casebook_engine::security::Principal;
+use casebook_engine::security::{PositionToken, Principal};
 use casebook_proto::v1 as pb;
 use casebook_proto::v1::cases_server::Cases;
 use tokio::sync::mpsc;
@@ -50,7 +50,7 @@ fn outcome(o: &CaseOutcome) -> pb::CaseOutcome {
     pb::CaseOutcome {
         case_id: o.case_id.to_string(),
         version: o.version.0,
-        position: o.position.map_or(0, |p| p.0),
+        position: convert::wire(o.position.unwrap_or(PositionToken::NONE)),
         events: o
             .events
             .iter()
@@ -328,7 +328,7 @@ impl Cases for CasesService {
             &r.case_id,
             &found.view,
             found.version.0,
-            found.position.0,
+            convert::wire(found.position),
         )))
     }
 

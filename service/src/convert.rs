@@ -11,7 +11,7 @@ use casebook_engine::case::{
 };
 use casebook_engine::definition::ItemKey;
 use casebook_engine::engine::{CommandContext, CommandId};
-use casebook_engine::log::{CorrelationId, GlobalPosition, RecordedEvent, Source, Timestamp};
+use casebook_engine::log::{CorrelationId, RecordedEvent, Source, Timestamp};
 use casebook_engine::projection::query::{
     CaseSummary, DeadlineEntry, FieldCondition, FieldFilter, PageRequest, SearchOrder, TimeRange,
     TimelineEntry, WorkItem,
@@ -19,6 +19,7 @@ use casebook_engine::projection::query::{
 use casebook_engine::projection::Consistency;
 use casebook_engine::rules::ItemState;
 use casebook_engine::security::Classification;
+use casebook_engine::security::PositionToken;
 use casebook_proto::v1 as pb;
 use serde_json::Value as Json;
 use tonic::Status;
@@ -228,7 +229,7 @@ pub fn consistency(c: Option<&pb::Consistency>) -> Result<Consistency, Status> {
         ));
     }
     Ok(Consistency::AtLeast {
-        position: GlobalPosition(c.min_position),
+        position: position(c.min_position),
         timeout,
     })
 }
@@ -661,10 +662,23 @@ pub fn search(
     })
 }
 
+/// A position token from the wire. Every position the API carries is the
+/// caller's tenant's token ([`PositionToken`]), never the log's global
+/// position: the engine makes and checks them, and these two helpers are
+/// the only place the service turns them into numbers and back.
+pub fn position(wire: u64) -> PositionToken {
+    PositionToken::from_u64(wire)
+}
+
+/// A position token for the wire (see [`position`]).
+pub fn wire(token: PositionToken) -> u64 {
+    token.get()
+}
+
 /// A protobuf timeline entry.
 pub fn timeline_entry(e: &TimelineEntry) -> pb::TimelineEntry {
     pb::TimelineEntry {
-        position: e.position.0,
+        position: wire(e.position),
         version: e.version.0,
         at: Some(timestamp(e.at)),
         actor: e.actor.clone(),
@@ -716,13 +730,13 @@ pub fn deadline(d: &DeadlineEntry) -> pb::DeadlineEntry {
 }
 
 /// A protobuf recorded event (stream named `<category>/<id>`: the tenant is
-/// the caller's).
-pub fn recorded(e: &RecordedEvent) -> pb::RecordedEvent {
+/// the caller's) at its position token (`Engine::event_token`).
+pub fn recorded(e: &RecordedEvent, position: PositionToken) -> pb::RecordedEvent {
     let m = &e.metadata;
     pb::RecordedEvent {
         stream: format!("{}/{}", e.stream.category(), e.stream.id()),
         version: e.version.0,
-        position: e.position.0,
+        position: wire(position),
         recorded: Some(timestamp(e.recorded)),
         id: e.id.to_string(),
         event_type: e.event_type.to_string(),

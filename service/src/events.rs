@@ -8,7 +8,7 @@
 use casebook_engine::audit::ReadContext;
 use casebook_engine::engine::{raw_visible, reads_engine_streams, Engine, ADMIN_ROLE};
 use casebook_engine::log::{
-    Direction, EventData, EventId, ExpectedVersion, GlobalPosition, StreamId, StreamVersion,
+    Direction, EventData, EventId, ExpectedVersion, RecordedEvent, StreamId, StreamVersion,
     SubscriptionStart,
 };
 use casebook_engine::security::Principal;
@@ -44,6 +44,25 @@ impl EventsService {
     /// The service for `engine`; its subscriptions end when `stopping` fires.
     pub fn new(engine: Engine, stopping: Stopping) -> Self {
         EventsService { engine, stopping }
+    }
+
+    /// Events for the wire, each at its position token for the caller's
+    /// tenant, never its global position.
+    fn recorded(
+        &self,
+        principal: &Principal,
+        events: &[RecordedEvent],
+    ) -> Result<Vec<pb::RecordedEvent>, Status> {
+        events
+            .iter()
+            .map(|e| {
+                let token = self
+                    .engine
+                    .event_token(principal, e)
+                    .map_err(|err| status(&err))?;
+                Ok(convert::recorded(e, token))
+            })
+            .collect()
     }
 }
 
@@ -140,7 +159,7 @@ impl Events for EventsService {
             .map_err(|e| status(&e))?;
         Ok(Response::new(pb::AppendResponse {
             version: done.version.0,
-            position: done.last_position.0,
+            position: convert::wire(done.last_position),
         }))
     }
 
@@ -195,7 +214,7 @@ impl Events for EventsService {
         }
         let events = consulted(&principal, "raw_stream", &r.stream, &purpose, result)?;
         Ok(Response::new(pb::ReadStreamResponse {
-            events: events.iter().map(convert::recorded).collect(),
+            events: self.recorded(&principal, &events)?,
         }))
     }
 
@@ -217,14 +236,14 @@ impl Events for EventsService {
             .engine
             .read_all(
                 reader(&principal, &purpose),
-                GlobalPosition(r.from_position),
+                convert::position(r.from_position),
                 limit(r.limit, max),
             )
             .await;
         let (events, next) = consulted(&principal, "raw_log", "", &purpose, result)?;
         Ok(Response::new(pb::ReadAllResponse {
-            events: events.iter().map(convert::recorded).collect(),
-            next_position: next.0,
+            events: self.recorded(&principal, &events)?,
+            next_position: convert::wire(next),
         }))
     }
 
@@ -240,7 +259,7 @@ impl Events for EventsService {
         let start = if r.from_start {
             SubscriptionStart::Beginning
         } else if r.after_position > 0 {
-            SubscriptionStart::After(GlobalPosition(r.after_position))
+            SubscriptionStart::After(convert::position(r.after_position))
         } else {
             SubscriptionStart::End
         };
@@ -251,6 +270,7 @@ impl Events for EventsService {
         let mut subscription = consulted(&principal, "raw_log_subscription", "", &purpose, result)?;
         let (tx, rx) = mpsc::channel(256);
         let mut stopping = self.stopping.clone();
+        let engine = self.engine.clone();
         tokio::spawn(async move {
             loop {
                 let event = tokio::select! {
@@ -263,7 +283,11 @@ impl Events for EventsService {
                 };
                 match event {
                     Ok(e) if raw_visible(&principal, &e) => {
-                        if tx.send(Ok(convert::recorded(&e))).await.is_err() {
+                        let sent = match engine.event_token(&principal, &e) {
+                            Ok(token) => Ok(convert::recorded(&e, token)),
+                            Err(error) => Err(status(&error)),
+                        };
+                        if tx.send(sent).await.is_err() {
                             return;
                         }
                     }

@@ -40,6 +40,7 @@ kinded!(
     casebook_engine::case::CaseError,
     casebook_engine::orchestration::OrchestrationError,
     casebook_engine::audit::AuditError,
+    casebook_engine::security::AccessError,
 );
 
 /// The status for an engine error.

@@ -410,3 +410,165 @@ async fn only_a_platform_administrator_registers_tenants_and_unknown_ones_are_no
     assert_ne!(err.code(), Code::Ok);
     server.running.stop().await.unwrap();
 }
+
+/// Every position on the wire is the caller's tenant's token: read-your-writes
+/// and resuming a subscription work with them, another tenant's or a made-up
+/// one is refused, and they do not count other tenants' events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn positions_are_the_callers_tenants_tokens() {
+    let server = start_with(|c| c.tenants.push("kent".into())).await;
+    let handler = token("demo", "ch-1", &["call_handler"], "OFFICIAL");
+    let demo_feed = token("demo", "feed-1", &["integration"], "OFFICIAL");
+    let kent_feed = token("kent", "feed-2", &["integration"], "OFFICIAL");
+    let open = || pb::OpenCaseRequest {
+        case_type: "burglary".into(),
+        case_file: Some(burglary_report()),
+        ..Default::default()
+    };
+
+    // Read-your-writes with the outcome's token.
+    let first = server
+        .cases(&handler)
+        .open_case(open())
+        .await
+        .unwrap()
+        .into_inner();
+    let view = server
+        .cases(&handler)
+        .get_case(pb::GetCaseRequest {
+            case_id: first.case_id.clone(),
+            consistency: after(&first),
+            purpose: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(view.version, first.version);
+
+    // Kent writes 500 events between two of demo's commands: demo's tokens
+    // do not say so.
+    let append = |stream: &str, n: usize| pb::AppendRequest {
+        stream: stream.into(),
+        events: (0..n)
+            .map(|i| pb::NewEvent {
+                event_type: "reading".into(),
+                payload: format!("{i}").into_bytes(),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    for _ in 0..5 {
+        server
+            .events(&kent_feed)
+            .append(append("sensor/k-1", 100))
+            .await
+            .unwrap();
+    }
+    let second = server
+        .cases(&handler)
+        .open_case(open())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(second.position, 0);
+    assert!(
+        second.position.abs_diff(first.position) > 1_000_000,
+        "{} then {}",
+        first.position,
+        second.position
+    );
+
+    // Another tenant's token, and a made-up one, are refused by name.
+    let err = server
+        .events(&kent_feed)
+        .read_all(pb::ReadAllRequest {
+            from_position: second.position,
+            limit: 10,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message()
+            .contains("not a position token of this tenant"),
+        "{err:?}"
+    );
+    let err = server
+        .cases(&handler)
+        .get_case(pb::GetCaseRequest {
+            case_id: first.case_id.clone(),
+            consistency: Some(pb::Consistency {
+                min_position: 12_345,
+                timeout_ms: 100,
+            }),
+            purpose: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("consistency.position"), "{err:?}");
+
+    // Resuming a subscription after an event's token.
+    server
+        .events(&demo_feed)
+        .append(append("cad/incident-1", 3))
+        .await
+        .unwrap();
+    let page = server
+        .events(&demo_feed)
+        .read_all(pb::ReadAllRequest {
+            from_position: 0,
+            limit: 1000,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mine: Vec<&pb::RecordedEvent> = page
+        .events
+        .iter()
+        .filter(|e| e.stream == "cad/incident-1")
+        .collect();
+    assert_eq!(mine.len(), 3);
+    let mut resumed = server
+        .events(&demo_feed)
+        .subscribe(pb::SubscribeRequest {
+            after_position: mine[0].position,
+            from_start: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let next = tokio::time::timeout(Duration::from_secs(5), resumed.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(next.id, mine[1].id);
+    assert_eq!(next.position, mine[1].position);
+    // And reading on from a page's `next_position` reads nothing twice.
+    let rest = server
+        .events(&demo_feed)
+        .read_all(pb::ReadAllRequest {
+            from_position: page.next_position,
+            limit: 1000,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(rest.events.is_empty(), "{:?}", rest.events);
+
+    // Projection status: the tenant's own position and pending count, no head.
+    let admin = token("demo", "admin-1", &["administrator"], "OFFICIAL");
+    let status = server
+        .admin(&admin)
+        .projection_status(pb::ProjectionStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!status.projections.is_empty());
+    for p in &status.projections {
+        assert!(p.pending < 1_000, "{p:?}");
+    }
+    server.running.stop().await.unwrap();
+}

@@ -64,13 +64,13 @@ fn load(
 
 async fn all_present(addr: &str, token: &str, acked: &[pb::CaseOutcome]) {
     let mut cases = client(addr, token).await;
-    let last = acked.iter().map(|o| o.position).max().unwrap();
+    // Position tokens are not ordered: each case waits for its own outcome's.
     for o in acked {
         let view = cases
             .get_case(pb::GetCaseRequest {
                 case_id: o.case_id.clone(),
                 consistency: Some(pb::Consistency {
-                    min_position: last,
+                    min_position: o.position,
                     timeout_ms: 30_000,
                 }),
                 purpose: "recovery check".into(),

@@ -13,7 +13,7 @@ use crate::log::{
     Direction, GlobalPosition, RecordedEvent, StreamId, StreamVersion, Subscription,
     SubscriptionStart,
 };
-use crate::security::{Classification, Principal};
+use crate::security::{Classification, PositionToken, Principal};
 use crate::streams::{is_engine_category, CASE};
 
 /// An error with a kind, that an audit failure converts into.
@@ -188,23 +188,32 @@ impl Engine {
             .await
     }
 
-    /// Reads the reader's tenant's log from `from`, raw (audited:
-    /// [`ReadKind::RawLog`]), leaving out what [`Engine::read_stream`] would.
-    /// Also returns the position to read from next (past every event read,
-    /// shown or not).
+    /// Reads the reader's tenant's log from `from` — a position token the
+    /// engine gave the tenant ([`PositionToken::NONE`]: from the start) —
+    /// raw (audited: [`ReadKind::RawLog`]), leaving out what
+    /// [`Engine::read_stream`] would. Also returns the token to read from
+    /// next (past every event read, shown or not). Each event's own token is
+    /// [`Engine::event_token`]; its `position` field is the log's global
+    /// position, for in-process code only (a server hands on the token).
     ///
-    /// Errors: [`EngineError::Log`]; [`EngineError::Audit`].
+    /// Errors: [`EngineError::Log`]; [`EngineError::Audit`];
+    /// [`EngineError::Access`] with [`crate::security::AccessError::NotAPositionToken`] for
+    /// another tenant's or a made-up token.
     pub async fn read_all<'a>(
         &self,
         reader: impl Into<ReadContext<'a>>,
-        from: GlobalPosition,
+        from: PositionToken,
         limit: usize,
-    ) -> Result<(Vec<RecordedEvent>, GlobalPosition), EngineError> {
+    ) -> Result<(Vec<RecordedEvent>, PositionToken), EngineError> {
         let reader = reader.into();
         let p = reader.principal;
         // An unknown or suspended tenant, a malformed principal: refused
         // before anything is read (or recorded: there is no tenant to record in).
         self.admit(reader.principal).await?;
+        let positions = self.tenant_positions(&p.tenant);
+        let from = positions
+            .decode_opt(from, "from_position")?
+            .unwrap_or(GlobalPosition::START);
         let query = format!("log from {}", from.0);
         let result = match reader.check() {
             Err(e) => Err(e.into()),
@@ -221,7 +230,8 @@ impl Engine {
                         events.into_iter().filter(|e| raw_visible(p, e)).collect();
                     (shown, next)
                 })
-                .map_err(EngineError::from),
+                .map_err(EngineError::from)
+                .and_then(|(shown, next)| Ok((shown, positions.encode(next)?))),
         };
         let subject = match &result {
             Ok((events, _)) => raw_subject(query, events),
@@ -232,19 +242,31 @@ impl Engine {
     }
 
     /// Subscribes to the reader's tenant's log (audited once, when it
-    /// starts: [`ReadKind::RawSubscription`]). The caller must leave out
-    /// what [`raw_visible`] refuses.
+    /// starts: [`ReadKind::RawSubscription`]), from the start, the end, or
+    /// after a position token the engine gave the tenant (to resume after
+    /// the last event received: its [`Engine::event_token`]). The caller
+    /// must leave out what [`raw_visible`] refuses.
     ///
-    /// Errors: [`EngineError::Log`]; [`EngineError::Audit`].
+    /// Errors: [`EngineError::Log`]; [`EngineError::Audit`];
+    /// [`EngineError::Access`] with [`crate::security::AccessError::NotAPositionToken`] for
+    /// another tenant's or a made-up token.
     pub async fn subscribe_all<'a>(
         &self,
         reader: impl Into<ReadContext<'a>>,
-        start: SubscriptionStart<GlobalPosition>,
+        start: SubscriptionStart<PositionToken>,
     ) -> Result<Subscription, EngineError> {
         let reader = reader.into();
         // An unknown or suspended tenant, a malformed principal: refused
         // before anything is read (or recorded: there is no tenant to record in).
         self.admit(reader.principal).await?;
+        let start = match start {
+            SubscriptionStart::Beginning => SubscriptionStart::Beginning,
+            SubscriptionStart::End => SubscriptionStart::End,
+            SubscriptionStart::After(token) => SubscriptionStart::After(
+                self.tenant_positions(&reader.principal.tenant)
+                    .decode(token, "after_position")?,
+            ),
+        };
         let query = format!("log subscription from {start:?}");
         let result = match reader.check() {
             Err(e) => Err(e.into()),

@@ -125,6 +125,10 @@ pub enum EngineError {
     /// platform administrator's role. Nothing was done or started.
     #[error(transparent)]
     Access(#[from] crate::security::AccessError),
+    /// The secret of the position tokens (`<data>/position.key`) cannot be
+    /// read or made.
+    #[error("position token key: {0}")]
+    PositionKey(#[source] std::io::Error),
     /// The read's audit refused it or could not record it (see [`crate::audit`]).
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
@@ -187,6 +191,7 @@ impl EngineError {
             }
             EngineError::CaseExists { .. } => ErrorKind::AlreadyExists,
             EngineError::Access(e) => e.kind(),
+            EngineError::PositionKey(e) => crate::error::io_kind(e),
             EngineError::Contended { .. } | EngineError::ShutDown => ErrorKind::Unavailable,
             EngineError::CommandIdReused { .. } => ErrorKind::Conflict {
                 actual_version: None,

@@ -45,9 +45,13 @@ use serde::{Deserialize, Serialize};
 pub use audited::{raw_visible, reads_engine_streams};
 pub use error::{EngineError, SnapshotSource};
 pub use idempotency::CommandId;
+pub use queries::{
+    TenantProjectionStatus, TenantRebuildStatus, TenantRunState, PENDING_COUNT_LIMIT,
+};
 pub use snapshots::{MemorySnapshots, SledSnapshots, SnapshotStore};
 pub use tenant_log::{
-    CaseChanges, TenantLog, TenantPage, TenantSubscription, AUDITOR_ROLE, INTEGRATION_ROLE,
+    CaseChanges, TenantAppendResult, TenantLog, TenantPage, TenantSubscription, AUDITOR_ROLE,
+    INTEGRATION_ROLE,
 };
 pub use tenants::{TenantChange, TenantEvent, TenantRecord, TenantStatus};
 
@@ -66,7 +70,7 @@ use crate::log::{
 };
 use crate::recent::Recent;
 use crate::rules::{Budget, EvalError, COMMAND_BUDGET, INLINE_BUDGET};
-use crate::security::{Classification, Principal};
+use crate::security::{Classification, PositionKey, PositionToken, Principal, TenantPositions};
 use crate::time::{Clock, Timestamp};
 
 /// How many commands whose rules exceed [`INLINE_BUDGET`] may be decided at
@@ -277,8 +281,10 @@ pub struct CaseOutcome {
     pub events: Vec<CaseEvent>,
     /// The case's version after the command.
     pub version: StreamVersion,
-    /// The global position of the last event appended (for read-your-writes).
-    pub position: Option<GlobalPosition>,
+    /// Where the last event appended is, as the tenant's position token
+    /// (for read-your-writes: [`crate::projection::Consistency::after`]);
+    /// `None` if the command appended nothing.
+    pub position: Option<PositionToken>,
 }
 
 /// Completing a service task by hand (instead of its service) is an
@@ -460,11 +466,15 @@ pub(crate) struct Inner {
     tenants: tenants::RegistrySlot,
     /// Records the audit of reads.
     audit: crate::audit::Recorder,
+    /// The secret of the tenants' position tokens.
+    positions: PositionKey,
 }
 
 impl Engine {
     /// An engine on the embedded durable store in `dir` (`<dir>/log`,
-    /// `<dir>/index`, `<dir>/snapshots`, `<dir>/projections`).
+    /// `<dir>/index`, `<dir>/snapshots`, `<dir>/projections`, and
+    /// `<dir>/position.key`, the secret of the tenants' position tokens,
+    /// made at the first open: see [`crate::security::positions`]).
     ///
     /// Opening recovers the log and opens every database, and starts no
     /// background work: commands work at once, and [`Engine::start`] starts
@@ -473,6 +483,8 @@ impl Engine {
     ///
     /// Errors: those of [`LogStore::open`] ([`LogError::Locked`] while
     /// another engine has the directory open); [`EngineError::SnapshotStore`];
+    /// [`EngineError::PositionKey`] if the token secret cannot be read or
+    /// made;
     /// [`EngineError::Projection`] if the projection database cannot be
     /// opened.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, EngineError> {
@@ -489,7 +501,10 @@ impl Engine {
             },
         )?;
         let snapshots = Arc::new(SledSnapshots::open(&dir.as_ref().join("snapshots"))?);
+        let positions =
+            PositionKey::load_or_create(dir.as_ref()).map_err(EngineError::PositionKey)?;
         let engine = Engine::assemble(
+            positions,
             Arc::new(log.clone()),
             Some(log),
             Arc::clone(&snapshots) as Arc<dyn SnapshotStore>,
@@ -516,9 +531,10 @@ impl Engine {
         Self::with_store(store, config)
     }
 
-    /// An engine on any event store, with in-memory snapshots and a
-    /// temporary projection database. The store stamps `recorded` times
-    /// with its own clock.
+    /// An engine on any event store, with in-memory snapshots, a
+    /// temporary projection database and a position-token secret of its
+    /// own (tokens it gives are valid for this engine value only). The
+    /// store stamps `recorded` times with its own clock.
     ///
     /// Errors: [`EngineError::Projection`] if the temporary projection
     /// database cannot be made.
@@ -526,7 +542,9 @@ impl Engine {
         store: Arc<dyn EventStore>,
         config: EngineConfig,
     ) -> Result<Self, EngineError> {
+        let positions = PositionKey::random().map_err(EngineError::PositionKey)?;
         let engine = Engine::assemble(
+            positions,
             store,
             None,
             Arc::new(MemorySnapshots::default()),
@@ -539,6 +557,7 @@ impl Engine {
     }
 
     fn assemble(
+        positions: PositionKey,
         store: Arc<dyn EventStore>,
         log: Option<LogStore>,
         snapshots: Arc<dyn SnapshotStore>,
@@ -565,19 +584,21 @@ impl Engine {
                 dispatcher: Mutex::new(None),
                 heavy: Arc::new(tokio::sync::Semaphore::new(HEAVY_DECISIONS)),
                 tenants: tenants::RegistrySlot::default(),
+                positions,
             }),
         }
     }
 
     /// Starts the background work: the projection runners of every tenant
-    /// the projection database knows, and from then on of each tenant at
-    /// its first write. Idempotent.
+    /// the projection database knows (but a suspended one), and from then
+    /// on of each tenant at its first write. Idempotent.
     ///
     /// Errors: [`EngineError::ShutDown`] after [`Engine::shutdown`];
     /// [`EngineError::Projection`] if a runner cannot start.
     pub async fn start(&self) -> Result<(), EngineError> {
         self.check_running()?;
-        self.start_projections()?;
+        let suspended = self.suspended_tenants().await?;
+        self.start_projections(&suspended).await?;
         self.inner.started.store(true, Ordering::Release);
         let mut slot = self
             .inner
@@ -747,6 +768,66 @@ impl Engine {
 
     pub(crate) fn raw_store(&self) -> Arc<dyn EventStore> {
         Arc::clone(&self.inner.store)
+    }
+
+    /// The position-token codec of `tenant` (see
+    /// [`crate::security::positions`]).
+    pub(crate) fn tenant_positions(&self, tenant: &TenantId) -> TenantPositions {
+        self.inner.positions.tenant(tenant)
+    }
+
+    /// The token `tenant` would be given for a global position: for a
+    /// platform administrator who reads the unscoped log
+    /// ([`Engine::store`]) and hands a tenant a position, or answers a
+    /// tenant's question about one.
+    ///
+    /// Errors: [`crate::security::AccessError::NotPlatformAdministrator`];
+    /// [`crate::security::AccessError::PositionOutOfRange`].
+    pub fn position_token(
+        &self,
+        platform_admin: &Principal,
+        tenant: &TenantId,
+        position: GlobalPosition,
+    ) -> Result<PositionToken, crate::security::AccessError> {
+        Self::require_platform_admin(platform_admin, "make a tenant's position token")?;
+        self.tenant_positions(tenant).encode(position)
+    }
+
+    /// The global position a token of `tenant` stands for (for a platform
+    /// administrator, as [`Engine::position_token`]).
+    ///
+    /// Errors: [`crate::security::AccessError::NotPlatformAdministrator`];
+    /// [`crate::security::AccessError::NotAPositionToken`].
+    pub fn token_position(
+        &self,
+        platform_admin: &Principal,
+        tenant: &TenantId,
+        token: PositionToken,
+    ) -> Result<GlobalPosition, crate::security::AccessError> {
+        Self::require_platform_admin(platform_admin, "decode a tenant's position token")?;
+        self.tenant_positions(tenant).decode(token, "position")
+    }
+
+    /// The token of a raw event the principal has read (through
+    /// [`Engine::read_all`], [`Engine::subscribe_all`], [`Engine::read_stream`]
+    /// or [`Engine::tenant_log`]): what a server hands on instead of the
+    /// event's global position. Only an event of the principal's own
+    /// tenant has one.
+    ///
+    /// Errors: [`crate::security::AccessError::UnknownStream`] for another
+    /// tenant's event; [`crate::security::AccessError::PositionOutOfRange`].
+    pub fn event_token(
+        &self,
+        principal: &Principal,
+        event: &crate::log::RecordedEvent,
+    ) -> Result<PositionToken, crate::security::AccessError> {
+        if event.tenant() != &principal.tenant {
+            return Err(crate::security::AccessError::UnknownStream {
+                stream: event.stream.to_string(),
+            });
+        }
+        self.tenant_positions(&principal.tenant)
+            .encode(event.position)
     }
 
     /// Deploys a case definition for the principal's tenant.
@@ -1199,7 +1280,7 @@ impl Engine {
             case_id: CaseId::new(case_id)?,
             events: see.events(events, &loaded.state),
             version,
-            position: Some(position),
+            position: Some(self.tenant_positions(stream.tenant()).encode(position)?),
         }))
     }
 
@@ -1507,7 +1588,7 @@ impl Engine {
         events: Vec<CaseEvent>,
         principal: &Principal,
         context: &CommandContext,
-    ) -> Result<(StreamVersion, Option<GlobalPosition>, Vec<CaseEvent>), EngineError> {
+    ) -> Result<(StreamVersion, Option<PositionToken>, Vec<CaseEvent>), EngineError> {
         if events.is_empty() {
             return Ok((loaded_version.unwrap_or(StreamVersion::START), None, events));
         }
@@ -1551,6 +1632,9 @@ impl Engine {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(stream.clone(), (result.version, Arc::clone(def), state));
-        Ok((result.version, Some(result.last_position), events))
+        let token = self
+            .tenant_positions(stream.tenant())
+            .encode(result.last_position)?;
+        Ok((result.version, Some(token), events))
     }
 }

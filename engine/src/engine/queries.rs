@@ -32,9 +32,10 @@ use crate::projection::query::{
     TimelineEntry, WorkItem, WorkQueueQuery,
 };
 use crate::projection::{
-    cases, timeline, Consistency, ProjectionError, ProjectionHost, ProjectionStatus, QueryError,
+    cases, timeline, Consistency, Freshness, ProjectionError, ProjectionHost, ProjectionStatus,
+    QueryError, RunState,
 };
-use crate::security::{Classification, Principal};
+use crate::security::{Classification, PositionToken, Principal};
 
 /// Where the engine's projections live, opened on first use.
 #[derive(Default)]
@@ -134,12 +135,19 @@ impl Engine {
         Ok(slot.host.get_or_init(|| host))
     }
 
-    /// Starts the runners of every tenant the projection host knows (part
-    /// of [`Engine::start`]).
+    /// Starts the runners of every tenant the projection host knows but
+    /// the `suspended` ones, which are stopped (part of [`Engine::start`]).
     ///
     /// Errors: [`ProjectionError`] if a runner cannot start.
-    pub(super) fn start_projections(&self) -> Result<(), ProjectionError> {
-        self.open_projections()?.start_known()
+    pub(super) async fn start_projections(
+        &self,
+        suspended: &[TenantId],
+    ) -> Result<(), ProjectionError> {
+        let host = self.open_projections()?;
+        for tenant in suspended {
+            host.stop_tenant(tenant).await;
+        }
+        host.start_known()
     }
 
     /// The projection host, opening its database if it is not open yet.
@@ -195,9 +203,43 @@ impl Engine {
         consistency: Consistency,
     ) -> Result<Arc<crate::projection::Generation>, QueryError> {
         self.admit_query(principal).await?;
+        let freshness = match consistency {
+            Consistency::Eventual => Freshness::Eventual,
+            Consistency::AtLeast { position, timeout } => {
+                match self
+                    .tenant_positions(&principal.tenant)
+                    .decode_opt(position, "consistency.position")?
+                {
+                    Some(position) => Freshness::AtLeast { position, timeout },
+                    None => Freshness::Eventual,
+                }
+            }
+        };
         self.host()?
-            .read(name, &principal.tenant, consistency)
+            .read(name, &principal.tenant, freshness)
             .await
+            .map_err(|e| self.scoped(&principal.tenant, e, consistency_token(consistency)))
+    }
+
+    /// A host error as the tenant is told it: a wait's timeout and a fault
+    /// carry the tenant's tokens, never global positions.
+    fn scoped(&self, tenant: &TenantId, error: QueryError, wanted: PositionToken) -> QueryError {
+        match error {
+            QueryError::Timeout { projection, .. } => QueryError::Lagging { projection, wanted },
+            QueryError::Faulted {
+                projection,
+                position,
+                error,
+            } => match self.tenant_positions(tenant).encode(position) {
+                Ok(position) => QueryError::FaultedAt {
+                    projection,
+                    position,
+                    error,
+                },
+                Err(e) => e.into(),
+            },
+            other => other,
+        }
     }
 
     /// The case as the `cases` projection holds it, as `principal` may see
@@ -205,7 +247,7 @@ impl Engine {
     /// case above it reads as unknown.
     ///
     /// Errors: [`QueryError::UnknownCase`]; consistency errors
-    /// ([`QueryError::Timeout`], [`QueryError::Faulted`]); [`QueryError::Corrupt`].
+    /// ([`QueryError::Lagging`], [`QueryError::FaultedAt`]); [`QueryError::Corrupt`].
     pub async fn case_view<'a>(
         &self,
         reader: impl Into<ReadContext<'a>>,
@@ -251,7 +293,9 @@ impl Engine {
             Ok(view) => Ok(ProjectedCase {
                 view,
                 version: record.version,
-                position: record.position,
+                position: self
+                    .tenant_positions(&principal.tenant)
+                    .encode(record.position)?,
             }),
             Err(CaseError::InsufficientClearance { .. } | CaseError::WrongTenant { .. }) => {
                 Err(unknown_case(principal, case_id))
@@ -264,8 +308,8 @@ impl Engine {
     /// that failed for good and wait for `CaseCommand::RetryIncident`),
     /// those on cases within their clearance.
     ///
-    /// Errors: consistency errors ([`QueryError::Timeout`],
-    /// [`QueryError::Faulted`]); [`QueryError::Corrupt`].
+    /// Errors: consistency errors ([`QueryError::Lagging`],
+    /// [`QueryError::FaultedAt`]); [`QueryError::Corrupt`].
     pub async fn incidents<'a>(
         &self,
         reader: impl Into<ReadContext<'a>>,
@@ -333,7 +377,8 @@ impl Engine {
             let gen = self
                 .read_tree(timeline::NAME, principal, consistency)
                 .await?;
-            timeline::read(&gen.rows, case_id, principal, &page)
+            let positions = self.tenant_positions(&principal.tenant);
+            timeline::read(&gen.rows, case_id, principal, &page, &positions)
         }
         .await;
         let marking = self.case_marking(principal, case_id).await;
@@ -585,7 +630,7 @@ impl Engine {
     /// deadline counted in working days. Stored as a `NonWorkingDaysSet`
     /// event in `<tenant>/calendar/working-days`; the deadline and work
     /// queue views re-derive the due times of running working-day deadlines
-    /// when they reach it. Returns the event's position (for
+    /// when they reach it. Returns the event's position token (for
     /// read-your-writes waits).
     ///
     /// Errors: [`EngineError::Case`] with [`CaseError::Forbidden`] without
@@ -595,7 +640,7 @@ impl Engine {
         principal: &Principal,
         days: &[calendar::Date],
         context: CommandContext,
-    ) -> Result<GlobalPosition, EngineError> {
+    ) -> Result<PositionToken, EngineError> {
         self.admit(principal).await?;
         if !principal.has_role(ADMIN_ROLE) {
             return Err(EngineError::forbidden(
@@ -623,7 +668,9 @@ impl Engine {
             )
             .await?;
         self.follow_tenant(&principal.tenant);
-        Ok(result.last_position)
+        Ok(self
+            .tenant_positions(&principal.tenant)
+            .encode(result.last_position)?)
     }
 
     /// The tenant's working-day calendar as last set (weekends and the
@@ -657,15 +704,45 @@ impl Engine {
         }
     }
 
-    /// The status of the principal's tenant's projections.
+    /// The status of the principal's tenant's projections, as the tenant
+    /// may see it (see [`TenantProjectionStatus`]): positions as the
+    /// tenant's tokens, and how far behind each is in the tenant's own
+    /// events — nothing of the log's head or other tenants' volume.
     ///
     /// Errors: [`QueryError::Projection`].
     pub async fn projection_status(
         &self,
         principal: &Principal,
-    ) -> Result<Vec<ProjectionStatus>, QueryError> {
+    ) -> Result<Vec<TenantProjectionStatus>, QueryError> {
         self.admit_query(principal).await?;
-        Ok(self.host()?.status(&principal.tenant)?)
+        let statuses = self.host()?.status(&principal.tenant)?;
+        let positions = self.tenant_positions(&principal.tenant);
+        let mut out = Vec::with_capacity(statuses.len());
+        for s in statuses {
+            let pending = self.pending_events(&principal.tenant, s.reached).await?;
+            out.push(TenantProjectionStatus::of(s, pending, &positions)?);
+        }
+        Ok(out)
+    }
+
+    /// How many of `tenant`'s events lie past `reached`, counted up to
+    /// [`PENDING_COUNT_LIMIT`] (one read of the tenant's log index, no
+    /// decoding of the events).
+    async fn pending_events(
+        &self,
+        tenant: &TenantId,
+        reached: Option<GlobalPosition>,
+    ) -> Result<u64, QueryError> {
+        let from = reached.map_or(GlobalPosition::START, |r| r.next());
+        let store = self.raw_store();
+        let limit = usize::try_from(PENDING_COUNT_LIMIT)
+            .unwrap_or(usize::MAX)
+            .min(store.limits().max_read_limit);
+        let batch = store
+            .read_all_batch(tenant, from, limit)
+            .await
+            .map_err(|e| QueryError::Projection(ProjectionError::Log(Arc::new(e))))?;
+        Ok(batch.len() as u64)
     }
 
     /// Rebuilds one of the tenant's projections in the background; the
@@ -697,18 +774,149 @@ impl Engine {
     }
 
     /// Waits until every projection of the principal's tenant has reached
-    /// `position` (read-your-writes after a command).
+    /// `position`, a position token the engine gave the tenant
+    /// (read-your-writes after a command; [`PositionToken::NONE`] waits for
+    /// nothing).
     ///
-    /// Errors: [`QueryError::Timeout`]; [`QueryError::Faulted`].
+    /// Errors: [`QueryError::Lagging`]; [`QueryError::FaultedAt`];
+    /// [`QueryError::Access`] with
+    /// [`crate::security::AccessError::NotAPositionToken`] for another
+    /// tenant's or a made-up token.
     pub async fn wait_for_projections(
         &self,
         principal: &Principal,
-        position: GlobalPosition,
+        position: PositionToken,
         timeout: Duration,
     ) -> Result<(), QueryError> {
         self.admit_query(principal).await?;
+        let token = position;
+        let Some(position) = self
+            .tenant_positions(&principal.tenant)
+            .decode_opt(position, "position")?
+        else {
+            return Ok(());
+        };
         self.host()?
             .wait_all(&principal.tenant, position, timeout)
             .await
+            .map_err(|e| self.scoped(&principal.tenant, e, token))
+    }
+}
+
+/// [`TenantProjectionStatus::pending`] is counted up to this many events.
+pub const PENDING_COUNT_LIMIT: u64 = 10_000;
+
+/// What a tenant is told of one of its projections
+/// ([`Engine::projection_status`]): the host's [`ProjectionStatus`]
+/// without anything global. Positions are the tenant's tokens; there is no
+/// log head and no lag in global positions (both would count other
+/// tenants' events), but the number of the tenant's own events not yet
+/// applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TenantProjectionStatus {
+    /// The projection.
+    pub projection: String,
+    /// The version of the serving generation.
+    pub version: u32,
+    /// The serving generation.
+    pub generation: u64,
+    /// What it is doing.
+    pub state: TenantRunState,
+    /// The checkpoint: the last of the tenant's events applied
+    /// ([`PositionToken::NONE`] before the first).
+    pub position: PositionToken,
+    /// The tenant's events in the log not yet applied, counted up to
+    /// [`PENDING_COUNT_LIMIT`] (or the store's largest read, if smaller:
+    /// the cap means "at least"); 0 when caught up.
+    pub pending: u64,
+    /// Recent speed (over the last few seconds).
+    pub events_per_second: f64,
+    /// A rebuild in progress, if any.
+    pub rebuild: Option<TenantRebuildStatus>,
+}
+
+/// What a tenant's projection runner is doing ([`RunState`] with the
+/// tenant's token for a fault's position).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TenantRunState {
+    /// Applying events that are already in the log.
+    CatchingUp,
+    /// Caught up; applying events as they are appended.
+    Live,
+    /// Live while a new generation is being built.
+    Rebuilding,
+    /// Stopped at an event it could not apply; retry resumes it.
+    Faulted {
+        /// The failing event's position token.
+        position: PositionToken,
+        /// Why it failed.
+        error: String,
+    },
+    /// The host was shut down (or the log closed).
+    Stopped,
+}
+
+/// A rebuild in progress, as the tenant sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TenantRebuildStatus {
+    /// The version being built.
+    pub version: u32,
+    /// The generation being built.
+    pub generation: u64,
+    /// The last event applied to it ([`PositionToken::NONE`] before the first).
+    pub position: PositionToken,
+    /// Its recent speed.
+    pub events_per_second: f64,
+    /// Set if the rebuild itself is faulted: (position token, error).
+    pub fault: Option<(PositionToken, String)>,
+}
+
+impl TenantProjectionStatus {
+    fn of(
+        s: ProjectionStatus,
+        pending: u64,
+        positions: &crate::security::TenantPositions,
+    ) -> Result<Self, crate::security::AccessError> {
+        let state = match s.state {
+            RunState::CatchingUp => TenantRunState::CatchingUp,
+            RunState::Live => TenantRunState::Live,
+            RunState::Rebuilding => TenantRunState::Rebuilding,
+            RunState::Stopped => TenantRunState::Stopped,
+            RunState::Faulted { position, error } => TenantRunState::Faulted {
+                position: positions.encode(position)?,
+                error,
+            },
+        };
+        let rebuild = match s.rebuild {
+            None => None,
+            Some(r) => Some(TenantRebuildStatus {
+                version: r.version,
+                generation: r.generation,
+                position: positions.encode_opt(r.position)?,
+                events_per_second: r.events_per_second,
+                fault: match r.fault {
+                    None => None,
+                    Some((p, e)) => Some((positions.encode(p)?, e)),
+                },
+            }),
+        };
+        Ok(TenantProjectionStatus {
+            projection: s.projection,
+            version: s.version,
+            generation: s.generation,
+            state,
+            position: positions.encode_opt(s.position)?,
+            pending,
+            events_per_second: s.events_per_second,
+            rebuild,
+        })
+    }
+}
+
+/// The token a consistency waits for ([`PositionToken::NONE`] for none).
+fn consistency_token(consistency: Consistency) -> PositionToken {
+    match consistency {
+        Consistency::Eventual => PositionToken::NONE,
+        Consistency::AtLeast { position, .. } => position,
     }
 }

@@ -18,7 +18,7 @@ use crate::log::{
     AppendResult, Direction, EventData, EventStore, ExpectedVersion, GlobalPosition, LogError,
     RecordedEvent, StreamId, StreamVersion, Subscription, SubscriptionStart, TenantId,
 };
-use crate::security::{AccessError, Classification, Principal};
+use crate::security::{AccessError, Classification, PositionToken, Principal, TenantPositions};
 use crate::streams::is_engine_category;
 
 /// The role that, with TOP SECRET clearance, reads the engine's own streams raw.
@@ -33,16 +33,31 @@ pub const INTEGRATION_ROLE: &str = "integration";
 pub struct TenantLog {
     store: Arc<dyn EventStore>,
     principal: Principal,
+    positions: TenantPositions,
+}
+
+/// What [`TenantLog::append`] did: [`AppendResult`] with the tenant's
+/// position tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TenantAppendResult {
+    /// The token of the first event appended.
+    pub first_position: PositionToken,
+    /// The token of the last event appended (for read-your-writes).
+    pub last_position: PositionToken,
+    /// The stream's version after the append (the last event's version).
+    pub version: StreamVersion,
 }
 
 /// A page of [`TenantLog::read_all`]: the events the caller may see, and
 /// where the next page starts (past withheld events too).
 #[derive(Debug, Clone)]
 pub struct TenantPage {
-    /// The visible events, in log order.
+    /// The visible events, in log order (each one's token is
+    /// [`TenantLog::token`]; their `position` fields are the log's global
+    /// positions, for in-process code only).
     pub events: Vec<RecordedEvent>,
-    /// The position to read from next.
-    pub next: GlobalPosition,
+    /// The position token to read from next.
+    pub next: PositionToken,
 }
 
 impl Engine {
@@ -56,6 +71,7 @@ impl Engine {
         Ok(TenantLog {
             store: Arc::clone(&self.inner.store),
             principal: principal.clone(),
+            positions: self.tenant_positions(&principal.tenant),
         })
     }
 }
@@ -112,28 +128,61 @@ impl TenantLog {
         Ok(events)
     }
 
-    /// Reads the tenant's log from `from` (see [`EventStore::read_all`]).
+    /// The tenant's position token of one of its events.
     ///
-    /// Errors: [`EngineError::Log`].
+    /// Errors: [`AccessError::UnknownStream`] for another tenant's event;
+    /// [`AccessError::PositionOutOfRange`].
+    pub fn token(&self, event: &RecordedEvent) -> Result<PositionToken, AccessError> {
+        if event.tenant() != self.tenant() {
+            return Err(AccessError::UnknownStream {
+                stream: event.stream.to_string(),
+            });
+        }
+        self.positions.encode(event.position)
+    }
+
+    /// Reads the tenant's log from `from`, a position token the engine
+    /// gave the tenant ([`PositionToken::NONE`]: from the start; see
+    /// [`EventStore::read_all`]).
+    ///
+    /// Errors: [`EngineError::Log`]; [`EngineError::Access`] with
+    /// [`AccessError::NotAPositionToken`] for another tenant's or a
+    /// made-up token.
     pub async fn read_all(
         &self,
-        from: GlobalPosition,
+        from: PositionToken,
         limit: usize,
     ) -> Result<TenantPage, EngineError> {
+        let from = self
+            .positions
+            .decode_opt(from, "from")?
+            .unwrap_or(GlobalPosition::START);
         let mut events = self.store.read_all(self.tenant(), from, limit).await?;
         let next = events.last().map_or(from, |e| e.position.next());
         events.retain(|e| self.visible(e));
-        Ok(TenantPage { events, next })
+        Ok(TenantPage {
+            events,
+            next: self.positions.encode(next)?,
+        })
     }
 
-    /// Follows the tenant's log; [`TenantSubscription::next`] skips what
-    /// the caller may not see.
+    /// Follows the tenant's log (after a position token the engine gave
+    /// the tenant, to resume); [`TenantSubscription::next`] skips what the
+    /// caller may not see.
     ///
-    /// Errors: [`EngineError::Log`].
+    /// Errors: [`EngineError::Log`]; [`EngineError::Access`] with
+    /// [`AccessError::NotAPositionToken`].
     pub async fn subscribe_all(
         &self,
-        start: SubscriptionStart<GlobalPosition>,
+        start: SubscriptionStart<PositionToken>,
     ) -> Result<TenantSubscription, EngineError> {
+        let start = match start {
+            SubscriptionStart::Beginning => SubscriptionStart::Beginning,
+            SubscriptionStart::End => SubscriptionStart::End,
+            SubscriptionStart::After(t) => {
+                SubscriptionStart::After(self.positions.decode(t, "after")?)
+            }
+        };
         let inner = self
             .store
             .subscribe_all(self.tenant().clone(), start)
@@ -180,7 +229,7 @@ impl TenantLog {
         stream: &StreamId,
         expected: ExpectedVersion,
         mut events: Vec<EventData>,
-    ) -> Result<AppendResult, EngineError> {
+    ) -> Result<TenantAppendResult, EngineError> {
         if !self.principal.has_any_role([INTEGRATION_ROLE, ADMIN_ROLE]) {
             return Err(EngineError::forbidden(
                 "append events",
@@ -205,7 +254,12 @@ impl TenantLog {
             }
             e.metadata.actor = self.principal.actor();
         }
-        Ok(self.store.append(stream, expected, events).await?)
+        let result: AppendResult = self.store.append(stream, expected, events).await?;
+        Ok(TenantAppendResult {
+            first_position: self.positions.encode(result.first_position)?,
+            last_position: self.positions.encode(result.last_position)?,
+            version: result.version,
+        })
     }
 
     /// The version of a stream of the tenant the caller may read (`None`
@@ -243,19 +297,22 @@ impl TenantSubscription {
     }
 }
 
-/// When a case changes: the version and log position of each of its
+/// When a case changes: the version and position token of each of its
 /// events, and nothing of their content ([`Engine::case_changes`]).
 pub struct CaseChanges {
     inner: Subscription,
+    positions: TenantPositions,
 }
 
 impl CaseChanges {
-    /// The next event's case version and global position (waiting for it).
+    /// The next event's case version and the tenant's position token for it
+    /// (waiting for it).
     ///
-    /// Errors: those of [`Subscription::next`].
-    pub async fn next(&mut self) -> Result<(StreamVersion, GlobalPosition), LogError> {
+    /// Errors: [`EngineError::Log`] with those of [`Subscription::next`];
+    /// [`EngineError::Access`] with [`AccessError::PositionOutOfRange`].
+    pub async fn next(&mut self) -> Result<(StreamVersion, PositionToken), EngineError> {
         let e = self.inner.next().await?;
-        Ok((e.version, e.position))
+        Ok((e.version, self.positions.encode(e.position)?))
     }
 }
 
@@ -279,6 +336,9 @@ impl Engine {
             .store
             .subscribe_stream(stream, SubscriptionStart::Beginning)
             .await?;
-        Ok(CaseChanges { inner })
+        Ok(CaseChanges {
+            inner,
+            positions: self.tenant_positions(&principal.tenant),
+        })
     }
 }

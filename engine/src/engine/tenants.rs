@@ -9,7 +9,11 @@
 //! memory; the engine is the only writer of its data directory (its
 //! `LOCK`), so what it writes is what it keeps. An unknown or suspended
 //! tenant's call is refused before anything is read, written or started:
-//! no projection runner and no sled tree is made for it.
+//! no projection runner and no sled tree is made for it. Suspending a
+//! tenant also stops its running work (projection runners, the
+//! dispatcher's invocations and timers); reactivating starts it again, and
+//! an engine started on data where a tenant is suspended starts nothing
+//! for it.
 
 use std::collections::BTreeMap;
 use std::sync::RwLock;
@@ -300,9 +304,13 @@ impl Engine {
     }
 
     /// Suspends a registered tenant: its calls are refused (not found,
-    /// [`AccessError::TenantSuspended`]) until it is reactivated. Runners
-    /// already following its log keep their read models; nothing new is
-    /// written for it.
+    /// [`AccessError::TenantSuspended`]) until it is reactivated, and its
+    /// running work stops before this returns: its projection runners
+    /// settle their batch in flight and end (their read models stay, at
+    /// their checkpoints), and the orchestration dispatcher lets go of its
+    /// pending service invocations and timers (they stay in the
+    /// orchestration read model). An engine opened later on the same data
+    /// starts nothing for a suspended tenant.
     ///
     /// Errors: as [`Engine::register_tenant`];
     /// [`AccessError::UnknownTenant`] for an unregistered tenant.
@@ -311,22 +319,31 @@ impl Engine {
         platform_admin: &Principal,
         tenant: &TenantId,
     ) -> Result<TenantChange, EngineError> {
-        self.change_tenant(
-            platform_admin,
-            tenant,
-            "suspend a tenant",
-            |record| match record.map(|r| r.status) {
-                Some(TenantStatus::Active) => Some(TenantEvent::TenantSuspended {
-                    tenant: tenant.clone(),
-                    at: self.now(),
-                }),
-                _ => None,
-            },
-        )
-        .await
+        let change = self
+            .change_tenant(
+                platform_admin,
+                tenant,
+                "suspend a tenant",
+                |record| match record.map(|r| r.status) {
+                    Some(TenantStatus::Active) => Some(TenantEvent::TenantSuspended {
+                        tenant: tenant.clone(),
+                        at: self.now(),
+                    }),
+                    _ => None,
+                },
+            )
+            .await?;
+        // Also when unchanged: a retried suspension whose first attempt
+        // recorded the event but did not get to stop the work.
+        self.stop_tenant_work(tenant).await;
+        Ok(change)
     }
 
-    /// Reactivates a suspended tenant.
+    /// Reactivates a suspended tenant: its calls are served again and its
+    /// projection runners start again (once the engine runs), from their
+    /// checkpoints, applying everything appended meanwhile; the
+    /// orchestration runner hands its pending invocations and timers back
+    /// to the dispatcher.
     ///
     /// Errors: as [`Engine::suspend_tenant`].
     pub async fn reactivate_tenant(
@@ -334,19 +351,51 @@ impl Engine {
         platform_admin: &Principal,
         tenant: &TenantId,
     ) -> Result<TenantChange, EngineError> {
-        self.change_tenant(
-            platform_admin,
-            tenant,
-            "reactivate a tenant",
-            |record| match record.map(|r| r.status) {
-                Some(TenantStatus::Suspended) => Some(TenantEvent::TenantReactivated {
-                    tenant: tenant.clone(),
-                    at: self.now(),
-                }),
-                _ => None,
-            },
-        )
-        .await
+        let change = self
+            .change_tenant(
+                platform_admin,
+                tenant,
+                "reactivate a tenant",
+                |record| match record.map(|r| r.status) {
+                    Some(TenantStatus::Suspended) => Some(TenantEvent::TenantReactivated {
+                        tenant: tenant.clone(),
+                        at: self.now(),
+                    }),
+                    _ => None,
+                },
+            )
+            .await?;
+        if let Ok(host) = self.open_projections() {
+            host.resume_tenant(tenant);
+        }
+        self.follow_tenant(tenant);
+        Ok(change)
+    }
+
+    /// Stops the tenant's running work (see [`Engine::suspend_tenant`]):
+    /// its runners first, so that none hands the dispatcher work again,
+    /// then the dispatcher's share.
+    async fn stop_tenant_work(&self, tenant: &TenantId) {
+        if let Ok(host) = self.open_projections() {
+            host.stop_tenant(tenant).await;
+        }
+        self.hub().forget_tenant(tenant);
+    }
+
+    /// The registered tenants that are suspended (to start nothing for
+    /// them when the engine starts).
+    ///
+    /// Errors: [`EngineError::Log`] / [`EngineError::Codec`] if the
+    /// registry cannot be read.
+    pub(super) async fn suspended_tenants(&self) -> Result<Vec<TenantId>, EngineError> {
+        let registry = self.registry().await?;
+        let registry = registry.read().unwrap_or_else(|p| p.into_inner());
+        Ok(registry
+            .tenants
+            .values()
+            .filter(|(r, _)| r.status == TenantStatus::Suspended)
+            .map(|(r, _)| r.tenant.clone())
+            .collect())
     }
 
     /// Every registered tenant, by id.

@@ -405,6 +405,20 @@ impl Hub {
         self.update_timer(key.clone(), None);
     }
 
+    /// Forgets every job and timer of `tenant` (its tenant was suspended
+    /// and its orchestration runner stopped). Nothing is lost: the
+    /// orchestration projection's rows still hold them, and its next
+    /// handler (when the tenant is reactivated) hands them back. A job in
+    /// flight finishes; its report finds nothing to release.
+    pub(crate) fn forget_tenant(&self, tenant: &TenantId) {
+        let mut s = self.lock();
+        s.jobs.retain(|k, _| &k.tenant != tenant);
+        s.due.retain(|(_, k)| &k.tenant != tenant);
+        s.external.retain(|(t, _), _| t != tenant);
+        s.timers.retain(|k, _| &k.tenant != tenant);
+        s.timer_due.retain(|(_, k)| &k.tenant != tenant);
+    }
+
     /// Timers the hub holds.
     pub(crate) fn timer_count(&self) -> usize {
         self.lock().timers.len()

@@ -242,6 +242,13 @@ pub enum ProjectionError {
     /// Reading the log failed.
     #[error("reading the log: {0}")]
     Log(#[source] Arc<LogError>),
+    /// The tenant's runners are stopped (the tenant is suspended) until
+    /// [`crate::projection::ProjectionHost::resume_tenant`].
+    #[error("the projections of tenant {tenant} are stopped (the tenant is suspended)")]
+    TenantStopped {
+        /// The tenant.
+        tenant: crate::log::TenantId,
+    },
 }
 
 impl From<LogError> for ProjectionError {
@@ -289,8 +296,8 @@ impl RowsError {
 impl ProjectionError {
     /// What the error means to a caller: an unknown, invalid or duplicate
     /// projection name is [`ErrorKind::InvalidArgument`] at `projection`;
-    /// shutting down, not started and log failures are
-    /// [`ErrorKind::Unavailable`];
+    /// shutting down, not started, a stopped (suspended) tenant and log
+    /// failures are [`ErrorKind::Unavailable`];
     /// storage failure is [`ErrorKind::Internal`].
     pub fn kind(&self) -> ErrorKind {
         match self {
@@ -298,9 +305,10 @@ impl ProjectionError {
             ProjectionError::UnknownProjection { .. }
             | ProjectionError::InvalidName(_)
             | ProjectionError::DuplicateName(_) => ErrorKind::invalid("projection"),
-            ProjectionError::ShutDown | ProjectionError::NotStarted | ProjectionError::Log(_) => {
-                ErrorKind::Unavailable
-            }
+            ProjectionError::ShutDown
+            | ProjectionError::NotStarted
+            | ProjectionError::Log(_)
+            | ProjectionError::TenantStopped { .. } => ErrorKind::Unavailable,
         }
     }
 }
@@ -333,6 +341,8 @@ impl QueryError {
             QueryError::UnknownCase { .. } => ErrorKind::NotFound,
             QueryError::Timeout { .. }
             | QueryError::Faulted { .. }
+            | QueryError::Lagging { .. }
+            | QueryError::FaultedAt { .. }
             | QueryError::NotReady { .. } => ErrorKind::Unavailable,
             QueryError::Corrupt(_) => ErrorKind::Internal,
             QueryError::Projection(e) => e.kind(),
@@ -466,6 +476,28 @@ pub enum QueryError {
         projection: String,
         /// The failing event's position.
         position: GlobalPosition,
+        /// The error.
+        error: String,
+    },
+    /// A tenant's query: the projection did not reach the position token
+    /// asked for in time ([`QueryError::Timeout`] as a tenant is told it,
+    /// with no global position).
+    #[error("projection {projection} has not reached position {wanted} within the timeout; retry or wait longer")]
+    Lagging {
+        /// The projection.
+        projection: String,
+        /// The position token asked for.
+        wanted: crate::security::PositionToken,
+    },
+    /// A tenant's query: the projection is faulted
+    /// ([`QueryError::Faulted`] as a tenant is told it: the failing
+    /// event's position as the tenant's token).
+    #[error("projection {projection} is faulted at position {position}: {error}")]
+    FaultedAt {
+        /// The projection.
+        projection: String,
+        /// The failing event's position token.
+        position: crate::security::PositionToken,
         /// The error.
         error: String,
     },

@@ -14,18 +14,50 @@ use super::error::{ProjectionError, QueryError, StoreError};
 use super::runner::{self, Control, Progress, RunnerCtx};
 use super::{Projection, Rows};
 use crate::log::{EventStore, GlobalPosition, TenantId};
+use crate::security::PositionToken;
 
 /// Events per batch (one sled batch, one checkpoint) when live, by default.
 pub const DEFAULT_BATCH_SIZE: usize = 512;
 
-/// How fresh a query's answer must be.
+/// How fresh a tenant's query answer must be (the engine's query methods).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Consistency {
     /// Whatever the projection holds now (it may be behind the log).
     #[default]
     Eventual,
-    /// Wait until the projection has reached `position` (e.g. the position an
-    /// append returned), for at most `timeout`.
+    /// Wait until the projection has reached `position` — a position token
+    /// the engine gave the caller's tenant, e.g. a command's
+    /// [`crate::engine::CaseOutcome::position`] — for at most `timeout`.
+    /// [`PositionToken::NONE`] waits for nothing; another tenant's or a
+    /// made-up token is refused
+    /// ([`crate::security::AccessError::NotAPositionToken`]).
+    AtLeast {
+        /// The tenant's position token to reach.
+        position: PositionToken,
+        /// How long to wait.
+        timeout: Duration,
+    },
+}
+
+impl Consistency {
+    /// Waits for `position` for up to 5 seconds.
+    pub fn at_least(position: PositionToken) -> Self {
+        Consistency::AtLeast {
+            position,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// How fresh a [`ProjectionHost::read`] must be, in global positions: the
+/// unscoped host's (a platform administrator's) form of [`Consistency`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Freshness {
+    /// Whatever the projection holds now.
+    #[default]
+    Eventual,
+    /// Wait until the projection has reached `position` (events of other
+    /// tenants count as passed), for at most `timeout`.
     AtLeast {
         /// The global position to reach.
         position: GlobalPosition,
@@ -34,10 +66,10 @@ pub enum Consistency {
     },
 }
 
-impl Consistency {
+impl Freshness {
     /// Waits for `position` for up to 5 seconds.
     pub fn at_least(position: GlobalPosition) -> Self {
-        Consistency::AtLeast {
+        Freshness::AtLeast {
             position,
             timeout: Duration::from_secs(5),
         }
@@ -150,7 +182,10 @@ struct HostInner {
     store: Arc<dyn EventStore>,
     projections: Vec<Arc<dyn Projection>>,
     runners: Mutex<HashMap<(String, TenantId), Arc<Runner>>>,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    tasks: Mutex<Vec<(TenantId, JoinHandle<()>)>>,
+    /// Tenants whose runners are stopped and may not start
+    /// ([`ProjectionHost::stop_tenant`]).
+    stopped_tenants: Mutex<std::collections::HashSet<TenantId>>,
     shutdown: watch::Sender<bool>,
     batch_size: usize,
 }
@@ -265,6 +300,7 @@ impl ProjectionHost {
                 projections,
                 runners: Mutex::default(),
                 tasks: Mutex::default(),
+                stopped_tenants: Mutex::default(),
                 shutdown: watch::channel(false).0,
                 batch_size: batch_size.max(1),
             }),
@@ -291,23 +327,95 @@ impl ProjectionHost {
             .collect()
     }
 
-    /// Starts the runners of every known tenant (needs a Tokio runtime).
+    /// Starts the runners of every known tenant (needs a Tokio runtime),
+    /// except those stopped by [`ProjectionHost::stop_tenant`].
     pub fn start_known(&self) -> Result<(), ProjectionError> {
         for tenant in self.known_tenants() {
-            self.ensure(&tenant)?;
+            match self.ensure(&tenant) {
+                Ok(()) | Err(ProjectionError::TenantStopped { .. }) => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
+    }
+
+    /// Stops the tenant's runners (when its tenant is suspended): each
+    /// settles the batch it has in flight, records its checkpoint and
+    /// ends; this waits for them. Until [`ProjectionHost::resume_tenant`],
+    /// no runner of the tenant starts ([`ProjectionHost::ensure`], queries
+    /// and waits answer [`ProjectionError::TenantStopped`]). The read models
+    /// stay as they are, and resume from their checkpoints. Idempotent;
+    /// works before any runner started (it only bars them then).
+    pub async fn stop_tenant(&self, tenant: &TenantId) {
+        self.inner
+            .stopped_tenants
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(tenant.clone());
+        let stopping: Vec<Arc<Runner>> = {
+            let mut runners = self.inner.runners.lock().unwrap_or_else(|p| p.into_inner());
+            let keys: Vec<(String, TenantId)> = runners
+                .keys()
+                .filter(|(_, t)| t == tenant)
+                .cloned()
+                .collect();
+            keys.iter().filter_map(|k| runners.remove(k)).collect()
+        };
+        for runner in &stopping {
+            // A runner whose task has already ended has dropped its receiver.
+            let _ = runner.control.send(Control::Stop);
+        }
+        let tasks: Vec<JoinHandle<()>> = {
+            let mut all = self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner());
+            let (mine, others): (Vec<_>, Vec<_>) = std::mem::take(&mut *all)
+                .into_iter()
+                .partition(|(t, _)| t == tenant);
+            *all = others;
+            mine.into_iter().map(|(_, task)| task).collect()
+        };
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+
+    /// Lets the tenant's runners start again after
+    /// [`ProjectionHost::stop_tenant`] (they start at the next
+    /// [`ProjectionHost::ensure`], from their checkpoints).
+    pub fn resume_tenant(&self, tenant: &TenantId) {
+        self.inner
+            .stopped_tenants
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(tenant);
+    }
+
+    /// Whether the tenant's runners are stopped ([`ProjectionHost::stop_tenant`]).
+    pub fn is_stopped(&self, tenant: &TenantId) -> bool {
+        self.inner
+            .stopped_tenants
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(tenant)
     }
 
     /// Starts the tenant's runners if they are not running (needs a Tokio
     /// runtime). Cheap when they are.
     ///
-    /// Errors: [`ProjectionError::ShutDown`]; [`ProjectionError::Store`].
+    /// Errors: [`ProjectionError::ShutDown`]; [`ProjectionError::Store`];
+    /// [`ProjectionError::TenantStopped`] for a tenant stopped by
+    /// [`ProjectionHost::stop_tenant`].
     pub fn ensure(&self, tenant: &TenantId) -> Result<(), ProjectionError> {
         if *self.inner.shutdown.borrow() {
             return Err(ProjectionError::ShutDown);
         }
         let mut runners = self.inner.runners.lock().unwrap_or_else(|p| p.into_inner());
+        // Checked under the runners' lock: `stop_tenant` marks the tenant
+        // before it takes that lock, so no runner starts after it has run.
+        if self.is_stopped(tenant) {
+            return Err(ProjectionError::TenantStopped {
+                tenant: tenant.clone(),
+            });
+        }
         if self
             .inner
             .projections
@@ -331,7 +439,7 @@ impl ProjectionHost {
                 .tasks
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .push(task);
+                .push((tenant.clone(), task));
         }
         Ok(())
     }
@@ -501,9 +609,9 @@ impl ProjectionHost {
         &self,
         name: &str,
         tenant: &TenantId,
-        consistency: Consistency,
+        consistency: Freshness,
     ) -> Result<Arc<Generation>, QueryError> {
-        if let Consistency::AtLeast { position, timeout } = consistency {
+        if let Freshness::AtLeast { position, timeout } = consistency {
             self.wait_for(name, tenant, position, timeout).await?;
         }
         let runner = self.runner(name, tenant)?;
@@ -643,9 +751,9 @@ impl ProjectionHost {
     /// Stops every runner, waits for them, and flushes the database.
     pub async fn shutdown(&self) -> Result<(), ProjectionError> {
         self.inner.shutdown.send_replace(true);
-        let tasks: Vec<JoinHandle<()>> =
+        let tasks: Vec<(TenantId, JoinHandle<()>)> =
             std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()));
-        for t in tasks {
+        for (_, t) in tasks {
             let _ = t.await;
         }
         self.inner.db.flush_async().await.store()?;

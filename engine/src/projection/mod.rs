@@ -63,7 +63,7 @@ pub use error::{
     RowsError, StoreError,
 };
 pub use host::{
-    Consistency, Generation, ProjectionHost, ProjectionStatus, RebuildStatus, RunState,
+    Consistency, Freshness, Generation, ProjectionHost, ProjectionStatus, RebuildStatus, RunState,
     DEFAULT_BATCH_SIZE,
 };
 pub use pages::{RowIter, Rows};

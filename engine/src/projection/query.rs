@@ -4,9 +4,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::case::{CaseStatus, DeadlineDue, InstanceId};
 use crate::definition::{DeadlineKey, ItemKey};
-use crate::log::{GlobalPosition, StreamVersion, Timestamp};
+use crate::log::{StreamVersion, Timestamp};
 use crate::rules::ItemState;
-use crate::security::Classification;
+use crate::security::{Classification, PositionToken};
 
 use super::error::QueryError;
 
@@ -277,8 +277,8 @@ pub struct DeadlineEntry {
 /// One entry of a case's timeline.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TimelineEntry {
-    /// The event's global position.
-    pub position: GlobalPosition,
+    /// The event's position, as the reader's tenant's token.
+    pub position: PositionToken,
     /// Its version in the case stream.
     pub version: StreamVersion,
     /// When it was recorded.
@@ -310,6 +310,6 @@ pub struct ProjectedCase {
     pub view: crate::case::CaseView,
     /// The case's version (its last event).
     pub version: StreamVersion,
-    /// The global position of its last event.
-    pub position: GlobalPosition,
+    /// Where its last event is, as the reader's tenant's position token.
+    pub position: PositionToken,
 }

@@ -30,6 +30,9 @@ const READ_BATCHES: usize = 16;
 pub(crate) enum Control {
     Retry,
     Rebuild(Option<Arc<dyn Projection>>),
+    /// Stop for good (the tenant was suspended): settle what is in flight
+    /// and end the task, like a shutdown of this runner alone.
+    Stop,
 }
 
 /// The serving generation's progress, for read-your-writes waits.
@@ -472,6 +475,8 @@ struct Task {
     building: Option<Lane>,
     retired: Vec<Arc<Generation>>,
     stopped: bool,
+    /// [`Control::Stop`] was received.
+    stop_asked: bool,
 }
 
 /// Runs one projection for one tenant until shutdown or the log closes.
@@ -481,6 +486,7 @@ pub(crate) async fn run(ctx: RunnerCtx) {
         building: None,
         retired: Vec::new(),
         stopped: false,
+        stop_asked: false,
         ctx,
     };
     if let Err(e) = task.open_lanes().await {
@@ -491,7 +497,7 @@ pub(crate) async fn run(ctx: RunnerCtx) {
         while let Ok(c) = task.ctx.control.try_recv() {
             task.handle(c).await;
         }
-        if *task.ctx.shutdown.borrow() {
+        if *task.ctx.shutdown.borrow() || task.stop_asked {
             break;
         }
         head.borrow_and_update();
@@ -605,6 +611,7 @@ impl Task {
                     }
                 }
             }
+            Control::Stop => self.stop_asked = true,
             Control::Rebuild(replacement) => {
                 if let Err(e) = self.start_rebuild(replacement).await {
                     if let Some(l) = self.building.as_mut() {

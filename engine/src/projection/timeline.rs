@@ -386,7 +386,8 @@ impl Handler for TimelineHandler {
     }
 }
 
-/// A case's timeline as `principal` may read it, oldest first.
+/// A case's timeline as `principal` may read it, oldest first, each
+/// entry's position as the tenant's token (`positions`).
 ///
 /// Errors: [`QueryError::UnknownCase`] for a case the projection does not
 /// have or the reader may not see; [`QueryError::PageSize`],
@@ -396,6 +397,7 @@ pub fn read(
     case_id: &str,
     principal: &Principal,
     page: &PageRequest,
+    positions: &crate::security::TenantPositions,
 ) -> Result<Page<TimelineEntry>, QueryError> {
     page.check()?;
     let unknown = || QueryError::UnknownCase {
@@ -437,7 +439,7 @@ pub fn read(
             .map(|(f, _)| f.clone())
             .collect();
         items.push(TimelineEntry {
-            position: s.position,
+            position: positions.encode(s.position)?,
             version: s.version,
             at: s.at,
             actor: s.actor,

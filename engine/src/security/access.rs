@@ -70,6 +70,23 @@ pub enum AccessError {
         /// The tenant named.
         tenant: TenantId,
     },
+    /// A position given by the caller is not a position token of the
+    /// caller's tenant (another tenant's, or made up): pass back a token
+    /// the engine gave this tenant (see [`crate::security::PositionToken`]).
+    #[error("{field} {token} is not a position token of this tenant; pass back a token the engine returned to this tenant")]
+    NotAPositionToken {
+        /// Where the token was given (`position`, `min_position`, …).
+        field: String,
+        /// The token as given.
+        token: u64,
+    },
+    /// A global position too large for a position token (the log would
+    /// need 2^48 events).
+    #[error("global position {position} is beyond what a position token can carry")]
+    PositionOutOfRange {
+        /// The position.
+        position: u64,
+    },
 }
 
 impl AccessError {
@@ -79,7 +96,10 @@ impl AccessError {
     /// call without the role, an append to an engine stream or above the
     /// caller's clearance are [`ErrorKind::PermissionDenied`]; a stream the
     /// caller may not read is [`ErrorKind::NotFound`]; a reserved
-    /// tenant id is [`ErrorKind::InvalidArgument`] at `tenant`.
+    /// tenant id is [`ErrorKind::InvalidArgument`] at `tenant`; a position
+    /// that is not a token of the caller's tenant is
+    /// [`ErrorKind::InvalidArgument`] at the field that carried it; a
+    /// position too large for a token is [`ErrorKind::Internal`].
     pub fn kind(&self) -> ErrorKind {
         match self {
             AccessError::InvalidPrincipal(e) => e.kind(),
@@ -91,6 +111,8 @@ impl AccessError {
             | AccessError::AboveClearance { .. } => ErrorKind::PermissionDenied,
             AccessError::UnknownStream { .. } => ErrorKind::NotFound,
             AccessError::ReservedTenant { .. } => ErrorKind::invalid("tenant"),
+            AccessError::NotAPositionToken { field, .. } => ErrorKind::invalid(field.clone()),
+            AccessError::PositionOutOfRange { .. } => ErrorKind::Internal,
         }
     }
 }

@@ -4,12 +4,14 @@
 
 mod access;
 mod classification;
+pub mod positions;
 mod principal;
 
 pub use access::{
     is_platform_admin, is_platform_tenant, AccessError, PLATFORM_ADMIN_ROLE, PLATFORM_TENANT,
 };
 pub use classification::{Classification, ParseClassificationError};
+pub use positions::{PositionKey, PositionToken, TenantPositions};
 pub use principal::{
     check_role, check_subject, Principal, PrincipalError, Vetting, MAX_ROLES, MAX_ROLE_LEN,
     MAX_SUBJECT_LEN,
