@@ -35,8 +35,9 @@ use std::fmt;
 use std::io::Write as _;
 use std::path::Path;
 
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 use super::AccessError;
 use crate::log::{GlobalPosition, TenantId};
@@ -84,42 +85,25 @@ impl fmt::Display for PositionToken {
     }
 }
 
-/// HMAC-SHA-256 with the padded key states computed once.
+/// HMAC-SHA-256 keyed once; each MAC starts from a clone of the keyed
+/// state (the padded key blocks are hashed only at construction).
 #[derive(Clone)]
-struct Hmac {
-    inner: Sha256,
-    outer: Sha256,
-}
+struct Keyed(Hmac<Sha256>);
 
-impl Hmac {
+impl Keyed {
     fn new(key: &[u8]) -> Self {
-        let mut block = [0u8; 64];
-        if key.len() > 64 {
-            block[..32].copy_from_slice(&Sha256::digest(key));
-        } else {
-            block[..key.len()].copy_from_slice(key);
-        }
-        let pad = |byte: u8| {
-            let mut padded = block;
-            padded.iter_mut().for_each(|b| *b ^= byte);
-            let mut h = Sha256::new();
-            h.update(padded);
-            h
-        };
-        Hmac {
-            inner: pad(0x36),
-            outer: pad(0x5c),
-        }
+        Keyed(
+            <Hmac<Sha256> as Mac>::new_from_slice(key)
+                .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length")),
+        )
     }
 
     fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
-        let mut inner = self.inner.clone();
+        let mut mac = self.0.clone();
         for p in parts {
-            inner.update(p);
+            mac.update(p);
         }
-        let mut outer = self.outer.clone();
-        outer.update(inner.finalize());
-        outer.finalize().into()
+        mac.finalize().into_bytes().into()
     }
 }
 
@@ -196,9 +180,9 @@ impl PositionKey {
     /// The token codec of `tenant`.
     pub fn tenant(&self, tenant: &TenantId) -> TenantPositions {
         let key =
-            Hmac::new(&self.0).mac(&[b"casebook position token v1\0", tenant.as_str().as_bytes()]);
+            Keyed::new(&self.0).mac(&[b"casebook position token v1\0", tenant.as_str().as_bytes()]);
         TenantPositions {
-            round: Hmac::new(&key),
+            round: Keyed::new(&key),
         }
     }
 }
@@ -206,7 +190,7 @@ impl PositionKey {
 /// One tenant's token codec ([`PositionKey::tenant`]).
 #[derive(Clone)]
 pub struct TenantPositions {
-    round: Hmac,
+    round: Keyed,
 }
 
 impl fmt::Debug for TenantPositions {
@@ -306,6 +290,17 @@ mod tests {
 
     fn codec(tenant: &str) -> TenantPositions {
         PositionKey::from_bytes([7; 32]).tenant(&TenantId::new(tenant).unwrap())
+    }
+
+    #[test]
+    fn the_mac_is_hmac_sha256() {
+        // RFC 4231, test case 2.
+        let mac = Keyed::new(b"Jefe").mac(&[b"what do ya want ", b"for nothing?"]);
+        let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
     }
 
     #[test]
