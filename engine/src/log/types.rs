@@ -375,6 +375,13 @@ impl RecordedEvent {
         self.stream.tenant()
     }
 
+    /// Names the event by its stream and version (`kent/case/BUR-1
+    /// version 3`) — for messages a tenant may read, which must not carry
+    /// the global position (it counts other tenants' events).
+    pub fn locator(&self) -> String {
+        format!("{} version {}", self.stream, self.version.0)
+    }
+
     /// Whether this recorded event holds exactly this appended data.
     pub fn same_data(&self, data: &EventData) -> bool {
         self.id == data.id
@@ -481,6 +488,24 @@ pub enum SubscriptionStart<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_locator_names_stream_and_version_not_the_global_position() {
+        let stream = StreamId::new(TenantId::new("kent").unwrap(), "case", "BUR-1").unwrap();
+        let data = EventData::new(
+            "Opened",
+            b"x".to_vec(),
+            Metadata::new(ActorId::new("pc-1"), Source::system("test")),
+        );
+        let event = RecordedEvent::from_data(
+            stream,
+            StreamVersion(3),
+            GlobalPosition(987_654),
+            Timestamp(0),
+            data,
+        );
+        assert_eq!(event.locator(), "kent/case/BUR-1 version 3");
+    }
 
     #[test]
     fn ids_are_validated_with_clear_errors() {

@@ -266,7 +266,7 @@ fn relevant(event_type: &str) -> bool {
 impl Handler for PendingHandler {
     async fn apply(&mut self, event: &RecordedEvent) -> Result<(), HandlerError> {
         if event.stream.category() == crate::calendar::CATEGORY {
-            let what = || format!("calendar event at {}", event.position);
+            let what = || format!("calendar event {}", event.locator());
             let decoded =
                 CalendarEvent::from_recorded(event).map_err(|e| HandlerError::decode(what(), e))?;
             self.calendar = WorkingCalendar::from_event(&decoded)
@@ -278,7 +278,7 @@ impl Handler for PendingHandler {
             return Ok(());
         }
         let decoded = CaseEvent::from_recorded(event)
-            .map_err(|e| HandlerError::decode(format!("case event at {}", event.position), e))?;
+            .map_err(|e| HandlerError::decode(format!("case event {}", event.locator()), e))?;
         let case_id = event.stream.id();
         let tenant = event.stream.tenant().clone();
         let key_of = |invocation| JobKey {

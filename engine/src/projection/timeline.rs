@@ -291,7 +291,7 @@ impl Handler for TimelineHandler {
         }
         let case_id = event.stream.id();
         let decoded = CaseEvent::from_recorded(event)
-            .map_err(|e| HandlerError::decode(format!("case event at {}", event.position), e))?;
+            .map_err(|e| HandlerError::decode(format!("case event {}", event.locator()), e))?;
         let mut case = match &decoded {
             CaseEvent::CaseOpened {
                 definition,

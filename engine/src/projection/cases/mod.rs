@@ -330,7 +330,7 @@ impl CasesHandler {
     async fn deployed(&mut self, event: &RecordedEvent) -> Result<(), HandlerError> {
         let DefinitionDeployed::Deployed { key, version } =
             DefinitionDeployed::from_recorded(event).map_err(|e| {
-                HandlerError::decode(format!("definition event at {}", event.position), e)
+                HandlerError::decode(format!("definition event {}", event.locator()), e)
             })?;
         let def = self.defs.get(event.stream.tenant(), &key, version).await?;
         self.declared.insert((D_TYPE, key));
@@ -404,7 +404,7 @@ impl Handler for CasesHandler {
         }
         let tenant = event.stream.tenant();
         if event.stream.category() == calendar::CATEGORY {
-            let what = || format!("calendar event at {}", event.position);
+            let what = || format!("calendar event {}", event.locator());
             let decoded =
                 CalendarEvent::from_recorded(event).map_err(|e| HandlerError::decode(what(), e))?;
             let new = WorkingCalendar::from_event(&decoded)
@@ -421,7 +421,7 @@ impl Handler for CasesHandler {
         }
         let case_id = event.stream.id();
         let decoded = CaseEvent::from_recorded(event)
-            .map_err(|e| HandlerError::decode(format!("case event at {}", event.position), e))?;
+            .map_err(|e| HandlerError::decode(format!("case event {}", event.locator()), e))?;
         // An opening names the definition the case runs from then on.
         let opened = match &decoded {
             CaseEvent::CaseOpened { definition, .. } => {
