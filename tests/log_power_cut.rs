@@ -1986,3 +1986,54 @@ async fn a_retried_written_append_is_stored_once() {
         .expect("read");
     assert_eq!(read.len(), 2, "stored once");
 }
+
+/// CPU time (user + system, in clock ticks) used so far by this process's
+/// thread named `name`.
+fn thread_cpu_ticks(name: &str) -> u64 {
+    let mut total = 0;
+    for task in std::fs::read_dir("/proc/self/task").expect("tasks") {
+        let dir = task.expect("task").path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let comm = comm.trim();
+        // Thread names are cut to 15 bytes.
+        if comm.is_empty() || !name.starts_with(comm) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+        // Fields after the parenthesised name: state is the 3rd field,
+        // utime and stime the 14th and 15th.
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let tick = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        total += tick(11) + tick(12);
+    }
+    total
+}
+
+/// A sync that fails while written appends wait for it fails the store
+/// (later appends are refused, the close reports nothing lost that was
+/// acknowledged as synced) and leaves the writer asleep, not woken again
+/// and again by their deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_sync_of_written_appends_fails_the_store_and_the_writer_rests() {
+    let sim = SimFs::new();
+    let index = tempfile::tempdir().expect("temp dir");
+    let store = open(&sim, index.path(), 1 << 20);
+    sim.arm(Trigger::FailSyncs);
+    let written = append_written(&store, "f").await;
+    assert_eq!(written.len(), 3, "answered once written");
+    // Their deadline passes: the sync fails and the store with it.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    expect_failed(&append(&store, &stream("kent", "after"), batch_events("a", 1)).await);
+    let before = thread_cpu_ticks(WRITER_THREAD);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let used = thread_cpu_ticks(WRITER_THREAD) - before;
+    // Half a second is about 50 ticks; a writer woken in a loop uses them all.
+    assert!(used < 20, "the failed writer used {used} ticks in 500 ms");
+    drop(store);
+}

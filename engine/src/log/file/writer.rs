@@ -279,6 +279,12 @@ impl Writer {
                 *failed = Some(e.to_string());
             }
         }
+        if failed.is_some() {
+            // A failed store syncs nothing more: forget them (recovery
+            // decides what of them the file kept), so that their deadline
+            // does not wake the writer again and again.
+            self.unsynced = Unsynced::default();
+        }
     }
 
     /// Stops the zero thread and, unless a write failed, cuts the active
