@@ -683,8 +683,17 @@ async fn suspending_a_tenant_stops_its_work_until_it_is_reactivated_even_across_
         .case_view(&officer(), "FOI-1", Consistency::after(&opened))
         .await
         .unwrap();
-    // The FOI definition's case-level deadlines run as dispatcher timers.
-    let kent_timers = engine.orchestration_backlog().timers;
+    // The FOI definition's case-level deadlines run as dispatcher timers
+    // (once the orchestration projection, which the case view did not wait
+    // for, has seen the case).
+    let mut kent_timers = 0;
+    for _ in 0..200 {
+        kent_timers = engine.orchestration_backlog().timers;
+        if kent_timers > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert!(kent_timers > 0, "the FOI case runs deadlines");
     let host = engine.projections(&ops).unwrap();
     let names = host.names();
