@@ -122,20 +122,27 @@ fn run_round(dir: &std::path::Path, round: u64, kill_after: Duration) -> Vec<Ack
         .spawn()
         .expect("spawn child");
     let stdout = child.stdout.take().unwrap();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
         let mut lines = Vec::new();
         let mut r = BufReader::new(stdout);
         let mut line = String::new();
         while r.read_line(&mut line).unwrap_or(0) > 0 {
             if line.ends_with('\n') {
-                lines.push(line.trim_end().to_string());
+                let l = line.trim_end().to_string();
+                if l.ends_with("READY") {
+                    let _ = ready_tx.send(());
+                }
+                lines.push(l);
             }
             line.clear();
         }
         lines
     });
-    // The delay is measured from spawn; the READY check below makes sure the
-    // child got as far as appending.
+    // The delay is measured from the child's READY (opening the store after
+    // the last round's kill may take long on a loaded machine); the READY
+    // check below fails the round if it never came.
+    let _ = ready_rx.recv_timeout(Duration::from_secs(60));
     std::thread::sleep(kill_after);
     child.kill().expect("SIGKILL the child");
     let status = child.wait().unwrap();
