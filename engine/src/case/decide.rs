@@ -6,14 +6,15 @@
 //! it is decided (with the same [`CaseState::apply`] replay uses), so the events
 //! returned replay to exactly the state the decision saw.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use crate::definition::{
     check_identifier, Activity, ActivityKind, CaseDefinition, Deadline, FieldDef, FieldKey,
     ItemKey, Occurrence, OnPart, PlanItem, RoleKey, SlaPeriod,
 };
 use crate::log::Timestamp;
-use crate::rules::{Budget, Condition, EvalError, ItemState, Scope, COMMAND_BUDGET};
+use crate::rules::{Budget, Condition, EvalError, ItemState, PlanState, Scope, COMMAND_BUDGET};
 use crate::security::{Classification, Principal};
 
 use super::command::{CaseCommand, ItemRef, ServiceOutcome};
@@ -144,7 +145,6 @@ pub fn decide_within(
 
 struct Cx<'a> {
     def: &'a CaseDefinition,
-    index: BTreeMap<&'a str, (PlanItem<'a>, Option<&'a ItemKey>)>,
     deadlines: Vec<(Option<&'a ItemKey>, &'a Deadline)>,
     state: CaseState,
     principal: &'a Principal,
@@ -160,6 +160,78 @@ struct Cx<'a> {
     repeats: VecDeque<(ItemKey, Option<InstanceId>)>,
     /// What the command's rules may still cost.
     budget: &'a Budget,
+    /// The case file and plan as conditions see them, built at the first
+    /// evaluation and kept up to date as events apply (rebuilding them for
+    /// every evaluation made opening a large plan quadratic).
+    scope: RefCell<Option<ScopeCache>>,
+}
+
+/// What conditions read, kept in step with the working state.
+struct ScopeCache {
+    file: serde_json::Value,
+    plan: PlanState,
+    /// The latest instance of each item (the one `plan` reports).
+    latest: HashMap<String, InstanceId>,
+}
+
+impl ScopeCache {
+    fn build(state: &CaseState) -> ScopeCache {
+        let latest = state
+            .items
+            .iter()
+            .map(|i| (i.key.as_str().to_string(), i.id))
+            .collect();
+        ScopeCache {
+            file: state.case_file_json(),
+            plan: state.plan_state(),
+            latest,
+        }
+    }
+
+    /// Follows one applied event (`occurred`: what it caused). Returns
+    /// false when the event changes too much to follow (the case's own
+    /// lifecycle): the cache is then rebuilt on next use.
+    fn follow(&mut self, state: &CaseState, event: &CaseEvent, occurred: &[Occurred]) -> bool {
+        match event {
+            CaseEvent::CaseOpened { .. }
+            | CaseEvent::CaseSuspended {}
+            | CaseEvent::CaseResumed {}
+            | CaseEvent::CaseCompleted {}
+            | CaseEvent::CaseTerminated {}
+            | CaseEvent::CaseClosed { .. }
+            | CaseEvent::CaseReopened { .. } => return false,
+            CaseEvent::PlanItemCreated { instance, item, .. } => {
+                self.latest.insert(item.as_str().to_string(), *instance);
+            }
+            _ => {}
+        }
+        if let CaseEvent::MilestoneReached { item, .. } = event {
+            self.plan.reached.insert(item.as_str().to_string());
+        }
+        if let Some(inst) = event.instance().and_then(|id| state.item(id)) {
+            if self.latest.get(inst.key.as_str()) == Some(&inst.id) {
+                self.plan
+                    .states
+                    .insert(inst.key.as_str().to_string(), inst.state);
+            }
+        }
+        for occ in occurred {
+            if let Occurred::Changed(field) = occ {
+                let serde_json::Value::Object(file) = &mut self.file else {
+                    return false;
+                };
+                match state.case_file.get(field) {
+                    Some(v) => {
+                        file.insert(field.as_str().to_string(), v.clone());
+                    }
+                    None => {
+                        file.remove(field.as_str());
+                    }
+                }
+            }
+        }
+        true
+    }
 }
 
 fn occurrence_matches(o: &Occurrence, occ: &Occurred) -> bool {
@@ -204,18 +276,15 @@ impl<'a> Cx<'a> {
         now: Timestamp,
         budget: &'a Budget,
     ) -> Self {
-        let mut index = BTreeMap::new();
         let mut deadlines: Vec<(Option<&'a ItemKey>, &'a Deadline)> =
             def.deadlines.iter().map(|d| (None, d)).collect();
-        for e in def.plan_items() {
-            index.insert(e.item.key().as_str(), (e.item, e.parent));
-            for d in e.item.deadlines() {
-                deadlines.push((Some(e.item.key()), d));
+        def.each_plan_item(|item, _| {
+            for d in item.deadlines() {
+                deadlines.push((Some(item.key()), d));
             }
-        }
+        });
         Cx {
             def,
-            index,
             deadlines,
             state,
             principal,
@@ -227,15 +296,15 @@ impl<'a> Cx<'a> {
             seen: Vec::new(),
             repeats: VecDeque::new(),
             budget,
+            scope: RefCell::new(None),
         }
     }
 
     // ------------------------------------------------------------ helpers
 
     fn entry(&self, key: &str) -> Result<(PlanItem<'a>, Option<&'a ItemKey>), CaseError> {
-        self.index
-            .get(key)
-            .copied()
+        self.def
+            .plan_item(key)
             .ok_or_else(|| CaseError::UnknownItem {
                 item: key.to_string(),
             })
@@ -295,10 +364,15 @@ impl<'a> Cx<'a> {
         }
     }
 
+    /// Runs `f` with the scope conditions are evaluated against.
+    fn with_scope<R>(&self, f: impl FnOnce(&Scope<'_>) -> R) -> R {
+        let mut slot = self.scope.borrow_mut();
+        let cache = slot.get_or_insert_with(|| ScopeCache::build(&self.state));
+        f(&Scope::case_file(&cache.file).with_plan(&cache.plan))
+    }
+
     fn eval(&self, c: &Condition, owner: impl FnOnce() -> String) -> Result<bool, CaseError> {
-        let file = self.state.case_file_json();
-        let plan = self.state.plan_state();
-        c.evaluate_within(&Scope::case_file(&file).with_plan(&plan), self.budget)
+        self.with_scope(|scope| c.evaluate_within(scope, self.budget))
             .map_err(|error| CaseError::RuleFailed {
                 owner: owner(),
                 error,
@@ -455,6 +529,22 @@ impl<'a> Cx<'a> {
             });
         }
         let occurred = self.state.apply_inner(self.def, &event)?;
+        {
+            let mut slot = self.scope.borrow_mut();
+            if let Some(cache) = slot.as_mut() {
+                if !cache.follow(&self.state, &event, &occurred) {
+                    *slot = None;
+                }
+            }
+            // The unit tests (random command sequences among them) check
+            // that following events keeps what a rebuild would give.
+            #[cfg(test)]
+            if let Some(cache) = slot.as_ref() {
+                let rebuilt = ScopeCache::build(&self.state);
+                assert_eq!(cache.file, rebuilt.file, "case file after {event:?}");
+                assert_eq!(cache.plan, rebuilt.plan, "plan after {event:?}");
+            }
+        }
         let follow = matches!(
             event,
             CaseEvent::PlanItemCompleted { .. }
@@ -488,7 +578,7 @@ impl<'a> Cx<'a> {
                     if i.is_terminal() {
                         continue;
                     }
-                    if let Some((item, _)) = self.index.get(i.key.as_str()) {
+                    if let Some((item, _)) = self.def.plan_item(i.key.as_str()) {
                         if !item.exit().is_empty() || (i.is_waiting() && !item.entry().is_empty()) {
                             to_queue.push(i.id);
                         }
@@ -514,7 +604,7 @@ impl<'a> Cx<'a> {
                     if i.is_terminal() {
                         continue;
                     }
-                    if let Some((item, _)) = self.index.get(i.key.as_str()) {
+                    if let Some((item, _)) = self.def.plan_item(i.key.as_str()) {
                         if item.entry().iter().chain(item.exit()).any(listens) {
                             to_queue.push(i.id);
                         }
@@ -698,9 +788,9 @@ impl<'a> Cx<'a> {
         })?;
         match item {
             PlanItem::Stage(s) => {
-                for child in self.def.children(Some(s.key.as_str())) {
-                    if !child.item.discretionary() {
-                        self.create(child.item.key(), Some(id), false, false)?;
+                for child in self.def.child_items(Some(s.key.as_str())) {
+                    if !child.discretionary() {
+                        self.create(child.key(), Some(id), false, false)?;
                     }
                 }
                 let planned: Vec<ItemKey> = self
@@ -766,13 +856,16 @@ impl<'a> Cx<'a> {
         &self,
         a: &Activity,
     ) -> Result<(BTreeMap<String, serde_json::Value>, Option<String>), CaseError> {
-        let file = self.state.case_file_json();
-        let plan = self.state.plan_state();
-        let scope = Scope::case_file(&file).with_plan(&plan);
+        let evaluated: Vec<_> = self.with_scope(|scope| {
+            a.input
+                .iter()
+                .map(|(param, expr)| (param, expr.evaluate_within(scope, self.budget)))
+                .collect()
+        });
         let mut input = BTreeMap::new();
         let mut problem = None;
-        for (param, expr) in &a.input {
-            match expr.evaluate_within(&scope, self.budget) {
+        for (param, evaluated) in evaluated {
+            match evaluated {
                 Ok(Some(v)) if !v.is_null() => {
                     input.insert(param.clone(), v);
                 }
@@ -1120,35 +1213,34 @@ impl<'a> Cx<'a> {
     }
 
     fn run_automatic(&mut self, id: InstanceId, a: &'a Activity) -> Result<(), CaseError> {
-        let file = self.state.case_file_json();
-        let plan = self.state.plan_state();
-        let scope = Scope::case_file(&file).with_plan(&plan);
-        let mut outputs = BTreeMap::new();
-        for (field, expr) in &a.set {
-            let value = expr.evaluate_within(&scope, self.budget).map_err(|error| {
-                CaseError::RuleFailed {
-                    owner: format!("set.{field} of '{}'", a.key),
-                    error,
-                }
-            })?;
-            let Some(value) = value.filter(|v| !v.is_null()) else {
-                continue;
-            };
-            let fd =
-                self.def
-                    .field(field.as_str())
-                    .ok_or_else(|| CaseError::AutomaticStepFailed {
+        let outputs = self.with_scope(|scope| {
+            let mut outputs = BTreeMap::new();
+            for (field, expr) in &a.set {
+                let value = expr.evaluate_within(scope, self.budget).map_err(|error| {
+                    CaseError::RuleFailed {
+                        owner: format!("set.{field} of '{}'", a.key),
+                        error,
+                    }
+                })?;
+                let Some(value) = value.filter(|v| !v.is_null()) else {
+                    continue;
+                };
+                let fd = self.def.field(field.as_str()).ok_or_else(|| {
+                    CaseError::AutomaticStepFailed {
                         item: a.key.clone(),
                         reason: format!("unknown field '{field}'"),
-                    })?;
-            check_value(fd, &value)
-                .map_err(|r| r.to_string())
-                .map_err(|r| CaseError::AutomaticStepFailed {
-                    item: a.key.clone(),
-                    reason: format!("field '{field}': {r}"),
+                    }
                 })?;
-            outputs.insert(field.clone(), value);
-        }
+                check_value(fd, &value)
+                    .map_err(|r| r.to_string())
+                    .map_err(|r| CaseError::AutomaticStepFailed {
+                        item: a.key.clone(),
+                        reason: format!("field '{field}': {r}"),
+                    })?;
+                outputs.insert(field.clone(), value);
+            }
+            Ok::<_, CaseError>(outputs)
+        })?;
         self.emit(CaseEvent::PlanItemCompleted {
             instance: id,
             item: a.key.clone(),
@@ -1227,18 +1319,17 @@ impl<'a> Cx<'a> {
         {
             return Some(named(c, ""));
         }
+        // Children come in creation order: an item's first instance is the
+        // first one seen.
+        let mut seen = HashSet::new();
         for c in &children {
-            let required = self
-                .index
-                .get(c.key.as_str())
-                .is_some_and(|(item, _)| item.required());
-            let first = children
-                .iter()
-                .filter(|o| o.key == c.key)
-                .map(|o| o.id)
-                .min()
-                == Some(c.id);
-            if required && first && !c.is_terminal() {
+            let first = seen.insert(c.key.as_str());
+            let required = first
+                && self
+                    .def
+                    .plan_item(c.key.as_str())
+                    .is_some_and(|(item, _)| item.required());
+            if required && !c.is_terminal() {
                 return Some(named(c, "required "));
             }
         }
@@ -1266,7 +1357,7 @@ impl<'a> Cx<'a> {
             if i.state != ItemState::Active {
                 return None;
             }
-            match self.index.get(i.key.as_str()) {
+            match self.def.plan_item(i.key.as_str()) {
                 Some((PlanItem::Stage(s), _)) => self
                     .completion_blocker(Some(i.id), s.autocomplete, false)
                     .is_none()
@@ -1698,9 +1789,9 @@ impl<'a> Cx<'a> {
             classification: class,
             opened_at: self.now,
         })?;
-        for child in self.def.children(None) {
-            if !child.item.discretionary() {
-                self.create(child.item.key(), None, false, false)?;
+        for child in self.def.child_items(None) {
+            if !child.discretionary() {
+                self.create(child.key(), None, false, false)?;
             }
         }
         Ok(())
@@ -2095,8 +2186,8 @@ impl<'a> Cx<'a> {
                 Some(s)
                     if s.is_terminal()
                         && !self
-                            .index
-                            .get(stage_key.as_str())
+                            .def
+                            .plan_item(stage_key.as_str())
                             .is_some_and(|(i, _)| i.repeatable()) =>
                 {
                     return Err(CaseError::IllegalTransition {

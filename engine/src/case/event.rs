@@ -468,6 +468,24 @@ pub enum CaseEvent {
 }
 
 impl CaseEvent {
+    /// The plan item instance whose lifecycle state the event changes, if
+    /// it changes one.
+    pub fn instance(&self) -> Option<InstanceId> {
+        match self {
+            CaseEvent::PlanItemCreated { instance, .. }
+            | CaseEvent::PlanItemEnabled { instance, .. }
+            | CaseEvent::PlanItemActivated { instance, .. }
+            | CaseEvent::PlanItemCompleted { instance, .. }
+            | CaseEvent::PlanItemTerminated { instance, .. }
+            | CaseEvent::PlanItemFailed { instance, .. }
+            | CaseEvent::PlanItemSuspended { instance, .. }
+            | CaseEvent::PlanItemResumed { instance, .. }
+            | CaseEvent::PlanItemDisabled { instance, .. }
+            | CaseEvent::MilestoneReached { instance, .. } => Some(*instance),
+            _ => None,
+        }
+    }
+
     /// The event's type name as stored in the log, e.g. `CaseOpened`.
     pub fn type_name(&self) -> &'static str {
         match self {

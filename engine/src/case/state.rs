@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use imbl::Vector;
 use serde::{Deserialize, Serialize};
 
 use crate::definition::{
@@ -123,7 +124,7 @@ impl ItemInstance {
         if let Some(t) = &self.team {
             return Some(t);
         }
-        match def.item(self.key.as_str()).map(|e| e.item) {
+        match def.plan_item(self.key.as_str()).map(|(item, _)| item) {
             Some(PlanItem::Activity(a)) if a.kind == ActivityKind::HumanTask => {
                 def.team_of(a).map(|t| t.as_str())
             }
@@ -283,15 +284,17 @@ pub struct CaseState {
     /// The case file: field key -> value (absent fields are missing).
     pub case_file: BTreeMap<FieldKey, serde_json::Value>,
     /// Every plan item instance, in creation order (`id` n at index n-1).
-    pub items: Vec<ItemInstance>,
+    /// A persistent vector: a copy of the state shares it until one side
+    /// changes an instance, so a command's working copy costs O(log n).
+    pub items: Vector<ItemInstance>,
     /// Milestones reached at least once.
     pub reached: BTreeSet<ItemKey>,
     /// Discretionary items planned into stages not yet active.
     pub planned: Vec<PlannedItem>,
-    /// Linked POLE entities.
-    pub entities: Vec<EntityLink>,
-    /// Notes, oldest first.
-    pub notes: Vec<Note>,
+    /// Linked POLE entities (shared between copies, like `items`).
+    pub entities: Vector<EntityLink>,
+    /// Notes, oldest first (shared between copies, like `items`).
+    pub notes: Vector<Note>,
     /// Running SLA clocks.
     pub deadlines: Vec<RunningDeadline>,
     /// Latched on-parts of the case's exit criteria.
@@ -324,6 +327,15 @@ fn latch(latches: &mut [Vec<bool>], sentries: &[Sentry], occ: &Occurred) {
             }
         }
     }
+}
+
+/// Whether `occ` would set a latch not set yet.
+fn would_latch(latches: &[Vec<bool>], sentries: &[Sentry], occ: &Occurred) -> bool {
+    latches.iter().zip(sentries).any(|(row, sentry)| {
+        row.iter()
+            .zip(&sentry.on)
+            .any(|(slot, on)| !*slot && occ.matches(on))
+    })
 }
 
 fn latch_on(latches: &mut [Vec<bool>], sentries: &[Sentry], seen: &OnPart) {
@@ -448,20 +460,41 @@ impl CaseState {
     }
 
     fn latch_all(&mut self, def: &CaseDefinition, occ: &Occurred) {
-        // Items are unique by key; a case has a few dozen instances.
-        let instances = &mut self.items;
-        def.each_plan_item(|item, _| {
-            let key = item.key().as_str();
-            for inst in instances.iter_mut() {
-                if inst.is_terminal() || inst.key.as_str() != key {
-                    continue;
-                }
+        if !matches!(
+            occ,
+            Occurred::Completed(..)
+                | Occurred::Terminated(..)
+                | Occurred::Reached(..)
+                | Occurred::Changed(_)
+        ) {
+            // Only these satisfy on-parts (see `Occurred::matches`).
+            return;
+        }
+        // One pass over the instances, each finding its item through the
+        // definition's index: linear in the case's instances, and an
+        // instance is copied (out of the shared vector) only when one of its
+        // latches flips.
+        let mut flips = Vec::new();
+        for (idx, inst) in self.items.iter().enumerate() {
+            if inst.is_terminal() {
+                continue;
+            }
+            let Some((item, _)) = def.plan_item(inst.key.as_str()) else {
+                continue;
+            };
+            let entry = inst.is_waiting() && would_latch(&inst.entry_latches, item.entry(), occ);
+            if entry || would_latch(&inst.exit_latches, item.exit(), occ) {
+                flips.push((idx, item));
+            }
+        }
+        for (idx, item) in flips {
+            if let Some(inst) = self.items.get_mut(idx) {
                 if inst.is_waiting() {
                     latch(&mut inst.entry_latches, item.entry(), occ);
                 }
                 latch(&mut inst.exit_latches, item.exit(), occ);
             }
-        });
+        }
         if !self.status.is_ended() {
             latch(&mut self.case_exit_latches, &def.exit, occ);
         }
@@ -537,8 +570,8 @@ impl CaseState {
                         format!("expected instance {}", self.next_id()),
                     ));
                 }
-                let entry = def
-                    .item(item.as_str())
+                let (entry_item, entry_parent) = def
+                    .plan_item(item.as_str())
                     .ok_or_else(|| inconsistent(event, format!("unknown plan item '{item}'")))?;
                 if let Some(p) = parent {
                     if self.item(*p).is_none() {
@@ -546,7 +579,7 @@ impl CaseState {
                     }
                 }
                 if *discretionary {
-                    let stage = entry.parent.cloned();
+                    let stage = entry_parent.cloned();
                     if let Some(pos) = self
                         .planned
                         .iter()
@@ -564,15 +597,15 @@ impl CaseState {
                     suspended_by: None,
                     discretionary: *discretionary,
                     claimed_by: None,
-                    entry_latches: latches(entry.item.entry()),
-                    exit_latches: latches(entry.item.exit()),
+                    entry_latches: latches(entry_item.entry()),
+                    exit_latches: latches(entry_item.exit()),
                     team: None,
                 };
                 for on in seen {
-                    latch_on(&mut inst.entry_latches, entry.item.entry(), on);
-                    latch_on(&mut inst.exit_latches, entry.item.exit(), on);
+                    latch_on(&mut inst.entry_latches, entry_item.entry(), on);
+                    latch_on(&mut inst.exit_latches, entry_item.exit(), on);
                 }
-                self.items.push(inst);
+                self.items.push_back(inst);
             }
             CaseEvent::PlanItemEnabled { instance, .. } => {
                 self.set_state(event, *instance, ItemState::Enabled)?;
@@ -662,14 +695,14 @@ impl CaseState {
                 });
             }
             CaseEvent::EntityLinked { entity, role, by } => {
-                self.entities.push(EntityLink {
+                self.entities.push_back(EntityLink {
                     entity: entity.clone(),
                     role: role.clone(),
                     by: by.clone(),
                 });
             }
             CaseEvent::NoteAdded { text, by, at } => {
-                self.notes.push(Note {
+                self.notes.push_back(Note {
                     text: text.clone(),
                     by: by.clone(),
                     at: *at,

@@ -133,8 +133,8 @@ impl CaseState {
                 .filter(|p| see.item(p.item.as_str()))
                 .cloned()
                 .collect(),
-            entities: self.entities.clone(),
-            notes: self.notes.clone(),
+            entities: self.entities.iter().cloned().collect(),
+            notes: self.notes.iter().cloned().collect(),
             deadlines: self
                 .deadlines
                 .iter()

@@ -33,8 +33,30 @@ impl CaseDefinition {
     }
 
     /// The SHA-256 of [`CaseDefinition::canonical_json`].
+    /// Computed once per definition value (every opening records it).
     pub fn fingerprint(&self) -> Fingerprint {
-        Fingerprint(sha256(self.canonical_json().as_bytes()))
+        *self
+            .fingerprint
+            .0
+            .get_or_init(|| Fingerprint(sha256(self.canonical_json().as_bytes())))
+    }
+}
+
+/// Where a definition keeps its fingerprint once computed. A clone starts
+/// empty (its fields are public: a changed copy must not keep the
+/// original's fingerprint); it takes no part in equality or the stored form.
+#[derive(Debug, Default)]
+pub(crate) struct FingerprintCache(std::sync::OnceLock<Fingerprint>);
+
+impl Clone for FingerprintCache {
+    fn clone(&self) -> Self {
+        FingerprintCache::default()
+    }
+}
+
+impl PartialEq for FingerprintCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
     }
 }
 

@@ -81,6 +81,12 @@ pub struct CaseDefinition {
     /// definition's content: never serialized, never compared).
     #[serde(skip)]
     pub(crate) markings: super::markings::MarkingsCache,
+    /// Where each plan item sits, indexed on first use (like `markings`).
+    #[serde(skip)]
+    pub(crate) plan_index: super::plan::PlanIndexCache,
+    /// The fingerprint, computed on first use (like `markings`).
+    #[serde(skip)]
+    pub(crate) fingerprint: super::fingerprint::FingerprintCache,
 }
 
 /// A case type's audit requirements (`[audit]`).

@@ -1,5 +1,8 @@
 //! Navigating the plan: every item with its parent and path, by key.
 
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+
 use super::keys::{FieldKey, ItemKey};
 use super::model::{Activity, CaseDefinition, Deadline, FieldDef, Milestone, Sentry, Stage};
 
@@ -142,21 +145,89 @@ impl CaseDefinition {
         out
     }
 
+    /// The plan item with this key and its enclosing stage, found through
+    /// the definition's index (built on first use): O(depth), where
+    /// [`CaseDefinition::item`] walks the plan.
+    pub fn plan_item(&self, key: &str) -> Option<(PlanItem<'_>, Option<&ItemKey>)> {
+        let trail = self.plan_index().trails.get(key)?;
+        let (mut activities, mut stages, mut milestones) =
+            (&self.activities[..], &self.stages[..], &self.milestones[..]);
+        let mut parent = None;
+        for (n, (container, i)) in trail.iter().enumerate() {
+            let last = n + 1 == trail.len();
+            match *container {
+                "activities" if last => {
+                    return Some((PlanItem::Activity(activities.get(*i)?), parent))
+                }
+                "milestones" if last => {
+                    return Some((PlanItem::Milestone(milestones.get(*i)?), parent))
+                }
+                "stages" => {
+                    let s = stages.get(*i)?;
+                    if last {
+                        return Some((PlanItem::Stage(s), parent));
+                    }
+                    parent = Some(&s.key);
+                    (activities, stages, milestones) = (&s.activities, &s.stages, &s.milestones);
+                }
+                _ => return None,
+            }
+        }
+        None
+    }
+
+    /// How many plan item instances opening a case creates at least: the
+    /// case plan's items that are not discretionary, and the children of
+    /// each such stage that starts at once (no entry criteria, no manual
+    /// activation). Each is at least one event of the opening's one append.
+    pub fn items_created_on_open(&self) -> usize {
+        fn count(activities: &[Activity], stages: &[Stage], milestones: &[Milestone]) -> usize {
+            let mut n = activities.iter().filter(|a| !a.discretionary).count() + milestones.len();
+            for s in stages.iter().filter(|s| !s.discretionary) {
+                n += 1;
+                if s.entry.is_empty() && !s.manual_activation {
+                    n += count(&s.activities, &s.stages, &s.milestones);
+                }
+            }
+            n
+        }
+        count(&self.activities, &self.stages, &self.milestones)
+    }
+
     /// The plan item with this key.
     pub fn item(&self, key: &str) -> Option<PlanEntry<'_>> {
-        let mut found = None;
-        self.walk(&mut |item, parent, trail| {
-            if item.key() != key {
-                return true;
-            }
-            found = Some(PlanEntry {
-                item,
-                parent,
-                path: path_of(trail),
-            });
-            false
-        });
-        found
+        let (item, parent) = self.plan_item(key)?;
+        let trail = self.plan_index().trails.get(key)?;
+        Some(PlanEntry {
+            item,
+            parent,
+            path: path_of(trail),
+        })
+    }
+
+    fn plan_index(&self) -> &PlanIndex {
+        self.plan_index
+            .0
+            .get_or_init(|| Arc::new(PlanIndex::build(self)))
+    }
+
+    /// The direct children of a stage (`None`: of the case plan), without
+    /// their paths: activities, then stages, then milestones, as
+    /// [`CaseDefinition::children`] lists them. Empty for an unknown key or
+    /// an item that is not a stage.
+    pub fn child_items(&self, parent: Option<&str>) -> Vec<PlanItem<'_>> {
+        let (activities, stages, milestones) = match parent {
+            None => (&self.activities, &self.stages, &self.milestones),
+            Some(key) => match self.plan_item(key) {
+                Some((PlanItem::Stage(s), _)) => (&s.activities, &s.stages, &s.milestones),
+                _ => return Vec::new(),
+            },
+        };
+        let mut out = Vec::with_capacity(activities.len() + stages.len() + milestones.len());
+        out.extend(activities.iter().map(PlanItem::Activity));
+        out.extend(stages.iter().map(PlanItem::Stage));
+        out.extend(milestones.iter().map(PlanItem::Milestone));
+        out
     }
 
     /// The direct children of a stage (`None`: of the case plan).
@@ -206,6 +277,44 @@ impl CaseDefinition {
     /// Whether a case-file field with this key exists.
     pub fn has_field(&self, key: &FieldKey) -> bool {
         self.field(key.as_str()).is_some()
+    }
+}
+
+/// Each plan item's path by key (see [`CaseDefinition::plan_item`]).
+#[derive(Debug, Default)]
+struct PlanIndex {
+    trails: HashMap<String, Vec<(&'static str, usize)>>,
+}
+
+impl PlanIndex {
+    fn build(def: &CaseDefinition) -> PlanIndex {
+        let mut trails = HashMap::new();
+        def.walk(&mut |item, _, trail| {
+            // Keys are unique (validated); the first wins otherwise, as in `item`.
+            trails
+                .entry(item.key().as_str().to_string())
+                .or_insert_with(|| trail.to_vec());
+            true
+        });
+        PlanIndex { trails }
+    }
+}
+
+/// Where a definition keeps its plan index once built. A clone starts
+/// empty (a changed copy must not use the original's index); it takes no
+/// part in equality.
+#[derive(Debug, Default)]
+pub(crate) struct PlanIndexCache(OnceLock<Arc<PlanIndex>>);
+
+impl Clone for PlanIndexCache {
+    fn clone(&self) -> Self {
+        PlanIndexCache::default()
+    }
+}
+
+impl PartialEq for PlanIndexCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
     }
 }
 

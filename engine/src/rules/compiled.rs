@@ -62,6 +62,10 @@ pub(crate) struct Compiled {
     pub(crate) program: Program,
     /// Top-level identifiers that name case-file fields.
     pub(crate) fields: BTreeSet<String>,
+    /// Whether it reads `state` or `reached`: only then is the plan handed
+    /// to it (converting a large plan for every evaluation made opening a
+    /// case of a large plan quadratic).
+    pub(crate) reads_plan: bool,
 }
 
 /// CEL source plus the outcome of compiling it.
@@ -80,13 +84,19 @@ impl Cel {
             .compile(source)
             .map_err(|e| CompileError::from_parse(&e))
             .map(|program| {
-                let fields = free_identifiers(program.expression())
+                let free = free_identifiers(program.expression());
+                let reads_plan = free.iter().any(|n| n == "state" || n == "reached");
+                let fields = free
                     .into_iter()
                     .filter(|n| {
                         !RESERVED.contains(&n.as_str()) && !TYPE_NAMES.contains(&n.as_str())
                     })
                     .collect();
-                Arc::new(Compiled { program, fields })
+                Arc::new(Compiled {
+                    program,
+                    fields,
+                    reads_plan,
+                })
             });
         Cel {
             source: source.to_string(),
@@ -114,7 +124,7 @@ impl Cel {
                 ctx.add_variable_from_value(name.as_str(), json_to_cel(value));
             }
         }
-        let (states, reached) = match scope.plan {
+        let (states, reached) = match scope.plan.filter(|_| compiled.reads_plan) {
             Some(plan) => (
                 plan.states
                     .iter()
@@ -154,7 +164,7 @@ impl Cel {
             .iter()
             .filter_map(|n| scope.field(n).map(|v| (n.as_str(), budget::measure(v))))
             .collect();
-        let (state, reached) = match scope.plan {
+        let (state, reached) = match scope.plan.filter(|_| compiled.reads_plan) {
             Some(plan) => (
                 budget::names(
                     plan.states.len(),
