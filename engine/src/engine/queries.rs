@@ -331,7 +331,7 @@ impl Engine {
                 .await?;
             let mut out = Vec::with_capacity(all.len());
             for entry in all {
-                let Some(record) = cases::load_case(&cases.rows, &entry.case_id)? else {
+                let Some(record) = cases::load_case_head(&cases.rows, &entry.case_id)? else {
                     continue;
                 };
                 let Some(dref) = &record.state.definition else {
@@ -398,7 +398,7 @@ impl Engine {
             .read_tree(cases::NAME, principal, Consistency::Eventual)
             .await
             .ok()?;
-        cases::load_case(&gen.rows, case_id)
+        cases::load_case_head(&gen.rows, case_id)
             .ok()
             .flatten()
             .map(|r| r.state.classification)

@@ -49,7 +49,9 @@ use super::query::{
 };
 use super::{Changes, Generation, Handler, Projection};
 use crate::calendar::{self, CalendarEvent, WorkingCalendar};
-use crate::case::{CaseEvent, CaseState, CaseStatus, DeadlineDue, Disclosure, InstanceId};
+use crate::case::{
+    CaseEvent, CaseState, CaseStatus, DeadlineDue, Disclosure, EntityLink, InstanceId, Note,
+};
 use crate::definition::{
     ActivityKind, CaseDefinition, DeadlineKey, FieldDef, FieldType, ItemKey, PlanItem,
 };
@@ -66,7 +68,7 @@ mod work_queue;
 
 pub use deadlines::deadlines;
 use rows::*;
-pub use rows::{load_case, words};
+pub use rows::{load_case, load_case_head, words};
 pub use search::search;
 pub use work_queue::{case_types, work_queue};
 
@@ -77,7 +79,9 @@ pub const NAME: &str = "cases";
 /// year (before: a list for 2025 to 2028), so due times beyond it change.
 /// 5: rows carry effective markings (work items, deadlines, active stages)
 /// and field-index values the marking they were written under.
-pub const VERSION: u32 = 5;
+/// 6: notes and entity links are rows of their own (`N`, `E`), so a batch
+/// writes only the new ones instead of re-encoding them all with the case.
+pub const VERSION: u32 = 6;
 
 /// Longest string value put in the field index (longer values are found by
 /// text search only).
@@ -89,6 +93,8 @@ pub const MAX_WORDS_PER_CASE: usize = 2_000;
 const CACHE_CASES: usize = 20_000;
 
 const P_CASE: u8 = b'C';
+const P_NOTE: u8 = b'N';
+const P_LINK: u8 = b'E';
 const P_SUMMARY: u8 = b'S';
 const P_INDEX: u8 = b'I';
 const P_FIELD: u8 = b'F';
@@ -252,10 +258,14 @@ struct TaskInfo {
 }
 
 /// A case as the handler keeps it: record and definition. Its rows are
-/// derived again from them when needed, rather than kept.
+/// derived again from them when needed, rather than kept. The record's
+/// state holds no notes or links (they are rows of their own), only their
+/// counts here.
 struct Held {
     record: CaseRecord,
     info: Option<Arc<DefInfo>>,
+    notes: u64,
+    links: u64,
 }
 
 /// A case as committed, with the calendar its rows were derived with.
@@ -389,10 +399,15 @@ impl CasesHandler {
         let Some(bytes) = self.rows.get(&Key::new(P_CASE).raw(case_id.as_bytes()).0)? else {
             return Ok(None);
         };
-        let record: CaseRecord = rmp_serde::from_slice(&bytes)
+        let stored: StoredCase = rmp_serde::from_slice(&bytes)
             .map_err(|e| HandlerError::decode(format!("stored case {case_id}"), e))?;
-        let info = self.info(tenant, &record.state).await?;
-        Ok(Some(Arc::new(Held { record, info })))
+        let info = self.info(tenant, &stored.record.state).await?;
+        Ok(Some(Arc::new(Held {
+            record: stored.record,
+            info,
+            notes: stored.notes,
+            links: stored.links,
+        })))
     }
 }
 
@@ -502,15 +517,28 @@ impl Handler for CasesHandler {
         }
         let evicted = std::mem::take(&mut self.evicted);
         let mut cases = Vec::with_capacity(self.pending.len());
-        for (case_id, (before, record, info)) in self.pending.drain() {
-            let after = Arc::new(Held { record, info });
+        for (case_id, (before, mut record, info)) in self.pending.drain() {
+            // The notes and links this batch added (the held state has none).
+            let added = Added {
+                notes: std::mem::take(&mut record.state.notes),
+                links: std::mem::take(&mut record.state.entities),
+            };
+            let (notes, links) = before
+                .as_ref()
+                .map_or((0, 0), |(held, _)| (held.notes, held.links));
+            let after = Arc::new(Held {
+                record,
+                info,
+                notes: notes + added.notes.len() as u64,
+                links: links + added.links.len() as u64,
+            });
             self.written.push((case_id.clone(), Arc::clone(&after)));
-            cases.push((case_id, before, after));
+            cases.push((case_id, before, after, added));
         }
         changes.defer(move |changes| {
             drop(evicted);
-            for (case_id, before, after) in cases {
-                write_case(changes, &case_id, before, &after, &calendar)?;
+            for (case_id, before, after, added) in cases {
+                write_case(changes, &case_id, before, &after, &added, &calendar)?;
             }
             Ok(())
         });
@@ -569,5 +597,46 @@ mod tests {
             let back: CaseRecord = rmp_serde::from_slice(&bytes).unwrap();
             assert_eq!(back, record);
         }
+    }
+
+    #[test]
+    fn case_rows_of_this_version_and_of_version_5_both_read() {
+        let mut state = CaseState {
+            status: CaseStatus::Active,
+            ..CaseState::default()
+        };
+        state.notes.push_back(crate::case::Note {
+            text: "called back".into(),
+            by: "pc-1".into(),
+            at: Timestamp(5),
+        });
+        let record = CaseRecord {
+            state,
+            version: StreamVersion(3),
+            position: GlobalPosition(42),
+            updated_at: Timestamp(9),
+        };
+        // Version 5 wrote the record itself, notes inside (positional or named).
+        for old in [
+            rmp_serde::to_vec(&record).unwrap(),
+            rmp_serde::to_vec_named(&record).unwrap(),
+        ] {
+            let (back, inline) = rows::decode_head(&old).unwrap();
+            assert!(inline);
+            assert_eq!(back, record);
+        }
+        // Version 6 writes it without notes, with their count.
+        let mut head = record.clone();
+        head.state.notes.clear();
+        let new = rmp_serde::to_vec(&StoredCaseRef {
+            record: &head,
+            notes: 1,
+            links: 0,
+        })
+        .unwrap();
+        let (back, inline) = rows::decode_head(&new).unwrap();
+        assert!(!inline);
+        assert_eq!(back, head);
+        assert!(rows::decode_head(b"\x93\x01").is_err());
     }
 }

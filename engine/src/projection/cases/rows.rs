@@ -243,6 +243,7 @@ pub(super) fn write_case(
     case_id: &str,
     before: Option<Before>,
     after: &Held,
+    added: &Added,
     calendar: &WorkingCalendar,
 ) -> Result<(), HandlerError> {
     let (record, info) = (&after.record, after.info.as_deref());
@@ -268,8 +269,66 @@ pub(super) fn write_case(
             }
         }
     }
-    let bytes = rmp_serde::to_vec(record).map_err(HandlerError::other)?;
+    // Notes and links are written once each, numbered from the count the
+    // case had: a batch's cost does not grow with the case's history.
+    let first_note = after.notes - added.notes.len() as u64;
+    for (i, note) in added.notes.iter().enumerate() {
+        let bytes = rmp_serde::to_vec(note).map_err(HandlerError::other)?;
+        changes.insert(&numbered(P_NOTE, case_id, first_note + i as u64), bytes)?;
+    }
+    let first_link = after.links - added.links.len() as u64;
+    for (i, link) in added.links.iter().enumerate() {
+        let bytes = rmp_serde::to_vec(link).map_err(HandlerError::other)?;
+        changes.insert(&numbered(P_LINK, case_id, first_link + i as u64), bytes)?;
+    }
+    let stored = StoredCaseRef {
+        record,
+        notes: after.notes,
+        links: after.links,
+    };
+    let bytes = rmp_serde::to_vec(&stored).map_err(HandlerError::other)?;
     Ok(changes.insert(&Key::new(P_CASE).raw(case_id.as_bytes()).0, bytes)?)
+}
+
+/// The notes and links a batch added to a case.
+pub(super) struct Added {
+    pub notes: imbl::Vector<Note>,
+    pub links: imbl::Vector<EntityLink>,
+}
+
+/// A case's `C` row: its record (without notes and links) and how many
+/// notes and links it has.
+#[derive(Deserialize)]
+pub(super) struct StoredCase {
+    pub record: CaseRecord,
+    pub notes: u64,
+    pub links: u64,
+}
+
+#[derive(Serialize)]
+pub(super) struct StoredCaseRef<'a> {
+    pub record: &'a CaseRecord,
+    pub notes: u64,
+    pub links: u64,
+}
+
+/// The key of a case's `n`th note or link: prefix + case id + n.
+fn numbered(prefix: u8, case_id: &str, n: u64) -> Vec<u8> {
+    Key::new(prefix).str(case_id).raw(&n.to_be_bytes()).0
+}
+
+/// Every note or link of a case, in order.
+fn numbered_rows<T: serde::de::DeserializeOwned + Clone>(
+    rows: &Rows,
+    prefix: u8,
+    case_id: &str,
+) -> Result<imbl::Vector<T>, QueryError> {
+    let mut out = imbl::Vector::new();
+    for row in rows.scan_prefix(&Key::new(prefix).str(case_id).0) {
+        let (_, v) = row?;
+        out.push_back(rmp_serde::from_slice(&v).map_err(|e| corrupt(case_id, e))?);
+    }
+    Ok(out)
 }
 
 pub(super) fn class_byte(c: Classification) -> u8 {
@@ -568,11 +627,43 @@ pub(super) fn corrupt(what: &str, e: impl std::fmt::Display) -> QueryError {
 ///
 /// Errors: [`QueryError::Corrupt`] for an undecodable row.
 pub fn load_case(rows: &Rows, case_id: &str) -> Result<Option<CaseRecord>, QueryError> {
-    match rows.get(&Key::new(P_CASE).raw(case_id.as_bytes()).0)? {
-        None => Ok(None),
-        Some(bytes) => rmp_serde::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| corrupt(case_id, e)),
+    let Some((mut record, inline)) = load_head(rows, case_id)? else {
+        return Ok(None);
+    };
+    if !inline {
+        record.state.notes = numbered_rows(rows, P_NOTE, case_id)?;
+        record.state.entities = numbered_rows(rows, P_LINK, case_id)?;
+    }
+    Ok(Some(record))
+}
+
+/// The stored record of a case without its notes and links (for what
+/// needs only its status, marking or plan).
+///
+/// Errors: [`QueryError::Corrupt`] for an undecodable row.
+pub fn load_case_head(rows: &Rows, case_id: &str) -> Result<Option<CaseRecord>, QueryError> {
+    Ok(load_head(rows, case_id)?.map(|(record, _)| record))
+}
+
+/// A case's `C` row, and whether it holds its notes and links itself (a
+/// generation of version 5 or older, served while version 6 builds).
+fn load_head(rows: &Rows, case_id: &str) -> Result<Option<(CaseRecord, bool)>, QueryError> {
+    let Some(bytes) = rows.get(&Key::new(P_CASE).raw(case_id.as_bytes()).0)? else {
+        return Ok(None);
+    };
+    decode_head(&bytes)
+        .map(Some)
+        .map_err(|e| corrupt(case_id, e))
+}
+
+/// Decodes a `C` row of this version, or of version 5 and older (whose
+/// record holds the notes and links: the `bool`).
+pub(super) fn decode_head(bytes: &[u8]) -> Result<(CaseRecord, bool), rmp_serde::decode::Error> {
+    match rmp_serde::from_slice::<StoredCase>(bytes) {
+        Ok(stored) => Ok((stored.record, false)),
+        Err(e) => rmp_serde::from_slice::<CaseRecord>(bytes)
+            .map(|record| (record, true))
+            .map_err(|_| e),
     }
 }
 
