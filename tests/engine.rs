@@ -596,3 +596,115 @@ async fn a_long_case_loads_from_its_stored_snapshot_after_a_restart() {
     assert_eq!(loaded.state.notes.len(), 60);
     engine.shutdown().await.unwrap();
 }
+
+/// A definition whose one stage holds `tasks` human tasks (every other one
+/// waiting for a case-file condition).
+fn plan_of(tasks: usize) -> String {
+    let mut toml = format!(
+        "key = \"plan_{tasks}\"\nname = \"Plan\"\nversion = 1\nroles = [\"officer\"]\n\
+         [retention]\ngroup = \"group3\"\n[permissions]\nopen = [\"officer\"]\n\
+         update_case_file = [\"officer\"]\n[[fields]]\nkey = \"grade\"\ntype = \"text\"\n\
+         [[stages]]\nkey = \"work\"\nname = \"The work\"\n"
+    );
+    for t in 0..tasks {
+        toml.push_str(&format!(
+            "[[stages.activities]]\nkey = \"task_{t}\"\nname = \"Task {t}\"\n\
+             kind = \"human_task\"\nroles = [\"officer\"]\n"
+        ));
+        if t % 2 == 1 {
+            toml.push_str("entry = [{ if = \"grade == 'urgent'\" }]\n");
+        }
+    }
+    toml
+}
+
+#[tokio::test]
+async fn a_large_plan_opens_in_one_command_and_one_that_cannot_is_refused_at_deploy() {
+    // A store that takes at most 300 events per append: a plan whose opening
+    // needs more is refused when deployed, saying why.
+    let limits = casebook::log::Limits {
+        max_events_per_append: 300,
+        ..casebook::log::Limits::default()
+    };
+    let store = std::sync::Arc::new(casebook::log::MemoryStore::with_limits(limits));
+    let engine = Engine::with_store(store, registered()).unwrap();
+    engine.start().await.unwrap();
+    let err = engine
+        .deploy(&admin(kent()), &plan_of(300), Format::Toml)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::InvalidArgument { .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("opening a case creates at least 301 plan items"),
+        "{err}"
+    );
+    engine
+        .deploy(&admin(kent()), &plan_of(298), Format::Toml)
+        .await
+        .unwrap();
+    engine.shutdown().await.unwrap();
+
+    // On the default limits a plan of 1,000 tasks opens in one command;
+    // the tasks without a condition start, the others wait.
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open_with(dir.path(), registered()).unwrap();
+    engine.start().await.unwrap();
+    engine
+        .deploy(&admin(kent()), &plan_of(1000), Format::Toml)
+        .await
+        .unwrap();
+    let officer = Principal::new(kent(), "pc-1").with_roles(["officer"]);
+    let mut open = OpenCase::new("plan_1000", fields(json!({"grade": "routine"})));
+    open.case_id = Some("PLAN-1".parse().unwrap());
+    engine.open_case(&officer, open).await.unwrap();
+    let view = engine.view(&officer, "PLAN-1").await.unwrap();
+    assert_eq!(state_of(&view, "task_0"), "Active");
+    assert_eq!(state_of(&view, "task_1"), "Available");
+    assert_eq!(state_of(&view, "task_999"), "Available");
+    // A case-file change fires the waiting tasks' sentries: 500 start.
+    let urgent = CaseCommand::UpdateCaseFile {
+        changes: fields(json!({"grade": "urgent"})),
+    };
+    engine
+        .execute(&officer, "PLAN-1", urgent, ctx("escalated"))
+        .await
+        .unwrap();
+    let view = engine.view(&officer, "PLAN-1").await.unwrap();
+    assert_eq!(state_of(&view, "task_1"), "Active");
+    assert_eq!(state_of(&view, "task_999"), "Active");
+    engine.shutdown().await.unwrap();
+}
+
+#[test]
+fn snapshots_of_a_large_case_come_less_often_so_their_cost_per_event_is_bounded() {
+    use casebook::case::{CaseState, Note};
+    use casebook::engine::{snapshot_due, SNAPSHOT_BYTES_PER_EVENT};
+    let mut state = CaseState::default();
+    // A small case: every 100 events.
+    assert!(snapshot_due(100, 99, 100, &state));
+    assert!(!snapshot_due(100, 100, 150, &state));
+    assert!(snapshot_due(100, 150, 201, &state));
+    assert!(!snapshot_due(0, 99, 100, &state));
+    // 20,000 notes: about 2.3 MiB to encode, so every ~2,300 events.
+    for i in 0..20_000 {
+        state.notes.push_back(Note {
+            text: format!("note {i}"),
+            by: "pc-1".into(),
+            at: casebook::log::Timestamp(i),
+        });
+    }
+    let interval = 120 * 20_000 / SNAPSHOT_BYTES_PER_EVENT;
+    assert!(!snapshot_due(100, 20_000, 20_100, &state));
+    let crossing = (20_000 / interval + 1) * interval;
+    assert!(snapshot_due(100, crossing - 1, crossing, &state));
+    assert!(!snapshot_due(
+        100,
+        crossing,
+        crossing + interval - 1,
+        &state
+    ));
+}

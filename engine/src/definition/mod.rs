@@ -32,6 +32,7 @@ mod period;
 mod plan;
 mod stored;
 mod validate;
+pub(crate) use validate::opening_too_large;
 
 pub use deployment::Deployment;
 pub use error::{DefinitionError, Problem, ProblemKind};

@@ -25,7 +25,25 @@ pub(crate) fn validate(def: &CaseDefinition) -> Vec<Problem> {
     v.permissions();
     v.plan();
     v.flows();
+    v.opening();
     v.problems
+}
+
+/// Why a definition whose opening cannot fit in one command is refused.
+pub(crate) fn opening_too_large(created: usize, max_events: usize) -> Option<Problem> {
+    // CaseOpened, then at least one event per instance created.
+    (created + 1 > max_events).then(|| {
+        Problem::new(
+            "",
+            ProblemKind::Invalid,
+            format!(
+                "opening a case creates at least {created} plan items, and the opening is one \
+                 append of at most {max_events} events (CaseOpened and one per item): start \
+                 parts of the plan later (stages with entry criteria or manual activation) \
+                 or make items discretionary"
+            ),
+        )
+    })
 }
 
 /// What the validator knows about a plan item.
@@ -33,6 +51,16 @@ struct ItemInfo<'a> {
     item: PlanItem<'a>,
     /// Enclosing stages, innermost last.
     ancestors: Vec<&'a ItemKey>,
+}
+
+impl Validator<'_> {
+    /// A case of this definition can be opened within one command's events.
+    fn opening(&mut self) {
+        let created = self.def.items_created_on_open();
+        if let Some(p) = opening_too_large(created, crate::case::CASCADE_LIMIT) {
+            self.problems.push(p);
+        }
+    }
 }
 
 struct Validator<'a> {

@@ -84,11 +84,37 @@ pub const DISPATCHER_DRAIN: std::time::Duration = std::time::Duration::from_secs
 /// by hand, with a reason).
 pub const ADMIN_ROLE: &str = crate::case::ADMIN_ROLE;
 
+/// About how many bytes of snapshot encoding a case's events pay for each:
+/// a case's snapshot interval grows with its estimated encoded size.
+pub const SNAPSHOT_BYTES_PER_EVENT: u64 = 1024;
+
+/// Whether a command taking a case from `before` to `after` events (with
+/// `state` after it) writes a snapshot: when it crosses a multiple of the
+/// interval, `every` events or, for a case whose snapshot would be larger
+/// than `every` x [`SNAPSHOT_BYTES_PER_EVENT`], its estimated size divided
+/// by that. So the encoding work per event stays bounded as notes and links
+/// accumulate, and a cold load replays at most one interval of events.
+pub fn snapshot_due(every: u64, before: u64, after: u64, state: &CaseState) -> bool {
+    if every == 0 {
+        return false;
+    }
+    // Rough encoded sizes (MessagePack with names): an instance with its
+    // latches ~160 bytes, a note or link ~120, a case-file value ~48.
+    let estimate = 160 * state.items.len() as u64
+        + 120 * (state.notes.len() + state.entities.len()) as u64
+        + 48 * state.case_file.len() as u64;
+    let interval = every.max(estimate / SNAPSHOT_BYTES_PER_EVENT);
+    after / interval > before / interval
+}
+
 /// Engine settings.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     /// A snapshot is written each time a case crosses a multiple of this many
-    /// events. 0 turns snapshots off. Default 100.
+    /// events; a large case (many instances, notes or links) snapshots less
+    /// often, so that writing snapshots costs about
+    /// [`SNAPSHOT_BYTES_PER_EVENT`] of encoding per event however long the
+    /// case grows (see [`snapshot_due`]). 0 turns snapshots off. Default 100.
     pub snapshot_every: u64,
     /// Attempts at a command when other commands change the case meanwhile.
     pub max_attempts: u32,
@@ -448,6 +474,11 @@ pub(crate) struct Inner {
     snapshots: Arc<dyn SnapshotStore>,
     sled_snapshots: Option<Arc<SledSnapshots>>,
     definitions: RwLock<DefinitionCache>,
+    /// The latest deployed version of each case type, with the definition
+    /// stream's version it was read at: valid while the stream has not
+    /// moved (checked with one `stream_version`, so opening a case does not
+    /// read and parse every deployment again).
+    latest: RwLock<HashMap<(TenantId, String), (StreamVersion, u32)>>,
     projections: queries::ProjectionSlot,
     states: Mutex<StateCache>,
     config: EngineConfig,
@@ -575,6 +606,7 @@ impl Engine {
                 snapshots,
                 sled_snapshots,
                 definitions: RwLock::default(),
+                latest: RwLock::default(),
                 projections,
                 states: Mutex::new(Recent::new(config.cached_cases)),
                 config,
@@ -874,6 +906,15 @@ impl Engine {
         }
         let def = CaseDefinition::parse(source, format)?;
         self.check_service_contracts(&principal.tenant, &def)?;
+        let max_events = self.inner.store.limits().max_events_per_append;
+        if let Some(problem) =
+            crate::definition::opening_too_large(def.items_created_on_open(), max_events)
+        {
+            return Err(crate::definition::DefinitionError {
+                problems: vec![problem],
+            }
+            .into());
+        }
         let key = def.key.as_str().to_string();
         let fingerprint = def.fingerprint();
         let stream = crate::streams::definition(&principal.tenant, &key)?;
@@ -1034,6 +1075,22 @@ impl Engine {
             }
         }
         let stream = crate::streams::definition(tenant, case_type).map_err(|_| unknown())?;
+        let mut head = None;
+        if version.is_none() {
+            head = self.inner.store.stream_version(&stream).await?;
+            let known = self
+                .inner
+                .latest
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&(tenant.clone(), case_type.to_string()))
+                .copied();
+            if let (Some(head), Some((at, latest))) = (head, known) {
+                if at == head {
+                    return Box::pin(self.definition_for(tenant, case_type, Some(latest))).await;
+                }
+            }
+        }
         let deployed = self.deployed(&stream).await?;
         let pick = match version {
             Some(v) => deployed.into_iter().find(|d| d.version == v),
@@ -1050,6 +1107,26 @@ impl Engine {
             version: deployed_version,
             source,
         };
+        if let Some(head) = head {
+            self.inner
+                .latest
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(
+                    (tenant.clone(), case_type.to_string()),
+                    (head, deployed_version),
+                );
+        }
+        let cached = self
+            .inner
+            .definitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(tenant.clone(), case_type.to_string(), deployed_version))
+            .cloned();
+        if let Some(def) = cached {
+            return Ok(def);
+        }
         let def = CaseDefinition::parse(&source, format).map_err(|e| changed(Some(e)))?;
         if def.fingerprint() != fingerprint {
             return Err(changed(None));
@@ -1612,9 +1689,9 @@ impl Engine {
         let expected = loaded_version.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
         let result = self.inner.store.append(stream, expected, data).await?;
         self.follow_tenant(stream.tenant());
-        let every = self.inner.config.snapshot_every;
         let before = loaded_version.map_or(0, |v| v.0 + 1);
-        if every > 0 && (result.version.0 + 1) / every > before / every {
+        let every = self.inner.config.snapshot_every;
+        if snapshot_due(every, before, result.version.0 + 1, &state) {
             if let Some(definition) = &state.definition {
                 let snapshot = SnapshotRef {
                     format: SNAPSHOT_FORMAT,

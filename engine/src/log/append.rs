@@ -16,8 +16,12 @@ use super::types::{
 pub struct Limits {
     /// Largest event (payload + type + metadata), in bytes. Default 1 MiB.
     pub max_event_size: usize,
-    /// Most events in one append. Default 1,000.
+    /// Most events in one append. Default 10,000: as many as one command
+    /// of the case runtime may cause ([`crate::case::CASCADE_LIMIT`]), so
+    /// that, for example, opening a case of a large plan is one append.
     pub max_events_per_append: usize,
+    /// Most bytes (events' sizes summed) in one append. Default 64 MiB.
+    pub max_append_size: usize,
     /// Most events one read may ask for. Default 10,000.
     pub max_read_limit: usize,
 }
@@ -26,7 +30,8 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_event_size: 1024 * 1024,
-            max_events_per_append: 1000,
+            max_events_per_append: 10_000,
+            max_append_size: 64 * 1024 * 1024,
             max_read_limit: 10_000,
         }
     }
@@ -48,7 +53,7 @@ impl Limits {
     ///
     /// Errors: [`LogError::EmptyAppend`], [`LogError::TooManyEvents`],
     /// [`LogError::InvalidEventType`], [`LogError::EventTooLarge`],
-    /// [`LogError::DuplicateEventId`].
+    /// [`LogError::DuplicateEventId`], [`LogError::AppendTooLarge`].
     pub(crate) fn check_append(
         &self,
         stream: &StreamId,
@@ -66,6 +71,7 @@ impl Limits {
             });
         }
         let mut seen = HashSet::with_capacity(events.len());
+        let mut total = 0usize;
         for event in events {
             if event.event_type.is_empty() || event.event_type.len() > MAX_EVENT_TYPE_LEN {
                 return Err(LogError::InvalidEventType {
@@ -87,6 +93,13 @@ impl Limits {
             if !seen.insert(event.id) {
                 return Err(LogError::DuplicateEventId { event_id: event.id });
             }
+            total = total.saturating_add(size);
+        }
+        if total > self.max_append_size {
+            return Err(LogError::AppendTooLarge {
+                size: total,
+                max: self.max_append_size,
+            });
         }
         Ok(())
     }

@@ -34,6 +34,14 @@ pub enum LogError {
         /// The configured maximum.
         max: usize,
     },
+    /// An append whose events together are larger than allowed.
+    #[error("append holds {size} bytes of events; the maximum per append is {max} (split it into several appends)")]
+    AppendTooLarge {
+        /// The events' sizes summed.
+        size: usize,
+        /// The configured maximum.
+        max: usize,
+    },
     /// An event larger than allowed.
     #[error("event {event_id} is {size} bytes; the maximum event size is {max} (store large content elsewhere and reference it)")]
     EventTooLarge {
@@ -156,9 +164,9 @@ impl LogError {
             }
             LogError::InvalidEventType { .. } => ErrorKind::invalid("event_type"),
             LogError::InvalidLimit { .. } => ErrorKind::invalid("limit"),
-            LogError::TooManyEvents { .. } | LogError::EventTooLarge { .. } => {
-                ErrorKind::ResourceExhausted
-            }
+            LogError::TooManyEvents { .. }
+            | LogError::EventTooLarge { .. }
+            | LogError::AppendTooLarge { .. } => ErrorKind::ResourceExhausted,
             LogError::EventIdConflict { .. } => ErrorKind::AlreadyExists,
             LogError::Locked { .. } | LogError::Closed => ErrorKind::Unavailable,
             LogError::Io { source, .. } => io_kind(source),
