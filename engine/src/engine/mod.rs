@@ -84,6 +84,12 @@ pub const DISPATCHER_DRAIN: std::time::Duration = std::time::Duration::from_secs
 /// by hand, with a reason).
 pub const ADMIN_ROLE: &str = crate::case::ADMIN_ROLE;
 
+/// Snapshots encoded and stored at once, on blocking threads: a command
+/// never waits for its case's snapshot, and a snapshot due while these are
+/// all busy is skipped (the next interval writes one; a load meanwhile
+/// replays a little more).
+pub const SNAPSHOT_WRITERS: usize = 2;
+
 /// About how many bytes of snapshot encoding a case's events pay for each:
 /// a case's snapshot interval grows with its estimated encoded size.
 pub const SNAPSHOT_BYTES_PER_EVENT: u64 = 1024;
@@ -493,6 +499,9 @@ pub(crate) struct Inner {
     /// Permits to decide a command off the async workers
     /// ([`HEAVY_DECISIONS`]).
     heavy: Arc<tokio::sync::Semaphore>,
+    /// Snapshots being written off the command path (at most
+    /// [`SNAPSHOT_WRITERS`]; one due while they are busy is skipped).
+    snapshotting: Arc<tokio::sync::Semaphore>,
     /// The tenant registry, read at first use.
     tenants: tenants::RegistrySlot,
     /// Records the audit of reads.
@@ -615,6 +624,7 @@ impl Engine {
                 hub,
                 dispatcher: Mutex::new(None),
                 heavy: Arc::new(tokio::sync::Semaphore::new(HEAVY_DECISIONS)),
+                snapshotting: Arc::new(tokio::sync::Semaphore::new(SNAPSHOT_WRITERS)),
                 tenants: tenants::RegistrySlot::default(),
                 positions,
             }),
@@ -730,6 +740,12 @@ impl Engine {
         if let Some(log) = &self.inner.log {
             log.close().await?;
         }
+        // Snapshots being written land before their store is flushed.
+        let _ = self
+            .inner
+            .snapshotting
+            .acquire_many(SNAPSHOT_WRITERS as u32)
+            .await;
         if let Some(s) = &self.inner.sled_snapshots {
             s.flush().await?;
         }
@@ -1692,16 +1708,30 @@ impl Engine {
         let before = loaded_version.map_or(0, |v| v.0 + 1);
         let every = self.inner.config.snapshot_every;
         if snapshot_due(every, before, result.version.0 + 1, &state) {
-            if let Some(definition) = &state.definition {
-                let snapshot = SnapshotRef {
-                    format: SNAPSHOT_FORMAT,
-                    definition,
-                    state: &state,
-                };
-                if let Ok(bytes) = rmp_serde::to_vec_named(&snapshot) {
-                    // A failed snapshot costs only a longer replay later.
-                    let _ = self.inner.snapshots.put(stream, result.version, bytes);
-                }
+            if let Ok(permit) = Arc::clone(&self.inner.snapshotting).try_acquire_owned() {
+                // The state's large parts are shared, so the copy is cheap;
+                // encoding and storing it happen off the async workers.
+                let (snapshots, stream, version, state) = (
+                    Arc::clone(&self.inner.snapshots),
+                    stream.clone(),
+                    result.version,
+                    state.clone(),
+                );
+                tokio::task::spawn_blocking(move || {
+                    let _permit = permit;
+                    let Some(definition) = &state.definition else {
+                        return;
+                    };
+                    let snapshot = SnapshotRef {
+                        format: SNAPSHOT_FORMAT,
+                        definition,
+                        state: &state,
+                    };
+                    if let Ok(bytes) = rmp_serde::to_vec_named(&snapshot) {
+                        // A failed snapshot costs only a longer replay later.
+                        let _ = snapshots.put(&stream, version, bytes);
+                    }
+                });
             }
         }
         self.inner

@@ -25,6 +25,11 @@ pub(crate) const CHECKPOINT_KEY: &[u8] = b"\x00checkpoint";
 const CATCH_UP_BATCHES: usize = 128;
 /// A lane reads this many batches' events per read of the log.
 const READ_BATCHES: usize = 16;
+/// A live lane commits at most once per this long: under a steady stream of
+/// appends it gathers what arrives meanwhile into one commit, instead of
+/// committing after every group commit of the log (each commit rewrites
+/// every page its rows fall in). A lane that was idle commits at once.
+const LIVE_COMMIT_INTERVAL: Duration = Duration::from_millis(2);
 
 /// What an operator asks of a runner.
 pub(crate) enum Control {
@@ -493,6 +498,7 @@ pub(crate) async fn run(ctx: RunnerCtx) {
         task.fault_active(GlobalPosition::START, format!("subscribing: {e}"));
     }
     let mut head = task.ctx.store.watch_head();
+    let mut last_live_commit: Option<Instant> = None;
     loop {
         while let Ok(c) = task.ctx.control.try_recv() {
             task.handle(c).await;
@@ -506,8 +512,19 @@ pub(crate) async fn run(ctx: RunnerCtx) {
         let store = Arc::clone(&task.ctx.store);
         let batch = task.ctx.batch_size;
         if let Some(lane) = task.active.as_mut() {
+            if lane.caught_up {
+                if let Some(wait) = last_live_commit
+                    .and_then(|t: Instant| LIVE_COMMIT_INTERVAL.checked_sub(t.elapsed()))
+                {
+                    tokio::time::sleep(wait).await;
+                }
+            }
+            let live = lane.caught_up;
             match lane.step(&store, batch).await {
-                Ok(n) => busy |= n > 0 && !lane.caught_up,
+                Ok(n) => {
+                    busy |= n > 0 && !lane.caught_up;
+                    last_live_commit = (live && n > 0).then(Instant::now);
+                }
                 Err(_) => break,
             }
         }
