@@ -1875,6 +1875,8 @@ enum Step {
     CompleteAssess(usize, u16),
     CompleteReview(usize),
     Note(usize),
+    /// Links person `P-n` (a second link of the same one is refused).
+    Link(usize, u8),
     Suspend(usize),
     Resume(usize),
     Close(usize),
@@ -1891,6 +1893,7 @@ fn step() -> impl Strategy<Value = Step> {
         2 => (case.clone(), any::<u16>()).prop_map(|(c, l)| Step::CompleteAssess(c, l)),
         1 => case.clone().prop_map(Step::CompleteReview),
         1 => case.clone().prop_map(Step::Note),
+        1 => (case.clone(), 0u8..3).prop_map(|(c, p)| Step::Link(c, p)),
         1 => case.clone().prop_map(Step::Suspend),
         1 => case.clone().prop_map(Step::Resume),
         1 => case.clone().prop_map(Step::Close),
@@ -1959,6 +1962,17 @@ async fn run_history(engine: &Engine, t: &str, steps: &[Step]) {
                 *c,
                 CaseCommand::AddNote {
                     text: "called back".into(),
+                },
+            ),
+            Step::Link(c, p) => (
+                &h,
+                *c,
+                CaseCommand::LinkEntity {
+                    entity: casebook::case::PoleRef {
+                        kind: casebook::case::PoleKind::Person,
+                        id: format!("P-{p}"),
+                    },
+                    role: casebook::case::EntityRole::Witness,
                 },
             ),
             Step::Suspend(c) => (&s, *c, CaseCommand::Suspend),

@@ -130,6 +130,22 @@ pub fn decide_within(
     now: Timestamp,
     budget: &Budget,
 ) -> Result<Vec<CaseEvent>, CaseError> {
+    decide_to_state(def, state, principal, command, now, budget).map(|(events, _)| events)
+}
+
+/// [`decide_within`], also returning the state the events lead to (what
+/// applying them to `state` gives), so a caller need not apply them again.
+///
+/// # Errors
+/// As [`decide`].
+pub fn decide_to_state(
+    def: &CaseDefinition,
+    state: &CaseState,
+    principal: &Principal,
+    command: CaseCommand,
+    now: Timestamp,
+    budget: &Budget,
+) -> Result<(Vec<CaseEvent>, CaseState), CaseError> {
     // The subject is recorded on events and shown in timelines: a forged
     // one (a line break, a control character) never gets that far.
     principal
@@ -140,7 +156,16 @@ pub fn decide_within(
     let mut cx = Cx::new(def, state.clone(), principal, now, budget);
     cx.command(command)?;
     cx.run()?;
-    Ok(cx.events)
+    // The unit tests check that the working state is what the events give.
+    #[cfg(test)]
+    {
+        let mut again = state.clone();
+        for e in &cx.events {
+            again.apply(def, e).expect("a decided event applies");
+        }
+        assert_eq!(again, cx.state, "decide's state and its events disagree");
+    }
+    Ok((cx.events, cx.state))
 }
 
 struct Cx<'a> {

@@ -57,7 +57,7 @@ pub use tenants::{TenantChange, TenantEvent, TenantRecord, TenantStatus};
 
 use crate::audit::ReadContext;
 use crate::case::{
-    decide_within, CaseCommand, CaseError, CaseEvent, CaseFile, CaseId, CaseState, CaseView,
+    decide_to_state, CaseCommand, CaseError, CaseEvent, CaseFile, CaseId, CaseState, CaseView,
     DefinitionRef, Disclosure,
 };
 use crate::definition::deployment::{self, Decision, DefinitionEvent, Deployed};
@@ -1034,6 +1034,7 @@ impl Engine {
 
     /// Decides a command: inline within [`INLINE_BUDGET`], else again on a
     /// blocking thread within [`COMMAND_BUDGET`] (see the module docs).
+    /// Returns the events and the state they lead to.
     async fn decide(
         &self,
         def: &Arc<CaseDefinition>,
@@ -1041,9 +1042,9 @@ impl Engine {
         principal: &Principal,
         command: CaseCommand,
         now: Timestamp,
-    ) -> Result<Vec<CaseEvent>, EngineError> {
+    ) -> Result<(Vec<CaseEvent>, CaseState), EngineError> {
         let inline = Budget::new(INLINE_BUDGET);
-        match decide_within(def, state, principal, command.clone(), now, &inline) {
+        match decide_to_state(def, state, principal, command.clone(), now, &inline) {
             Err(CaseError::RuleFailed {
                 error: EvalError::BudgetExceeded { .. },
                 ..
@@ -1057,7 +1058,7 @@ impl Engine {
         let (def, state, principal) = (Arc::clone(def), state.clone(), principal.clone());
         let decided = tokio::task::spawn_blocking(move || {
             let budget = Budget::new(COMMAND_BUDGET);
-            decide_within(&def, &state, &principal, command, now, &budget)
+            decide_to_state(&def, &state, &principal, command, now, &budget)
         })
         .await;
         match decided {
@@ -1223,7 +1224,7 @@ impl Engine {
             case_file: request.case_file,
             classification: request.classification,
         };
-        let events = self
+        let (events, state) = self
             .decide(&def, &state, principal, command, self.now())
             .await?;
         match self
@@ -1294,7 +1295,7 @@ impl Engine {
             check_hand_completion(&loaded.definition, &command, &context)?;
             let (definition, case_class) = (loaded.definition.clone(), loaded.state.classification);
             let invocations = Disclosure::invocation_items(&loaded.state);
-            let events = self
+            let (events, decided) = self
                 .decide(
                     &loaded.definition,
                     &loaded.state,
@@ -1306,7 +1307,7 @@ impl Engine {
             match self
                 .append(
                     &loaded.definition,
-                    loaded.state,
+                    decided,
                     &stream,
                     Some(loaded.version),
                     events,
@@ -1671,11 +1672,12 @@ impl Engine {
     }
 
     /// Appends a command's events with provenance, then snapshots if due.
+    /// `state` is the case's state after the events (as decided).
     #[allow(clippy::too_many_arguments)]
     async fn append(
         &self,
         def: &Arc<CaseDefinition>,
-        mut state: CaseState,
+        state: CaseState,
         stream: &StreamId,
         loaded_version: Option<StreamVersion>,
         events: Vec<CaseEvent>,
@@ -1684,9 +1686,6 @@ impl Engine {
     ) -> Result<(StreamVersion, Option<PositionToken>, Vec<CaseEvent>), EngineError> {
         if events.is_empty() {
             return Ok((loaded_version.unwrap_or(StreamVersion::START), None, events));
-        }
-        for e in &events {
-            state.apply(def, e)?;
         }
         let metadata = self
             .metadata(principal, context)
