@@ -493,7 +493,8 @@ fn sentry_on_its_own_item() {
 }
 
 #[test]
-fn discretionary_item_with_entry_criteria() {
+fn discretionary_item_with_entry_criteria_is_valid() {
+    // A planned discretionary item waits for its sentry like any item.
     let src = with(
         r#"
   [[stages.activities]]
@@ -506,13 +507,108 @@ fn discretionary_item_with_entry_criteria() {
   entry = [{ on = [{ completed = "assess" }] }]
 "#,
     );
+    CaseDefinition::from_toml(&src).expect("valid");
+}
+
+#[test]
+fn repetition_rules_need_a_repeatable_item_and_sound_limits() {
+    let src = with(
+        r#"
+  [[stages.activities]]
+  key = "recontact"
+  name = "Re-attempt contact"
+  kind = "human_task"
+  roles = ["officer"]
+  repeat_while = "repetition < 5"
+  max_instances = 5
+"#,
+    );
+    let err = expect_err(&src);
+    let all = problems(&err);
     assert_eq!(
-        only_problem(&src),
+        all,
+        vec![
+            p(
+                "stages[0].activities[1].repeat_while",
+                ProblemKind::Invalid,
+                "only a repeatable item (repeatable = true) has a repetition rule"
+            ),
+            p(
+                "stages[0].activities[1].max_instances",
+                ProblemKind::Invalid,
+                "only a repeatable item (repeatable = true) has max_instances"
+            ),
+        ],
+        "{err}"
+    );
+    let src = with(
+        r#"
+  [[stages.activities]]
+  key = "recontact"
+  name = "Re-attempt contact"
+  kind = "human_task"
+  roles = ["officer"]
+  repeatable = true
+  repeat_while = "repetition < 'five'"
+  max_concurrent = 0
+  entry = [{ on = [{ completed = "assess" }] }]
+"#,
+    );
+    let err = expect_err(&src);
+    let all = problems(&err);
+    assert_eq!(all.len(), 2, "{err}");
+    assert_eq!(all[0].0, "stages[0].activities[1].repeat_while", "{err}");
+    assert_eq!(
+        all[1],
         p(
-            "stages[0].activities[1].entry",
+            "stages[0].activities[1].max_concurrent",
             ProblemKind::Invalid,
-            "a discretionary item cannot have entry criteria: it starts when a caseworker plans it"
+            "max_concurrent must be at least 1"
         )
+    );
+    // The count is an integer the rule may compare with the case file.
+    let src = with(
+        r#"
+  [[stages.activities]]
+  key = "recontact"
+  name = "Re-attempt contact"
+  kind = "human_task"
+  roles = ["officer"]
+  repeatable = true
+  repeat_while = "repetition < age"
+"#,
+    );
+    CaseDefinition::from_toml(&src).expect("valid");
+}
+
+#[test]
+fn a_required_or_manual_rule_replaces_the_flag_and_is_checked() {
+    let src = with(
+        r#"
+  [[stages.activities]]
+  key = "marac"
+  name = "MARAC referral"
+  kind = "human_task"
+  roles = ["officer"]
+  required = true
+  required_if = "risk == 'high'"
+  manual_activation_if = "no_such_field > 1"
+"#,
+    );
+    let err = expect_err(&src);
+    let all = problems(&err);
+    assert_eq!(all.len(), 2, "{err}");
+    assert_eq!(
+        all[0],
+        p(
+            "stages[0].activities[1].required_if",
+            ProblemKind::Invalid,
+            "set either required = true or required_if, not both"
+        )
+    );
+    assert_eq!(
+        all[1].0, "stages[0].activities[1].manual_activation_if",
+        "{err}"
     );
 }
 

@@ -373,6 +373,9 @@ pub fn command(c: Option<&pb::execute_request::Command>) -> Result<CaseCommand, 
         C::Disable(r) => CaseCommand::Disable {
             item: item_ref(Some(r), "disable")?,
         },
+        C::Reenable(r) => CaseCommand::Reenable {
+            item: item_ref(Some(r), "reenable")?,
+        },
         C::SuspendItem(r) => CaseCommand::SuspendItem {
             item: item_ref(Some(r), "suspend_item")?,
         },

@@ -114,6 +114,12 @@ pub enum CaseCommand {
         /// The item.
         item: ItemRef,
     },
+    /// Change one's mind about a disabled item: enabled again, waiting for
+    /// a person to start it (while its stage is still active).
+    Reenable {
+        /// The item.
+        item: ItemRef,
+    },
     /// Suspend an activity or a stage (and its non-terminal children).
     SuspendItem {
         /// The item.

@@ -180,15 +180,28 @@ struct Cx<'a> {
     case_exit_dirty: bool,
     /// On-parts that occurred in this command so far (for items created later in it).
     seen: Vec<OnPart>,
-    /// Repetitions to create (item, parent), deferred to the cascade loop so
-    /// that a looping definition meets the bound instead of deep recursion.
-    repeats: VecDeque<(ItemKey, Option<InstanceId>)>,
+    /// Repetitions to create, deferred to the end of the cascade (see
+    /// `run`): a looping definition meets the bound instead of recursing,
+    /// exit criteria take effect before another repetition is made, and a
+    /// new instance sees only occurrences that happen after it exists.
+    repeats: VecDeque<Repeat>,
     /// What the command's rules may still cost.
     budget: &'a Budget,
     /// The case file and plan as conditions see them, built at the first
     /// evaluation and kept up to date as events apply (rebuilding them for
     /// every evaluation made opening a large plan quadratic).
     scope: RefCell<Option<ScopeCache>>,
+}
+
+/// A repetition waiting to be created.
+#[derive(Debug, Clone)]
+struct Repeat {
+    key: ItemKey,
+    parent: Option<InstanceId>,
+    discretionary: bool,
+    /// It has no entry criteria, so it is entered as soon as it is created:
+    /// until then it holds its stage open like an active child would.
+    entered_at_once: bool,
 }
 
 /// What conditions read, kept in step with the working state.
@@ -641,6 +654,25 @@ impl<'a> Cx<'a> {
             }
             _ => {}
         }
+        // An instance of an item with a concurrency limit ended: its
+        // waiting siblings may enter now.
+        if let Occurred::Completed(_, id) | Occurred::Terminated(_, id) | Occurred::Ended(id) = occ
+        {
+            if let Some(ended) = self.state.item(*id) {
+                let limited = self
+                    .def
+                    .plan_item(ended.key.as_str())
+                    .is_some_and(|(item, _)| item.max_concurrent().is_some());
+                if limited {
+                    to_queue.extend(
+                        self.state
+                            .children(ended.parent)
+                            .filter(|i| i.key == ended.key && i.is_waiting())
+                            .map(|i| i.id),
+                    );
+                }
+            }
+        }
         for id in to_queue {
             self.queue(id);
         }
@@ -779,10 +811,98 @@ impl<'a> Cx<'a> {
     fn fire_entry(&mut self, id: InstanceId) -> Result<(), CaseError> {
         let inst = self.inst(id)?;
         let (item, _) = self.entry(inst.key.as_str())?;
-        if item.repeatable() && !item.entry().is_empty() && self.parent_active(inst.parent) {
-            self.create(&inst.key, inst.parent, inst.discretionary, true)?;
+        if item.repeatable()
+            && !item.entry().is_empty()
+            && self.parent_active(inst.parent)
+            && self.repetition_allowed(item, &inst.key, inst.parent)?
+        {
+            self.repeats.push_back(Repeat {
+                key: inst.key.clone(),
+                parent: inst.parent,
+                discretionary: inst.discretionary,
+                entered_at_once: false,
+            });
         }
         self.enter(id)
+    }
+
+    /// Instances of `key` in the stage instance `parent` (or the case plan).
+    fn siblings<'s>(
+        &'s self,
+        key: &'s ItemKey,
+        parent: Option<InstanceId>,
+    ) -> impl Iterator<Item = &'s ItemInstance> + 's {
+        self.state.children(parent).filter(move |i| &i.key == key)
+    }
+
+    /// Whether the repetition rule lets another instance of `key` be made
+    /// in `parent`: fewer than `max_instances` so far (pending ones
+    /// counted), and `repeat_while` holds with `repetition` the number so
+    /// far.
+    fn repetition_allowed(
+        &self,
+        item: PlanItem<'_>,
+        key: &ItemKey,
+        parent: Option<InstanceId>,
+    ) -> Result<bool, CaseError> {
+        let pending = self
+            .repeats
+            .iter()
+            .filter(|r| &r.key == key && r.parent == parent)
+            .count();
+        let count = self.siblings(key, parent).count() + pending;
+        if item
+            .max_instances()
+            .is_some_and(|max| count >= max as usize)
+        {
+            return Ok(false);
+        }
+        let Some(rule) = item.repeat_while() else {
+            return Ok(true);
+        };
+        let owner = || format!("repeat_while of '{key}'");
+        self.with_scope(|scope| {
+            let mut file = scope.case_file.clone();
+            if let serde_json::Value::Object(map) = &mut file {
+                map.insert(
+                    crate::definition::REPETITION.to_string(),
+                    serde_json::Value::from(count as u64),
+                );
+            }
+            let scope = Scope {
+                case_file: &file,
+                ..*scope
+            };
+            rule.evaluate_within(&scope, self.budget)
+        })
+        .map_err(|error| CaseError::RuleFailed {
+            owner: owner(),
+            error,
+        })
+    }
+
+    /// Whether as many instances of the item as `max_concurrent` allows
+    /// are entered (enabled, active, or suspended from those) in its stage.
+    fn at_capacity(&self, item: PlanItem<'_>, inst: &ItemInstance) -> bool {
+        let Some(max) = item.max_concurrent() else {
+            return false;
+        };
+        let running = self
+            .siblings(&inst.key, inst.parent)
+            .filter(|i| !i.is_terminal() && !i.is_waiting())
+            .count();
+        running >= max as usize
+    }
+
+    /// Whether the item is required: `required`, or its `required_if` holds.
+    fn is_required(&self, item: PlanItem<'_>) -> Result<bool, CaseError> {
+        if item.required() {
+            return Ok(true);
+        }
+        match item.required_if() {
+            Some(c) => self.eval(c, || format!("required_if of '{}'", item.key())),
+            None => Ok(false),
+        }
     }
 
     fn enter(&mut self, id: InstanceId) -> Result<(), CaseError> {
@@ -796,11 +916,23 @@ impl<'a> Cx<'a> {
                 })?;
                 Ok(())
             }
-            _ if item.manual_activation() => self.emit(CaseEvent::PlanItemEnabled {
+            _ if self.manual(item)? => self.emit(CaseEvent::PlanItemEnabled {
                 instance: id,
                 item: inst.key.clone(),
             }),
             _ => self.activate(id),
+        }
+    }
+
+    /// Whether an entered item waits for a person: `manual_activation`, or
+    /// its `manual_activation_if` holds as it is entered.
+    fn manual(&self, item: PlanItem<'_>) -> Result<bool, CaseError> {
+        if item.manual_activation() {
+            return Ok(true);
+        }
+        match item.manual_activation_if() {
+            Some(c) => self.eval(c, || format!("manual_activation_if of '{}'", item.key())),
+            None => Ok(false),
         }
     }
 
@@ -1282,8 +1414,14 @@ impl<'a> Cx<'a> {
             && item.entry().is_empty()
             && !inst.discretionary
             && !matches!(item, PlanItem::Milestone(_))
+            && self.repetition_allowed(item, &inst.key, inst.parent)?
         {
-            self.repeats.push_back((inst.key, inst.parent));
+            self.repeats.push_back(Repeat {
+                key: inst.key,
+                parent: inst.parent,
+                discretionary: false,
+                entered_at_once: true,
+            });
         }
         Ok(())
     }
@@ -1321,49 +1459,96 @@ impl<'a> Cx<'a> {
     /// Why a container (a stage instance, or the case plan) cannot complete.
     /// `by_person`: the rule for a person completing it; otherwise the
     /// autocomplete rule given by `autocomplete`.
+    ///
+    /// Autocomplete on: nothing active or suspended, every required child
+    /// terminal. Autocomplete off, by itself: besides, it has children,
+    /// every one terminal, and no discretionary item could still be planned
+    /// into it. A person: nothing active, required children terminal.
+    /// Repetitions still to be made in this command count as the children
+    /// they will be.
     fn completion_blocker(
         &self,
         parent: Option<InstanceId>,
         autocomplete: bool,
         by_person: bool,
-    ) -> Option<String> {
+    ) -> Result<Option<String>, CaseError> {
         let children: Vec<&ItemInstance> = self.state.children(parent).collect();
         // The reason reaches the principal: an item they may not see is not named.
         let see =
             super::disclose::Disclosure::new(self.def, self.state.classification, self.principal);
-        let named = |c: &ItemInstance, what: &str| {
-            if see.item(c.key.as_str()) {
-                format!("{what}'{}' is {}", c.key, c.state)
+        let name = |key: &ItemKey, what: &str, state: &str| {
+            if see.item(key.as_str()) {
+                format!("{what}'{key}' is {state}")
             } else {
                 "work in it is not finished".to_string()
             }
         };
+        let named = |c: &ItemInstance, what: &str| name(&c.key, what, c.state.as_str());
         if let Some(c) = children
             .iter()
             .find(|c| matches!(c.state, ItemState::Active | ItemState::Suspended))
         {
-            return Some(named(c, ""));
+            return Ok(Some(named(c, "")));
+        }
+        let pending = self.repeats.iter().filter(|r| r.parent == parent);
+        if let Some(r) = pending.clone().find(|r| r.entered_at_once) {
+            return Ok(Some(name(&r.key, "", "repeating")));
         }
         // Children come in creation order: an item's first instance is the
         // first one seen.
         let mut seen = HashSet::new();
         for c in &children {
             let first = seen.insert(c.key.as_str());
-            let required = first
-                && self
-                    .def
-                    .plan_item(c.key.as_str())
-                    .is_some_and(|(item, _)| item.required());
-            if required && !c.is_terminal() {
-                return Some(named(c, "required "));
+            if !first || c.is_terminal() {
+                continue;
+            }
+            if let Some((item, _)) = self.def.plan_item(c.key.as_str()) {
+                if self.is_required(item)? {
+                    return Ok(Some(named(c, "required ")));
+                }
             }
         }
-        if !by_person && !autocomplete {
-            if let Some(c) = children.iter().find(|c| !c.is_terminal()) {
-                return Some(named(c, ""));
-            }
+        if by_person || autocomplete {
+            return Ok(None);
         }
-        None
+        if let Some(c) = children.iter().find(|c| !c.is_terminal()) {
+            return Ok(Some(named(c, "")));
+        }
+        if let Some(r) = pending.clone().next() {
+            return Ok(Some(name(&r.key, "", "repeating")));
+        }
+        if children.is_empty() {
+            return Ok(Some(
+                "nothing has been planned in it yet (it does not complete by itself)".into(),
+            ));
+        }
+        if let Some(key) = self.plannable_into(parent) {
+            return Ok(Some(name(key, "discretionary ", "still to be planned")));
+        }
+        Ok(None)
+    }
+
+    /// A discretionary item that could still be planned into the container
+    /// (a repeatable one always can; another until it has been planned).
+    fn plannable_into(&self, parent: Option<InstanceId>) -> Option<&'a ItemKey> {
+        let container = match parent {
+            None => None,
+            Some(id) => Some(self.state.item(id)?.key.clone()),
+        };
+        self.def
+            .child_items(container.as_ref().map(|k| k.as_str()))
+            .into_iter()
+            .filter(|c| c.discretionary())
+            .find(|c| {
+                c.repeatable()
+                    || !(self.state.children(parent).any(|i| &i.key == c.key())
+                        || self
+                            .state
+                            .planned
+                            .iter()
+                            .any(|p| &p.item == c.key() && p.stage == container))
+            })
+            .map(|c| c.key())
     }
 
     fn complete_stage(&mut self, id: InstanceId) -> Result<(), CaseError> {
@@ -1377,19 +1562,22 @@ impl<'a> Cx<'a> {
         self.after_complete(id)
     }
 
-    fn completable_stage(&self) -> Option<InstanceId> {
-        self.state.items.iter().rev().find_map(|i| {
+    /// The innermost active stage that completes by itself now.
+    fn completable_stage(&self) -> Result<Option<InstanceId>, CaseError> {
+        for i in self.state.items.iter().rev() {
             if i.state != ItemState::Active {
-                return None;
+                continue;
             }
-            match self.def.plan_item(i.key.as_str()) {
-                Some((PlanItem::Stage(s), _)) => self
-                    .completion_blocker(Some(i.id), s.autocomplete, false)
+            if let Some((PlanItem::Stage(s), _)) = self.def.plan_item(i.key.as_str()) {
+                if self
+                    .completion_blocker(Some(i.id), s.autocomplete, false)?
                     .is_none()
-                    .then_some(i.id),
-                _ => None,
+                {
+                    return Ok(Some(i.id));
+                }
             }
-        })
+        }
+        Ok(None)
     }
 
     fn case_exit_holds(&self) -> Result<bool, CaseError> {
@@ -1437,7 +1625,7 @@ impl<'a> Cx<'a> {
                 return self.terminate(id);
             }
         }
-        if inst.state == ItemState::Available {
+        if inst.state == ItemState::Available && !self.at_capacity(item, &inst) {
             for (j, s) in item.entry().iter().enumerate() {
                 let latched = inst.entry_latches.get(j).map(Vec::as_slice).unwrap_or(&[]);
                 if self.sentry_holds(s, latched, || format!("entry[{j}] of '{}'", inst.key))? {
@@ -1451,41 +1639,44 @@ impl<'a> Cx<'a> {
     /// Runs the cascade to a fixpoint: sentries first, then stage
     /// autocompletion (innermost first), then the case's completion, then its
     /// exit criteria — so a command that both completes the case and fires
-    /// its exit criterion completes it.
+    /// its exit criterion completes it — and only then the next repetition.
+    /// Exit criteria therefore take effect before another repetition is
+    /// made, and a repetition's new instance, made when everything its
+    /// predecessor caused has settled, sees only what happens after it.
     fn run(&mut self) -> Result<(), CaseError> {
         loop {
             if self.state.status != CaseStatus::Active {
                 return Ok(());
-            }
-            if let Some((key, parent)) = self.repeats.pop_front() {
-                if self.parent_active(parent) {
-                    self.create(&key, parent, false, true)?;
-                }
-                continue;
             }
             if let Some(id) = self.queue.pop_front() {
                 self.queued.remove(&id);
                 self.evaluate(id)?;
                 continue;
             }
-            if let Some(id) = self.completable_stage() {
+            if let Some(id) = self.completable_stage()? {
                 self.complete_stage(id)?;
                 continue;
             }
-            if self.state.reopened {
-                return Ok(());
-            }
-            if self
-                .completion_blocker(None, self.def.autocomplete, false)
-                .is_none()
-            {
-                self.terminate_children(None)?;
-                return self.emit(CaseEvent::CaseCompleted {});
-            }
-            if std::mem::take(&mut self.case_exit_dirty) {
-                if self.case_exit_holds()? {
+            if !self.state.reopened {
+                if self
+                    .completion_blocker(None, self.def.autocomplete, false)?
+                    .is_none()
+                {
                     self.terminate_children(None)?;
-                    self.emit(CaseEvent::CaseTerminated {})?;
+                    return self.emit(CaseEvent::CaseCompleted {});
+                }
+                if std::mem::take(&mut self.case_exit_dirty) {
+                    if self.case_exit_holds()? {
+                        self.repeats.clear();
+                        self.terminate_children(None)?;
+                        self.emit(CaseEvent::CaseTerminated {})?;
+                    }
+                    continue;
+                }
+            }
+            if let Some(r) = self.repeats.pop_front() {
+                if self.parent_active(r.parent) {
+                    self.create(&r.key, r.parent, r.discretionary, true)?;
                 }
                 continue;
             }
@@ -1568,6 +1759,28 @@ impl<'a> Cx<'a> {
                     item: item.key.clone(),
                 })
             }
+            CaseCommand::Reenable { item } => {
+                let (def_item, _) = self.entry(item.key.as_str())?;
+                self.require(
+                    format!("re-enable {}", item.key),
+                    &self.item_roles(def_item),
+                )?;
+                self.require_active()?;
+                let id = self.resolve(&item, &[ItemState::Disabled], "re-enable")?;
+                let inst = self.inst(id)?;
+                if !self.parent_active(inst.parent) {
+                    return Err(CaseError::InvalidCommand {
+                        reason: format!(
+                            "'{}' cannot be re-enabled: its stage is no longer active",
+                            item.key
+                        ),
+                    });
+                }
+                self.emit(CaseEvent::PlanItemEnabled {
+                    instance: id,
+                    item: item.key.clone(),
+                })
+            }
             CaseCommand::SuspendItem { item } => self.suspend_item(&item),
             CaseCommand::ResumeItem { item } => self.resume_item(&item),
             CaseCommand::AddDiscretionary { item, stage } => self.add_discretionary(&item, stage),
@@ -1631,7 +1844,7 @@ impl<'a> Cx<'a> {
             CaseCommand::CompleteCase => {
                 self.require("complete the case".into(), &p.close)?;
                 self.require_active()?;
-                if let Some(reason) = self.completion_blocker(None, self.def.autocomplete, true) {
+                if let Some(reason) = self.completion_blocker(None, self.def.autocomplete, true)? {
                     return Err(CaseError::NotCompletable {
                         item: "the case".into(),
                         reason,
@@ -1700,6 +1913,7 @@ impl<'a> Cx<'a> {
             | CaseCommand::Fail { item, .. }
             | CaseCommand::Terminate { item }
             | CaseCommand::Disable { item }
+            | CaseCommand::Reenable { item }
             | CaseCommand::SuspendItem { item }
             | CaseCommand::ResumeItem { item }
             | CaseCommand::ReachMilestone { item } => vec![item.key.as_str()],
@@ -1953,7 +2167,7 @@ impl<'a> Cx<'a> {
                     });
                 }
                 let id = self.resolve(r, &[ItemState::Active], "complete")?;
-                if let Some(reason) = self.completion_blocker(Some(id), s.autocomplete, true) {
+                if let Some(reason) = self.completion_blocker(Some(id), s.autocomplete, true)? {
                     return Err(CaseError::NotCompletable {
                         item: format!("stage '{}'", r.key),
                         reason,
@@ -2232,6 +2446,31 @@ impl<'a> Cx<'a> {
             };
             if pending || existing {
                 return Err(CaseError::AlreadyPlanned { item: key.clone() });
+            }
+        }
+        let count = match target {
+            Some(parent_id) => self.siblings(key, parent_id).count(),
+            None => self.state.planned.iter().filter(|p| &p.item == key).count(),
+        };
+        if let Some(max) = item.max_instances().filter(|m| count >= *m as usize) {
+            return Err(CaseError::InvalidCommand {
+                reason: format!(
+                    "'{key}' is planned {count} times already, its max_instances is {max}"
+                ),
+            });
+        }
+        if let (Some(parent_id), Some(max)) = (target, item.max_concurrent()) {
+            let running = self
+                .siblings(key, parent_id)
+                .filter(|i| !i.is_terminal())
+                .count();
+            if running >= max as usize {
+                return Err(CaseError::InvalidCommand {
+                    reason: format!(
+                        "{running} instances of '{key}' are not finished, its max_concurrent is \
+                         {max}: finish one first"
+                    ),
+                });
             }
         }
         self.emit(CaseEvent::DiscretionaryItemPlanned {

@@ -615,10 +615,11 @@ entry = [{{ on = [{{ changed = "note" }}] }}]
     ))
     .opened(json!({}));
     let g = g.when(update(json!({ "note": "1" }))).and();
+    // The new instance is made once what the firing caused has settled.
     g.when(update(json!({ "note": "2" }))).then(&[
         "updated note",
-        "created rep#4",
         "activated rep#3",
+        "created rep#4",
     ]);
 }
 
@@ -695,17 +696,20 @@ entry = [{{ if = "flag == true" }}]
     ))
     .opened(json!({}));
     let then = g.when(update(json!({ "flag": true })));
-    then.then(&["updated flag", "created rep#3", "activated rep#2"]);
+    then.then(&["updated flag", "activated rep#2", "created rep#3"]);
     // The next case-file change is a new occurrence.
     then.and().when(update(json!({ "note": "n" }))).then(&[
         "updated note",
-        "created rep#4",
         "activated rep#3",
+        "created rep#4",
     ]);
 }
 
 #[test]
-fn a_looping_cascade_fails_the_command_at_the_bound() {
+fn a_repetition_does_not_see_what_its_predecessor_caused_so_a_self_feeding_rule_fires_once() {
+    // `bump` re-fires on every change of `count` and changes it itself.
+    // Its next instance is made after the cascade has settled and listens
+    // only for later changes: one activation per command, no loop.
     let g = given(&format!(
         r#"{FLAG}
 [[activities]]
@@ -724,28 +728,81 @@ entry = [{{ on = [{{ changed = "count" }}] }}]
 "#
     ))
     .opened(json!({}));
-    let err = g.when(update(json!({ "count": 0 }))).error();
-    assert!(
-        matches!(err, CaseError::CascadeLimit { limit: CASCADE_LIMIT, ref last } if last == "bump"),
-        "{err}"
-    );
+    let then = g.when(update(json!({ "count": 0 })));
+    then.then(&[
+        "updated count",
+        "activated bump#2",
+        "completed bump#2",
+        "created bump#3",
+    ]);
+    assert_eq!(then.state().case_file[&FieldKey::new("count")], json!(1));
 }
 
 #[test]
-fn a_repeatable_automatic_step_without_entry_criteria_meets_the_bound() {
-    // Each completion creates the next instance, which completes at once:
-    // the command fails with a clear error (and no stack overflow).
+fn a_looping_cascade_fails_the_command_at_the_bound() {
+    // Each completion of `spin` makes the next instance, which completes at
+    // once, once its stage starts: the command fails with a clear error
+    // (and no stack overflow). Opening is fine, so the definition deploys.
     let g = given(&format!(
         r#"{FLAG}
 [[activities]]
+key = "keep"
+name = "Keep"
+kind = "human_task"
+roles = ["w"]
+required = true
+[[stages]]
+key = "looping"
+name = "Looping"
+entry = [{{ if = "flag == true" }}]
+[[stages.activities]]
 key = "spin"
 name = "Spin"
 kind = "automatic"
 repeatable = true
 "#
-    ));
-    let err = g.when(open(json!({}))).error();
-    assert!(matches!(err, CaseError::CascadeLimit { .. }), "{err}");
+    ))
+    .opened(json!({}));
+    let err = g.when(update(json!({ "flag": true }))).error();
+    assert!(
+        matches!(err, CaseError::CascadeLimit { limit: CASCADE_LIMIT, ref last } if last == "spin"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_definition_whose_opening_can_only_loop_is_refused_at_deploy() {
+    let source = format!(
+        "autocomplete = true\n{HEADER}\n{FLAG}
+[[activities]]
+key = \"spin\"
+name = \"Spin\"
+kind = \"automatic\"
+repeatable = true
+"
+    );
+    let err = crate::definition::CaseDefinition::from_toml(&source).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("dry run") && text.contains("spin"), "{text}");
+    // Bounded by a repetition rule, or by an instance limit, it deploys.
+    for bound in ["repeat_while = \"repetition < 3\"", "max_instances = 3"] {
+        let bounded = format!("{source}{bound}\n");
+        let def = crate::definition::CaseDefinition::from_toml(&bounded)
+            .unwrap_or_else(|e| panic!("{bound}: {e}"));
+        let events = decide(
+            &def,
+            &CaseState::default(),
+            &who(&["w"]),
+            open(json!({})),
+            NOW,
+        )
+        .expect("opens");
+        let spins = events
+            .iter()
+            .filter(|e| matches!(e, CaseEvent::PlanItemCompleted { item, .. } if item.as_str() == "spin"))
+            .count();
+        assert_eq!(spins, 3, "{bound}");
+    }
 }
 
 // ------------------------------------------------------------------ automatic, service

@@ -8,8 +8,8 @@
 //!
 //! - the marking its author gave it (`classification` on an activity, stage
 //!   or milestone — it can raise what the rules give, never lower it);
-//! - the fields its entry and exit criteria, its applicability rule, its
-//!   service inputs and its automatic assignments read, and the fields whose
+//! - the fields its entry and exit criteria, its applicability,
+//!   repetition, required and manual activation rules, its service inputs and its automatic assignments read, and the fields whose
 //!   change its sentries listen to;
 //! - the effective marking of every item its sentries listen to (`completed`,
 //!   `terminated`, `reached`, `state.x`, `'m' in reached`), of its enclosing
@@ -177,14 +177,16 @@ impl Markings {
             if let Some(p) = parent {
                 src.deps.insert(Node::Item(p.as_str().to_string()));
             }
+            // Its own rules (repetition, required, manual activation,
+            // applicability) decide its instances and states.
+            for c in item.rules() {
+                for f in c.fields().filter(|f| *f != super::model::REPETITION) {
+                    src.raise(field(f), || field_reason(f, field));
+                }
+                plan_deps(c.plan_refs(), &mut src.deps);
+            }
             match item {
                 PlanItem::Activity(a) => {
-                    if let Some(c) = &a.applicability {
-                        for f in c.fields() {
-                            src.raise(field(f), || field_reason(f, field));
-                        }
-                        plan_deps(c.plan_refs(), &mut src.deps);
-                    }
                     for e in a.input.values().chain(a.set.values()) {
                         for f in e.fields() {
                             src.raise(field(f), || field_reason(f, field));
@@ -193,12 +195,6 @@ impl Markings {
                     }
                 }
                 PlanItem::Stage(s) => {
-                    if let Some(c) = &s.applicability {
-                        for f in c.fields() {
-                            src.raise(field(f), || field_reason(f, field));
-                        }
-                        plan_deps(c.plan_refs(), &mut src.deps);
-                    }
                     // A stage completes when its children are done (all
                     // of them, or the required ones when it autocompletes):
                     // when it does tells how they ended.

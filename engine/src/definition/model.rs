@@ -14,6 +14,9 @@ use super::period::Period;
 use crate::rules::{Condition, Expression};
 use crate::security::Classification;
 
+/// The name a `repeat_while` rule reads the number of instances so far by.
+pub const REPETITION: &str = "repetition";
+
 /// A case type: its case file, its plan (stages, activities, milestones),
 /// deadlines and permissions.
 ///
@@ -451,6 +454,32 @@ pub struct Activity {
     /// and left out when absent: see [`CaseDefinition::team`].)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub classification: Option<Classification>,
+    /// Repeatable: the rule that must hold for another instance to be
+    /// created, over the case file and `repetition` (the number of
+    /// instances of the item so far in its stage), e.g. `repetition < 5`.
+    /// Without it a repeatable item repeats for as long as it may. (Last,
+    /// and left out when absent: see [`CaseDefinition::team`].)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeat_while: Option<Condition>,
+    /// Repeatable: the most instances of the item one stage instance (or
+    /// the case plan) may ever hold. (Left out when absent.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_instances: Option<u32>,
+    /// Repeatable: the most instances that may be entered (enabled, active
+    /// or suspended) at once; an instance whose entry criterion fires while
+    /// that many run waits, its criterion still satisfied, until one ends.
+    /// (Left out when absent.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent: Option<u32>,
+    /// Required only when this holds (evaluated whenever its stage's
+    /// completion is checked); instead of `required = true`. (Left out when
+    /// absent.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required_if: Option<Condition>,
+    /// Manual activation only when this holds as the item is entered;
+    /// instead of `manual_activation = true`. (Left out when absent.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manual_activation_if: Option<Condition>,
 }
 
 /// How a service task's invocations are timed out and retried. Written
@@ -570,6 +599,32 @@ pub struct Stage {
     /// A marking the author gives the stage (see [`Activity::classification`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub classification: Option<Classification>,
+    /// Repeatable: the rule that must hold for another instance to be
+    /// created, over the case file and `repetition` (the number of
+    /// instances of the item so far in its stage), e.g. `repetition < 5`.
+    /// Without it a repeatable item repeats for as long as it may. (Last,
+    /// and left out when absent: see [`CaseDefinition::team`].)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeat_while: Option<Condition>,
+    /// Repeatable: the most instances of the item one stage instance (or
+    /// the case plan) may ever hold. (Left out when absent.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_instances: Option<u32>,
+    /// Repeatable: the most instances that may be entered (enabled, active
+    /// or suspended) at once; an instance whose entry criterion fires while
+    /// that many run waits, its criterion still satisfied, until one ends.
+    /// (Left out when absent.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent: Option<u32>,
+    /// Required only when this holds (evaluated whenever its stage's
+    /// completion is checked); instead of `required = true`. (Left out when
+    /// absent.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required_if: Option<Condition>,
+    /// Manual activation only when this holds as the item is entered;
+    /// instead of `manual_activation = true`. (Left out when absent.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manual_activation_if: Option<Condition>,
 }
 
 /// A point of progress: *reached*, never completed.
@@ -599,6 +654,28 @@ pub struct Milestone {
     /// A marking the author gives the milestone (see [`Activity::classification`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub classification: Option<Classification>,
+    /// Repeatable: the rule that must hold for another instance to be
+    /// created, over the case file and `repetition` (the number of
+    /// instances of the item so far in its stage), e.g. `repetition < 5`.
+    /// Without it a repeatable item repeats for as long as it may. (Last,
+    /// and left out when absent: see [`CaseDefinition::team`].)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeat_while: Option<Condition>,
+    /// Repeatable: the most instances of the item one stage instance (or
+    /// the case plan) may ever hold. (Left out when absent.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_instances: Option<u32>,
+    /// Repeatable: the most instances that may be entered (enabled, active
+    /// or suspended) at once; an instance whose entry criterion fires while
+    /// that many run waits, its criterion still satisfied, until one ends.
+    /// (Left out when absent.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent: Option<u32>,
+    /// Required only when this holds (evaluated whenever its stage's
+    /// completion is checked); instead of `required = true`. (Left out when
+    /// absent.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required_if: Option<Condition>,
 }
 
 /// An entry or exit criterion: on-parts ANDed, plus an optional condition.

@@ -5,6 +5,7 @@ use std::sync::{Arc, OnceLock};
 
 use super::keys::{FieldKey, ItemKey};
 use super::model::{Activity, CaseDefinition, Deadline, FieldDef, Milestone, Sentry, Stage};
+use crate::rules::Condition;
 
 /// A borrowed plan item of any kind.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -97,6 +98,73 @@ impl<'a> PlanItem<'a> {
             PlanItem::Stage(s) => s.manual_activation,
             PlanItem::Milestone(_) => false,
         }
+    }
+
+    /// The repetition rule's condition (`repeat_while`), if any.
+    pub fn repeat_while(&self) -> Option<&'a Condition> {
+        match self {
+            PlanItem::Activity(a) => a.repeat_while.as_ref(),
+            PlanItem::Stage(s) => s.repeat_while.as_ref(),
+            PlanItem::Milestone(m) => m.repeat_while.as_ref(),
+        }
+    }
+
+    /// The most instances one stage instance may hold (`max_instances`).
+    pub fn max_instances(&self) -> Option<u32> {
+        match self {
+            PlanItem::Activity(a) => a.max_instances,
+            PlanItem::Stage(s) => s.max_instances,
+            PlanItem::Milestone(m) => m.max_instances,
+        }
+    }
+
+    /// The most instances entered at once (`max_concurrent`).
+    pub fn max_concurrent(&self) -> Option<u32> {
+        match self {
+            PlanItem::Activity(a) => a.max_concurrent,
+            PlanItem::Stage(s) => s.max_concurrent,
+            PlanItem::Milestone(m) => m.max_concurrent,
+        }
+    }
+
+    /// The required rule's condition (`required_if`), if any.
+    pub fn required_if(&self) -> Option<&'a Condition> {
+        match self {
+            PlanItem::Activity(a) => a.required_if.as_ref(),
+            PlanItem::Stage(s) => s.required_if.as_ref(),
+            PlanItem::Milestone(m) => m.required_if.as_ref(),
+        }
+    }
+
+    /// The manual activation rule's condition (`manual_activation_if`).
+    pub fn manual_activation_if(&self) -> Option<&'a Condition> {
+        match self {
+            PlanItem::Activity(a) => a.manual_activation_if.as_ref(),
+            PlanItem::Stage(s) => s.manual_activation_if.as_ref(),
+            PlanItem::Milestone(_) => None,
+        }
+    }
+
+    /// The applicability rule of a discretionary item, if any.
+    pub fn applicability(&self) -> Option<&'a Condition> {
+        match self {
+            PlanItem::Activity(a) => a.applicability.as_ref(),
+            PlanItem::Stage(s) => s.applicability.as_ref(),
+            PlanItem::Milestone(_) => None,
+        }
+    }
+
+    /// The item's own rules besides its sentries: repetition, required,
+    /// manual activation and applicability conditions.
+    pub fn rules(&self) -> impl Iterator<Item = &'a Condition> {
+        [
+            self.repeat_while(),
+            self.required_if(),
+            self.manual_activation_if(),
+            self.applicability(),
+        ]
+        .into_iter()
+        .flatten()
     }
 
     /// The marking its author gave it, if any.

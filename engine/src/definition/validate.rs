@@ -6,6 +6,7 @@ use super::error::{Problem, ProblemKind};
 use super::keys::{
     check_condition_name, check_identifier, check_service_name, FieldKey, ItemKey, RoleKey,
 };
+use super::model::REPETITION;
 use super::model::{
     Activity, ActivityKind, CaseDefinition, Deadline, Escalation, FieldDef, FieldType, Milestone,
     Occurrence, OnPart, ParamDef, Sentry, ServiceDef, Stage,
@@ -59,7 +60,69 @@ impl Validator<'_> {
         let created = self.def.items_created_on_open();
         if let Some(p) = opening_too_large(created, crate::case::CASCADE_LIMIT) {
             self.problems.push(p);
+            return;
         }
+        if self.problems.is_empty() {
+            if let Some(p) = opening_loops(self.def) {
+                self.problems.push(p);
+            }
+        }
+    }
+}
+
+/// A dry run of opening a case, with every required field at a neutral
+/// value (the first of an enumeration, zero, false, empty): a definition
+/// whose opening runs into the cascade bound this way (a repetition or
+/// sentry loop nothing stops) is refused rather than found by its first
+/// user. Any other outcome says nothing about the definition (the dry
+/// run's values are made up) and is ignored.
+fn opening_loops(def: &CaseDefinition) -> Option<Problem> {
+    use crate::case::{decide, CaseCommand, CaseError, CaseFile, CaseState};
+    use crate::security::{Classification, Principal};
+    let tenant = crate::log::TenantId::new("validation").ok()?;
+    let principal = Principal::new(tenant, "validator")
+        .with_roles(def.permissions.open.iter().map(|r| r.as_str().to_string()))
+        .with_clearance(Classification::TopSecret);
+    let mut file = serde_json::Map::new();
+    for f in def.fields.iter().filter(|f| f.required) {
+        let value = match f.ty {
+            FieldType::Text | FieldType::Person | FieldType::Object | FieldType::Location => {
+                serde_json::json!("dry-run")
+            }
+            FieldType::Integer => serde_json::json!(0),
+            FieldType::Decimal => serde_json::json!(0.0),
+            FieldType::Boolean => serde_json::json!(false),
+            FieldType::Date => serde_json::json!("2026-01-01"),
+            FieldType::DateTime => serde_json::json!("2026-01-01T00:00:00Z"),
+            FieldType::Enumeration => serde_json::json!(f.values.first()?),
+            FieldType::GeoPoint => serde_json::json!({ "lat": 51.5, "lon": -0.1 }),
+            FieldType::List => serde_json::json!([]),
+        };
+        file.insert(f.key.as_str().to_string(), value);
+    }
+    let case_file = CaseFile::from_json(serde_json::Value::Object(file)).ok()?;
+    let open = CaseCommand::Open {
+        case_file,
+        classification: None,
+    };
+    match decide(
+        def,
+        &CaseState::default(),
+        &principal,
+        open,
+        crate::log::Timestamp(0),
+    ) {
+        Err(CaseError::CascadeLimit { limit, last }) => Some(Problem::new(
+            "",
+            ProblemKind::Invalid,
+            format!(
+                "opening a case (a dry run with the required fields at neutral values) runs \
+                 into the bound of {limit} events per command, still creating '{last}': a \
+                 repetition or sentry loop nothing stops. Give the repeating item a \
+                 repeat_while rule or max_instances, or an exit criterion that ends it"
+            ),
+        )),
+        _ => None,
     }
 }
 
@@ -409,6 +472,7 @@ impl<'a> Validator<'a> {
                 PlanItem::Stage(s) => self.stage(&entry.path, s),
                 PlanItem::Milestone(m) => self.milestone(&entry.path, m),
             }
+            self.item_rules(&entry.path, entry.item);
         }
         for (i, s) in def.exit.iter().enumerate() {
             self.sentry(&format!("exit[{i}]"), s, None, false);
@@ -425,15 +489,7 @@ impl<'a> Validator<'a> {
         discretionary: bool,
         applicability: Option<&Condition>,
         planners: &[RoleKey],
-        entry: &[Sentry],
     ) {
-        if discretionary && !entry.is_empty() {
-            self.push(
-                format!("{path}.entry"),
-                ProblemKind::Invalid,
-                "a discretionary item cannot have entry criteria: it starts when a caseworker plans it",
-            );
-        }
         if !discretionary && applicability.is_some() {
             self.push(
                 format!("{path}.applicability"),
@@ -474,7 +530,6 @@ impl<'a> Validator<'a> {
             a.discretionary,
             a.applicability.as_ref(),
             &a.planners,
-            &a.entry,
         );
         if a.kind == ActivityKind::HumanTask {
             if a.roles.is_empty() {
@@ -701,7 +756,6 @@ impl<'a> Validator<'a> {
             s.discretionary,
             s.applicability.as_ref(),
             &s.planners,
-            &s.entry,
         );
         if s.activities.is_empty() && s.stages.is_empty() && s.milestones.is_empty() {
             self.push(
@@ -713,6 +767,102 @@ impl<'a> Validator<'a> {
         self.sentries(path, &s.key, &s.entry, &s.exit);
         for (i, d) in s.deadlines.iter().enumerate() {
             self.deadline(&format!("{path}.deadlines[{i}]"), d, Some(&s.key));
+        }
+    }
+
+    /// Repetition, required and manual activation rules.
+    fn item_rules(&mut self, path: &str, item: PlanItem<'a>) {
+        let repeatable = item.repeatable();
+        let only_repeatable =
+            |what: &str| format!("only a repeatable item (repeatable = true) has {what}");
+        if let Some(c) = item.repeat_while() {
+            let rpath = format!("{path}.repeat_while");
+            if !repeatable {
+                self.push(
+                    &rpath,
+                    ProblemKind::Invalid,
+                    only_repeatable("a repetition rule"),
+                );
+            }
+            if self.def.field(REPETITION).is_some() {
+                self.push(
+                    &rpath,
+                    ProblemKind::Invalid,
+                    format!(
+                        "the case file has a field named '{REPETITION}', which would hide the \
+                         repetition count this rule reads; rename the field"
+                    ),
+                );
+            } else if let Some(e) = c.compile_error() {
+                self.push(&rpath, ProblemKind::InvalidCel, e.to_string());
+            } else {
+                let mut schema = self.schema.clone();
+                schema.fields.insert(
+                    REPETITION.to_string(),
+                    field_info(FieldType::Integer, &[], None),
+                );
+                for m in rules::check_condition(c, &schema) {
+                    self.push(&rpath, kind_of(&m), m);
+                }
+                if let Some(ast) = c.ast() {
+                    self.bounds(&rpath, ast);
+                }
+            }
+        }
+        for (name, limit) in [
+            ("max_instances", item.max_instances()),
+            ("max_concurrent", item.max_concurrent()),
+        ] {
+            let Some(limit) = limit else { continue };
+            let lpath = format!("{path}.{name}");
+            if !repeatable {
+                self.push(
+                    &lpath,
+                    ProblemKind::Invalid,
+                    only_repeatable(&format!("{name}")),
+                );
+            } else if limit == 0 {
+                self.push(
+                    &lpath,
+                    ProblemKind::Invalid,
+                    format!("{name} must be at least 1"),
+                );
+            }
+        }
+        if item.max_concurrent().is_some()
+            && item.entry().is_empty()
+            && !item.discretionary()
+            && repeatable
+        {
+            self.push(
+                format!("{path}.max_concurrent"),
+                ProblemKind::Invalid,
+                "without entry criteria an item repeats only when its instance completes, so \
+                 at most one runs at a time: max_concurrent needs entry criteria (or a \
+                 discretionary item)",
+            );
+        }
+        if let Some(c) = item.required_if() {
+            let rpath = format!("{path}.required_if");
+            if item.required() {
+                self.push(
+                    &rpath,
+                    ProblemKind::Invalid,
+                    "set either required = true or required_if, not both",
+                );
+            }
+            self.condition(&rpath, c);
+        }
+        if let Some(c) = item.manual_activation_if() {
+            let rpath = format!("{path}.manual_activation_if");
+            if item.manual_activation() {
+                self.push(
+                    &rpath,
+                    ProblemKind::Invalid,
+                    "set either manual_activation = true or manual_activation_if, not both",
+                );
+            }
+            self.condition(&rpath, c);
         }
     }
 
