@@ -41,6 +41,8 @@ mod values;
 mod view;
 
 #[cfg(test)]
+mod repetition_tests;
+#[cfg(test)]
 mod testing;
 #[cfg(test)]
 mod tests;

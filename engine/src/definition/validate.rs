@@ -70,13 +70,31 @@ impl Validator<'_> {
     }
 }
 
-/// A dry run of opening a case, with every required field at a neutral
-/// value (the first of an enumeration, zero, false, empty): a definition
-/// whose opening runs into the cascade bound this way (a repetition or
-/// sentry loop nothing stops) is refused rather than found by its first
-/// user. Any other outcome says nothing about the definition (the dry
-/// run's values are made up) and is ignored.
+/// Dry runs of opening a case — with the required fields at neutral values
+/// (the first of an enumeration, zero, false, empty), then with every
+/// field so — and a definition whose opening runs into the cascade bound
+/// both ways (a repetition or sentry loop nothing stops) is refused rather
+/// than found by its first user. Any other outcome says nothing about the
+/// definition (the dry runs' values are made up) and is ignored.
 fn opening_loops(def: &CaseDefinition) -> Option<Problem> {
+    let (limit, last) = dry_open(def, false)?;
+    dry_open(def, true)?;
+    Some(Problem::new(
+        "",
+        ProblemKind::Invalid,
+        format!(
+            "opening a case (a dry run with the fields at neutral values) runs into the \
+             bound of {limit} events per command, still creating '{last}': a repetition or \
+             sentry loop nothing stops. Give the repeating item a repeat_while rule or \
+             max_instances, or an exit criterion that ends it"
+        ),
+    ))
+}
+
+/// Opens a case of `def` with made-up values (every field when `all`,
+/// else the required ones): the bound and the last item when that runs
+/// into the cascade bound.
+fn dry_open(def: &CaseDefinition, all: bool) -> Option<(usize, String)> {
     use crate::case::{decide, CaseCommand, CaseError, CaseFile, CaseState};
     use crate::security::{Classification, Principal};
     let tenant = crate::log::TenantId::new("validation").ok()?;
@@ -84,7 +102,7 @@ fn opening_loops(def: &CaseDefinition) -> Option<Problem> {
         .with_roles(def.permissions.open.iter().map(|r| r.as_str().to_string()))
         .with_clearance(Classification::TopSecret);
     let mut file = serde_json::Map::new();
-    for f in def.fields.iter().filter(|f| f.required) {
+    for f in def.fields.iter().filter(|f| all || f.required) {
         let value = match f.ty {
             FieldType::Text | FieldType::Person | FieldType::Object | FieldType::Location => {
                 serde_json::json!("dry-run")
@@ -112,16 +130,7 @@ fn opening_loops(def: &CaseDefinition) -> Option<Problem> {
         open,
         crate::log::Timestamp(0),
     ) {
-        Err(CaseError::CascadeLimit { limit, last }) => Some(Problem::new(
-            "",
-            ProblemKind::Invalid,
-            format!(
-                "opening a case (a dry run with the required fields at neutral values) runs \
-                 into the bound of {limit} events per command, still creating '{last}': a \
-                 repetition or sentry loop nothing stops. Give the repeating item a \
-                 repeat_while rule or max_instances, or an exit criterion that ends it"
-            ),
-        )),
+        Err(CaseError::CascadeLimit { limit, last }) => Some((limit, last)),
         _ => None,
     }
 }
