@@ -18,7 +18,7 @@ use casebook::case::{CaseCommand, CaseFile, ItemRef};
 use casebook::definition::Format;
 use casebook::engine::{CommandContext, OpenCase};
 use casebook::log::{Source, TenantId};
-use casebook::projection::query::{PageRequest, WorkQueueQuery};
+use casebook::projection::query::{PageRequest, TaskStates, WorkQueueQuery};
 use casebook::projection::Consistency;
 use casebook::rules::serde_json::{json, Value};
 use casebook::security::{Classification, Principal};
@@ -209,6 +209,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 case_type: None,
                 unassigned_only: false,
                 page: PageRequest::default(),
+                tasks: TaskStates::Active,
             },
             consistency,
         )

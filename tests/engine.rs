@@ -708,3 +708,192 @@ fn snapshots_of_a_large_case_come_less_often_so_their_cost_per_event_is_bounded(
         &state
     ));
 }
+
+/// A definition with a task that waits for a manual start and
+/// discretionary items (one with an applicability rule, one restricted to
+/// supervisors as planners).
+const ENQUIRIES: &str = r#"
+key = "enquiries"
+name = "Enquiries"
+version = 1
+retention = { group = "group3" }
+roles = ["officer", "supervisor"]
+[permissions]
+open = ["officer"]
+update_case_file = ["officer"]
+add_discretionary = ["officer", "supervisor"]
+close = ["supervisor"]
+
+[[fields]]
+key = "vehicle_involved"
+type = "boolean"
+
+[[activities]]
+key = "statement"
+name = "Take a statement"
+kind = "human_task"
+roles = ["officer"]
+manual_activation = true
+required = true
+
+[[activities]]
+key = "anpr_check"
+name = "ANPR check"
+kind = "human_task"
+roles = ["officer"]
+discretionary = true
+applicability = "vehicle_involved == true"
+
+[[activities]]
+key = "house_to_house"
+name = "House-to-house enquiries"
+kind = "human_task"
+roles = ["officer"]
+discretionary = true
+repeatable = true
+max_instances = 2
+planners = ["supervisor"]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_queues_list_active_work_and_plannable_items_are_listed_for_each_principal() {
+    use casebook::projection::query::{TaskStates, WorkQueueQuery};
+    use casebook::projection::Consistency;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open_with(dir.path(), registered()).unwrap();
+    engine.start().await.unwrap();
+    engine
+        .deploy(&admin(kent()), ENQUIRIES, Format::Toml)
+        .await
+        .unwrap();
+    let officer = Principal::new(kent(), "pc-1").with_roles(["officer"]);
+    let supervisor = Principal::new(kent(), "ps-2").with_roles(["supervisor"]);
+    let mut open = OpenCase::new("enquiries", fields(json!({})));
+    open.case_id = Some("ENQ-1".parse().unwrap());
+    let opened = engine.open_case(&officer, open).await.unwrap();
+    let after = |p: Option<casebook::security::PositionToken>| Consistency::AtLeast {
+        position: p.expect("a command's position"),
+        timeout: std::time::Duration::from_secs(10),
+    };
+    let queue = |tasks| WorkQueueQuery {
+        role: Some("officer".into()),
+        tasks,
+        ..Default::default()
+    };
+    // The statement waits for someone to start it: not work yet.
+    let work = engine
+        .work_queue(&officer, &queue(TaskStates::Active), after(opened.position))
+        .await
+        .unwrap();
+    assert!(work.items.is_empty(), "{:?}", work.items);
+    let startable = engine
+        .work_queue(
+            &officer,
+            &queue(TaskStates::Startable),
+            after(opened.position),
+        )
+        .await
+        .unwrap();
+    assert_eq!(startable.items.len(), 1);
+    assert_eq!(startable.items[0].item.as_str(), "statement");
+    let started = engine
+        .execute(
+            &officer,
+            "ENQ-1",
+            CaseCommand::Start {
+                item: ItemRef::key("statement"),
+            },
+            ctx("starting the statement"),
+        )
+        .await
+        .unwrap();
+    let work = engine
+        .work_queue(
+            &officer,
+            &queue(TaskStates::Active),
+            after(started.position),
+        )
+        .await
+        .unwrap();
+    assert_eq!(work.items.len(), 1);
+    let both = engine
+        .work_queue(&officer, &queue(TaskStates::Both), after(started.position))
+        .await
+        .unwrap();
+    assert_eq!(both.items.len(), 1);
+
+    // What each could plan: the officer the ANPR check (not applicable
+    // until a vehicle is involved); the supervisor house-to-house too.
+    let names = |items: &[casebook::case::PlannableItem]| {
+        items
+            .iter()
+            .map(|p| (p.item.to_string(), p.applicable))
+            .collect::<Vec<_>>()
+    };
+    let mine = engine
+        .plannable_items(&officer, "ENQ-1", after(started.position))
+        .await
+        .unwrap();
+    assert_eq!(names(&mine), vec![("anpr_check".to_string(), false)]);
+    let theirs = engine
+        .plannable_items(&supervisor, "ENQ-1", after(started.position))
+        .await
+        .unwrap();
+    assert_eq!(
+        names(&theirs),
+        vec![
+            ("anpr_check".to_string(), false),
+            ("house_to_house".to_string(), true)
+        ]
+    );
+    let updated = engine
+        .execute(
+            &officer,
+            "ENQ-1",
+            CaseCommand::UpdateCaseFile {
+                changes: fields(json!({ "vehicle_involved": true })),
+            },
+            ctx("a car was seen"),
+        )
+        .await
+        .unwrap();
+    let mine = engine
+        .plannable_items(&officer, "ENQ-1", after(updated.position))
+        .await
+        .unwrap();
+    assert_eq!(names(&mine), vec![("anpr_check".to_string(), true)]);
+    // Planned twice (its limit), house-to-house is no longer offered;
+    // planned once, the ANPR check is not either.
+    let mut last = updated.position;
+    for (who, item) in [
+        (&officer, "anpr_check"),
+        (&supervisor, "house_to_house"),
+        (&supervisor, "house_to_house"),
+    ] {
+        last = engine
+            .execute(
+                who,
+                "ENQ-1",
+                CaseCommand::AddDiscretionary {
+                    item: casebook::definition::ItemKey::new(item),
+                    stage: None,
+                },
+                ctx("planned"),
+            )
+            .await
+            .unwrap()
+            .position;
+    }
+    let theirs = engine
+        .plannable_items(&supervisor, "ENQ-1", after(last))
+        .await
+        .unwrap();
+    assert!(theirs.is_empty(), "{theirs:?}");
+    // Another tenant's caller learns nothing of the case.
+    let essex = Principal::new(TenantId::new("essex").unwrap(), "pc-9").with_roles(["officer"]);
+    let err = engine
+        .plannable_items(&essex, "ENQ-1", Consistency::Eventual)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+}

@@ -12,7 +12,7 @@ pub use crate::engine::{
 pub use crate::error::ErrorKind;
 pub use crate::log::{GlobalPosition, TenantId};
 pub use crate::projection::query::{
-    DeadlineQuery, PageRequest, SearchQuery, TimelineEntry, WorkItem, WorkQueueQuery,
+    DeadlineQuery, PageRequest, SearchQuery, TaskStates, TimelineEntry, WorkItem, WorkQueueQuery,
 };
 pub use crate::projection::{Consistency, QueryError};
 pub use crate::security::{Classification, Principal};

@@ -7,7 +7,7 @@ use casebook_engine::case::CaseCommand;
 use casebook_engine::definition::{CaseDefinition, Format};
 use casebook_engine::engine::{CaseOutcome, Engine, OpenCase};
 use casebook_engine::log::codec::DomainEvent;
-use casebook_engine::projection::query::{DeadlineQuery, PageRequest, WorkQueueQuery};
+use casebook_engine::projection::query::{DeadlineQuery, PageRequest, TaskStates, WorkQueueQuery};
 use casebook_engine::projection::Consistency;
 use casebook_engine::security::{PositionToken, Principal};
 use casebook_proto::v1 as pb;
@@ -332,6 +332,39 @@ impl Cases for CasesService {
         )))
     }
 
+    async fn list_plannable(
+        &self,
+        request: Request<pb::GetCaseRequest>,
+    ) -> Result<Response<pb::ListPlannableResponse>, Status> {
+        let principal = caller(&request)?;
+        let purpose = purpose(&request, &request.get_ref().purpose);
+        let r = request.into_inner();
+        let consistency = convert::consistency(r.consistency.as_ref())?;
+        let result = self
+            .engine
+            .plannable_items(
+                ReadContext::new(&principal).purpose(purpose.as_str()),
+                &r.case_id,
+                consistency,
+            )
+            .await;
+        let items = consulted(&principal, "plannable", &r.case_id, &purpose, result)?;
+        Ok(Response::new(pb::ListPlannableResponse {
+            items: items
+                .into_iter()
+                .map(|p| pb::PlannableItem {
+                    item: p.item.to_string(),
+                    name: p.name,
+                    stage: p.stage.map(|s| s.to_string()).unwrap_or_default(),
+                    applicable: p.applicable,
+                    applicability: p.applicability.unwrap_or_default(),
+                    pending: p.pending,
+                    repeatable: p.repeatable,
+                })
+                .collect(),
+        }))
+    }
+
     async fn search_cases(
         &self,
         request: Request<pb::SearchCasesRequest>,
@@ -433,6 +466,17 @@ impl Cases for CasesService {
             case_type: some(&r.case_type),
             unassigned_only: r.unassigned_only,
             page: convert::page(r.page.as_ref()),
+            tasks: match pb::TaskStates::try_from(r.tasks) {
+                Ok(pb::TaskStates::Active) => TaskStates::Active,
+                Ok(pb::TaskStates::Startable) => TaskStates::Startable,
+                Ok(pb::TaskStates::Both) => TaskStates::Both,
+                Err(_) => {
+                    return Err(crate::status::invalid(
+                        "tasks",
+                        "unknown TaskStates value: use ACTIVE, STARTABLE or BOTH",
+                    ))
+                }
+            },
         };
         let consistency = convert::consistency(r.consistency.as_ref())?;
         let result = self

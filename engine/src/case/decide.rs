@@ -133,6 +133,45 @@ pub fn decide_within(
     decide_to_state(def, state, principal, command, now, budget).map(|(events, _)| events)
 }
 
+/// A discretionary item a principal could plan into a case now.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PlannableItem {
+    /// The item.
+    pub item: ItemKey,
+    /// Its name.
+    pub name: String,
+    /// The stage it is planned into (`None`: the case plan).
+    pub stage: Option<ItemKey>,
+    /// Whether its applicability rule holds now (planning is refused
+    /// while it does not).
+    pub applicable: bool,
+    /// The rule, as written, if it has one.
+    pub applicability: Option<String>,
+    /// Its stage is not active yet: planned now, it starts when the stage
+    /// does.
+    pub pending: bool,
+    /// It may be planned again after this.
+    pub repeatable: bool,
+}
+
+/// The discretionary items `principal` could plan into the case now, with
+/// whether each one's applicability rule holds: those their role allows,
+/// whose stage accepts planning, not planned already (unless repeatable)
+/// and within their instance limits; items above their clearance are left
+/// out, as everywhere. Empty when the case is not active.
+pub fn plannable(
+    def: &CaseDefinition,
+    state: &CaseState,
+    principal: &Principal,
+) -> Vec<PlannableItem> {
+    let budget = Budget::new(COMMAND_BUDGET);
+    let cx = Cx::new(def, state.clone(), principal, Timestamp(0), &budget);
+    if cx.guard().is_err() {
+        return Vec::new();
+    }
+    cx.plannable()
+}
+
 /// [`decide_within`], also returning the state the events lead to (what
 /// applying them to `state` gives), so a caller need not apply them again.
 ///
@@ -2370,13 +2409,45 @@ impl<'a> Cx<'a> {
         stage: Option<ItemKey>,
     ) -> Result<(), CaseError> {
         let (item, parent) = self.entry(key.as_str())?;
+        let target = self.plan_target(key, item, parent, stage.as_ref())?;
+        if let Some(c) = item.applicability() {
+            if !self.eval(c, || format!("applicability of '{key}'"))? {
+                return Err(CaseError::NotApplicable {
+                    item: key.clone(),
+                    condition: c.source().to_string(),
+                });
+            }
+        }
+        self.emit(CaseEvent::DiscretionaryItemPlanned {
+            item: key.clone(),
+            stage: parent.cloned(),
+            by: self.principal.subject.clone(),
+        })?;
+        if let Some(parent_id) = target {
+            self.create(key, parent_id, true, false)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the principal may plan the discretionary `item` (whose
+    /// container is `parent`) now, its applicability aside: their role, the
+    /// case, its container, whether it was planned already, its limits.
+    /// Where it goes: `Some(instance)` into the case plan or the stage's
+    /// active instance, `None` pending until the stage activates.
+    fn plan_target(
+        &self,
+        key: &ItemKey,
+        item: PlanItem<'_>,
+        parent: Option<&ItemKey>,
+        stage: Option<&ItemKey>,
+    ) -> Result<Option<Option<InstanceId>>, CaseError> {
         if !item.discretionary() {
             return Err(CaseError::NotDiscretionary { item: key.clone() });
         }
-        let (applicability, planners) = match item {
-            PlanItem::Activity(a) => (a.applicability.as_ref(), a.planners.as_slice()),
-            PlanItem::Stage(s) => (s.applicability.as_ref(), s.planners.as_slice()),
-            PlanItem::Milestone(_) => (None, &[][..]),
+        let planners = match item {
+            PlanItem::Activity(a) => a.planners.as_slice(),
+            PlanItem::Stage(s) => s.planners.as_slice(),
+            PlanItem::Milestone(_) => &[][..],
         };
         let needed: Vec<RoleKey> = if planners.is_empty() {
             self.def.permissions.add_discretionary.clone()
@@ -2391,21 +2462,13 @@ impl<'a> Cx<'a> {
         };
         self.require(format!("plan {key}"), &needed)?;
         self.require_active()?;
-        if let Some(s) = &stage {
+        if let Some(s) = stage {
             if Some(s) != parent {
                 return Err(CaseError::InvalidCommand {
                     reason: match parent {
                         Some(p) => format!("'{key}' is planned into stage '{p}', not '{s}'"),
                         None => format!("'{key}' is planned into the case plan, not '{s}'"),
                     },
-                });
-            }
-        }
-        if let Some(c) = applicability {
-            if !self.eval(c, || format!("applicability of '{key}'"))? {
-                return Err(CaseError::NotApplicable {
-                    item: key.clone(),
-                    condition: c.source().to_string(),
                 });
             }
         }
@@ -2473,15 +2536,38 @@ impl<'a> Cx<'a> {
                 });
             }
         }
-        self.emit(CaseEvent::DiscretionaryItemPlanned {
-            item: key.clone(),
-            stage: parent.cloned(),
-            by: self.principal.subject.clone(),
-        })?;
-        if let Some(parent_id) = target {
-            self.create(key, parent_id, true, false)?;
-        }
-        Ok(())
+        Ok(target)
+    }
+
+    /// What the principal could plan now (see [`plannable`]).
+    fn plannable(&self) -> Vec<PlannableItem> {
+        let see =
+            super::disclose::Disclosure::new(self.def, self.state.classification, self.principal);
+        let mut out = Vec::new();
+        self.def.each_plan_item(|item, parent| {
+            let key = item.key();
+            if !item.discretionary() || !see.item(key.as_str()) {
+                return;
+            }
+            let Ok(target) = self.plan_target(key, item, parent, None) else {
+                return;
+            };
+            let applicable = match item.applicability() {
+                // A rule that cannot be evaluated now does not hold.
+                Some(c) => self.eval(c, String::new).unwrap_or(false),
+                None => true,
+            };
+            out.push(PlannableItem {
+                item: key.clone(),
+                name: item.name().to_string(),
+                stage: parent.cloned(),
+                applicable,
+                applicability: item.applicability().map(|c| c.source().to_string()),
+                pending: target.is_none(),
+                repeatable: item.repeatable(),
+            });
+        });
+        out
     }
 
     fn link(&mut self, entity: PoleRef, role: EntityRole) -> Result<(), CaseError> {

@@ -50,8 +50,8 @@ mod tests;
 pub use crate::ids::CaseId;
 pub use command::{CaseCommand, ItemRef, ServiceOutcome};
 pub use decide::{
-    decide, decide_to_state, decide_within, ADMIN_ROLE, CASCADE_LIMIT, MAX_ID_LEN, MAX_NOTE_LEN,
-    SYSTEM_ROLE,
+    decide, decide_to_state, decide_within, plannable, PlannableItem, ADMIN_ROLE, CASCADE_LIMIT,
+    MAX_ID_LEN, MAX_NOTE_LEN, SYSTEM_ROLE,
 };
 pub use disclose::Disclosure;
 pub use error::{CaseError, ClearanceSubject};

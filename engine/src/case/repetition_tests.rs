@@ -216,7 +216,7 @@ entry = [{{ if = "flag == true" }}]
 
 #[test]
 fn max_instances_bounds_a_condition_only_repeatable_over_the_whole_case() {
-    let mut g = given(&format!(
+    let g = given(&format!(
         r#"{KEEP}
 [[activities]]
 key = "check"

@@ -828,7 +828,7 @@ impl<'a> Validator<'a> {
                 self.push(
                     &lpath,
                     ProblemKind::Invalid,
-                    only_repeatable(&format!("{name}")),
+                    only_repeatable(name),
                 );
             } else if limit == 0 {
                 self.push(

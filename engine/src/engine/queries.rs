@@ -276,19 +276,9 @@ impl Engine {
         marking: &mut Option<Classification>,
     ) -> Result<ProjectedCase, QueryError> {
         let principal = reader.principal;
-        reader.check()?;
-        let gen = self.read_tree(cases::NAME, principal, consistency).await?;
-        let record = cases::load_case(&gen.rows, case_id)?
-            .ok_or_else(|| unknown_case(principal, case_id))?;
-        let Some(dref) = &record.state.definition else {
-            return Err(unknown_case(principal, case_id));
-        };
-        *marking = Some(record.state.classification);
-        let def = self
-            .definition_for(&principal.tenant, dref.key.as_str(), Some(dref.version))
-            .await
-            .map_err(|e| QueryError::Corrupt(e.to_string()))?;
-        let viewer = super::audited::viewer(reader, &def, record.state.classification, case_id)?;
+        let (record, def, viewer) = self
+            .case_for_reader(reader, case_id, consistency, marking)
+            .await?;
         match record.state.view_for(&def, &viewer) {
             Ok(view) => Ok(ProjectedCase {
                 view,
@@ -302,6 +292,65 @@ impl Engine {
             }
             Err(e) => Err(QueryError::Corrupt(e.to_string())),
         }
+    }
+
+    /// The case as the `cases` projection holds it, its definition, and the
+    /// principal it is read as (see `audited::viewer`); a case the reader
+    /// may not see reads as unknown.
+    async fn case_for_reader(
+        &self,
+        reader: &ReadContext<'_>,
+        case_id: &str,
+        consistency: Consistency,
+        marking: &mut Option<Classification>,
+    ) -> Result<(cases::CaseRecord, Arc<CaseDefinition>, Principal), QueryError> {
+        let principal = reader.principal;
+        reader.check()?;
+        let gen = self.read_tree(cases::NAME, principal, consistency).await?;
+        let record = cases::load_case(&gen.rows, case_id)?
+            .ok_or_else(|| unknown_case(principal, case_id))?;
+        let Some(dref) = &record.state.definition else {
+            return Err(unknown_case(principal, case_id));
+        };
+        *marking = Some(record.state.classification);
+        let def = self
+            .definition_for(&principal.tenant, dref.key.as_str(), Some(dref.version))
+            .await
+            .map_err(|e| QueryError::Corrupt(e.to_string()))?;
+        let viewer = super::audited::viewer(reader, &def, record.state.classification, case_id)?;
+        if !viewer.may_see(record.state.classification)
+            || record.state.tenant.as_ref() != Some(&viewer.tenant)
+        {
+            return Err(unknown_case(principal, case_id));
+        }
+        Ok((record, def, viewer.into_owned()))
+    }
+
+    /// The discretionary items the reader could plan into the case now,
+    /// each with whether its applicability rule holds
+    /// ([`crate::case::plannable`]): what a user interface offers without
+    /// trying each item. Read (and audited) like the case view.
+    ///
+    /// Errors: as [`Engine::case_view`].
+    pub async fn plannable_items<'a>(
+        &self,
+        reader: impl Into<ReadContext<'a>>,
+        case_id: &str,
+        consistency: Consistency,
+    ) -> Result<Vec<crate::case::PlannableItem>, QueryError> {
+        let reader = reader.into();
+        let mut marking = None;
+        let result = self
+            .case_for_reader(&reader, case_id, consistency, &mut marking)
+            .await
+            .map(|(record, def, viewer)| crate::case::plannable(&def, &record.state, &viewer));
+        self.audited(
+            &reader,
+            ReadKind::CaseView,
+            Subject::case(case_id, marking),
+            result,
+        )
+        .await
     }
 
     /// The open incidents of the principal's tenant (service invocations

@@ -203,6 +203,36 @@ pub struct WorkQueueQuery {
     pub unassigned_only: bool,
     /// The page (ordered by due date, undated last).
     pub page: PageRequest,
+    /// Active tasks (the work, the default), tasks waiting for someone to
+    /// start them (manual activation), or both.
+    #[serde(default)]
+    pub tasks: TaskStates,
+}
+
+/// Which of a work queue's tasks to list. A task waiting for a manual start
+/// is not work until someone starts it (as in the CMMN engines), so a
+/// queue lists active tasks unless asked for the startable ones.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStates {
+    /// Active tasks: the work.
+    #[default]
+    Active,
+    /// Enabled tasks, waiting for a person to start them.
+    Startable,
+    /// Both.
+    Both,
+}
+
+impl TaskStates {
+    /// Whether a task in `state` is listed.
+    pub fn lists(self, state: ItemState) -> bool {
+        match self {
+            TaskStates::Active => state == ItemState::Active,
+            TaskStates::Startable => state == ItemState::Enabled,
+            TaskStates::Both => matches!(state, ItemState::Active | ItemState::Enabled),
+        }
+    }
 }
 
 /// An open human task.

@@ -30,6 +30,7 @@ pub fn work_queue(
     check_declared(rows, query, generation.version >= DECLARATIONS_SINCE)?;
     let keep = |w: &WorkItem| {
         principal.may_see(w.classification)
+            && query.tasks.lists(w.state)
             && query.case_type.as_ref().is_none_or(|t| *t == w.case_type)
             && query
                 .team
