@@ -563,3 +563,223 @@ manual_activation = true
         action: "re-enable".into(),
     });
 }
+
+// ------------------------------------------------------------------ property
+
+mod properties {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::super::testing::{brief, fields, outputs, who, NOW};
+    use super::super::*;
+    use crate::definition::CaseDefinition;
+
+    /// One generated plan item: automatic or human, optionally repeatable
+    /// (with a rule, a limit or neither), with an entry criterion drawn
+    /// from a few shapes.
+    #[derive(Debug, Clone)]
+    struct Item {
+        human: bool,
+        repeatable: bool,
+        repeat_while: bool,
+        max_instances: Option<u32>,
+        max_concurrent: bool,
+        entry: u8,
+        required_if: bool,
+        manual_if: bool,
+        in_stage: bool,
+        discretionary: bool,
+    }
+
+    fn item() -> impl Strategy<Value = Item> {
+        (
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+            proptest::option::of(1u32..4),
+            any::<bool>(),
+            0u8..5,
+            (any::<bool>(), any::<bool>(), any::<bool>(), 0u8..6),
+        )
+            .prop_map(
+                |(
+                    human,
+                    repeatable,
+                    repeat_while,
+                    max_instances,
+                    max_concurrent,
+                    entry,
+                    (req, man, stage, disc),
+                )| Item {
+                    human,
+                    repeatable,
+                    repeat_while,
+                    max_instances,
+                    max_concurrent,
+                    entry,
+                    required_if: req,
+                    manual_if: man,
+                    in_stage: stage,
+                    discretionary: disc == 0,
+                },
+            )
+    }
+
+    /// A TOML definition of `items` (item `i` is keyed `i{i}`), with every
+    /// repeatable item bounded when `bounded`.
+    fn toml(items: &[Item], bounded: bool, autocomplete: bool) -> String {
+        let mut out = format!(
+            "key = \"p\"\nname = \"P\"\nversion = 1\nautocomplete = {autocomplete}\n\
+             [retention]\ngroup = \"group3\"\n[permissions]\nopen = [\"w\"]\n\
+             update_case_file = [\"w\"]\nadd_discretionary = [\"w\"]\nclose = [\"w\"]\n\
+             [[fields]]\nkey = \"flag\"\ntype = \"boolean\"\n\
+             [[fields]]\nkey = \"n\"\ntype = \"integer\"\n"
+        );
+        let mut top = String::new();
+        let mut staged = String::new();
+        for (i, it) in items.iter().enumerate() {
+            let (table, sink) = if it.in_stage {
+                ("[[stages.activities]]", &mut staged)
+            } else {
+                ("[[activities]]", &mut top)
+            };
+            sink.push_str(&format!("{table}\nkey = \"i{i}\"\nname = \"I{i}\"\n"));
+            if it.human {
+                sink.push_str("kind = \"human_task\"\nroles = [\"w\"]\n");
+            } else {
+                sink.push_str("kind = \"automatic\"\nset = { n = \"n + 1\" }\n");
+            }
+            let entry = match it.entry {
+                1 => Some("[{ if = \"flag == true\" }]".to_string()),
+                2 if i > 0 => Some(format!("[{{ on = [{{ completed = \"i{}\" }}] }}]", i - 1)),
+                3 => Some("[{ on = [{ changed = \"n\" }] }]".to_string()),
+                4 if i > 0 => Some(format!(
+                    "[{{ on = [{{ completed = \"i{}\" }}], if = \"n < 50\" }}]",
+                    i - 1
+                )),
+                _ => None,
+            };
+            if let Some(e) = &entry {
+                sink.push_str(&format!("entry = {e}\n"));
+            }
+            if it.discretionary && it.human {
+                sink.push_str("discretionary = true\n");
+            }
+            if it.required_if {
+                sink.push_str("required_if = \"flag == true\"\n");
+            }
+            if it.manual_if && it.human {
+                sink.push_str("manual_activation_if = \"n > 2\"\n");
+            }
+            if it.repeatable {
+                sink.push_str("repeatable = true\n");
+                if it.repeat_while {
+                    sink.push_str("repeat_while = \"repetition < 3\"\n");
+                }
+                let limit = it.max_instances.or(bounded.then_some(3));
+                if let Some(m) = limit {
+                    sink.push_str(&format!("max_instances = {m}\n"));
+                }
+                if it.max_concurrent && (entry.is_some() || (it.discretionary && it.human)) {
+                    sink.push_str("max_concurrent = 1\n");
+                }
+            }
+        }
+        out.push_str(&top);
+        if !staged.is_empty() {
+            out.push_str("[[stages]]\nkey = \"s\"\nname = \"S\"\nautocomplete = true\n");
+            out.push_str("entry = [{ if = \"flag == true\" }]\n");
+            out.push_str(&staged);
+        }
+        out
+    }
+
+    fn command(n: usize) -> impl Strategy<Value = CaseCommand> {
+        let key = (0..n).prop_map(|i| ItemRef::key(format!("i{i}").as_str()));
+        prop_oneof![
+            3 => any::<bool>().prop_map(|b| CaseCommand::UpdateCaseFile { changes: fields(json!({ "flag": b })) }),
+            3 => (0i64..6).prop_map(|v| CaseCommand::UpdateCaseFile { changes: fields(json!({ "n": v })) }),
+            6 => key.clone().prop_map(|item| CaseCommand::Complete { item, outputs: outputs(json!({})) }),
+            2 => key.clone().prop_map(|item| CaseCommand::Start { item }),
+            1 => key.clone().prop_map(|item| CaseCommand::Disable { item }),
+            1 => key.clone().prop_map(|item| CaseCommand::Reenable { item }),
+            1 => key.clone().prop_map(|item| CaseCommand::Terminate { item }),
+            2 => (0..n).prop_map(|i| CaseCommand::AddDiscretionary { item: format!("i{i}").as_str().into(), stage: None }),
+            1 => Just(CaseCommand::CompleteCase),
+        ]
+    }
+
+    /// Runs `commands` on a case of `def`: every error is typed, and
+    /// incremental state equals replay after each command. Returns whether
+    /// any command met the cascade bound.
+    fn run(def: &CaseDefinition, commands: &[CaseCommand]) -> Result<bool, TestCaseError> {
+        let w = who(&["w"]);
+        let mut events = decide(
+            def,
+            &CaseState::default(),
+            &w,
+            super::super::testing::open(json!({ "n": 0 })),
+            NOW,
+        )
+        .map_err(|e| TestCaseError::fail(format!("open: {e}")))?;
+        let mut state =
+            CaseState::replay(def, &events).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let mut hit = false;
+        for c in commands {
+            match decide(def, &state, &w, c.clone(), NOW) {
+                Ok(new) => {
+                    for e in &new {
+                        state.apply(def, e).map_err(|err| {
+                            TestCaseError::fail(format!("apply {}: {err}", brief(e)))
+                        })?;
+                    }
+                    events.extend(new);
+                    let replayed = CaseState::replay(def, &events)
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                    prop_assert_eq!(&state, &replayed);
+                }
+                Err(CaseError::CascadeLimit { .. }) => hit = true,
+                Err(_) => {}
+            }
+        }
+        Ok(hit)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        /// Every repeatable item bounded (a limit of at most 3 instances):
+        /// no command meets the cascade bound, and replay equals
+        /// incremental.
+        #[test]
+        fn bounded_repetition_never_meets_the_cascade_bound(
+            items in proptest::collection::vec(item(), 1..7),
+            autocomplete in any::<bool>(),
+            commands in proptest::collection::vec(command(6), 1..30),
+        ) {
+            let source = toml(&items, true, autocomplete);
+            let Ok(def) = CaseDefinition::from_toml(&source) else {
+                return Ok(());
+            };
+            let hit = run(&def, &commands)?;
+            prop_assert!(!hit, "a bounded definition met the cascade bound:\n{source}");
+        }
+
+        /// Unbounded repetition: a definition the validator accepts opens
+        /// (with neutral values) within the bound; later commands either
+        /// stay within it or fail with the typed error, never a panic, and
+        /// replay equals incremental.
+        #[test]
+        fn accepted_definitions_open_within_the_bound_and_replay_matches(
+            items in proptest::collection::vec(item(), 1..7),
+            autocomplete in any::<bool>(),
+            commands in proptest::collection::vec(command(6), 1..30),
+        ) {
+            let source = toml(&items, false, autocomplete);
+            let Ok(def) = CaseDefinition::from_toml(&source) else {
+                return Ok(());
+            };
+            run(&def, &commands)?;
+        }
+    }
+}

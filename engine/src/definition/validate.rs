@@ -825,11 +825,7 @@ impl<'a> Validator<'a> {
             let Some(limit) = limit else { continue };
             let lpath = format!("{path}.{name}");
             if !repeatable {
-                self.push(
-                    &lpath,
-                    ProblemKind::Invalid,
-                    only_repeatable(name),
-                );
+                self.push(&lpath, ProblemKind::Invalid, only_repeatable(name));
             } else if limit == 0 {
                 self.push(
                     &lpath,
