@@ -1193,8 +1193,16 @@ impl Engine {
         principal: &Principal,
         request: OpenCase,
     ) -> Result<CaseOutcome, EngineError> {
+        // Before anything walks the values (and so before any early return
+        // would drop them recursively).
+        let command = CaseCommand::Open {
+            case_file: request.case_file,
+            classification: request.classification,
+        }
+        .check_nesting();
         self.check_running()?;
         self.admit(principal).await?;
+        let command = command?;
         let def = self
             .definition_for(&principal.tenant, &request.case_type, request.version)
             .await?;
@@ -1220,10 +1228,6 @@ impl Engine {
             return Ok(outcome);
         }
         let state = CaseState::default();
-        let command = CaseCommand::Open {
-            case_file: request.case_file,
-            classification: request.classification,
-        };
         let (events, state) = self
             .decide(&def, &state, principal, command, self.now())
             .await?;
@@ -1281,8 +1285,12 @@ impl Engine {
         command: CaseCommand,
         context: CommandContext,
     ) -> Result<CaseOutcome, EngineError> {
+        // Before anything clones or compares the values (and so before any
+        // early return would drop them recursively).
+        let command = command.check_nesting();
         self.check_running()?;
         self.admit(principal).await?;
+        let command = command?;
         let stream = self.case_stream(principal, case_id)?;
         for _ in 0..self.inner.config.max_attempts {
             if let Some(outcome) = self
@@ -1582,7 +1590,7 @@ impl Engine {
                 .await;
         }
         let snapshot = match self.inner.snapshots.get(stream) {
-            Ok(Some((version, bytes))) => rmp_serde::from_slice::<Snapshot>(&bytes)
+            Ok(Some((version, bytes))) => crate::log::codec::from_slice_bounded::<Snapshot>(&bytes)
                 .ok()
                 .filter(|s| s.format == SNAPSHOT_FORMAT)
                 .map(|s| (version, s)),
