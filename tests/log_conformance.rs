@@ -872,6 +872,56 @@ pub async fn written_appends_read_back_once_synced(f: Fixture) {
     assert_eq!(positions, [0, 1, 2, 3]);
 }
 
+/// Positions and versions at the very end of their range read and
+/// subscribe to nothing: `After(u64::MAX)` must not wrap around to the
+/// first event.
+pub async fn reads_and_subscriptions_after_the_last_possible_position_find_nothing(f: Fixture) {
+    let s = stream("kent", "C-MAX");
+    f.store
+        .append(&s, ExpectedVersion::Any, events("m", 3))
+        .await
+        .unwrap();
+    let t = tenant("kent");
+    let max = GlobalPosition(u64::MAX);
+    let top = StreamVersion(u64::MAX);
+    assert!(f.store.read_all(&t, max, 10).await.unwrap().is_empty());
+    assert!(f
+        .store
+        .read_stream(&s, Direction::Forward, top, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let backward = f
+        .store
+        .read_stream(&s, Direction::Backward, top, 10)
+        .await
+        .unwrap();
+    assert_eq!(payloads(&backward).await, ["m-2", "m-1", "m-0"]);
+    let mut all = f
+        .store
+        .subscribe_all(t.clone(), SubscriptionStart::After(max))
+        .await
+        .unwrap();
+    let mut one = f
+        .store
+        .subscribe_stream(s.clone(), SubscriptionStart::After(top))
+        .await
+        .unwrap();
+    f.store
+        .append(&s, ExpectedVersion::Any, events("n", 1))
+        .await
+        .unwrap();
+    for sub in [&mut all, &mut one] {
+        assert!(sub.try_next().await.unwrap().is_none());
+        let waited = tokio::time::timeout(Duration::from_millis(100), sub.next()).await;
+        assert!(
+            waited.is_err(),
+            "delivered {:?}",
+            waited.map(|e| e.map(|e| e.position))
+        );
+    }
+}
+
 macro_rules! conformance {
     ($store:ident) => {
         mod $store {
@@ -888,7 +938,8 @@ macro_rules! conformance {
                 subscriptions_switch_to_live_without_gaps_or_duplicates,
                 slow_subscribers_do_not_block_writers,
                 bulk_reads_are_complete_and_ordered,
-                written_appends_read_back_once_synced
+                written_appends_read_back_once_synced,
+                reads_and_subscriptions_after_the_last_possible_position_find_nothing
             );
         }
     };

@@ -2,6 +2,8 @@
 //! safely after a crash. All of them hold derived data only.
 
 use std::path::{Path, PathBuf};
+
+use crate::log::DerivedRebuild;
 use std::time::{Duration, Instant};
 
 /// Why a sled database did not open.
@@ -11,6 +13,14 @@ pub(crate) enum OpenSledError {
     #[error("removing stale {}: {source}", .path.display())]
     RemoveStale {
         /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A damaged or stale database could not be set aside.
+    #[error("setting {} aside: {source}", .path.display())]
+    SetAside {
+        /// The database folder.
         path: PathBuf,
         /// The OS error.
         source: std::io::Error,
@@ -70,6 +80,105 @@ pub(crate) fn open_sled(dir: &Path, cache_bytes: u64) -> Result<sled::Db, OpenSl
             }
         }
     }
+}
+
+/// Opens the derived sled database in `dir` and `check`s it against the
+/// log. If the check names a reason (the store is ahead of the log, or of
+/// another log), or opening or checking fails — with an error, or with a
+/// panic inside sled, caught here, its boundary — the database is set
+/// aside for diagnosis ([`set_aside`]) and a fresh one opened, to be
+/// rebuilt from the log; the returned [`DerivedRebuild`] says so.
+///
+/// A database locked by another process is not damaged: that error is
+/// returned as it is.
+///
+/// Errors: [`OpenSledError`] if even a fresh database cannot be opened,
+/// or the old one cannot be set aside.
+pub(crate) fn open_derived(
+    dir: &Path,
+    cache_bytes: u64,
+    store: &str,
+    check: impl Fn(&sled::Db) -> Result<Option<String>, String>,
+) -> Result<(sled::Db, Option<DerivedRebuild>), OpenSledError> {
+    let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let db = open_sled(dir, cache_bytes)?;
+        let verdict = check(&db);
+        Ok::<_, OpenSledError>((db, verdict))
+    }));
+    let reason = match attempt {
+        Ok(Ok((db, Ok(None)))) => return Ok((db, None)),
+        Ok(Ok((db, Ok(Some(reason))))) => {
+            drop(db);
+            reason
+        }
+        Ok(Ok((db, Err(damage)))) => {
+            drop(db);
+            format!("damaged: {damage}")
+        }
+        Ok(Err(e @ OpenSledError::RemoveStale { .. })) => return Err(e),
+        Ok(Err(OpenSledError::Open { source, .. }))
+            if source.to_string().contains("could not acquire lock") =>
+        {
+            return Err(OpenSledError::Open {
+                path: dir.to_path_buf(),
+                source,
+            })
+        }
+        Ok(Err(e)) => format!("damaged: {e}"),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            format!("damaged: the storage library panicked opening it ({what})")
+        }
+    };
+    let kept = set_aside(dir, &reason).map_err(|source| OpenSledError::SetAside {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let db = open_sled(dir, cache_bytes)?;
+    Ok((
+        db,
+        Some(DerivedRebuild {
+            store: store.to_string(),
+            reason,
+            set_aside: Some(kept),
+        }),
+    ))
+}
+
+/// Sets the derived store in `dir` aside for diagnosis: renames it to
+/// `<dir>.aside-<unix seconds>[-n]` with a `WHY` file saying `reason`, so
+/// that a fresh store can be built in `dir` from the log. The old store's
+/// sled handles must be dropped first (on Linux a rename works even while
+/// sled's lingering threads hold its files).
+///
+/// Errors: the OS error of the rename.
+pub(crate) fn set_aside(dir: &Path, reason: &str) -> std::io::Result<PathBuf> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let name = dir
+        .file_name()
+        .map_or_else(|| "store".into(), |n| n.to_string_lossy().into_owned());
+    let mut target = dir.with_file_name(format!("{name}.aside-{secs}"));
+    let mut n = 1;
+    while target.exists() {
+        target = dir.with_file_name(format!("{name}.aside-{secs}-{n}"));
+        n += 1;
+    }
+    std::fs::rename(dir, &target)?;
+    // The reason is for whoever looks at it later; failing to write it
+    // must not stop the rebuild.
+    let _ = std::fs::write(target.join("WHY"), format!("{reason}\n"));
+    if let Some(parent) = dir.parent() {
+        if let Ok(d) = std::fs::File::open(parent) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(target)
 }
 
 #[cfg(test)]

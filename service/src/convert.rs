@@ -36,7 +36,22 @@ pub const MAX_CONSISTENCY_WAIT: Duration = Duration::from_secs(30);
 /// Errors: INVALID_ARGUMENT at `path` for a value without a kind or a
 /// non-finite number.
 pub fn value_to_json(v: &pb::Value, path: &str) -> Result<Json, Status> {
+    value_at_depth(v, path, 0)
+}
+
+/// [`value_to_json`] of a value `depth` lists inside a field: deeper than
+/// the engine's `MAX_VALUE_DEPTH` is refused before recursing further.
+fn value_at_depth(v: &pb::Value, path: &str, depth: usize) -> Result<Json, Status> {
     use pb::value::Kind;
+    if depth > casebook_engine::case::MAX_VALUE_DEPTH {
+        return Err(invalid(
+            path,
+            format!(
+                "a value nested deeper than {} levels",
+                casebook_engine::case::MAX_VALUE_DEPTH
+            ),
+        ));
+    }
     Ok(match &v.kind {
         None => return Err(invalid(path, "a value must set one of its kinds")),
         Some(Kind::NullValue(_)) => Json::Null,
@@ -61,7 +76,7 @@ pub fn value_to_json(v: &pb::Value, path: &str) -> Result<Json, Status> {
             l.values
                 .iter()
                 .enumerate()
-                .map(|(i, v)| value_to_json(v, &format!("{path}[{i}]")))
+                .map(|(i, v)| value_at_depth(v, &format!("{path}[{i}]"), depth + 1))
                 .collect::<Result<_, _>>()?,
         ),
     })
@@ -774,6 +789,30 @@ mod tests {
             kind: Some(pb::value::Kind::Decimal(f64::NAN)),
         };
         assert!(value_to_json(&nan, "d").is_err());
+    }
+
+    #[test]
+    fn values_nested_deeper_than_the_engine_allows_are_refused_by_path() {
+        let nested = |depth: usize| {
+            let mut v = pb::Value {
+                kind: Some(pb::value::Kind::Integer(1)),
+            };
+            for _ in 0..depth {
+                v = pb::Value {
+                    kind: Some(pb::value::Kind::List(pb::ValueList { values: vec![v] })),
+                };
+            }
+            v
+        };
+        let max = casebook_engine::case::MAX_VALUE_DEPTH;
+        assert!(value_to_json(&nested(max), "case_file.f").is_ok());
+        let err = value_to_json(&nested(max + 1), "case_file.f").unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert!(
+            err.message().starts_with("case_file.f[0]") && err.message().contains("nested deeper"),
+            "{}",
+            err.message()
+        );
     }
 
     #[test]

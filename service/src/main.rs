@@ -263,6 +263,13 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     "{}: {checked} events checked, every checksum and position in order",
                     config.data.display()
                 );
+                // What opening had to do (a torn tail cut, the index
+                // rebuilt...): the report the engine logs at open.
+                println!(
+                    "{}: recovery: {}",
+                    config.data.display(),
+                    log.recovery_report()
+                );
                 Ok(ExitCode::SUCCESS)
             })
         }

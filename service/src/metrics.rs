@@ -1,7 +1,8 @@
 //! Prometheus metrics over HTTP (`GET /metrics`): gRPC requests by method
 //! and status with a latency histogram (a tower layer in front of every
 //! service), and, read at scrape time, the log's head position, each
-//! projection's lag and the orchestration backlog. Counts only: no case
+//! projection's lag, the orchestration backlog and what opening the data
+//! directory recovered (tail cut, derived stores rebuilt). Counts only: no case
 //! data, ids or tenant-identifying values beyond tenant names.
 
 use std::collections::BTreeMap;
@@ -145,6 +146,33 @@ impl Metrics {
                         s.projection, s.lag
                     );
                 }
+            }
+        }
+        // What opening the data directory had to do (also logged then).
+        if let Ok(report) = engine.recovery_report(&operator) {
+            out.push_str("# HELP casebook_recovery_tail_bytes_cut Bytes cut from the log's torn tail when it was opened.\n");
+            out.push_str("# TYPE casebook_recovery_tail_bytes_cut gauge\n");
+            let _ = writeln!(
+                out,
+                "casebook_recovery_tail_bytes_cut {}",
+                report.tail_bytes_cut
+            );
+            out.push_str("# HELP casebook_recovery_tail_records_cut Records cut from the log's torn tail when it was opened.\n");
+            out.push_str("# TYPE casebook_recovery_tail_records_cut gauge\n");
+            let _ = writeln!(
+                out,
+                "casebook_recovery_tail_records_cut {}",
+                report.tail_records_cut
+            );
+            out.push_str("# HELP casebook_derived_store_rebuilt_at_open Derived stores set aside and rebuilt from the log when it was opened (damaged, ahead of the log, or of another log).\n");
+            out.push_str("# TYPE casebook_derived_store_rebuilt_at_open gauge\n");
+            for store in ["index", "projections", "snapshots"] {
+                let rebuilt = report.rebuilt.iter().any(|r| r.store == store);
+                let _ = writeln!(
+                    out,
+                    "casebook_derived_store_rebuilt_at_open{{store=\"{store}\"}} {}",
+                    u8::from(rebuilt)
+                );
             }
         }
         let backlog = engine.orchestration_backlog();

@@ -481,6 +481,8 @@ async fn prometheus_metrics_count_requests_and_show_lag() {
         "casebook_grpc_requests_total{method=\"/casebook.v1.Cases/GetCase\",code=\"OK\"} 1",
         "casebook_grpc_requests_total{method=\"/casebook.v1.Cases/GetCase\",code=\"NOT_FOUND\"} 1",
         "casebook_orchestration_pending_timers ",
+        "casebook_recovery_tail_bytes_cut 0",
+        "casebook_derived_store_rebuilt_at_open{store=\"projections\"} 0",
     ] {
         assert!(text.contains(line), "{line} missing from\n{text}");
     }

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::definition::ItemKey;
 use crate::security::Classification;
 
+use super::error::CaseError;
 use super::event::{EntityRole, InvocationId, PoleRef};
 use super::file::CaseFile;
 use super::state::InstanceId;
@@ -216,4 +217,69 @@ pub enum ServiceOutcome {
         /// attempt); `None`: the error is permanent.
         retry_at: Option<crate::log::Timestamp>,
     },
+}
+
+impl CaseCommand {
+    /// Refuses a command carrying a case-file value (or service output)
+    /// nested deeper than [`MAX_VALUE_DEPTH`](super::MAX_VALUE_DEPTH),
+    /// naming its key; the check uses no recursion, so it is safe before
+    /// anything clones, compares or encodes the command. A refused command
+    /// is taken apart without recursion too (its values may be too deep for
+    /// an ordinary drop).
+    ///
+    /// # Errors
+    /// [`CaseError::InvalidField`] naming the field (or output) key.
+    pub fn check_nesting(self) -> Result<Self, CaseError> {
+        let mut too_deep = None;
+        self.for_each_value(|key, value| {
+            if too_deep.is_none() {
+                if let Err(e) = super::values::check_depth(value) {
+                    too_deep = Some(CaseError::invalid_field(key, e.to_string()));
+                }
+            }
+        });
+        match too_deep {
+            None => Ok(self),
+            Some(e) => {
+                self.discard();
+                Err(e)
+            }
+        }
+    }
+
+    fn for_each_value(&self, mut f: impl FnMut(&str, &serde_json::Value)) {
+        match self {
+            CaseCommand::Open {
+                case_file: file, ..
+            }
+            | CaseCommand::UpdateCaseFile { changes: file }
+            | CaseCommand::Complete { outputs: file, .. } => {
+                file.iter().for_each(|(k, v)| f(k.as_str(), v))
+            }
+            CaseCommand::RecordServiceOutcome {
+                outcome: ServiceOutcome::Completed { output },
+                ..
+            } => output.iter().for_each(|(k, v)| f(k, v)),
+            _ => {}
+        }
+    }
+
+    /// Drops the command's values without recursion.
+    fn discard(self) {
+        let values: Vec<serde_json::Value> = match self {
+            CaseCommand::Open {
+                case_file: file, ..
+            }
+            | CaseCommand::UpdateCaseFile { changes: file }
+            | CaseCommand::Complete { outputs: file, .. } => {
+                file.into_iter().map(|(_, v)| v).collect()
+            }
+            CaseCommand::RecordServiceOutcome {
+                outcome: ServiceOutcome::Completed { output },
+                ..
+            } => output.into_values().collect(),
+            _ => Vec::new(),
+        };
+        values.into_iter().for_each(super::values::discard);
+    }
 }

@@ -64,5 +64,8 @@ pub use state::{
     is_terminal, CaseState, CaseStatus, EntityLink, Incident, InstanceId, ItemInstance, Note,
     PendingInvocation, PlannedItem, RunningDeadline,
 };
-pub use values::{check_value, ValueError, MAX_LIST_LEN, MAX_REF_LEN, MAX_TEXT_LEN};
+pub use values::{
+    check_depth, check_value, discard, ValueError, MAX_LIST_LEN, MAX_REF_LEN, MAX_SEARCH_TEXT,
+    MAX_TEXT_LEN, MAX_VALUE_DEPTH,
+};
 pub use view::{CaseView, ItemView};

@@ -11,6 +11,16 @@ pub const MAX_TEXT_LEN: usize = 100_000;
 pub const MAX_REF_LEN: usize = 128;
 /// Most list elements accepted.
 pub const MAX_LIST_LEN: usize = 10_000;
+/// Deepest nesting of lists and objects a case-file value may have (a
+/// scalar is depth 0; the deepest value a field type allows, a list of geo
+/// points, is depth 2). Checked without recursion before anything walks a
+/// value recursively (cloning, comparing, encoding, dropping), so a value
+/// nested 100,000 deep is refused instead of overflowing a thread's stack.
+pub const MAX_VALUE_DEPTH: usize = 32;
+/// Most bytes of text a text-searchable field may hold in all (for a list,
+/// its elements together): every word of it is indexed, so a value that
+/// could not be fully indexed is refused instead of partly indexed.
+pub const MAX_SEARCH_TEXT: usize = MAX_TEXT_LEN;
 
 /// A value a case-file field cannot hold.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -40,6 +50,18 @@ pub enum ValueError {
     /// A list inside a list.
     #[error("lists cannot be nested")]
     NestedList,
+    /// Lists or objects nested deeper than [`MAX_VALUE_DEPTH`].
+    #[error("a value nested deeper than {max} levels")]
+    TooDeep {
+        /// The maximum.
+        max: usize,
+    },
+    /// A text-searchable field with more text than [`MAX_SEARCH_TEXT`].
+    #[error("more than {max} bytes of text in a text-searchable field")]
+    TooMuchTextToSearch {
+        /// The maximum.
+        max: usize,
+    },
     /// A list over `MAX_LIST_LEN` elements.
     #[error("a list longer than {max} elements")]
     ListTooLong {
@@ -79,7 +101,60 @@ pub fn check_value(field: &FieldDef, value: &Value) -> Result<(), ValueError> {
 
 /// Checks a (non-null) value against a field definition, with a typed error.
 pub(crate) fn value_error(field: &FieldDef, value: &Value) -> Result<(), ValueError> {
-    check_typed(field.ty, &field.values, field.element, value, true)
+    check_depth(value)?;
+    check_typed(field.ty, &field.values, field.element, value, true)?;
+    if field.text_searchable() && searchable_text_len(value) > MAX_SEARCH_TEXT {
+        return Err(ValueError::TooMuchTextToSearch {
+            max: MAX_SEARCH_TEXT,
+        });
+    }
+    Ok(())
+}
+
+/// [`ValueError::TooDeep`] for a value nested deeper than
+/// [`MAX_VALUE_DEPTH`], found without recursion.
+///
+/// # Errors
+/// [`ValueError::TooDeep`].
+pub fn check_depth(value: &Value) -> Result<(), ValueError> {
+    let mut stack = vec![(value, 0usize)];
+    while let Some((v, depth)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match v {
+            Value::Array(items) => Box::new(items.iter()),
+            Value::Object(map) => Box::new(map.values()),
+            _ => continue,
+        };
+        if depth >= MAX_VALUE_DEPTH {
+            return Err(ValueError::TooDeep {
+                max: MAX_VALUE_DEPTH,
+            });
+        }
+        stack.extend(children.map(|c| (c, depth + 1)));
+    }
+    Ok(())
+}
+
+/// Drops a value without recursion: a value too deep to keep may be too
+/// deep for the recursive drop of `serde_json::Value` too.
+pub fn discard(value: Value) {
+    let mut stack = vec![value];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Array(items) => stack.extend(items),
+            Value::Object(map) => stack.extend(map.into_iter().map(|(_, v)| v)),
+            _ => {}
+        }
+    }
+}
+
+/// The bytes of text a text-searchable field's value holds (a list's
+/// texts together; other values count as their JSON text).
+fn searchable_text_len(value: &Value) -> usize {
+    match value {
+        Value::String(s) => s.len(),
+        Value::Array(items) => items.iter().map(|v| v.as_str().map_or(0, str::len)).sum(),
+        _ => 0,
+    }
 }
 
 /// What a value is, never what it holds: error messages reach callers who
@@ -272,6 +347,52 @@ mod tests {
         for (ty, v) in bad {
             assert!(check_value(&field(ty), &v).is_err(), "{ty:?} {v}");
         }
+    }
+
+    #[test]
+    fn depth_is_checked_without_recursion_and_deep_values_drop_safely() {
+        let nested = |depth: usize| {
+            let mut v = json!(1);
+            for _ in 0..depth {
+                v = Value::Array(vec![v]);
+            }
+            v
+        };
+        assert_eq!(check_depth(&nested(MAX_VALUE_DEPTH)), Ok(()));
+        assert_eq!(
+            check_depth(&nested(MAX_VALUE_DEPTH + 1)),
+            Err(ValueError::TooDeep {
+                max: MAX_VALUE_DEPTH
+            })
+        );
+        // Far deeper than a thread's stack could walk recursively.
+        let deep = nested(1_000_000);
+        assert!(check_depth(&deep).is_err());
+        assert!(value_error(&field(FieldType::Text), &deep).is_err());
+        discard(deep);
+        let mut obj = json!(1);
+        for _ in 0..100_000 {
+            obj = Value::Object([("k".to_string(), obj)].into_iter().collect());
+        }
+        assert!(check_depth(&obj).is_err());
+        discard(obj);
+    }
+
+    #[test]
+    fn a_text_searchable_field_holds_no_more_text_than_is_indexed() {
+        let mut f = field(FieldType::List);
+        f.element = Some(FieldType::Text);
+        f.search = Some(crate::definition::FieldSearch::Text);
+        let half = "w".repeat(MAX_SEARCH_TEXT / 2);
+        assert_eq!(value_error(&f, &json!([half, half])), Ok(()));
+        assert_eq!(
+            value_error(&f, &json!([half, half, "x"])),
+            Err(ValueError::TooMuchTextToSearch {
+                max: MAX_SEARCH_TEXT
+            })
+        );
+        f.search = None;
+        assert_eq!(value_error(&f, &json!([half, half, "x"])), Ok(()));
     }
 
     #[test]

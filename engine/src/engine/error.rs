@@ -24,7 +24,7 @@ pub enum EngineError {
         version: u32,
     },
     /// Versions of a case type must increase.
-    #[error("{key} version {version} is older than the latest deployed version {latest}; deploy it as version {} or later", latest + 1)]
+    #[error("{key} version {version} is older than the latest deployed version {latest}; deploy it as version {} or later", u64::from(*latest) + 1)]
     DefinitionVersionNotIncreasing {
         /// The case type.
         key: String,

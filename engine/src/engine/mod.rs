@@ -540,7 +540,7 @@ impl Engine {
                 ..LogStoreConfig::default()
             },
         )?;
-        let snapshots = Arc::new(SledSnapshots::open(&dir.as_ref().join("snapshots"))?);
+        let snapshots = Arc::new(SledSnapshots::open(&dir.as_ref().join("snapshots"), &log)?);
         let positions =
             PositionKey::load_or_create(dir.as_ref()).map_err(EngineError::PositionKey)?;
         let engine = Engine::assemble(
@@ -553,7 +553,55 @@ impl Engine {
             config,
         );
         engine.open_projections()?;
+        let report = engine.recovery();
+        if !report.is_clean() {
+            tracing::warn!(target: "casebook::recovery", "engine opened: {report}");
+        }
         Ok(engine)
+    }
+
+    /// What opening the engine found and did: the log's
+    /// [`LogStore::recovery_report`] (bytes and records cut from its tail,
+    /// segments removed, the index rebuilt) and the derived stores set aside
+    /// and rebuilt from the log because they were ahead of it or built from
+    /// another log (snapshots, projections). An in-memory engine's is empty.
+    /// Opening logs it on the `casebook::recovery` target.
+    ///
+    /// Errors: [`crate::security::AccessError::NotPlatformAdministrator`]
+    /// (it tells global positions and paths).
+    pub fn recovery_report(
+        &self,
+        platform_admin: &Principal,
+    ) -> Result<crate::log::RecoveryReport, crate::security::AccessError> {
+        Self::require_platform_admin(platform_admin, "read the recovery report")?;
+        Ok(self.recovery())
+    }
+
+    fn recovery(&self) -> crate::log::RecoveryReport {
+        let mut report = self
+            .inner
+            .log
+            .as_ref()
+            .map(|l| l.recovery_report().clone())
+            .unwrap_or_default();
+        if let Some(r) = self
+            .inner
+            .sled_snapshots
+            .as_ref()
+            .and_then(|s| s.rebuilt_at_open())
+        {
+            report.rebuilt.push(r.clone());
+        }
+        if let Some(r) = self
+            .inner
+            .projections
+            .host
+            .get()
+            .and_then(|h| h.rebuilt_at_open())
+        {
+            report.rebuilt.push(r);
+        }
+        report
     }
 
     /// An engine that keeps everything in memory (tests, examples); its
@@ -1193,8 +1241,16 @@ impl Engine {
         principal: &Principal,
         request: OpenCase,
     ) -> Result<CaseOutcome, EngineError> {
+        // Before anything walks the values (and so before any early return
+        // would drop them recursively).
+        let command = CaseCommand::Open {
+            case_file: request.case_file,
+            classification: request.classification,
+        }
+        .check_nesting();
         self.check_running()?;
         self.admit(principal).await?;
+        let command = command?;
         let def = self
             .definition_for(&principal.tenant, &request.case_type, request.version)
             .await?;
@@ -1220,10 +1276,6 @@ impl Engine {
             return Ok(outcome);
         }
         let state = CaseState::default();
-        let command = CaseCommand::Open {
-            case_file: request.case_file,
-            classification: request.classification,
-        };
         let (events, state) = self
             .decide(&def, &state, principal, command, self.now())
             .await?;
@@ -1281,8 +1333,12 @@ impl Engine {
         command: CaseCommand,
         context: CommandContext,
     ) -> Result<CaseOutcome, EngineError> {
+        // Before anything clones or compares the values (and so before any
+        // early return would drop them recursively).
+        let command = command.check_nesting();
         self.check_running()?;
         self.admit(principal).await?;
+        let command = command?;
         let stream = self.case_stream(principal, case_id)?;
         for _ in 0..self.inner.config.max_attempts {
             if let Some(outcome) = self
@@ -1582,7 +1638,7 @@ impl Engine {
                 .await;
         }
         let snapshot = match self.inner.snapshots.get(stream) {
-            Ok(Some((version, bytes))) => rmp_serde::from_slice::<Snapshot>(&bytes)
+            Ok(Some((version, bytes))) => crate::log::codec::from_slice_bounded::<Snapshot>(&bytes)
                 .ok()
                 .filter(|s| s.format == SNAPSHOT_FORMAT)
                 .map(|s| (version, s)),
@@ -1710,10 +1766,11 @@ impl Engine {
             if let Ok(permit) = Arc::clone(&self.inner.snapshotting).try_acquire_owned() {
                 // The state's large parts are shared, so the copy is cheap;
                 // encoding and storing it happen off the async workers.
-                let (snapshots, stream, version, state) = (
+                let (snapshots, stream, version, position, state) = (
                     Arc::clone(&self.inner.snapshots),
                     stream.clone(),
                     result.version,
+                    result.last_position,
                     state.clone(),
                 );
                 tokio::task::spawn_blocking(move || {
@@ -1728,7 +1785,7 @@ impl Engine {
                     };
                     if let Ok(bytes) = rmp_serde::to_vec_named(&snapshot) {
                         // A failed snapshot costs only a longer replay later.
-                        let _ = snapshots.put(&stream, version, bytes);
+                        let _ = snapshots.put(&stream, version, position, bytes);
                     }
                 });
             }

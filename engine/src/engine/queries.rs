@@ -41,7 +41,7 @@ use crate::security::{Classification, PositionToken, Principal};
 #[derive(Default)]
 pub(super) struct ProjectionSlot {
     dir: Option<PathBuf>,
-    host: OnceLock<ProjectionHost>,
+    pub(super) host: OnceLock<ProjectionHost>,
     opening: std::sync::Mutex<()>,
 }
 

@@ -98,7 +98,7 @@ pub trait DomainEvent: Serialize + DeserializeOwned {
         };
         // One pass in the usual case; the header alone is read only to say
         // why a payload does not decode (a newer format or schema first).
-        match rmp_serde::from_slice::<Envelope<Self>>(payload) {
+        match from_slice_bounded::<Envelope<Self>>(payload) {
             Ok(envelope) => {
                 check(envelope.format, envelope.schema)?;
                 Ok(envelope.event)
@@ -115,6 +115,23 @@ pub trait DomainEvent: Serialize + DeserializeOwned {
     fn from_recorded(event: &RecordedEvent) -> Result<Self, CodecError> {
         Self::decode_payload(&event.event_type, &event.payload)
     }
+}
+
+/// Deepest nesting of arrays and maps the decoder follows in a payload
+/// (rmp-serde's own default, 1024, lets a hostile payload recurse deep
+/// enough to overflow a runtime worker's stack). An event's structure takes
+/// a few levels; the case-file values inside it at most
+/// [`MAX_VALUE_DEPTH`](crate::case::MAX_VALUE_DEPTH).
+pub const MAX_DECODE_DEPTH: usize = 96;
+
+/// `rmp_serde::from_slice` with the nesting bounded by [`MAX_DECODE_DEPTH`]:
+/// a deeper input is a decode error, not a deep recursion.
+pub(crate) fn from_slice_bounded<'a, T: Deserialize<'a>>(
+    bytes: &'a [u8],
+) -> Result<T, rmp_serde::decode::Error> {
+    let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+    de.set_max_depth(MAX_DECODE_DEPTH);
+    T::deserialize(&mut de)
 }
 
 #[derive(Serialize, Deserialize)]

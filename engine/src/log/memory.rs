@@ -209,6 +209,16 @@ impl EventStore for MemoryStore {
         *self.inner.head.borrow()
     }
 
+    fn identity(&self) -> Option<EventId> {
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .events
+            .first()
+            .map(|e| e.id)
+    }
+
     fn watch_head(&self) -> watch::Receiver<Option<GlobalPosition>> {
         self.inner.head.subscribe()
     }

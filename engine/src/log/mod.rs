@@ -10,6 +10,7 @@
 //! - [`MemoryStore`]: in-memory, for tests and examples.
 //! - [`LogStore`]: the embedded default — segment files with group commit as the
 //!   source of truth, sled for derived indexes (module `file`).
+//! - [`RecoveryReport`]: what opening cut, removed or rebuilt.
 
 mod append;
 pub mod batch;
@@ -17,6 +18,7 @@ pub mod codec;
 mod error;
 mod file;
 mod memory;
+mod report;
 mod subscription;
 pub mod types;
 
@@ -33,6 +35,7 @@ pub use error::{IdError, IndexStoreError, LogError};
 pub use file::fs::{LogFs, OsFs, SegmentFile};
 pub use file::{LogStore, LogStoreConfig};
 pub use memory::MemoryStore;
+pub use report::{DerivedRebuild, RecoveryReport};
 pub use subscription::Subscription;
 pub use types::{
     ActorId, AppendResult, CausationId, CorrelationId, Direction, EventData, EventId,
@@ -148,6 +151,15 @@ pub trait EventStore: Send + Sync + 'static {
 
     /// The position of the last acknowledged event in the whole log.
     fn head_position(&self) -> Option<GlobalPosition>;
+
+    /// What tells this log apart from another: the id of its first event
+    /// (`None` while it is empty, or for a store that cannot tell). A
+    /// derived store records it beside its checkpoints, so that views built
+    /// from another log are noticed at open; an older copy of the same log
+    /// has the same identity and is noticed by its shorter head.
+    fn identity(&self) -> Option<EventId> {
+        None
+    }
 
     /// A receiver that changes after every commit (to the new head position).
     fn watch_head(&self) -> watch::Receiver<Option<GlobalPosition>>;

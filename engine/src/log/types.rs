@@ -135,9 +135,11 @@ impl StreamVersion {
     /// Reading backwards from `END` starts at the stream's last event.
     pub const END: StreamVersion = StreamVersion(u64::MAX);
 
-    /// The version after this one.
+    /// The version after this one. Saturates at `u64::MAX`, a version no
+    /// stream reaches, so that reading or subscribing after it finds nothing
+    /// (instead of wrapping around to the first event).
     pub fn next(self) -> StreamVersion {
-        StreamVersion(self.0 + 1)
+        StreamVersion(self.0.saturating_add(1))
     }
 }
 
@@ -157,9 +159,11 @@ impl GlobalPosition {
     /// The first position of the log.
     pub const START: GlobalPosition = GlobalPosition(0);
 
-    /// The position after this one.
+    /// The position after this one. Saturates at `u64::MAX`, a position no
+    /// log reaches, so that reading or subscribing after it finds nothing
+    /// (instead of wrapping around to the first event).
     pub fn next(self) -> GlobalPosition {
-        GlobalPosition(self.0 + 1)
+        GlobalPosition(self.0.saturating_add(1))
     }
 }
 

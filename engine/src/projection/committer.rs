@@ -227,7 +227,17 @@ fn run(mut writer: PageWriter, mut jobs: mpsc::Receiver<Job>, pipeline: &Pipelin
             // Nothing lands after a failure (the pipeline already says so).
             continue;
         }
-        let outcome = land(&mut writer, job.prepared, job.checkpoint);
+        // A damaged database may make sled panic as pages are written:
+        // caught here, at its boundary, it faults the runner (which says
+        // so in its status and can be retried or rebuilt), not the process.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            land(&mut writer, job.prepared, job.checkpoint)
+        }))
+        .unwrap_or_else(|_| {
+            Err(CommitError::Write(super::error::StoreError::new(
+                "the storage library panicked writing the projection",
+            )))
+        });
         match outcome {
             Ok(()) => {
                 writer.committed();

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use super::error::{ProjectionError, QueryError, StoreError};
 use super::runner::{self, Control, Progress, RunnerCtx};
 use super::{Projection, Rows};
-use crate::log::{EventStore, GlobalPosition, TenantId};
+use crate::log::{DerivedRebuild, EventStore, GlobalPosition, TenantId};
 use crate::security::PositionToken;
 
 /// Events per batch (one sled batch, one checkpoint) when live, by default.
@@ -188,6 +188,8 @@ struct HostInner {
     stopped_tenants: Mutex<std::collections::HashSet<TenantId>>,
     shutdown: watch::Sender<bool>,
     batch_size: usize,
+    /// What opening found and rebuilt ([`ProjectionHost::rebuilt_at_open`]).
+    rebuilt: Mutex<Option<DerivedRebuild>>,
 }
 
 /// The projection database and its runners (one per projection per tenant).
@@ -221,14 +223,49 @@ fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
-/// Opens the projections' sled database (see [`crate::embedded::open_sled`]).
-fn open_sled(dir: &Path) -> Result<sled::Db, ProjectionError> {
-    crate::embedded::open_sled(dir, 64 * 1024 * 1024)
-        .map_err(|e| ProjectionError::Store(StoreError::new(e)))
+/// The `meta` key of the identity of the log the projections follow.
+const LOG_IDENTITY_KEY: &[u8] = b"\0log";
+
+/// Why the projections in `db` cannot serve `store`'s log, if they cannot:
+/// built from another log (its identity differs), or a generation's
+/// checkpoint past the log's head (the log was cut back or replaced by an
+/// older copy). Their rows would tell of events the log does not hold, and
+/// their runners would skip the new events up to the checkpoint.
+fn not_from_this_log(
+    db: &sled::Db,
+    store: &dyn EventStore,
+) -> Result<Option<String>, ProjectionError> {
+    let meta = db.open_tree("meta").store()?;
+    if let (Some(stored), Some(id)) = (meta.get(LOG_IDENTITY_KEY).store()?, store.identity()) {
+        if stored.as_ref() != id.0.as_bytes() {
+            return Ok(Some("built from another log".into()));
+        }
+    }
+    let head = store.head_position();
+    for name in db.tree_names() {
+        // Generation trees only: `<projection>/<tenant>/<number>`.
+        if name.iter().filter(|&&b| b == b'/').count() != 2 {
+            continue;
+        }
+        let tree = db.open_tree(&name).store()?;
+        // A checkpoint that does not decode is the runner's to report.
+        if let Ok(Some(checkpoint)) = runner::read_checkpoint(&tree) {
+            if head.is_none_or(|h| checkpoint > h) {
+                return Ok(Some(format!(
+                    "a checkpoint (position {checkpoint}) is past the log's head ({})",
+                    head.map_or_else(|| "empty".to_string(), |h| format!("position {h}"))
+                )));
+            }
+        }
+    }
+    Ok(None)
 }
 
 impl ProjectionHost {
-    /// A host on a sled database in `dir` (created if absent), applying up
+    /// A host on a sled database in `dir` (created if absent) — set aside
+    /// and started afresh, every projection rebuilt from the log, if it is
+    /// ahead of the log, of another log, or damaged (sled failing or
+    /// panicking as it opens; [`ProjectionHost::rebuilt_at_open`]) — applying up
     /// to `batch_size` events per batch (one sled batch with the
     /// checkpoint) when following the live log; a runner catching up or
     /// rebuilding applies up to 128 times as many at once, so that each
@@ -242,8 +279,31 @@ impl ProjectionHost {
         projections: Vec<Arc<dyn Projection>>,
         batch_size: usize,
     ) -> Result<Self, ProjectionError> {
-        let db = open_sled(dir.as_ref())?;
-        Self::with_db(db, store, projections, batch_size)
+        let (db, rebuilt) =
+            crate::embedded::open_derived(dir.as_ref(), 64 * 1024 * 1024, "projections", |db| {
+                not_from_this_log(db, &*store).map_err(|e| e.to_string())
+            })
+            .map_err(|e| ProjectionError::Store(StoreError::new(e)))?;
+        if let Some(id) = store.identity() {
+            db.open_tree("meta")
+                .store()?
+                .insert(LOG_IDENTITY_KEY, id.0.as_bytes())
+                .store()?;
+        }
+        let host = Self::with_db(db, store, projections, batch_size)?;
+        *host.inner.rebuilt.lock().unwrap_or_else(|p| p.into_inner()) = rebuilt;
+        Ok(host)
+    }
+
+    /// The rebuild opening this host started, if its database was found
+    /// ahead of the log or built from another log (it was set aside and
+    /// every projection is rebuilt from the log).
+    pub fn rebuilt_at_open(&self) -> Option<DerivedRebuild> {
+        self.inner
+            .rebuilt
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// A host on a temporary database (deleted when dropped) with a 64 MiB
@@ -303,6 +363,7 @@ impl ProjectionHost {
                 stopped_tenants: Mutex::default(),
                 shutdown: watch::channel(false).0,
                 batch_size: batch_size.max(1),
+                rebuilt: Mutex::new(None),
             }),
         })
     }

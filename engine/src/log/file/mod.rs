@@ -32,6 +32,7 @@ use self::writer::{AppendRequest, Durability, Message};
 use super::append::Limits;
 use super::batch::{BatchBuilder, EventBatch};
 use super::error::LogError;
+use super::report::RecoveryReport;
 use super::types::{
     AppendResult, Direction, EventData, EventId, ExpectedVersion, GlobalPosition, RecordedEvent,
     StreamId, StreamVersion, TenantId,
@@ -158,6 +159,10 @@ struct Inner {
     /// The data directory's `LOCK`, held from open until [`LogStore::close`]
     /// (or the last clone's drop).
     lock: Mutex<Option<File>>,
+    /// The id of the first event, once read ([`EventStore::identity`]).
+    identity: std::sync::OnceLock<EventId>,
+    /// What opening cut, removed and rebuilt.
+    report: RecoveryReport,
 }
 
 impl Drop for Inner {
@@ -234,15 +239,23 @@ impl LogStore {
         config: LogStoreConfig,
         lock: Option<File>,
     ) -> Result<Self, LogError> {
+        let segments = Arc::new(Segments::new(fs, config.segment_size));
+        let mut report = RecoveryReport::default();
+        let (db, rebuilt) = recovery::open_index(index_dir, config.index_cache_bytes, &segments)?;
+        report.rebuilt.extend(rebuilt);
         let index = Arc::new(Index::new(
-            recovery::open_sled(index_dir, config.index_cache_bytes)?,
+            db,
             index::Tuning {
                 table_events: config.index_table_events.max(1),
                 flush_after: config.index_flush_after,
             },
         )?);
-        let segments = Arc::new(Segments::new(fs, config.segment_size));
-        let recovered = recovery::recover(&segments, &index)?;
+        let recovered = recovery::recover(&segments, &index, &mut report)?;
+        if report.is_clean() {
+            tracing::debug!(target: "casebook::recovery", "log opened: {report}");
+        } else {
+            tracing::warn!(target: "casebook::recovery", "log recovered: {report}");
+        }
         let shared = Arc::new(Shared {
             head_plus_one: AtomicU64::new(recovered.next_position),
             synced: Mutex::new((recovered.segment, recovered.offset)),
@@ -290,6 +303,8 @@ impl LogStore {
                 writer: Mutex::new(Some(handle)),
                 limits: config.limits,
                 lock: Mutex::new(lock),
+                identity: std::sync::OnceLock::new(),
+                report,
             }),
         })
     }
@@ -356,6 +371,14 @@ impl LogStore {
         tokio::task::spawn_blocking(move || recovery::verify(&segments, head, &mut progress))
             .await
             .map_err(|e| LogError::io("verifying the log", std::io::Error::other(e.to_string())))?
+    }
+
+    /// What opening this store found and did: bytes and records cut from
+    /// the tail, segments removed, the index rebuilt (when it covered more
+    /// than the log holds), events re-indexed. Opening also logs it (a
+    /// warning when anything was cut, removed or rebuilt).
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.inner.report
     }
 
     /// Where the segment files of segment `n` live (for operators and tests).
@@ -639,6 +662,16 @@ impl EventStore for LogStore {
 
     fn head_position(&self) -> Option<GlobalPosition> {
         self.inner.shared.head()
+    }
+
+    fn identity(&self) -> Option<EventId> {
+        if let Some(id) = self.inner.identity.get() {
+            return Some(*id);
+        }
+        // Only once the first event is acknowledged (so synced).
+        self.head_position()?;
+        let id = recovery::first_event_id(&self.inner.segments).ok()??;
+        Some(*self.inner.identity.get_or_init(|| id))
     }
 
     fn watch_head(&self) -> watch::Receiver<Option<GlobalPosition>> {

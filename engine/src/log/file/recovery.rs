@@ -30,7 +30,8 @@ use super::segment::{
     HEADER_LEN, MAX_RECORD_LEN,
 };
 use crate::log::error::LogError;
-use crate::log::types::GlobalPosition;
+use crate::log::report::{DerivedRebuild, RecoveryReport};
+use crate::log::types::{EventId, GlobalPosition};
 
 /// Records handed to the index at a time while re-indexing.
 const REINDEX_BATCH: usize = 1024;
@@ -46,16 +47,42 @@ pub(crate) struct Recovered {
     pub next_position: u64,
 }
 
-/// Opens the index's sled database (see [`crate::embedded::open_sled`]).
-pub(crate) fn open_sled(dir: &Path, cache_bytes: u64) -> Result<sled::Db, LogError> {
-    crate::embedded::open_sled(dir, cache_bytes).map_err(|e| match e {
-        crate::embedded::OpenSledError::RemoveStale { path, source } => {
-            LogError::io(format!("removing stale {}", path.display()), source)
+/// Opens the index's sled database (see [`crate::embedded::open_derived`]):
+/// one whose marker lies past the log in `segments` ([`index_ahead`]) or
+/// that fails or panics as it opens is set aside and started afresh, to be
+/// rebuilt from the log.
+pub(crate) fn open_index(
+    dir: &Path,
+    cache_bytes: u64,
+    segments: &Segments,
+) -> Result<(sled::Db, Option<DerivedRebuild>), LogError> {
+    let check = |db: &sled::Db| match super::index::stored_marker(db) {
+        Ok(None) => Ok(None),
+        Ok(Some(marker)) => index_ahead(segments, marker).map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    crate::embedded::open_derived(dir, cache_bytes, "index", check).map_err(|e| match e {
+        crate::embedded::OpenSledError::RemoveStale { path, source }
+        | crate::embedded::OpenSledError::SetAside { path, source } => {
+            LogError::io(format!("opening {}", path.display()), source)
         }
         crate::embedded::OpenSledError::Open { path, source } => {
             LogError::index(format!("opening {}", path.display()), source)
         }
     })
+}
+
+/// The id of the log's first event (`None` for an empty log): the log's
+/// identity ([`crate::log::EventStore::identity`]). Reads one record of
+/// the first segment, synced before any head covered it.
+pub(crate) fn first_event_id(segments: &Segments) -> Result<Option<EventId>, LogError> {
+    let Some(&first) = segments.numbers().first() else {
+        return Ok(None);
+    };
+    match RecordReader::new(segments).scan(first, HEADER_LEN)? {
+        Scanned::Record(body, _) => Ok(body.events.first().map(|e| e.id)),
+        Scanned::End | Scanned::Damaged(_) => Ok(None),
+    }
 }
 
 fn read_header(
@@ -109,7 +136,37 @@ pub(crate) fn cut_to(
     Ok(())
 }
 
-pub(crate) fn recover(segments: &Segments, index: &Index) -> Result<Recovered, LogError> {
+/// Why the index's `marker` cannot belong to the log in `fs`, if it cannot:
+/// it covers a segment that no longer exists or bytes past a segment's end
+/// (the log was cut back, or replaced by an older copy). The index is then
+/// rebuilt from the log instead of refusing to open.
+pub(crate) fn index_ahead(segments: &Segments, marker: Marker) -> Result<Option<String>, LogError> {
+    let fs = &segments.fs;
+    let io = |what: &str, e| LogError::io(what.to_string(), e);
+    let numbers = fs.list().map_err(|e| io("listing segment files", e))?;
+    if !numbers.contains(&marker.segment) {
+        return Ok(Some(format!(
+            "the index covers the log through position {} in segment {}, which no longer exists",
+            marker.position, marker.segment
+        )));
+    }
+    let len = fs
+        .open(marker.segment)
+        .and_then(|f| f.len())
+        .map_err(|e| io("reading a segment's length", e))?;
+    Ok((marker.offset > len).then(|| {
+        format!(
+            "the index covers the log through position {} ({} bytes into segment {}), but the segment holds {len} bytes",
+            marker.position, marker.offset, marker.segment
+        )
+    }))
+}
+
+pub(crate) fn recover(
+    segments: &Segments,
+    index: &Index,
+    report: &mut RecoveryReport,
+) -> Result<Recovered, LogError> {
     let fs = Arc::clone(&segments.fs);
     let io = |what: &str, e| LogError::io(what.to_string(), e);
     let mut numbers = fs.list().map_err(|e| io("listing segment files", e))?;
@@ -132,6 +189,7 @@ pub(crate) fn recover(segments: &Segments, index: &Index) -> Result<Recovered, L
             fs.remove(last)
                 .and_then(|_| fs.sync_dir())
                 .map_err(|e| io("removing a half-created segment", e))?;
+            report.segments_removed.push(fs.path(last));
             numbers.pop();
         }
     }
@@ -240,6 +298,10 @@ pub(crate) fn recover(segments: &Segments, index: &Index) -> Result<Recovered, L
                 // A torn tail — written but never synced, so never acknowledged —
                 // unless a later group follows the damage: then it was synced.
                 check_torn_tail(segments, segment, offset, &reason)?;
+                let (bytes, records) = torn_extent(segments, segment, offset)?;
+                report.tail_bytes_cut = bytes;
+                report.tail_records_cut = records;
+                report.tail_reason = Some(reason);
                 break;
             }
         }
@@ -250,12 +312,54 @@ pub(crate) fn recover(segments: &Segments, index: &Index) -> Result<Recovered, L
     if !pending.is_empty() {
         add_pending(index, &mut pending, next_position, segment, offset)?;
     }
+    report.events_reindexed = next_position - marker.map_or(0, |m| m.position.0 + 1);
+    report.head = next_position.checked_sub(1).map(GlobalPosition);
     Ok(Recovered {
         file: segments.get(segment)?,
         segment,
         offset,
         next_position,
     })
+}
+
+/// What a torn tail at `offset` of `segment` holds: its bytes up to the
+/// last non-zero byte of the file (zero-ahead space is not data), and the
+/// records in them — the damaged one and any intact ones of the same group
+/// after it.
+fn torn_extent(segments: &Segments, segment: u64, offset: u64) -> Result<(u64, u64), LogError> {
+    let file = segments.get(segment)?;
+    let io = |e| {
+        LogError::io(
+            format!("reading {}", segments.fs.path(segment).display()),
+            e,
+        )
+    };
+    let len = file.len().map_err(io)?;
+    // The last non-zero byte, read backwards a window at a time.
+    let mut end = len;
+    let mut buf = vec![0u8; TAIL_WINDOW];
+    while end > offset {
+        let start = end.saturating_sub(TAIL_WINDOW as u64).max(offset);
+        let want = (end - start) as usize;
+        let n = file.read_at(&mut buf[..want], start).map_err(io)?;
+        match buf[..n].iter().rposition(|&b| b != 0) {
+            Some(p) => {
+                end = start + p as u64 + 1;
+                break;
+            }
+            None => end = start,
+        }
+    }
+    let mut records = u64::from(end > offset);
+    let mut at = offset;
+    while let Some((found, _)) = find_record_after(segments, segment, at, |_| true)? {
+        if found >= end {
+            break;
+        }
+        records += 1;
+        at = found;
+    }
+    Ok((end - offset, records))
 }
 
 /// Damage (or a zero frame) at `offset` of the last segment is a torn tail

@@ -86,8 +86,6 @@ pub const VERSION: u32 = 6;
 /// Longest string value put in the field index (longer values are found by
 /// text search only).
 pub const MAX_INDEXED_STRING: usize = 256;
-/// Most distinct words indexed per case.
-pub const MAX_WORDS_PER_CASE: usize = 2_000;
 /// Cases kept decoded in memory by a handler between batches (the least
 /// recently used go first).
 const CACHE_CASES: usize = 20_000;

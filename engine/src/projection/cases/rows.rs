@@ -507,10 +507,9 @@ pub(super) fn rows(
                 serde_json::Value::String(s) => std::borrow::Cow::Borrowed(s.as_str()),
                 other => std::borrow::Cow::Owned(other.to_string()),
             };
+            // Every word: a field's text is bounded by the case runtime
+            // (`MAX_SEARCH_TEXT`), so there is no cap here to miss words by.
             for w in words(&text) {
-                if words_seen.len() >= MAX_WORDS_PER_CASE && !words_seen.contains_key(&w) {
-                    break;
-                }
                 let e = words_seen.entry(w).or_insert((class, Vec::new()));
                 e.0 = e.0.min(class);
                 if !e.1.contains(&key.as_str()) {

@@ -179,6 +179,21 @@ fn sled_err(context: &'static str) -> impl Fn(sled::Error) -> LogError {
     move |e| LogError::index(context, e)
 }
 
+/// The marker stored in `db`'s index, read before the index is opened (to
+/// compare it with the log).
+pub(crate) fn stored_marker(db: &sled::Db) -> Result<Option<Marker>, LogError> {
+    let tree = db
+        .open_tree("log")
+        .map_err(sled_err("opening the log index"))?;
+    match tree
+        .get(MARKER_KEY)
+        .map_err(sled_err("reading the marker"))?
+    {
+        Some(v) => Ok(Some(decode_marker(&v)?)),
+        None => Ok(None),
+    }
+}
+
 impl Index {
     /// Opens the index in `db`: an index of another format is cleared (it is
     /// rebuilt from the log), run summaries are loaded, pages left behind by
