@@ -48,14 +48,14 @@ mod tests;
 pub use crate::ids::CaseId;
 pub use command::{CaseCommand, ItemRef, ServiceOutcome};
 pub use decide::{
-    decide, decide_to_state, decide_within, ADMIN_ROLE, CASCADE_LIMIT, MAX_ID_LEN, MAX_NOTE_LEN,
-    SYSTEM_ROLE,
+    decide, decide_to_state, decide_within, ADMIN_ROLE, CASCADE_LIMIT, MAX_DISCLOSURES, MAX_ID_LEN,
+    MAX_NOTE_LEN, SYSTEM_ROLE,
 };
 pub use disclose::Disclosure;
 pub use error::{CaseError, ClearanceSubject};
 pub use event::{
-    CaseEvent, DeadlineDue, DefinitionRef, EntityRole, InvocationId, InvocationRequest, PoleKind,
-    PoleRef, SuspendedBy,
+    CaseEvent, DeadlineDue, DefinitionRef, DisclosureRecord, EntityRole, InvocationId,
+    InvocationRequest, PoleKind, PoleRef, SuspendedBy,
 };
 pub use file::{CaseFile, NotAnObject};
 pub use state::{
