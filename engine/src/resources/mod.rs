@@ -5,7 +5,7 @@
 //!   (wards, boroughs, beats) for `gis.locate`;
 //! - [`ResourceKind::DecisionTable`] ([`decision`]): a first-match table
 //!   (TOML) for `decision.evaluate`;
-//! - [`ResourceKind::ReferenceData`] ([`reference`]): a lookup table (TOML)
+//! - [`ResourceKind::ReferenceData`] ([`reference`](mod@reference)): a lookup table (TOML)
 //!   for `reference.lookup`;
 //! - [`ResourceKind::Contacts`] ([`contacts`]): the tenant's directory of
 //!   people and organisations (TOML) that `notify.email` and `alert.raise`
