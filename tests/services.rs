@@ -391,3 +391,104 @@ async fn resources_survive_a_restart_and_stay_within_their_tenant() {
         .unwrap_or(true));
     engine.shutdown().await.expect("shutdown");
 }
+
+/// A referral whose email task reads an OFFICIAL-SENSITIVE field: the
+/// victim's bare address is cleared for OFFICIAL only.
+const SENSITIVE_REFERRAL: &str = r#"
+key = "referral"
+name = "Referral"
+version = 1
+[retention]
+group = "group3"
+[permissions]
+open = ["call_handler"]
+
+[[fields]]
+key = "victim_email"
+type = "text"
+[[fields]]
+key = "circumstances"
+type = "text"
+classification = "OFFICIAL-SENSITIVE"
+
+[[services]]
+name = "notify.email"
+[services.inputs]
+template = { type = "text", required = true }
+why = { type = "text", required = true }
+to = { type = "text" }
+circumstances = { type = "text" }
+
+[[activities]]
+key = "tell_victim"
+name = "Tell the victim"
+kind = "service_task"
+service = "notify.email"
+input = { template = "'referral'", why = "'update'", to = "victim_email", circumstances = "circumstances" }
+retry = { max_attempts = 1 }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_marked_above_a_recipients_clearance_is_emailed_to_them() {
+    let mut smtp = smtp::start().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let email = EmailConfig::new(
+        "Kent Police <no-reply@kent.police.example>",
+        EmailSink::Smtp {
+            host: "127.0.0.1".into(),
+            port: smtp.port,
+        },
+    )
+    .with_template("referral", Template::new("Referral", "{{circumstances}}"));
+    let config = EngineConfig {
+        services: ServiceRegistry::new()
+            .with(Arc::new(EmailService::new().with_tenant(kent(), email))),
+        ..EngineConfig::with_tenants([kent()])
+    };
+    let engine = Engine::open_with(dir.path(), config).expect("open");
+    engine.start().await.expect("start");
+    engine
+        .deploy(&admin(kent()), SENSITIVE_REFERRAL, Format::Toml)
+        .await
+        .expect("deploy");
+    let cleared = call_handler().with_clearance(Classification::OfficialSensitive);
+    let opened = engine
+        .open_case(
+            &cleared,
+            OpenCase::new(
+                "referral",
+                CaseFile::from_json(json!({
+                    "victim_email": "j.smith@example.org",
+                    "circumstances": "details only the investigators may know",
+                }))
+                .expect("case file"),
+            ),
+        )
+        .await
+        .expect("open");
+    let case_id = opened.case_id.to_string();
+    eventually("the email task fails", || async {
+        state_of(&engine, &case_id, "tell_victim").await == Some(ItemState::Failed)
+    })
+    .await;
+    let events = case_events(&engine, &case_id).await;
+    let error = events
+        .iter()
+        .find_map(|e| match e {
+            CaseEvent::ServiceInvocationFailed { error, .. } => Some(error.clone()),
+            _ => None,
+        })
+        .expect("an incident");
+    assert!(
+        error.contains("OFFICIAL-SENSITIVE") && error.contains("cleared for OFFICIAL only"),
+        "{error}"
+    );
+    // The incident names no value of the case.
+    assert!(!error.contains("investigators"), "{error}");
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, CaseEvent::DisclosureRecorded { .. })));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(smtp.messages.try_recv().is_err(), "nothing was sent");
+    engine.shutdown().await.expect("shutdown");
+}
