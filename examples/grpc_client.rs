@@ -9,7 +9,9 @@
 //! ```
 //!
 //! Without arguments it starts a server in-process on 127.0.0.1 over a temp
-//! directory. With the address of a running `casebook serve` and its data
+//! directory, without the built-in common services (so the GIS lookup is a
+//! job for the external worker; a `casebook serve` with them answers it in
+//! process, and the worker finds no job). With the address of a running `casebook serve` and its data
 //! directory (for the generated signing secret), it talks to that one.
 
 use std::time::Duration;
@@ -69,11 +71,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             (addr.clone(), secret, None)
         }
         _ => {
-            let config = Config {
+            let mut config = Config {
                 data: temp.path().join("data"),
                 listen: "127.0.0.1:0".parse()?,
                 ..Config::default()
             };
+            // The demo's built-in GIS would answer the lookup in process;
+            // this example shows an external worker doing it instead.
+            config.demo.builtin_services = false;
             let secret = hs256_secret(&config.auth, &config.data)?;
             let running = casebook_service::start(config, std::future::pending()).await?;
             (running.addr.to_string(), secret, Some(running))

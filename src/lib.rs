@@ -134,7 +134,9 @@
 //! - [`engine`] — [`Engine`] and its commands, configuration and errors;
 //! - [`projection`] — read models, queries and consistency;
 //! - [`orchestration`] — business services, durable invocations, external
-//!   job workers;
+//!   job workers, and the built-in common services;
+//! - [`resources`] — the tenant resources those services read (boundary
+//!   sets, decision tables, reference data, contacts);
 //! - [`security`] — classifications, vetting and principals;
 //! - [`time`] — timestamps and clocks; [`error`] — [`ErrorKind`];
 //! - [`prelude`] — the names most embedding code needs.
@@ -145,8 +147,8 @@
 #![deny(unsafe_code)]
 
 pub use casebook_engine::{
-    audit, case, definition, engine, error, log, orchestration, prelude, projection, rules,
-    security, streams, time, Engine, ErrorKind,
+    audit, case, definition, engine, error, log, orchestration, prelude, projection, resources,
+    rules, security, streams, time, Engine, ErrorKind,
 };
 
 /// The README's code examples, compiled as doctests so the README stays true.

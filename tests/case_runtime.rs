@@ -245,8 +245,9 @@ fn burglary_from_report_to_closure() {
         },
     );
 
-    // Recording the report fires three sentries: the GIS lookup (its
-    // condition holds), the automatic entitlement step and grading.
+    // Recording the report fires four sentries: the GIS lookup (its
+    // condition holds), the grading table's suggestion, the automatic
+    // entitlement step and grading.
     case.complete(
         &call_handler,
         "record_report",
@@ -266,6 +267,21 @@ fn burglary_from_report_to_closure() {
         &system,
         "locate",
         json!({ "ward": "Westgate", "beat": "C3" }),
+    );
+    assert_eq!(case.state_of("suggest_grade"), Some(ItemState::Active));
+    case.complete(
+        &system,
+        "suggest_grade",
+        json!({ "grade": "priority", "attend_within_minutes": 60 }),
+    );
+    assert_eq!(
+        case.state.case_file.get("suggested_grade"),
+        Some(&json!("priority"))
+    );
+    // No email address for the victim: no acknowledgement is sent.
+    assert_eq!(
+        case.state_of("acknowledge_victim"),
+        Some(ItemState::Available)
     );
 
     let events = case.complete(
@@ -862,6 +878,17 @@ fn a_referred_burglary_ends_after_grading() {
     );
     // No map position: the GIS lookup's condition is false, so it waits.
     assert_eq!(case.state_of("locate"), Some(ItemState::Available));
+    // The grading table answers (here by hand, as the orchestrator would).
+    let system = officer(
+        "orchestrator",
+        &[SYSTEM_ROLE, ADMIN_ROLE],
+        Classification::Official,
+    );
+    case.complete(
+        &system,
+        "suggest_grade",
+        json!({ "grade": "extended", "attend_within_minutes": 2880 }),
+    );
     let events = case.complete(
         &call_handler,
         "grade_incident",

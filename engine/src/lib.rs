@@ -16,6 +16,9 @@
 //!   [`projection::Projection`] trait, runners with checkpoints written
 //!   atomically with their data, background rebuilds, and the built-in case
 //!   view, timeline, case search, work queue and deadline views.
+//! - [`resources`]: tenant resources the built-in services work from —
+//!   boundary sets, decision tables, reference data, contacts — deployed
+//!   and versioned per tenant.
 //! - [`security`]: classifications, vetting and the [`security::Principal`]
 //!   every call takes.
 //! - [`time`]: [`time::Timestamp`] and the [`time::Clock`] every timestamp
@@ -36,6 +39,7 @@ pub mod orchestration;
 pub mod prelude;
 pub mod projection;
 mod recent;
+pub mod resources;
 pub mod rules;
 pub mod security;
 pub mod streams;

@@ -9,6 +9,9 @@
 //!   ([`crate::security::PLATFORM_TENANT`]).
 //! - `<tenant>/audit/<YYYY-MM-DD>`: the day's audit of reads (UTC; see
 //!   [`crate::audit`]).
+//! - `<tenant>/resource/<kind>.<name>`: the versions of one of the
+//!   tenant's resource documents (boundary sets, decision tables, reference
+//!   data, contacts; see [`crate::resources`]).
 
 use crate::ids::{IdError, TenantId};
 use crate::log::StreamId;
@@ -27,10 +30,13 @@ pub const TENANT: &str = "tenant";
 /// The category of audit streams (one per tenant and day).
 pub const AUDIT: &str = "audit";
 
+/// The category of resource streams (one per tenant, kind and name).
+pub const RESOURCE: &str = "resource";
+
 /// Every category the engine writes itself. Outside code (the gRPC events
 /// API, integrations) must not write them, and reading them raw shows every
 /// field of a case; a new category the engine writes belongs here.
-pub const ENGINE_CATEGORIES: &[&str] = &[CASE, DEFINITION, CALENDAR, TENANT, AUDIT];
+pub const ENGINE_CATEGORIES: &[&str] = &[CASE, DEFINITION, CALENDAR, TENANT, AUDIT, RESOURCE];
 
 /// Whether the engine writes streams of `category` itself.
 pub fn is_engine_category(category: &str) -> bool {
@@ -52,6 +58,12 @@ pub fn definition(tenant: &TenantId, case_type: &str) -> Result<StreamId, IdErro
 /// parts are constants); typed for uniformity.
 pub fn calendar(tenant: &TenantId) -> Result<StreamId, IdError> {
     StreamId::new(tenant.clone(), CALENDAR, CALENDAR_ID)
+}
+
+/// The stream of the versions of resource `name` of `kind` (see
+/// [`crate::resources::ResourceKind::as_str`]). Errors: [`IdError`].
+pub fn resource(tenant: &TenantId, kind: &str, name: &str) -> Result<StreamId, IdError> {
+    StreamId::new(tenant.clone(), RESOURCE, &format!("{kind}.{name}"))
 }
 
 /// The registry stream of `tenant`, in the platform tenant. Errors:
@@ -115,5 +127,10 @@ mod tests {
             "kent/audit/2024-10-04"
         );
         assert!(is_engine_category(AUDIT));
+        assert_eq!(
+            resource(&kent, "boundaries", "wards").unwrap().to_string(),
+            "kent/resource/boundaries.wards"
+        );
+        assert!(is_engine_category(RESOURCE));
     }
 }

@@ -90,6 +90,16 @@ pub struct DemoConfig {
     /// The tenant they are deployed to.
     #[serde(default = "default_tenant")]
     pub tenant: String,
+    /// Run the built-in common services for the demo tenant (`gis.locate`,
+    /// `decision.evaluate`, `reference.lookup`, `notify.email`,
+    /// `calendar.add_working_days`) and deploy its sample resources
+    /// (`examples/resources/`). Off: those services are left to external
+    /// job workers.
+    #[serde(default = "yes")]
+    pub builtin_services: bool,
+    /// How the demo tenant's `notify.email` sends.
+    #[serde(default)]
+    pub email: EmailConfig,
 }
 
 impl Default for DemoConfig {
@@ -97,8 +107,26 @@ impl Default for DemoConfig {
         DemoConfig {
             deploy_examples: true,
             tenant: default_tenant(),
+            builtin_services: true,
+            email: EmailConfig::default(),
         }
     }
+}
+
+/// Where `notify.email` sends: an SMTP relay (no TLS: a relay on this host
+/// or network), or, without one, `.eml` files in a folder.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    /// The sender, `Name <address>` (default `Casebook <casebook@localhost>`).
+    pub from: Option<String>,
+    /// The relay's host; when absent, messages are written to `folder`.
+    pub smtp_host: Option<String>,
+    /// The relay's port (default 25).
+    pub smtp_port: Option<u16>,
+    /// Where messages are written without a relay (default
+    /// `<data>/outbox`).
+    pub folder: Option<PathBuf>,
 }
 
 impl Default for Config {

@@ -7,10 +7,17 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use casebook_engine::definition::Format;
 use casebook_engine::engine::{Engine, EngineConfig, EngineError, ADMIN_ROLE};
 use casebook_engine::log::TenantId;
+use casebook_engine::orchestration::builtin::notify::{EmailConfig, Template};
+use casebook_engine::orchestration::builtin::{
+    CalendarService, DecisionService, EmailService, EmailSink, GisService, ReferenceService,
+};
+use casebook_engine::orchestration::ServiceRegistry;
+use casebook_engine::resources::ResourceKind;
 use casebook_engine::security::{Classification, Principal};
 use casebook_proto::v1::admin_server::AdminServer;
 use casebook_proto::v1::audit_server::AuditServer;
@@ -51,6 +58,106 @@ pub const BUNDLED_DEFINITIONS: &[(&str, &str)] = &[
         include_str!("../../examples/definitions/missing-person.toml"),
     ),
 ];
+
+/// The sample resources deployed to the demo tenant with the bundled
+/// definitions (`examples/resources`): kind, name, document.
+pub const BUNDLED_RESOURCES: &[(ResourceKind, &str, &str)] = &[
+    (
+        ResourceKind::Boundaries,
+        "wards",
+        include_str!("../../examples/resources/wards.geojson"),
+    ),
+    (
+        ResourceKind::DecisionTable,
+        "burglary-grading",
+        include_str!("../../examples/resources/burglary-grading.toml"),
+    ),
+    (
+        ResourceKind::ReferenceData,
+        "offence-codes",
+        include_str!("../../examples/resources/offence-codes.toml"),
+    ),
+    (
+        ResourceKind::Contacts,
+        "directory",
+        include_str!("../../examples/resources/directory.toml"),
+    ),
+];
+
+/// The demo tenant's email template for the burglary acknowledgement.
+pub fn demo_templates() -> Vec<(&'static str, Template)> {
+    vec![(
+        "burglary_acknowledgement",
+        Template::new(
+            "Your burglary report {{case_id}}",
+            "Thank you for reporting the burglary.\n\n\
+             Your report is graded {{grade}}: we aim to attend within \
+             {{attend_within_minutes}} minutes.\n\
+             Your local policing ward is {{ward}}.\n\n\
+             Quote {{case_id}} if you contact us about it.\n",
+        ),
+    )]
+}
+
+/// The built-in services `serve` runs for `tenant`, sending email as
+/// `email` says (`data` is the data directory, for the default outbox).
+pub fn builtin_services(
+    tenant: &TenantId,
+    email: &crate::config::EmailConfig,
+    data: &std::path::Path,
+) -> ServiceRegistry {
+    let sink = match &email.smtp_host {
+        Some(host) => EmailSink::Smtp {
+            host: host.clone(),
+            port: email.smtp_port.unwrap_or(25),
+        },
+        None => EmailSink::Folder(email.folder.clone().unwrap_or_else(|| data.join("outbox"))),
+    };
+    let mut config = EmailConfig::new(
+        email
+            .from
+            .clone()
+            .unwrap_or_else(|| "Casebook <casebook@localhost>".into()),
+        sink,
+    );
+    for (name, template) in demo_templates() {
+        config = config.with_template(name, template);
+    }
+    let only = || [tenant.clone()];
+    ServiceRegistry::new()
+        .with_for(Arc::new(CalendarService::new()), only())
+        .with_for(Arc::new(GisService::new()), only())
+        .with_for(Arc::new(DecisionService::new()), only())
+        .with_for(Arc::new(ReferenceService::new()), only())
+        .with_for(
+            Arc::new(EmailService::new().with_tenant(tenant.clone(), config)),
+            only(),
+        )
+}
+
+/// Deploys the sample resources to `tenant` (a no-op for those already
+/// deployed). Returns how many were newly deployed.
+///
+/// Errors: [`ServeError::DemoTenant`]; a resource that cannot be deployed
+/// is logged and skipped.
+pub async fn deploy_bundled_resources(engine: &Engine, tenant: &str) -> Result<usize, ServeError> {
+    let tenant = TenantId::new(tenant).map_err(|e| ServeError::DemoTenant(e.to_string()))?;
+    let admin = Principal::new(tenant, "casebook-bootstrap")
+        .with_roles([ADMIN_ROLE])
+        .with_clearance(Classification::TopSecret);
+    let mut deployed = 0;
+    for (kind, name, source) in BUNDLED_RESOURCES {
+        match engine.deploy_resource(&admin, *kind, name, source).await {
+            Ok(d) if d.newly_deployed => {
+                tracing::info!(%kind, name, version = d.version, "deployed bundled resource");
+                deployed += 1;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(%kind, name, error = %e, "bundled resource not deployed"),
+        }
+    }
+    Ok(deployed)
+}
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -236,10 +343,18 @@ pub async fn start(
                 .map_err(|e| ServeError::DemoTenant(e.to_string()))?,
         );
     }
+    let services = if config.demo.deploy_examples && config.demo.builtin_services {
+        let demo = TenantId::new(&config.demo.tenant)
+            .map_err(|e| ServeError::DemoTenant(e.to_string()))?;
+        builtin_services(&demo, &config.demo.email, &data)
+    } else {
+        ServiceRegistry::new()
+    };
     let engine = {
         let data = data.clone();
         let engine_config = EngineConfig {
             tenants,
+            services,
             ..EngineConfig::default()
         };
         tokio::task::spawn_blocking(move || Engine::open_with(data, engine_config))
@@ -247,6 +362,13 @@ pub async fn start(
             .map_err(|e| ServeError::Task(format!("opening the engine: {e}")))??
     };
     engine.start().await?;
+    if config.demo.deploy_examples && config.demo.builtin_services {
+        // Before the definitions, so that their first cases find them.
+        if let Err(e) = deploy_bundled_resources(&engine, &config.demo.tenant).await {
+            engine.shutdown().await?;
+            return Err(e);
+        }
+    }
     if config.demo.deploy_examples {
         if let Err(e) = deploy_bundled(&engine, &config.demo.tenant).await {
             engine.shutdown().await?;

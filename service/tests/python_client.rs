@@ -10,7 +10,7 @@ mod support;
 
 use std::path::Path;
 
-use support::{serve, token_cli};
+use support::{serve_with, token_cli};
 use tokio::process::Command;
 
 async fn python_has_grpc() -> bool {
@@ -63,7 +63,11 @@ async fn a_python_client_works_a_case_and_a_job() {
     );
 
     let data = dir.path().join("data");
-    let (mut server, addr) = serve(&data).await;
+    // The GIS lookup is the external worker's job here, not the built-in
+    // service's.
+    let config = dir.path().join("casebook.toml");
+    std::fs::write(&config, "[demo]\nbuiltin_services = false\n").unwrap();
+    let (mut server, addr) = serve_with(&data, Some(&config)).await;
     let handler = token_cli(&data, &["call_handler"]).await;
     let worker = token_cli(&data, &["casebook_worker"]).await;
     let run = Command::new("python3")

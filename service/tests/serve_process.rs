@@ -173,7 +173,7 @@ async fn definitions_validate_reports_problems_for_pipelines() {
         .await
         .unwrap();
     assert!(good.status.success());
-    assert!(String::from_utf8_lossy(&good.stdout).contains("valid (burglary version 1)"));
+    assert!(String::from_utf8_lossy(&good.stdout).contains("valid (burglary version 2)"));
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
     std::fs::write(

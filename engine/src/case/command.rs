@@ -208,6 +208,9 @@ pub enum ServiceOutcome {
     Completed {
         /// The output.
         output: std::collections::BTreeMap<String, serde_json::Value>,
+        /// What the service disclosed outside the engine while doing it
+        /// (each becomes a `DisclosureRecorded` event on the case).
+        disclosures: Vec<super::DisclosureRecord>,
     },
     /// The attempt failed.
     Failed {

@@ -43,6 +43,33 @@ pub const ADMIN_ROLE: &str = "administrator";
 /// Longest note accepted, in bytes.
 pub const MAX_NOTE_LEN: usize = 20_000;
 
+/// Most disclosures one service answer may record.
+pub const MAX_DISCLOSURES: usize = 64;
+
+/// Longest recipient, description or purpose of a disclosure, in bytes.
+const MAX_DISCLOSURE_TEXT: usize = 1_000;
+
+fn clip_to(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
+/// Keeps a disclosure's texts within [`MAX_DISCLOSURE_TEXT`].
+fn clip_disclosure(d: super::DisclosureRecord) -> super::DisclosureRecord {
+    super::DisclosureRecord {
+        recipient: clip_to(d.recipient, MAX_DISCLOSURE_TEXT),
+        what: clip_to(d.what, MAX_DISCLOSURE_TEXT),
+        why: clip_to(d.why, MAX_DISCLOSURE_TEXT),
+        channel: clip_to(d.channel, 64),
+    }
+}
+
 /// Keeps a service's error message within a note's length.
 fn clip(mut text: String) -> String {
     if text.len() > MAX_NOTE_LEN {
@@ -1156,8 +1183,21 @@ impl<'a> Cx<'a> {
             });
         };
         match outcome {
-            ServiceOutcome::Completed { output } => match self.map_service_output(a, &output) {
+            ServiceOutcome::Completed {
+                output,
+                disclosures,
+            } => match self.map_service_output(a, &output) {
                 Ok(mapped) => {
+                    if !disclosures.is_empty() {
+                        let marking = self.invocation_marking(&pending.item);
+                        for disclosure in disclosures.into_iter().take(MAX_DISCLOSURES) {
+                            self.emit(CaseEvent::DisclosureRecorded {
+                                invocation,
+                                disclosure: clip_disclosure(disclosure),
+                                marking,
+                            })?;
+                        }
+                    }
                     self.emit(CaseEvent::ServiceInvocationCompleted {
                         invocation,
                         attempt,
@@ -1200,6 +1240,16 @@ impl<'a> Cx<'a> {
 
     /// Checks a service's output against its declared contract and maps it
     /// into case-file fields; the error says what is wrong.
+    /// The marking of what a service task's invocation may carry: its
+    /// effective marking (which covers the fields its input reads) and the
+    /// case's.
+    fn invocation_marking(&self, item: &ItemKey) -> Classification {
+        self.def
+            .markings()
+            .item(item.as_str())
+            .max(self.state.classification)
+    }
+
     fn map_service_output(
         &self,
         a: &Activity,

@@ -59,7 +59,8 @@ impl CaseEvent {
             | CaseEvent::ServiceInvocationCompleted { invocation, .. }
             | CaseEvent::ServiceInvocationFailed { invocation, .. }
             | CaseEvent::ServiceInvocationCancelled { invocation }
-            | CaseEvent::IncidentRetried { invocation, .. } => About::Invocation(*invocation),
+            | CaseEvent::IncidentRetried { invocation, .. }
+            | CaseEvent::DisclosureRecorded { invocation, .. } => About::Invocation(*invocation),
             CaseEvent::CaseOpened { .. } | CaseEvent::CaseFileUpdated { .. } => About::Fields,
             CaseEvent::EntityLinked { .. }
             | CaseEvent::NoteAdded { .. }

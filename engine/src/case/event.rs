@@ -465,6 +465,34 @@ pub enum CaseEvent {
         /// The deadline that escalated.
         deadline: DeadlineKey,
     },
+    /// A service disclosed case information outside the engine (an email
+    /// sent, an alert raised): recorded in the append that records the
+    /// service's answer, just before its `ServiceInvocationCompleted`
+    /// (DPA 2018 s62: who received what, and why).
+    DisclosureRecorded {
+        /// The invocation that disclosed it.
+        invocation: InvocationId,
+        /// What was disclosed, to whom and why.
+        disclosure: DisclosureRecord,
+        /// The marking of what was disclosed: the service task's effective
+        /// marking (the highest of what its input may carry).
+        marking: Classification,
+    },
+}
+
+/// One disclosure a service reports: who received what, and why. No case
+/// values: `what` names the fields and template sent, not their content.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DisclosureRecord {
+    /// Who received it: an address, a contact id, a queue.
+    pub recipient: String,
+    /// What was sent, by name: e.g. `email 'burglary_acknowledgement'
+    /// (fields: ward, grade)`.
+    pub what: String,
+    /// Why: the purpose the definition gives.
+    pub why: String,
+    /// How: `email`, `file`, `alert`.
+    pub channel: String,
 }
 
 impl CaseEvent {
@@ -525,6 +553,7 @@ impl CaseEvent {
             CaseEvent::DeadlineMissed { .. } => "DeadlineMissed",
             CaseEvent::EscalationNotified { .. } => "EscalationNotified",
             CaseEvent::PriorityRaised { .. } => "PriorityRaised",
+            CaseEvent::DisclosureRecorded { .. } => "DisclosureRecorded",
         }
     }
 }

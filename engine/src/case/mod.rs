@@ -51,13 +51,13 @@ pub use crate::ids::CaseId;
 pub use command::{CaseCommand, ItemRef, ServiceOutcome};
 pub use decide::{
     decide, decide_to_state, decide_within, plannable, PlannableItem, ADMIN_ROLE, CASCADE_LIMIT,
-    MAX_ID_LEN, MAX_NOTE_LEN, SYSTEM_ROLE,
+    MAX_DISCLOSURES, MAX_ID_LEN, MAX_NOTE_LEN, SYSTEM_ROLE,
 };
 pub use disclose::Disclosure;
 pub use error::{CaseError, ClearanceSubject};
 pub use event::{
-    CaseEvent, DeadlineDue, DefinitionRef, EntityRole, InvocationId, InvocationRequest, PoleKind,
-    PoleRef, SuspendedBy,
+    CaseEvent, DeadlineDue, DefinitionRef, DisclosureRecord, EntityRole, InvocationId,
+    InvocationRequest, PoleKind, PoleRef, SuspendedBy,
 };
 pub use file::{CaseFile, NotAnObject};
 pub use state::{

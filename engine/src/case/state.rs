@@ -818,6 +818,9 @@ impl CaseState {
             }
             CaseEvent::EscalationNotified { .. } => {}
             CaseEvent::PriorityRaised { priority, .. } => self.priority = Some(*priority),
+            // Recorded for the record of disclosures; the state has nothing
+            // to keep of it.
+            CaseEvent::DisclosureRecorded { .. } => {}
             CaseEvent::IncidentRetried { invocation, .. } => {
                 let before = self.incidents.len();
                 self.incidents.retain(|i| i.invocation != *invocation);

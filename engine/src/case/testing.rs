@@ -111,6 +111,11 @@ pub(crate) fn brief(e: &CaseEvent) -> String {
                 .join(",")
         ),
         CaseEvent::PriorityRaised { priority, .. } => format!("priority {priority:?}"),
+        CaseEvent::DisclosureRecorded {
+            invocation,
+            disclosure,
+            ..
+        } => format!("disclosed {invocation} to {}", disclosure.recipient),
     }
 }
 

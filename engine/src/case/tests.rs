@@ -858,6 +858,7 @@ fn outcome_ok(invocation: u32, attempt: u32, out: serde_json::Value) -> CaseComm
         attempt,
         outcome: ServiceOutcome::Completed {
             output: serde_json::from_value(out).unwrap(),
+            disclosures: Vec::new(),
         },
     }
 }

@@ -15,6 +15,10 @@ pub enum EngineError {
     /// The definition document is invalid; every problem is listed with its path.
     #[error("{0}")]
     InvalidDefinition(#[from] DefinitionError),
+    /// A resource (boundary set, decision table, reference data, contacts)
+    /// is invalid, unknown or unreadable.
+    #[error("{0}")]
+    Resource(#[from] crate::resources::ResourceError),
     /// This version of the case type is already deployed with other content.
     #[error("{key} version {version} is already deployed with different content; deploy it as a new version")]
     DefinitionVersionConflict {
@@ -178,6 +182,7 @@ impl EngineError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             EngineError::InvalidDefinition(e) => e.kind(),
+            EngineError::Resource(e) => e.kind(),
             EngineError::InvalidId(e) => e.kind(),
             EngineError::Case(e) => e.kind(),
             EngineError::Log(e) => e.kind(),

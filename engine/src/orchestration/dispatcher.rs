@@ -9,6 +9,11 @@
 //!   case no longer waits for is refused by the case runtime.
 //! - **At least once to the service.** A crash between the call and the
 //!   recording calls again with the same idempotency key.
+//! - **What the service sees and returns.** The context carries the task's
+//!   marking and the tenant's resources; results the definition does not
+//!   declare are dropped (a definition may leave out outputs it does not
+//!   use), and what the service reports on `ServiceContext::disclosures` is
+//!   recorded with its answer.
 //! - **Backoff.** A retryable failure schedules the next attempt at
 //!   `backoff * 2^(attempt-1)` (at most `max_backoff`) plus up to a quarter
 //!   more at random, recorded in the event (a durable timer: after a restart
@@ -22,6 +27,7 @@
 //!   dispatcher sleeps until the next due time or [`TICK`], whichever is
 //!   sooner (so a hand-moved `ManualClock` is noticed within a tick).
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -133,6 +139,33 @@ async fn wanted(engine: &Engine, job: &PendingJob) -> bool {
     }
 }
 
+/// What the dispatcher needs to know of the case for one invocation: the
+/// marking of what it may carry (see [`ServiceContext::marking`]) and the
+/// outputs the definition declares for the service (`None`: unknown).
+/// TOP SECRET when the case cannot be read, so that a service that
+/// discloses errs on the safe side.
+async fn facts(engine: &Engine, job: &PendingJob) -> (Classification, Option<BTreeSet<String>>) {
+    match engine
+        .load_unaudited(&system_principal(&job.tenant), &job.case_id)
+        .await
+    {
+        Ok(loaded) => {
+            let def = &loaded.definition;
+            let marking = def
+                .markings()
+                .item(job.item.as_str())
+                .max(loaded.state.classification);
+            let declared = def
+                .services
+                .iter()
+                .find(|s| s.name.as_str() == job.request.service.as_str())
+                .map(|s| s.outputs.keys().cloned().collect());
+            (marking, declared)
+        }
+        Err(_) => (Classification::TopSecret, None),
+    }
+}
+
 async fn invoke(engine: Engine, hub: Arc<Hub>, job: PendingJob) {
     let key = job.key();
     if !wanted(&engine, &job).await {
@@ -146,6 +179,7 @@ async fn invoke(engine: Engine, hub: Arc<Hub>, job: PendingJob) {
         return;
     };
     let timeout = Duration::from_millis(job.request.timeout_ms.max(1));
+    let (marking, declared) = facts(&engine, &job).await;
     let started = engine.now();
     let ctx = ServiceContext {
         tenant: job.tenant.clone(),
@@ -155,13 +189,27 @@ async fn invoke(engine: Engine, hub: Arc<Hub>, job: PendingJob) {
         attempt: job.attempt,
         idempotency_key: format!("{}/{}/{}", job.tenant, job.case_id, job.invocation),
         deadline: started + timeout,
+        marking,
+        resources: engine.tenant_resources(&job.tenant),
+        disclosures: Default::default(),
     };
     let result =
         tokio::time::timeout(timeout, service.invoke(&ctx, job.request.input.clone())).await;
     let now = engine.now();
     let (outcome, reason) = match result {
-        Ok(Ok(output)) => (
-            ServiceOutcome::Completed { output },
+        Ok(Ok(mut output)) => (
+            ServiceOutcome::Completed {
+                output: {
+                    // A definition may leave out outputs it does not use
+                    // (the contract check allows it): drop them here, so
+                    // the case runtime sees only what it declared.
+                    if let Some(declared) = &declared {
+                        output.retain(|k, _| declared.contains(k));
+                    }
+                    output
+                },
+                disclosures: ctx.disclosures.take(),
+            },
             format!("{} answered", job.request.service),
         ),
         Ok(Err(e)) => {

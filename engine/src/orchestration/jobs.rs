@@ -230,8 +230,15 @@ impl Engine {
         check_worker(principal, "complete a job")?;
         let job = self.take_leased(principal, handle)?;
         let reason = format!("completed by worker {}", principal.subject);
-        self.settle(job, ServiceOutcome::Completed { output }, reason)
-            .await
+        self.settle(
+            job,
+            ServiceOutcome::Completed {
+                output,
+                disclosures: Vec::new(),
+            },
+            reason,
+        )
+        .await
     }
 
     /// Fails a leased job: a retryable failure is retried after the task's

@@ -34,7 +34,8 @@ pub use async_trait::async_trait;
 pub use error::OrchestrationError;
 pub use jobs::{ActivateJobs, Job, JobHandle};
 pub use service::{
-    BusinessService, ServiceContext, ServiceContract, ServiceError, ServiceRegistry, ServiceValues,
+    BusinessService, Disclosures, ServiceContext, ServiceContract, ServiceError, ServiceRegistry,
+    ServiceValues,
 };
 
 pub(crate) use hub::Hub;

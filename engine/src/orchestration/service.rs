@@ -4,14 +4,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
-use crate::case::InvocationId;
+use crate::case::{DisclosureRecord, InvocationId, MAX_DISCLOSURES};
 use crate::definition::{FieldType, ItemKey, ParamDef, ServiceDef};
 use crate::error::ErrorKind;
 use crate::log::{TenantId, Timestamp};
+use crate::resources::TenantResources;
+use crate::security::Classification;
 
 /// A service's input or output: parameter (or result) name -> JSON value.
 pub type ServiceValues = BTreeMap<String, serde_json::Value>;
@@ -106,6 +108,68 @@ pub struct ServiceContext {
     pub idempotency_key: String,
     /// When the engine gives up on this attempt.
     pub deadline: Timestamp,
+    /// The marking of what the input may carry: the service task's
+    /// effective marking (it covers every field its input reads) and the
+    /// case's. A service that sends information outside the engine must
+    /// not send it to anyone not cleared for it.
+    pub marking: Classification,
+    /// The tenant's resources (boundary sets, decision tables, reference
+    /// data, contacts): the case's tenant's only.
+    pub resources: TenantResources,
+    /// Where a service reports what it disclosed; recorded on the case with
+    /// the answer.
+    pub disclosures: Disclosures,
+}
+
+impl ServiceContext {
+    /// A context for calling a service outside the engine (tests, tools):
+    /// attempt 1, marking OFFICIAL, a deadline of 0.
+    pub fn new(
+        tenant: TenantId,
+        case_id: impl Into<String>,
+        item: ItemKey,
+        resources: TenantResources,
+    ) -> Self {
+        let case_id = case_id.into();
+        ServiceContext {
+            idempotency_key: format!("{tenant}/{case_id}/inv-1"),
+            tenant,
+            case_id,
+            item,
+            invocation: InvocationId(1),
+            attempt: 1,
+            deadline: Timestamp(0),
+            marking: Classification::Official,
+            resources,
+            disclosures: Disclosures::default(),
+        }
+    }
+}
+
+/// What a service disclosed during one attempt (at most
+/// [`MAX_DISCLOSURES`] are kept). The engine records them on the case as
+/// `DisclosureRecorded` events in the append that records the answer, so
+/// a disclosure is on the case exactly when the answer is.
+#[derive(Debug, Clone, Default)]
+pub struct Disclosures(Arc<Mutex<Vec<DisclosureRecord>>>);
+
+impl Disclosures {
+    /// Reports a disclosure.
+    pub fn record(&self, disclosure: DisclosureRecord) {
+        if let Ok(mut d) = self.0.lock() {
+            if d.len() < MAX_DISCLOSURES {
+                d.push(disclosure);
+            }
+        }
+    }
+
+    /// The disclosures reported so far, in order (leaving none).
+    pub fn take(&self) -> Vec<DisclosureRecord> {
+        self.0
+            .lock()
+            .map(|mut d| std::mem::take(&mut *d))
+            .unwrap_or_default()
+    }
 }
 
 /// Why an attempt failed, and whether trying again may help.
@@ -153,6 +217,11 @@ pub struct ServiceContract {
     pub inputs: BTreeMap<String, ParamDef>,
     /// Results, by name.
     pub outputs: BTreeMap<String, ParamDef>,
+    /// Whether a definition may declare inputs and outputs beyond these
+    /// (of any type): the service checks them when invoked. For services
+    /// whose parameters are data, such as a decision table's inputs or a
+    /// template's variables.
+    pub accepts_more: bool,
 }
 
 fn param(ty: FieldType, required: bool) -> ParamDef {
@@ -182,6 +251,13 @@ impl ServiceContract {
         self
     }
 
+    /// This contract, open to inputs and outputs it does not list (see
+    /// [`ServiceContract::accepts_more`]).
+    pub fn open(mut self) -> Self {
+        self.accepts_more = true;
+        self
+    }
+
     /// This contract with a fully described input or output parameter.
     pub fn with_param(mut self, output: bool, name: impl Into<String>, p: ParamDef) -> Self {
         let map = if output {
@@ -205,6 +281,7 @@ impl ServiceContract {
                            theirs: &BTreeMap<String, ParamDef>| {
             for (name, d) in theirs {
                 match ours.get(name) {
+                    None if self.accepts_more => {}
                     None => out.push((
                         format!("{side}.{name}"),
                         format!("the registered service has no {side} '{name}'"),

@@ -219,6 +219,22 @@ fn describe(def: &CaseDefinition, event: &CaseEvent) -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
+        CaseEvent::DisclosureRecorded {
+            invocation,
+            disclosure,
+            marking,
+        } => {
+            format!(
+                "Disclosed by {} to {}: {} ({marking}); why: {}",
+                match disclosure.channel.as_str() {
+                    "" => "a service".to_string(),
+                    c => c.to_string(),
+                },
+                disclosure.recipient,
+                disclosure.what,
+                disclosure.why
+            ) + &format!(" [{invocation}]")
+        }
         CaseEvent::PriorityRaised { priority, deadline } => {
             format!("Priority raised to {priority:?} (deadline {deadline})")
         }
@@ -254,6 +270,7 @@ fn marking_of(def: &CaseDefinition, case: &mut TimelineCase, event: &CaseEvent) 
             case.invocations.insert(invocation.0, item.clone());
             see.item_marking(item.as_str())
         }
+        CaseEvent::DisclosureRecorded { marking, .. } => (*marking).max(case.classification),
         CaseEvent::ServiceInvocationCompleted { invocation, .. }
         | CaseEvent::ServiceInvocationCancelled { invocation } => {
             let m = of_invocation(case, invocation);

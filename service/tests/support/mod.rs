@@ -166,9 +166,20 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_casebook");
 
 /// Starts `casebook serve` on `data` and returns it with its address.
 pub async fn serve(data: &Path) -> (Child, String) {
-    let mut child = Command::new(BIN)
+    serve_with(data, None).await
+}
+
+/// [`serve`] with a configuration file (`--data` and `--listen` still
+/// override it).
+pub async fn serve_with(data: &Path, config: Option<&Path>) -> (Child, String) {
+    let mut command = Command::new(BIN);
+    command
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(data)
+        .arg(data);
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
+    }
+    let mut child = command
         .env("CASEBOOK_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -106,20 +106,17 @@ impl BusinessService for CalendarService {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::case::InvocationId;
     use crate::definition::ItemKey;
     use serde_json::json;
 
     fn ctx(tenant: &str) -> ServiceContext {
-        ServiceContext {
-            tenant: TenantId::new(tenant).unwrap(),
-            case_id: "c".into(),
-            item: ItemKey::new("due"),
-            invocation: InvocationId(1),
-            attempt: 1,
-            idempotency_key: "k".into(),
-            deadline: Timestamp(0),
-        }
+        let tenant = TenantId::new(tenant).unwrap();
+        ServiceContext::new(
+            tenant.clone(),
+            "c",
+            ItemKey::new("due"),
+            crate::resources::TenantResources::none(tenant),
+        )
     }
 
     async fn add(
