@@ -260,7 +260,7 @@ impl CaseCommand {
                 file.iter().for_each(|(k, v)| f(k.as_str(), v))
             }
             CaseCommand::RecordServiceOutcome {
-                outcome: ServiceOutcome::Completed { output },
+                outcome: ServiceOutcome::Completed { output, .. },
                 ..
             } => output.iter().for_each(|(k, v)| f(k, v)),
             _ => {}
@@ -278,7 +278,7 @@ impl CaseCommand {
                 file.into_iter().map(|(_, v)| v).collect()
             }
             CaseCommand::RecordServiceOutcome {
-                outcome: ServiceOutcome::Completed { output },
+                outcome: ServiceOutcome::Completed { output, .. },
                 ..
             } => output.into_values().collect(),
             _ => Vec::new(),
