@@ -135,6 +135,60 @@ async fn a_bundled_burglary_is_worked_end_to_end_over_tcp() {
         && i.claimed_by == "ch-101"));
     assert!(view.reached_milestones.contains(&"graded".to_string()));
 
+    // What the investigator could plan now: house-to-house enquiries (the
+    // premises are a dwelling); the response officer plans nothing.
+    let plannable = inv
+        .list_plannable(pb::GetCaseRequest {
+            case_id: case_id.clone(),
+            consistency: after(&graded),
+            purpose: "investigation".into(),
+        })
+        .await
+        .expect("list plannable")
+        .into_inner();
+    let h2h = plannable
+        .items
+        .iter()
+        .find(|p| p.item == "house_to_house")
+        .unwrap_or_else(|| panic!("{:?}", plannable.items));
+    assert!(h2h.applicable && h2h.repeatable, "{h2h:?}");
+    assert_eq!(h2h.stage, "investigation");
+    let none = server
+        .cases(&response)
+        .list_plannable(pb::GetCaseRequest {
+            case_id: case_id.clone(),
+            consistency: after(&graded),
+            purpose: "attendance".into(),
+        })
+        .await
+        .expect("list plannable")
+        .into_inner();
+    assert!(none.items.is_empty(), "{:?}", none.items);
+
+    // Work and startable tasks together; a value out of range is refused.
+    let both = server
+        .cases(&response)
+        .get_work_queue(pb::GetWorkQueueRequest {
+            role: "response_officer".into(),
+            tasks: pb::TaskStates::Both as i32,
+            consistency: after(&graded),
+            ..Default::default()
+        })
+        .await
+        .expect("work queue")
+        .into_inner();
+    assert!(both.items.iter().any(|w| w.item == "attend_scene"));
+    let err = server
+        .cases(&response)
+        .get_work_queue(pb::GetWorkQueueRequest {
+            role: "response_officer".into(),
+            tasks: 7,
+            ..Default::default()
+        })
+        .await
+        .expect_err("an unknown task state");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+
     // Search finds it by a field and by stage.
     let found = inv
         .search_cases(pb::SearchCasesRequest {

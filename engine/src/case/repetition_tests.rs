@@ -10,23 +10,12 @@ use super::testing::{complete, start, update, Given};
 use super::*;
 use crate::rules::ItemState;
 
-const HEADER: &str = r#"
-key = "t"
-name = "Test"
-version = 1
-[retention]
-group = "group3"
-[permissions]
-open = ["w"]
-update_case_file = ["w"]
-add_discretionary = ["w"]
-add_note = ["w"]
-suspend = ["w"]
-resume = ["w"]
-close = ["w"]
-reopen = ["w"]
-link_entity = ["w"]
+/// The shared test header (`tests.rs`) and these specifications' fields.
+fn header() -> String {
+    format!("{}{FIELDS}", super::tests::HEADER)
+}
 
+const FIELDS: &str = r#"
 [[fields]]
 key = "flag"
 type = "boolean"
@@ -50,11 +39,14 @@ values = ["low", "normal"]
 "#;
 
 fn given(body: &str) -> Given {
-    Given::definition(&format!("autocomplete = true\n{HEADER}\n{body}"), &["w"])
+    Given::definition(
+        &format!("autocomplete = true\n{}\n{body}", header()),
+        &["w"],
+    )
 }
 
 fn given_off(body: &str) -> Given {
-    Given::definition(&format!("{HEADER}\n{body}"), &["w"])
+    Given::definition(&format!("{}\n{body}", header()), &["w"])
 }
 
 /// The states of every instance of `key`, in creation order.
@@ -432,7 +424,7 @@ fn a_case_exit_stops_a_repetition_loop_instead_of_the_cascade_bound() {
         &format!(
             r#"autocomplete = true
 exit = [{{ if = "count >= 3" }}]
-{HEADER}
+{}
 {KEEP}
 [[stages]]
 key = "cycle"
@@ -444,7 +436,8 @@ key = "tick"
 name = "Tick"
 kind = "automatic"
 set = {{ count = "count + 1" }}
-"#
+"#,
+            header()
         ),
         &["w"],
     );

@@ -11,7 +11,7 @@ use crate::log::{ActorId, Metadata, Source, TenantId};
 use crate::rules::ItemState;
 use crate::security::Classification;
 
-const HEADER: &str = r#"
+pub(super) const HEADER: &str = r#"
 key = "t"
 name = "Test"
 version = 1
