@@ -90,6 +90,11 @@ pub const ADMIN_ROLE: &str = crate::case::ADMIN_ROLE;
 /// replays a little more).
 pub const SNAPSHOT_WRITERS: usize = 2;
 
+/// Snapshots read and decoded at once, on blocking threads: a load that
+/// misses the case cache never reads the snapshot store (a sled read that
+/// may touch the disk) or decodes a large state on an async worker.
+pub const SNAPSHOT_READERS: usize = 8;
+
 /// About how many bytes of snapshot encoding a case's events pay for each:
 /// a case's snapshot interval grows with its estimated encoded size.
 pub const SNAPSHOT_BYTES_PER_EVENT: u64 = 1024;
@@ -502,6 +507,9 @@ pub(crate) struct Inner {
     /// Snapshots being written off the command path (at most
     /// [`SNAPSHOT_WRITERS`]; one due while they are busy is skipped).
     snapshotting: Arc<tokio::sync::Semaphore>,
+    /// Snapshots being read and decoded off the async workers (at most
+    /// [`SNAPSHOT_READERS`]).
+    snapshot_reads: Arc<tokio::sync::Semaphore>,
     /// The tenant registry, read at first use.
     tenants: tenants::RegistrySlot,
     /// Records the audit of reads.
@@ -673,6 +681,7 @@ impl Engine {
                 dispatcher: Mutex::new(None),
                 heavy: Arc::new(tokio::sync::Semaphore::new(HEAVY_DECISIONS)),
                 snapshotting: Arc::new(tokio::sync::Semaphore::new(SNAPSHOT_WRITERS)),
+                snapshot_reads: Arc::new(tokio::sync::Semaphore::new(SNAPSHOT_READERS)),
                 tenants: tenants::RegistrySlot::default(),
                 positions,
             }),
@@ -1637,14 +1646,7 @@ impl Engine {
                 )
                 .await;
         }
-        let snapshot = match self.inner.snapshots.get(stream) {
-            Ok(Some((version, bytes))) => crate::log::codec::from_slice_bounded::<Snapshot>(&bytes)
-                .ok()
-                .filter(|s| s.format == SNAPSHOT_FORMAT)
-                .map(|s| (version, s)),
-            // Snapshots are derived: a failing snapshot store only costs a replay.
-            _ => None,
-        };
+        let snapshot = self.read_snapshot(stream).await;
         match snapshot {
             Some((version, s)) => {
                 let def = self
@@ -1668,6 +1670,26 @@ impl Engine {
             }
             None => self.replay(stream, case_id, None, LoadStart::Log).await,
         }
+    }
+
+    /// The stream's latest usable snapshot, read and decoded on a blocking
+    /// thread (at most [`SNAPSHOT_READERS`] at once). Snapshots are
+    /// derived: a failing store, a damaged or older-format snapshot only
+    /// cost a replay (`None`).
+    async fn read_snapshot(&self, stream: &StreamId) -> Option<(StreamVersion, Snapshot)> {
+        let _permit = self.inner.snapshot_reads.acquire().await.ok()?;
+        let store = Arc::clone(&self.inner.snapshots);
+        let stream = stream.clone();
+        tokio::task::spawn_blocking(move || match store.get(&stream) {
+            Ok(Some((version, bytes))) => crate::log::codec::from_slice_bounded::<Snapshot>(&bytes)
+                .ok()
+                .filter(|s| s.format == SNAPSHOT_FORMAT)
+                .map(|s| (version, s)),
+            _ => None,
+        })
+        .await
+        .ok()
+        .flatten()
     }
 
     async fn replay(
