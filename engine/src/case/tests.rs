@@ -784,6 +784,11 @@ repeatable = true
     let err = crate::definition::CaseDefinition::from_toml(&source).unwrap_err();
     let text = err.to_string();
     assert!(text.contains("dry run") && text.contains("spin"), "{text}");
+    // Read back from the log, a definition deployed before the dry run
+    // existed still loads: the dry run judges deployments only.
+    let deployed =
+        crate::definition::CaseDefinition::parse_deployed(&source, crate::definition::Format::Toml);
+    assert!(deployed.is_ok(), "{deployed:?}");
     // Bounded by a repetition rule, or by an instance limit, it deploys.
     for bound in ["repeat_while = \"repetition < 3\"", "max_instances = 3"] {
         let bounded = format!("{source}{bound}\n");

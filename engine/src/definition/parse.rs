@@ -52,6 +52,27 @@ impl CaseDefinition {
     /// # Errors
     /// As [`CaseDefinition::from_toml`].
     pub fn parse(source: &str, format: Format) -> Result<Self, DefinitionError> {
+        let def = Self::parse_shape(source, format)?;
+        def.validate()?;
+        Ok(def)
+    }
+
+    /// Parses a definition an engine deployed earlier, as it reads it back
+    /// from the log: validated, but not dry-run again (the dry run of
+    /// opening is a deploy-time judgement; a definition deployed before it
+    /// existed must keep loading, and loading must not pay for a trial
+    /// opening). Its fingerprint is what the caller checks.
+    pub(crate) fn parse_deployed(source: &str, format: Format) -> Result<Self, DefinitionError> {
+        let def = Self::parse_shape(source, format)?;
+        let problems = super::validate::validate_static(&def);
+        if problems.is_empty() {
+            Ok(def)
+        } else {
+            Err(DefinitionError { problems })
+        }
+    }
+
+    fn parse_shape(source: &str, format: Format) -> Result<Self, DefinitionError> {
         let def: CaseDefinition = match format {
             Format::Toml => toml::from_str(source).map_err(|e| {
                 let location = e.span().map(|span| line_col(source, span.start));
@@ -67,7 +88,6 @@ impl CaseDefinition {
                 syntax(message, location)
             })?,
         };
-        def.validate()?;
         Ok(def)
     }
 

@@ -16,8 +16,18 @@ use crate::rules::{
     self, Condition, Expected, Expression, FieldInfo, LiteralFormat, Schema, StaticType,
 };
 
-/// Checks everything; returns the problems in document order.
+/// Checks everything, the dry run of opening included; returns the
+/// problems in document order.
 pub(crate) fn validate(def: &CaseDefinition) -> Vec<Problem> {
+    let mut problems = validate_static(def);
+    if problems.is_empty() {
+        problems.extend(opening_loops(def));
+    }
+    problems
+}
+
+/// Every check but the dry run of opening.
+pub(crate) fn validate_static(def: &CaseDefinition) -> Vec<Problem> {
     let mut v = Validator::new(def);
     v.header();
     v.roles();
@@ -60,12 +70,6 @@ impl Validator<'_> {
         let created = self.def.items_created_on_open();
         if let Some(p) = opening_too_large(created, crate::case::CASCADE_LIMIT) {
             self.problems.push(p);
-            return;
-        }
-        if self.problems.is_empty() {
-            if let Some(p) = opening_loops(self.def) {
-                self.problems.push(p);
-            }
         }
     }
 }

@@ -1201,7 +1201,7 @@ impl Engine {
         if let Some(def) = cached {
             return Ok(def);
         }
-        let def = CaseDefinition::parse(&source, format).map_err(|e| changed(Some(e)))?;
+        let def = CaseDefinition::parse_deployed(&source, format).map_err(|e| changed(Some(e)))?;
         if def.fingerprint() != fingerprint {
             return Err(changed(None));
         }
