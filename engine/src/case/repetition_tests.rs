@@ -361,7 +361,7 @@ entry = [{{ on = [{{ changed = "note" }}], if = "flag == true" }}]
 
 #[test]
 fn one_occurrence_fires_a_repeating_stage_once_even_when_a_sibling_completes_in_the_cascade() {
-    // `search` repeats with each round of enquiries; `escalate` repeats
+    // `round` repeats with each round of enquiries; `escalate` repeats
     // after a round completes while the flag holds. The officer completes
     // the second round's task and sets the flag in one command: the
     // waiting `escalate` (latched on round 1) fires once. Its successor is
