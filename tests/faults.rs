@@ -459,3 +459,102 @@ async fn damaged_derived_databases_are_set_aside_and_rebuilt() {
         engine.shutdown().await.unwrap();
     }
 }
+
+/// A small tmpfs for one test, lazily unmounted when dropped; `None` if
+/// this process may not mount one (not root).
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().ok()?;
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Tmpfs(dir))
+    }
+
+    fn resize(&self, size: &str) {
+        let status = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(self.0.path())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_commands_cleanly_and_the_engine_goes_on_once_space_returns() {
+    let Some(disk) = Tmpfs::mount("40m") else {
+        eprintln!("skipped: this process cannot mount a tmpfs (run as root to include it)");
+        return;
+    };
+    let dir = disk.0.path().join("data");
+    let config = || EngineConfig {
+        min_free_bytes: 8 * 1024 * 1024,
+        ..registered()
+    };
+    let engine = Engine::open_with(&dir, config()).unwrap();
+    engine.start().await.unwrap();
+    engine
+        .deploy(&admin(), INCIDENT, Format::Toml)
+        .await
+        .unwrap();
+    // Open cases with long summaries until the disk is full.
+    let long = "burglary ".repeat(2_000);
+    let mut opened = Vec::new();
+    let refusal = loop {
+        let id = format!("I-{}", opened.len() + 1);
+        match open_incident(&engine, &id, json!(long)).await {
+            Ok(()) => opened.push(id),
+            Err(e) => break e,
+        }
+        assert!(opened.len() < 100_000, "the disk never filled");
+    };
+    assert_eq!(
+        refusal.kind(),
+        casebook::ErrorKind::ResourceExhausted,
+        "{refusal}"
+    );
+    assert!(refusal.to_string().contains("full"), "{refusal}");
+    assert!(opened.len() > 10);
+    // Reads go on; the views caught up with everything acknowledged.
+    let last = opened.last().unwrap().clone();
+    if let Err(e) = engine.view(&handler(), &last).await {
+        panic!("{e}");
+    }
+
+    // Space returns: commands are accepted again, without a reopen, and
+    // the views keep up.
+    disk.resize("120m");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let at = open_at(&engine, "I-after", "burglary after").await;
+    assert!(found(&engine, "after", at)
+        .await
+        .contains(&"I-after".to_string()));
+    engine.shutdown().await.unwrap();
+    drop(engine);
+
+    // And the engine reopens with every acknowledged case.
+    let engine = Engine::open_with(&dir, config()).unwrap();
+    engine.start().await.unwrap();
+    for id in opened.iter().chain(std::iter::once(&"I-after".to_string())) {
+        engine
+            .view(&handler(), id)
+            .await
+            .unwrap_or_else(|e| panic!("{id}: {e}"));
+    }
+    engine.shutdown().await.unwrap();
+}

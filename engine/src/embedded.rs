@@ -68,7 +68,8 @@ pub(crate) fn open_sled(dir: &Path, cache_bytes: u64) -> Result<sled::Db, OpenSl
             Ok(db) => return Ok(db),
             Err(sled::Error::Io(e))
                 if e.to_string().contains("could not acquire lock")
-                    && Instant::now() < deadline =>
+                    && Instant::now() < deadline
+                    && !is_abandoned(dir) =>
             {
                 std::thread::sleep(Duration::from_millis(2));
             }
@@ -117,6 +118,11 @@ pub(crate) fn open_derived(
         }
         Ok(Err(e @ OpenSledError::RemoveStale { .. })) => return Err(e),
         Ok(Err(OpenSledError::Open { source, .. }))
+            if source.to_string().contains("could not acquire lock") && take_abandoned(dir) =>
+        {
+            format!("abandoned by this process after a failed write ({source})")
+        }
+        Ok(Err(OpenSledError::Open { source, .. }))
             if source.to_string().contains("could not acquire lock") =>
         {
             return Err(OpenSledError::Open {
@@ -147,6 +153,37 @@ pub(crate) fn open_derived(
             set_aside: Some(kept),
         }),
     ))
+}
+
+/// sled databases this process had to leave open after a failed write
+/// (dropping one would wait for ever): their files stay locked until the
+/// process exits, so reopening one sets it aside instead of waiting.
+static ABANDONED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// Marks the sled database in `dir` as left open for ever by this process.
+pub(crate) fn abandon(dir: &Path) {
+    ABANDONED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(dir.to_path_buf());
+}
+
+/// Whether `dir` is a database this process abandoned: its lock is never
+/// let go, so waiting for it is pointless.
+fn is_abandoned(dir: &Path) -> bool {
+    ABANDONED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .any(|d| d == dir)
+}
+
+/// Whether `dir` was abandoned (and forgets it: it is being set aside).
+fn take_abandoned(dir: &Path) -> bool {
+    let mut abandoned = ABANDONED.lock().unwrap_or_else(|p| p.into_inner());
+    let before = abandoned.len();
+    abandoned.retain(|d| d != dir);
+    abandoned.len() != before
 }
 
 /// Sets the derived store in `dir` aside for diagnosis: renames it to

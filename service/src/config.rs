@@ -49,6 +49,11 @@ pub struct Config {
     /// when `demo.deploy_examples` is on.
     #[serde(default)]
     pub tenants: Vec<String>,
+    /// Free space the data directory's disk must keep: commands that would
+    /// append with less free are RESOURCE_EXHAUSTED (nothing written) and
+    /// accepted again once space is freed. Default 64 MiB.
+    #[serde(default = "default_min_free")]
+    pub min_free_bytes: u64,
 }
 
 /// Token checking. With neither key configured, a random HS256 secret is
@@ -140,6 +145,7 @@ impl Default for Config {
             tls: None,
             demo: DemoConfig::default(),
             tenants: Vec::new(),
+            min_free_bytes: default_min_free(),
         }
     }
 }
@@ -188,6 +194,10 @@ fn default_data() -> PathBuf {
 
 fn default_listen() -> SocketAddr {
     DEFAULT_LISTEN.parse().expect("a valid constant address")
+}
+
+fn default_min_free() -> u64 {
+    casebook_engine::engine::EngineConfig::default().min_free_bytes
 }
 
 fn default_max_message() -> usize {

@@ -355,6 +355,7 @@ pub async fn start(
         let engine_config = EngineConfig {
             tenants,
             services,
+            min_free_bytes: config.min_free_bytes,
             ..EngineConfig::default()
         };
         tokio::task::spawn_blocking(move || Engine::open_with(data, engine_config))

@@ -164,6 +164,12 @@ pub struct EngineConfig {
     /// Calls for any other tenant are refused until a platform
     /// administrator registers it. Default: none.
     pub tenants: Vec<TenantId>,
+    /// Free space the data directory's disk must keep: commands that would
+    /// append with less free are refused ([`crate::ErrorKind::ResourceExhausted`],
+    /// nothing written) and accepted again once space is freed, while the
+    /// views and indexes use the reserve to finish their writes (see
+    /// [`LogStoreConfig::min_free_bytes`]). Default 64 MiB.
+    pub min_free_bytes: u64,
 }
 
 impl EngineConfig {
@@ -195,6 +201,7 @@ impl Default for EngineConfig {
             services: crate::orchestration::ServiceRegistry::new(),
             tenants: Vec::new(),
             audit_reads: true,
+            min_free_bytes: LogStoreConfig::default().min_free_bytes,
         }
     }
 }
@@ -545,6 +552,7 @@ impl Engine {
             dir.as_ref(),
             LogStoreConfig {
                 clock: Arc::clone(&config.clock),
+                min_free_bytes: config.min_free_bytes,
                 ..LogStoreConfig::default()
             },
         )?;

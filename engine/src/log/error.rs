@@ -129,13 +129,31 @@ pub enum LogError {
         #[source]
         source: IndexStoreError,
     },
-    /// A write failed earlier; the store must be reopened to recover.
-    #[error(
-        "the store stopped accepting appends after a failed write ({reason}); reopen it to recover"
-    )]
+    /// A write failed earlier: appends are refused until the store has
+    /// repaired its tail. The writer retries by itself (at most every
+    /// half second, on the next append) and [`crate::log::LogStore::recover`]
+    /// retries at once; only a failed index write needs a reopen.
+    #[error("the store refuses appends after a failed write ({reason})")]
     Failed {
         /// The original failure.
         reason: String,
+    },
+    /// The file system holding the log has less free space than the store
+    /// keeps in reserve (`LogStoreConfig::min_free_bytes`), so the append was
+    /// refused before anything was written; the indexes and views keep the
+    /// reserve to finish their own writes. Appends are accepted again as soon
+    /// as space is freed.
+    #[error(
+        "the disk holding {path} is full: {available} bytes free, {reserve} kept in reserve; \
+         free space (or add disk) and retry"
+    )]
+    StorageFull {
+        /// The log's directory.
+        path: PathBuf,
+        /// Free bytes when the append was refused.
+        available: u64,
+        /// The reserve the store keeps.
+        reserve: u64,
     },
     /// The store was closed.
     #[error("the store is closed")]
@@ -166,14 +184,16 @@ impl LogError {
             LogError::InvalidLimit { .. } => ErrorKind::invalid("limit"),
             LogError::TooManyEvents { .. }
             | LogError::EventTooLarge { .. }
-            | LogError::AppendTooLarge { .. } => ErrorKind::ResourceExhausted,
+            | LogError::AppendTooLarge { .. }
+            | LogError::StorageFull { .. } => ErrorKind::ResourceExhausted,
             LogError::EventIdConflict { .. } => ErrorKind::AlreadyExists,
-            LogError::Locked { .. } | LogError::Closed => ErrorKind::Unavailable,
+            // A failed store repairs itself: retrying later is the answer.
+            LogError::Locked { .. } | LogError::Closed | LogError::Failed { .. } => {
+                ErrorKind::Unavailable
+            }
             LogError::Io { source, .. } => io_kind(source),
             LogError::Index { source, .. } => sled_kind(&source.0),
-            LogError::Corrupted { .. }
-            | LogError::UnsupportedFormat { .. }
-            | LogError::Failed { .. } => ErrorKind::Internal,
+            LogError::Corrupted { .. } | LogError::UnsupportedFormat { .. } => ErrorKind::Internal,
         }
     }
 
@@ -349,7 +369,15 @@ mod tests {
                 LogError::Failed {
                     reason: "disk full".into(),
                 },
-                ErrorKind::Internal,
+                ErrorKind::Unavailable,
+            ),
+            (
+                LogError::StorageFull {
+                    path: "/var/lib/casebook/log".into(),
+                    available: 10,
+                    reserve: 64 << 20,
+                },
+                ErrorKind::ResourceExhausted,
             ),
         ];
         for (err, kind) in cases {

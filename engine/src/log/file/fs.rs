@@ -51,6 +51,13 @@ pub trait LogFs: Send + Sync + 'static {
     fn sync_dir(&self) -> io::Result<()>;
     /// The segment's path, for error messages.
     fn path(&self, segment: u64) -> PathBuf;
+    /// Bytes free for this folder's files (what an unprivileged writer may
+    /// still use), or `None` if this file system cannot tell. The writer
+    /// refuses appends that would eat into its reserve
+    /// (`LogStoreConfig::min_free_bytes`).
+    fn available(&self) -> io::Result<Option<u64>> {
+        Ok(None)
+    }
 }
 
 /// Segment files in a real directory: `<dir>/<number, 12 digits>.seg`.
@@ -163,5 +170,10 @@ impl LogFs for OsFs {
 
     fn path(&self, segment: u64) -> PathBuf {
         self.dir.join(format!("{segment:012}.seg"))
+    }
+
+    fn available(&self) -> io::Result<Option<u64>> {
+        let st = rustix::fs::statvfs(&self.dir)?;
+        Ok(Some(st.f_bavail.saturating_mul(st.f_frsize)))
     }
 }

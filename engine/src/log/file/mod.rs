@@ -77,6 +77,15 @@ pub struct LogStoreConfig {
     /// segment roll or the close). Default 20 ms: the window in which a
     /// power cut may lose audit entries of reads already answered.
     pub written_sync_after: std::time::Duration,
+    /// Free space the log's file system must keep: an append that would
+    /// leave less is refused with [`LogError::StorageFull`] before anything
+    /// is written, and accepted again once space is freed. The indexes and
+    /// views, which live in the same data directory, use the reserve to
+    /// finish their own writes, so a filling disk stops appends cleanly
+    /// instead of failing writes half-way. Default 64 MiB; 0 turns the
+    /// check off (a write that still fails then stops appends until the
+    /// writer has repaired the tail: see [`LogStore::recover`]).
+    pub min_free_bytes: u64,
 }
 
 impl Default for LogStoreConfig {
@@ -91,6 +100,7 @@ impl Default for LogStoreConfig {
             preallocate: 8 * 1024 * 1024,
             clock: crate::time::system_clock(),
             written_sync_after: writer::WRITTEN_SYNC,
+            min_free_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -249,6 +259,7 @@ impl LogStore {
                 table_events: config.index_table_events.max(1),
                 flush_after: config.index_flush_after,
             },
+            Some(index_dir.to_path_buf()),
         )?);
         let recovered = recovery::recover(&segments, &index, &mut report)?;
         if report.is_clean() {
@@ -287,6 +298,7 @@ impl LogStore {
             zero_ahead,
             unsynced: Default::default(),
             written_sync_after: config.written_sync_after,
+            space: writer::Space::new(config.min_free_bytes),
         };
         let (tx, rx) = mpsc::channel();
         let handle = std::thread::Builder::new()
@@ -347,6 +359,23 @@ impl LogStore {
             );
         }
         result
+    }
+
+    /// Makes a store that refuses appends after a failed write accept them
+    /// again, without reopening it: the writer cuts the active segment back
+    /// to the end of the last acknowledged group (what the failed write left
+    /// is dropped; nothing acknowledged is touched) and syncs it. The writer
+    /// also tries this by itself, at most every half second, when appends
+    /// arrive; this tries at once (after space was freed, say). `Ok` if
+    /// appends are accepted (also when nothing had failed).
+    ///
+    /// Errors: [`LogError::Failed`] if the repair failed too (the disk is
+    /// still full) or if the index could not be written, which only a
+    /// reopen repairs (it rebuilds the index); [`LogError::Closed`].
+    pub async fn recover(&self) -> Result<(), LogError> {
+        let (done, wait) = oneshot::channel();
+        self.send(Message::Recover(done))?;
+        wait.await.map_err(|_| LogError::Closed)?
     }
 
     /// Reads every record of every segment and checks its checksum and

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{oneshot, watch};
 
-use super::fs::SegmentFile;
+use super::fs::{LogFs, SegmentFile};
 use super::index::{EventLoc, Index, IndexedRecord, Marker, RecordLoc};
 use super::prealloc::{zero_limit, ZeroAhead};
 use super::recovery::{create_segment, cut_to};
@@ -62,6 +62,14 @@ const GATHER_NAP: Duration = Duration::from_micros(40);
 pub(crate) const WRITTEN_SYNC: Duration = Duration::from_millis(20);
 /// Unsynced bytes of written appends that make the writer sync at once.
 const WRITTEN_BYTES: u64 = 8 << 20;
+/// After a failed write, the writer tries to repair its tail at most this
+/// often (on the next append); [`Message::Recover`] tries at once.
+const REPAIR_EVERY: Duration = Duration::from_millis(500);
+/// How long a free-space reading is trusted (less what was written since).
+const SPACE_RECHECK: Duration = Duration::from_millis(100);
+/// Bytes counted per append on top of its events' sizes when checking free
+/// space: the record's framing and header, generously.
+const RECORD_ALLOWANCE: u64 = 512;
 
 /// When an append is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +95,8 @@ pub(crate) enum Message {
     /// Stop after the appends queued before it; the answer tells whether
     /// the active segment was cut to its used length.
     Shutdown(oneshot::Sender<Result<(), LogError>>),
+    /// After a failed write: repair the tail now (see [`Writer::repair`]).
+    Recover(oneshot::Sender<Result<(), LogError>>),
 }
 
 pub(crate) struct Writer {
@@ -109,6 +119,110 @@ pub(crate) struct Writer {
     pub unsynced: Unsynced,
     /// The longest they stay so.
     pub written_sync_after: Duration,
+    /// The free space the log's file system must keep.
+    pub space: Space,
+}
+
+/// The free-space reserve: appends that would leave less than `reserve`
+/// bytes free are refused before anything is written, so that a filling
+/// disk stops the log cleanly while the indexes and views (in the same
+/// data directory) still have room to finish their writes.
+pub(crate) struct Space {
+    reserve: u64,
+    /// The last reading, less what was written since.
+    available: Option<u64>,
+    checked: Option<Instant>,
+}
+
+impl Space {
+    /// `reserve` 0: no check.
+    pub fn new(reserve: u64) -> Self {
+        Space {
+            reserve,
+            available: None,
+            checked: None,
+        }
+    }
+
+    /// Whether `bytes` more may be written. Reads the file system's free
+    /// space again when the last reading is old or says no; a file system
+    /// that cannot say (or fails to) is not held back.
+    /// `share`: 1 needs the whole reserve left free, 2 half of it.
+    fn admit(&mut self, fs: &dyn LogFs, bytes: u64, share: u64) -> Result<(), Full> {
+        if self.reserve == 0 {
+            return Ok(());
+        }
+        let need = bytes.saturating_add(self.reserve / share);
+        let stale = self.checked.is_none_or(|t| t.elapsed() >= SPACE_RECHECK);
+        if stale || self.available.is_some_and(|a| a < need) {
+            self.available = fs.available().unwrap_or_else(|e| {
+                tracing::warn!(
+                    target: "casebook::log",
+                    "cannot read the free space of the log's disk: {e}"
+                );
+                None
+            });
+            self.checked = Some(Instant::now());
+        }
+        match self.available {
+            None => Ok(()),
+            Some(a) if a >= need => {
+                self.available = Some(a - bytes);
+                Ok(())
+            }
+            Some(a) => Err(Full {
+                path: fs
+                    .path(0)
+                    .parent()
+                    .map(std::path::Path::to_path_buf)
+                    .unwrap_or_default(),
+                available: a,
+                reserve: self.reserve,
+            }),
+        }
+    }
+}
+
+/// A group refused for want of space.
+struct Full {
+    path: std::path::PathBuf,
+    available: u64,
+    reserve: u64,
+}
+
+impl Full {
+    fn error(&self) -> LogError {
+        LogError::StorageFull {
+            path: self.path.clone(),
+            available: self.available,
+            reserve: self.reserve,
+        }
+    }
+}
+
+/// Why the writer refuses appends, and when it last tried to repair.
+struct Failure {
+    reason: String,
+    tried: Instant,
+}
+
+impl Failure {
+    fn new(reason: String) -> Self {
+        tracing::error!(
+            target: "casebook::log",
+            "appends refused after a failed write: {reason}"
+        );
+        Failure {
+            reason,
+            tried: Instant::now(),
+        }
+    }
+
+    fn error(&self) -> LogError {
+        LogError::Failed {
+            reason: self.reason.clone(),
+        }
+    }
 }
 
 /// The records of [`Durability::Written`] appends written since the last
@@ -135,6 +249,7 @@ impl Unsynced {
 struct Gathered {
     group: Vec<AppendRequest>,
     flushes: Vec<oneshot::Sender<Result<(), LogError>>>,
+    recovers: Vec<oneshot::Sender<Result<(), LogError>>>,
     shutdown: Option<oneshot::Sender<Result<(), LogError>>>,
 }
 
@@ -203,7 +318,7 @@ struct Pace {
 
 impl Writer {
     pub fn run(mut self, rx: mpsc::Receiver<Message>) {
-        let mut failed: Option<String> = None;
+        let mut failed: Option<Failure> = None;
         let mut buf = Vec::with_capacity(1 << 20);
         let mut pace = Pace::default();
         let mut stop = None;
@@ -214,6 +329,10 @@ impl Writer {
             // polling for them would only take the CPU those reads need.
             let spin = if pace.synced { SPIN } else { Duration::ZERO };
             let first = match next_message(&rx, spin, due) {
+                Next::Message(Message::Recover(done)) => {
+                    let _ = done.send(self.try_repair(&mut failed, true));
+                    continue;
+                }
                 Next::Message(m) => m,
                 Next::Due => {
                     self.sync_unsynced(&mut failed);
@@ -224,17 +343,23 @@ impl Writer {
             let Gathered {
                 group,
                 flushes,
+                recovers,
                 shutdown,
             } = self.gather(&rx, first, &pace);
+            for done in recovers {
+                let _ = done.send(self.try_repair(&mut failed, true));
+            }
+            if !group.is_empty() && failed.is_some() {
+                // Appends came: a chance to repair, if the last try is old.
+                let _ = self.try_repair(&mut failed, false);
+            }
             if group.is_empty() {
                 // Only a flush or a shutdown: nothing to write.
-            } else if let Some(reason) = &failed {
+            } else if let Some(failure) = &failed {
                 for r in group {
-                    let _ = r.reply.send(Err(LogError::Failed {
-                        reason: reason.clone(),
-                    }));
+                    let _ = r.reply.send(Err(failure.error()));
                 }
-            } else {
+            } else if let Some(group) = self.admit_space(group) {
                 let appends = group.len();
                 let synced = group.iter().any(|r| r.durability == Durability::Synced);
                 match self.commit_group(group, &mut buf) {
@@ -245,16 +370,14 @@ impl Writer {
                             synced,
                         }
                     }
-                    Err(e) => failed = Some(e),
+                    Err(e) => failed = Some(Failure::new(e)),
                 }
             }
             if !flushes.is_empty() || shutdown.is_some() {
                 self.sync_unsynced(&mut failed);
                 for done in flushes {
                     let _ = done.send(match &failed {
-                        Some(reason) => Err(LogError::Failed {
-                            reason: reason.clone(),
-                        }),
+                        Some(failure) => Err(failure.error()),
                         None => Ok(()),
                     });
                 }
@@ -271,12 +394,115 @@ impl Writer {
         }
     }
 
+    /// Checks the free-space reserve for each append of a group about to
+    /// be written; answers those refused. Written appends (the audit of
+    /// reads: small, and a read is refused without its audit entry) may use
+    /// half the reserve, so that reads go on while commands are refused.
+    /// `None` if none is left.
+    fn admit_space(&mut self, group: Vec<AppendRequest>) -> Option<Vec<AppendRequest>> {
+        let mut admitted = Vec::with_capacity(group.len());
+        for r in group {
+            let bytes = r.events.iter().map(|e| e.size() as u64).sum::<u64>() + RECORD_ALLOWANCE;
+            let share = match r.durability {
+                Durability::Synced => 1,
+                Durability::Written => 2,
+            };
+            match self.space.admit(&*self.segments.fs, bytes, share) {
+                Ok(()) => admitted.push(r),
+                Err(full) => {
+                    let _ = r.reply.send(Err(full.error()));
+                }
+            }
+        }
+        (!admitted.is_empty()).then_some(admitted)
+    }
+
+    /// Repairs the tail after a failed write if `now` or the last try is
+    /// [`REPAIR_EVERY`] old; clears `failed` when it worked. `Ok` when the
+    /// store accepts appends again (or never stopped).
+    fn try_repair(&mut self, failed: &mut Option<Failure>, now: bool) -> Result<(), LogError> {
+        let Some(failure) = failed else {
+            return Ok(());
+        };
+        if !now && failure.tried.elapsed() < REPAIR_EVERY {
+            return Err(failure.error());
+        }
+        failure.tried = Instant::now();
+        match self.repair() {
+            Ok(()) => {
+                tracing::warn!(
+                    target: "casebook::log",
+                    "the log accepts appends again: its tail was repaired after {}",
+                    failure.reason
+                );
+                *failed = None;
+                Ok(())
+            }
+            Err(e) => {
+                tracing::debug!(target: "casebook::log", "repair failed: {e}");
+                Err(LogError::Failed {
+                    reason: format!("{}; repairing it failed: {e}", failure.reason),
+                })
+            }
+        }
+    }
+
+    /// Puts the log back where it was last acknowledged, after a failed
+    /// write or sync: removes a segment a failed roll may have left, cuts
+    /// the active segment to the end of its last synced group (dropping
+    /// whatever the failed group wrote, and the zero-ahead space) and syncs
+    /// it, then forgets what the writer held about unacknowledged appends.
+    /// Appends answered [`Durability::Written`] but not yet synced are lost,
+    /// as a crash would lose them. The index was never told of anything past
+    /// the last sync, so it needs nothing, unless a sled write failed: then
+    /// the store must be reopened, which rebuilds it.
+    fn repair(&mut self) -> Result<(), LogError> {
+        if let Some(reason) = self.index.failure() {
+            return Err(LogError::Failed {
+                reason: format!("{reason}; reopen the store to rebuild the index"),
+            });
+        }
+        if let Some(zero_ahead) = &self.zero_ahead {
+            zero_ahead.detach();
+        }
+        let (segment, offset) = self.shared.synced();
+        let fs = Arc::clone(&self.segments.fs);
+        let io = |what: String, e| LogError::io(what, e);
+        let listed = fs
+            .list()
+            .map_err(|e| io("listing segment files".into(), e))?;
+        let mut removed = false;
+        for n in listed.into_iter().filter(|&n| n > segment) {
+            fs.remove(n)
+                .map_err(|e| io(format!("removing {}", fs.path(n).display()), e))?;
+            removed = true;
+        }
+        if removed {
+            fs.sync_dir()
+                .map_err(|e| io("syncing the log directory".into(), e))?;
+        }
+        let file = self.segments.get(segment)?;
+        cut_to(&self.segments, segment, &*file, offset)?;
+        file.sync_data()
+            .map_err(|e| io(format!("syncing {}", fs.path(segment).display()), e))?;
+        self.segment = segment;
+        self.file = Arc::clone(&file);
+        self.offset = offset;
+        self.next_position = self.shared.head().map_or(0, |h| h.0 + 1);
+        self.heads.clear();
+        self.unsynced = Unsynced::default();
+        if let Some(zero_ahead) = &self.zero_ahead {
+            zero_ahead.attach(file, offset, zero_limit(self.segment_size));
+        }
+        Ok(())
+    }
+
     /// Syncs and indexes the written appends not yet synced, unless the
     /// store has failed; a failure fails the store.
-    fn sync_unsynced(&mut self, failed: &mut Option<String>) {
+    fn sync_unsynced(&mut self, failed: &mut Option<Failure>) {
         if failed.is_none() && !self.unsynced.is_empty() {
             if let Err(e) = self.sync_and_index(Vec::new()) {
-                *failed = Some(e.to_string());
+                *failed = Some(Failure::new(e.to_string()));
             }
         }
         if failed.is_some() {
@@ -312,6 +538,7 @@ impl Writer {
         let mut gathered = Gathered {
             group: Vec::new(),
             flushes: Vec::new(),
+            recovers: Vec::new(),
             shutdown: None,
         };
         let mut bytes = 0;
@@ -323,6 +550,7 @@ impl Writer {
                     gathered.group.push(r);
                 }
                 Some(Message::Flush(done)) => gathered.flushes.push(done),
+                Some(Message::Recover(done)) => gathered.recovers.push(done),
                 Some(Message::Shutdown(done)) => {
                     gathered.shutdown = Some(done);
                     return gathered;
@@ -475,8 +703,8 @@ impl Writer {
         if self.offset >= self.segment_size {
             let mut failed = None;
             self.sync_unsynced(&mut failed);
-            if let Some(reason) = failed {
-                return Err(reason);
+            if let Some(failure) = failed {
+                return Err(failure.reason);
             }
             self.roll().map_err(|e| e.to_string())?;
         }

@@ -28,6 +28,7 @@ mod runs;
 mod table;
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -122,11 +123,37 @@ struct Shared {
     tuning: Tuning,
     db: sled::Db,
     tree: sled::Tree,
+    /// Where `db` lives, to mark it abandoned if it cannot be let go.
+    dir: Option<PathBuf>,
     state: Mutex<State>,
     /// Wakes the indexer.
     work: Condvar,
     /// Wakes writers and flushers waiting for the indexer.
     progress: Condvar,
+}
+
+impl Drop for Shared {
+    /// sled cannot write again after a failed write, and dropping it then
+    /// waits for ever for a flush that cannot happen (sled 0.34). So a
+    /// failed index is left to the process — its files stay locked until
+    /// it exits — and its directory is marked abandoned, so that a store
+    /// reopened in this process sets it aside and rebuilds the index from
+    /// the log instead of waiting for the lock. Dropping never hangs.
+    fn drop(&mut self) {
+        if self.lock().failed.is_some() {
+            if let Some(dir) = &self.dir {
+                crate::embedded::abandon(dir);
+            }
+            tracing::warn!(
+                target: "casebook::log",
+                "a failed index database is left open until the process exits"
+            );
+            // A leaked handle keeps sled's last reference (whose drop
+            // would flush) alive: the fields below drop without waiting.
+            std::mem::forget(self.db.clone());
+            std::mem::forget(self.tree.clone());
+        }
+    }
 }
 
 impl Shared {
@@ -198,7 +225,8 @@ impl Index {
     /// Opens the index in `db`: an index of another format is cleared (it is
     /// rebuilt from the log), run summaries are loaded, pages left behind by
     /// an interrupted merge are removed, and the indexer thread starts.
-    pub fn new(db: sled::Db, tuning: Tuning) -> Result<Self, LogError> {
+    /// `dir`: where `db` lives (marked abandoned if the index fails).
+    pub fn new(db: sled::Db, tuning: Tuning, dir: Option<PathBuf>) -> Result<Self, LogError> {
         let tree = db
             .open_tree("log")
             .map_err(sled_err("opening the log index"))?;
@@ -242,6 +270,7 @@ impl Index {
             tuning,
             db,
             tree,
+            dir,
             state: Mutex::new(State {
                 active: Table::new(first),
                 active_since: None,
@@ -265,6 +294,13 @@ impl Index {
             shared,
             indexer: Mutex::new(Some(handle)),
         })
+    }
+
+    /// Why the index stopped writing, if a sled write failed: sled cannot
+    /// write again in this process, so only a reopen (which rebuilds the
+    /// index from the log) repairs it.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.lock().failed.clone()
     }
 
     /// The marker stored in sled: everything through it is in sled.
@@ -713,7 +749,7 @@ mod tests {
     /// store's opener waits out.
     fn open(dir: &std::path::Path, events: u64) -> Index {
         let db = crate::embedded::open_sled(dir, 8 << 20).unwrap();
-        Index::new(db, tuning(events)).unwrap()
+        Index::new(db, tuning(events), None).unwrap()
     }
 
     /// Adds `n` one-event records alternating over two streams of two
