@@ -23,6 +23,10 @@ use casebook::log::{
 use casebook::ErrorKind;
 use uuid::Uuid;
 
+#[path = "common/tmpfs.rs"]
+mod tmpfs;
+use tmpfs::Tmpfs;
+
 const WAIT: Duration = Duration::from_secs(20);
 
 /// Budgeted in-memory segment files. Clones share state.
@@ -472,52 +476,13 @@ async fn a_failed_sync_fails_its_group_and_the_writer_repairs_by_itself() {
     }
 }
 
-/// A small tmpfs mounted for one test, unmounted when dropped.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    /// `None` if this process may not mount (not root, or no tmpfs).
-    fn mount(size: &str) -> Option<Self> {
-        let dir = tempfile::tempdir().ok()?;
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then_some(Tmpfs { dir })
-    }
-
-    fn resize(&self, size: &str) {
-        let ok = std::process::Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(self.dir.path())
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        // Lazily: a failed sled database keeps its files open until the
-        // process exits.
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(self.dir.path())
-            .status();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_full_disk_with_the_index_on_it_loses_nothing_and_reopens_in_process() {
     let Some(disk) = Tmpfs::mount("6m") else {
         eprintln!("skipped: this process cannot mount a tmpfs (run as root to include it)");
         return;
     };
-    let data = disk.dir.path().join("data");
+    let data = disk.path().join("data");
     // No reserve: writes really fail, the index's included.
     let store = LogStore::open_with(&data, config(0, 0)).unwrap();
     let acked: Acked = Arc::default();

@@ -16,6 +16,10 @@ use casebook::rules::serde_json::{json, Value};
 use casebook::security::{Classification, Principal};
 use casebook::Engine;
 
+#[path = "common/tmpfs.rs"]
+mod tmpfs;
+use tmpfs::Tmpfs;
+
 const INCIDENT: &str = include_str!("common/incident.toml");
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -460,48 +464,13 @@ async fn damaged_derived_databases_are_set_aside_and_rebuilt() {
     }
 }
 
-/// A small tmpfs for one test, lazily unmounted when dropped; `None` if
-/// this process may not mount one (not root).
-struct Tmpfs(tempfile::TempDir);
-
-impl Tmpfs {
-    fn mount(size: &str) -> Option<Self> {
-        let dir = tempfile::tempdir().ok()?;
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then_some(Tmpfs(dir))
-    }
-
-    fn resize(&self, size: &str) {
-        let status = std::process::Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(self.0.path())
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(self.0.path())
-            .status();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_refuses_commands_cleanly_and_the_engine_goes_on_once_space_returns() {
     let Some(disk) = Tmpfs::mount("40m") else {
         eprintln!("skipped: this process cannot mount a tmpfs (run as root to include it)");
         return;
     };
-    let dir = disk.0.path().join("data");
+    let dir = disk.path().join("data");
     let config = || EngineConfig {
         min_free_bytes: 8 * 1024 * 1024,
         ..registered()
