@@ -75,6 +75,23 @@ impl From<RowsError> for QueryError {
     }
 }
 
+/// Runs a read of `fence`'s pages, turning a panic inside sled (which it
+/// does on some damaged pages) into [`RowsError::Corrupt`]: a damaged view
+/// answers a typed error, never takes the caller down (issue 19).
+fn guarded<T>(fence: &[u8], read: impl FnOnce() -> Result<T, RowsError>) -> Result<T, RowsError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        Err(corrupt(
+            fence,
+            format!("the storage library panicked reading it ({what}); rebuild the projection"),
+        ))
+    })
+}
+
 fn corrupt(fence: &[u8], why: impl Into<String>) -> RowsError {
     RowsError::Corrupt {
         fence: String::from_utf8_lossy(fence).into_owned(),
@@ -284,12 +301,14 @@ impl Rows {
     /// The page holding `key`: the one with the greatest fence `<= key`.
     fn page_for(&self, key: &[u8]) -> Result<Option<(sled::IVec, sled::IVec)>, RowsError> {
         self.check()?;
-        Ok(self
-            .tree
-            .range(vec![PAGE_KEY]..=page_key(key))
-            .next_back()
-            .transpose()
-            .store()?)
+        guarded(key, || {
+            Ok(self
+                .tree
+                .range(vec![PAGE_KEY]..=page_key(key))
+                .next_back()
+                .transpose()
+                .store()?)
+        })
     }
 
     /// The value of `key`, if it has one.
@@ -414,8 +433,13 @@ impl RowIter {
         }
     }
 
-    /// Loads the next page's rows into the buffer; false at the end.
+    /// Loads the next page's rows into the buffer; false at the end. A
+    /// panic inside sled ends the iteration with [`RowsError::Corrupt`].
     fn load(&mut self) -> Result<bool, RowsError> {
+        guarded(b"", || self.load_page())
+    }
+
+    fn load_page(&mut self) -> Result<bool, RowsError> {
         let page = if !self.started {
             self.started = true;
             self.start()?
@@ -886,6 +910,20 @@ mod tests {
 
     fn all(rows: &Rows) -> Vec<Row> {
         rows.iter().collect::<Result<_, _>>().unwrap()
+    }
+
+    #[test]
+    fn a_panic_inside_the_storage_library_is_a_corrupt_page_not_a_crash() {
+        let err = guarded::<()>(b"case/C-1", || panic!("bad frame header")).unwrap_err();
+        match err {
+            RowsError::Corrupt { fence, why } => {
+                assert_eq!(fence, "case/C-1");
+                assert!(why.contains("bad frame header"), "{why}");
+                assert!(why.contains("rebuild"), "{why}");
+            }
+            other => panic!("expected a corrupt page, got {other}"),
+        }
+        assert_eq!(guarded(b"", || Ok(7)).unwrap(), 7);
     }
 
     #[test]
