@@ -143,6 +143,12 @@ pub struct EngineConfig {
     /// it takes up to 128 times as many at once. Default
     /// [`crate::projection::DEFAULT_BATCH_SIZE`] (512).
     pub projection_batch: usize,
+    /// How often, at most, a projection following the live log commits
+    /// (an idle one commits at once): under load it gathers what arrives
+    /// meanwhile, so each page is rewritten less often. A read-your-writes
+    /// query may wait up to this long more. Default
+    /// [`crate::projection::DEFAULT_COMMIT_INTERVAL`] (100 ms).
+    pub projection_commit_interval: std::time::Duration,
     /// Where every timestamp the engine makes comes from: command times,
     /// deadlines, and (for the stores the engine opens itself) each event's
     /// `recorded` stamp. Default [`crate::time::SystemClock`]; tests use a
@@ -191,6 +197,7 @@ impl Default for EngineConfig {
             cached_cases: 10_000,
             projections: Vec::new(),
             projection_batch: crate::projection::DEFAULT_BATCH_SIZE,
+            projection_commit_interval: crate::projection::DEFAULT_COMMIT_INTERVAL,
             clock: crate::time::system_clock(),
             services: crate::orchestration::ServiceRegistry::new(),
             tenants: Vec::new(),

@@ -132,6 +132,7 @@ impl Engine {
             Some(dir) => ProjectionHost::open(dir, self.raw_store(), projections, batch)?,
             None => ProjectionHost::temporary(self.raw_store(), projections, batch)?,
         };
+        host.set_commit_interval(self.inner.config.projection_commit_interval);
         Ok(slot.host.get_or_init(|| host))
     }
 

@@ -19,6 +19,14 @@ use crate::security::PositionToken;
 /// Events per batch (one sled batch, one checkpoint) when live, by default.
 pub const DEFAULT_BATCH_SIZE: usize = 512;
 
+/// How often, at most, a live runner commits, by default: under a steady
+/// stream of commands it gathers what arrives meanwhile into one commit (a
+/// commit rewrites every page its rows fall in, and sled keeps each old
+/// version until its cleaner catches up); a runner that was idle commits at
+/// once. On 2-minute soaks (issue 24) 100 ms instead of 2 ms took the
+/// projections' database from 3.7 to 2.8 times the log.
+pub const DEFAULT_COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// How fresh a tenant's query answer must be (the engine's query methods).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Consistency {
@@ -188,6 +196,9 @@ struct HostInner {
     stopped_tenants: Mutex<std::collections::HashSet<TenantId>>,
     shutdown: watch::Sender<bool>,
     batch_size: usize,
+    /// How often a live runner commits at most, in microseconds
+    /// ([`ProjectionHost::set_commit_interval`]).
+    commit_interval_us: std::sync::atomic::AtomicU64,
     /// What opening found and rebuilt ([`ProjectionHost::rebuilt_at_open`]).
     rebuilt: Mutex<Option<DerivedRebuild>>,
 }
@@ -363,9 +374,23 @@ impl ProjectionHost {
                 stopped_tenants: Mutex::default(),
                 shutdown: watch::channel(false).0,
                 batch_size: batch_size.max(1),
+                commit_interval_us: std::sync::atomic::AtomicU64::new(
+                    DEFAULT_COMMIT_INTERVAL.as_micros() as u64,
+                ),
                 rebuilt: Mutex::new(None),
             }),
         })
+    }
+
+    /// Sets how often, at most, a live runner commits (default
+    /// [`DEFAULT_COMMIT_INTERVAL`]): longer writes each page fewer times
+    /// under load, and a query asking for read-your-writes may wait up to
+    /// that long more. Applies to runners started afterwards.
+    pub fn set_commit_interval(&self, interval: std::time::Duration) {
+        let us = u64::try_from(interval.as_micros()).unwrap_or(u64::MAX);
+        self.inner
+            .commit_interval_us
+            .store(us, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The registered projections' names.
@@ -642,6 +667,11 @@ impl ProjectionHost {
             control: control_rx,
             shutdown: inner.shutdown.subscribe(),
             batch_size: inner.batch_size,
+            commit_interval: std::time::Duration::from_micros(
+                inner
+                    .commit_interval_us
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            ),
         };
         Ok((runner, ctx))
     }
