@@ -290,8 +290,22 @@ impl ProjectionHost {
         projections: Vec<Arc<dyn Projection>>,
         batch_size: usize,
     ) -> Result<Self, ProjectionError> {
+        Self::open_with_cache(dir, store, projections, batch_size, 64 * 1024 * 1024)
+    }
+
+    /// [`ProjectionHost::open`] keeping up to `cache_bytes` of the database
+    /// in sled's page cache.
+    ///
+    /// Errors: as [`ProjectionHost::open`].
+    pub fn open_with_cache(
+        dir: impl AsRef<Path>,
+        store: Arc<dyn EventStore>,
+        projections: Vec<Arc<dyn Projection>>,
+        batch_size: usize,
+        cache_bytes: u64,
+    ) -> Result<Self, ProjectionError> {
         let (db, rebuilt) =
-            crate::embedded::open_derived(dir.as_ref(), 64 * 1024 * 1024, "projections", |db| {
+            crate::embedded::open_derived(dir.as_ref(), cache_bytes, "projections", |db| {
                 not_from_this_log(db, &*store).map_err(|e| e.to_string())
             })
             .map_err(|e| ProjectionError::Store(StoreError::new(e)))?;
