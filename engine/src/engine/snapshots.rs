@@ -99,9 +99,13 @@ impl SledSnapshots {
         log: &dyn EventStore,
         cache_bytes: u64,
     ) -> Result<Self, EngineError> {
-        let (db, rebuilt) = crate::embedded::open_derived(dir, cache_bytes, "snapshots", |db| {
-            not_from_this_log(db, log).map_err(|e| e.to_string())
-        })
+        let (db, rebuilt) = crate::embedded::open_derived(
+            dir,
+            cache_bytes,
+            crate::embedded::SEGMENT_BYTES,
+            "snapshots",
+            |db| not_from_this_log(db, log).map_err(|e| e.to_string()),
+        )
         .map_err(|e| EngineError::snapshot_store(format!("opening {}", dir.display()), e))?;
         if let Some(id) = log.identity() {
             db.insert(LOG_IDENTITY_KEY, id.0.as_bytes()).map_err(|e| {

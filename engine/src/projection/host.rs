@@ -304,11 +304,14 @@ impl ProjectionHost {
         batch_size: usize,
         cache_bytes: u64,
     ) -> Result<Self, ProjectionError> {
-        let (db, rebuilt) =
-            crate::embedded::open_derived(dir.as_ref(), cache_bytes, "projections", |db| {
-                not_from_this_log(db, &*store).map_err(|e| e.to_string())
-            })
-            .map_err(|e| ProjectionError::Store(StoreError::new(e)))?;
+        let (db, rebuilt) = crate::embedded::open_derived(
+            dir.as_ref(),
+            cache_bytes,
+            crate::embedded::SEGMENT_BYTES,
+            "projections",
+            |db| not_from_this_log(db, &*store).map_err(|e| e.to_string()),
+        )
+        .map_err(|e| ProjectionError::Store(StoreError::new(e)))?;
         if let Some(id) = store.identity() {
             db.open_tree("meta")
                 .store()?
