@@ -1,7 +1,7 @@
 //! Casebook as a gRPC service: configuration, authentication, the one
 //! error mapping, the protobuf conversions, the Cases, Events, Workers,
 //! Admin and Audit services, and the server that runs them (the `casebook` binary's
-//! `serve`).
+//! `serve`), and the sustained-load soak (`casebook soak`).
 
 pub mod access;
 pub mod admin;
@@ -13,6 +13,7 @@ pub mod convert;
 pub mod events;
 pub mod metrics;
 pub mod server;
+pub mod soak;
 pub mod status;
 pub mod workers;
 

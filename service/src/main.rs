@@ -1,5 +1,5 @@
 //! The `casebook` command: `serve` the gRPC API, mint a development `token`,
-//! validate `definitions`, `verify` the log.
+//! validate `definitions`, `verify` the log, `soak` a fresh engine.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -81,6 +81,30 @@ enum Command {
         config: Option<PathBuf>,
         #[arg(long)]
         data: Option<PathBuf>,
+    },
+    /// Run a sustained mixed load (16 writers working burglary cases, 2
+    /// readers querying) on a fresh engine in `--data`, printing a line per
+    /// interval and issue 24's summary line.
+    Soak {
+        /// A data directory that does not exist or is empty (never a real one).
+        #[arg(long)]
+        data: PathBuf,
+        /// How long to run, in minutes.
+        #[arg(long, default_value_t = 30, conflicts_with = "seconds")]
+        minutes: u64,
+        /// How long to run, in seconds (for short runs).
+        #[arg(long)]
+        seconds: Option<u64>,
+        /// Seconds between lines (default: 60, or a tenth of a run shorter
+        /// than ten minutes).
+        #[arg(long)]
+        interval_seconds: Option<u64>,
+        /// Tasks opening and working cases.
+        #[arg(long, default_value_t = 16)]
+        writers: usize,
+        /// Tasks querying work queues and search.
+        #[arg(long, default_value_t = 2)]
+        readers: usize,
     },
 }
 
@@ -236,6 +260,17 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             println!("{} problem(s)", report.problems.len());
             Ok(ExitCode::from(1))
         }
+        Command::Soak {
+            data,
+            minutes,
+            seconds,
+            interval_seconds,
+            writers,
+            readers,
+        } => {
+            let duration = Duration::from_secs(seconds.unwrap_or(minutes * 60));
+            soak(data, duration, interval_seconds, writers, readers)
+        }
         Command::Verify { config: file, data } => {
             let config = config(file.as_ref(), data)?;
             runtime()?.block_on(async move {
@@ -274,6 +309,31 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             })
         }
     }
+}
+
+fn soak(
+    data: PathBuf,
+    duration: Duration,
+    interval: Option<u64>,
+    writers: usize,
+    readers: usize,
+) -> Result<ExitCode, String> {
+    let mut config = casebook_service::soak::SoakConfig::new(data, duration);
+    if let Some(s) = interval {
+        config.interval = Duration::from_secs(s.max(1));
+    }
+    config.writers = writers;
+    config.readers = readers;
+    let summary = runtime()?
+        .block_on(casebook_service::soak::run(config, |line| {
+            println!("{line}")
+        }))
+        .map_err(|e| e.to_string())?;
+    if let Some(note) = summary.windows_note() {
+        println!("{note}");
+    }
+    println!("{}", summary.line());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn init_logs(json: bool) {

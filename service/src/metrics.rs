@@ -175,6 +175,14 @@ impl Metrics {
                 );
             }
         }
+        out.push_str("# HELP casebook_cache_budget_bytes The page-cache budget of each of the engine's sled databases.\n");
+        out.push_str("# TYPE casebook_cache_budget_bytes gauge\n");
+        for (cache, bytes) in engine.cache_budget().by_name() {
+            let _ = writeln!(
+                out,
+                "casebook_cache_budget_bytes{{cache=\"{cache}\"}} {bytes}"
+            );
+        }
         let backlog = engine.orchestration_backlog();
         out.push_str("# HELP casebook_orchestration_pending_invocations Service invocations due, waiting to retry or leased.\n");
         out.push_str("# TYPE casebook_orchestration_pending_invocations gauge\n");

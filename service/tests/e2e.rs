@@ -537,6 +537,7 @@ async fn prometheus_metrics_count_requests_and_show_lag() {
         "casebook_orchestration_pending_timers ",
         "casebook_recovery_tail_bytes_cut 0",
         "casebook_derived_store_rebuilt_at_open{store=\"projections\"} 0",
+        "casebook_cache_budget_bytes{cache=\"projections\"} 67108864",
     ] {
         assert!(text.contains(line), "{line} missing from\n{text}");
     }

@@ -118,6 +118,53 @@ pub fn snapshot_due(every: u64, before: u64, after: u64, state: &CaseState) -> b
     after / interval > before / interval
 }
 
+/// How many bytes each of the engine's sled databases keeps in its page
+/// cache (sled's `cache_capacity`; measured, sled's own use can reach a
+/// few times this). Reported by
+/// [`Engine::cache_budget`] (and by the service's metrics).
+///
+/// ```
+/// use casebook::engine::CacheBudget;
+/// let budget = CacheBudget::default();
+/// assert_eq!(budget.total(), (64 + 64 + 16) << 20);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheBudget {
+    /// The projections' database (`<data>/projections`). Default 64 MiB.
+    pub projections_bytes: u64,
+    /// The log's stream index (`<data>/index`). Default 64 MiB.
+    pub index_bytes: u64,
+    /// The case snapshots (`<data>/snapshots`). Default 16 MiB.
+    pub snapshots_bytes: u64,
+}
+
+impl Default for CacheBudget {
+    fn default() -> Self {
+        CacheBudget {
+            projections_bytes: 64 << 20,
+            index_bytes: 64 << 20,
+            snapshots_bytes: 16 << 20,
+        }
+    }
+}
+
+impl CacheBudget {
+    /// The three budgets together.
+    pub fn total(&self) -> u64 {
+        self.projections_bytes + self.index_bytes + self.snapshots_bytes
+    }
+
+    /// Each budget with the name of its cache: `projections`, `index`,
+    /// `snapshots`.
+    pub fn by_name(&self) -> [(&'static str, u64); 3] {
+        [
+            ("projections", self.projections_bytes),
+            ("index", self.index_bytes),
+            ("snapshots", self.snapshots_bytes),
+        ]
+    }
+}
+
 /// Engine settings.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -133,6 +180,9 @@ pub struct EngineConfig {
     /// hot case reads only the events appended since; the least recently
     /// used are let go first. 0 turns it off. Default 10,000.
     pub cached_cases: usize,
+    /// The page caches of the engine's sled databases, in bytes (see
+    /// [`CacheBudget`]).
+    pub caches: CacheBudget,
     /// Read models the engine hosts beside the built-in ones (names must
     /// differ from theirs and each other). A new version of one rebuilds in
     /// the background at the next open while the old one serves (see
@@ -143,6 +193,12 @@ pub struct EngineConfig {
     /// it takes up to 128 times as many at once. Default
     /// [`crate::projection::DEFAULT_BATCH_SIZE`] (512).
     pub projection_batch: usize,
+    /// How often, at most, a projection following the live log commits
+    /// (an idle one commits at once): under load it gathers what arrives
+    /// meanwhile, so each page is rewritten less often. A read-your-writes
+    /// query may wait up to this long more. Default
+    /// [`crate::projection::DEFAULT_COMMIT_INTERVAL`] (100 ms).
+    pub projection_commit_interval: std::time::Duration,
     /// Where every timestamp the engine makes comes from: command times,
     /// deadlines, and (for the stores the engine opens itself) each event's
     /// `recorded` stamp. Default [`crate::time::SystemClock`]; tests use a
@@ -195,8 +251,10 @@ impl Default for EngineConfig {
             snapshot_every: 100,
             max_attempts: 8,
             cached_cases: 10_000,
+            caches: CacheBudget::default(),
             projections: Vec::new(),
             projection_batch: crate::projection::DEFAULT_BATCH_SIZE,
+            projection_commit_interval: crate::projection::DEFAULT_COMMIT_INTERVAL,
             clock: crate::time::system_clock(),
             services: crate::orchestration::ServiceRegistry::new(),
             tenants: Vec::new(),
@@ -546,6 +604,11 @@ impl Engine {
         Self::open_with(dir, EngineConfig::default())
     }
 
+    /// The page-cache budgets the engine's sled databases were opened with.
+    pub fn cache_budget(&self) -> CacheBudget {
+        self.inner.config.caches
+    }
+
     /// [`Engine::open`] with settings.
     pub fn open_with(dir: impl AsRef<Path>, config: EngineConfig) -> Result<Self, EngineError> {
         let log = LogStore::open_with(
@@ -553,10 +616,15 @@ impl Engine {
             LogStoreConfig {
                 clock: Arc::clone(&config.clock),
                 min_free_bytes: config.min_free_bytes,
+                index_cache_bytes: config.caches.index_bytes,
                 ..LogStoreConfig::default()
             },
         )?;
-        let snapshots = Arc::new(SledSnapshots::open(&dir.as_ref().join("snapshots"), &log)?);
+        let snapshots = Arc::new(SledSnapshots::open_with_cache(
+            &dir.as_ref().join("snapshots"),
+            &log,
+            config.caches.snapshots_bytes,
+        )?);
         let positions =
             PositionKey::load_or_create(dir.as_ref()).map_err(EngineError::PositionKey)?;
         let engine = Engine::assemble(

@@ -129,9 +129,16 @@ impl Engine {
         projections.extend(self.inner.config.projections.iter().cloned());
         let batch = self.inner.config.projection_batch;
         let host = match &slot.dir {
-            Some(dir) => ProjectionHost::open(dir, self.raw_store(), projections, batch)?,
+            Some(dir) => ProjectionHost::open_with_cache(
+                dir,
+                self.raw_store(),
+                projections,
+                batch,
+                self.inner.config.caches.projections_bytes,
+            )?,
             None => ProjectionHost::temporary(self.raw_store(), projections, batch)?,
         };
+        host.set_commit_interval(self.inner.config.projection_commit_interval);
         Ok(slot.host.get_or_init(|| host))
     }
 

@@ -87,11 +87,26 @@ impl SledSnapshots {
     /// Errors: [`EngineError::SnapshotStore`] if it cannot be opened or set
     /// aside.
     pub fn open(dir: &Path, log: &dyn EventStore) -> Result<Self, EngineError> {
-        let (db, rebuilt) =
-            crate::embedded::open_derived(dir, 16 * 1024 * 1024, "snapshots", |db| {
-                not_from_this_log(db, log).map_err(|e| e.to_string())
-            })
-            .map_err(|e| EngineError::snapshot_store(format!("opening {}", dir.display()), e))?;
+        Self::open_with_cache(dir, log, 16 * 1024 * 1024)
+    }
+
+    /// [`SledSnapshots::open`] keeping up to `cache_bytes` of it in sled's
+    /// page cache.
+    ///
+    /// Errors: as [`SledSnapshots::open`].
+    pub fn open_with_cache(
+        dir: &Path,
+        log: &dyn EventStore,
+        cache_bytes: u64,
+    ) -> Result<Self, EngineError> {
+        let (db, rebuilt) = crate::embedded::open_derived(
+            dir,
+            cache_bytes,
+            crate::embedded::SEGMENT_BYTES,
+            "snapshots",
+            |db| not_from_this_log(db, log).map_err(|e| e.to_string()),
+        )
+        .map_err(|e| EngineError::snapshot_store(format!("opening {}", dir.display()), e))?;
         if let Some(id) = log.identity() {
             db.insert(LOG_IDENTITY_KEY, id.0.as_bytes()).map_err(|e| {
                 EngineError::snapshot_store(format!("opening {}", dir.display()), e)

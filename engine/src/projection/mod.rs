@@ -64,7 +64,7 @@ pub use error::{
 };
 pub use host::{
     Consistency, Freshness, Generation, ProjectionHost, ProjectionStatus, RebuildStatus, RunState,
-    DEFAULT_BATCH_SIZE,
+    DEFAULT_BATCH_SIZE, DEFAULT_COMMIT_INTERVAL,
 };
 pub use pages::{RowIter, Rows};
 

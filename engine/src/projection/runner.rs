@@ -25,11 +25,6 @@ pub(crate) const CHECKPOINT_KEY: &[u8] = b"\x00checkpoint";
 const CATCH_UP_BATCHES: usize = 128;
 /// A lane reads this many batches' events per read of the log.
 const READ_BATCHES: usize = 16;
-/// A live lane commits at most once per this long: under a steady stream of
-/// appends it gathers what arrives meanwhile into one commit, instead of
-/// committing after every group commit of the log (each commit rewrites
-/// every page its rows fall in). A lane that was idle commits at once.
-const LIVE_COMMIT_INTERVAL: Duration = Duration::from_millis(2);
 
 /// What an operator asks of a runner.
 pub(crate) enum Control {
@@ -64,6 +59,12 @@ pub(crate) struct RunnerCtx {
     pub control: mpsc::UnboundedReceiver<Control>,
     pub shutdown: watch::Receiver<bool>,
     pub batch_size: usize,
+    /// A live lane commits at most once per this long: under a steady
+    /// stream of appends it gathers what arrives meanwhile into one commit,
+    /// instead of committing after every group commit of the log (each
+    /// commit rewrites every page its rows fall in). A lane that was idle
+    /// commits at once.
+    pub commit_interval: Duration,
 }
 
 /// Events applied per second over a sliding window.
@@ -514,7 +515,7 @@ pub(crate) async fn run(ctx: RunnerCtx) {
         if let Some(lane) = task.active.as_mut() {
             if lane.caught_up {
                 if let Some(wait) = last_live_commit
-                    .and_then(|t: Instant| LIVE_COMMIT_INTERVAL.checked_sub(t.elapsed()))
+                    .and_then(|t: Instant| task.ctx.commit_interval.checked_sub(t.elapsed()))
                 {
                     tokio::time::sleep(wait).await;
                 }

@@ -61,7 +61,14 @@ pub(crate) fn open_index(
         Ok(Some(marker)) => index_ahead(segments, marker).map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
-    crate::embedded::open_derived(dir, cache_bytes, "index", check).map_err(|e| match e {
+    crate::embedded::open_derived(
+        dir,
+        cache_bytes,
+        crate::embedded::INDEX_SEGMENT_BYTES,
+        "index",
+        check,
+    )
+    .map_err(|e| match e {
         crate::embedded::OpenSledError::RemoveStale { path, source }
         | crate::embedded::OpenSledError::SetAside { path, source } => {
             LogError::io(format!("opening {}", path.display()), source)

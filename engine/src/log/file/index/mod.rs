@@ -748,7 +748,8 @@ mod tests {
     /// dropped may linger a moment (its flusher thread lets go), which the
     /// store's opener waits out.
     fn open(dir: &std::path::Path, events: u64) -> Index {
-        let db = crate::embedded::open_sled(dir, 8 << 20).unwrap();
+        let db =
+            crate::embedded::open_sled(dir, 8 << 20, crate::embedded::INDEX_SEGMENT_BYTES).unwrap();
         Index::new(db, tuning(events), None).unwrap()
     }
 
