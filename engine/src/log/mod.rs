@@ -14,10 +14,12 @@
 
 mod append;
 pub mod batch;
+pub mod checkpoint;
 pub mod codec;
 mod error;
 mod file;
 mod memory;
+pub mod merkle;
 mod report;
 mod subscription;
 pub mod types;
