@@ -1,5 +1,5 @@
 //! The `casebook` command: `serve` the gRPC API, mint a development `token`,
-//! validate `definitions`, `verify` the log.
+//! validate `definitions`, `verify` the log's integrity.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -75,12 +75,26 @@ enum Command {
         #[command(subcommand)]
         command: DefinitionsCommand,
     },
-    /// Read every record of the log and check its checksums and order.
+    /// Check the log's integrity: recompute its Merkle tree from the segment
+    /// files and check every record's checksum and position and every
+    /// signed checkpoint (only reads; safe beside a running server). Exit
+    /// status 0: intact; 1: damage or tampering found (the first problem is
+    /// located by segment, offset, position and event id); 2: the check
+    /// could not be made.
     Verify {
         #[arg(long)]
         config: Option<PathBuf>,
         #[arg(long)]
         data: Option<PathBuf>,
+        /// A checkpoint note kept outside the data directory (for example
+        /// a copy of `checkpoints/latest` a force kept): the log must still
+        /// hold it, which shows a rollback of the whole log.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+        /// The verifier key (`<name>+<id>+<base64 key>`) to check signatures
+        /// with, instead of the data directory's own key file.
+        #[arg(long)]
+        key: Option<String>,
     },
 }
 
@@ -236,42 +250,69 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             println!("{} problem(s)", report.problems.len());
             Ok(ExitCode::from(1))
         }
-        Command::Verify { config: file, data } => {
+        Command::Verify {
+            config: file,
+            data,
+            checkpoint,
+            key,
+        } => {
             let config = config(file.as_ref(), data)?;
-            runtime()?.block_on(async move {
-                let log = casebook_engine::log::LogStore::open(&config.data)
-                    .map_err(|e| e.to_string())?;
-                // Drawn on stderr when it is a terminal, hidden otherwise.
-                let bar = indicatif::ProgressBar::new(0).with_style(
-                    indicatif::ProgressStyle::with_template(
-                        "verifying {bar:40} {pos}/{len} events ({per_sec}, {eta} left)",
-                    )
-                    .map_err(|e| e.to_string())?,
-                );
-                let shown = bar.clone();
-                let checked = log
-                    .verify_with_progress(move |done, total| {
-                        shown.set_length(total);
-                        shown.set_position(done);
-                    })
-                    .await;
-                bar.finish_and_clear();
-                let closed = log.close().await;
-                let checked = checked.map_err(|e| e.to_string())?;
-                closed.map_err(|e| e.to_string())?;
-                println!(
-                    "{}: {checked} events checked, every checksum and position in order",
-                    config.data.display()
-                );
-                // What opening had to do (a torn tail cut, the index
-                // rebuilt...): the report the engine logs at open.
-                println!(
-                    "{}: recovery: {}",
-                    config.data.display(),
-                    log.recovery_report()
-                );
+            let mut options = casebook_engine::log::IntegrityOptions::default();
+            let input = (|| -> Result<(), String> {
+                if let Some(path) = &checkpoint {
+                    options.held = Some(
+                        std::fs::read_to_string(path)
+                            .map_err(|e| format!("{}: {e}", path.display()))?,
+                    );
+                }
+                if let Some(key) = &key {
+                    options.key = Some(
+                        casebook_engine::log::checkpoint::CheckpointVerifier::parse(key)
+                            .map_err(|e| e.to_string())?,
+                    );
+                }
+                Ok(())
+            })();
+            if let Err(message) = input {
+                eprintln!("casebook: {message}");
+                return Ok(ExitCode::from(2));
+            }
+            // Drawn on stderr when it is a terminal, hidden otherwise.
+            let bar = indicatif::ProgressBar::new(0).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "verifying {bar:40} {bytes}/{total_bytes} ({bytes_per_sec}, {eta} left)",
+                )
+                .map_err(|e| e.to_string())?,
+            );
+            let shown = bar.clone();
+            let report = casebook_engine::log::LogStore::verify_integrity(
+                &config.data,
+                &options,
+                move |done, total| {
+                    shown.set_length(total);
+                    shown.set_position(done);
+                },
+            );
+            bar.finish_and_clear();
+            let report = match report {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("casebook: cannot verify {}: {e}", config.data.display());
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            println!("{}: {report}", config.data.display());
+            if report.is_ok() {
+                println!("{}: intact", config.data.display());
                 Ok(ExitCode::SUCCESS)
-            })
+            } else {
+                println!(
+                    "{}: INTEGRITY CHECK FAILED ({} problem(s)); the first is located above",
+                    config.data.display(),
+                    report.problems.len()
+                );
+                Ok(ExitCode::from(1))
+            }
         }
     }
 }

@@ -358,6 +358,47 @@ pub fn verify_consistency(
     Ok(())
 }
 
+/// That a leaf is in a tree: the leaf's hash, its index, the tree's size
+/// and the proof's hashes (leaf side first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InclusionProof {
+    /// The leaf's index (for the log: the event's global position).
+    pub index: u64,
+    /// The tree's size (a checkpoint's).
+    pub size: u64,
+    /// The leaf's hash.
+    pub leaf: Hash,
+    /// The proof.
+    pub hashes: Vec<Hash>,
+}
+
+impl InclusionProof {
+    /// Checks the proof against the root of the tree of `self.size` leaves
+    /// (a checkpoint's root). Errors: as [`verify_inclusion`].
+    pub fn verify(&self, root: &Hash) -> Result<(), ProofError> {
+        verify_inclusion(&self.leaf, self.index, self.size, &self.hashes, root)
+    }
+}
+
+/// That the tree of `to` leaves extends the tree of `from` leaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsistencyProof {
+    /// The older size.
+    pub from: u64,
+    /// The newer size.
+    pub to: u64,
+    /// The proof.
+    pub hashes: Vec<Hash>,
+}
+
+impl ConsistencyProof {
+    /// Checks the proof against the roots of the two trees.
+    /// Errors: as [`verify_consistency`].
+    pub fn verify(&self, from_root: &Hash, to_root: &Hash) -> Result<(), ProofError> {
+        verify_consistency(self.from, self.to, from_root, to_root, &self.hashes)
+    }
+}
+
 /// The right edge of a growing tree: the roots of its perfect subtrees,
 /// largest first. Appending a leaf costs O(1) hashes amortised and yields
 /// the nodes it completes, in the post-order the log stores them in.

@@ -35,7 +35,9 @@ pub use batch::{EventBatch, EventRef};
 pub use bytes::Bytes;
 pub use error::{IdError, IndexStoreError, LogError};
 pub use file::fs::{LogFs, OsFs, SegmentFile};
-pub use file::{LogStore, LogStoreConfig};
+pub use file::{
+    CheckpointConfig, IntegrityOptions, IntegrityProblem, IntegrityReport, LogStore, LogStoreConfig,
+};
 pub use memory::MemoryStore;
 pub use report::{DerivedRebuild, RecoveryReport};
 pub use subscription::Subscription;

@@ -38,7 +38,8 @@ use super::fs::SegmentFile;
 use super::index::{EventLoc, Index, IndexedRecord, Marker, RecordLoc};
 use super::prealloc::{zero_limit, ZeroAhead};
 use super::recovery::{create_segment, cut_to};
-use super::segment::{encode_record, RecordBodyRef, RecordReader, Segments, HEADER_LEN};
+use super::segment::{encode_record, RecordBodyRef, RecordReader, Segments, FRAME_LEN, HEADER_LEN};
+use super::tree::Tree;
 use super::Shared;
 use crate::log::append::{check_expected, find_duplicate};
 use crate::log::error::LogError;
@@ -109,6 +110,8 @@ pub(crate) struct Writer {
     pub unsynced: Unsynced,
     /// The longest they stay so.
     pub written_sync_after: Duration,
+    /// The Merkle tree over the log and its checkpoints.
+    pub tree: Tree,
 }
 
 /// The records of [`Durability::Written`] appends written since the last
@@ -208,7 +211,12 @@ impl Writer {
         let mut pace = Pace::default();
         let mut stop = None;
         loop {
-            let due = self.unsynced.since.map(|t| t + self.written_sync_after);
+            let due = match self.unsynced.since {
+                Some(t) => Some(t + self.written_sync_after),
+                // Everything written is synced: the next checkpoint's time.
+                None if failed.is_none() => self.tree.due(),
+                None => None,
+            };
             // Callers of synced appends often append again at once; the
             // audit's written appends come a batch of reads later, and
             // polling for them would only take the CPU those reads need.
@@ -217,6 +225,7 @@ impl Writer {
                 Next::Message(m) => m,
                 Next::Due => {
                     self.sync_unsynced(&mut failed);
+                    self.checkpoint(false, &mut failed);
                     continue;
                 }
                 Next::Closed => break,
@@ -265,6 +274,8 @@ impl Writer {
             }
         }
         self.sync_unsynced(&mut failed);
+        // A cleanly closed log is signed through its last event.
+        self.checkpoint(true, &mut failed);
         let result = self.finish(failed.is_none());
         if let Some(done) = stop {
             let _ = done.send(result);
@@ -284,6 +295,19 @@ impl Writer {
             // decides what of them the file kept), so that their deadline
             // does not wake the writer again and again.
             self.unsynced = Unsynced::default();
+        }
+    }
+
+    /// Signs a checkpoint if one is due (or `force`d) and everything
+    /// written is synced; a failure fails the store.
+    fn checkpoint(&mut self, force: bool, failed: &mut Option<String>) {
+        if failed.is_none() && self.unsynced.is_empty() {
+            if let Err(e) = self
+                .tree
+                .checkpoint_if_due(force, self.segment, self.offset)
+            {
+                *failed = Some(e.to_string());
+            }
         }
     }
 
@@ -386,7 +410,9 @@ impl Writer {
                         events: &request.events,
                     };
                     let before = buf.len();
-                    if let Err(e) = encode_record(&body, buf) {
+                    let encoded = encode_record(&body, buf)
+                        .and_then(|()| self.tree.add_record(&buf[before + FRAME_LEN..]));
+                    if let Err(e) = encoded {
                         buf.truncate(before);
                         outcomes.push(Outcome::Done(request.reply, Err(e)));
                         continue;
@@ -415,7 +441,7 @@ impl Writer {
         let mut fatal = None;
         let mut sync = Duration::ZERO;
         if !accepted.is_empty() {
-            if let Err(e) = self.write(buf) {
+            if let Err(e) = self.write(buf).and_then(|()| self.tree.write_pending()) {
                 fatal = Some(e.to_string());
             }
         }
@@ -606,6 +632,8 @@ impl Writer {
         )?;
         self.shared.set_head(head);
         self.head_tx.send_replace(Some(head));
+        self.tree
+            .checkpoint_if_due(false, self.segment, self.offset)?;
         Ok(took)
     }
 }
