@@ -427,3 +427,79 @@ async fn opening_a_cut_back_log_keeps_the_old_checkpoints_as_evidence() {
         "{report}"
     );
 }
+
+/// Through the engine: a tenant gets the proof of its own event under a
+/// signed checkpoint; another tenant's event, or one that does not exist,
+/// reads as not found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_proves_its_own_events_and_sees_no_others() {
+    use casebook::definition::Format;
+    use casebook::engine::{EngineConfig, EngineError, OpenCase};
+    use casebook::log::{Direction, StreamVersion};
+    use casebook::security::Principal;
+    use casebook::{Engine, ErrorKind};
+
+    let kent = TenantId::new("kent").unwrap();
+    let essex = TenantId::new("essex").unwrap();
+    let config = || EngineConfig::with_tenants([kent.clone(), essex.clone()]);
+    let officer = Principal::new(kent.clone(), "foi-7").with_roles(["foi_officer"]);
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open_with(dir.path(), config()).unwrap();
+    engine.start().await.unwrap();
+    let admin = Principal::new(kent.clone(), "admin-1").with_roles(["administrator"]);
+    engine
+        .deploy(
+            &admin,
+            include_str!("../examples/definitions/foi-request.toml"),
+            Format::Toml,
+        )
+        .await
+        .unwrap();
+    let file = casebook::case::CaseFile::from_json(casebook::rules::serde_json::json!({
+        "requester": "P-1001", "received_on": "2026-11-02", "request_text": "Burglaries in 2025"
+    }))
+    .unwrap();
+    let opened = engine
+        .open_case(&officer, OpenCase::new("foi_request", file))
+        .await
+        .unwrap();
+    let stream = StreamId::new(kent.clone(), "case", opened.case_id.as_ref()).unwrap();
+    let events = engine
+        .store(&Principal::platform_administrator("ops"))
+        .unwrap()
+        .read_stream(&stream, Direction::Forward, StreamVersion::START, 10)
+        .await
+        .unwrap();
+    let id = events[0].id;
+    // Signed when the engine shuts down at the latest.
+    engine.shutdown().await.unwrap();
+    drop(engine);
+
+    let engine = Engine::open_with(dir.path(), config()).unwrap();
+    let verifier = engine.checkpoint_verifier().unwrap();
+    let proof = engine.event_proof(&officer, id).await.unwrap();
+    let checkpoint = proof.checkpoint.verify(&verifier).unwrap();
+    proof.proof.verify(&checkpoint.root).unwrap();
+    assert_eq!(proof.proof.index, events[0].position.0);
+    let latest = engine.latest_checkpoint(&officer).await.unwrap().unwrap();
+    assert_eq!(latest, proof.checkpoint);
+
+    let other = Principal::new(essex, "foi-9").with_roles(["foi_officer"]);
+    let err = engine.event_proof(&other, id).await.unwrap_err();
+    assert!(matches!(err, EngineError::UnknownEvent { .. }), "{err}");
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    let missing = casebook::log::EventId::new();
+    let err = engine.event_proof(&officer, missing).await.unwrap_err();
+    assert!(matches!(err, EngineError::UnknownEvent { .. }), "{err}");
+    let size = checkpoint.size;
+    let err = engine
+        .consistency_proof(&officer, 1, size + 1)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::InvalidArgument { .. }),
+        "{err}"
+    );
+    engine.consistency_proof(&officer, 1, size).await.unwrap();
+    engine.shutdown().await.unwrap();
+}
