@@ -176,6 +176,11 @@ impl SignedCheckpoint {
         &self.checkpoint
     }
 
+    /// The extension lines after the root (signed with it), unverified.
+    pub fn extensions(&self) -> impl Iterator<Item = &str> {
+        self.body.lines().skip(3)
+    }
+
     /// The note's text.
     pub fn note(&self) -> String {
         let mut note = self.body.clone();
@@ -279,7 +284,25 @@ impl CheckpointSigner {
 
     /// Signs `checkpoint`.
     pub fn sign(&self, checkpoint: &Checkpoint) -> SignedCheckpoint {
-        let body = checkpoint.body();
+        self.sign_with_extensions(checkpoint, &[])
+    }
+
+    /// Signs `checkpoint` with extension lines after its root (C2SP
+    /// allows them; the signature covers them). A line holding a line
+    /// break, or an empty one, would change the note's shape: they are
+    /// left out.
+    pub fn sign_with_extensions(
+        &self,
+        checkpoint: &Checkpoint,
+        extensions: &[String],
+    ) -> SignedCheckpoint {
+        let mut body = checkpoint.body();
+        for line in extensions {
+            if !line.is_empty() && !line.contains('\n') {
+                body.push_str(line);
+                body.push('\n');
+            }
+        }
         let sig = self.key.sign(body.as_bytes()).to_bytes();
         SignedCheckpoint {
             checkpoint: checkpoint.clone(),

@@ -36,7 +36,8 @@ pub use bytes::Bytes;
 pub use error::{IdError, IndexStoreError, LogError};
 pub use file::fs::{LogFs, OsFs, SegmentFile};
 pub use file::{
-    CheckpointConfig, IntegrityOptions, IntegrityProblem, IntegrityReport, LogStore, LogStoreConfig,
+    BackupReport, CheckpointConfig, IntegrityOptions, IntegrityProblem, IntegrityReport, LogStore,
+    LogStoreConfig, RestoreReport,
 };
 pub use memory::MemoryStore;
 pub use report::{DerivedRebuild, RecoveryReport};

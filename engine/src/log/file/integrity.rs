@@ -121,7 +121,9 @@ impl fmt::Display for IntegrityReport {
         if let Some(h) = self.held {
             write!(f, "; the held checkpoint of {h} events matches")?;
         }
-        if self.crc_only() > 0 {
+        if !self.problems.is_empty() {
+            write!(f, "; stopped at the first problem")?;
+        } else if self.crc_only() > 0 {
             write!(
                 f,
                 "; the last {} events are after the last checkpoint: protected by checksums only",

@@ -9,6 +9,7 @@
 //! sled's `flush` is not an fsync, so sled is never the only copy of anything:
 //! on open, the log is re-indexed from the marker to its end (`recovery`).
 
+mod backup;
 pub mod fs;
 mod index;
 mod integrity;
@@ -18,6 +19,7 @@ mod segment;
 mod tree;
 mod writer;
 
+pub use backup::{BackupReport, RestoreReport};
 pub use integrity::{IntegrityOptions, IntegrityProblem, IntegrityReport};
 pub use tree::CheckpointConfig;
 
@@ -424,6 +426,54 @@ impl LogStore {
         mut progress: impl FnMut(u64, u64),
     ) -> Result<IntegrityReport, LogError> {
         integrity::verify_integrity(dir.as_ref(), options, &mut progress)
+    }
+
+    /// Backs up the log of data directory `data` into the folder `to`, up
+    /// to its latest signed checkpoint (the recovery point), while a store
+    /// may be serving it: see [`BackupReport`] and `docs/operations.md`.
+    /// A second backup into the same folder copies only what is new. This
+    /// is `casebook backup`. It blocks: call it from a blocking thread.
+    ///
+    /// Errors: no signed checkpoint yet ([`LogError::Integrity`]); a key
+    /// file or checkpoint that does not verify ([`LogError::Checkpoint`]);
+    /// I/O errors.
+    pub fn backup_dir(
+        data: impl AsRef<Path>,
+        to: impl AsRef<Path>,
+    ) -> Result<BackupReport, LogError> {
+        backup::backup(data.as_ref(), to.as_ref())
+    }
+
+    /// [`LogStore::backup_dir`] of this store's own data directory, on a
+    /// blocking thread (for a store opened with [`LogStore::open`] or
+    /// [`LogStore::open_with`]).
+    ///
+    /// Errors: as [`LogStore::backup_dir`].
+    pub async fn backup(&self, to: impl AsRef<Path>) -> Result<BackupReport, LogError> {
+        let data = self.inner.tree.paths.base.clone();
+        let to = to.as_ref().to_path_buf();
+        tokio::task::spawn_blocking(move || backup::backup(&data, &to))
+            .await
+            .map_err(join_error)?
+    }
+
+    /// Restores the backup in folder `from` into the new data directory
+    /// `data` (absent or empty): checks the manifest's signature (with
+    /// `key`, else the backup's own key) and every file's length and hash,
+    /// copies, recomputes the tree (it must hold the manifest's events and
+    /// root), and only then moves the result into place. Views and indexes
+    /// are rebuilt when the directory is first opened. This is `casebook
+    /// restore`. It blocks.
+    ///
+    /// Errors: a target that is not empty, a file missing, truncated or
+    /// altered, a manifest of another key or malformed: nothing is written
+    /// to `data`. I/O errors.
+    pub fn restore_dir(
+        from: impl AsRef<Path>,
+        data: impl AsRef<Path>,
+        key: Option<&CheckpointVerifier>,
+    ) -> Result<RestoreReport, LogError> {
+        backup::restore(from.as_ref(), data.as_ref(), key)
     }
 
     /// What opening this store found and did: bytes and records cut from

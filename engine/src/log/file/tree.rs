@@ -70,6 +70,8 @@ impl Default for CheckpointConfig {
 /// `base` live.
 #[derive(Debug, Clone)]
 pub(crate) struct TreePaths {
+    /// The data directory.
+    pub base: PathBuf,
     pub nodes: PathBuf,
     pub key: PathBuf,
     pub history: PathBuf,
@@ -80,6 +82,7 @@ impl TreePaths {
     pub fn new(base: &Path) -> Self {
         let checkpoints = base.join("checkpoints");
         TreePaths {
+            base: base.to_path_buf(),
             nodes: base.join("tree").join("nodes"),
             key: checkpoints.join("signing.key"),
             history: checkpoints.join("history"),
@@ -184,6 +187,20 @@ pub(crate) struct History {
     pub unparsable: Vec<(u64, String)>,
 }
 
+/// A history entry for the note `text` of a log that ended at `(segment,
+/// offset)`.
+pub(crate) fn encode_entry(text: &str, segment: u64, offset: u64) -> Vec<u8> {
+    let mut rest = Vec::with_capacity(16 + text.len());
+    rest.extend_from_slice(&segment.to_le_bytes());
+    rest.extend_from_slice(&offset.to_le_bytes());
+    rest.extend_from_slice(text.as_bytes());
+    let mut entry = Vec::with_capacity(8 + rest.len());
+    entry.extend_from_slice(&(rest.len() as u32).to_le_bytes());
+    entry.extend_from_slice(&crc32c::crc32c(&rest).to_le_bytes());
+    entry.extend_from_slice(&rest);
+    entry
+}
+
 /// Reads the checkpoint history (an absent file is an empty history).
 pub(crate) fn read_history(path: &Path) -> Result<History, LogError> {
     let bytes = match std::fs::read(path) {
@@ -264,7 +281,7 @@ pub(crate) fn parse_key_file(
 
 /// Writes `path` through a temporary file, synced, renamed over it, and
 /// the directory synced.
-fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), LogError> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), LogError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| io("creating", dir, e))?;
     let tmp = path.with_extension("tmp");
@@ -495,14 +512,7 @@ impl Tree {
             root: self.frontier.root(),
         });
         let text = note.note();
-        let mut rest = Vec::with_capacity(16 + text.len());
-        rest.extend_from_slice(&segment.to_le_bytes());
-        rest.extend_from_slice(&offset.to_le_bytes());
-        rest.extend_from_slice(text.as_bytes());
-        let mut entry = Vec::with_capacity(8 + rest.len());
-        entry.extend_from_slice(&(rest.len() as u32).to_le_bytes());
-        entry.extend_from_slice(&crc32c::crc32c(&rest).to_le_bytes());
-        entry.extend_from_slice(&rest);
+        let entry = encode_entry(&text, segment, offset);
         let path = &self.shared.paths.history;
         self.history
             .write_all(&entry)
