@@ -487,13 +487,17 @@ impl Tree {
 
     /// Signs a checkpoint of the whole tree if one is due (or `force`d);
     /// the log must be synced through its end, which lies at `(segment,
-    /// offset)`.
-    pub fn checkpoint_if_due(
-        &mut self,
-        force: bool,
-        segment: u64,
-        offset: u64,
-    ) -> Result<(), LogError> {
+    /// offset)`. A failure (a full disk...) does not fail the store, whose
+    /// appends are durable without it: it is logged, the newest events stay
+    /// CRC-only, and signing is tried again after `every`.
+    pub fn checkpoint_if_due(&mut self, force: bool, segment: u64, offset: u64) {
+        if let Err(e) = self.try_checkpoint(force, segment, offset) {
+            tracing::error!(target: "casebook::log", "signing a checkpoint failed (tried again in {:?}): {e}", self.every);
+            self.signed_at = Instant::now();
+        }
+    }
+
+    fn try_checkpoint(&mut self, force: bool, segment: u64, offset: u64) -> Result<(), LogError> {
         let size = self.frontier.size();
         if size <= self.signed || self.shared.broken.is_some() {
             return Ok(());
@@ -514,10 +518,20 @@ impl Tree {
         let text = note.note();
         let entry = encode_entry(&text, segment, offset);
         let path = &self.shared.paths.history;
-        self.history
+        let before = self
+            .history
+            .metadata()
+            .map_err(|e| io("reading the length of", path, e))?
+            .len();
+        if let Err(e) = self
+            .history
             .write_all(&entry)
             .and_then(|()| self.history.sync_data())
-            .map_err(|e| io("appending to", path, e))?;
+        {
+            // No torn entry may stay before the next one.
+            let _ = self.history.set_len(before);
+            return Err(io("appending to", path, e));
+        }
         write_atomically(&self.shared.paths.latest, text.as_bytes(), 0o644)?;
         *self
             .shared

@@ -225,7 +225,7 @@ impl Writer {
                 Next::Message(m) => m,
                 Next::Due => {
                     self.sync_unsynced(&mut failed);
-                    self.checkpoint(false, &mut failed);
+                    self.checkpoint(false, &failed);
                     continue;
                 }
                 Next::Closed => break,
@@ -275,7 +275,7 @@ impl Writer {
         }
         self.sync_unsynced(&mut failed);
         // A cleanly closed log is signed through its last event.
-        self.checkpoint(true, &mut failed);
+        self.checkpoint(true, &failed);
         let result = self.finish(failed.is_none());
         if let Some(done) = stop {
             let _ = done.send(result);
@@ -299,15 +299,11 @@ impl Writer {
     }
 
     /// Signs a checkpoint if one is due (or `force`d) and everything
-    /// written is synced; a failure fails the store.
-    fn checkpoint(&mut self, force: bool, failed: &mut Option<String>) {
+    /// written is synced (a failure to sign is logged, not fatal).
+    fn checkpoint(&mut self, force: bool, failed: &Option<String>) {
         if failed.is_none() && self.unsynced.is_empty() {
-            if let Err(e) = self
-                .tree
-                .checkpoint_if_due(force, self.segment, self.offset)
-            {
-                *failed = Some(e.to_string());
-            }
+            self.tree
+                .checkpoint_if_due(force, self.segment, self.offset);
         }
     }
 
@@ -633,7 +629,7 @@ impl Writer {
         self.shared.set_head(head);
         self.head_tx.send_replace(Some(head));
         self.tree
-            .checkpoint_if_due(false, self.segment, self.offset)?;
+            .checkpoint_if_due(false, self.segment, self.offset);
         Ok(took)
     }
 }
