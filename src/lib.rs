@@ -171,6 +171,11 @@ pub struct CaseSemanticsDoctests;
 #[cfg(doctest)]
 pub struct MarkingsDoctests;
 
+/// `docs/tamper-evidence.md`'s code examples, compiled as doctests.
+#[doc = include_str!("../docs/tamper-evidence.md")]
+#[cfg(doctest)]
+pub struct TamperEvidenceDoctests;
+
 /// `docs/definition-format.md`'s code examples, compiled as doctests.
 #[doc = include_str!("../docs/definition-format.md")]
 #[cfg(doctest)]

@@ -55,6 +55,23 @@ pub enum EngineError {
         /// The case id asked for.
         case_id: String,
     },
+    /// No event with this id in the caller's tenant (or one they may not
+    /// see: the two read alike).
+    #[error("event {event} does not exist in tenant {tenant}")]
+    UnknownEvent {
+        /// The caller's tenant.
+        tenant: TenantId,
+        /// The event id asked for.
+        event: crate::log::EventId,
+    },
+    /// The log has not signed a checkpoint covering what was asked yet (the
+    /// newest events are signed within `CheckpointConfig::every`), or the
+    /// engine keeps no signed log (in memory).
+    #[error("no signed checkpoint covers it yet: {reason}")]
+    NotYetSigned {
+        /// What is missing.
+        reason: String,
+    },
     /// A case with this id already exists.
     #[error("case {case_id} already exists; choose another id or leave it to the engine")]
     CaseExists {
@@ -191,9 +208,10 @@ impl EngineError {
             | EngineError::DefinitionVersionNotIncreasing { .. } => ErrorKind::Conflict {
                 actual_version: None,
             },
-            EngineError::UnknownDefinition { .. } | EngineError::UnknownCase { .. } => {
-                ErrorKind::NotFound
-            }
+            EngineError::UnknownDefinition { .. }
+            | EngineError::UnknownCase { .. }
+            | EngineError::UnknownEvent { .. } => ErrorKind::NotFound,
+            EngineError::NotYetSigned { .. } => ErrorKind::Unavailable,
             EngineError::CaseExists { .. } => ErrorKind::AlreadyExists,
             EngineError::Access(e) => e.kind(),
             EngineError::PositionKey(e) => crate::error::io_kind(e),

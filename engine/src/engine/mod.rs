@@ -29,10 +29,13 @@
 mod audited;
 mod error;
 mod idempotency;
+mod integrity;
 mod queries;
 mod snapshots;
 mod tenant_log;
 mod tenants;
+
+pub use integrity::EventProof;
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -158,6 +158,20 @@ pub enum LogError {
     /// The store was closed.
     #[error("the store is closed")]
     Closed,
+    /// The log disagrees with its own signed checkpoints (or they with their
+    /// key): events were altered, removed or inserted after they were
+    /// signed, or the log was cut back. Run `casebook verify` to locate it.
+    #[error(
+        "the log fails its integrity check: {reason} (run `casebook verify` to locate the damage)"
+    )]
+    Integrity { reason: String },
+    /// A proof was asked for that the tree cannot give (a size beyond it, a
+    /// position outside the size).
+    #[error("{0}")]
+    Proof(#[from] crate::log::merkle::ProofError),
+    /// A checkpoint or key given to the log is malformed or does not verify.
+    #[error("{0}")]
+    Checkpoint(#[from] crate::log::checkpoint::CheckpointError),
 }
 
 impl LogError {
@@ -193,7 +207,11 @@ impl LogError {
             }
             LogError::Io { source, .. } => io_kind(source),
             LogError::Index { source, .. } => sled_kind(&source.0),
-            LogError::Corrupted { .. } | LogError::UnsupportedFormat { .. } => ErrorKind::Internal,
+            LogError::Proof(_) => ErrorKind::invalid("size"),
+            LogError::Checkpoint(e) => e.kind(),
+            LogError::Corrupted { .. }
+            | LogError::UnsupportedFormat { .. }
+            | LogError::Integrity { .. } => ErrorKind::Internal,
         }
     }
 

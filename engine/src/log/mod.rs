@@ -14,10 +14,12 @@
 
 mod append;
 pub mod batch;
+pub mod checkpoint;
 pub mod codec;
 mod error;
 mod file;
 mod memory;
+pub mod merkle;
 mod report;
 mod subscription;
 pub mod types;
@@ -33,7 +35,10 @@ pub use batch::{EventBatch, EventRef};
 pub use bytes::Bytes;
 pub use error::{IdError, IndexStoreError, LogError};
 pub use file::fs::{LogFs, OsFs, SegmentFile};
-pub use file::{LogStore, LogStoreConfig};
+pub use file::{
+    BackupReport, CheckpointConfig, IntegrityOptions, IntegrityProblem, IntegrityReport, LogStore,
+    LogStoreConfig, RestoreReport,
+};
 pub use memory::MemoryStore;
 pub use report::{DerivedRebuild, RecoveryReport};
 pub use subscription::Subscription;

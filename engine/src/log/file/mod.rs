@@ -9,12 +9,19 @@
 //! sled's `flush` is not an fsync, so sled is never the only copy of anything:
 //! on open, the log is re-indexed from the marker to its end (`recovery`).
 
+mod backup;
 pub mod fs;
 mod index;
+mod integrity;
 mod prealloc;
 mod recovery;
 mod segment;
+mod tree;
 mod writer;
+
+pub use backup::{BackupReport, RestoreReport};
+pub use integrity::{IntegrityOptions, IntegrityProblem, IntegrityReport};
+pub use tree::CheckpointConfig;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -31,7 +38,9 @@ use self::segment::{RecordReader, Segments};
 use self::writer::{AppendRequest, Durability, Message};
 use super::append::Limits;
 use super::batch::{BatchBuilder, EventBatch};
+use super::checkpoint::{CheckpointVerifier, SignedCheckpoint};
 use super::error::LogError;
+use super::merkle::{self, ConsistencyProof, Hash, InclusionProof, NodeSource, ProofError};
 use super::report::RecoveryReport;
 use super::types::{
     AppendResult, Direction, EventData, EventId, ExpectedVersion, GlobalPosition, RecordedEvent,
@@ -86,6 +95,9 @@ pub struct LogStoreConfig {
     /// check off (a write that still fails then stops appends until the
     /// writer has repaired the tail: see [`LogStore::recover`]).
     pub min_free_bytes: u64,
+    /// When the log signs a checkpoint of its Merkle tree, and with what
+    /// key (see [`CheckpointConfig`]).
+    pub checkpoints: CheckpointConfig,
 }
 
 impl Default for LogStoreConfig {
@@ -101,6 +113,7 @@ impl Default for LogStoreConfig {
             clock: crate::time::system_clock(),
             written_sync_after: writer::WRITTEN_SYNC,
             min_free_bytes: 64 * 1024 * 1024,
+            checkpoints: CheckpointConfig::default(),
         }
     }
 }
@@ -173,6 +186,8 @@ struct Inner {
     identity: std::sync::OnceLock<EventId>,
     /// What opening cut, removed and rebuilt.
     report: RecoveryReport,
+    /// The Merkle tree's nodes and the latest checkpoint.
+    tree: Arc<tree::TreeShared>,
 }
 
 impl Drop for Inner {
@@ -229,23 +244,29 @@ impl LogStore {
         }
         let fs = OsFs::new(dir.join("log"))
             .map_err(|e| LogError::io(format!("creating {}", dir.join("log").display()), e))?;
-        Self::open_parts(Arc::new(fs), &dir.join("index"), config, Some(lock))
+        Self::open_parts(Arc::new(fs), &dir.join("index"), dir, config, Some(lock))
     }
 
     /// Opens a store whose segment files live behind `fs` and whose index lives
     /// in `index_dir`. This is the seam tests use to simulate power cuts; the
-    /// caller is responsible for not opening the same files twice.
+    /// caller is responsible for not opening the same files twice. The
+    /// Merkle tree and the checkpoints live in `index_dir/integrity/`
+    /// (so they go with the index if it is ever set aside: a test seam, not
+    /// a layout for evidence).
     pub fn open_with_fs(
         fs: Arc<dyn LogFs>,
         index_dir: impl AsRef<Path>,
         config: LogStoreConfig,
     ) -> Result<Self, LogError> {
-        Self::open_parts(fs, index_dir.as_ref(), config, None)
+        let index_dir = index_dir.as_ref();
+        let base = index_dir.join("integrity");
+        Self::open_parts(fs, index_dir, &base, config, None)
     }
 
     fn open_parts(
         fs: Arc<dyn LogFs>,
         index_dir: &Path,
+        base: &Path,
         config: LogStoreConfig,
         lock: Option<File>,
     ) -> Result<Self, LogError> {
@@ -262,6 +283,14 @@ impl LogStore {
             Some(index_dir.to_path_buf()),
         )?);
         let recovered = recovery::recover(&segments, &index, &mut report)?;
+        let tree = tree::Tree::open(
+            base,
+            &segments,
+            recovered.next_position,
+            &config.checkpoints,
+            &mut report,
+        )?;
+        let tree_shared = Arc::clone(&tree.shared);
         if report.is_clean() {
             tracing::debug!(target: "casebook::recovery", "log opened: {report}");
         } else {
@@ -299,6 +328,7 @@ impl LogStore {
             unsynced: Default::default(),
             written_sync_after: config.written_sync_after,
             space: writer::Space::new(config.min_free_bytes),
+            tree,
         };
         let (tx, rx) = mpsc::channel();
         let handle = std::thread::Builder::new()
@@ -317,6 +347,7 @@ impl LogStore {
                 lock: Mutex::new(lock),
                 identity: std::sync::OnceLock::new(),
                 report,
+                tree: tree_shared,
             }),
         })
     }
@@ -402,12 +433,204 @@ impl LogStore {
             .map_err(|e| LogError::io("verifying the log", std::io::Error::other(e.to_string())))?
     }
 
+    /// Checks the log in data directory `dir` against its Merkle tree and
+    /// signed checkpoints (and a held one, if given) without opening it:
+    /// it only reads, takes no lock, and may run beside a serving store.
+    /// This is `casebook verify`. `progress(bytes_done, bytes_total)` is
+    /// called from the calling thread as it goes. It blocks: call it from a
+    /// blocking thread, not an async worker.
+    ///
+    /// Problems found (a damaged or altered record, a missing or swapped
+    /// segment, a checkpoint the log does not match or is shorter than) are
+    /// in the report, the first one located by segment, offset, position
+    /// and event id; the report also says how many of the newest events are
+    /// protected by checksums only.
+    ///
+    /// Errors (the check could not be made): no log in `dir`, no key file,
+    /// a held checkpoint that does not parse, verify, or is of another log
+    /// ([`LogError::Checkpoint`]); I/O errors.
+    pub fn verify_integrity(
+        dir: impl AsRef<Path>,
+        options: &IntegrityOptions,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<IntegrityReport, LogError> {
+        integrity::verify_integrity(dir.as_ref(), options, &mut progress)
+    }
+
+    /// Backs up the log of data directory `data` into the folder `to`, up
+    /// to its latest signed checkpoint (the recovery point), while a store
+    /// may be serving it: see [`BackupReport`] and `docs/operations.md`.
+    /// A second backup into the same folder copies only what is new. This
+    /// is `casebook backup`. It blocks: call it from a blocking thread.
+    ///
+    /// Errors: no signed checkpoint yet ([`LogError::Integrity`]); a key
+    /// file or checkpoint that does not verify ([`LogError::Checkpoint`]);
+    /// I/O errors.
+    pub fn backup_dir(
+        data: impl AsRef<Path>,
+        to: impl AsRef<Path>,
+    ) -> Result<BackupReport, LogError> {
+        backup::backup(data.as_ref(), to.as_ref())
+    }
+
+    /// [`LogStore::backup_dir`] of this store's own data directory, on a
+    /// blocking thread (for a store opened with [`LogStore::open`] or
+    /// [`LogStore::open_with`]).
+    ///
+    /// Errors: as [`LogStore::backup_dir`].
+    pub async fn backup(&self, to: impl AsRef<Path>) -> Result<BackupReport, LogError> {
+        let data = self.inner.tree.paths.base.clone();
+        let to = to.as_ref().to_path_buf();
+        tokio::task::spawn_blocking(move || backup::backup(&data, &to))
+            .await
+            .map_err(join_error)?
+    }
+
+    /// Restores the backup in folder `from` into the new data directory
+    /// `data` (absent or empty): checks the manifest's signature (with
+    /// `key`, else the backup's own key) and every file's length and hash,
+    /// copies, recomputes the tree (it must hold the manifest's events and
+    /// root), and only then moves the result into place. Views and indexes
+    /// are rebuilt when the directory is first opened. This is `casebook
+    /// restore`. It blocks.
+    ///
+    /// Errors: a target that is not empty, a file missing, truncated or
+    /// altered, a manifest of another key or malformed: nothing is written
+    /// to `data`. I/O errors.
+    pub fn restore_dir(
+        from: impl AsRef<Path>,
+        data: impl AsRef<Path>,
+        key: Option<&CheckpointVerifier>,
+    ) -> Result<RestoreReport, LogError> {
+        backup::restore(from.as_ref(), data.as_ref(), key)
+    }
+
     /// What opening this store found and did: bytes and records cut from
     /// the tail, segments removed, the index rebuilt (when it covered more
     /// than the log holds), events re-indexed. Opening also logs it (a
     /// warning when anything was cut, removed or rebuilt).
     pub fn recovery_report(&self) -> &RecoveryReport {
         &self.inner.report
+    }
+
+    /// The latest signed checkpoint of the log's Merkle tree (`None` until
+    /// the first is made: after `CheckpointConfig::every` or `every_events`,
+    /// or on close). The events after its size are protected by their
+    /// checksums only.
+    pub fn latest_checkpoint(&self) -> Option<SignedCheckpoint> {
+        self.inner.tree.latest()
+    }
+
+    /// What checks this log's checkpoint signatures (its text form is the
+    /// signed-note verifier key a force can keep).
+    pub fn checkpoint_verifier(&self) -> CheckpointVerifier {
+        self.inner.tree.verifier.clone()
+    }
+
+    /// Every checkpoint the log has signed, oldest first.
+    ///
+    /// Errors: I/O errors reading `<data>/checkpoints/history`.
+    pub async fn checkpoints(&self) -> Result<Vec<SignedCheckpoint>, LogError> {
+        let path = self.inner.tree.paths.history.clone();
+        tokio::task::spawn_blocking(move || tree::read_history(&path))
+            .await
+            .map_err(join_error)?
+            .map(|h| h.entries.into_iter().map(|e| e.note).collect())
+    }
+
+    /// How many events the tree can prove things about now: the
+    /// acknowledged ones whose nodes are written. Errors:
+    /// [`LogError::Integrity`] if no tree could be built at open.
+    fn provable(&self) -> Result<u64, LogError> {
+        if let Some(reason) = &self.inner.tree.broken {
+            return Err(LogError::Integrity {
+                reason: reason.clone(),
+            });
+        }
+        let head = self.inner.shared.head().map_or(0, |h| h.0 + 1);
+        Ok(head.min(self.inner.tree.size.load(Ordering::Acquire)))
+    }
+
+    /// The root of the tree of the first `size` events.
+    ///
+    /// Errors: [`LogError::Proof`] if `size` is beyond the provable tree;
+    /// [`LogError::Integrity`] if no tree could be built over the log at
+    /// open (damage); I/O errors.
+    pub async fn tree_root(&self, size: u64) -> Result<Hash, LogError> {
+        let provable = self.provable()?;
+        if size > provable {
+            return Err(ProofError::BadSizes {
+                from: size,
+                to: size,
+                tree: provable,
+            }
+            .into());
+        }
+        let tree = Arc::clone(&self.inner.tree);
+        tokio::task::spawn_blocking(move || merkle::root(&*tree.nodes, size))
+            .await
+            .map_err(join_error)?
+    }
+
+    /// The proof that the event at `position` is in the tree of `size`
+    /// events (a checkpoint's size), with its leaf hash.
+    ///
+    /// Errors: [`LogError::Proof`] if `position` is not below `size` or
+    /// `size` is beyond the provable tree; I/O errors.
+    pub async fn inclusion_proof(
+        &self,
+        position: GlobalPosition,
+        size: u64,
+    ) -> Result<InclusionProof, LogError> {
+        let provable = self.provable()?;
+        if size > provable {
+            return Err(ProofError::BadSizes {
+                from: size,
+                to: size,
+                tree: provable,
+            }
+            .into());
+        }
+        let tree = Arc::clone(&self.inner.tree);
+        tokio::task::spawn_blocking(move || {
+            let hashes = merkle::inclusion_proof(&*tree.nodes, position.0, size)?;
+            let leaf = tree.nodes.node(0, position.0)?;
+            Ok(InclusionProof {
+                index: position.0,
+                size,
+                leaf,
+                hashes,
+            })
+        })
+        .await
+        .map_err(join_error)?
+    }
+
+    /// The proof that the tree of `to` events extends the tree of `from`.
+    ///
+    /// Errors: [`LogError::Proof`] unless `0 < from <= to <=` the provable
+    /// tree; I/O errors.
+    pub async fn consistency_proof(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> Result<ConsistencyProof, LogError> {
+        let provable = self.provable()?;
+        if from == 0 || from > to || to > provable {
+            return Err(ProofError::BadSizes {
+                from,
+                to,
+                tree: provable,
+            }
+            .into());
+        }
+        let tree = Arc::clone(&self.inner.tree);
+        tokio::task::spawn_blocking(move || {
+            let hashes = merkle::consistency_proof(&*tree.nodes, from, to)?;
+            Ok(ConsistencyProof { from, to, hashes })
+        })
+        .await
+        .map_err(join_error)?
     }
 
     /// Where the segment files of segment `n` live (for operators and tests).

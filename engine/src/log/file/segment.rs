@@ -34,6 +34,7 @@ use serde::Deserialize;
 use super::fs::{LogFs, SegmentFile};
 use crate::log::batch::{event_head, BatchBuilder, Part, RecordView, Slot, EVENT_HEAD_LEN};
 use crate::log::error::LogError;
+use crate::log::merkle;
 use crate::log::types::{
     EventData, EventId, GlobalPosition, Metadata, RecordedEvent, StreamId, StreamVersion, TenantId,
     Timestamp,
@@ -489,6 +490,97 @@ fn decode_v2(body: &Bytes) -> Result<RecordBody, String> {
     })
 }
 
+/// Pushes the Merkle leaf hash of each event of a checked record body onto
+/// `out` (see `docs/tamper-evidence.md`). A leaf commits to the bytes as
+/// stored: for format 2, `0x02 ‖ event index (u32 LE) ‖ SHA-256(the body up
+/// to its events: format, stream, versions, position, time, group start,
+/// types, metadata, event count) ‖ the event's own bytes (id, type and
+/// metadata indexes, payload length, payload)`; for format 1, `0x01 ‖ event
+/// index ‖ SHA-256(body)`. Every byte of the record's body is under every
+/// one of its leaves, and the frame (length, CRC) follows from the body.
+///
+/// Errors: what is wrong with an undecodable body.
+pub(crate) fn leaf_hashes(body: &[u8], out: &mut Vec<merkle::Hash>) -> Result<(), String> {
+    use sha2::{Digest, Sha256};
+    let leaf = |format: u8, index: usize, head: &[u8; 32], event: &[u8]| -> merkle::Hash {
+        let mut h = Sha256::new();
+        h.update([0u8, format]);
+        h.update((index as u32).to_le_bytes());
+        h.update(head);
+        h.update(event);
+        h.finalize().into()
+    };
+    match body.first() {
+        Some(&RECORD_FORMAT) => {
+            let bytes = Bytes::copy_from_slice(body);
+            let mut c = Cursor {
+                body: &bytes,
+                at: 1,
+            };
+            for what in ["tenant", "category", "stream id"] {
+                let len = c.u8(what)? as usize;
+                c.take(len, what)?;
+            }
+            c.take(32, "positions and times")?;
+            for _ in 0..c.count(2, "type names")? {
+                let len = c.u16("type name length")? as usize;
+                c.take(len, "type name")?;
+            }
+            for _ in 0..c.count(4, "metadata")? {
+                let len = c.u32("metadata length")? as usize;
+                c.take(len, "metadata")?;
+            }
+            let events = c.count(EVENT_HEAD_LEN, "events")?;
+            let head: [u8; 32] = Sha256::digest(&body[..c.at]).into();
+            for i in 0..events {
+                let start = c.at;
+                let (_, _, _, len) = event_head(c.take(EVENT_HEAD_LEN, "event")?)
+                    .ok_or_else(|| "undecodable record: short event header".to_string())?;
+                c.take(len, "payload")?;
+                out.push(leaf(RECORD_FORMAT, i, &head, &body[start..c.at]));
+            }
+            if c.at != body.len() {
+                return Err("undecodable record: bytes follow its last event".into());
+            }
+            Ok(())
+        }
+        Some(&RECORD_FORMAT_V1) => {
+            let record = decode_v1(&body[1..])?;
+            let head: [u8; 32] = Sha256::digest(body).into();
+            for i in 0..record.events.len() {
+                out.push(leaf(RECORD_FORMAT_V1, i, &head, &[]));
+            }
+            Ok(())
+        }
+        Some(&f) => Err(format!("record format {f} is newer than this build reads")),
+        None => Err("empty record".into()),
+    }
+}
+
+/// The first position a checked record body says it holds (`None` if it
+/// does not decode that far).
+pub(crate) fn first_position(body: &[u8]) -> Option<GlobalPosition> {
+    if body.first() != Some(&RECORD_FORMAT) {
+        return describe_body(body).map(|(p, _)| p);
+    }
+    let mut at = 1usize;
+    for _ in 0..3 {
+        at += 1 + usize::from(*body.get(at)?);
+    }
+    let bytes = body.get(at + 8..at + 16)?;
+    Some(GlobalPosition(u64::from_le_bytes(bytes.try_into().ok()?)))
+}
+
+/// The first position and event ids of a record body, if it decodes
+/// (the checksum unchecked): names what a damaged record held.
+pub(crate) fn describe_body(body: &[u8]) -> Option<(GlobalPosition, Vec<EventId>)> {
+    let record = decode_body(&Bytes::copy_from_slice(body)).ok()?;
+    Some((
+        record.first_position,
+        record.events.iter().map(|e| e.id).collect(),
+    ))
+}
+
 /// What a reader wants from a record: its first position and tenant (as the
 /// index says), and `take` events after skipping `skip`.
 #[derive(Debug, Clone)]
@@ -767,6 +859,16 @@ pub(crate) enum Scanned {
     Damaged(String),
 }
 
+/// What [`RecordReader::scan_raw`] found at an offset.
+pub(crate) enum RawScanned {
+    /// A record whose checksum holds: its body, and the offset just past it.
+    Record(Bytes, u64),
+    /// The clean end of the segment (as [`Scanned::End`]).
+    End,
+    /// A damaged or incomplete record, with what is wrong.
+    Damaged(String),
+}
+
 /// A frame as read: its checked body and the offset past it, the clean end
 /// of the segment, or damage.
 enum Framed {
@@ -902,6 +1004,36 @@ impl<'a> RecordReader<'a> {
             Framed::End => Scanned::End,
             Framed::Damaged(reason) => Scanned::Damaged(reason),
         })
+    }
+
+    /// Reads the frame at `offset` without decoding it: its checked body
+    /// and the offset past it, the clean end of the segment, or damage.
+    pub fn scan_raw(&mut self, segment: u64, offset: u64) -> Result<RawScanned, LogError> {
+        Ok(match self.frame(segment, offset)? {
+            Framed::Body(body, next) => RawScanned::Record(body, next),
+            Framed::End => RawScanned::End,
+            Framed::Damaged(reason) => RawScanned::Damaged(reason),
+        })
+    }
+
+    /// The body bytes a frame at `offset` claims, its checksum unchecked
+    /// (`None` if its length is impossible or runs past the file).
+    pub fn body_unchecked(&mut self, segment: u64, offset: u64) -> Result<Option<Bytes>, LogError> {
+        let file = self.segments.get(segment)?;
+        if self.fill(&*file, segment, offset, FRAME_LEN)? < FRAME_LEN {
+            return Ok(None);
+        }
+        let frame = self.slice(offset, FRAME_LEN);
+        let len = u32::from_le_bytes([frame[0], frame[1], frame[2], frame[3]]);
+        if len == 0 || len > MAX_RECORD_LEN {
+            return Ok(None);
+        }
+        let total = FRAME_LEN + len as usize;
+        if self.fill(&*file, segment, offset, total)? < total {
+            return Ok(None);
+        }
+        let at = (offset - self.start) as usize + FRAME_LEN;
+        Ok(Some(self.window.slice(at..at + len as usize)))
     }
 
     /// Pushes the events `wanted` names of the record at a location the

@@ -38,7 +38,8 @@ use super::fs::{LogFs, SegmentFile};
 use super::index::{EventLoc, Index, IndexedRecord, Marker, RecordLoc};
 use super::prealloc::{zero_limit, ZeroAhead};
 use super::recovery::{create_segment, cut_to};
-use super::segment::{encode_record, RecordBodyRef, RecordReader, Segments, HEADER_LEN};
+use super::segment::{encode_record, RecordBodyRef, RecordReader, Segments, FRAME_LEN, HEADER_LEN};
+use super::tree::Tree;
 use super::Shared;
 use crate::log::append::{check_expected, find_duplicate};
 use crate::log::error::LogError;
@@ -121,6 +122,8 @@ pub(crate) struct Writer {
     pub written_sync_after: Duration,
     /// The free space the log's file system must keep.
     pub space: Space,
+    /// The Merkle tree over the log and its checkpoints.
+    pub tree: Tree,
 }
 
 /// The free-space reserve: appends that would leave less than `reserve`
@@ -323,7 +326,12 @@ impl Writer {
         let mut pace = Pace::default();
         let mut stop = None;
         loop {
-            let due = self.unsynced.since.map(|t| t + self.written_sync_after);
+            let due = match self.unsynced.since {
+                Some(t) => Some(t + self.written_sync_after),
+                // Everything written is synced: the next checkpoint's time.
+                None if failed.is_none() => self.tree.due(),
+                None => None,
+            };
             // Callers of synced appends often append again at once; the
             // audit's written appends come a batch of reads later, and
             // polling for them would only take the CPU those reads need.
@@ -336,6 +344,7 @@ impl Writer {
                 Next::Message(m) => m,
                 Next::Due => {
                     self.sync_unsynced(&mut failed);
+                    self.checkpoint(false, &failed);
                     continue;
                 }
                 Next::Closed => break,
@@ -388,6 +397,8 @@ impl Writer {
             }
         }
         self.sync_unsynced(&mut failed);
+        // A cleanly closed log is signed through its last event.
+        self.checkpoint(true, &failed);
         let result = self.finish(failed.is_none());
         if let Some(done) = stop {
             let _ = done.send(result);
@@ -491,6 +502,8 @@ impl Writer {
         self.next_position = self.shared.head().map_or(0, |h| h.0 + 1);
         self.heads.clear();
         self.unsynced = Unsynced::default();
+        // The failed group's leaves were added to the tree: take them out.
+        self.tree.rewind(&self.segments, self.next_position)?;
         if let Some(zero_ahead) = &self.zero_ahead {
             zero_ahead.attach(file, offset, zero_limit(self.segment_size));
         }
@@ -510,6 +523,15 @@ impl Writer {
             // decides what of them the file kept), so that their deadline
             // does not wake the writer again and again.
             self.unsynced = Unsynced::default();
+        }
+    }
+
+    /// Signs a checkpoint if one is due (or `force`d) and everything
+    /// written is synced (a failure to sign is logged, not fatal).
+    fn checkpoint(&mut self, force: bool, failed: &Option<Failure>) {
+        if failed.is_none() && self.unsynced.is_empty() {
+            self.tree
+                .checkpoint_if_due(force, self.segment, self.offset);
         }
     }
 
@@ -614,7 +636,9 @@ impl Writer {
                         events: &request.events,
                     };
                     let before = buf.len();
-                    if let Err(e) = encode_record(&body, buf) {
+                    let encoded = encode_record(&body, buf)
+                        .and_then(|()| self.tree.add_record(&buf[before + FRAME_LEN..]));
+                    if let Err(e) = encoded {
                         buf.truncate(before);
                         outcomes.push(Outcome::Done(request.reply, Err(e)));
                         continue;
@@ -643,7 +667,7 @@ impl Writer {
         let mut fatal = None;
         let mut sync = Duration::ZERO;
         if !accepted.is_empty() {
-            if let Err(e) = self.write(buf) {
+            if let Err(e) = self.write(buf).and_then(|()| self.tree.write_pending()) {
                 fatal = Some(e.to_string());
             }
         }
@@ -834,6 +858,8 @@ impl Writer {
         )?;
         self.shared.set_head(head);
         self.head_tx.send_replace(Some(head));
+        self.tree
+            .checkpoint_if_due(false, self.segment, self.offset);
         Ok(took)
     }
 }
