@@ -293,6 +293,19 @@ async fn assert_kept(store: &LogStore, acked: &Acked) {
     }
 }
 
+/// The Merkle tree followed the log: reopening found its checkpoints
+/// matching and set nothing aside.
+fn assert_tree_kept(store: &LogStore) {
+    let report = store.recovery_report();
+    assert!(
+        report
+            .rebuilt
+            .iter()
+            .all(|r| r.store != "checkpoints" && r.store != "tree"),
+        "{report}"
+    );
+}
+
 async fn close_within(store: LogStore) -> Result<(), LogError> {
     let closed = tokio::time::timeout(WAIT, store.close())
         .await
@@ -347,15 +360,7 @@ async fn a_failed_write_is_never_acknowledged_and_appends_resume_once_space_retu
         let store =
             LogStore::open_with_fs(Arc::new(fs.clone()), index.path(), config(preallocate, 0))
                 .unwrap();
-        assert!(
-            store
-                .recovery_report()
-                .rebuilt
-                .iter()
-                .all(|r| r.store != "checkpoints" && r.store != "tree"),
-            "{}",
-            store.recovery_report()
-        );
+        assert_tree_kept(&store);
         assert_kept(&store, &acked).await;
         let total = stored(&store).await.len();
         assert_eq!(total, acked.lock().unwrap().len(), "nothing unacknowledged");
@@ -478,15 +483,7 @@ async fn a_failed_sync_fails_its_group_and_the_writer_repairs_by_itself() {
             LogStore::open_with_fs(Arc::new(fs.clone()), index.path(), config(preallocate, 0))
                 .unwrap();
         // The tree was rewound with the log: its checkpoints still match.
-        assert!(
-            store
-                .recovery_report()
-                .rebuilt
-                .iter()
-                .all(|r| r.store != "checkpoints" && r.store != "tree"),
-            "{}",
-            store.recovery_report()
-        );
+        assert_tree_kept(&store);
         let after = stored(&store).await;
         assert!(!after.contains_key(&lost.id), "a failed append came back");
         assert_eq!(after.len(), acked.lock().unwrap().len());

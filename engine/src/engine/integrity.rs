@@ -78,13 +78,7 @@ impl Engine {
                 e.tenant() == &principal.tenant && principal.may_see(e.metadata.classification)
             })
             .ok_or_else(unknown)?;
-        let log = self
-            .inner
-            .log
-            .as_ref()
-            .ok_or_else(|| EngineError::NotYetSigned {
-                reason: "this engine keeps no signed log".into(),
-            })?;
+        let log = self.signed_log()?;
         let checkpoint = log
             .latest_checkpoint()
             .ok_or_else(|| EngineError::NotYetSigned {
@@ -118,13 +112,19 @@ impl Engine {
         to: u64,
     ) -> Result<ConsistencyProof, EngineError> {
         self.admit(principal).await?;
-        let log = self
-            .inner
+        let log = self.signed_log()?;
+        Ok(log.consistency_proof(from, to).await?)
+    }
+
+    /// The durable log, whose tree is signed.
+    ///
+    /// Errors: [`EngineError::NotYetSigned`] for an engine without one.
+    fn signed_log(&self) -> Result<&crate::log::LogStore, EngineError> {
+        self.inner
             .log
             .as_ref()
             .ok_or_else(|| EngineError::NotYetSigned {
                 reason: "this engine keeps no signed log".into(),
-            })?;
-        Ok(log.consistency_proof(from, to).await?)
+            })
     }
 }

@@ -551,12 +551,10 @@ impl LogStore {
         Ok(head.min(self.inner.tree.size.load(Ordering::Acquire)))
     }
 
-    /// The root of the tree of the first `size` events.
+    /// Checks that a tree of `size` events can be proven.
     ///
-    /// Errors: [`LogError::Proof`] if `size` is beyond the provable tree;
-    /// [`LogError::Integrity`] if no tree could be built over the log at
-    /// open (damage); I/O errors.
-    pub async fn tree_root(&self, size: u64) -> Result<Hash, LogError> {
+    /// Errors: as [`LogStore::provable`]; [`LogError::Proof`] beyond it.
+    fn check_provable(&self, size: u64) -> Result<(), LogError> {
         let provable = self.provable()?;
         if size > provable {
             return Err(ProofError::BadSizes {
@@ -566,6 +564,16 @@ impl LogStore {
             }
             .into());
         }
+        Ok(())
+    }
+
+    /// The root of the tree of the first `size` events.
+    ///
+    /// Errors: [`LogError::Proof`] if `size` is beyond the provable tree;
+    /// [`LogError::Integrity`] if no tree could be built over the log at
+    /// open (damage); I/O errors.
+    pub async fn tree_root(&self, size: u64) -> Result<Hash, LogError> {
+        self.check_provable(size)?;
         let tree = Arc::clone(&self.inner.tree);
         tokio::task::spawn_blocking(move || merkle::root(&*tree.nodes, size))
             .await
@@ -582,15 +590,7 @@ impl LogStore {
         position: GlobalPosition,
         size: u64,
     ) -> Result<InclusionProof, LogError> {
-        let provable = self.provable()?;
-        if size > provable {
-            return Err(ProofError::BadSizes {
-                from: size,
-                to: size,
-                tree: provable,
-            }
-            .into());
-        }
+        self.check_provable(size)?;
         let tree = Arc::clone(&self.inner.tree);
         tokio::task::spawn_blocking(move || {
             let hashes = merkle::inclusion_proof(&*tree.nodes, position.0, size)?;
