@@ -2619,3 +2619,40 @@ async fn work_queue_names_no_deployed_definition_declares_are_invalid() {
         "{err}"
     );
 }
+
+/// Under load a live runner gathers appends for up to
+/// `projection_commit_interval` before it commits (fewer page rewrites); a
+/// reader waiting for its own write must not wait that out. With an
+/// interval far longer than the reader's timeout, each read-your-writes
+/// query right after a command is answered only because the waiting
+/// reader hurries the runner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_waiting_for_its_write_does_not_wait_out_the_commit_interval() {
+    let engine = Engine::in_memory_with(casebook::engine::EngineConfig {
+        projection_commit_interval: Duration::from_secs(600),
+        ..registered()
+    })
+    .unwrap();
+    engine.start().await.unwrap();
+    setup(&engine, "kent").await;
+    let short = |p| Consistency::AtLeast {
+        position: p,
+        timeout: Duration::from_secs(20),
+    };
+    for i in 0..5 {
+        let id = format!("INC-{i}");
+        let p = open_incident(
+            &engine,
+            "kent",
+            &id,
+            json!({"summary": "Shed break-in", "ward": "north"}),
+        )
+        .await;
+        let view = engine
+            .case_view(&handler("kent"), &id, short(p))
+            .await
+            .unwrap_or_else(|e| panic!("{id}: {e}"));
+        assert_eq!(view.position, p, "{id}");
+    }
+    engine.shutdown().await.unwrap();
+}

@@ -199,7 +199,8 @@ pub struct EngineConfig {
     /// How often, at most, a projection following the live log commits
     /// (an idle one commits at once): under load it gathers what arrives
     /// meanwhile, so each page is rewritten less often. A read-your-writes
-    /// query may wait up to this long more. Default
+    /// query does not wait it out: a reader waiting for a position makes
+    /// the projection commit at once. Default
     /// [`crate::projection::DEFAULT_COMMIT_INTERVAL`] (100 ms).
     pub projection_commit_interval: std::time::Duration,
     /// Where every timestamp the engine makes comes from: command times,

@@ -182,6 +182,9 @@ pub(crate) struct Runner {
     pub progress: watch::Sender<Progress>,
     pub status: Mutex<ProjectionStatus>,
     pub control: mpsc::UnboundedSender<Control>,
+    /// Rung by a reader waiting for a position the runner has not reached:
+    /// a live runner waiting out its commit interval commits at once.
+    pub hurry: tokio::sync::Notify,
 }
 
 struct HostInner {
@@ -401,8 +404,9 @@ impl ProjectionHost {
 
     /// Sets how often, at most, a live runner commits (default
     /// [`DEFAULT_COMMIT_INTERVAL`]): longer writes each page fewer times
-    /// under load, and a query asking for read-your-writes may wait up to
-    /// that long more. Applies to runners started afterwards.
+    /// under load. A query waiting for a position the runner has not
+    /// reached makes it commit at once, so read-your-writes does not wait
+    /// the interval out. Applies to runners started afterwards.
     pub fn set_commit_interval(&self, interval: std::time::Duration) {
         let us = u64::try_from(interval.as_micros()).unwrap_or(u64::MAX);
         self.inner
@@ -670,6 +674,7 @@ impl ProjectionHost {
                 rebuild,
             }),
             control,
+            hurry: tokio::sync::Notify::new(),
         });
         let ctx = RunnerCtx {
             runner: Arc::clone(&runner),
@@ -747,6 +752,10 @@ impl ProjectionHost {
         let runner = self.runner(name, tenant)?;
         let mut rx = runner.progress.subscribe();
         let reached = |p: &Progress| p.reached.is_some_and(|r| r >= position);
+        if !reached(&rx.borrow()) {
+            // Someone waits: the runner need not gather more for its commit.
+            runner.hurry.notify_one();
+        }
         let waited = tokio::time::timeout(
             timeout,
             rx.wait_for(|p| reached(p) || p.fault.is_some() || p.stopped),

@@ -517,7 +517,16 @@ pub(crate) async fn run(ctx: RunnerCtx) {
                 if let Some(wait) = last_live_commit
                     .and_then(|t: Instant| task.ctx.commit_interval.checked_sub(t.elapsed()))
                 {
-                    tokio::time::sleep(wait).await;
+                    // A reader waiting for a position cuts the wait short:
+                    // gathering saves page rewrites, never a reader's time.
+                    // So does a shutdown.
+                    let hurry = Arc::clone(&task.ctx.runner);
+                    let mut shutdown = task.ctx.shutdown.clone();
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = hurry.hurry.notified() => {}
+                        _ = shutdown.changed() => {}
+                    }
                 }
             }
             let live = lane.caught_up;
