@@ -527,3 +527,204 @@ async fn a_full_disk_refuses_commands_cleanly_and_the_engine_goes_on_once_space_
     }
     engine.shutdown().await.unwrap();
 }
+
+/// Overwrites every page of the tenant's `cases` projection with bytes
+/// that are no page: sled opens the database and reads them back, and
+/// only a query that decodes them finds the damage.
+fn damage_case_pages(dir: &std::path::Path) {
+    let db = sled::Config::new()
+        .path(dir.join("projections"))
+        .segment_size(4 << 20)
+        .open()
+        .unwrap();
+    let mut damaged = 0;
+    for name in db.tree_names() {
+        if !name.starts_with(b"cases/kent/") {
+            continue;
+        }
+        let tree = db.open_tree(&name).unwrap();
+        for key in tree.iter().keys() {
+            let key = key.unwrap();
+            if key.first() == Some(&0x01) {
+                tree.insert(key, &[0xEE, 0xEE, 0xEE][..]).unwrap();
+                damaged += 1;
+            }
+        }
+    }
+    assert!(damaged > 0, "no page of the cases projection found");
+    db.flush().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damage_found_by_a_read_sets_the_views_aside_and_rebuilds_them() {
+    let dir = tempfile::tempdir().unwrap();
+    two_sessions(dir.path()).await;
+    damage_case_pages(dir.path());
+
+    let engine = Engine::open_with(dir.path(), snapshotting()).unwrap();
+    let ops = Principal::platform_administrator("ops");
+    assert!(engine.recovery_report(&ops).unwrap().is_clean());
+    engine.start().await.unwrap();
+    // The first read finds the damage: a retryable answer, not a crash, not
+    // "unknown case", not a panic inside sled.
+    let first = engine
+        .case_view(&handler(), "I-1", Consistency::Eventual)
+        .await
+        .expect_err("a damaged page read as a view");
+    assert_eq!(first.kind(), casebook::ErrorKind::Unavailable, "{first}");
+    assert!(first.to_string().contains("rebuilt"), "{first}");
+    // Reads then wait or answer "rebuilding" until the views are rebuilt
+    // from the log, and never answer that a case does not exist.
+    let deadline = std::time::Instant::now() + WAIT;
+    let view = loop {
+        match engine
+            .case_view(&handler(), "I-1", Consistency::Eventual)
+            .await
+        {
+            Ok(view) => break view,
+            Err(e) => {
+                assert_eq!(e.kind(), casebook::ErrorKind::Unavailable, "{e}");
+                assert!(std::time::Instant::now() < deadline, "still: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(view.view.case_file.get("notes"), Some(&json!("later 4")));
+    // The damaged database is kept for diagnosis, and the replacement is
+    // reported.
+    let replaced = engine.derived_rebuilds(&ops).unwrap();
+    assert_eq!(replaced.len(), 1, "{replaced:?}");
+    assert_eq!(replaced[0].store, "projections");
+    assert!(replaced[0].reason.contains("damaged"), "{replaced:?}");
+    let kept = replaced[0].set_aside.clone().expect("set aside");
+    assert!(kept.join("WHY").exists(), "{}", kept.display());
+    assert!(engine.derived_rebuilds(&handler()).is_err());
+    // Every view is whole again, and new work is applied.
+    let at = open_at(&engine, "I-4", "burglary delta").await;
+    assert_eq!(
+        found(&engine, "burglary", at).await,
+        ["I-1", "I-2", "I-3", "I-4"]
+    );
+    engine.shutdown().await.unwrap();
+    drop(engine);
+
+    // The rebuilt database is the one the next opening uses.
+    let engine = Engine::open_with(dir.path(), snapshotting()).unwrap();
+    assert!(engine.recovery_report(&ops).unwrap().is_clean());
+    engine.start().await.unwrap();
+    let view = engine
+        .case_view(
+            &handler(),
+            "I-4",
+            Consistency::AtLeast {
+                position: at,
+                timeout: WAIT,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        view.view.case_file.get("summary"),
+        Some(&json!("burglary delta"))
+    );
+    engine.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_reserve_a_full_disk_that_broke_the_views_is_mended_by_a_retry() {
+    let Some(disk) = Tmpfs::mount("24m") else {
+        eprintln!("skipped: this process cannot mount a tmpfs (run as root to include it)");
+        return;
+    };
+    let dir = disk.path().join("data");
+    let config = || EngineConfig {
+        min_free_bytes: 0,
+        ..registered()
+    };
+    let engine = Engine::open_with(&dir, config()).unwrap();
+    engine.start().await.unwrap();
+    engine
+        .deploy(&admin(), INCIDENT, Format::Toml)
+        .await
+        .unwrap();
+    // With no reserve, the disk fills under the log and the views alike.
+    let long = "burglary ".repeat(2_000);
+    let mut opened = 0;
+    loop {
+        if open_incident(&engine, &format!("I-{opened}"), json!(long))
+            .await
+            .is_err()
+        {
+            break;
+        }
+        opened += 1;
+        assert!(opened < 100_000, "the disk never filled");
+    }
+    // Let the views run into the full disk too.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let faulted = |statuses: &[casebook::engine::TenantProjectionStatus]| {
+        statuses
+            .iter()
+            .filter(|s| matches!(s.state, casebook::engine::TenantRunState::Faulted { .. }))
+            .map(|s| s.projection.clone())
+            .collect::<Vec<_>>()
+    };
+    let broken = faulted(&engine.projection_status(&admin()).await.unwrap());
+    assert!(!broken.is_empty(), "no view ran into the full disk");
+
+    // Space returns. The log takes commands again by itself; the views
+    // resume once an administrator retries them, even where sled, having
+    // failed a write, would take none until reopened.
+    disk.resize("200m");
+    let deadline = std::time::Instant::now() + WAIT;
+    let at = loop {
+        let mut req = OpenCase::new(
+            "incident",
+            CaseFile::new()
+                .with("summary", "burglary after")
+                .with("ward", "north"),
+        );
+        req.case_id = Some("I-after".parse().unwrap());
+        req.context = ctx();
+        match engine.open_case(&handler(), req).await {
+            Ok(done) => break done.position.unwrap(),
+            Err(e) => {
+                assert!(e.kind().is_retryable(), "{e}");
+                assert!(std::time::Instant::now() < deadline, "{e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    for name in faulted(&engine.projection_status(&admin()).await.unwrap()) {
+        engine.retry_projection(&admin(), &name).await.unwrap();
+    }
+    assert!(found(&engine, "after", at)
+        .await
+        .contains(&"I-after".to_string()));
+    let replaced = engine
+        .derived_rebuilds(&Principal::platform_administrator("ops"))
+        .unwrap();
+    assert!(
+        replaced
+            .iter()
+            .any(|r| r.store == "projections" && r.reason.contains("writes")),
+        "{replaced:?}"
+    );
+    // Every case acknowledged before the disk filled is in the views.
+    let last = format!("I-{}", opened - 1);
+    engine
+        .case_view(&handler(), &last, Consistency::Eventual)
+        .await
+        .unwrap_or_else(|e| panic!("{last}: {e}"));
+    assert_eq!(
+        engine
+            .projection_status(&admin())
+            .await
+            .unwrap()
+            .iter()
+            .filter(|s| matches!(s.state, casebook::engine::TenantRunState::Faulted { .. }))
+            .count(),
+        0
+    );
+    engine.shutdown().await.unwrap();
+}

@@ -19,6 +19,10 @@ use crate::streams::{is_engine_category, CASE};
 /// An error with a kind, that an audit failure converts into.
 pub(crate) trait ReadError: From<AuditError> {
     fn read_kind(&self) -> ErrorKind;
+    /// The damaged projection database the read found, if it found one.
+    fn damage(&self) -> Option<&crate::projection::QueryError> {
+        None
+    }
 }
 
 impl ReadError for EngineError {
@@ -30,6 +34,9 @@ impl ReadError for EngineError {
 impl ReadError for crate::projection::QueryError {
     fn read_kind(&self) -> ErrorKind {
         self.kind()
+    }
+    fn damage(&self) -> Option<&crate::projection::QueryError> {
+        matches!(self, crate::projection::QueryError::Damaged { .. }).then_some(self)
     }
 }
 
@@ -105,6 +112,9 @@ impl Engine {
         subject: Subject,
         result: Result<T, E>,
     ) -> Result<T, E> {
+        if let Some(damage) = result.as_ref().err().and_then(ReadError::damage) {
+            self.on_read_error(damage);
+        }
         let recorder = &self.inner.audit;
         if !recorder.enabled() {
             return result;

@@ -680,13 +680,7 @@ impl Engine {
         {
             report.rebuilt.push(r.clone());
         }
-        if let Some(r) = self
-            .inner
-            .projections
-            .host
-            .get()
-            .and_then(|h| h.rebuilt_at_open())
-        {
+        if let Some(r) = self.inner.projections.rebuilt_at_open() {
             report.rebuilt.push(r);
         }
         report

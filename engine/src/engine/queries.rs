@@ -14,7 +14,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -37,12 +37,25 @@ use crate::projection::{
 };
 use crate::security::{Classification, PositionToken, Principal};
 
-/// Where the engine's projections live, opened on first use.
+/// Where the engine's projections live, opened on first use — and replaced
+/// by a fresh database, rebuilt from the log, when the one in use is found
+/// damaged or stops taking writes ([`Engine::replace_projections`]).
 #[derive(Default)]
 pub(super) struct ProjectionSlot {
     dir: Option<PathBuf>,
-    pub(super) host: OnceLock<ProjectionHost>,
+    host: std::sync::RwLock<Option<ProjectionHost>>,
     opening: std::sync::Mutex<()>,
+    /// One replacement at a time; when the last one was made.
+    replacing: tokio::sync::Mutex<Option<std::time::Instant>>,
+    /// What opening the first database found and rebuilt.
+    at_open: std::sync::Mutex<Option<crate::log::DerivedRebuild>>,
+    /// The databases replaced while the engine ran, oldest first.
+    replaced: std::sync::Mutex<Vec<crate::log::DerivedRebuild>>,
+    /// The log's head when the database in use replaced a damaged one: a
+    /// read that asks for no position waits for the rebuild to pass it
+    /// (or answers [`QueryError::Rebuilding`]) rather than serve a view
+    /// that lacks cases it showed before.
+    rebuilding_to: std::sync::Mutex<Option<GlobalPosition>>,
 }
 
 impl ProjectionSlot {
@@ -53,7 +66,38 @@ impl ProjectionSlot {
             ..ProjectionSlot::default()
         }
     }
+
+    /// The host in use, if it has been opened.
+    pub(super) fn current(&self) -> Option<ProjectionHost> {
+        self.host.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// What opening the first database found and rebuilt (a replacement
+    /// made later is in [`ProjectionSlot::replaced`]).
+    pub(super) fn rebuilt_at_open(&self) -> Option<crate::log::DerivedRebuild> {
+        self.at_open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The databases replaced while the engine ran.
+    pub(super) fn replaced(&self) -> Vec<crate::log::DerivedRebuild> {
+        self.replaced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
+
+/// How long a replaced projection database is kept before damage found
+/// again replaces it again: damage that a rebuild from the log brings
+/// back is a defect to report, not a reason to rebuild in a loop.
+const REPLACE_AT_MOST_EVERY: Duration = Duration::from_secs(30);
+
+/// How long a read that asks for no position waits for a rebuild after a
+/// replacement before it answers [`QueryError::Rebuilding`].
+const REBUILD_READ_WAIT: Duration = Duration::from_secs(2);
 
 /// Resolves definitions through the engine without keeping it alive.
 struct EngineDefinitions(Weak<Inner>);
@@ -106,21 +150,30 @@ impl Engine {
     /// Errors: [`QueryError::Access`] unless the caller is a platform
     /// administrator; [`QueryError::Projection`] if its database cannot be
     /// opened.
-    pub fn projections(&self, platform_admin: &Principal) -> Result<&ProjectionHost, QueryError> {
+    pub fn projections(&self, platform_admin: &Principal) -> Result<ProjectionHost, QueryError> {
         Self::require_platform_admin(platform_admin, "use the unscoped projection host")?;
         self.projection_host()
     }
 
     /// The projection host, opening its database on first use.
-    fn projection_host(&self) -> Result<&ProjectionHost, QueryError> {
+    fn projection_host(&self) -> Result<ProjectionHost, QueryError> {
         let slot = &self.inner.projections;
-        if let Some(h) = slot.host.get() {
+        if let Some(h) = slot.current() {
             return Ok(h);
         }
         let _guard = slot.opening.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(h) = slot.host.get() {
+        if let Some(h) = slot.current() {
             return Ok(h);
         }
+        let host = self.new_projection_host()?;
+        *slot.at_open.lock().unwrap_or_else(|p| p.into_inner()) = host.rebuilt_at_open();
+        *slot.host.write().unwrap_or_else(|p| p.into_inner()) = Some(host.clone());
+        Ok(host)
+    }
+
+    /// A host with the built-in projections (and the configured ones) on
+    /// the slot's folder, or on a temporary database.
+    fn new_projection_host(&self) -> Result<ProjectionHost, ProjectionError> {
         let resolver = Arc::new(EngineDefinitions(Arc::downgrade(&self.inner)));
         let mut projections = builtin::projections(resolver);
         projections.push(Arc::new(
@@ -128,7 +181,7 @@ impl Engine {
         ));
         projections.extend(self.inner.config.projections.iter().cloned());
         let batch = self.inner.config.projection_batch;
-        let host = match &slot.dir {
+        let host = match &self.inner.projections.dir {
             Some(dir) => ProjectionHost::open_with_cache(
                 dir,
                 self.raw_store(),
@@ -139,7 +192,134 @@ impl Engine {
             None => ProjectionHost::temporary(self.raw_store(), projections, batch)?,
         };
         host.set_commit_interval(self.inner.config.projection_commit_interval);
-        Ok(slot.host.get_or_init(|| host))
+        Ok(host)
+    }
+
+    /// Replaces the projection database in use by a fresh one rebuilt from
+    /// the log in the background (issue 19: derived state is disposable):
+    /// the old one is set aside for diagnosis (`projections.aside-<secs>`
+    /// with a `WHY` file saying `reason`), its runners stop, and the new
+    /// host's runners start for the same tenants (suspended ones stay
+    /// stopped). Until a tenant's projections pass the log's head as it was
+    /// now, its reads that ask for no position wait a moment and then
+    /// answer [`QueryError::Rebuilding`]. Logged on `casebook::recovery`
+    /// and listed by [`Engine::derived_rebuilds`].
+    ///
+    /// Done at most once per [`REPLACE_AT_MOST_EVERY`] unless `force`, and
+    /// never twice at once (a second call while one runs returns at once).
+    ///
+    /// Errors: [`QueryError::Projection`] if the old database cannot be
+    /// set aside or a fresh one cannot be opened (the old one then stays in
+    /// use, its folder back in place).
+    pub(super) async fn replace_projections(
+        &self,
+        reason: String,
+        force: bool,
+    ) -> Result<(), QueryError> {
+        let slot = &self.inner.projections;
+        let Ok(mut last) = slot.replacing.try_lock() else {
+            return Ok(());
+        };
+        if !force && last.is_some_and(|at| at.elapsed() < REPLACE_AT_MOST_EVERY) {
+            return Ok(());
+        }
+        let Some(old) = slot.current() else {
+            return Ok(());
+        };
+        let head = self.raw_store().head_position();
+        let writable = {
+            let old = old.clone();
+            tokio::task::spawn_blocking(move || old.check_writable().is_ok())
+                .await
+                .unwrap_or(false)
+        };
+        let (host, set_aside) = {
+            let _guard = slot.opening.lock().unwrap_or_else(|p| p.into_inner());
+            match &slot.dir {
+                Some(dir) => {
+                    let kept = crate::embedded::set_aside(dir, &reason).map_err(|e| {
+                        ProjectionError::Store(crate::projection::StoreError::new(format!(
+                            "setting the projection database {} aside: {e}",
+                            dir.display()
+                        )))
+                    })?;
+                    match self.new_projection_host() {
+                        Ok(host) => (host, Some(kept)),
+                        Err(e) => {
+                            // Put it back: better the old one than none.
+                            let _ = std::fs::remove_dir_all(dir);
+                            let _ = std::fs::rename(&kept, dir);
+                            return Err(e.into());
+                        }
+                    }
+                }
+                None => (self.new_projection_host()?, None),
+            }
+        };
+        let rebuild = crate::log::DerivedRebuild {
+            store: "projections".into(),
+            reason: reason.clone(),
+            set_aside,
+        };
+        host.set_rebuilt(rebuild.clone());
+        let (followed, stopped) = old.tenants();
+        for tenant in &stopped {
+            host.stop_tenant(tenant).await;
+        }
+        *slot.rebuilding_to.lock().unwrap_or_else(|p| p.into_inner()) = head;
+        *slot.host.write().unwrap_or_else(|p| p.into_inner()) = Some(host.clone());
+        old.halt(!writable).await;
+        if writable {
+            // Its last handles may close files: off the async workers.
+            tokio::task::spawn_blocking(move || drop(old));
+        }
+        for tenant in followed.iter().filter(|t| !stopped.contains(t)) {
+            if let Err(e) = host.ensure(tenant) {
+                tracing::warn!(target: "casebook::recovery", %tenant, "restarting projections after replacing their database: {e}");
+            }
+        }
+        tracing::warn!(
+            target: "casebook::recovery",
+            reason = %rebuild.reason,
+            set_aside = ?rebuild.set_aside,
+            "projection database replaced; rebuilding every projection from the log"
+        );
+        slot.replaced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(rebuild);
+        *last = Some(std::time::Instant::now());
+        Ok(())
+    }
+
+    /// Reacts to a read's error: damage found in the projection database
+    /// ([`QueryError::Damaged`]) starts its replacement in the background.
+    pub(crate) fn on_read_error(&self, error: &QueryError) {
+        if let QueryError::Damaged { what } = error {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                let engine = self.clone();
+                let reason = format!("damaged: {what}");
+                tokio::spawn(async move {
+                    if let Err(e) = engine.replace_projections(reason, false).await {
+                        tracing::error!(target: "casebook::recovery", "replacing the damaged projection database: {e}");
+                    }
+                });
+            }
+        }
+    }
+
+    /// The derived stores replaced while the engine ran (damage found by a
+    /// read, a database that stopped taking writes), oldest first; what
+    /// opening did is in [`Engine::recovery_report`].
+    ///
+    /// Errors: [`crate::security::AccessError::NotPlatformAdministrator`]
+    /// (it tells paths).
+    pub fn derived_rebuilds(
+        &self,
+        platform_admin: &Principal,
+    ) -> Result<Vec<crate::log::DerivedRebuild>, crate::security::AccessError> {
+        Self::require_platform_admin(platform_admin, "read the derived stores' rebuilds")?;
+        Ok(self.inner.projections.replaced())
     }
 
     /// Starts the runners of every tenant the projection host knows but
@@ -158,7 +338,7 @@ impl Engine {
     }
 
     /// The projection host, opening its database if it is not open yet.
-    pub(super) fn open_projections(&self) -> Result<&ProjectionHost, ProjectionError> {
+    pub(super) fn open_projections(&self) -> Result<ProjectionHost, ProjectionError> {
         self.projection_host().map_err(|e| match e {
             QueryError::Projection(p) => p,
             other => ProjectionError::Store(crate::projection::StoreError::new(other.to_string())),
@@ -166,7 +346,7 @@ impl Engine {
     }
 
     /// The projection host, once the engine runs.
-    fn host(&self) -> Result<&ProjectionHost, QueryError> {
+    fn host(&self) -> Result<ProjectionHost, QueryError> {
         if !self.inner.started.load(Ordering::Acquire) {
             return Err(QueryError::Projection(ProjectionError::NotStarted));
         }
@@ -187,7 +367,7 @@ impl Engine {
     /// Stops the projection runners and flushes their database (part of
     /// [`Engine::close`]).
     pub(super) async fn close_projections(&self) -> Result<(), ProjectionError> {
-        match self.inner.projections.host.get() {
+        match self.inner.projections.current() {
             Some(h) => h.shutdown().await,
             None => Ok(()),
         }
@@ -222,10 +402,36 @@ impl Engine {
                 }
             }
         };
-        self.host()?
-            .read(name, &principal.tenant, freshness)
+        let host = self.host()?;
+        if matches!(freshness, Freshness::Eventual) {
+            self.await_rebuild(&host, name, &principal.tenant).await?;
+        }
+        host.read(name, &principal.tenant, freshness)
             .await
             .map_err(|e| self.scoped(&principal.tenant, e, consistency_token(consistency)))
+    }
+
+    /// After the projection database was replaced, waits a moment for the
+    /// tenant's projection `name` to pass the log's head as it was then.
+    ///
+    /// Errors: [`QueryError::Rebuilding`] if it has not.
+    async fn await_rebuild(
+        &self,
+        host: &ProjectionHost,
+        name: &str,
+        tenant: &TenantId,
+    ) -> Result<(), QueryError> {
+        let slot = &self.inner.projections;
+        let Some(target) = *slot.rebuilding_to.lock().unwrap_or_else(|p| p.into_inner()) else {
+            return Ok(());
+        };
+        match host.wait_for(name, tenant, target, REBUILD_READ_WAIT).await {
+            Ok(()) => Ok(()),
+            Err(QueryError::Timeout { .. }) => Err(QueryError::Rebuilding {
+                projection: name.to_string(),
+            }),
+            Err(e) => Err(e),
+        }
     }
 
     /// A host error as the tenant is told it: a wait's timeout and a fault
@@ -254,7 +460,10 @@ impl Engine {
     /// case above it reads as unknown.
     ///
     /// Errors: [`QueryError::UnknownCase`]; consistency errors
-    /// ([`QueryError::Lagging`], [`QueryError::FaultedAt`]); [`QueryError::Corrupt`].
+    /// ([`QueryError::Lagging`], [`QueryError::FaultedAt`]);
+    /// [`QueryError::Damaged`] (the database is then replaced, and reads
+    /// answer [`QueryError::Rebuilding`] until it is rebuilt);
+    /// [`QueryError::Corrupt`].
     pub async fn case_view<'a>(
         &self,
         reader: impl Into<ReadContext<'a>>,
@@ -531,7 +740,11 @@ impl Engine {
         consistency: Consistency,
     ) -> Result<Vec<String>, QueryError> {
         let gen = self.read_tree(cases::NAME, principal, consistency).await?;
-        cases::case_types(&gen)
+        let types = cases::case_types(&gen);
+        if let Err(e) = &types {
+            self.on_read_error(e);
+        }
+        types
     }
 
     /// Open human tasks by role, team or assignee, earliest due first.
@@ -813,7 +1026,11 @@ impl Engine {
     ) -> Result<(), QueryError> {
         self.admit_query(principal).await?;
         require_admin(principal, "rebuild projections")?;
-        Ok(self.host()?.rebuild(name, &principal.tenant, None)?)
+        let host = self.host()?;
+        if self.replace_if_unwritable(&host).await? {
+            return Ok(());
+        }
+        Ok(host.rebuild(name, &principal.tenant, None)?)
     }
 
     /// Resumes a faulted projection of the tenant from its checkpoint.
@@ -826,7 +1043,36 @@ impl Engine {
     ) -> Result<(), QueryError> {
         self.admit_query(principal).await?;
         require_admin(principal, "retry projections")?;
-        Ok(self.host()?.retry(name, &principal.tenant)?)
+        let host = self.host()?;
+        if self.replace_if_unwritable(&host).await? {
+            // The replacement rebuilds every projection from the log.
+            return Ok(());
+        }
+        Ok(host.retry(name, &principal.tenant)?)
+    }
+
+    /// Replaces the projection database if it no longer takes writes (sled
+    /// takes none after one failed, e.g. on a full disk with no reserve,
+    /// until reopened: retrying runners on it cannot succeed). True if it
+    /// was replaced.
+    ///
+    /// Errors: as [`Engine::replace_projections`] (a disk still full,
+    /// say: retry once space is freed).
+    async fn replace_if_unwritable(&self, host: &ProjectionHost) -> Result<bool, QueryError> {
+        let probe = host.clone();
+        let check = tokio::task::spawn_blocking(move || probe.check_writable())
+            .await
+            .map_err(|e| {
+                QueryError::Projection(ProjectionError::Store(crate::projection::StoreError::new(
+                    e.to_string(),
+                )))
+            })?;
+        let Err(e) = check else {
+            return Ok(false);
+        };
+        self.replace_projections(format!("stopped taking writes: {e}"), true)
+            .await?;
+        Ok(true)
     }
 
     /// Waits until every projection of the principal's tenant has reached

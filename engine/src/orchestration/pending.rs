@@ -119,8 +119,10 @@ pub(crate) fn incidents(
     let mut out = Vec::new();
     for row in rows.scan_prefix(&[P_INCIDENT]) {
         let (_, value) = row?;
-        let entry: IncidentEntry = rmp_serde::from_slice(&value)
-            .map_err(|e| crate::projection::QueryError::Corrupt(format!("stored incident: {e}")))?;
+        let entry: IncidentEntry =
+            rmp_serde::from_slice(&value).map_err(|e| crate::projection::QueryError::Damaged {
+                what: format!("stored incident: {e}"),
+            })?;
         if principal.may_see(entry.classification) {
             out.push(entry);
         }

@@ -343,7 +343,9 @@ impl QueryError {
             | QueryError::Faulted { .. }
             | QueryError::Lagging { .. }
             | QueryError::FaultedAt { .. }
-            | QueryError::NotReady { .. } => ErrorKind::Unavailable,
+            | QueryError::NotReady { .. }
+            | QueryError::Damaged { .. }
+            | QueryError::Rebuilding { .. } => ErrorKind::Unavailable,
             QueryError::Corrupt(_) => ErrorKind::Internal,
             QueryError::Projection(e) => e.kind(),
             QueryError::Access(e) => e.kind(),
@@ -507,9 +509,28 @@ pub enum QueryError {
         /// The projection.
         projection: String,
     },
-    /// A stored row could not be read (the projection should be rebuilt).
+    /// Something other than the stored rows could not be read or made
+    /// sense of (a case's definition, a stored value its definition
+    /// refuses): a defect to report.
     #[error("projection data: {0}")]
     Corrupt(String),
+    /// The projection database is damaged (a page or row that cannot be
+    /// decoded, or the storage library failing on it). The engine sets the
+    /// database aside and rebuilds every projection from the log in the
+    /// background (issue 19); retry shortly.
+    #[error("the projection database is damaged ({what}); it is being set aside and rebuilt from the log: retry shortly")]
+    Damaged {
+        /// What was found damaged.
+        what: String,
+    },
+    /// The projection is being rebuilt from the log after its database was
+    /// found damaged, and has not yet caught up with what it served
+    /// before; retry shortly (or ask for a position to wait for).
+    #[error("projection {projection} is being rebuilt from the log after damage was found; retry shortly")]
+    Rebuilding {
+        /// The projection.
+        projection: String,
+    },
     /// The projection machinery failed.
     #[error(transparent)]
     Projection(#[from] ProjectionError),

@@ -237,6 +237,9 @@ fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
+/// The `meta` key [`ProjectionHost::check_writable`] writes.
+const PROBE_KEY: &[u8] = b"\x00probe";
+
 /// The `meta` key of the identity of the log the projections follow.
 const LOG_IDENTITY_KEY: &[u8] = b"\0log";
 
@@ -863,6 +866,66 @@ impl ProjectionHost {
             .control
             .send(Control::Retry)
             .map_err(|_| ProjectionError::ShutDown)
+    }
+
+    /// Whether the database still takes writes: a probe write and a flush
+    /// (blocking I/O: call it off the async workers). sled takes no write
+    /// at all after one failed (a full disk with no reserve left, an I/O
+    /// error) until the database is opened again, so retrying its runners
+    /// cannot help; such a database must be replaced (issue 19).
+    ///
+    /// Errors: [`ProjectionError::Store`] naming sled's error (or its
+    /// panic, caught here).
+    pub fn check_writable(&self) -> Result<(), ProjectionError> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.inner.meta.insert(PROBE_KEY, &[]).store()?;
+            self.inner.db.flush().store()?;
+            Ok(())
+        }))
+        .unwrap_or_else(|_| Err(store_err("the storage library panicked on a probe write")))
+    }
+
+    /// The tenants whose runners run, and those stopped
+    /// ([`ProjectionHost::stop_tenant`]).
+    pub(crate) fn tenants(&self) -> (Vec<TenantId>, Vec<TenantId>) {
+        let running: std::collections::BTreeSet<TenantId> = self
+            .inner
+            .runners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .map(|(_, t)| t.clone())
+            .collect();
+        let stopped = self
+            .inner
+            .stopped_tenants
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        (running.into_iter().collect(), stopped)
+    }
+
+    /// Stops every runner for good and waits for them, without flushing:
+    /// the database is being replaced. If `leak`, its sled handle is never
+    /// dropped: sled 0.34 waits for ever in its drop after a failed write.
+    pub(crate) async fn halt(&self, leak: bool) {
+        self.inner.shutdown.send_replace(true);
+        let tasks: Vec<(TenantId, JoinHandle<()>)> =
+            std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for (_, t) in tasks {
+            let _ = t.await;
+        }
+        if leak {
+            std::mem::forget(self.inner.db.clone());
+        }
+    }
+
+    /// Records that this host's database replaces one set aside while the
+    /// engine ran ([`ProjectionHost::rebuilt_at_open`] then tells it).
+    pub(crate) fn set_rebuilt(&self, rebuild: DerivedRebuild) {
+        *self.inner.rebuilt.lock().unwrap_or_else(|p| p.into_inner()) = Some(rebuild);
     }
 
     /// Stops every runner, waits for them, and flushes the database.

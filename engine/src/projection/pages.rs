@@ -67,7 +67,9 @@ impl From<RowsError> for QueryError {
     fn from(e: RowsError) -> Self {
         match e {
             RowsError::Store(e) => QueryError::Projection(ProjectionError::Store(e)),
-            e @ RowsError::Corrupt { .. } => QueryError::Corrupt(e.to_string()),
+            e @ RowsError::Corrupt { .. } => QueryError::Damaged {
+                what: e.to_string(),
+            },
             e @ (RowsError::Unwritten(_) | RowsError::Unsettled) => {
                 QueryError::Projection(ProjectionError::Store(StoreError::new(e)))
             }
@@ -1201,6 +1203,6 @@ mod tests {
             Some(Err(RowsError::Corrupt { .. }))
         ));
         let q: QueryError = rows.get(b"Sa").unwrap_err().into();
-        assert!(matches!(q, QueryError::Corrupt(_)));
+        assert!(matches!(q, QueryError::Damaged { .. }));
     }
 }

@@ -408,7 +408,7 @@ impl Handler for TimelineHandler {
 ///
 /// Errors: [`QueryError::UnknownCase`] for a case the projection does not
 /// have or the reader may not see; [`QueryError::PageSize`],
-/// [`QueryError::Offset`]; [`QueryError::Corrupt`].
+/// [`QueryError::Offset`]; [`QueryError::Damaged`].
 pub fn read(
     rows: &Rows,
     case_id: &str,
@@ -422,8 +422,9 @@ pub fn read(
         case_id: case_id.to_string(),
     };
     let case: TimelineCase = match rows.get(&Key::new(P_CASE).raw(case_id.as_bytes()).0)? {
-        Some(b) => rmp_serde::from_slice(&b)
-            .map_err(|e| QueryError::Corrupt(format!("timeline case {case_id}: {e}")))?,
+        Some(b) => rmp_serde::from_slice(&b).map_err(|e| QueryError::Damaged {
+            what: format!("timeline case {case_id}: {e}"),
+        })?,
         None => return Err(unknown()),
     };
     if !principal.may_see(case.classification) {
@@ -436,8 +437,9 @@ pub fn read(
     let mut more = false;
     for kv in rows.range(start..end) {
         let (_, v) = kv?;
-        let s: Stored = rmp_serde::from_slice(&v)
-            .map_err(|e| QueryError::Corrupt(format!("timeline entry: {e}")))?;
+        let s: Stored = rmp_serde::from_slice(&v).map_err(|e| QueryError::Damaged {
+            what: format!("timeline entry: {e}"),
+        })?;
         if !principal.may_see(s.classification) {
             continue;
         }

@@ -173,7 +173,9 @@ pub struct LogStore {
 
 struct Inner {
     segments: Arc<Segments>,
-    index: Arc<Index>,
+    /// The index in use: the writer replaces one whose sled database
+    /// failed ([`writer::IndexSlot`]).
+    index: writer::IndexSlot,
     shared: Arc<Shared>,
     head_rx: watch::Receiver<Option<GlobalPosition>>,
     tx: Mutex<Option<mpsc::Sender<Message>>>,
@@ -188,6 +190,13 @@ struct Inner {
     report: RecoveryReport,
     /// The Merkle tree's nodes and the latest checkpoint.
     tree: Arc<tree::TreeShared>,
+}
+
+impl Inner {
+    /// The index in use.
+    fn index(&self) -> Arc<Index> {
+        Arc::clone(&self.index.read().unwrap_or_else(|p| p.into_inner()))
+    }
 }
 
 impl Drop for Inner {
@@ -311,9 +320,12 @@ impl LogStore {
                 target,
             )?),
         };
+        let index_slot: writer::IndexSlot = Arc::new(std::sync::RwLock::new(Arc::clone(&index)));
         let writer = writer::Writer {
             segments: Arc::clone(&segments),
             index: Arc::clone(&index),
+            index_slot: Arc::clone(&index_slot),
+            index_cache_bytes: config.index_cache_bytes,
             shared: Arc::clone(&shared),
             head_tx,
             segment: recovered.segment,
@@ -338,7 +350,7 @@ impl LogStore {
         Ok(LogStore {
             inner: Arc::new(Inner {
                 segments,
-                index,
+                index: index_slot,
                 shared,
                 head_rx,
                 tx: Mutex::new(Some(tx)),
@@ -373,7 +385,7 @@ impl LogStore {
                 stopped = wait.await.unwrap_or(Ok(()));
             }
         }
-        let index = Arc::clone(&self.inner.index);
+        let index = self.inner.index();
         let flushed = tokio::task::spawn_blocking(move || index.flush())
             .await
             .map_err(join_error)?;
@@ -647,7 +659,7 @@ impl LogStore {
     ) -> Result<Vec<RecordedEvent>, LogError> {
         let locs = self
             .inner
-            .index
+            .index()
             .stream_events(stream, direction, from, limit)?;
         // Everything the index names was synced before it was indexed.
         let mut reader =
@@ -683,7 +695,7 @@ impl LogStore {
         from: GlobalPosition,
         limit: usize,
     ) -> Result<Plan<'t>, LogError> {
-        let records = self.inner.index.tenant_records(tenant, from, limit)?;
+        let records = self.inner.index().tenant_records(tenant, from, limit)?;
         // Everything the index names was synced before it was indexed.
         let synced = self.inner.shared.synced();
         let mut reads = Vec::with_capacity(records.len());
@@ -888,7 +900,7 @@ impl EventStore for LogStore {
     }
 
     async fn read_event(&self, id: EventId) -> Result<Option<RecordedEvent>, LogError> {
-        let Some(loc) = self.inner.index.event(id)? else {
+        let Some(loc) = self.inner.index().event(id)? else {
             return Ok(None);
         };
         // Everything the index names was synced before it was indexed.
@@ -909,7 +921,7 @@ impl EventStore for LogStore {
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Option<StreamVersion>, LogError> {
-        self.inner.index.stream_head(stream)
+        self.inner.index().stream_head(stream)
     }
 
     fn head_position(&self) -> Option<GlobalPosition> {

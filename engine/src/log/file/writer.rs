@@ -100,9 +100,17 @@ pub(crate) enum Message {
     Recover(oneshot::Sender<Result<(), LogError>>),
 }
 
+/// The index readers use, which the writer replaces when its sled database
+/// fails ([`Writer::replace_index`]).
+pub(crate) type IndexSlot = Arc<std::sync::RwLock<Arc<Index>>>;
+
 pub(crate) struct Writer {
     pub segments: Arc<Segments>,
     pub index: Arc<Index>,
+    /// Where readers find the index.
+    pub index_slot: IndexSlot,
+    /// The page cache of a replacement index.
+    pub index_cache_bytes: u64,
     pub shared: Arc<Shared>,
     pub head_tx: watch::Sender<Option<GlobalPosition>>,
     pub segment: u64,
@@ -468,11 +476,6 @@ impl Writer {
     /// the last sync, so it needs nothing, unless a sled write failed: then
     /// the store must be reopened, which rebuilds it.
     fn repair(&mut self) -> Result<(), LogError> {
-        if let Some(reason) = self.index.failure() {
-            return Err(LogError::Failed {
-                reason: format!("{reason}; reopen the store to rebuild the index"),
-            });
-        }
         if let Some(zero_ahead) = &self.zero_ahead {
             zero_ahead.detach();
         }
@@ -504,9 +507,69 @@ impl Writer {
         self.unsynced = Unsynced::default();
         // The failed group's leaves were added to the tree: take them out.
         self.tree.rewind(&self.segments, self.next_position)?;
+        if let Some(reason) = self.index.failure() {
+            self.replace_index(&reason)?;
+        }
         if let Some(zero_ahead) = &self.zero_ahead {
             zero_ahead.attach(file, offset, zero_limit(self.segment_size));
         }
+        Ok(())
+    }
+
+    /// Replaces an index whose sled database failed a write (sled takes
+    /// none after that until reopened): the old database is set aside
+    /// (`index.aside-<secs>`, with a `WHY` file), a fresh one is built from
+    /// the segment files — everything synced, which the tail repair has
+    /// just made the whole log — and readers are switched to it. Readers
+    /// keep the old one until then (it still reads). If the fresh one
+    /// cannot be made (the disk still full), the old folder is put back and
+    /// the next repair tries again.
+    ///
+    /// Errors: [`LogError::Failed`] naming why.
+    fn replace_index(&mut self, reason: &str) -> Result<(), LogError> {
+        let failed = |why: String| LogError::Failed {
+            reason: format!("{reason}; rebuilding the index: {why}"),
+        };
+        let Some(dir) = self.index.dir() else {
+            return Err(failed("it has no folder; reopen the store".into()));
+        };
+        let kept = crate::embedded::set_aside(&dir, reason)
+            .map_err(|e| failed(format!("setting {} aside: {e}", dir.display())))?;
+        self.index.moved_to(kept.clone());
+        let fresh = super::recovery::open_index(&dir, self.index_cache_bytes, &self.segments)
+            .and_then(|(db, _)| Index::new(db, self.index.tuning(), Some(dir.clone())))
+            .and_then(|index| {
+                let mut report = crate::log::RecoveryReport::default();
+                let recovered = super::recovery::recover(&self.segments, &index, &mut report)?;
+                if recovered.next_position != self.next_position {
+                    return Err(LogError::Failed {
+                        reason: format!(
+                            "the log reads to position {} but its writer is at {}",
+                            recovered.next_position, self.next_position
+                        ),
+                    });
+                }
+                index.flush()?;
+                Ok(index)
+            });
+        let index = match fresh {
+            Ok(index) => Arc::new(index),
+            Err(e) => {
+                // Put the old one back where a reopen looks for it.
+                let _ = std::fs::remove_dir_all(&dir);
+                if std::fs::rename(&kept, &dir).is_ok() {
+                    self.index.moved_to(dir);
+                }
+                return Err(failed(e.to_string()));
+            }
+        };
+        *self.index_slot.write().unwrap_or_else(|p| p.into_inner()) = Arc::clone(&index);
+        self.index = index;
+        tracing::warn!(
+            target: "casebook::recovery",
+            set_aside = %kept.display(),
+            "the log index failed a write ({reason}); it was set aside and rebuilt from the log"
+        );
         Ok(())
     }
 

@@ -66,7 +66,7 @@ pub(super) trait Stored: Sized {
 
 /// Decodes a stored row into its public view.
 ///
-/// Errors: [`QueryError::Corrupt`] naming `what` for undecodable bytes.
+/// Errors: [`QueryError::Damaged`] naming `what` for undecodable bytes.
 pub(super) fn decode<T: Stored>(bytes: &[u8], what: &str) -> Result<T, QueryError> {
     rmp_serde::from_slice::<T::Row>(bytes)
         .map(Into::into)
@@ -113,7 +113,7 @@ impl SummaryRow {
 
 /// Decodes a stored summary for a reader cleared for `clearance`.
 ///
-/// Errors: [`QueryError::Corrupt`] for undecodable bytes.
+/// Errors: [`QueryError::Damaged`] for undecodable bytes.
 pub(super) fn decode_summary(
     bytes: &[u8],
     clearance: Classification,
@@ -618,13 +618,16 @@ pub(super) fn rows(
     }
 }
 
+/// A stored row that cannot be decoded: the database is damaged.
 pub(super) fn corrupt(what: &str, e: impl std::fmt::Display) -> QueryError {
-    QueryError::Corrupt(format!("{what}: {e}"))
+    QueryError::Damaged {
+        what: format!("{what}: {e}"),
+    }
 }
 
 /// The stored record of a case, if the projection has it.
 ///
-/// Errors: [`QueryError::Corrupt`] for an undecodable row.
+/// Errors: [`QueryError::Damaged`] for an undecodable row.
 pub fn load_case(rows: &Rows, case_id: &str) -> Result<Option<CaseRecord>, QueryError> {
     let Some((mut record, inline)) = load_head(rows, case_id)? else {
         return Ok(None);
@@ -639,7 +642,7 @@ pub fn load_case(rows: &Rows, case_id: &str) -> Result<Option<CaseRecord>, Query
 /// The stored record of a case without its notes and links (for what
 /// needs only its status, marking or plan).
 ///
-/// Errors: [`QueryError::Corrupt`] for an undecodable row.
+/// Errors: [`QueryError::Damaged`] for an undecodable row.
 pub fn load_case_head(rows: &Rows, case_id: &str) -> Result<Option<CaseRecord>, QueryError> {
     Ok(load_head(rows, case_id)?.map(|(record, _)| record))
 }

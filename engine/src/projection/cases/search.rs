@@ -518,7 +518,7 @@ pub(super) fn plan(
 /// then loads, filters and sorts the candidates, or walks the sort order's
 /// index when there are many (or none bound them).
 ///
-/// Errors: [`QueryError::Corrupt`] and storage errors.
+/// Errors: [`QueryError::Damaged`] and storage errors.
 pub(super) fn execute(
     rows: &Rows,
     query: &SearchQuery,

@@ -128,7 +128,7 @@ pub(super) fn check_declared(
 /// from the serving `generation` of the `cases` projection (empty for a
 /// generation built before declarations were recorded).
 ///
-/// Errors: [`QueryError::Corrupt`] for an undecodable row.
+/// Errors: [`QueryError::Damaged`] for an undecodable row.
 pub fn case_types(generation: &Generation) -> Result<Vec<String>, QueryError> {
     let prefix = Key::new(P_DECLARED).raw(&[D_TYPE]).0;
     let mut out = Vec::new();

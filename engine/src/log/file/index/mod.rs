@@ -123,8 +123,9 @@ struct Shared {
     tuning: Tuning,
     db: sled::Db,
     tree: sled::Tree,
-    /// Where `db` lives, to mark it abandoned if it cannot be let go.
-    dir: Option<PathBuf>,
+    /// Where `db` lives, to mark it abandoned if it cannot be let go
+    /// (moved when the writer sets a failed index aside).
+    dir: Mutex<Option<PathBuf>>,
     state: Mutex<State>,
     /// Wakes the indexer.
     work: Condvar,
@@ -141,7 +142,7 @@ impl Drop for Shared {
     /// the log instead of waiting for the lock. Dropping never hangs.
     fn drop(&mut self) {
         if self.lock().failed.is_some() {
-            if let Some(dir) = &self.dir {
+            if let Some(dir) = &*self.dir.lock().unwrap_or_else(|p| p.into_inner()) {
                 crate::embedded::abandon(dir);
             }
             tracing::warn!(
@@ -270,7 +271,7 @@ impl Index {
             tuning,
             db,
             tree,
-            dir,
+            dir: Mutex::new(dir),
             state: Mutex::new(State {
                 active: Table::new(first),
                 active_since: None,
@@ -301,6 +302,26 @@ impl Index {
     /// index from the log) repairs it.
     pub fn failure(&self) -> Option<String> {
         self.shared.lock().failed.clone()
+    }
+
+    /// Where the database lives, if it is on disk.
+    pub fn dir(&self) -> Option<PathBuf> {
+        self.shared
+            .dir
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// When tables are flushed.
+    pub fn tuning(&self) -> Tuning {
+        self.shared.tuning
+    }
+
+    /// Records that the database's folder was moved to `to` (set aside for
+    /// a fresh index): what a failed index marks abandoned.
+    pub fn moved_to(&self, to: PathBuf) {
+        *self.shared.dir.lock().unwrap_or_else(|p| p.into_inner()) = Some(to);
     }
 
     /// The marker stored in sled: everything through it is in sled.
