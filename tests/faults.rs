@@ -288,6 +288,16 @@ async fn views_follow_the_shorter_log(dir: &std::path::Path, expect_rebuilt: &[&
         }
     }
     engine.start().await.unwrap();
+    // A read that asks for no position waits for the rebuild (or answers
+    // "rebuilding"): it never says that a case in the log does not exist.
+    let rebuilt = engine
+        .case_view(&handler(), "I-2", Consistency::Eventual)
+        .await
+        .unwrap();
+    assert_eq!(
+        rebuilt.view.case_file.get("summary"),
+        Some(&json!("burglary bravo"))
+    );
     // The case state is the log's, not a snapshot's from the lost session.
     let view = engine.view(&handler(), "I-1").await.unwrap();
     assert_eq!(view.case_file.get("notes"), Some(&json!("first")));
@@ -528,15 +538,32 @@ async fn a_full_disk_refuses_commands_cleanly_and_the_engine_goes_on_once_space_
     engine.shutdown().await.unwrap();
 }
 
+/// Opens a sled database the engine or store just closed: sled 0.34 lets
+/// go of its file lock a moment after the close (its threads are not
+/// joined), so the open is retried for a while.
+fn reopen_sled(path: std::path::PathBuf, segment_size: usize) -> sled::Db {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        match sled::Config::new()
+            .path(&path)
+            .segment_size(segment_size)
+            .open()
+        {
+            Ok(db) => return db,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("waiting for {}: {e}", path.display());
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("{}: {e}", path.display()),
+        }
+    }
+}
+
 /// Overwrites every page of the tenant's `cases` projection with bytes
 /// that are no page: sled opens the database and reads them back, and
 /// only a query that decodes them finds the damage.
 fn damage_case_pages(dir: &std::path::Path) {
-    let db = sled::Config::new()
-        .path(dir.join("projections"))
-        .segment_size(4 << 20)
-        .open()
-        .unwrap();
+    let db = reopen_sled(dir.join("projections"), 4 << 20);
     let mut damaged = 0;
     for name in db.tree_names() {
         if !name.starts_with(b"cases/kent/") {
@@ -727,4 +754,97 @@ async fn with_no_reserve_a_full_disk_that_broke_the_views_is_mended_by_a_retry()
         0
     );
     engine.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_index_a_read_finds_damaged_is_rebuilt_from_the_log_while_the_store_serves() {
+    use casebook::log::{
+        Direction, EventData, EventStore, ExpectedVersion, LogStore, Metadata, StreamId,
+        StreamVersion,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let stream = StreamId::new(TenantId::new("kent").unwrap(), "case", "C-1").unwrap();
+    let meta = || {
+        Metadata::new(
+            casebook::log::ActorId::new("pc-1"),
+            casebook::log::Source::system("test"),
+        )
+    };
+    let store = LogStore::open(dir.path()).unwrap();
+    for i in 0..40 {
+        let e = EventData::new("Noted", format!("note {i}").into_bytes(), meta());
+        store
+            .append(&stream, ExpectedVersion::Any, vec![e])
+            .await
+            .unwrap();
+    }
+    store.close().await.unwrap();
+    drop(store);
+    // Every stream entry of the index overwritten: sled opens it, and the
+    // marker says it covers the log, so only a read finds the damage.
+    {
+        let db = reopen_sled(dir.path().join("index"), 512 << 10);
+        let tree = db.open_tree("log").unwrap();
+        let mut damaged = 0;
+        for key in tree.scan_prefix(b"S").keys() {
+            tree.insert(key.unwrap(), &[0xEE, 0xEE][..]).unwrap();
+            damaged += 1;
+        }
+        assert!(damaged > 0, "no stream entry in the index");
+        db.flush().unwrap();
+    }
+
+    let store = LogStore::open(dir.path()).unwrap();
+    assert!(store.recovery_report().is_clean());
+    let read = |store: &LogStore| {
+        let (store, stream) = (store.clone(), stream.clone());
+        async move {
+            store
+                .read_stream(&stream, Direction::Forward, StreamVersion::START, 100)
+                .await
+        }
+    };
+    let first = read(&store)
+        .await
+        .expect_err("a damaged index entry read as events");
+    assert!(first.kind().is_retryable(), "{first}");
+    assert!(first.to_string().contains("rebuilt"), "{first}");
+    // The writer rebuilds the index from the log; reads then answer whole.
+    let deadline = std::time::Instant::now() + WAIT;
+    let events = loop {
+        match read(&store).await {
+            Ok(events) => break events,
+            Err(e) => {
+                assert!(e.kind().is_retryable(), "{e}");
+                assert!(std::time::Instant::now() < deadline, "still: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    assert_eq!(events.len(), 40);
+    assert_eq!(&events[39].payload[..], b"note 39");
+    // The damaged index was kept for diagnosis.
+    let aside = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("index.aside-"))
+        .count();
+    assert_eq!(aside, 1);
+    // Appends go on and are indexed in the new index.
+    let e = EventData::new("Noted", b"after".to_vec(), meta());
+    store
+        .append(&stream, ExpectedVersion::Exact(StreamVersion(39)), vec![e])
+        .await
+        .unwrap();
+    assert_eq!(read(&store).await.unwrap().len(), 41);
+    store.close().await.unwrap();
+    drop(store);
+    let store = LogStore::open(dir.path()).unwrap();
+    assert!(
+        store.recovery_report().is_clean(),
+        "{}",
+        store.recovery_report()
+    );
+    assert_eq!(read(&store).await.unwrap().len(), 41);
+    store.close().await.unwrap();
 }

@@ -178,11 +178,13 @@ impl Metrics {
         if let Ok(replaced) = engine.derived_rebuilds(&operator) {
             out.push_str("# HELP casebook_derived_store_replaced_total Derived stores set aside and rebuilt from the log while the engine ran (damage found by a read, a database that stopped taking writes).\n");
             out.push_str("# TYPE casebook_derived_store_replaced_total counter\n");
-            let count = replaced.iter().filter(|r| r.store == "projections").count();
-            let _ = writeln!(
-                out,
-                "casebook_derived_store_replaced_total{{store=\"projections\"}} {count}"
-            );
+            for store in ["projections", "snapshots"] {
+                let count = replaced.iter().filter(|r| r.store == store).count();
+                let _ = writeln!(
+                    out,
+                    "casebook_derived_store_replaced_total{{store=\"{store}\"}} {count}"
+                );
+            }
         }
         out.push_str("# HELP casebook_cache_budget_bytes The page-cache budget of each of the engine's sled databases.\n");
         out.push_str("# TYPE casebook_cache_budget_bytes gauge\n");

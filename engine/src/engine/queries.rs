@@ -51,8 +51,9 @@ pub(super) struct ProjectionSlot {
     at_open: std::sync::Mutex<Option<crate::log::DerivedRebuild>>,
     /// The databases replaced while the engine ran, oldest first.
     replaced: std::sync::Mutex<Vec<crate::log::DerivedRebuild>>,
-    /// The log's head when the database in use replaced a damaged one: a
-    /// read that asks for no position waits for the rebuild to pass it
+    /// The log's head when the database in use replaced a damaged one (or
+    /// one set aside at open): a read that asks for no position waits for
+    /// the rebuild to pass it
     /// (or answers [`QueryError::Rebuilding`]) rather than serve a view
     /// that lacks cases it showed before.
     rebuilding_to: std::sync::Mutex<Option<GlobalPosition>>,
@@ -165,8 +166,15 @@ impl Engine {
         if let Some(h) = slot.current() {
             return Ok(h);
         }
+        let head = self.raw_store().head_position();
         let host = self.new_projection_host()?;
-        *slot.at_open.lock().unwrap_or_else(|p| p.into_inner()) = host.rebuilt_at_open();
+        let rebuilt = host.rebuilt_at_open();
+        if rebuilt.is_some() {
+            // Set aside at open: reads wait for the rebuild as after a
+            // replacement, rather than serve views that lack cases.
+            *slot.rebuilding_to.lock().unwrap_or_else(|p| p.into_inner()) = head;
+        }
+        *slot.at_open.lock().unwrap_or_else(|p| p.into_inner()) = rebuilt;
         *slot.host.write().unwrap_or_else(|p| p.into_inner()) = Some(host.clone());
         Ok(host)
     }
@@ -309,8 +317,9 @@ impl Engine {
     }
 
     /// The derived stores replaced while the engine ran (damage found by a
-    /// read, a database that stopped taking writes), oldest first; what
-    /// opening did is in [`Engine::recovery_report`].
+    /// read, a database that stopped taking writes): the projections', then
+    /// the snapshots', each oldest first; what opening did is in
+    /// [`Engine::recovery_report`].
     ///
     /// Errors: [`crate::security::AccessError::NotPlatformAdministrator`]
     /// (it tells paths).
@@ -319,7 +328,11 @@ impl Engine {
         platform_admin: &Principal,
     ) -> Result<Vec<crate::log::DerivedRebuild>, crate::security::AccessError> {
         Self::require_platform_admin(platform_admin, "read the derived stores' rebuilds")?;
-        Ok(self.inner.projections.replaced())
+        let mut all = self.inner.projections.replaced();
+        if let Some(s) = &self.inner.sled_snapshots {
+            all.extend(s.replaced());
+        }
+        Ok(all)
     }
 
     /// Starts the runners of every tenant the projection host knows but

@@ -72,10 +72,24 @@ impl SnapshotStore for MemorySnapshots {
 }
 
 /// Snapshots in a sled database beside the log (`<data>/snapshots`).
+///
+/// A database that fails a read or a write while the engine runs (damage,
+/// sled failing or panicking on it, sled taking no write after one failed)
+/// is set aside and replaced by an empty one at once: snapshots are a
+/// cache, so the cost is longer replays until new ones are taken.
 pub struct SledSnapshots {
-    db: sled::Db,
+    db: std::sync::RwLock<sled::Db>,
+    dir: std::path::PathBuf,
+    cache_bytes: u64,
+    /// The identity of the log, written into a replacement.
+    identity: Option<Vec<u8>>,
     rebuilt: Option<DerivedRebuild>,
+    /// Replacements made while the engine ran, and when the last was.
+    replaced: Mutex<(Vec<DerivedRebuild>, Option<std::time::Instant>)>,
 }
+
+/// How often, at most, a failing snapshot database is replaced.
+const REPLACE_AT_MOST_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl SledSnapshots {
     /// Opens (or creates) the snapshot database in `dir` for the snapshots
@@ -107,12 +121,86 @@ impl SledSnapshots {
             |db| not_from_this_log(db, log).map_err(|e| e.to_string()),
         )
         .map_err(|e| EngineError::snapshot_store(format!("opening {}", dir.display()), e))?;
-        if let Some(id) = log.identity() {
-            db.insert(LOG_IDENTITY_KEY, id.0.as_bytes()).map_err(|e| {
+        let identity = log.identity().map(|id| id.0.as_bytes().to_vec());
+        if let Some(id) = &identity {
+            db.insert(LOG_IDENTITY_KEY, id.as_slice()).map_err(|e| {
                 EngineError::snapshot_store(format!("opening {}", dir.display()), e)
             })?;
         }
-        Ok(SledSnapshots { db, rebuilt })
+        Ok(SledSnapshots {
+            db: std::sync::RwLock::new(db),
+            dir: dir.to_path_buf(),
+            cache_bytes,
+            identity,
+            rebuilt,
+            replaced: Mutex::default(),
+        })
+    }
+
+    fn db(&self) -> sled::Db {
+        self.db.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The replacements made while the engine ran, oldest first.
+    pub fn replaced(&self) -> Vec<DerivedRebuild> {
+        self.replaced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .clone()
+    }
+
+    /// Sets the database aside (with a `WHY` file saying `reason`) and
+    /// opens an empty one in its place, at most once per
+    /// [`REPLACE_AT_MOST_EVERY`]. The old handle is never dropped: sled
+    /// waits for ever in its drop after a failed write. If no fresh
+    /// database can be made (a disk still full), the old one is put back.
+    /// Blocking I/O: called where snapshots are read and written, off the
+    /// async workers.
+    fn replace(&self, reason: &str) {
+        let mut replaced = self.replaced.lock().unwrap_or_else(|p| p.into_inner());
+        if replaced
+            .1
+            .is_some_and(|at| at.elapsed() < REPLACE_AT_MOST_EVERY)
+        {
+            return;
+        }
+        replaced.1 = Some(std::time::Instant::now());
+        let Ok(kept) = crate::embedded::set_aside(&self.dir, reason) else {
+            return;
+        };
+        let fresh =
+            crate::embedded::open_sled(&self.dir, self.cache_bytes, crate::embedded::SEGMENT_BYTES)
+                .map_err(|e| e.to_string())
+                .and_then(|db| match &self.identity {
+                    Some(id) => db
+                        .insert(LOG_IDENTITY_KEY, id.as_slice())
+                        .map(|_| db)
+                        .map_err(|e| e.to_string()),
+                    None => Ok(db),
+                });
+        match fresh {
+            Ok(db) => {
+                let old =
+                    std::mem::replace(&mut *self.db.write().unwrap_or_else(|p| p.into_inner()), db);
+                std::mem::forget(old);
+                tracing::warn!(
+                    target: "casebook::recovery",
+                    set_aside = %kept.display(),
+                    "the snapshot database failed ({reason}); it was set aside and replaced by an empty one"
+                );
+                replaced.0.push(DerivedRebuild {
+                    store: "snapshots".into(),
+                    reason: reason.to_string(),
+                    set_aside: Some(kept),
+                });
+            }
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&self.dir);
+                let _ = std::fs::rename(&kept, &self.dir);
+                tracing::error!(target: "casebook::recovery", "replacing the failing snapshot database: {e}");
+            }
+        }
     }
 
     /// Whether opening discarded the snapshots (ahead of the log, or of
@@ -123,7 +211,7 @@ impl SledSnapshots {
 
     /// Flushes to disk (at close).
     pub async fn flush(&self) -> Result<(), EngineError> {
-        self.db
+        self.db()
             .flush_async()
             .await
             .map(|_| ())
@@ -135,15 +223,26 @@ impl SnapshotStore for SledSnapshots {
     fn get(&self, stream: &StreamId) -> Result<Option<(StreamVersion, Vec<u8>)>, EngineError> {
         // A damaged database may make sled panic on a read: caught here, at
         // its boundary, it is a failed read (a longer replay), not a crash.
-        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.db.get(stream.to_string())
-        }))
-        .map_err(|_| {
-            EngineError::snapshot_store(format!("reading {stream}"), "the storage library panicked")
-        })?;
-        let Some(v) =
-            read.map_err(|e| EngineError::snapshot_store(format!("reading {stream}"), e))?
-        else {
+        let db = self.db();
+        let read =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| db.get(stream.to_string())));
+        let read = match read {
+            Ok(Ok(read)) => read,
+            Ok(Err(e)) => {
+                self.replace(&format!("damaged: reading {stream}: {e}"));
+                return Err(EngineError::snapshot_store(format!("reading {stream}"), e));
+            }
+            Err(_) => {
+                self.replace(&format!(
+                    "damaged: the storage library panicked reading {stream}"
+                ));
+                return Err(EngineError::snapshot_store(
+                    format!("reading {stream}"),
+                    "the storage library panicked",
+                ));
+            }
+        };
+        let Some(v) = read else {
             return Ok(None);
         };
         if v.len() < 8 {
@@ -163,18 +262,17 @@ impl SnapshotStore for SledSnapshots {
         let mut value = Vec::with_capacity(8 + bytes.len());
         value.extend_from_slice(&version.0.to_be_bytes());
         value.extend_from_slice(&bytes);
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let db = self.db();
+        let stored = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             // The high-water mark first: a crash between the two leaves it
             // higher than needed (harmless), never lower than a snapshot.
-            self.db
-                .fetch_and_update(HIGH_WATER_KEY, |old| {
-                    let old = old.and_then(decode_position);
-                    let high = old.map_or(position, |o| o.max(position));
-                    Some(high.0.to_be_bytes().to_vec())
-                })
-                .map_err(|e| EngineError::snapshot_store("storing the high-water mark", e))?;
-            self.db
-                .insert(stream.to_string(), value)
+            db.fetch_and_update(HIGH_WATER_KEY, |old| {
+                let old = old.and_then(decode_position);
+                let high = old.map_or(position, |o| o.max(position));
+                Some(high.0.to_be_bytes().to_vec())
+            })
+            .map_err(|e| EngineError::snapshot_store("storing the high-water mark", e))?;
+            db.insert(stream.to_string(), value)
                 .map(|_| ())
                 .map_err(|e| EngineError::snapshot_store(format!("storing {stream}"), e))
         }))
@@ -183,7 +281,13 @@ impl SnapshotStore for SledSnapshots {
                 format!("storing {stream}"),
                 "the storage library panicked",
             ))
-        })
+        });
+        if let Err(e) = &stored {
+            // sled takes no write after one failed: an empty database
+            // in its place lets snapshots be taken again.
+            self.replace(&format!("failed: {e}"));
+        }
+        stored
     }
 }
 
@@ -215,5 +319,57 @@ fn not_from_this_log(db: &sled::Db, log: &dyn EventStore) -> Result<Option<Strin
                 .any(|k| k.is_ok_and(|k| !k.starts_with(b"\0")));
             Ok(any_snapshot.then(|| "snapshots of unknown position (an older format)".into()))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::{MemoryStore, TenantId};
+
+    #[test]
+    fn a_failing_database_is_set_aside_and_snapshots_go_on_in_a_fresh_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("snapshots");
+        let log = MemoryStore::new();
+        let store = SledSnapshots::open(&path, &log).unwrap();
+        let stream = StreamId::new(TenantId::new("kent").unwrap(), "case", "I-1").unwrap();
+        store
+            .put(
+                &stream,
+                StreamVersion(3),
+                GlobalPosition(7),
+                b"state".to_vec(),
+            )
+            .unwrap();
+        assert!(store.get(&stream).unwrap().is_some());
+
+        store.replace("damaged: a test");
+        // The old database is kept for diagnosis, with the reason.
+        let replaced = store.replaced();
+        assert_eq!(replaced.len(), 1);
+        let kept = replaced[0].set_aside.clone().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(kept.join("WHY")).unwrap(),
+            "damaged: a test\n"
+        );
+        // The fresh one holds no snapshot (a replay), and takes new ones.
+        assert_eq!(store.get(&stream).unwrap(), None);
+        store
+            .put(
+                &stream,
+                StreamVersion(4),
+                GlobalPosition(9),
+                b"later".to_vec(),
+            )
+            .unwrap();
+        assert_eq!(
+            store.get(&stream).unwrap(),
+            Some((StreamVersion(4), b"later".to_vec()))
+        );
+        // Not again at once: damage a rebuild brings back is a defect to
+        // report, not a loop.
+        store.replace("damaged: again");
+        assert_eq!(store.replaced().len(), 1);
     }
 }

@@ -606,7 +606,7 @@ mod tests {
     }
 
     #[test]
-    fn lagging_or_stopped_projections_are_unavailable_and_damage_is_internal() {
+    fn lagging_stopped_or_damaged_projections_are_unavailable_and_other_corruption_internal() {
         let lagging = QueryError::Timeout {
             projection: "cases".into(),
             reached: None,
@@ -637,7 +637,16 @@ mod tests {
             why: "truncated".into(),
         }
         .into();
-        assert_eq!(corrupt.kind(), ErrorKind::Internal);
+        // A damaged page: the database is replaced, retry shortly.
+        assert!(matches!(corrupt, QueryError::Damaged { .. }));
+        assert_eq!(corrupt.kind(), ErrorKind::Unavailable);
+        assert_eq!(
+            QueryError::Rebuilding {
+                projection: "cases".into()
+            }
+            .kind(),
+            ErrorKind::Unavailable
+        );
         assert_eq!(QueryError::Corrupt("x".into()).kind(), ErrorKind::Internal);
     }
 

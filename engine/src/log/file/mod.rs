@@ -197,6 +197,24 @@ impl Inner {
     fn index(&self) -> Arc<Index> {
         Arc::clone(&self.index.read().unwrap_or_else(|p| p.into_inner()))
     }
+
+    /// A read's index error: sled failing on the index (damage) has the
+    /// writer rebuild it from the log, and the reader is told to retry
+    /// ([`LogError::Failed`], retryable) rather than given the damage.
+    fn indexed<T>(&self, read: Result<T, LogError>) -> Result<T, LogError> {
+        match read {
+            Err(e @ LogError::Index { .. }) => {
+                let reason = format!("damaged: {e}");
+                if let Some(tx) = &*self.tx.lock().unwrap_or_else(|p| p.into_inner()) {
+                    let _ = tx.send(Message::IndexDamaged(reason));
+                }
+                Err(LogError::Failed {
+                    reason: format!("{e}; the index is being rebuilt from the log: retry shortly"),
+                })
+            }
+            other => other,
+        }
+    }
 }
 
 impl Drop for Inner {
@@ -341,6 +359,7 @@ impl LogStore {
             written_sync_after: config.written_sync_after,
             space: writer::Space::new(config.min_free_bytes),
             tree,
+            index_replaced: None,
         };
         let (tx, rx) = mpsc::channel();
         let handle = std::thread::Builder::new()
@@ -657,10 +676,11 @@ impl LogStore {
         from: StreamVersion,
         limit: usize,
     ) -> Result<Vec<RecordedEvent>, LogError> {
-        let locs = self
-            .inner
-            .index()
-            .stream_events(stream, direction, from, limit)?;
+        let locs = self.inner.indexed(
+            self.inner
+                .index()
+                .stream_events(stream, direction, from, limit),
+        )?;
         // Everything the index names was synced before it was indexed.
         let mut reader =
             RecordReader::synced_before(&self.inner.segments, self.inner.shared.synced());
@@ -695,7 +715,9 @@ impl LogStore {
         from: GlobalPosition,
         limit: usize,
     ) -> Result<Plan<'t>, LogError> {
-        let records = self.inner.index().tenant_records(tenant, from, limit)?;
+        let records = self
+            .inner
+            .indexed(self.inner.index().tenant_records(tenant, from, limit))?;
         // Everything the index names was synced before it was indexed.
         let synced = self.inner.shared.synced();
         let mut reads = Vec::with_capacity(records.len());
@@ -900,7 +922,7 @@ impl EventStore for LogStore {
     }
 
     async fn read_event(&self, id: EventId) -> Result<Option<RecordedEvent>, LogError> {
-        let Some(loc) = self.inner.index().event(id)? else {
+        let Some(loc) = self.inner.indexed(self.inner.index().event(id))? else {
             return Ok(None);
         };
         // Everything the index names was synced before it was indexed.
@@ -921,7 +943,7 @@ impl EventStore for LogStore {
     }
 
     async fn stream_version(&self, stream: &StreamId) -> Result<Option<StreamVersion>, LogError> {
-        self.inner.index().stream_head(stream)
+        self.inner.indexed(self.inner.index().stream_head(stream))
     }
 
     fn head_position(&self) -> Option<GlobalPosition> {

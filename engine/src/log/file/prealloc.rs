@@ -396,6 +396,11 @@ mod tests {
         let probe = Arc::new(Probe::default());
         probe.slow_sync.store(true, Ordering::SeqCst);
         let z = ZeroAhead::start(probe.clone(), 0, 1 << 30, 256 * 1024).unwrap();
+        // On a loaded machine the zero thread may not have run yet: the race
+        // starts once it has.
+        wait_for("the zero thread at work", || {
+            !probe.zero_writes.lock().unwrap().is_empty()
+        });
         let mut offset = 0u64;
         let mut expected = Vec::new();
         for i in 0..500u64 {

@@ -98,6 +98,9 @@ pub(crate) enum Message {
     Shutdown(oneshot::Sender<Result<(), LogError>>),
     /// After a failed write: repair the tail now (see [`Writer::repair`]).
     Recover(oneshot::Sender<Result<(), LogError>>),
+    /// A read found the index damaged (this reason): rebuild it from the
+    /// log ([`Writer::replace_index`]).
+    IndexDamaged(String),
 }
 
 /// The index readers use, which the writer replaces when its sled database
@@ -132,7 +135,14 @@ pub(crate) struct Writer {
     pub space: Space,
     /// The Merkle tree over the log and its checkpoints.
     pub tree: Tree,
+    /// When a read last had the index replaced.
+    pub index_replaced: Option<Instant>,
 }
+
+/// How often, at most, reads that find the index damaged have it replaced:
+/// damage a rebuild from the log brings back is a defect to report, not a
+/// reason to rebuild in a loop.
+const INDEX_REPLACED_AT_MOST_EVERY: Duration = Duration::from_secs(30);
 
 /// The free-space reserve: appends that would leave less than `reserve`
 /// bytes free are refused before anything is written, so that a filling
@@ -261,6 +271,8 @@ struct Gathered {
     group: Vec<AppendRequest>,
     flushes: Vec<oneshot::Sender<Result<(), LogError>>>,
     recovers: Vec<oneshot::Sender<Result<(), LogError>>>,
+    /// Reasons reads gave for rebuilding the index.
+    damaged: Vec<String>,
     shutdown: Option<oneshot::Sender<Result<(), LogError>>>,
 }
 
@@ -361,10 +373,14 @@ impl Writer {
                 group,
                 flushes,
                 recovers,
+                damaged,
                 shutdown,
             } = self.gather(&rx, first, &pace);
             for done in recovers {
                 let _ = done.send(self.try_repair(&mut failed, true));
+            }
+            if let Some(reason) = damaged.into_iter().next() {
+                self.index_damaged(&reason, &mut failed);
             }
             if !group.is_empty() && failed.is_some() {
                 // Appends came: a chance to repair, if the last try is old.
@@ -516,6 +532,28 @@ impl Writer {
         Ok(())
     }
 
+    /// A read found the index damaged: unless the store has failed (its
+    /// repair sees to the index) or the index was replaced in the last
+    /// [`INDEX_REPLACED_AT_MOST_EVERY`], syncs what is written (the index
+    /// names only synced records) and replaces it.
+    fn index_damaged(&mut self, reason: &str, failed: &mut Option<Failure>) {
+        if failed.is_some()
+            || self
+                .index_replaced
+                .is_some_and(|at| at.elapsed() < INDEX_REPLACED_AT_MOST_EVERY)
+        {
+            return;
+        }
+        self.index_replaced = Some(Instant::now());
+        self.sync_unsynced(failed);
+        if failed.is_some() {
+            return;
+        }
+        if let Err(e) = self.replace_index(reason) {
+            tracing::error!(target: "casebook::recovery", "replacing the damaged log index: {e}");
+        }
+    }
+
     /// Replaces an index whose sled database failed a write (sled takes
     /// none after that until reopened): the old database is set aside
     /// (`index.aside-<secs>`, with a `WHY` file), a fresh one is built from
@@ -624,6 +662,7 @@ impl Writer {
             group: Vec::new(),
             flushes: Vec::new(),
             recovers: Vec::new(),
+            damaged: Vec::new(),
             shutdown: None,
         };
         let mut bytes = 0;
@@ -636,6 +675,7 @@ impl Writer {
                 }
                 Some(Message::Flush(done)) => gathered.flushes.push(done),
                 Some(Message::Recover(done)) => gathered.recovers.push(done),
+                Some(Message::IndexDamaged(reason)) => gathered.damaged.push(reason),
                 Some(Message::Shutdown(done)) => {
                     gathered.shutdown = Some(done);
                     return gathered;
