@@ -749,6 +749,8 @@ async fn suspending_a_tenant_stops_its_work_until_it_is_reactivated_even_across_
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(host.running_status(&kent()).is_empty());
     engine.shutdown().await.unwrap();
+    // The host handle shares the engine's stores: let go of both.
+    drop(host);
     drop(engine);
 
     // Reopened, the engine starts nothing for the suspended tenant.

@@ -376,28 +376,37 @@ async fn views_of_another_log_are_rebuilt() {
     engine.shutdown().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cut_tail_is_reported_with_its_bytes_and_records() {
-    use casebook::log::{EventData, EventStore, ExpectedVersion, LogStore, Metadata, StreamId};
-    let dir = tempfile::tempdir().unwrap();
+/// The metadata of the notes [`forty_notes`] appends.
+fn note_meta() -> casebook::log::Metadata {
+    casebook::log::Metadata::new(
+        casebook::log::ActorId::new("pc-1"),
+        casebook::log::Source::system("test"),
+    )
+}
+
+/// A log in `dir` holding 40 notes on one stream (one record each),
+/// closed. Returns the stream.
+async fn forty_notes(dir: &std::path::Path) -> casebook::log::StreamId {
+    use casebook::log::{EventData, EventStore, ExpectedVersion, LogStore, StreamId};
     let stream = StreamId::new(TenantId::new("kent").unwrap(), "case", "C-1").unwrap();
-    let meta = || {
-        Metadata::new(
-            casebook::log::ActorId::new("pc-1"),
-            casebook::log::Source::system("test"),
-        )
-    };
-    let store = LogStore::open(dir.path()).unwrap();
+    let store = LogStore::open(dir).unwrap();
     assert!(store.recovery_report().is_clean());
     for i in 0..40 {
-        let e = EventData::new("Noted", format!("note {i}").into_bytes(), meta());
+        let e = EventData::new("Noted", format!("note {i}").into_bytes(), note_meta());
         store
             .append(&stream, ExpectedVersion::Any, vec![e])
             .await
             .unwrap();
     }
     store.close().await.unwrap();
-    drop(store);
+    stream
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_tail_is_reported_with_its_bytes_and_records() {
+    use casebook::log::{EventStore, LogStore};
+    let dir = tempfile::tempdir().unwrap();
+    forty_notes(dir.path()).await;
     // The index gone, and the last record damaged: the store cannot know it
     // was acknowledged, so it cuts it — and says so.
     std::fs::remove_dir_all(dir.path().join("index")).unwrap();
@@ -474,24 +483,40 @@ async fn damaged_derived_databases_are_set_aside_and_rebuilt() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_disk_refuses_commands_cleanly_and_the_engine_goes_on_once_space_returns() {
-    let Some(disk) = Tmpfs::mount("40m") else {
+/// An engine keeping `reserve` bytes free.
+fn reserving(reserve: u64) -> EngineConfig {
+    EngineConfig {
+        min_free_bytes: reserve,
+        ..registered()
+    }
+}
+
+/// A disk filled through the engine.
+struct Filled {
+    disk: Tmpfs,
+    dir: std::path::PathBuf,
+    engine: Engine,
+    /// The cases acknowledged, in order.
+    opened: Vec<String>,
+    /// The command the full disk refused.
+    refusal: EngineError,
+}
+
+/// An engine on a tmpfs of `size` keeping `reserve` bytes free, with
+/// incidents of long summaries opened until a command is refused. `None`
+/// (the test says it was skipped) if this process may not mount a tmpfs.
+async fn filled_disk(size: &str, reserve: u64) -> Option<Filled> {
+    let Some(disk) = Tmpfs::mount(size) else {
         eprintln!("skipped: this process cannot mount a tmpfs (run as root to include it)");
-        return;
+        return None;
     };
     let dir = disk.path().join("data");
-    let config = || EngineConfig {
-        min_free_bytes: 8 * 1024 * 1024,
-        ..registered()
-    };
-    let engine = Engine::open_with(&dir, config()).unwrap();
+    let engine = Engine::open_with(&dir, reserving(reserve)).unwrap();
     engine.start().await.unwrap();
     engine
         .deploy(&admin(), INCIDENT, Format::Toml)
         .await
         .unwrap();
-    // Open cases with long summaries until the disk is full.
     let long = "burglary ".repeat(2_000);
     let mut opened = Vec::new();
     let refusal = loop {
@@ -501,6 +526,29 @@ async fn a_full_disk_refuses_commands_cleanly_and_the_engine_goes_on_once_space_
             Err(e) => break e,
         }
         assert!(opened.len() < 100_000, "the disk never filled");
+    };
+    Some(Filled {
+        disk,
+        dir,
+        engine,
+        opened,
+        refusal,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_commands_cleanly_and_the_engine_goes_on_once_space_returns() {
+    // Open cases with long summaries until the disk is full.
+    let reserve = 8 * 1024 * 1024;
+    let Some(Filled {
+        disk,
+        dir,
+        engine,
+        opened,
+        refusal,
+    }) = filled_disk("40m", reserve).await
+    else {
+        return;
     };
     assert_eq!(
         refusal.kind(),
@@ -527,7 +575,7 @@ async fn a_full_disk_refuses_commands_cleanly_and_the_engine_goes_on_once_space_
     drop(engine);
 
     // And the engine reopens with every acknowledged case.
-    let engine = Engine::open_with(&dir, config()).unwrap();
+    let engine = Engine::open_with(&dir, reserving(reserve)).unwrap();
     engine.start().await.unwrap();
     for id in opened.iter().chain(std::iter::once(&"I-after".to_string())) {
         engine
@@ -659,34 +707,16 @@ async fn damage_found_by_a_read_sets_the_views_aside_and_rebuilds_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_no_reserve_a_full_disk_that_broke_the_views_is_mended_by_a_retry() {
-    let Some(disk) = Tmpfs::mount("24m") else {
-        eprintln!("skipped: this process cannot mount a tmpfs (run as root to include it)");
+    // With no reserve, the disk fills under the log and the views alike.
+    let Some(Filled {
+        disk,
+        engine,
+        opened,
+        ..
+    }) = filled_disk("24m", 0).await
+    else {
         return;
     };
-    let dir = disk.path().join("data");
-    let config = || EngineConfig {
-        min_free_bytes: 0,
-        ..registered()
-    };
-    let engine = Engine::open_with(&dir, config()).unwrap();
-    engine.start().await.unwrap();
-    engine
-        .deploy(&admin(), INCIDENT, Format::Toml)
-        .await
-        .unwrap();
-    // With no reserve, the disk fills under the log and the views alike.
-    let long = "burglary ".repeat(2_000);
-    let mut opened = 0;
-    loop {
-        if open_incident(&engine, &format!("I-{opened}"), json!(long))
-            .await
-            .is_err()
-        {
-            break;
-        }
-        opened += 1;
-        assert!(opened < 100_000, "the disk never filled");
-    }
     // Let the views run into the full disk too.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let faulted = |statuses: &[casebook::engine::TenantProjectionStatus]| {
@@ -738,9 +768,11 @@ async fn with_no_reserve_a_full_disk_that_broke_the_views_is_mended_by_a_retry()
         "{replaced:?}"
     );
     // Every case acknowledged before the disk filled is in the views.
-    let last = format!("I-{}", opened - 1);
+    let last = opened
+        .last()
+        .expect("cases acknowledged before the disk filled");
     engine
-        .case_view(&handler(), &last, Consistency::Eventual)
+        .case_view(&handler(), last, Consistency::Eventual)
         .await
         .unwrap_or_else(|e| panic!("{last}: {e}"));
     assert_eq!(
@@ -759,27 +791,10 @@ async fn with_no_reserve_a_full_disk_that_broke_the_views_is_mended_by_a_retry()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_index_a_read_finds_damaged_is_rebuilt_from_the_log_while_the_store_serves() {
     use casebook::log::{
-        Direction, EventData, EventStore, ExpectedVersion, LogStore, Metadata, StreamId,
-        StreamVersion,
+        Direction, EventData, EventStore, ExpectedVersion, LogStore, StreamVersion,
     };
     let dir = tempfile::tempdir().unwrap();
-    let stream = StreamId::new(TenantId::new("kent").unwrap(), "case", "C-1").unwrap();
-    let meta = || {
-        Metadata::new(
-            casebook::log::ActorId::new("pc-1"),
-            casebook::log::Source::system("test"),
-        )
-    };
-    let store = LogStore::open(dir.path()).unwrap();
-    for i in 0..40 {
-        let e = EventData::new("Noted", format!("note {i}").into_bytes(), meta());
-        store
-            .append(&stream, ExpectedVersion::Any, vec![e])
-            .await
-            .unwrap();
-    }
-    store.close().await.unwrap();
-    drop(store);
+    let stream = forty_notes(dir.path()).await;
     // Every stream entry of the index overwritten: sled opens it, and the
     // marker says it covers the log, so only a read finds the damage.
     {
@@ -831,7 +846,7 @@ async fn an_index_a_read_finds_damaged_is_rebuilt_from_the_log_while_the_store_s
         .count();
     assert_eq!(aside, 1);
     // Appends go on and are indexed in the new index.
-    let e = EventData::new("Noted", b"after".to_vec(), meta());
+    let e = EventData::new("Noted", b"after".to_vec(), note_meta());
     store
         .append(&stream, ExpectedVersion::Exact(StreamVersion(39)), vec![e])
         .await

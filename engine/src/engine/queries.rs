@@ -148,6 +148,11 @@ impl Engine {
     /// [`Engine::rebuild_projection`] and [`Engine::retry_projection`],
     /// which act on their own tenant only.
     ///
+    /// The host returned shares the engine's stores, like
+    /// [`Engine::store`]: the data directory stays open while it is held,
+    /// and after a replacement of a damaged database
+    /// ([`Engine::derived_rebuilds`]) it is the old one, stopped: ask again.
+    ///
     /// Errors: [`QueryError::Access`] unless the caller is a platform
     /// administrator; [`QueryError::Projection`] if its database cannot be
     /// opened.
