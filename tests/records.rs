@@ -558,7 +558,11 @@ async fn bad_input_gets_typed_errors_and_appends_nothing() {
     }
     w.set("2040-01-01");
     let listed: Vec<SubjectId> = w.due(None).await.into_iter().map(|(s, _)| s).collect();
-    assert_eq!(listed, [p1.clone()], "the SECRET subject is not listed");
+    assert_eq!(
+        listed,
+        std::slice::from_ref(&p1),
+        "the SECRET subject is not listed"
+    );
     let cleared = Principal::new(kent(), "rm-3")
         .with_roles([RECORDS_ROLE])
         .with_clearance(Classification::Secret);
