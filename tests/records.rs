@@ -1005,3 +1005,77 @@ async fn queries_are_audited() {
         "{reads:?}"
     );
 }
+
+#[test]
+fn retention_md_lists_every_shipped_default_with_its_status_and_its_example_parses() {
+    use casebook::resources::retention::RetentionPolicy;
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/RETENTION.md")).unwrap();
+    let policy = RetentionPolicy::defaults();
+    assert!(!policy.classes.is_empty());
+    for class in &policy.classes {
+        let row = doc
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{}`", class.key)))
+            .unwrap_or_else(|| panic!("docs/RETENTION.md has no row for {}", class.key));
+        let status = class.status.as_deref().unwrap_or_default();
+        assert!(
+            row.contains(status),
+            "{}: status {status:?} not in {row}",
+            class.key
+        );
+        for (rule, value) in [
+            (
+                "retain_until_age",
+                class.retain_until_age.map(|a| a.to_string()),
+            ),
+            (
+                "review_every",
+                class
+                    .review_every
+                    .as_ref()
+                    .map(|p| format!("\"{}\"", p.as_str())),
+            ),
+            (
+                "clear_period",
+                class
+                    .clear_period
+                    .as_ref()
+                    .map(|p| format!("\"{}\"", p.as_str())),
+            ),
+        ] {
+            let written = value.map(|v| format!("`{rule} = {v}`"));
+            match written {
+                Some(w) => assert!(row.contains(&w), "{}: {w} not in {row}", class.key),
+                None => assert!(!row.contains(&format!("`{rule}")), "{}: {rule}", class.key),
+            }
+        }
+        assert!(
+            row.contains(&format!("`at_due = \"{}\"`", class.at_due.as_str()))
+                || class.retain_until_age.is_none()
+                    && class.review_every.is_none()
+                    && class.clear_period.is_none(),
+            "{}: at_due",
+            class.key
+        );
+        assert!(
+            status.contains("to be checked against the College of Policing APP review schedule"),
+            "{}: every shipped figure is to be checked",
+            class.key
+        );
+    }
+    for q in &policy.nrac {
+        assert!(
+            doc.contains(&format!("`{}`", q.key)),
+            "NRAC question {}",
+            q.key
+        );
+    }
+    let example = doc
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a TOML example");
+    let parsed = RetentionPolicy::parse(example).expect("the example is a valid policy");
+    assert_eq!(parsed.classes.len(), 1);
+}
