@@ -1079,3 +1079,72 @@ fn retention_md_lists_every_shipped_default_with_its_status_and_its_example_pars
     let parsed = RetentionPolicy::parse(example).expect("the example is a valid policy");
     assert_eq!(parsed.classes.len(), 1);
 }
+
+#[tokio::test]
+async fn a_dispose_decision_landing_after_a_concurrent_case_hold_restricts_instead() {
+    use casebook::log::{ActorId, ExpectedVersion, Metadata, Source};
+    let w = world("2026-03-02").await;
+    w.open("g3", "A", json!({"suspect_ref": "P-1"})).await;
+    // The suspect named in A changes: P-1 keeps its appearance.
+    w.engine
+        .execute(
+            &officer(),
+            "A",
+            CaseCommand::UpdateCaseFile {
+                changes: CaseFile::from_json(json!({"suspect_ref": "P-2"})).unwrap(),
+            },
+            CommandContext::because("wrong person named"),
+        )
+        .await
+        .unwrap();
+    let p1 = w.id("P-1").await;
+    w.set("2040-01-01");
+    let store = w
+        .engine
+        .store(&Principal::platform_administrator("ops"))
+        .unwrap();
+    let meta = || Metadata::new(ActorId::new("rm-1"), Source::system("casebook"));
+    // As two officers deciding at once would leave it: a case hold, then a
+    // dispose decision taken before the hold was seen.
+    let hold = GovernanceEvent::HoldPlaced {
+        hold: "0192f6a0-0000-7000-8000-000000000001".into(),
+        target: HoldTarget::Case("A".into()),
+        kind: HoldKind::Litigation,
+        reason: "claim".into(),
+        placed_by: "rm-2".into(),
+        day: day_number(day("2040-01-01")),
+    };
+    store
+        .append(
+            &streams::case_hold(&kent(), "A").unwrap(),
+            ExpectedVersion::Any,
+            vec![hold.to_event_data(meta()).unwrap()],
+        )
+        .await
+        .unwrap();
+    let dispose = GovernanceEvent::SubjectReviewed {
+        reviewer: "rm-1".into(),
+        reviewer_role: "reviewing officer".into(),
+        day: day_number(day("2040-01-01")),
+        class: "mopi_group_3".into(),
+        policy_version: 0,
+        clear_period_start: day_number(day("2026-03-02")),
+        nrac: Vec::new(),
+        decision: Decision::Dispose,
+        next_review: None,
+        holds: Vec::new(),
+        rationale: "no longer necessary".into(),
+    };
+    store
+        .append(
+            &streams::governance(&kent(), p1.as_str()).unwrap(),
+            ExpectedVersion::NoStream,
+            vec![dispose.to_event_data(meta()).unwrap()],
+        )
+        .await
+        .unwrap();
+    let record = w.engine.subject(&records_officer(), &p1).await.unwrap();
+    assert_eq!(record.state, SubjectState::Restricted);
+    assert_eq!(record.holds.len(), 1);
+    assert_eq!(record.cases, ["A"]);
+}

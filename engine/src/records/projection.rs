@@ -9,7 +9,7 @@
 //! hold id -> the hold's target. Dates are day numbers of the events'
 //! recorded times (the engine clock).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -115,6 +115,10 @@ pub struct CaseRow {
     pub marking: Classification,
     /// The subject each subject role names now.
     pub subjects: BTreeMap<String, String>,
+    /// Every subject that has appeared in the case (a role may have named
+    /// another person before).
+    #[serde(default)]
+    pub appeared: BTreeSet<String>,
     /// Holds on the case, by id.
     pub holds: BTreeMap<String, HoldRow>,
 }
@@ -255,6 +259,7 @@ impl NominalsHandler {
             if let Some(reference) = changes.get(&decl.id).and_then(text) {
                 let id = ids.id(reference).as_str().to_string();
                 case.subjects.insert(decl.key.clone(), id.clone());
+                case.appeared.insert(id.clone());
                 let mut row = self.subject(&id).await?.unwrap_or(SubjectRow {
                     first_recorded: day,
                     last_contact: None,
@@ -329,6 +334,7 @@ impl NominalsHandler {
                 definition: definition.clone(),
                 marking: *classification,
                 subjects: BTreeMap::new(),
+                appeared: BTreeSet::new(),
                 holds: BTreeMap::new(),
             },
             other => match self.case(case_id).await? {
@@ -417,7 +423,7 @@ impl NominalsHandler {
             };
             if placed {
                 // A hold turns a pending disposal into restriction.
-                for subject in case.subjects.values().cloned().collect::<Vec<_>>() {
+                for subject in case.appeared.iter().cloned().collect::<Vec<_>>() {
                     if let Some(mut row) = self.subject(&subject).await? {
                         if row.state == SubjectState::AwaitingDisposal {
                             row.state = SubjectState::Restricted;
@@ -438,8 +444,27 @@ impl NominalsHandler {
                 next_review,
                 ..
             } => {
+                // A hold in force when the decision lands (on the subject or
+                // one of its cases) wins: the engine refuses such a
+                // decision, and one decided concurrently with a case hold
+                // restricts the record instead of disposing of it.
+                let held = !row.holds.is_empty() || {
+                    let mut any = false;
+                    for case_id in row.appearances.keys().cloned().collect::<Vec<_>>() {
+                        if self
+                            .case(&case_id)
+                            .await?
+                            .is_some_and(|c| !c.holds.is_empty())
+                        {
+                            any = true;
+                            break;
+                        }
+                    }
+                    any
+                };
                 row.state = match decision {
                     Decision::Retain => SubjectState::Retained,
+                    Decision::Dispose if held => SubjectState::Restricted,
                     Decision::Dispose => SubjectState::AwaitingDisposal,
                     Decision::Restrict => SubjectState::Restricted,
                     Decision::Archive => SubjectState::Archived,
