@@ -213,7 +213,8 @@ pub struct SubjectRecord {
     pub disposable_from: Option<Date>,
     /// Whether `retain_until_age` applies.
     pub age_limited: bool,
-    /// Its governance stream's version: give it back as
+    /// Its governance stream's version (the reviews and holds recorded on
+    /// the subject; new police contact does not move it): give it back as
     /// [`ReviewSubject::expected_version`]. 0: nothing recorded yet.
     pub version: u64,
     /// The highest marking of what the record draws on.
