@@ -1148,3 +1148,85 @@ async fn a_dispose_decision_landing_after_a_concurrent_case_hold_restricts_inste
     assert_eq!(record.holds.len(), 1);
     assert_eq!(record.cases, ["A"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_record_of_subjects_is_rebuilt_from_the_log_unchanged() {
+    let w = world("2026-03-02").await;
+    w.open(
+        "g1",
+        "A",
+        json!({"suspect_ref": "P-1", "suspect_dob": "1970-01-02"}),
+    )
+    .await;
+    w.open(
+        "g3",
+        "B",
+        json!({"suspect_ref": "P-2", "victim_ref": "P-1"}),
+    )
+    .await;
+    w.set("2033-05-01");
+    w.open("g3", "C", json!({"suspect_ref": "P-2"})).await;
+    let (p1, p2) = (w.id("P-1").await, w.id("P-2").await);
+    w.engine
+        .place_hold(
+            &records_officer(),
+            HoldTarget::Case("B".into()),
+            HoldKind::Investigation,
+            "operation",
+        )
+        .await
+        .unwrap();
+    w.set("2036-03-02");
+    w.review(&p1, Decision::Retain, None).await.unwrap();
+    w.set("2060-01-01");
+    let snapshot = |w: &World| {
+        let engine = w.engine.clone();
+        let (p1, p2) = (p1.clone(), p2.clone());
+        async move {
+            let a = engine.subject(&records_officer(), &p1).await.unwrap();
+            let b = engine.subject(&records_officer(), &p2).await.unwrap();
+            let due = engine
+                .review_due(&records_officer(), &ReviewDueQuery::default())
+                .await
+                .unwrap()
+                .items;
+            (a, b, due)
+        }
+    };
+    let before = snapshot(&w).await;
+    assert_eq!(before.0.cases, ["A", "B"]);
+    assert_eq!(before.0.class, "mopi_group_1", "the most serious class");
+    assert_eq!(before.1.clear_period_start, day("2033-05-01"));
+    assert_eq!(before.2.len(), 2);
+    let generation = |w: &World| {
+        let engine = w.engine.clone();
+        async move {
+            engine
+                .projection_status(&admin(kent()))
+                .await
+                .unwrap()
+                .into_iter()
+                .find(|s| s.projection == "nominals")
+                .map(|s| (s.generation, s.rebuild.is_none()))
+                .unwrap()
+        }
+    };
+    let (old, _) = generation(&w).await;
+    w.engine
+        .rebuild_projection(&admin(kent()), "nominals")
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (now, settled) = generation(&w).await;
+        if now != old && settled {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "rebuild never swapped"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(snapshot(&w).await, before);
+}
