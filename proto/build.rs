@@ -13,6 +13,7 @@ const FILES: &[&str] = &[
     "proto/casebook/v1/admin.proto",
     "proto/casebook/v1/workers.proto",
     "proto/casebook/v1/audit.proto",
+    "proto/casebook/v1/records.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -137,6 +137,8 @@
 //!   job workers, and the built-in common services;
 //! - [`resources`] — the tenant resources those services read (boundary
 //!   sets, decision tables, reference data, contacts);
+//! - [`records`] — the records lifecycle: subjects (nominals), MoPI
+//!   retention review and legal holds (`docs/RETENTION.md`);
 //! - [`security`] — classifications, vetting and principals;
 //! - [`time`] — timestamps and clocks; [`error`] — [`ErrorKind`];
 //! - [`prelude`] — the names most embedding code needs.
@@ -147,8 +149,8 @@
 #![deny(unsafe_code)]
 
 pub use casebook_engine::{
-    audit, case, definition, engine, error, log, orchestration, prelude, projection, resources,
-    rules, security, streams, time, Engine, ErrorKind,
+    audit, calendar, case, definition, engine, error, log, orchestration, prelude, projection,
+    records, resources, rules, security, streams, time, Engine, ErrorKind,
 };
 
 /// The README's code examples, compiled as doctests so the README stays true.
@@ -175,6 +177,11 @@ pub struct MarkingsDoctests;
 #[doc = include_str!("../docs/tamper-evidence.md")]
 #[cfg(doctest)]
 pub struct TamperEvidenceDoctests;
+
+/// `docs/RETENTION.md`'s code examples, compiled as doctests.
+#[doc = include_str!("../docs/RETENTION.md")]
+#[cfg(doctest)]
+pub struct RetentionDoctests;
 
 /// `docs/definition-format.md`'s code examples, compiled as doctests.
 #[doc = include_str!("../docs/definition-format.md")]

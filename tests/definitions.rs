@@ -1102,3 +1102,126 @@ fn text_search_is_for_fields_with_words() {
         def
     );
 }
+
+// ------------------------------------------------------------------ subjects (issue 22)
+
+const SUBJECT_FIELDS: &str = r#"
+[[fields]]
+key = "suspect_ref"
+type = "person"
+
+[[fields]]
+key = "suspect_dob"
+type = "date"
+
+[[fields]]
+key = "suspect_name"
+type = "text"
+"#;
+
+#[test]
+fn subjects_and_retention_classes_leave_older_fingerprints_alone_and_round_trip() {
+    let plain = CaseDefinition::from_toml(BASE).expect("valid");
+    let json = plain.canonical_json();
+    assert!(
+        !json.contains("subjects") && !json.contains("\"class\""),
+        "{json}"
+    );
+    for (name, source) in [
+        (
+            "burglary",
+            include_str!("../examples/definitions/burglary.toml"),
+        ),
+        (
+            "missing-person",
+            include_str!("../examples/definitions/missing-person.toml"),
+        ),
+    ] {
+        let def = CaseDefinition::from_toml(source).expect("bundled definitions stay valid");
+        let json = def.canonical_json();
+        assert!(
+            !json.contains("subjects") && !json.contains("\"class\""),
+            "{name}"
+        );
+    }
+    let marked = CaseDefinition::from_toml(&with(&format!(
+        "{SUBJECT_FIELDS}\n[[subjects]]\nkey = \"suspect\"\nid = \"suspect_ref\"\n\
+         date_of_birth = \"suspect_dob\"\nfields = [\"suspect_name\"]\ncontact = true\n"
+    )))
+    .expect("valid");
+    assert_eq!(marked.subjects.len(), 1);
+    assert_eq!(
+        marked.subject_of("suspect_name").map(|s| s.key.as_str()),
+        Some("suspect")
+    );
+    assert!(marked.subject_of("ward").is_none());
+    assert_eq!(marked.retention.class_key(), "mopi_group_3");
+    let classed = CaseDefinition::from_toml(&BASE.replacen(
+        "retention = { group = \"group3\" }",
+        "retention = { group = \"group3\", class = \"undetected\" }",
+        1,
+    ))
+    .expect("valid");
+    assert_eq!(classed.retention.class_key(), "undetected");
+    assert_ne!(plain.fingerprint(), classed.fingerprint());
+    for def in [&plain, &marked, &classed] {
+        let stored = def.to_msgpack().expect("encodes");
+        assert_eq!(
+            &CaseDefinition::from_msgpack(&stored).expect("decodes"),
+            def
+        );
+    }
+}
+
+#[test]
+fn subjects_name_fields_of_the_right_types_each_owned_once() {
+    let base = with(SUBJECT_FIELDS);
+    let subject = |body: &str| format!("{base}\n[[subjects]]\nkey = \"suspect\"\n{body}\n");
+    assert_eq!(
+        only_problem(&subject("id = \"nobody\"")),
+        p(
+            "subjects[0].id",
+            ProblemKind::UnknownField,
+            "unknown field 'nobody'"
+        )
+    );
+    assert_eq!(
+        only_problem(&subject("id = \"age\"")),
+        p(
+            "subjects[0].id",
+            ProblemKind::TypeMismatch,
+            "'age' is a integer field; use a person or text field"
+        )
+    );
+    assert_eq!(
+        only_problem(&subject(
+            "id = \"suspect_ref\"\ndate_of_birth = \"suspect_name\""
+        ))
+        .0,
+        "subjects[0].date_of_birth"
+    );
+    assert_eq!(
+        only_problem(&subject("id = \"suspect_ref\"\nfields = [\"suspect_ref\"]")),
+        p(
+            "subjects[0].fields[0]",
+            ProblemKind::Duplicate,
+            "field 'suspect_ref' already holds personal data of subjects[0]; a field belongs to one subject"
+        )
+    );
+    let two = format!(
+        "{}\n[[subjects]]\nkey = \"suspect\"\nid = \"suspect_name\"\n",
+        subject("id = \"suspect_ref\"")
+    );
+    let all = problems(&expect_err(&two));
+    let paths: Vec<&str> = all.iter().map(|(path, _, _)| path.as_str()).collect();
+    assert_eq!(paths, ["subjects[1].key"], "{all:?}");
+    assert_eq!(
+        only_problem(&BASE.replacen(
+            "retention = { group = \"group3\" }",
+            "retention = { group = \"group3\", class = \"Not A Key\" }",
+            1,
+        ))
+        .0,
+        "retention.class"
+    );
+}

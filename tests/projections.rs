@@ -420,7 +420,7 @@ async fn built_in_views_follow_the_log_with_read_your_writes() {
         .await
         .unwrap();
     let status = engine.projection_status(&admin("kent")).await.unwrap();
-    assert_eq!(status.len(), 3, "cases, timeline, orchestration");
+    assert_eq!(status.len(), 4, "cases, timeline, orchestration, nominals");
     for s in &status {
         assert_eq!(s.state, TenantRunState::Live, "{s:?}");
         assert_eq!(s.pending, 0);
@@ -956,7 +956,7 @@ async fn running_caught_up(
     loop {
         let status = host.running_status(&tenant(t));
         let head = engine.store(&platform_admin()).unwrap().head_position();
-        if status.len() == 3 && status.iter().all(|s| s.reached >= head) {
+        if status.len() == 4 && status.iter().all(|s| s.reached >= head) {
             return status;
         }
         assert!(
@@ -992,7 +992,7 @@ async fn runners_start_when_the_engine_opens_and_keep_up_with_no_reader() {
         .projections(&platform_admin())
         .unwrap()
         .running_status(&tenant("kent"));
-    assert_eq!(status.len(), 3, "{status:?}");
+    assert_eq!(status.len(), 4, "{status:?}");
     // Another writer on the same log (this engine sees no call at all):
     // the views follow.
     let writer =

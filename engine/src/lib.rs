@@ -18,7 +18,9 @@
 //!   view, timeline, case search, work queue and deadline views.
 //! - [`resources`]: tenant resources the built-in services work from —
 //!   boundary sets, decision tables, reference data, contacts — deployed
-//!   and versioned per tenant.
+//!   and versioned per tenant — and the retention policy.
+//! - [`records`]: the records lifecycle — the tenant's record of subjects
+//!   (nominals), MoPI retention review, legal holds.
 //! - [`security`]: classifications, vetting and the [`security::Principal`]
 //!   every call takes.
 //! - [`time`]: [`time::Timestamp`] and the [`time::Clock`] every timestamp
@@ -39,6 +41,7 @@ pub mod orchestration;
 pub mod prelude;
 pub mod projection;
 mod recent;
+pub mod records;
 pub mod resources;
 pub mod rules;
 pub mod security;

@@ -11,7 +11,10 @@
 //!   [`crate::audit`]).
 //! - `<tenant>/resource/<kind>.<name>`: the versions of one of the
 //!   tenant's resource documents (boundary sets, decision tables, reference
-//!   data, contacts; see [`crate::resources`]).
+//!   data, contacts, the retention policy; see [`crate::resources`]).
+//! - `<tenant>/governance/<subject id>`: one subject's (nominal's) reviews
+//!   and holds; `<tenant>/case-hold/<case id>`: the legal holds on one case
+//!   (see [`crate::records`]).
 
 use crate::ids::{IdError, TenantId};
 use crate::log::StreamId;
@@ -33,10 +36,18 @@ pub const AUDIT: &str = "audit";
 /// The category of resource streams (one per tenant, kind and name).
 pub const RESOURCE: &str = "resource";
 
+/// The category of subject governance streams (one per subject).
+pub const GOVERNANCE: &str = "governance";
+
+/// The category of case hold streams (one per held case).
+pub const CASE_HOLD: &str = "case-hold";
+
 /// Every category the engine writes itself. Outside code (the gRPC events
 /// API, integrations) must not write them, and reading them raw shows every
 /// field of a case; a new category the engine writes belongs here.
-pub const ENGINE_CATEGORIES: &[&str] = &[CASE, DEFINITION, CALENDAR, TENANT, AUDIT, RESOURCE];
+pub const ENGINE_CATEGORIES: &[&str] = &[
+    CASE, DEFINITION, CALENDAR, TENANT, AUDIT, RESOURCE, GOVERNANCE, CASE_HOLD,
+];
 
 /// Whether the engine writes streams of `category` itself.
 pub fn is_engine_category(category: &str) -> bool {
@@ -64,6 +75,17 @@ pub fn calendar(tenant: &TenantId) -> Result<StreamId, IdError> {
 /// [`crate::resources::ResourceKind::as_str`]). Errors: [`IdError`].
 pub fn resource(tenant: &TenantId, kind: &str, name: &str) -> Result<StreamId, IdError> {
     StreamId::new(tenant.clone(), RESOURCE, &format!("{kind}.{name}"))
+}
+
+/// The governance stream of subject `subject` (a subject id, never
+/// personal data). Errors: [`IdError`].
+pub fn governance(tenant: &TenantId, subject: &str) -> Result<StreamId, IdError> {
+    StreamId::new(tenant.clone(), GOVERNANCE, subject)
+}
+
+/// The stream of the holds on case `case_id`. Errors: [`IdError`].
+pub fn case_hold(tenant: &TenantId, case_id: &str) -> Result<StreamId, IdError> {
+    StreamId::new(tenant.clone(), CASE_HOLD, case_id)
 }
 
 /// The registry stream of `tenant`, in the platform tenant. Errors:

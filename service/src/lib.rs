@@ -1,6 +1,6 @@
 //! Casebook as a gRPC service: configuration, authentication, the one
 //! error mapping, the protobuf conversions, the Cases, Events, Workers,
-//! Admin and Audit services, and the server that runs them (the `casebook` binary's
+//! Admin, Audit and Records services, and the server that runs them (the `casebook` binary's
 //! `serve`), and the sustained-load soak (`casebook soak`).
 
 pub mod access;
@@ -12,6 +12,7 @@ pub mod config;
 pub mod convert;
 pub mod events;
 pub mod metrics;
+pub mod records;
 pub mod server;
 pub mod soak;
 pub mod status;

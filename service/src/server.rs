@@ -23,6 +23,7 @@ use casebook_proto::v1::admin_server::AdminServer;
 use casebook_proto::v1::audit_server::AuditServer;
 use casebook_proto::v1::cases_server::CasesServer;
 use casebook_proto::v1::events_server::EventsServer;
+use casebook_proto::v1::records_server::RecordsServer;
 use casebook_proto::v1::workers_server::WorkersServer;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
@@ -37,6 +38,7 @@ use crate::auth::{AuthSetupError, Authenticator};
 use crate::cases::CasesService;
 use crate::config::Config;
 use crate::events::EventsService;
+use crate::records::RecordsService;
 use crate::workers::WorkersService;
 
 /// The example definitions shipped with the service (`examples/definitions`).
@@ -392,6 +394,9 @@ pub async fn start(
     health_reporter
         .set_serving::<AuditServer<AuditService>>()
         .await;
+    health_reporter
+        .set_serving::<RecordsServer<RecordsService>>()
+        .await;
     let max = config.max_message_bytes;
     let intercept = {
         let auth = auth.clone();
@@ -411,6 +416,9 @@ pub async fn start(
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
     let audit = AuditServer::new(AuditService::new(engine.clone()))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let records = RecordsServer::new(RecordsService::new(engine.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
     let metrics = crate::metrics::Metrics::default();
@@ -433,7 +441,8 @@ pub async fn start(
         .add_service(InterceptedService::new(events, intercept.clone()))
         .add_service(InterceptedService::new(workers, intercept.clone()))
         .add_service(InterceptedService::new(admin, intercept.clone()))
-        .add_service(InterceptedService::new(audit, intercept));
+        .add_service(InterceptedService::new(audit, intercept.clone()))
+        .add_service(InterceptedService::new(records, intercept));
     let (tx, rx) = oneshot::channel::<()>();
     let served = engine.clone();
     let task = tokio::spawn(async move {

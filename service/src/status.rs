@@ -41,6 +41,7 @@ kinded!(
     casebook_engine::orchestration::OrchestrationError,
     casebook_engine::audit::AuditError,
     casebook_engine::security::AccessError,
+    casebook_engine::records::RecordsError,
 );
 
 /// The status for an engine error.

@@ -215,6 +215,10 @@ pub enum ReadKind {
     RawSubscription,
     /// [`crate::engine::Engine::audit_entries`].
     AuditQuery,
+    /// [`crate::engine::Engine::subject`] (a subject's record, issue 22).
+    Subject,
+    /// [`crate::engine::Engine::review_due`].
+    ReviewDue,
 }
 
 impl ReadKind {
@@ -233,6 +237,8 @@ impl ReadKind {
             ReadKind::RawLog => "raw_log",
             ReadKind::RawSubscription => "raw_subscription",
             ReadKind::AuditQuery => "audit_query",
+            ReadKind::Subject => "subject",
+            ReadKind::ReviewDue => "review_due",
         }
     }
 }

@@ -45,7 +45,8 @@ pub use markings::Markings;
 pub use model::{
     Activity, ActivityKind, AuditPolicy, CaseDefinition, CasePermissions, Deadline, Escalation,
     FieldDef, FieldSearch, FieldType, FormField, Milestone, MopiGroup, Occurrence, OnPart,
-    ParamDef, Priority, Retention, RetryPolicy, Sentry, ServiceDef, SlaPeriod, Stage, REPETITION,
+    ParamDef, Priority, Retention, RetryPolicy, Sentry, ServiceDef, SlaPeriod, Stage, SubjectDef,
+    REPETITION,
 };
 pub use parse::Format;
 pub use period::{Period, PeriodError, PeriodParts};

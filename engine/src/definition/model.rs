@@ -80,6 +80,12 @@ pub struct CaseDefinition {
     /// [`crate::audit`]). Last and left out when absent, like `team`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit: Option<AuditPolicy>,
+    /// The people (nominals) whose personal data the case file holds:
+    /// which field names each one, which fields are theirs (see
+    /// [`SubjectDef`] and `docs/RETENTION.md`). Last and left out when
+    /// empty, like `team`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subjects: Vec<SubjectDef>,
     /// The derived markings, computed on first use (not part of the
     /// definition's content: never serialized, never compared).
     #[serde(skip)]
@@ -150,6 +156,76 @@ pub struct Retention {
     /// Overrides the group's review period, e.g. `P3Y`.
     #[serde(default)]
     pub review_after: Option<Period>,
+    /// The tenant's retention class the case type's subjects fall in, by
+    /// key (e.g. `undetected`, or one the tenant defined); absent: the
+    /// group's class (`mopi_group_1` ...). Classes and their rules are the
+    /// tenant's retention policy ([`crate::resources::retention`]). (Last,
+    /// and left out when absent, so earlier definitions keep their
+    /// fingerprint.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
+}
+
+impl Retention {
+    /// The key of the retention class in force: `class`, else the group's
+    /// default class.
+    pub fn class_key(&self) -> &str {
+        match &self.class {
+            Some(c) => c,
+            None => self.group.class_key(),
+        }
+    }
+}
+
+impl MopiGroup {
+    /// The key of the shipped retention class of the group.
+    pub fn class_key(self) -> &'static str {
+        match self {
+            MopiGroup::Group1 => "mopi_group_1",
+            MopiGroup::Group2 => "mopi_group_2",
+            MopiGroup::Group3 => "mopi_group_3",
+        }
+    }
+}
+
+/// A person (nominal) the case file holds personal data about
+/// (`[[subjects]]`): the engine keeps a record of each such person per
+/// tenant for retention review (see [`crate::records`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubjectDef {
+    /// The subject's role in the case, e.g. `suspect`.
+    pub key: String,
+    /// The field holding the person's reference (a `person` or `text`
+    /// field): a case names a subject when this field has a value. The
+    /// engine never uses the reference as an id: subject ids are keyed
+    /// hashes of it.
+    pub id: FieldKey,
+    /// A `date` field holding the person's date of birth, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date_of_birth: Option<FieldKey>,
+    /// The other fields holding this person's personal data.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<FieldKey>,
+    /// Whether appearing in such a case is police contact that (re)starts
+    /// the subject's clear period (an offender's role: `true`; a victim's
+    /// or witness's: `false`).
+    #[serde(default)]
+    pub contact: bool,
+}
+
+impl CaseDefinition {
+    /// The subject whose personal data field `field` holds (its id, date
+    /// of birth or one of its `fields`), if any.
+    pub fn subject_of(&self, field: &str) -> Option<&SubjectDef> {
+        self.subjects.iter().find(|s| {
+            s.id.as_str() == field
+                || s.date_of_birth
+                    .as_ref()
+                    .is_some_and(|d| d.as_str() == field)
+                || s.fields.iter().any(|f| f.as_str() == field)
+        })
+    }
 }
 
 impl Retention {

@@ -32,6 +32,7 @@ pub(crate) fn validate_static(def: &CaseDefinition) -> Vec<Problem> {
     v.header();
     v.roles();
     v.fields();
+    v.subjects();
     v.services();
     v.permissions();
     v.plan();
@@ -415,6 +416,88 @@ impl<'a> Validator<'a> {
                         format!(
                             "{c} is below the case's default classification {}; a field can only raise it",
                             self.def.default_classification
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    /// `[[subjects]]`: unique keys, an id field of a person or text type,
+    /// a date of birth of type date, and each field belonging to at most
+    /// one subject.
+    fn subjects(&mut self) {
+        let def = self.def;
+        if let Some(class) = &def.retention.class {
+            if let Err(m) = check_identifier(class).map_err(|e| e.to_string()) {
+                self.push("retention.class", ProblemKind::InvalidIdentifier, m);
+            }
+        }
+        let mut keys: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut owner: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, s) in def.subjects.iter().enumerate() {
+            let path = format!("subjects[{i}]");
+            if let Err(m) = check_identifier(&s.key).map_err(|e| e.to_string()) {
+                self.push(format!("{path}.key"), ProblemKind::InvalidIdentifier, m);
+            }
+            if let Some(first) = keys.insert(&s.key, i) {
+                self.push(
+                    format!("{path}.key"),
+                    ProblemKind::Duplicate,
+                    format!(
+                        "duplicate subject '{}' (first declared at subjects[{first}])",
+                        s.key
+                    ),
+                );
+            }
+            let typed = |v: &mut Self, at: String, key: &FieldKey, want: &[FieldType]| match def
+                .field(key.as_str())
+            {
+                None => v.push(
+                    at,
+                    ProblemKind::UnknownField,
+                    format!("unknown field '{key}'"),
+                ),
+                Some(f) if !want.contains(&f.ty) => v.push(
+                    at,
+                    ProblemKind::TypeMismatch,
+                    format!(
+                        "'{key}' is a {} field; use a {} field",
+                        f.ty.as_str(),
+                        want.iter()
+                            .map(|t| t.as_str())
+                            .collect::<Vec<_>>()
+                            .join(" or ")
+                    ),
+                ),
+                Some(_) => {}
+            };
+            typed(
+                self,
+                format!("{path}.id"),
+                &s.id,
+                &[FieldType::Person, FieldType::Text],
+            );
+            if let Some(d) = &s.date_of_birth {
+                typed(self, format!("{path}.date_of_birth"), d, &[FieldType::Date]);
+            }
+            let mut mine: Vec<(String, &FieldKey)> = vec![(format!("{path}.id"), &s.id)];
+            if let Some(d) = &s.date_of_birth {
+                mine.push((format!("{path}.date_of_birth"), d));
+            }
+            for (j, f) in s.fields.iter().enumerate() {
+                let at = format!("{path}.fields[{j}]");
+                self.field_ref(&at, f);
+                mine.push((at, f));
+            }
+            for (at, f) in mine {
+                if let Some(first) = owner.insert(f.as_str(), i) {
+                    self.push(
+                        at,
+                        ProblemKind::Duplicate,
+                        format!(
+                            "field '{f}' already holds personal data of subjects[{first}]; a field \
+                             belongs to one subject"
                         ),
                     );
                 }

@@ -26,7 +26,7 @@
 //! [`crate::rules::EvalError::BudgetExceeded`] naming the rule, again before
 //! it runs.
 
-mod audited;
+pub(crate) mod audited;
 mod error;
 mod idempotency;
 mod integrity;
@@ -951,6 +951,11 @@ impl Engine {
 
     /// The position-token codec of `tenant` (see
     /// [`crate::security::positions`]).
+    /// The engine's secret (position tokens, subject ids).
+    pub(crate) fn position_secret(&self) -> &PositionKey {
+        &self.inner.positions
+    }
+
     pub(crate) fn tenant_positions(&self, tenant: &TenantId) -> TenantPositions {
         self.inner.positions.tenant(tenant)
     }

@@ -192,6 +192,12 @@ impl Engine {
         projections.push(Arc::new(
             crate::orchestration::pending::OrchestrationProjection::new(self.hub_arc()),
         ));
+        projections.push(Arc::new(
+            crate::records::projection::NominalsProjection::new(
+                Arc::new(EngineDefinitions(Arc::downgrade(&self.inner))),
+                self.inner.positions.clone(),
+            ),
+        ));
         projections.extend(self.inner.config.projections.iter().cloned());
         let batch = self.inner.config.projection_batch;
         let host = match &self.inner.projections.dir {
@@ -374,7 +380,7 @@ impl Engine {
     /// Starts the runners of `tenant` after a write, once the engine runs
     /// (a failure here must not fail the write that succeeded: the runner's
     /// status and the next query report it).
-    pub(super) fn follow_tenant(&self, tenant: &TenantId) {
+    pub(crate) fn follow_tenant(&self, tenant: &TenantId) {
         if self.is_running() {
             if let Ok(host) = self.projection_host() {
                 let _ = host.ensure(tenant);
@@ -450,6 +456,34 @@ impl Engine {
             }),
             Err(e) => Err(e),
         }
+    }
+
+    /// The tree of projection `name` for `tenant`, once it has applied
+    /// every event in the log when called (the tenant's own writes
+    /// included): what a command decides on. Waits at most 10 s.
+    ///
+    /// Errors: [`QueryError::Lagging`] (with the tenant's token),
+    /// [`QueryError::FaultedAt`], the host's errors.
+    pub(crate) async fn caught_up_tree(
+        &self,
+        name: &str,
+        tenant: &TenantId,
+    ) -> Result<Arc<crate::projection::Generation>, QueryError> {
+        let head = self.raw_store().head_position();
+        let (freshness, wanted) = match head {
+            Some(position) => (
+                Freshness::AtLeast {
+                    position,
+                    timeout: Duration::from_secs(10),
+                },
+                self.tenant_positions(tenant).encode(position)?,
+            ),
+            None => (Freshness::Eventual, PositionToken::NONE),
+        };
+        self.host()?
+            .read(name, tenant, freshness)
+            .await
+            .map_err(|e| self.scoped(tenant, e, wanted))
     }
 
     /// A host error as the tenant is told it: a wait's timeout and a fault

@@ -9,7 +9,11 @@
 //!   for `reference.lookup`;
 //! - [`ResourceKind::Contacts`] ([`contacts`]): the tenant's directory of
 //!   people and organisations (TOML) that `notify.email` and `alert.raise`
-//!   address by contact id or role.
+//!   address by contact id or role;
+//! - [`ResourceKind::Retention`] ([`retention`]): the tenant's retention
+//!   policy (MoPI classes and their rules, the NRAC questions), always
+//!   named [`retention::POLICY_NAME`]; shipped defaults apply until one is
+//!   deployed.
 //!
 //! Each version is a `ResourceDeployed` event in the engine-owned stream
 //! `<tenant>/resource/<kind>.<name>` ([`crate::streams::resource`]): the
@@ -28,6 +32,7 @@ pub mod boundaries;
 pub mod contacts;
 pub mod decision;
 pub mod reference;
+pub mod retention;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -60,25 +65,29 @@ pub enum ResourceKind {
     ReferenceData,
     /// The tenant's contact directory (TOML).
     Contacts,
+    /// The tenant's retention policy (TOML; see [`retention`]).
+    Retention,
 }
 
 impl ResourceKind {
     /// Every kind.
-    pub const ALL: [ResourceKind; 4] = [
+    pub const ALL: [ResourceKind; 5] = [
         ResourceKind::Boundaries,
         ResourceKind::DecisionTable,
         ResourceKind::ReferenceData,
         ResourceKind::Contacts,
+        ResourceKind::Retention,
     ];
 
     /// Its name in stream ids and messages: `boundaries`,
-    /// `decision_table`, `reference_data`, `contacts`.
+    /// `decision_table`, `reference_data`, `contacts`, `retention`.
     pub fn as_str(self) -> &'static str {
         match self {
             ResourceKind::Boundaries => "boundaries",
             ResourceKind::DecisionTable => "decision_table",
             ResourceKind::ReferenceData => "reference_data",
             ResourceKind::Contacts => "contacts",
+            ResourceKind::Retention => "retention",
         }
     }
 
@@ -94,6 +103,7 @@ impl ResourceKind {
             ResourceKind::DecisionTable => decision::DecisionTable::parse(source).map(drop),
             ResourceKind::ReferenceData => reference::ReferenceTable::parse(source).map(drop),
             ResourceKind::Contacts => contacts::Directory::parse(source).map(drop),
+            ResourceKind::Retention => retention::RetentionPolicy::parse(source).map(drop),
         };
         result.err().unwrap_or_default()
     }
@@ -348,6 +358,15 @@ impl Engine {
         } else {
             Vec::new()
         };
+        if kind == ResourceKind::Retention && name != retention::POLICY_NAME {
+            problems.push(ResourceProblem::new(
+                "name",
+                format!(
+                    "a tenant has one retention policy, named '{}'",
+                    retention::POLICY_NAME
+                ),
+            ));
+        }
         if problems.is_empty() {
             problems = kind.problems(source);
         }

@@ -177,6 +177,13 @@ impl PositionKey {
         Ok(key)
     }
 
+    /// The key `tenant`'s subject ids are derived with
+    /// ([`crate::records::SubjectIds`]): a keyed hash, so an id says
+    /// nothing about the person it stands for.
+    pub(crate) fn subject_key(&self, tenant: &TenantId) -> [u8; 32] {
+        Keyed::new(&self.0).mac(&[b"casebook subject id v1\0", tenant.as_str().as_bytes()])
+    }
+
     /// The token codec of `tenant`.
     pub fn tenant(&self, tenant: &TenantId) -> TenantPositions {
         let key =

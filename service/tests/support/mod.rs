@@ -12,6 +12,7 @@ use casebook_proto::v1::admin_client::AdminClient;
 use casebook_proto::v1::audit_client::AuditClient;
 use casebook_proto::v1::cases_client::CasesClient;
 use casebook_proto::v1::events_client::EventsClient;
+use casebook_proto::v1::records_client::RecordsClient;
 use casebook_service::auth::{mint_hs256, Claims};
 use casebook_service::config::{AuthConfig, Config};
 use tempfile::TempDir;
@@ -95,6 +96,7 @@ pub type Cases = CasesClient<InterceptedService<Channel, Bearer>>;
 pub type Events = EventsClient<InterceptedService<Channel, Bearer>>;
 pub type Admin = AdminClient<InterceptedService<Channel, Bearer>>;
 pub type Audit = AuditClient<InterceptedService<Channel, Bearer>>;
+pub type Records = RecordsClient<InterceptedService<Channel, Bearer>>;
 
 impl Server {
     pub fn cases(&self, token: &str) -> Cases {
@@ -111,6 +113,10 @@ impl Server {
 
     pub fn audit(&self, token: &str) -> Audit {
         AuditClient::with_interceptor(self.channel.clone(), Bearer(Some(token.to_string())))
+    }
+
+    pub fn records(&self, token: &str) -> Records {
+        RecordsClient::with_interceptor(self.channel.clone(), Bearer(Some(token.to_string())))
     }
 }
 
