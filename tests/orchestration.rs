@@ -1107,3 +1107,48 @@ async fn a_timer_that_fell_due_while_the_engine_was_down_fires_once_at_start() {
         engine.shutdown().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_tasks_are_handed_over_without_waiting_out_the_projection_commit_interval() {
+    // With a 600 s commit interval, a live orchestration runner that just
+    // committed would hold a new service task for ten minutes unless the
+    // append that asked for it rings the runner.
+    let dir = tempfile::tempdir().unwrap();
+    let scorer = Scripted::risk(vec![risk("standard")]);
+    let config = EngineConfig {
+        services: ServiceRegistry::new().with(scorer.clone()),
+        projection_commit_interval: Duration::from_secs(600),
+        ..registered()
+    };
+    let engine = Engine::open_with(dir.path(), config).unwrap();
+    engine.start().await.unwrap();
+    engine
+        .deploy(&admin(), REFERRAL, Format::Toml)
+        .await
+        .unwrap();
+    let me = worker("worker-a");
+    let request = ActivateJobs::new("crime.allocate", "worker-a")
+        .max_jobs(1)
+        .wait(Duration::from_secs(20));
+    for round in 0..3 {
+        let case_id = open_referral(&engine).await;
+        eventually(&format!("round {round}: the score was taken"), || async {
+            state_of(&engine, &case_id, "score").await == Some(ItemState::Completed)
+        })
+        .await;
+        let jobs =
+            tokio::time::timeout(Duration::from_secs(20), engine.activate_jobs(&me, &request))
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: no job offered in 20 s"))
+                .unwrap();
+        assert_eq!(jobs.len(), 1, "round {round}");
+        assert_eq!(jobs[0].handle.case_id, case_id, "round {round}");
+        let output = [("crime_number".to_string(), json!(format!("CR/{round}")))].into();
+        engine
+            .complete_job(&me, &jobs[0].handle, output)
+            .await
+            .unwrap();
+    }
+    assert_eq!(scorer.calls().len(), 3);
+    engine.shutdown().await.unwrap();
+}

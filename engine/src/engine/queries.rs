@@ -184,6 +184,15 @@ impl Engine {
         }
     }
 
+    /// Rings the tenant's orchestration runner: its next commit (the
+    /// hand-off of new service tasks and timers to the dispatcher and
+    /// workers) goes now, not after the commit interval.
+    pub(crate) fn hurry_orchestration(&self, tenant: &TenantId) {
+        if let Some(host) = self.inner.projections.host.get() {
+            host.hurry(crate::orchestration::pending::NAME, tenant);
+        }
+    }
+
     /// Stops the projection runners and flushes their database (part of
     /// [`Engine::close`]).
     pub(super) async fn close_projections(&self) -> Result<(), ProjectionError> {
@@ -724,6 +733,8 @@ impl Engine {
             )
             .await?;
         self.follow_tenant(&principal.tenant);
+        // Working-day timers are re-timed by the orchestration projection.
+        self.hurry_orchestration(&principal.tenant);
         Ok(self
             .tenant_positions(&principal.tenant)
             .encode(result.last_position)?)

@@ -262,6 +262,20 @@ fn relevant(event_type: &str) -> bool {
     )
 }
 
+/// Whether the projection hands `event` over to the dispatcher or to
+/// workers as new work (an attempt to make, a timer to run, an incident
+/// retried): the engine then rings its runner so the hand-off does not
+/// wait out the commit interval ([`crate::engine::EngineConfig::projection_commit_interval`]).
+pub(crate) fn hands_over_work(event: &CaseEvent) -> bool {
+    matches!(
+        event,
+        CaseEvent::ServiceInvocationRequested { .. }
+            | CaseEvent::ServiceAttemptFailed { .. }
+            | CaseEvent::IncidentRetried { .. }
+            | CaseEvent::DeadlineSet { .. }
+    )
+}
+
 #[async_trait]
 impl Handler for PendingHandler {
     async fn apply(&mut self, event: &RecordedEvent) -> Result<(), HandlerError> {
