@@ -1152,3 +1152,226 @@ async fn service_tasks_are_handed_over_without_waiting_out_the_projection_commit
     assert_eq!(scorer.calls().len(), 3);
     engine.shutdown().await.unwrap();
 }
+
+/// The missing-person case with a supervisor who may suspend and resume it.
+fn misper_suspendable() -> String {
+    MISPER.replace(
+        "add_discretionary = [\"supervisor\"]",
+        "add_discretionary = [\"supervisor\"]\nsuspend = [\"supervisor\"]\nresume = [\"supervisor\"]",
+    )
+}
+
+fn supervisor() -> Principal {
+    Principal::new(kent(), "ps-1").with_roles(["supervisor"])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timer_due_while_its_case_is_suspended_fires_once_when_the_case_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    // Monday 11 January 2027, 09:00: the hourly check is due at 10:00, the
+    // first review (one working day) on Tuesday at 09:00.
+    let clock = ManualClock::new(at(2027, 1, 11, 9));
+    let engine = engine_with(dir.path(), &clock, ServiceRegistry::new()).await;
+    engine
+        .deploy(&admin(), &misper_suspendable(), Format::Toml)
+        .await
+        .unwrap();
+    let opened = engine
+        .open_case(
+            &officer(),
+            OpenCase::new(
+                "misper",
+                CaseFile::from_json(json!({ "name": "C" })).unwrap(),
+            ),
+        )
+        .await
+        .unwrap();
+    let case_id = opened.case_id.to_string();
+    engine
+        .incidents(&officer(), Consistency::after(&opened))
+        .await
+        .unwrap();
+    engine
+        .execute(
+            &supervisor(),
+            &case_id,
+            CaseCommand::Suspend,
+            CommandContext::because("the subject was found; checking"),
+        )
+        .await
+        .unwrap();
+    let hourly = |events: &[CaseEvent]| {
+        count(
+            events,
+            |e| matches!(e, CaseEvent::DeadlineMissed { deadline, .. } if deadline.as_str() == "hourly_check"),
+        )
+    };
+
+    // Due while suspended: nothing fires, here or after a restart.
+    clock.set(at(2027, 1, 11, 11));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(hourly(&case_events(&engine, &case_id).await), 0);
+    engine.shutdown().await.unwrap();
+    drop(engine);
+    let engine = engine_with(dir.path(), &clock, ServiceRegistry::new()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(hourly(&case_events(&engine, &case_id).await), 0);
+
+    // Resumed: it fires once, now, and only it (the review is not due).
+    engine
+        .execute(
+            &supervisor(),
+            &case_id,
+            CaseCommand::Resume,
+            CommandContext::because("still missing"),
+        )
+        .await
+        .unwrap();
+    eventually("the hourly check fired on resume", || async {
+        hourly(&case_events(&engine, &case_id).await) == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let events = case_events(&engine, &case_id).await;
+    assert_eq!(hourly(&events), 1);
+    assert_eq!(
+        count(&events, |e| matches!(e, CaseEvent::DeadlineMissed { .. })),
+        1,
+        "the first review is not due before Tuesday"
+    );
+    let resumed_at = events
+        .iter()
+        .position(|e| matches!(e, CaseEvent::CaseResumed {}))
+        .unwrap();
+    let fired_at = events
+        .iter()
+        .position(|e| matches!(e, CaseEvent::DeadlineMissed { .. }))
+        .unwrap();
+    assert!(fired_at > resumed_at, "fired after the resume, not before");
+    engine.shutdown().await.unwrap();
+    drop(engine);
+
+    // Not again after a restart.
+    clock.set(at(2027, 1, 11, 12));
+    let engine = engine_with(dir.path(), &clock, ServiceRegistry::new()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(hourly(&case_events(&engine, &case_id).await), 1);
+    engine.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_of_the_orchestration_projection_never_offers_finished_jobs_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(start_time());
+    let scorer = Scripted::risk(vec![risk("standard")]);
+    let config = EngineConfig {
+        clock: Arc::new(clock.clone()),
+        services: ServiceRegistry::new().with(scorer.clone()),
+        // Small batches: a rebuild replays history over many commits, so
+        // a job's request and its completion land in different ones.
+        projection_batch: 1,
+        ..registered()
+    };
+    let engine = Engine::open_with(dir.path(), config).unwrap();
+    engine.start().await.unwrap();
+    engine
+        .deploy(&admin(), REFERRAL, Format::Toml)
+        .await
+        .unwrap();
+    const FINISHED: usize = 40;
+    let mut cases = Vec::new();
+    for _ in 0..FINISHED {
+        cases.push(open_referral(&engine).await);
+    }
+    let a = worker("worker-a");
+    let take = ActivateJobs::new("crime.allocate", "worker-a")
+        .max_jobs(10)
+        .lease(Duration::from_secs(3_000))
+        .wait(Duration::from_secs(2));
+    let mut done = 0;
+    while done < FINISHED {
+        let jobs = engine.activate_jobs(&a, &take).await.unwrap();
+        assert!(!jobs.is_empty(), "{done} of {FINISHED} jobs offered");
+        for job in jobs {
+            let output = [("crime_number".to_string(), json!("CR/1"))].into();
+            engine.complete_job(&a, &job.handle, output).await.unwrap();
+            done += 1;
+        }
+    }
+    // One job still pending, leased to worker A.
+    let pending_case = open_referral(&engine).await;
+    let held = engine.activate_jobs(&a, &take).await.unwrap();
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0].handle.case_id, pending_case);
+    eventually("every score taken", || async {
+        scorer.calls().len() == FINISHED + 1
+    })
+    .await;
+
+    // Worker B waits for jobs all through the rebuild: there are none.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let engine = engine.clone();
+        let stop = Arc::clone(&stop);
+        tokio::spawn(async move {
+            let b = worker("worker-b");
+            let ask = ActivateJobs::new("crime.allocate", "worker-b")
+                .max_jobs(100)
+                .wait(Duration::from_millis(100));
+            let mut offered = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                for job in engine.activate_jobs(&b, &ask).await.unwrap() {
+                    offered.push(job.handle.case_id);
+                }
+            }
+            offered
+        })
+    };
+    let generation = |engine: Engine| async move {
+        engine
+            .projection_status(&admin())
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|s| s.projection == "orchestration")
+            .map(|s| {
+                (
+                    s.generation,
+                    s.state == casebook::engine::TenantRunState::Live && s.rebuild.is_none(),
+                )
+            })
+            .unwrap()
+    };
+    let (before, _) = generation(engine.clone()).await;
+    engine
+        .rebuild_projection(&admin(), "orchestration")
+        .await
+        .unwrap();
+    eventually("the rebuilt generation serves", || async {
+        let (now, live) = generation(engine.clone()).await;
+        now > before && live
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::SeqCst);
+    let offered = watcher.await.unwrap();
+    assert!(
+        offered.is_empty(),
+        "finished (or held) jobs offered again: {offered:?}"
+    );
+    assert_eq!(scorer.calls().len(), FINISHED + 1, "no score asked again");
+    assert_eq!(engine.orchestration_backlog().invocations, 1);
+
+    // The held job is still worker A's to complete.
+    let output = [("crime_number".to_string(), json!("CR/2"))].into();
+    engine
+        .complete_job(&a, &held[0].handle, output)
+        .await
+        .unwrap();
+    eventually("the last allocation recorded", || async {
+        state_of(&engine, &pending_case, "allocate").await == Some(ItemState::Completed)
+    })
+    .await;
+    assert_eq!(cases.len(), FINISHED);
+    engine.shutdown().await.unwrap();
+}
