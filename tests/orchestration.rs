@@ -18,6 +18,7 @@ use casebook::orchestration::{
     async_trait, ActivateJobs, BusinessService, OrchestrationError, ServiceContext,
     ServiceContract, ServiceError, ServiceRegistry, ServiceValues, WORKER_ROLE,
 };
+use casebook::projection::query::PageRequest;
 use casebook::projection::Consistency;
 use casebook::rules::serde_json::json;
 use casebook::rules::ItemState;
@@ -366,6 +367,7 @@ async fn a_flaky_service_is_retried_with_backoff_then_fails_with_an_incident_tha
     let incidents = engine
         .incidents(
             &officer(),
+            PageRequest::default(),
             Consistency::at_least(
                 engine
                     .position_token(&platform_admin(), &kent(), engine_head(&engine).await)
@@ -373,16 +375,18 @@ async fn a_flaky_service_is_retried_with_backoff_then_fails_with_an_incident_tha
             ),
         )
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     assert_eq!(incidents.len(), 1);
     assert_eq!(incidents[0].case_id, case_id);
     assert_eq!(incidents[0].service, "risk.score");
     // Another tenant sees none.
     let essex = Principal::new(TenantId::new("essex").unwrap(), "x").with_roles(["officer"]);
     assert!(engine
-        .incidents(&essex, Consistency::Eventual)
+        .incidents(&essex, PageRequest::default(), Consistency::Eventual)
         .await
         .unwrap()
+        .items
         .is_empty());
 
     // Retrying: a new invocation, which succeeds this time.
@@ -432,9 +436,14 @@ async fn a_flaky_service_is_retried_with_backoff_then_fails_with_an_incident_tha
         1
     );
     let incidents = engine
-        .incidents(&officer(), Consistency::after(&retried))
+        .incidents(
+            &officer(),
+            PageRequest::default(),
+            Consistency::after(&retried),
+        )
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     assert!(incidents.is_empty(), "resolved: {incidents:?}");
     engine.shutdown().await.unwrap();
 }
@@ -841,7 +850,11 @@ async fn bad_input_gets_typed_errors_and_never_panics() {
         .unwrap();
     // Workers see the cancellation once the projection has.
     engine
-        .incidents(&officer(), Consistency::after(&by_hand))
+        .incidents(
+            &officer(),
+            PageRequest::default(),
+            Consistency::after(&by_hand),
+        )
         .await
         .unwrap();
     let events = case_events(&engine, &case_id).await;
@@ -1082,7 +1095,11 @@ async fn a_timer_that_fell_due_while_the_engine_was_down_fires_once_at_start() {
             .unwrap();
         // Let the projection record the timers before stopping.
         engine
-            .incidents(&officer(), Consistency::after(&opened))
+            .incidents(
+                &officer(),
+                PageRequest::default(),
+                Consistency::after(&opened),
+            )
             .await
             .unwrap();
         engine.shutdown().await.unwrap();
@@ -1188,7 +1205,11 @@ async fn a_timer_due_while_its_case_is_suspended_fires_once_when_the_case_resume
         .unwrap();
     let case_id = opened.case_id.to_string();
     engine
-        .incidents(&officer(), Consistency::after(&opened))
+        .incidents(
+            &officer(),
+            PageRequest::default(),
+            Consistency::after(&opened),
+        )
         .await
         .unwrap();
     engine
@@ -1373,5 +1394,106 @@ async fn a_rebuild_of_the_orchestration_projection_never_offers_finished_jobs_ag
     })
     .await;
     assert_eq!(cases.len(), FINISHED);
+    engine.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incidents_come_a_page_at_a_time_each_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(start_time());
+    let scorer = Scripted::risk(vec![Answer::Permanent]);
+    let engine = engine_with(dir.path(), &clock, ServiceRegistry::new().with(scorer)).await;
+    engine
+        .deploy(&admin(), REFERRAL, Format::Toml)
+        .await
+        .unwrap();
+    const CASES: usize = 5;
+    let mut cases = std::collections::BTreeSet::new();
+    for _ in 0..CASES {
+        cases.insert(open_referral(&engine).await);
+    }
+    for case_id in &cases {
+        eventually("the score failed for good", || async {
+            !engine
+                .view(&officer(), case_id)
+                .await
+                .unwrap()
+                .incidents
+                .is_empty()
+        })
+        .await;
+    }
+    let fresh = Consistency::at_least(
+        engine
+            .position_token(&platform_admin(), &kent(), engine_head(&engine).await)
+            .unwrap(),
+    );
+    let mut seen = Vec::new();
+    let mut offset = 0;
+    let mut pages = 0;
+    loop {
+        let page = engine
+            .incidents(&officer(), PageRequest { offset, limit: 2 }, fresh)
+            .await
+            .unwrap();
+        pages += 1;
+        assert!(page.items.len() <= 2);
+        seen.extend(page.items.into_iter().map(|i| i.case_id));
+        match page.next_offset {
+            Some(next) => {
+                assert_eq!(next, offset + 2);
+                offset = next;
+            }
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3, "2 + 2 + 1");
+    let unique: std::collections::BTreeSet<_> = seen.iter().cloned().collect();
+    assert_eq!(seen.len(), CASES, "each once: {seen:?}");
+    assert_eq!(unique, cases);
+    let mut sorted = seen.clone();
+    sorted.sort();
+    assert_eq!(seen, sorted, "by case id");
+    // Past the end: empty, no next page.
+    let past = engine
+        .incidents(
+            &officer(),
+            PageRequest {
+                offset: 10,
+                limit: 2,
+            },
+            fresh,
+        )
+        .await
+        .unwrap();
+    assert!(past.items.is_empty() && past.next_offset.is_none());
+    // Bad pages are typed errors.
+    for bad in [
+        PageRequest {
+            offset: 0,
+            limit: 0,
+        },
+        PageRequest {
+            offset: 0,
+            limit: casebook::projection::query::MAX_PAGE_SIZE + 1,
+        },
+    ] {
+        let err = engine
+            .incidents(&officer(), bad, Consistency::Eventual)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, casebook::projection::QueryError::PageSize { .. }),
+            "{err:?}"
+        );
+    }
+    // Another tenant's pages are empty.
+    let essex = Principal::new(TenantId::new("essex").unwrap(), "x").with_roles(["officer"]);
+    assert!(engine
+        .incidents(&essex, PageRequest::default(), Consistency::Eventual)
+        .await
+        .unwrap()
+        .items
+        .is_empty());
     engine.shutdown().await.unwrap();
 }

@@ -559,3 +559,122 @@ async fn prometheus_metrics_count_requests_and_show_lag() {
     assert!(!text.contains(&opened.case_id), "no case ids in metrics");
     server.running.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incidents_are_listed_a_page_at_a_time() {
+    // Without the demo's built-in services, the GIS lookup is a job; the
+    // worker fails it for good on each case, which opens an incident.
+    let server = start_with(|c| c.demo.builtin_services = false).await;
+    let handler = token("demo", "ch-101", &["call_handler"], "OFFICIAL");
+    let worker = token("demo", "gis-worker-1", &["casebook_worker"], "OFFICIAL");
+    let mut cases = server.cases(&handler);
+    let mut workers = casebook_proto::v1::workers_client::WorkersClient::with_interceptor(
+        server.channel.clone(),
+        Bearer(Some(worker)),
+    );
+    let mut opened = Vec::new();
+    for _ in 0..3 {
+        let mut report = burglary_report();
+        report
+            .fields
+            .insert("incident_point".into(), geo(51.2802, 1.0789));
+        let case = cases
+            .open_case(pb::OpenCaseRequest {
+                case_type: "burglary".into(),
+                case_file: Some(report),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        cases
+            .complete_task(pb::CompleteTaskRequest {
+                case_id: case.case_id.clone(),
+                item: item("record_report"),
+                outputs: Some(file(&[("offenders_on_scene", boolean(false))])),
+                context: None,
+            })
+            .await
+            .unwrap();
+        let jobs = workers
+            .activate_jobs(pb::ActivateJobsRequest {
+                service: "gis.locate".into(),
+                worker: "gis-worker-1".into(),
+                max_jobs: 1,
+                lease_ms: 30_000,
+                wait_ms: 10_000,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .jobs;
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].handle.as_ref().unwrap().case_id, case.case_id);
+        workers
+            .fail_job(pb::FailJobRequest {
+                handle: jobs[0].handle.clone(),
+                error: "no such place".into(),
+                retryable: false,
+            })
+            .await
+            .unwrap();
+        opened.push(case.case_id);
+    }
+    let mut listed = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let first = loop {
+        let page = cases
+            .list_incidents(pb::ListIncidentsRequest {
+                page: Some(pb::PageRequest {
+                    offset: 0,
+                    limit: 2,
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if page.next_offset.is_some() {
+            break page;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "three incidents never listed: {page:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(first.incidents.len(), 2);
+    assert_eq!(first.next_offset, Some(2));
+    listed.extend(first.incidents.iter().map(|i| i.case_id.clone()));
+    let second = cases
+        .list_incidents(pb::ListIncidentsRequest {
+            page: Some(pb::PageRequest {
+                offset: 2,
+                limit: 2,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second.incidents.len(), 1);
+    assert_eq!(second.next_offset, None);
+    listed.extend(second.incidents.iter().map(|i| i.case_id.clone()));
+    listed.sort();
+    opened.sort();
+    assert_eq!(listed, opened);
+    assert!(second.incidents[0].error.contains("no such place"));
+    // A page too large is INVALID_ARGUMENT.
+    let err = cases
+        .list_incidents(pb::ListIncidentsRequest {
+            page: Some(pb::PageRequest {
+                offset: 0,
+                limit: 5_000,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    server.running.stop().await.unwrap();
+}

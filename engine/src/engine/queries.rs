@@ -369,32 +369,40 @@ impl Engine {
         .await
     }
 
-    /// The open incidents of the principal's tenant (service invocations
-    /// that failed for good and wait for `CaseCommand::RetryIncident`),
-    /// those on cases within their clearance.
+    /// A page of the open incidents of the principal's tenant (service
+    /// invocations that failed for good and wait for
+    /// `CaseCommand::RetryIncident`), those on cases and tasks within
+    /// their clearance, ordered by case id then invocation. Like the queue
+    /// and deadline scans, it walks that order and stops at the page's
+    /// end (`total` is `None`; `next_offset` says whether there are more).
     ///
-    /// Errors: consistency errors ([`QueryError::Lagging`],
+    /// Errors: [`QueryError::PageSize`], [`QueryError::Offset`];
+    /// consistency errors ([`QueryError::Lagging`],
     /// [`QueryError::FaultedAt`]); [`QueryError::Corrupt`].
     pub async fn incidents<'a>(
         &self,
         reader: impl Into<ReadContext<'a>>,
+        page: PageRequest,
         consistency: Consistency,
-    ) -> Result<Vec<crate::orchestration::pending::IncidentEntry>, QueryError> {
+    ) -> Result<Page<crate::orchestration::pending::IncidentEntry>, QueryError> {
         let reader = reader.into();
         let principal = reader.principal;
         let result = async {
             reader.check()?;
+            page.check()?;
             self.admit_query(principal).await?;
             let gen = self
                 .read_tree(crate::orchestration::pending::NAME, principal, consistency)
                 .await?;
             let all = crate::orchestration::pending::incidents(&gen.rows, principal)?;
             // An incident is about its task: withheld when the task's
-            // effective marking is above the reader's clearance.
-            let cases = self
-                .read_tree(cases::NAME, principal, Consistency::Eventual)
-                .await?;
-            let mut out = Vec::with_capacity(all.len());
+            // effective marking is above the reader's clearance. Read as
+            // fresh as the incidents, or a case the view has not reached
+            // yet would drop out of the page.
+            let cases = self.read_tree(cases::NAME, principal, consistency).await?;
+            let mut out = Vec::with_capacity(page.limit.min(all.len()));
+            let mut skipped = 0;
+            let mut more = false;
             for entry in all {
                 let Some(record) = cases::load_case_head(&cases.rows, &entry.case_id)? else {
                     continue;
@@ -408,17 +416,33 @@ impl Engine {
                     .map_err(|e| QueryError::Corrupt(e.to_string()))?;
                 let see =
                     crate::case::Disclosure::new(&def, record.state.classification, principal);
-                if see.item(entry.item.as_str()) {
+                if !see.item(entry.item.as_str()) {
+                    continue;
+                }
+                if skipped < page.offset {
+                    skipped += 1;
+                } else if out.len() < page.limit {
                     out.push(entry);
+                } else {
+                    more = true;
+                    break;
                 }
             }
-            Ok(out)
+            Ok(Page {
+                items: out,
+                next_offset: more.then_some(page.offset + page.limit),
+                total: None,
+            })
         }
         .await;
-        let subject = Subject::query("incidents", Classification::Official).with_cases(
+        let subject = Subject::query(
+            format!("incidents offset {} limit {}", page.offset, page.limit),
+            Classification::Official,
+        )
+        .with_cases(
             result
                 .iter()
-                .flatten()
+                .flat_map(|p| &p.items)
                 .map(|i| (i.case_id.as_str(), i.classification)),
         );
         self.audited(&reader, ReadKind::Incidents, subject, result)
