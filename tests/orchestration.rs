@@ -1497,3 +1497,72 @@ async fn incidents_come_a_page_at_a_time_each_once() {
         .is_empty());
     engine.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_that_works_easter_monday_has_its_deadline_fall_due_that_day() {
+    let dir = tempfile::tempdir().unwrap();
+    // Thursday 25 March 2027; Good Friday 26th, Easter Monday 29th.
+    let clock = ManualClock::new(at(2027, 3, 25, 9));
+    let engine = engine_with(dir.path(), &clock, ServiceRegistry::new()).await;
+    engine.deploy(&admin(), MISPER, Format::Toml).await.unwrap();
+    let easter_monday = casebook::projection::calendar::Date::from_calendar_date(
+        2027,
+        casebook::projection::calendar::Month::March,
+        29,
+    )
+    .unwrap();
+    let working = casebook::projection::calendar::WorkingCalendar::england_and_wales()
+        .working_bank_holidays([easter_monday])
+        .unwrap();
+    // Only administrators set it.
+    let err = engine
+        .set_working_calendar(&officer(), &working, CommandContext::because("staffed"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err:?}");
+    engine
+        .set_working_calendar(&admin(), &working, CommandContext::because("staffed"))
+        .await
+        .unwrap();
+    assert_eq!(engine.working_calendar(&admin()).await.unwrap(), working);
+    let essex =
+        Principal::new(TenantId::new("essex").unwrap(), "admin-2").with_roles(["administrator"]);
+    assert_eq!(
+        engine.working_calendar(&essex).await.unwrap(),
+        casebook::projection::calendar::WorkingCalendar::england_and_wales(),
+        "another tenant's calendar is its own"
+    );
+    let opened = engine
+        .open_case(
+            &officer(),
+            OpenCase::new(
+                "misper",
+                CaseFile::from_json(json!({ "name": "D" })).unwrap(),
+            ),
+        )
+        .await
+        .unwrap();
+    let case_id = opened.case_id.to_string();
+    let review = |events: &[CaseEvent]| {
+        count(
+            events,
+            |e| matches!(e, CaseEvent::DeadlineMissed { deadline, .. } if deadline.as_str() == "first_review"),
+        )
+    };
+    // Not on Good Friday or over the weekend...
+    for day in [26, 27, 28] {
+        clock.set(at(2027, 3, day, 23));
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert_eq!(review(&case_events(&engine, &case_id).await), 0, "{day}");
+    }
+    clock.set(at(2027, 3, 29, 8));
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    assert_eq!(review(&case_events(&engine, &case_id).await), 0);
+    // ...but on the Monday it works, at 09:00.
+    clock.set(at(2027, 3, 29, 9) + Duration::from_secs(1));
+    eventually("the review deadline fired on Easter Monday", || async {
+        review(&case_events(&engine, &case_id).await) == 1
+    })
+    .await;
+    engine.shutdown().await.unwrap();
+}

@@ -11,7 +11,6 @@
 //! the principal's tenant (it reads that tenant's trees only) and to their
 //! clearance.
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock, Weak};
@@ -714,20 +713,38 @@ impl Engine {
         Ok(ItemRef::instance(inst.key.as_str(), instance))
     }
 
-    /// Sets the tenant's own non-working days (replacing any earlier list),
-    /// on top of weekends and the England and Wales bank holidays, for every
-    /// deadline counted in working days. Stored as a `NonWorkingDaysSet`
-    /// event in `<tenant>/calendar/working-days`; the deadline and work
-    /// queue views re-derive the due times of running working-day deadlines
-    /// when they reach it. Returns the event's position token (for
-    /// read-your-writes waits).
+    /// Sets the tenant's own non-working days, on top of weekends and the
+    /// England and Wales bank holidays, for every deadline counted in
+    /// working days: [`Engine::set_working_calendar`] with these days and
+    /// no bank holiday worked (the whole calendar is replaced).
     ///
-    /// Errors: [`EngineError::Case`] with [`CaseError::Forbidden`] without
-    /// the `administrator` role; [`EngineError::Log`] (including a list too large for one event).
+    /// Errors: as [`Engine::set_working_calendar`].
     pub async fn set_non_working_days(
         &self,
         principal: &Principal,
         days: &[calendar::Date],
+        context: CommandContext,
+    ) -> Result<PositionToken, EngineError> {
+        let calendar = WorkingCalendar::with_non_working_days(days.iter().copied());
+        self.set_working_calendar(principal, &calendar, context)
+            .await
+    }
+
+    /// Sets the tenant's working-day calendar, replacing the one before:
+    /// its own non-working days, and the bank holidays it works
+    /// ([`WorkingCalendar::working_bank_holidays`]). Stored as a
+    /// `NonWorkingDaysSet` event in `<tenant>/calendar/working-days`; the
+    /// deadline and work queue views and the orchestration timers re-derive
+    /// the due times of running working-day deadlines when they reach it.
+    /// Returns the event's position token (for read-your-writes waits).
+    ///
+    /// Errors: [`EngineError::Case`] with [`CaseError::Forbidden`] without
+    /// the `administrator` role; [`EngineError::Log`] (including a list too
+    /// large for one event).
+    pub async fn set_working_calendar(
+        &self,
+        principal: &Principal,
+        calendar: &WorkingCalendar,
         context: CommandContext,
     ) -> Result<PositionToken, EngineError> {
         self.admit(principal).await?;
@@ -737,10 +754,7 @@ impl Engine {
                 &[ADMIN_ROLE],
             ));
         }
-        let set: BTreeSet<calendar::Date> = days.iter().copied().collect();
-        let event = CalendarEvent::NonWorkingDaysSet {
-            days: set.into_iter().map(calendar::format_date).collect(),
-        };
+        let event = calendar.to_event();
         let stream = crate::streams::calendar(&principal.tenant)?;
         let mut metadata = Metadata::new(
             principal.actor(),
@@ -769,7 +783,8 @@ impl Engine {
     ///
     /// Errors: [`EngineError::Log`]; [`EngineError::Codec`] for an event
     /// that does not decode; [`EngineError::InvalidStoredCalendar`] for a
-    /// stored day that is not a date.
+    /// stored day that is not a date (or a worked day that is not a bank
+    /// holiday).
     pub async fn working_calendar(
         &self,
         principal: &Principal,
