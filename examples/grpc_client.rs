@@ -170,6 +170,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 pb::CompleteJobRequest {
                     handle: job.handle.clone(),
                     output: Some(file(&[("ward", text("Westgate")), ("beat", text("C3"))])),
+                    // Nothing left the case while doing it.
+                    disclosures: Vec::new(),
                 },
             ))
             .await?;

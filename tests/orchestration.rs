@@ -1566,3 +1566,87 @@ async fn a_tenant_that_works_easter_monday_has_its_deadline_fall_due_that_day() 
     .await;
     engine.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workers_disclosures_are_recorded_on_the_case_with_its_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(start_time());
+    let scorer = Scripted::risk(vec![risk("standard")]);
+    let engine = engine_with(dir.path(), &clock, ServiceRegistry::new().with(scorer)).await;
+    engine
+        .deploy(&admin(), REFERRAL, Format::Toml)
+        .await
+        .unwrap();
+    let case_id = open_referral(&engine).await;
+    let me = worker("worker-a");
+    let jobs = engine
+        .activate_jobs(
+            &me,
+            &ActivateJobs::new("crime.allocate", "worker-a").wait(Duration::from_secs(10)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 1);
+    let handle = &jobs[0].handle;
+    let letter = casebook::case::DisclosureRecord {
+        recipient: "Victim Support (Kent)".into(),
+        what: "referral letter (fields: crime_number)".into(),
+        why: "Victims' Code referral".into(),
+        channel: "letter".into(),
+    };
+    let output: ServiceValues = [("crime_number".to_string(), json!("CR/77"))].into();
+
+    // A blank field is refused, naming it; the lease still holds.
+    let mut blank = letter.clone();
+    blank.why = "  ".into();
+    let err = engine
+        .complete_job_disclosing(&me, handle, output.clone(), vec![letter.clone(), blank])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, OrchestrationError::Invalid { field, .. } if field == "disclosures[1].why"),
+        "{err:?}"
+    );
+    let too_many = vec![letter.clone(); casebook::case::MAX_DISCLOSURES + 1];
+    let err = engine
+        .complete_job_disclosing(&me, handle, output.clone(), too_many)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, OrchestrationError::Invalid { field, .. } if field == "disclosures"),
+        "{err:?}"
+    );
+    assert!(
+        count(&case_events(&engine, &case_id).await, |e| {
+            matches!(e, CaseEvent::DisclosureRecorded { .. })
+        }) == 0
+    );
+
+    engine
+        .complete_job_disclosing(&me, handle, output, vec![letter.clone()])
+        .await
+        .unwrap();
+    let events = case_events(&engine, &case_id).await;
+    let recorded: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            CaseEvent::DisclosureRecorded { disclosure, .. } => Some(disclosure.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(recorded, vec![letter]);
+    // In the same append as the answer, just before it.
+    let at = events
+        .iter()
+        .position(|e| matches!(e, CaseEvent::DisclosureRecorded { .. }))
+        .unwrap();
+    assert!(matches!(
+        events[at + 1],
+        CaseEvent::ServiceInvocationCompleted { .. }
+    ));
+    assert_eq!(
+        state_of(&engine, &case_id, "allocate").await,
+        Some(ItemState::Completed)
+    );
+    engine.shutdown().await.unwrap();
+}

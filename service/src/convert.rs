@@ -769,6 +769,17 @@ pub fn recorded(e: &RecordedEvent, position: PositionToken) -> pb::RecordedEvent
     }
 }
 
+/// A disclosure a worker reports with its answer (its fields are checked
+/// by the engine, which names the blank one).
+pub fn disclosure(d: pb::JobDisclosure) -> casebook_engine::case::DisclosureRecord {
+    casebook_engine::case::DisclosureRecord {
+        recipient: d.recipient,
+        what: d.what,
+        why: d.why,
+        channel: d.channel,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

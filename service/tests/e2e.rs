@@ -453,10 +453,32 @@ async fn an_external_worker_takes_and_completes_a_service_job() {
         .into_inner()
         .jobs;
     assert!(none.is_empty());
+    // A disclosure with a blank field is refused, naming it.
+    let err = workers
+        .complete_job(pb::CompleteJobRequest {
+            handle: job.handle.clone(),
+            output: Some(file(&[("ward", text("Westgate")), ("beat", text("C3"))])),
+            disclosures: vec![pb::JobDisclosure {
+                recipient: "Kent County Council".into(),
+                what: "the incident point".into(),
+                why: String::new(),
+                channel: "api".into(),
+            }],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("disclosures[0].why"), "{err:?}");
     workers
         .complete_job(pb::CompleteJobRequest {
             handle: job.handle.clone(),
             output: Some(file(&[("ward", text("Westgate")), ("beat", text("C3"))])),
+            disclosures: vec![pb::JobDisclosure {
+                recipient: "Kent County Council".into(),
+                what: "the incident point".into(),
+                why: "ward lookup".into(),
+                channel: "api".into(),
+            }],
         })
         .await
         .expect("complete the job");
@@ -465,6 +487,7 @@ async fn an_external_worker_takes_and_completes_a_service_job() {
         .complete_job(pb::CompleteJobRequest {
             handle: job.handle.clone(),
             output: Some(file(&[("ward", text("Elsewhere"))])),
+            disclosures: Vec::new(),
         })
         .await;
     assert!(again.is_err());
