@@ -195,6 +195,26 @@ impl Admin for AdminService {
         }))
     }
 
+    async fn deploy_resource(
+        &self,
+        request: Request<pb::DeployResourceRequest>,
+    ) -> Result<Response<pb::DeployResourceResponse>, Status> {
+        let p = Self::admin(&request)?;
+        let r = request.get_ref();
+        let kind = convert::resource_kind(r.kind)?;
+        let deployed = self
+            .engine
+            .deploy_resource(&p, kind, &r.name, &r.source)
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(pb::DeployResourceResponse {
+            kind: r.kind,
+            name: deployed.name,
+            version: deployed.version,
+            newly_deployed: deployed.newly_deployed,
+        }))
+    }
+
     async fn register_tenant(
         &self,
         request: Request<pb::TenantRequest>,

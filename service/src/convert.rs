@@ -780,6 +780,23 @@ pub fn disclosure(d: pb::JobDisclosure) -> casebook_engine::case::DisclosureReco
     }
 }
 
+/// A resource kind from the wire.
+///
+/// Errors: INVALID_ARGUMENT at `kind` for an unspecified or unknown kind.
+pub fn resource_kind(kind: i32) -> Result<casebook_engine::resources::ResourceKind, Status> {
+    use casebook_engine::resources::ResourceKind;
+    match pb::ResourceKind::try_from(kind) {
+        Ok(pb::ResourceKind::Boundaries) => Ok(ResourceKind::Boundaries),
+        Ok(pb::ResourceKind::DecisionTable) => Ok(ResourceKind::DecisionTable),
+        Ok(pb::ResourceKind::ReferenceData) => Ok(ResourceKind::ReferenceData),
+        Ok(pb::ResourceKind::Contacts) => Ok(ResourceKind::Contacts),
+        Ok(pb::ResourceKind::Unspecified) | Err(_) => Err(crate::status::invalid(
+            "kind",
+            "give the resource's kind: boundaries, decision table, reference data or contacts",
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

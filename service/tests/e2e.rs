@@ -701,3 +701,75 @@ async fn incidents_are_listed_a_page_at_a_time() {
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
     server.running.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_resources_are_deployed_over_the_admin_api() {
+    use tonic_types::StatusExt;
+    let server = start().await;
+    let admin = token("demo", "admin-1", &["administrator"], "OFFICIAL");
+    let handler = token("demo", "ch-101", &["call_handler"], "OFFICIAL");
+    let codes = r#"
+description = "Offence codes"
+columns = ["description"]
+
+[entries."28/1"]
+description = "Burglary in a dwelling"
+"#;
+    let ask = |source: &str| pb::DeployResourceRequest {
+        kind: pb::ResourceKind::ReferenceData as i32,
+        name: "offence-codes-test".into(),
+        source: source.into(),
+    };
+    let mut a = server.admin(&admin);
+    let first = a.deploy_resource(ask(codes)).await.unwrap().into_inner();
+    assert_eq!(
+        (first.version, first.newly_deployed, first.name.as_str()),
+        (1, true, "offence-codes-test")
+    );
+    assert_eq!(first.kind, pb::ResourceKind::ReferenceData as i32);
+    // The same content again: nothing new.
+    let again = a.deploy_resource(ask(codes)).await.unwrap().into_inner();
+    assert_eq!((again.version, again.newly_deployed), (1, false));
+    // Changed: the next version.
+    let changed = format!("{codes}\n[entries.\"28/3\"]\ndescription = \"Aggravated burglary\"\n");
+    let second = a.deploy_resource(ask(&changed)).await.unwrap().into_inner();
+    assert_eq!((second.version, second.newly_deployed), (2, true));
+
+    // Bad input: an invalid document names its problems; a bad name, an
+    // unspecified kind; and only administrators deploy.
+    let err = a
+        .deploy_resource(ask("columns = 3\n[entries.x]\n"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    let fields: Vec<String> = err
+        .get_error_details()
+        .bad_request()
+        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+        .unwrap_or_default();
+    assert!(!fields.is_empty(), "{err:?}");
+    let err = a
+        .deploy_resource(pb::DeployResourceRequest {
+            name: "Not A Name".into(),
+            ..ask(codes)
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    let err = a
+        .deploy_resource(pb::DeployResourceRequest {
+            kind: pb::ResourceKind::Unspecified as i32,
+            ..ask(codes)
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("kind"), "{err:?}");
+    let err = server
+        .admin(&handler)
+        .deploy_resource(ask(codes))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    server.running.stop().await.unwrap();
+}
