@@ -495,9 +495,13 @@ async fn an_external_worker_takes_and_completes_a_service_job() {
     let mut inv = server.cases(&investigator);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
+        // At least as fresh as the opening: the job is handed over without
+        // waiting for the views' commit interval, so the case view may not
+        // have reached the case yet.
         let view = inv
             .get_case(pb::GetCaseRequest {
                 case_id: opened.case_id.clone(),
+                consistency: after(&opened),
                 ..Default::default()
             })
             .await
