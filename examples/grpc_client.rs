@@ -170,6 +170,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 pb::CompleteJobRequest {
                     handle: job.handle.clone(),
                     output: Some(file(&[("ward", text("Westgate")), ("beat", text("C3"))])),
+                    // Nothing left the case while doing it.
+                    disclosures: Vec::new(),
                 },
             ))
             .await?;
@@ -184,7 +186,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 pb::GetCaseRequest {
                     case_id: opened.case_id.clone(),
                     purpose: "investigation".into(),
-                    ..Default::default()
+                    // At least as fresh as the opening (the worker may be
+                    // done before the case view has reached the case).
+                    consistency: Some(pb::Consistency {
+                        min_position: opened.position,
+                        timeout_ms: 5_000,
+                    }),
                 },
             ))
             .await?

@@ -247,8 +247,11 @@ async fn each_read_kind_records_exactly_one_entry_naming_its_cases() {
     assert_eq!(due.len(), 2);
     assert_eq!(e.cases.iter().cloned().collect::<BTreeSet<_>>(), due);
 
-    let (incidents, e) = one_entry(&engine, || engine.incidents(why(), at)).await;
-    assert!(incidents.unwrap().is_empty());
+    let (incidents, e) = one_entry(&engine, || {
+        engine.incidents(why(), PageRequest::default(), at)
+    })
+    .await;
+    assert!(incidents.unwrap().items.is_empty());
     assert_eq!((e.read, e.cases.len()), (ReadKind::Incidents, 0));
 
     // Raw reads (a TOP SECRET auditor may read the engine's streams).

@@ -18,6 +18,7 @@ use casebook::orchestration::{
     async_trait, ActivateJobs, BusinessService, OrchestrationError, ServiceContext,
     ServiceContract, ServiceError, ServiceRegistry, ServiceValues, WORKER_ROLE,
 };
+use casebook::projection::query::PageRequest;
 use casebook::projection::Consistency;
 use casebook::rules::serde_json::json;
 use casebook::rules::ItemState;
@@ -366,6 +367,7 @@ async fn a_flaky_service_is_retried_with_backoff_then_fails_with_an_incident_tha
     let incidents = engine
         .incidents(
             &officer(),
+            PageRequest::default(),
             Consistency::at_least(
                 engine
                     .position_token(&platform_admin(), &kent(), engine_head(&engine).await)
@@ -373,16 +375,18 @@ async fn a_flaky_service_is_retried_with_backoff_then_fails_with_an_incident_tha
             ),
         )
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     assert_eq!(incidents.len(), 1);
     assert_eq!(incidents[0].case_id, case_id);
     assert_eq!(incidents[0].service, "risk.score");
     // Another tenant sees none.
     let essex = Principal::new(TenantId::new("essex").unwrap(), "x").with_roles(["officer"]);
     assert!(engine
-        .incidents(&essex, Consistency::Eventual)
+        .incidents(&essex, PageRequest::default(), Consistency::Eventual)
         .await
         .unwrap()
+        .items
         .is_empty());
 
     // Retrying: a new invocation, which succeeds this time.
@@ -432,9 +436,14 @@ async fn a_flaky_service_is_retried_with_backoff_then_fails_with_an_incident_tha
         1
     );
     let incidents = engine
-        .incidents(&officer(), Consistency::after(&retried))
+        .incidents(
+            &officer(),
+            PageRequest::default(),
+            Consistency::after(&retried),
+        )
         .await
-        .unwrap();
+        .unwrap()
+        .items;
     assert!(incidents.is_empty(), "resolved: {incidents:?}");
     engine.shutdown().await.unwrap();
 }
@@ -841,7 +850,11 @@ async fn bad_input_gets_typed_errors_and_never_panics() {
         .unwrap();
     // Workers see the cancellation once the projection has.
     engine
-        .incidents(&officer(), Consistency::after(&by_hand))
+        .incidents(
+            &officer(),
+            PageRequest::default(),
+            Consistency::after(&by_hand),
+        )
         .await
         .unwrap();
     let events = case_events(&engine, &case_id).await;
@@ -1082,7 +1095,11 @@ async fn a_timer_that_fell_due_while_the_engine_was_down_fires_once_at_start() {
             .unwrap();
         // Let the projection record the timers before stopping.
         engine
-            .incidents(&officer(), Consistency::after(&opened))
+            .incidents(
+                &officer(),
+                PageRequest::default(),
+                Consistency::after(&opened),
+            )
             .await
             .unwrap();
         engine.shutdown().await.unwrap();
@@ -1106,4 +1123,530 @@ async fn a_timer_that_fell_due_while_the_engine_was_down_fires_once_at_start() {
         );
         engine.shutdown().await.unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_tasks_are_handed_over_without_waiting_out_the_projection_commit_interval() {
+    // With a 600 s commit interval, a live orchestration runner that just
+    // committed would hold a new service task for ten minutes unless the
+    // append that asked for it rings the runner.
+    let dir = tempfile::tempdir().unwrap();
+    let scorer = Scripted::risk(vec![risk("standard")]);
+    let config = EngineConfig {
+        services: ServiceRegistry::new().with(scorer.clone()),
+        projection_commit_interval: Duration::from_secs(600),
+        ..registered()
+    };
+    let engine = Engine::open_with(dir.path(), config).unwrap();
+    engine.start().await.unwrap();
+    engine
+        .deploy(&admin(), REFERRAL, Format::Toml)
+        .await
+        .unwrap();
+    let me = worker("worker-a");
+    let request = ActivateJobs::new("crime.allocate", "worker-a")
+        .max_jobs(1)
+        .wait(Duration::from_secs(20));
+    for round in 0..3 {
+        let case_id = open_referral(&engine).await;
+        eventually(&format!("round {round}: the score was taken"), || async {
+            state_of(&engine, &case_id, "score").await == Some(ItemState::Completed)
+        })
+        .await;
+        let jobs =
+            tokio::time::timeout(Duration::from_secs(20), engine.activate_jobs(&me, &request))
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: no job offered in 20 s"))
+                .unwrap();
+        assert_eq!(jobs.len(), 1, "round {round}");
+        assert_eq!(jobs[0].handle.case_id, case_id, "round {round}");
+        let output = [("crime_number".to_string(), json!(format!("CR/{round}")))].into();
+        engine
+            .complete_job(&me, &jobs[0].handle, output)
+            .await
+            .unwrap();
+    }
+    assert_eq!(scorer.calls().len(), 3);
+    engine.shutdown().await.unwrap();
+}
+
+/// The missing-person case with a supervisor who may suspend and resume it.
+fn misper_suspendable() -> String {
+    MISPER.replace(
+        "add_discretionary = [\"supervisor\"]",
+        "add_discretionary = [\"supervisor\"]\nsuspend = [\"supervisor\"]\nresume = [\"supervisor\"]",
+    )
+}
+
+fn supervisor() -> Principal {
+    Principal::new(kent(), "ps-1").with_roles(["supervisor"])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timer_due_while_its_case_is_suspended_fires_once_when_the_case_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    // Monday 11 January 2027, 09:00: the hourly check is due at 10:00, the
+    // first review (one working day) on Tuesday at 09:00.
+    let clock = ManualClock::new(at(2027, 1, 11, 9));
+    let engine = engine_with(dir.path(), &clock, ServiceRegistry::new()).await;
+    engine
+        .deploy(&admin(), &misper_suspendable(), Format::Toml)
+        .await
+        .unwrap();
+    let opened = engine
+        .open_case(
+            &officer(),
+            OpenCase::new(
+                "misper",
+                CaseFile::from_json(json!({ "name": "C" })).unwrap(),
+            ),
+        )
+        .await
+        .unwrap();
+    let case_id = opened.case_id.to_string();
+    engine
+        .incidents(
+            &officer(),
+            PageRequest::default(),
+            Consistency::after(&opened),
+        )
+        .await
+        .unwrap();
+    engine
+        .execute(
+            &supervisor(),
+            &case_id,
+            CaseCommand::Suspend,
+            CommandContext::because("the subject was found; checking"),
+        )
+        .await
+        .unwrap();
+    let hourly = |events: &[CaseEvent]| {
+        count(
+            events,
+            |e| matches!(e, CaseEvent::DeadlineMissed { deadline, .. } if deadline.as_str() == "hourly_check"),
+        )
+    };
+
+    // Due while suspended: nothing fires, here or after a restart.
+    clock.set(at(2027, 1, 11, 11));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(hourly(&case_events(&engine, &case_id).await), 0);
+    engine.shutdown().await.unwrap();
+    drop(engine);
+    let engine = engine_with(dir.path(), &clock, ServiceRegistry::new()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(hourly(&case_events(&engine, &case_id).await), 0);
+
+    // Resumed: it fires once, now, and only it (the review is not due).
+    engine
+        .execute(
+            &supervisor(),
+            &case_id,
+            CaseCommand::Resume,
+            CommandContext::because("still missing"),
+        )
+        .await
+        .unwrap();
+    eventually("the hourly check fired on resume", || async {
+        hourly(&case_events(&engine, &case_id).await) == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let events = case_events(&engine, &case_id).await;
+    assert_eq!(hourly(&events), 1);
+    assert_eq!(
+        count(&events, |e| matches!(e, CaseEvent::DeadlineMissed { .. })),
+        1,
+        "the first review is not due before Tuesday"
+    );
+    let resumed_at = events
+        .iter()
+        .position(|e| matches!(e, CaseEvent::CaseResumed {}))
+        .unwrap();
+    let fired_at = events
+        .iter()
+        .position(|e| matches!(e, CaseEvent::DeadlineMissed { .. }))
+        .unwrap();
+    assert!(fired_at > resumed_at, "fired after the resume, not before");
+    engine.shutdown().await.unwrap();
+    drop(engine);
+
+    // Not again after a restart.
+    clock.set(at(2027, 1, 11, 12));
+    let engine = engine_with(dir.path(), &clock, ServiceRegistry::new()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(hourly(&case_events(&engine, &case_id).await), 1);
+    engine.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_of_the_orchestration_projection_never_offers_finished_jobs_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(start_time());
+    let scorer = Scripted::risk(vec![risk("standard")]);
+    let config = EngineConfig {
+        clock: Arc::new(clock.clone()),
+        services: ServiceRegistry::new().with(scorer.clone()),
+        // Small batches: a rebuild replays history over many commits, so
+        // a job's request and its completion land in different ones.
+        projection_batch: 1,
+        ..registered()
+    };
+    let engine = Engine::open_with(dir.path(), config).unwrap();
+    engine.start().await.unwrap();
+    engine
+        .deploy(&admin(), REFERRAL, Format::Toml)
+        .await
+        .unwrap();
+    const FINISHED: usize = 40;
+    let mut cases = Vec::new();
+    for _ in 0..FINISHED {
+        cases.push(open_referral(&engine).await);
+    }
+    let a = worker("worker-a");
+    let take = ActivateJobs::new("crime.allocate", "worker-a")
+        .max_jobs(10)
+        .lease(Duration::from_secs(3_000))
+        .wait(Duration::from_secs(2));
+    let mut done = 0;
+    while done < FINISHED {
+        let jobs = engine.activate_jobs(&a, &take).await.unwrap();
+        assert!(!jobs.is_empty(), "{done} of {FINISHED} jobs offered");
+        for job in jobs {
+            let output = [("crime_number".to_string(), json!("CR/1"))].into();
+            engine.complete_job(&a, &job.handle, output).await.unwrap();
+            done += 1;
+        }
+    }
+    // One job still pending, leased to worker A.
+    let pending_case = open_referral(&engine).await;
+    let held = engine.activate_jobs(&a, &take).await.unwrap();
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0].handle.case_id, pending_case);
+    eventually("every score taken", || async {
+        scorer.calls().len() == FINISHED + 1
+    })
+    .await;
+
+    // Worker B waits for jobs all through the rebuild: there are none.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let engine = engine.clone();
+        let stop = Arc::clone(&stop);
+        tokio::spawn(async move {
+            let b = worker("worker-b");
+            let ask = ActivateJobs::new("crime.allocate", "worker-b")
+                .max_jobs(100)
+                .wait(Duration::from_millis(100));
+            let mut offered = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                for job in engine.activate_jobs(&b, &ask).await.unwrap() {
+                    offered.push(job.handle.case_id);
+                }
+            }
+            offered
+        })
+    };
+    let generation = |engine: Engine| async move {
+        engine
+            .projection_status(&admin())
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|s| s.projection == "orchestration")
+            .map(|s| {
+                (
+                    s.generation,
+                    s.state == casebook::engine::TenantRunState::Live && s.rebuild.is_none(),
+                )
+            })
+            .unwrap()
+    };
+    let (before, _) = generation(engine.clone()).await;
+    engine
+        .rebuild_projection(&admin(), "orchestration")
+        .await
+        .unwrap();
+    eventually("the rebuilt generation serves", || async {
+        let (now, live) = generation(engine.clone()).await;
+        now > before && live
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::SeqCst);
+    let offered = watcher.await.unwrap();
+    assert!(
+        offered.is_empty(),
+        "finished (or held) jobs offered again: {offered:?}"
+    );
+    assert_eq!(scorer.calls().len(), FINISHED + 1, "no score asked again");
+    assert_eq!(engine.orchestration_backlog().invocations, 1);
+
+    // The held job is still worker A's to complete.
+    let output = [("crime_number".to_string(), json!("CR/2"))].into();
+    engine
+        .complete_job(&a, &held[0].handle, output)
+        .await
+        .unwrap();
+    eventually("the last allocation recorded", || async {
+        state_of(&engine, &pending_case, "allocate").await == Some(ItemState::Completed)
+    })
+    .await;
+    assert_eq!(cases.len(), FINISHED);
+    engine.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incidents_come_a_page_at_a_time_each_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(start_time());
+    let scorer = Scripted::risk(vec![Answer::Permanent]);
+    let engine = engine_with(dir.path(), &clock, ServiceRegistry::new().with(scorer)).await;
+    engine
+        .deploy(&admin(), REFERRAL, Format::Toml)
+        .await
+        .unwrap();
+    const CASES: usize = 5;
+    let mut cases = std::collections::BTreeSet::new();
+    for _ in 0..CASES {
+        cases.insert(open_referral(&engine).await);
+    }
+    for case_id in &cases {
+        eventually("the score failed for good", || async {
+            !engine
+                .view(&officer(), case_id)
+                .await
+                .unwrap()
+                .incidents
+                .is_empty()
+        })
+        .await;
+    }
+    let fresh = Consistency::at_least(
+        engine
+            .position_token(&platform_admin(), &kent(), engine_head(&engine).await)
+            .unwrap(),
+    );
+    let mut seen = Vec::new();
+    let mut offset = 0;
+    let mut pages = 0;
+    loop {
+        let page = engine
+            .incidents(&officer(), PageRequest { offset, limit: 2 }, fresh)
+            .await
+            .unwrap();
+        pages += 1;
+        assert!(page.items.len() <= 2);
+        seen.extend(page.items.into_iter().map(|i| i.case_id));
+        match page.next_offset {
+            Some(next) => {
+                assert_eq!(next, offset + 2);
+                offset = next;
+            }
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3, "2 + 2 + 1");
+    let unique: std::collections::BTreeSet<_> = seen.iter().cloned().collect();
+    assert_eq!(seen.len(), CASES, "each once: {seen:?}");
+    assert_eq!(unique, cases);
+    let mut sorted = seen.clone();
+    sorted.sort();
+    assert_eq!(seen, sorted, "by case id");
+    // Past the end: empty, no next page.
+    let past = engine
+        .incidents(
+            &officer(),
+            PageRequest {
+                offset: 10,
+                limit: 2,
+            },
+            fresh,
+        )
+        .await
+        .unwrap();
+    assert!(past.items.is_empty() && past.next_offset.is_none());
+    // Bad pages are typed errors.
+    for bad in [
+        PageRequest {
+            offset: 0,
+            limit: 0,
+        },
+        PageRequest {
+            offset: 0,
+            limit: casebook::projection::query::MAX_PAGE_SIZE + 1,
+        },
+    ] {
+        let err = engine
+            .incidents(&officer(), bad, Consistency::Eventual)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, casebook::projection::QueryError::PageSize { .. }),
+            "{err:?}"
+        );
+    }
+    // Another tenant's pages are empty.
+    let essex = Principal::new(TenantId::new("essex").unwrap(), "x").with_roles(["officer"]);
+    assert!(engine
+        .incidents(&essex, PageRequest::default(), Consistency::Eventual)
+        .await
+        .unwrap()
+        .items
+        .is_empty());
+    engine.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_that_works_easter_monday_has_its_deadline_fall_due_that_day() {
+    let dir = tempfile::tempdir().unwrap();
+    // Thursday 25 March 2027; Good Friday 26th, Easter Monday 29th.
+    let clock = ManualClock::new(at(2027, 3, 25, 9));
+    let engine = engine_with(dir.path(), &clock, ServiceRegistry::new()).await;
+    engine.deploy(&admin(), MISPER, Format::Toml).await.unwrap();
+    let easter_monday = casebook::projection::calendar::Date::from_calendar_date(
+        2027,
+        casebook::projection::calendar::Month::March,
+        29,
+    )
+    .unwrap();
+    let working = casebook::projection::calendar::WorkingCalendar::england_and_wales()
+        .working_bank_holidays([easter_monday])
+        .unwrap();
+    // Only administrators set it.
+    let err = engine
+        .set_working_calendar(&officer(), &working, CommandContext::because("staffed"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err:?}");
+    engine
+        .set_working_calendar(&admin(), &working, CommandContext::because("staffed"))
+        .await
+        .unwrap();
+    assert_eq!(engine.working_calendar(&admin()).await.unwrap(), working);
+    let essex =
+        Principal::new(TenantId::new("essex").unwrap(), "admin-2").with_roles(["administrator"]);
+    assert_eq!(
+        engine.working_calendar(&essex).await.unwrap(),
+        casebook::projection::calendar::WorkingCalendar::england_and_wales(),
+        "another tenant's calendar is its own"
+    );
+    let opened = engine
+        .open_case(
+            &officer(),
+            OpenCase::new(
+                "misper",
+                CaseFile::from_json(json!({ "name": "D" })).unwrap(),
+            ),
+        )
+        .await
+        .unwrap();
+    let case_id = opened.case_id.to_string();
+    let review = |events: &[CaseEvent]| {
+        count(
+            events,
+            |e| matches!(e, CaseEvent::DeadlineMissed { deadline, .. } if deadline.as_str() == "first_review"),
+        )
+    };
+    // Not on Good Friday or over the weekend...
+    for day in [26, 27, 28] {
+        clock.set(at(2027, 3, day, 23));
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert_eq!(review(&case_events(&engine, &case_id).await), 0, "{day}");
+    }
+    clock.set(at(2027, 3, 29, 8));
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    assert_eq!(review(&case_events(&engine, &case_id).await), 0);
+    // ...but on the Monday it works, at 09:00.
+    clock.set(at(2027, 3, 29, 9) + Duration::from_secs(1));
+    eventually("the review deadline fired on Easter Monday", || async {
+        review(&case_events(&engine, &case_id).await) == 1
+    })
+    .await;
+    engine.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workers_disclosures_are_recorded_on_the_case_with_its_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(start_time());
+    let scorer = Scripted::risk(vec![risk("standard")]);
+    let engine = engine_with(dir.path(), &clock, ServiceRegistry::new().with(scorer)).await;
+    engine
+        .deploy(&admin(), REFERRAL, Format::Toml)
+        .await
+        .unwrap();
+    let case_id = open_referral(&engine).await;
+    let me = worker("worker-a");
+    let jobs = engine
+        .activate_jobs(
+            &me,
+            &ActivateJobs::new("crime.allocate", "worker-a").wait(Duration::from_secs(10)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 1);
+    let handle = &jobs[0].handle;
+    let letter = casebook::case::DisclosureRecord {
+        recipient: "Victim Support (Kent)".into(),
+        what: "referral letter (fields: crime_number)".into(),
+        why: "Victims' Code referral".into(),
+        channel: "letter".into(),
+    };
+    let output: ServiceValues = [("crime_number".to_string(), json!("CR/77"))].into();
+
+    // A blank field is refused, naming it; the lease still holds.
+    let mut blank = letter.clone();
+    blank.why = "  ".into();
+    let err = engine
+        .complete_job_disclosing(&me, handle, output.clone(), vec![letter.clone(), blank])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, OrchestrationError::Invalid { field, .. } if field == "disclosures[1].why"),
+        "{err:?}"
+    );
+    let too_many = vec![letter.clone(); casebook::case::MAX_DISCLOSURES + 1];
+    let err = engine
+        .complete_job_disclosing(&me, handle, output.clone(), too_many)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, OrchestrationError::Invalid { field, .. } if field == "disclosures"),
+        "{err:?}"
+    );
+    assert!(
+        count(&case_events(&engine, &case_id).await, |e| {
+            matches!(e, CaseEvent::DisclosureRecorded { .. })
+        }) == 0
+    );
+
+    engine
+        .complete_job_disclosing(&me, handle, output, vec![letter.clone()])
+        .await
+        .unwrap();
+    let events = case_events(&engine, &case_id).await;
+    let recorded: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            CaseEvent::DisclosureRecorded { disclosure, .. } => Some(disclosure.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(recorded, vec![letter]);
+    // In the same append as the answer, just before it.
+    let at = events
+        .iter()
+        .position(|e| matches!(e, CaseEvent::DisclosureRecorded { .. }))
+        .unwrap();
+    assert!(matches!(
+        events[at + 1],
+        CaseEvent::ServiceInvocationCompleted { .. }
+    ));
+    assert_eq!(
+        state_of(&engine, &case_id, "allocate").await,
+        Some(ItemState::Completed)
+    );
+    engine.shutdown().await.unwrap();
 }

@@ -262,6 +262,11 @@ pub enum CalendarEvent {
     NonWorkingDaysSet {
         /// The days, ascending.
         days: Vec<String>,
+        /// Bank holidays the tenant works (each a bank holiday of England
+        /// and Wales), ascending, replacing any earlier list. Absent in
+        /// events written before tenants could work a bank holiday.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        working_bank_holidays: Vec<String>,
     },
 }
 
@@ -322,12 +327,45 @@ pub fn parse_date(s: &str) -> Result<Date, DateError> {
     Date::from_calendar_date(y, month, d).map_err(|_| bad())
 }
 
+/// A day given as a bank holiday the tenant works that is not a bank
+/// holiday of England and Wales.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{day} is not a bank holiday of England and Wales, so it cannot be worked as one")]
+pub struct NotABankHoliday {
+    /// The day given, `YYYY-MM-DD`.
+    pub day: String,
+}
+
+impl NotABankHoliday {
+    /// What the error means to a caller: [`crate::ErrorKind::InvalidArgument`]
+    /// at `working_bank_holidays`.
+    pub fn kind(&self) -> crate::ErrorKind {
+        crate::ErrorKind::invalid("working_bank_holidays")
+    }
+}
+
+/// Why a stored calendar event does not make a calendar.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CalendarError {
+    /// A day that is not a date.
+    #[error(transparent)]
+    Date(#[from] DateError),
+    /// A worked bank holiday that is not one.
+    #[error(transparent)]
+    NotABankHoliday(#[from] NotABankHoliday),
+}
+
 /// Which days are working days: Monday to Friday, except the bank holidays
-/// of England and Wales and the tenant's own non-working days.
+/// of England and Wales (but for those the tenant works) and the tenant's
+/// own non-working days.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkingCalendar {
     /// The tenant's own non-working days (day numbers since 1970-01-01).
     extra: BTreeSet<i64>,
+    /// Bank holidays the tenant works (day numbers). Absent in calendars
+    /// stored before tenants could work one.
+    #[serde(default)]
+    worked: BTreeSet<i64>,
 }
 
 impl WorkingCalendar {
@@ -340,21 +378,69 @@ impl WorkingCalendar {
     pub fn with_non_working_days(days: impl IntoIterator<Item = Date>) -> Self {
         WorkingCalendar {
             extra: days.into_iter().map(day_number).collect(),
+            worked: BTreeSet::new(),
         }
+    }
+
+    /// This calendar with `days` worked although they are bank holidays
+    /// (replacing any earlier list): a force that staffs Easter Monday as
+    /// a normal day counts it. A day also among the tenant's own
+    /// non-working days stays non-working.
+    ///
+    /// Errors: [`NotABankHoliday`] naming the first day that is not a bank
+    /// holiday of England and Wales.
+    pub fn working_bank_holidays(
+        mut self,
+        days: impl IntoIterator<Item = Date>,
+    ) -> Result<Self, NotABankHoliday> {
+        let mut worked = BTreeSet::new();
+        for date in days {
+            let day = day_number(date);
+            if !is_bank_holiday(day) {
+                return Err(NotABankHoliday {
+                    day: format_date(date),
+                });
+            }
+            worked.insert(day);
+        }
+        self.worked = worked;
+        Ok(self)
     }
 
     /// The calendar an event sets.
     ///
-    /// Errors: [`DateError`] for a day that is not `YYYY-MM-DD`.
-    pub fn from_event(event: &CalendarEvent) -> Result<Self, DateError> {
+    /// Errors: [`CalendarError`] for a day that is not `YYYY-MM-DD`, or a
+    /// worked bank holiday that is not one.
+    pub fn from_event(event: &CalendarEvent) -> Result<Self, CalendarError> {
         match event {
-            CalendarEvent::NonWorkingDaysSet { days } => {
-                let days = days
-                    .iter()
-                    .map(|d| parse_date(d))
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(Self::with_non_working_days(days))
+            CalendarEvent::NonWorkingDaysSet {
+                days,
+                working_bank_holidays,
+            } => {
+                let parse = |list: &[String]| {
+                    list.iter()
+                        .map(|d| parse_date(d))
+                        .collect::<Result<Vec<_>, _>>()
+                };
+                Ok(Self::with_non_working_days(parse(days)?)
+                    .working_bank_holidays(parse(working_bank_holidays)?)?)
             }
+        }
+    }
+
+    /// The event that sets this calendar.
+    pub fn to_event(&self) -> CalendarEvent {
+        CalendarEvent::NonWorkingDaysSet {
+            days: self
+                .non_working_days()
+                .into_iter()
+                .map(format_date)
+                .collect(),
+            working_bank_holidays: self
+                .worked_bank_holidays()
+                .into_iter()
+                .map(format_date)
+                .collect(),
         }
     }
 
@@ -363,13 +449,20 @@ impl WorkingCalendar {
         self.extra.iter().filter_map(|&d| date_of(d)).collect()
     }
 
+    /// The bank holidays the tenant works, ascending.
+    pub fn worked_bank_holidays(&self) -> Vec<Date> {
+        self.worked.iter().filter_map(|&d| date_of(d)).collect()
+    }
+
     /// Whether `date` is a working day.
     pub fn is_working_day(&self, date: Date) -> bool {
         self.is_working(day_number(date))
     }
 
     fn is_working(&self, day: i64) -> bool {
-        is_weekday(day) && !is_bank_holiday(day) && !self.extra.contains(&day)
+        is_weekday(day)
+            && (!is_bank_holiday(day) || self.worked.contains(&day))
+            && !self.extra.contains(&day)
     }
 
     /// The working days of a whole year.
@@ -381,7 +474,14 @@ impl WorkingCalendar {
             .range(first..=last)
             .filter(|&&d| is_weekday(d) && !info.holidays.contains(&d))
             .count() as i64;
-        Some(info.working_days - own)
+        // Bank holidays are weekdays; one worked counts unless it is also
+        // among the tenant's own non-working days.
+        let worked = self
+            .worked
+            .range(first..=last)
+            .filter(|&&d| !self.extra.contains(&d))
+            .count() as i64;
+        Some(info.working_days - own + worked)
     }
 
     /// The instant `days` working days after `from`, at the same time of day
@@ -651,10 +751,13 @@ mod tests {
         assert_eq!(cal.non_working_days(), closure);
         let event = CalendarEvent::NonWorkingDaysSet {
             days: closure.iter().map(|d| format_date(*d)).collect(),
+            working_bank_holidays: Vec::new(),
         };
+        assert_eq!(cal.to_event(), event);
         assert_eq!(WorkingCalendar::from_event(&event), Ok(cal));
         let bad = CalendarEvent::NonWorkingDaysSet {
             days: vec!["2026-02-30".into()],
+            working_bank_holidays: Vec::new(),
         };
         assert!(WorkingCalendar::from_event(&bad)
             .unwrap_err()
@@ -664,5 +767,144 @@ mod tests {
             assert!(parse_date(s).is_err(), "{s}");
         }
         assert_eq!(parse_date("2026-12-24"), Ok(date(2026, 12, 24)));
+    }
+
+    /// Counts `n` working days from `from` one day at a time (the
+    /// reference the year-skipping arithmetic is checked against).
+    fn day_by_day(cal: &WorkingCalendar, from: Timestamp, n: u32) -> Timestamp {
+        let mut day = from.0.div_euclid(DAY_MICROS);
+        let mut left = n;
+        while left > 0 {
+            day += 1;
+            if cal.is_working(day) {
+                left -= 1;
+            }
+        }
+        Timestamp(day * DAY_MICROS + from.0.rem_euclid(DAY_MICROS))
+    }
+
+    #[test]
+    fn a_tenant_may_work_a_bank_holiday_across_easter_and_substitute_days() {
+        // Easter 2027: Good Friday 26 March, Easter Monday 29 March.
+        let thursday = at(2027, 3, 25, 9);
+        let default = WorkingCalendar::default();
+        assert_eq!(default.add_working_days(thursday, 1), at(2027, 3, 30, 9));
+        let easter_monday = WorkingCalendar::default()
+            .working_bank_holidays([date(2027, 3, 29)])
+            .unwrap();
+        assert!(easter_monday.is_working_day(date(2027, 3, 29)));
+        assert!(!easter_monday.is_working_day(date(2027, 3, 26)));
+        assert_eq!(
+            easter_monday.add_working_days(thursday, 1),
+            at(2027, 3, 29, 9)
+        );
+        assert_eq!(
+            easter_monday.add_working_days(thursday, 2),
+            at(2027, 3, 30, 9)
+        );
+        let good_friday = WorkingCalendar::default()
+            .working_bank_holidays([date(2027, 3, 26)])
+            .unwrap();
+        assert_eq!(
+            good_friday.add_working_days(thursday, 1),
+            at(2027, 3, 26, 9)
+        );
+        assert_eq!(
+            good_friday.add_working_days(thursday, 2),
+            at(2027, 3, 30, 9)
+        );
+
+        // Christmas 2027 falls on a Saturday: the substitute days are
+        // Monday 27 and Tuesday 28 December.
+        let christmas_eve = at(2027, 12, 24, 15);
+        assert_eq!(
+            default.add_working_days(christmas_eve, 1),
+            at(2027, 12, 29, 15)
+        );
+        let substitute = WorkingCalendar::default()
+            .working_bank_holidays([date(2027, 12, 27)])
+            .unwrap();
+        assert_eq!(
+            substitute.add_working_days(christmas_eve, 1),
+            at(2027, 12, 27, 15)
+        );
+        assert_eq!(
+            substitute.add_working_days(christmas_eve, 2),
+            at(2027, 12, 29, 15)
+        );
+        // The day itself (a Saturday) is not a bank holiday: refused, and
+        // so is any ordinary day.
+        for day in [date(2027, 12, 25), date(2027, 3, 31), date(2027, 3, 28)] {
+            let err = WorkingCalendar::default()
+                .working_bank_holidays([day])
+                .unwrap_err();
+            assert_eq!(err.day, format_date(day));
+            assert_eq!(
+                err.kind(),
+                crate::ErrorKind::invalid("working_bank_holidays")
+            );
+        }
+        // A worked bank holiday that is also one of the tenant's own
+        // closures stays closed.
+        let both = WorkingCalendar::with_non_working_days([date(2027, 3, 29)])
+            .working_bank_holidays([date(2027, 3, 29)])
+            .unwrap();
+        assert!(!both.is_working_day(date(2027, 3, 29)));
+        assert_eq!(both.add_working_days(thursday, 1), at(2027, 3, 30, 9));
+
+        // Long spans skip whole years: the same answer as counting day by
+        // day, with worked holidays (and a closure) in the years skipped.
+        let many = WorkingCalendar::with_non_working_days([date(2028, 6, 1)])
+            .working_bank_holidays([
+                date(2027, 3, 29),
+                date(2027, 12, 27),
+                date(2028, 4, 17),
+                date(2028, 5, 29),
+            ])
+            .unwrap();
+        let from = at(2026, 12, 31, 8);
+        for n in [1, 250, 400, 700, 1_000] {
+            assert_eq!(
+                many.add_working_days(from, n),
+                day_by_day(&many, from, n),
+                "{n} working days"
+            );
+        }
+        // Three more working days than the default calendar by then.
+        assert_eq!(
+            many.add_working_days(from, 700),
+            default.add_working_days(from, 697)
+        );
+
+        // Stored calendars and events from before: they decode, nothing
+        // worked.
+        #[derive(Serialize)]
+        struct OldCalendar {
+            extra: BTreeSet<i64>,
+        }
+        #[derive(Serialize)]
+        enum OldEvent {
+            NonWorkingDaysSet { days: Vec<String> },
+        }
+        let old = rmp_serde::to_vec_named(&OldCalendar {
+            extra: [day_number(date(2027, 1, 4))].into(),
+        })
+        .unwrap();
+        let decoded: WorkingCalendar = rmp_serde::from_slice(&old).unwrap();
+        assert_eq!(
+            decoded,
+            WorkingCalendar::with_non_working_days([date(2027, 1, 4)])
+        );
+        let old = rmp_serde::to_vec_named(&OldEvent::NonWorkingDaysSet {
+            days: vec!["2027-01-04".into()],
+        })
+        .unwrap();
+        let decoded: CalendarEvent = rmp_serde::from_slice(&old).unwrap();
+        assert_eq!(WorkingCalendar::from_event(&decoded), Ok(decoded_cal()));
+        fn decoded_cal() -> WorkingCalendar {
+            WorkingCalendar::with_non_working_days([date(2027, 1, 4)])
+        }
+        // And a calendar with worked days round-trips through its event.
+        assert_eq!(WorkingCalendar::from_event(&many.to_event()), Ok(many));
     }
 }

@@ -161,20 +161,57 @@ impl Admin for AdminService {
         request: Request<pb::SetNonWorkingDaysRequest>,
     ) -> Result<Response<pb::SetNonWorkingDaysResponse>, Status> {
         let p = Self::admin(&request)?;
-        let days = request
-            .get_ref()
-            .days
-            .iter()
-            .enumerate()
-            .map(|(i, d)| calendar::parse_date(d).map_err(|e| invalid(&format!("days[{i}]"), e)))
-            .collect::<Result<Vec<_>, _>>()?;
+        let dates = |field: &str, list: &[String]| {
+            list.iter()
+                .enumerate()
+                .map(|(i, d)| {
+                    calendar::parse_date(d).map_err(|e| invalid(&format!("{field}[{i}]"), e))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let r = request.get_ref();
+        let days = dates("days", &r.days)?;
+        let worked = dates("working_bank_holidays", &r.working_bank_holidays)?;
+        let working = calendar::WorkingCalendar::with_non_working_days(days)
+            .working_bank_holidays(worked.iter().copied())
+            .map_err(|e| {
+                let i = worked
+                    .iter()
+                    .position(|d| calendar::format_date(*d) == e.day)
+                    .unwrap_or(0);
+                invalid(&format!("working_bank_holidays[{i}]"), e)
+            })?;
         let position = self
             .engine
-            .set_non_working_days(&p, &days, CommandContext::because("set over the Admin API"))
+            .set_working_calendar(
+                &p,
+                &working,
+                CommandContext::because("set over the Admin API"),
+            )
             .await
             .map_err(|e| status(&e))?;
         Ok(Response::new(pb::SetNonWorkingDaysResponse {
             position: convert::wire(position),
+        }))
+    }
+
+    async fn deploy_resource(
+        &self,
+        request: Request<pb::DeployResourceRequest>,
+    ) -> Result<Response<pb::DeployResourceResponse>, Status> {
+        let p = Self::admin(&request)?;
+        let r = request.get_ref();
+        let kind = convert::resource_kind(r.kind)?;
+        let deployed = self
+            .engine
+            .deploy_resource(&p, kind, &r.name, &r.source)
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(pb::DeployResourceResponse {
+            kind: r.kind,
+            name: deployed.name,
+            version: deployed.version,
+            newly_deployed: deployed.newly_deployed,
         }))
     }
 

@@ -501,16 +501,19 @@ impl Cases for CasesService {
         let principal = caller(&request)?;
         let purpose = purpose(&request, "");
         let consistency = convert::consistency(request.get_ref().consistency.as_ref())?;
+        let page = convert::page(request.get_ref().page.as_ref());
         let result = self
             .engine
             .incidents(
                 ReadContext::new(&principal).purpose(purpose.as_str()),
+                page,
                 consistency,
             )
             .await;
-        let incidents = consulted(&principal, "incidents", "", &purpose, result)?;
+        let page = consulted(&principal, "incidents", "", &purpose, result)?;
         Ok(Response::new(pb::ListIncidentsResponse {
-            incidents: incidents.iter().map(convert::incident).collect(),
+            incidents: page.items.iter().map(convert::incident).collect(),
+            next_offset: next_offset(page.next_offset),
         }))
     }
 

@@ -769,6 +769,34 @@ pub fn recorded(e: &RecordedEvent, position: PositionToken) -> pb::RecordedEvent
     }
 }
 
+/// A disclosure a worker reports with its answer (its fields are checked
+/// by the engine, which names the blank one).
+pub fn disclosure(d: pb::JobDisclosure) -> casebook_engine::case::DisclosureRecord {
+    casebook_engine::case::DisclosureRecord {
+        recipient: d.recipient,
+        what: d.what,
+        why: d.why,
+        channel: d.channel,
+    }
+}
+
+/// A resource kind from the wire.
+///
+/// Errors: INVALID_ARGUMENT at `kind` for an unspecified or unknown kind.
+pub fn resource_kind(kind: i32) -> Result<casebook_engine::resources::ResourceKind, Status> {
+    use casebook_engine::resources::ResourceKind;
+    match pb::ResourceKind::try_from(kind) {
+        Ok(pb::ResourceKind::Boundaries) => Ok(ResourceKind::Boundaries),
+        Ok(pb::ResourceKind::DecisionTable) => Ok(ResourceKind::DecisionTable),
+        Ok(pb::ResourceKind::ReferenceData) => Ok(ResourceKind::ReferenceData),
+        Ok(pb::ResourceKind::Contacts) => Ok(ResourceKind::Contacts),
+        Ok(pb::ResourceKind::Unspecified) | Err(_) => Err(crate::status::invalid(
+            "kind",
+            "give the resource's kind: boundaries, decision table, reference data or contacts",
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -153,8 +153,9 @@ impl Workers for WorkersService {
             .into_iter()
             .map(|(k, v)| (k.as_str().to_string(), v))
             .collect();
+        let disclosures = r.disclosures.into_iter().map(convert::disclosure).collect();
         self.engine
-            .complete_job(&principal, &handle, output)
+            .complete_job_disclosing(&principal, &handle, output, disclosures)
             .await
             .map_err(|e| status(&e))?;
         Ok(Response::new(pb::CompleteJobResponse {}))

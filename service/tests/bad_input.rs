@@ -213,6 +213,37 @@ async fn bad_requests_get_precise_statuses_and_the_server_stays_up() {
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
 
+    // A worked bank holiday that is not one names its index; a real one is
+    // taken.
+    let mut admin_client = server.admin(&admin);
+    let err = admin_client
+        .set_non_working_days(pb::SetNonWorkingDaysRequest {
+            days: vec!["2027-01-04".into()],
+            working_bank_holidays: vec!["2027-03-29".into(), "2027-03-30".into()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert_eq!(violations(&err), ["working_bank_holidays[1]"]);
+    assert!(err.message().contains("2027-03-30"), "{err:?}");
+    let err = admin_client
+        .set_non_working_days(pb::SetNonWorkingDaysRequest {
+            days: Vec::new(),
+            working_bank_holidays: vec!["29/03/2027".into()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violations(&err), ["working_bank_holidays[0]"]);
+    let set = admin_client
+        .set_non_working_days(pb::SetNonWorkingDaysRequest {
+            days: vec!["2027-01-04".into()],
+            working_bank_holidays: vec!["2027-03-29".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(set.position, 0);
+
     // Still serving.
     let ok = cases
         .open_case(pb::OpenCaseRequest {

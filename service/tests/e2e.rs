@@ -453,10 +453,32 @@ async fn an_external_worker_takes_and_completes_a_service_job() {
         .into_inner()
         .jobs;
     assert!(none.is_empty());
+    // A disclosure with a blank field is refused, naming it.
+    let err = workers
+        .complete_job(pb::CompleteJobRequest {
+            handle: job.handle.clone(),
+            output: Some(file(&[("ward", text("Westgate")), ("beat", text("C3"))])),
+            disclosures: vec![pb::JobDisclosure {
+                recipient: "Kent County Council".into(),
+                what: "the incident point".into(),
+                why: String::new(),
+                channel: "api".into(),
+            }],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("disclosures[0].why"), "{err:?}");
     workers
         .complete_job(pb::CompleteJobRequest {
             handle: job.handle.clone(),
             output: Some(file(&[("ward", text("Westgate")), ("beat", text("C3"))])),
+            disclosures: vec![pb::JobDisclosure {
+                recipient: "Kent County Council".into(),
+                what: "the incident point".into(),
+                why: "ward lookup".into(),
+                channel: "api".into(),
+            }],
         })
         .await
         .expect("complete the job");
@@ -465,6 +487,7 @@ async fn an_external_worker_takes_and_completes_a_service_job() {
         .complete_job(pb::CompleteJobRequest {
             handle: job.handle.clone(),
             output: Some(file(&[("ward", text("Elsewhere"))])),
+            disclosures: Vec::new(),
         })
         .await;
     assert!(again.is_err());
@@ -472,9 +495,13 @@ async fn an_external_worker_takes_and_completes_a_service_job() {
     let mut inv = server.cases(&investigator);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
+        // At least as fresh as the opening: the job is handed over without
+        // waiting for the views' commit interval, so the case view may not
+        // have reached the case yet.
         let view = inv
             .get_case(pb::GetCaseRequest {
                 case_id: opened.case_id.clone(),
+                consistency: after(&opened),
                 ..Default::default()
             })
             .await
@@ -557,5 +584,196 @@ async fn prometheus_metrics_count_requests_and_show_lag() {
         "{text}"
     );
     assert!(!text.contains(&opened.case_id), "no case ids in metrics");
+    server.running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incidents_are_listed_a_page_at_a_time() {
+    // Without the demo's built-in services, the GIS lookup is a job; the
+    // worker fails it for good on each case, which opens an incident.
+    let server = start_with(|c| c.demo.builtin_services = false).await;
+    let handler = token("demo", "ch-101", &["call_handler"], "OFFICIAL");
+    let worker = token("demo", "gis-worker-1", &["casebook_worker"], "OFFICIAL");
+    let mut cases = server.cases(&handler);
+    let mut workers = casebook_proto::v1::workers_client::WorkersClient::with_interceptor(
+        server.channel.clone(),
+        Bearer(Some(worker)),
+    );
+    let mut opened = Vec::new();
+    for _ in 0..3 {
+        let mut report = burglary_report();
+        report
+            .fields
+            .insert("incident_point".into(), geo(51.2802, 1.0789));
+        let case = cases
+            .open_case(pb::OpenCaseRequest {
+                case_type: "burglary".into(),
+                case_file: Some(report),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        cases
+            .complete_task(pb::CompleteTaskRequest {
+                case_id: case.case_id.clone(),
+                item: item("record_report"),
+                outputs: Some(file(&[("offenders_on_scene", boolean(false))])),
+                context: None,
+            })
+            .await
+            .unwrap();
+        let jobs = workers
+            .activate_jobs(pb::ActivateJobsRequest {
+                service: "gis.locate".into(),
+                worker: "gis-worker-1".into(),
+                max_jobs: 1,
+                lease_ms: 30_000,
+                wait_ms: 10_000,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .jobs;
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].handle.as_ref().unwrap().case_id, case.case_id);
+        workers
+            .fail_job(pb::FailJobRequest {
+                handle: jobs[0].handle.clone(),
+                error: "no such place".into(),
+                retryable: false,
+            })
+            .await
+            .unwrap();
+        opened.push(case.case_id);
+    }
+    let mut listed = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let first = loop {
+        let page = cases
+            .list_incidents(pb::ListIncidentsRequest {
+                page: Some(pb::PageRequest {
+                    offset: 0,
+                    limit: 2,
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if page.next_offset.is_some() {
+            break page;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "three incidents never listed: {page:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(first.incidents.len(), 2);
+    assert_eq!(first.next_offset, Some(2));
+    listed.extend(first.incidents.iter().map(|i| i.case_id.clone()));
+    let second = cases
+        .list_incidents(pb::ListIncidentsRequest {
+            page: Some(pb::PageRequest {
+                offset: 2,
+                limit: 2,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second.incidents.len(), 1);
+    assert_eq!(second.next_offset, None);
+    listed.extend(second.incidents.iter().map(|i| i.case_id.clone()));
+    listed.sort();
+    opened.sort();
+    assert_eq!(listed, opened);
+    assert!(second.incidents[0].error.contains("no such place"));
+    // A page too large is INVALID_ARGUMENT.
+    let err = cases
+        .list_incidents(pb::ListIncidentsRequest {
+            page: Some(pb::PageRequest {
+                offset: 0,
+                limit: 5_000,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    server.running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_resources_are_deployed_over_the_admin_api() {
+    use tonic_types::StatusExt;
+    let server = start().await;
+    let admin = token("demo", "admin-1", &["administrator"], "OFFICIAL");
+    let handler = token("demo", "ch-101", &["call_handler"], "OFFICIAL");
+    let codes = r#"
+description = "Offence codes"
+columns = ["description"]
+
+[entries."28/1"]
+description = "Burglary in a dwelling"
+"#;
+    let ask = |source: &str| pb::DeployResourceRequest {
+        kind: pb::ResourceKind::ReferenceData as i32,
+        name: "offence-codes-test".into(),
+        source: source.into(),
+    };
+    let mut a = server.admin(&admin);
+    let first = a.deploy_resource(ask(codes)).await.unwrap().into_inner();
+    assert_eq!(
+        (first.version, first.newly_deployed, first.name.as_str()),
+        (1, true, "offence-codes-test")
+    );
+    assert_eq!(first.kind, pb::ResourceKind::ReferenceData as i32);
+    // The same content again: nothing new.
+    let again = a.deploy_resource(ask(codes)).await.unwrap().into_inner();
+    assert_eq!((again.version, again.newly_deployed), (1, false));
+    // Changed: the next version.
+    let changed = format!("{codes}\n[entries.\"28/3\"]\ndescription = \"Aggravated burglary\"\n");
+    let second = a.deploy_resource(ask(&changed)).await.unwrap().into_inner();
+    assert_eq!((second.version, second.newly_deployed), (2, true));
+
+    // Bad input: an invalid document names its problems; a bad name, an
+    // unspecified kind; and only administrators deploy.
+    let err = a
+        .deploy_resource(ask("columns = 3\n[entries.x]\n"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    let fields: Vec<String> = err
+        .get_error_details()
+        .bad_request()
+        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+        .unwrap_or_default();
+    assert!(!fields.is_empty(), "{err:?}");
+    let err = a
+        .deploy_resource(pb::DeployResourceRequest {
+            name: "Not A Name".into(),
+            ..ask(codes)
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    let err = a
+        .deploy_resource(pb::DeployResourceRequest {
+            kind: pb::ResourceKind::Unspecified as i32,
+            ..ask(codes)
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("kind"), "{err:?}");
+    let err = server
+        .admin(&handler)
+        .deploy_resource(ask(codes))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
     server.running.stop().await.unwrap();
 }

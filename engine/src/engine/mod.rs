@@ -1861,6 +1861,12 @@ impl Engine {
         let expected = loaded_version.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
         let result = self.inner.store.append(stream, expected, data).await?;
         self.follow_tenant(stream.tenant());
+        if events
+            .iter()
+            .any(crate::orchestration::pending::hands_over_work)
+        {
+            self.hurry_orchestration(stream.tenant());
+        }
         let before = loaded_version.map_or(0, |v| v.0 + 1);
         let every = self.inner.config.snapshot_every;
         if snapshot_due(every, before, result.version.0 + 1, &state) {

@@ -11,7 +11,6 @@
 //! the principal's tenant (it reads that tenant's trees only) and to their
 //! clearance.
 
-use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
@@ -388,6 +387,15 @@ impl Engine {
         }
     }
 
+    /// Rings the tenant's orchestration runner: its next commit (the
+    /// hand-off of new service tasks and timers to the dispatcher and
+    /// workers) goes now, not after the commit interval.
+    pub(crate) fn hurry_orchestration(&self, tenant: &TenantId) {
+        if let Some(host) = self.inner.projections.current() {
+            host.hurry(crate::orchestration::pending::NAME, tenant);
+        }
+    }
+
     /// Stops the projection runners and flushes their database (part of
     /// [`Engine::close`]).
     pub(super) async fn close_projections(&self) -> Result<(), ProjectionError> {
@@ -621,32 +629,40 @@ impl Engine {
         .await
     }
 
-    /// The open incidents of the principal's tenant (service invocations
-    /// that failed for good and wait for `CaseCommand::RetryIncident`),
-    /// those on cases within their clearance.
+    /// A page of the open incidents of the principal's tenant (service
+    /// invocations that failed for good and wait for
+    /// `CaseCommand::RetryIncident`), those on cases and tasks within
+    /// their clearance, ordered by case id then invocation. Like the queue
+    /// and deadline scans, it walks that order and stops at the page's
+    /// end (`total` is `None`; `next_offset` says whether there are more).
     ///
-    /// Errors: consistency errors ([`QueryError::Lagging`],
+    /// Errors: [`QueryError::PageSize`], [`QueryError::Offset`];
+    /// consistency errors ([`QueryError::Lagging`],
     /// [`QueryError::FaultedAt`]); [`QueryError::Corrupt`].
     pub async fn incidents<'a>(
         &self,
         reader: impl Into<ReadContext<'a>>,
+        page: PageRequest,
         consistency: Consistency,
-    ) -> Result<Vec<crate::orchestration::pending::IncidentEntry>, QueryError> {
+    ) -> Result<Page<crate::orchestration::pending::IncidentEntry>, QueryError> {
         let reader = reader.into();
         let principal = reader.principal;
         let result = async {
             reader.check()?;
+            page.check()?;
             self.admit_query(principal).await?;
             let gen = self
                 .read_tree(crate::orchestration::pending::NAME, principal, consistency)
                 .await?;
             let all = crate::orchestration::pending::incidents(&gen.rows, principal)?;
             // An incident is about its task: withheld when the task's
-            // effective marking is above the reader's clearance.
-            let cases = self
-                .read_tree(cases::NAME, principal, Consistency::Eventual)
-                .await?;
-            let mut out = Vec::with_capacity(all.len());
+            // effective marking is above the reader's clearance. Read as
+            // fresh as the incidents, or a case the view has not reached
+            // yet would drop out of the page.
+            let cases = self.read_tree(cases::NAME, principal, consistency).await?;
+            let mut out = Vec::with_capacity(page.limit.min(all.len()));
+            let mut skipped = 0;
+            let mut more = false;
             for entry in all {
                 let Some(record) = cases::load_case_head(&cases.rows, &entry.case_id)? else {
                     continue;
@@ -660,17 +676,33 @@ impl Engine {
                     .map_err(|e| QueryError::Corrupt(e.to_string()))?;
                 let see =
                     crate::case::Disclosure::new(&def, record.state.classification, principal);
-                if see.item(entry.item.as_str()) {
+                if !see.item(entry.item.as_str()) {
+                    continue;
+                }
+                if skipped < page.offset {
+                    skipped += 1;
+                } else if out.len() < page.limit {
                     out.push(entry);
+                } else {
+                    more = true;
+                    break;
                 }
             }
-            Ok(out)
+            Ok(Page {
+                items: out,
+                next_offset: more.then_some(page.offset + page.limit),
+                total: None,
+            })
         }
         .await;
-        let subject = Subject::query("incidents", Classification::Official).with_cases(
+        let subject = Subject::query(
+            format!("incidents offset {} limit {}", page.offset, page.limit),
+            Classification::Official,
+        )
+        .with_cases(
             result
                 .iter()
-                .flatten()
+                .flat_map(|p| &p.items)
                 .map(|i| (i.case_id.as_str(), i.classification)),
         );
         self.audited(&reader, ReadKind::Incidents, subject, result)
@@ -946,20 +978,38 @@ impl Engine {
         Ok(ItemRef::instance(inst.key.as_str(), instance))
     }
 
-    /// Sets the tenant's own non-working days (replacing any earlier list),
-    /// on top of weekends and the England and Wales bank holidays, for every
-    /// deadline counted in working days. Stored as a `NonWorkingDaysSet`
-    /// event in `<tenant>/calendar/working-days`; the deadline and work
-    /// queue views re-derive the due times of running working-day deadlines
-    /// when they reach it. Returns the event's position token (for
-    /// read-your-writes waits).
+    /// Sets the tenant's own non-working days, on top of weekends and the
+    /// England and Wales bank holidays, for every deadline counted in
+    /// working days: [`Engine::set_working_calendar`] with these days and
+    /// no bank holiday worked (the whole calendar is replaced).
     ///
-    /// Errors: [`EngineError::Case`] with [`CaseError::Forbidden`] without
-    /// the `administrator` role; [`EngineError::Log`] (including a list too large for one event).
+    /// Errors: as [`Engine::set_working_calendar`].
     pub async fn set_non_working_days(
         &self,
         principal: &Principal,
         days: &[calendar::Date],
+        context: CommandContext,
+    ) -> Result<PositionToken, EngineError> {
+        let calendar = WorkingCalendar::with_non_working_days(days.iter().copied());
+        self.set_working_calendar(principal, &calendar, context)
+            .await
+    }
+
+    /// Sets the tenant's working-day calendar, replacing the one before:
+    /// its own non-working days, and the bank holidays it works
+    /// ([`WorkingCalendar::working_bank_holidays`]). Stored as a
+    /// `NonWorkingDaysSet` event in `<tenant>/calendar/working-days`; the
+    /// deadline and work queue views and the orchestration timers re-derive
+    /// the due times of running working-day deadlines when they reach it.
+    /// Returns the event's position token (for read-your-writes waits).
+    ///
+    /// Errors: [`EngineError::Case`] with [`CaseError::Forbidden`] without
+    /// the `administrator` role; [`EngineError::Log`] (including a list too
+    /// large for one event).
+    pub async fn set_working_calendar(
+        &self,
+        principal: &Principal,
+        calendar: &WorkingCalendar,
         context: CommandContext,
     ) -> Result<PositionToken, EngineError> {
         self.admit(principal).await?;
@@ -969,10 +1019,7 @@ impl Engine {
                 &[ADMIN_ROLE],
             ));
         }
-        let set: BTreeSet<calendar::Date> = days.iter().copied().collect();
-        let event = CalendarEvent::NonWorkingDaysSet {
-            days: set.into_iter().map(calendar::format_date).collect(),
-        };
+        let event = calendar.to_event();
         let stream = crate::streams::calendar(&principal.tenant)?;
         let mut metadata = Metadata::new(
             principal.actor(),
@@ -989,6 +1036,8 @@ impl Engine {
             )
             .await?;
         self.follow_tenant(&principal.tenant);
+        // Working-day timers are re-timed by the orchestration projection.
+        self.hurry_orchestration(&principal.tenant);
         Ok(self
             .tenant_positions(&principal.tenant)
             .encode(result.last_position)?)
@@ -999,7 +1048,8 @@ impl Engine {
     ///
     /// Errors: [`EngineError::Log`]; [`EngineError::Codec`] for an event
     /// that does not decode; [`EngineError::InvalidStoredCalendar`] for a
-    /// stored day that is not a date.
+    /// stored day that is not a date (or a worked day that is not a bank
+    /// holiday).
     pub async fn working_calendar(
         &self,
         principal: &Principal,

@@ -110,11 +110,22 @@ struct State {
     /// ones stay listed; activation skips them while the lease holds).
     external: BTreeMap<(TenantId, String), BTreeSet<(Timestamp, JobKey)>>,
     next_token: u64,
-    /// Running deadlines' timers: when each fires, and whether it is being
-    /// fired.
-    timers: HashMap<TimerKey, (Timestamp, bool)>,
+    /// Running deadlines' timers.
+    timers: HashMap<TimerKey, TimerSlot>,
     /// Timers not being fired, by when they fire.
     timer_due: BTreeSet<(Timestamp, TimerKey)>,
+}
+
+/// A running timer in the hub.
+#[derive(Debug, Clone, Copy)]
+struct TimerSlot {
+    /// When it fires.
+    due: Timestamp,
+    /// Taken by the dispatcher, being fired.
+    firing: bool,
+    /// Handed over again while being fired (its case resumed meanwhile):
+    /// a firing that found nothing to do leaves it running.
+    again: bool,
 }
 
 /// See the module docs.
@@ -346,16 +357,26 @@ impl Hub {
     /// or `None` when it no longer runs (met, cancelled, fired).
     pub(crate) fn update_timer(&self, key: TimerKey, due: Option<Timestamp>) {
         let mut s = self.lock();
-        if let Some((old, _)) = s.timers.get(&key) {
-            if Some(*old) == due {
+        if let Some(slot) = s.timers.get_mut(&key) {
+            if Some(slot.due) == due {
+                // Handed over again while being fired: the firing may have
+                // been refused by a case that has resumed since.
+                slot.again |= slot.firing;
                 return;
             }
         }
-        if let Some((old, _)) = s.timers.remove(&key) {
-            s.timer_due.remove(&(old, key.clone()));
+        if let Some(old) = s.timers.remove(&key) {
+            s.timer_due.remove(&(old.due, key.clone()));
         }
         let Some(due) = due else { return };
-        s.timers.insert(key.clone(), (due, false));
+        s.timers.insert(
+            key.clone(),
+            TimerSlot {
+                due,
+                firing: false,
+                again: false,
+            },
+        );
         s.timer_due.insert((due, key));
         drop(s);
         self.local_work.notify_one();
@@ -379,7 +400,8 @@ impl Hub {
             }
             s.timer_due.remove(&first);
             if let Some(t) = s.timers.get_mut(&first.1) {
-                t.1 = true;
+                t.firing = true;
+                t.again = false;
                 out.push((first.1, first.0));
             }
         }
@@ -393,16 +415,43 @@ impl Hub {
         let Some(t) = s.timers.get_mut(key) else {
             return;
         };
-        if !t.1 {
+        if !t.firing {
             return;
         }
-        *t = (at, false);
+        *t = TimerSlot {
+            due: at,
+            firing: false,
+            again: false,
+        };
         s.timer_due.insert((at, key.clone()));
     }
 
-    /// Forgets a timer that fired (or no longer runs).
+    /// Forgets a timer the dispatcher fired, or found nothing to fire for
+    /// (no longer running, or its case suspended: the projection hands it
+    /// over again when the case resumes). One handed over again while it
+    /// was being fired is due again at once instead.
     pub(crate) fn forget_timer(&self, key: &TimerKey) {
-        self.update_timer(key.clone(), None);
+        let mut s = self.lock();
+        let Some(t) = s.timers.get_mut(key) else {
+            return;
+        };
+        if !t.firing {
+            // Handed over anew (another due time) while being fired: it
+            // stands.
+            return;
+        }
+        if t.again {
+            t.firing = false;
+            t.again = false;
+            let due = t.due;
+            s.timer_due.insert((due, key.clone()));
+            drop(s);
+            self.local_work.notify_one();
+            return;
+        }
+        let due = t.due;
+        s.timers.remove(key);
+        s.timer_due.remove(&(due, key.clone()));
     }
 
     /// Forgets every job and timer of `tenant` (its tenant was suspended
@@ -529,6 +578,27 @@ mod tests {
         assert!(hub.take_due_timers(Timestamp(1_000), 10).0.is_empty());
         hub.release_timer(&key, Timestamp(2_000));
         assert_eq!(hub.take_due_timers(Timestamp(2_000), 10).0.len(), 1);
+        hub.forget_timer(&key);
+        assert_eq!(hub.timer_count(), 0);
+    }
+
+    #[test]
+    fn a_timer_handed_over_again_while_being_fired_is_not_dropped_by_that_firing() {
+        let hub = Hub::new(ServiceRegistry::new());
+        let key = TimerKey {
+            tenant: TenantId::new("kent").unwrap(),
+            case_id: "c1".into(),
+            deadline: crate::definition::DeadlineKey::new("review"),
+            instance: None,
+        };
+        hub.update_timer(key.clone(), Some(Timestamp(100)));
+        assert_eq!(hub.take_due_timers(Timestamp(100), 10).0.len(), 1);
+        // The case resumed while the (refused) firing was under way.
+        hub.update_timer(key.clone(), Some(Timestamp(100)));
+        hub.forget_timer(&key);
+        assert_eq!(hub.timer_count(), 1);
+        assert_eq!(hub.take_due_timers(Timestamp(100), 10).0.len(), 1);
+        // Without a new hand-over, the firing's end forgets it.
         hub.forget_timer(&key);
         assert_eq!(hub.timer_count(), 0);
     }

@@ -15,7 +15,7 @@ use super::error::OrchestrationError;
 use super::hub::{JobKey, LeaseAsk, LeaseProblem, PendingJob};
 use super::service::ServiceValues;
 use super::WORKER_ROLE;
-use crate::case::{InvocationId, ServiceOutcome, SYSTEM_ROLE};
+use crate::case::{DisclosureRecord, InvocationId, ServiceOutcome, MAX_DISCLOSURES, SYSTEM_ROLE};
 use crate::definition::{check_service_name, ItemKey};
 use crate::engine::Engine;
 use crate::log::Timestamp;
@@ -226,15 +226,38 @@ impl Engine {
         handle: &JobHandle,
         output: ServiceValues,
     ) -> Result<(), OrchestrationError> {
+        self.complete_job_disclosing(principal, handle, output, Vec::new())
+            .await
+    }
+
+    /// Completes a leased job, as [`Engine::complete_job`], for a worker
+    /// that sent information out of the case while doing it (a letter, a
+    /// referral to a partner agency): each disclosure it reports is
+    /// recorded on the case as a `DisclosureRecorded` event (recipient,
+    /// what, why, channel; marked with the task's effective marking) in
+    /// the same append as the answer, exactly as `notify.email`'s are.
+    ///
+    /// Errors: as [`Engine::complete_job`]; [`OrchestrationError::Invalid`]
+    /// (`disclosures[i].<field>`) for a disclosure without a recipient,
+    /// what, why or channel, or more than [`MAX_DISCLOSURES`] of them —
+    /// checked before the lease is used, so the worker may report again.
+    pub async fn complete_job_disclosing(
+        &self,
+        principal: &Principal,
+        handle: &JobHandle,
+        output: ServiceValues,
+        disclosures: Vec<DisclosureRecord>,
+    ) -> Result<(), OrchestrationError> {
         self.admit(principal).await?;
         check_worker(principal, "complete a job")?;
+        check_disclosures(&disclosures)?;
         let job = self.take_leased(principal, handle)?;
         let reason = format!("completed by worker {}", principal.subject);
         self.settle(
             job,
             ServiceOutcome::Completed {
                 output,
-                disclosures: Vec::new(),
+                disclosures,
             },
             reason,
         )
@@ -325,6 +348,37 @@ impl Engine {
             }
         }
     }
+}
+
+/// A worker's disclosures name who got what, why and how: each field is
+/// needed for the DPA 2018 s62 record (none may be blank), and no more are
+/// taken than the case records for one answer.
+fn check_disclosures(disclosures: &[DisclosureRecord]) -> Result<(), OrchestrationError> {
+    if disclosures.len() > MAX_DISCLOSURES {
+        return Err(OrchestrationError::Invalid {
+            field: "disclosures".into(),
+            reason: format!(
+                "{} disclosures; at most {MAX_DISCLOSURES} per answer",
+                disclosures.len()
+            ),
+        });
+    }
+    for (i, d) in disclosures.iter().enumerate() {
+        let fields = [
+            ("recipient", &d.recipient),
+            ("what", &d.what),
+            ("why", &d.why),
+            ("channel", &d.channel),
+        ];
+        if let Some((name, _)) = fields.iter().find(|(_, v)| v.trim().is_empty()) {
+            return Err(OrchestrationError::Invalid {
+                field: format!("disclosures[{i}].{name}"),
+                reason: "must not be blank: a disclosure records who received what, why and how"
+                    .into(),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn key_of(principal: &Principal, handle: &JobHandle) -> JobKey {

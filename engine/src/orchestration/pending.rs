@@ -12,11 +12,21 @@
 //! Rows (values MessagePack): `j<case id>\0<invocation, 4 bytes BE>` -> the
 //! pending job; `t<case id>\0<deadline>\0<instance, 4 bytes BE>` -> a
 //! running timer; `x<case id>\0<invocation>` -> an open incident; `c` -> the
-//! calendar. A handler made from the rows (at start, after a restart or a
-//! failed commit) gives the hub every pending job and timer it finds, so
-//! work survives restarts and overdue timers fire once; the dispatcher's
-//! commands are refused by a case that no longer waits, so work reported
-//! twice (a rebuild) costs a look-up.
+//! calendar.
+//!
+//! - **Hand-over.** A handler made from the rows (at start, after a
+//!   restart or a failed commit, a rebuild's new generation) gives the hub
+//!   every pending job and running timer in its rows once it has caught up
+//!   with the log (`Handler::caught_up`), so work survives restarts and
+//!   overdue timers fire once. Until then it passes on only work that
+//!   ended: a generation replaying history never offers a job or a timer
+//!   that the log finished later (a rebuild re-offering finished jobs to
+//!   workers was the bug). The dispatcher's commands are refused by a
+//!   case that no longer waits, so work reported twice costs a look-up.
+//! - **Suspended cases.** A case that is suspended refuses to fire its
+//!   timers, and the dispatcher drops them; its `CaseResumed` hands the
+//!   case's running timers over again, so one that fell due meanwhile
+//!   fires once on resume (after a restart too: the rows are durable).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -161,12 +171,9 @@ impl Projection for OrchestrationProjection {
 
     fn handler(&self, rows: Rows) -> Box<dyn Handler> {
         // Nothing is in flight for a new handler: reading now is allowed.
-        for row in rows.scan_prefix(&[P_JOB]) {
-            let Ok((_, value)) = row else { continue };
-            if let Ok(job) = rmp_serde::from_slice::<PendingJob>(&value) {
-                self.hub.update(job.key(), Some(job));
-            }
-        }
+        // The rows go to the hub only once the handler has caught up with
+        // the log (`Handler::caught_up`): until then they may hold work
+        // the log has finished since.
         let calendar: WorkingCalendar = rows
             .get(CALENDAR_KEY)
             .ok()
@@ -177,8 +184,6 @@ impl Projection for OrchestrationProjection {
         for row in rows.scan_prefix(&[P_TIMER]) {
             let Ok((key, value)) = row else { continue };
             if let Ok(timer) = rmp_serde::from_slice::<TimerRow>(&value) {
-                self.hub
-                    .update_timer(timer.key(), Some(timer.due_at(&calendar)));
                 if matches!(timer.due, crate::case::DeadlineDue::WorkingDays { .. }) {
                     working_day_timers.insert(key, timer);
                 }
@@ -195,6 +200,7 @@ impl Projection for OrchestrationProjection {
             working_day_timers,
             written: None,
             in_flight: VecDeque::new(),
+            live: false,
         })
     }
 }
@@ -228,6 +234,12 @@ struct PendingHandler {
     written: Option<Landed>,
     /// Queued commits, oldest first, for the hub once they land.
     in_flight: VecDeque<Landed>,
+    /// Caught up with the log once: from then on the hub hears of new
+    /// work as it lands. Before, it hears only of work that ended — a
+    /// generation replaying history (a rebuild), or catching up after a
+    /// restart, would otherwise offer jobs and timers that finished later
+    /// in the log — and gets every row when the handler catches up.
+    live: bool,
 }
 
 impl PendingHandler {
@@ -246,6 +258,44 @@ impl PendingHandler {
                 .map_err(|e| HandlerError::decode("stored pending job", e)),
         }
     }
+
+    /// Hands every pending job and running timer in the rows to the hub.
+    fn hand_over_rows(&self) {
+        for row in self.rows.scan_prefix(&[P_JOB]) {
+            let Ok((_, value)) = row else { continue };
+            if let Ok(job) = rmp_serde::from_slice::<PendingJob>(&value) {
+                self.hub.update(job.key(), Some(job));
+            }
+        }
+        for row in self.rows.scan_prefix(&[P_TIMER]) {
+            let Ok((_, value)) = row else { continue };
+            if let Ok(timer) = rmp_serde::from_slice::<TimerRow>(&value) {
+                self.hub
+                    .update_timer(timer.key(), Some(timer.due_at(&self.calendar)));
+            }
+        }
+    }
+
+    /// A case resumed: its running timers go to the hub again with this
+    /// batch (the dispatcher dropped any that fell due while the case was
+    /// suspended, as the case refused to fire them).
+    async fn resumed(&mut self, case_id: &str) -> Result<(), HandlerError> {
+        self.rows.settled().await?;
+        let mut prefix = Vec::with_capacity(case_id.len() + 2);
+        prefix.push(P_TIMER);
+        prefix.extend_from_slice(case_id.as_bytes());
+        prefix.push(0);
+        for row in self.rows.scan_prefix(&prefix) {
+            let (key, value) = row?;
+            if self.timers.contains_key(&key) {
+                continue;
+            }
+            let timer = rmp_serde::from_slice::<TimerRow>(&value)
+                .map_err(|e| HandlerError::decode("stored timer", e))?;
+            self.timers.insert(key, (timer.key(), Some(timer)));
+        }
+        Ok(())
+    }
 }
 
 fn relevant(event_type: &str) -> bool {
@@ -261,6 +311,21 @@ fn relevant(event_type: &str) -> bool {
             | "DeadlineMet"
             | "DeadlineCancelled"
             | "DeadlineMissed"
+            | "CaseResumed"
+    )
+}
+
+/// Whether the projection hands `event` over to the dispatcher or to
+/// workers as new work (an attempt to make, a timer to run, an incident
+/// retried): the engine then rings its runner so the hand-off does not
+/// wait out the commit interval ([`crate::engine::EngineConfig::projection_commit_interval`]).
+pub(crate) fn hands_over_work(event: &CaseEvent) -> bool {
+    matches!(
+        event,
+        CaseEvent::ServiceInvocationRequested { .. }
+            | CaseEvent::ServiceAttemptFailed { .. }
+            | CaseEvent::IncidentRetried { .. }
+            | CaseEvent::DeadlineSet { .. }
     )
 }
 
@@ -387,6 +452,7 @@ impl Handler for PendingHandler {
                 self.batch
                     .insert(job_key(case_id, invocation), (key_of(invocation), None));
             }
+            CaseEvent::CaseResumed {} => self.resumed(case_id).await?,
             _ => {}
         }
         Ok(())
@@ -457,11 +523,22 @@ impl Handler for PendingHandler {
     fn committed(&mut self) {
         if let Some(landed) = self.in_flight.pop_front() {
             for (_, (key, job)) in landed.jobs {
-                self.hub.update(key, job);
+                if self.live || job.is_none() {
+                    self.hub.update(key, job);
+                }
             }
             for (key, due) in landed.timers {
-                self.hub.update_timer(key, due);
+                if self.live || due.is_none() {
+                    self.hub.update_timer(key, due);
+                }
             }
+        }
+    }
+
+    fn caught_up(&mut self) {
+        if !self.live {
+            self.live = true;
+            self.hand_over_rows();
         }
     }
 

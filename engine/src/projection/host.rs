@@ -554,6 +554,25 @@ impl ProjectionHost {
         Ok(())
     }
 
+    /// Rings the tenant's runner of `name`, if it runs: a live runner
+    /// waiting out its commit interval commits what it has at once. For
+    /// work other parts of the engine act on (the orchestration
+    /// projection's hand-off of service tasks and timers), which must not
+    /// wait for the interval any more than a reader waiting for a
+    /// position does. Cheap; does nothing for a runner not started.
+    pub(crate) fn hurry(&self, name: &str, tenant: &TenantId) {
+        let runner = self
+            .inner
+            .runners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(name.to_string(), tenant.clone()))
+            .cloned();
+        if let Some(runner) = runner {
+            runner.hurry.notify_one();
+        }
+    }
+
     /// Decides the runner's generations from the `meta` tree (resuming a
     /// rebuild a crash interrupted) and drops trees no record refers to.
     fn prepare(

@@ -154,6 +154,16 @@ pub trait Handler: Send {
 
     /// The batch was thrown away (an error, or a retry).
     fn discarded(&mut self) {}
+
+    /// The lane has applied, and landed, every event of the tenant up to
+    /// the head it read: the rows are as of the log (reads need no
+    /// [`Rows::settled`]). Called each time the lane catches up (a lane
+    /// falls behind again when a batch fills), never while a generation
+    /// replays history it has not caught up with. A handler whose rows
+    /// drive work elsewhere (the orchestration projection) hands them
+    /// over the first time, so nothing history already finished is
+    /// offered again.
+    fn caught_up(&mut self) {}
 }
 
 /// One row write: the key and its new value (`None`: removed).

@@ -278,6 +278,7 @@ impl Lane {
             // Every event of this tenant up to `head` has been applied.
             self.reached = self.reached.max(head);
             self.caught_up = true;
+            self.handler.caught_up();
         } else {
             self.caught_up = false;
         }
