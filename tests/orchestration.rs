@@ -199,6 +199,19 @@ fn risk(level: &str) -> Answer {
     Answer::Ok([("risk".to_string(), json!(level))].into())
 }
 
+/// An engine with the referral definition deployed, whose risk scorer
+/// answers "standard", on a manual clock at [`start_time`] (returned).
+async fn referrals_scored_standard(dir: &std::path::Path) -> (Engine, ManualClock) {
+    let clock = ManualClock::new(start_time());
+    let scorer = Scripted::risk(vec![risk("standard")]);
+    let engine = engine_with(dir, &clock, ServiceRegistry::new().with(scorer)).await;
+    engine
+        .deploy(&admin(), REFERRAL, Format::Toml)
+        .await
+        .unwrap();
+    (engine, clock)
+}
+
 async fn engine_with(
     dir: &std::path::Path,
     clock: &ManualClock,
@@ -517,13 +530,7 @@ async fn an_attempt_that_outlives_its_timeout_fails_and_a_permanent_error_is_not
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn competing_workers_never_both_complete_a_job_and_an_expired_lease_is_reoffered() {
     let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(start_time());
-    let scorer = Scripted::risk(vec![risk("standard")]);
-    let engine = engine_with(dir.path(), &clock, ServiceRegistry::new().with(scorer)).await;
-    engine
-        .deploy(&admin(), REFERRAL, Format::Toml)
-        .await
-        .unwrap();
+    let (engine, clock) = referrals_scored_standard(dir.path()).await;
     const CASES: usize = 24;
     let mut cases = Vec::new();
     for _ in 0..CASES {
@@ -1570,13 +1577,7 @@ async fn a_tenant_that_works_easter_monday_has_its_deadline_fall_due_that_day() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_workers_disclosures_are_recorded_on_the_case_with_its_answer() {
     let dir = tempfile::tempdir().unwrap();
-    let clock = ManualClock::new(start_time());
-    let scorer = Scripted::risk(vec![risk("standard")]);
-    let engine = engine_with(dir.path(), &clock, ServiceRegistry::new().with(scorer)).await;
-    engine
-        .deploy(&admin(), REFERRAL, Format::Toml)
-        .await
-        .unwrap();
+    let (engine, _clock) = referrals_scored_standard(dir.path()).await;
     let case_id = open_referral(&engine).await;
     let me = worker("worker-a");
     let jobs = engine

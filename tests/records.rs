@@ -158,6 +158,21 @@ impl World {
         self.clock.set(noon(date));
     }
 
+    /// Changes the case file of `case_id` as the officer, for `why`.
+    async fn update(&self, case_id: &str, changes: casebook::rules::serde_json::Value, why: &str) {
+        self.engine
+            .execute(
+                &officer(),
+                case_id,
+                CaseCommand::UpdateCaseFile {
+                    changes: CaseFile::from_json(changes).unwrap(),
+                },
+                CommandContext::because(why),
+            )
+            .await
+            .unwrap();
+    }
+
     async fn open(&self, case_type: &str, case_id: &str, file: casebook::rules::serde_json::Value) {
         self.open_as(&officer(), case_type, case_id, file, None)
             .await;
@@ -374,17 +389,8 @@ async fn new_police_contact_restarts_the_clear_period() {
     w.set("2029-06-15");
     // Named as a suspect in a later case update: new contact.
     w.open("g3", "C", json!({"summary": "shoplifting"})).await;
-    w.engine
-        .execute(
-            &officer(),
-            "C",
-            CaseCommand::UpdateCaseFile {
-                changes: CaseFile::from_json(json!({"suspect_ref": "P-7"})).unwrap(),
-            },
-            CommandContext::because("suspect identified"),
-        )
-        .await
-        .unwrap();
+    w.update("C", json!({"suspect_ref": "P-7"}), "suspect identified")
+        .await;
     assert_due_around(&w, &p7, "2035-06-15", "mopi_group_3").await;
     let record = w.engine.subject(&records_officer(), &p7).await.unwrap();
     assert_eq!(record.clear_period_start, day("2029-06-15"));
@@ -1086,17 +1092,8 @@ async fn a_dispose_decision_landing_after_a_concurrent_case_hold_restricts_inste
     let w = world("2026-03-02").await;
     w.open("g3", "A", json!({"suspect_ref": "P-1"})).await;
     // The suspect named in A changes: P-1 keeps its appearance.
-    w.engine
-        .execute(
-            &officer(),
-            "A",
-            CaseCommand::UpdateCaseFile {
-                changes: CaseFile::from_json(json!({"suspect_ref": "P-2"})).unwrap(),
-            },
-            CommandContext::because("wrong person named"),
-        )
-        .await
-        .unwrap();
+    w.update("A", json!({"suspect_ref": "P-2"}), "wrong person named")
+        .await;
     let p1 = w.id("P-1").await;
     w.set("2040-01-01");
     let store = w

@@ -386,14 +386,9 @@ async fn a_retried_command_with_the_same_id_applies_once() {
     server.running.stop().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_external_worker_takes_and_completes_a_service_job() {
-    // Without the demo's built-in services, the GIS lookup is a job.
-    let server = start_with(|c| c.demo.builtin_services = false).await;
-    let handler = token("demo", "ch-101", &["call_handler"], "OFFICIAL");
-    let worker = token("demo", "gis-worker-1", &["casebook_worker"], "OFFICIAL");
-    let investigator = token("demo", "dc-303", &["investigator"], "OFFICIAL");
-    let mut cases = server.cases(&handler);
+/// Opens a burglary at a point in Canterbury and records its report, so
+/// that its GIS lookup is due: the opened case.
+async fn reported_burglary(cases: &mut Cases) -> pb::CaseOutcome {
     let mut report = burglary_report();
     report
         .fields
@@ -416,6 +411,18 @@ async fn an_external_worker_takes_and_completes_a_service_job() {
         })
         .await
         .unwrap();
+    opened
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_external_worker_takes_and_completes_a_service_job() {
+    // Without the demo's built-in services, the GIS lookup is a job.
+    let server = start_with(|c| c.demo.builtin_services = false).await;
+    let handler = token("demo", "ch-101", &["call_handler"], "OFFICIAL");
+    let worker = token("demo", "gis-worker-1", &["casebook_worker"], "OFFICIAL");
+    let investigator = token("demo", "dc-303", &["investigator"], "OFFICIAL");
+    let mut cases = server.cases(&handler);
+    let opened = reported_burglary(&mut cases).await;
 
     // The GIS lookup is implemented outside Casebook: a worker leases it.
     let mut workers = casebook_proto::v1::workers_client::WorkersClient::with_interceptor(
@@ -601,28 +608,7 @@ async fn incidents_are_listed_a_page_at_a_time() {
     );
     let mut opened = Vec::new();
     for _ in 0..3 {
-        let mut report = burglary_report();
-        report
-            .fields
-            .insert("incident_point".into(), geo(51.2802, 1.0789));
-        let case = cases
-            .open_case(pb::OpenCaseRequest {
-                case_type: "burglary".into(),
-                case_file: Some(report),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        cases
-            .complete_task(pb::CompleteTaskRequest {
-                case_id: case.case_id.clone(),
-                item: item("record_report"),
-                outputs: Some(file(&[("offenders_on_scene", boolean(false))])),
-                context: None,
-            })
-            .await
-            .unwrap();
+        let case = reported_burglary(&mut cases).await;
         let jobs = workers
             .activate_jobs(pb::ActivateJobsRequest {
                 service: "gis.locate".into(),
