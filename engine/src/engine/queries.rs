@@ -251,29 +251,16 @@ impl Engine {
                 .await
                 .unwrap_or(false)
         };
-        let (host, set_aside) = {
-            let _guard = slot.opening.lock().unwrap_or_else(|p| p.into_inner());
-            match &slot.dir {
-                Some(dir) => {
-                    let kept = crate::embedded::set_aside(dir, &reason).map_err(|e| {
-                        ProjectionError::Store(crate::projection::StoreError::new(format!(
-                            "setting the projection database {} aside: {e}",
-                            dir.display()
-                        )))
-                    })?;
-                    match self.new_projection_host() {
-                        Ok(host) => (host, Some(kept)),
-                        Err(e) => {
-                            // Put it back: better the old one than none.
-                            let _ = std::fs::remove_dir_all(dir);
-                            let _ = std::fs::rename(&kept, dir);
-                            return Err(e.into());
-                        }
-                    }
-                }
-                None => (self.new_projection_host()?, None),
-            }
-        };
+        // Renaming, syncing the folder and opening sled are blocking I/O.
+        let engine = self.clone();
+        let why = reason.clone();
+        let (host, set_aside) = tokio::task::spawn_blocking(move || engine.fresh_projections(&why))
+            .await
+            .map_err(|e| {
+                QueryError::Projection(ProjectionError::Store(crate::projection::StoreError::new(
+                    e.to_string(),
+                )))
+            })??;
         let rebuild = crate::log::DerivedRebuild {
             store: "projections".into(),
             reason: reason.clone(),
@@ -308,6 +295,36 @@ impl Engine {
             .push(rebuild);
         *last = Some(std::time::Instant::now());
         Ok(())
+    }
+
+    /// Sets the projection database aside (saying `reason`) and opens a
+    /// host on a fresh one, under the slot's opening lock; if no fresh one
+    /// can be made, the old folder is put back. A temporary database is
+    /// simply replaced. Blocking.
+    fn fresh_projections(
+        &self,
+        reason: &str,
+    ) -> Result<(ProjectionHost, Option<PathBuf>), QueryError> {
+        let slot = &self.inner.projections;
+        let _guard = slot.opening.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(dir) = &slot.dir else {
+            return Ok((self.new_projection_host()?, None));
+        };
+        let kept = crate::embedded::set_aside(dir, reason).map_err(|e| {
+            ProjectionError::Store(crate::projection::StoreError::new(format!(
+                "setting the projection database {} aside: {e}",
+                dir.display()
+            )))
+        })?;
+        match self.new_projection_host() {
+            Ok(host) => Ok((host, Some(kept))),
+            Err(e) => {
+                // Put it back: better the old one than none.
+                let _ = std::fs::remove_dir_all(dir);
+                let _ = std::fs::rename(&kept, dir);
+                Err(e.into())
+            }
+        }
     }
 
     /// Reacts to a read's error: damage found in the projection database
