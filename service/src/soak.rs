@@ -705,6 +705,19 @@ pub async fn run(config: SoakConfig, mut out: impl FnMut(&str)) -> Result<Summar
             .map_err(|e| SoakError::Engine(format!("opening a shared case: {e}")))?;
         slots.push(Mutex::new((id, 0)));
     }
+    // Readers start once the views hold the deployment and the shared
+    // cases: a query naming a case type or team the views do not know yet
+    // is refused, and would count as an error of the load.
+    let ready = engine
+        .open_case(&officer(0), OpenCase::new("burglary", report(&mut rng)))
+        .await
+        .map_err(|e| SoakError::Engine(format!("opening a case: {e}")))?;
+    if let Some(position) = ready.position {
+        engine
+            .wait_for_projections(&officer(0), position, Duration::from_secs(60))
+            .await
+            .map_err(|e| SoakError::Engine(format!("waiting for the views: {e}")))?;
+    }
     let shared = Arc::new(Shared { slots });
     let tally = Arc::new(Tally::default());
     let stop = Arc::new(AtomicBool::new(false));
