@@ -73,6 +73,27 @@ pub struct Page<T> {
     pub total: Option<usize>,
 }
 
+impl<T> Page<T> {
+    /// The slice `page` asks for of `all` (already in order). `counted`:
+    /// whether `all` is every match, so that its length is the total.
+    pub fn of(all: impl IntoIterator<Item = T>, page: &PageRequest, counted: bool) -> Self {
+        let mut total = 0;
+        let mut items = Vec::with_capacity(page.limit.min(MAX_PAGE_SIZE));
+        for (i, item) in all.into_iter().enumerate() {
+            total = i + 1;
+            if i >= page.offset && items.len() < page.limit {
+                items.push(item);
+            }
+        }
+        let next = page.offset + items.len();
+        Page {
+            items,
+            next_offset: (next < total).then_some(next),
+            total: counted.then_some(total),
+        }
+    }
+}
+
 /// A case as search results show it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CaseSummary {
@@ -342,4 +363,29 @@ pub struct ProjectedCase {
     pub version: StreamVersion,
     /// Where its last event is, as the reader's tenant's position token.
     pub position: PositionToken,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_of_a_list_says_where_the_next_starts_and_counts_when_asked() {
+        let page = PageRequest {
+            offset: 2,
+            limit: 3,
+        };
+        let p = Page::of(0..10, &page, true);
+        assert_eq!(p.items, vec![2, 3, 4]);
+        assert_eq!(p.next_offset, Some(5));
+        assert_eq!(p.total, Some(10));
+        let last = Page::of(0..5, &page, false);
+        assert_eq!(last.items, vec![2, 3, 4]);
+        assert_eq!(last.next_offset, None);
+        assert_eq!(last.total, None);
+        let past = Page::of(0..1, &page, true);
+        assert!(past.items.is_empty());
+        assert_eq!(past.next_offset, None);
+        assert_eq!(past.total, Some(1));
+    }
 }

@@ -786,18 +786,7 @@ impl Engine {
             });
         }
         due.sort_by(|a, b| (a.due, &a.subject).cmp(&(b.due, &b.subject)));
-        let total = due.len();
-        let items: Vec<ReviewDueItem> = due
-            .into_iter()
-            .skip(query.page.offset)
-            .take(query.page.limit)
-            .collect();
-        let next = query.page.offset + items.len();
-        Ok(Page {
-            items,
-            next_offset: (next < total).then_some(next),
-            total: Some(total),
-        })
+        Ok(Page::of(due, &query.page, true))
     }
 }
 

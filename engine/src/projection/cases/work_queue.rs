@@ -72,18 +72,7 @@ pub fn work_queue(
                     all.insert(k, w);
                 }
             }
-            let total = all.len();
-            let items: Vec<WorkItem> = all
-                .into_values()
-                .skip(query.page.offset)
-                .take(query.page.limit)
-                .collect();
-            let next = query.page.offset + items.len();
-            Ok(Page {
-                items,
-                next_offset: (next < total).then_some(next),
-                total: None,
-            })
+            Ok(Page::of(all.into_values(), &query.page, false))
         }
     }
 }
