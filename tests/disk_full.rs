@@ -437,6 +437,65 @@ async fn the_free_space_reserve_refuses_appends_before_any_write_fails() {
     }
 }
 
+/// The audit of reads is appended `Written`: once the reserve refuses
+/// commands, other writers on the same disk (the views catching up) may
+/// take most of what is left, and reads must still get their audit entry.
+/// An append that fits in the zeroed headroom takes no free space and goes
+/// through; without zero-ahead it needs half the reserve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn written_appends_on_zeroed_blocks_go_on_when_others_take_the_reserve() {
+    for preallocate in [0, 16 * 1024] {
+        let index = tempfile::tempdir().unwrap();
+        let fs = FullFs::with_budget(400 * 1024);
+        fs.report_space();
+        let reserve = 100 * 1024;
+        let store = LogStore::open_with_fs(
+            Arc::new(fs.clone()),
+            index.path(),
+            config(preallocate, reserve),
+        )
+        .unwrap();
+        let acked: Acked = Arc::default();
+        assert!(!fill(&store, 4, 0, &acked).await.is_empty());
+        // The zero-ahead tops its headroom up; then the rest of the disk
+        // but 10 KiB goes to someone else.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        fs.set_budget(fs.used() + 10 * 1024);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+
+        let audit = store
+            .append_written(&stream(99), ExpectedVersion::Any, vec![event(99, 0)])
+            .await;
+        let command = store
+            .append(&stream(98), ExpectedVersion::Any, vec![event(98, 0)])
+            .await;
+        assert!(
+            matches!(command, Err(LogError::StorageFull { .. })),
+            "{command:?}"
+        );
+        if preallocate == 0 {
+            assert!(
+                matches!(audit, Err(LogError::StorageFull { .. })),
+                "{audit:?}"
+            );
+        } else {
+            audit.unwrap();
+            store.sync_written().await.unwrap();
+            acked.lock().unwrap().push((99, 0));
+        }
+        close_within(store).await.unwrap();
+        let store = LogStore::open_with_fs(
+            Arc::new(fs.clone()),
+            index.path(),
+            config(preallocate, reserve),
+        )
+        .unwrap();
+        assert_kept(&store, &acked).await;
+        assert_eq!(stored(&store).await.len(), acked.lock().unwrap().len());
+        close_within(store).await.unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_sync_fails_its_group_and_the_writer_repairs_by_itself() {
     for preallocate in [0, 16 * 1024] {

@@ -205,10 +205,15 @@ impl ZeroAhead {
         self.shared.work.notify_one();
     }
 
-    /// How far the active segment is zeroed and synced (for tests).
-    #[cfg(test)]
-    fn zeroed_to(&self) -> u64 {
-        self.shared.lock().zeroed_to
+    /// How far the active segment is zeroed and synced: writes before this
+    /// offset overwrite blocks already allocated. 0 while no segment is
+    /// attached or after a zero write failed.
+    pub fn zeroed_to(&self) -> u64 {
+        let st = self.shared.lock();
+        match st.file {
+            Some(_) => st.zeroed_to,
+            None => 0,
+        }
     }
 }
 

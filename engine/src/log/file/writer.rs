@@ -431,10 +431,15 @@ impl Writer {
 
     /// Checks the free-space reserve for each append of a group about to
     /// be written; answers those refused. Written appends (the audit of
-    /// reads: small, and a read is refused without its audit entry) may use
-    /// half the reserve, so that reads go on while commands are refused.
-    /// `None` if none is left.
+    /// reads: small, and a read is refused without its audit entry) that
+    /// fit in the zeroed headroom of the active segment take no free space
+    /// at all (they overwrite blocks the zero-ahead already allocated) and
+    /// are always admitted; beyond it they may use half the reserve. So
+    /// reads go on while commands are refused, however much of the reserve
+    /// the views' own writes take meanwhile. `None` if none is left.
     fn admit_space(&mut self, group: Vec<AppendRequest>) -> Option<Vec<AppendRequest>> {
+        let zeroed_to = self.zero_ahead.as_ref().map_or(0, ZeroAhead::zeroed_to);
+        let mut end = self.offset;
         let mut admitted = Vec::with_capacity(group.len());
         for r in group {
             let bytes = r.events.iter().map(|e| e.size() as u64).sum::<u64>() + RECORD_ALLOWANCE;
@@ -442,8 +447,18 @@ impl Writer {
                 Durability::Synced => 1,
                 Durability::Written => 2,
             };
-            match self.space.admit(&*self.segments.fs, bytes, share) {
-                Ok(()) => admitted.push(r),
+            let on_zeros =
+                r.durability == Durability::Written && end.saturating_add(bytes) <= zeroed_to;
+            let admit = if on_zeros {
+                Ok(())
+            } else {
+                self.space.admit(&*self.segments.fs, bytes, share)
+            };
+            match admit {
+                Ok(()) => {
+                    end = end.saturating_add(bytes);
+                    admitted.push(r);
+                }
                 Err(full) => {
                     let _ = r.reply.send(Err(full.error()));
                 }
