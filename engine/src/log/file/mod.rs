@@ -972,3 +972,78 @@ impl EventStore for LogStore {
         Arc::new(self.clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::types::{ActorId, EventData, Metadata, Source, TenantId};
+    use crate::log::{Direction, ExpectedVersion};
+
+    fn note(n: u8) -> EventData {
+        let meta = Metadata::new(ActorId::new("pc-1"), Source::system("test"));
+        let mut e = EventData::new("NoteAdded", vec![n; 64], meta);
+        e.id = EventId(uuid::Uuid::from_u64_pair(7, u64::from(n)));
+        e
+    }
+
+    /// A group whose records were synced but whose indexing failed (the
+    /// index had already failed a sled write) is answered with an error,
+    /// yet stays in the log: the repair rebuilds the index from the
+    /// segments, publishes the head through it, and a retry of the append
+    /// finds it by its event id. (The repair used to refuse, forever, a
+    /// log longer than the head it had shown.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_group_synced_but_not_indexed_stays_and_the_store_repairs() {
+        let dir = tempfile::tempdir().unwrap();
+        let stream = StreamId::new(TenantId::new("kent").unwrap(), "case", "c1").unwrap();
+        let store = LogStore::open(dir.path()).unwrap();
+        store
+            .append(&stream, ExpectedVersion::Any, vec![note(1)])
+            .await
+            .unwrap();
+        store
+            .inner
+            .index()
+            .fail_for_test("simulated: sled refused a write");
+        let second = note(2);
+        let refused = store
+            .append(&stream, ExpectedVersion::Any, vec![second.clone()])
+            .await
+            .unwrap_err();
+        assert!(refused.kind().is_retryable(), "{refused}");
+
+        store.recover().await.unwrap();
+        let read = store
+            .read_stream(&stream, Direction::Forward, StreamVersion(0), 10)
+            .await
+            .unwrap();
+        let ids: Vec<EventId> = read.iter().map(|e| e.id).collect();
+        assert_eq!(ids, vec![note(1).id, second.id]);
+        assert_eq!(store.head_position(), Some(read[1].position));
+        let again = store
+            .append(&stream, ExpectedVersion::Any, vec![second])
+            .await
+            .unwrap();
+        assert_eq!(again.first_position, read[1].position);
+        let next = store
+            .append(
+                &stream,
+                ExpectedVersion::Exact(StreamVersion(1)),
+                vec![note(3)],
+            )
+            .await
+            .unwrap();
+        assert_eq!(next.first_position, GlobalPosition(read[1].position.0 + 1));
+        store.close().await.unwrap();
+        drop(store);
+
+        let store = LogStore::open(dir.path()).unwrap();
+        let read = store
+            .read_stream(&stream, Direction::Forward, StreamVersion(0), 10)
+            .await
+            .unwrap();
+        assert_eq!(read.len(), 3);
+        store.verify().await.unwrap();
+        store.close().await.unwrap();
+    }
+}

@@ -533,14 +533,26 @@ impl Writer {
         self.segment = segment;
         self.file = Arc::clone(&file);
         self.offset = offset;
-        self.next_position = self.shared.head().map_or(0, |h| h.0 + 1);
+        let head = self.shared.head().map_or(0, |h| h.0 + 1);
+        self.next_position = head;
         self.heads.clear();
         self.unsynced = Unsynced::default();
-        // The failed group's leaves were added to the tree: take them out.
-        self.tree.rewind(&self.segments, self.next_position)?;
         if let Some(reason) = self.index.failure() {
-            self.replace_index(&reason)?;
+            // The log is what the segments hold through the synced offset.
+            // That may be more than the head: a group synced whose indexing
+            // failed (the index had already failed a write) was answered
+            // with an error, yet its records are synced and stay; a retry
+            // finds them by their event ids.
+            self.next_position = self.replace_index(&reason, head)?;
+            if self.next_position > head {
+                let head = GlobalPosition(self.next_position - 1);
+                self.shared.set_head(head);
+                self.head_tx.send_replace(Some(head));
+            }
         }
+        // The failed group's leaves were added to the tree: take out those
+        // of records the tail repair cut.
+        self.tree.rewind(&self.segments, self.next_position)?;
         if let Some(zero_ahead) = &self.zero_ahead {
             zero_ahead.attach(file, offset, zero_limit(self.segment_size));
         }
@@ -564,8 +576,16 @@ impl Writer {
         if failed.is_some() {
             return;
         }
-        if let Err(e) = self.replace_index(reason) {
-            tracing::error!(target: "casebook::recovery", "replacing the damaged log index: {e}");
+        let next = self.next_position;
+        match self.replace_index(reason, next) {
+            Ok(read) if read == next => {}
+            Ok(read) => tracing::error!(
+                target: "casebook::recovery",
+                "the rebuilt log index reads to position {read} but the writer is at {next}"
+            ),
+            Err(e) => {
+                tracing::error!(target: "casebook::recovery", "replacing the damaged log index: {e}")
+            }
         }
     }
 
@@ -578,8 +598,11 @@ impl Writer {
     /// cannot be made (the disk still full), the old folder is put back and
     /// the next repair tries again.
     ///
+    /// Returns the next position the rebuilt index reads to: at least
+    /// `at_least` (the next position after the head readers were shown).
+    ///
     /// Errors: [`LogError::Failed`] naming why.
-    fn replace_index(&mut self, reason: &str) -> Result<(), LogError> {
+    fn replace_index(&mut self, reason: &str, at_least: u64) -> Result<u64, LogError> {
         let failed = |why: String| LogError::Failed {
             reason: format!("{reason}; rebuilding the index: {why}"),
         };
@@ -594,19 +617,19 @@ impl Writer {
             .and_then(|index| {
                 let mut report = crate::log::RecoveryReport::default();
                 let recovered = super::recovery::recover(&self.segments, &index, &mut report)?;
-                if recovered.next_position != self.next_position {
+                if recovered.next_position < at_least {
                     return Err(LogError::Failed {
                         reason: format!(
-                            "the log reads to position {} but its writer is at {}",
-                            recovered.next_position, self.next_position
+                            "the log reads to position {} but events before {} were acknowledged",
+                            recovered.next_position, at_least
                         ),
                     });
                 }
                 index.flush()?;
-                Ok(index)
+                Ok((index, recovered.next_position))
             });
-        let index = match fresh {
-            Ok(index) => Arc::new(index),
+        let (index, next_position) = match fresh {
+            Ok((index, next)) => (Arc::new(index), next),
             Err(e) => {
                 // Put the old one back where a reopen looks for it.
                 let _ = std::fs::remove_dir_all(&dir);
@@ -623,7 +646,7 @@ impl Writer {
             set_aside = %kept.display(),
             "the log index failed a write ({reason}); it was set aside and rebuilt from the log"
         );
-        Ok(())
+        Ok(next_position)
     }
 
     /// Syncs and indexes the written appends not yet synced, unless the

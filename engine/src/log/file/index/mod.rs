@@ -304,6 +304,13 @@ impl Index {
         self.shared.lock().failed.clone()
     }
 
+    /// Marks the index failed as a failed sled write would (for tests).
+    #[cfg(test)]
+    pub(crate) fn fail_for_test(&self, reason: &str) {
+        self.shared.lock().failed = Some(reason.to_string());
+        self.shared.progress.notify_all();
+    }
+
     /// Where the database lives, if it is on disk.
     pub fn dir(&self) -> Option<PathBuf> {
         self.shared
