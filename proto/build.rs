@@ -14,6 +14,7 @@ const FILES: &[&str] = &[
     "proto/casebook/v1/workers.proto",
     "proto/casebook/v1/audit.proto",
     "proto/casebook/v1/records.proto",
+    "proto/casebook/v1/integrity.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -1,6 +1,6 @@
 //! Casebook as a gRPC service: configuration, authentication, the one
 //! error mapping, the protobuf conversions, the Cases, Events, Workers,
-//! Admin, Audit and Records services, and the server that runs them (the `casebook` binary's
+//! Admin, Audit, Records and Integrity services, and the server that runs them (the `casebook` binary's
 //! `serve`), and the sustained-load soak (`casebook soak`).
 
 pub mod access;
@@ -11,6 +11,7 @@ pub mod cases;
 pub mod config;
 pub mod convert;
 pub mod events;
+pub mod integrity;
 pub mod metrics;
 pub mod records;
 pub mod server;

@@ -23,6 +23,7 @@ use casebook_proto::v1::admin_server::AdminServer;
 use casebook_proto::v1::audit_server::AuditServer;
 use casebook_proto::v1::cases_server::CasesServer;
 use casebook_proto::v1::events_server::EventsServer;
+use casebook_proto::v1::integrity_server::IntegrityServer;
 use casebook_proto::v1::records_server::RecordsServer;
 use casebook_proto::v1::workers_server::WorkersServer;
 use tokio::net::TcpListener;
@@ -38,6 +39,7 @@ use crate::auth::{AuthSetupError, Authenticator};
 use crate::cases::CasesService;
 use crate::config::Config;
 use crate::events::EventsService;
+use crate::integrity::IntegrityService;
 use crate::records::RecordsService;
 use crate::workers::WorkersService;
 
@@ -397,6 +399,9 @@ pub async fn start(
     health_reporter
         .set_serving::<RecordsServer<RecordsService>>()
         .await;
+    health_reporter
+        .set_serving::<IntegrityServer<IntegrityService>>()
+        .await;
     let max = config.max_message_bytes;
     let intercept = {
         let auth = auth.clone();
@@ -421,6 +426,9 @@ pub async fn start(
     let records = RecordsServer::new(RecordsService::new(engine.clone()))
         .max_decoding_message_size(max)
         .max_encoding_message_size(max);
+    let integrity = IntegrityServer::new(IntegrityService::new(engine.clone()))
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
     let metrics = crate::metrics::Metrics::default();
     if let Some(listener) = metrics_listener {
         tokio::spawn(crate::metrics::serve(
@@ -442,7 +450,8 @@ pub async fn start(
         .add_service(InterceptedService::new(workers, intercept.clone()))
         .add_service(InterceptedService::new(admin, intercept.clone()))
         .add_service(InterceptedService::new(audit, intercept.clone()))
-        .add_service(InterceptedService::new(records, intercept));
+        .add_service(InterceptedService::new(records, intercept.clone()))
+        .add_service(InterceptedService::new(integrity, intercept));
     let (tx, rx) = oneshot::channel::<()>();
     let served = engine.clone();
     let task = tokio::spawn(async move {

@@ -343,10 +343,9 @@ impl CheckpointVerifier {
     /// Errors: [`CheckpointError::BadKey`], saying what is wrong.
     pub fn parse(text: &str) -> Result<Self, CheckpointError> {
         let bad = |m: &str| CheckpointError::BadKey(m.to_string());
-        let mut parts = text.trim().split('+');
-        let (Some(name), Some(id), Some(key), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        // The name and the hex id hold no `+`; standard base64 may.
+        let mut parts = text.trim().splitn(3, '+');
+        let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(bad("expected <name>+<key id>+<base64 key>"));
         };
         check_name(name)?;
@@ -429,6 +428,25 @@ mod tests {
         assert_eq!(parsed.verify(&signer.verifier()).unwrap(), &checkpoint());
         let vkey = signer.verifier().to_string();
         assert_eq!(CheckpointVerifier::parse(&vkey).unwrap(), signer.verifier());
+    }
+
+    #[test]
+    fn a_verifier_key_whose_base64_holds_a_plus_reads_back() {
+        let mut with_plus = 0;
+        for seed in 0..=255u8 {
+            let signer = CheckpointSigner::from_seed("casebook/test", &[seed; 32]).unwrap();
+            let vkey = signer.verifier().to_string();
+            with_plus += usize::from(vkey.matches('+').count() > 2);
+            assert_eq!(
+                CheckpointVerifier::parse(&vkey).unwrap(),
+                signer.verifier(),
+                "{vkey}"
+            );
+        }
+        assert!(
+            with_plus > 0,
+            "no key of the sample had a `+` in its base64"
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ use casebook_proto::v1::admin_client::AdminClient;
 use casebook_proto::v1::audit_client::AuditClient;
 use casebook_proto::v1::cases_client::CasesClient;
 use casebook_proto::v1::events_client::EventsClient;
+use casebook_proto::v1::integrity_client::IntegrityClient;
 use casebook_proto::v1::records_client::RecordsClient;
 use casebook_service::auth::{mint_hs256, Claims};
 use casebook_service::config::{AuthConfig, Config};
@@ -97,6 +98,7 @@ pub type Events = EventsClient<InterceptedService<Channel, Bearer>>;
 pub type Admin = AdminClient<InterceptedService<Channel, Bearer>>;
 pub type Audit = AuditClient<InterceptedService<Channel, Bearer>>;
 pub type Records = RecordsClient<InterceptedService<Channel, Bearer>>;
+pub type Integrity = IntegrityClient<InterceptedService<Channel, Bearer>>;
 
 impl Server {
     pub fn cases(&self, token: &str) -> Cases {
@@ -117,6 +119,10 @@ impl Server {
 
     pub fn records(&self, token: &str) -> Records {
         RecordsClient::with_interceptor(self.channel.clone(), Bearer(Some(token.to_string())))
+    }
+
+    pub fn integrity(&self, token: &str) -> Integrity {
+        IntegrityClient::with_interceptor(self.channel.clone(), Bearer(Some(token.to_string())))
     }
 }
 
