@@ -139,6 +139,25 @@ pub(crate) fn all(rows: &Rows) -> Result<HashMap<Vec<u8>, BTreeSet<String>>, Que
 pub(crate) type Changed = BTreeMap<String, Option<RestrictedCase>>;
 
 impl crate::Engine {
+    /// The tenant's `nominals` tree as it serves, if it is of a version
+    /// that keeps restriction rows (while an older one still serves during
+    /// an upgrade's rebuild, the restrictions are not known).
+    ///
+    /// Errors: [`QueryError::NotReady`] for an older generation; the
+    /// host's errors.
+    async fn restrictions(
+        &self,
+        tenant: &crate::log::TenantId,
+    ) -> Result<std::sync::Arc<crate::projection::Generation>, QueryError> {
+        let gen = self.serving_tree(super::projection::NAME, tenant).await?;
+        if gen.version < super::projection::VERSION {
+            return Err(QueryError::NotReady {
+                projection: super::projection::NAME.to_string(),
+            });
+        }
+        Ok(gen)
+    }
+
     /// What case `case_id` (of `def`) withholds now for its restricted
     /// subjects, read from the `nominals` projection as it serves. Fails
     /// closed: when the restrictions cannot be read (the engine not
@@ -154,7 +173,7 @@ impl crate::Engine {
             return RestrictedCase::default();
         }
         let read = async {
-            let gen = self.serving_tree(super::projection::NAME, tenant).await?;
+            let gen = self.restrictions(tenant).await?;
             load(&gen.rows, case_id)
         };
         match read.await {
@@ -180,7 +199,7 @@ impl crate::Engine {
         tenant: &crate::log::TenantId,
         case_id: &str,
     ) -> Result<RestrictedCase, QueryError> {
-        let gen = self.serving_tree(super::projection::NAME, tenant).await?;
+        let gen = self.restrictions(tenant).await?;
         Ok(load(&gen.rows, case_id)?.unwrap_or_default())
     }
 
@@ -192,7 +211,7 @@ impl crate::Engine {
         &self,
         tenant: &crate::log::TenantId,
     ) -> Result<HashMap<Vec<u8>, BTreeSet<String>>, QueryError> {
-        let gen = self.serving_tree(super::projection::NAME, tenant).await?;
+        let gen = self.restrictions(tenant).await?;
         all(&gen.rows)
     }
 
