@@ -1,5 +1,7 @@
 //! Restriction of processing (issue 22 item 4, DPA 2018 s47(2)) on the embedded store: a restricted subject's data leaves the view, loaded state, returned events, timeline and search of an ordinary caseworker while other subjects' data stays; reads are refused without the evidential role and a purpose, allowed reads are audited with the purpose and the subject; lifting restores visibility, also across a restart.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -11,7 +13,7 @@ use casebook::log::TenantId;
 use casebook::projection::query::{FieldFilter, PageRequest, SearchQuery, WorkQueueQuery};
 use casebook::projection::{Consistency, QueryError};
 use casebook::records::{
-    Decision, NracAnswer, ReviewSubject, SubjectId, EVIDENTIAL_ROLE, RECORDS_ROLE,
+    Decision, HoldKind, HoldTarget, SubjectId, SubjectState, EVIDENTIAL_ROLE, RECORDS_ROLE,
 };
 use casebook::rules::serde_json::{json, Value};
 use casebook::security::{Classification, Principal};
@@ -54,63 +56,22 @@ key = "burglary"
 name = "Burglary"
 version = 1
 roles = ["officer"]
-
-[retention]
-group = "group3"
-
-[permissions]
-open = ["officer"]
-update_case_file = ["officer"]
-
-[[fields]]
-key = "summary"
-type = "text"
-search = "text"
-
-[[fields]]
-key = "suspect_ref"
-type = "person"
-
-[[fields]]
-key = "suspect_dob"
-type = "date"
-
-[[fields]]
-key = "suspect_name"
-type = "text"
-search = "text"
-
-[[fields]]
-key = "suspect_address"
-type = "text"
-search = "text"
-
-[[fields]]
-key = "victim_ref"
-type = "person"
-
-[[fields]]
-key = "victim_address"
-type = "text"
-search = "text"
-
-[[subjects]]
-key = "suspect"
-id = "suspect_ref"
-date_of_birth = "suspect_dob"
-fields = ["suspect_name", "suspect_address"]
-contact = true
-
-[[subjects]]
-key = "victim"
-id = "victim_ref"
-fields = ["victim_address"]
-
-[[activities]]
-key = "investigate"
-name = "Investigate"
-kind = "human_task"
-roles = ["officer"]
+retention = { group = "group3" }
+permissions = { open = ["officer"], update_case_file = ["officer"] }
+fields = [
+  { key = "summary", type = "text", search = "text" },
+  { key = "suspect_ref", type = "person" },
+  { key = "suspect_dob", type = "date" },
+  { key = "suspect_name", type = "text", search = "text" },
+  { key = "suspect_address", type = "text", search = "text" },
+  { key = "victim_ref", type = "person" },
+  { key = "victim_address", type = "text", search = "text" },
+]
+subjects = [
+  { key = "suspect", id = "suspect_ref", date_of_birth = "suspect_dob", fields = ["suspect_name", "suspect_address"], contact = true },
+  { key = "victim", id = "victim_ref", fields = ["victim_address"] },
+]
+activities = [{ key = "investigate", name = "Investigate", kind = "human_task", roles = ["officer"] }]
 "#;
 
 const SUSPECT_FIELDS: [&str; 4] = [
@@ -185,30 +146,18 @@ async fn update(engine: &Engine, changes: Value) -> casebook::engine::CaseOutcom
 }
 
 async fn review(engine: &Engine, subject: &SubjectId, decision: Decision) {
-    let (_, policy) = engine.retention_policy(&records_officer()).await.unwrap();
-    engine
-        .review_subject(
-            &records_officer(),
-            ReviewSubject {
-                subject: subject.clone(),
-                reviewer_role: "reviewing officer".into(),
-                nrac: policy
-                    .nrac
-                    .iter()
-                    .map(|q| NracAnswer {
-                        question: q.key.clone(),
-                        answer: false,
-                        rationale: "no concern on record".into(),
-                    })
-                    .collect(),
-                decision,
-                next_review: Some(casebook::calendar::parse_date("2099-01-01").unwrap()),
-                rationale: "erasure requested; data needed as evidence".into(),
-                expected_version: None,
-            },
-        )
-        .await
-        .unwrap();
+    let next = (decision != Decision::Dispose)
+        .then(|| casebook::calendar::parse_date("2099-01-01").unwrap());
+    common::review(
+        engine,
+        &records_officer(),
+        subject,
+        decision,
+        next,
+        "erasure requested; data needed as evidence",
+    )
+    .await
+    .unwrap();
 }
 
 async fn suspect(engine: &Engine) -> SubjectId {
@@ -277,6 +226,14 @@ async fn evidential_view(
         .case_view_evidential(reader, case_id, Consistency::Eventual)
         .await
         .map(|c| c.view)
+}
+
+/// How many of the suspect's fields the officer's view of `B-1` shows
+/// (the victim's always show).
+async fn suspect_fields_seen(engine: &Engine) -> usize {
+    let seen = fields(&engine.view(&officer(), "B-1").await.unwrap());
+    assert!(seen.contains("victim_address"));
+    SUSPECT_FIELDS.iter().filter(|f| seen.contains(**f)).count()
 }
 
 fn none_of_the_suspects(names: &BTreeSet<String>) -> bool {
@@ -495,8 +452,7 @@ async fn lifting_the_restriction_restores_every_read_also_across_a_restart() {
 
     // The restriction holds after a restart.
     let engine = self::engine(dir.path()).await;
-    let view = engine.view(&officer(), "B-1").await.unwrap();
-    assert!(none_of_the_suspects(&fields(&view)));
+    assert_eq!(suspect_fields_seen(&engine).await, 0);
     assert!(search(&engine, words("zebediah")).await.is_empty());
 
     // A later review retains the record: the data is visible again.
@@ -506,5 +462,39 @@ async fn lifting_the_restriction_restores_every_read_also_across_a_restart() {
     assert_eq!(search(&engine, words("zebediah")).await, ["B-1"]);
     let (names, _) = timeline(&engine).await;
     assert!(names.contains("suspect_address"));
+    engine.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_hold_landing_on_a_subject_awaiting_disposal_restricts_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = world(dir.path()).await;
+    let subject = suspect(&engine).await;
+    review(&engine, &subject, Decision::Dispose).await;
+    // Awaiting disposal is not restricted (erasure is another step).
+    assert_eq!(suspect_fields_seen(&engine).await, SUSPECT_FIELDS.len());
+
+    let hold = engine
+        .place_hold(
+            &records_officer(),
+            HoldTarget::Case("B-1".into()),
+            HoldKind::Litigation,
+            "civil claim against the force",
+        )
+        .await
+        .unwrap();
+    let record = engine.subject(&records_officer(), &subject).await.unwrap();
+    assert_eq!(record.state, SubjectState::Restricted);
+    assert_eq!(suspect_fields_seen(&engine).await, 0);
+    assert!(search(&engine, words("zebediah")).await.is_empty());
+
+    // Releasing the hold does not lift the restriction: only a review does.
+    engine
+        .release_hold(&records_officer(), &hold.id, "claim settled")
+        .await
+        .unwrap();
+    assert_eq!(suspect_fields_seen(&engine).await, 0);
+    review(&engine, &subject, Decision::Retain).await;
+    assert_eq!(suspect_fields_seen(&engine).await, SUSPECT_FIELDS.len());
     engine.shutdown().await.unwrap();
 }

@@ -48,6 +48,48 @@ kind = "human_task"
 roles = ["officer"]
 "#;
 
+/// Deploys `OFFENCE` and opens case `case_id` of it as `officer`.
+async fn opened(
+    server: &Server,
+    admin: &str,
+    officer: &str,
+    case_id: &str,
+    fields: &[(&str, pb::Value)],
+) -> pb::CaseOutcome {
+    server
+        .cases(admin)
+        .deploy_definition(pb::DeployDefinitionRequest {
+            source: OFFENCE.into(),
+            format: pb::DefinitionFormat::Toml as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    server
+        .cases(officer)
+        .open_case(pb::OpenCaseRequest {
+            case_type: "offence".into(),
+            case_id: case_id.into(),
+            case_file: Some(file(fields)),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// The subject id of the person with `reference`.
+async fn subject_id(records: &mut Records, reference: &str) -> String {
+    records
+        .get_subject_id(pb::GetSubjectIdRequest {
+            reference: reference.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .subject
+}
+
 fn violations(status: &tonic::Status) -> Vec<String> {
     use tonic_types::StatusExt;
     status
@@ -80,37 +122,13 @@ async fn a_records_officer_reviews_and_holds_over_grpc_with_precise_statuses() {
     let officer = token("demo", "pc-1", &["officer"], "OFFICIAL");
     let rm = token("demo", "rm-1", &["records_officer"], "OFFICIAL");
     let essex_rm = token("essex", "rm-2", &["records_officer"], "TOP SECRET");
-    server
-        .cases(&admin)
-        .deploy_definition(pb::DeployDefinitionRequest {
-            source: OFFENCE.into(),
-            format: pb::DefinitionFormat::Toml as i32,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    server
-        .cases(&officer)
-        .open_case(pb::OpenCaseRequest {
-            case_type: "offence".into(),
-            case_id: "OFF-1".into(),
-            case_file: Some(file(&[
-                ("suspect_ref", text("person-77")),
-                ("suspect_dob", text("1980-02-03")),
-            ])),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let suspect = [
+        ("suspect_ref", text("person-77")),
+        ("suspect_dob", text("1980-02-03")),
+    ];
+    opened(&server, &admin, &officer, "OFF-1", &suspect).await;
     let mut records = server.records(&rm);
-    let id = records
-        .get_subject_id(pb::GetSubjectIdRequest {
-            reference: "person-77".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .subject;
+    let id = subject_id(&mut records, "person-77").await;
     assert!(id.starts_with('n') && !id.contains("77"), "{id}");
     let subject = records
         .get_subject(pb::GetSubjectRequest {
@@ -357,40 +375,14 @@ async fn restricted_data_is_read_over_grpc_only_with_the_evidential_role_and_a_p
         &["officer", "evidential_reader"],
         "OFFICIAL",
     );
-    server
-        .cases(&admin)
-        .deploy_definition(pb::DeployDefinitionRequest {
-            source: OFFENCE.into(),
-            format: pb::DefinitionFormat::Toml as i32,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let opened = server
-        .cases(&officer)
-        .open_case(pb::OpenCaseRequest {
-            case_type: "offence".into(),
-            case_id: "OFF-9".into(),
-            case_file: Some(file(&[
-                ("suspect_ref", text("person-88")),
-                ("suspect_name", text("Zebediah Quint")),
-                ("summary", text("shed broken into")),
-            ])),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let consistency = after(&opened);
+    let case_file = [
+        ("suspect_ref", text("person-88")),
+        ("suspect_name", text("Zebediah Quint")),
+        ("summary", text("shed broken into")),
+    ];
+    let consistency = after(&opened(&server, &admin, &officer, "OFF-9", &case_file).await);
     let mut records = server.records(&rm);
-    let id = records
-        .get_subject_id(pb::GetSubjectIdRequest {
-            reference: "person-88".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .subject;
+    let id = subject_id(&mut records, "person-88").await;
     records
         .review_subject(pb::ReviewSubjectRequest {
             subject: id.clone(),

@@ -284,40 +284,18 @@ key = "offence"
 name = "Offence"
 version = 1
 roles = ["officer"]
-[retention]
-group = "group3"
-[permissions]
-open = ["officer"]
-[[fields]]
-key = "suspect_ref"
-type = "person"
-[[fields]]
-key = "suspect_dob"
-type = "date"
-[[fields]]
-key = "suspect_name"
-type = "text"
-[[fields]]
-key = "victim_ref"
-type = "person"
-[[fields]]
-key = "victim_address"
-type = "text"
-[[subjects]]
-key = "suspect"
-id = "suspect_ref"
-date_of_birth = "suspect_dob"
-fields = ["suspect_name"]
-contact = true
-[[subjects]]
-key = "victim"
-id = "victim_ref"
-fields = ["victim_address"]
-[[activities]]
-key = "investigate"
-name = "Investigate"
-kind = "human_task"
-roles = ["officer"]
+retention = { group = "group3" }
+permissions = { open = ["officer"] }
+fields = [
+  { key = "suspect_ref", type = "person" }, { key = "suspect_dob", type = "date" },
+  { key = "suspect_name", type = "text" }, { key = "victim_ref", type = "person" },
+  { key = "victim_address", type = "text" },
+]
+subjects = [
+  { key = "suspect", id = "suspect_ref", date_of_birth = "suspect_dob", fields = ["suspect_name"] },
+  { key = "victim", id = "victim_ref", fields = ["victim_address"] },
+]
+activities = [{ key = "investigate", name = "Investigate", kind = "human_task", roles = ["officer"] }]
 "#,
             Format::Toml,
         )
@@ -367,6 +345,37 @@ roles = ["officer"]
             w.fields,
             ["victim_address", "victim_ref"].map(String::from).into()
         );
+    }
+
+    #[test]
+    fn a_disclosure_withholding_fields_hides_them_in_views_and_events() {
+        use crate::case::{CaseEvent, Disclosure};
+        use crate::security::Classification;
+        let def = def();
+        let withheld: BTreeSet<String> = ["suspect_name".to_string()].into();
+        let see = Disclosure::for_clearance(&def, Classification::Official, Classification::Secret)
+            .withholding(&withheld);
+        assert!(!see.field("suspect_name"));
+        assert!(see.field("victim_address"));
+        let update = |fields: &[&str]| CaseEvent::CaseFileUpdated {
+            changes: fields
+                .iter()
+                .map(|f| (crate::definition::FieldKey::new(*f), serde_json::json!("x")))
+                .collect(),
+        };
+        let kept = see.events_with(
+            vec![
+                update(&["suspect_name"]),
+                update(&["suspect_name", "victim_address"]),
+            ],
+            BTreeMap::new(),
+        );
+        assert_eq!(kept, vec![update(&["victim_address"])]);
+        // An empty set withholds nothing.
+        let none = BTreeSet::new();
+        let all = Disclosure::for_clearance(&def, Classification::Official, Classification::Secret)
+            .withholding(&none);
+        assert!(all.field("suspect_name"));
     }
 
     #[test]

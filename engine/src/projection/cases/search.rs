@@ -702,4 +702,35 @@ mod tests {
             "garbage reads as absent"
         );
     }
+    #[test]
+    fn a_withheld_field_matches_nothing_of_its_case_and_other_cases_still_match() {
+        // "quint" is in suspect_name only; "orchard" in both fields.
+        let mut only_suspect = vec![0u8];
+        keys::push_str(&mut only_suspect, "suspect_name");
+        let mut both = vec![0u8];
+        keys::push_str(&mut both, "suspect_name");
+        keys::push_str(&mut both, "victim_address");
+        let restricted: HashMap<Vec<u8>, BTreeSet<String>> = HashMap::from([(
+            b"B-1".to_vec(),
+            BTreeSet::from(["suspect_name".to_string()]),
+        )]);
+        let principal = Principal::new(crate::ids::TenantId::new("kent").unwrap(), "pc-1");
+        let any_field = word_predicates("quint", "text", &principal, None)
+            .unwrap()
+            .remove(0);
+        assert!(!any_field.admits(b"B-1", &only_suspect, &restricted));
+        assert!(any_field.admits(b"B-1", &both, &restricted));
+        assert!(any_field.admits(b"B-2", &only_suspect, &restricted));
+        let in_suspect = word_predicates("quint", "text", &principal, Some("suspect_name"))
+            .unwrap()
+            .remove(0);
+        assert!(!in_suspect.admits(b"B-1", &both, &restricted));
+        assert!(in_suspect.admits(b"B-2", &both, &restricted));
+        let mut equals = eq_predicate(Key::new(P_FIELD).str("burglary").str("suspect_name").0, &[]);
+        equals.field = Some("suspect_name".into());
+        assert!(!equals.admits(b"B-1", &[0u8], &restricted));
+        assert!(equals.admits(b"B-2", &[0u8], &restricted));
+        equals.field = Some("victim_address".into());
+        assert!(equals.admits(b"B-1", &[0u8], &restricted));
+    }
 }
