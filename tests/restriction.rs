@@ -1,4 +1,4 @@
-//! Restriction of processing (issue 22 item 4, DPA 2018 s47(2)) on the embedded store: a restricted subject's data leaves the view, loaded state, returned events, timeline and search of an ordinary caseworker while other subjects' data stays; reads are refused without the evidential role and a purpose, allowed reads are audited with the purpose and the subject; lifting restores visibility, also across a restart.
+//! Restriction of processing (issue 22 item 4, DPA 2018 s47(2)) on the embedded store: a restricted subject's data leaves the view, loaded state, returned events, timeline and search of an ordinary caseworker while other subjects' data stays; reads are refused without the evidential role and a purpose, allowed reads are audited with the purpose and the subject; a hold on a record awaiting disposal restricts it; lifting restores visibility, also across a restart; unreadable restrictions withhold every subject field.
 
 mod common;
 
@@ -81,15 +81,17 @@ const SUSPECT_FIELDS: [&str; 4] = [
     "suspect_address",
 ];
 
+/// The engine on `dir`, opened but not started.
+fn opened(dir: &std::path::Path) -> Engine {
+    let config = EngineConfig {
+        tenants: vec![kent()],
+        ..EngineConfig::default()
+    };
+    Engine::open_with(dir, config).unwrap()
+}
+
 async fn engine(dir: &std::path::Path) -> Engine {
-    let engine = Engine::open_with(
-        dir,
-        EngineConfig {
-            tenants: vec![kent()],
-            ..EngineConfig::default()
-        },
-    )
-    .unwrap();
+    let engine = opened(dir);
     engine.start().await.unwrap();
     engine
 }
@@ -496,5 +498,18 @@ async fn a_hold_landing_on_a_subject_awaiting_disposal_restricts_its_data() {
     assert_eq!(suspect_fields_seen(&engine).await, 0);
     review(&engine, &subject, Decision::Retain).await;
     assert_eq!(suspect_fields_seen(&engine).await, SUSPECT_FIELDS.len());
+    engine.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn when_the_restrictions_cannot_be_read_every_subject_field_is_withheld() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = world(dir.path()).await;
+    engine.shutdown().await.unwrap();
+    drop(engine);
+    // Opened but not started: no projection says who is restricted.
+    let engine = opened(dir.path());
+    let seen = fields(&engine.view(&officer(), "B-1").await.unwrap());
+    assert_eq!(seen, BTreeSet::from(["summary".to_string()]));
     engine.shutdown().await.unwrap();
 }
