@@ -1,5 +1,7 @@
 //! Retention review and legal hold (issue 22 items 1–3) on the embedded store with a controlled clock: due dates at day −1, 0, +1 of each rule, the group-1 age limit, new contact restarting the clear period, no disposal under hold (property test over the log), and bad input refused with typed errors and nothing appended.
 
+mod common;
+
 use std::sync::Arc;
 
 use casebook::calendar::{day_number, format_date, parse_date, Date};
@@ -223,33 +225,15 @@ impl World {
         decision: Decision,
         next_review: Option<&str>,
     ) -> Result<casebook::records::ReviewOutcome, RecordsError> {
-        let (_, policy) = self
-            .engine
-            .retention_policy(&records_officer())
-            .await
-            .unwrap();
-        self.engine
-            .review_subject(
-                &records_officer(),
-                ReviewSubject {
-                    subject: subject.clone(),
-                    reviewer_role: "reviewing officer".into(),
-                    nrac: policy
-                        .nrac
-                        .iter()
-                        .map(|q| NracAnswer {
-                            question: q.key.clone(),
-                            answer: false,
-                            rationale: "no concern on record".into(),
-                        })
-                        .collect(),
-                    decision,
-                    next_review: next_review.map(day),
-                    rationale: "periodic MoPI review".into(),
-                    expected_version: None,
-                },
-            )
-            .await
+        common::review(
+            &self.engine,
+            &records_officer(),
+            subject,
+            decision,
+            next_review.map(day),
+            "periodic MoPI review",
+        )
+        .await
     }
 
     async fn governance_events(&self, stream: casebook::log::StreamId) -> Vec<GovernanceEvent> {

@@ -324,12 +324,7 @@ impl Cases for CasesService {
             )
             .await;
         let found = consulted(&principal, "case", &r.case_id, &purpose, result)?;
-        Ok(Response::new(convert::case_view(
-            &r.case_id,
-            &found.view,
-            found.version.0,
-            convert::wire(found.position),
-        )))
+        Ok(Response::new(convert::projected_case(&r.case_id, &found)))
     }
 
     async fn list_plannable(

@@ -13,8 +13,8 @@ use casebook_engine::definition::ItemKey;
 use casebook_engine::engine::{CommandContext, CommandId};
 use casebook_engine::log::{CorrelationId, RecordedEvent, Source, Timestamp};
 use casebook_engine::projection::query::{
-    CaseSummary, DeadlineEntry, FieldCondition, FieldFilter, PageRequest, SearchOrder, TimeRange,
-    TimelineEntry, WorkItem,
+    CaseSummary, DeadlineEntry, FieldCondition, FieldFilter, PageRequest, ProjectedCase,
+    SearchOrder, TimeRange, TimelineEntry, WorkItem,
 };
 use casebook_engine::projection::Consistency;
 use casebook_engine::rules::ItemState;
@@ -456,6 +456,12 @@ pub fn task(item: Option<&pb::ItemRef>) -> Result<ItemRef, Status> {
 }
 
 // ---- views --------------------------------------------------------------
+
+/// The protobuf case view of a case read from the views (`GetCase`,
+/// `GetCaseEvidential`).
+pub fn projected_case(case_id: &str, found: &ProjectedCase) -> pb::CaseView {
+    case_view(case_id, &found.view, found.version.0, wire(found.position))
+}
 
 /// The protobuf case view.
 pub fn case_view(case_id: &str, view: &CaseView, version: u64, position: u64) -> pb::CaseView {

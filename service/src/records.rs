@@ -15,6 +15,7 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::access::{consulted, purpose};
 use crate::auth::caller;
+use crate::convert;
 use crate::status::{invalid, status, Kinded};
 
 /// The default page of the review-due list.
@@ -290,5 +291,22 @@ impl Records for RecordsService {
             .await;
         decided(&principal, "release hold", &r.hold, result)?;
         Ok(Response::new(pb::ReleaseHoldResponse {}))
+    }
+
+    async fn get_case_evidential(
+        &self,
+        request: Request<pb::GetCaseEvidentialRequest>,
+    ) -> Result<Response<pb::CaseView>, Status> {
+        let principal = caller(&request)?;
+        let purpose = purpose(&request, &request.get_ref().purpose);
+        let r = request.into_inner();
+        let consistency = convert::consistency(r.consistency.as_ref())?;
+        let reader = ReadContext::new(&principal).purpose(purpose.as_str());
+        let result = self
+            .engine
+            .case_view_evidential(reader, &r.case_id, consistency)
+            .await;
+        let found = consulted(&principal, "evidential case", &r.case_id, &purpose, result)?;
+        Ok(Response::new(convert::projected_case(&r.case_id, &found)))
     }
 }

@@ -1,4 +1,4 @@
-//! The Records service over gRPC: a records officer finds a subject named by a case, holds it, is refused a disposal under hold (ABORTED, nothing recorded), releases the hold and reviews; bad input, other tenants, missing roles and tokens get precise statuses.
+//! The Records service over gRPC: a records officer finds a subject named by a case, holds it, is refused a disposal under hold (ABORTED, nothing recorded), releases the hold and reviews; bad input, other tenants, missing roles and tokens get precise statuses; a restricted subject's data is read only with the evidential role and a purpose.
 
 mod support;
 
@@ -26,10 +26,19 @@ type = "person"
 key = "suspect_dob"
 type = "date"
 
+[[fields]]
+key = "suspect_name"
+type = "text"
+
+[[fields]]
+key = "summary"
+type = "text"
+
 [[subjects]]
 key = "suspect"
 id = "suspect_ref"
 date_of_birth = "suspect_dob"
+fields = ["suspect_name"]
 contact = true
 
 [[activities]]
@@ -38,6 +47,48 @@ name = "Investigate"
 kind = "human_task"
 roles = ["officer"]
 "#;
+
+/// Deploys `OFFENCE` and opens case `case_id` of it as `officer`.
+async fn opened(
+    server: &Server,
+    admin: &str,
+    officer: &str,
+    case_id: &str,
+    fields: &[(&str, pb::Value)],
+) -> pb::CaseOutcome {
+    server
+        .cases(admin)
+        .deploy_definition(pb::DeployDefinitionRequest {
+            source: OFFENCE.into(),
+            format: pb::DefinitionFormat::Toml as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    server
+        .cases(officer)
+        .open_case(pb::OpenCaseRequest {
+            case_type: "offence".into(),
+            case_id: case_id.into(),
+            case_file: Some(file(fields)),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// The subject id of the person with `reference`.
+async fn subject_id(records: &mut Records, reference: &str) -> String {
+    records
+        .get_subject_id(pb::GetSubjectIdRequest {
+            reference: reference.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .subject
+}
 
 fn violations(status: &tonic::Status) -> Vec<String> {
     use tonic_types::StatusExt;
@@ -71,37 +122,13 @@ async fn a_records_officer_reviews_and_holds_over_grpc_with_precise_statuses() {
     let officer = token("demo", "pc-1", &["officer"], "OFFICIAL");
     let rm = token("demo", "rm-1", &["records_officer"], "OFFICIAL");
     let essex_rm = token("essex", "rm-2", &["records_officer"], "TOP SECRET");
-    server
-        .cases(&admin)
-        .deploy_definition(pb::DeployDefinitionRequest {
-            source: OFFENCE.into(),
-            format: pb::DefinitionFormat::Toml as i32,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    server
-        .cases(&officer)
-        .open_case(pb::OpenCaseRequest {
-            case_type: "offence".into(),
-            case_id: "OFF-1".into(),
-            case_file: Some(file(&[
-                ("suspect_ref", text("person-77")),
-                ("suspect_dob", text("1980-02-03")),
-            ])),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let suspect = [
+        ("suspect_ref", text("person-77")),
+        ("suspect_dob", text("1980-02-03")),
+    ];
+    opened(&server, &admin, &officer, "OFF-1", &suspect).await;
     let mut records = server.records(&rm);
-    let id = records
-        .get_subject_id(pb::GetSubjectIdRequest {
-            reference: "person-77".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .subject;
+    let id = subject_id(&mut records, "person-77").await;
     assert!(id.starts_with('n') && !id.contains("person"), "{id}");
     let subject = records
         .get_subject(pb::GetSubjectRequest {
@@ -334,4 +361,99 @@ async fn a_records_officer_reviews_and_holds_over_grpc_with_precise_statuses() {
     assert_eq!(after.state, "retained");
     assert_eq!(after.last_decision, "retain");
     assert_eq!(after.due, "2099-01-01");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restricted_data_is_read_over_grpc_only_with_the_evidential_role_and_a_purpose() {
+    let server = start().await;
+    let admin = token("demo", "admin-1", &["administrator"], "SECRET");
+    let officer = token("demo", "pc-1", &["officer"], "OFFICIAL");
+    let rm = token("demo", "rm-1", &["records_officer"], "OFFICIAL");
+    let dc = token(
+        "demo",
+        "dc-7",
+        &["officer", "evidential_reader"],
+        "OFFICIAL",
+    );
+    let case_file = [
+        ("suspect_ref", text("person-88")),
+        ("suspect_name", text("Zebediah Quint")),
+        ("summary", text("shed broken into")),
+    ];
+    let consistency = after(&opened(&server, &admin, &officer, "OFF-9", &case_file).await);
+    let mut records = server.records(&rm);
+    let id = subject_id(&mut records, "person-88").await;
+    records
+        .review_subject(pb::ReviewSubjectRequest {
+            subject: id.clone(),
+            reviewer_role: "reviewing officer".into(),
+            nrac: answers("none"),
+            decision: "restrict".into(),
+            next_review: "2099-01-01".into(),
+            rationale: "erasure requested; kept as evidence".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let fields = |v: &pb::CaseView| {
+        let mut keys: Vec<String> = v
+            .case_file
+            .as_ref()
+            .unwrap()
+            .fields
+            .keys()
+            .cloned()
+            .collect();
+        keys.sort();
+        keys
+    };
+    let ordinary = server
+        .cases(&officer)
+        .get_case(pb::GetCaseRequest {
+            case_id: "OFF-9".into(),
+            consistency,
+            purpose: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(fields(&ordinary), ["summary"]);
+
+    let request = |token: &str, purpose: &str| {
+        let mut client = server.records(token);
+        let request = pb::GetCaseEvidentialRequest {
+            case_id: "OFF-9".into(),
+            consistency,
+            purpose: purpose.into(),
+        };
+        async move { client.get_case_evidential(request).await }
+    };
+    let full = request(&dc, "CPS file, R v Quint")
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(fields(&full), ["summary", "suspect_name", "suspect_ref"]);
+    assert_eq!(full.version, ordinary.version);
+    let refused = request(&dc, "").await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused.message().contains("purpose"),
+        "{}",
+        refused.message()
+    );
+    let too_long = request(&dc, &"x".repeat(1001)).await.unwrap_err();
+    assert_eq!(too_long.code(), Code::InvalidArgument);
+    // Without the role: the ordinary answer, nothing saying more exists.
+    let plain = request(&officer, "CPS file").await.unwrap().into_inner();
+    assert_eq!(plain, ordinary);
+    let unknown = server
+        .records(&dc)
+        .get_case_evidential(pb::GetCaseEvidentialRequest {
+            case_id: "OFF-404".into(),
+            purpose: "CPS file".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
 }

@@ -1,4 +1,4 @@
-//! Helpers shared by the integration tests: stores on temp dirs and event builders.
+//! Helpers shared by the integration tests: stores on temp dirs, event builders and a records review.
 
 #![allow(dead_code)]
 
@@ -66,4 +66,36 @@ pub fn event(label: &str) -> EventData {
 
 pub fn events(prefix: &str, n: usize) -> Vec<EventData> {
     (0..n).map(|i| event(&format!("{prefix}-{i}"))).collect()
+}
+
+/// Records a review of `subject` by `reviewer`, every NRAC question of the
+/// tenant's policy answered "no concern".
+pub async fn review(
+    engine: &casebook::Engine,
+    reviewer: &casebook::security::Principal,
+    subject: &casebook::records::SubjectId,
+    decision: casebook::records::Decision,
+    next_review: Option<casebook::calendar::Date>,
+    rationale: &str,
+) -> Result<casebook::records::ReviewOutcome, casebook::records::RecordsError> {
+    let (_, policy) = engine.retention_policy(reviewer).await.unwrap();
+    let nrac = policy
+        .nrac
+        .iter()
+        .map(|q| casebook::records::NracAnswer {
+            question: q.key.clone(),
+            answer: false,
+            rationale: "no concern on record".into(),
+        })
+        .collect();
+    let review = casebook::records::ReviewSubject {
+        subject: subject.clone(),
+        reviewer_role: "reviewing officer".into(),
+        nrac,
+        decision,
+        next_review,
+        rationale: rationale.into(),
+        expected_version: None,
+    };
+    engine.review_subject(reviewer, review).await
 }

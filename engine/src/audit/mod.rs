@@ -219,6 +219,9 @@ pub enum ReadKind {
     Subject,
     /// [`crate::engine::Engine::review_due`].
     ReviewDue,
+    /// [`crate::engine::Engine::case_view_evidential`]: a case read with
+    /// its restricted subjects' data, for evidence (DPA 2018 s47(2)).
+    EvidentialView,
 }
 
 impl ReadKind {
@@ -239,6 +242,7 @@ impl ReadKind {
             ReadKind::AuditQuery => "audit_query",
             ReadKind::Subject => "subject",
             ReadKind::ReviewDue => "review_due",
+            ReadKind::EvidentialView => "evidential_view",
         }
     }
 }
@@ -411,6 +415,13 @@ pub enum AuditError {
         /// The marking above which a purpose is required.
         above: Classification,
     },
+    /// An evidential read of restricted data (DPA 2018 s47(2)) was asked
+    /// for without a purpose: state it in the read's `ReadContext`.
+    #[error("an evidential read of case {case_id} needs a stated purpose (DPA 2018 s47(2)): state it with ReadContext::purpose, at most {MAX_PURPOSE} bytes")]
+    EvidentialPurposeRequired {
+        /// The case.
+        case_id: String,
+    },
     /// The caller lacks the auditor role.
     #[error("{principal} may not query the audit: it needs the role {AUDITOR_ROLE}")]
     NotAuditor {
@@ -446,9 +457,9 @@ impl AuditError {
         match self {
             AuditError::PurposeTooLong { .. } => ErrorKind::invalid("purpose"),
             AuditError::InvalidQuery { parameter, .. } => ErrorKind::invalid(parameter.clone()),
-            AuditError::PurposeRequired { .. } | AuditError::NotAuditor { .. } => {
-                ErrorKind::PermissionDenied
-            }
+            AuditError::PurposeRequired { .. }
+            | AuditError::EvidentialPurposeRequired { .. }
+            | AuditError::NotAuditor { .. } => ErrorKind::PermissionDenied,
             AuditError::Unavailable { .. } => ErrorKind::Unavailable,
             AuditError::Corrupt(_) => ErrorKind::Internal,
         }

@@ -6,8 +6,13 @@
 //! case's. Every output built from a case — its view, the events a command
 //! returns, the timeline, work queues, deadlines — asks a [`Disclosure`],
 //! so the rule is written once.
+//!
+//! A disclosure may also **withhold** fields whatever the clearance
+//! ([`Disclosure::withholding`]): the fields holding a restricted subject's
+//! data (DPA 2018 s47(2), see [`crate::records::restriction`]). A withheld
+//! field reads exactly as a field above the reader's clearance.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::definition::CaseDefinition;
 use crate::security::{Classification, Principal};
@@ -80,6 +85,7 @@ pub struct Disclosure<'a> {
     def: &'a CaseDefinition,
     case: Classification,
     clearance: Classification,
+    withheld: Option<&'a BTreeSet<String>>,
 }
 
 impl<'a> Disclosure<'a> {
@@ -98,6 +104,16 @@ impl<'a> Disclosure<'a> {
             def,
             case,
             clearance,
+            withheld: None,
+        }
+    }
+
+    /// This disclosure with `fields` withheld whatever the clearance (the
+    /// fields of restricted subjects).
+    pub fn withholding(self, fields: &'a BTreeSet<String>) -> Self {
+        Disclosure {
+            withheld: (!fields.is_empty()).then_some(fields),
+            ..self
         }
     }
 
@@ -116,9 +132,10 @@ impl<'a> Disclosure<'a> {
             .max(self.case)
     }
 
-    /// Whether field `key` is visible.
+    /// Whether field `key` is visible: within the clearance and not
+    /// withheld.
     pub fn field(&self, key: &str) -> bool {
-        self.clearance >= self.field_marking(key)
+        self.clearance >= self.field_marking(key) && self.withheld.is_none_or(|w| !w.contains(key))
     }
 
     /// The effective marking of plan item `key` in this case.

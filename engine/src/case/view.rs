@@ -79,6 +79,20 @@ impl CaseState {
         def: &CaseDefinition,
         principal: &Principal,
     ) -> Result<CaseView, CaseError> {
+        self.view_withholding(def, principal, &std::collections::BTreeSet::new())
+    }
+
+    /// [`CaseState::view_for`] with `withheld` fields left out whatever the
+    /// clearance (a restricted subject's, see [`Disclosure::withholding`]).
+    ///
+    /// # Errors
+    /// As [`CaseState::view_for`].
+    pub fn view_withholding(
+        &self,
+        def: &CaseDefinition,
+        principal: &Principal,
+        withheld: &std::collections::BTreeSet<String>,
+    ) -> Result<CaseView, CaseError> {
         if self.status == CaseStatus::NotOpened {
             return Err(CaseError::NotOpened);
         }
@@ -94,7 +108,7 @@ impl CaseState {
                 held: principal.clearance,
             });
         }
-        let see = Disclosure::new(def, self.classification, principal);
+        let see = Disclosure::new(def, self.classification, principal).withholding(withheld);
         let case_file = self
             .case_file
             .iter()

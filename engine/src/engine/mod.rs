@@ -1461,8 +1461,14 @@ impl Engine {
                 .await
             {
                 Ok((version, position, events)) => {
-                    // The caller sees only what they may of what they caused.
-                    let see = Disclosure::new(&definition, case_class, principal);
+                    // The caller sees only what they may of what they caused
+                    // (a restricted subject's data included: they may have
+                    // sent it, but the reply is read like any other output).
+                    let restricted = self
+                        .withheld_in(&principal.tenant, &definition, case_id)
+                        .await;
+                    let see = Disclosure::new(&definition, case_class, principal)
+                        .withholding(&restricted.fields);
                     return Ok(CaseOutcome {
                         case_id: CaseId::new(case_id)?,
                         events: see.events_with(events, invocations),
@@ -1513,7 +1519,11 @@ impl Engine {
             .collect::<Result<Vec<_>, _>>()?;
         // Filtered like the first reply: by what the case is now.
         let loaded = self.load_stream(stream, case_id, false).await?;
-        let see = Disclosure::new(&loaded.definition, loaded.state.classification, principal);
+        let restricted = self
+            .withheld_in(stream.tenant(), &loaded.definition, case_id)
+            .await;
+        let see = Disclosure::new(&loaded.definition, loaded.state.classification, principal)
+            .withholding(&restricted.fields);
         Ok(Some(CaseOutcome {
             case_id: CaseId::new(case_id)?,
             events: see.events(events, &loaded.state),
@@ -1547,7 +1557,8 @@ impl Engine {
             .await
     }
 
-    /// [`Engine::view`] unaudited, with the case's marking once known.
+    /// [`Engine::view`] unaudited, with the case's marking once known; a
+    /// restricted subject's fields are withheld.
     async fn view_inner(
         &self,
         reader: &ReadContext<'_>,
@@ -1559,6 +1570,9 @@ impl Engine {
             Err((e, marking)) => return (Err(e), marking),
         };
         let marking = Some(loaded.state.classification);
+        let restricted = self
+            .withheld_in(&principal.tenant, &loaded.definition, case_id)
+            .await;
         let result = audited::viewer(
             reader,
             &loaded.definition,
@@ -1569,7 +1583,7 @@ impl Engine {
         .and_then(|viewer| {
             loaded
                 .state
-                .view_for(&loaded.definition, &viewer)
+                .view_withholding(&loaded.definition, &viewer, &restricted.fields)
                 .map_err(|e| conceal(e.into(), principal, case_id))
         });
         (result, marking)
@@ -1641,7 +1655,18 @@ impl Engine {
                         .into()),
                         marking,
                     ),
-                    _ => (Ok(loaded), marking),
+                    _ => {
+                        // A restricted subject's data leaves the state too.
+                        let mut loaded = loaded;
+                        let restricted = self
+                            .withheld_in(&p.tenant, &loaded.definition, case_id)
+                            .await;
+                        loaded
+                            .state
+                            .case_file
+                            .retain(|k, _| !restricted.fields.contains(k.as_str()));
+                        (Ok(loaded), marking)
+                    }
                 }
             }
         };

@@ -460,6 +460,20 @@ impl Engine {
             .map_err(|e| self.scoped(&principal.tenant, e, consistency_token(consistency)))
     }
 
+    /// The tenant's tree of projection `name` as it serves now (no wait):
+    /// what the engine's own checks read (e.g. which subjects are
+    /// restricted).
+    ///
+    /// Errors: [`QueryError::Projection`] before [`Engine::start`];
+    /// [`QueryError::NotReady`]; the host's errors.
+    pub(crate) async fn serving_tree(
+        &self,
+        name: &str,
+        tenant: &TenantId,
+    ) -> Result<Arc<crate::projection::Generation>, QueryError> {
+        self.host()?.read(name, tenant, Freshness::Eventual).await
+    }
+
     /// After the projection database was replaced, waits a moment for the
     /// tenant's projection `name` to pass the log's head as it was then.
     ///
@@ -550,8 +564,9 @@ impl Engine {
         let reader = reader.into();
         let mut marking = None;
         let result = self
-            .case_view_inner(&reader, case_id, consistency, &mut marking)
-            .await;
+            .case_view_inner(&reader, case_id, consistency, &mut marking, true)
+            .await
+            .map(|(case, _)| case);
         self.audited(
             &reader,
             ReadKind::CaseView,
@@ -561,25 +576,35 @@ impl Engine {
         .await
     }
 
-    async fn case_view_inner(
+    /// [`Engine::case_view`] unaudited, with what the case's restricted
+    /// subjects withhold (left out of the view when `withhold`; only an
+    /// evidential read passes `false`).
+    pub(crate) async fn case_view_inner(
         &self,
         reader: &ReadContext<'_>,
         case_id: &str,
         consistency: Consistency,
         marking: &mut Option<Classification>,
-    ) -> Result<ProjectedCase, QueryError> {
+        withhold: bool,
+    ) -> Result<(ProjectedCase, crate::records::RestrictedCase), QueryError> {
         let principal = reader.principal;
         let (record, def, viewer) = self
             .case_for_reader(reader, case_id, consistency, marking)
             .await?;
-        match record.state.view_for(&def, &viewer) {
-            Ok(view) => Ok(ProjectedCase {
-                view,
-                version: record.version,
-                position: self
-                    .tenant_positions(&principal.tenant)
-                    .encode(record.position)?,
-            }),
+        let restricted = self.withheld_in(&principal.tenant, &def, case_id).await;
+        let none = std::collections::BTreeSet::new();
+        let withheld = if withhold { &restricted.fields } else { &none };
+        match record.state.view_withholding(&def, &viewer, withheld) {
+            Ok(view) => Ok((
+                ProjectedCase {
+                    view,
+                    version: record.version,
+                    position: self
+                        .tenant_positions(&principal.tenant)
+                        .encode(record.position)?,
+                },
+                restricted,
+            )),
             Err(CaseError::InsufficientClearance { .. } | CaseError::WrongTenant { .. }) => {
                 Err(unknown_case(principal, case_id))
             }
@@ -744,7 +769,15 @@ impl Engine {
                 .read_tree(timeline::NAME, principal, consistency)
                 .await?;
             let positions = self.tenant_positions(&principal.tenant);
-            timeline::read(&gen.rows, case_id, principal, &page, &positions)
+            let restricted = self.restricted_case(&principal.tenant, case_id).await?;
+            timeline::read(
+                &gen.rows,
+                case_id,
+                principal,
+                &page,
+                &positions,
+                &restricted.fields,
+            )
         }
         .await;
         let marking = self.case_marking(principal, case_id).await;
@@ -829,7 +862,8 @@ impl Engine {
             }
         }
         let gen = self.read_tree(cases::NAME, principal, consistency).await?;
-        cases::search(&gen.rows, query, def.as_deref(), principal)
+        let restricted = self.restricted_cases(&principal.tenant).await?;
+        cases::search(&gen.rows, query, def.as_deref(), principal, &restricted)
     }
 
     /// The case types deployed in the principal's tenant (keys, sorted).

@@ -404,7 +404,11 @@ impl Handler for TimelineHandler {
 }
 
 /// A case's timeline as `principal` may read it, oldest first, each
-/// entry's position as the tenant's token (`positions`).
+/// entry's position as the tenant's token (`positions`). The names of
+/// `withheld` fields (a restricted subject's, see
+/// [`crate::records::restriction`]) are left out like those above the
+/// reader's clearance, and an update of withheld fields only is left out
+/// altogether.
 ///
 /// Errors: [`QueryError::UnknownCase`] for a case the projection does not
 /// have or the reader may not see; [`QueryError::PageSize`],
@@ -415,6 +419,7 @@ pub fn read(
     principal: &Principal,
     page: &PageRequest,
     positions: &crate::security::TenantPositions,
+    withheld: &std::collections::BTreeSet<String>,
 ) -> Result<Page<TimelineEntry>, QueryError> {
     page.check()?;
     let unknown = || QueryError::UnknownCase {
@@ -443,6 +448,21 @@ pub fn read(
         if !principal.may_see(s.classification) {
             continue;
         }
+        let fields: Vec<String> = s
+            .fields
+            .iter()
+            .filter(|(_, c)| principal.may_see((*c).max(s.classification)))
+            .map(|(f, _)| f.clone())
+            .collect();
+        let shown = fields.len();
+        let fields: Vec<String> = fields
+            .into_iter()
+            .filter(|f| !withheld.contains(f))
+            .collect();
+        if shown > 0 && fields.is_empty() && s.event_type == "CaseFileUpdated" {
+            // It tells only that a restricted subject's data changed.
+            continue;
+        }
         seen += 1;
         if seen <= page.offset {
             continue;
@@ -451,12 +471,6 @@ pub fn read(
             more = true;
             break;
         }
-        let fields = s
-            .fields
-            .iter()
-            .filter(|(_, c)| principal.may_see((*c).max(s.classification)))
-            .map(|(f, _)| f.clone())
-            .collect();
         items.push(TimelineEntry {
             position: positions.encode(s.position)?,
             version: s.version,

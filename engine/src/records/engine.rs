@@ -443,6 +443,7 @@ impl Engine {
         {
             Ok(_) => {
                 self.follow_tenant(&principal.tenant);
+                self.in_force(&principal.tenant).await?;
                 Ok(subject.row.version + 1)
             }
             Err(LogError::WrongExpectedVersion { actual, .. }) => Err(RecordsError::WrongVersion {
@@ -553,7 +554,18 @@ impl Engine {
             .append(&stream, ExpectedVersion::Any, vec![data])
             .await?;
         self.follow_tenant(&principal.tenant);
-        Ok(())
+        self.in_force(&principal.tenant).await
+    }
+
+    /// Waits until the `nominals` projection has applied what was just
+    /// appended, so a restriction (or its lifting) is in force for every
+    /// read that starts after the command returns — reads check it there
+    /// (see [`super::restriction`]).
+    ///
+    /// Errors: [`RecordsError::Query`]-wrapped projection errors (the event
+    /// is recorded; it takes effect once the projection catches up).
+    async fn in_force(&self, tenant: &TenantId) -> Result<(), RecordsError> {
+        self.nominals(tenant).await.map(|_| ())
     }
 
     /// Releases a hold, with a reason. Needs the `records_officer` role.

@@ -39,6 +39,7 @@ pub mod engine;
 pub mod error;
 pub mod events;
 pub mod projection;
+pub mod restriction;
 pub mod schedule;
 
 use std::fmt;
@@ -47,6 +48,7 @@ use serde::{Deserialize, Serialize};
 
 pub use error::RecordsError;
 pub use events::{Decision, HoldKind, HoldTarget, NracAnswer};
+pub use restriction::{RestrictedCase, EVIDENTIAL_ROLE};
 pub use schedule::SubjectState;
 
 use crate::calendar::Date;

@@ -6,8 +6,10 @@
 //! Tree layout (rmp-serde, named): `S` + subject id -> [`SubjectRow`];
 //! `C` + case id -> [`CaseRow`] (the case's marking, definition, the
 //! subject each of its `[[subjects]]` currently names, its holds); `H` +
-//! hold id -> the hold's target. Dates are day numbers of the events'
-//! recorded times (the engine clock).
+//! hold id -> the hold's target; `R` + case id -> the case's
+//! [`RestrictedCase`] (the fields its restricted subjects' data is in, see
+//! [`super::restriction`]), only for cases with a restricted subject. Dates
+//! are day numbers of the events' recorded times (the engine clock).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -16,6 +18,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::events::{Decision, GovernanceEvent, HoldKind, HoldTarget};
+use super::restriction::{self, RestrictedCase, P_RESTRICTED};
 use super::schedule::SubjectState;
 use super::SubjectIds;
 use crate::case::{CaseEvent, DefinitionRef};
@@ -30,7 +33,7 @@ use crate::security::{Classification, PositionKey};
 /// The projection's name.
 pub const NAME: &str = "nominals";
 /// The projection's version.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 pub(crate) const P_SUBJECT: u8 = b'S';
 pub(crate) const P_CASE: u8 = b'C';
@@ -156,6 +159,7 @@ impl Projection for NominalsProjection {
             cases: HashMap::new(),
             known: HashMap::new(),
             holds: HashMap::new(),
+            restricted: restriction::Changed::new(),
         })
     }
 }
@@ -171,6 +175,8 @@ struct NominalsHandler {
     /// Case rows of earlier batches, so most case events read no row.
     known: HashMap<String, CaseRow>,
     holds: HashMap<String, HoldTarget>,
+    /// Restriction rows of cases the batch in progress recomputed.
+    restricted: restriction::Changed,
 }
 
 /// Case rows [`NominalsHandler`] keeps in memory (cleared when full).
@@ -310,6 +316,79 @@ impl NominalsHandler {
         Ok(())
     }
 
+    /// Recomputes what case `case_id` withholds for its restricted
+    /// subjects (after its subjects or one of their states changed).
+    async fn refresh_restriction(
+        &mut self,
+        tenant: &TenantId,
+        case_id: &str,
+    ) -> Result<(), HandlerError> {
+        let Some(case) = self.case(case_id).await? else {
+            return Ok(());
+        };
+        let mut roles = HashMap::new();
+        let named: BTreeSet<String> = case
+            .subjects
+            .values()
+            .chain(case.appeared.iter())
+            .cloned()
+            .collect();
+        for subject in named {
+            if let Some(row) = self.subject(&subject).await? {
+                if row.state == SubjectState::Restricted {
+                    let role = row
+                        .appearances
+                        .get(case_id)
+                        .map(|a| a.role.clone())
+                        .unwrap_or_default();
+                    roles.insert(subject, role);
+                }
+            }
+        }
+        let withheld = if roles.is_empty() {
+            RestrictedCase::default()
+        } else {
+            let def = self
+                .defs
+                .get(
+                    tenant,
+                    case.definition.key.as_str(),
+                    case.definition.version,
+                )
+                .await?;
+            restriction::withheld(&def, &case, |s| roles.get(s).cloned())
+        };
+        if !withheld.is_empty() {
+            self.restricted.insert(case_id.to_string(), Some(withheld));
+        } else if self.restricted.contains_key(case_id) || {
+            self.rows.settled().await?;
+            self.rows
+                .get(&Key::new(P_RESTRICTED).raw(case_id.as_bytes()).0)?
+                .is_some()
+        } {
+            self.restricted.insert(case_id.to_string(), None);
+        }
+        Ok(())
+    }
+
+    /// [`Self::refresh_restriction`] of every case `subjects` appear in.
+    async fn refresh_cases_of(
+        &mut self,
+        tenant: &TenantId,
+        subjects: &[String],
+    ) -> Result<(), HandlerError> {
+        let mut cases = BTreeSet::new();
+        for s in subjects {
+            if let Some(row) = self.subject(s).await? {
+                cases.extend(row.appearances.keys().cloned());
+            }
+        }
+        for case_id in cases {
+            self.refresh_restriction(tenant, &case_id).await?;
+        }
+        Ok(())
+    }
+
     async fn apply_case(&mut self, event: &RecordedEvent) -> Result<(), HandlerError> {
         let case_id = event.stream.id();
         let decoded = CaseEvent::from_recorded(event)
@@ -371,8 +450,16 @@ impl NominalsHandler {
                 self.touch(event, case_id, &mut case, &def, changes).await?;
             }
         }
+        let subjects_changed = before
+            .as_ref()
+            .is_none_or(|b| b.subjects != case.subjects || b.appeared != case.appeared);
         if before.as_ref() != Some(&case) {
             self.cases.insert(case_id.to_string(), case);
+        }
+        if subjects_changed && !def.subjects.is_empty() {
+            // A restricted subject named anew, or a role naming another.
+            self.refresh_restriction(event.stream.tenant(), case_id)
+                .await?;
         }
         Ok(())
     }
@@ -421,21 +508,26 @@ impl NominalsHandler {
                 }
                 GovernanceEvent::SubjectReviewed { .. } => false,
             };
+            let mut now_restricted = Vec::new();
             if placed {
                 // A hold turns a pending disposal into restriction.
                 for subject in case.appeared.iter().cloned().collect::<Vec<_>>() {
                     if let Some(mut row) = self.subject(&subject).await? {
                         if row.state == SubjectState::AwaitingDisposal {
                             row.state = SubjectState::Restricted;
-                            self.subjects.insert(subject, row);
+                            self.subjects.insert(subject.clone(), row);
+                            now_restricted.push(subject);
                         }
                     }
                 }
             }
             self.cases.insert(id, case);
-            return Ok(());
+            return self
+                .refresh_cases_of(event.stream.tenant(), &now_restricted)
+                .await;
         }
         let mut row = self.subject(&id).await?.ok_or_else(missing)?;
+        let was_restricted = row.state == SubjectState::Restricted;
         row.version = event.version.0 + 1;
         match decoded {
             GovernanceEvent::SubjectReviewed {
@@ -501,7 +593,11 @@ impl NominalsHandler {
                 row.holds.remove(&hold);
             }
         }
-        self.subjects.insert(id, row);
+        let restriction_changed = was_restricted != (row.state == SubjectState::Restricted);
+        self.subjects.insert(id.clone(), row);
+        if restriction_changed {
+            self.refresh_cases_of(event.stream.tenant(), &[id]).await?;
+        }
         Ok(())
     }
 }
@@ -530,6 +626,16 @@ impl Handler for NominalsHandler {
             let bytes = rmp_serde::to_vec_named(target).map_err(HandlerError::other)?;
             changes.insert(&Key::new(P_HOLD).raw(id.as_bytes()).0, bytes)?;
         }
+        for (id, row) in &self.restricted {
+            let key = Key::new(P_RESTRICTED).raw(id.as_bytes()).0;
+            match row {
+                Some(row) => {
+                    let bytes = rmp_serde::to_vec_named(row).map_err(HandlerError::other)?;
+                    changes.insert(&key, bytes)?;
+                }
+                None => changes.remove(&key)?,
+            }
+        }
         Ok(())
     }
 
@@ -540,6 +646,7 @@ impl Handler for NominalsHandler {
         self.known.extend(self.cases.drain());
         self.subjects.clear();
         self.holds.clear();
+        self.restricted.clear();
     }
 
     fn discarded(&mut self) {
@@ -547,5 +654,6 @@ impl Handler for NominalsHandler {
         self.cases.clear();
         self.known.clear();
         self.holds.clear();
+        self.restricted.clear();
     }
 }

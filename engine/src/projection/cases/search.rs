@@ -1,10 +1,16 @@
 //! Case search: predicates over the index ranges, intersected most
 //! selective first, then a page loaded and sorted or walked in order.
+//!
+//! A restricted subject's fields (see [`crate::records::restriction`]) are
+//! left out when the index is read: a field condition on a withheld field
+//! of a case does not match it, and a word matches a case only through a
+//! field of it that is not withheld, so neither the hit nor the total
+//! tells that the data is there.
 
 use super::*;
 
 /// Case ids of the keys in `[from, to)`, each key being `prefix_len` bytes of
-/// index part and then the case id.
+/// index part and then the case id, whose value passes `value_ok(id, value)`.
 pub(super) fn ids_in_range(
     rows: &Rows,
     from: Vec<u8>,
@@ -12,17 +18,17 @@ pub(super) fn ids_in_range(
     skip: impl Fn(&[u8]) -> Option<usize>,
     out: &mut HashSet<Vec<u8>>,
     within: Option<&HashSet<Vec<u8>>>,
-    value_ok: impl Fn(&[u8]) -> bool,
+    value_ok: impl Fn(&[u8], &[u8]) -> bool,
 ) -> Result<(), QueryError> {
     for kv in rows.range(from..to) {
         let (k, v) = kv?;
-        if !value_ok(&v) {
-            continue;
-        }
         let Some(n) = skip(&k) else {
             continue;
         };
         let id = &k[n..];
+        if !value_ok(id, &v) {
+            continue;
+        }
         if within.is_none_or(|w| w.contains(id)) {
             out.insert(id.to_vec());
         }
@@ -40,6 +46,50 @@ pub(super) struct Predicate {
     max_class: Option<u8>,
     /// Text index: the word must be in this field (encoded key).
     in_field: Option<Vec<u8>>,
+    /// The field a field condition (or a words-in-field one) is on.
+    field: Option<String>,
+    /// Over the text index: the value lists the fields holding the word.
+    text: bool,
+}
+
+impl Predicate {
+    /// Whether an index entry of case `id` with `value` matches for the
+    /// reader, given the fields `restricted` cases withhold.
+    fn admits(
+        &self,
+        id: &[u8],
+        value: &[u8],
+        restricted: &HashMap<Vec<u8>, BTreeSet<String>>,
+    ) -> bool {
+        let within = self
+            .max_class
+            .is_none_or(|m| value.first().is_some_and(|c| *c <= m));
+        if !within
+            || !self
+                .in_field
+                .as_ref()
+                .is_none_or(|f| word_in_field(value, f))
+        {
+            return false;
+        }
+        let Some(withheld) = restricted.get(id) else {
+            return true;
+        };
+        if self.field.as_ref().is_some_and(|f| withheld.contains(f)) {
+            return false;
+        }
+        !self.text || word_fields(value).any(|f| !withheld.contains(&f))
+    }
+}
+
+/// The fields a text-index value (class byte, then field keys) lists.
+fn word_fields(value: &[u8]) -> impl Iterator<Item = String> + '_ {
+    let mut rest = value.get(1..).unwrap_or_default();
+    std::iter::from_fn(move || {
+        let (field, after) = keys::take_str(rest)?;
+        rest = after;
+        Some(field)
+    })
 }
 
 #[derive(Clone, Copy)]
@@ -78,6 +128,8 @@ pub(super) fn eq_predicate(prefix: Vec<u8>, values: &[Vec<u8>]) -> Predicate {
         id_at,
         max_class: None,
         in_field: None,
+        field: None,
+        text: false,
     }
 }
 
@@ -110,6 +162,7 @@ pub(super) fn word_predicates(
             message: "give at least one word of 2 to 40 letters or digits".into(),
         });
     }
+    let field = in_field.map(str::to_string);
     let in_field = in_field.map(|f| Key::default().str(f).0);
     Ok(ws
         .into_iter()
@@ -121,6 +174,8 @@ pub(super) fn word_predicates(
                 id_at: IdAt::Fixed(n),
                 max_class: Some(class_byte(principal.clearance)),
                 in_field: in_field.clone(),
+                field: field.clone(),
+                text: true,
             }
         })
         .collect())
@@ -140,6 +195,8 @@ pub(super) fn time_predicate(attr: &[u8], range: &TimeRange) -> Predicate {
         id_at: IdAt::Fixed(prefix.len() + 8),
         max_class: None,
         in_field: None,
+        field: None,
+        text: false,
     }
 }
 
@@ -251,15 +308,19 @@ pub(super) fn page_of(
 /// [`QueryError::FieldNeedsCaseType`], [`QueryError::UnknownField`],
 /// [`QueryError::WrongType`], [`QueryError::Unsupported`],
 /// [`QueryError::FieldNotVisible`], [`QueryError::Invalid`].
+///
+/// `restricted`: the case ids (as in index keys) with restricted subjects
+/// and the fields each withholds ([`crate::records::restriction`]).
 pub fn search(
     rows: &Rows,
     query: &SearchQuery,
     def: Option<&CaseDefinition>,
     principal: &Principal,
+    restricted: &HashMap<Vec<u8>, BTreeSet<String>>,
 ) -> Result<Page<CaseSummary>, QueryError> {
     validate(query, def)?;
     let plan = plan(query, def, principal)?;
-    execute(rows, query, &plan, principal)
+    execute(rows, query, &plan, principal, restricted)
 }
 
 /// A validated search as index predicates.
@@ -390,6 +451,7 @@ pub(super) fn plan(
                 let enc = check_field_value(case_type, fdef, v)?;
                 let mut p = eq_predicate(prefix, &[enc]);
                 p.max_class = Some(class_byte(principal.clearance));
+                p.field = Some(filter.field.clone());
                 preds.push(p);
             }
             FieldCondition::OneOf(vs) => {
@@ -407,6 +469,7 @@ pub(super) fn plan(
                 // so each range gets its own predicate pass below.
                 let mut p = eq_predicate(prefix.clone(), &encs);
                 p.max_class = Some(class_byte(principal.clearance));
+                p.field = Some(filter.field.clone());
                 if encs.iter().any(|e| e.len() != encs[0].len()) {
                     p.id_at = IdAt::AfterString(prefix.len() + 1);
                 }
@@ -469,6 +532,8 @@ pub(super) fn plan(
                     // Values keep the marking they were written under.
                     max_class: Some(class_byte(principal.clearance)),
                     in_field: None,
+                    field: Some(filter.field.clone()),
+                    text: false,
                 });
             }
         }
@@ -524,6 +589,7 @@ pub(super) fn execute(
     query: &SearchQuery,
     plan: &Plan,
     principal: &Principal,
+    restricted: &HashMap<Vec<u8>, BTreeSet<String>>,
 ) -> Result<Page<CaseSummary>, QueryError> {
     let (preds, post_filter) = (&plan.preds, plan.post_filter);
     let keep = |s: &CaseSummary| {
@@ -537,7 +603,6 @@ pub(super) fn execute(
     for p in preds {
         let mut found = HashSet::new();
         for (from, to) in &p.ranges {
-            let max = p.max_class;
             ids_in_range(
                 rows,
                 from.clone(),
@@ -545,10 +610,7 @@ pub(super) fn execute(
                 |k| p.id_at.offset(k),
                 &mut found,
                 candidates.as_ref(),
-                |v| {
-                    max.is_none_or(|m| v.first().is_some_and(|c| *c <= m))
-                        && p.in_field.as_ref().is_none_or(|f| word_in_field(v, f))
-                },
+                |id, v| p.admits(id, v, restricted),
             )?;
         }
         if found.is_empty() {
@@ -639,5 +701,36 @@ mod tests {
             !word_in_field(&[0u8, b'x'], &enc("x")),
             "garbage reads as absent"
         );
+    }
+    #[test]
+    fn a_withheld_field_matches_nothing_of_its_case_and_other_cases_still_match() {
+        // "quint" is in suspect_name only; "orchard" in both fields.
+        let mut only_suspect = vec![0u8];
+        keys::push_str(&mut only_suspect, "suspect_name");
+        let mut both = vec![0u8];
+        keys::push_str(&mut both, "suspect_name");
+        keys::push_str(&mut both, "victim_address");
+        let restricted: HashMap<Vec<u8>, BTreeSet<String>> = HashMap::from([(
+            b"B-1".to_vec(),
+            BTreeSet::from(["suspect_name".to_string()]),
+        )]);
+        let principal = Principal::new(crate::ids::TenantId::new("kent").unwrap(), "pc-1");
+        let any_field = word_predicates("quint", "text", &principal, None)
+            .unwrap()
+            .remove(0);
+        assert!(!any_field.admits(b"B-1", &only_suspect, &restricted));
+        assert!(any_field.admits(b"B-1", &both, &restricted));
+        assert!(any_field.admits(b"B-2", &only_suspect, &restricted));
+        let in_suspect = word_predicates("quint", "text", &principal, Some("suspect_name"))
+            .unwrap()
+            .remove(0);
+        assert!(!in_suspect.admits(b"B-1", &both, &restricted));
+        assert!(in_suspect.admits(b"B-2", &both, &restricted));
+        let mut equals = eq_predicate(Key::new(P_FIELD).str("burglary").str("suspect_name").0, &[]);
+        equals.field = Some("suspect_name".into());
+        assert!(!equals.admits(b"B-1", &[0u8], &restricted));
+        assert!(equals.admits(b"B-2", &[0u8], &restricted));
+        equals.field = Some("victim_address".into());
+        assert!(equals.admits(b"B-1", &[0u8], &restricted));
     }
 }
