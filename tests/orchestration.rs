@@ -1651,3 +1651,208 @@ async fn a_workers_disclosures_are_recorded_on_the_case_with_its_answer() {
     );
     engine.shutdown().await.unwrap();
 }
+
+/// A victim update after a cooling-off period of two working days; the
+/// supervisor may suspend and resume the case.
+const COOLING_OFF: &str = r#"
+key = "victim_update"
+name = "Victim update"
+version = 1
+[retention]
+group = "group3"
+[permissions]
+open = ["officer"]
+suspend = ["supervisor"]
+resume = ["supervisor"]
+
+[[fields]]
+key = "name"
+type = "text"
+
+[[activities]]
+key = "cooling_off"
+name = "Cooling off"
+kind = "wait"
+wait = { working_days = 2 }
+required = true
+
+[[activities]]
+key = "update_victim"
+name = "Update the victim"
+kind = "human_task"
+roles = ["officer"]
+required = true
+entry = [{ on = [{ completed = "cooling_off" }] }]
+"#;
+
+async fn open_cooling_off(engine: &Engine) -> String {
+    engine
+        .deploy(&admin(), COOLING_OFF, Format::Toml)
+        .await
+        .unwrap();
+    let opened = engine
+        .open_case(
+            &officer(),
+            OpenCase::new(
+                "victim_update",
+                CaseFile::from_json(json!({ "name": "V" })).unwrap(),
+            ),
+        )
+        .await
+        .unwrap();
+    // Let the projection record the timer.
+    engine
+        .incidents(
+            &officer(),
+            PageRequest::default(),
+            Consistency::after(&opened),
+        )
+        .await
+        .unwrap();
+    opened.case_id.to_string()
+}
+
+fn elapsed(events: &[CaseEvent]) -> usize {
+    count(events, |e| matches!(e, CaseEvent::WaitElapsed { .. }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_of_working_days_ends_on_the_right_day_once_and_its_follow_up_becomes_available() {
+    let dir = tempfile::tempdir().unwrap();
+    // Thursday 25 March 2027, 09:00; Good Friday 26th, Easter Monday 29th:
+    // two working days on is Wednesday 31 March, 09:00.
+    let clock = ManualClock::new(at(2027, 3, 25, 9));
+    let engine = engine_with(dir.path(), &clock, ServiceRegistry::new()).await;
+    let case_id = open_cooling_off(&engine).await;
+    let events = case_events(&engine, &case_id).await;
+    assert!(events.iter().any(|e| matches!(e,
+        CaseEvent::WaitStarted { item, due: casebook::case::DeadlineDue::WorkingDays { days: 2, .. }, .. }
+            if item.as_str() == "cooling_off")));
+    assert_eq!(
+        state_of(&engine, &case_id, "cooling_off").await,
+        Some(ItemState::Active)
+    );
+    // Nobody completes a wait by hand.
+    let err = engine
+        .execute(
+            &officer(),
+            &case_id,
+            CaseCommand::Complete {
+                item: ItemRef::key("cooling_off"),
+                outputs: CaseFile::default(),
+            },
+            CommandContext::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err.kind(),
+        ErrorKind::PermissionDenied | ErrorKind::InvalidArgument { .. }
+    ));
+
+    // Not over Easter, and not a day early (Tuesday 30th, 23:00).
+    for day in [26, 27, 28, 29, 30] {
+        clock.set(at(2027, 3, day, 23));
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert_eq!(
+            elapsed(&case_events(&engine, &case_id).await),
+            0,
+            "ended on 2027-03-{day}"
+        );
+    }
+    assert_eq!(
+        state_of(&engine, &case_id, "update_victim").await,
+        Some(ItemState::Available)
+    );
+    clock.set(at(2027, 3, 31, 9) + Duration::from_secs(1));
+    eventually("the wait ended", || async {
+        elapsed(&case_events(&engine, &case_id).await) == 1
+    })
+    .await;
+    assert_eq!(
+        state_of(&engine, &case_id, "cooling_off").await,
+        Some(ItemState::Completed)
+    );
+    assert_eq!(
+        state_of(&engine, &case_id, "update_victim").await,
+        Some(ItemState::Active),
+        "the follow-up entered once the wait completed"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(elapsed(&case_events(&engine, &case_id).await), 1);
+    engine.shutdown().await.unwrap();
+    drop(engine);
+
+    // Not again after a restart (nor a second one).
+    for _ in 0..2 {
+        clock.advance(Duration::from_secs(86_400 * 10));
+        let engine = engine_with(dir.path(), &clock, ServiceRegistry::new()).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(elapsed(&case_events(&engine, &case_id).await), 1);
+        engine.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_due_while_the_engine_was_down_or_its_case_suspended_ends_once_afterwards() {
+    let dir = tempfile::tempdir().unwrap();
+    // Monday 11 January 2027, 09:00: due on Wednesday 13th, 09:00.
+    let clock = ManualClock::new(at(2027, 1, 11, 9));
+    let (running, suspended) = {
+        let engine = engine_with(dir.path(), &clock, ServiceRegistry::new()).await;
+        let running = open_cooling_off(&engine).await;
+        let suspended = open_cooling_off(&engine).await;
+        engine
+            .execute(
+                &supervisor(),
+                &suspended,
+                CaseCommand::Suspend,
+                CommandContext::because("checking"),
+            )
+            .await
+            .unwrap();
+        engine.shutdown().await.unwrap();
+        (running, suspended)
+    };
+
+    // Due while the engine was down: ends once at the next start, and not
+    // again after another; the suspended case's ends once it resumes.
+    clock.set(at(2027, 1, 13, 10));
+    for round in 0..2 {
+        let engine = engine_with(dir.path(), &clock, ServiceRegistry::new()).await;
+        eventually("the overdue wait ended", || async {
+            elapsed(&case_events(&engine, &running).await) == 1
+        })
+        .await;
+        if round == 0 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert_eq!(elapsed(&case_events(&engine, &suspended).await), 0);
+            engine
+                .execute(
+                    &supervisor(),
+                    &suspended,
+                    CaseCommand::Resume,
+                    CommandContext::because("still needed"),
+                )
+                .await
+                .unwrap();
+            eventually("the resumed case's wait ended", || async {
+                elapsed(&case_events(&engine, &suspended).await) == 1
+            })
+            .await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for case_id in [&running, &suspended] {
+            assert_eq!(
+                elapsed(&case_events(&engine, case_id).await),
+                1,
+                "round {round}"
+            );
+            assert_eq!(
+                state_of(&engine, case_id, "update_victim").await,
+                Some(ItemState::Active)
+            );
+        }
+        engine.shutdown().await.unwrap();
+    }
+}

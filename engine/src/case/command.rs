@@ -191,6 +191,12 @@ pub enum CaseCommand {
         /// The owning instance, as set.
         instance: Option<InstanceId>,
     },
+    /// Fire a wait step's timer: it has waited long enough and completes
+    /// (the orchestration layer's own command: `casebook_system` only).
+    FireWait {
+        /// The wait step's instance.
+        instance: InstanceId,
+    },
     /// Retry a failed service invocation: its incident is resolved and the
     /// task is active again with a new invocation (the task's roles, or an
     /// administrator).

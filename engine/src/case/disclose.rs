@@ -48,7 +48,10 @@ impl CaseEvent {
             | CaseEvent::ActivityAssigned { item, .. }
             | CaseEvent::ActivityTeamAssigned { item, .. }
             | CaseEvent::DiscretionaryItemPlanned { item, .. }
-            | CaseEvent::ServiceInvocationRequested { item, .. } => About::Item(item),
+            | CaseEvent::ServiceInvocationRequested { item, .. }
+            | CaseEvent::WaitStarted { item, .. }
+            | CaseEvent::WaitElapsed { item, .. }
+            | CaseEvent::WaitCancelled { item, .. } => About::Item(item),
             CaseEvent::DeadlineSet { deadline, .. }
             | CaseEvent::DeadlineMet { deadline, .. }
             | CaseEvent::DeadlineCancelled { deadline, .. }

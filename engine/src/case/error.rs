@@ -74,6 +74,13 @@ pub enum CaseError {
         /// The deadline.
         deadline: crate::definition::DeadlineKey,
     },
+    /// The wait step instance is not waiting (it elapsed, ended, or is
+    /// suspended).
+    #[error("wait step {instance} is not waiting")]
+    WaitNotRunning {
+        /// The wait step's instance.
+        instance: InstanceId,
+    },
     /// No open incident on that invocation.
     #[error("no open incident on {invocation}")]
     NoIncident {
@@ -301,9 +308,9 @@ impl CaseError {
             CaseError::UnknownInvocation { .. } | CaseError::NoIncident { .. } => {
                 ErrorKind::invalid("invocation")
             }
-            CaseError::StaleAttempt { .. } | CaseError::DeadlineNotRunning { .. } => {
-                conflict.clone()
-            }
+            CaseError::StaleAttempt { .. }
+            | CaseError::DeadlineNotRunning { .. }
+            | CaseError::WaitNotRunning { .. } => conflict.clone(),
             CaseError::UnknownInstance { .. } | CaseError::AmbiguousItem { .. } => {
                 ErrorKind::invalid(INSTANCE)
             }

@@ -478,6 +478,31 @@ pub enum CaseEvent {
         /// marking (the highest of what its input may carry).
         marking: Classification,
     },
+    /// A wait step became active: its timer runs until `due` (recorded in
+    /// the append that activates it; the orchestration layer fires it).
+    WaitStarted {
+        /// The wait step's instance.
+        instance: InstanceId,
+        /// Its key.
+        item: ItemKey,
+        /// When it has waited long enough.
+        due: DeadlineDue,
+    },
+    /// A wait step's timer fired: the step completes (the
+    /// `PlanItemCompleted` that follows).
+    WaitElapsed {
+        /// The wait step's instance.
+        instance: InstanceId,
+        /// Its key.
+        item: ItemKey,
+    },
+    /// A wait step ended another way (terminated): its timer no longer runs.
+    WaitCancelled {
+        /// The wait step's instance.
+        instance: InstanceId,
+        /// Its key.
+        item: ItemKey,
+    },
 }
 
 /// One disclosure a service reports: who received what, and why. No case
@@ -554,6 +579,9 @@ impl CaseEvent {
             CaseEvent::EscalationNotified { .. } => "EscalationNotified",
             CaseEvent::PriorityRaised { .. } => "PriorityRaised",
             CaseEvent::DisclosureRecorded { .. } => "DisclosureRecorded",
+            CaseEvent::WaitStarted { .. } => "WaitStarted",
+            CaseEvent::WaitElapsed { .. } => "WaitElapsed",
+            CaseEvent::WaitCancelled { .. } => "WaitCancelled",
         }
     }
 }

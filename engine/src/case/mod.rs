@@ -62,7 +62,7 @@ pub use event::{
 pub use file::{CaseFile, NotAnObject};
 pub use state::{
     is_terminal, CaseState, CaseStatus, EntityLink, Incident, InstanceId, ItemInstance, Note,
-    PendingInvocation, PlannedItem, RunningDeadline,
+    PendingInvocation, PlannedItem, RunningDeadline, RunningWait,
 };
 pub use values::{
     check_depth, check_value, discard, ValueError, MAX_LIST_LEN, MAX_REF_LEN, MAX_SEARCH_TEXT,

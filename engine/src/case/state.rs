@@ -228,6 +228,17 @@ pub struct RunningDeadline {
     pub escalated: bool,
 }
 
+/// A wait step's running timer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningWait {
+    /// The wait step's instance.
+    pub instance: InstanceId,
+    /// Its key.
+    pub item: ItemKey,
+    /// When it has waited long enough.
+    pub due: DeadlineDue,
+}
+
 /// Something that happened, as sentries and deadlines see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Occurred {
@@ -313,6 +324,9 @@ pub struct CaseState {
     /// The priority escalations raised the case to (`None`: normal).
     #[serde(default)]
     pub priority: Option<Priority>,
+    /// Wait steps' running timers.
+    #[serde(default)]
+    pub waits: Vec<RunningWait>,
 }
 
 fn latches(sentries: &[Sentry]) -> Vec<Vec<bool>> {
@@ -821,6 +835,28 @@ impl CaseState {
             // Recorded for the record of disclosures; the state has nothing
             // to keep of it.
             CaseEvent::DisclosureRecorded { .. } => {}
+            CaseEvent::WaitStarted {
+                instance,
+                item,
+                due,
+            } => {
+                self.waits.retain(|w| w.instance != *instance);
+                self.waits.push(RunningWait {
+                    instance: *instance,
+                    item: item.clone(),
+                    due: *due,
+                });
+            }
+            CaseEvent::WaitElapsed { instance, .. } | CaseEvent::WaitCancelled { instance, .. } => {
+                let before = self.waits.len();
+                self.waits.retain(|w| w.instance != *instance);
+                if self.waits.len() == before {
+                    return Err(inconsistent(
+                        event,
+                        format!("no wait running on {instance}"),
+                    ));
+                }
+            }
             CaseEvent::IncidentRetried { invocation, .. } => {
                 let before = self.incidents.len();
                 self.incidents.retain(|i| i.invocation != *invocation);
@@ -847,6 +883,11 @@ impl CaseState {
             .position(|p| p.invocation == invocation)
             .ok_or_else(|| inconsistent(event, format!("no pending {invocation}")))?;
         Ok(self.invocations.remove(at))
+    }
+
+    /// The running timer of a wait step's instance, if it waits.
+    pub fn wait_of(&self, instance: InstanceId) -> Option<&RunningWait> {
+        self.waits.iter().find(|w| w.instance == instance)
     }
 
     /// The pending invocation of a service task instance, if one is wanted.

@@ -116,6 +116,9 @@ pub(crate) fn brief(e: &CaseEvent) -> String {
             disclosure,
             ..
         } => format!("disclosed {invocation} to {}", disclosure.recipient),
+        CaseEvent::WaitStarted { item, instance, .. } => format!("wait started {item}{instance}"),
+        CaseEvent::WaitElapsed { item, instance } => format!("wait elapsed {item}{instance}"),
+        CaseEvent::WaitCancelled { item, instance } => format!("wait cancelled {item}{instance}"),
     }
 }
 

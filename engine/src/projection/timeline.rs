@@ -238,6 +238,14 @@ fn describe(def: &CaseDefinition, event: &CaseEvent) -> String {
         CaseEvent::PriorityRaised { priority, deadline } => {
             format!("Priority raised to {priority:?} (deadline {deadline})")
         }
+        CaseEvent::WaitStarted { item, due, .. } => match due {
+            crate::case::DeadlineDue::At { due } => format!("{} waits until {due}", name(item)),
+            crate::case::DeadlineDue::WorkingDays { days, .. } => {
+                format!("{} waits {days} working day(s)", name(item))
+            }
+        },
+        CaseEvent::WaitElapsed { item, .. } => format!("{} has waited its time", name(item)),
+        CaseEvent::WaitCancelled { item, .. } => format!("{} no longer waits", name(item)),
     }
 }
 
