@@ -1856,3 +1856,214 @@ async fn a_wait_due_while_the_engine_was_down_or_its_case_suspended_ends_once_af
         engine.shutdown().await.unwrap();
     }
 }
+
+/// A missing-person report that alerts a queue named in the case file
+/// (`target`) through `alert.raise`, with a message from `name` — or from
+/// the SECRET `intel` in [`secret_alerts`].
+const ALERTING: &str = r#"
+key = "misper_alert"
+name = "Missing person (alerting)"
+version = 1
+[retention]
+group = "group3"
+[permissions]
+open = ["officer"]
+
+[[fields]]
+key = "name"
+type = "text"
+[[fields]]
+key = "intel"
+type = "text"
+classification = "SECRET"
+[[fields]]
+key = "target"
+type = "text"
+
+[[services]]
+name = "alert.raise"
+[services.inputs]
+template = { type = "text", required = true }
+role = { type = "text" }
+priority = { type = "text" }
+name = { type = "text" }
+
+[[activities]]
+key = "alert_supervisor"
+name = "Alert the supervisor"
+kind = "service_task"
+service = "alert.raise"
+input = { template = "'high_risk'", role = "target", priority = "'urgent'", name = "name" }
+retry = { max_attempts = 1 }
+
+[[activities]]
+key = "review"
+name = "Supervisor review"
+kind = "human_task"
+roles = ["supervisor"]
+required = true
+"#;
+
+fn secret_alerts() -> String {
+    ALERTING
+        .replace("key = \"misper_alert\"", "key = \"misper_alert_secret\"")
+        .replace("name = \"name\" }", "name = \"intel\" }")
+}
+
+async fn alerting_engine(dir: &std::path::Path) -> Engine {
+    use casebook::orchestration::builtin::{AlertConfig, AlertService};
+    let alerts = AlertService::new().with_tenant(
+        kent(),
+        AlertConfig::new().with_role("supervisor").with_template(
+            "high_risk",
+            "High-risk missing person {{name}} ({{case_id}})",
+        ),
+    );
+    let clock = ManualClock::new(start_time());
+    let engine = engine_with(dir, &clock, ServiceRegistry::new().with(Arc::new(alerts))).await;
+    engine
+        .deploy(&admin(), ALERTING, Format::Toml)
+        .await
+        .unwrap();
+    engine
+        .deploy(&admin(), &secret_alerts(), Format::Toml)
+        .await
+        .unwrap();
+    engine
+}
+
+async fn open_alerting(engine: &Engine, case_type: &str, target: &str) -> String {
+    let file = json!({ "name": "Ann Smith", "intel": "Seen with Source X", "target": target });
+    engine
+        .open_case(
+            &officer().with_clearance(casebook::security::Classification::Secret),
+            OpenCase::new(case_type, CaseFile::from_json(file).unwrap()),
+        )
+        .await
+        .unwrap()
+        .case_id
+        .to_string()
+}
+
+async fn alerts_for(
+    engine: &Engine,
+    who: &Principal,
+) -> Vec<casebook::projection::query::WorkItem> {
+    let q = casebook::projection::query::WorkQueueQuery {
+        role: Some("supervisor".into()),
+        ..Default::default()
+    };
+    let page = engine
+        .work_queue(who, &q, Consistency::Eventual)
+        .await
+        .unwrap();
+    page.items
+        .into_iter()
+        .filter(|w| w.alert.is_some())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_reaches_the_supervisors_queue_until_one_acknowledges_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = alerting_engine(dir.path()).await;
+    let case_id = open_alerting(&engine, "misper_alert", "supervisor").await;
+    eventually("the alert is in the supervisors' queue", || async {
+        alerts_for(&engine, &supervisor()).await.len() == 1
+    })
+    .await;
+    let item = alerts_for(&engine, &supervisor()).await.remove(0);
+    let alert = item.alert.clone().unwrap();
+    assert_eq!(item.case_id, case_id);
+    assert_eq!(
+        alert.message,
+        format!("High-risk missing person Ann Smith ({case_id})")
+    );
+    assert_eq!(alert.priority, casebook::definition::Priority::Urgent);
+    assert_eq!(
+        state_of(&engine, &case_id, "alert_supervisor").await,
+        Some(ItemState::Completed)
+    );
+
+    // Only the queue's members acknowledge it.
+    let ack = CaseCommand::AcknowledgeAlert { alert: alert.alert };
+    let err = engine
+        .execute(&officer(), &case_id, ack.clone(), CommandContext::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied);
+    engine
+        .execute(
+            &supervisor(),
+            &case_id,
+            ack.clone(),
+            CommandContext::default(),
+        )
+        .await
+        .unwrap();
+    eventually("the acknowledged alert left the queue", || async {
+        alerts_for(&engine, &supervisor()).await.is_empty()
+    })
+    .await;
+    let events = case_events(&engine, &case_id).await;
+    assert_eq!(
+        count(
+            &events,
+            |e| matches!(e, CaseEvent::AlertAcknowledged { by, .. } if by == "ps-1")
+        ),
+        1
+    );
+    // Once only.
+    let err = engine
+        .execute(&supervisor(), &case_id, ack, CommandContext::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::InvalidArgument { .. }),
+        "{err}"
+    );
+    engine.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_to_an_unknown_queue_is_an_incident_and_a_secret_one_shows_only_to_the_cleared() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = alerting_engine(dir.path()).await;
+    let unknown = open_alerting(&engine, "misper_alert", "sergeant").await;
+    let secret = open_alerting(&engine, "misper_alert_secret", "supervisor").await;
+    eventually("the unknown role is an incident", || async {
+        let view = engine.view(&officer(), &unknown).await.unwrap();
+        view.incidents
+            .iter()
+            .any(|i| i.error.contains("unknown role 'sergeant'"))
+    })
+    .await;
+    assert_eq!(
+        state_of(&engine, &unknown, "alert_supervisor").await,
+        Some(ItemState::Failed)
+    );
+
+    // The message carries a SECRET field: only a supervisor cleared for
+    // it sees the alert.
+    let cleared = supervisor().with_clearance(casebook::security::Classification::Secret);
+    eventually("the secret alert is in the queue", || async {
+        alerts_for(&engine, &cleared).await.len() == 1
+    })
+    .await;
+    let seen = alerts_for(&engine, &cleared).await.remove(0);
+    assert_eq!(seen.case_id, secret);
+    assert!(seen.alert.unwrap().message.contains("Seen with Source X"));
+    assert!(alerts_for(&engine, &supervisor()).await.is_empty());
+    let hidden = CaseCommand::AcknowledgeAlert {
+        alert: casebook::case::AlertId(1),
+    };
+    let err = engine
+        .execute(&supervisor(), &secret, hidden, CommandContext::default())
+        .await
+        .unwrap_err();
+    assert!(
+        !err.to_string().contains("Source X"),
+        "nothing of the message in {err}"
+    );
+    engine.shutdown().await.unwrap();
+}

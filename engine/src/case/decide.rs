@@ -1044,6 +1044,27 @@ impl<'a> Cx<'a> {
         }
     }
 
+    // ------------------------------------------------------------ alerts
+
+    /// A member of an alert's queue acknowledges it. An alert the caller
+    /// may not see (its message is marked above their clearance) is
+    /// answered as one that does not exist.
+    fn acknowledge_alert(&mut self, alert: crate::case::AlertId) -> Result<(), CaseError> {
+        let open = self
+            .state
+            .alerts
+            .iter()
+            .find(|a| a.alert == alert && self.principal.may_see(a.marking))
+            .cloned()
+            .ok_or(CaseError::NoAlert { alert })?;
+        self.require(format!("acknowledge {alert}"), &open.record.acknowledged_by)?;
+        self.emit(CaseEvent::AlertAcknowledged {
+            alert,
+            item: open.item,
+            by: self.principal.subject.clone(),
+        })
+    }
+
     // ------------------------------------------------------------ waits
 
     /// Starts a wait step's timer (in the append that activates it).
@@ -1236,17 +1257,26 @@ impl<'a> Cx<'a> {
             ServiceOutcome::Completed {
                 output,
                 disclosures,
+                alerts,
             } => match self.map_service_output(a, &output) {
                 Ok(mapped) => {
-                    if !disclosures.is_empty() {
-                        let marking = self.invocation_marking(&pending.item);
-                        for disclosure in disclosures.into_iter().take(MAX_DISCLOSURES) {
-                            self.emit(CaseEvent::DisclosureRecorded {
-                                invocation,
-                                disclosure: clip_disclosure(disclosure),
-                                marking,
-                            })?;
-                        }
+                    let marking = self.invocation_marking(&pending.item);
+                    for disclosure in disclosures.into_iter().take(MAX_DISCLOSURES) {
+                        self.emit(CaseEvent::DisclosureRecorded {
+                            invocation,
+                            disclosure: clip_disclosure(disclosure),
+                            marking,
+                        })?;
+                    }
+                    for mut record in alerts.into_iter().take(MAX_DISCLOSURES) {
+                        record.message = clip_to(record.message, MAX_DISCLOSURE_TEXT);
+                        self.emit(CaseEvent::AlertRaised {
+                            alert: crate::case::AlertId(self.state.last_alert + 1),
+                            invocation,
+                            item: pending.item.clone(),
+                            record,
+                            marking,
+                        })?;
                     }
                     self.emit(CaseEvent::ServiceInvocationCompleted {
                         invocation,
@@ -2031,6 +2061,7 @@ impl<'a> Cx<'a> {
                 self.fire_deadline(deadline, instance)
             }
             CaseCommand::FireWait { instance } => self.fire_wait(instance),
+            CaseCommand::AcknowledgeAlert { alert } => self.acknowledge_alert(alert),
             CaseCommand::Reopen { reason } => {
                 self.require("reopen the case".into(), &p.reopen)?;
                 if let Some(r) = &reason {

@@ -51,7 +51,9 @@ impl CaseEvent {
             | CaseEvent::ServiceInvocationRequested { item, .. }
             | CaseEvent::WaitStarted { item, .. }
             | CaseEvent::WaitElapsed { item, .. }
-            | CaseEvent::WaitCancelled { item, .. } => About::Item(item),
+            | CaseEvent::WaitCancelled { item, .. }
+            | CaseEvent::AlertRaised { item, .. }
+            | CaseEvent::AlertAcknowledged { item, .. } => About::Item(item),
             CaseEvent::DeadlineSet { deadline, .. }
             | CaseEvent::DeadlineMet { deadline, .. }
             | CaseEvent::DeadlineCancelled { deadline, .. }

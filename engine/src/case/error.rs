@@ -81,6 +81,12 @@ pub enum CaseError {
         /// The wait step's instance.
         instance: InstanceId,
     },
+    /// No open alert by that number (or one the caller may not see).
+    #[error("no open {alert}")]
+    NoAlert {
+        /// The alert named.
+        alert: super::event::AlertId,
+    },
     /// No open incident on that invocation.
     #[error("no open incident on {invocation}")]
     NoIncident {
@@ -308,6 +314,7 @@ impl CaseError {
             CaseError::UnknownInvocation { .. } | CaseError::NoIncident { .. } => {
                 ErrorKind::invalid("invocation")
             }
+            CaseError::NoAlert { .. } => ErrorKind::invalid("alert"),
             CaseError::StaleAttempt { .. }
             | CaseError::DeadlineNotRunning { .. }
             | CaseError::WaitNotRunning { .. } => conflict.clone(),

@@ -228,6 +228,21 @@ pub struct RunningDeadline {
     pub escalated: bool,
 }
 
+/// An alert in a work queue, not yet acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenAlert {
+    /// The alert.
+    pub alert: super::event::AlertId,
+    /// The service task that raised it.
+    pub item: ItemKey,
+    /// Its instance.
+    pub instance: InstanceId,
+    /// Where it goes, what it says, who may acknowledge it.
+    pub record: super::event::AlertRecord,
+    /// The marking of its message.
+    pub marking: Classification,
+}
+
 /// A wait step's running timer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunningWait {
@@ -327,6 +342,12 @@ pub struct CaseState {
     /// Wait steps' running timers.
     #[serde(default)]
     pub waits: Vec<RunningWait>,
+    /// Alerts raised and not yet acknowledged.
+    #[serde(default)]
+    pub alerts: Vec<OpenAlert>,
+    /// The number of the last alert raised (0: none yet).
+    #[serde(default)]
+    pub last_alert: u32,
 }
 
 fn latches(sentries: &[Sentry]) -> Vec<Vec<bool>> {
@@ -835,6 +856,38 @@ impl CaseState {
             // Recorded for the record of disclosures; the state has nothing
             // to keep of it.
             CaseEvent::DisclosureRecorded { .. } => {}
+            CaseEvent::AlertRaised {
+                alert,
+                invocation,
+                item,
+                record,
+                marking,
+            } => {
+                if alert.0 != self.last_alert + 1 {
+                    return Err(inconsistent(
+                        event,
+                        format!("expected alert {}", self.last_alert + 1),
+                    ));
+                }
+                let instance = self
+                    .invocation_of_any(*invocation)
+                    .ok_or_else(|| inconsistent(event, format!("no pending {invocation}")))?;
+                self.last_alert = alert.0;
+                self.alerts.push(OpenAlert {
+                    alert: *alert,
+                    item: item.clone(),
+                    instance,
+                    record: record.clone(),
+                    marking: *marking,
+                });
+            }
+            CaseEvent::AlertAcknowledged { alert, .. } => {
+                let before = self.alerts.len();
+                self.alerts.retain(|a| a.alert != *alert);
+                if self.alerts.len() == before {
+                    return Err(inconsistent(event, format!("no open {alert}")));
+                }
+            }
             CaseEvent::WaitStarted {
                 instance,
                 item,
@@ -883,6 +936,14 @@ impl CaseState {
             .position(|p| p.invocation == invocation)
             .ok_or_else(|| inconsistent(event, format!("no pending {invocation}")))?;
         Ok(self.invocations.remove(at))
+    }
+
+    /// The instance of the service task a pending invocation is for.
+    fn invocation_of_any(&self, invocation: InvocationId) -> Option<InstanceId> {
+        self.invocations
+            .iter()
+            .find(|p| p.invocation == invocation)
+            .map(|p| p.instance)
     }
 
     /// The running timer of a wait step's instance, if it waits.

@@ -117,6 +117,12 @@ pub(crate) fn brief(e: &CaseEvent) -> String {
             ..
         } => format!("disclosed {invocation} to {}", disclosure.recipient),
         CaseEvent::WaitStarted { item, instance, .. } => format!("wait started {item}{instance}"),
+        CaseEvent::AlertRaised { alert, record, .. } => {
+            format!("alert {alert} to {}", record.queue)
+        }
+        CaseEvent::AlertAcknowledged { alert, by, .. } => {
+            format!("alert {alert} acknowledged by {by}")
+        }
         CaseEvent::WaitElapsed { item, instance } => format!("wait elapsed {item}{instance}"),
         CaseEvent::WaitCancelled { item, instance } => format!("wait cancelled {item}{instance}"),
     }

@@ -12,7 +12,8 @@
 //! - **What the service sees and returns.** The context carries the task's
 //!   marking and the tenant's resources; results the definition does not
 //!   declare are dropped (a definition may leave out outputs it does not
-//!   use), and what the service reports on `ServiceContext::disclosures` is
+//!   use), and what the service reports on `ServiceContext::disclosures`
+//!   and `ServiceContext::alerts` is
 //!   recorded with its answer.
 //! - **Backoff.** A retryable failure schedules the next attempt at
 //!   `backoff * 2^(attempt-1)` (at most `max_backoff`) plus up to a quarter
@@ -195,6 +196,7 @@ async fn invoke(engine: Engine, hub: Arc<Hub>, job: PendingJob) {
         marking,
         resources: engine.tenant_resources(&job.tenant),
         disclosures: Default::default(),
+        alerts: Default::default(),
     };
     let result =
         tokio::time::timeout(timeout, service.invoke(&ctx, job.request.input.clone())).await;
@@ -212,6 +214,7 @@ async fn invoke(engine: Engine, hub: Arc<Hub>, job: PendingJob) {
                     output
                 },
                 disclosures: ctx.disclosures.take(),
+                alerts: ctx.alerts.take(),
             },
             format!("{} answered", job.request.service),
         ),

@@ -244,6 +244,13 @@ fn describe(def: &CaseDefinition, event: &CaseEvent) -> String {
                 format!("{} waits {days} working day(s)", name(item))
             }
         },
+        CaseEvent::AlertRaised { alert, record, .. } => format!(
+            "Alert {alert} ({:?}) raised to {}: {}",
+            record.priority, record.queue, record.message
+        ),
+        CaseEvent::AlertAcknowledged { alert, by, .. } => {
+            format!("Alert {alert} acknowledged by {by}")
+        }
         CaseEvent::WaitElapsed { item, .. } => format!("{} has waited its time", name(item)),
         CaseEvent::WaitCancelled { item, .. } => format!("{} no longer waits", name(item)),
     }

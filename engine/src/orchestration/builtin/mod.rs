@@ -13,16 +13,21 @@
 //! - [`EmailService`] (`notify.email`): an email filled from case fields,
 //!   sent over SMTP or written to a folder, recorded on the case as a
 //!   disclosure.
+//! - [`AlertService`] (`alert.raise`): an alert filled from case fields,
+//!   raised to a role's or a team's work queue until someone there
+//!   acknowledges it.
 //!
 //! The services that read data ([`crate::resources`]) see only the case's
 //! tenant's documents, through [`crate::orchestration::ServiceContext`].
 
+mod alert;
 mod calendar;
 mod decision;
 mod gis;
 pub mod notify;
 mod reference;
 
+pub use alert::{AlertConfig, AlertService};
 pub use calendar::CalendarService;
 pub use decision::DecisionService;
 pub use gis::GisService;
