@@ -984,6 +984,31 @@ within = "PT1H"
 escalate = [{ raise_priority = "high" }]
 "#;
 
+/// Opens a case of `case_type` named `name`, and waits until the
+/// orchestration projection has recorded its timers (so that a shutdown
+/// right after leaves them in its rows).
+async fn open_with_timers(engine: &Engine, case_type: &str, name: &str) -> String {
+    let opened = engine
+        .open_case(
+            &officer(),
+            OpenCase::new(
+                case_type,
+                CaseFile::from_json(json!({ "name": name })).unwrap(),
+            ),
+        )
+        .await
+        .unwrap();
+    engine
+        .incidents(
+            &officer(),
+            PageRequest::default(),
+            Consistency::after(&opened),
+        )
+        .await
+        .unwrap();
+    opened.case_id.to_string()
+}
+
 fn at(y: i32, m: u8, d: u8, h: u8) -> Timestamp {
     let date = casebook::projection::calendar::Date::from_calendar_date(
         y,
@@ -1090,27 +1115,9 @@ async fn a_timer_that_fell_due_while_the_engine_was_down_fires_once_at_start() {
     let case_id = {
         let engine = engine_with(dir.path(), &clock, ServiceRegistry::new()).await;
         engine.deploy(&admin(), MISPER, Format::Toml).await.unwrap();
-        let opened = engine
-            .open_case(
-                &officer(),
-                OpenCase::new(
-                    "misper",
-                    CaseFile::from_json(json!({ "name": "B" })).unwrap(),
-                ),
-            )
-            .await
-            .unwrap();
-        // Let the projection record the timers before stopping.
-        engine
-            .incidents(
-                &officer(),
-                PageRequest::default(),
-                Consistency::after(&opened),
-            )
-            .await
-            .unwrap();
+        let case_id = open_with_timers(&engine, "misper", "B").await;
         engine.shutdown().await.unwrap();
-        opened.case_id.to_string()
+        case_id
     };
     clock.advance(Duration::from_secs(7_200));
     for round in 0..2 {
@@ -1175,6 +1182,29 @@ async fn service_tasks_are_handed_over_without_waiting_out_the_projection_commit
     }
     assert_eq!(scorer.calls().len(), 3);
     engine.shutdown().await.unwrap();
+}
+
+/// Resumes a suspended case as the supervisor, and waits until `fired`
+/// counts one timer fired on it.
+async fn resume_until_fired(
+    engine: &Engine,
+    case_id: &str,
+    what: &str,
+    fired: impl Fn(&[CaseEvent]) -> usize,
+) {
+    engine
+        .execute(
+            &supervisor(),
+            case_id,
+            CaseCommand::Resume,
+            CommandContext::because("still needed"),
+        )
+        .await
+        .unwrap();
+    eventually(what, || async {
+        fired(&case_events(engine, case_id).await) == 1
+    })
+    .await;
 }
 
 /// The missing-person case with a supervisor who may suspend and resume it.
@@ -1246,18 +1276,12 @@ async fn a_timer_due_while_its_case_is_suspended_fires_once_when_the_case_resume
     assert_eq!(hourly(&case_events(&engine, &case_id).await), 0);
 
     // Resumed: it fires once, now, and only it (the review is not due).
-    engine
-        .execute(
-            &supervisor(),
-            &case_id,
-            CaseCommand::Resume,
-            CommandContext::because("still missing"),
-        )
-        .await
-        .unwrap();
-    eventually("the hourly check fired on resume", || async {
-        hourly(&case_events(&engine, &case_id).await) == 1
-    })
+    resume_until_fired(
+        &engine,
+        &case_id,
+        "the hourly check fired on resume",
+        hourly,
+    )
     .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let events = case_events(&engine, &case_id).await;
@@ -1690,26 +1714,7 @@ async fn open_cooling_off(engine: &Engine) -> String {
         .deploy(&admin(), COOLING_OFF, Format::Toml)
         .await
         .unwrap();
-    let opened = engine
-        .open_case(
-            &officer(),
-            OpenCase::new(
-                "victim_update",
-                CaseFile::from_json(json!({ "name": "V" })).unwrap(),
-            ),
-        )
-        .await
-        .unwrap();
-    // Let the projection record the timer.
-    engine
-        .incidents(
-            &officer(),
-            PageRequest::default(),
-            Consistency::after(&opened),
-        )
-        .await
-        .unwrap();
-    opened.case_id.to_string()
+    open_with_timers(engine, "victim_update", "V").await
 }
 
 fn elapsed(events: &[CaseEvent]) -> usize {
@@ -1827,19 +1832,7 @@ async fn a_wait_due_while_the_engine_was_down_or_its_case_suspended_ends_once_af
         if round == 0 {
             tokio::time::sleep(Duration::from_millis(200)).await;
             assert_eq!(elapsed(&case_events(&engine, &suspended).await), 0);
-            engine
-                .execute(
-                    &supervisor(),
-                    &suspended,
-                    CaseCommand::Resume,
-                    CommandContext::because("still needed"),
-                )
-                .await
-                .unwrap();
-            eventually("the resumed case's wait ended", || async {
-                elapsed(&case_events(&engine, &suspended).await) == 1
-            })
-            .await;
+            resume_until_fired(&engine, &suspended, "the resumed wait ended", elapsed).await;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
         for case_id in [&running, &suspended] {

@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::notify::Template;
-use super::text_input;
+use super::{one_text_of, text_input};
 use crate::case::{AlertQueue, AlertRecord};
 use crate::definition::{FieldType, Priority, RoleKey};
 use crate::log::TenantId;
@@ -114,16 +114,7 @@ fn queue(
     config: &AlertConfig,
     input: &ServiceValues,
 ) -> Result<(AlertQueue, Vec<String>), ServiceError> {
-    let given = ["role", "team"]
-        .into_iter()
-        .filter(|k| input.get(*k).is_some_and(|v| !v.is_null()))
-        .collect::<Vec<_>>();
-    let [which] = given.as_slice() else {
-        return Err(ServiceError::permanent(
-            "give exactly one of 'role' or 'team'",
-        ));
-    };
-    let name = text_input(input, which)?;
+    let (which, name) = one_text_of(input, &["role", "team"])?;
     let known = |names: Vec<&String>| {
         names
             .into_iter()
@@ -131,7 +122,7 @@ fn queue(
             .collect::<Vec<_>>()
             .join(", ")
     };
-    if *which == "role" {
+    if which == "role" {
         if !config.roles.contains(name) {
             return Err(ServiceError::permanent(format!(
                 "unknown role '{name}': alerts go to the roles {}",

@@ -54,6 +54,30 @@ pub(crate) fn resource_error(e: EngineError) -> ServiceError {
     }
 }
 
+/// The one input of `names` that is given (not null), with its text:
+/// e.g. the recipient of an email, the queue of an alert.
+pub(crate) fn one_text_of<'a, 'i>(
+    input: &'i super::ServiceValues,
+    names: &[&'a str],
+) -> Result<(&'a str, &'i str), ServiceError> {
+    let given = names
+        .iter()
+        .copied()
+        .filter(|k| input.get(*k).is_some_and(|v| !v.is_null()))
+        .collect::<Vec<_>>();
+    let [which] = given.as_slice() else {
+        let names = names.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>();
+        let (last, rest) = names
+            .split_last()
+            .map_or(("", &[][..]), |(l, r)| (l.as_str(), r));
+        return Err(ServiceError::permanent(format!(
+            "give exactly one of {} or {last}",
+            rest.join(", ")
+        )));
+    };
+    Ok((which, text_input(input, which)?))
+}
+
 /// The text input `name`, required.
 pub(crate) fn text_input<'a>(
     input: &'a super::ServiceValues,

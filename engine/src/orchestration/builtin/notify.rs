@@ -46,7 +46,7 @@ use crate::security::Classification;
 use super::super::service::{
     BusinessService, ServiceContext, ServiceContract, ServiceError, ServiceValues,
 };
-use super::{resource_error, text_input};
+use super::{one_text_of, resource_error, text_input};
 
 /// The service's name.
 pub const NAME: &str = "notify.email";
@@ -269,17 +269,8 @@ impl EmailService {
         config: &EmailConfig,
         input: &ServiceValues,
     ) -> Result<Vec<Recipient>, ServiceError> {
-        let given = ["to", "contact", "role"]
-            .into_iter()
-            .filter(|k| input.get(*k).is_some_and(|v| !v.is_null()))
-            .collect::<Vec<_>>();
-        let [which] = given.as_slice() else {
-            return Err(ServiceError::permanent(
-                "give exactly one of 'to', 'contact' or 'role'",
-            ));
-        };
-        let value = text_input(input, which)?;
-        if *which == "to" {
+        let (which, value) = one_text_of(input, &["to", "contact", "role"])?;
+        if which == "to" {
             let address = parse_address(value).ok_or_else(|| {
                 ServiceError::permanent("'to' is not an email address".to_string())
             })?;
@@ -294,7 +285,7 @@ impl EmailService {
             .get(&ctx.resources, DIRECTORY)
             .await
             .map_err(resource_error)?;
-        let contacts: Vec<_> = if *which == "contact" {
+        let contacts: Vec<_> = if which == "contact" {
             let c = directory.get(value).ok_or_else(|| {
                 ServiceError::permanent(format!("no contact '{value}' in the directory"))
             })?;
