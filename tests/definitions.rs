@@ -1225,3 +1225,72 @@ fn subjects_name_fields_of_the_right_types_each_owned_once() {
         "retention.class"
     );
 }
+
+#[test]
+fn a_wait_step_needs_one_sensible_period_and_a_bad_one_names_the_step() {
+    let step = |wait: &str| {
+        with(&format!(
+            r#"
+  [[stages.activities]]
+  key = "cooling_off"
+  name = "Cooling off"
+  kind = "wait"
+  {wait}
+"#
+        ))
+    };
+    assert!(CaseDefinition::from_toml(&step("wait = { working_days = 5 }")).is_ok());
+    assert!(CaseDefinition::from_toml(&step("wait = { within = \"PT48H\" }")).is_ok());
+    let path = "stages[0].activities[1].wait";
+    for (wait, at, message) in [
+        (
+            "wait = { working_days = 0 }",
+            format!("{path}.working_days"),
+            "wait step 'cooling_off': working_days must be from 1 to 2610 (about ten years), not 0",
+        ),
+        (
+            "wait = { working_days = 4000000000 }",
+            format!("{path}.working_days"),
+            "wait step 'cooling_off': working_days must be from 1 to 2610 (about ten years), not 4000000000",
+        ),
+        (
+            "wait = { within = \"PT0S\" }",
+            format!("{path}.within"),
+            "'PT0S' is an empty period",
+        ),
+        (
+            "wait = { within = \"P40000D\" }",
+            format!("{path}.within"),
+            "wait step 'cooling_off': 'P40000D' must be longer than nothing and at most 3660 days",
+        ),
+        (
+            "",
+            path.to_string(),
+            "wait step 'cooling_off' needs a wait, e.g. wait = { working_days = 5 }",
+        ),
+        (
+            "wait = {}",
+            path.to_string(),
+            "wait step 'cooling_off' needs 'within' or 'working_days'",
+        ),
+    ] {
+        assert_eq!(
+            only_problem(&step(wait)),
+            p(&at, ProblemKind::Invalid, message),
+            "{wait}"
+        );
+    }
+    // Only a wait step waits.
+    let (at, _, message) = only_problem(&with(
+        r#"
+  [[stages.activities]]
+  key = "check"
+  name = "Check"
+  kind = "human_task"
+  roles = ["officer"]
+  wait = { working_days = 1 }
+"#,
+    ));
+    assert_eq!(at, "stages[0].activities[1].wait");
+    assert_eq!(message, "only a wait step (kind = \"wait\") waits");
+}

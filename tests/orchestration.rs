@@ -984,6 +984,31 @@ within = "PT1H"
 escalate = [{ raise_priority = "high" }]
 "#;
 
+/// Opens a case of `case_type` named `name`, and waits until the
+/// orchestration projection has recorded its timers (so that a shutdown
+/// right after leaves them in its rows).
+async fn open_with_timers(engine: &Engine, case_type: &str, name: &str) -> String {
+    let opened = engine
+        .open_case(
+            &officer(),
+            OpenCase::new(
+                case_type,
+                CaseFile::from_json(json!({ "name": name })).unwrap(),
+            ),
+        )
+        .await
+        .unwrap();
+    engine
+        .incidents(
+            &officer(),
+            PageRequest::default(),
+            Consistency::after(&opened),
+        )
+        .await
+        .unwrap();
+    opened.case_id.to_string()
+}
+
 fn at(y: i32, m: u8, d: u8, h: u8) -> Timestamp {
     let date = casebook::projection::calendar::Date::from_calendar_date(
         y,
@@ -1090,27 +1115,9 @@ async fn a_timer_that_fell_due_while_the_engine_was_down_fires_once_at_start() {
     let case_id = {
         let engine = engine_with(dir.path(), &clock, ServiceRegistry::new()).await;
         engine.deploy(&admin(), MISPER, Format::Toml).await.unwrap();
-        let opened = engine
-            .open_case(
-                &officer(),
-                OpenCase::new(
-                    "misper",
-                    CaseFile::from_json(json!({ "name": "B" })).unwrap(),
-                ),
-            )
-            .await
-            .unwrap();
-        // Let the projection record the timers before stopping.
-        engine
-            .incidents(
-                &officer(),
-                PageRequest::default(),
-                Consistency::after(&opened),
-            )
-            .await
-            .unwrap();
+        let case_id = open_with_timers(&engine, "misper", "B").await;
         engine.shutdown().await.unwrap();
-        opened.case_id.to_string()
+        case_id
     };
     clock.advance(Duration::from_secs(7_200));
     for round in 0..2 {
@@ -1175,6 +1182,29 @@ async fn service_tasks_are_handed_over_without_waiting_out_the_projection_commit
     }
     assert_eq!(scorer.calls().len(), 3);
     engine.shutdown().await.unwrap();
+}
+
+/// Resumes a suspended case as the supervisor, and waits until `fired`
+/// counts one timer fired on it.
+async fn resume_until_fired(
+    engine: &Engine,
+    case_id: &str,
+    what: &str,
+    fired: impl Fn(&[CaseEvent]) -> usize,
+) {
+    engine
+        .execute(
+            &supervisor(),
+            case_id,
+            CaseCommand::Resume,
+            CommandContext::because("still needed"),
+        )
+        .await
+        .unwrap();
+    eventually(what, || async {
+        fired(&case_events(engine, case_id).await) == 1
+    })
+    .await;
 }
 
 /// The missing-person case with a supervisor who may suspend and resume it.
@@ -1246,18 +1276,12 @@ async fn a_timer_due_while_its_case_is_suspended_fires_once_when_the_case_resume
     assert_eq!(hourly(&case_events(&engine, &case_id).await), 0);
 
     // Resumed: it fires once, now, and only it (the review is not due).
-    engine
-        .execute(
-            &supervisor(),
-            &case_id,
-            CaseCommand::Resume,
-            CommandContext::because("still missing"),
-        )
-        .await
-        .unwrap();
-    eventually("the hourly check fired on resume", || async {
-        hourly(&case_events(&engine, &case_id).await) == 1
-    })
+    resume_until_fired(
+        &engine,
+        &case_id,
+        "the hourly check fired on resume",
+        hourly,
+    )
     .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let events = case_events(&engine, &case_id).await;
@@ -1648,6 +1672,391 @@ async fn a_workers_disclosures_are_recorded_on_the_case_with_its_answer() {
     assert_eq!(
         state_of(&engine, &case_id, "allocate").await,
         Some(ItemState::Completed)
+    );
+    engine.shutdown().await.unwrap();
+}
+
+/// A victim update after a cooling-off period of two working days; the
+/// supervisor may suspend and resume the case.
+const COOLING_OFF: &str = r#"
+key = "victim_update"
+name = "Victim update"
+version = 1
+[retention]
+group = "group3"
+[permissions]
+open = ["officer"]
+suspend = ["supervisor"]
+resume = ["supervisor"]
+
+[[fields]]
+key = "name"
+type = "text"
+
+[[activities]]
+key = "cooling_off"
+name = "Cooling off"
+kind = "wait"
+wait = { working_days = 2 }
+required = true
+
+[[activities]]
+key = "update_victim"
+name = "Update the victim"
+kind = "human_task"
+roles = ["officer"]
+required = true
+entry = [{ on = [{ completed = "cooling_off" }] }]
+"#;
+
+async fn open_cooling_off(engine: &Engine) -> String {
+    engine
+        .deploy(&admin(), COOLING_OFF, Format::Toml)
+        .await
+        .unwrap();
+    open_with_timers(engine, "victim_update", "V").await
+}
+
+fn elapsed(events: &[CaseEvent]) -> usize {
+    count(events, |e| matches!(e, CaseEvent::WaitElapsed { .. }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_of_working_days_ends_on_the_right_day_once_and_its_follow_up_becomes_available() {
+    let dir = tempfile::tempdir().unwrap();
+    // Thursday 25 March 2027, 09:00; Good Friday 26th, Easter Monday 29th:
+    // two working days on is Wednesday 31 March, 09:00.
+    let clock = ManualClock::new(at(2027, 3, 25, 9));
+    let engine = engine_with(dir.path(), &clock, ServiceRegistry::new()).await;
+    let case_id = open_cooling_off(&engine).await;
+    let events = case_events(&engine, &case_id).await;
+    assert!(events.iter().any(|e| matches!(e,
+        CaseEvent::WaitStarted { item, due: casebook::case::DeadlineDue::WorkingDays { days: 2, .. }, .. }
+            if item.as_str() == "cooling_off")));
+    assert_eq!(
+        state_of(&engine, &case_id, "cooling_off").await,
+        Some(ItemState::Active)
+    );
+    // Nobody completes a wait by hand.
+    let err = engine
+        .execute(
+            &officer(),
+            &case_id,
+            CaseCommand::Complete {
+                item: ItemRef::key("cooling_off"),
+                outputs: CaseFile::default(),
+            },
+            CommandContext::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        err.kind(),
+        ErrorKind::PermissionDenied | ErrorKind::InvalidArgument { .. }
+    ));
+
+    // Not over Easter, and not a day early (Tuesday 30th, 23:00).
+    for day in [26, 27, 28, 29, 30] {
+        clock.set(at(2027, 3, day, 23));
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert_eq!(
+            elapsed(&case_events(&engine, &case_id).await),
+            0,
+            "ended on 2027-03-{day}"
+        );
+    }
+    assert_eq!(
+        state_of(&engine, &case_id, "update_victim").await,
+        Some(ItemState::Available)
+    );
+    clock.set(at(2027, 3, 31, 9) + Duration::from_secs(1));
+    eventually("the wait ended", || async {
+        elapsed(&case_events(&engine, &case_id).await) == 1
+    })
+    .await;
+    assert_eq!(
+        state_of(&engine, &case_id, "cooling_off").await,
+        Some(ItemState::Completed)
+    );
+    assert_eq!(
+        state_of(&engine, &case_id, "update_victim").await,
+        Some(ItemState::Active),
+        "the follow-up entered once the wait completed"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(elapsed(&case_events(&engine, &case_id).await), 1);
+    engine.shutdown().await.unwrap();
+    drop(engine);
+
+    // Not again after a restart (nor a second one).
+    for _ in 0..2 {
+        clock.advance(Duration::from_secs(86_400 * 10));
+        let engine = engine_with(dir.path(), &clock, ServiceRegistry::new()).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(elapsed(&case_events(&engine, &case_id).await), 1);
+        engine.shutdown().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_due_while_the_engine_was_down_or_its_case_suspended_ends_once_afterwards() {
+    let dir = tempfile::tempdir().unwrap();
+    // Monday 11 January 2027, 09:00: due on Wednesday 13th, 09:00.
+    let clock = ManualClock::new(at(2027, 1, 11, 9));
+    let (running, suspended) = {
+        let engine = engine_with(dir.path(), &clock, ServiceRegistry::new()).await;
+        let running = open_cooling_off(&engine).await;
+        let suspended = open_cooling_off(&engine).await;
+        engine
+            .execute(
+                &supervisor(),
+                &suspended,
+                CaseCommand::Suspend,
+                CommandContext::because("checking"),
+            )
+            .await
+            .unwrap();
+        engine.shutdown().await.unwrap();
+        (running, suspended)
+    };
+
+    // Due while the engine was down: ends once at the next start, and not
+    // again after another; the suspended case's ends once it resumes.
+    clock.set(at(2027, 1, 13, 10));
+    for round in 0..2 {
+        let engine = engine_with(dir.path(), &clock, ServiceRegistry::new()).await;
+        eventually("the overdue wait ended", || async {
+            elapsed(&case_events(&engine, &running).await) == 1
+        })
+        .await;
+        if round == 0 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert_eq!(elapsed(&case_events(&engine, &suspended).await), 0);
+            resume_until_fired(&engine, &suspended, "the resumed wait ended", elapsed).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for case_id in [&running, &suspended] {
+            assert_eq!(
+                elapsed(&case_events(&engine, case_id).await),
+                1,
+                "round {round}"
+            );
+            assert_eq!(
+                state_of(&engine, case_id, "update_victim").await,
+                Some(ItemState::Active)
+            );
+        }
+        engine.shutdown().await.unwrap();
+    }
+}
+
+/// A missing-person report that alerts a queue named in the case file
+/// (`target`) through `alert.raise`, with a message from `name` — or from
+/// the SECRET `intel` in [`secret_alerts`].
+const ALERTING: &str = r#"
+key = "misper_alert"
+name = "Missing person (alerting)"
+version = 1
+[retention]
+group = "group3"
+[permissions]
+open = ["officer"]
+
+[[fields]]
+key = "name"
+type = "text"
+[[fields]]
+key = "intel"
+type = "text"
+classification = "SECRET"
+[[fields]]
+key = "target"
+type = "text"
+
+[[services]]
+name = "alert.raise"
+[services.inputs]
+template = { type = "text", required = true }
+role = { type = "text" }
+priority = { type = "text" }
+name = { type = "text" }
+
+[[activities]]
+key = "alert_supervisor"
+name = "Alert the supervisor"
+kind = "service_task"
+service = "alert.raise"
+input = { template = "'high_risk'", role = "target", priority = "'urgent'", name = "name" }
+retry = { max_attempts = 1 }
+
+[[activities]]
+key = "review"
+name = "Supervisor review"
+kind = "human_task"
+roles = ["supervisor"]
+required = true
+"#;
+
+fn secret_alerts() -> String {
+    ALERTING
+        .replace("key = \"misper_alert\"", "key = \"misper_alert_secret\"")
+        .replace("name = \"name\" }", "name = \"intel\" }")
+}
+
+async fn alerting_engine(dir: &std::path::Path) -> Engine {
+    use casebook::orchestration::builtin::{AlertConfig, AlertService};
+    let alerts = AlertService::new().with_tenant(
+        kent(),
+        AlertConfig::new().with_role("supervisor").with_template(
+            "high_risk",
+            "High-risk missing person {{name}} ({{case_id}})",
+        ),
+    );
+    let clock = ManualClock::new(start_time());
+    let engine = engine_with(dir, &clock, ServiceRegistry::new().with(Arc::new(alerts))).await;
+    engine
+        .deploy(&admin(), ALERTING, Format::Toml)
+        .await
+        .unwrap();
+    engine
+        .deploy(&admin(), &secret_alerts(), Format::Toml)
+        .await
+        .unwrap();
+    engine
+}
+
+async fn open_alerting(engine: &Engine, case_type: &str, target: &str) -> String {
+    let file = json!({ "name": "Ann Smith", "intel": "Seen with Source X", "target": target });
+    engine
+        .open_case(
+            &officer().with_clearance(casebook::security::Classification::Secret),
+            OpenCase::new(case_type, CaseFile::from_json(file).unwrap()),
+        )
+        .await
+        .unwrap()
+        .case_id
+        .to_string()
+}
+
+async fn alerts_for(
+    engine: &Engine,
+    who: &Principal,
+) -> Vec<casebook::projection::query::WorkItem> {
+    let q = casebook::projection::query::WorkQueueQuery {
+        role: Some("supervisor".into()),
+        ..Default::default()
+    };
+    let page = engine
+        .work_queue(who, &q, Consistency::Eventual)
+        .await
+        .unwrap();
+    page.items
+        .into_iter()
+        .filter(|w| w.alert.is_some())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_reaches_the_supervisors_queue_until_one_acknowledges_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = alerting_engine(dir.path()).await;
+    let case_id = open_alerting(&engine, "misper_alert", "supervisor").await;
+    eventually("the alert is in the supervisors' queue", || async {
+        alerts_for(&engine, &supervisor()).await.len() == 1
+    })
+    .await;
+    let item = alerts_for(&engine, &supervisor()).await.remove(0);
+    let alert = item.alert.clone().unwrap();
+    assert_eq!(item.case_id, case_id);
+    assert_eq!(
+        alert.message,
+        format!("High-risk missing person Ann Smith ({case_id})")
+    );
+    assert_eq!(alert.priority, casebook::definition::Priority::Urgent);
+    assert_eq!(
+        state_of(&engine, &case_id, "alert_supervisor").await,
+        Some(ItemState::Completed)
+    );
+
+    // Only the queue's members acknowledge it.
+    let ack = CaseCommand::AcknowledgeAlert { alert: alert.alert };
+    let err = engine
+        .execute(&officer(), &case_id, ack.clone(), CommandContext::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied);
+    engine
+        .execute(
+            &supervisor(),
+            &case_id,
+            ack.clone(),
+            CommandContext::default(),
+        )
+        .await
+        .unwrap();
+    eventually("the acknowledged alert left the queue", || async {
+        alerts_for(&engine, &supervisor()).await.is_empty()
+    })
+    .await;
+    let events = case_events(&engine, &case_id).await;
+    assert_eq!(
+        count(
+            &events,
+            |e| matches!(e, CaseEvent::AlertAcknowledged { by, .. } if by == "ps-1")
+        ),
+        1
+    );
+    // Once only.
+    let err = engine
+        .execute(&supervisor(), &case_id, ack, CommandContext::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::InvalidArgument { .. }),
+        "{err}"
+    );
+    engine.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_to_an_unknown_queue_is_an_incident_and_a_secret_one_shows_only_to_the_cleared() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = alerting_engine(dir.path()).await;
+    let unknown = open_alerting(&engine, "misper_alert", "sergeant").await;
+    let secret = open_alerting(&engine, "misper_alert_secret", "supervisor").await;
+    eventually("the unknown role is an incident", || async {
+        let view = engine.view(&officer(), &unknown).await.unwrap();
+        view.incidents
+            .iter()
+            .any(|i| i.error.contains("unknown role 'sergeant'"))
+    })
+    .await;
+    assert_eq!(
+        state_of(&engine, &unknown, "alert_supervisor").await,
+        Some(ItemState::Failed)
+    );
+
+    // The message carries a SECRET field: only a supervisor cleared for
+    // it sees the alert.
+    let cleared = supervisor().with_clearance(casebook::security::Classification::Secret);
+    eventually("the secret alert is in the queue", || async {
+        alerts_for(&engine, &cleared).await.len() == 1
+    })
+    .await;
+    let seen = alerts_for(&engine, &cleared).await.remove(0);
+    assert_eq!(seen.case_id, secret);
+    assert!(seen.alert.unwrap().message.contains("Seen with Source X"));
+    assert!(alerts_for(&engine, &supervisor()).await.is_empty());
+    let hidden = CaseCommand::AcknowledgeAlert {
+        alert: casebook::case::AlertId(1),
+    };
+    let err = engine
+        .execute(&supervisor(), &secret, hidden, CommandContext::default())
+        .await
+        .unwrap_err();
+    assert!(
+        !err.to_string().contains("Source X"),
+        "nothing of the message in {err}"
     );
     engine.shutdown().await.unwrap();
 }

@@ -191,6 +191,18 @@ pub enum CaseCommand {
         /// The owning instance, as set.
         instance: Option<InstanceId>,
     },
+    /// Acknowledge an alert in a work queue: it leaves the queue (a holder
+    /// of one of the roles the alert names).
+    AcknowledgeAlert {
+        /// The alert.
+        alert: super::AlertId,
+    },
+    /// Fire a wait step's timer: it has waited long enough and completes
+    /// (the orchestration layer's own command: `casebook_system` only).
+    FireWait {
+        /// The wait step's instance.
+        instance: InstanceId,
+    },
     /// Retry a failed service invocation: its incident is resolved and the
     /// task is active again with a new invocation (the task's roles, or an
     /// administrator).
@@ -211,6 +223,9 @@ pub enum ServiceOutcome {
         /// What the service disclosed outside the engine while doing it
         /// (each becomes a `DisclosureRecorded` event on the case).
         disclosures: Vec<super::DisclosureRecord>,
+        /// The alerts it raised (each becomes an `AlertRaised` event).
+        #[serde(default)]
+        alerts: Vec<super::AlertRecord>,
     },
     /// The attempt failed.
     Failed {

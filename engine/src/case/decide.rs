@@ -799,18 +799,8 @@ impl<'a> Cx<'a> {
                     continue;
                 }
             }
-            let due = match d.period() {
-                Some(SlaPeriod::Fixed(dur)) => {
-                    let micros = i64::try_from(dur.whole_microseconds()).unwrap_or(i64::MAX);
-                    DeadlineDue::At {
-                        due: Timestamp(self.now.0.saturating_add(micros)),
-                    }
-                }
-                Some(SlaPeriod::WorkingDays(days)) => DeadlineDue::WorkingDays {
-                    days,
-                    from: self.now,
-                },
-                None => continue,
+            let Some(due) = d.period().map(|p| self.due_after(p)) else {
+                continue;
             };
             out.push(CaseEvent::DeadlineSet {
                 deadline: d.key.clone(),
@@ -823,6 +813,23 @@ impl<'a> Cx<'a> {
             self.emit(e)?;
         }
         Ok(())
+    }
+
+    /// When a clock started now and running `period` falls due (working
+    /// days stay working days: the tenant's calendar times them).
+    fn due_after(&self, period: SlaPeriod) -> DeadlineDue {
+        match period {
+            SlaPeriod::Fixed(dur) => {
+                let micros = i64::try_from(dur.whole_microseconds()).unwrap_or(i64::MAX);
+                DeadlineDue::At {
+                    due: Timestamp(self.now.0.saturating_add(micros)),
+                }
+            }
+            SlaPeriod::WorkingDays(days) => DeadlineDue::WorkingDays {
+                days,
+                from: self.now,
+            },
+        }
     }
 
     // ------------------------------------------------------------ lifecycle
@@ -1032,8 +1039,72 @@ impl<'a> Cx<'a> {
             PlanItem::Activity(a) if a.kind == ActivityKind::ServiceTask => {
                 self.request_invocation(id, a)
             }
+            PlanItem::Activity(a) if a.kind == ActivityKind::Wait => self.start_wait(id, a),
             _ => Ok(()),
         }
+    }
+
+    // ------------------------------------------------------------ alerts
+
+    /// A member of an alert's queue acknowledges it. An alert the caller
+    /// may not see (its message is marked above their clearance) is
+    /// answered as one that does not exist.
+    fn acknowledge_alert(&mut self, alert: crate::case::AlertId) -> Result<(), CaseError> {
+        let open = self
+            .state
+            .alerts
+            .iter()
+            .find(|a| a.alert == alert && self.principal.may_see(a.marking))
+            .cloned()
+            .ok_or(CaseError::NoAlert { alert })?;
+        self.require(format!("acknowledge {alert}"), &open.record.acknowledged_by)?;
+        self.emit(CaseEvent::AlertAcknowledged {
+            alert,
+            item: open.item,
+            by: self.principal.subject.clone(),
+        })
+    }
+
+    // ------------------------------------------------------------ waits
+
+    /// Starts a wait step's timer (in the append that activates it).
+    fn start_wait(&mut self, id: InstanceId, a: &Activity) -> Result<(), CaseError> {
+        // Unreachable for a validated definition.
+        let period = a.wait.as_ref().and_then(|w| w.period()).ok_or_else(|| {
+            CaseError::AutomaticStepFailed {
+                item: a.key.clone(),
+                reason: "the wait step has no valid wait".into(),
+            }
+        })?;
+        self.emit(CaseEvent::WaitStarted {
+            instance: id,
+            item: a.key.clone(),
+            due: self.due_after(period),
+        })
+    }
+
+    /// A wait step's timer fired: the step completes, and what waits for
+    /// it follows in the same append.
+    fn fire_wait(&mut self, instance: InstanceId) -> Result<(), CaseError> {
+        self.require("fire a wait step".into(), &[RoleKey::new(SYSTEM_ROLE)])?;
+        self.require_active()?;
+        let waiting = self.state.wait_of(instance).map(|w| w.item.clone());
+        let active = self
+            .inst(instance)
+            .is_ok_and(|i| i.state == ItemState::Active);
+        let (Some(item), true) = (waiting, active) else {
+            return Err(CaseError::WaitNotRunning { instance });
+        };
+        self.emit(CaseEvent::WaitElapsed {
+            instance,
+            item: item.clone(),
+        })?;
+        self.emit(CaseEvent::PlanItemCompleted {
+            instance,
+            item,
+            outputs: BTreeMap::new(),
+        })?;
+        self.after_complete(instance)
     }
 
     // ------------------------------------------------------------ services
@@ -1186,17 +1257,26 @@ impl<'a> Cx<'a> {
             ServiceOutcome::Completed {
                 output,
                 disclosures,
+                alerts,
             } => match self.map_service_output(a, &output) {
                 Ok(mapped) => {
-                    if !disclosures.is_empty() {
-                        let marking = self.invocation_marking(&pending.item);
-                        for disclosure in disclosures.into_iter().take(MAX_DISCLOSURES) {
-                            self.emit(CaseEvent::DisclosureRecorded {
-                                invocation,
-                                disclosure: clip_disclosure(disclosure),
-                                marking,
-                            })?;
-                        }
+                    let marking = self.invocation_marking(&pending.item);
+                    for disclosure in disclosures.into_iter().take(MAX_DISCLOSURES) {
+                        self.emit(CaseEvent::DisclosureRecorded {
+                            invocation,
+                            disclosure: clip_disclosure(disclosure),
+                            marking,
+                        })?;
+                    }
+                    for mut record in alerts.into_iter().take(MAX_DISCLOSURES) {
+                        record.message = clip_to(record.message, MAX_DISCLOSURE_TEXT);
+                        self.emit(CaseEvent::AlertRaised {
+                            alert: crate::case::AlertId(self.state.last_alert + 1),
+                            invocation,
+                            item: pending.item.clone(),
+                            record,
+                            marking,
+                        })?;
                     }
                     self.emit(CaseEvent::ServiceInvocationCompleted {
                         invocation,
@@ -1438,6 +1518,16 @@ impl<'a> Cx<'a> {
                 if let Some(p) = self.state.invocation_of(*instance) {
                     let invocation = p.invocation;
                     self.emit(CaseEvent::ServiceInvocationCancelled { invocation })?;
+                }
+                // A suspended wait keeps its timer: the case refuses to fire
+                // it while suspended, and it fires on resume if due by then.
+                let ended = !matches!(event, CaseEvent::PlanItemSuspended { .. });
+                if let Some(w) = self.state.wait_of(*instance).filter(|_| ended) {
+                    let item = w.item.clone();
+                    self.emit(CaseEvent::WaitCancelled {
+                        instance: *instance,
+                        item,
+                    })?;
                 }
                 Ok(())
             }
@@ -1970,6 +2060,8 @@ impl<'a> Cx<'a> {
             CaseCommand::FireDeadline { deadline, instance } => {
                 self.fire_deadline(deadline, instance)
             }
+            CaseCommand::FireWait { instance } => self.fire_wait(instance),
+            CaseCommand::AcknowledgeAlert { alert } => self.acknowledge_alert(alert),
             CaseCommand::Reopen { reason } => {
                 self.require("reopen the case".into(), &p.reopen)?;
                 if let Some(r) = &reason {
@@ -2275,10 +2367,14 @@ impl<'a> Cx<'a> {
                     self.require(format!("complete {}", r.key), &roles_of(a))?;
                 }
                 self.require_active()?;
-                if a.kind == ActivityKind::Automatic {
+                if matches!(a.kind, ActivityKind::Automatic | ActivityKind::Wait) {
                     return Err(CaseError::WrongItemKind {
                         item: r.key.clone(),
-                        kind: "automatic step".into(),
+                        kind: match a.kind {
+                            ActivityKind::Wait => "wait step",
+                            _ => "automatic step",
+                        }
+                        .into(),
                         action: "complete (it completes by itself)".into(),
                     });
                 }
@@ -2353,7 +2449,7 @@ impl<'a> Cx<'a> {
                     mapped.insert(target.clone(), v);
                 }
             }
-            ActivityKind::Automatic => {}
+            ActivityKind::Automatic | ActivityKind::Wait => {}
         }
         Ok(mapped)
     }

@@ -53,7 +53,12 @@ impl CaseEvent {
             | CaseEvent::ActivityAssigned { item, .. }
             | CaseEvent::ActivityTeamAssigned { item, .. }
             | CaseEvent::DiscretionaryItemPlanned { item, .. }
-            | CaseEvent::ServiceInvocationRequested { item, .. } => About::Item(item),
+            | CaseEvent::ServiceInvocationRequested { item, .. }
+            | CaseEvent::WaitStarted { item, .. }
+            | CaseEvent::WaitElapsed { item, .. }
+            | CaseEvent::WaitCancelled { item, .. }
+            | CaseEvent::AlertRaised { item, .. }
+            | CaseEvent::AlertAcknowledged { item, .. } => About::Item(item),
             CaseEvent::DeadlineSet { deadline, .. }
             | CaseEvent::DeadlineMet { deadline, .. }
             | CaseEvent::DeadlineCancelled { deadline, .. }

@@ -74,6 +74,19 @@ pub enum CaseError {
         /// The deadline.
         deadline: crate::definition::DeadlineKey,
     },
+    /// The wait step instance is not waiting (it elapsed, ended, or is
+    /// suspended).
+    #[error("wait step {instance} is not waiting")]
+    WaitNotRunning {
+        /// The wait step's instance.
+        instance: InstanceId,
+    },
+    /// No open alert by that number (or one the caller may not see).
+    #[error("no open {alert}")]
+    NoAlert {
+        /// The alert named.
+        alert: super::event::AlertId,
+    },
     /// No open incident on that invocation.
     #[error("no open incident on {invocation}")]
     NoIncident {
@@ -301,9 +314,10 @@ impl CaseError {
             CaseError::UnknownInvocation { .. } | CaseError::NoIncident { .. } => {
                 ErrorKind::invalid("invocation")
             }
-            CaseError::StaleAttempt { .. } | CaseError::DeadlineNotRunning { .. } => {
-                conflict.clone()
-            }
+            CaseError::NoAlert { .. } => ErrorKind::invalid("alert"),
+            CaseError::StaleAttempt { .. }
+            | CaseError::DeadlineNotRunning { .. }
+            | CaseError::WaitNotRunning { .. } => conflict.clone(),
             CaseError::UnknownInstance { .. } | CaseError::AmbiguousItem { .. } => {
                 ErrorKind::invalid(INSTANCE)
             }

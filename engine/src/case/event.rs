@@ -478,6 +478,98 @@ pub enum CaseEvent {
         /// marking (the highest of what its input may carry).
         marking: Classification,
     },
+    /// A service raised an alert to a work queue (recorded in the append
+    /// that records its answer, just before its `ServiceInvocationCompleted`).
+    AlertRaised {
+        /// The alert.
+        alert: AlertId,
+        /// The invocation that raised it.
+        invocation: InvocationId,
+        /// The service task.
+        item: ItemKey,
+        /// Where it goes, what it says, who may acknowledge it.
+        record: AlertRecord,
+        /// The marking of its message: the service task's effective marking.
+        marking: Classification,
+    },
+    /// Someone in the alert's queue acknowledged it: it leaves the queue.
+    AlertAcknowledged {
+        /// The alert.
+        alert: AlertId,
+        /// The service task that raised it.
+        item: ItemKey,
+        /// Who acknowledged it.
+        by: String,
+    },
+    /// A wait step became active: its timer runs until `due` (recorded in
+    /// the append that activates it; the orchestration layer fires it).
+    WaitStarted {
+        /// The wait step's instance.
+        instance: InstanceId,
+        /// Its key.
+        item: ItemKey,
+        /// When it has waited long enough.
+        due: DeadlineDue,
+    },
+    /// A wait step's timer fired: the step completes (the
+    /// `PlanItemCompleted` that follows).
+    WaitElapsed {
+        /// The wait step's instance.
+        instance: InstanceId,
+        /// Its key.
+        item: ItemKey,
+    },
+    /// A wait step ended another way (terminated): its timer no longer runs.
+    WaitCancelled {
+        /// The wait step's instance.
+        instance: InstanceId,
+        /// Its key.
+        item: ItemKey,
+    },
+}
+
+/// An alert of one case: its number within the case (1, 2, …).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct AlertId(pub u32);
+
+impl fmt::Display for AlertId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "alert-{}", self.0)
+    }
+}
+
+/// The work queue an alert is raised to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertQueue {
+    /// Everyone holding this role.
+    Role(String),
+    /// This team.
+    Team(String),
+}
+
+impl fmt::Display for AlertQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AlertQueue::Role(r) => write!(f, "role {r}"),
+            AlertQueue::Team(t) => write!(f, "team {t}"),
+        }
+    }
+}
+
+/// An alert a service raises (e.g. `alert.raise`): a message in a role's or
+/// a team's work queue until someone there acknowledges it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertRecord {
+    /// The queue it goes to.
+    pub queue: AlertQueue,
+    /// The message (filled from case fields: marked like the service task).
+    pub message: String,
+    /// How urgent it is.
+    pub priority: Priority,
+    /// The roles whose holders may acknowledge it (the queue's members).
+    pub acknowledged_by: Vec<RoleKey>,
 }
 
 /// One disclosure a service reports: who received what, and why. No case
@@ -554,6 +646,11 @@ impl CaseEvent {
             CaseEvent::EscalationNotified { .. } => "EscalationNotified",
             CaseEvent::PriorityRaised { .. } => "PriorityRaised",
             CaseEvent::DisclosureRecorded { .. } => "DisclosureRecorded",
+            CaseEvent::WaitStarted { .. } => "WaitStarted",
+            CaseEvent::AlertRaised { .. } => "AlertRaised",
+            CaseEvent::AlertAcknowledged { .. } => "AlertAcknowledged",
+            CaseEvent::WaitElapsed { .. } => "WaitElapsed",
+            CaseEvent::WaitCancelled { .. } => "WaitCancelled",
         }
     }
 }

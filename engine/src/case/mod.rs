@@ -56,13 +56,13 @@ pub use decide::{
 pub use disclose::Disclosure;
 pub use error::{CaseError, ClearanceSubject};
 pub use event::{
-    CaseEvent, DeadlineDue, DefinitionRef, DisclosureRecord, EntityRole, InvocationId,
-    InvocationRequest, PoleKind, PoleRef, SuspendedBy,
+    AlertId, AlertQueue, AlertRecord, CaseEvent, DeadlineDue, DefinitionRef, DisclosureRecord,
+    EntityRole, InvocationId, InvocationRequest, PoleKind, PoleRef, SuspendedBy,
 };
 pub use file::{CaseFile, NotAnObject};
 pub use state::{
     is_terminal, CaseState, CaseStatus, EntityLink, Incident, InstanceId, ItemInstance, Note,
-    PendingInvocation, PlannedItem, RunningDeadline,
+    OpenAlert, PendingInvocation, PlannedItem, RunningDeadline, RunningWait,
 };
 pub use values::{
     check_depth, check_value, discard, ValueError, MAX_LIST_LEN, MAX_REF_LEN, MAX_SEARCH_TEXT,

@@ -228,6 +228,32 @@ pub struct RunningDeadline {
     pub escalated: bool,
 }
 
+/// An alert in a work queue, not yet acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenAlert {
+    /// The alert.
+    pub alert: super::event::AlertId,
+    /// The service task that raised it.
+    pub item: ItemKey,
+    /// Its instance.
+    pub instance: InstanceId,
+    /// Where it goes, what it says, who may acknowledge it.
+    pub record: super::event::AlertRecord,
+    /// The marking of its message.
+    pub marking: Classification,
+}
+
+/// A wait step's running timer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningWait {
+    /// The wait step's instance.
+    pub instance: InstanceId,
+    /// Its key.
+    pub item: ItemKey,
+    /// When it has waited long enough.
+    pub due: DeadlineDue,
+}
+
 /// Something that happened, as sentries and deadlines see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Occurred {
@@ -313,6 +339,15 @@ pub struct CaseState {
     /// The priority escalations raised the case to (`None`: normal).
     #[serde(default)]
     pub priority: Option<Priority>,
+    /// Wait steps' running timers.
+    #[serde(default)]
+    pub waits: Vec<RunningWait>,
+    /// Alerts raised and not yet acknowledged.
+    #[serde(default)]
+    pub alerts: Vec<OpenAlert>,
+    /// The number of the last alert raised (0: none yet).
+    #[serde(default)]
+    pub last_alert: u32,
 }
 
 fn latches(sentries: &[Sentry]) -> Vec<Vec<bool>> {
@@ -821,6 +856,60 @@ impl CaseState {
             // Recorded for the record of disclosures; the state has nothing
             // to keep of it.
             CaseEvent::DisclosureRecorded { .. } => {}
+            CaseEvent::AlertRaised {
+                alert,
+                invocation,
+                item,
+                record,
+                marking,
+            } => {
+                if alert.0 != self.last_alert + 1 {
+                    return Err(inconsistent(
+                        event,
+                        format!("expected alert {}", self.last_alert + 1),
+                    ));
+                }
+                let instance = self
+                    .invocation_of_any(*invocation)
+                    .ok_or_else(|| inconsistent(event, format!("no pending {invocation}")))?;
+                self.last_alert = alert.0;
+                self.alerts.push(OpenAlert {
+                    alert: *alert,
+                    item: item.clone(),
+                    instance,
+                    record: record.clone(),
+                    marking: *marking,
+                });
+            }
+            CaseEvent::AlertAcknowledged { alert, .. } => {
+                let before = self.alerts.len();
+                self.alerts.retain(|a| a.alert != *alert);
+                if self.alerts.len() == before {
+                    return Err(inconsistent(event, format!("no open {alert}")));
+                }
+            }
+            CaseEvent::WaitStarted {
+                instance,
+                item,
+                due,
+            } => {
+                self.waits.retain(|w| w.instance != *instance);
+                self.waits.push(RunningWait {
+                    instance: *instance,
+                    item: item.clone(),
+                    due: *due,
+                });
+            }
+            CaseEvent::WaitElapsed { instance, .. } | CaseEvent::WaitCancelled { instance, .. } => {
+                let before = self.waits.len();
+                self.waits.retain(|w| w.instance != *instance);
+                if self.waits.len() == before {
+                    return Err(inconsistent(
+                        event,
+                        format!("no wait running on {instance}"),
+                    ));
+                }
+            }
             CaseEvent::IncidentRetried { invocation, .. } => {
                 let before = self.incidents.len();
                 self.incidents.retain(|i| i.invocation != *invocation);
@@ -847,6 +936,19 @@ impl CaseState {
             .position(|p| p.invocation == invocation)
             .ok_or_else(|| inconsistent(event, format!("no pending {invocation}")))?;
         Ok(self.invocations.remove(at))
+    }
+
+    /// The instance of the service task a pending invocation is for.
+    fn invocation_of_any(&self, invocation: InvocationId) -> Option<InstanceId> {
+        self.invocations
+            .iter()
+            .find(|p| p.invocation == invocation)
+            .map(|p| p.instance)
+    }
+
+    /// The running timer of a wait step's instance, if it waits.
+    pub fn wait_of(&self, instance: InstanceId) -> Option<&RunningWait> {
+        self.waits.iter().find(|w| w.instance == instance)
     }
 
     /// The pending invocation of a service task instance, if one is wanted.

@@ -116,6 +116,15 @@ pub(crate) fn brief(e: &CaseEvent) -> String {
             disclosure,
             ..
         } => format!("disclosed {invocation} to {}", disclosure.recipient),
+        CaseEvent::WaitStarted { item, instance, .. } => format!("wait started {item}{instance}"),
+        CaseEvent::AlertRaised { alert, record, .. } => {
+            format!("alert {alert} to {}", record.queue)
+        }
+        CaseEvent::AlertAcknowledged { alert, by, .. } => {
+            format!("alert {alert} acknowledged by {by}")
+        }
+        CaseEvent::WaitElapsed { item, instance } => format!("wait elapsed {item}{instance}"),
+        CaseEvent::WaitCancelled { item, instance } => format!("wait cancelled {item}{instance}"),
     }
 }
 

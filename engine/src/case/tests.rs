@@ -864,6 +864,7 @@ fn outcome_ok(invocation: u32, attempt: u32, out: serde_json::Value) -> CaseComm
         outcome: ServiceOutcome::Completed {
             output: serde_json::from_value(out).unwrap(),
             disclosures: Vec::new(),
+            alerts: Vec::new(),
         },
     }
 }

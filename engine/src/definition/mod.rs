@@ -46,7 +46,7 @@ pub use model::{
     Activity, ActivityKind, AuditPolicy, CaseDefinition, CasePermissions, Deadline, Escalation,
     FieldDef, FieldSearch, FieldType, FormField, Milestone, MopiGroup, Occurrence, OnPart,
     ParamDef, Priority, Retention, RetryPolicy, Sentry, ServiceDef, SlaPeriod, Stage, SubjectDef,
-    REPETITION,
+    Wait, REPETITION,
 };
 pub use parse::Format;
 pub use period::{Period, PeriodError, PeriodParts};

@@ -440,6 +440,9 @@ pub enum ActivityKind {
     ServiceTask,
     /// Completes within the command that activates it, after applying `set`.
     Automatic,
+    /// A durable wait: completes by itself once its `wait` has elapsed
+    /// (a timer recorded on the case, fired by the orchestration layer).
+    Wait,
 }
 
 /// A case-file field shown on a human task's form.
@@ -556,6 +559,33 @@ pub struct Activity {
     /// instead of `manual_activation = true`. (Left out when absent.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manual_activation_if: Option<Condition>,
+    /// Wait step: how long it waits from its activation, written
+    /// `wait = { working_days = 5 }` or `wait = { within = "PT48H" }`.
+    /// (Left out when absent.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<Wait>,
+}
+
+/// How long a wait step waits: a fixed period (`within`) or a number of
+/// working days (`working_days`, counted with the tenant's calendar, as a
+/// deadline's), exactly one of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Wait {
+    /// A fixed period, e.g. `PT48H` or `P3D` (no years or months).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub within: Option<Period>,
+    /// A number of working days.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_days: Option<u32>,
+}
+
+impl Wait {
+    /// The wait's period, if exactly one of `within` / `working_days` is
+    /// set and valid (always so in a validated definition).
+    pub fn period(&self) -> Option<SlaPeriod> {
+        SlaPeriod::of(self.within.as_ref(), self.working_days)
+    }
 }
 
 /// How a service task's invocations are timed out and retried. Written
@@ -870,14 +900,28 @@ pub enum SlaPeriod {
     WorkingDays(u32),
 }
 
-impl Deadline {
-    /// The deadline's period, if exactly one of `within` / `working_days` is
-    /// set and valid (always so in a validated definition).
-    pub fn period(&self) -> Option<SlaPeriod> {
-        match (&self.within, self.working_days) {
+impl SlaPeriod {
+    /// The longest a deadline or a wait may run, in working days (about
+    /// ten years): anything longer is a mistake in the definition.
+    pub const MAX_WORKING_DAYS: u32 = 2_610;
+    /// The longest fixed period a deadline or a wait may run, in days.
+    pub const MAX_DAYS: i64 = 3_660;
+
+    /// The period that `within` or `working_days` says, if exactly one is
+    /// set and valid.
+    pub fn of(within: Option<&Period>, working_days: Option<u32>) -> Option<SlaPeriod> {
+        match (within, working_days) {
             (Some(p), None) => p.duration().map(SlaPeriod::Fixed),
             (None, Some(d)) => Some(SlaPeriod::WorkingDays(d)),
             _ => None,
         }
+    }
+}
+
+impl Deadline {
+    /// The deadline's period, if exactly one of `within` / `working_days` is
+    /// set and valid (always so in a validated definition).
+    pub fn period(&self) -> Option<SlaPeriod> {
+        SlaPeriod::of(self.within.as_ref(), self.working_days)
     }
 }

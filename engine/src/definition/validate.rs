@@ -9,8 +9,9 @@ use super::keys::{
 use super::model::REPETITION;
 use super::model::{
     Activity, ActivityKind, CaseDefinition, Deadline, Escalation, FieldDef, FieldType, Milestone,
-    Occurrence, OnPart, ParamDef, Sentry, ServiceDef, Stage,
+    Occurrence, OnPart, ParamDef, Sentry, ServiceDef, SlaPeriod, Stage,
 };
+use super::period::Period;
 use super::plan::PlanItem;
 use crate::rules::{
     self, Condition, Expected, Expression, FieldInfo, LiteralFormat, Schema, StaticType,
@@ -719,6 +720,28 @@ impl<'a> Validator<'a> {
                 "only an automatic step sets fields",
             );
         }
+        match (a.kind, &a.wait) {
+            (ActivityKind::Wait, Some(w)) => self.period(
+                &format!("{path}.wait"),
+                &format!("wait step '{}'", a.key),
+                w.within.as_ref(),
+                w.working_days,
+            ),
+            (ActivityKind::Wait, None) => self.push(
+                format!("{path}.wait"),
+                ProblemKind::Invalid,
+                format!(
+                    "wait step '{}' needs a wait, e.g. wait = {{ working_days = 5 }}",
+                    a.key
+                ),
+            ),
+            (_, Some(_)) => self.push(
+                format!("{path}.wait"),
+                ProblemKind::Invalid,
+                "only a wait step (kind = \"wait\") waits",
+            ),
+            (_, None) => {}
+        }
         self.sentries(path, &a.key, &a.entry, &a.exit);
         for (i, d) in a.deadlines.iter().enumerate() {
             self.deadline(&format!("{path}.deadlines[{i}]"), d, Some(&a.key));
@@ -1179,17 +1202,17 @@ impl<'a> Validator<'a> {
         }
     }
 
-    fn deadline(&mut self, path: &str, d: &'a Deadline, owner: Option<&ItemKey>) {
-        if let Err(m) = check_identifier(d.key.as_str()).map_err(|e| e.to_string()) {
-            self.push(format!("{path}.key"), ProblemKind::InvalidIdentifier, m);
-        }
-        if let Some(first) = self.deadline_keys.get(d.key.as_str()) {
-            let message = format!("duplicate deadline '{}' (already used at {first})", d.key);
-            self.push(format!("{path}.key"), ProblemKind::Duplicate, message);
-        } else {
-            self.deadline_keys.insert(d.key.as_str(), path.to_string());
-        }
-        match (&d.within, d.working_days) {
+    /// A deadline's or a wait step's `within` / `working_days`: exactly one,
+    /// positive, and at most [`SlaPeriod::MAX_DAYS`] days or
+    /// [`SlaPeriod::MAX_WORKING_DAYS`] working days.
+    fn period(
+        &mut self,
+        path: &str,
+        what: &str,
+        within: Option<&Period>,
+        working_days: Option<u32>,
+    ) {
+        match (within, working_days) {
             (Some(_), Some(_)) => self.push(
                 path,
                 ProblemKind::Invalid,
@@ -1198,7 +1221,7 @@ impl<'a> Validator<'a> {
             (None, None) => self.push(
                 path,
                 ProblemKind::Invalid,
-                "a deadline needs 'within' or 'working_days'",
+                format!("{what} needs 'within' or 'working_days'"),
             ),
             (Some(p), None) => match p.parts() {
                 Err(e) => self.push(
@@ -1213,15 +1236,50 @@ impl<'a> Validator<'a> {
                         "'{p}' has years or months, whose length varies: use days or working_days"
                     ),
                 ),
-                Ok(_) => {}
+                Ok(_) => {
+                    let ok = p.duration().is_some_and(|d| {
+                        d.is_positive() && d <= time::Duration::days(SlaPeriod::MAX_DAYS)
+                    });
+                    if !ok {
+                        self.push(
+                            format!("{path}.within"),
+                            ProblemKind::Invalid,
+                            format!(
+                                "{what}: '{p}' must be longer than nothing and at most {} days",
+                                SlaPeriod::MAX_DAYS
+                            ),
+                        );
+                    }
+                }
             },
-            (None, Some(0)) => self.push(
+            (None, Some(n)) if n == 0 || n > SlaPeriod::MAX_WORKING_DAYS => self.push(
                 format!("{path}.working_days"),
                 ProblemKind::Invalid,
-                "must be at least 1",
+                format!(
+                    "{what}: working_days must be from 1 to {} (about ten years), not {n}",
+                    SlaPeriod::MAX_WORKING_DAYS
+                ),
             ),
             (None, Some(_)) => {}
         }
+    }
+
+    fn deadline(&mut self, path: &str, d: &'a Deadline, owner: Option<&ItemKey>) {
+        if let Err(m) = check_identifier(d.key.as_str()).map_err(|e| e.to_string()) {
+            self.push(format!("{path}.key"), ProblemKind::InvalidIdentifier, m);
+        }
+        if let Some(first) = self.deadline_keys.get(d.key.as_str()) {
+            let message = format!("duplicate deadline '{}' (already used at {first})", d.key);
+            self.push(format!("{path}.key"), ProblemKind::Duplicate, message);
+        } else {
+            self.deadline_keys.insert(d.key.as_str(), path.to_string());
+        }
+        self.period(
+            path,
+            &format!("deadline '{}'", d.key),
+            d.within.as_ref(),
+            d.working_days,
+        );
         if let Some(o) = &d.from {
             self.occurrence(&format!("{path}.from"), o);
         }

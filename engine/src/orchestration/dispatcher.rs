@@ -12,7 +12,8 @@
 //! - **What the service sees and returns.** The context carries the task's
 //!   marking and the tenant's resources; results the definition does not
 //!   declare are dropped (a definition may leave out outputs it does not
-//!   use), and what the service reports on `ServiceContext::disclosures` is
+//!   use), and what the service reports on `ServiceContext::disclosures`
+//!   and `ServiceContext::alerts` is
 //!   recorded with its answer.
 //! - **Backoff.** A retryable failure schedules the next attempt at
 //!   `backoff * 2^(attempt-1)` (at most `max_backoff`) plus up to a quarter
@@ -21,8 +22,11 @@
 //! - **Timers.** It also fires running deadlines whose time has come
 //!   (`CaseCommand::FireDeadline`, command id `timer.<deadline>.<instance>`,
 //!   so a timer fires once however often it is tried): the deadline is
-//!   missed and its escalations run in the same append. Overdue timers
-//!   found at start (rebuilt from the projection's rows) fire at once.
+//!   missed and its escalations run in the same append. Likewise wait
+//!   steps (`CaseCommand::FireWait`, command id `wait.<instance>`): the step
+//!   completes and what waits for it follows in the same append. Overdue
+//!   timers found at start (rebuilt from the projection's rows) fire at
+//!   once.
 //! - Up to [`MAX_IN_FLIGHT`] invocations run at once; with nothing due, the
 //!   dispatcher sleeps until the next due time or [`TICK`], whichever is
 //!   sooner (so a hand-moved `ManualClock` is noticed within a tick).
@@ -34,7 +38,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::hub::{Hub, PendingJob, TimerKey};
+use super::hub::{Hub, PendingJob, Timed, TimerKey};
 use super::service::ServiceContext;
 use crate::case::{CaseCommand, CaseError, ServiceOutcome, SYSTEM_ROLE};
 use crate::engine::{CommandContext, CommandId, Engine, EngineError, Inner};
@@ -192,6 +196,7 @@ async fn invoke(engine: Engine, hub: Arc<Hub>, job: PendingJob) {
         marking,
         resources: engine.tenant_resources(&job.tenant),
         disclosures: Default::default(),
+        alerts: Default::default(),
     };
     let result =
         tokio::time::timeout(timeout, service.invoke(&ctx, job.request.input.clone())).await;
@@ -209,6 +214,7 @@ async fn invoke(engine: Engine, hub: Arc<Hub>, job: PendingJob) {
                     output
                 },
                 disclosures: ctx.disclosures.take(),
+                alerts: ctx.alerts.take(),
             },
             format!("{} answered", job.request.service),
         ),
@@ -239,20 +245,35 @@ async fn invoke(engine: Engine, hub: Arc<Hub>, job: PendingJob) {
     }
 }
 
-/// Fires a deadline's timer (once: its command id).
+/// Fires a deadline's or a wait step's timer (once: its command id).
 async fn fire(engine: Engine, hub: Arc<Hub>, key: TimerKey) {
     let instance = key
         .instance
         .map_or_else(|| "case".to_string(), |i| i.0.to_string());
-    let command_id = CommandId::new(format!("timer.{}.{instance}", key.deadline))
-        .unwrap_or_else(|_| CommandId::random());
-    let context = CommandContext::because(format!("deadline {} passed", key.deadline))
+    // Keys are identifiers and instances numbers: always a valid id.
+    let (command_id, reason, command) = match &key.timer {
+        Timed::Deadline(deadline) => (
+            format!("timer.{deadline}.{instance}"),
+            format!("deadline {deadline} passed"),
+            CaseCommand::FireDeadline {
+                deadline: deadline.clone(),
+                instance: key.instance,
+            },
+        ),
+        Timed::Wait(item) => match key.instance {
+            Some(instance) => (
+                format!("wait.{}", instance.0),
+                format!("wait step {item} has waited its time"),
+                CaseCommand::FireWait { instance },
+            ),
+            // A wait step always has an instance: nothing to fire.
+            None => return hub.forget_timer(&key),
+        },
+    };
+    let command_id = CommandId::new(command_id).unwrap_or_else(|_| CommandId::random());
+    let context = CommandContext::because(reason)
         .with_command_id(command_id)
         .with_source(Source::system("casebook-orchestration"));
-    let command = CaseCommand::FireDeadline {
-        deadline: key.deadline.clone(),
-        instance: key.instance,
-    };
     match engine
         .execute(
             &system_principal(&key.tenant),

@@ -29,12 +29,22 @@ pub(crate) struct JobKey {
     pub invocation: InvocationId,
 }
 
-/// Names a running deadline's timer across the engine.
+/// What a timer runs for: a deadline, or a wait step.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Timed {
+    /// An SLA deadline: firing misses it and runs its escalations.
+    Deadline(crate::definition::DeadlineKey),
+    /// A wait step: firing completes it.
+    Wait(ItemKey),
+}
+
+/// Names a running timer (a deadline's or a wait step's) across the engine.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct TimerKey {
     pub tenant: TenantId,
     pub case_id: String,
-    pub deadline: crate::definition::DeadlineKey,
+    pub timer: Timed,
     pub instance: Option<crate::case::InstanceId>,
 }
 
@@ -562,7 +572,7 @@ mod tests {
         let key = TimerKey {
             tenant: TenantId::new("kent").unwrap(),
             case_id: "c1".into(),
-            deadline: crate::definition::DeadlineKey::new("review"),
+            timer: Timed::Deadline(crate::definition::DeadlineKey::new("review")),
             instance: None,
         };
         hub.update_timer(key.clone(), Some(Timestamp(100)));
@@ -588,7 +598,7 @@ mod tests {
         let key = TimerKey {
             tenant: TenantId::new("kent").unwrap(),
             case_id: "c1".into(),
-            deadline: crate::definition::DeadlineKey::new("review"),
+            timer: Timed::Deadline(crate::definition::DeadlineKey::new("review")),
             instance: None,
         };
         hub.update_timer(key.clone(), Some(Timestamp(100)));

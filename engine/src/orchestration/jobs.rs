@@ -258,6 +258,7 @@ impl Engine {
             ServiceOutcome::Completed {
                 output,
                 disclosures,
+                alerts: Vec::new(),
             },
             reason,
         )

@@ -34,8 +34,8 @@ pub use async_trait::async_trait;
 pub use error::OrchestrationError;
 pub use jobs::{ActivateJobs, Job, JobHandle};
 pub use service::{
-    BusinessService, Disclosures, ServiceContext, ServiceContract, ServiceError, ServiceRegistry,
-    ServiceValues,
+    BusinessService, Disclosures, RaisedAlerts, Reports, ServiceContext, ServiceContract,
+    ServiceError, ServiceRegistry, ServiceValues,
 };
 
 pub(crate) use hub::Hub;

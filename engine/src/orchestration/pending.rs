@@ -3,15 +3,17 @@
 //! batching and checkpoints as every read model), and handed to the
 //! hub (`hub.rs`) once each batch has landed.
 //!
-//! It also keeps the running deadlines' timers (a deadline's `DeadlineSet`
-//! starts one; met, cancelled or missed ends it) and the tenant's
-//! working-day calendar, which turns a deadline of N working days into an
-//! instant (a calendar change re-times the running ones), and the open
-//! incidents that [`crate::Engine::incidents`] lists.
+//! It also keeps the running timers — deadlines' (a deadline's
+//! `DeadlineSet` starts one; met, cancelled or missed ends it) and wait
+//! steps' (`WaitStarted` starts one; `WaitElapsed` or `WaitCancelled` ends
+//! it) — and the tenant's working-day calendar, which turns N working days
+//! into an instant (a calendar change re-times the running ones), and the
+//! open incidents that [`crate::Engine::incidents`] lists.
 //!
 //! Rows (values MessagePack): `j<case id>\0<invocation, 4 bytes BE>` -> the
-//! pending job; `t<case id>\0<deadline>\0<instance, 4 bytes BE>` -> a
-//! running timer; `x<case id>\0<invocation>` -> an open incident; `c` -> the
+//! pending job; `t<case id>\0d<deadline>\0<instance, 4 bytes BE>` -> a
+//! running deadline's timer, `t<case id>\0w<item>\0<instance>` a wait
+//! step's; `x<case id>\0<invocation>` -> an open incident; `c` -> the
 //! calendar.
 //!
 //! - **Hand-over.** A handler made from the rows (at start, after a
@@ -26,14 +28,16 @@
 //! - **Suspended cases.** A case that is suspended refuses to fire its
 //!   timers, and the dispatcher drops them; its `CaseResumed` hands the
 //!   case's running timers over again, so one that fell due meanwhile
-//!   fires once on resume (after a restart too: the rows are durable).
+//!   fires once on resume (after a restart too: the rows are durable). A
+//!   `PlanItemResumed` does the same for a suspended wait step, whose
+//!   firing its suspension refused.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::hub::{Hub, JobKey, PendingJob, TimerKey};
+use super::hub::{Hub, JobKey, PendingJob, Timed, TimerKey};
 use crate::calendar::{CalendarEvent, WorkingCalendar};
 use crate::case::{CaseEvent, InvocationId};
 use crate::log::codec::DomainEvent;
@@ -48,12 +52,12 @@ const P_INCIDENT: u8 = b'x';
 const P_TIMER: u8 = b't';
 const CALENDAR_KEY: &[u8] = b"c";
 
-/// A running deadline's timer as stored.
+/// A running timer (a deadline's or a wait step's) as stored.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 struct TimerRow {
     tenant: crate::log::TenantId,
     case_id: String,
-    deadline: crate::definition::DeadlineKey,
+    timer: Timed,
     instance: Option<crate::case::InstanceId>,
     due: crate::case::DeadlineDue,
 }
@@ -63,7 +67,7 @@ impl TimerRow {
         TimerKey {
             tenant: self.tenant.clone(),
             case_id: self.case_id.clone(),
-            deadline: self.deadline.clone(),
+            timer: self.timer.clone(),
             instance: self.instance,
         }
     }
@@ -78,16 +82,17 @@ impl TimerRow {
     }
 }
 
-fn timer_key(
-    case_id: &str,
-    deadline: &crate::definition::DeadlineKey,
-    instance: Option<crate::case::InstanceId>,
-) -> Vec<u8> {
-    let mut k = Vec::with_capacity(case_id.len() + deadline.as_str().len() + 7);
+fn timer_key(case_id: &str, timer: &Timed, instance: Option<crate::case::InstanceId>) -> Vec<u8> {
+    let (tag, name) = match timer {
+        Timed::Deadline(d) => (b'd', d.as_str()),
+        Timed::Wait(item) => (b'w', item.as_str()),
+    };
+    let mut k = Vec::with_capacity(case_id.len() + name.len() + 8);
     k.push(P_TIMER);
     k.extend_from_slice(case_id.as_bytes());
     k.push(0);
-    k.extend_from_slice(deadline.as_str().as_bytes());
+    k.push(tag);
+    k.extend_from_slice(name.as_bytes());
     k.push(0);
     k.extend_from_slice(&instance.map_or(u32::MAX, |i| i.0).to_be_bytes());
     k
@@ -166,7 +171,8 @@ impl Projection for OrchestrationProjection {
     }
 
     fn version(&self) -> u32 {
-        1
+        // 2: wait steps' timers (rows keyed by what they time).
+        2
     }
 
     fn handler(&self, rows: Rows) -> Box<dyn Handler> {
@@ -276,6 +282,22 @@ impl PendingHandler {
         }
     }
 
+    /// A timer started (in the batch in progress).
+    fn timer_started(&mut self, timer: TimerRow) {
+        let row = timer_key(&timer.case_id, &timer.timer, timer.instance);
+        if matches!(timer.due, crate::case::DeadlineDue::WorkingDays { .. }) {
+            self.working_day_timers.insert(row.clone(), timer.clone());
+        }
+        self.timers.insert(row, (timer.key(), Some(timer)));
+    }
+
+    /// A timer ended: fired, met, cancelled (in the batch in progress).
+    fn timer_ended(&mut self, key: TimerKey) {
+        let row = timer_key(&key.case_id, &key.timer, key.instance);
+        self.working_day_timers.remove(&row);
+        self.timers.insert(row, (key, None));
+    }
+
     /// A case resumed: its running timers go to the hub again with this
     /// batch (the dispatcher dropped any that fell due while the case was
     /// suspended, as the case refused to fire them).
@@ -312,6 +334,10 @@ fn relevant(event_type: &str) -> bool {
             | "DeadlineCancelled"
             | "DeadlineMissed"
             | "CaseResumed"
+            | "WaitStarted"
+            | "WaitElapsed"
+            | "WaitCancelled"
+            | "PlanItemResumed"
     )
 }
 
@@ -326,6 +352,7 @@ pub(crate) fn hands_over_work(event: &CaseEvent) -> bool {
             | CaseEvent::ServiceAttemptFailed { .. }
             | CaseEvent::IncidentRetried { .. }
             | CaseEvent::DeadlineSet { .. }
+            | CaseEvent::WaitStarted { .. }
     )
 }
 
@@ -416,33 +443,39 @@ impl Handler for PendingHandler {
                 instance,
                 due,
                 ..
-            } => {
-                let row = timer_key(case_id, &deadline, instance);
-                let timer = TimerRow {
-                    tenant: tenant.clone(),
-                    case_id: case_id.to_string(),
-                    deadline,
-                    instance,
-                    due,
-                };
-                if matches!(due, crate::case::DeadlineDue::WorkingDays { .. }) {
-                    self.working_day_timers.insert(row.clone(), timer.clone());
-                }
-                self.timers.insert(row, (timer.key(), Some(timer)));
-            }
+            } => self.timer_started(TimerRow {
+                tenant: tenant.clone(),
+                case_id: case_id.to_string(),
+                timer: Timed::Deadline(deadline),
+                instance,
+                due,
+            }),
+            CaseEvent::WaitStarted {
+                instance,
+                item,
+                due,
+            } => self.timer_started(TimerRow {
+                tenant: tenant.clone(),
+                case_id: case_id.to_string(),
+                timer: Timed::Wait(item),
+                instance: Some(instance),
+                due,
+            }),
             CaseEvent::DeadlineMet { deadline, instance }
             | CaseEvent::DeadlineCancelled { deadline, instance }
-            | CaseEvent::DeadlineMissed { deadline, instance } => {
-                let row = timer_key(case_id, &deadline, instance);
-                self.working_day_timers.remove(&row);
-                let key = TimerKey {
-                    tenant: tenant.clone(),
-                    case_id: case_id.to_string(),
-                    deadline,
-                    instance,
-                };
-                self.timers.insert(row, (key, None));
-            }
+            | CaseEvent::DeadlineMissed { deadline, instance } => self.timer_ended(TimerKey {
+                tenant: tenant.clone(),
+                case_id: case_id.to_string(),
+                timer: Timed::Deadline(deadline),
+                instance,
+            }),
+            CaseEvent::WaitElapsed { instance, item }
+            | CaseEvent::WaitCancelled { instance, item } => self.timer_ended(TimerKey {
+                tenant: tenant.clone(),
+                case_id: case_id.to_string(),
+                timer: Timed::Wait(item),
+                instance: Some(instance),
+            }),
             CaseEvent::IncidentRetried { invocation, .. } => {
                 self.incidents
                     .insert(incident_key(case_id, invocation), None);
@@ -452,7 +485,9 @@ impl Handler for PendingHandler {
                 self.batch
                     .insert(job_key(case_id, invocation), (key_of(invocation), None));
             }
-            CaseEvent::CaseResumed {} => self.resumed(case_id).await?,
+            CaseEvent::CaseResumed {} | CaseEvent::PlanItemResumed { .. } => {
+                self.resumed(case_id).await?
+            }
             _ => {}
         }
         Ok(())

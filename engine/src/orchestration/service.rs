@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 
-use crate::case::{DisclosureRecord, InvocationId, MAX_DISCLOSURES};
+use crate::case::{AlertRecord, DisclosureRecord, InvocationId, MAX_DISCLOSURES};
 use crate::definition::{FieldType, ItemKey, ParamDef, ServiceDef};
 use crate::error::ErrorKind;
 use crate::log::{TenantId, Timestamp};
@@ -119,6 +119,9 @@ pub struct ServiceContext {
     /// Where a service reports what it disclosed; recorded on the case with
     /// the answer.
     pub disclosures: Disclosures,
+    /// Where a service reports the alerts it raised; recorded on the case
+    /// with the answer.
+    pub alerts: RaisedAlerts,
 }
 
 impl ServiceContext {
@@ -142,29 +145,44 @@ impl ServiceContext {
             marking: Classification::Official,
             resources,
             disclosures: Disclosures::default(),
+            alerts: RaisedAlerts::default(),
         }
     }
 }
 
-/// What a service disclosed during one attempt (at most
-/// [`MAX_DISCLOSURES`] are kept). The engine records them on the case as
-/// `DisclosureRecorded` events in the append that records the answer, so
-/// a disclosure is on the case exactly when the answer is.
-#[derive(Debug, Clone, Default)]
-pub struct Disclosures(Arc<Mutex<Vec<DisclosureRecord>>>);
+/// What a service reports during one attempt besides its answer (at most
+/// [`MAX_DISCLOSURES`] of each kind are kept): what it disclosed
+/// ([`Disclosures`]), the alerts it raised ([`RaisedAlerts`]). The engine
+/// records them on the case (`DisclosureRecorded`, `AlertRaised`) in the
+/// append that records the answer, so they are on the case exactly when
+/// the answer is.
+#[derive(Debug, Clone)]
+pub struct Reports<T>(Arc<Mutex<Vec<T>>>);
 
-impl Disclosures {
-    /// Reports a disclosure.
-    pub fn record(&self, disclosure: DisclosureRecord) {
+impl<T> Default for Reports<T> {
+    fn default() -> Self {
+        Reports(Arc::new(Mutex::new(Vec::new())))
+    }
+}
+
+/// What a service disclosed during one attempt (see [`Reports`]).
+pub type Disclosures = Reports<DisclosureRecord>;
+
+/// The alerts a service raised during one attempt (see [`Reports`]).
+pub type RaisedAlerts = Reports<AlertRecord>;
+
+impl<T> Reports<T> {
+    /// Reports one.
+    pub fn record(&self, report: T) {
         if let Ok(mut d) = self.0.lock() {
             if d.len() < MAX_DISCLOSURES {
-                d.push(disclosure);
+                d.push(report);
             }
         }
     }
 
-    /// The disclosures reported so far, in order (leaving none).
-    pub fn take(&self) -> Vec<DisclosureRecord> {
+    /// Those reported so far, in order (leaving none).
+    pub fn take(&self) -> Vec<T> {
         self.0
             .lock()
             .map(|mut d| std::mem::take(&mut *d))

@@ -256,7 +256,18 @@ impl TaskStates {
     }
 }
 
-/// An open human task.
+/// An alert in a work queue (see [`WorkItem::alert`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertItem {
+    /// The alert, to acknowledge it (`CaseCommand::AcknowledgeAlert`).
+    pub alert: crate::case::AlertId,
+    /// Its message.
+    pub message: String,
+    /// How urgent it is.
+    pub priority: crate::definition::Priority,
+}
+
+/// An open human task, or an alert raised to a queue.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkItem {
     /// The case.
@@ -282,6 +293,11 @@ pub struct WorkItem {
     pub due: Option<Timestamp>,
     /// The case's classification.
     pub classification: Classification,
+    /// For an alert (raised by `alert.raise`): the alert; `instance` and
+    /// `item` are then the service task that raised it, `name` is its
+    /// message and `roles` those who may acknowledge it.
+    #[serde(default)]
+    pub alert: Option<AlertItem>,
 }
 
 /// Which deadlines to list.

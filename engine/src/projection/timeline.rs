@@ -238,6 +238,21 @@ fn describe(def: &CaseDefinition, event: &CaseEvent) -> String {
         CaseEvent::PriorityRaised { priority, deadline } => {
             format!("Priority raised to {priority:?} (deadline {deadline})")
         }
+        CaseEvent::WaitStarted { item, due, .. } => match due {
+            crate::case::DeadlineDue::At { due } => format!("{} waits until {due}", name(item)),
+            crate::case::DeadlineDue::WorkingDays { days, .. } => {
+                format!("{} waits {days} working day(s)", name(item))
+            }
+        },
+        CaseEvent::AlertRaised { alert, record, .. } => format!(
+            "Alert {alert} ({:?}) raised to {}: {}",
+            record.priority, record.queue, record.message
+        ),
+        CaseEvent::AlertAcknowledged { alert, by, .. } => {
+            format!("Alert {alert} acknowledged by {by}")
+        }
+        CaseEvent::WaitElapsed { item, .. } => format!("{} has waited its time", name(item)),
+        CaseEvent::WaitCancelled { item, .. } => format!("{} no longer waits", name(item)),
     }
 }
 

@@ -27,7 +27,7 @@
 //! (derived from the idempotency key), so a mail system can drop the
 //! duplicate.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -46,7 +46,7 @@ use crate::security::Classification;
 use super::super::service::{
     BusinessService, ServiceContext, ServiceContract, ServiceError, ServiceValues,
 };
-use super::{resource_error, text_input};
+use super::{one_text_of, resource_error, text_input};
 
 /// The service's name.
 pub const NAME: &str = "notify.email";
@@ -120,7 +120,36 @@ impl Template {
         Ok(out)
     }
 
-    fn fill(text: &str, values: &ServiceValues, one_line: bool) -> String {
+    /// Its variables, and the values to fill them from: `input`, with
+    /// `case_id` (the case's id unless the input gives one). A variable
+    /// that is one of the service's own inputs (`reserved`) or that the
+    /// input does not give is a permanent error naming template `name`.
+    pub(crate) fn values_for(
+        &self,
+        name: &str,
+        ctx: &ServiceContext,
+        input: &ServiceValues,
+        reserved: &[&str],
+    ) -> Result<(Vec<String>, ServiceValues), ServiceError> {
+        let variables = self.variables()?;
+        let mut values = input.clone();
+        values
+            .entry("case_id".to_string())
+            .or_insert_with(|| ctx.case_id.clone().into());
+        if let Some(missing) = variables
+            .iter()
+            .find(|v| reserved.contains(&v.as_str()) || !values.contains_key(v.as_str()))
+        {
+            return Err(ServiceError::permanent(format!(
+                "template '{name}' uses '{{{{{missing}}}}}', which the task's input does not give"
+            )));
+        }
+        Ok((variables, values))
+    }
+
+    /// `text` with every `{{name}}` replaced by its value (control
+    /// characters made spaces when `one_line`).
+    pub(crate) fn fill(text: &str, values: &ServiceValues, one_line: bool) -> String {
         let mut out = String::with_capacity(text.len());
         let mut rest = text;
         while let Some(start) = rest.find("{{") {
@@ -240,17 +269,8 @@ impl EmailService {
         config: &EmailConfig,
         input: &ServiceValues,
     ) -> Result<Vec<Recipient>, ServiceError> {
-        let given = ["to", "contact", "role"]
-            .into_iter()
-            .filter(|k| input.get(*k).is_some_and(|v| !v.is_null()))
-            .collect::<Vec<_>>();
-        let [which] = given.as_slice() else {
-            return Err(ServiceError::permanent(
-                "give exactly one of 'to', 'contact' or 'role'",
-            ));
-        };
-        let value = text_input(input, which)?;
-        if *which == "to" {
+        let (which, value) = one_text_of(input, &["to", "contact", "role"])?;
+        if which == "to" {
             let address = parse_address(value).ok_or_else(|| {
                 ServiceError::permanent("'to' is not an email address".to_string())
             })?;
@@ -265,7 +285,7 @@ impl EmailService {
             .get(&ctx.resources, DIRECTORY)
             .await
             .map_err(resource_error)?;
-        let contacts: Vec<_> = if *which == "contact" {
+        let contacts: Vec<_> = if which == "contact" {
             let c = directory.get(value).ok_or_else(|| {
                 ServiceError::permanent(format!("no contact '{value}' in the directory"))
             })?;
@@ -336,20 +356,12 @@ impl BusinessService for EmailService {
         let template = config.templates.get(template_name).ok_or_else(|| {
             ServiceError::permanent(format!("no email template '{template_name}'"))
         })?;
-        let variables = template.variables()?;
-        let reserved: BTreeSet<&str> = ["template", "why", "to", "contact", "role"].into();
-        let mut values = input.clone();
-        values
-            .entry("case_id".to_string())
-            .or_insert_with(|| ctx.case_id.clone().into());
-        if let Some(missing) = variables
-            .iter()
-            .find(|v| reserved.contains(v.as_str()) || !values.contains_key(v.as_str()))
-        {
-            return Err(ServiceError::permanent(format!(
-                "template '{template_name}' uses '{{{{{missing}}}}}', which the task's input does not give"
-            )));
-        }
+        let (variables, values) = template.values_for(
+            template_name,
+            ctx,
+            &input,
+            &["template", "why", "to", "contact", "role"],
+        )?;
         let recipients = self.recipients(ctx, config, &input).await?;
         if let Some(r) = recipients.iter().find(|r| r.clearance < ctx.marking) {
             return Err(ServiceError::permanent(format!(

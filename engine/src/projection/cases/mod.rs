@@ -44,13 +44,14 @@ use super::error::{ChangesError, HandlerError, QueryError};
 use super::keys::{self, f64_bytes, prefix_end, Key};
 use super::pages::{Rows, RowsError};
 use super::query::{
-    CaseSummary, DeadlineEntry, DeadlineQuery, FieldCondition, Page, SearchOrder, SearchQuery,
-    TimeRange, WorkItem, WorkQueueQuery,
+    AlertItem, CaseSummary, DeadlineEntry, DeadlineQuery, FieldCondition, Page, SearchOrder,
+    SearchQuery, TimeRange, WorkItem, WorkQueueQuery,
 };
 use super::{Changes, Generation, Handler, Projection};
 use crate::calendar::{self, CalendarEvent, WorkingCalendar};
 use crate::case::{
-    CaseEvent, CaseState, CaseStatus, DeadlineDue, Disclosure, EntityLink, InstanceId, Note,
+    AlertQueue, CaseEvent, CaseState, CaseStatus, DeadlineDue, Disclosure, EntityLink, InstanceId,
+    Note,
 };
 use crate::definition::{
     ActivityKind, CaseDefinition, DeadlineKey, FieldDef, FieldType, ItemKey, PlanItem,

@@ -36,6 +36,7 @@ pub(super) struct WorkItemOut<'a> {
     assignee: Option<&'a str>,
     due: Option<Timestamp>,
     classification: Classification,
+    alert: Option<&'a AlertItem>,
 }
 
 /// [`DeadlineEntry`], borrowed.
@@ -137,6 +138,9 @@ pub(super) struct WorkItemRow {
     assignee: Option<String>,
     due: Option<Timestamp>,
     classification: Classification,
+    // Absent from rows written before alerts.
+    #[serde(default)]
+    alert: Option<AlertItem>,
 }
 
 impl From<WorkItemRow> for WorkItem {
@@ -153,6 +157,7 @@ impl From<WorkItemRow> for WorkItem {
             assignee: r.assignee,
             due: r.due,
             classification: r.classification,
+            alert: r.alert,
         }
     }
 }
@@ -599,6 +604,7 @@ pub(super) fn rows(
                 assignee: inst.claimed_by.as_deref(),
                 due,
                 classification: marks.item_marking(inst.key.as_str()),
+                alert: None,
             };
             if !encode(&mut value, &item) {
                 continue;
@@ -610,6 +616,51 @@ pub(super) fn rows(
             }
             if let Some(who) = &inst.claimed_by {
                 out(keys.make(P_ASSIGNEE, |k| queue(k, who)), &value);
+            }
+            if let Some(team) = team {
+                out(keys.make(P_TEAM, |k| queue(k, team)), &value);
+            }
+        }
+        // Alerts, in the queues of the roles that may acknowledge them
+        // and of their team, after the tasks of no due date (instance 0
+        // never names a plan item).
+        for a in &state.alerts {
+            let alert = AlertItem {
+                alert: a.alert,
+                message: a.record.message.clone(),
+                priority: a.record.priority,
+            };
+            let roles: Vec<String> = a
+                .record
+                .acknowledged_by
+                .iter()
+                .map(|r| r.as_str().to_string())
+                .collect();
+            let team = match &a.record.queue {
+                AlertQueue::Team(t) => Some(t.as_str()),
+                AlertQueue::Role(_) => None,
+            };
+            let item = WorkItemOut {
+                case_id,
+                case_type,
+                instance: a.instance,
+                item: &a.item,
+                name: &a.record.message,
+                state: ItemState::Active,
+                roles: &roles,
+                team,
+                assignee: None,
+                due: None,
+                classification: a.marking,
+                alert: Some(&alert),
+            };
+            if !encode(&mut value, &item) {
+                continue;
+            }
+            let queue =
+                |k: Key, by: &str| k.str(by).i64(i64::MAX).str(case_id).u32(0).u32(a.alert.0);
+            for role in &roles {
+                out(keys.make(P_ROLE, |k| queue(k, role)), &value);
             }
             if let Some(team) = team {
                 out(keys.make(P_TEAM, |k| queue(k, team)), &value);
@@ -772,6 +823,7 @@ mod tests {
                 assignee: assignee.map(str::to_string),
                 due,
                 classification: Classification::Official,
+                alert: None,
             };
             let twin = WorkItemOut {
                 case_id: "BUR-1",
@@ -785,6 +837,7 @@ mod tests {
                 assignee,
                 due,
                 classification: Classification::Official,
+                alert: None,
             };
             assert_eq!(decode::<WorkItem>(&enc(&twin), "w").unwrap(), item);
         }
