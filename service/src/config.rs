@@ -54,6 +54,62 @@ pub struct Config {
     /// accepted again once space is freed. Default 64 MiB.
     #[serde(default = "default_min_free")]
     pub min_free_bytes: u64,
+    /// When the log signs checkpoints of its Merkle tree.
+    #[serde(default)]
+    pub checkpoints: CheckpointsConfig,
+}
+
+/// When the log signs a checkpoint (`[checkpoints]`): after `every_events`
+/// events or `every_ms` milliseconds since the last, whichever comes first
+/// (and on a clean stop). Events after the latest checkpoint are protected
+/// by their checksums only, and proofs cover only signed events.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointsConfig {
+    /// Default 10,000.
+    #[serde(default = "default_checkpoint_events")]
+    pub every_events: u64,
+    /// Default 1,000 (1 s).
+    #[serde(default = "default_checkpoint_ms")]
+    pub every_ms: u64,
+}
+
+impl Default for CheckpointsConfig {
+    fn default() -> Self {
+        CheckpointsConfig {
+            every_events: default_checkpoint_events(),
+            every_ms: default_checkpoint_ms(),
+        }
+    }
+}
+
+impl CheckpointsConfig {
+    /// The log's checkpoint settings (the key: the data directory's own).
+    ///
+    /// Errors: a zero interval, naming its key.
+    pub fn engine(&self) -> Result<casebook_engine::log::CheckpointConfig, String> {
+        if self.every_events == 0 {
+            return Err("checkpoints.every_events must be at least 1".into());
+        }
+        if self.every_ms == 0 {
+            return Err("checkpoints.every_ms must be at least 1".into());
+        }
+        Ok(casebook_engine::log::CheckpointConfig {
+            every_events: self.every_events,
+            every: std::time::Duration::from_millis(self.every_ms),
+            signer: None,
+        })
+    }
+}
+
+fn default_checkpoint_events() -> u64 {
+    casebook_engine::log::CheckpointConfig::default().every_events
+}
+
+fn default_checkpoint_ms() -> u64 {
+    casebook_engine::log::CheckpointConfig::default()
+        .every
+        .as_millis() as u64
 }
 
 /// Token checking. With neither key configured, a random HS256 secret is
@@ -146,6 +202,7 @@ impl Default for Config {
             demo: DemoConfig::default(),
             tenants: Vec::new(),
             min_free_bytes: default_min_free(),
+            checkpoints: CheckpointsConfig::default(),
         }
     }
 }
@@ -181,10 +238,18 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+        let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
             path: path.to_path_buf(),
             message: e.to_string(),
-        })
+        })?;
+        config
+            .checkpoints
+            .engine()
+            .map_err(|message| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                message,
+            })?;
+        Ok(config)
     }
 }
 
@@ -232,16 +297,24 @@ rs256_public_key_file = "/etc/casebook/idp.pem"
 issuer = "https://idp.example.police.uk"
 [demo]
 deploy_examples = false
+[checkpoints]
+every_ms = 250
 "#,
         )
         .unwrap();
         let config = Config::load(&path).unwrap();
         assert_eq!(config.listen.port(), 50051);
+        let checkpoints = config.checkpoints.engine().unwrap();
+        assert_eq!(checkpoints.every, std::time::Duration::from_millis(250));
+        assert_eq!(checkpoints.every_events, 10_000);
         assert!(!config.demo.deploy_examples);
         assert_eq!(config.demo.tenant, "demo");
         std::fs::write(&path, "listen = \"127.0.0.1:1\"\nport = 5\n").unwrap();
         let err = Config::load(&path).unwrap_err().to_string();
         assert!(err.contains("port"), "{err}");
+        std::fs::write(&path, "[checkpoints]\nevery_events = 0\n").unwrap();
+        let err = Config::load(&path).unwrap_err().to_string();
+        assert!(err.contains("checkpoints.every_events"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -186,6 +186,9 @@ pub enum ServeError {
     /// A tenant of `tenants` is not a valid tenant id.
     #[error("tenants: {0}")]
     Tenant(String),
+    /// The checkpoint settings are not usable.
+    #[error("{0}")]
+    Checkpoints(String),
     /// The demo tenant name is not a valid tenant id.
     #[error("demo tenant: {0}")]
     DemoTenant(String),
@@ -354,12 +357,17 @@ pub async fn start(
     } else {
         ServiceRegistry::new()
     };
+    let checkpoints = config
+        .checkpoints
+        .engine()
+        .map_err(ServeError::Checkpoints)?;
     let engine = {
         let data = data.clone();
         let engine_config = EngineConfig {
             tenants,
             services,
             min_free_bytes: config.min_free_bytes,
+            checkpoints,
             ..EngineConfig::default()
         };
         tokio::task::spawn_blocking(move || Engine::open_with(data, engine_config))

@@ -74,7 +74,11 @@ fn verified(key: &CheckpointVerifier, c: &pb::Checkpoint) -> (u64, Hash) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tenant_checks_its_events_and_the_logs_growth_against_signed_checkpoints() {
-    let server = start_with(|c| c.tenants.push("kent".into())).await;
+    let server = start_with(|c| {
+        c.tenants.push("kent".into());
+        c.checkpoints.every_ms = 50;
+    })
+    .await;
     let reader = token("demo", "pc-1", &["caseworker"], "OFFICIAL");
     let mut integrity = server.integrity(&reader);
 
@@ -206,4 +210,15 @@ async fn a_tenant_checks_its_events_and_the_logs_growth_against_signed_checkpoin
             .unwrap_err();
     assert_eq!(anonymous.code(), Code::Unauthenticated);
     server.running.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_checkpoint_interval_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(&dir);
+    config.checkpoints.every_ms = 0;
+    match casebook_service::start(config, std::future::pending()).await {
+        Ok(_) => panic!("a server that would never sign a checkpoint started"),
+        Err(e) => assert!(e.to_string().contains("checkpoints.every_ms"), "{e}"),
+    }
 }

@@ -230,6 +230,10 @@ pub struct EngineConfig {
     /// views and indexes use the reserve to finish their writes (see
     /// [`LogStoreConfig::min_free_bytes`]). Default 64 MiB.
     pub min_free_bytes: u64,
+    /// When the log signs a checkpoint of its Merkle tree, and with what
+    /// key (see [`crate::log::CheckpointConfig`]): by default every 10,000
+    /// events or 1 s, with the key in `<data>/checkpoints/signing.key`.
+    pub checkpoints: crate::log::CheckpointConfig,
 }
 
 impl EngineConfig {
@@ -264,6 +268,7 @@ impl Default for EngineConfig {
             tenants: Vec::new(),
             audit_reads: true,
             min_free_bytes: LogStoreConfig::default().min_free_bytes,
+            checkpoints: crate::log::CheckpointConfig::default(),
         }
     }
 }
@@ -621,6 +626,7 @@ impl Engine {
                 clock: Arc::clone(&config.clock),
                 min_free_bytes: config.min_free_bytes,
                 index_cache_bytes: config.caches.index_bytes,
+                checkpoints: config.checkpoints.clone(),
                 ..LogStoreConfig::default()
             },
         )?;
