@@ -306,6 +306,22 @@ fn assert_tree_kept(store: &LogStore) {
     );
 }
 
+/// Closes `store`, reopens it on `fs` and checks it holds exactly the
+/// acknowledged events.
+async fn reopened_keeps(
+    store: LogStore,
+    fs: &FullFs,
+    index: &std::path::Path,
+    config: LogStoreConfig,
+    acked: &Acked,
+) {
+    close_within(store).await.unwrap();
+    let store = LogStore::open_with_fs(Arc::new(fs.clone()), index, config).unwrap();
+    assert_kept(&store, acked).await;
+    assert_eq!(stored(&store).await.len(), acked.lock().unwrap().len());
+    close_within(store).await.unwrap();
+}
+
 async fn close_within(store: LogStore) -> Result<(), LogError> {
     let closed = tokio::time::timeout(WAIT, store.close())
         .await
@@ -424,16 +440,14 @@ async fn the_free_space_reserve_refuses_appends_before_any_write_fails() {
         fs.set_budget(4 * 1024 * 1024);
         tokio::time::sleep(Duration::from_millis(150)).await;
         assert_eq!(fill_some(&store, 8, 200_000, 10, &acked).await, 80);
-        close_within(store).await.unwrap();
-        let store = LogStore::open_with_fs(
-            Arc::new(fs.clone()),
+        reopened_keeps(
+            store,
+            &fs,
             index.path(),
             config(preallocate, reserve),
+            &acked,
         )
-        .unwrap();
-        assert_kept(&store, &acked).await;
-        assert_eq!(stored(&store).await.len(), acked.lock().unwrap().len());
-        close_within(store).await.unwrap();
+        .await;
     }
 }
 
@@ -483,16 +497,14 @@ async fn written_appends_on_zeroed_blocks_go_on_when_others_take_the_reserve() {
             store.sync_written().await.unwrap();
             acked.lock().unwrap().push((99, 0));
         }
-        close_within(store).await.unwrap();
-        let store = LogStore::open_with_fs(
-            Arc::new(fs.clone()),
+        reopened_keeps(
+            store,
+            &fs,
             index.path(),
             config(preallocate, reserve),
+            &acked,
         )
-        .unwrap();
-        assert_kept(&store, &acked).await;
-        assert_eq!(stored(&store).await.len(), acked.lock().unwrap().len());
-        close_within(store).await.unwrap();
+        .await;
     }
 }
 

@@ -3,6 +3,7 @@
 use casebook_engine::engine::Engine;
 use casebook_engine::log::checkpoint::SignedCheckpoint;
 use casebook_engine::log::EventId;
+use casebook_engine::security::Principal;
 use casebook_proto::v1 as pb;
 use casebook_proto::v1::integrity_server::Integrity;
 use tonic::{Request, Response, Status};
@@ -24,6 +25,15 @@ impl IntegrityService {
     /// The service for `engine`.
     pub fn new(engine: Engine) -> Self {
         IntegrityService { engine }
+    }
+
+    /// The latest checkpoint, for `principal`'s tenant to see.
+    async fn latest(&self, principal: &Principal) -> Result<SignedCheckpoint, Status> {
+        self.engine
+            .latest_checkpoint(principal)
+            .await
+            .map_err(|e| status(&e))?
+            .ok_or_else(|| Status::unavailable(NOT_YET_SIGNED))
     }
 }
 
@@ -66,13 +76,7 @@ impl Integrity for IntegrityService {
         &self,
         request: Request<pb::GetLatestCheckpointRequest>,
     ) -> Result<Response<pb::Checkpoint>, Status> {
-        let principal = caller(&request)?;
-        let signed = self
-            .engine
-            .latest_checkpoint(&principal)
-            .await
-            .map_err(|e| status(&e))?
-            .ok_or_else(|| Status::unavailable(NOT_YET_SIGNED))?;
+        let signed = self.latest(&caller(&request)?).await?;
         Ok(Response::new(checkpoint(&signed)))
     }
 
@@ -115,13 +119,7 @@ impl Integrity for IntegrityService {
                 format!("{} is less than from_size {}", r.to_size, r.from_size),
             ));
         }
-        let signed = self
-            .engine
-            .latest_checkpoint(&principal)
-            .await
-            .map_err(|e| status(&e))?
-            .ok_or_else(|| Status::unavailable(NOT_YET_SIGNED))?;
-        let size = signed.checkpoint().size;
+        let size = self.latest(&principal).await?.checkpoint().size;
         if r.to_size > size {
             return Err(invalid(
                 "to_size",
