@@ -391,6 +391,9 @@ pub fn command(c: Option<&pb::execute_request::Command>) -> Result<CaseCommand, 
         C::Reenable(r) => CaseCommand::Reenable {
             item: item_ref(Some(r), "reenable")?,
         },
+        C::AcknowledgeAlert(a) => CaseCommand::AcknowledgeAlert {
+            alert: casebook_engine::case::AlertId(a.id),
+        },
         C::SuspendItem(r) => CaseCommand::SuspendItem {
             item: item_ref(Some(r), "suspend_item")?,
         },
@@ -731,6 +734,22 @@ pub fn work_item(w: &WorkItem) -> pb::WorkItem {
         assignee: w.assignee.clone().unwrap_or_default(),
         due: w.due.map(timestamp),
         classification: classification(w.classification) as i32,
+        alert: w.alert.as_ref().map(|a| pb::QueueAlert {
+            id: a.alert.0,
+            message: a.message.clone(),
+            priority: priority(a.priority).into(),
+        }),
+    }
+}
+
+/// A priority's name.
+fn priority(p: casebook_engine::definition::Priority) -> &'static str {
+    use casebook_engine::definition::Priority as P;
+    match p {
+        P::Low => "low",
+        P::Normal => "normal",
+        P::High => "high",
+        P::Urgent => "urgent",
     }
 }
 

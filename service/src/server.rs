@@ -14,7 +14,8 @@ use casebook_engine::engine::{Engine, EngineConfig, EngineError, ADMIN_ROLE};
 use casebook_engine::log::TenantId;
 use casebook_engine::orchestration::builtin::notify::{EmailConfig, Template};
 use casebook_engine::orchestration::builtin::{
-    CalendarService, DecisionService, EmailService, EmailSink, GisService, ReferenceService,
+    AlertConfig, AlertService, CalendarService, DecisionService, EmailService, EmailSink,
+    GisService, ReferenceService,
 };
 use casebook_engine::orchestration::ServiceRegistry;
 use casebook_engine::resources::ResourceKind;
@@ -128,7 +129,17 @@ pub fn builtin_services(
         config = config.with_template(name, template);
     }
     let only = || [tenant.clone()];
+    let alerts = AlertConfig::new()
+        .with_role("supervisor")
+        .with_role("duty_inspector")
+        .with_team("control_room", ["call_handler", "supervisor"])
+        .with_team("cid", ["investigator", "supervisor"])
+        .with_template("attention", "{{case_id}} needs attention: {{reason}}");
     ServiceRegistry::new()
+        .with_for(
+            Arc::new(AlertService::new().with_tenant(tenant.clone(), alerts)),
+            only(),
+        )
         .with_for(Arc::new(CalendarService::new()), only())
         .with_for(Arc::new(GisService::new()), only())
         .with_for(Arc::new(DecisionService::new()), only())
