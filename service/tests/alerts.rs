@@ -1,4 +1,4 @@
-//! Alerts over gRPC: a definition's service task calls the `alert.raise` service `casebook serve` runs for the demo tenant; the supervisors' work queue shows the alert with its message and priority; a supervisor acknowledges it with Execute and it leaves the queue; an unknown alert number is NOT_FOUND.
+//! Alerts over gRPC: a definition's service task calls the `alert.raise` service `casebook serve` runs for the demo tenant; the supervisors' work queue shows the alert with its message and priority; a supervisor acknowledges it with Execute and it leaves the queue; an unknown alert number is INVALID_ARGUMENT ("no open alert").
 
 mod support;
 
@@ -116,7 +116,8 @@ async fn a_raised_alert_reaches_the_supervisors_queue_over_grpc_until_acknowledg
         .execute(acknowledge(alert.id + 100))
         .await
         .unwrap_err();
-    assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
+    assert_eq!(unknown.code(), Code::InvalidArgument, "{unknown:?}");
+    assert!(unknown.message().contains("no open alert"), "{unknown:?}");
     cases.execute(acknowledge(alert.id)).await.unwrap();
     assert!(alerts(&mut cases, 0).await.is_empty());
     server.running.stop().await.unwrap();
