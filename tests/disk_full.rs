@@ -306,6 +306,24 @@ fn assert_tree_kept(store: &LogStore) {
     );
 }
 
+/// The reserve of [`reserving_store`].
+const RESERVE: u64 = 100 * 1024;
+
+/// A store on a 400 KiB simulated disk that reports its free space,
+/// keeping [`RESERVE`] free; with its index folder and the disk.
+fn reserving_store(preallocate: u64) -> (tempfile::TempDir, FullFs, LogStore) {
+    let index = tempfile::tempdir().unwrap();
+    let fs = FullFs::with_budget(400 * 1024);
+    fs.report_space();
+    let store = LogStore::open_with_fs(
+        Arc::new(fs.clone()),
+        index.path(),
+        config(preallocate, RESERVE),
+    )
+    .unwrap();
+    (index, fs, store)
+}
+
 /// Closes `store`, reopens it on `fs` and checks it holds exactly the
 /// acknowledged events.
 async fn reopened_keeps(
@@ -404,16 +422,8 @@ async fn fill_some(store: &LogStore, writers: u64, from_seq: u64, n: u64, acked:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_free_space_reserve_refuses_appends_before_any_write_fails() {
     for preallocate in [0, 16 * 1024] {
-        let index = tempfile::tempdir().unwrap();
-        let fs = FullFs::with_budget(400 * 1024);
-        fs.report_space();
-        let reserve = 100 * 1024;
-        let store = LogStore::open_with_fs(
-            Arc::new(fs.clone()),
-            index.path(),
-            config(preallocate, reserve),
-        )
-        .unwrap();
+        let (index, fs, store) = reserving_store(preallocate);
+        let reserve = RESERVE;
         let acked: Acked = Arc::default();
         let refused = fill(&store, 8, 0, &acked).await;
         assert!(!refused.is_empty());
@@ -459,16 +469,8 @@ async fn the_free_space_reserve_refuses_appends_before_any_write_fails() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn written_appends_on_zeroed_blocks_go_on_when_others_take_the_reserve() {
     for preallocate in [0, 16 * 1024] {
-        let index = tempfile::tempdir().unwrap();
-        let fs = FullFs::with_budget(400 * 1024);
-        fs.report_space();
-        let reserve = 100 * 1024;
-        let store = LogStore::open_with_fs(
-            Arc::new(fs.clone()),
-            index.path(),
-            config(preallocate, reserve),
-        )
-        .unwrap();
+        let (index, fs, store) = reserving_store(preallocate);
+        let reserve = RESERVE;
         let acked: Acked = Arc::default();
         assert!(!fill(&store, 4, 0, &acked).await.is_empty());
         // The zero-ahead tops its headroom up; then the rest of the disk
