@@ -1,6 +1,8 @@
 //! The event store conformance suite, run against every store implementation.
 
 mod common;
+#[path = "common/pg.rs"]
+mod pg;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -923,10 +925,10 @@ pub async fn reads_and_subscriptions_after_the_last_possible_position_find_nothi
 }
 
 macro_rules! conformance {
-    ($store:ident) => {
+    ($store:ident, $fixture:expr) => {
         mod $store {
             use super::*;
-            conformance!(@tests $store,
+            conformance!(@tests $fixture,
                 appends_and_reads_streams,
                 expected_version_conflicts_append_nothing,
                 concurrent_writers_to_one_stream_conflict_cleanly,
@@ -943,15 +945,19 @@ macro_rules! conformance {
             );
         }
     };
-    (@tests $store:ident, $($check:ident),*) => {
+    (@tests $fixture:expr, $($check:ident),*) => {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $check() {
-                super::$check(common::$store().await).await;
+                // `None`: PostgreSQL is not installed here and this is not CI.
+                if let Some(fixture) = $fixture.await {
+                    super::$check(fixture).await;
+                }
             }
         )*
     };
 }
 
-conformance!(memory);
-conformance!(log_store);
+conformance!(memory, async { Some(common::memory().await) });
+conformance!(log_store, async { Some(common::log_store().await) });
+conformance!(postgres, crate::pg::fixture());

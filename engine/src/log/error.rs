@@ -158,6 +158,21 @@ pub enum LogError {
     /// The store was closed.
     #[error("the store is closed")]
     Closed,
+    /// The shared database (the PostgreSQL store) failed, refused or could
+    /// not be reached. `retryable` failures (a lost connection, a timeout,
+    /// a server restarting) may succeed unchanged later; an append that
+    /// failed so may or may not have committed, and retrying it with the
+    /// same events is safe (their ids make a repeat return the original
+    /// result).
+    #[error("database error while {context}: {reason}")]
+    Database {
+        /// What the store was doing.
+        context: String,
+        /// What the database (or the connection) reported.
+        reason: String,
+        /// Whether retrying later may succeed.
+        retryable: bool,
+    },
     /// The log disagrees with its own signed checkpoints (or they with their
     /// key): events were altered, removed or inserted after they were
     /// signed, or the log was cut back. Run `casebook verify` to locate it.
@@ -204,6 +219,13 @@ impl LogError {
             // A failed store repairs itself: retrying later is the answer.
             LogError::Locked { .. } | LogError::Closed | LogError::Failed { .. } => {
                 ErrorKind::Unavailable
+            }
+            LogError::Database { retryable, .. } => {
+                if *retryable {
+                    ErrorKind::Unavailable
+                } else {
+                    ErrorKind::Internal
+                }
             }
             LogError::Io { source, .. } => io_kind(source),
             LogError::Index { source, .. } => sled_kind(&source.0),

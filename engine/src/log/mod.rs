@@ -11,6 +11,8 @@
 //! - [`LogStore`]: the embedded default — segment files with group commit as the
 //!   source of truth, sled for derived indexes (module `file`).
 //! - [`RecoveryReport`]: what opening cut, removed or rebuilt.
+//! - `pg` (feature `postgres`): the same log on a shared PostgreSQL database,
+//!   for N engine nodes.
 
 mod append;
 pub mod batch;
@@ -20,6 +22,8 @@ mod error;
 mod file;
 mod memory;
 pub mod merkle;
+#[cfg(feature = "postgres")]
+pub mod pg;
 mod report;
 mod subscription;
 pub mod types;
