@@ -4,6 +4,8 @@
 //! PostgreSQL server binaries skips the PostgreSQL tests with a message;
 //! under `CI=true` that is a failure, so CI never silently skips them.
 
+#![allow(dead_code)]
+
 use std::sync::{Arc, OnceLock};
 
 use casebook::log::pg::{
