@@ -21,9 +21,21 @@ pub const DEV_SECRET_FILE: &str = "jwt-hs256-secret";
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// The embedded store's directory.
+    /// The embedded store's directory. On PostgreSQL (`store`), the
+    /// node's own files only (the development token secret, the email
+    /// outbox); everything that must survive is in the database.
     #[serde(default = "default_data")]
     pub data: PathBuf,
+    /// Where the events live: absent for the embedded store in `data`, or
+    /// a `postgres://` URL for a database N nodes share (each `casebook
+    /// serve` with the same URL is one node; any node serves any case).
+    /// `min_free_bytes` and `checkpoints` apply to the embedded store only.
+    #[serde(default)]
+    pub store: Option<String>,
+    /// Connections each node pools for reads on PostgreSQL (the appender
+    /// and the listener keep one more each). Default 8.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
     /// The gRPC address.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
@@ -190,10 +202,16 @@ pub struct EmailConfig {
     pub folder: Option<PathBuf>,
 }
 
+fn default_pool_size() -> usize {
+    8
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
             data: default_data(),
+            store: None,
+            pool_size: default_pool_size(),
             listen: default_listen(),
             metrics_listen: None,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,

@@ -24,8 +24,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the gRPC API on the embedded store (bundled definitions are
-    /// deployed to the demo tenant on start).
+    /// Serve the gRPC API on the embedded store, or on PostgreSQL with
+    /// `--store` (bundled definitions are deployed to the demo tenant on
+    /// start).
     Serve {
         /// A TOML configuration file.
         #[arg(long)]
@@ -36,6 +37,11 @@ enum Command {
         /// The address to listen on (overrides the file).
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
+        /// The events on a shared PostgreSQL database instead of the
+        /// embedded store: `postgres://user@host:5432/casebook` (overrides
+        /// the file). Every node given the same URL serves every case.
+        #[arg(long)]
+        store: Option<String>,
         /// Serve Prometheus metrics on this address (`GET /metrics`).
         #[arg(long)]
         metrics_listen: Option<std::net::SocketAddr>,
@@ -205,12 +211,16 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             config: file,
             data,
             listen,
+            store,
             metrics_listen,
             log_json,
         } => {
             let mut config = config(file.as_ref(), data)?;
             if let Some(l) = listen {
                 config.listen = l;
+            }
+            if store.is_some() {
+                config.store = store;
             }
             if metrics_listen.is_some() {
                 config.metrics_listen = metrics_listen;

@@ -200,6 +200,9 @@ pub enum ServeError {
     /// The checkpoint settings are not usable.
     #[error("{0}")]
     Checkpoints(String),
+    /// The PostgreSQL store could not be used.
+    #[error("store: {0}")]
+    Store(String),
     /// The demo tenant name is not a valid tenant id.
     #[error("demo tenant: {0}")]
     DemoTenant(String),
@@ -304,6 +307,40 @@ pub async fn deploy_bundled(engine: &Engine, tenant: &str) -> Result<usize, Serv
     Ok(deployed)
 }
 
+/// An engine node on the PostgreSQL database at `url`, with the
+/// deployment's shared position-token secret.
+///
+/// Errors: [`ServeError::Store`] for a URL that is not PostgreSQL's or a
+/// database that cannot be reached or migrated.
+async fn shared_store_node(
+    url: &str,
+    pool_size: usize,
+    engine_config: EngineConfig,
+) -> Result<Engine, ServeError> {
+    use casebook_engine::log::pg::{PgEventStore, PgStoreConfig};
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(ServeError::Store(
+            "store must be a postgres:// URL (or absent for the embedded store)".into(),
+        ));
+    }
+    let mut store_config = PgStoreConfig::new(url);
+    store_config.pool_size = pool_size.max(1);
+    store_config.clock = std::sync::Arc::clone(&engine_config.clock);
+    let store = PgEventStore::connect(store_config)
+        .await
+        .map_err(|e| ServeError::Store(e.to_string()))?;
+    let key = store
+        .shared_secret("position-key")
+        .await
+        .map_err(|e| ServeError::Store(e.to_string()))?;
+    tracing::info!("events on PostgreSQL (shared by every node with this URL)");
+    Ok(Engine::node_on_shared_store(
+        std::sync::Arc::new(store),
+        casebook_engine::security::PositionKey::from_bytes(key),
+        engine_config,
+    )?)
+}
+
 /// Opens the engine on `config.data`, binds `config.listen` and serves until
 /// `signal` completes or [`Running::stop`] is called.
 ///
@@ -381,9 +418,12 @@ pub async fn start(
             checkpoints,
             ..EngineConfig::default()
         };
-        tokio::task::spawn_blocking(move || Engine::open_with(data, engine_config))
-            .await
-            .map_err(|e| ServeError::Task(format!("opening the engine: {e}")))??
+        match &config.store {
+            None => tokio::task::spawn_blocking(move || Engine::open_with(data, engine_config))
+                .await
+                .map_err(|e| ServeError::Task(format!("opening the engine: {e}")))??,
+            Some(url) => shared_store_node(url, config.pool_size, engine_config).await?,
+        }
     };
     engine.start().await?;
     if config.demo.deploy_examples && config.demo.builtin_services {

@@ -1,43 +1,21 @@
 //! A throwaway PostgreSQL server per test binary, and a fresh database per test.
 //!
-//! The server starts once, on first use. Outside CI, a machine without the
-//! PostgreSQL server binaries skips the PostgreSQL tests with a message;
-//! under `CI=true` that is a failure, so CI never silently skips them.
+//! The server starts once, on first use (`TestCluster::shared`). Outside
+//! CI, a machine without the PostgreSQL server binaries skips the
+//! PostgreSQL tests with a message; under `CI=true` that is a failure, so
+//! CI never silently skips them.
 
 #![allow(dead_code)]
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use casebook::log::pg::{
-    PgEventStore, PgStoreConfig, TestCluster, TestClusterError, TestClusterOptions,
-};
+use casebook::log::pg::{PgEventStore, PgStoreConfig, TestCluster};
 
-static CLUSTER: OnceLock<Result<TestCluster, String>> = OnceLock::new();
-
-/// The shared test server, or `None` (with a message) if this machine has
-/// no PostgreSQL outside CI.
+/// The shared test server, or `None` where PostgreSQL tests are skipped.
 pub async fn cluster() -> Option<&'static TestCluster> {
-    let cluster = tokio::task::spawn_blocking(|| {
-        CLUSTER.get_or_init(|| {
-            TestCluster::start(TestClusterOptions::default()).map_err(|e| match e {
-                TestClusterError::NoBinaries
-                    if std::env::var("CI").map_or(true, |v| v != "true") =>
-                {
-                    format!("skip: {e}")
-                }
-                other => panic!("{other}"),
-            })
-        })
-    })
-    .await
-    .expect("starting the test server");
-    match cluster {
-        Ok(c) => Some(c),
-        Err(skip) => {
-            eprintln!("PostgreSQL test skipped ({skip})");
-            None
-        }
-    }
+    tokio::task::spawn_blocking(TestCluster::shared)
+        .await
+        .expect("starting the test server")
 }
 
 /// A fresh database's URL, or `None` where PostgreSQL tests are skipped.

@@ -719,6 +719,28 @@ impl Engine {
         config: EngineConfig,
     ) -> Result<Self, EngineError> {
         let positions = PositionKey::random().map_err(EngineError::PositionKey)?;
+        Self::node_on_shared_store(store, positions, config)
+    }
+
+    /// An engine node on an event store other nodes share (the PostgreSQL
+    /// store): everything that must survive is in the store — cases,
+    /// definitions, tenants, audit, idempotency records — so any node serves
+    /// any case. Views are this node's own caches, rebuilt from the shared
+    /// log when the node starts (queries wait for them to catch up);
+    /// snapshots are kept in memory. `positions` is the position-token
+    /// secret every node of the deployment shares, so a token one node gave
+    /// is valid on the others (the PostgreSQL store keeps one:
+    /// `PgEventStore::shared_secret`). Exclusive decisions are made on case
+    /// streams with expected versions, so nodes racing on one case retry
+    /// as commands in one process do.
+    ///
+    /// Errors: [`EngineError::Projection`] if the temporary projection
+    /// database cannot be made.
+    pub fn node_on_shared_store(
+        store: Arc<dyn EventStore>,
+        positions: PositionKey,
+        config: EngineConfig,
+    ) -> Result<Self, EngineError> {
         let engine = Engine::assemble(
             positions,
             store,

@@ -85,7 +85,34 @@ struct OwnServer {
 
 static DATABASES: AtomicU64 = AtomicU64::new(0);
 
+static SHARED: std::sync::OnceLock<Option<TestCluster>> = std::sync::OnceLock::new();
+
 impl TestCluster {
+    /// One server for the whole process, started on first use — what a
+    /// test binary's tests share (each making its own database). `None`
+    /// when this machine has no PostgreSQL server binaries and no URL is
+    /// given, outside CI: the caller skips its PostgreSQL tests (a message
+    /// says so).
+    ///
+    /// # Panics
+    /// If the server cannot be had under `CI=true` (CI never skips these
+    /// tests), or fails to start for any other reason than missing
+    /// binaries.
+    pub fn shared() -> Option<&'static TestCluster> {
+        SHARED
+            .get_or_init(|| match TestCluster::start(TestClusterOptions::default()) {
+                Ok(cluster) => Some(cluster),
+                Err(e @ TestClusterError::NoBinaries)
+                    if std::env::var("CI").map_or(true, |v| v != "true") =>
+                {
+                    eprintln!("PostgreSQL tests skipped: {e}");
+                    None
+                }
+                Err(e) => panic!("{e}"),
+            })
+            .as_ref()
+    }
+
     /// The server at `CASEBOOK_TEST_POSTGRES_URL`, or a fresh one.
     ///
     /// Errors: [`TestClusterError`] saying what is missing or failed.

@@ -242,6 +242,41 @@ impl PgEventStore {
         Ok(())
     }
 
+    /// A 32-byte secret every node of the deployment shares, under `name`:
+    /// made (random) by the first node that asks, read by the others. For
+    /// example the position-token secret of `Engine::node_on_shared_store`.
+    ///
+    /// Errors: [`LogError::Database`]; a stored value of the wrong length.
+    pub async fn shared_secret(&self, name: &str) -> Result<[u8; 32], LogError> {
+        let context = "reading a shared secret";
+        let mut fresh = [0u8; 32];
+        getrandom::fill(&mut fresh).map_err(|e| LogError::Database {
+            context: context.into(),
+            reason: format!("the random generator failed: {e}"),
+            retryable: true,
+        })?;
+        let mut rows = Vec::new();
+        // A node inserting at the same moment commits after this
+        // statement's snapshot was taken: the second attempt sees its value.
+        for _ in 0..2 {
+            rows = self
+                .query(context, sql::SHARED_SECRET, &[&name, &fresh.as_slice()])
+                .await?;
+            if !rows.is_empty() {
+                break;
+            }
+        }
+        let stored: &[u8] = rows.first().map(|r| r.get(0)).unwrap_or_default();
+        <[u8; 32]>::try_from(stored).map_err(|_| LogError::Database {
+            context: context.into(),
+            reason: format!(
+                "cb_meta holds {} bytes under {name:?}, not 32",
+                stored.len()
+            ),
+            retryable: false,
+        })
+    }
+
     async fn client(&self, context: &str) -> Result<deadpool_postgres::Object, LogError> {
         self.inner
             .pool

@@ -193,6 +193,13 @@ pub(crate) fn read_by_ids() -> String {
 
 pub(crate) const STREAM_VERSION: &str = "SELECT max(version) FROM cb_events WHERE stream_id = $1";
 
+/// Stores `$2` under `$1` unless a value is there, and returns the value
+/// there (one statement: two nodes asking at once get the same).
+pub(crate) const SHARED_SECRET: &str = "WITH made AS (
+        INSERT INTO cb_meta (key, value) VALUES ($1, $2)
+        ON CONFLICT (key) DO NOTHING RETURNING value)
+    SELECT value FROM made UNION ALL SELECT value FROM cb_meta WHERE key = $1 LIMIT 1";
+
 pub(crate) const HEAD: &str = "SELECT max(position) FROM cb_events";
 
 pub(crate) const FIRST_EVENT: &str = "SELECT event_id FROM cb_events ORDER BY position LIMIT 1";
