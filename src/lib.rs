@@ -183,6 +183,11 @@ pub struct TamperEvidenceDoctests;
 #[cfg(doctest)]
 pub struct RetentionDoctests;
 
+/// `docs/postgres.md`'s code examples, compiled as doctests.
+#[doc = include_str!("../docs/postgres.md")]
+#[cfg(doctest)]
+pub struct PostgresDoctests;
+
 /// `docs/definition-format.md`'s code examples, compiled as doctests.
 #[doc = include_str!("../docs/definition-format.md")]
 #[cfg(doctest)]

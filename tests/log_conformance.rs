@@ -927,7 +927,6 @@ pub async fn reads_and_subscriptions_after_the_last_possible_position_find_nothi
 macro_rules! conformance {
     ($store:ident, $fixture:expr) => {
         mod $store {
-            use super::*;
             conformance!(@tests $fixture,
                 appends_and_reads_streams,
                 expected_version_conflicts_append_nothing,
@@ -958,6 +957,6 @@ macro_rules! conformance {
     };
 }
 
-conformance!(memory, async { Some(common::memory().await) });
-conformance!(log_store, async { Some(common::log_store().await) });
+conformance!(memory, async { Some(crate::common::memory().await) });
+conformance!(log_store, async { Some(crate::common::log_store().await) });
 conformance!(postgres, crate::pg::fixture());

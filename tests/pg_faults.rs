@@ -82,15 +82,16 @@ fn pg_node_child() {
     });
 }
 
-/// Starts a child node; returns it and a thread collecting its ACK lines.
-fn spawn_node(
-    url: &str,
-    name: &str,
-) -> (
+/// A child node: the process, the thread collecting its acknowledgements
+/// (writer, seq, count), and word of its READY.
+type Node = (
     std::process::Child,
     std::thread::JoinHandle<Vec<(u64, u64, u64)>>,
     std::sync::mpsc::Receiver<()>,
-) {
+);
+
+/// Starts a child node.
+fn spawn_node(url: &str, name: &str) -> Node {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args([
             "pg_node_child",
