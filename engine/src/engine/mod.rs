@@ -1456,7 +1456,10 @@ impl Engine {
         self.admit(principal).await?;
         let command = command?;
         let stream = self.case_stream(principal, case_id)?;
-        for _ in 0..self.inner.config.max_attempts {
+        for attempt in 0..self.inner.config.max_attempts {
+            if attempt > 1 {
+                contention_backoff(attempt).await;
+            }
             if let Some(outcome) = self
                 .earlier_outcome(principal, &stream, case_id, &context)
                 .await?
@@ -1960,4 +1963,14 @@ impl Engine {
             .encode(result.last_position)?;
         Ok((result.version, Some(token), events))
     }
+}
+
+/// A pause before another attempt at a command whose case kept changing:
+/// random, up to 2^`attempt` ms (at most 32 ms), so that callers racing on
+/// one case — on several nodes of a shared store, where nothing else
+/// orders them — spread out instead of colliding again in step.
+async fn contention_backoff(attempt: u32) {
+    let ceiling_ms = 1u64 << attempt.min(5);
+    let jitter = getrandom::u64().unwrap_or(ceiling_ms / 2) % (ceiling_ms * 1000);
+    tokio::time::sleep(std::time::Duration::from_micros(jitter)).await;
 }
