@@ -42,7 +42,7 @@ use casebook::log::{
 };
 use casebook::projection::Consistency;
 use casebook::rules::serde_json::json;
-use casebook::security::{PositionKey, PositionToken, Principal};
+use casebook::security::{PositionToken, Principal};
 use casebook::Engine;
 use criterion::Criterion;
 
@@ -150,17 +150,13 @@ async fn raw_inserts(url: &str) -> f64 {
 }
 
 async fn node(url: &str) -> Engine {
-    let store = store(url).await;
-    let key = store.shared_secret("position-key").await.unwrap();
-    let engine = Engine::node_on_shared_store(
-        Arc::new(store),
-        PositionKey::from_bytes(key),
-        EngineConfig {
-            tenants: vec![tenant()],
-            ..EngineConfig::default()
-        },
-    )
-    .unwrap();
+    let config = EngineConfig {
+        tenants: vec![tenant()],
+        ..EngineConfig::default()
+    };
+    let engine = Engine::on_postgres(PgStoreConfig::new(url), config)
+        .await
+        .unwrap();
     engine.start().await.unwrap();
     engine
 }

@@ -9,16 +9,15 @@ mod common;
 #[path = "common/pg.rs"]
 mod pg;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use casebook::case::{CaseCommand, CaseFile};
 use casebook::definition::Format;
 use casebook::engine::{CommandContext, EngineConfig, OpenCase};
-use casebook::log::pg::{PgEventStore, PgStoreConfig};
+use casebook::log::pg::PgStoreConfig;
 use casebook::log::TenantId;
 use casebook::projection::Consistency;
-use casebook::security::{PositionKey, PositionToken, Principal};
+use casebook::security::{PositionToken, Principal};
 use casebook::Engine;
 
 fn kent() -> TenantId {
@@ -30,19 +29,13 @@ fn officer() -> Principal {
 }
 
 async fn node(url: &str) -> Engine {
-    let store = PgEventStore::connect(PgStoreConfig::new(url))
+    let config = EngineConfig {
+        tenants: vec![kent()],
+        ..EngineConfig::default()
+    };
+    let engine = Engine::on_postgres(PgStoreConfig::new(url), config)
         .await
         .unwrap();
-    let key = store.shared_secret("position-key").await.unwrap();
-    let engine = Engine::node_on_shared_store(
-        Arc::new(store),
-        PositionKey::from_bytes(key),
-        EngineConfig {
-            tenants: vec![kent()],
-            ..EngineConfig::default()
-        },
-    )
-    .unwrap();
     engine.start().await.unwrap();
     engine
 }

@@ -317,28 +317,18 @@ async fn shared_store_node(
     pool_size: usize,
     engine_config: EngineConfig,
 ) -> Result<Engine, ServeError> {
-    use casebook_engine::log::pg::{PgEventStore, PgStoreConfig};
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         return Err(ServeError::Store(
             "store must be a postgres:// URL (or absent for the embedded store)".into(),
         ));
     }
-    let mut store_config = PgStoreConfig::new(url);
-    store_config.pool_size = pool_size.max(1);
-    store_config.clock = std::sync::Arc::clone(&engine_config.clock);
-    let store = PgEventStore::connect(store_config)
-        .await
-        .map_err(|e| ServeError::Store(e.to_string()))?;
-    let key = store
-        .shared_secret("position-key")
+    let mut store = casebook_engine::log::pg::PgStoreConfig::new(url);
+    store.pool_size = pool_size.max(1);
+    let engine = Engine::on_postgres(store, engine_config)
         .await
         .map_err(|e| ServeError::Store(e.to_string()))?;
     tracing::info!("events on PostgreSQL (shared by every node with this URL)");
-    Ok(Engine::node_on_shared_store(
-        std::sync::Arc::new(store),
-        casebook_engine::security::PositionKey::from_bytes(key),
-        engine_config,
-    )?)
+    Ok(engine)
 }
 
 /// Opens the engine on `config.data`, binds `config.listen` and serves until

@@ -9,47 +9,19 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use casebook_engine::engine::Engine;
-use casebook_engine::log::pg::{PgEventStore, PgStoreConfig, TestCluster};
+use casebook_engine::log::pg::{PgStoreConfig, TestCluster};
 use casebook_engine::log::TenantId;
 use casebook_engine::projection::Consistency;
-use casebook_engine::security::{Classification, PositionKey, PositionToken, Principal};
+use casebook_engine::security::{Classification, PositionToken, Principal};
 use casebook_proto::v1 as pb;
-use support::{after, burglary_report, token, Bearer, BIN, SECRET};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use support::{after, burglary_report, serve_with, token, Bearer, SECRET};
 use tonic::transport::Channel;
 
 type Cases =
     pb::cases_client::CasesClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>>;
-
-async fn node(config: &std::path::Path, data: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(config)
-        .arg("--data")
-        .arg(data)
-        .env("CASEBOOK_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn casebook serve");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-        .await
-        .expect("serve starts within a minute")
-        .unwrap()
-        .expect("a line");
-    let addr = line
-        .strip_prefix("casebook listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_string();
-    (child, addr)
-}
 
 async fn cases(addr: &str, token: &str) -> Cases {
     let channel = Channel::from_shared(format!("http://{addr}"))
@@ -93,7 +65,7 @@ async fn three_serve_processes_share_one_database() {
     for i in 0..3 {
         // One at a time: the first applies the schema and deploys the
         // bundled definitions; the others find them there.
-        nodes.push(node(&config, &dir.path().join(format!("node{i}"))).await);
+        nodes.push(serve_with(&dir.path().join(format!("node{i}")), Some(&config)).await);
     }
     let token = token(
         "demo",
@@ -170,16 +142,9 @@ async fn three_serve_processes_share_one_database() {
     for (child, _) in &mut nodes {
         child.kill().await.unwrap();
     }
-    let store = PgEventStore::connect(PgStoreConfig::new(url))
+    let engine = Engine::on_postgres(PgStoreConfig::new(url), Default::default())
         .await
         .unwrap();
-    let key = store.shared_secret("position-key").await.unwrap();
-    let engine = Engine::node_on_shared_store(
-        Arc::new(store),
-        PositionKey::from_bytes(key),
-        Default::default(),
-    )
-    .unwrap();
     engine.start().await.unwrap();
     let reader = Principal::new(TenantId::new("demo").unwrap(), "pc-1")
         .with_roles(["investigator"])

@@ -754,6 +754,26 @@ impl Engine {
         Ok(engine)
     }
 
+    /// An engine node on the PostgreSQL database `store` names: connects
+    /// (applying the schema if needed) and runs
+    /// [`Engine::node_on_shared_store`] with the deployment's position-token
+    /// secret, which the database keeps. The store stamps events with
+    /// `config`'s clock. Call [`Engine::start`] next.
+    ///
+    /// Errors: [`EngineError::Log`] with [`LogError::Database`] if the
+    /// database cannot be reached or migrated; those of
+    /// [`Engine::node_on_shared_store`].
+    #[cfg(feature = "postgres")]
+    pub async fn on_postgres(
+        mut store: crate::log::pg::PgStoreConfig,
+        config: EngineConfig,
+    ) -> Result<Self, EngineError> {
+        store.clock = Arc::clone(&config.clock);
+        let store = crate::log::pg::PgEventStore::connect(store).await?;
+        let key = store.shared_secret("position-key").await?;
+        Self::node_on_shared_store(Arc::new(store), PositionKey::from_bytes(key), config)
+    }
+
     fn assemble(
         positions: PositionKey,
         store: Arc<dyn EventStore>,
