@@ -633,6 +633,10 @@ fn domestic_abuse_high_risk_goes_to_marac() {
     case.complete(&ppo, "idva_referral", json!({}));
     assert_eq!(case.state_of("safeguarding"), Some(ItemState::Completed));
 
+    // At high risk the supervisors are alerted (alert.raise; here the
+    // orchestrator's answer is recorded by hand).
+    assert_eq!(case.state_of("alert_supervisor"), Some(ItemState::Active));
+    case.complete(&system, "alert_supervisor", json!({}));
     case.complete(
         &system,
         "marac_referral",

@@ -2060,3 +2060,166 @@ async fn an_alert_to_an_unknown_queue_is_an_incident_and_a_secret_one_shows_only
     );
     engine.shutdown().await.unwrap();
 }
+
+/// `who` completes `item` of `case_id` with `outputs`.
+async fn complete(
+    engine: &Engine,
+    who: &Principal,
+    case_id: &str,
+    item: &str,
+    outputs: casebook::rules::serde_json::Value,
+) {
+    engine
+        .execute(
+            who,
+            case_id,
+            CaseCommand::Complete {
+                item: ItemRef::key(item),
+                outputs: CaseFile::from_json(outputs).unwrap(),
+            },
+            CommandContext::default(),
+        )
+        .await
+        .unwrap();
+}
+
+/// Opens a bundled missing-person case for `name` and grades it high risk.
+async fn open_graded_high(
+    engine: &Engine,
+    handler: &Principal,
+    response: &Principal,
+    name: &str,
+) -> String {
+    let case_id = engine
+        .open_case(
+            handler,
+            OpenCase::new(
+                "missing_person",
+                CaseFile::from_json(json!({
+                    "missing_person": name,
+                    "reporting_person": "P-2",
+                    "last_seen_at": "2026-11-02T08:00:00Z",
+                }))
+                .unwrap(),
+            ),
+        )
+        .await
+        .unwrap()
+        .case_id
+        .to_string();
+    complete(engine, handler, &case_id, "record_report", json!({})).await;
+    let thrive = json!({
+        "thrive_threat": "river nearby",
+        "thrive_harm": "serious",
+        "thrive_vulnerability": "dementia",
+        "thrive_engagement": "none",
+        "risk_level": "high",
+    });
+    complete(engine, response, &case_id, "thrive_assessment", thrive).await;
+    case_id
+}
+
+/// The bundled missing-person definition under the services `casebook
+/// serve` runs: a case graded high risk waits two hours; when the person
+/// is not found by then, `alert.raise` puts an alert in the duty
+/// inspector's queue. A person found in time ends the wait with no alert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundled_missing_person_wait_elapses_and_alerts_the_duty_inspector_unless_found() {
+    use casebook::case::{AlertQueue, CaseEvent as E};
+    use casebook::security::Classification;
+
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(start_time());
+    let services = casebook_service::server::builtin_services(
+        &kent(),
+        &casebook_service::config::EmailConfig::default(),
+        dir.path(),
+    );
+    let engine = engine_with(dir.path(), &clock, services).await;
+    let (_, source) = casebook_service::server::BUNDLED_DEFINITIONS
+        .iter()
+        .find(|(name, _)| *name == "missing-person.toml")
+        .unwrap();
+    engine.deploy(&admin(), source, Format::Toml).await.unwrap();
+    let os = Classification::OfficialSensitive;
+    let handler = Principal::new(kent(), "ch-1")
+        .with_roles(["call_handler"])
+        .with_clearance(os);
+    let response = Principal::new(kent(), "pc-2")
+        .with_roles(["response_officer"])
+        .with_clearance(os);
+    let lost = open_graded_high(&engine, &handler, &response, "P-1").await;
+    let found = open_graded_high(&engine, &handler, &response, "P-3").await;
+    for case_id in [&lost, &found] {
+        let events = case_events(&engine, case_id).await;
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, E::WaitStarted { item, .. }
+                if item.as_str() == "high_risk_two_hours")),
+            "{events:?}"
+        );
+    }
+    // P-3 is found within the two hours: the search ends, and the wait.
+    engine
+        .execute(
+            &response,
+            &found,
+            CaseCommand::Start {
+                item: ItemRef::key("record_found"),
+            },
+            CommandContext::default(),
+        )
+        .await
+        .unwrap();
+    complete(
+        &engine,
+        &response,
+        &found,
+        "record_found",
+        json!({ "found": true, "found_at": "2026-11-02T09:30:00Z", "found_safe": true }),
+    )
+    .await;
+
+    // Not a minute early.
+    clock.advance(Duration::from_secs(2 * 3600 - 60));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(elapsed(&case_events(&engine, &lost).await), 0);
+    clock.advance(Duration::from_secs(61));
+    let alerted = |case_id: String| {
+        let engine = engine.clone();
+        async move {
+            case_events(&engine, &case_id)
+                .await
+                .into_iter()
+                .filter_map(|e| match e {
+                    E::AlertRaised { record, .. } => Some(record),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    eventually("the duty inspector is alerted", || async {
+        !alerted(lost.clone()).await.is_empty()
+    })
+    .await;
+    let alerts = alerted(lost.clone()).await;
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].queue, AlertQueue::Role("duty_inspector".into()));
+    assert_eq!(
+        alerts[0].message,
+        format!("{lost} needs attention: high-risk missing person not found within 2 hours")
+    );
+    let events = case_events(&engine, &lost).await;
+    assert_eq!(elapsed(&events), 1);
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, E::ServiceInvocationCompleted { .. })));
+
+    // The person found in time: the wait was cancelled, nothing fired.
+    let events = case_events(&engine, &found).await;
+    assert!(events.iter().any(|e| matches!(e, E::WaitCancelled { .. })));
+    assert_eq!(elapsed(&events), 0);
+    assert!(alerted(found.clone()).await.is_empty());
+    engine.shutdown().await.unwrap();
+}

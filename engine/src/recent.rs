@@ -1,11 +1,19 @@
 //! [`Recent`]: a bounded map that keeps what was used lately (two generations).
 //!
-//! Entries go into the young generation. When it holds half the limit, the
-//! old generation is dropped and the young one becomes old. A hit in the old
-//! generation moves the entry back to the young one. So at most `limit`
-//! entries are kept, every entry used within the last `limit / 2` inserts
-//! survives, and each operation is a hash lookup or two — recency without
-//! keeping an order.
+//! Entries go into the young generation. When it holds half the limit (or
+//! the map is full), the old generation is dropped and the young one
+//! becomes old. A hit in the old generation moves the entry back to the
+//! young one. So at most `limit` entries are kept, every entry used within
+//! the last `limit / 2` inserts survives, and each operation is a hash
+//! lookup or two — recency without keeping an order.
+//!
+//! An entry taken out and put back ([`Recent::put_back`], what a command
+//! does with a case's state) goes into the young generation without
+//! dropping the old one while the map has room: a working set of up to
+//! `limit` entries used again in the order they were made — timers firing
+//! in the order their cases were opened — stays cached, where dropping the
+//! old generation at the first such use turned nearly every later one into
+//! a miss.
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
@@ -48,7 +56,10 @@ impl<K: Eq + Hash + Clone, V> Recent<K, V> {
         }
         self.old.remove(&key);
         let mut evicted = None;
-        if !self.young.contains_key(&key) && self.young.len() >= self.generation() {
+        if !self.young.contains_key(&key)
+            && (self.young.len() >= self.generation()
+                || self.young.len() + self.old.len() >= self.limit)
+        {
             evicted = Some(std::mem::replace(
                 &mut self.old,
                 std::mem::take(&mut self.young),
@@ -56,6 +67,20 @@ impl<K: Eq + Hash + Clone, V> Recent<K, V> {
         }
         self.young.insert(key, value);
         evicted.filter(|e| !e.is_empty())
+    }
+
+    /// Keeps `value` under `key` like [`Recent::insert`], but while the
+    /// map has room and an old generation to keep, without dropping it:
+    /// for an entry taken out with [`Recent::remove`] and put back after
+    /// use (see the module docs).
+    pub fn put_back(&mut self, key: K, value: V) -> Option<HashMap<K, V>> {
+        self.old.remove(&key);
+        if self.limit > 0 && !self.old.is_empty() && self.young.len() + self.old.len() < self.limit
+        {
+            self.young.insert(key, value);
+            return None;
+        }
+        self.insert_evicting(key, value)
     }
 
     /// Takes the entry under `key` out of the map.
@@ -111,6 +136,38 @@ mod tests {
         assert_eq!(r.get(&999), Some(&999));
         assert_eq!(r.remove(&999), Some(999));
         assert_eq!(r.get(&999), None);
+    }
+
+    #[test]
+    fn entries_put_back_in_the_order_they_were_made_all_stay() {
+        let mut r = Recent::new(10);
+        for i in 0..10 {
+            r.insert(i, i);
+        }
+        // Each taken out and put back in turn, three times over (a
+        // command on each case, in the order the cases were opened).
+        for round in 0..3 {
+            for i in 0..10 {
+                let v = r.remove(&i);
+                assert_eq!(v, Some(i), "round {round}: entry {i} still cached");
+                assert!(r.put_back(i, i).is_none_or(|e| e.is_empty()));
+                assert!(r.len() <= 10);
+            }
+        }
+        // New entries still push the least recently used out, within the
+        // limit.
+        for i in 10..100 {
+            r.insert(i, i);
+            assert!(r.len() <= 10);
+            let v = r.remove(&(i - 1));
+            if let Some(v) = v {
+                r.put_back(i - 1, v);
+            }
+            assert!(r.len() <= 10);
+        }
+        assert_eq!(r.get(&99), Some(&99));
+        assert_eq!(r.get(&98), Some(&98));
+        assert_eq!(r.get(&0), None);
     }
 
     #[test]

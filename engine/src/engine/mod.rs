@@ -1977,7 +1977,7 @@ impl Engine {
             .states
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(stream.clone(), (result.version, Arc::clone(def), state));
+            .put_back(stream.clone(), (result.version, Arc::clone(def), state));
         let token = self
             .tenant_positions(stream.tenant())
             .encode(result.last_position)?;
