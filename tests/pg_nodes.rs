@@ -78,17 +78,27 @@ async fn four_nodes_work_the_same_cases_and_agree_with_a_replay() {
                 let mut last = Vec::new();
                 for k in 0..6 {
                     let case = &cases[k % cases.len()];
-                    let outcome = engine
-                        .execute(
-                            &officer(),
-                            case,
-                            CaseCommand::AddNote {
-                                text: format!("node {n} caller {c} note {k}"),
-                            },
-                            CommandContext::default(),
-                        )
-                        .await
-                        .expect("a note lands: conflicts between nodes are retried");
+                    // The engine retries conflicts itself; a case hot on
+                    // every node may still run out of attempts (UNAVAILABLE,
+                    // Contended), which a client retries as any retryable
+                    // error.
+                    let outcome = loop {
+                        match engine
+                            .execute(
+                                &officer(),
+                                case,
+                                CaseCommand::AddNote {
+                                    text: format!("node {n} caller {c} note {k}"),
+                                },
+                                CommandContext::default(),
+                            )
+                            .await
+                        {
+                            Ok(outcome) => break outcome,
+                            Err(e) if e.kind().is_retryable() => continue,
+                            Err(e) => panic!("a note failed: {e}"),
+                        }
+                    };
                     let token = outcome.position.unwrap_or(PositionToken::NONE);
                     last.push((k % 3, outcome.version, token));
                 }

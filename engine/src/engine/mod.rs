@@ -1986,11 +1986,11 @@ impl Engine {
 }
 
 /// A pause before another attempt at a command whose case kept changing:
-/// random, up to 2^`attempt` ms (at most 32 ms), so that callers racing on
+/// random, up to 2^`attempt` ms (at most 128 ms), so that callers racing on
 /// one case — on several nodes of a shared store, where nothing else
 /// orders them — spread out instead of colliding again in step.
 async fn contention_backoff(attempt: u32) {
-    let ceiling_ms = 1u64 << attempt.min(5);
+    let ceiling_ms = 1u64 << attempt.min(7);
     let jitter = getrandom::u64().unwrap_or(ceiling_ms / 2) % (ceiling_ms * 1000);
     tokio::time::sleep(std::time::Duration::from_micros(jitter)).await;
 }

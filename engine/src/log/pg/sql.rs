@@ -55,7 +55,9 @@ CREATE SEQUENCE cb_naive_position MINVALUE 0 START WITH 0;
 -- (first position, new version), 1 wrong expected version (actual
 -- version or NULL), 2 some of its event ids are stored already (the
 -- caller decides whether it is a retry), with the microseconds the call
--- waited for the append lock. A command that is refused
+-- waited for the append lock. Set-based: one lookup of the stored ids
+-- and one of the streams' heads for the whole batch, the decisions in
+-- memory, one INSERT of every accepted event. A command that is refused
 -- appends nothing and does not abort the others.
 CREATE FUNCTION cb_append(
     p_streams text[],
@@ -71,22 +73,33 @@ CREATE FUNCTION cb_append(
 ) RETURNS TABLE (status int, first_position bigint, stream_version bigint, lock_wait bigint)
 LANGUAGE plpgsql AS $fn$
 DECLARE
+    started timestamptz := clock_timestamp();
+    waited bigint;
     head bigint;
     last_recorded bigint;
     stamp bigint;
-    actual bigint;
     delay text;
+    stored int[];
+    names text[];
+    heads bigint[];
+    statuses int[] := '{}';
+    firsts bigint[] := '{}';
+    versions bigint[] := '{}';
+    acc_cmd int[] := '{}';
+    acc_pos bigint[] := '{}';
+    acc_ver bigint[] := '{}';
+    acc_off int[] := '{}';
     off int := 0;
     n int;
-    appended boolean := false;
-    started timestamptz := clock_timestamp();
+    slot int;
+    actual bigint;
+    expected bigint;
 BEGIN
     IF NOT p_naive THEN
         -- The first lock of every append: commits happen in position order.
         PERFORM pg_advisory_xact_lock(7161393493022436964);
     END IF;
-    -- Microseconds spent waiting for the lock, reported on every row.
-    lock_wait := (extract(epoch FROM clock_timestamp() - started) * 1000000)::bigint;
+    waited := (extract(epoch FROM clock_timestamp() - started) * 1000000)::bigint;
     -- Test-only: a random pause inside the transaction (ordering tests).
     delay := current_setting('casebook.test_append_delay_ms', true);
     IF delay IS NOT NULL AND delay <> '' AND delay <> '0' THEN
@@ -101,49 +114,57 @@ BEGIN
     -- Recorded times never go backwards in log order, whatever the
     -- clocks of the nodes say.
     stamp := greatest(p_recorded, last_recorded);
+    -- One lookup each for the whole batch: the events whose ids are
+    -- stored already, and the head version of every stream named.
+    SELECT array_agg(u.ord::int) INTO stored
+        FROM unnest(p_ids) WITH ORDINALITY AS u(id, ord)
+        JOIN cb_events e ON e.event_id = u.id;
+    SELECT array_agg(s.name), array_agg(
+               (SELECT max(e.version) FROM cb_events e WHERE e.stream_id = s.name))
+        INTO names, heads
+        FROM (SELECT DISTINCT unnest(p_streams) AS name) s;
+    -- Decide each command in order; earlier commands of the batch move
+    -- their stream's head for the later ones.
     FOR i IN 1 .. coalesce(array_length(p_streams, 1), 0) LOOP
         n := p_counts[i];
-        IF EXISTS (SELECT 1 FROM cb_events e WHERE e.event_id = ANY (p_ids[off + 1 : off + n])) THEN
-            status := 2; first_position := NULL; stream_version := NULL;
-            RETURN NEXT;
+        slot := array_position(names, p_streams[i]);
+        actual := heads[slot];
+        expected := p_expected[i];
+        IF stored IS NOT NULL AND EXISTS (
+               SELECT 1 FROM unnest(stored) AS x WHERE x > off AND x <= off + n) THEN
+            statuses := statuses || 2; firsts := firsts || NULL::bigint;
+            versions := versions || NULL::bigint;
+        ELSIF (expected = -2 AND actual IS NOT NULL)
+           OR (expected = -3 AND actual IS NULL)
+           OR (expected >= 0 AND actual IS DISTINCT FROM expected) THEN
+            statuses := statuses || 1; firsts := firsts || NULL::bigint;
+            versions := versions || actual;
         ELSE
-            SELECT max(e.version) INTO actual FROM cb_events e WHERE e.stream_id = p_streams[i];
-            IF (p_expected[i] = -2 AND actual IS NOT NULL)
-               OR (p_expected[i] = -3 AND actual IS NULL)
-               OR (p_expected[i] >= 0 AND actual IS DISTINCT FROM p_expected[i]) THEN
-                status := 1; first_position := NULL; stream_version := actual;
-                RETURN NEXT;
-            ELSIF p_naive THEN
-                INSERT INTO cb_events (position, tenant_id, stream_id, version, event_id,
-                                       event_type, recorded, metadata, payload)
-                SELECT nextval('cb_naive_position'), p_tenants[i], p_streams[i],
-                       coalesce(actual, -1) + k, p_ids[off + k], p_types[off + k], p_recorded,
-                       p_metadata[off + k], p_payloads[off + k]
-                FROM generate_series(1, n) AS k
-                ORDER BY k;
-                status := 0;
-                first_position := (SELECT min(e.position) FROM cb_events e
-                                   WHERE e.event_id = ANY (p_ids[off + 1 : off + n]));
-                stream_version := coalesce(actual, -1) + n;
-                RETURN NEXT;
-            ELSE
-                INSERT INTO cb_events (position, tenant_id, stream_id, version, event_id,
-                                       event_type, recorded, metadata, payload)
-                SELECT head + k, p_tenants[i], p_streams[i], coalesce(actual, -1) + k,
-                       p_ids[off + k], p_types[off + k], stamp, p_metadata[off + k],
-                       p_payloads[off + k]
-                FROM generate_series(1, n) AS k;
-                status := 0; first_position := head + 1; stream_version := coalesce(actual, -1) + n;
-                RETURN NEXT;
-                head := head + n;
-                appended := true;
-            END IF;
+            acc_cmd := acc_cmd || i; acc_pos := acc_pos || head;
+            acc_ver := acc_ver || coalesce(actual, -1); acc_off := acc_off || off;
+            statuses := statuses || 0; firsts := firsts || (head + 1);
+            versions := versions || (coalesce(actual, -1) + n);
+            heads[slot] := coalesce(actual, -1) + n;
+            head := head + n;
         END IF;
         off := off + n;
     END LOOP;
-    IF appended THEN
-        PERFORM pg_notify('cb_events', head::text);
+    IF array_length(acc_cmd, 1) > 0 THEN
+        INSERT INTO cb_events (position, tenant_id, stream_id, version, event_id,
+                               event_type, recorded, metadata, payload)
+        SELECT CASE WHEN p_naive THEN nextval('cb_naive_position') ELSE a.pos + k END,
+               p_tenants[a.cmd], p_streams[a.cmd], a.ver + k, p_ids[a.off + k],
+               p_types[a.off + k], stamp, p_metadata[a.off + k], p_payloads[a.off + k]
+        FROM unnest(acc_cmd, acc_pos, acc_ver, acc_off) AS a(cmd, pos, ver, off),
+             generate_series(1, p_counts[a.cmd]) AS k
+        ORDER BY a.pos, k;
+        IF NOT p_naive THEN
+            PERFORM pg_notify('cb_events', head::text);
+        END IF;
     END IF;
+    RETURN QUERY SELECT r.s, r.f, r.v, waited
+        FROM unnest(statuses, firsts, versions) WITH ORDINALITY AS r(s, f, v, i)
+        ORDER BY r.i;
 END
 $fn$;
 "#,
