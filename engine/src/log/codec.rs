@@ -12,8 +12,20 @@ use serde::{Deserialize, Serialize};
 use super::types::{EventData, EventId, Metadata, RecordedEvent};
 use crate::error::ErrorKind;
 
-/// The payload envelope format this build writes and reads.
-pub const PAYLOAD_FORMAT: u16 = 1;
+/// The envelope format of a payload without sealed fields: what
+/// [`DomainEvent::to_event_data`] writes.
+pub const PLAIN_FORMAT: u16 = 1;
+
+/// The envelope format of a payload with sealed (encrypted) personal fields
+/// (issue 22, crypto-shredding): format 1 plus a `sealed` list beside the
+/// event, whose own maps then lack those fields (see
+/// `crate::records::sealing`). A reader that does not unseal sees the event
+/// without them.
+pub const SEALED_FORMAT: u16 = 2;
+
+/// The newest payload envelope format this build reads (it reads every
+/// earlier one).
+pub const PAYLOAD_FORMAT: u16 = SEALED_FORMAT;
 
 /// A domain event that can be stored in the log.
 ///
@@ -54,7 +66,7 @@ pub trait DomainEvent: Serialize + DeserializeOwned {
         metadata: Metadata,
     ) -> Result<EventData, CodecError> {
         let envelope = Envelope {
-            format: PAYLOAD_FORMAT,
+            format: PLAIN_FORMAT,
             schema: Self::SCHEMA_VERSION,
             event: self,
         };
@@ -132,6 +144,67 @@ pub(crate) fn from_slice_bounded<'a, T: Deserialize<'a>>(
     let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
     de.set_max_depth(MAX_DECODE_DEPTH);
     T::deserialize(&mut de)
+}
+
+/// Encodes `event` in the [`SEALED_FORMAT`] envelope with `sealed` beside it.
+pub(crate) fn to_event_data_sealed<E: DomainEvent, S: Serialize>(
+    event: &E,
+    sealed: &S,
+    id: EventId,
+    metadata: Metadata,
+) -> Result<EventData, CodecError> {
+    #[derive(Serialize)]
+    struct SealedEnvelope<'a, E, S> {
+        format: u16,
+        schema: u16,
+        event: &'a E,
+        sealed: &'a S,
+    }
+    let envelope = SealedEnvelope {
+        format: SEALED_FORMAT,
+        schema: E::SCHEMA_VERSION,
+        event,
+        sealed,
+    };
+    let payload = rmp_serde::to_vec_named(&envelope).map_err(|e| CodecError::Encode {
+        event_type: event.event_type().to_string(),
+        reason: e.to_string(),
+    })?;
+    Ok(EventData {
+        id,
+        event_type: event.event_type().to_string(),
+        payload,
+        metadata,
+    })
+}
+
+/// The `sealed` list of a payload (`S::default()` for a [`PLAIN_FORMAT`]
+/// one), the event itself skipped.
+///
+/// Errors: [`CodecError::Malformed`].
+pub(crate) fn sealed_part<S: DeserializeOwned + Default>(
+    event_type: &str,
+    payload: &[u8],
+) -> Result<S, CodecError> {
+    // A plain envelope is a map of 3 entries (fixmap 0x83), a sealed one
+    // of 4: the common case needs no second pass over the payload.
+    if payload.first() != Some(&0x84) {
+        return Ok(S::default());
+    }
+    #[derive(Deserialize)]
+    struct Part<S> {
+        format: u16,
+        #[serde(default)]
+        sealed: Option<S>,
+    }
+    let part: Part<S> = from_slice_bounded(payload).map_err(|e| CodecError::Malformed {
+        event_type: event_type.to_string(),
+        reason: e.to_string(),
+    })?;
+    if part.format < SEALED_FORMAT {
+        return Ok(S::default());
+    }
+    Ok(part.sealed.unwrap_or_default())
 }
 
 #[derive(Serialize, Deserialize)]
