@@ -56,28 +56,17 @@ const VIEW_SAMPLES: usize = 300;
 /// Cases of the erasure figure by default.
 const ERASE_CASES: usize = 2_000;
 
-const FIELDS: &str = r#"
-key = "burglary"
-name = "Burglary"
-version = 1
-roles = ["officer"]
-retention = { group = "group3" }
-permissions = { open = ["officer"], update_case_file = ["officer"] }
-fields = [
-  { key = "summary", type = "text" },
-  { key = "suspect_ref", type = "person" },
-  { key = "suspect_name", type = "text" },
-  { key = "suspect_address", type = "text" },
-  { key = "suspect_phone", type = "text" },
-  { key = "suspect_description", type = "text" },
-]
-activities = [{ key = "investigate", name = "Investigate", kind = "human_task", roles = ["officer"] }]
-"#;
+/// The restriction and erasure tests' burglary: five personal fields
+/// (the suspect's reference, name and address, the victim's reference and
+/// address) of two subjects.
+const SEALED: &str = include_str!("../tests/common/subjects.toml");
 
-const SUBJECTS: &str = r#"subjects = [
-  { key = "suspect", id = "suspect_ref", fields = ["suspect_name", "suspect_address", "suspect_phone", "suspect_description"], contact = true },
-]
-"#;
+/// The same case type without its `[[subjects]]`: nothing sealed.
+fn plain() -> String {
+    let start = SEALED.find("subjects = [").unwrap();
+    let end = start + SEALED[start..].find("]\n").unwrap() + 2;
+    format!("{}{}", &SEALED[..start], &SEALED[end..])
+}
 
 fn kent() -> TenantId {
     TenantId::new("kent").unwrap()
@@ -94,8 +83,8 @@ fn personal(n: usize, v: u64) -> Value {
         "suspect_ref": pad(32, format!("PNC-{n:08}")),
         "suspect_name": pad(40, format!("Person {n} v{v}")),
         "suspect_address": pad(80, format!("{v} Long Street, Town {n}")),
-        "suspect_phone": pad(32, format!("07700 {n:06} {v}")),
-        "suspect_description": pad(200, format!("tall, dark coat, seen {v} times")),
+        "victim_ref": pad(32, format!("PNC-V{n:07}")),
+        "victim_address": pad(200, format!("{v} Orchard Lane, Village {n}, seen from the road")),
     })
 }
 
@@ -110,11 +99,7 @@ async fn engine(dir: &std::path::Path, sealed: bool) -> Engine {
     .unwrap();
     engine.start().await.unwrap();
     let admin = Principal::new(kent(), "admin").with_roles(["administrator"]);
-    let source = if sealed {
-        format!("{FIELDS}{SUBJECTS}")
-    } else {
-        FIELDS.to_string()
-    };
+    let source = if sealed { SEALED.to_string() } else { plain() };
     engine.deploy(&admin, &source, Format::Toml).await.unwrap();
     engine
 }

@@ -1,5 +1,7 @@
 //! Erasure by crypto-shredding (issue 22 item 5) on the embedded store: subjects in three tenants carry random canary strings in their personal fields; the log holds none of them in the clear; after views, search and snapshots exist, one subject is erased and a scan of every file under the data directory — raw bytes, and every value of every sled database, LZ4 pages decompressed — finds none of its canaries and every canary of the others (positive control); its fields read as erased with the certificate; bad input (unknown subject, second erasure, a subject under hold, a lost or wrong key file) gives typed errors with nothing done.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -12,8 +14,8 @@ use casebook::projection::query::SearchQuery;
 use casebook::projection::Consistency;
 use casebook::records::sealing::SealError;
 use casebook::records::{
-    EraseSubject, ErasureBasis, HoldKind, HoldTarget, RecordsError, SubjectId, SubjectState,
-    RECORDS_ROLE,
+    Decision, EraseSubject, ErasureBasis, HoldKind, HoldTarget, RecordsError, SubjectId,
+    SubjectState, RECORDS_ROLE,
 };
 use casebook::rules::serde_json::json;
 use casebook::security::{Classification, Principal};
@@ -22,27 +24,7 @@ use casebook::Engine;
 const TENANTS: [&str; 3] = ["kent", "essex", "sussex"];
 
 /// A burglary naming a suspect and a victim, their words searchable.
-const DEFINITION: &str = r#"
-key = "burglary"
-name = "Burglary"
-version = 1
-roles = ["officer"]
-retention = { group = "group3" }
-permissions = { open = ["officer"], update_case_file = ["officer"] }
-fields = [
-  { key = "summary", type = "text", search = "text" },
-  { key = "suspect_ref", type = "person" },
-  { key = "suspect_name", type = "text", search = "text" },
-  { key = "suspect_address", type = "text", search = "text" },
-  { key = "victim_ref", type = "person" },
-  { key = "victim_address", type = "text", search = "text" },
-]
-subjects = [
-  { key = "suspect", id = "suspect_ref", fields = ["suspect_name", "suspect_address"], contact = true },
-  { key = "victim", id = "victim_ref", fields = ["victim_address"] },
-]
-activities = [{ key = "investigate", name = "Investigate", kind = "human_task", roles = ["officer"] }]
-"#;
+const DEFINITION: &str = include_str!("common/subjects.toml");
 
 fn tenant(name: &str) -> TenantId {
     TenantId::new(name).unwrap()
@@ -94,6 +76,15 @@ fn config() -> EngineConfig {
         // Snapshots after a few events, so there are some to purge.
         snapshot_every: 2,
         ..EngineConfig::default()
+    }
+}
+
+/// An erasure of `subject` under `basis`.
+fn erasure(subject: &SubjectId, basis: ErasureBasis) -> EraseSubject {
+    EraseSubject {
+        subject: subject.clone(),
+        basis,
+        review: None,
     }
 }
 
@@ -347,11 +338,7 @@ async fn erasing_a_subject_leaves_none_of_its_data_anywhere_and_all_of_the_other
     let certificate = engine
         .erase_subject(
             &records_officer("kent"),
-            EraseSubject {
-                subject: subject.clone(),
-                basis: ErasureBasis::Infringement,
-                review: None,
-            },
+            erasure(&subject, ErasureBasis::Infringement),
         )
         .await
         .unwrap();
@@ -389,11 +376,7 @@ async fn erasing_a_subject_leaves_none_of_its_data_anywhere_and_all_of_the_other
     let again = engine
         .erase_subject(
             &records_officer("kent"),
-            EraseSubject {
-                subject: subject.clone(),
-                basis: ErasureBasis::Infringement,
-                review: None,
-            },
+            erasure(&subject, ErasureBasis::Infringement),
         )
         .await
         .unwrap_err();
@@ -401,6 +384,18 @@ async fn erasing_a_subject_leaves_none_of_its_data_anywhere_and_all_of_the_other
         matches!(&again, RecordsError::AlreadyErased { certificate: c, .. } if *c == certificate.certificate),
         "{again}"
     );
+    // Nor may it be reviewed again.
+    let err = common::review(
+        &engine,
+        &records_officer("kent"),
+        &subject,
+        Decision::Retain,
+        None,
+        "periodic review",
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, RecordsError::AlreadyErased { .. }), "{err}");
     // New data about the erased person cannot be sealed under the
     // destroyed key.
     let mut open = OpenCase::new(
@@ -454,11 +449,7 @@ async fn bad_erasures_are_typed_errors_that_change_nothing() {
     let world = world(&engine).await;
     let essex = &world["essex"];
     let rm = records_officer("essex");
-    let erase = |subject: SubjectId| EraseSubject {
-        subject,
-        basis: ErasureBasis::LegalObligation,
-        review: None,
-    };
+    let erase = |subject: SubjectId| erasure(&subject, ErasureBasis::LegalObligation);
     let subject = engine.subject_id(&rm, &essex.suspect_ref()).await.unwrap();
 
     // Unknown subject; another tenant's subject; wrong role; bad review id.

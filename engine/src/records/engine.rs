@@ -282,7 +282,8 @@ impl Engine {
     /// for a subject above the caller's clearance);
     /// [`RecordsError::WrongVersion`]; for a dispose decision
     /// [`RecordsError::UnderHold`] and [`RecordsError::RetainedUntil`];
-    /// [`RecordsError::AwaitingDisposal`]; [`RecordsError::ClassNotInPolicy`];
+    /// [`RecordsError::AwaitingDisposal`]; [`RecordsError::AlreadyErased`];
+    /// [`RecordsError::ClassNotInPolicy`];
     /// access, role, projection and store errors.
     pub async fn review_subject(
         &self,
@@ -346,6 +347,12 @@ impl Engine {
                     actual: subject.row.version,
                 });
             }
+        }
+        if subject.row.state == SubjectState::Erased {
+            return Err(RecordsError::AlreadyErased {
+                subject: subject.id.clone(),
+                certificate: subject.row.certificate.clone().unwrap_or_default(),
+            });
         }
         if subject.row.state == SubjectState::AwaitingDisposal {
             return Err(RecordsError::AwaitingDisposal {

@@ -586,6 +586,9 @@ impl NominalsHandler {
                     any
                 };
                 row.state = match decision {
+                    // Erasure is final: a review decided on a stale record
+                    // changes nothing.
+                    _ if row.state == SubjectState::Erased => SubjectState::Erased,
                     Decision::Retain => SubjectState::Retained,
                     Decision::Dispose if held => SubjectState::Restricted,
                     Decision::Dispose => SubjectState::AwaitingDisposal,
