@@ -1,4 +1,4 @@
-//! Erasure by crypto-shredding (issue 22 item 5) on the embedded store: subjects in three tenants carry random canary strings in their personal fields; the log holds none of them in the clear; after views, search and snapshots exist, one subject is erased and a scan of every file under the data directory — raw bytes, and every value of every sled database, LZ4 pages decompressed — finds none of its canaries and every canary of the others (positive control); its fields read as erased with the certificate; bad input (unknown subject, second erasure, a subject under hold, a lost or wrong key file) gives typed errors with nothing done.
+//! Erasure by crypto-shredding (issue 22 item 5) on the embedded store: subjects in three tenants carry random canary strings in their personal fields; the log holds none of them in the clear; after views, search and snapshots exist, one subject is erased and a scan of every file under the data directory — raw bytes, and every value of every sled database, LZ4 pages decompressed — finds none of its canaries and every canary of the others (positive control); its fields read as erased with the certificate; bad input (unknown subject, second erasure, a subject under hold, a lost or wrong key file) gives typed errors with nothing done; an erasure cut short after its certificate is finished by erasing again.
 
 mod common;
 
@@ -164,7 +164,11 @@ async fn settle(engine: &Engine, t: &str) {
             &officer(t),
             "B-1",
             CaseCommand::UpdateCaseFile {
-                changes: CaseFile::from_json(json!({"summary": "reviewed"})).unwrap(),
+                // A new value each time, so there is always an event.
+                changes: CaseFile::from_json(json!({
+                    "summary": format!("reviewed {}", fastrand::u64(..))
+                }))
+                .unwrap(),
             },
             CommandContext::because("review"),
         )
@@ -545,5 +549,50 @@ async fn bad_erasures_are_typed_errors_that_change_nothing() {
     let engine = started(dir.path()).await;
     let view = engine.view(&officer("sussex"), "B-1").await.unwrap();
     assert_eq!(view.case_file["suspect_name"], json!(sussex.suspect[1]));
+    stop(engine).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_cut_short_after_its_certificate_is_finished_by_erasing_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = started(dir.path()).await;
+    let world = world(&engine).await;
+    let kent = &world["kent"];
+    let rm = records_officer("kent");
+    let subject = engine.subject_id(&rm, &kent.suspect_ref()).await.unwrap();
+    let keys = dir.path().join("keys").join("t-kent");
+    let dek = keys.join(format!("{}.dek", subject.as_str()));
+    let saved = std::fs::read(&dek).unwrap();
+    let first = engine
+        .erase_subject(&rm, erasure(&subject, ErasureBasis::Infringement))
+        .await
+        .unwrap();
+    stop(engine).await;
+    // As if the process died after appending the certificate, before the
+    // key was destroyed.
+    std::fs::write(&dek, saved).unwrap();
+    std::fs::remove_file(keys.join(format!("{}.erased", subject.as_str()))).unwrap();
+
+    let engine = started(dir.path()).await;
+    settle(&engine, "kent").await;
+    let view = engine.view(&officer("kent"), "B-1").await.unwrap();
+    assert_eq!(view.case_file["suspect_name"], json!(kent.suspect[1]));
+    let again = engine
+        .erase_subject(&rm, erasure(&subject, ErasureBasis::Infringement))
+        .await
+        .unwrap();
+    assert_eq!(again.certificate, first.certificate);
+    settle(&engine, "kent").await;
+    let view = engine.view(&officer("kent"), "B-1").await.unwrap();
+    assert!(!view.case_file.contains_key("suspect_name"));
+    assert!(view
+        .erased
+        .iter()
+        .all(|e| e.certificate == first.certificate));
+    let err = engine
+        .erase_subject(&rm, erasure(&subject, ErasureBasis::Infringement))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RecordsError::AlreadyErased { .. }), "{err}");
     stop(engine).await;
 }
