@@ -178,33 +178,41 @@ pub(crate) fn to_event_data_sealed<E: DomainEvent, S: Serialize>(
     })
 }
 
-/// The `sealed` list of a payload (`S::default()` for a [`PLAIN_FORMAT`]
-/// one), the event itself skipped.
+/// Decodes a payload and its `sealed` list (`S::default()` for a
+/// [`PLAIN_FORMAT`] one) in one pass.
 ///
-/// Errors: [`CodecError::Malformed`].
-pub(crate) fn sealed_part<S: DeserializeOwned + Default>(
+/// Errors: those of [`DomainEvent::decode_payload`];
+/// [`CodecError::Malformed`] for a sealed list that does not decode.
+pub(crate) fn decode_sealed<E: DomainEvent, S: DeserializeOwned + Default>(
     event_type: &str,
     payload: &[u8],
-) -> Result<S, CodecError> {
+) -> Result<(E, S), CodecError> {
     // A plain envelope is a map of 3 entries (fixmap 0x83), a sealed one
-    // of 4: the common case needs no second pass over the payload.
+    // of 4.
     if payload.first() != Some(&0x84) {
-        return Ok(S::default());
+        return Ok((E::decode_payload(event_type, payload)?, S::default()));
     }
     #[derive(Deserialize)]
-    struct Part<S> {
+    struct Full<E, S> {
         format: u16,
-        #[serde(default)]
-        sealed: Option<S>,
+        schema: u16,
+        event: E,
+        sealed: S,
     }
-    let part: Part<S> = from_slice_bounded(payload).map_err(|e| CodecError::Malformed {
-        event_type: event_type.to_string(),
-        reason: e.to_string(),
-    })?;
-    if part.format < SEALED_FORMAT {
-        return Ok(S::default());
+    match from_slice_bounded::<Full<E, S>>(payload) {
+        Ok(f) if f.format <= PAYLOAD_FORMAT && f.schema <= E::SCHEMA_VERSION => {
+            Ok((f.event, f.sealed))
+        }
+        // The ordinary decoder says why (a newer format or schema, garbage),
+        // or else it is the sealed list that does not decode.
+        _ => {
+            E::decode_payload(event_type, payload)?;
+            Err(CodecError::Malformed {
+                event_type: event_type.to_string(),
+                reason: "its sealed fields do not decode".into(),
+            })
+        }
     }
-    Ok(part.sealed.unwrap_or_default())
 }
 
 #[derive(Serialize, Deserialize)]

@@ -366,8 +366,8 @@ impl Sealer {
     /// [`SealError::KeyMissing`]; [`SealError::Damaged`];
     /// [`SealError::Kms`].
     pub async fn open(&self, recorded: &RecordedEvent) -> Result<Opened, SealError> {
-        let mut event = CaseEvent::from_recorded(recorded)?;
-        let sealed: Vec<SealedField> = codec::sealed_part(&recorded.event_type, &recorded.payload)?;
+        let (mut event, sealed): (CaseEvent, Vec<SealedField>) =
+            codec::decode_sealed(&recorded.event_type, &recorded.payload)?;
         let mut erased = Vec::new();
         if sealed.is_empty() {
             return Ok(Opened { event, erased });
@@ -600,8 +600,10 @@ activities = [{ key = "t", name = "T", kind = "human_task", roles = ["officer"] 
     fn plain_payloads_of_the_earlier_format_still_decode() {
         let meta = Metadata::new(ActorId::new("pc"), Source::system("t"));
         let data = update(&[("crime", "x")]).to_event_data(meta).unwrap();
-        let sealed: Vec<SealedField> = codec::sealed_part(&data.event_type, &data.payload).unwrap();
+        let (event, sealed): (CaseEvent, Vec<SealedField>) =
+            codec::decode_sealed(&data.event_type, &data.payload).unwrap();
         assert!(sealed.is_empty());
+        assert_eq!(event, update(&[("crime", "x")]));
         assert_eq!(
             CaseEvent::decode_payload(&data.event_type, &data.payload).unwrap(),
             update(&[("crime", "x")])
