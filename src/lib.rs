@@ -138,7 +138,8 @@
 //! - [`resources`] — the tenant resources those services read (boundary
 //!   sets, decision tables, reference data, contacts);
 //! - [`records`] — the records lifecycle: subjects (nominals), MoPI
-//!   retention review and legal holds (`docs/RETENTION.md`);
+//!   retention review, legal holds, restriction and erasure by
+//!   crypto-shredding (`docs/RETENTION.md`);
 //! - [`security`] — classifications, vetting and principals;
 //! - [`time`] — timestamps and clocks; [`error`] — [`ErrorKind`];
 //! - [`prelude`] — the names most embedding code needs.

@@ -147,3 +147,58 @@ async fn four_nodes_work_the_same_cases_and_agree_with_a_replay() {
         engine.shutdown().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subject_sealed_on_one_node_opens_on_another_and_erased_reads_erased_on_a_fresh_one() {
+    use casebook::records::{EraseSubject, ErasureBasis, RECORDS_ROLE};
+    use casebook::rules::serde_json::json;
+    let Some(url) = pg::database().await else {
+        return;
+    };
+    let a = node(&url).await;
+    let b = node(&url).await;
+    let admin = Principal::new(kent(), "admin").with_roles(["administrator"]);
+    a.deploy(&admin, include_str!("common/subjects.toml"), Format::Toml)
+        .await
+        .unwrap();
+    let officer = Principal::new(kent(), "pc-1")
+        .with_roles(["officer"])
+        .with_clearance(casebook::security::Classification::Secret);
+    let mut open = OpenCase::new(
+        "burglary",
+        CaseFile::from_json(json!({
+            "summary": "shed broken into overnight",
+            "suspect_ref": "PNC-77A",
+            "suspect_name": "Jo Bloggs",
+            "victim_ref": "PNC-12B",
+            "victim_address": "4 Station Road",
+        }))
+        .unwrap(),
+    );
+    open.case_id = Some("B-1".parse().unwrap());
+    a.open_case(&officer, open).await.unwrap();
+    // Sealed under a key node A made; node B opens it with the same key.
+    let view = b.view(&officer, "B-1").await.unwrap();
+    assert_eq!(view.case_file["suspect_name"], json!("Jo Bloggs"));
+
+    let records = Principal::new(kent(), "rm-1").with_roles([RECORDS_ROLE]);
+    let subject = a.subject_id(&records, "PNC-77A").await.unwrap();
+    a.erase_subject(
+        &records,
+        EraseSubject {
+            subject,
+            basis: ErasureBasis::Infringement,
+            review: None,
+        },
+    )
+    .await
+    .unwrap();
+    // A node started after the erasure finds the key destroyed.
+    let c = node(&url).await;
+    let view = c.view(&officer, "B-1").await.unwrap();
+    assert!(!view.case_file.contains_key("suspect_name"), "{view:?}");
+    assert_eq!(view.case_file["victim_address"], json!("4 Station Road"));
+    for e in [a, b, c] {
+        e.shutdown().await.unwrap();
+    }
+}

@@ -946,6 +946,8 @@ async fn run_holds(ops: Vec<Op>) {
             GovernanceEvent::SubjectReviewed { decision, .. } => {
                 assert!(decision != Decision::Dispose || held.is_empty());
             }
+            // An erasure under a hold is refused (restriction instead).
+            GovernanceEvent::SubjectErased { .. } => assert!(held.is_empty()),
         }
     }
 }

@@ -51,28 +51,7 @@ fn auditor() -> Principal {
 
 /// A burglary naming a suspect (name, address, date of birth) and a
 /// victim (address), with words of both searchable.
-const DEFINITION: &str = r#"
-key = "burglary"
-name = "Burglary"
-version = 1
-roles = ["officer"]
-retention = { group = "group3" }
-permissions = { open = ["officer"], update_case_file = ["officer"] }
-fields = [
-  { key = "summary", type = "text", search = "text" },
-  { key = "suspect_ref", type = "person" },
-  { key = "suspect_dob", type = "date" },
-  { key = "suspect_name", type = "text", search = "text" },
-  { key = "suspect_address", type = "text", search = "text" },
-  { key = "victim_ref", type = "person" },
-  { key = "victim_address", type = "text", search = "text" },
-]
-subjects = [
-  { key = "suspect", id = "suspect_ref", date_of_birth = "suspect_dob", fields = ["suspect_name", "suspect_address"], contact = true },
-  { key = "victim", id = "victim_ref", fields = ["victim_address"] },
-]
-activities = [{ key = "investigate", name = "Investigate", kind = "human_task", roles = ["officer"] }]
-"#;
+const DEFINITION: &str = include_str!("common/subjects.toml");
 
 const SUSPECT_FIELDS: [&str; 4] = [
     "suspect_ref",

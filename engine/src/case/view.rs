@@ -65,6 +65,10 @@ pub struct CaseView {
     pub deadlines: Vec<RunningDeadline>,
     /// Open incidents: service invocations that failed for good.
     pub incidents: Vec<super::state::Incident>,
+    /// Fields whose values were erased (crypto-shredding), each with its
+    /// erasure certificate: they are absent from `case_file` and read as
+    /// erased, not as never set. Filled by the engine's reads.
+    pub erased: Vec<crate::records::ErasedField>,
 }
 
 impl CaseState {
@@ -161,6 +165,7 @@ impl CaseState {
                 .filter(|i| see.item(i.item.as_str()))
                 .cloned()
                 .collect(),
+            erased: Vec::new(),
         })
     }
 }

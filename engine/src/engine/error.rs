@@ -92,6 +92,11 @@ pub enum EngineError {
     /// A stored event could not be decoded.
     #[error("a stored event could not be decoded: {0}")]
     Codec(#[from] CodecError),
+    /// A subject's personal fields could not be sealed or opened
+    /// (crypto-shredding: the key store failed, a key is missing, a sealed
+    /// value is damaged, or new data names an erased subject).
+    #[error(transparent)]
+    Seal(#[from] crate::records::sealing::SealError),
     /// Other writers kept changing the case; the command was not applied.
     #[error("case {case_id} kept changing under concurrent commands ({attempts} attempts); retry")]
     Contended {
@@ -204,6 +209,7 @@ impl EngineError {
             EngineError::Case(e) => e.kind(),
             EngineError::Log(e) => e.kind(),
             EngineError::Codec(e) => e.kind(),
+            EngineError::Seal(e) => e.kind(),
             EngineError::DefinitionVersionConflict { .. }
             | EngineError::DefinitionVersionNotIncreasing { .. } => ErrorKind::Conflict {
                 actual_version: None,

@@ -68,8 +68,8 @@ pub use crate::definition::Deployment;
 use crate::definition::{CaseDefinition, Fingerprint, Format};
 use crate::log::codec::DomainEvent;
 use crate::log::{
-    CorrelationId, Direction, EventStore, ExpectedVersion, GlobalPosition, LogError, LogStore,
-    LogStoreConfig, MemoryStore, Metadata, Source, StreamId, StreamVersion, TenantId,
+    CorrelationId, Direction, EventId, EventStore, ExpectedVersion, GlobalPosition, LogError,
+    LogStore, LogStoreConfig, MemoryStore, Metadata, Source, StreamId, StreamVersion, TenantId,
 };
 use crate::recent::Recent;
 use crate::rules::{Budget, EvalError, COMMAND_BUDGET, INLINE_BUDGET};
@@ -191,6 +191,11 @@ pub struct EngineConfig {
     /// the background at the next open while the old one serves (see
     /// [`crate::projection::Projection`]). Default: none.
     pub projections: Vec<Arc<dyn crate::projection::Projection>>,
+    /// The key store of subjects' data keys (crypto-shredding, see
+    /// [`crate::records::kms`]). Default: `None`, the file-backed store in
+    /// `<dir>/keys` for [`Engine::open`], an in-memory one for an
+    /// in-memory engine.
+    pub kms: Option<Arc<dyn crate::records::kms::Kms>>,
     /// Events a projection applies per commit (one sled batch with its
     /// checkpoint) while following the live log; catching up or rebuilding,
     /// it takes up to 128 times as many at once. Default
@@ -261,6 +266,7 @@ impl Default for EngineConfig {
             cached_cases: 10_000,
             caches: CacheBudget::default(),
             projections: Vec::new(),
+            kms: None,
             projection_batch: crate::projection::DEFAULT_BATCH_SIZE,
             projection_commit_interval: crate::projection::DEFAULT_COMMIT_INTERVAL,
             clock: crate::time::system_clock(),
@@ -590,6 +596,9 @@ pub(crate) struct Inner {
     audit: crate::audit::Recorder,
     /// The secret of the tenants' position tokens.
     positions: PositionKey,
+    /// Seals subjects' personal fields before they reach the log and opens
+    /// them on read (crypto-shredding, `crate::records::sealing`).
+    pub(crate) sealer: Arc<crate::records::sealing::Sealer>,
 }
 
 impl Engine {
@@ -637,8 +646,13 @@ impl Engine {
         )?);
         let positions =
             PositionKey::load_or_create(dir.as_ref()).map_err(EngineError::PositionKey)?;
+        let kms: Arc<dyn crate::records::kms::Kms> = match &config.kms {
+            Some(kms) => Arc::clone(kms),
+            None => Arc::new(crate::records::kms::FileKms::new(dir.as_ref().join("keys"))),
+        };
         let engine = Engine::assemble(
             positions,
+            kms,
             Arc::new(log.clone()),
             Some(log),
             Arc::clone(&snapshots) as Arc<dyn SnapshotStore>,
@@ -741,8 +755,13 @@ impl Engine {
         positions: PositionKey,
         config: EngineConfig,
     ) -> Result<Self, EngineError> {
+        let kms: Arc<dyn crate::records::kms::Kms> = match &config.kms {
+            Some(kms) => Arc::clone(kms),
+            None => Arc::new(crate::records::kms::MemoryKms::default()),
+        };
         let engine = Engine::assemble(
             positions,
+            kms,
             store,
             None,
             Arc::new(MemorySnapshots::default()),
@@ -757,7 +776,9 @@ impl Engine {
     /// An engine node on the PostgreSQL database `store` names: connects
     /// (applying the schema if needed) and runs
     /// [`Engine::node_on_shared_store`] with the deployment's position-token
-    /// secret, which the database keeps. The store stamps events with
+    /// secret, which the database keeps, and — unless `config.kms` names
+    /// another — the subjects' data keys in the same database
+    /// ([`crate::records::pg_kms::PgKms`]). The store stamps events with
     /// `config`'s clock. Call [`Engine::start`] next.
     ///
     /// Errors: [`EngineError::Log`] with [`LogError::Database`] if the
@@ -766,16 +787,22 @@ impl Engine {
     #[cfg(feature = "postgres")]
     pub async fn on_postgres(
         mut store: crate::log::pg::PgStoreConfig,
-        config: EngineConfig,
+        mut config: EngineConfig,
     ) -> Result<Self, EngineError> {
         store.clock = Arc::clone(&config.clock);
         let store = crate::log::pg::PgEventStore::connect(store).await?;
+        if config.kms.is_none() {
+            // Every node opens what any node sealed: the keys are shared too.
+            config.kms = Some(Arc::new(crate::records::pg_kms::PgKms::new(store.clone())));
+        }
         let key = store.shared_secret("position-key").await?;
         Self::node_on_shared_store(Arc::new(store), PositionKey::from_bytes(key), config)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn assemble(
         positions: PositionKey,
+        kms: Arc<dyn crate::records::kms::Kms>,
         store: Arc<dyn EventStore>,
         log: Option<LogStore>,
         snapshots: Arc<dyn SnapshotStore>,
@@ -805,6 +832,7 @@ impl Engine {
                 snapshotting: Arc::new(tokio::sync::Semaphore::new(SNAPSHOT_WRITERS)),
                 snapshot_reads: Arc::new(tokio::sync::Semaphore::new(SNAPSHOT_READERS)),
                 tenants: tenants::RegistrySlot::default(),
+                sealer: Arc::new(crate::records::sealing::Sealer::new(kms, positions.clone())),
                 positions,
             }),
         }
@@ -991,6 +1019,11 @@ impl Engine {
     ) -> Result<Arc<dyn EventStore>, crate::security::AccessError> {
         Self::require_platform_admin(platform_admin, "use the unscoped event store")?;
         Ok(self.raw_store())
+    }
+
+    /// The sealer of subjects' personal fields.
+    pub(crate) fn inner_sealer(&self) -> &Arc<crate::records::sealing::Sealer> {
+        &self.inner.sealer
     }
 
     pub(crate) fn raw_store(&self) -> Arc<dyn EventStore> {
@@ -1564,10 +1597,10 @@ impl Engine {
         }
         let last = &recorded[recorded.len() - 1];
         let (version, position) = (last.version, last.position);
-        let events = recorded
-            .iter()
-            .map(CaseEvent::from_recorded)
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut events = Vec::with_capacity(recorded.len());
+        for r in &recorded {
+            events.push(self.inner.sealer.open(r).await?.event);
+        }
         // Filtered like the first reply: by what the case is now.
         let loaded = self.load_stream(stream, case_id, false).await?;
         let restricted = self
@@ -1624,6 +1657,7 @@ impl Engine {
         let restricted = self
             .withheld_in(&principal.tenant, &loaded.definition, case_id)
             .await;
+        let erased = self.erased_in(principal, &loaded.definition, case_id).await;
         let result = audited::viewer(
             reader,
             &loaded.definition,
@@ -1636,6 +1670,10 @@ impl Engine {
                 .state
                 .view_withholding(&loaded.definition, &viewer, &restricted.fields)
                 .map_err(|e| conceal(e.into(), principal, case_id))
+        })
+        .map(|mut view| {
+            view.erased = erased;
+            view
         });
         (result, marking)
     }
@@ -1867,7 +1905,7 @@ impl Engine {
                 .read_stream(stream, Direction::Forward, from, page)
                 .await?;
             for recorded in &events {
-                let event = CaseEvent::from_recorded(recorded)?;
+                let event = self.inner.sealer.open(recorded).await?.event;
                 if def.is_none() {
                     let CaseEvent::CaseOpened { definition, .. } = &event else {
                         return Err(crate::case::CaseError::NotOpened.into());
@@ -1923,17 +1961,19 @@ impl Engine {
         let metadata = self
             .metadata(principal, context)
             .with_classification(state.classification);
-        let data = events
-            .iter()
-            .enumerate()
-            .map(|(i, e)| match &context.command_id {
-                Some(command) => e.to_event_data_with_id(
-                    idempotency::event_id(stream, command, i),
-                    metadata.clone(),
-                ),
-                None => e.to_event_data(metadata.clone()),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut data = Vec::with_capacity(events.len());
+        for (i, e) in events.iter().enumerate() {
+            let id = match &context.command_id {
+                Some(command) => idempotency::event_id(stream, command, i),
+                None => EventId::new(),
+            };
+            data.push(
+                self.inner
+                    .sealer
+                    .encode(def, stream, &state.case_file, e, id, metadata.clone())
+                    .await?,
+            );
+        }
         let expected = loaded_version.map_or(ExpectedVersion::NoStream, ExpectedVersion::Exact);
         let result = self.inner.store.append(stream, expected, data).await?;
         self.follow_tenant(stream.tenant());

@@ -119,6 +119,37 @@ impl DefinitionResolver for EngineDefinitions {
             .await
             .map_err(|e| ResolveError::new(key, version, e))
     }
+
+    async fn open_case_event(
+        &self,
+        event: &crate::log::RecordedEvent,
+    ) -> Result<crate::records::sealing::Opened, crate::records::sealing::SealError> {
+        match self.0.upgrade() {
+            Some(inner) => inner.sealer.open(event).await,
+            None => Err(crate::records::kms::KmsError::Io {
+                path: "key store".into(),
+                detail: "the engine has been dropped".into(),
+            }
+            .into()),
+        }
+    }
+}
+
+/// Deletes the projection and snapshot databases set aside in `data` for
+/// diagnosis (`<name>.aside-<secs>`): they hold case data in the clear.
+fn remove_set_aside(data: &std::path::Path) -> Result<(), String> {
+    let entries = match std::fs::read_dir(data) {
+        Ok(e) => e,
+        Err(e) => return Err(format!("listing {}: {e}", data.display())),
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("projections.aside-") || name.starts_with("snapshots.aside-") {
+            std::fs::remove_dir_all(entry.path())
+                .map_err(|e| format!("deleting {}: {e}", entry.path().display()))?;
+        }
+    }
+    Ok(())
 }
 
 fn unknown_case(principal: &Principal, case_id: &str) -> QueryError {
@@ -226,17 +257,29 @@ impl Engine {
     /// Done at most once per [`REPLACE_AT_MOST_EVERY`] unless `force`, and
     /// never twice at once (a second call while one runs returns at once).
     ///
+    /// With `purge` (an erasure, [`Engine::purge_derived`]) it waits for a
+    /// replacement under way instead of returning, closes the old database
+    /// and deletes its folder instead of keeping it: sled never overwrites
+    /// old bytes in place, so only a fresh database leaves none behind.
+    ///
     /// Errors: [`QueryError::Projection`] if the old database cannot be
     /// set aside or a fresh one cannot be opened (the old one then stays in
-    /// use, its folder back in place).
-    pub(super) async fn replace_projections(
+    /// use, its folder back in place), or with `purge` if its folder cannot
+    /// be deleted.
+    pub(crate) async fn replace_projections(
         &self,
         reason: String,
         force: bool,
+        purge: bool,
     ) -> Result<(), QueryError> {
         let slot = &self.inner.projections;
-        let Ok(mut last) = slot.replacing.try_lock() else {
-            return Ok(());
+        let mut last = if purge {
+            slot.replacing.lock().await
+        } else {
+            let Ok(last) = slot.replacing.try_lock() else {
+                return Ok(());
+            };
+            last
         };
         if !force && last.is_some_and(|at| at.elapsed() < REPLACE_AT_MOST_EVERY) {
             return Ok(());
@@ -264,7 +307,7 @@ impl Engine {
         let rebuild = crate::log::DerivedRebuild {
             store: "projections".into(),
             reason: reason.clone(),
-            set_aside,
+            set_aside: if purge { None } else { set_aside.clone() },
         };
         host.set_rebuilt(rebuild.clone());
         let (followed, stopped) = old.tenants();
@@ -276,7 +319,23 @@ impl Engine {
         old.halt(!writable).await;
         if writable {
             // Its last handles may close files: off the async workers.
-            tokio::task::spawn_blocking(move || drop(old));
+            let closed = tokio::task::spawn_blocking(move || drop(old));
+            if purge {
+                let _ = closed.await;
+            }
+        }
+        if let (true, Some(dir)) = (purge, set_aside) {
+            tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()))
+                .map_err(|e| {
+                    QueryError::Projection(ProjectionError::Store(
+                        crate::projection::StoreError::new(format!(
+                            "deleting the purged projection database: {e}"
+                        )),
+                    ))
+                })?;
         }
         for tenant in followed.iter().filter(|t| !stopped.contains(t)) {
             if let Err(e) = host.ensure(tenant) {
@@ -294,6 +353,55 @@ impl Engine {
             .unwrap_or_else(|p| p.into_inner())
             .push(rebuild);
         *last = Some(std::time::Instant::now());
+        Ok(())
+    }
+
+    /// Purges every copy of case data the engine derived (an erasure, see
+    /// `crate::records::erasure`): the cached case states, every snapshot
+    /// (a fresh database, the old folder deleted, after the snapshot
+    /// writers in flight finish), the projection database (replaced by a
+    /// fresh one rebuilt from the log, the old folder deleted) and any
+    /// derived database set aside earlier for diagnosis.
+    ///
+    /// Errors: [`QueryError::Projection`] if a database cannot be replaced
+    /// or deleted.
+    pub(crate) async fn purge_derived(&self, reason: String) -> Result<(), QueryError> {
+        let store_error = |e: String| {
+            QueryError::Projection(ProjectionError::Store(crate::projection::StoreError::new(
+                e,
+            )))
+        };
+        let clear_states = || {
+            *self.inner.states.lock().unwrap_or_else(|p| p.into_inner()) =
+                crate::recent::Recent::new(self.inner.config.cached_cases);
+        };
+        clear_states();
+        {
+            // No snapshot write may land in the fresh database with data
+            // read before the erasure: wait for those in flight.
+            let _writers = self
+                .inner
+                .snapshotting
+                .acquire_many(super::SNAPSHOT_WRITERS as u32)
+                .await
+                .map_err(|e| store_error(e.to_string()))?;
+            let snapshots = Arc::clone(&self.inner.snapshots);
+            tokio::task::spawn_blocking(move || snapshots.purge())
+                .await
+                .map_err(|e| store_error(e.to_string()))?
+                .map_err(|e| store_error(e.to_string()))?;
+        }
+        self.replace_projections(reason, true, true).await?;
+        if let Some(data) = self.inner.projections.dir.as_ref().and_then(|d| d.parent()) {
+            let data = data.to_path_buf();
+            tokio::task::spawn_blocking(move || remove_set_aside(&data))
+                .await
+                .map_err(|e| store_error(e.to_string()))?
+                .map_err(store_error)?;
+        }
+        // A command that loaded its case before the erasure may have
+        // cached its state since.
+        clear_states();
         Ok(())
     }
 
@@ -335,7 +443,7 @@ impl Engine {
                 let engine = self.clone();
                 let reason = format!("damaged: {what}");
                 tokio::spawn(async move {
-                    if let Err(e) = engine.replace_projections(reason, false).await {
+                    if let Err(e) = engine.replace_projections(reason, false, false).await {
                         tracing::error!(target: "casebook::recovery", "replacing the damaged projection database: {e}");
                     }
                 });
@@ -592,12 +700,16 @@ impl Engine {
             .case_for_reader(reader, case_id, consistency, marking)
             .await?;
         let restricted = self.withheld_in(&principal.tenant, &def, case_id).await;
+        let erased = self.erased_in(principal, &def, case_id).await;
         let none = std::collections::BTreeSet::new();
         let withheld = if withhold { &restricted.fields } else { &none };
         match record.state.view_withholding(&def, &viewer, withheld) {
-            Ok(view) => Ok((
+            Ok(mut view) => Ok((
                 ProjectedCase {
-                    view,
+                    view: {
+                        view.erased = erased;
+                        view
+                    },
                     version: record.version,
                     position: self
                         .tenant_positions(&principal.tenant)
@@ -1223,7 +1335,7 @@ impl Engine {
         let Err(e) = check else {
             return Ok(false);
         };
-        self.replace_projections(format!("stopped taking writes: {e}"), true)
+        self.replace_projections(format!("stopped taking writes: {e}"), true, false)
             .await?;
         Ok(true)
     }

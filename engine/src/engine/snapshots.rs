@@ -38,6 +38,11 @@ pub trait SnapshotStore: Send + Sync + 'static {
         position: GlobalPosition,
         bytes: Vec<u8>,
     ) -> Result<(), EngineError>;
+    /// Drops every snapshot for good, leaving none of their bytes behind
+    /// (an erasure: snapshots hold case files in the clear). Blocking.
+    ///
+    /// Errors: [`EngineError::SnapshotStore`].
+    fn purge(&self) -> Result<(), EngineError>;
 }
 
 /// Snapshots in memory (for in-memory engines and tests).
@@ -67,6 +72,11 @@ impl SnapshotStore for MemorySnapshots {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(stream.clone(), (version, bytes));
+        Ok(())
+    }
+
+    fn purge(&self) -> Result<(), EngineError> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner()).clear();
         Ok(())
     }
 }
@@ -203,6 +213,37 @@ impl SledSnapshots {
         }
     }
 
+    /// Moves the database to `<dir>.purging`, opens an empty one in its
+    /// place, closes the old one and deletes its folder: sled never
+    /// overwrites a dropped key's old bytes in place, so deleting entries
+    /// would not erase them.
+    fn purge_files(&self) -> Result<(), EngineError> {
+        let failed = |what: &str, e: &dyn std::fmt::Display| {
+            EngineError::snapshot_store(
+                format!("purging {}: {what}", self.dir.display()),
+                e.to_string(),
+            )
+        };
+        let mut old_dir = self.dir.clone().into_os_string();
+        old_dir.push(".purging");
+        let old_dir = std::path::PathBuf::from(old_dir);
+        let _ = std::fs::remove_dir_all(&old_dir);
+        let mut slot = self.db.write().unwrap_or_else(|p| p.into_inner());
+        std::fs::rename(&self.dir, &old_dir).map_err(|e| failed("moving it aside", &e))?;
+        let fresh =
+            crate::embedded::open_sled(&self.dir, self.cache_bytes, crate::embedded::SEGMENT_BYTES)
+                .map_err(|e| failed("opening an empty one", &e))?;
+        if let Some(id) = &self.identity {
+            fresh
+                .insert(LOG_IDENTITY_KEY, id.as_slice())
+                .map_err(|e| failed("opening an empty one", &e))?;
+        }
+        let old = std::mem::replace(&mut *slot, fresh);
+        drop(slot);
+        drop(old);
+        std::fs::remove_dir_all(&old_dir).map_err(|e| failed("deleting the old one", &e))
+    }
+
     /// Whether opening discarded the snapshots (ahead of the log, or of
     /// another log), and why.
     pub fn rebuilt_at_open(&self) -> Option<&DerivedRebuild> {
@@ -288,6 +329,10 @@ impl SnapshotStore for SledSnapshots {
             self.replace(&format!("failed: {e}"));
         }
         stored
+    }
+
+    fn purge(&self) -> Result<(), EngineError> {
+        self.purge_files()
     }
 }
 

@@ -12,8 +12,20 @@ use serde::{Deserialize, Serialize};
 use super::types::{EventData, EventId, Metadata, RecordedEvent};
 use crate::error::ErrorKind;
 
-/// The payload envelope format this build writes and reads.
-pub const PAYLOAD_FORMAT: u16 = 1;
+/// The envelope format of a payload without sealed fields: what
+/// [`DomainEvent::to_event_data`] writes.
+pub const PLAIN_FORMAT: u16 = 1;
+
+/// The envelope format of a payload with sealed (encrypted) personal fields
+/// (issue 22, crypto-shredding): format 1 plus a `sealed` list beside the
+/// event, whose own maps then lack those fields (see
+/// `crate::records::sealing`). A reader that does not unseal sees the event
+/// without them.
+pub const SEALED_FORMAT: u16 = 2;
+
+/// The newest payload envelope format this build reads (it reads every
+/// earlier one).
+pub const PAYLOAD_FORMAT: u16 = SEALED_FORMAT;
 
 /// A domain event that can be stored in the log.
 ///
@@ -54,7 +66,7 @@ pub trait DomainEvent: Serialize + DeserializeOwned {
         metadata: Metadata,
     ) -> Result<EventData, CodecError> {
         let envelope = Envelope {
-            format: PAYLOAD_FORMAT,
+            format: PLAIN_FORMAT,
             schema: Self::SCHEMA_VERSION,
             event: self,
         };
@@ -132,6 +144,75 @@ pub(crate) fn from_slice_bounded<'a, T: Deserialize<'a>>(
     let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
     de.set_max_depth(MAX_DECODE_DEPTH);
     T::deserialize(&mut de)
+}
+
+/// Encodes `event` in the [`SEALED_FORMAT`] envelope with `sealed` beside it.
+pub(crate) fn to_event_data_sealed<E: DomainEvent, S: Serialize>(
+    event: &E,
+    sealed: &S,
+    id: EventId,
+    metadata: Metadata,
+) -> Result<EventData, CodecError> {
+    #[derive(Serialize)]
+    struct SealedEnvelope<'a, E, S> {
+        format: u16,
+        schema: u16,
+        event: &'a E,
+        sealed: &'a S,
+    }
+    let envelope = SealedEnvelope {
+        format: SEALED_FORMAT,
+        schema: E::SCHEMA_VERSION,
+        event,
+        sealed,
+    };
+    let payload = rmp_serde::to_vec_named(&envelope).map_err(|e| CodecError::Encode {
+        event_type: event.event_type().to_string(),
+        reason: e.to_string(),
+    })?;
+    Ok(EventData {
+        id,
+        event_type: event.event_type().to_string(),
+        payload,
+        metadata,
+    })
+}
+
+/// Decodes a payload and its `sealed` list (`S::default()` for a
+/// [`PLAIN_FORMAT`] one) in one pass.
+///
+/// Errors: those of [`DomainEvent::decode_payload`];
+/// [`CodecError::Malformed`] for a sealed list that does not decode.
+pub(crate) fn decode_sealed<E: DomainEvent, S: DeserializeOwned + Default>(
+    event_type: &str,
+    payload: &[u8],
+) -> Result<(E, S), CodecError> {
+    // A plain envelope is a map of 3 entries (fixmap 0x83), a sealed one
+    // of 4.
+    if payload.first() != Some(&0x84) {
+        return Ok((E::decode_payload(event_type, payload)?, S::default()));
+    }
+    #[derive(Deserialize)]
+    struct Full<E, S> {
+        format: u16,
+        schema: u16,
+        event: E,
+        sealed: S,
+    }
+    match from_slice_bounded::<Full<E, S>>(payload) {
+        Ok(f) if f.format <= PAYLOAD_FORMAT && f.schema <= E::SCHEMA_VERSION => {
+            Ok((f.event, f.sealed))
+        }
+        // The ordinary decoder says why (a newer format or schema, garbage),
+        // or else it is the sealed list that does not decode.
+        _ => {
+            E::decode_payload(event_type, payload)?;
+            Err(CodecError::Malformed {
+                event_type: event_type.to_string(),
+                reason: "its sealed fields do not decode".into(),
+            })
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]

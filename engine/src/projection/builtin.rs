@@ -8,9 +8,13 @@ use async_trait::async_trait;
 use super::cases::CasesProjection;
 pub use super::error::ResolveError;
 use super::timeline::TimelineProjection;
+use super::HandlerError;
 use super::Projection;
+use crate::case::CaseEvent;
 use crate::definition::CaseDefinition;
-use crate::log::TenantId;
+use crate::log::codec::DomainEvent;
+use crate::log::{RecordedEvent, TenantId};
+use crate::records::sealing::{Opened, SealError};
 
 /// Looks up deployed case definitions (the engine's cache, in practice).
 #[async_trait]
@@ -25,6 +29,18 @@ pub trait DefinitionResolver: Send + Sync + 'static {
         key: &str,
         version: u32,
     ) -> Result<Arc<CaseDefinition>, ResolveError>;
+
+    /// Decodes a case event and opens its sealed personal fields
+    /// ([`crate::records::sealing`]). The default decodes only: sealed
+    /// fields are left out, as for a reader without the keys.
+    ///
+    /// Errors: [`SealError`].
+    async fn open_case_event(&self, event: &RecordedEvent) -> Result<Opened, SealError> {
+        Ok(Opened {
+            event: CaseEvent::from_recorded(event)?,
+            erased: Vec::new(),
+        })
+    }
 }
 
 /// The built-in projections: [`super::cases`] and [`super::timeline`].
@@ -50,6 +66,16 @@ impl DefinitionCache {
             resolver,
             cache: Default::default(),
         }
+    }
+
+    /// The case event opened (see [`DefinitionResolver::open_case_event`]).
+    ///
+    /// Errors: [`HandlerError::Decode`].
+    pub async fn open(&self, event: &RecordedEvent) -> Result<Opened, HandlerError> {
+        self.resolver
+            .open_case_event(event)
+            .await
+            .map_err(|e| HandlerError::decode(format!("case event {}", event.locator()), e))
     }
 
     pub async fn get(

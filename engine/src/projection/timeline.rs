@@ -28,7 +28,6 @@ use super::{Changes, Handler, Projection, Rows};
 use crate::case::disclose::About;
 use crate::case::{CaseEvent, DefinitionRef, Disclosure, InvocationId};
 use crate::definition::CaseDefinition;
-use crate::log::codec::DomainEvent;
 use crate::log::{GlobalPosition, RecordedEvent, StreamVersion, Timestamp};
 use crate::security::{Classification, Principal};
 
@@ -322,8 +321,7 @@ impl Handler for TimelineHandler {
             return Ok(());
         }
         let case_id = event.stream.id();
-        let decoded = CaseEvent::from_recorded(event)
-            .map_err(|e| HandlerError::decode(format!("case event {}", event.locator()), e))?;
+        let decoded = self.defs.open(event).await?.event;
         let mut case = match &decoded {
             CaseEvent::CaseOpened {
                 definition,

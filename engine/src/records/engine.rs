@@ -34,10 +34,10 @@ use crate::security::{Classification, Principal};
 pub const MAX_REASON_BYTES: usize = 4096;
 
 /// A subject's row with the rows of the cases it appears in.
-struct Loaded {
-    id: String,
-    row: SubjectRow,
-    cases: Vec<(String, Option<CaseRow>)>,
+pub(super) struct Loaded {
+    pub(super) id: String,
+    pub(super) row: SubjectRow,
+    pub(super) cases: Vec<(String, Option<CaseRow>)>,
 }
 
 impl Loaded {
@@ -52,7 +52,7 @@ impl Loaded {
         cases.fold(self.row.dob_marking, Classification::max)
     }
 
-    fn holds(&self) -> Vec<Hold> {
+    pub(super) fn holds(&self) -> Vec<Hold> {
         let mut out = Vec::new();
         let day = |d: i64| date_of(d).unwrap_or(Date::MIN);
         for (id, h) in &self.row.holds {
@@ -141,7 +141,7 @@ fn query(e: crate::projection::RowsError) -> RecordsError {
     RecordsError::Query(e.into())
 }
 
-fn require_role(principal: &Principal, action: &str) -> Result<(), RecordsError> {
+pub(super) fn require_role(principal: &Principal, action: &str) -> Result<(), RecordsError> {
     if principal.has_role(RECORDS_ROLE) {
         Ok(())
     } else {
@@ -245,12 +245,15 @@ impl Engine {
     }
 
     /// The `nominals` tree, caught up with the log.
-    async fn nominals(&self, tenant: &TenantId) -> Result<Arc<Generation>, RecordsError> {
+    pub(super) async fn nominals(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Arc<Generation>, RecordsError> {
         Ok(self.caught_up_tree(projection::NAME, tenant).await?)
     }
 
     /// The subject, if the principal may see it (else `UnknownSubject`).
-    fn visible_subject(
+    pub(super) fn visible_subject(
         &self,
         principal: &Principal,
         rows: &Rows,
@@ -279,7 +282,8 @@ impl Engine {
     /// for a subject above the caller's clearance);
     /// [`RecordsError::WrongVersion`]; for a dispose decision
     /// [`RecordsError::UnderHold`] and [`RecordsError::RetainedUntil`];
-    /// [`RecordsError::AwaitingDisposal`]; [`RecordsError::ClassNotInPolicy`];
+    /// [`RecordsError::AwaitingDisposal`]; [`RecordsError::AlreadyErased`];
+    /// [`RecordsError::ClassNotInPolicy`];
     /// access, role, projection and store errors.
     pub async fn review_subject(
         &self,
@@ -343,6 +347,12 @@ impl Engine {
                     actual: subject.row.version,
                 });
             }
+        }
+        if subject.row.state == SubjectState::Erased {
+            return Err(RecordsError::AlreadyErased {
+                subject: subject.id.clone(),
+                certificate: subject.row.certificate.clone().unwrap_or_default(),
+            });
         }
         if subject.row.state == SubjectState::AwaitingDisposal {
             return Err(RecordsError::AwaitingDisposal {
@@ -423,7 +433,7 @@ impl Engine {
 
     /// Appends `event` to the subject's governance stream at the version
     /// read; returns the version after it.
-    async fn append_governance(
+    pub(super) async fn append_governance(
         &self,
         principal: &Principal,
         subject: &Loaded,

@@ -101,6 +101,23 @@ pub enum RecordsError {
         /// The first day disposal is allowed, if known.
         until: Option<Date>,
     },
+    /// An erasure of a subject under a legal hold: the data must be kept as
+    /// evidence (DPA 2018 s47(2)), so it is not erased; restrict it instead.
+    #[error("subject {subject} is under hold ({}): its data must be kept as evidence, so it is not erased; restrict processing instead (DPA 2018 s47(2))", .holds.join(", "))]
+    ErasureUnderHold {
+        /// The subject.
+        subject: String,
+        /// The holds in force, as `kind id`.
+        holds: Vec<String>,
+    },
+    /// The subject was erased already.
+    #[error("subject {subject} was erased already (certificate {certificate})")]
+    AlreadyErased {
+        /// The subject.
+        subject: String,
+        /// The erasure certificate (the `SubjectErased` event's id).
+        certificate: String,
+    },
     /// The subject awaits disposal: no further review.
     #[error("subject {subject} awaits disposal; place a hold to restrict it instead")]
     AwaitingDisposal {
@@ -181,6 +198,8 @@ impl RecordsError {
             | RecordsError::UnderHold { .. }
             | RecordsError::RetainedUntil { .. }
             | RecordsError::AwaitingDisposal { .. }
+            | RecordsError::ErasureUnderHold { .. }
+            | RecordsError::AlreadyErased { .. }
             | RecordsError::HoldReleased { .. } => ErrorKind::Conflict {
                 actual_version: None,
             },

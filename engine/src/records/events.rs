@@ -1,6 +1,6 @@
 //! The governance events: reviews of a subject and legal holds, as stored
 //! in `<tenant>/governance/<subject id>` and `<tenant>/case-hold/<case id>`
-//! (schema version 1). Dates are day numbers (days since 1970-01-01, from
+//! (schema version 2: `SubjectErased` added; version 1 events still read). Dates are day numbers (days since 1970-01-01, from
 //! the engine clock); no event holds a person's reference.
 
 use serde::{Deserialize, Serialize};
@@ -148,6 +148,28 @@ pub enum GovernanceEvent {
         /// The day.
         day: i64,
     },
+    /// The erasure certificate (issue 22 item 5): the subject's data key
+    /// was destroyed. Holds no personal data (ICO: "do not record the data
+    /// itself in your logs of erasure"): who, under which basis, which keys,
+    /// which cases, when. Its event id is the certificate's reference.
+    SubjectErased {
+        /// Who authorised it (principal subject).
+        erased_by: String,
+        /// The role they acted in.
+        role: String,
+        /// The legal basis.
+        basis: ErasureBasis,
+        /// The disposal review it carries out, if any (its event id).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        review: Option<String>,
+        /// The data keys destroyed (key ids).
+        key_ids: Vec<String>,
+        /// The cases the subject appeared in (ids): the scope.
+        cases: Vec<String>,
+        /// The day (from the engine clock; the event's recorded time is
+        /// the instant).
+        day: i64,
+    },
     /// A hold was released.
     HoldReleased {
         /// Its id.
@@ -161,13 +183,39 @@ pub enum GovernanceEvent {
     },
 }
 
+/// The legal basis of an erasure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErasureBasis {
+    /// DPA 2018 s47(1)(a): processing would infringe the data protection
+    /// principles (ss35-40) or safeguards (ss41-42).
+    Infringement,
+    /// DPA 2018 s47(1)(b): a legal obligation to erase.
+    LegalObligation,
+    /// A MoPI review decided to dispose of the record.
+    DisposalReview,
+}
+
+impl ErasureBasis {
+    /// `infringement`, `legal_obligation` or `disposal_review`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErasureBasis::Infringement => "infringement",
+            ErasureBasis::LegalObligation => "legal_obligation",
+            ErasureBasis::DisposalReview => "disposal_review",
+        }
+    }
+}
+
 impl DomainEvent for GovernanceEvent {
-    const SCHEMA_VERSION: u16 = 1;
+    /// 2: `SubjectErased` added.
+    const SCHEMA_VERSION: u16 = 2;
     fn event_type(&self) -> &'static str {
         match self {
             GovernanceEvent::SubjectReviewed { .. } => "SubjectReviewed",
             GovernanceEvent::HoldPlaced { .. } => "HoldPlaced",
             GovernanceEvent::HoldReleased { .. } => "HoldReleased",
+            GovernanceEvent::SubjectErased { .. } => "SubjectErased",
         }
     }
 }

@@ -36,20 +36,27 @@
 //! exist.
 
 pub mod engine;
+pub mod erasure;
 pub mod error;
 pub mod events;
+pub mod kms;
+#[cfg(feature = "postgres")]
+pub mod pg_kms;
 pub mod projection;
 pub mod restriction;
 pub mod schedule;
+pub mod sealing;
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub use erasure::{EraseSubject, ErasureCertificate};
 pub use error::RecordsError;
-pub use events::{Decision, HoldKind, HoldTarget, NracAnswer};
+pub use events::{Decision, ErasureBasis, HoldKind, HoldTarget, NracAnswer};
 pub use restriction::{RestrictedCase, EVIDENTIAL_ROLE};
 pub use schedule::SubjectState;
+pub use sealing::ErasedField;
 
 use crate::calendar::Date;
 use crate::log::TenantId;

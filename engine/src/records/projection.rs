@@ -100,6 +100,10 @@ pub struct SubjectRow {
     pub state: SubjectState,
     /// Its governance stream's event count (0: none).
     pub version: u64,
+    /// The erasure certificate (the `SubjectErased` event's id), once
+    /// erased.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
 }
 
 impl SubjectRow {
@@ -124,6 +128,10 @@ pub struct CaseRow {
     pub appeared: BTreeSet<String>,
     /// Holds on the case, by id.
     pub holds: BTreeMap<String, HoldRow>,
+    /// Fields whose values were erased (their subject's key destroyed),
+    /// by field: what a view shows in their place.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub erased: BTreeMap<String, crate::records::sealing::ErasedField>,
 }
 
 /// The `nominals` projection.
@@ -253,6 +261,7 @@ impl NominalsHandler {
         case: &mut CaseRow,
         def: &CaseDefinition,
         changes: &BTreeMap<FieldKey, serde_json::Value>,
+        erased: &[crate::records::sealing::ErasedField],
     ) -> Result<(), HandlerError> {
         let day = crate::streams::day_of(event.recorded);
         let ids = self.ids(event.stream.tenant());
@@ -262,8 +271,19 @@ impl NominalsHandler {
                 .unwrap_or_default()
         };
         for decl in &def.subjects {
-            if let Some(reference) = changes.get(&decl.id).and_then(text) {
-                let id = ids.id(reference).as_str().to_string();
+            // An erased reference still names its subject: it was sealed
+            // under the subject's own key.
+            let named = changes
+                .get(&decl.id)
+                .and_then(text)
+                .map(|r| ids.id(r).as_str().to_string())
+                .or_else(|| {
+                    erased
+                        .iter()
+                        .find(|e| e.field == decl.id)
+                        .map(|e| e.subject.clone())
+                });
+            if let Some(id) = named {
                 case.subjects.insert(decl.key.clone(), id.clone());
                 case.appeared.insert(id.clone());
                 let mut row = self.subject(&id).await?.unwrap_or(SubjectRow {
@@ -276,6 +296,7 @@ impl NominalsHandler {
                     last_review: None,
                     state: SubjectState::Active,
                     version: 0,
+                    certificate: None,
                 });
                 if !row.appearances.contains_key(case_id) {
                     row.appearances.insert(
@@ -391,8 +412,8 @@ impl NominalsHandler {
 
     async fn apply_case(&mut self, event: &RecordedEvent) -> Result<(), HandlerError> {
         let case_id = event.stream.id();
-        let decoded = CaseEvent::from_recorded(event)
-            .map_err(|e| HandlerError::decode(format!("case event {}", event.locator()), e))?;
+        let opened = self.defs.open(event).await?;
+        let decoded = opened.event;
         let mut before = None;
         if !matches!(decoded, CaseEvent::CaseOpened { .. })
             && event.metadata.classification <= Classification::default()
@@ -415,6 +436,7 @@ impl NominalsHandler {
                 subjects: BTreeMap::new(),
                 appeared: BTreeSet::new(),
                 holds: BTreeMap::new(),
+                erased: BTreeMap::new(),
             },
             other => match self.case(case_id).await? {
                 Some(c) => {
@@ -447,7 +469,14 @@ impl NominalsHandler {
         };
         if let Some(changes) = changes {
             if !def.subjects.is_empty() {
-                self.touch(event, case_id, &mut case, &def, changes).await?;
+                self.touch(event, case_id, &mut case, &def, changes, &opened.erased)
+                    .await?;
+                for f in changes.keys() {
+                    case.erased.remove(f.as_str());
+                }
+                for e in &opened.erased {
+                    case.erased.insert(e.field.as_str().to_string(), e.clone());
+                }
             }
         }
         let subjects_changed = before
@@ -506,7 +535,9 @@ impl NominalsHandler {
                     case.holds.remove(&hold);
                     false
                 }
-                GovernanceEvent::SubjectReviewed { .. } => false,
+                GovernanceEvent::SubjectReviewed { .. } | GovernanceEvent::SubjectErased { .. } => {
+                    false
+                }
             };
             let mut now_restricted = Vec::new();
             if placed {
@@ -555,6 +586,9 @@ impl NominalsHandler {
                     any
                 };
                 row.state = match decision {
+                    // Erasure is final: a review decided on a stale record
+                    // changes nothing.
+                    _ if row.state == SubjectState::Erased => SubjectState::Erased,
                     Decision::Retain => SubjectState::Retained,
                     Decision::Dispose if held => SubjectState::Restricted,
                     Decision::Dispose => SubjectState::AwaitingDisposal,
@@ -591,6 +625,10 @@ impl NominalsHandler {
             }
             GovernanceEvent::HoldReleased { hold, .. } => {
                 row.holds.remove(&hold);
+            }
+            GovernanceEvent::SubjectErased { .. } => {
+                row.state = SubjectState::Erased;
+                row.certificate = Some(event.id.to_string());
             }
         }
         let restriction_changed = was_restricted != (row.state == SubjectState::Restricted);

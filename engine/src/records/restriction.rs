@@ -190,6 +190,36 @@ impl crate::Engine {
         }
     }
 
+    /// The fields of `case_id` whose values were erased (crypto-shredding),
+    /// each with its certificate, of those `principal` may know of (the
+    /// field's own marking within their clearance): what a view shows in
+    /// their place. Empty when the `nominals` record cannot be read (the
+    /// values are gone either way; only the notice is missing).
+    pub(crate) async fn erased_in(
+        &self,
+        principal: &crate::security::Principal,
+        def: &CaseDefinition,
+        case_id: &str,
+    ) -> Vec<crate::records::ErasedField> {
+        if def.subjects.is_empty() {
+            return Vec::new();
+        }
+        let read = async {
+            let gen = self.restrictions(&principal.tenant).await?;
+            super::projection::load::<CaseRow>(&gen.rows, super::projection::P_CASE, case_id)
+        };
+        let Ok(Some(row)) = read.await else {
+            return Vec::new();
+        };
+        row.erased
+            .into_values()
+            .filter(|e| {
+                def.field(e.field.as_str())
+                    .is_some_and(|f| principal.may_see(f.classification.unwrap_or_default()))
+            })
+            .collect()
+    }
+
     /// The restriction row of `case_id`, for a query that already reads
     /// projections (no fallback: its error is the query's).
     ///
@@ -316,6 +346,7 @@ activities = [{ key = "investigate", name = "Investigate", kind = "human_task", 
                 .collect(),
             appeared: appeared.iter().map(|s| s.to_string()).collect(),
             holds: BTreeMap::new(),
+            erased: BTreeMap::new(),
         }
     }
 

@@ -31,11 +31,14 @@ pub enum SubjectState {
     Archived,
     /// A review decided to dispose of it (erasure follows).
     AwaitingDisposal,
+    /// Erased by crypto-shredding: its data key is destroyed, its personal
+    /// data unreadable everywhere (`Engine::erase_subject`).
+    Erased,
 }
 
 impl SubjectState {
     /// The name: `active`, `retained`, `restricted`, `archived`,
-    /// `awaiting_disposal`.
+    /// `awaiting_disposal`, `erased`.
     pub fn as_str(self) -> &'static str {
         match self {
             SubjectState::Active => "active",
@@ -43,6 +46,7 @@ impl SubjectState {
             SubjectState::Restricted => "restricted",
             SubjectState::Archived => "archived",
             SubjectState::AwaitingDisposal => "awaiting_disposal",
+            SubjectState::Erased => "erased",
         }
     }
 }

@@ -285,7 +285,11 @@ impl PgEventStore {
             .map_err(|e| pool_error(context, e))
     }
 
-    async fn query(
+    /// Runs one statement on a pooled connection (prepared once per
+    /// connection) — for the engine's other tables on this database.
+    ///
+    /// Errors: [`LogError::Database`].
+    pub(crate) async fn query(
         &self,
         context: &str,
         statement: &str,

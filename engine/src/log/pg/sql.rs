@@ -21,9 +21,10 @@ pub(crate) const CHANNEL: &str = "cb_events";
 
 /// The migrations, in order; the version of each is its index plus one.
 /// Never edit one that has shipped: add another.
-pub(crate) const MIGRATIONS: &[(&str, &str)] = &[(
-    "events table, append function",
-    r#"
+pub(crate) const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "events table, append function",
+        r#"
 CREATE TABLE cb_meta (
     key text PRIMARY KEY,
     value bytea NOT NULL
@@ -168,7 +169,27 @@ BEGIN
 END
 $fn$;
 "#,
-)];
+    ),
+    (
+        "data keys of crypto-shredding",
+        r#"
+-- Each tenant's key (KEK) and its subjects' data keys, wrapped under it
+-- (records::pg_kms). A destroyed key keeps only its tombstone: the
+-- erasure certificate's reference.
+CREATE TABLE cb_kms_tenant_keys (
+    tenant_id text PRIMARY KEY,
+    kek bytea NOT NULL
+);
+CREATE TABLE cb_kms_data_keys (
+    tenant_id text NOT NULL,
+    key_id text NOT NULL,
+    wrapped bytea,
+    certificate text,
+    PRIMARY KEY (tenant_id, key_id)
+);
+"#,
+    ),
+];
 
 /// Creates the migrations table if needed (run under the migration lock).
 pub(crate) const CREATE_MIGRATIONS: &str = "CREATE TABLE IF NOT EXISTS cb_migrations (

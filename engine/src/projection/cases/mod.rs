@@ -434,8 +434,7 @@ impl Handler for CasesHandler {
             return Ok(());
         }
         let case_id = event.stream.id();
-        let decoded = CaseEvent::from_recorded(event)
-            .map_err(|e| HandlerError::decode(format!("case event {}", event.locator()), e))?;
+        let decoded = self.defs.open(event).await?.event;
         // An opening names the definition the case runs from then on.
         let opened = match &decoded {
             CaseEvent::CaseOpened { definition, .. } => {
