@@ -44,6 +44,10 @@ async fn node(url: &str, naive: bool, delay_ms: u32) -> PgEventStore {
     PgEventStore::connect(config).await.expect("connect node")
 }
 
+/// One race at a time: each opens about three connections per writer, and
+/// two at once would exceed the test server's `max_connections`.
+static RACES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Runs `writers` writers for `run` against the order chosen and returns
 /// each of `readers` readers' findings.
 async fn race(
@@ -53,6 +57,7 @@ async fn race(
     readers: usize,
     run: Duration,
 ) -> Vec<Findings> {
+    let _one_at_a_time = RACES.lock().await;
     let t = tenant("met");
     let mut reader_tasks = Vec::new();
     let (done_tx, done_rx) = tokio::sync::watch::channel(None::<GlobalPosition>);
